@@ -1,0 +1,36 @@
+"""Shared fixtures: one real embedded PostgreSQL server per test session."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+for folder in (ROOT, ROOT / "plugins"):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+
+from demo import postgres  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    """A running embedded PostgreSQL 18 on 127.0.0.1 (TCP, password auth)."""
+    server = postgres.start(tmp_path_factory.mktemp("pgdata"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fresh_db(pg_server, request):
+    """An empty database of its own for one test; returns its name."""
+    name = "t_" + "".join(ch if ch.isalnum() else "_" for ch in request.node.name.lower())[:50]
+    conn = pg_server.connect()
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return name
