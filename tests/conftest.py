@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-for folder in (ROOT, ROOT / "plugins"):
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
-
-from demo import postgres  # noqa: E402
+from demo import postgres
 
 
 @pytest.fixture(scope="session")
