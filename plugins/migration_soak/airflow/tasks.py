@@ -1,0 +1,331 @@
+"""The DAG's tasks: thin TaskFlow glue over the plain modules of the package.
+
+Every task reloads the plan named by the run's ``plan`` param (plans are small files),
+talks to the store for results and passes only small values through XCom.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+
+from airflow.sdk import get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from migration_soak import notify
+from migration_soak.exceptions import BackupError, MigrationError, PlanError
+from migration_soak.plan import Plan, load_plan
+from migration_soak.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def _ctx():
+    ctx = get_current_context()
+    return ctx, load_plan(ctx["params"]["plan"]), ctx["run_id"]
+
+
+def _store(plan: Plan) -> Store:
+    return Store.from_airflow(plan.connections.store)
+
+
+def _staging(plan: Plan):
+    from migration_soak.pgconn import PgTarget
+
+    return PgTarget.from_airflow(plan.connections.staging)
+
+
+def _bin_dir(plan: Plan) -> Path | None:
+    return plan.path(plan.pg_bin_dir) if plan.pg_bin_dir else None
+
+
+@task
+def load() -> list[dict]:
+    """Validate the plan and the trigger form; create the store's tables.
+
+    Returns the hour-0 items ``[{"phase": "hour0", "check": id}, ...]`` the hour-0 check
+    tasks are mapped over (:func:`schedule` gives the phases' items).
+    """
+    ctx = get_current_context()
+    params = ctx["params"]
+    from migration_soak.clock import check_time_scale
+
+    try:
+        plan = load_plan(params["plan"])
+        check_time_scale(params["time_scale"])
+    except (PlanError, ValueError) as exc:
+        raise AirflowFailException(str(exc)) from exc
+    if params["environment"] != plan.environment:
+        raise AirflowFailException(
+            f"environment: the plan {plan.name!r} is for {plan.environment!r}, the run asked for {params['environment']!r}"
+        )
+    _store(plan).create_schema()
+    return [{"phase": p, "check": c} for p, c in plan.schedule() if p == "hour0"]
+
+
+@task
+def schedule(_hour0_items: list[dict]) -> list[dict]:
+    """The (phase, check) pairs of every phase after hour 0, in plan order."""
+    ctx, plan, run_id = _ctx()
+    return [{"phase": p, "check": c} for p, c in plan.schedule() if p != "hour0"]
+
+
+@task
+def preflight() -> dict:
+    """Before touching anything: connections reachable, the migration pending, no user
+    without ``authorizerId`` (seed "Pre-requisitos" and query 1). Fails the run otherwise."""
+    from migration_soak.migrate import LedgerBackend
+    from migration_soak.sources import sql as sql_source
+
+    ctx, plan, run_id = _ctx()
+    target = _staging(plan)
+    backend = LedgerBackend(target, plan.path(plan.migration.migrations_dir))
+    states = {s.name: s.state for s in backend.status()}
+    if plan.migration.name not in states:
+        raise AirflowFailException(f"migration {plan.migration.name!r} not found in {plan.migration.migrations_dir}")
+    if states[plan.migration.name] not in ("pending", "rolled_back"):
+        raise AirflowFailException(
+            f"migration {plan.migration.name!r} is {states[plan.migration.name]}, not pending: nothing to soak"
+        )
+    _, rows = sql_source.run_readonly(plan.connections.staging, (
+        Path(__file__).resolve().parents[3] / "include" / "sql" / "users_without_authorizer_id.sql").read_text())
+    if rows[0][0] != 0:
+        raise AirflowFailException(f"{rows[0][0]} users have no authorizerId: the migration must not start")
+    from airflow.providers.http.hooks.http import HttpHook
+
+    for conn_id in {plan.connections.gateway, plan.connections.authorizer}:
+        resp = HttpHook(method="GET", http_conn_id=conn_id).run("/health", extra_options={"check_response": False, "timeout": 10})
+        if resp.status_code != 200:
+            raise AirflowFailException(f"{conn_id}: /health answered {resp.status_code} before the migration")
+    _store(plan).add_event(run_id, "preflight", {"migrations": states, "text": "all prerequisites hold"})
+    return {"migrations": states}
+
+
+@task
+def backup() -> dict:
+    """``pg_dump`` the staging database and read it back whole; any failure stops the run
+    before the migration (seed, Hora 0 step 1). Returns the backup record."""
+    from migration_soak.backup import take_backup
+    from migration_soak.report import safe_name
+
+    ctx, plan, run_id = _ctx()
+    dest = plan.path(plan.backup_location) / plan.environment
+    try:
+        record = take_backup(_staging(plan), dest, _bin_dir(plan), label=f"pre_{safe_name(run_id)}")
+    except BackupError as exc:
+        raise AirflowFailException(f"backup failed, the migration will not start: {exc}") from exc
+    payload = record.to_dict()
+    _store(plan).add_event(run_id, "backup", {**payload, "text": f"{record.size_bytes} bytes, sha256 {record.sha256[:12]}"})
+    return payload
+
+
+@task
+def migrate(backup_record: dict) -> dict:
+    """Apply pending migrations with Prisma's ``migrate deploy`` semantics (Hora 0 step 2).
+
+    Takes the backup record only to order itself after a verified backup."""
+    from migration_soak.migrate import LedgerBackend
+
+    ctx, plan, run_id = _ctx()
+    backend = LedgerBackend(_staging(plan), plan.path(plan.migration.migrations_dir))
+    try:
+        result = backend.deploy()
+    except MigrationError as exc:
+        _store(plan).add_event(run_id, "migrate_failed", {"text": str(exc)[:500]})
+        raise AirflowFailException(f"migration failed: {exc}") from exc
+    payload = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else dict(result)
+    payload = {k: v for k, v in payload.items() if isinstance(v, (str, int, float, list, dict, bool, type(None)))}
+    _store(plan).add_event(run_id, "migrate", {**payload, "text": f"applied {payload.get('applied')}"})
+    return payload
+
+
+@task
+def verify(_migrated: dict) -> str:
+    """Ledger row finished and deprecated columns gone (Hora 0 step 3, "Schema validado").
+
+    Returns hour 0 (ISO-8601, UTC): every tick is computed from it."""
+    from migration_soak.migrate import verify_applied
+
+    ctx, plan, run_id = _ctx()
+    m = plan.migration
+    try:
+        verify_applied(_staging(plan), m.name, m.table, tuple(m.dropped_columns))
+    except MigrationError as exc:
+        raise AirflowFailException(str(exc)) from exc
+    store = _store(plan)
+    known = store.events(run_id, "hour0")
+    if known:  # a retried verify must not restart the clock
+        return known[0]["payload"]["hour0"]
+    hour0 = datetime.now(timezone.utc).isoformat()
+    store.add_event(run_id, "hour0", {"hour0": hour0, "text": "migration verified; the soak clock starts"})
+    return hour0
+
+
+def restart_apps_now(plan: Plan) -> int:
+    """Call the plan's restart action; returns the HTTP status. Raises on a non-2xx answer."""
+    from airflow.providers.http.hooks.http import HttpHook
+
+    r = plan.restart
+    resp = HttpHook(method=r.method, http_conn_id=r.connection).run(r.endpoint, extra_options={"timeout": 60})
+    return resp.status_code
+
+
+@task
+def restart_apps(_hour0: str) -> int:
+    """Restart the applications so they drop cached schema (Checklist Hora 0)."""
+    ctx, plan, run_id = _ctx()
+    status = restart_apps_now(plan)
+    _store(plan).add_event(run_id, "restart", {"status": status, "text": "applications restarted"})
+    return status
+
+
+@task.branch
+def decide(**_) -> list[str]:
+    """Judge the soak from the store alone and pick the branch: GO or rollback."""
+    from migration_soak.judge import judge
+
+    ctx, plan, run_id = _ctx()
+    store = _store(plan)
+    verdict = judge(plan, store.observations(run_id))
+    store.add_event(run_id, "verdict", {**verdict.to_dict(), "text": f"{verdict.decision}: {'; '.join(verdict.reasons)}"})
+    log.info("verdict: %s: %s", verdict.decision, "; ".join(verdict.reasons))
+    ctx["ti"].xcom_push(key="verdict", value=verdict.to_dict())
+    go = verdict.decision == "GO" or (verdict.decision == "INCONCLUSIVE" and plan.verdict.on_inconclusive == "go")
+    if not go:
+        return ["rollback.notify_rollback"]
+    notify.send(f":large_green_circle: [{plan.environment}] soak of `{plan.migration.name}` verdict: {verdict.decision}",
+                plan.connections.slack)
+    # With sign-off, report waits for the approval (its upstream); without, sign_off is skipped.
+    return ["go.sign_off", "go.report"] if ctx["params"]["require_sign_off"] else ["go.report"]
+
+
+def _verdict(ctx):
+    from migration_soak.judge import Verdict
+
+    return Verdict.from_dict(ctx["ti"].xcom_pull(task_ids="decide", key="verdict"))
+
+
+def write_report(rollback_lines: list[str] | None) -> str:
+    """Render and write the results report of the current run; returns its path."""
+    from migration_soak import report
+
+    ctx, plan, run_id = _ctx()
+    store = _store(plan)
+    text = report.render_report(plan, run_id, _verdict(ctx), store.observations(run_id), store.events(run_id),
+                                float(ctx["params"]["time_scale"]), rollback_lines)
+    path = report.write(plan.path(plan.report_location), f"soak-{report.safe_name(run_id)}.md", text)
+    store.add_event(run_id, "report", {"path": str(path), "text": f"report written to {path}"})
+    log.info("report: %s", path)
+    return str(path)
+
+
+@task(trigger_rule="none_failed_min_one_success")
+def report() -> str:
+    """The results report of a GO soak."""
+    return write_report(None)
+
+
+@task
+def notify_rollback() -> None:
+    """Slack: "ROLLBACK INITIATED - Reason: ..." (rollback step 1)."""
+    ctx, plan, run_id = _ctx()
+    verdict = _verdict(ctx)
+    text = f"ROLLBACK INITIATED - Reason: {verdict.decision}: {'; '.join(verdict.reasons)}"
+    _store(plan).add_event(run_id, "rollback_started", {"text": text})
+    notify.send(f":rotating_light: [{plan.environment}] {plan.migration.name}: {text}", plan.connections.slack)
+
+
+@task
+def restore() -> dict:
+    """Re-add the dropped columns and copy every value back from the backup (step 2)."""
+    from migration_soak.backup import BackupRecord
+    from migration_soak.rollback import restore_columns
+
+    ctx, plan, run_id = _ctx()
+    store = _store(plan)
+    record = BackupRecord.from_dict(store.events(run_id, "backup")[-1]["payload"] | {})
+    m = plan.migration
+    result = restore_columns(_staging(plan), record, _bin_dir(plan), table=m.table, columns=tuple(m.dropped_columns),
+                             key=m.key, down_sql=plan.path(m.down_sql))
+    payload = dataclasses.asdict(result)
+    store.add_event(run_id, "restore", {**payload, "text": (
+        f"restored {payload['values_restored']} values for {payload['users_matched']} of "
+        f"{payload['users_at_backup']} users present at backup time; {payload['mismatches']} mismatches")})
+    return payload
+
+
+@task
+def mark_ledger(_restored: dict) -> None:
+    """Mark the migration rolled back so it reads as pending again (step 3)."""
+    from migration_soak.migrate import LedgerBackend
+
+    ctx, plan, run_id = _ctx()
+    backend = LedgerBackend(_staging(plan), plan.path(plan.migration.migrations_dir))
+    backend.mark_rolled_back(plan.migration.name)
+    states = {s.name: s.state for s in backend.status()}
+    _store(plan).add_event(run_id, "ledger", {"migrations": states, "text": f"{plan.migration.name} is {states[plan.migration.name]}"})
+
+
+@task
+def restart_after_rollback() -> int:
+    """Restart the applications on the restored schema (step 4)."""
+    ctx, plan, run_id = _ctx()
+    status = restart_apps_now(plan)
+    _store(plan).add_event(run_id, "restart", {"status": status, "text": "applications restarted after rollback"})
+    return status
+
+
+@task
+def health(_restarted: int) -> dict:
+    """The system is back where it was (step 5): health endpoints answer and the columns exist."""
+    from migration_soak import sources
+
+    ctx, plan, run_id = _ctx()
+    results = {}
+    for check in plan.checks:
+        if check.source.kind == "http":
+            results[check.id] = sources.measure(check, plan).value
+    from migration_soak.sources.sql import run_readonly
+
+    cols = [r[0] for r in run_readonly(plan.connections.staging, (
+        Path(__file__).resolve().parents[3] / "include" / "sql" / "deprecated_columns_present.sql").read_text())[1]]
+    results["columns_back"] = sorted(cols)
+    ok = all(v == 1.0 for k, v in results.items() if k != "columns_back") and \
+        sorted(cols) == sorted(plan.migration.dropped_columns)
+    _store(plan).add_event(run_id, "health", {**results, "ok": ok, "text": f"post-rollback health {'ok' if ok else 'FAILED'}"})
+    if not ok:
+        raise AirflowFailException(f"post-rollback health failed: {results}")
+    return results
+
+
+@task
+def post_mortem(_health: dict) -> str:
+    """The report plus a post-mortem under ``incidents/`` (step 6)."""
+    from migration_soak import report as report_mod
+
+    ctx, plan, run_id = _ctx()
+    store = _store(plan)
+    events = store.events(run_id)
+    lines = [e["payload"].get("text", "") for e in events if e["kind"] in
+             ("rollback_started", "restore", "ledger", "restart", "health")]
+    report_path = write_report(lines)
+    text = report_mod.render_postmortem(plan, run_id, _verdict(ctx), store.events(run_id), lines)
+    path = report_mod.write(plan.path(plan.report_location) / "incidents",
+                            f"{datetime.now(timezone.utc):%Y-%m-%d}-{plan.environment}-rollback-{report_mod.safe_name(run_id)}.md", text)
+    store.add_event(run_id, "rollback_completed", {"post_mortem": str(path), "report": report_path,
+                                                   "text": "rollback completed"})
+    notify.send(f":white_check_mark: [{plan.environment}] rollback of {plan.migration.name} completed; "
+                f"post-mortem {path.name}", plan.connections.slack)
+    return str(path)
+
+
+@task(trigger_rule="none_failed_min_one_success")
+def conclude() -> str:
+    """Fail the run on anything but GO, after the rollback is done, with the reasons."""
+    ctx, plan, run_id = _ctx()
+    verdict = _verdict(ctx)
+    if verdict.decision == "GO" or (verdict.decision == "INCONCLUSIVE" and plan.verdict.on_inconclusive == "go"):
+        return verdict.decision
+    raise AirflowFailException(f"verdict {verdict.decision}: " + "; ".join(verdict.reasons))

@@ -1,0 +1,52 @@
+"""The soak clock: when each tick falls in wall time.
+
+Hour 0 is the moment the migration was verified. A tick at soak offset ``o`` falls at
+``hour0 + o / time_scale`` of wall time: ``time_scale`` 1 is real time (24 h), 360 runs
+the 24 h soak in 4 minutes. Every tick time is computed from hour 0, so a restarted task
+recomputes where it is and never restarts the clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from migration_soak.plan import Plan
+
+
+@dataclass(frozen=True)
+class Tick:
+    """One scheduled measurement time of a phase: 1-based ``index`` (0 at hour 0),
+    ``offset`` in soak time from hour 0, ``at`` in wall time (UTC)."""
+
+    phase: str
+    index: int
+    offset: timedelta
+    at: datetime
+
+
+def check_time_scale(time_scale: float) -> float:
+    """Validate the speed-up factor; raises ``ValueError`` naming the value."""
+    if not isinstance(time_scale, (int, float)) or isinstance(time_scale, bool) or not 0 < time_scale <= 100_000:
+        raise ValueError(f"time_scale must be a number in (0, 100000], got {time_scale!r}")
+    return float(time_scale)
+
+
+def wall(hour0: datetime, offset: timedelta, time_scale: float) -> datetime:
+    """Wall-clock time of soak offset ``offset``."""
+    return hour0 + offset / check_time_scale(time_scale)
+
+
+def ticks(plan: Plan, phase: str, hour0: datetime, time_scale: float) -> list[Tick]:
+    """The ticks of ``phase`` (``hour0`` is the single tick at offset 0)."""
+    if phase == "hour0":
+        return [Tick("hour0", 0, timedelta(0), hour0)]
+    return [
+        Tick(phase, i, off, wall(hour0, off, time_scale))
+        for i, off in enumerate(plan.phase(phase).tick_offsets(), start=1)
+    ]
+
+
+def soak_end(plan: Plan, hour0: datetime, time_scale: float) -> datetime:
+    """Wall time at which the last phase ends."""
+    return wall(hour0, timedelta(hours=plan.soak_hours()), time_scale)

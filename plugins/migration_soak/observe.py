@@ -1,0 +1,91 @@
+"""Taking observations: measure a check at its due ticks and record them in the store.
+
+This is what one check task does at each wake-up, kept free of Airflow so it is tested
+on its own. Each call:
+
+1. stops at once if the run already holds a NO-GO breach (a NO-GO anywhere stops the
+   other checks, so the rollback starts promptly);
+2. for every tick of (phase, check) that is due and not yet in the store: the latest due
+   tick is measured now; an older one whose time has passed while nothing ran (a
+   scheduler outage) is recorded as an ``error`` "missed" observation, never invented;
+3. returns when to wake up next (the next tick's wall time) or that the work is done.
+
+Because the ticks come from hour 0 and the store, a restarted task resumes at the right
+tick and a tick is never recorded twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from migration_soak import clock, judge, sources
+from migration_soak.exceptions import MeasurementError
+from migration_soak.plan import Plan
+from migration_soak.store import Observation, Store
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Outcome of one wake-up: ``done`` (all ticks recorded or the soak stopped),
+    ``next_at`` (wall time of the next tick, UTC) and ``recorded`` observations."""
+
+    done: bool
+    next_at: datetime | None
+    recorded: list[Observation]
+    stopped_by: Observation | None = None
+
+
+def take(plan: Plan, check_id: str, phase: str, tick: clock.Tick, run_id: str, store: Store) -> Observation:
+    """Measure ``check_id`` now for ``tick`` and return the observation (not yet stored).
+
+    A failed measurement becomes an ``error`` observation carrying the reason.
+    """
+    check = plan.check(check_id)
+    previous = store.latest(run_id, check_id)
+    prev_evidence = previous.evidence if previous and previous.status != "error" else None
+    try:
+        m = sources.measure(check, plan, prev_evidence)
+        status, value, evidence = judge.status_of(check.expect, check.no_go, m.value), m.value, m.evidence
+    except MeasurementError as exc:
+        status, value, evidence = "error", None, {"error": str(exc)[:500]}
+    return Observation(
+        run_id=run_id, phase=phase, check_id=check_id, tick=tick.index, scheduled_at=tick.at,
+        measured_at=datetime.now(timezone.utc), value=value, unit=check.unit, status=status, evidence=evidence,
+    )
+
+
+def observe_due(
+    plan: Plan,
+    store: Store,
+    run_id: str,
+    phase: str,
+    check_id: str,
+    hour0: datetime,
+    time_scale: float,
+    now: datetime | None = None,
+) -> Progress:
+    """Record every due, unrecorded tick of (phase, check); see the module doc."""
+    breach = store.first_failure(run_id)
+    if breach is not None:
+        return Progress(True, None, [], stopped_by=breach)
+    now = now or datetime.now(timezone.utc)
+    schedule = clock.ticks(plan, phase, hour0, time_scale)
+    seen = {o.tick for o in store.observations(run_id, phase=phase, check_id=check_id)}
+    due = [t for t in schedule if t.at <= now and t.index not in seen]
+    recorded = []
+    for i, tick in enumerate(due):
+        if i < len(due) - 1:
+            obs = Observation(
+                run_id=run_id, phase=phase, check_id=check_id, tick=tick.index, scheduled_at=tick.at,
+                measured_at=now, value=None, unit=plan.check(check_id).unit, status="error",
+                evidence={"error": f"missed: tick was due at {tick.at.isoformat()} and no task ran before the next tick"},
+            )
+        else:
+            obs = take(plan, check_id, phase, tick, run_id, store)
+        if store.record(obs):
+            recorded.append(obs)
+    if any(o.status == "fail" for o in recorded):
+        return Progress(True, None, recorded, stopped_by=next(o for o in recorded if o.status == "fail"))
+    pending = [t for t in schedule if t.at > now]
+    return Progress(not pending, pending[0].at if pending else None, recorded)

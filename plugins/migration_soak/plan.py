@@ -1,0 +1,373 @@
+"""The soak plan: one YAML file describing the migration, its phases, checks and rules.
+
+A plan is loaded with :func:`load_plan` and validated into the typed models below.
+Anything wrong is a :class:`~migration_soak.exceptions.PlanError` naming the file, the
+field (dotted path, list items by ``id`` or index) and the offending value.
+
+The default plan, ``include/plans/default.yaml``, encodes the seed runbook
+(``shared/seed/000_984aa0ba0c18a72e.md``): phases from "Cronograma de Monitoreo",
+checks from "Horas 1-2" (metrics table and validation queries) and "Horas 3-8"
+(staging-health-check.sh), NO-GO thresholds from "Criterios de Éxito" and "Alertas".
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from migration_soak.exceptions import PlanError
+
+#: The repository root: plans name files relative to it (``include/sql``, ``demo/prisma``).
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PLANS_DIR = REPO_ROOT / "include" / "plans"
+SQL_DIR = REPO_ROOT / "include" / "sql"
+
+_OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne}
+
+Unit = Literal["count", "ratio", "ms", "bytes", "seconds", "up", "rows"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Condition(_Model):
+    """A comparison of an observed value with a constant, e.g. ``{op: "<", value: 0.001}``.
+
+    ``value`` is in the check's unit (a ratio is 0..1, not a percentage).
+    """
+
+    op: Literal["<", "<=", ">", ">=", "==", "!="]
+    value: float
+
+    def holds(self, observed: float) -> bool:
+        """True when ``observed <op> value``."""
+        return _OPS[self.op](observed, self.value)
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.value:g}"
+
+
+class SqlSource(_Model):
+    """A read-only query of the staging database; the value is one cell of the first row.
+
+    ``sql`` is a file under ``include/sql/``. ``column`` picks the cell (default: the
+    first column); ``measure: rows`` takes the row count instead (seed query 2 expects
+    "0 rows"); ``measure: explain_ms`` runs an ``EXPLAIN ANALYZE`` file and takes its
+    "Execution Time" in ms (seed query 3).
+    """
+
+    kind: Literal["sql"]
+    sql: str
+    column: str | None = None
+    measure: Literal["cell", "rows", "explain_ms", "ratio"] = "cell"
+    numerator: str | None = None
+    denominator: str | None = None
+
+    @field_validator("sql")
+    @classmethod
+    def _file_exists(cls, name: str) -> str:
+        if not (SQL_DIR / name).is_file():
+            raise ValueError(f"no such file include/sql/{name}")
+        return name
+
+    @model_validator(mode="after")
+    def _ratio_columns(self):
+        if self.measure == "ratio" and not (self.numerator and self.denominator):
+            raise ValueError("measure 'ratio' needs 'numerator' and 'denominator' column names")
+        return self
+
+
+class HttpHealthSource(_Model):
+    """``GET <endpoint>`` on an HTTP connection; value 1 when the status is ``expect_status``, else 0."""
+
+    kind: Literal["http"]
+    connection: str
+    endpoint: str = "/health"
+    expect_status: int = 200
+
+
+class OpenMetricsSource(_Model):
+    """A scrape of a Prometheus text-format page (``/metrics``), compared with the previous scrape.
+
+    - ``counter_ratio``: increase of ``metric`` samples matching ``numerator`` over the
+      increase of all samples matching ``match`` (ratio 0..1), e.g. the share of auth
+      requests answered 5xx.
+    - ``histogram_quantile``: the ``quantile`` of the histogram ``metric`` (base name) over
+      the buckets' increase, like PromQL's ``histogram_quantile``, in ms.
+    - ``gauge``: the current value of ``metric`` summed over matching samples.
+
+    ``match`` and ``numerator`` map label names to regular expressions (full match).
+    """
+
+    kind: Literal["openmetrics"]
+    connection: str
+    path: str = "/metrics"
+    measure: Literal["counter_ratio", "histogram_quantile", "gauge"]
+    metric: str
+    match: dict[str, str] = Field(default_factory=dict)
+    numerator: dict[str, str] = Field(default_factory=dict)
+    quantile: float | None = Field(default=None, gt=0, lt=1)
+
+    @field_validator("match", "numerator")
+    @classmethod
+    def _regexes_compile(cls, selectors: dict[str, str]) -> dict[str, str]:
+        for label, pattern in selectors.items():
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"label {label!r}: bad regular expression {pattern!r}: {exc}") from None
+        return selectors
+
+    @model_validator(mode="after")
+    def _measure_fields(self):
+        if self.measure == "histogram_quantile" and self.quantile is None:
+            raise ValueError("measure 'histogram_quantile' needs 'quantile' (0..1 exclusive)")
+        if self.measure == "counter_ratio" and not self.numerator:
+            raise ValueError("measure 'counter_ratio' needs a 'numerator' label selector")
+        return self
+
+
+Source = Annotated[Union[SqlSource, HttpHealthSource, OpenMetricsSource], Field(discriminator="kind")]
+
+
+class Check(_Model):
+    """One measurement taken at every tick of the phases it belongs to.
+
+    ``expect`` is the seed's "valor esperado": met → ``pass``. ``no_go`` is the breach
+    that stops the soak and rolls back: met → ``fail``. Neither → ``warn``. A
+    measurement that cannot be taken is ``error``, never ``pass``.
+    """
+
+    id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,62}$")]
+    title: str
+    unit: Unit
+    source: Source
+    expect: Condition
+    no_go: Condition | None = None
+    phases: list[str] | Literal["all"] = "all"
+    rule: str = Field(description="Where the rule comes from: the seed section and its wording.")
+
+
+class Phase(_Model):
+    """A window of soak time after hour 0 with a fixed check cadence.
+
+    Ticks fall at ``start + k * every`` for k = 1, 2, ... up to and including ``end``
+    (the seed's "Horas 1-2: cada 15 minutos" gives ticks at 0:15 .. 2:00).
+    """
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,30}$")]
+    start_hour: float = Field(ge=0)
+    end_hour: float = Field(gt=0)
+    every_minutes: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _window(self):
+        if self.end_hour <= self.start_hour:
+            raise ValueError(f"end_hour {self.end_hour:g} must be after start_hour {self.start_hour:g}")
+        if self.every_minutes > (self.end_hour - self.start_hour) * 60:
+            raise ValueError(f"every_minutes {self.every_minutes:g} is longer than the phase")
+        return self
+
+    def tick_offsets(self) -> list[timedelta]:
+        """Soak-time offsets from hour 0 of this phase's ticks, in order."""
+        offsets, k = [], 1
+        every = timedelta(minutes=self.every_minutes)
+        start, end = timedelta(hours=self.start_hour), timedelta(hours=self.end_hour)
+        while start + k * every <= end + timedelta(microseconds=1):
+            offsets.append(start + k * every)
+            k += 1
+        return offsets
+
+
+class Migration(_Model):
+    """The migration under soak and how to deploy and undo it.
+
+    Paths are relative to the repository root unless absolute.
+    """
+
+    name: str
+    backend: Literal["ledger"] = "ledger"
+    migrations_dir: str
+    down_sql: str
+    table: str = "users"
+    key: str = "id"
+    dropped_columns: list[str] = Field(min_length=1)
+
+
+class Connections(_Model):
+    """Airflow connection ids the soak uses."""
+
+    staging: str = "soak_staging"
+    store: str = "soak_store"
+    gateway: str = "soak_gateway"
+    authorizer: str = "soak_authorizer"
+    slack: str = "soak_slack"
+
+
+class Restart(_Model):
+    """How to restart the applications (seed "Aplicaciones reiniciadas", rollback step 4).
+
+    An HTTP call on a connection; the demo's gateway reloads itself on ``POST /admin/reload``.
+    """
+
+    connection: str
+    endpoint: str
+    method: Literal["POST", "GET", "PUT"] = "POST"
+
+
+class Verdict(_Model):
+    """How observations become a verdict.
+
+    ``min_coverage``: the share (0..1) of scheduled observations of each check that must
+    hold a measured value (``error`` and missing ones do not count) for a GO.
+    ``on_inconclusive``: what the DAG does when the verdict is neither GO nor NO-GO; the
+    safe default rolls back.
+    """
+
+    min_coverage: float = Field(default=0.9, ge=0, le=1)
+    on_inconclusive: Literal["rollback", "go"] = "rollback"
+
+
+class Plan(_Model):
+    """A whole soak. See ``include/plans/default.yaml`` for the seed's plan."""
+
+    name: str
+    description: str = ""
+    environment: str = "staging"
+    migration: Migration
+    connections: Connections = Connections()
+    backup_location: str = ".state/backups"
+    pg_bin_dir: str | None = None
+    report_location: str = "reports"
+    restart: Restart
+    phases: list[Phase] = Field(min_length=1)
+    verdict: Verdict = Verdict()
+    checks: list[Check] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        names = [p.name for p in self.phases]
+        if len(set(names)) != len(names):
+            raise ValueError(f"phase names repeat: {names}")
+        if "hour0" in names:
+            raise ValueError("'hour0' is reserved for the checks at hour 0")
+        ids = [c.id for c in self.checks]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"check ids repeat: {dup}")
+        for check in self.checks:
+            if check.phases != "all":
+                unknown = [p for p in check.phases if p not in names]
+                if unknown:
+                    raise ValueError(f"check {check.id!r} names unknown phases {unknown} (known: {names})")
+        return self
+
+    def phase(self, name: str) -> Phase:
+        """The phase called ``name``; ``KeyError`` if none."""
+        for phase in self.phases:
+            if phase.name == name:
+                return phase
+        raise KeyError(name)
+
+    def check(self, check_id: str) -> Check:
+        """The check with id ``check_id``; ``KeyError`` if none."""
+        for check in self.checks:
+            if check.id == check_id:
+                return check
+        raise KeyError(check_id)
+
+    def checks_in(self, phase: str) -> list[Check]:
+        """Checks measured in ``phase`` (``hour0`` runs every check once)."""
+        return [c for c in self.checks if phase == "hour0" or c.phases == "all" or phase in c.phases]
+
+    def schedule(self) -> list[tuple[str, str]]:
+        """Every (phase, check id) pair the soak measures, hour 0 first, in plan order."""
+        pairs = [("hour0", c.id) for c in self.checks]
+        for phase in self.phases:
+            pairs += [(phase.name, c.id) for c in self.checks_in(phase.name)]
+        return pairs
+
+    def soak_hours(self) -> float:
+        """Length of the soak in hours: the end of the last phase."""
+        return max(p.end_hour for p in self.phases)
+
+    def path(self, relative: str) -> Path:
+        """A plan path resolved against the repository root (absolute paths stay)."""
+        p = Path(relative)
+        return p if p.is_absolute() else REPO_ROOT / p
+
+
+def _field_path(data: Any, loc: tuple) -> tuple[str, Any]:
+    """Dotted field path with list items named by their ``id``/``name``, and the value there."""
+    parts, node = [], data
+    for step in loc:
+        if isinstance(node, list) and isinstance(step, int) and step < len(node):
+            node = node[step]
+            label = node.get("id") or node.get("name") if isinstance(node, dict) else None
+            parts.append(f"[{label}]" if label else f"[{step}]")
+        elif isinstance(node, dict) and step in node:
+            node = node[step]
+            parts.append(f".{step}")
+        else:
+            # pydantic's discriminated-union tag (e.g. 'sql') or a missing field
+            if isinstance(step, str) and not (isinstance(node, dict) and step in ("sql", "http", "openmetrics")):
+                parts.append(f".{step}")
+            node = None if not isinstance(node, dict) else node.get(step, node)
+    return "".join(parts).lstrip("."), node
+
+
+def parse_plan(data: Any, source: str = "<plan>") -> Plan:
+    """Validate already-parsed YAML ``data`` into a :class:`Plan`.
+
+    Raises ``PlanError`` naming ``source``, the field path and the value for every problem.
+    """
+    if not isinstance(data, dict):
+        raise PlanError(f"{source}: the plan must be a mapping, got {type(data).__name__}")
+    try:
+        return Plan.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field, value = _field_path(data, err["loc"])
+            if err["type"] == "missing":
+                lines.append(f"{source}: {field}: required field is missing")
+            else:
+                shown = err.get("input", value)
+                lines.append(f"{source}: {field}: {err['msg']} (got {shown!r})")
+        raise PlanError("\n".join(lines)) from None
+
+
+def plan_file(name_or_path: str) -> Path:
+    """Resolve a plan name (``default``) or path to the YAML file.
+
+    Raises ``PlanError`` naming the value when no such plan exists.
+    """
+    candidate = Path(name_or_path)
+    if candidate.suffix not in (".yaml", ".yml"):
+        candidate = PLANS_DIR / f"{name_or_path}.yaml"
+    elif not candidate.is_absolute():
+        candidate = REPO_ROOT / candidate
+    if not candidate.is_file():
+        known = sorted(p.stem for p in PLANS_DIR.glob("*.yaml"))
+        raise PlanError(f"plan: no plan {name_or_path!r} (looked for {candidate}; known plans: {known})")
+    return candidate
+
+
+def load_plan(name_or_path: str = "default") -> Plan:
+    """Read and validate a plan by name (``include/plans/<name>.yaml``) or path.
+
+    Raises ``PlanError`` (file, field, value) on unreadable YAML or invalid content.
+    """
+    path = plan_file(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise PlanError(f"{path}: not valid YAML: {exc}") from None
+    return parse_plan(data, str(path))

@@ -1,0 +1,149 @@
+"""``openmetrics`` source: scrape a Prometheus text-format page and compare two scrapes.
+
+Rates and quantiles are computed over the increase between the previous scrape (kept in
+the previous observation's evidence) and this one, as PromQL's ``rate`` and
+``histogram_quantile`` would over that window. With no previous scrape in the run, the
+source scrapes twice, ``FIRST_WINDOW_S`` apart. Parsing is ``prometheus_client``'s.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from migration_soak.exceptions import MeasurementError
+from migration_soak.plan import Check, OpenMetricsSource
+from migration_soak.sources import Measurement
+
+FIRST_WINDOW_S = 1.0
+TIMEOUT_S = 10
+
+# A snapshot is [[sorted label items], value] per sample: small, JSON, enough to diff.
+Snapshot = list[list[Any]]
+
+
+def scrape(conn_id: str, path: str) -> str:
+    """The page's text, fetched through ``HttpHook``; raises ``MeasurementError`` if unreachable."""
+    import requests
+    from airflow.providers.http.hooks.http import HttpHook
+
+    try:
+        resp = HttpHook(method="GET", http_conn_id=conn_id).run(
+            path, extra_options={"check_response": False, "timeout": TIMEOUT_S}
+        )
+    except requests.RequestException as exc:
+        raise MeasurementError(f"scrape of {path} failed: {type(exc).__name__}") from exc
+    if resp.status_code != 200:
+        raise MeasurementError(f"scrape of {path} answered HTTP {resp.status_code}")
+    return resp.text
+
+
+def _matches(labels: dict[str, str], selector: dict[str, str]) -> bool:
+    return all(re.fullmatch(pattern, labels.get(name, "")) for name, pattern in selector.items())
+
+
+def select(text: str, sample_name: str, selector: dict[str, str]) -> Snapshot:
+    """Samples called ``sample_name`` whose labels match ``selector`` (label → regex)."""
+    out: Snapshot = []
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == sample_name and _matches(s.labels, selector):
+                out.append([sorted(s.labels.items()), float(s.value)])
+    return out
+
+
+def increase(prev: Snapshot, cur: Snapshot) -> list[tuple[dict[str, str], float]]:
+    """Per-series counter increase; a series that went down was reset and counts from 0."""
+    before = {tuple(map(tuple, labels)): v for labels, v in prev}
+    result = []
+    for labels, v in cur:
+        key = tuple(map(tuple, labels))
+        old = before.get(key, 0.0)
+        result.append((dict(key), v - old if v >= old else v))
+    return result
+
+
+def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
+    """PromQL's ``histogram_quantile``: ``buckets`` are (upper bound ``le``, cumulative count).
+
+    Linear interpolation inside the bucket holding the rank; the ``+Inf`` bucket returns
+    the largest finite bound. Raises ``MeasurementError`` on an empty histogram.
+    """
+    buckets = sorted(buckets)
+    if not buckets or buckets[-1][1] <= 0:
+        raise MeasurementError("no observations in the window")
+    total = buckets[-1][1]
+    rank = q * total
+    lower_bound, lower_count = 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if math.isinf(le):
+                return lower_bound
+            if count == lower_count:
+                return le
+            return lower_bound + (le - lower_bound) * (rank - lower_count) / (count - lower_count)
+        lower_bound, lower_count = le, count
+    return lower_bound
+
+
+def compute(src: OpenMetricsSource, unit: str, prev_text_snap: Snapshot | None, cur_text: str) -> tuple[float, Snapshot, dict]:
+    """The value of ``src`` from the previous snapshot and the current page.
+
+    Returns (value, current snapshot, figures for the evidence).
+    """
+    if src.measure == "gauge":
+        snap = select(cur_text, src.metric, src.match)
+        if not snap:
+            raise MeasurementError(f"no sample {src.metric} matching {src.match}")
+        return sum(v for _, v in snap), snap, {"series": len(snap)}
+    if src.measure == "counter_ratio":
+        snap = select(cur_text, src.metric, src.match)
+        if not snap:
+            raise MeasurementError(f"no sample {src.metric} matching {src.match}")
+        deltas = increase(prev_text_snap or [], snap)
+        total = sum(d for _, d in deltas)
+        part = sum(d for labels, d in deltas if _matches(labels, src.numerator))
+        if total <= 0:
+            raise MeasurementError(f"no increase of {src.metric} {src.match} in the window: no traffic to judge")
+        return part / total, snap, {"numerator": part, "denominator": total}
+    # histogram_quantile
+    snap = select(cur_text, f"{src.metric}_bucket", src.match)
+    if not snap:
+        raise MeasurementError(f"no sample {src.metric}_bucket matching {src.match}")
+    by_le: dict[float, float] = {}
+    for labels, d in increase(prev_text_snap or [], snap):
+        le = float(labels["le"])
+        by_le[le] = by_le.get(le, 0.0) + d
+    seconds = histogram_quantile(src.quantile, list(by_le.items()))
+    value = seconds * 1000.0 if unit == "ms" else seconds
+    return value, snap, {"observations": max(by_le.values()) if by_le else 0, "quantile": src.quantile}
+
+
+def measure(check: Check, previous: dict[str, Any] | None) -> Measurement:
+    """Scrape and compute the check's value against the previous scrape (see module doc)."""
+    src = check.source
+    prev_snap = (previous or {}).get("snapshot")
+    prev_at = (previous or {}).get("scraped_at")
+    if prev_snap is None and src.measure != "gauge":
+        prev_text = scrape(src.connection, src.path)
+        prev_at = datetime.now(timezone.utc).isoformat()
+        name = src.metric if src.measure == "counter_ratio" else f"{src.metric}_bucket"
+        prev_snap = select(prev_text, name, src.match)
+        time.sleep(FIRST_WINDOW_S)
+    text = scrape(src.connection, src.path)
+    value, snap, figures = compute(src, check.unit, prev_snap, text)
+    return Measurement(
+        value,
+        {
+            "path": src.path,
+            "window_from": prev_at,
+            "scraped_at": datetime.now(timezone.utc).isoformat(),
+            **figures,
+            "snapshot": snap,
+        },
+    )

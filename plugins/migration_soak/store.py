@@ -1,0 +1,158 @@
+"""The observation store: every measured value and every soak event, in PostgreSQL.
+
+SQLAlchemy Core over the ``soak_store`` connection. Tasks share results only through
+here (and XCom for small values), so any Airflow executor works and a restarted task
+finds what was already measured. The decision reads only this store.
+
+Observations are unique per (run, phase, check, tick): recording the same tick twice
+(a retried task, a restarted scheduler) keeps the first and reports the duplicate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB, insert
+
+Status = Literal["pass", "warn", "fail", "error"]
+STATUSES: tuple[str, ...] = ("pass", "warn", "fail", "error")
+
+metadata = sa.MetaData()
+
+observations = sa.Table(
+    "soak_observations",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Column("phase", sa.Text, nullable=False),
+    sa.Column("check_id", sa.Text, nullable=False),
+    sa.Column("tick", sa.Integer, nullable=False),
+    sa.Column("scheduled_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("measured_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("value", sa.Float),
+    sa.Column("unit", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("evidence", JSONB, nullable=False),
+    sa.UniqueConstraint("run_id", "phase", "check_id", "tick", name="soak_observations_tick_key"),
+    sa.CheckConstraint("status IN ('pass','warn','fail','error')", name="soak_observations_status_check"),
+)
+
+events = sa.Table(
+    "soak_events",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("run_id", sa.Text, nullable=False, index=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("payload", JSONB, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One measured value of one check at one tick.
+
+    ``tick`` is 1-based within the phase (hour 0 has tick 0). ``value`` is ``None`` for
+    an ``error`` observation. ``evidence`` is JSON: the query, the figures it used, the
+    error text.
+    """
+
+    run_id: str
+    phase: str
+    check_id: str
+    tick: int
+    scheduled_at: datetime
+    measured_at: datetime
+    value: float | None
+    unit: str
+    status: Status
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.status not in STATUSES:
+            raise ValueError(f"observation status must be one of {STATUSES}, got {self.status!r}")
+        if self.status != "error" and self.value is None:
+            raise ValueError(f"observation {self.check_id}@{self.phase}#{self.tick}: status {self.status} needs a value")
+
+
+class Store:
+    """Read and write observations and events for soak runs.
+
+    ``engine`` is a SQLAlchemy engine on the store database (PostgreSQL).
+    """
+
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+
+    @classmethod
+    def from_airflow(cls, conn_id: str) -> "Store":
+        """A store on an Airflow Postgres connection (through ``PostgresHook``)."""
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        return cls(PostgresHook(postgres_conn_id=conn_id).get_sqlalchemy_engine(pool_pre_ping=True))
+
+    def create_schema(self) -> None:
+        """Create the tables if they do not exist (idempotent)."""
+        metadata.create_all(self.engine, checkfirst=True)
+
+    def record(self, obs: Observation) -> bool:
+        """Store ``obs``; returns False (and keeps the first) if its tick is already recorded."""
+        row = {k: getattr(obs, k) for k in observations.c.keys() if k != "id"}
+        stmt = insert(observations).values(**row).on_conflict_do_nothing(constraint="soak_observations_tick_key")
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def observations(self, run_id: str, phase: str | None = None, check_id: str | None = None) -> list[Observation]:
+        """Observations of a run in tick order, optionally of one phase and/or check."""
+        q = sa.select(observations).where(observations.c.run_id == run_id)
+        if phase is not None:
+            q = q.where(observations.c.phase == phase)
+        if check_id is not None:
+            q = q.where(observations.c.check_id == check_id)
+        q = q.order_by(observations.c.scheduled_at, observations.c.id)
+        with self.engine.connect() as conn:
+            return [
+                Observation(**{k: v for k, v in r._mapping.items() if k != "id"}) for r in conn.execute(q)
+            ]
+
+    def latest(self, run_id: str, check_id: str) -> Observation | None:
+        """The most recent observation of a check in a run, any phase."""
+        q = (
+            sa.select(observations)
+            .where(observations.c.run_id == run_id, observations.c.check_id == check_id)
+            .order_by(observations.c.measured_at.desc(), observations.c.id.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            r = conn.execute(q).first()
+        return Observation(**{k: v for k, v in r._mapping.items() if k != "id"}) if r else None
+
+    def first_failure(self, run_id: str) -> Observation | None:
+        """The earliest ``fail`` observation of a run (a NO-GO breach), if any."""
+        q = (
+            sa.select(observations)
+            .where(observations.c.run_id == run_id, observations.c.status == "fail")
+            .order_by(observations.c.measured_at, observations.c.id)
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            r = conn.execute(q).first()
+        return Observation(**{k: v for k, v in r._mapping.items() if k != "id"}) if r else None
+
+    def add_event(self, run_id: str, kind: str, payload: dict[str, Any]) -> None:
+        """Append an event (backup taken, migration applied, verdict, rollback step...)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                events.insert().values(run_id=run_id, kind=kind, at=datetime.now(timezone.utc), payload=payload)
+            )
+
+    def events(self, run_id: str, kind: str | None = None) -> list[dict[str, Any]]:
+        """Events of a run in order, as dicts with ``kind``, ``at`` and ``payload``."""
+        q = sa.select(events.c.kind, events.c.at, events.c.payload).where(events.c.run_id == run_id)
+        if kind is not None:
+            q = q.where(events.c.kind == kind)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q.order_by(events.c.id))]
