@@ -1,0 +1,76 @@
+"""openmetrics source: rates and quantiles between two scrapes, as PromQL computes them."""
+
+import pytest
+
+from migration_soak.exceptions import MeasurementError
+from migration_soak.plan import load_plan
+from migration_soak.sources.openmetrics import compute, histogram_quantile, select
+
+PLAN = load_plan("default")
+
+
+def page(ok_login, err_login, ok_verify, buckets):
+    lines = [
+        "# HELP http_requests_total Requests.", "# TYPE http_requests_total counter",
+        f'http_requests_total{{endpoint="/auth/login",status="200"}} {ok_login}',
+        f'http_requests_total{{endpoint="/auth/login",status="500"}} {err_login}',
+        f'http_requests_total{{endpoint="/auth/verify",status="200"}} {ok_verify}',
+        f'http_requests_total{{endpoint="/workflows/run",status="500"}} 999',
+        "# HELP http_request_duration_seconds Latency.", "# TYPE http_request_duration_seconds histogram",
+    ]
+    cum = 0
+    for le, n in buckets:
+        cum += n
+        lines.append(f'http_request_duration_seconds_bucket{{endpoint="/auth/login",le="{le}"}} {cum}')
+    lines.append(f'http_request_duration_seconds_count{{endpoint="/auth/login"}} {cum}')
+    lines.append('http_request_duration_seconds_sum{endpoint="/auth/login"} 1.0')
+    return "\n".join(lines) + "\n"
+
+
+BUCKETS = ["0.1", "0.2", "0.5", "1.0", "+Inf"]
+
+
+def test_error_ratio_uses_the_increase_between_scrapes_and_ignores_other_endpoints():
+    src = PLAN.check("auth_error_rate").source
+    before = select(page(100, 0, 300, zip(BUCKETS, [0] * 5)), "http_requests_total", src.match)
+    value, _, figures = compute(src, "ratio", before, page(190, 10, 400, zip(BUCKETS, [0] * 5)))
+    assert figures == {"numerator": 10, "denominator": 200}
+    assert value == pytest.approx(0.05)
+
+
+def test_counter_reset_counts_from_zero():
+    src = PLAN.check("auth_error_rate").source
+    before = select(page(1000, 50, 1000, zip(BUCKETS, [0] * 5)), "http_requests_total", src.match)
+    value, _, figures = compute(src, "ratio", before, page(20, 0, 30, zip(BUCKETS, [0] * 5)))  # app restarted
+    assert figures["denominator"] == 50 and value == 0
+
+
+def test_no_traffic_is_an_error_not_a_pass():
+    src = PLAN.check("auth_error_rate").source
+    text = page(5, 0, 5, zip(BUCKETS, [0] * 5))
+    with pytest.raises(MeasurementError, match="no traffic"):
+        compute(src, "ratio", select(text, "http_requests_total", src.match), text)
+
+
+def test_histogram_quantile_interpolates_like_promql():
+    # 100 observations: 50 <= 0.1 s, 40 in (0.1, 0.2], 10 in (0.2, 0.5]
+    assert histogram_quantile(0.95, [(0.1, 50), (0.2, 90), (0.5, 100), (float("inf"), 100)]) == pytest.approx(0.35)
+    assert histogram_quantile(0.5, [(0.1, 50), (0.2, 90), (0.5, 100), (float("inf"), 100)]) == pytest.approx(0.1)
+    # rank in +Inf bucket: the largest finite bound
+    assert histogram_quantile(0.99, [(0.1, 50), (float("inf"), 100)]) == pytest.approx(0.1)
+
+
+def test_p95_in_ms_over_the_window_only():
+    src = PLAN.check("login_p95").source
+    old = page(0, 0, 0, zip(BUCKETS, [1000, 0, 0, 0, 0]))  # history: all fast
+    new = page(0, 0, 0, zip(BUCKETS, [1000, 0, 0, 100, 0]))  # window: 100 slow ones in (0.5, 1]
+    before = select(old, "http_request_duration_seconds_bucket", src.match)
+    value, _, _ = compute(src, "ms", before, new)
+    assert value == pytest.approx(975.0)  # 0.5 + 0.5 * 95/100 s
+
+
+def test_empty_histogram_window_is_an_error():
+    src = PLAN.check("login_p95").source
+    text = page(0, 0, 0, zip(BUCKETS, [3, 0, 0, 0, 0]))
+    with pytest.raises(MeasurementError):
+        compute(src, "ms", select(text, "http_request_duration_seconds_bucket", src.match), text)

@@ -1,0 +1,78 @@
+"""Plan loading and validation: the default plan encodes the seed; bad plans name file, field, value."""
+
+import copy
+
+import pytest
+import yaml
+
+from migration_soak.exceptions import PlanError
+from migration_soak.plan import PLANS_DIR, load_plan, parse_plan
+
+
+@pytest.fixture
+def raw():
+    return yaml.safe_load((PLANS_DIR / "default.yaml").read_text())
+
+
+def test_default_plan_encodes_the_seed_schedule():
+    plan = load_plan("default")
+    ticks = {p.name: len(p.tick_offsets()) for p in plan.phases}
+    # Cronograma: every 15 min in hours 0-2, hourly in 2-8, every 4 h in 8-24.
+    assert ticks == {"intensive": 8, "regular": 6, "passive": 4}
+    assert [str(o) for o in plan.phase("passive").tick_offsets()] == ["12:00:00", "16:00:00", "20:00:00", "1 day, 0:00:00"]
+    assert plan.soak_hours() == 24
+
+
+def test_default_plan_thresholds_are_the_seeds():
+    plan = load_plan("default")
+    auth = plan.check("auth_error_rate")
+    assert (auth.expect.op, auth.expect.value) == ("<", 0.001)  # < 0.1 %
+    assert (auth.no_go.op, auth.no_go.value) == (">", 0.01)  # > 1 %
+    assert plan.check("login_p95").expect.value == 500
+    assert plan.check("verify_p95").expect.value == 200
+    assert plan.check("connection_usage").no_go.value == 0.9
+    assert plan.check("users_without_authorizer_id").no_go.holds(1)
+    assert not plan.check("users_without_authorizer_id").no_go.holds(0)
+
+
+def test_schedule_runs_every_check_at_hour0_then_each_phase(raw):
+    plan = load_plan("default")
+    pairs = plan.schedule()
+    assert pairs[: len(plan.checks)] == [("hour0", c.id) for c in plan.checks]
+    assert len(pairs) == len(plan.checks) * (1 + len(plan.phases))
+
+
+def test_wrong_threshold_type_names_file_field_and_value(raw):
+    bad = copy.deepcopy(raw)
+    bad["checks"][6]["expect"]["value"] = "one percent"
+    with pytest.raises(PlanError) as err:
+        parse_plan(bad, "plans/x.yaml")
+    msg = str(err.value)
+    assert "plans/x.yaml" in msg and "checks[auth_error_rate].expect.value" in msg and "'one percent'" in msg
+
+
+def test_unknown_field_and_missing_sql_file_are_errors(raw):
+    bad = copy.deepcopy(raw)
+    bad["checks"][0]["source"]["sql"] = "nope.sql"
+    bad["phases"][0]["every_minuts"] = 15
+    with pytest.raises(PlanError) as err:
+        parse_plan(bad, "p.yaml")
+    msg = str(err.value)
+    assert "no such file include/sql/nope.sql" in msg
+    assert "phases[intensive].every_minuts" in msg
+
+
+def test_phase_window_and_repeats_are_checked(raw):
+    bad = copy.deepcopy(raw)
+    bad["phases"][1]["end_hour"] = 1
+    with pytest.raises(PlanError, match=r"phases\[regular\].*end_hour 1 must be after start_hour 2"):
+        parse_plan(bad, "p.yaml")
+    bad = copy.deepcopy(raw)
+    bad["checks"].append(copy.deepcopy(bad["checks"][0]))
+    with pytest.raises(PlanError, match="check ids repeat"):
+        parse_plan(bad, "p.yaml")
+
+
+def test_unknown_plan_lists_known_ones():
+    with pytest.raises(PlanError, match=r"no plan 'nope'.*known plans: \['default'"):
+        load_plan("nope")
