@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
-import pytest
+import os
+from pathlib import Path
 
-from demo import postgres
+ROOT = Path(__file__).resolve().parents[1]
+# Airflow reads its configuration at first import: point it at a project-local home
+# before anything imports it, so tests never touch ~/airflow.
+os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".state" / "test-airflow"))
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ.setdefault("XDG_RUNTIME_DIR", str(ROOT / ".state" / "runtime"))
+
+import pytest  # noqa: E402
+
+from demo import postgres  # noqa: E402
 
 
 @pytest.fixture(scope="session")
