@@ -1,0 +1,333 @@
+"""Pre-migration backup: ``pg_dump --format=custom``, written atomically and read back whole.
+
+Runbook (seed, "Hora 0: Ejecución de Migración", step 1) takes a ``pg_dump`` before the
+migration, and its prerequisites demand "Backup de staging creado y verificado". A dump
+only counts as verified when it reads back **whole**: ``pg_restore --list`` reads only
+the table of contents, so a truncated custom-format dump still lists (STYLE.md,
+"PostgreSQL facts"); we run ``pg_restore -f /dev/null DUMP``, which decompresses every
+data block, and check that the table of contents holds the data of the tables that
+matter (``TABLE DATA public users``).
+
+Secrets: connection parameters and the password reach ``pg_dump`` through its
+environment only (:meth:`PgTarget.child_env`); ``--no-password`` makes a missing password
+fail at once instead of prompting. Error messages carry a scrubbed stderr tail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from migration_soak.exceptions import BackupError
+from migration_soak.pgconn import PgTarget
+
+log = logging.getLogger(__name__)
+
+#: Tables whose data a soak backup must hold (``schema.table``): the rollback restores
+#: ``users`` columns from it.
+DEFAULT_REQUIRED_TABLES: tuple[str, ...] = ("public.users",)
+
+_STDERR_TAIL = 1500  # characters of a tool's stderr kept in an error message
+_TOC_DATA = re.compile(r"^\d+; \d+ \d+ TABLE DATA (\S+) (\S+) ")
+_VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+
+
+@dataclass(frozen=True)
+class BackupRecord:
+    """What ``take_backup`` produced; JSON-able through ``to_dict``/``from_dict`` (XCom).
+
+    Fields:
+        path: the dump file (custom format), ``<dest_dir>/<label>.dump``.
+        size_bytes: its size in bytes.
+        sha256: hex SHA-256 of the file's bytes; ``verify_backup`` checks it before a
+            restore.
+        duration_s: wall seconds of ``take_backup`` (dump plus read-back verification).
+        pg_dump_version: version of the ``pg_dump`` that wrote it, e.g. ``"18.4"``.
+        server_version: the server's ``server_version``, e.g. ``"18.4"``.
+        tables: ``schema.table`` of every ``TABLE DATA`` entry in the dump's TOC,
+            sorted.
+        created_at: when the dump finished (UTC, timezone-aware).
+    """
+
+    path: Path
+    size_bytes: int
+    sha256: str
+    duration_s: float
+    pg_dump_version: str
+    server_version: str
+    tables: tuple[str, ...]
+    created_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON types only: ``path`` as str, ``tables`` as list, ``created_at`` ISO 8601."""
+        return {
+            "path": str(self.path),
+            "size_bytes": self.size_bytes,
+            "sha256": self.sha256,
+            "duration_s": self.duration_s,
+            "pg_dump_version": self.pg_dump_version,
+            "server_version": self.server_version,
+            "tables": list(self.tables),
+            "created_at": self.created_at.isoformat(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BackupRecord":
+        """Inverse of ``to_dict``; raises ``BackupError`` naming a missing/bad field."""
+        try:
+            return cls(
+                path=Path(data["path"]),
+                size_bytes=int(data["size_bytes"]),
+                sha256=str(data["sha256"]),
+                duration_s=float(data["duration_s"]),
+                pg_dump_version=str(data["pg_dump_version"]),
+                server_version=str(data["server_version"]),
+                tables=tuple(data["tables"]),
+                created_at=datetime.fromisoformat(data["created_at"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BackupError(f"not a backup record: {type(exc).__name__}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class BackupCheck:
+    """Result of ``verify_backup``: the file read back whole.
+
+    Fields: ``path``; ``size_bytes`` (bytes); ``sha256`` (hex); ``tables`` (``schema.table``
+    of every ``TABLE DATA`` TOC entry, sorted); ``duration_s`` (seconds).
+    """
+
+    path: Path
+    size_bytes: int
+    sha256: str
+    tables: tuple[str, ...]
+    duration_s: float = field(default=0.0)
+
+
+def tool_path(name: str, pg_bin_dir: Path | None) -> Path:
+    """``pg_bin_dir/name`` or, without a folder, ``name`` found on ``PATH``.
+
+    Raises ``BackupError`` when the program is not there.
+    """
+    if pg_bin_dir is not None:
+        candidate = Path(pg_bin_dir) / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+        raise BackupError(f"{name} not found or not executable in {pg_bin_dir}")
+    found = shutil.which(name)
+    if not found:
+        raise BackupError(f"{name} not found on PATH; pass pg_bin_dir")
+    return Path(found)
+
+
+def tool_version(program: Path) -> tuple[int, str]:
+    """``(major, "major.minor")`` of a PostgreSQL client program (``--version``).
+
+    Raises ``BackupError`` when it does not run or prints no version.
+    """
+    try:
+        out = subprocess.run([str(program), "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BackupError(f"{program} --version failed: {exc}") from None
+    match = _VERSION.search(out.stdout)
+    if out.returncode != 0 or not match:
+        raise BackupError(f"{program} --version printed no PostgreSQL version: {out.stdout.strip()[:200]!r}")
+    major = int(match.group(1))
+    minor = match.group(2)
+    return major, f"{major}.{minor}" if minor is not None else str(major)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> tuple[str, int]:
+    """``(hex sha256, size in bytes)`` of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def pg_dump_argv(pg_dump: Path, out_file: Path, lock_wait_timeout_s: float) -> list[str]:
+    """The exact ``pg_dump`` command line ``take_backup`` runs.
+
+    Holds no connection parameters and no password (libpq reads those from the child's
+    environment): ``--format=custom --no-password --lock-wait-timeout=<ms> --file=<out>``.
+    """
+    return [
+        str(pg_dump),
+        "--format=custom",
+        "--no-password",
+        f"--lock-wait-timeout={int(lock_wait_timeout_s * 1000)}",
+        f"--file={out_file}",
+    ]
+
+
+def take_backup(
+    target: PgTarget,
+    dest_dir: Path,
+    pg_bin_dir: Path | None,
+    label: str,
+    *,
+    required_tables: Sequence[str] = DEFAULT_REQUIRED_TABLES,
+    lock_wait_timeout_s: float = 60.0,
+    timeout_s: float = 6 * 3600.0,
+) -> BackupRecord:
+    """Dump ``target`` to ``dest_dir/<label>.dump`` and verify it by reading it back whole.
+
+    Steps: refuse a ``pg_dump`` whose major version is older than the server's (it
+    would fail or produce an incomplete dump); ``pg_dump --format=custom`` into a
+    hidden temporary file in ``dest_dir`` (created 0600: the dump holds password hashes)
+    and ``os.replace`` it to its final name only after ``pg_dump`` succeeded **and** the
+    read-back (``verify_backup``) passed, so a partial file never looks complete;
+    ``required_tables`` (``schema.table``) must have ``TABLE DATA`` in the TOC.
+
+    ``label`` is a file-name stem (letters, digits, ``._-``). ``lock_wait_timeout_s``
+    (seconds) bounds pg_dump's wait for its ACCESS SHARE locks; ``timeout_s`` (seconds)
+    bounds each tool run. An existing ``<label>.dump`` is replaced.
+
+    Returns a ``BackupRecord``. Raises ``BackupError`` naming the step that failed, with
+    the tool's stderr tail (password scrubbed); the temporary file is removed.
+    """
+    started = time.monotonic()
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", label) or label.startswith("."):
+        raise BackupError(f"backup label {label!r} is not a plain file name (letters, digits, '._-')")
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    final = dest_dir / f"{label}.dump"
+    pg_dump = tool_path("pg_dump", pg_bin_dir)
+
+    dump_major, dump_version = tool_version(pg_dump)
+    server_major, server_version = _server_version(target)
+    if dump_major < server_major:
+        raise BackupError(
+            f"pg_dump {dump_version} ({pg_dump}) is older than the server {server_version} of "
+            f"{target.describe()}: pg_dump must be of major version {server_major} or newer"
+        )
+
+    tmp = dest_dir / f".{label}.dump.partial-{uuid.uuid4().hex[:12]}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.close(fd)
+    try:
+        argv = pg_dump_argv(pg_dump, tmp, lock_wait_timeout_s)
+        log.info("pg_dump of %s to %s", target.describe(), final)
+        _run(argv, env=target.child_env(), what=f"pg_dump of {target.describe()}", timeout_s=timeout_s, scrub=target.scrub)
+        check = verify_backup(tmp, pg_bin_dir, required_tables=required_tables, timeout_s=timeout_s)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    record = BackupRecord(
+        path=final,
+        size_bytes=check.size_bytes,
+        sha256=check.sha256,
+        duration_s=round(time.monotonic() - started, 3),
+        pg_dump_version=dump_version,
+        server_version=server_version,
+        tables=check.tables,
+        created_at=datetime.now(timezone.utc),
+    )
+    log.info(
+        "backup %s: %d bytes, sha256 %s, %d tables with data, %.1f s",
+        final, record.size_bytes, record.sha256, len(record.tables), record.duration_s,
+    )
+    return record
+
+
+def verify_backup(
+    path: Path,
+    pg_bin_dir: Path | None,
+    expected_sha256: str | None = None,
+    *,
+    required_tables: Sequence[str] = DEFAULT_REQUIRED_TABLES,
+    timeout_s: float = 6 * 3600.0,
+) -> BackupCheck:
+    """Re-verify a custom-format dump; run before every restore.
+
+    Checks, in order: the file exists and is not empty; its SHA-256 equals
+    ``expected_sha256`` when given (mismatch is an error: the file changed since the
+    backup); ``pg_restore -f /dev/null PATH`` reads every block without error (a
+    truncated dump fails here while ``--list`` would still succeed: STYLE.md
+    "PostgreSQL facts"); the TOC (``pg_restore --list``) has ``TABLE DATA`` for every
+    ``required_tables`` entry (``schema.table``).
+
+    Returns a ``BackupCheck``. Raises ``BackupError`` naming the failed check.
+    """
+    started = time.monotonic()
+    path = Path(path)
+    if not path.is_file():
+        raise BackupError(f"backup {path} does not exist")
+    sha, size = sha256_file(path)
+    if size == 0:
+        raise BackupError(f"backup {path} is empty")
+    if expected_sha256 is not None and sha != expected_sha256.lower():
+        raise BackupError(
+            f"backup {path} checksum mismatch: sha256 is {sha}, the backup record says {expected_sha256}; "
+            "the file changed after the backup was taken"
+        )
+    pg_restore = tool_path("pg_restore", pg_bin_dir)
+    _run(
+        [str(pg_restore), "--file=/dev/null", str(path)],
+        env=None, what=f"reading backup {path} whole (pg_restore -f /dev/null)", timeout_s=timeout_s,
+    )
+    listing = _run(
+        [str(pg_restore), "--list", str(path)], env=None, what=f"listing backup {path}", timeout_s=timeout_s,
+    )
+    tables = tuple(sorted(toc_table_data(listing.splitlines())))
+    missing = [name for name in required_tables if name not in tables]
+    if missing:
+        raise BackupError(
+            f"backup {path} holds no table data for {', '.join(missing)} "
+            f"(TABLE DATA entries: {', '.join(tables) or 'none'})"
+        )
+    return BackupCheck(path=path, size_bytes=size, sha256=sha, tables=tables,
+                       duration_s=round(time.monotonic() - started, 3))
+
+
+def toc_table_data(lines: Iterable[str]) -> list[str]:
+    """``schema.table`` of every ``TABLE DATA`` line of a ``pg_restore --list`` output."""
+    found = []
+    for line in lines:
+        match = _TOC_DATA.match(line)
+        if match:
+            found.append(f"{match.group(1)}.{match.group(2)}")
+    return found
+
+
+def _server_version(target: PgTarget) -> tuple[int, str]:
+    try:
+        conn = target.connect()
+    except Exception as exc:  # psycopg2.OperationalError and friends
+        raise BackupError(f"cannot connect to {target.describe()}: {target.scrub(str(exc)).strip()}") from None
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT current_setting('server_version_num')::int, current_setting('server_version')")
+            num, text = cur.fetchone()
+    finally:
+        conn.close()
+    return num // 10000, text.split()[0]
+
+
+def _run(argv: list[str], *, env: dict[str, str] | None, what: str, timeout_s: float, scrub=lambda s: s) -> str:
+    """Run a tool, return its stdout; on failure raise ``BackupError`` with a stderr tail."""
+    try:
+        out = subprocess.run(argv, env=env, capture_output=True, text=True, errors="replace",
+                             timeout=timeout_s, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise BackupError(f"{what} did not finish within {timeout_s:.0f} s") from None
+    except OSError as exc:
+        raise BackupError(f"{what} could not start: {exc}") from None
+    if out.returncode != 0:
+        tail = scrub(out.stderr.strip())[-_STDERR_TAIL:]
+        raise BackupError(f"{what} failed (exit {out.returncode}): {tail}")
+    return out.stdout

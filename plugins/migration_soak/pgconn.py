@@ -1,0 +1,178 @@
+"""How to reach one PostgreSQL database, without Airflow objects.
+
+``PgTarget`` is the plain connection description that ``backup``, ``migrate`` and
+``rollback`` take, so they run and test without a scheduler. The Airflow glue builds one
+with :meth:`PgTarget.from_airflow`.
+
+Password rule (STYLE.md, "PostgreSQL facts"): the password reaches a child process only
+through its environment (``PGPASSWORD``) or a 0600 ``PGPASSFILE``; never through the
+command line, an exception message or a log line. ``repr()`` hides it and
+:meth:`PgTarget.scrub` removes it from any text we are about to raise or log.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+#: Where libpq reads connection parameters from in a child process (libpq docs,
+#: "Environment Variables"). We clear inherited ones so a child never mixes targets.
+_LIBPQ_ENV = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGSERVICE")
+
+APPLICATION_NAME = "migration-soak"
+
+
+@dataclass(frozen=True)
+class PgTarget:
+    """One database to act on: where it listens and how to log in.
+
+    Fields:
+        host: host name or IP address (or a Unix socket directory), e.g. ``"127.0.0.1"``.
+        port: TCP port, e.g. ``5432``.
+        database: database name.
+        user: role to log in as.
+        password: the role's password, or ``None`` to let libpq find one in
+            ``PGPASSFILE``/``~/.pgpass`` (or fail at once when there is none: tools run
+            with ``--no-password``).
+
+    ``repr()``/``str()`` show ``password=***``; the value itself is only handed to
+    psycopg2 (``connect``) and to child processes' environments (``child_env``).
+    """
+
+    host: str
+    port: int
+    database: str
+    user: str
+    password: str | None = None
+
+    def __repr__(self) -> str:
+        shown = "None" if self.password is None else "'***'"
+        return self.scrub(
+            f"PgTarget(host={self.host!r}, port={self.port!r}, database={self.database!r}, "
+            f"user={self.user!r}, password={shown})"
+        )
+
+    __str__ = __repr__
+
+    def describe(self) -> str:
+        """``user@host:port/database``, scrubbed: safe for logs and error messages."""
+        return self.scrub(f"{self.user}@{self.host}:{self.port}/{self.database}")
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every occurrence of the password replaced by ``***``.
+
+        Used on every stderr tail and driver message before it goes into an exception or
+        a log line. Passwords shorter than 4 characters are not replaced (they would
+        mangle ordinary text); use real passwords.
+        """
+        if self.password and len(self.password) >= 4:
+            return text.replace(self.password, "***")
+        return text
+
+    def connect(self, **kwargs: Any):
+        """A new psycopg2 connection to this database.
+
+        ``kwargs`` go to ``psycopg2.connect`` (e.g. ``connect_timeout``,
+        ``application_name``, ``options``); defaults: ``connect_timeout=10`` (seconds),
+        ``application_name="migration-soak"``. The password goes as a keyword argument,
+        never through a DSN string we build or log.
+
+        Raises ``psycopg2.OperationalError`` as psycopg2 does (libpq's messages do not
+        contain the password; callers still pass them through :meth:`scrub`).
+        """
+        import psycopg2
+
+        params: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "dbname": self.database,
+            "user": self.user,
+            "connect_timeout": 10,
+            "application_name": APPLICATION_NAME,
+        }
+        if self.password is not None:
+            params["password"] = self.password
+        params.update(kwargs)
+        return psycopg2.connect(**params)
+
+    def child_env(self, base: Mapping[str, str] | None = None, passfile: Path | None = None) -> dict[str, str]:
+        """The environment for a libpq client tool (``pg_dump``, ``pg_restore``, ``psql``).
+
+        Returns a copy of ``base`` (default ``os.environ``) with inherited ``PG*``
+        connection variables replaced by ``PGHOST``, ``PGPORT``, ``PGDATABASE``,
+        ``PGUSER`` of this target and ``PGAPPNAME=migration-soak``; the password goes in
+        as ``PGPASSWORD``, or, when ``passfile`` is given, written to that path (mode
+        0600, created exclusively: it must not exist) and named by ``PGPASSFILE``.
+
+        With ``password=None`` no password variable is set and an inherited
+        ``PGPASSFILE`` is kept, so libpq falls back to the pass file; tools must run with
+        ``--no-password`` so that a missing password fails at once instead of prompting.
+        The command line never needs to name the target: libpq reads all of it from here
+        (libpq docs, "Environment Variables" and "The Password File").
+        """
+        env = dict(os.environ if base is None else base)
+        for name in _LIBPQ_ENV:
+            env.pop(name, None)
+        env.update(
+            {
+                "PGHOST": self.host,
+                "PGPORT": str(self.port),
+                "PGDATABASE": self.database,
+                "PGUSER": self.user,
+                "PGAPPNAME": APPLICATION_NAME,
+            }
+        )
+        if self.password is not None:
+            if passfile is not None:
+                write_passfile(passfile, self)
+                env["PGPASSFILE"] = str(passfile)
+            else:
+                env["PGPASSWORD"] = self.password
+        return env
+
+    @classmethod
+    def from_airflow(cls, conn_id: str) -> "PgTarget":
+        """The target described by Airflow connection ``conn_id`` (a Postgres connection).
+
+        Reads it through ``PostgresHook(postgres_conn_id=conn_id).get_connection(conn_id)``
+        (apache-airflow-providers-postgres): ``host``, ``port`` (default 5432),
+        ``schema`` (the database name, as the Postgres hook uses it; the hook's
+        ``database`` extra wins when set), ``login``, ``password``. Airflow is imported
+        here, not at module import, so this module works without it.
+        """
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        hook = PostgresHook(postgres_conn_id=conn_id)
+        conn = hook.get_connection(conn_id)
+        extra = conn.extra_dejson or {}
+        database = getattr(hook, "database", None) or extra.get("database") or conn.schema or "postgres"
+        return cls(
+            host=conn.host or "localhost",
+            port=int(conn.port or 5432),
+            database=database,
+            user=conn.login or "postgres",
+            password=conn.password or None,
+        )
+
+
+def write_passfile(path: Path, target: PgTarget) -> Path:
+    """Write a one-line libpq password file for ``target`` at ``path`` with mode 0600.
+
+    The file is created exclusively (``O_EXCL``) with mode 0600 from the first byte, so
+    no other user ever sees it readable. ``:`` and ``\\`` in fields are escaped as the
+    libpq docs ("The Password File") require. Raises ``FileExistsError`` when ``path``
+    exists and ``ValueError`` when the target has no password.
+    """
+    if target.password is None:
+        raise ValueError("target has no password to write")
+
+    def esc(value: str) -> str:
+        return value.replace("\\", "\\\\").replace(":", "\\:")
+
+    line = ":".join(esc(v) for v in (target.host, str(target.port), target.database, target.user, target.password))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+    return Path(path)

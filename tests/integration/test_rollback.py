@@ -1,0 +1,192 @@
+"""rollback.py on the real server: columns re-added, values restored byte for byte."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from migration_soak.backup import take_backup
+from migration_soak.exceptions import RollbackError
+from migration_soak.migrate import LedgerBackend, verify_applied
+from migration_soak.rollback import CopyBody, parse_copy_header, pg_restore_data_argv, restore_columns
+
+from .conftest import DOWN_SQL, DROP, MIGRATIONS, SEED_USERS, query, seed_users, snapshot
+
+DROPPED = ("passwordHash", "emailVerified")
+NEW_USERS = 50
+
+
+def _column_defs(target):
+    return query(target, """SELECT column_name, data_type, is_nullable, column_default
+                            FROM information_schema.columns
+                            WHERE table_schema = 'public' AND table_name = 'users'
+                              AND column_name IN ('passwordHash', 'emailVerified')
+                            ORDER BY column_name""")
+
+
+@pytest.fixture
+def migrated(seeded, pg_bin, tmp_path):
+    """Seeded db: snapshot, backup, migration deployed, then life goes on for a while."""
+    before = snapshot(seeded)
+    definitions = _column_defs(seeded)
+    backup = take_backup(seeded, tmp_path / "backups", pg_bin, "pre_migration")
+    backend = LedgerBackend(seeded, MIGRATIONS)
+    backend.deploy()
+    verify_applied(seeded, DROP, "users", DROPPED)
+    # After the backup: new sign-ups, a deletion, a profile change.
+    seed_users_after_drop(seeded, SEED_USERS + 1, SEED_USERS + NEW_USERS)
+    query(seeded, "DELETE FROM users WHERE id IN ('usr_0000007', 'usr_0000008', 'usr_0000009')")
+    query(seeded, "UPDATE users SET email = 'changed@example.test' WHERE id = 'usr_0000010'")
+    return seeded, backup, backend, before, definitions
+
+
+def seed_users_after_drop(target, first, last):
+    query(target, """INSERT INTO users (id, email, "authorizerId", "updatedAt")
+                     SELECT 'usr_' || lpad(g::text, 7, '0'), 'late' || g || '@example.test', 'auth-' || g, now()
+                     FROM generate_series(%s, %s) g""", (first, last))
+
+
+def test_rollback_restores_every_value_byte_for_byte(migrated, pg_bin, popen_recorder):
+    target, backup, backend, before, definitions = migrated
+    assert len(before) == SEED_USERS and all(v[0] is not None for v in before.values())
+    assert len({v[0] for v in before.values()}) == SEED_USERS  # distinct values
+    assert sum(1 for v in before.values() if b"\t" in v[0] or b"\n" in v[0] or b"\\" in v[0]) >= SEED_USERS * 0.4
+
+    result = restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL)
+    print(f"\nrestore of {SEED_USERS} users: {result.to_dict()}")
+
+    assert result.table == "public.users" and result.columns == DROPPED
+    assert result.users_at_backup == SEED_USERS
+    assert result.users_matched == SEED_USERS - 3
+    assert result.users_not_in_backup == NEW_USERS
+    assert result.rows_updated == SEED_USERS - 3
+    assert result.values_restored == 2 * (SEED_USERS - 3)
+    assert result.mismatches == 0
+    assert result.duration_s >= result.stage_s + result.restore_s - 0.01
+
+    assert _column_defs(target) == definitions  # same types, nullability, defaults as before
+    after = snapshot(target)
+    deleted = {"usr_0000007", "usr_0000008", "usr_0000009"}
+    for user_id, value in before.items():
+        if user_id in deleted:
+            assert user_id not in after
+        else:
+            assert after[user_id] == value, user_id  # bytes of passwordHash, emailVerified
+    late = {k: v for k, v in after.items() if k not in before}
+    assert len(late) == NEW_USERS and set(late.values()) == {(None, False)}
+    assert query(target, "SELECT email FROM users WHERE id = 'usr_0000010'") == [("changed@example.test",)]
+    assert query(target, "SELECT to_regnamespace('soak_rollback')") == [(None,)]  # scratch dropped
+
+    # Streaming from the dump, password nowhere on a command line.
+    restore_calls = [argv for argv, _ in popen_recorder.calls if "--data-only" in argv]
+    assert restore_calls == [pg_restore_data_argv(pg_bin / "pg_restore", backup.path, "public", "users")]
+    assert all(target.password not in part for argv, _ in popen_recorder.calls for part in argv)
+
+    # The ledger part: the migration reads as pending again.
+    backend.mark_rolled_back(DROP)
+    assert {s.name: s for s in backend.status()}[DROP].is_pending
+
+    # Idempotent: a second run gives the same result and the same data.
+    second = restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL)
+    assert {k: v for k, v in second.to_dict().items() if not k.endswith("_s")} == \
+        {k: v for k, v in result.to_dict().items() if not k.endswith("_s")}
+    assert snapshot(target) == after
+
+    # And the soak can run again: deploy drops the columns once more.
+    assert backend.deploy().applied == (DROP,)
+    verify_applied(target, DROP, "users", DROPPED)
+
+
+def test_rollback_refuses_a_changed_backup(migrated, pg_bin):
+    target, backup, _, _, _ = migrated
+    with open(backup.path, "ab") as handle:
+        handle.write(b"x")
+    with pytest.raises(RollbackError, match="re-verification.*checksum mismatch"):
+        restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL)
+    assert _column_defs(target) == []  # nothing touched
+
+
+@pytest.mark.timeout(60)  # a missing lock_timeout would hang here, not fail
+def test_rollback_fails_fast_when_the_table_is_locked(migrated, pg_bin):
+    target, backup, _, _, _ = migrated
+    app = target.connect()
+    try:
+        with app.cursor() as cur:
+            cur.execute("SELECT count(*) FROM users")  # open transaction holding ACCESS SHARE
+        with pytest.raises(RollbackError, match="lock_timeout"):
+            restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL, lock_timeout_s=0.5)
+    finally:
+        app.rollback()
+        app.close()
+    assert _column_defs(target) == []  # the down SQL was rolled back with the rest
+    assert query(target, "SELECT to_regnamespace('soak_rollback')") == [(None,)]
+    # Once the application lets go, the same call succeeds.
+    assert restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL).mismatches == 0
+
+
+def test_rollback_names_a_column_the_backup_lacks(migrated, pg_bin):
+    target, backup, _, _, _ = migrated
+    with pytest.raises(RollbackError, match="no column.*nickname"):
+        restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL, columns=("passwordHash", "nickname"))
+    assert _column_defs(target) == []
+    assert query(target, "SELECT to_regnamespace('soak_rollback')") == [(None,)]
+
+
+def test_rollback_error_does_not_leak_the_password(migrated, pg_bin):
+    target, backup, _, _, _ = migrated
+    from migration_soak.pgconn import PgTarget
+
+    wrong = PgTarget(target.host, target.port, target.database, f"u_{target.password}", target.password)
+    with pytest.raises(RollbackError) as err:
+        restore_columns(wrong, backup, pg_bin, down_sql=DOWN_SQL)
+    assert target.password not in str(err.value) and "password authentication failed" in str(err.value)
+
+
+def test_parse_copy_header_handles_quoted_identifiers():
+    line = 'COPY public.users (id, email, "authorizerId", "we""ird, name", "passwordHash") FROM stdin;\n'
+    assert parse_copy_header(line) == ("public.users", ["id", "email", "authorizerId", 'we"ird, name', "passwordHash"])
+    assert parse_copy_header('COPY "My Schema"."T" (a) FROM stdin;') == ("My Schema.T", ["a"])
+    for bad in ("COPY public.users FROM stdin;", "SELECT 1;", 'COPY public.users (id, "open) FROM stdin;'):
+        with pytest.raises(RollbackError, match="unexpected COPY header"):
+            parse_copy_header(bad)
+
+
+def test_copy_body_stops_at_the_end_of_data_marker():
+    stream = io.BytesIO(b"a\t\\\\.\n" + b"b\t\\.\\n\n" + b"\\.\n" + b"\n--\n-- dump complete\n")
+    body = CopyBody(stream)
+    assert body.read(1) == b"a\t\\\\.\n"
+    assert body.read(1 << 16) == b"b\t\\.\\n\n"
+    assert body.read(10) == b"" and body.finished and body.rows == 2
+    truncated = CopyBody(io.BytesIO(b"a\tb\n"))
+    assert truncated.read(100) == b"a\tb\n" and truncated.read(100) == b"" and not truncated.finished
+
+
+def test_rollback_commits_nothing_when_verification_finds_mismatches(migrated, pg_bin):
+    """A trigger rewriting the restored value: the IS DISTINCT FROM check catches it."""
+    target, backup, _, _, _ = migrated
+    query(target, """CREATE FUNCTION scramble() RETURNS trigger LANGUAGE plpgsql AS $$
+                     BEGIN NEW."passwordHash" := 'scrambled'; RETURN NEW; END $$""")
+    query(target, "CREATE TRIGGER scramble BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION scramble()")
+    with pytest.raises(RollbackError, match=rf"verification of public.users failed, nothing committed: {SEED_USERS - 3} rows differ"):
+        restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL)
+    assert _column_defs(target) == []
+    assert query(target, "SELECT to_regnamespace('soak_rollback')") == [(None,)]
+
+
+def test_a_second_concurrent_rollback_is_refused_and_leaves_the_first_alone(migrated, pg_bin):
+    target, backup, _, _, _ = migrated
+    from migration_soak.rollback import ROLLBACK_LOCK
+
+    first = target.connect()
+    first.autocommit = True
+    try:
+        with first.cursor() as cur:  # stands in for a rollback in progress, with its scratch table
+            cur.execute("SELECT pg_advisory_lock(%s, %s)", ROLLBACK_LOCK)
+            cur.execute("CREATE SCHEMA soak_rollback; CREATE TABLE soak_rollback.users_backup (id text)")
+        with pytest.raises(RollbackError, match="another rollback is running"):
+            restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL)
+        assert query(target, "SELECT to_regclass('soak_rollback.users_backup') IS NOT NULL") == [(True,)]
+        assert _column_defs(target) == []
+    finally:
+        first.close()
