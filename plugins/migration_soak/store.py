@@ -92,7 +92,7 @@ class Store:
         """A store on an Airflow Postgres connection (through ``PostgresHook``)."""
         from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-        return cls(PostgresHook(postgres_conn_id=conn_id).get_sqlalchemy_engine(pool_pre_ping=True))
+        return cls(PostgresHook(postgres_conn_id=conn_id).get_sqlalchemy_engine(engine_kwargs={"pool_pre_ping": True}))
 
     def create_schema(self) -> None:
         """Create the tables if they do not exist (idempotent)."""

@@ -6,7 +6,6 @@ talks to the store for results and passes only small values through XCom.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from datetime import datetime, timezone
 from pathlib import Path
@@ -135,8 +134,7 @@ def migrate(backup_record: dict) -> dict:
     except MigrationError as exc:
         _store(plan).add_event(run_id, "migrate_failed", {"text": str(exc)[:500]})
         raise AirflowFailException(f"migration failed: {exc}") from exc
-    payload = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else dict(result)
-    payload = {k: v for k, v in payload.items() if isinstance(v, (str, int, float, list, dict, bool, type(None)))}
+    payload = result.to_dict()
     _store(plan).add_event(run_id, "migrate", {**payload, "text": f"applied {payload.get('applied')}"})
     return payload
 
@@ -249,7 +247,7 @@ def restore() -> dict:
     m = plan.migration
     result = restore_columns(_staging(plan), record, _bin_dir(plan), table=m.table, columns=tuple(m.dropped_columns),
                              key=m.key, down_sql=plan.path(m.down_sql))
-    payload = dataclasses.asdict(result)
+    payload = result.to_dict()
     store.add_event(run_id, "restore", {**payload, "text": (
         f"restored {payload['values_restored']} values for {payload['users_matched']} of "
         f"{payload['users_at_backup']} users present at backup time; {payload['mismatches']} mismatches")})

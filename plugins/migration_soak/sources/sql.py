@@ -26,8 +26,9 @@ def run_readonly(conn_id: str, sql: str) -> tuple[list[str], list[tuple]]:
 
     conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
     try:
-        conn.set_session(readonly=True)
         with conn.cursor() as cur:
+            # First statement of the implicit transaction (psycopg2 and psycopg 3 alike).
+            cur.execute("SET TRANSACTION READ ONLY")
             cur.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
             cur.execute(sql)
             columns = [d.name for d in cur.description] if cur.description else []
