@@ -360,12 +360,23 @@ def plan_file(name_or_path: str) -> Path:
     return candidate
 
 
+_LOADED: dict[tuple[Path, int], Plan] = {}
+
+
 def load_plan(name_or_path: str = "default") -> Plan:
     """Read and validate a plan by name (``include/plans/<name>.yaml``) or path.
 
+    Plans are immutable; a process keeps each file's plan until the file changes.
     Raises ``PlanError`` (file, field, value) on unreadable YAML or invalid content.
     """
     path = plan_file(name_or_path)
+    key = (path, path.stat().st_mtime_ns)
+    if key not in _LOADED:
+        _LOADED[key] = _read_plan(path)
+    return _LOADED[key]
+
+
+def _read_plan(path: Path) -> Plan:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

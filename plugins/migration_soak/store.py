@@ -78,6 +78,9 @@ class Observation:
             raise ValueError(f"observation {self.check_id}@{self.phase}#{self.tick}: status {self.status} needs a value")
 
 
+_ENGINES: dict[str, sa.Engine] = {}
+
+
 class Store:
     """Read and write observations and events for soak runs.
 
@@ -89,10 +92,17 @@ class Store:
 
     @classmethod
     def from_airflow(cls, conn_id: str) -> "Store":
-        """A store on an Airflow Postgres connection (through ``PostgresHook``)."""
-        from airflow.providers.postgres.hooks.postgres import PostgresHook
+        """A store on an Airflow Postgres connection (through ``PostgresHook``).
 
-        return cls(PostgresHook(postgres_conn_id=conn_id).get_sqlalchemy_engine(engine_kwargs={"pool_pre_ping": True}))
+        One engine (and its connection pool) per connection id and process: a check task
+        wakes up every tick, and a new pool each time costs a login each time.
+        """
+        if conn_id not in _ENGINES:
+            from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+            hook = PostgresHook(postgres_conn_id=conn_id)
+            _ENGINES[conn_id] = hook.get_sqlalchemy_engine(engine_kwargs={"pool_pre_ping": True, "pool_size": 2})
+        return cls(_ENGINES[conn_id])
 
     def create_schema(self) -> None:
         """Create the tables if they do not exist (idempotent)."""

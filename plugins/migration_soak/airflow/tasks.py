@@ -41,12 +41,8 @@ def _bin_dir(plan: Plan) -> Path | None:
 
 
 @task
-def load() -> list[dict]:
-    """Validate the plan and the trigger form; create the store's tables.
-
-    Returns the hour-0 items ``[{"phase": "hour0", "check": id}, ...]`` the hour-0 check
-    tasks are mapped over (:func:`schedule` gives the phases' items).
-    """
+def load() -> str:
+    """Validate the plan and the trigger form; create the store's tables. Returns the plan name."""
     ctx = get_current_context()
     params = ctx["params"]
     from migration_soak.clock import check_time_scale
@@ -61,14 +57,7 @@ def load() -> list[dict]:
             f"environment: the plan {plan.name!r} is for {plan.environment!r}, the run asked for {params['environment']!r}"
         )
     _store(plan).create_schema()
-    return [{"phase": p, "check": c} for p, c in plan.schedule() if p == "hour0"]
-
-
-@task
-def schedule(_hour0_items: list[dict]) -> list[dict]:
-    """The (phase, check) pairs of every phase after hour 0, in plan order."""
-    ctx, plan, run_id = _ctx()
-    return [{"phase": p, "check": c} for p, c in plan.schedule() if p != "hour0"]
+    return plan.name
 
 
 @task
@@ -143,7 +132,7 @@ def migrate(backup_record: dict) -> dict:
 def verify(_migrated: dict) -> str:
     """Ledger row finished and deprecated columns gone (Hora 0 step 3, "Schema validado").
 
-    Returns hour 0 (ISO-8601, UTC): every tick is computed from it."""
+    Returns the time of verification (ISO-8601, UTC): the hour-0 checks' tick."""
     from migration_soak.migrate import verify_applied
 
     ctx, plan, run_id = _ctx()
@@ -153,11 +142,28 @@ def verify(_migrated: dict) -> str:
     except MigrationError as exc:
         raise AirflowFailException(str(exc)) from exc
     store = _store(plan)
+    known = store.events(run_id, "verified")
+    if known:  # a retried verify keeps the first time
+        return known[0]["payload"]["at"]
+    at = datetime.now(timezone.utc).isoformat()
+    store.add_event(run_id, "verified", {"at": at, "text": "migration verified: ledger row finished, columns gone"})
+    return at
+
+
+@task
+def start_clock() -> str:
+    """Start the soak clock once the Hora 0 checklist has run; returns hour 0 (ISO-8601, UTC).
+
+    Every phase tick is computed from it (seed: the phases count hours from the end of
+    "Hora 0"). A retried task returns the recorded time: the clock never restarts.
+    """
+    ctx, plan, run_id = _ctx()
+    store = _store(plan)
     known = store.events(run_id, "hour0")
-    if known:  # a retried verify must not restart the clock
+    if known:
         return known[0]["payload"]["hour0"]
     hour0 = datetime.now(timezone.utc).isoformat()
-    store.add_event(run_id, "hour0", {"hour0": hour0, "text": "migration verified; the soak clock starts"})
+    store.add_event(run_id, "hour0", {"hour0": hour0, "text": "Hora 0 checklist done; the soak clock starts"})
     return hour0
 
 

@@ -1,0 +1,101 @@
+"""Build the soak DAG from a plan: the plan's phases become task groups of check tasks.
+
+backup -> migrate deploy -> verify -> restart apps -> hour-0 checks -> start the clock
+-> phase groups in order (one sensor per check, waking at each tick) -> decide (branch)
+-> GO: sign-off, report | NO-GO: the rollback group -> conclude.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import DAG, Param, TaskGroup
+
+from migration_soak import notify
+from migration_soak.airflow import tasks as t
+from migration_soak.airflow.operators import CheckSensor
+from migration_soak.plan import PLANS_DIR, Plan, load_plan
+
+
+def dag_id_for(plan_stem: str) -> str:
+    """``migration_soak`` for the default plan, ``migration_soak__<name>`` for others."""
+    return "migration_soak" if plan_stem == "default" else f"migration_soak__{plan_stem}"
+
+
+def build_dag(plan_stem: str, plan: Plan) -> DAG:
+    """The DAG of one plan. ``plan_stem`` is the plan file's name without ``.yaml``."""
+    with DAG(
+        dag_id=dag_id_for(plan_stem),
+        schedule=None,
+        start_date=datetime(2025, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        tags=["migration", "soak", plan.environment],
+        default_args={"owner": "platform", "retries": 0, "on_failure_callback": notify.on_task_failure},
+        doc_md=f"**{plan.name}**: {plan.description}\n\nPlan file: `include/plans/{plan_stem}.yaml`.",
+        params={
+            "plan": Param(plan_stem, type="string", enum=[plan_stem],
+                          description="The plan this DAG was built from (include/plans/<plan>.yaml)."),
+            "environment": Param(plan.environment, type="string", enum=[plan.environment],
+                                 description="The environment the plan soaks."),
+            "time_scale": Param(1.0, type="number", exclusiveMinimum=0, maximum=100000,
+                                description="Soak clock speed-up: 1 = real time (24 h); 360 = 24 h in 4 minutes."),
+            "require_sign_off": Param(False, type="boolean",
+                                      description="Ask a person to approve in the UI before GO (QA sign-off)."),
+        },
+    ) as dag:
+        loaded = t.load()
+        record = t.backup()
+        loaded >> t.preflight() >> record
+        hour0_at = t.verify(t.migrate(record))
+        restarted = t.restart_apps(hour0_at)
+        common = dict(time_scale="{{ params.time_scale }}", plan="{{ params.plan }}")
+
+        with TaskGroup("hour0", tooltip="Checklist Hora 0: every check once, right after the migration") as hour0:
+            for check in plan.checks:
+                CheckSensor(task_id=check.id, item={"phase": "hour0", "check": check.id},
+                            hour0="{{ ti.xcom_pull(task_ids='verify') }}", doc_md=check.rule, **common)
+        clock = t.start_clock()
+        restarted >> hour0 >> clock
+        previous = clock
+        for phase in plan.phases:
+            with TaskGroup(phase.name, tooltip=f"every {phase.every_minutes:g} min, hours "
+                           f"{phase.start_hour:g}-{phase.end_hour:g}") as group:
+                for check in plan.checks_in(phase.name):
+                    CheckSensor(task_id=check.id, item={"phase": phase.name, "check": check.id},
+                                hour0="{{ ti.xcom_pull(task_ids='start_clock') }}", doc_md=check.rule, **common)
+            previous >> group
+            previous = group
+
+        decision = t.decide()
+        previous >> decision
+
+        with TaskGroup("go") as go:
+            sign_off = ApprovalOperator(
+                task_id="sign_off",
+                subject=f"Approve GO for {plan.migration.name}?",
+                body="The soak met every GO criterion. Confirm QA sign-off and no related support tickets "
+                     "(seed, GO criteria).",
+                response_timeout=timedelta(hours=24),
+            )
+            report = t.report()
+            sign_off >> report
+
+        with TaskGroup("rollback") as rollback:
+            restored = t.restore()
+            t.notify_rollback() >> restored
+            restarted_again = t.restart_after_rollback()
+            t.mark_ledger(restored) >> restarted_again
+            t.post_mortem(t.health(restarted_again))
+
+        # The branch picks among its direct downstreams: sign_off, report, notify_rollback.
+        decision >> [sign_off, report, rollback]
+        [go, rollback] >> t.conclude()
+    return dag
+
+
+def build_all() -> dict[str, DAG]:
+    """One DAG per ``include/plans/*.yaml``, keyed by dag id. An invalid plan raises
+    ``PlanError`` (shown as the DAG file's import error, naming file, field and value)."""
+    return {dag_id_for(p.stem): build_dag(p.stem, load_plan(p.stem)) for p in sorted(PLANS_DIR.glob("*.yaml"))}
