@@ -32,13 +32,22 @@ def test_every_task_has_an_owner_no_retries_and_a_failure_callback(dag):
 
 
 def test_shape_backup_migrate_verify_then_checks_then_branch(dag):
+    from migration_soak.plan import load_plan
+
+    plan = load_plan("default")
     up = lambda tid: {t.task_id for t in dag.task_dict[tid].upstream_list}  # noqa: E731
     assert up("migrate") == {"backup"}
     assert up("verify") == {"migrate"}
     assert up("backup") == {"preflight"}
-    assert up("hour0_checks") >= {"restart_apps"}
-    assert up("soak_checks") >= {"hour0_checks"}
-    assert up("decide") == {"soak_checks"}
+    # every check visible by name in the grid: one task per phase and check
+    for phase in ["hour0", "intensive", "regular", "passive"]:
+        for check in plan.checks:
+            assert f"{phase}.{check.id}" in dag.task_dict
+    assert up("hour0.auth_error_rate") == {"restart_apps"}
+    assert up("start_clock") == {f"hour0.{c.id}" for c in plan.checks}
+    assert up("intensive.login_p95") == {"start_clock"}
+    assert up("regular.login_p95") == {f"intensive.{c.id}" for c in plan.checks}  # phases run in order
+    assert up("decide") == {f"passive.{c.id}" for c in plan.checks}
     assert {t.task_id for t in dag.task_dict["decide"].downstream_list} == {"go.sign_off", "go.report", "rollback.notify_rollback"}
     rollback = [t for t in dag.task_dict if t.startswith("rollback.")]
     assert set(rollback) == {"rollback.notify_rollback", "rollback.restore", "rollback.mark_ledger",
@@ -49,15 +58,14 @@ def test_shape_backup_migrate_verify_then_checks_then_branch(dag):
 def test_check_tasks_wait_in_reschedule_mode(dag):
     from migration_soak.airflow.operators import CheckSensor
 
-    for tid in ("hour0_checks", "soak_checks"):
-        assert dag.task_dict[tid].operator_class is CheckSensor
-        assert "mode" not in dag.task_dict[tid].partial_kwargs  # nothing overrides the default below
-    sensor = CheckSensor(task_id="probe", item={}, hour0="", time_scale=1, plan="default")
-    assert sensor.reschedule  # frees the worker slot between ticks
+    sensors = [t for t in dag.tasks if isinstance(t, CheckSensor)]
+    assert len(sensors) == 13 * 4
+    assert all(s.reschedule for s in sensors)  # each frees its worker slot between ticks
 
 
 def test_trigger_form_params(dag):
     params = dag.params
     assert set(params.keys()) == {"plan", "environment", "time_scale", "require_sign_off"}
     assert params["plan"] == "default"
+    assert params["environment"] == "staging"
     assert params["time_scale"] == 1.0

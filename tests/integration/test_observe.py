@@ -1,0 +1,101 @@
+"""Taking observations on a real server: ticks from hour 0, no duplicates on restart,
+missed ticks recorded as errors, a NO-GO stops the other checks, errors never pass."""
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from migration_soak import observe
+from migration_soak.plan import load_plan
+from migration_soak.store import Observation, Store
+from tests.integration.conftest import query
+
+PLAN = load_plan("default")
+H0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+SCALE = 3600.0  # one soak hour per wall second: intensive ticks every 0.25 s
+
+
+@pytest.fixture
+def store(pg_server, fresh_db) -> Store:
+    """A store in a database of its own, beside the test's staging database."""
+    name = f"{fresh_db[:50]}_store"
+    conn = pg_server.connect()
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    url = sa.URL.create("postgresql+psycopg2", username="postgres", password=pg_server.password,
+                        host=pg_server.host, port=pg_server.port, database=name)
+    s = Store(sa.create_engine(url))
+    s.create_schema()
+    yield s
+    s.engine.dispose()
+
+
+@pytest.fixture
+def staging(seeded, monkeypatch):
+    """The seeded database as the plan's ``soak_staging`` Airflow connection."""
+    monkeypatch.setenv("AIRFLOW_CONN_SOAK_STAGING", json.dumps({
+        "conn_type": "postgres", "host": seeded.host, "port": seeded.port, "login": seeded.user,
+        "password": seeded.password, "schema": seeded.database}))
+    return seeded
+
+
+def at(minutes: float) -> datetime:
+    return H0 + timedelta(minutes=minutes) / SCALE
+
+
+def test_due_ticks_are_measured_once_and_resume_after_a_restart(store, staging):
+    p = observe.observe_due(PLAN, store, "r1", "intensive", "users_without_authorizer_id", H0, SCALE, now=at(16))
+    assert [(o.tick, o.status, o.value) for o in p.recorded] == [(1, "pass", 0.0)]
+    assert not p.done and p.next_at == at(30)
+    # A restarted task asking again at the same time records nothing new.
+    again = observe.observe_due(PLAN, store, "r1", "intensive", "users_without_authorizer_id", H0, SCALE, now=at(16))
+    assert again.recorded == [] and again.next_at == at(30)
+    # Last tick (2:00) measured: the phase is done.
+    for minute in (31, 46, 61, 76, 91, 106):
+        observe.observe_due(PLAN, store, "r1", "intensive", "users_without_authorizer_id", H0, SCALE, now=at(minute))
+    last = observe.observe_due(PLAN, store, "r1", "intensive", "users_without_authorizer_id", H0, SCALE, now=at(121))
+    assert last.done and last.next_at is None
+    ticks = [o.tick for o in store.observations("r1", "intensive", "users_without_authorizer_id")]
+    assert ticks == list(range(1, 9))
+
+
+def test_ticks_missed_during_an_outage_are_errors_not_invented_values(store, staging):
+    observe.observe_due(PLAN, store, "r2", "intensive", "users_without_authorizer_id", H0, SCALE, now=at(16))
+    p = observe.observe_due(PLAN, store, "r2", "intensive", "users_without_authorizer_id", H0, SCALE, now=at(62))
+    assert [(o.tick, o.status) for o in p.recorded] == [(2, "error"), (3, "error"), (4, "pass")]
+    assert "missed" in p.recorded[0].evidence["error"]
+
+
+def test_a_breach_is_fail_and_stops_every_other_check(store, staging):
+    query(staging, 'UPDATE users SET "authorizerId" = NULL WHERE id IN (\'usr_0000001\', \'usr_0000002\')')
+    p = observe.observe_due(PLAN, store, "r3", "intensive", "users_without_authorizer_id", H0, SCALE, now=at(16))
+    assert p.done and p.stopped_by.value == 2.0 and p.stopped_by.status == "fail"
+    other = observe.observe_due(PLAN, store, "r3", "regular", "gateway_health", H0, SCALE, now=at(200))
+    assert other.done and other.recorded == [] and other.stopped_by.check_id == "users_without_authorizer_id"
+
+
+def test_an_unreachable_metrics_endpoint_is_an_error_observation(store, monkeypatch):
+    # Port 9 on loopback: nothing listens there.
+    monkeypatch.setenv("AIRFLOW_CONN_SOAK_GATEWAY", json.dumps({"conn_type": "http", "host": "127.0.0.1", "port": 9, "schema": "http"}))
+    p = observe.observe_due(PLAN, store, "r4", "intensive", "auth_error_rate", H0, SCALE, now=at(16))
+    (obs,) = p.recorded
+    assert obs.status == "error" and obs.value is None
+    assert "scrape of /metrics failed" in obs.evidence["error"]
+    # ...while a health check on the same dead service measures "down" (0), a value.
+    p = observe.observe_due(PLAN, store, "r4", "intensive", "gateway_health", H0, SCALE, now=at(16))
+    assert (p.recorded[0].status, p.recorded[0].value) == ("warn", 0.0)
+
+
+def test_store_keeps_the_first_observation_of_a_tick(store):
+    o = Observation("r5", "regular", "login_p95", 2, H0, H0, 10.0, "ms", "pass", {"a": 1})
+    assert store.record(o) is True
+    assert store.record(Observation("r5", "regular", "login_p95", 2, H0, H0, 99.0, "ms", "fail")) is False
+    (kept,) = store.observations("r5")
+    assert kept.value == 10.0 and store.first_failure("r5") is None
+    with pytest.raises(ValueError, match="needs a value"):
+        Observation("r5", "regular", "login_p95", 3, H0, H0, None, "ms", "pass")
