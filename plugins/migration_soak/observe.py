@@ -5,10 +5,15 @@ on its own. Each call:
 
 1. stops at once if the run already holds a NO-GO breach (a NO-GO anywhere stops the
    other checks, so the rollback starts promptly);
-2. for every tick of (phase, check) that is due and not yet in the store: the latest due
-   tick is measured now; an older one whose time has passed while nothing ran (a
-   scheduler outage) is recorded as an ``error`` "missed" observation, never invented;
-3. returns when to wake up next (the next tick's wall time) or that the work is done.
+2. takes the earliest due tick of (phase, check) not yet in the store and measures it
+   now, recording how late that is; a tick whose successor has been due for longer than
+   ``LATE_GRACE`` (a scheduler outage) can no longer be measured honestly and is
+   recorded as an ``error`` "missed" observation, never invented;
+3. returns when to wake up next (the next unrecorded tick's wall time, possibly now) or
+   that the work is done.
+
+``LATE_GRACE`` is wall time, independent of ``time_scale``: at real time it is noise
+against 15-minute ticks; on a compressed clock it absorbs the scheduler's own latency.
 
 Because the ticks come from hour 0 and the store, a restarted task resumes at the right
 tick and a tick is never recorded twice.
@@ -17,12 +22,14 @@ tick and a tick is never recorded twice.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from migration_soak import clock, judge, sources
 from migration_soak.exceptions import MeasurementError
 from migration_soak.plan import Plan
 from migration_soak.store import Observation, Store
+
+LATE_GRACE = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)
@@ -64,28 +71,36 @@ def observe_due(
     hour0: datetime,
     time_scale: float,
     now: datetime | None = None,
+    late_grace: timedelta = LATE_GRACE,
 ) -> Progress:
-    """Record every due, unrecorded tick of (phase, check); see the module doc."""
+    """Record the earliest due, unrecorded tick of (phase, check); see the module doc."""
     breach = store.first_failure(run_id)
     if breach is not None:
         return Progress(True, None, [], stopped_by=breach)
     now = now or datetime.now(timezone.utc)
     schedule = clock.ticks(plan, phase, hour0, time_scale)
-    seen = {o.tick for o in store.observations(run_id, phase=phase, check_id=check_id)}
-    due = [t for t in schedule if t.at <= now and t.index not in seen]
+    seen = {o.tick for o in store.observations(run_id, phase=phase, check_id=check_id)} if schedule[0].at <= now else set()
     recorded = []
-    for i, tick in enumerate(due):
-        if i < len(due) - 1:
+    for i, tick in enumerate(schedule):
+        if tick.at > now or tick.index in seen:
+            continue
+        successor = schedule[i + 1] if i + 1 < len(schedule) else None
+        if successor is not None and successor.at + late_grace < now:
             obs = Observation(
                 run_id=run_id, phase=phase, check_id=check_id, tick=tick.index, scheduled_at=tick.at,
                 measured_at=now, value=None, unit=plan.check(check_id).unit, status="error",
-                evidence={"error": f"missed: tick was due at {tick.at.isoformat()} and no task ran before the next tick"},
+                evidence={"error": f"missed: tick was due at {tick.at.isoformat()} and no task ran "
+                                   f"before the next tick (+{late_grace.total_seconds():g} s grace)"},
             )
-        else:
-            obs = take(plan, check_id, phase, tick, run_id, store)
+            if store.record(obs):
+                recorded.append(obs)
+            continue
+        obs = take(plan, check_id, phase, tick, run_id, store)
         if store.record(obs):
             recorded.append(obs)
+        seen.add(tick.index)
+        break  # one measurement per wake-up: the next tick gets its own moment
     if any(o.status == "fail" for o in recorded):
         return Progress(True, None, recorded, stopped_by=next(o for o in recorded if o.status == "fail"))
-    pending = [t for t in schedule if t.at > now]
+    pending = [t for t in schedule if t.index not in seen and t.index not in {o.tick for o in recorded}]
     return Progress(not pending, pending[0].at if pending else None, recorded)

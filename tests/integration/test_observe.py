@@ -65,10 +65,22 @@ def test_due_ticks_are_measured_once_and_resume_after_a_restart(store, staging):
 
 
 def test_ticks_missed_during_an_outage_are_errors_not_invented_values(store, staging):
-    observe.observe_due(PLAN, store, "r2", "intensive", "users_without_authorizer_id", H0, SCALE, now=at(16))
-    p = observe.observe_due(PLAN, store, "r2", "intensive", "users_without_authorizer_id", H0, SCALE, now=at(62))
+    no_grace = timedelta(0)
+    observe.observe_due(PLAN, store, "r2", "intensive", "users_without_authorizer_id", H0, SCALE, now=at(16), late_grace=no_grace)
+    p = observe.observe_due(PLAN, store, "r2", "intensive", "users_without_authorizer_id", H0, SCALE, now=at(62), late_grace=no_grace)
     assert [(o.tick, o.status) for o in p.recorded] == [(2, "error"), (3, "error"), (4, "pass")]
     assert "missed" in p.recorded[0].evidence["error"]
+    assert p.next_at == at(75)
+
+
+def test_a_late_tick_within_the_grace_is_measured_then_the_next_one_at_once(store, staging):
+    grace = timedelta(minutes=20) / SCALE  # a tick may be measured until 20 soak-minutes after its successor
+    p = observe.observe_due(PLAN, store, "r6", "intensive", "users_without_authorizer_id", H0, SCALE, now=at(31), late_grace=grace)
+    assert [(o.tick, o.status) for o in p.recorded] == [(1, "pass")]
+    assert p.recorded[0].measured_at > p.recorded[0].scheduled_at
+    assert p.next_at == at(30)  # already due: the task wakes again at once for tick 2
+    p = observe.observe_due(PLAN, store, "r6", "intensive", "users_without_authorizer_id", H0, SCALE, now=at(32), late_grace=grace)
+    assert [(o.tick, o.status) for o in p.recorded] == [(2, "pass")] and p.next_at == at(45)
 
 
 def test_a_breach_is_fail_and_stops_every_other_check(store, staging):
