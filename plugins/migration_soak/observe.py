@@ -52,7 +52,7 @@ def take(plan: Plan, check_id: str, phase: str, tick: clock.Tick, run_id: str, s
     previous = store.latest(run_id, check_id)
     prev_evidence = previous.evidence if previous and previous.status != "error" else None
     try:
-        m = sources.measure(check, plan, prev_evidence)
+        m = sources.measure(check, plan, prev_evidence, sources.Context(run_id, store))
         status, value, evidence = judge.status_of(check.expect, check.no_go, m.value), m.value, m.evidence
     except MeasurementError as exc:
         status, value, evidence = "error", None, {"error": str(exc)[:500]}

@@ -30,7 +30,7 @@ SQL_DIR = REPO_ROOT / "include" / "sql"
 
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne}
 
-Unit = Literal["count", "ratio", "ms", "bytes", "seconds", "up", "rows"]
+Unit = Literal["count", "ratio", "ms", "bytes", "seconds", "up", "rows", "per_minute"]
 
 
 class _Model(BaseModel):
@@ -134,7 +134,103 @@ class OpenMetricsSource(_Model):
         return self
 
 
-Source = Annotated[Union[SqlSource, HttpHealthSource, OpenMetricsSource], Field(discriminator="kind")]
+class PrometheusSource(_Model):
+    """A PromQL instant query on a Prometheus server's HTTP API (``/api/v1/query``).
+
+    The value is the single series' value (``aggregate`` folds several: ``sum``, ``max``,
+    ``min``, ``avg``); an empty result is an error. ``scale`` multiplies the value (e.g.
+    1000 to turn seconds into ms).
+    """
+
+    kind: Literal["prometheus"]
+    connection: str
+    query: str
+    aggregate: Literal["one", "sum", "max", "min", "avg"] = "one"
+    scale: float = 1.0
+
+
+class HttpLogs(_Model):
+    """An HTTP log API: ``GET endpoint`` returns JSON; ``items`` is the dotted path of the
+    list of entries, ``where`` keeps entries whose fields equal the given values."""
+
+    connection: str
+    endpoint: str
+    items: str = "logs"
+    where: dict[str, str] = Field(default_factory=dict)
+    text_field: str = "message"
+
+
+class LogsSource(_Model):
+    """Lines of a log that match ``patterns`` (case-insensitive regexes), minus ``exclude``.
+
+    Exactly one reader: ``file`` (new lines since the previous observation; a file that
+    shrank was rotated and is read from the start), ``command`` (an argv, no shell: its
+    stdout is the log, e.g. the last 500 lines), or ``http`` (a JSON log API). The value
+    is the count of matching lines (seed "Logs a Revisar").
+    """
+
+    kind: Literal["logs"]
+    file: str | None = None
+    command: list[str] | None = None
+    http: HttpLogs | None = None
+    patterns: list[str] = Field(min_length=1)
+    exclude: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_reader(self):
+        readers = [r for r in (self.file, self.command, self.http) if r]
+        if len(readers) != 1:
+            raise ValueError("give exactly one of 'file', 'command', 'http'")
+        for pattern in self.patterns + self.exclude:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"bad regular expression {pattern!r}: {exc}") from None
+        return self
+
+
+class AuthorizerSyncSource(_Model):
+    """Sampled ``users."authorizerId"`` values that the Authorizer does not know.
+
+    ``sample`` ids are drawn from the staging database; each is looked up with ``GET
+    endpoint`` (``{id}`` replaced) on the Authorizer's admin API, the connection's
+    password being the admin token. The value is the count not found (seed: "Inconsistencias
+    en la sincronización con Authorizer").
+    """
+
+    kind: Literal["authorizer_sync"]
+    connection: str
+    endpoint: str = "/admin/users/{id}"
+    sample: int = Field(default=50, ge=1, le=10_000)
+
+
+class FingerprintSource(_Model):
+    """Rows or values of a table lost since the pre-migration fingerprint (data-loss check).
+
+    Compares the table now with the fingerprint taken before the migration: rows that
+    existed then (by ``key``) and are gone, and non-null values of ``columns`` that became
+    null. The value is the number of lost rows plus lost values.
+    """
+
+    kind: Literal["fingerprint"]
+    table: str
+    key: str = "id"
+    columns: list[str] = Field(min_length=1)
+
+
+class BackupSource(_Model):
+    """An incremental backup of the affected ``tables`` (seed "Backup incremental creado"):
+    ``pg_dump`` of those tables, read back whole; value 1 when it verified, else 0."""
+
+    kind: Literal["backup"]
+    tables: list[str] = Field(min_length=1)
+
+
+Source = Annotated[
+    Union[SqlSource, HttpHealthSource, OpenMetricsSource, PrometheusSource, LogsSource, AuthorizerSyncSource,
+          FingerprintSource, BackupSource],
+    Field(discriminator="kind"),
+]
 
 
 class Check(_Model):
@@ -184,6 +280,122 @@ class Phase(_Model):
             offsets.append(start + k * every)
             k += 1
         return offsets
+
+
+class ThresholdRule(_Model):
+    """Each observation compared with ``value``. As NO-GO: breached by any observation that
+    meets it. As GO: met when every observation meets it."""
+
+    kind: Literal["threshold"]
+    op: Literal["<", "<=", ">", ">=", "==", "!="]
+    value: float
+
+
+class SustainedRule(_Model):
+    """The condition held on consecutive observations spanning at least ``minutes`` of soak
+    time, and on at least two of them ("Error rate > 1% sostenido por > 5 minutos")."""
+
+    kind: Literal["sustained"]
+    op: Literal["<", "<=", ">", ">=", "==", "!="]
+    value: float
+    minutes: float = Field(gt=0)
+
+
+class WindowCountRule(_Model):
+    """The sum of the observed counts inside a sliding window of ``minutes`` of soak time
+    (``None``: the whole soak) compared with ``value`` ("> 5 errores críticos en cualquier
+    hora"; "0 errores críticos durante 24 horas")."""
+
+    kind: Literal["window_count"]
+    op: Literal["<", "<=", ">", ">=", "==", "!="]
+    value: float
+    minutes: float | None = Field(default=None, gt=0)
+
+
+class BaselineRule(_Model):
+    """Degradation relative to the baseline measured before the migration: ``(m - b) / b``
+    where ``b`` is the baseline median and ``m`` the median of the observations in the last
+    ``window_minutes`` of soak time ("degradación > 10%" / "> 30%"). A change smaller than
+    ``min_delta`` (in the check's unit) is noise and never counts as degradation."""
+
+    kind: Literal["baseline"]
+    op: Literal["<", "<=", ">", ">="]
+    value: float = Field(description="ratio 0..1 (0.3 = 30 %)")
+    window_minutes: float = Field(default=60, gt=0)
+    min_delta: float = Field(default=0, ge=0)
+
+
+class GrowthRule(_Model):
+    """Growth rate per ``per_minutes`` of soak time between each observation and the one
+    at least ``per_minutes`` before it, as a ratio ("crecimiento > 20% por hora"); with
+    ``minutes`` set it must hold on consecutive observations spanning that long
+    ("sostenido")."""
+
+    kind: Literal["growth"]
+    op: Literal["<", "<=", ">", ">="]
+    value: float
+    per_minutes: float = Field(default=60, gt=0)
+    minutes: float | None = Field(default=None, gt=0)
+
+
+Rule = Annotated[Union[ThresholdRule, SustainedRule, WindowCountRule, BaselineRule, GrowthRule],
+                 Field(discriminator="kind")]
+
+
+class Criterion(_Model):
+    """A GO or NO-GO criterion of the seed's "Criterios de Éxito", stated literally.
+
+    ``checks``: the check(s) whose observations it reads (each judged on its own; a NO-GO
+    breached by any, a GO met only when met by all). ``text`` is the seed's wording.
+    """
+
+    id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,62}$")]
+    text: str
+    checks: list[str] = Field(min_length=1)
+    rule: Rule
+    min_coverage: float | None = Field(default=None, ge=0, le=1)
+
+
+class HumanGate(_Model):
+    """A GO criterion only a person can judge (QA sign-off, support tickets): asked in the
+    Airflow UI before GO when the run requires sign-off."""
+
+    id: str
+    text: str
+    why: str
+
+
+class Guard(_Model):
+    """Checks measured at a short cadence for the whole soak, in parallel with the phases
+    (seed "Alertas Críticas"). Every observation is judged against the NO-GO criteria at
+    once, so a breach stops the soak within one guard interval."""
+
+    every_minutes: float = Field(gt=0)
+    checks: list[str] = Field(min_length=1)
+
+
+class Alert(_Model):
+    """An alert of the seed's "Alertas Críticas": a rule on a check that posts to Slack when
+    it fires (once until it clears). Alerts inform; NO-GO criteria decide."""
+
+    id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,62}$")]
+    text: str
+    checks: list[str] = Field(min_length=1)
+    rule: Rule
+
+
+class Baseline(_Model):
+    """The checks measured before the migration over ``minutes`` of soak time, one
+    observation every ``every_minutes``; relative rules compare against their median."""
+
+    minutes: float = Field(gt=0)
+    every_minutes: float = Field(gt=0)
+    checks: list[str] = Field(min_length=1)
+
+    def tick_offsets(self) -> list[timedelta]:
+        """Offsets of the baseline ticks from the baseline's start."""
+        n = int(self.minutes // self.every_minutes)
+        return [timedelta(minutes=self.every_minutes * k) for k in range(1, n + 1)]
 
 
 class Migration(_Model):
@@ -250,6 +462,12 @@ class Plan(_Model):
     phases: list[Phase] = Field(min_length=1)
     verdict: Verdict = Verdict()
     checks: list[Check] = Field(min_length=1)
+    baseline: Baseline | None = None
+    guard: Guard | None = None
+    go: list[Criterion] = Field(default_factory=list)
+    no_go: list[Criterion] = Field(default_factory=list)
+    alerts: list[Alert] = Field(default_factory=list)
+    human_gates: list[HumanGate] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -267,6 +485,20 @@ class Plan(_Model):
                 unknown = [p for p in check.phases if p not in names]
                 if unknown:
                     raise ValueError(f"check {check.id!r} names unknown phases {unknown} (known: {names})")
+        refs = [(f"go[{c.id}]", c.checks) for c in self.go] + [(f"no_go[{c.id}]", c.checks) for c in self.no_go]
+        refs += [(f"alerts[{a.id}]", a.checks) for a in self.alerts]
+        refs += [("guard", self.guard.checks)] if self.guard else []
+        refs += [("baseline", self.baseline.checks)] if self.baseline else []
+        for where, used in refs:
+            unknown = [c for c in used if c not in ids]
+            if unknown:
+                raise ValueError(f"{where} names unknown checks {unknown}")
+        crit_ids = [c.id for c in self.go + self.no_go]
+        dup = sorted({i for i in crit_ids if crit_ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"criterion ids repeat: {dup}")
+        if any(c.rule.kind == "baseline" for c in self.go + self.no_go + self.alerts) and not self.baseline:
+            raise ValueError("a 'baseline' rule needs a 'baseline' section")
         return self
 
     def phase(self, name: str) -> Phase:
@@ -284,7 +516,12 @@ class Plan(_Model):
         raise KeyError(check_id)
 
     def checks_in(self, phase: str) -> list[Check]:
-        """Checks measured in ``phase`` (``hour0`` runs every check once)."""
+        """Checks measured in ``phase``: ``hour0`` runs every check once; ``guard`` and
+        ``baseline`` run the checks their sections name."""
+        if phase == "guard":
+            return [self.check(c) for c in self.guard.checks] if self.guard else []
+        if phase == "baseline":
+            return [self.check(c) for c in self.baseline.checks] if self.baseline else []
         return [c for c in self.checks if phase == "hour0" or c.phases == "all" or phase in c.phases]
 
     def schedule(self) -> list[tuple[str, str]]:

@@ -22,11 +22,21 @@ class Measurement:
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
-def measure(check: Check, plan: Plan, previous: dict[str, Any] | None = None) -> Measurement:
+@dataclass(frozen=True)
+class Context:
+    """Where a measurement belongs: the Airflow ``run_id`` and the observation ``store``
+    (sources that compare with something recorded earlier in the run read it there)."""
+
+    run_id: str
+    store: Any
+
+
+def measure(check: Check, plan: Plan, previous: dict[str, Any] | None = None, context: Context | None = None) -> Measurement:
     """Measure ``check`` now.
 
     ``previous`` is the evidence of this check's previous observation in the run: sources
-    that compare two scrapes (``openmetrics``) take their baseline sample from it.
+    that compare with the last reading (``openmetrics`` scrapes, ``logs`` offsets) take
+    it from there. ``context`` is needed by ``fingerprint`` and ``backup``.
     Raises ``MeasurementError`` when the value cannot be measured.
     """
     kind = check.source.kind
@@ -43,6 +53,26 @@ def measure(check: Check, plan: Plan, previous: dict[str, Any] | None = None) ->
             from migration_soak.sources import openmetrics
 
             return openmetrics.measure(check, previous)
+        if kind == "prometheus":
+            from migration_soak.sources import prometheus
+
+            return prometheus.measure(check)
+        if kind == "logs":
+            from migration_soak.sources import logs
+
+            return logs.measure(check, previous)
+        if kind == "authorizer_sync":
+            from migration_soak.sources import authorizer_sync
+
+            return authorizer_sync.measure(check, plan.connections.staging)
+        if kind == "fingerprint":
+            from migration_soak.sources import fingerprint
+
+            return fingerprint.measure(check, plan, context)
+        if kind == "backup":
+            from migration_soak.sources import backup
+
+            return backup.measure(check, plan, context)
     except MeasurementError:
         raise
     except Exception as exc:  # any failure to measure is an error observation, with its reason
