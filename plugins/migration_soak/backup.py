@@ -158,19 +158,48 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def pg_dump_argv(pg_dump: Path, out_file: Path, lock_wait_timeout_s: float) -> list[str]:
+def pg_dump_argv(
+    pg_dump: Path, out_file: Path, lock_wait_timeout_s: float, tables: Sequence[str] | None = None
+) -> list[str]:
     """The exact ``pg_dump`` command line ``take_backup`` runs.
 
     Holds no connection parameters and no password (libpq reads those from the child's
     environment): ``--format=custom --no-password --lock-wait-timeout=<ms> --file=<out>``.
+    With ``tables`` (``schema.table`` or ``table``, literal names), ``--strict-names`` and
+    one ``--table=<pattern>`` each come before ``--file`` (see ``table_pattern``).
     """
+    selection = ["--strict-names", *(f"--table={table_pattern(t)}" for t in tables)] if tables else []
     return [
         str(pg_dump),
         "--format=custom",
         "--no-password",
         f"--lock-wait-timeout={int(lock_wait_timeout_s * 1000)}",
+        *selection,
         f"--file={out_file}",
     ]
+
+
+def qualified_table(name: str) -> tuple[str, str]:
+    """``(schema, table)`` of a plan's table name: ``schema.table`` splits at the first
+    dot, a bare ``table`` is in ``public``. Names are literal (``User`` is ``"User"``).
+
+    Raises ``BackupError`` for an empty part."""
+    schema, dot, table = name.partition(".")
+    if not dot:
+        schema, table = "public", name
+    if not schema or not table:
+        raise BackupError(f"table name {name!r} is not 'table' or 'schema.table'")
+    return schema, table
+
+
+def table_pattern(name: str) -> str:
+    """A ``pg_dump --table`` pattern matching exactly the table ``name``.
+
+    Each part is double-quoted (a ``"`` inside doubled), so pattern characters (``*``,
+    ``?``, ``.``) and upper-case letters are taken literally: ``User`` → ``"public"."User"``.
+    The argv goes to ``pg_dump`` without a shell, so the quotes reach its pattern parser.
+    """
+    return ".".join('"' + part.replace('"', '""') + '"' for part in qualified_table(name))
 
 
 def take_backup(
@@ -179,7 +208,8 @@ def take_backup(
     pg_bin_dir: Path | None,
     label: str,
     *,
-    required_tables: Sequence[str] = DEFAULT_REQUIRED_TABLES,
+    required_tables: Sequence[str] | None = None,
+    tables: Sequence[str] | None = None,
     lock_wait_timeout_s: float = 60.0,
     timeout_s: float = 6 * 3600.0,
 ) -> BackupRecord:
@@ -190,7 +220,13 @@ def take_backup(
     hidden temporary file in ``dest_dir`` (created 0600: the dump holds password hashes)
     and ``os.replace`` it to its final name only after ``pg_dump`` succeeded **and** the
     read-back (``verify_backup``) passed, so a partial file never looks complete;
-    ``required_tables`` (``schema.table``) must have ``TABLE DATA`` in the TOC.
+    ``required_tables`` (``schema.table``) must have ``TABLE DATA`` in the TOC (default:
+    ``DEFAULT_REQUIRED_TABLES``, or the ``tables`` when given).
+
+    ``tables``: dump only these tables (``table`` in ``public`` or ``schema.table``,
+    literal names; see ``table_pattern``): their definitions and data, nothing else
+    (seed "Backup incremental creado"). A name that matches no table fails the dump
+    (``--strict-names``). ``None``: the whole database.
 
     ``label`` is a file-name stem (letters, digits, ``._-``). ``lock_wait_timeout_s``
     (seconds) bounds pg_dump's wait for its ACCESS SHARE locks; ``timeout_s`` (seconds)
@@ -202,6 +238,11 @@ def take_backup(
     started = time.monotonic()
     if not re.fullmatch(r"[A-Za-z0-9._-]+", label) or label.startswith("."):
         raise BackupError(f"backup label {label!r} is not a plain file name (letters, digits, '._-')")
+    if tables is not None and not tables:
+        raise BackupError("tables: give at least one table, or None for the whole database")
+    if required_tables is None:
+        required_tables = (tuple(".".join(qualified_table(t)) for t in tables) if tables
+                           else DEFAULT_REQUIRED_TABLES)
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     final = dest_dir / f"{label}.dump"
@@ -219,7 +260,7 @@ def take_backup(
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.close(fd)
     try:
-        argv = pg_dump_argv(pg_dump, tmp, lock_wait_timeout_s)
+        argv = pg_dump_argv(pg_dump, tmp, lock_wait_timeout_s, tables)
         log.info("pg_dump of %s to %s", target.describe(), final)
         _run(argv, env=target.child_env(), what=f"pg_dump of {target.describe()}", timeout_s=timeout_s, scrub=target.scrub)
         check = verify_backup(tmp, pg_bin_dir, required_tables=required_tables, timeout_s=timeout_s)

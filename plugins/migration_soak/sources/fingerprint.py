@@ -1,0 +1,110 @@
+"""``fingerprint`` source: data lost since the pre-migration fingerprint (seed "Pérdida de
+datos"; NO-GO "Cualquier pérdida de datos detectada").
+
+Before the migration, :func:`record_baseline` fingerprints the table of every
+``fingerprint`` check and stores it as a ``fingerprint`` event of the run (payload:
+``Fingerprint.to_dict()`` plus ``check_id`` and ``text``). At each tick, :func:`measure`
+compares the table with that event: the value is ``rows_lost + values_lost``, the
+evidence the ``DataLoss`` figures. No recorded fingerprint is an error, never a pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from migration_soak import fingerprint
+from migration_soak.exceptions import MeasurementError
+from migration_soak.pgconn import PgTarget
+from migration_soak.plan import Check, Plan
+from migration_soak.sources import Context, Measurement
+
+log = logging.getLogger(__name__)
+
+EVENT = "fingerprint"
+#: The creation-time column ``record_baseline`` uses when the table has it (Prisma's
+#: ``createdAt``); without it every row is compared (see ``fingerprint.take``).
+CREATED_COLUMN = "createdAt"
+
+
+def measure(check: Check, plan: Plan, context: Context | None, target: PgTarget | None = None) -> Measurement:
+    """Compare the check's table with its pre-migration fingerprint.
+
+    ``target``: the staging database (default: the plan's ``staging`` connection).
+    Raises ``MeasurementError`` when no fingerprint was recorded for the check in this
+    run, when it was taken of other columns than the check names, or when the table
+    cannot be read.
+    """
+    if context is None:
+        raise MeasurementError(f"{check.id}: the fingerprint source needs the run context (run id and store)")
+    before = baseline_of(check, context)
+    target = target or PgTarget.from_airflow(plan.connections.staging)
+    loss = fingerprint.compare(before, target)
+    return Measurement(float(loss.lost), loss.to_dict())
+
+
+def baseline_of(check: Check, context: Context) -> fingerprint.Fingerprint:
+    """The run's first ``fingerprint`` event for ``check`` (the one nearest the
+    pre-migration state), as a ``Fingerprint``; raises ``MeasurementError`` if none."""
+    src = check.source
+    for event in context.store.events(context.run_id, EVENT):
+        payload = event["payload"]
+        if payload.get("check_id", check.id) != check.id:
+            continue
+        fp = fingerprint.Fingerprint.from_dict(payload)
+        if (fp.table, fp.key, list(fp.columns)) != (src.table, src.key, list(dict.fromkeys(src.columns))):
+            raise MeasurementError(
+                f"{check.id}: the recorded fingerprint is of {fp.table}.{fp.key} {list(fp.columns)}, "
+                f"the check names {src.table}.{src.key} {src.columns}"
+            )
+        return fp
+    raise MeasurementError(f"{check.id}: no pre-migration fingerprint recorded")
+
+
+def record_baseline(plan: Plan, run_id: str, store: Any, target: PgTarget | None = None) -> dict[str, dict[str, Any]]:
+    """Fingerprint the table of every ``fingerprint`` check of ``plan`` and store it as a
+    ``fingerprint`` event of ``run_id``. Run before the migration.
+
+    Idempotent: a check that already has a fingerprint in the run keeps it (a retried
+    baseline task must not replace the pre-migration state with a later one).
+    ``target``: the staging database (default: the plan's ``staging`` connection).
+    Returns ``{check_id: {"rows", "taken_at", "duration_s", "recorded"}}``.
+    Raises ``MeasurementError`` when a table cannot be fingerprinted.
+    """
+    checks = [c for c in plan.checks if c.source.kind == "fingerprint"]
+    if not checks:
+        return {}
+    have = {e["payload"].get("check_id") for e in store.events(run_id, EVENT)}
+    target = target or PgTarget.from_airflow(plan.connections.staging)
+    done: dict[str, dict[str, Any]] = {}
+    for check in checks:
+        if check.id in have:
+            fp = baseline_of(check, Context(run_id, store))
+            done[check.id] = {"rows": fp.rows, "taken_at": fp.taken_at, "duration_s": fp.duration_s, "recorded": False}
+            continue
+        src = check.source
+        created = CREATED_COLUMN if _has_column(target, src.table, CREATED_COLUMN) else None
+        fp = fingerprint.take(target, src.table, src.key, src.columns, created_column=created)
+        text = (f"fingerprint of {src.table}: {fp.rows} rows, columns {', '.join(fp.columns)}"
+                + (f", created up to {fp.created_max}" if fp.created_max else ", no creation time"))
+        store.add_event(run_id, EVENT, {**fp.to_dict(), "check_id": check.id, "text": text})
+        log.info("%s: %s (%.3f s)", check.id, text, fp.duration_s)
+        done[check.id] = {"rows": fp.rows, "taken_at": fp.taken_at, "duration_s": fp.duration_s, "recorded": True}
+    return done
+
+
+def _has_column(target: PgTarget, table: str, column: str) -> bool:
+    schema, name = fingerprint.split_table(table)
+    schema = schema or ""
+    conn = target.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT 1 FROM information_schema.columns WHERE table_name = %s AND column_name = %s"
+                " AND (table_schema = %s OR (%s = '' AND table_schema = ANY(current_schemas(false))))",
+                (name, column, schema, schema),
+            )
+            return cur.fetchone() is not None
+    finally:
+        conn.rollback()
+        conn.close()

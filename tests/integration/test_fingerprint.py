@@ -1,0 +1,219 @@
+"""Data-loss detection on the real server: exact rows and values lost while the application
+keeps inserting and updating, the real DROP COLUMN migration loses nothing that stays, a
+small JSON fingerprint, and the ``fingerprint`` source reading it from the store."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from migration_soak import sources
+from migration_soak.exceptions import MeasurementError
+from migration_soak.fingerprint import Fingerprint, compare, take
+from migration_soak.plan import load_plan, parse_plan
+from migration_soak.sources import fingerprint as fingerprint_source
+from migration_soak.store import Store
+
+from .conftest import DROP, MIGRATIONS, SEED_USERS, query, seed_users
+
+PRESERVED = ["id", "email", "authorizerId", "clientId", "createdAt"]
+
+
+def uid(g: int) -> str:
+    return f"usr_{g:07d}"
+
+
+def key_hash(target, key: str) -> int:
+    return query(target, "SELECT hashtextextended(%s::text, 0)", (key,))[0][0]
+
+
+def test_deleted_rows_are_counted_exactly_while_users_are_inserted(seeded):
+    fp = take(seeded, "users", "id", PRESERVED)
+    assert fp.rows == SEED_USERS and fp.non_null["clientId"] == SEED_USERS - SEED_USERS // 4
+
+    gone = [uid(7), uid(2500), uid(4999)]
+    query(seeded, "DELETE FROM users WHERE id = ANY(%s)", (gone,))
+    seed_users(seeded, SEED_USERS + 1, SEED_USERS + 50)  # 50 new users, created after the fingerprint
+    loss = compare(fp, seeded)
+
+    assert loss.exact
+    assert (loss.rows_lost, loss.values_lost, loss.rows_changed, loss.rows_appeared) == (3, 0, 0, 0)
+    assert loss.rows_before == SEED_USERS and loss.rows_now == SEED_USERS - 3 + 50 and loss.rows_since == 50
+    assert sorted(loss.lost_key_hashes) == sorted(key_hash(seeded, k) for k in gone)
+    assert 1 <= loss.buckets_differing <= 3
+    assert loss.lost == 3
+
+
+def test_a_late_commit_with_an_old_creation_time_does_not_hide_a_deletion(seeded):
+    """A row inserted after the fingerprint with an older ``createdAt`` (a transaction that
+    committed late, a client clock) falls among the old rows; a bucket count would take it
+    for the deleted one. The decoded difference tells them apart."""
+    fp = take(seeded, "users", "id", PRESERVED)
+    query(seeded, "DELETE FROM users WHERE id = %s", (uid(10),))
+    query(seeded, """INSERT INTO users (id, email, "authorizerId", "createdAt", "updatedAt")
+                     VALUES ('usr_late', 'late@example.test', 'auth-late', '2024-12-31', now())""")
+    loss = compare(fp, seeded)
+    assert loss.exact and (loss.rows_lost, loss.rows_appeared, loss.rows_since) == (1, 1, 0)
+
+
+def test_values_nulled_are_lost_values_and_updates_are_only_changes(seeded):
+    fp = take(seeded, "users", "id", PRESERVED)
+    # Two users lose their clientId (non-null -> null): lost values.
+    nulled = [uid(1), uid(2)]
+    assert all(r[0] is not None for r in query(seeded, 'SELECT "clientId" FROM users WHERE id = ANY(%s)', (nulled,)))
+    query(seeded, 'UPDATE users SET "clientId" = NULL WHERE id = ANY(%s)', (nulled,))
+    # Legitimate updates: a new email, a new client, a client given to a user without one.
+    query(seeded, "UPDATE users SET email = 'renamed-' || email WHERE id = ANY(%s)", ([uid(3), uid(5)],))
+    query(seeded, """UPDATE users SET "clientId" = 'cli_1' WHERE id = %s""", (uid(6),))
+    query(seeded, """UPDATE users SET "clientId" = 'cli_2' WHERE id = %s""", (uid(8),))  # was NULL (8 % 4 == 0)
+    # Non-preserved columns are not watched at all.
+    query(seeded, """UPDATE users SET "passwordHash" = NULL, "updatedAt" = now() WHERE id = %s""", (uid(9),))
+    loss = compare(fp, seeded)
+
+    assert loss.exact
+    assert (loss.rows_lost, loss.values_lost, loss.rows_changed) == (0, 2, 6)
+    assert loss.columns["clientId"] == {"non_null_before": 3750, "non_null_now": 3749, "values_lost": 2}
+    assert loss.columns["email"]["values_lost"] == 0
+    assert set(loss.changed_keys) == {uid(g) for g in (1, 2, 3, 5, 6, 8)}
+    assert set(loss.changed_keys[:2]) == set(nulled)  # the rows that lost values come first
+    assert loss.lost == 2
+
+
+def test_the_drop_column_migration_loses_nothing_that_stays(seeded):
+    fp = take(seeded, "users", "id", PRESERVED)
+    watched_too = take(seeded, "users", "id", PRESERVED + ["passwordHash"])
+    query(seeded, (MIGRATIONS / DROP / "migration.sql").read_text())
+    assert query(seeded, """SELECT count(*) FROM information_schema.columns
+                            WHERE table_name = 'users' AND column_name IN ('passwordHash', 'emailVerified')""") == [(0,)]
+
+    loss = compare(fp, seeded)
+    assert loss.exact and loss.lost == 0 and loss.rows_changed == 0 and loss.buckets_differing == 0
+    assert loss.missing_columns == []
+
+    # Had "passwordHash" been a column to keep, the same migration is a loss of all its values.
+    dropped = compare(watched_too, seeded)
+    assert dropped.missing_columns == ["passwordHash"]
+    assert dropped.rows_lost == 0 and dropped.values_lost == SEED_USERS
+    assert not dropped.exact  # 5000 changed rows: beyond the exact decoding, the buckets' bound is exact here
+
+
+def test_a_mass_deletion_is_reported_from_the_buckets(seeded):
+    fp = take(seeded, "users", "id", PRESERVED)
+    query(seeded, "DELETE FROM users WHERE id <= %s", (uid(2000),))
+    loss = compare(fp, seeded)
+    assert not loss.exact and loss.rows_lost == 2000 and loss.values_lost == 0
+
+
+def test_a_dropped_table_loses_every_row(seeded):
+    fp = take(seeded, "users", "id", PRESERVED)
+    query(seeded, "DROP TABLE users CASCADE")
+    loss = compare(fp, seeded)
+    assert loss.rows_lost == SEED_USERS and loss.rows_now == 0
+
+
+def test_unknown_table_or_column_is_a_measurement_error(seeded):
+    with pytest.raises(MeasurementError, match="does not exist"):
+        take(seeded, "accounts", "id", PRESERVED)
+    with pytest.raises(MeasurementError, match="no column 'nickname'"):
+        take(seeded, "users", "id", ["email", "nickname"])
+
+
+def test_the_fingerprint_is_small_json(seeded):
+    fp = take(seeded, "users", "id", PRESERVED)
+    text = json.dumps(fp.to_dict())
+    assert len(text) < 100_000
+    assert Fingerprint.from_dict(json.loads(text)) == fp
+    with pytest.raises(MeasurementError, match="not a fingerprint"):
+        Fingerprint.from_dict({"format": "iblt-v1", "table": "users"})
+
+
+def test_take_and_compare_on_100000_users(seeded, capsys):
+    seed_users(seeded, SEED_USERS + 1, 100_000)
+    query(seeded, "ANALYZE users")
+    started = time.perf_counter()
+    fp = take(seeded, "users", "id", PRESERVED)
+    took = time.perf_counter() - started
+    query(seeded, "DELETE FROM users WHERE id = ANY(%s)", ([uid(1), uid(50_000), uid(99_999)],))
+    seed_users(seeded, 100_001, 100_100)
+    started = time.perf_counter()
+    loss = compare(fp, seeded)
+    compared = time.perf_counter() - started
+    size = len(json.dumps(fp.to_dict()))
+    with capsys.disabled():
+        print(f"\nfingerprint of 100000 users: take {took:.3f} s, compare {compared:.3f} s, {size} bytes of JSON")
+    assert fp.rows == 100_000 and loss.exact and loss.rows_lost == 3 and loss.rows_since == 100
+    assert took < 5 and compared < 5
+
+
+# --- the source, through the store --------------------------------------------------------
+
+
+@pytest.fixture
+def store(pg_server, fresh_db) -> Store:
+    name = f"{fresh_db[:50]}_store"
+    conn = pg_server.connect()
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    url = sa.URL.create("postgresql+psycopg2", username="postgres", password=pg_server.password,
+                        host=pg_server.host, port=pg_server.port, database=name)
+    s = Store(sa.create_engine(url))
+    s.create_schema()
+    yield s
+    s.engine.dispose()
+
+
+@pytest.fixture
+def staging(seeded, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_SOAK_STAGING", json.dumps({
+        "conn_type": "postgres", "host": seeded.host, "port": seeded.port, "login": seeded.user,
+        "password": seeded.password, "schema": seeded.database}))
+    return seeded
+
+
+def plan_with_data_loss_check():
+    data = load_plan("default").model_dump(mode="json", exclude_defaults=False)
+    data["checks"] = [c for c in data["checks"] if c["id"] != "data_loss"] + [{
+        "id": "data_loss", "title": "Rows or values lost since the pre-migration fingerprint", "unit": "count",
+        "source": {"kind": "fingerprint", "table": "users", "key": "id", "columns": PRESERVED},
+        "expect": {"op": "==", "value": 0}, "no_go": {"op": ">", "value": 0},
+        "rule": "Objetivo 'Pérdida de datos'; NO-GO 'Cualquier pérdida de datos detectada'",
+    }]
+    return parse_plan(data, "<test>")
+
+
+def test_the_source_compares_with_the_recorded_baseline(staging, store):
+    plan = plan_with_data_loss_check()
+    check = plan.check("data_loss")
+    ctx = sources.Context("run-1", store)
+
+    with pytest.raises(MeasurementError, match="no pre-migration fingerprint recorded"):
+        sources.measure(check, plan, None, ctx)
+
+    done = fingerprint_source.record_baseline(plan, "run-1", store)
+    assert done["data_loss"]["rows"] == SEED_USERS and done["data_loss"]["recorded"]
+    event = store.events("run-1", "fingerprint")[0]["payload"]
+    assert event["check_id"] == "data_loss" and event["created_column"] == "createdAt" and "5000 rows" in event["text"]
+
+    query(staging, (MIGRATIONS / DROP / "migration.sql").read_text())
+    m = sources.measure(check, plan, None, ctx)
+    assert m.value == 0 and m.evidence["exact"] and m.evidence["rows_before"] == SEED_USERS
+
+    query(staging, "DELETE FROM users WHERE id = %s", (uid(42),))
+    query(staging, 'UPDATE users SET "clientId" = NULL WHERE id = %s', (uid(43),))
+    m = sources.measure(check, plan, None, ctx)
+    assert m.value == 2 and (m.evidence["rows_lost"], m.evidence["values_lost"]) == (1, 1)
+    assert len(json.dumps(m.evidence)) < 2000
+
+    # A retried baseline step keeps the pre-migration fingerprint.
+    again = fingerprint_source.record_baseline(plan, "run-1", store)
+    assert not again["data_loss"]["recorded"] and len(store.events("run-1", "fingerprint")) == 1
+    assert sources.measure(check, plan, None, ctx).value == 2
+
+    with pytest.raises(MeasurementError, match="run context"):
+        sources.measure(check, plan, None, None)
