@@ -1,0 +1,307 @@
+"""``logs`` source: count log lines matching the runbook's patterns (seed "Logs a Revisar").
+
+Three readers (see ``LogsSource``):
+
+- ``file``: the lines appended since the previous observation, followed by offset and
+  inode (kept in the evidence, with a hash of the file's first bytes). A new inode, a
+  file shorter than the offset, or different first bytes (truncated and grown again, or
+  a new file on a reused inode) was rotated: the rest of the old file is read if it is
+  still beside it under another name (``app.log.1``: a rename keeps the inode), then
+  the new file from its start. The first
+  observation of a run reads the last ``FIRST_LINES`` lines ("últimas 500 líneas").
+  A line still being written (no newline yet) is left for the next observation.
+- ``command``: an argv run without a shell (``TIMEOUT_S``); its stdout is the log.
+- ``http``: a JSON log API (the Authorizer's ``/admin/logs``) through ``HttpHook``, with
+  the connection's password as a Bearer token.
+
+A line counts when any of ``patterns`` matches it (case-insensitive) and none of
+``exclude`` does. Sample lines in the evidence are cut and have credentials masked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from migration_soak.exceptions import MeasurementError
+from migration_soak.plan import REPO_ROOT, Check, HttpLogs, LogsSource
+from migration_soak.sources import Measurement
+
+FIRST_LINES = 500
+TIMEOUT_S = 30
+SAMPLES = 10
+SAMPLE_CHARS = 300
+#: Most bytes read from a file per observation; beyond it the oldest new bytes are skipped
+#: (and counted in the evidence), so a log flood cannot stall the check.
+MAX_READ_BYTES = 256 * 1024 * 1024
+_BLOCK = 64 * 1024
+#: Bytes at the start of the file whose hash tells the same file from a new one.
+HEAD_BYTES = 128
+
+_MASKS = (
+    # Authorization: Bearer <token> / Basic <credentials>
+    (re.compile(r"\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=-]{4,}", re.IGNORECASE), r"\1\2***"),
+    # password=..., "api_key": "...", access_token: ..., passwordHash=$2b$...
+    (re.compile(
+        r"""([\w-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|authorization)[\w-]*"""
+        r"""["']?\s*[:=]\s*["']?)(?!(?:bearer|basic)\s)(?!\*\*\*)[^\s"'&,;]+""",
+        re.IGNORECASE,
+    ), r"\1***"),
+    # scheme://user:password@host
+    (re.compile(r"(://[^\s/:@]+:)[^\s/@]+@"), r"\1***@"),
+)
+
+
+def mask(text: str) -> str:
+    """``text`` with anything that looks like a credential replaced by ``***``."""
+    for pattern, repl in _MASKS:
+        text = pattern.sub(repl, text)
+    return text
+
+
+def _sample(line: str) -> str:
+    return mask(line.rstrip("\r\n"))[:SAMPLE_CHARS]
+
+
+def count(lines: Iterable[str], patterns: list[str], exclude: list[str]) -> tuple[int, int, list[str]]:
+    """(lines read, lines matching, up to ``SAMPLES`` masked matching lines)."""
+    wanted = [re.compile(p, re.IGNORECASE) for p in patterns]
+    unwanted = [re.compile(p, re.IGNORECASE) for p in exclude]
+    read = matched = 0
+    samples: list[str] = []
+    for line in lines:
+        read += 1
+        if any(p.search(line) for p in wanted) and not any(p.search(line) for p in unwanted):
+            matched += 1
+            if len(samples) < SAMPLES:
+                samples.append(_sample(line))
+    return read, matched, samples
+
+
+# -- file --------------------------------------------------------------------------------
+
+
+def _resolve(name: str) -> Path:
+    path = Path(name)
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def _lines(data: bytes) -> Iterator[str]:
+    for raw in data.splitlines():
+        yield raw.decode("utf-8", errors="replace")
+
+
+def _complete(data: bytes) -> bytes:
+    """``data`` up to and including its last newline (a line being written waits)."""
+    end = data.rfind(b"\n")
+    return data[: end + 1] if end >= 0 else b""
+
+
+def _tail_start(f, size: int, lines: int) -> int:
+    """Offset where the last ``lines`` complete lines of the open file ``f`` begin."""
+    pos, newlines = size, 0
+    while pos > 0:
+        step = min(_BLOCK, pos)
+        pos -= step
+        f.seek(pos)
+        block = f.read(step)
+        # The newline ending the last line does not start a line; skip it once.
+        if pos + step == size and block.endswith(b"\n"):
+            block = block[:-1]
+        for i in range(len(block) - 1, -1, -1):
+            if block[i] == 0x0A:
+                newlines += 1
+                if newlines == lines:
+                    return pos + i + 1
+    return 0
+
+
+def _read_range(f, start: int, end: int) -> tuple[bytes, int]:
+    """Bytes [start, end) of the open file ``f`` (at most ``MAX_READ_BYTES``: the newest);
+    returns (bytes, bytes skipped)."""
+    skipped = max(0, end - start - MAX_READ_BYTES)
+    f.seek(start + skipped)
+    return f.read(end - start - skipped), skipped
+
+
+def _head(f, offset: int) -> str:
+    """Hash of the first ``min(offset, HEAD_BYTES)`` bytes of the open file ``f``."""
+    f.seek(0)
+    return hashlib.sha256(f.read(min(offset, HEAD_BYTES))).hexdigest()[:16]
+
+
+def _rotated_away(path: Path, inode: int) -> Path | None:
+    """The file beside ``path`` that has ``inode`` (the log renamed by its rotation)."""
+    try:
+        siblings = list(path.parent.glob(path.name + "*"))
+    except OSError:
+        return None
+    for sibling in siblings:
+        try:
+            if sibling != path and sibling.stat().st_ino == inode:
+                return sibling
+        except OSError:
+            continue
+    return None
+
+
+def read_file(name: str, previous: dict[str, Any] | None) -> tuple[list[str], dict[str, Any]]:
+    """New complete lines of the log ``name`` since ``previous`` (``{"offset", "inode", "head"}``).
+
+    Returns (lines, evidence with the new ``offset``, ``inode`` and ``head``). See the
+    module doc. The file is opened once and measured through that handle, so a rotation
+    while reading cannot mix two files.
+    """
+    path = _resolve(name)
+    prev = previous or {}
+    prev_offset, prev_inode, prev_head = prev.get("offset"), prev.get("inode"), prev.get("head")
+    evidence: dict[str, Any] = {"file": str(path)}
+    chunks: list[bytes] = []
+    skipped = 0
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise MeasurementError(f"log file {path} is not a regular file")
+            size = st.st_size
+            if not isinstance(prev_offset, int) or not isinstance(prev_inode, int):
+                start = _tail_start(f, size, FIRST_LINES)
+                evidence["first_read"] = f"last {FIRST_LINES} lines"
+            elif (prev_inode != st.st_ino or size < prev_offset
+                  or (isinstance(prev_head, str) and _head(f, prev_offset) != prev_head)):
+                evidence["rotated"] = True
+                start = 0
+                old = _rotated_away(path, prev_inode) if prev_inode != st.st_ino else None
+                if old is not None:
+                    with open(old, "rb") as g:
+                        old_size = os.fstat(g.fileno()).st_size
+                        if old_size >= prev_offset:
+                            data, skip = _read_range(g, prev_offset, old_size)
+                            chunks.append(data if not data or data.endswith(b"\n") else data + b"\n")
+                            skipped += skip
+                            evidence["rotated_to"] = old.name
+            else:
+                start = prev_offset
+            data, skip = _read_range(f, start, size)
+            data = _complete(data)
+            offset = start + skip + len(data)
+            head = _head(f, offset)
+    except FileNotFoundError:
+        raise MeasurementError(f"log file {path} does not exist") from None
+    except IsADirectoryError:
+        raise MeasurementError(f"log file {path} is not a regular file") from None
+    except OSError as exc:
+        raise MeasurementError(f"log file {path}: {type(exc).__name__}: {exc.strerror}") from None
+    skipped += skip
+    chunks.append(data)
+    evidence.update(offset=offset, inode=st.st_ino, head=head)
+    if skipped:
+        evidence["skipped_bytes"] = skipped
+    return [line for chunk in chunks for line in _lines(chunk)], evidence
+
+
+# -- command -----------------------------------------------------------------------------
+
+
+def read_command(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """stdout lines of ``argv`` run without a shell in the repository root."""
+    shown = mask(" ".join(argv))[:SAMPLE_CHARS]
+    try:
+        done = subprocess.run(
+            argv, cwd=REPO_ROOT, capture_output=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL, check=False
+        )
+    except FileNotFoundError:
+        raise MeasurementError(f"log command not found: {argv[0]!r}") from None
+    except PermissionError:
+        raise MeasurementError(f"log command not executable: {argv[0]!r}") from None
+    except subprocess.TimeoutExpired:
+        raise MeasurementError(f"log command timed out after {TIMEOUT_S} s: {shown}") from None
+    if done.returncode != 0:
+        tail = mask(done.stderr.decode("utf-8", errors="replace").strip()[-500:])
+        raise MeasurementError(f"log command exited {done.returncode}: {shown}: {tail or '(no stderr)'}")
+    return list(_lines(done.stdout)), {"command": shown, "exit": 0}
+
+
+# -- http --------------------------------------------------------------------------------
+
+
+def _walk(node: Any, dotted: str) -> Any:
+    """``node`` followed along ``a.b.0.c`` (dict keys, list indexes); KeyError if absent."""
+    for part in dotted.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            raise KeyError(part)
+    return node
+
+
+def _field_equals(entry: Any, name: str, expected: str) -> bool:
+    try:
+        value = _walk(entry, name)
+    except KeyError:
+        return False
+    return (str(value).lower() if isinstance(value, bool) else str(value)) == expected
+
+
+def _entry_text(entry: Any, text_field: str) -> str:
+    if isinstance(entry, str):
+        return entry
+    try:
+        value = _walk(entry, text_field)
+    except KeyError:
+        return json.dumps(entry, sort_keys=True, default=str)
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def read_http(src: HttpLogs) -> tuple[list[str], dict[str, Any]]:
+    """Texts of the entries the log API returns that match ``where`` (one per entry;
+    a multi-line message is one entry)."""
+    import requests
+
+    from migration_soak.sources.authorizer_sync import bearer_hook
+
+    hook = bearer_hook(src.connection)
+    try:
+        resp = hook.run(src.endpoint, extra_options={"check_response": False, "timeout": TIMEOUT_S})
+    except requests.RequestException as exc:
+        raise MeasurementError(f"log API {src.endpoint} unreachable: {type(exc).__name__}") from exc
+    if resp.status_code != 200:
+        raise MeasurementError(f"log API {src.endpoint} answered HTTP {resp.status_code}: {mask(resp.text[:200])}")
+    try:
+        body = resp.json()
+    except ValueError:
+        raise MeasurementError(f"log API {src.endpoint} did not answer JSON: {mask(resp.text[:200])!r}") from None
+    try:
+        entries = _walk(body, src.items)
+    except KeyError as exc:
+        raise MeasurementError(f"log API {src.endpoint}: no {src.items!r} in the answer (missing {exc})") from None
+    if not isinstance(entries, list):
+        raise MeasurementError(f"log API {src.endpoint}: {src.items!r} is a {type(entries).__name__}, not a list")
+    kept = [e for e in entries if all(_field_equals(e, k, v) for k, v in src.where.items())]
+    lines = [_entry_text(e, src.text_field) for e in kept]
+    return lines, {"endpoint": src.endpoint, "entries": len(entries), "where": dict(src.where), "kept": len(kept)}
+
+
+def measure(check: Check, previous: dict[str, Any] | None) -> Measurement:
+    """Count the matching lines the check's reader gives (see the module doc)."""
+    src: LogsSource = check.source
+    if src.file:
+        reader = "file"
+        lines, evidence = read_file(src.file, previous)
+    elif src.command:
+        reader = "command"
+        lines, evidence = read_command(src.command)
+    else:
+        reader = "http"
+        lines, evidence = read_http(src.http)
+    read, matched, samples = count(lines, src.patterns, src.exclude)
+    return Measurement(float(matched), {"reader": reader, **evidence, "lines_read": read, "matches": matched,
+                                        "samples": samples})
