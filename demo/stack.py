@@ -19,8 +19,13 @@ Python::
     {"staging": {"host", "port", "database", "user", "password"},   # superuser on "staging"
      "store":   {"host", "port", "database", "user", "password"},   # superuser on "soak_store"
      "gateway_url": "http://127.0.0.1:<port>", "authorizer_url": "http://127.0.0.1:<port>",
+     "db_metrics_url": "http://127.0.0.1:<port>",  # database host exporter, page at /metrics
      "authorizer_admin_token": str, "pg_bin_dir": str, "app_log": str (absolute path),
+     "db_log": str (absolute path of PostgreSQL's log: slow statements, lock waits, errors),
      "scenario": "healthy" | "legacy-code", "pid": int}
+
+Faults (``demo.app.FAULTS``) are switched at runtime on the gateway (``POST /admin/fault``,
+or a ``demo.faults.Timeline``); the Authorizer's admin log follows the gateway's faults.
 
 The data in ``<dir>/pgdata`` is kept between runs: a second ``up`` reuses the seeded
 database as it is (migrated or not). Delete the folder for a fresh staging.
@@ -42,9 +47,10 @@ from typing import Iterator
 
 from demo import postgres, seed
 from demo.app import (
-    SCENARIOS, AppConfig, Gateway, ServerThread, close_app_log, create_authorizer, open_app_log,
+    SCENARIOS, AppConfig, AuthorizerLog, Gateway, ServerThread, close_app_log, create_authorizer, open_app_log,
     write_private_json,
 )
+from demo.db_exporter import DbExporter
 from demo.load import LoadGenerator
 
 STAGING_DATABASE = "staging"
@@ -94,6 +100,8 @@ class Stack:
         self.database = database
         self._own_server = server is None
         self.gateway: Gateway | None = None
+        self.authorizer_log: AuthorizerLog | None = None
+        self.db_exporter: DbExporter | None = None
         self.load: LoadGenerator | None = None
         self.info: dict | None = None
         self.timings: dict[str, float] = {}
@@ -143,12 +151,19 @@ class Stack:
             self._logger = open_app_log(log_path)
             admin_token = secrets.token_urlsafe(24)
             self.gateway = Gateway(config_path, self._logger)
+            self.authorizer_log = AuthorizerLog()
+            self.gateway.upstream_log = self.authorizer_log
+            self.gateway.add_fault_listener(self.authorizer_log.apply_faults)
+            server, staging_db = self.server, self.database
             authorizer = create_authorizer(
-                _load_authorizer_ids(self.server, self.database), admin_token, self._logger
+                _load_authorizer_ids(server, staging_db), admin_token, self._logger,
+                log=self.authorizer_log, id_source=lambda: _load_authorizer_ids(server, staging_db),
             )
+            self.db_exporter = DbExporter(server.data_dir)
             gateway_server = ServerThread(self.gateway.app, "gateway")
             authorizer_server = ServerThread(authorizer, "authorizer")
-            for thread in (gateway_server, authorizer_server):
+            exporter_server = ServerThread(self.db_exporter.app, "db-exporter")
+            for thread in (gateway_server, authorizer_server, exporter_server):
                 self._servers.append(thread)
                 thread.start()
             self.timings["apps_s"] = time.monotonic() - mark
@@ -165,9 +180,11 @@ class Stack:
                 "store": {**database, "database": seed.STORE_DATABASE},
                 "gateway_url": gateway_server.url,
                 "authorizer_url": authorizer_server.url,
+                "db_metrics_url": exporter_server.url,
                 "authorizer_admin_token": admin_token,
                 "pg_bin_dir": str(postgres.bin_dir()),
                 "app_log": str(log_path),
+                "db_log": str(self.server.log_path),
                 "scenario": self.scenario,
                 "pid": os.getpid(),
             }
@@ -188,6 +205,8 @@ class Stack:
         if self.gateway:
             self.gateway.close()
             self.gateway = None
+        self.authorizer_log = None
+        self.db_exporter = None
         if self._own_server and self.server is not None:
             self.server.stop()
             self.server = None
@@ -210,8 +229,9 @@ def airflow_connections(info: dict) -> dict[str, str]:
 
     ``SOAK_STAGING`` / ``SOAK_STORE``: postgres, ``schema`` = database name.
     ``SOAK_GATEWAY`` / ``SOAK_AUTHORIZER``: http on 127.0.0.1; the Authorizer's admin token
-    is that connection's password. The values hold secrets: pass them in an environment,
-    never print them.
+    is that connection's password. ``SOAK_DB_METRICS``: http, the database host exporter
+    (page at ``/metrics``), when ``info`` has a ``db_metrics_url``. The values hold secrets:
+    pass them in an environment, never print them.
     """
 
     def pg(db: dict) -> str:
@@ -226,12 +246,15 @@ def airflow_connections(info: dict) -> dict[str, str]:
             conn["password"] = password
         return json.dumps(conn)
 
-    return {
+    env = {
         "AIRFLOW_CONN_SOAK_STAGING": pg(info["staging"]),
         "AIRFLOW_CONN_SOAK_STORE": pg(info["store"]),
         "AIRFLOW_CONN_SOAK_GATEWAY": http(info["gateway_url"]),
         "AIRFLOW_CONN_SOAK_AUTHORIZER": http(info["authorizer_url"], info["authorizer_admin_token"]),
     }
+    if info.get("db_metrics_url"):
+        env["AIRFLOW_CONN_SOAK_DB_METRICS"] = http(info["db_metrics_url"])
+    return env
 
 
 def _pid_alive(pid: int) -> bool:

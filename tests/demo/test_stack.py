@@ -166,6 +166,10 @@ def test_legacy_code_login_fails_once_password_hash_dropped(pg_server, fresh_db,
         log = Path(info["app_log"]).read_text()
     failures = [line for line in log.splitlines() if " ERROR gateway POST /auth/login status=500" in line]
     assert failures and all("42703 undefined column" in line for line in failures)
+    # What the runbook greps for, verbatim: "undefined column" and the column's name.
+    assert all('column "passwordHash" does not exist' in line for line in failures)
+    db_log = Path(info["db_log"]).read_text()
+    assert 'ERROR:  column "passwordHash" does not exist' in db_log
     # Secrets stay out of the log.
     assert info["staging"]["password"] not in log and info["authorizer_admin_token"] not in log
 
@@ -277,6 +281,10 @@ def test_airflow_connections_parse():
         "http", "127.0.0.1", 8101, "http", None)
     authorizer = Connection.from_json(env["AIRFLOW_CONN_SOAK_AUTHORIZER"], conn_id="soak_authorizer")
     assert (authorizer.port, authorizer.password) == (8102, "admin-token-1")
+    env = airflow_connections({**info, "db_metrics_url": "http://127.0.0.1:8103"})
+    exporter = Connection.from_json(env["AIRFLOW_CONN_SOAK_DB_METRICS"], conn_id="soak_db_metrics")
+    assert (exporter.conn_type, exporter.host, exporter.port, exporter.schema, exporter.password) == (
+        "http", "127.0.0.1", 8103, "http", None)
 
 
 def test_cli_up_and_down(tmp_path):
@@ -296,7 +304,9 @@ def test_cli_up_and_down(tmp_path):
         assert stat.S_IMODE(info_path.stat().st_mode) == 0o600
         info = json.loads(info_path.read_text())
         assert set(info) == {"staging", "store", "gateway_url", "authorizer_url", "authorizer_admin_token",
-                             "pg_bin_dir", "app_log", "scenario", "pid"}
+                             "pg_bin_dir", "app_log", "scenario", "pid", "db_metrics_url", "db_log"}
+        assert Path(info["db_log"]).is_absolute() and Path(info["db_log"]).is_file()
+        assert requests.get(f"{info['db_metrics_url']}/metrics", timeout=5).status_code == 200
         assert set(info["staging"]) == {"host", "port", "database", "user", "password"}
         assert info["store"]["database"] == "soak_store" and info["scenario"] == "legacy-code"
         assert info["pid"] == proc.pid and (Path(info["pg_bin_dir"]) / "pg_dump").exists()
