@@ -1,10 +1,12 @@
 """Run a whole soak on the local staging stack: ``make demo [SCENARIO=legacy-code]``.
 
 Starts a fresh staging stack (embedded PostgreSQL seeded with 100 000 users, the demo
-gateway and Authorizer under steady load) and a local Slack stand-in, then runs the real
-DAG with ``airflow dags test`` on a compressed clock and prints what a person would look
-for: the verdict and its reason, the report's path, the rollback's figures, the Slack
-messages. ``run_soak`` is also what the end-to-end tests call.
+gateway and Authorizer under steady load, a database host exporter) and a local Slack
+stand-in, then runs the real DAG with ``airflow dags test`` on a compressed clock and
+prints what a person would look for: the verdict and its deciding criterion, the
+report's path, the rollback's figures, the Slack messages. Scenarios other than
+``healthy`` and ``legacy-code`` inject their faults on the soak clock
+(``demo/faults.py``). ``run_soak`` is also what the end-to-end tests call.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +25,8 @@ from pathlib import Path
 import requests
 import sqlalchemy as sa
 
+from demo.faults import SCENARIOS, Timeline, base_scenario
+from demo.human import Approver
 from demo.slack_sink import SlackSink
 from demo.stack import Stack, airflow_connections
 
@@ -44,6 +49,9 @@ class SoakOutcome:
     log_path: Path | None = None
     stack_info: dict = field(default_factory=dict)
     exit_code: int = 0
+    all_events: list[dict] = field(default_factory=list)
+    human_answer: tuple[str, str] | None = None
+    human_error: str | None = None
 
     @property
     def decision(self) -> str | None:
@@ -76,12 +84,50 @@ def ensure_airflow_db(home: Path) -> None:
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def _store_engine(info: dict) -> sa.Engine:
+    db = info["store"]
+    return sa.create_engine(sa.URL.create("postgresql+psycopg2", username=db["user"], password=db["password"],
+                                          host=db["host"], port=db["port"], database=db["database"]))
+
+
+def _start_faults_at_hour0(info: dict, scenario: str, time_scale: float, stop: threading.Event) -> Timeline | None:
+    """Wait (in a thread) for the run's hour 0 in the store, then play the scenario's faults."""
+    steps = SCENARIOS[scenario]
+    if not steps:
+        return None
+    timeline = Timeline(info["gateway_url"], info["staging"], steps)
+
+    def wait_then_run():
+        engine = _store_engine(info)
+        try:
+            while not stop.is_set():
+                try:
+                    with engine.connect() as conn:
+                        hour0 = conn.execute(sa.text(
+                            "SELECT payload->>'hour0' FROM soak_events WHERE kind = 'hour0' ORDER BY id DESC LIMIT 1")).scalar()
+                except sa.exc.ProgrammingError:  # the store's tables do not exist yet
+                    hour0 = None
+                if hour0:
+                    timeline.run(hour0, time_scale)
+                    return
+                time.sleep(0.2)
+        finally:
+            engine.dispose()
+
+    threading.Thread(target=wait_then_run, name="fault-starter", daemon=True).start()
+    return timeline
+
+
 def run_soak(workdir: Path, scenario: str = "healthy", time_scale: float = 360.0, users: int = 100_000,
-             plan: str = "default", fresh: bool = True) -> SoakOutcome:
+             plan: str = "default", fresh: bool = True, on_inconclusive: str = "rollback",
+             human_choice: str | None = None) -> SoakOutcome:
     """Start the stack, run the DAG once with ``airflow dags test``, collect the outcome.
 
     ``workdir`` holds the stack, the Airflow home and the run's log. ``fresh`` drops the
-    previous staging data so the migration is pending again.
+    previous staging data so the migration is pending again. ``scenario``: a key of
+    ``demo.faults.SCENARIOS``. ``on_inconclusive``: the run's param (an unattended demo
+    rolls back); with ``human_choice`` ("GO" or "Roll back") the run asks and a person
+    answers through a real ``airflow api-server``.
     """
     workdir = Path(workdir).resolve()
     if fresh:
@@ -89,28 +135,45 @@ def run_soak(workdir: Path, scenario: str = "healthy", time_scale: float = 360.0
     home = workdir / "airflow"
     ensure_airflow_db(home)
     log_path = workdir / "airflow-run.log"
-    conf = {"plan": plan, "environment": "staging", "time_scale": time_scale, "require_sign_off": False}
-    with SlackSink() as sink, Stack.running(workdir / "stack", scenario=scenario, users=users) as info:
+    if human_choice is not None:
+        on_inconclusive = "ask"
+    conf = {"plan": plan, "environment": "staging", "time_scale": time_scale, "require_sign_off": False,
+            "on_inconclusive": on_inconclusive}
+    stop = threading.Event()
+    with SlackSink() as sink, Stack.running(workdir / "stack", scenario=base_scenario(scenario), users=users) as info:
         env = {**os.environ, **airflow_env(home), **airflow_connections(info),
                "AIRFLOW_CONN_SOAK_SLACK": sink.airflow_connection(),
+               "SOAK_APP_LOG": info["app_log"], "SOAK_DB_LOG": info["db_log"],
                "PATH": os.pathsep.join([info["pg_bin_dir"], os.environ.get("PATH", "")])}
+        timeline = _start_faults_at_hour0(info, scenario, time_scale, stop)
+        approver = Approver(env, "migration_soak", human_choice, log_path=workdir / "api-server.log") \
+            if human_choice else None
         began = time.monotonic()
-        with log_path.open("w") as log:
-            proc = subprocess.run([_airflow(), "dags", "test", "migration_soak", "--conf", json.dumps(conf)],
-                                  env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        try:
+            if approver:
+                approver.__enter__()
+            with log_path.open("w") as log:
+                proc = subprocess.run([_airflow(), "dags", "test", "migration_soak", "--conf", json.dumps(conf)],
+                                      env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        finally:
+            stop.set()
+            if timeline:
+                timeline.stop()
+            if approver:
+                approver.__exit__(None, None, None)
         outcome = SoakOutcome(run_id=None, soak_seconds=time.monotonic() - began, log_path=log_path,
-                              stack_info=info, exit_code=proc.returncode)
-        store_db = info["store"]
-        url = sa.URL.create("postgresql+psycopg2", username=store_db["user"], password=store_db["password"],
-                            host=store_db["host"], port=store_db["port"], database=store_db["database"])
-        engine = sa.create_engine(url)
+                              stack_info=info, exit_code=proc.returncode,
+                              human_answer=approver.answered if approver else None,
+                              human_error=approver.error if approver else None)
+        engine = _store_engine(info)
         try:
             store = Store(engine)
             with engine.connect() as conn:
                 run_id = conn.execute(sa.text("SELECT run_id FROM soak_events ORDER BY id DESC LIMIT 1")).scalar()
             outcome.run_id = run_id
             if run_id:
-                outcome.events = {e["kind"]: e for e in store.events(run_id)}
+                outcome.all_events = store.events(run_id)
+                outcome.events = {e["kind"]: e for e in reversed(outcome.all_events)}  # the first of each kind
         except sa.exc.ProgrammingError:  # the run failed before it created the store's tables
             pass
         finally:
@@ -134,6 +197,13 @@ def summary(outcome: SoakOutcome) -> list[str]:
     reasons = "; ".join(ev["verdict"]["payload"]["reasons"])
     shown = outcome.decision.replace("NO_GO", "NO-GO")
     lines.append(f"verdict: {shown}" + (f" ({reasons})" if outcome.decision != "GO" else ""))
+    if "no_go" in ev:
+        lines.append(f"deciding criterion: {ev['no_go']['payload']['criterion']} (the soak stopped there)")
+    if "human_decision" in ev:
+        lines.append(f"human decision: {ev['human_decision']['payload']['text']}")
+    for e in outcome.all_events:
+        if e["kind"] == "alert":
+            lines.append(f"alert: {e['payload']['text']}")
     if "report" in ev:
         lines.append(f"report: {ev['report']['payload']['path']}")
     if "restore" in ev:
@@ -154,14 +224,19 @@ def summary(outcome: SoakOutcome) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", default="healthy", choices=["healthy", "legacy-code"])
+    parser.add_argument("--scenario", default="healthy", choices=sorted(SCENARIOS))
+    parser.add_argument("--on-inconclusive", default="rollback", choices=["rollback", "go"],
+                        help="what the unattended demo does with an INCONCLUSIVE verdict")
+    parser.add_argument("--human-choice", choices=["GO", "Roll back"],
+                        help="ask in the UI on INCONCLUSIVE and answer through the API server")
     parser.add_argument("--time-scale", type=float, default=360.0, help="soak clock speed-up (360: 24 h in 4 min)")
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--workdir", default=str(ROOT / ".state" / "demo"))
     args = parser.parse_args(argv)
     print(f"demo: scenario {args.scenario}, time_scale {args.time_scale:g}, {args.users} users; "
           f"running the DAG (about {24 * 3600 / args.time_scale / 60:.0f} min of soak)...", flush=True)
-    outcome = run_soak(Path(args.workdir), args.scenario, args.time_scale, args.users)
+    outcome = run_soak(Path(args.workdir), args.scenario, args.time_scale, args.users,
+                       on_inconclusive=args.on_inconclusive, human_choice=args.human_choice)
     for line in summary(outcome):
         print(line)
     return 0 if outcome.decision else 1

@@ -37,14 +37,27 @@ def wall(hour0: datetime, offset: timedelta, time_scale: float) -> datetime:
     return hour0 + offset / check_time_scale(time_scale)
 
 
-def ticks(plan: Plan, phase: str, hour0: datetime, time_scale: float) -> list[Tick]:
-    """The ticks of ``phase`` (``hour0`` is the single tick at offset 0)."""
+def offsets(plan: Plan, phase: str) -> list[timedelta]:
+    """Soak-time offsets of a phase's ticks from its origin.
+
+    ``hour0``: the single tick at 0. ``baseline``: from the baseline's start. ``guard``:
+    every ``guard.every_minutes`` from hour 0 to the end of the soak. Others: the phase's.
+    """
     if phase == "hour0":
-        return [Tick("hour0", 0, timedelta(0), hour0)]
-    return [
-        Tick(phase, i, off, wall(hour0, off, time_scale))
-        for i, off in enumerate(plan.phase(phase).tick_offsets(), start=1)
-    ]
+        return [timedelta(0)]
+    if phase == "baseline":
+        return plan.baseline.tick_offsets()
+    if phase == "guard":
+        every, end = timedelta(minutes=plan.guard.every_minutes), timedelta(hours=plan.soak_hours())
+        return [every * k for k in range(1, int(end / every) + 1)]
+    return plan.phase(phase).tick_offsets()
+
+
+def ticks(plan: Plan, phase: str, origin: datetime, time_scale: float) -> list[Tick]:
+    """The ticks of ``phase`` in wall time from ``origin`` (hour 0, or the baseline's start)."""
+    if phase == "hour0":
+        return [Tick("hour0", 0, timedelta(0), origin)]
+    return [Tick(phase, i, off, wall(origin, off, time_scale)) for i, off in enumerate(offsets(plan, phase), start=1)]
 
 
 def soak_end(plan: Plan, hour0: datetime, time_scale: float) -> datetime:

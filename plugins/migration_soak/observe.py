@@ -4,7 +4,8 @@ This is what one check task does at each wake-up, kept free of Airflow so it is 
 on its own. Each call:
 
 1. stops at once if the run already holds a NO-GO breach (a NO-GO anywhere stops the
-   other checks, so the rollback starts promptly);
+   other checks, so the rollback starts promptly); after recording, it judges the NO-GO
+   criteria that read this check and records the breach for everyone to see;
 2. takes the earliest due tick of (phase, check) not yet in the store and measures it
    now, recording how late that is; a tick whose successor has been due for longer than
    ``LATE_GRACE`` (a scheduler outage) can no longer be measured honestly and is
@@ -35,12 +36,25 @@ LATE_GRACE = timedelta(seconds=5)
 @dataclass(frozen=True)
 class Progress:
     """Outcome of one wake-up: ``done`` (all ticks recorded or the soak stopped),
-    ``next_at`` (wall time of the next tick, UTC) and ``recorded`` observations."""
+    ``next_at`` (wall time of the next tick, UTC), ``recorded`` observations, and the
+    NO-GO breach that stopped the soak (``{"criterion", "detail", ...}``), if any."""
 
     done: bool
     next_at: datetime | None
     recorded: list[Observation]
-    stopped_by: Observation | None = None
+    stopped_by: dict | None = None
+
+
+def check_no_go(plan: Plan, store: Store, run_id: str, checks: set[str], time_scale: float) -> dict | None:
+    """Judge the NO-GO criteria reading ``checks`` on the run's observations so far; on a
+    breach, record it as the run's ``no_go`` event (the stop signal) and return it."""
+    breaches = judge.no_go_breaches(plan, store.observations(run_id), time_scale, checks)
+    if not breaches:
+        return None
+    first = breaches[0]
+    payload = {"criterion": first.id, "detail": first.detail, "text": f"NO-GO: {first.id}: {first.detail}"}
+    store.add_event(run_id, "no_go", payload)
+    return store.no_go(run_id)
 
 
 def take(plan: Plan, check_id: str, phase: str, tick: clock.Tick, run_id: str, store: Store) -> Observation:
@@ -49,7 +63,9 @@ def take(plan: Plan, check_id: str, phase: str, tick: clock.Tick, run_id: str, s
     A failed measurement becomes an ``error`` observation carrying the reason.
     """
     check = plan.check(check_id)
-    previous = store.latest(run_id, check_id)
+    # After the migration, compare with readings after it: a window spanning the
+    # migration would blur the very change the soak looks for.
+    previous = store.latest(run_id, check_id, exclude_phase=None if phase == "baseline" else "baseline")
     prev_evidence = previous.evidence if previous and previous.status != "error" else None
     try:
         m = sources.measure(check, plan, prev_evidence, sources.Context(run_id, store))
@@ -74,7 +90,7 @@ def observe_due(
     late_grace: timedelta = LATE_GRACE,
 ) -> Progress:
     """Record the earliest due, unrecorded tick of (phase, check); see the module doc."""
-    breach = store.first_failure(run_id)
+    breach = store.no_go(run_id)
     if breach is not None:
         return Progress(True, None, [], stopped_by=breach)
     now = now or datetime.now(timezone.utc)
@@ -100,7 +116,9 @@ def observe_due(
             recorded.append(obs)
         seen.add(tick.index)
         break  # one measurement per wake-up: the next tick gets its own moment
-    if any(o.status == "fail" for o in recorded):
-        return Progress(True, None, recorded, stopped_by=next(o for o in recorded if o.status == "fail"))
+    if recorded and phase != "baseline":
+        breach = check_no_go(plan, store, run_id, {check_id}, time_scale)
+        if breach is not None:
+            return Progress(True, None, recorded, stopped_by=breach)
     pending = [t for t in schedule if t.index not in seen and t.index not in {o.tick for o in recorded}]
     return Progress(not pending, pending[0].at if pending else None, recorded)

@@ -102,6 +102,8 @@ class OpenMetricsSource(_Model):
     - ``histogram_quantile``: the ``quantile`` of the histogram ``metric`` (base name) over
       the buckets' increase, like PromQL's ``histogram_quantile``, in ms.
     - ``gauge``: the current value of ``metric`` summed over matching samples.
+    - ``counter_rate``: increase of matching ``metric`` samples per minute of wall time
+      (the real load, whatever the soak clock's speed).
 
     ``match`` and ``numerator`` map label names to regular expressions (full match).
     """
@@ -109,7 +111,7 @@ class OpenMetricsSource(_Model):
     kind: Literal["openmetrics"]
     connection: str
     path: str = "/metrics"
-    measure: Literal["counter_ratio", "histogram_quantile", "gauge"]
+    measure: Literal["counter_ratio", "histogram_quantile", "gauge", "counter_rate"]
     metric: str
     match: dict[str, str] = Field(default_factory=dict)
     numerator: dict[str, str] = Field(default_factory=dict)
@@ -439,12 +441,15 @@ class Verdict(_Model):
 
     ``min_coverage``: the share (0..1) of scheduled observations of each check that must
     hold a measured value (``error`` and missing ones do not count) for a GO.
-    ``on_inconclusive``: what the DAG does when the verdict is neither GO nor NO-GO; the
-    safe default rolls back.
+    ``on_inconclusive``: what the DAG does when the verdict is neither GO nor NO-GO:
+    ``ask`` a person in the Airflow UI (after ``human_timeout_hours`` without an answer,
+    the safe default: roll back), or decide unattended (``rollback`` / ``go``). A trigger
+    param overrides it per run.
     """
 
     min_coverage: float = Field(default=0.9, ge=0, le=1)
-    on_inconclusive: Literal["rollback", "go"] = "rollback"
+    on_inconclusive: Literal["ask", "rollback", "go"] = "ask"
+    human_timeout_hours: float = Field(default=4, gt=0)
 
 
 class Plan(_Model):
@@ -482,7 +487,7 @@ class Plan(_Model):
             raise ValueError(f"check ids repeat: {dup}")
         for check in self.checks:
             if check.phases != "all":
-                unknown = [p for p in check.phases if p not in names]
+                unknown = [p for p in check.phases if p not in names + ["hour0"]]
                 if unknown:
                     raise ValueError(f"check {check.id!r} names unknown phases {unknown} (known: {names})")
         refs = [(f"go[{c.id}]", c.checks) for c in self.go] + [(f"no_go[{c.id}]", c.checks) for c in self.no_go]
@@ -516,17 +521,17 @@ class Plan(_Model):
         raise KeyError(check_id)
 
     def checks_in(self, phase: str) -> list[Check]:
-        """Checks measured in ``phase``: ``hour0`` runs every check once; ``guard`` and
-        ``baseline`` run the checks their sections name."""
+        """Checks measured in ``phase`` (``hour0`` included: the Checklist Hora 0); ``guard``
+        and ``baseline`` run the checks their sections name."""
         if phase == "guard":
             return [self.check(c) for c in self.guard.checks] if self.guard else []
         if phase == "baseline":
             return [self.check(c) for c in self.baseline.checks] if self.baseline else []
-        return [c for c in self.checks if phase == "hour0" or c.phases == "all" or phase in c.phases]
+        return [c for c in self.checks if c.phases == "all" or phase in c.phases]
 
     def schedule(self) -> list[tuple[str, str]]:
         """Every (phase, check id) pair the soak measures, hour 0 first, in plan order."""
-        pairs = [("hour0", c.id) for c in self.checks]
+        pairs = [("hour0", c.id) for c in self.checks_in("hour0")]
         for phase in self.phases:
             pairs += [(phase.name, c.id) for c in self.checks_in(phase.name)]
         return pairs

@@ -24,6 +24,7 @@ _ENV = Environment(
     keep_trailing_newline=True,
 )
 _MARK = {"met": "✅", "not_met": "⚠️", "breached": "❌", "not_enough_data": "❔"}
+_CRIT_MARK = {"met": "✅", "not_met": "⚠️", "breached": "❌", "clear": "✅", "not_enough_data": "❔"}
 
 
 def _fmt(value: float | None, unit: str) -> str:
@@ -57,15 +58,19 @@ def render_report(
     events: list[dict[str, Any]],
     time_scale: float,
     rollback: list[str] | None = None,
+    chart_dir: Path | None = None,
 ) -> str:
     """The report as Markdown.
 
     ``events`` are the store's events of the run (``backup``, ``migrate``, ``hour0``, ...);
-    ``rollback`` lines describe a rollback that ran (``None`` when none did).
+    ``rollback`` lines describe a rollback that ran (``None`` when none did); with
+    ``chart_dir``, a PNG chart per check is written there and linked (relative to the
+    report's folder, which must be ``chart_dir``'s parent).
     """
     by_kind = {e["kind"]: e for e in events}
     times = [o.measured_at for o in observations]
     hour0 = by_kind.get("hour0")
+    observations = [o for o in observations if o.phase != "baseline"] + [o for o in observations if o.phase == "baseline"]
     start = datetime.fromisoformat(hour0["payload"]["hour0"]) if hour0 else (min(times) if times else None)
     end = max(times) if times else start
     wall_minutes = f"{(end - start).total_seconds() / 60:.1f}" if start and end else "0"
@@ -109,6 +114,13 @@ def render_report(
     migration_text = None
     if migration:
         migration_text = ", ".join(f"`{m}` applied" for m in migration.get("applied", [])) or "nothing pending"
+    charts = {}
+    if chart_dir is not None and start is not None and observations:
+        from migration_soak import charts as charts_mod
+
+        charts = {cid: f"{chart_dir.name}/{p.name}" for cid, p in
+                  charts_mod.render(plan, observations, start, time_scale, chart_dir).items()}
+    criteria = [{"mark": _CRIT_MARK[c.outcome], **c.__dict__} for c in verdict.criteria]
     decision_text = {
         "GO": "✅ APPROVED to proceed to production",
         "NO_GO": "❌ NO-GO: rolled back; see the reasons above",
@@ -121,7 +133,8 @@ def render_report(
         verdict_line=f"{verdict.decision}: " + "; ".join(verdict.reasons),
         summary=summary, final_metrics=final, backup=by_kind.get("backup", {}).get("payload"),
         migration=migration_text, phases=phases, rows=rows, incidents=incidents[:50],
-        rollback=rollback, decision_text=decision_text,
+        rollback=rollback, decision_text=decision_text, criteria=criteria, charts=charts,
+        human_gates=plan.human_gates,
     )
 
 

@@ -128,14 +128,16 @@ class Store:
                 Observation(**{k: v for k, v in r._mapping.items() if k != "id"}) for r in conn.execute(q)
             ]
 
-    def latest(self, run_id: str, check_id: str) -> Observation | None:
-        """The most recent observation of a check in a run, any phase."""
+    def latest(self, run_id: str, check_id: str, exclude_phase: str | None = None) -> Observation | None:
+        """The most recent observation of a check in a run, any phase but ``exclude_phase``."""
         q = (
             sa.select(observations)
             .where(observations.c.run_id == run_id, observations.c.check_id == check_id)
             .order_by(observations.c.measured_at.desc(), observations.c.id.desc())
             .limit(1)
         )
+        if exclude_phase is not None:
+            q = q.where(observations.c.phase != exclude_phase)
         with self.engine.connect() as conn:
             r = conn.execute(q).first()
         return Observation(**{k: v for k, v in r._mapping.items() if k != "id"}) if r else None
@@ -151,6 +153,13 @@ class Store:
         with self.engine.connect() as conn:
             r = conn.execute(q).first()
         return Observation(**{k: v for k, v in r._mapping.items() if k != "id"}) if r else None
+
+    def no_go(self, run_id: str) -> dict[str, Any] | None:
+        """The run's first recorded NO-GO breach (the stop signal), as its event payload."""
+        q = (sa.select(events.c.payload).where(events.c.run_id == run_id, events.c.kind == "no_go")
+             .order_by(events.c.id).limit(1))
+        with self.engine.connect() as conn:
+            return conn.execute(q).scalar()
 
     def add_event(self, run_id: str, kind: str, payload: dict[str, Any]) -> None:
         """Append an event (backup taken, migration applied, verdict, rollback step...)."""

@@ -36,18 +36,25 @@ def test_shape_backup_migrate_verify_then_checks_then_branch(dag):
 
     plan = load_plan("default")
     up = lambda tid: {t.task_id for t in dag.task_dict[tid].upstream_list}  # noqa: E731
-    assert up("migrate") == {"backup"}
+    # the baseline is measured before the backup; the fingerprint between backup and migration
+    assert up("start_baseline") == {"preflight"}
+    assert up("backup") == {f"baseline.{c}" for c in plan.baseline.checks}
+    assert up("fingerprint") == {"backup"}
+    assert up("migrate") == {"fingerprint"}
     assert up("verify") == {"migrate"}
-    assert up("backup") == {"preflight"}
     # every check visible by name in the grid: one task per phase and check
     for phase in ["hour0", "intensive", "regular", "passive"]:
-        for check in plan.checks:
+        for check in plan.checks_in(phase):
             assert f"{phase}.{check.id}" in dag.task_dict
     assert up("hour0.auth_error_rate") == {"restart_apps"}
-    assert up("start_clock") == {f"hour0.{c.id}" for c in plan.checks}
+    assert up("start_clock") == {f"hour0.{c.id}" for c in plan.checks_in("hour0")}
     assert up("intensive.login_p95") == {"start_clock"}
-    assert up("regular.login_p95") == {f"intensive.{c.id}" for c in plan.checks}  # phases run in order
-    assert up("decide") == {f"passive.{c.id}" for c in plan.checks}
+    assert up("regular.login_p95") == {f"intensive.{c.id}" for c in plan.checks_in("intensive")}  # in order
+    # the guard runs beside the phases; the judge waits for both
+    assert up("guard") == {"start_clock"}
+    assert up("judge_soak") == {f"passive.{c.id}" for c in plan.checks_in("passive")} | {"guard"}
+    assert {t.task_id for t in dag.task_dict["judge_soak"].downstream_list} == {"human_decision", "decide"}
+    assert up("decide") == {"judge_soak", "human_decision"}
     assert {t.task_id for t in dag.task_dict["decide"].downstream_list} == {"go.sign_off", "go.report", "rollback.notify_rollback"}
     rollback = [t for t in dag.task_dict if t.startswith("rollback.")]
     assert set(rollback) == {"rollback.notify_rollback", "rollback.restore", "rollback.mark_ledger",
@@ -58,14 +65,19 @@ def test_shape_backup_migrate_verify_then_checks_then_branch(dag):
 def test_check_tasks_wait_in_reschedule_mode(dag):
     from migration_soak.airflow.operators import CheckSensor
 
-    sensors = [t for t in dag.tasks if isinstance(t, CheckSensor)]
-    assert len(sensors) == 13 * 4
+    from migration_soak.airflow.operators import GuardSensor
+    from migration_soak.plan import load_plan
+
+    plan = load_plan("default")
+    sensors = [t for t in dag.tasks if isinstance(t, (CheckSensor, GuardSensor))]
+    phases = ["baseline", "hour0"] + [p.name for p in plan.phases]
+    assert len(sensors) == sum(len(plan.checks_in(p)) for p in phases) + 1
     assert all(s.reschedule for s in sensors)  # each frees its worker slot between ticks
 
 
 def test_trigger_form_params(dag):
     params = dag.params
-    assert set(params.keys()) == {"plan", "environment", "time_scale", "require_sign_off"}
+    assert set(params.keys()) == {"plan", "environment", "time_scale", "require_sign_off", "on_inconclusive"}
     assert params["plan"] == "default"
     assert params["environment"] == "staging"
     assert params["time_scale"] == 1.0

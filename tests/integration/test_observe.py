@@ -83,12 +83,24 @@ def test_a_late_tick_within_the_grace_is_measured_then_the_next_one_at_once(stor
     assert [(o.tick, o.status) for o in p.recorded] == [(2, "pass")] and p.next_at == at(45)
 
 
-def test_a_breach_is_fail_and_stops_every_other_check(store, staging):
+def test_a_no_go_breach_is_recorded_and_stops_every_other_check(store, staging):
     query(staging, 'UPDATE users SET "authorizerId" = NULL WHERE id IN (\'usr_0000001\', \'usr_0000002\')')
     p = observe.observe_due(PLAN, store, "r3", "intensive", "users_without_authorizer_id", H0, SCALE, now=at(16))
-    assert p.done and p.stopped_by.value == 2.0 and p.stopped_by.status == "fail"
+    assert p.recorded[0].status == "fail" and p.recorded[0].value == 2.0
+    assert p.done and p.stopped_by["criterion"] == "no_go_users_without_authorizer_id"
+    assert store.no_go("r3")["criterion"] == "no_go_users_without_authorizer_id"
     other = observe.observe_due(PLAN, store, "r3", "regular", "gateway_health", H0, SCALE, now=at(200))
-    assert other.done and other.recorded == [] and other.stopped_by.check_id == "users_without_authorizer_id"
+    assert other.done and other.recorded == [] and other.stopped_by["criterion"] == "no_go_users_without_authorizer_id"
+
+
+def test_a_fail_reading_that_no_criterion_breaches_does_not_stop_the_soak(store, monkeypatch):
+    """One auth error rate reading above 1 % is not "sustained > 5 minutes": the soak goes on."""
+    from migration_soak.store import Observation
+
+    store.record(Observation("r7", "intensive", "auth_error_rate", 1, at(15), at(15), 0.05, "ratio", "fail"))
+    monkeypatch.setenv("AIRFLOW_CONN_SOAK_GATEWAY", json.dumps({"conn_type": "http", "host": "127.0.0.1", "port": 9, "schema": "http"}))
+    p = observe.observe_due(PLAN, store, "r7", "intensive", "login_p95", H0, SCALE, now=at(16))
+    assert p.stopped_by is None and store.no_go("r7") is None
 
 
 def test_an_unreachable_metrics_endpoint_is_an_error_observation(store, monkeypatch):

@@ -1,129 +1,275 @@
-"""The judge: NO-GO on any breach, INCONCLUSIVE on missing data or missed expectations, GO otherwise."""
+"""The judge on the default plan: each GO and NO-GO criterion of the seed at, just below
+and just above its threshold; the verdict rules; property tests."""
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from migration_soak.judge import expected_observations, judge, status_of
+from migration_soak.judge import expected_observations, judge, no_go_breaches, status_of
 from migration_soak.plan import load_plan
 from migration_soak.store import Observation
 
 PLAN = load_plan("default")
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+SCALE = 1.0  # real time: wall minutes are soak minutes
+
+GOOD = {
+    "users_without_authorizer_id": 0, "deprecated_columns_absent": 0, "auth_query_time": 0.2, "recent_executions": 90,
+    "auth_error_rate": 0.0, "login_p95": 20, "verify_p95": 8, "connection_usage": 0.1, "db_cpu": 0.2, "db_memory": 0.3,
+    "db_disk_io": 0.05, "cache_hit_rate": 0.97, "auth_success_rate": 0.999, "login_p50": 5, "login_p99": 40,
+    "verify_p50": 3, "active_sessions": 100, "request_rate": 1200, "login_error_rate": 0, "verify_error_rate": 0,
+    "workflow_api_error_rate": 0, "app_memory": 100e6, "gateway_health": 1, "authorizer_health": 1, "total_users": 1e5,
+    "executions_last_hour": 90, "workflow_error_rate": 0.02, "critical_errors": 0, "app_log_errors": 0,
+    "deprecated_column_mentions": 0, "undefined_column_errors": 0, "null_authorizer_errors": 0, "db_slow_queries": 0,
+    "db_errors": 0, "authorizer_errors": 0, "authorizer_sync": 0, "data_loss": 0, "incremental_backup": 1,
+}
 
 
-def full_soak(value_for=lambda check: None, status="pass"):
-    """Every scheduled observation of the default plan, passing with an in-range value."""
-    obs = []
-    good = {c.id: _passing_value(c) for c in PLAN.checks}
-    for n, (phase, cid) in enumerate(PLAN.schedule()):
-        ticks = [0] if phase == "hour0" else range(1, len(PLAN.phase(phase).tick_offsets()) + 1)
-        for tick in ticks:
-            at = T0 + timedelta(minutes=n, seconds=tick)
-            obs.append(Observation("r", phase, cid, tick, at, at, good[cid], PLAN.check(cid).unit, status))
-    return obs
+def obs(check_id, phase, tick, minute, value, status=None):
+    at = T0 + timedelta(minutes=minute)
+    check = PLAN.check(check_id)
+    if status is None:
+        status = "error" if value is None else status_of(check.expect, check.no_go, value)
+    return Observation("r", phase, check_id, tick, at, at, value, check.unit, status)
 
 
-def _passing_value(check):
-    e = check.expect
-    return {"<": e.value / 2 if e.value else -1, "<=": e.value, ">": e.value + 1, ">=": e.value, "==": e.value, "!=": e.value + 1}[e.op]
-
-
-def replace(obs, check_id, phase, tick, **changes):
+def full_soak(values=None):
+    """Every scheduled observation of the default plan plus a one-hour baseline, healthy."""
+    values = {**GOOD, **(values or {})}
     out = []
-    for o in obs:
-        if (o.check_id, o.phase, o.tick) == (check_id, phase, tick):
-            o = Observation(**{**o.__dict__, **changes})
+    for cid in PLAN.baseline.checks:
+        for k in range(1, 5):
+            out.append(obs(cid, "baseline", k, -60 + 15 * k, GOOD[cid]))
+    for phase, cid in PLAN.schedule():
+        if phase == "hour0":
+            out.append(obs(cid, "hour0", 0, 0, values[cid]))
+            continue
+        for k, off in enumerate(PLAN.phase(phase).tick_offsets(), start=1):
+            out.append(obs(cid, phase, k, off.total_seconds() / 60, values[cid]))
+    return out
+
+
+def set_value(observations, check_id, minute_from, value):
+    """Replace the value of a check's observations from ``minute_from`` on (statuses recomputed)."""
+    out = []
+    for o in observations:
+        if o.check_id == check_id and o.phase != "baseline" and (o.scheduled_at - T0) >= timedelta(minutes=minute_from):
+            o = obs(check_id, o.phase, o.tick, (o.scheduled_at - T0).total_seconds() / 60, value)
         out.append(o)
     return out
 
 
-def test_all_pass_is_go():
-    v = judge(PLAN, full_soak())
-    assert v.decision == "GO"
-    assert all(c.outcome == "met" and c.coverage == 1.0 for c in v.checks)
+def add(observations, *new):
+    return observations + list(new)
 
 
-def test_expected_observations_counts_hour0_and_every_tick():
-    assert expected_observations(PLAN, "auth_error_rate") == 1 + 8 + 6 + 4
+def decision(observations):
+    return judge(PLAN, observations, SCALE).decision
 
 
-def test_one_breach_is_no_go_naming_the_check_value_and_tick():
-    obs = replace(full_soak(), "auth_error_rate", "intensive", 3, value=0.05, status="fail")
-    v = judge(PLAN, obs)
-    assert v.decision == "NO_GO"
-    assert len(v.reasons) == 1 and v.reasons[0].startswith("auth_error_rate:")
-    assert "0.05 ratio at intensive tick 3" in v.reasons[0]
+def criterion(observations, cid):
+    v = judge(PLAN, observations, SCALE)
+    return next(c for c in v.criteria if c.id == cid)
 
+
+def test_healthy_soak_is_go_and_every_criterion_met():
+    v = judge(PLAN, full_soak(), SCALE)
+    assert v.decision == "GO", v.reasons
+    assert {c.id for c in v.criteria if c.kind == "go"} == {c.id for c in PLAN.go}
+    assert all(c.outcome == ("met" if c.kind == "go" else "clear") for c in v.criteria)
+
+
+def test_the_seed_has_ten_go_and_eight_no_go_criteria():
+    assert len(PLAN.go) + len(PLAN.human_gates) == 10
+    assert len(PLAN.no_go) == 8
+
+
+# --- NO-GO criteria, one by one ---------------------------------------------------------------
+
+def test_no_go_users_without_authorizer_id_at_zero_and_one():
+    assert decision(set_value(full_soak(), "users_without_authorizer_id", 300, 0)) == "GO"
+    v = judge(PLAN, set_value(full_soak(), "users_without_authorizer_id", 300, 1), SCALE)
+    assert v.decision == "NO_GO" and v.reasons[0].startswith("no_go_users_without_authorizer_id")
+
+
+@pytest.mark.parametrize("rate, breached", [(0.0099, False), (0.01, False), (0.0101, True)])
+def test_no_go_auth_error_rate_sustained_around_one_percent(rate, breached):
+    # two consecutive readings 15 min apart above the bound: sustained > 5 minutes
+    s = set_value(full_soak(), "auth_error_rate", 60, rate)
+    assert (criterion(s, "no_go_auth_error_rate").outcome == "breached") is breached
+
+
+def test_no_go_auth_error_rate_one_spike_is_not_sustained():
+    s = full_soak()
+    s = [obs(o.check_id, o.phase, o.tick, (o.scheduled_at - T0).total_seconds() / 60, 0.05)
+         if (o.check_id, o.phase, o.tick) == ("auth_error_rate", "intensive", 3) else o for o in s]
+    assert criterion(s, "no_go_auth_error_rate").outcome == "clear"
+    assert decision(s) == "INCONCLUSIVE"  # the GO criterion < 0.1 % is not met either
+
+
+def test_no_go_critical_errors_more_than_five_in_any_hour():
+    base = full_soak()
+    five = add(base, obs("critical_errors", "guard", 1, 600, 3), obs("critical_errors", "guard", 2, 630, 2))
+    six = add(base, obs("critical_errors", "guard", 1, 600, 3), obs("critical_errors", "guard", 2, 630, 3))
+    spread = add(base, obs("critical_errors", "guard", 1, 600, 3), obs("critical_errors", "guard", 2, 700, 3))
+    assert criterion(five, "no_go_critical_errors_per_hour").outcome == "clear"
+    assert criterion(six, "no_go_critical_errors_per_hour").outcome == "breached"
+    assert criterion(spread, "no_go_critical_errors_per_hour").outcome == "clear"  # 3 + 3 but 100 min apart
+    assert criterion(five, "go_no_critical_errors").outcome == "not_met"  # GO wants 0 in 24 h
+
+
+@pytest.mark.parametrize("p95, outcome", [(20 + 50 - 1, "clear"), (26 + 1000, "breached")])
+def test_no_go_performance_degradation_over_baseline(p95, outcome):
+    s = set_value(full_soak(), "login_p95", 60, p95)
+    assert criterion(s, "no_go_performance").outcome == outcome
+
+
+def test_performance_relative_threshold_just_below_and_above_thirty_percent():
+    # baseline median 200 ms; min_delta 50 ms
+    s = [obs(o.check_id, o.phase, o.tick, (o.scheduled_at - T0).total_seconds() / 60, 200)
+         if o.check_id == "login_p95" else o for o in full_soak()]
+    assert criterion(set_value(s, "login_p95", 0, 259), "no_go_performance").outcome == "clear"  # +29.5 %
+    assert criterion(set_value(s, "login_p95", 0, 261), "no_go_performance").outcome == "breached"  # +30.5 %
+    assert criterion(set_value(s, "login_p95", 0, 219), "go_performance_stable").outcome == "met"  # +9.5 %, < 50 ms
+    assert criterion(set_value(s, "login_p95", 0, 261), "go_performance_stable").outcome == "not_met"
+
+
+@pytest.mark.parametrize("rate, outcome", [(0.099, "clear"), (0.10, "clear"), (0.101, "breached")])
+def test_no_go_workflows_failing(rate, outcome):
+    assert criterion(set_value(full_soak(), "workflow_error_rate", 300, rate), "no_go_workflows").outcome == outcome
+
+
+def _memory_series(growth_per_hour):
+    """app_memory growing by ``growth_per_hour`` (compounded) from hour 0."""
+    out = []
+    for o in full_soak():
+        if o.check_id == "app_memory" and o.phase != "baseline":
+            minute = (o.scheduled_at - T0).total_seconds() / 60
+            o = obs("app_memory", o.phase, o.tick, minute, 100e6 * (1 + growth_per_hour) ** (minute / 60))
+        out.append(o)
+    return out
+
+
+@pytest.mark.parametrize("g, outcome", [(0.19, "clear"), (0.21, "breached")])
+def test_no_go_memory_leak_sustained_growth_per_hour(g, outcome):
+    assert criterion(_memory_series(g), "no_go_memory_leak").outcome == outcome
+
+
+def test_memory_go_criterion_needs_growth_at_most_twenty_percent():
+    assert criterion(_memory_series(0.0), "go_no_memory_leak").outcome == "met"
+    assert criterion(_memory_series(0.21), "go_no_memory_leak").outcome == "not_met"
+
+
+@pytest.mark.parametrize("cpu, outcome", [(0.9, "clear"), (0.91, "breached")])
+def test_no_go_db_cpu_sustained_ten_minutes(cpu, outcome):
+    assert criterion(set_value(full_soak(), "db_cpu", 30, cpu), "no_go_db_cpu").outcome == outcome
+
+
+def test_no_go_db_cpu_single_reading_is_not_sustained():
+    s = add(full_soak(), obs("db_cpu", "guard", 1, 500, 0.99))
+    assert criterion(s, "no_go_db_cpu").outcome == "clear"
+
+
+def test_no_go_any_data_loss():
+    assert criterion(set_value(full_soak(), "data_loss", 0, 0), "no_go_data_loss").outcome == "clear"
+    assert criterion(set_value(full_soak(), "data_loss", 600, 1), "no_go_data_loss").outcome == "breached"
+
+
+# --- GO criteria, one by one --------------------------------------------------------------------
+
+@pytest.mark.parametrize("rate, outcome", [(0.0009, "met"), (0.001, "not_met")])
+def test_go_auth_error_rate_below_a_tenth_of_a_percent(rate, outcome):
+    assert criterion(set_value(full_soak(), "auth_error_rate", 0, rate), "go_auth_error_rate").outcome == outcome
+
+
+@pytest.mark.parametrize("hit, outcome", [(0.9, "not_met"), (0.901, "met")])
+def test_go_cache_hit_rate_above_ninety_percent(hit, outcome):
+    assert criterion(set_value(full_soak(), "cache_hit_rate", 0, hit), "go_cache_hit_rate").outcome == outcome
+
+
+@pytest.mark.parametrize("rate, outcome", [(0.049, "met"), (0.05, "not_met")])
+def test_go_workflows_working(rate, outcome):
+    assert criterion(set_value(full_soak(), "workflow_error_rate", 0, rate), "go_workflows").outcome == outcome
+
+
+def test_go_no_users_without_authorizer_id_reads_the_authorizer_sync_too():
+    assert criterion(set_value(full_soak(), "authorizer_sync", 0, 1), "go_no_users_without_authorizer_id").outcome == "not_met"
+
+
+def test_go_backups_need_every_incremental_backup():
+    assert criterion(set_value(full_soak(), "incremental_backup", 1000, 0), "go_backups").outcome == "not_met"
+
+
+# --- coverage and errors ------------------------------------------------------------------------
 
 def test_errors_are_missing_data_never_a_pass():
-    obs = full_soak()
-    for tick in (1, 2, 3):  # 3 of 19 errors: coverage 84 % < 90 %
-        obs = replace(obs, "login_p95", "intensive", tick, value=None, status="error")
-    v = judge(PLAN, obs)
+    s = set_value(full_soak(), "auth_error_rate", 480, None)  # a metrics outage from hour 8 on
+    v = judge(PLAN, s, SCALE)
     assert v.decision == "INCONCLUSIVE"
-    login = next(c for c in v.checks if c.check_id == "login_p95")
-    assert login.outcome == "not_enough_data" and login.errors == 3
+    c = next(c for c in v.criteria if c.id == "go_auth_error_rate")
+    assert c.outcome == "not_enough_data" and "coverage" in c.detail
 
 
 def test_one_error_within_coverage_still_go():
-    obs = replace(full_soak(), "login_p95", "passive", 2, value=None, status="error")  # 18/19 = 94.7 %
-    assert judge(PLAN, obs).decision == "GO"
+    s = [obs(o.check_id, o.phase, o.tick, (o.scheduled_at - T0).total_seconds() / 60, None)
+         if (o.check_id, o.phase, o.tick) == ("login_p95", "passive", 2) else o for o in full_soak()]
+    assert decision(s) == "GO"
 
 
-def test_missing_observations_count_against_coverage():
-    obs = [o for o in full_soak() if not (o.check_id == "verify_p95" and o.phase == "passive")]
-    v = judge(PLAN, obs)
-    assert v.decision == "INCONCLUSIVE"
-    assert "15 of 19" in next(c.detail for c in v.checks if c.check_id == "verify_p95")
+def test_expected_observations_follow_the_phases_of_each_check():
+    assert expected_observations(PLAN, "auth_error_rate") == 1 + 8 + 6 + 4
+    assert expected_observations(PLAN, "incremental_backup") == 4
 
 
-def test_warn_means_go_criterion_not_met():
-    obs = replace(full_soak(), "auth_error_rate", "regular", 2, value=0.005, status="warn")
-    v = judge(PLAN, obs)
-    assert v.decision == "INCONCLUSIVE"
-    assert "expected < 0.001 ratio, got 0.005" in v.reasons[0]
+def test_no_go_breaches_reads_only_the_named_checks():
+    s = set_value(full_soak(), "users_without_authorizer_id", 300, 3)
+    assert [b.id for b in no_go_breaches(PLAN, s, SCALE, {"users_without_authorizer_id"})] == ["no_go_users_without_authorizer_id"]
+    assert no_go_breaches(PLAN, s, SCALE, {"login_p95"}) == []
 
 
-def test_status_of_thresholds_at_just_below_and_above():
-    c = PLAN.check("auth_error_rate")  # expect < 0.001, no-go > 0.01
-    assert status_of(c.expect, c.no_go, 0.0009) == "pass"
-    assert status_of(c.expect, c.no_go, 0.001) == "warn"
-    assert status_of(c.expect, c.no_go, 0.01) == "warn"
-    assert status_of(c.expect, c.no_go, 0.0101) == "fail"
-
+# --- properties ---------------------------------------------------------------------------------
 
 RANK = {"GO": 0, "INCONCLUSIVE": 1, "NO_GO": 2}
-# A missing value (error) is tolerated up to the plan's coverage; a measured miss (warn) is not.
-STATUS_RANK = {"pass": 0, "error": 1, "warn": 2, "fail": 3}
+BASE = full_soak()
+INDEXES = [i for i, o in enumerate(BASE) if o.phase != "baseline"]
+
+
+def worse(o: Observation, how: str) -> Observation:
+    """A worse reading of the same tick: missing, or further on the bad side of its rule."""
+    check = PLAN.check(o.check_id)
+    if how == "error":
+        return Observation(**{**o.__dict__, "value": None, "status": "error"})
+    bad_up = check.expect.op in ("<", "<=", "==") and check.id not in ("incremental_backup", "gateway_health", "authorizer_health")
+    v = o.value * 10 + 1 if bad_up else 0.0
+    return obs(o.check_id, o.phase, o.tick, (o.scheduled_at - T0).total_seconds() / 60, v)
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 19 * len(PLAN.checks) - 1), st.sampled_from(["warn", "fail", "error"])), max_size=6))
+@given(st.lists(st.tuples(st.sampled_from(INDEXES), st.sampled_from(["error", "bad"])), max_size=5))
 def test_worse_observations_never_improve_the_verdict(changes):
-    obs = full_soak()
-    before = judge(PLAN, obs).decision
-    for idx, status in changes:
-        o = obs[idx]
-        if STATUS_RANK[status] <= STATUS_RANK[o.status]:
+    s = list(BASE)
+    before = decision(s)
+    for idx, how in changes:
+        # worse means: a passing reading goes missing, or any reading moves to the bad side.
+        # (A missing reading is not worse than a breaching one: only coverage bounds it.)
+        if how == "error" and s[idx].status != "pass":
             continue
-        value = None if status == "error" else (o.value if o.value is not None else 1.0)
-        obs[idx] = Observation(**{**o.__dict__, "status": status, "value": value})
-        after = judge(PLAN, obs).decision
+        s[idx] = worse(s[idx], how)
+        after = decision(s)
         assert RANK[after] >= RANK[before]
         before = after
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.sets(st.integers(0, 19 * len(PLAN.checks) - 1), min_size=1, max_size=40))
-def test_error_observations_never_make_a_go_out_of_missing_data(idxs):
-    obs = full_soak()
+@given(st.sets(st.sampled_from(INDEXES), min_size=1, max_size=60))
+def test_error_observations_never_make_a_go(idxs):
+    s = list(BASE)
     for i in idxs:
-        obs[i] = Observation(**{**obs[i].__dict__, "status": "error", "value": None})
-    v = judge(PLAN, obs)
-    for c in v.checks:
-        if c.outcome == "met":
-            assert c.coverage >= PLAN.verdict.min_coverage
+        s[i] = worse(s[i], "error")
+    v = judge(PLAN, s, SCALE)
     if v.decision == "GO":
-        assert all(c.coverage >= PLAN.verdict.min_coverage for c in v.checks)
+        for c in v.criteria:
+            if c.kind == "go":
+                assert c.outcome == "met"

@@ -35,16 +35,37 @@ def test_default_plan_thresholds_are_the_seeds():
     assert not plan.check("users_without_authorizer_id").no_go.holds(0)
 
 
-def test_schedule_runs_every_check_at_hour0_then_each_phase(raw):
+def test_schedule_runs_the_hour0_checklist_then_each_phase(raw):
     plan = load_plan("default")
     pairs = plan.schedule()
-    assert pairs[: len(plan.checks)] == [("hour0", c.id) for c in plan.checks]
-    assert len(pairs) == len(plan.checks) * (1 + len(plan.phases))
+    hour0 = [c for p, c in pairs if p == "hour0"]
+    assert pairs[: len(hour0)] == [("hour0", c) for c in hour0]
+    # Checklist Hora 0: schema validated, health checks passing, logs without critical errors
+    assert {"deprecated_columns_absent", "gateway_health", "authorizer_health", "critical_errors"} <= set(hour0)
+    assert [p for p, _ in pairs[len(hour0):]] == sorted([p for p, _ in pairs[len(hour0):]],
+                                                       key=["intensive", "regular", "passive"].index)
+    for phase in plan.phases:
+        assert plan.checks_in(phase.name), phase.name
+
+
+def test_criteria_name_known_checks_and_baseline_rules_need_a_baseline(raw):
+    bad = copy.deepcopy(raw)
+    bad["no_go"][0]["checks"] = ["nope"]
+    with pytest.raises(PlanError, match=r"no_go\[no_go_critical_errors_per_hour\] names unknown checks \['nope'\]"):
+        parse_plan(bad, "p.yaml")
+    bad = copy.deepcopy(raw)
+    del bad["baseline"]
+    with pytest.raises(PlanError, match="a 'baseline' rule needs a 'baseline' section"):
+        parse_plan(bad, "p.yaml")
+    bad = copy.deepcopy(raw)
+    bad["go"][0]["rule"] = {"kind": "sustained", "op": ">", "value": 1}
+    with pytest.raises(PlanError, match=r"go\[go_no_critical_errors\]\.rule\.sustained\.minutes: required field is missing"):
+        parse_plan(bad, "p.yaml")
 
 
 def test_wrong_threshold_type_names_file_field_and_value(raw):
     bad = copy.deepcopy(raw)
-    bad["checks"][6]["expect"]["value"] = "one percent"
+    bad["checks"][[c["id"] for c in bad["checks"]].index("auth_error_rate")]["expect"]["value"] = "one percent"
     with pytest.raises(PlanError) as err:
         parse_plan(bad, "plans/x.yaml")
     msg = str(err.value)

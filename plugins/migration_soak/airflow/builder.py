@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 from airflow.sdk import DAG, Param, TaskGroup
 
 from migration_soak import notify
 from migration_soak.airflow import tasks as t
-from migration_soak.airflow.operators import CheckSensor
+from migration_soak.airflow.operators import CheckSensor, GuardSensor
 from migration_soak.plan import PLANS_DIR, Plan, load_plan
 
 
@@ -43,17 +43,30 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
                                 description="Soak clock speed-up: 1 = real time (24 h); 360 = 24 h in 4 minutes."),
             "require_sign_off": Param(False, type="boolean",
                                       description="Ask a person to approve in the UI before GO (QA sign-off)."),
+            "on_inconclusive": Param(plan.verdict.on_inconclusive, type="string", enum=["ask", "rollback", "go"],
+                                     description="When the verdict is INCONCLUSIVE: ask a person in the UI, or "
+                                                 "decide unattended."),
         },
     ) as dag:
         loaded = t.load()
         record = t.backup()
-        loaded >> t.preflight() >> record
-        hour0_at = t.verify(t.migrate(record))
-        restarted = t.restart_apps(hour0_at)
+        checked = t.preflight()
+        loaded >> checked
         common = dict(time_scale="{{ params.time_scale }}", plan="{{ params.plan }}")
+        if plan.baseline:
+            started = t.start_baseline()
+            with TaskGroup("baseline", tooltip="before the migration: the reference for relative rules") as baseline:
+                for check in plan.checks_in("baseline"):
+                    CheckSensor(task_id=check.id, item={"phase": "baseline", "check": check.id},
+                                hour0="{{ ti.xcom_pull(task_ids='start_baseline') }}", doc_md=check.rule, **common)
+            checked >> started >> baseline >> record
+        else:
+            checked >> record
+        hour0_at = t.verify(t.migrate(t.fingerprint(record)))
+        restarted = t.restart_apps(hour0_at)
 
-        with TaskGroup("hour0", tooltip="Checklist Hora 0: every check once, right after the migration") as hour0:
-            for check in plan.checks:
+        with TaskGroup("hour0", tooltip="Checklist Hora 0: right after the migration and the restart") as hour0:
+            for check in plan.checks_in("hour0"):
                 CheckSensor(task_id=check.id, item={"phase": "hour0", "check": check.id},
                             hour0="{{ ti.xcom_pull(task_ids='verify') }}", doc_md=check.rule, **common)
         clock = t.start_clock()
@@ -68,8 +81,24 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
             previous >> group
             previous = group
 
+        judged = t.judge_soak()
+        previous >> judged
+        if plan.guard:
+            guard = GuardSensor(task_id="guard", hour0="{{ ti.xcom_pull(task_ids='start_clock') }}",
+                                doc_md="Alertas Críticas, every %g min for the whole soak" % plan.guard.every_minutes,
+                                **common)
+            clock >> guard >> judged
+        human = HITLOperator(
+            task_id="human_decision",
+            subject=f"The soak of {plan.migration.name} is INCONCLUSIVE: GO or roll back?",
+            body="{{ ti.xcom_pull(task_ids='judge_soak', key='verdict')['reasons'] | join('\n') }}",
+            options=[t.GO_OPTION, t.ROLLBACK_OPTION],
+            defaults=[t.GO_OPTION if plan.verdict.on_inconclusive == "go" else t.ROLLBACK_OPTION],
+            response_timeout=timedelta(hours=plan.verdict.human_timeout_hours),
+        )
         decision = t.decide()
-        previous >> decision
+        judged >> [human, decision]
+        human >> decision
 
         with TaskGroup("go") as go:
             sign_off = ApprovalOperator(

@@ -53,9 +53,61 @@ class CheckSensor(BaseSensorOperator):
             self.log.info("%s %s tick %d: %s (%s) %s", check_id, phase, o.tick, shown, o.status,
                           o.evidence.get("error", ""))
         if progress.stopped_by is not None:
-            s = progress.stopped_by
-            self.log.warning("soak stopped: NO-GO breach by %s at %s tick %d", s.check_id, s.phase, s.tick)
-            return {"stopped_by": s.check_id}
+            self.log.warning("soak stopped: %s", progress.stopped_by.get("text"))
+            return {"stopped_by": progress.stopped_by.get("criterion")}
         if progress.done:
             return {"done": True}
         raise AirflowRescheduleException(progress.next_at)
+
+
+class GuardSensor(BaseSensorOperator):
+    """The guard: the plan's alert checks at a short cadence for the whole soak.
+
+    Runs beside the phases. Each wake-up measures every guard check that is due (phase
+    ``guard``), judges the NO-GO criteria on them at once (so a breach stops the soak
+    within one guard interval) and posts each alert that starts firing to Slack, once.
+
+    :param hour0: ISO-8601 UTC start of the soak clock (templated, from XCom)
+    :param time_scale: speed-up of the soak clock (templated, from params)
+    :param plan: plan name (templated, from params)
+    """
+
+    template_fields = ("hour0", "time_scale", "plan")
+    ui_color = "#fde2e1"
+
+    def __init__(self, *, hour0: str, time_scale, plan: str, **kwargs):
+        kwargs.setdefault("mode", "reschedule")
+        kwargs.setdefault("poke_interval", 1)
+        kwargs.setdefault("timeout", 2 * 24 * 3600)
+        super().__init__(**kwargs)
+        self.hour0 = hour0
+        self.time_scale = time_scale
+        self.plan = plan
+
+    def execute(self, context):
+        from migration_soak import judge, notify
+
+        plan = load_plan(self.plan)
+        run_id = context["run_id"]
+        store = Store.from_airflow(plan.connections.store)
+        hour0, scale = datetime.fromisoformat(self.hour0), float(self.time_scale)
+        wake_at = []
+        for check_id in plan.guard.checks:
+            progress = observe.observe_due(plan, store, run_id, "guard", check_id, hour0, scale)
+            for o in progress.recorded:
+                self.log.info("guard %s tick %d: %s (%s) %s", check_id, o.tick, o.value, o.status, o.evidence.get("error", ""))
+            if progress.stopped_by is not None:
+                self.log.warning("soak stopped: %s", progress.stopped_by.get("text"))
+                return {"stopped_by": progress.stopped_by.get("criterion")}
+            if progress.next_at is not None:
+                wake_at.append(progress.next_at)
+        notified = {e["payload"].get("alert") for e in store.events(run_id, "alert")}
+        for alert in judge.firing_alerts(plan, store.observations(run_id), scale):
+            if alert.id in notified:
+                continue
+            text = f"ALERT {alert.text}: {alert.detail}"
+            store.add_event(run_id, "alert", {"alert": alert.id, "text": text})
+            notify.send(f":warning: [{plan.environment}] {text}", plan.connections.slack)
+        if not wake_at:
+            return {"done": True}
+        raise AirflowRescheduleException(min(wake_at))

@@ -167,6 +167,32 @@ def start_clock() -> str:
     return hour0
 
 
+@task
+def start_baseline() -> str:
+    """Start the baseline window before the migration; returns its origin (ISO-8601, UTC)."""
+    ctx, plan, run_id = _ctx()
+    store = _store(plan)
+    known = store.events(run_id, "baseline_start")
+    if known:
+        return known[0]["payload"]["at"]
+    at = datetime.now(timezone.utc).isoformat()
+    store.add_event(run_id, "baseline_start", {"at": at, "text": "baseline measurements start"})
+    return at
+
+
+@task
+def fingerprint(_backup_record: dict) -> dict:
+    """Row counts and fingerprints of the preserved columns before the migration, for the
+    data-loss checks (seed NO-GO "Cualquier pérdida de datos detectada")."""
+    from migration_soak.sources.fingerprint import record_baseline
+
+    ctx, plan, run_id = _ctx()
+    store = _store(plan)
+    if not store.events(run_id, "fingerprint") and any(c.source.kind == "fingerprint" for c in plan.checks):
+        record_baseline(plan, run_id, store, _staging(plan))
+    return {"recorded": len(store.events(run_id, "fingerprint"))}
+
+
 def restart_apps_now(plan: Plan) -> int:
     """Call the plan's restart action; returns the HTTP status. Raises on a non-2xx answer."""
     from airflow.providers.http.hooks.http import HttpHook
@@ -186,21 +212,48 @@ def restart_apps(_hour0: str) -> int:
 
 
 @task.branch
-def decide(**_) -> list[str]:
-    """Judge the soak from the store alone and pick the branch: GO or rollback."""
+def judge_soak() -> list[str]:
+    """Judge the soak from the store alone; an INCONCLUSIVE verdict goes to a person when
+    the run's ``on_inconclusive`` is ``ask``, else straight to ``decide``."""
     from migration_soak.judge import judge
 
     ctx, plan, run_id = _ctx()
     store = _store(plan)
-    verdict = judge(plan, store.observations(run_id))
+    verdict = judge(plan, store.observations(run_id), float(ctx["params"]["time_scale"]))
     store.add_event(run_id, "verdict", {**verdict.to_dict(), "text": f"{verdict.decision}: {'; '.join(verdict.reasons)}"})
     log.info("verdict: %s: %s", verdict.decision, "; ".join(verdict.reasons))
     ctx["ti"].xcom_push(key="verdict", value=verdict.to_dict())
-    go = verdict.decision == "GO" or (verdict.decision == "INCONCLUSIVE" and plan.verdict.on_inconclusive == "go")
-    if not go:
+    if verdict.decision == "INCONCLUSIVE" and ctx["params"]["on_inconclusive"] == "ask":
+        notify.send(f":grey_question: [{plan.environment}] soak of `{plan.migration.name}` is INCONCLUSIVE: "
+                    f"{'; '.join(verdict.reasons)[:600]} — decide in the Airflow UI (Required actions)",
+                    plan.connections.slack)
+        return ["human_decision"]
+    return ["decide"]
+
+
+GO_OPTION, ROLLBACK_OPTION = "GO", "Roll back"
+
+
+@task.branch(trigger_rule="none_failed_min_one_success")
+def decide() -> list[str]:
+    """Pick the branch from the verdict (and a person's answer to an INCONCLUSIVE one)."""
+    ctx, plan, run_id = _ctx()
+    verdict = _verdict(ctx)
+    choice = verdict.decision
+    if verdict.decision == "INCONCLUSIVE":
+        answer = ctx["ti"].xcom_pull(task_ids="human_decision")
+        if answer:
+            chosen = answer.get("chosen_options", [])
+            choice = "GO" if GO_OPTION in chosen else "NO_GO"
+            _store(plan).add_event(run_id, "human_decision", {"chosen": chosen, "by": answer.get("responded_by_user"),
+                                                             "text": f"a person chose {chosen}"})
+        else:
+            choice = "GO" if ctx["params"]["on_inconclusive"] == "go" else "NO_GO"
+    ctx["ti"].xcom_push(key="choice", value=choice)
+    if choice != "GO":
         return ["rollback.notify_rollback"]
-    notify.send(f":large_green_circle: [{plan.environment}] soak of `{plan.migration.name}` verdict: {verdict.decision}",
-                plan.connections.slack)
+    notify.send(f":large_green_circle: [{plan.environment}] soak of `{plan.migration.name}` verdict: {verdict.decision}"
+                + ("" if verdict.decision == "GO" else " (GO chosen by a person)"), plan.connections.slack)
     # With sign-off, report waits for the approval (its upstream); without, sign_off is skipped.
     return ["go.sign_off", "go.report"] if ctx["params"]["require_sign_off"] else ["go.report"]
 
@@ -208,7 +261,7 @@ def decide(**_) -> list[str]:
 def _verdict(ctx):
     from migration_soak.judge import Verdict
 
-    return Verdict.from_dict(ctx["ti"].xcom_pull(task_ids="decide", key="verdict"))
+    return Verdict.from_dict(ctx["ti"].xcom_pull(task_ids="judge_soak", key="verdict"))
 
 
 def write_report(rollback_lines: list[str] | None) -> str:
@@ -218,7 +271,8 @@ def write_report(rollback_lines: list[str] | None) -> str:
     ctx, plan, run_id = _ctx()
     store = _store(plan)
     text = report.render_report(plan, run_id, _verdict(ctx), store.observations(run_id), store.events(run_id),
-                                float(ctx["params"]["time_scale"]), rollback_lines)
+                                float(ctx["params"]["time_scale"]), rollback_lines,
+                                chart_dir=plan.path(plan.report_location) / f"charts-{report.safe_name(run_id)}")
     path = report.write(plan.path(plan.report_location), f"soak-{report.safe_name(run_id)}.md", text)
     store.add_event(run_id, "report", {"path": str(path), "text": f"report written to {path}"})
     log.info("report: %s", path)
@@ -330,6 +384,6 @@ def conclude() -> str:
     """Fail the run on anything but GO, after the rollback is done, with the reasons."""
     ctx, plan, run_id = _ctx()
     verdict = _verdict(ctx)
-    if verdict.decision == "GO" or (verdict.decision == "INCONCLUSIVE" and plan.verdict.on_inconclusive == "go"):
+    if ctx["ti"].xcom_pull(task_ids="decide", key="choice") == "GO":
         return verdict.decision
     raise AirflowFailException(f"verdict {verdict.decision}: " + "; ".join(verdict.reasons))

@@ -18,7 +18,7 @@ def measure(check: Check) -> Measurement:
     from airflow.providers.http.hooks.http import HttpHook
 
     src = check.source
-    hook = HttpHook(method="GET", http_conn_id=src.connection)
+    hook = HttpHook(method="GET", http_conn_id=src.connection, tcp_keep_alive=False)
     try:
         resp = hook.run(src.endpoint, extra_options={"check_response": False, "timeout": TIMEOUT_S})
     except requests.RequestException as exc:

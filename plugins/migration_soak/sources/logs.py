@@ -88,7 +88,12 @@ def count(lines: Iterable[str], patterns: list[str], exclude: list[str]) -> tupl
 
 
 def _resolve(name: str) -> Path:
-    path = Path(name)
+    """A log path: ``$VARS`` expanded (a deployment names its log files in the environment,
+    e.g. ``$SOAK_APP_LOG``), relative paths from the repository root."""
+    expanded = os.path.expandvars(name)
+    if "$" in expanded:
+        raise MeasurementError(f"log file {name!r}: environment variable not set")
+    path = Path(expanded)
     return path if path.is_absolute() else REPO_ROOT / path
 
 

@@ -2,8 +2,11 @@
 
 Rates and quantiles are computed over the increase between the previous scrape (kept in
 the previous observation's evidence) and this one, as PromQL's ``rate`` and
-``histogram_quantile`` would over that window. With no previous scrape in the run, the
-source scrapes twice, ``FIRST_WINDOW_S`` apart. Parsing is ``prometheus_client``'s.
+``histogram_quantile`` would over that window. A check's first reading in a run uses the
+last page this process scraped from the same endpoint (any check's), or scrapes twice,
+``MIN_WINDOW_S`` apart; a window shorter than ``MIN_WINDOW_S`` (two ticks measured back
+to back after a delay) is widened to it, so a quantile never rests on a handful of
+requests. Parsing is ``prometheus_client``'s.
 """
 
 from __future__ import annotations
@@ -20,7 +23,10 @@ from migration_soak.exceptions import MeasurementError
 from migration_soak.plan import Check, OpenMetricsSource
 from migration_soak.sources import Measurement
 
-FIRST_WINDOW_S = 1.0
+MIN_WINDOW_S = 1.0
+
+# The last page scraped per (connection, path) in this process: (when, text).
+_PAGES: dict[tuple[str, str], tuple[datetime, str]] = {}
 TIMEOUT_S = 10
 
 # A snapshot is [[sorted label items], value] per sample: small, JSON, enough to diff.
@@ -33,13 +39,14 @@ def scrape(conn_id: str, path: str) -> str:
     from airflow.providers.http.hooks.http import HttpHook
 
     try:
-        resp = HttpHook(method="GET", http_conn_id=conn_id).run(
+        resp = HttpHook(method="GET", http_conn_id=conn_id, tcp_keep_alive=False).run(
             path, extra_options={"check_response": False, "timeout": TIMEOUT_S}
         )
     except requests.RequestException as exc:
         raise MeasurementError(f"scrape of {path} failed: {type(exc).__name__}") from exc
     if resp.status_code != 200:
         raise MeasurementError(f"scrape of {path} answered HTTP {resp.status_code}")
+    _PAGES[(conn_id, path)] = (datetime.now(timezone.utc), resp.text)
     return resp.text
 
 
@@ -91,9 +98,11 @@ def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
     return lower_bound
 
 
-def compute(src: OpenMetricsSource, unit: str, prev_text_snap: Snapshot | None, cur_text: str) -> tuple[float, Snapshot, dict]:
+def compute(src: OpenMetricsSource, unit: str, prev_text_snap: Snapshot | None, cur_text: str,
+            elapsed_s: float | None = None) -> tuple[float, Snapshot, dict]:
     """The value of ``src`` from the previous snapshot and the current page.
 
+    ``elapsed_s``: wall seconds between the two scrapes (``counter_rate`` needs it).
     Returns (value, current snapshot, figures for the evidence).
     """
     if src.measure == "gauge":
@@ -101,6 +110,14 @@ def compute(src: OpenMetricsSource, unit: str, prev_text_snap: Snapshot | None, 
         if not snap:
             raise MeasurementError(f"no sample {src.metric} matching {src.match}")
         return sum(v for _, v in snap), snap, {"series": len(snap)}
+    if src.measure == "counter_rate":
+        snap = select(cur_text, src.metric, src.match)
+        if not snap:
+            raise MeasurementError(f"no sample {src.metric} matching {src.match}")
+        if not elapsed_s or elapsed_s <= 0:
+            raise MeasurementError("no time between the two scrapes: the rate is undefined")
+        total = sum(d for _, d in increase(prev_text_snap or [], snap))
+        return total / elapsed_s * 60.0, snap, {"increase": total, "seconds": round(elapsed_s, 3)}
     if src.measure == "counter_ratio":
         snap = select(cur_text, src.metric, src.match)
         if not snap:
@@ -129,20 +146,26 @@ def measure(check: Check, previous: dict[str, Any] | None) -> Measurement:
     src = check.source
     prev_snap = (previous or {}).get("snapshot")
     prev_at = (previous or {}).get("scraped_at")
+    name = f"{src.metric}_bucket" if src.measure == "histogram_quantile" else src.metric
     if prev_snap is None and src.measure != "gauge":
-        prev_text = scrape(src.connection, src.path)
-        prev_at = datetime.now(timezone.utc).isoformat()
-        name = src.metric if src.measure == "counter_ratio" else f"{src.metric}_bucket"
-        prev_snap = select(prev_text, name, src.match)
-        time.sleep(FIRST_WINDOW_S)
+        cached = _PAGES.get((src.connection, src.path))
+        if cached is None:
+            cached = (datetime.now(timezone.utc), scrape(src.connection, src.path))
+        prev_at, prev_snap = cached[0].isoformat(), select(cached[1], name, src.match)
+    if prev_at and src.measure != "gauge":
+        age = (datetime.now(timezone.utc) - datetime.fromisoformat(prev_at)).total_seconds()
+        if age < MIN_WINDOW_S:
+            time.sleep(MIN_WINDOW_S - age)
     text = scrape(src.connection, src.path)
-    value, snap, figures = compute(src, check.unit, prev_snap, text)
+    now = datetime.now(timezone.utc)
+    elapsed = (now - datetime.fromisoformat(prev_at)).total_seconds() if prev_at else None
+    value, snap, figures = compute(src, check.unit, prev_snap, text, elapsed)
     return Measurement(
         value,
         {
             "path": src.path,
             "window_from": prev_at,
-            "scraped_at": datetime.now(timezone.utc).isoformat(),
+            "scraped_at": now.isoformat(),
             **figures,
             "snapshot": snap,
         },
