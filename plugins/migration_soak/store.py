@@ -111,9 +111,11 @@ class Store:
     def record(self, obs: Observation) -> bool:
         """Store ``obs``; returns False (and keeps the first) if its tick is already recorded."""
         row = {k: getattr(obs, k) for k in observations.c.keys() if k != "id"}
-        stmt = insert(observations).values(**row).on_conflict_do_nothing(constraint="soak_observations_tick_key")
+        stmt = (insert(observations).values(**row).on_conflict_do_nothing(constraint="soak_observations_tick_key")
+                .returning(observations.c.id))
         with self.engine.begin() as conn:
-            return conn.execute(stmt).rowcount == 1
+            # RETURNING, not rowcount: psycopg 3 (PostgresHook's driver) reports -1 here
+            return conn.execute(stmt).first() is not None
 
     def observations(self, run_id: str, phase: str | None = None, check_id: str | None = None) -> list[Observation]:
         """Observations of a run in tick order, optionally of one phase and/or check."""

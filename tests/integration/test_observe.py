@@ -17,9 +17,10 @@ H0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 SCALE = 3600.0  # one soak hour per wall second: intensive ticks every 0.25 s
 
 
-@pytest.fixture
-def store(pg_server, fresh_db) -> Store:
-    """A store in a database of its own, beside the test's staging database."""
+@pytest.fixture(params=["psycopg", "psycopg2"])
+def store(pg_server, fresh_db, request) -> Store:
+    """A store in a database of its own, beside the test's staging database, through
+    psycopg 3 (the driver ``PostgresHook`` picks) and psycopg2."""
     name = f"{fresh_db[:50]}_store"
     conn = pg_server.connect()
     conn.autocommit = True
@@ -27,7 +28,7 @@ def store(pg_server, fresh_db) -> Store:
         cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         cur.execute(f'CREATE DATABASE "{name}"')
     conn.close()
-    url = sa.URL.create("postgresql+psycopg2", username="postgres", password=pg_server.password,
+    url = sa.URL.create(f"postgresql+{request.param}", username="postgres", password=pg_server.password,
                         host=pg_server.host, port=pg_server.port, database=name)
     s = Store(sa.create_engine(url))
     s.create_schema()
