@@ -11,7 +11,7 @@ The server logs to ``<data_dir>/server.log`` (``EmbeddedPostgres.log_path``; ``p
 appended across restarts) what the runbook's "Database Logs" asks to look for
 (``LOG_SETTINGS``): statements slower than 100 ms (``duration: 200.345 ms  statement:
 SELECT ...``), lock waits longer than ``deadlock_timeout``, deadlocks, errors with their
-statement; not connections. Lines start ``<time> [<pid>] <user>@<database> ``.
+statement; not connections. Lines start ``<time> [<pid>] <user>@<database> app=<application_name> ``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,10 @@ LOG_SETTINGS = {
     "log_connections": "off",  # too noisy: the soak's checks connect every few seconds
     "log_disconnections": "off",
     "log_min_error_statement": "error",  # an error line is followed by its STATEMENT
-    "log_line_prefix": "'%m [%p] %q%u@%d '",
+    # time, pid, user@database and application_name (the gateway is app@staging
+    # app=demo-gateway; the soak's own pg_dump / checks are postgres@staging): a slow
+    # statement check can tell the application's statements from the soak's.
+    "log_line_prefix": "'%m [%p] %q%u@%d app=%a '",
 }
 
 
