@@ -10,6 +10,12 @@ rule over one or more checks' observations (see the rule models in ``plan.py``):
   observations count as missing. Otherwise it is ``not_met`` (the data says no) or
   ``not_enough_data``.
 
+A ratio measured from counts (``numerator``/``denominator`` in its evidence, e.g. 5xx
+over requests in a scrape window) breaches a NO-GO or alert bound only when the bound is
+below its 95 % Wilson lower confidence limit: one failed request out of 45 is 2.2 % but
+proves nothing, and a soak is not rolled back on noise. GO criteria read the measured
+value itself.
+
 Verdict: ``NO_GO`` if any NO-GO criterion is breached; ``GO`` if every GO criterion is
 met; else ``INCONCLUSIVE`` (a person decides). A metrics outage therefore neither aborts
 nor passes a soak: it makes it inconclusive.
@@ -20,6 +26,7 @@ threshold and its ``no_go`` as a NO-GO threshold.
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -110,11 +117,31 @@ def baseline_of(obs: list[Observation], check_id: str) -> float | None:
     return statistics.median(values) if values else None
 
 
-def _points(rule, series: list[Observation], base: float | None, time_scale: float) -> list[tuple[Observation, float]]:
-    """The data points a rule compares: (observation, derived value)."""
+def wilson_lower(successes: float, trials: float, z: float = 1.96) -> float:
+    """Lower bound of the Wilson score interval of a proportion (95 % for z = 1.96)."""
+    if trials <= 0:
+        return 0.0
+    p = successes / trials
+    centre = p + z * z / (2 * trials)
+    margin = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
+    return max(0.0, (centre - margin) / (1 + z * z / trials))
+
+
+def _breach_value(o: Observation, op: str) -> float:
+    """The value a NO-GO bound is compared with: a count-based ratio's confident lower limit."""
+    ev = o.evidence or {}
+    if o.unit == "ratio" and op in (">", ">=") and "numerator" in ev and "denominator" in ev:
+        return wilson_lower(float(ev["numerator"]), float(ev["denominator"]))
+    return o.value
+
+
+def _points(rule, series: list[Observation], base: float | None, time_scale: float,
+            confident: bool = False) -> list[tuple[Observation, float]]:
+    """The data points a rule compares: (observation, derived value). ``confident``: compare
+    count-based ratios by their lower confidence limit (for breaches)."""
     kind = rule.kind
     if kind in ("threshold", "sustained"):
-        return [(o, o.value) for o in series]
+        return [(o, _breach_value(o, rule.op) if confident else o.value) for o in series]
     if kind == "window_count":
         if rule.minutes is None:
             return [(series[-1], sum(o.value for o in series))] if series else []
@@ -176,7 +203,7 @@ def detect(rule, series: list[Observation], base: float | None, time_scale: floa
     two, spanning ``minutes`` of soak time. Others: the first point that meets it.
     """
     cond = _cond(rule)
-    points = _points(rule, series, base, time_scale)
+    points = _points(rule, series, base, time_scale, confident=True)
     needs_span = rule.kind == "sustained" or (rule.kind == "growth" and rule.minutes)
     if not needs_span:
         hit = next(((o, v) for o, v in points if cond.holds(v)), None)

