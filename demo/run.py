@@ -107,6 +107,8 @@ def _start_faults_at_hour0(info: dict, scenario: str, time_scale: float, stop: t
                             "SELECT payload->>'hour0' FROM soak_events WHERE kind = 'hour0' ORDER BY id DESC LIMIT 1")).scalar()
                 except sa.exc.ProgrammingError:  # the store's tables do not exist yet
                     hour0 = None
+                except sa.exc.OperationalError:  # the stack is stopping: the run ended before hour 0
+                    return
                 if hour0:
                     timeline.run(hour0, time_scale)
                     return
