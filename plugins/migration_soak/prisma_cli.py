@@ -1,0 +1,447 @@
+"""The real Prisma CLI as a ``MigrationBackend``, next to the built-in ``LedgerBackend``.
+
+``PrismaCliBackend`` runs ``npx --no-install prisma migrate status`` / ``migrate deploy``
+in the user's Prisma project folder (the one holding ``prisma.config.ts`` or
+``package.json``) and classifies the outcome from what the CLI prints (``classify``):
+
+==================  ==========================================================  =====
+kind                what the CLI says                                           code
+==================  ==========================================================  =====
+up_to_date          "Database schema is up to date!" (status), "No pending      -
+                    migrations to apply." / "All migrations have been
+                    successfully applied." (deploy)
+pending             "Following migration(s) have not yet been applied:"         -
+failed_migration    "Following migration(s) have failed:" (status), P3009       P3009
+failed_to_apply     "A migration failed to apply" (deploy)                      P3018
+unreachable         "Can't reach database server"                               P1001
+lock_timeout        advisory lock timed out (deploy)                            P1002
+diverged            "Your local migration history and the migrations table     -
+                    from your database are different"
+not_managed         "The current database is not managed by Prisma Migrate"    P3005
+error               anything else (including a timeout)                         -
+==================  ==========================================================  =====
+
+Process handling: the CLI runs in a session of its own (``start_new_session=True``),
+so ``npx``, ``node`` and anything they start share one process group; on timeout the
+whole group gets SIGTERM, then SIGKILL after ``kill_grace_s``, and nothing is left
+running behind the soak.
+
+Secrets: the connection string reaches the child only as ``DATABASE_URL`` in its
+environment (the project's ``prisma.config.ts`` or ``schema.prisma`` reads it), never in
+argv; the CLI's output is scrubbed of the password before it goes into an outcome, a
+log line or an exception.
+
+Running offline: prisma 6.19 downloads no engine binary when the project uses the
+JavaScript schema engine (``prisma.config.ts`` with ``engine: "js"``,
+``experimental.adapter: true`` and a driver ``adapter``) and the query engine type is
+``client``. The child gets ``PRISMA_CLIENT_ENGINE_TYPE=client`` (read when the schema
+loads) and ``PRISMA_CLI_QUERY_ENGINE_TYPE=client`` (read when it does not); otherwise the
+CLI tries to fetch ``libquery_engine`` from the network before any command runs. With
+the JavaScript engine ``migrate status`` and ``migrate resolve`` work, ``migrate deploy``
+does not yet (prisma/orm#27403): use ``deploy()`` with a project on the classic engine,
+or deploy with ``LedgerBackend`` and cross-check with ``PrismaCliBackend.migrate_status()``.
+
+Rollback: ``mark_rolled_back`` writes the ledger directly, with the same UPDATE as
+``LedgerBackend.mark_rolled_back`` (reused, advisory lock included), because ``prisma
+migrate resolve --rolled-back`` accepts only *failed* migrations and our rollback must
+close a *finished* one. Prisma reads a migration with no row whose ``rolled_back_at`` is
+null as pending, so the next ``prisma migrate status`` lists it again (tested against
+the real CLI in ``tests/integration/test_prisma_cli.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Sequence
+from urllib.parse import quote
+
+from migration_soak.exceptions import MigrationError
+from migration_soak.migrate import (
+    APPLIED,
+    FAILED,
+    PENDING,
+    DeployResult,
+    LedgerBackend,
+    MigrationState,
+    migration_checksum,
+)
+from migration_soak.pgconn import PgTarget
+
+log = logging.getLogger(__name__)
+
+OutcomeKind = Literal[
+    "up_to_date",
+    "pending",
+    "failed_migration",
+    "failed_to_apply",
+    "unreachable",
+    "lock_timeout",
+    "diverged",
+    "not_managed",
+    "error",
+]
+
+#: Variables given to every CLI run (on top of the inherited environment): no engine
+#: download (query compiler instead of the Rust query engine), no update check, no
+#: telemetry, no colours.
+PRISMA_ENV = {
+    "PRISMA_CLIENT_ENGINE_TYPE": "client",
+    "PRISMA_CLI_QUERY_ENGINE_TYPE": "client",
+    "PRISMA_HIDE_UPDATE_MESSAGE": "1",
+    "CHECKPOINT_DISABLE": "1",
+    "NO_COLOR": "1",
+    "FORCE_COLOR": "0",
+}
+
+#: Inherited variables removed from the child's environment: another database's URL or
+#: libpq settings must never leak into the run.
+_DROPPED_ENV = ("DATABASE_URL", "DIRECT_URL", "SHADOW_DATABASE_URL", "PGHOST", "PGHOSTADDR", "PGPORT",
+                "PGDATABASE", "PGUSER", "PGPASSWORD", "PGPASSFILE", "PGSERVICE")
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+_CODE = re.compile(r"\bError:\s*(P\d{4})\b")
+_ANY_CODE = re.compile(r"\b(P[1-3]\d{3})\b")
+_TREE_DIR = re.compile(r"└─\s*([^/\s]+)/\s*$", re.MULTILINE)
+_P3009_NAME = re.compile(r"The `([^`]+)` migration started at .*? failed")
+_P3018_NAME = re.compile(r"^Migration name:\s*(\S+)", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class CliOutcome:
+    """What one CLI run means.
+
+    Fields:
+        kind: see the module's table (``OutcomeKind``).
+        code: the Prisma error code (``"P3009"``, ``"P1001"`` ...) when the output names
+            one or the kind implies one, else ``None``.
+        migrations: migration names the output lists for that kind: pending ones
+            (``pending``), failed ones (``failed_migration``, ``failed_to_apply``), the
+            ones applied now (``up_to_date`` after a deploy), unapplied then unknown-locally
+            ones (``diverged``); else empty.
+        message: the first meaningful lines of the output (scrubbed), for logs and errors.
+    """
+
+    kind: OutcomeKind
+    code: str | None
+    migrations: list[str] = field(default_factory=list)
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True for the states a soak can proceed from (``up_to_date``, ``pending``)."""
+        return self.kind in ("up_to_date", "pending")
+
+
+@dataclass(frozen=True)
+class CliRun:
+    """One finished (or killed) CLI run: exit code, output (scrubbed), seconds, timeout flag."""
+
+    args: tuple[str, ...]
+    returncode: int | None
+    stdout: str
+    stderr: str
+    duration_s: float
+    timed_out: bool = False
+
+
+class PrismaCliError(MigrationError):
+    """The Prisma CLI reported a state that forbids the operation, or failed to run.
+
+    ``outcome`` is the classified ``CliOutcome`` (``kind``, ``code``, ``migrations``);
+    ``timed_out`` is true when the run was killed. The message holds no password.
+    """
+
+    def __init__(self, message: str, outcome: CliOutcome, timed_out: bool = False):
+        super().__init__(message)
+        self.outcome = outcome
+        self.kind = outcome.kind
+        self.code = outcome.code
+        self.timed_out = timed_out
+
+
+# -------------------------------------------------------------------- classify
+
+
+def classify(returncode: int | None, stdout: str, stderr: str) -> CliOutcome:
+    """Classify the output of ``prisma migrate status`` or ``prisma migrate deploy``.
+
+    Pure function of the exit code and the two streams (ANSI colours are ignored).
+    Errors are recognised before states, because an error text may quote a state line
+    (a diverged history also lists "have not yet been applied"). A zero exit code is
+    required for ``up_to_date``; unknown text is ``error``.
+    """
+    out = _ANSI.sub("", stdout or "")
+    err = _ANSI.sub("", stderr or "")
+    text = out + "\n" + err
+    match = _CODE.search(text)
+    code = match.group(1) if match else None
+    if code is None:
+        match = _ANY_CODE.search(err)
+        code = match.group(1) if match else None
+    message = _summary(err) or _summary(out)
+
+    if code == "P3009" or "have failed:" in text:
+        names = _list_after(text, re.compile(r"Following migrations? have failed:")) or _P3009_NAME.findall(text)
+        return CliOutcome("failed_migration", "P3009", _unique(names), message)
+    if code == "P3018" or "A migration failed to apply" in text:
+        return CliOutcome("failed_to_apply", "P3018", _unique(_P3018_NAME.findall(text)), message)
+    if code == "P1001" or "Can't reach database server" in text:
+        return CliOutcome("unreachable", "P1001", [], message)
+    if code == "P1002" or ("advisory lock" in text and "timed out" in text.lower()):
+        return CliOutcome("lock_timeout", "P1002", [], message)
+    if "migrations table from your database are different" in text:
+        names = _list_after(text, re.compile(r"The migrations? have not yet been applied:"))
+        names += _list_after(text, re.compile(r"The migrations? from the database are not found locally[^\n]*:"))
+        return CliOutcome("diverged", code, _unique(names), message)
+    if code == "P3005" or "not managed by Prisma Migrate" in text:
+        return CliOutcome("not_managed", "P3005", [], message)
+    if code is None and "have not yet been applied:" in text:
+        names = _list_after(text, re.compile(r"Following migrations? have not yet been applied:"))
+        return CliOutcome("pending", None, _unique(names), message)
+    if returncode == 0 and code is None:
+        if "Database schema is up to date!" in text or "No pending migrations to apply." in text:
+            return CliOutcome("up_to_date", None, [], message)
+        if "have been applied" in text:
+            return CliOutcome("up_to_date", None, _unique(_TREE_DIR.findall(text)), message)
+    return CliOutcome("error", code, [], message or f"exit code {returncode}, no output")
+
+
+def _list_after(text: str, heading: re.Pattern[str]) -> list[str]:
+    """The non-empty lines right after ``heading``, up to the first blank line."""
+    match = heading.search(text)
+    if not match:
+        return []
+    names = []
+    for line in text[match.end():].lstrip("\r\n").splitlines():
+        line = line.strip()
+        if not line:
+            break
+        names.append(line)
+    return names
+
+
+def _unique(names: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def _summary(text: str, limit: int = 1200) -> str:
+    """The output without the CLI's banner lines, trimmed to ``limit`` characters."""
+    noise = ("Loaded Prisma config", "Prisma config detected", "Prisma schema loaded", "Environment variables loaded")
+    lines = [ln.rstrip() for ln in text.splitlines() if not ln.startswith(noise)]
+    return "\n".join(lines).strip()[:limit]
+
+
+# --------------------------------------------------------------------- backend
+
+
+@dataclass
+class PrismaCliBackend:
+    """``MigrationBackend`` that shells out to the user's Prisma CLI.
+
+    Args:
+        target: the database; it becomes ``DATABASE_URL`` in the child's environment.
+        project_dir: the Prisma project folder the CLI runs in (its ``prisma.config.ts``
+            names the schema and the migrations folder).
+        timeout_s: seconds one CLI run may take; then its whole process group is killed
+            and ``PrismaCliError`` (kind ``error``, ``timed_out``) is raised.
+        npx: the ``npx`` executable (a path or a name on ``PATH``); run as
+            ``npx --no-install prisma ...`` so it never fetches a package.
+        schema: the PostgreSQL schema (``?schema=`` of the URL, default ``public``).
+        migrations_dir: the migrations folder, for local names and checksums (default
+            ``project_dir/migrations``, else ``project_dir/prisma/migrations``).
+        kill_grace_s: seconds between SIGTERM and SIGKILL of the process group.
+    """
+
+    target: PgTarget
+    project_dir: Path
+    timeout_s: float = 300.0
+    npx: str = "npx"
+    schema: str = "public"
+    migrations_dir: Path | None = None
+    kill_grace_s: float = 5.0
+
+    # ----------------------------------------------------------------- public
+
+    def migrate_status(self) -> CliOutcome:
+        """Run ``prisma migrate status`` and classify it; never raises on a state.
+
+        Raises ``PrismaCliError`` only when the run times out (or cannot start).
+        """
+        run = self.run_cli("migrate", "status")
+        outcome = classify(run.returncode, run.stdout, run.stderr)
+        log.info("prisma migrate status on %s: %s%s (%.1f s)", self.target.describe(), outcome.kind,
+                 f" {outcome.code}" if outcome.code else "", run.duration_s)
+        return outcome
+
+    def status(self) -> list[MigrationState]:
+        """Every local migration with its state according to ``prisma migrate status``.
+
+        ``up_to_date``: all applied; ``pending``: the listed ones pending, the others
+        applied; ``failed_migration``: the listed ones failed, the others applied as far
+        as the CLI tells (it lists only the failed ones). Any other outcome raises
+        ``PrismaCliError`` naming the kind and code (e.g. ``unreachable P1001``).
+        """
+        outcome = self.migrate_status()
+        local = self._local()
+        if outcome.kind == "up_to_date":
+            marked, default = {}, APPLIED
+        elif outcome.kind == "pending":
+            marked, default = {n: PENDING for n in outcome.migrations}, APPLIED
+        elif outcome.kind == "failed_migration":
+            marked, default = {n: FAILED for n in outcome.migrations}, APPLIED
+        else:
+            raise self._error("migrate status", outcome)
+        states = [MigrationState(name=n, checksum=c, state=marked.get(n, default)) for n, c in local.items()]
+        states += [MigrationState(name=n, checksum=None, state=s, local=False) for n, s in marked.items()
+                   if n not in local]
+        return sorted(states, key=lambda s: s.name)
+
+    def deploy(self) -> DeployResult:
+        """Run ``prisma migrate deploy``; return what it applied.
+
+        ``already_applied`` holds the local migrations it did not apply now. Raises
+        ``PrismaCliError`` for any outcome other than success (P3009 failed migration,
+        P3018 failed to apply, P1001, P1002, not managed, diverged, timeout, other).
+        Needs a project on a schema engine that supports deploy (see the module doc).
+        """
+        started = time.monotonic()
+        run = self.run_cli("migrate", "deploy")
+        outcome = classify(run.returncode, run.stdout, run.stderr)
+        if outcome.kind != "up_to_date":
+            raise self._error("migrate deploy", outcome)
+        applied = tuple(outcome.migrations)
+        already = tuple(n for n in self._local() if n not in applied)
+        log.info("prisma migrate deploy on %s: applied %s", self.target.describe(), ", ".join(applied) or "nothing")
+        return DeployResult(applied, already, (), round(time.monotonic() - started, 3))
+
+    def mark_rolled_back(self, name: str) -> int:
+        """Set ``rolled_back_at = now()`` on ``name``'s live ledger rows; return the count.
+
+        Done in the ledger, not with ``prisma migrate resolve --rolled-back``: that
+        command accepts only *failed* migrations (it refuses a finished one), and after
+        the soak's rollback the migration is finished but no longer in effect. This is
+        exactly ``LedgerBackend.mark_rolled_back`` (same UPDATE, same advisory lock);
+        afterwards ``prisma migrate status`` lists the migration as pending, because
+        Prisma ignores rows whose ``rolled_back_at`` is set.
+        """
+        return LedgerBackend(self.target, self._migrations_dir(), schema=self.schema).mark_rolled_back(name)
+
+    # ---------------------------------------------------------------- running
+
+    def database_url(self) -> str:
+        """The ``postgresql://`` URL for the child's ``DATABASE_URL`` (holds the password)."""
+        t = self.target
+        user = quote(t.user, safe="")
+        auth = f"{user}:{quote(t.password, safe='')}@" if t.password is not None else f"{user}@"
+        db = quote(t.database, safe="")
+        params = f"schema={quote(self.schema, safe='')}"
+        if t.host.startswith("/"):  # a Unix socket directory
+            return f"postgresql://{auth}localhost:{t.port}/{db}?host={quote(t.host, safe='')}&{params}"
+        host = f"[{t.host}]" if ":" in t.host else t.host
+        return f"postgresql://{auth}{host}:{t.port}/{db}?{params}"
+
+    def child_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """The CLI's environment: ``base`` (default ``os.environ``) without inherited
+        database variables, plus ``DATABASE_URL`` and ``PRISMA_ENV``."""
+        env = dict(os.environ if base is None else base)
+        for name in _DROPPED_ENV:
+            env.pop(name, None)
+        env.update(PRISMA_ENV)
+        env["DATABASE_URL"] = self.database_url()
+        return env
+
+    def run_cli(self, *args: str) -> CliRun:
+        """Run ``npx --no-install prisma <args>`` in ``project_dir``; output scrubbed.
+
+        On timeout the process group is killed (SIGTERM, then SIGKILL after
+        ``kill_grace_s``) and ``PrismaCliError`` is raised. Raises ``PrismaCliError``
+        when ``npx`` cannot be started.
+        """
+        argv = [self.npx, "--no-install", "prisma", *args]
+        started = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=str(self.project_dir),
+                env=self.child_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                encoding="utf-8",
+                errors="replace",
+                start_new_session=True,
+            )
+        except OSError as exc:
+            outcome = CliOutcome("error", None, [], f"cannot run {self.npx}: {exc.strerror or exc}")
+            raise PrismaCliError(f"prisma {' '.join(args)}: {outcome.message}", outcome) from None
+        try:
+            stdout, stderr = proc.communicate(timeout=self.timeout_s)
+        except subprocess.TimeoutExpired:
+            stdout, stderr = self._kill_group(proc)
+            elapsed = round(time.monotonic() - started, 3)
+            tail = self._scrub(stderr or stdout or "").strip()[-500:]
+            outcome = CliOutcome("error", None, [], f"timed out after {self.timeout_s:g} s; process group killed"
+                                 + (f"; last output: {tail}" if tail else ""))
+            log.warning("prisma %s on %s: %s", " ".join(args), self.target.describe(), outcome.message)
+            raise PrismaCliError(f"prisma {' '.join(args)} on {self.target.describe()}: {outcome.message}",
+                                 outcome, timed_out=True) from None
+        return CliRun(tuple(argv), proc.returncode, self._scrub(stdout), self._scrub(stderr),
+                      round(time.monotonic() - started, 3))
+
+    # ---------------------------------------------------------------- helpers
+
+    def _kill_group(self, proc: subprocess.Popen) -> tuple[str, str]:
+        """SIGTERM the child's process group, SIGKILL it after the grace period; reap."""
+        for sig, wait_s in ((signal.SIGTERM, self.kill_grace_s), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(proc.pid, sig)  # the child leads its own session: pgid == pid
+            except ProcessLookupError:
+                pass
+            try:
+                # Waits until every process holding the pipes is gone, not only the child.
+                return proc.communicate(timeout=wait_s)
+            except subprocess.TimeoutExpired:
+                continue
+        proc.kill()
+        proc.wait()
+        return "", ""
+
+    def _scrub(self, text: str | None) -> str:
+        text = self.target.scrub(text or "")
+        password = self.target.password
+        if password and len(password) >= 4:
+            text = text.replace(quote(password, safe=""), "***")
+        return text
+
+    def _error(self, what: str, outcome: CliOutcome) -> PrismaCliError:
+        code = f" {outcome.code}" if outcome.code else ""
+        names = f" ({', '.join(outcome.migrations)})" if outcome.migrations else ""
+        return PrismaCliError(
+            f"prisma {what} on {self.target.describe()}: {outcome.kind}{code}{names}: {outcome.message}", outcome
+        )
+
+    def _migrations_dir(self) -> Path:
+        if self.migrations_dir is not None:
+            return Path(self.migrations_dir)
+        for candidate in (Path(self.project_dir) / "migrations", Path(self.project_dir) / "prisma" / "migrations"):
+            if candidate.is_dir():
+                return candidate
+        raise MigrationError(f"no migrations folder in {self.project_dir} (migrations/ or prisma/migrations/)")
+
+    def _local(self) -> dict[str, str]:
+        """``{name: checksum}`` of the local migrations, in name order."""
+        root = self._migrations_dir()
+        found = {}
+        for entry in sorted(root.iterdir(), key=lambda p: p.name):
+            script = entry / "migration.sql"
+            if entry.is_dir() and not entry.name.startswith(".") and script.is_file():
+                found[entry.name] = migration_checksum(script.read_bytes())
+        return found

@@ -1,0 +1,105 @@
+"""``prisma_cli.classify`` on output captured from the real Prisma CLI (prisma 6.19.3).
+
+The fixtures live in ``tests/fixtures/prisma/``: files without the ``synthetic_`` prefix
+were written by ``capture.py`` from real runs against the embedded PostgreSQL in each
+ledger state; ``synthetic_*`` files hold Prisma's documented texts for states this
+offline setup cannot produce (``migrate deploy`` does not run on the JavaScript schema
+engine yet, prisma/orm#27403).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from migration_soak.prisma_cli import CliOutcome, classify
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "prisma"
+INIT = "20250101000000_init"
+DROP = "20251202020032_update_user_schema_final"
+FOREIGN = "20251120000000_hotfix_from_another_branch"
+
+
+def load(name: str) -> tuple[int, str, str]:
+    """``(exit code, stdout, stderr)`` of a fixture file."""
+    text = (FIXTURES / f"{name}.txt").read_text(encoding="utf-8")
+    code = int(re.search(r"^# exit code: (\d+)$", text, re.MULTILINE).group(1))
+    stdout = text.split("--- stdout ---\n", 1)[1].split("--- stderr ---\n", 1)[0]
+    stderr = text.split("--- stderr ---\n", 1)[1]
+    return code, stdout, stderr
+
+
+CASES = {
+    # real CLI, `migrate status`
+    "up_to_date": ("up_to_date", None, []),
+    "pending": ("pending", None, [DROP]),
+    "empty_database": ("pending", None, [INIT, DROP]),
+    "failed_migration": ("failed_migration", "P3009", [DROP]),
+    "unreachable": ("unreachable", "P1001", []),
+    "diverged": ("diverged", None, [DROP, FOREIGN]),
+    # A non-empty schema without a ledger: prisma 6.19.3 (JavaScript schema engine)
+    # reports every migration as pending, not "not managed by Prisma Migrate".
+    "not_managed": ("pending", None, [INIT, DROP]),
+    # Prisma's `migrate status` ignores rolled_back_at: after mark_rolled_back it still
+    # says "up to date" (deploy would apply the migration again). See the integration test.
+    "pending_after_rollback": ("up_to_date", None, []),
+    # real CLI, other commands this setup cannot run
+    "deploy_js_engine": ("error", None, []),
+    "resolve_rolled_back_finished": ("error", None, []),
+    # documented texts
+    "synthetic_status_not_managed": ("not_managed", "P3005", []),
+    "synthetic_deploy_p3009": ("failed_migration", "P3009", [DROP]),
+    "synthetic_deploy_p3018": ("failed_to_apply", "P3018", [DROP]),
+    "synthetic_deploy_p1002": ("lock_timeout", "P1002", []),
+    "synthetic_deploy_applied": ("up_to_date", None, [DROP]),
+    "synthetic_deploy_nothing": ("up_to_date", None, []),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_classify_captured_output(name):
+    kind, code, migrations = CASES[name]
+    outcome = classify(*load(name))
+    assert isinstance(outcome, CliOutcome)
+    assert (outcome.kind, outcome.code, outcome.migrations) == (kind, code, migrations), outcome.message
+    assert outcome.message  # something to log
+
+
+def test_every_fixture_is_classified_by_a_case():
+    files = {p.stem for p in FIXTURES.glob("*.txt")}
+    assert files == set(CASES)
+
+
+def test_fixtures_hold_no_real_host_port_or_database_password():
+    for path in FIXTURES.glob("*.txt"):
+        text = path.read_text(encoding="utf-8")
+        assert "127.0.0.1" not in text, path.name
+        assert "postgresql://" not in text, path.name
+        for port in re.findall(r"db\.example:(\d+)", text):
+            assert port == "5432", path.name
+
+
+def test_messages_drop_the_cli_banner():
+    outcome = classify(*load("unreachable"))
+    assert outcome.message.startswith("Error: Can't reach database server at `db.example:5432`")
+    assert "Loaded Prisma config" not in outcome.message
+
+
+def test_ansi_colours_are_ignored():
+    code, stdout, stderr = load("pending")
+    coloured = stdout.replace(DROP, f"\x1b[1m{DROP}\x1b[22m").replace("prisma migrate deploy",
+                                                                      "\x1b[32mprisma migrate deploy\x1b[39m")
+    assert classify(code, coloured, stderr).migrations == [DROP]
+
+
+def test_up_to_date_needs_exit_code_zero():
+    _, stdout, stderr = load("up_to_date")
+    assert classify(1, stdout, stderr).kind == "error"
+
+
+def test_unknown_text_is_an_error_with_its_code():
+    outcome = classify(1, "", "Error: P1000\n\nAuthentication failed against database server at `db.example`")
+    assert (outcome.kind, outcome.code) == ("error", "P1000")
+    assert classify(None, "", "").message == "exit code None, no output"
