@@ -4,6 +4,11 @@ A plan is loaded with :func:`load_plan` and validated into the typed models belo
 Anything wrong is a :class:`~migration_soak.exceptions.PlanError` naming the file, the
 field (dotted path, list items by ``id`` or index) and the offending value.
 
+Plans are read from ``PLANS_DIR``: ``include/plans/`` unless the environment variable
+``MIGRATION_SOAK_PLANS_DIR`` names another folder (absolute, or relative to the
+repository root), read once at import; each ``*.yaml`` there builds one DAG. The fault
+tests use it to build a small plan (``tests/faults/plans/``) without the default one.
+
 The default plan, ``include/plans/default.yaml``, encodes the seed runbook
 (``shared/seed/000_984aa0ba0c18a72e.md``): phases from "Cronograma de Monitoreo",
 checks from "Horas 1-2" (metrics table and validation queries) and "Horas 3-8"
@@ -13,6 +18,7 @@ checks from "Horas 1-2" (metrics table and validation queries) and "Horas 3-8"
 from __future__ import annotations
 
 import operator
+import os
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -25,7 +31,8 @@ from migration_soak.exceptions import PlanError
 
 #: The repository root: plans name files relative to it (``include/sql``, ``demo/prisma``).
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PLANS_DIR = REPO_ROOT / "include" / "plans"
+#: Where plan files live; ``MIGRATION_SOAK_PLANS_DIR`` overrides it (relative: to REPO_ROOT).
+PLANS_DIR = REPO_ROOT / os.environ.get("MIGRATION_SOAK_PLANS_DIR", "include/plans")
 SQL_DIR = REPO_ROOT / "include" / "sql"
 
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne}
