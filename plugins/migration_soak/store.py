@@ -51,6 +51,16 @@ events = sa.Table(
 )
 
 
+leases = sa.Table(
+    "soak_leases",
+    metadata,
+    sa.Column("environment", sa.Text, primary_key=True),
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Column("plan", sa.Text, nullable=False),
+    sa.Column("taken_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
 @dataclass(frozen=True)
 class Observation:
     """One measured value of one check at one tick.
@@ -155,6 +165,25 @@ class Store:
         with self.engine.connect() as conn:
             r = conn.execute(q).first()
         return Observation(**{k: v for k, v in r._mapping.items() if k != "id"}) if r else None
+
+    def take_lease(self, environment: str, run_id: str, plan: str) -> dict[str, Any]:
+        """Hold ``environment`` for ``run_id``: one soak per environment at a time, whatever
+        DAG (plan) it comes from. Returns the lease row; it belongs to another run when the
+        environment is already held (the caller refuses to start). Taking it again from the
+        same run is a no-op (a retried task)."""
+        stmt = insert(leases).values(environment=environment, run_id=run_id, plan=plan,
+                                     taken_at=datetime.now(timezone.utc)).on_conflict_do_nothing()
+        with self.engine.begin() as conn:
+            conn.execute(stmt)
+            row = conn.execute(sa.select(leases).where(leases.c.environment == environment)).first()
+        return dict(row._mapping)
+
+    def release_lease(self, environment: str, run_id: str) -> bool:
+        """Give ``environment`` back if ``run_id`` holds it; True when released."""
+        with self.engine.begin() as conn:
+            res = conn.execute(leases.delete().where(leases.c.environment == environment, leases.c.run_id == run_id)
+                               .returning(leases.c.run_id))
+            return res.first() is not None
 
     def no_go(self, run_id: str) -> dict[str, Any] | None:
         """The run's first recorded NO-GO breach (the stop signal), as its event payload."""

@@ -59,7 +59,9 @@ def test_shape_backup_migrate_verify_then_checks_then_branch(dag):
     rollback = [t for t in dag.task_dict if t.startswith("rollback.")]
     assert set(rollback) == {"rollback.notify_rollback", "rollback.restore", "rollback.mark_ledger",
                              "rollback.restart_after_rollback", "rollback.health", "rollback.post_mortem"}
-    assert up("conclude") == {"go.report", "rollback.post_mortem"}
+    assert up("release") == {"go.report", "rollback.post_mortem"}
+    assert dag.task_dict["release"].trigger_rule == "all_done"  # the environment is given back whatever happened
+    assert up("conclude") == {"release"}
 
 
 def test_check_tasks_wait_in_reschedule_mode(dag):

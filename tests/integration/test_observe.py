@@ -124,3 +124,14 @@ def test_store_keeps_the_first_observation_of_a_tick(store):
     assert kept.value == 10.0 and store.first_failure("r5") is None
     with pytest.raises(ValueError, match="needs a value"):
         Observation("r5", "regular", "login_p95", 3, H0, H0, None, "ms", "pass")
+
+
+def test_one_soak_per_environment_whatever_the_plan(store):
+    first = store.take_lease("staging", "run-a", "default")
+    assert first["run_id"] == "run-a"
+    assert store.take_lease("staging", "run-a", "default")["run_id"] == "run-a"  # a retried task
+    assert store.take_lease("staging", "run-b", "other")["run_id"] == "run-a"  # refused: held by run-a
+    assert store.take_lease("preprod", "run-b", "other")["run_id"] == "run-b"  # another environment
+    assert store.release_lease("staging", "run-b") is False  # only the holder releases
+    assert store.release_lease("staging", "run-a") is True
+    assert store.take_lease("staging", "run-b", "other")["run_id"] == "run-b"

@@ -120,7 +120,7 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
 
         # The branch picks among its direct downstreams: sign_off, report, notify_rollback.
         decision >> [sign_off, report, rollback]
-        [go, rollback] >> t.conclude()
+        [go, rollback] >> t.release() >> t.conclude()
     return dag
 
 

@@ -56,8 +56,23 @@ def load() -> str:
         raise AirflowFailException(
             f"environment: the plan {plan.name!r} is for {plan.environment!r}, the run asked for {params['environment']!r}"
         )
-    _store(plan).create_schema()
+    store = _store(plan)
+    store.create_schema()
+    lease = store.take_lease(plan.environment, ctx["run_id"], params["plan"])
+    if lease["run_id"] != ctx["run_id"]:
+        # One soak per environment: two runs would migrate, judge and roll back each other.
+        raise AirflowFailException(
+            f"environment {plan.environment!r} is being soaked by run {lease['run_id']} (plan {lease['plan']}, "
+            f"since {lease['taken_at']:%Y-%m-%d %H:%M UTC}); this run is refused")
     return plan.name
+
+
+@task(trigger_rule="all_done")
+def release() -> None:
+    """Give the environment back, however the run went (it always runs, before ``conclude``)."""
+    ctx, plan, run_id = _ctx()
+    if _store(plan).release_lease(plan.environment, run_id):
+        log.info("environment %s released by %s", plan.environment, run_id)
 
 
 @task
@@ -379,10 +394,12 @@ def post_mortem(_health: dict) -> str:
     return str(path)
 
 
-@task(trigger_rule="none_failed_min_one_success")
+@task
 def conclude() -> str:
     """Fail the run on anything but GO, after the rollback is done, with the reasons."""
     ctx, plan, run_id = _ctx()
+    if ctx["ti"].xcom_pull(task_ids="judge_soak", key="verdict") is None:
+        raise AirflowFailException("the soak reached no verdict: see the failed task above")
     verdict = _verdict(ctx)
     if ctx["ti"].xcom_pull(task_ids="decide", key="choice") == "GO":
         return verdict.decision
