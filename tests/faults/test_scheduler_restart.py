@@ -15,7 +15,7 @@ Issue 4, fault list:
   pass and the run reaches a verdict;
 - a second run of the same plan and environment while one is active is not started:
   ``max_active_runs=1`` keeps it queued with no task started; once the first run is gone
-  the second one's ``preflight`` refuses (the migration is no longer pending).
+  the second one's ``load`` refuses (the environment's lease is still held).
 """
 
 from __future__ import annotations
@@ -187,18 +187,18 @@ def test_second_run_while_one_is_active_is_refused(tmp_path):
             assert not any(af.task_states(DAG_ID, second).values()), af.task_states(DAG_ID, second)
             time.sleep(1)
         assert store.events(second) == []
-        # The first run ends (here: marked failed by an operator); only then does the
-        # second start, and its preflight refuses: the migration is no longer pending.
+        # The first run ends (here: marked failed by an operator, so its release task never
+        # ran); the second starts, and its load refuses: the environment is still held.
         af.api("PATCH", f"/dags/{DAG_ID}/dagRuns/{first}", json={"state": "failed"})
         run = af.wait_for_run(DAG_ID, second, timeout=180)
         states = af.task_states(DAG_ID, second)
         second_events = [e["kind"] for e in store.events(second)]
         ti = {t["task_id"]: t for t in af.task_instances(DAG_ID, second)}
-        log = (tmp_path / "airflow" / "logs" / f"dag_id={DAG_ID}" / f"run_id={second}" / "task_id=preflight"
+        log = (tmp_path / "airflow" / "logs" / f"dag_id={DAG_ID}" / f"run_id={second}" / "task_id=load"
                / "attempt=1.log").read_text(errors="replace")
     assert run["state"] == "failed"
-    assert states["load"] == "success" and states["preflight"] == "failed", states
-    assert states["backup"] in ("upstream_failed", None) and states["migrate"] in ("upstream_failed", None), states
+    assert states["load"] == "failed", states
+    assert states["preflight"] in ("upstream_failed", None) and states["backup"] in ("upstream_failed", None), states
     assert "backup" not in second_events and "migrate" not in second_events, second_events
-    assert ti["preflight"]["try_number"] == 1
-    assert "not pending: nothing to soak" in log
+    assert ti["load"]["try_number"] == 1
+    assert f"is being soaked by run {first}" in log
