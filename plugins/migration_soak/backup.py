@@ -40,6 +40,8 @@ DEFAULT_REQUIRED_TABLES: tuple[str, ...] = ("public.users",)
 _STDERR_TAIL = 1500  # characters of a tool's stderr kept in an error message
 _TOC_DATA = re.compile(r"^\d+; \d+ \d+ TABLE DATA (\S+) (\S+) ")
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+_DUMPED_BY = re.compile(r"^;\s+Dumped by pg_dump version:\s+(\S+)", re.M)
+_DUMPED_FROM = re.compile(r"^;\s+Dumped from database version:\s+(\S+)", re.M)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,10 @@ class BackupRecord:
         tables: ``schema.table`` of every ``TABLE DATA`` entry in the dump's TOC,
             sorted.
         created_at: when the dump finished (UTC, timezone-aware).
+        reused: ``True`` when ``take_backup`` found a complete, verified
+            ``<label>.dump`` from an earlier attempt (a retried task) and returned it
+            instead of dumping again; ``created_at`` is then the file's modification
+            time and the versions are those in the dump's header.
     """
 
     path: Path
@@ -67,6 +73,7 @@ class BackupRecord:
     server_version: str
     tables: tuple[str, ...]
     created_at: datetime
+    reused: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON types only: ``path`` as str, ``tables`` as list, ``created_at`` ISO 8601."""
@@ -79,6 +86,7 @@ class BackupRecord:
             "server_version": self.server_version,
             "tables": list(self.tables),
             "created_at": self.created_at.isoformat(),
+            "reused": self.reused,
         }
 
     @classmethod
@@ -94,6 +102,7 @@ class BackupRecord:
                 server_version=str(data["server_version"]),
                 tables=tuple(data["tables"]),
                 created_at=datetime.fromisoformat(data["created_at"]),
+                reused=bool(data.get("reused", False)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BackupError(f"not a backup record: {type(exc).__name__}: {exc}") from None
@@ -104,7 +113,9 @@ class BackupCheck:
     """Result of ``verify_backup``: the file read back whole.
 
     Fields: ``path``; ``size_bytes`` (bytes); ``sha256`` (hex); ``tables`` (``schema.table``
-    of every ``TABLE DATA`` TOC entry, sorted); ``duration_s`` (seconds).
+    of every ``TABLE DATA`` TOC entry, sorted); ``duration_s`` (seconds);
+    ``dumped_by`` / ``dumped_from``: the ``pg_dump`` and server versions the dump's
+    header names (``"18.4"``; empty when the header lacks them).
     """
 
     path: Path
@@ -112,6 +123,8 @@ class BackupCheck:
     sha256: str
     tables: tuple[str, ...]
     duration_s: float = field(default=0.0)
+    dumped_by: str = ""
+    dumped_from: str = ""
 
 
 def tool_path(name: str, pg_bin_dir: Path | None) -> Path:
@@ -230,7 +243,18 @@ def take_backup(
 
     ``label`` is a file-name stem (letters, digits, ``._-``). ``lock_wait_timeout_s``
     (seconds) bounds pg_dump's wait for its ACCESS SHARE locks; ``timeout_s`` (seconds)
-    bounds each tool run. An existing ``<label>.dump`` is replaced.
+    bounds each tool run.
+
+    **Retries (idempotence).** A label names one backup: the DAG uses ``pre_<run id>``,
+    so a retried or cleared ``backup`` task of the same run calls this again with the
+    same label. When ``<label>.dump`` already exists and ``verify_backup`` reads it back
+    whole with the required tables, it is **reused**: nothing is dumped, the record has
+    ``reused=True``, and the file, its SHA-256 and any record already stored for it stay
+    valid. Dumping again instead would replace the pre-migration dump with a
+    post-migration one if the task were re-run after ``migrate`` (the dropped columns'
+    values would be gone from the only backup the rollback reads). An existing file that
+    does not verify is not a backup: a new dump replaces it (atomically, only once the
+    new one verified), with a warning.
 
     Returns a ``BackupRecord``. Raises ``BackupError`` naming the step that failed, with
     the tool's stderr tail (password scrubbed); the temporary file is removed.
@@ -246,6 +270,10 @@ def take_backup(
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     final = dest_dir / f"{label}.dump"
+    if final.exists():
+        reused = _reuse(final, pg_bin_dir, required_tables, timeout_s, started)
+        if reused is not None:
+            return reused
     pg_dump = tool_path("pg_dump", pg_bin_dir)
 
     dump_major, dump_version = tool_version(pg_dump)
@@ -282,6 +310,30 @@ def take_backup(
         "backup %s: %d bytes, sha256 %s, %d tables with data, %.1f s",
         final, record.size_bytes, record.sha256, len(record.tables), record.duration_s,
     )
+    return record
+
+
+def _reuse(final: Path, pg_bin_dir: Path | None, required_tables: Sequence[str], timeout_s: float,
+           started: float) -> BackupRecord | None:
+    """The record of a complete earlier ``final`` dump, or ``None`` when it does not verify."""
+    try:
+        check = verify_backup(final, pg_bin_dir, required_tables=required_tables, timeout_s=timeout_s)
+    except BackupError as exc:
+        log.warning("existing %s does not verify, taking a new backup to replace it: %s", final, exc)
+        return None
+    record = BackupRecord(
+        path=final,
+        size_bytes=check.size_bytes,
+        sha256=check.sha256,
+        duration_s=round(time.monotonic() - started, 3),
+        pg_dump_version=check.dumped_by,
+        server_version=check.dumped_from,
+        tables=check.tables,
+        created_at=datetime.fromtimestamp(final.stat().st_mtime, timezone.utc),
+        reused=True,
+    )
+    log.info("backup %s already taken (%d bytes, sha256 %s, written %s): reused, not dumped again",
+             final, record.size_bytes, record.sha256, record.created_at.isoformat())
     return record
 
 
@@ -331,8 +383,10 @@ def verify_backup(
             f"backup {path} holds no table data for {', '.join(missing)} "
             f"(TABLE DATA entries: {', '.join(tables) or 'none'})"
         )
+    by, source = _DUMPED_BY.search(listing), _DUMPED_FROM.search(listing)
     return BackupCheck(path=path, size_bytes=size, sha256=sha, tables=tables,
-                       duration_s=round(time.monotonic() - started, 3))
+                       duration_s=round(time.monotonic() - started, 3),
+                       dumped_by=by.group(1) if by else "", dumped_from=source.group(1) if source else "")
 
 
 def toc_table_data(lines: Iterable[str]) -> list[str]:
@@ -354,6 +408,10 @@ def _server_version(target: PgTarget) -> tuple[int, str]:
         with conn.cursor() as cur:
             cur.execute("SELECT current_setting('server_version_num')::int, current_setting('server_version')")
             num, text = cur.fetchone()
+    except Exception as exc:  # the server went away between connect and query
+        raise BackupError(
+            f"cannot read the server version of {target.describe()}: {target.scrub(str(exc)).strip()}"
+        ) from None
     finally:
         conn.close()
     return num // 10000, text.split()[0]

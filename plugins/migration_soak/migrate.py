@@ -351,18 +351,27 @@ class LedgerBackend:
                     )
 
     def _acquire_lock(self, conn) -> None:
-        deadline = time.monotonic() + self.advisory_lock_wait_s
+        """Take Prisma's advisory lock, polling every ``_poll_s`` seconds for at most
+        ``advisory_lock_wait_s`` seconds (prisma-engines waits 10 s, then P1002).
+
+        The error names who holds the lock (pid, ``application_name``, client address,
+        since when: ``pg_locks`` joined to ``pg_stat_activity``), so an operator can tell
+        a concurrent deploy from a stuck session."""
+        started = time.monotonic()
+        deadline = started + self.advisory_lock_wait_s
         with conn.cursor() as cur:
             while True:
                 cur.execute("SELECT pg_try_advisory_lock(%s)", (PRISMA_ADVISORY_LOCK_KEY,))
                 if cur.fetchone()[0]:
                     return
                 if time.monotonic() >= deadline:
+                    holders = _advisory_lock_holders(cur)
                     raise MigrationError(
                         "P1002: timed out trying to acquire a postgres advisory lock "
                         f"(SELECT pg_advisory_lock({PRISMA_ADVISORY_LOCK_KEY})) on {self.target.describe()} "
-                        f"after {self.advisory_lock_wait_s:g} s: another migrate deploy (Prisma or a soak run) "
-                        "holds it"
+                        f"after {time.monotonic() - started:.1f} s (limit {self.advisory_lock_wait_s:g} s): "
+                        "another migrate deploy (Prisma or a soak run) holds it"
+                        + (f"; held by {holders}" if holders else "")
                     )
                 time.sleep(self._poll_s)
 
@@ -425,11 +434,16 @@ class LedgerBackend:
                 cur.execute(script)
         except Exception as exc:
             logs = _error_logs(exc)
-            if conn.get_transaction_status() != _TX_IDLE:
-                with conn.cursor() as cur:  # a script with its own BEGIN left a transaction open
-                    cur.execute("ROLLBACK")
-            with conn.cursor() as cur:
-                cur.execute(f'UPDATE "{LEDGER_TABLE}" SET logs = %s WHERE id = %s', (logs, row_id))
+            try:
+                if conn.get_transaction_status() != _TX_IDLE:
+                    with conn.cursor() as cur:  # a script with its own BEGIN left a transaction open
+                        cur.execute("ROLLBACK")
+                with conn.cursor() as cur:
+                    cur.execute(f'UPDATE "{LEDGER_TABLE}" SET logs = %s WHERE id = %s', (logs, row_id))
+            except Exception as log_exc:  # the session died with the script (server gone)
+                # The row stays failed (finished_at NULL), only without logs: still P3009.
+                log.error("could not write the error of %s to %s: %s", mig.name, LEDGER_TABLE,
+                          self.target.scrub(str(log_exc)).strip())
             raise MigrationError(
                 f"P3018: migration {mig.name} failed to apply; new migrations cannot be applied before "
                 f"the error is recovered from (fix it, then mark it rolled back or applied).\n"
@@ -511,6 +525,27 @@ def _error_logs(exc: Exception) -> str:
     if code:
         return f"Database error code: {code}\n\nDatabase error:\n{message}"
     return f"Database error:\n{message}"
+
+
+def _advisory_lock_holders(cur) -> str:
+    """Who holds Prisma's advisory lock: ``pid 123 (application_name 'x', client
+    127.0.0.1, state idle, since 2026-...)``; empty when it cannot be read."""
+    try:
+        cur.execute(
+            """SELECT a.pid, a.application_name, host(a.client_addr), a.state, a.backend_start
+               FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+               WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0
+                 AND l.objid = %s AND l.objsubid = 1 AND l.pid <> pg_backend_pid()""",
+            (PRISMA_ADVISORY_LOCK_KEY,),
+        )
+        rows = cur.fetchall()
+    except Exception:  # a diagnostic: never hide the timeout behind it
+        return ""
+    return "; ".join(
+        f"pid {pid} (application_name {app!r}, client {client or 'local socket'}, state {state}, "
+        f"session since {since:%Y-%m-%d %H:%M:%S %Z})"
+        for pid, app, client, state, since in rows
+    )
 
 
 def _refuse_failed(rows: Sequence[_Row]) -> None:

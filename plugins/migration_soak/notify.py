@@ -10,10 +10,42 @@ classes with their first line, with connection passwords masked.
 from __future__ import annotations
 
 import logging
+import re
+import time
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONN = "soak_slack"
+
+#: Seconds ``SlackWebhookHook`` waits for Slack per HTTP attempt (connect and read).
+#: slack_sdk's default retry handler retries a connection error once, so one ``send``
+#: blocks at most about ``2 * TIMEOUT_S`` plus a ~1 s back-off before it gives up
+#: (slack_sdk ``http_retry.builtin_handlers.ConnectionErrorRetryHandler``). Read at each
+#: call: tests may monkeypatch it; ``send`` takes ``timeout_s`` too.
+TIMEOUT_S = 10
+
+_URL_PATH = re.compile(r"(https?://[^/\s]+)/\S*")
+
+
+class _RedactWebhookPath(logging.Filter):
+    """Masks the path of any URL in a record: a webhook URL's path is its token.
+
+    slack_sdk logs the full URL (``Going to retry the same request: POST https://hooks...
+    /T0/B0/token`` at INFO, ``Sending a request - url: ...`` at DEBUG) through the logger
+    the hook hands it; ``send`` hands it this module's ``slack_client`` logger, which
+    carries this filter, so the token never reaches a log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _URL_PATH.sub(r"\1/***", message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
+#: The logger slack_sdk's ``WebhookClient`` writes to (see ``_RedactWebhookPath``).
+client_log = logging.getLogger(f"{__name__}.slack_client")
+client_log.addFilter(_RedactWebhookPath())
 
 
 def _mask(text: str) -> str:
@@ -23,18 +55,27 @@ def _mask(text: str) -> str:
     return str(redact(text))
 
 
-def send(text: str, conn_id: str = DEFAULT_CONN) -> bool:
+def send(text: str, conn_id: str = DEFAULT_CONN, *, timeout_s: float | None = None) -> bool:
     """Post ``text`` to the Slack webhook connection; True when Slack accepted it.
 
-    Never raises: a missing connection or an unreachable Slack is logged and ignored.
+    ``timeout_s``: seconds per HTTP attempt (default ``TIMEOUT_S``; see there for the
+    overall bound). Never raises: a missing connection, an unreachable or silent Slack,
+    or a refusal (non-2xx) is logged as a warning and ``False`` is returned (README,
+    "Slack": an unreachable Slack never fails the soak; STYLE.md, "optional features
+    degrade and log"). The warning names the connection id and the exception class only:
+    a webhook URL carries its token, so exception texts are not logged.
     """
+    started = time.monotonic()
+    timeout = TIMEOUT_S if timeout_s is None else timeout_s
     try:
         from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
 
-        SlackWebhookHook(slack_webhook_conn_id=conn_id, timeout=10).send_text(_mask(text))
+        SlackWebhookHook(slack_webhook_conn_id=conn_id, timeout=timeout,  # type: ignore[arg-type]
+                         logger=client_log).send_text(_mask(text))
         return True
     except Exception as exc:  # notification must never fail the soak it reports on
-        log.warning("Slack notification on %r not sent: %s", conn_id, type(exc).__name__)
+        log.warning("Slack notification on %r not sent after %.1f s: %s", conn_id,
+                    time.monotonic() - started, type(exc).__name__)
         return False
 
 

@@ -27,6 +27,9 @@ MIN_WINDOW_S = 1.0
 
 # The last page scraped per (connection, path) in this process: (when, text).
 _PAGES: dict[tuple[str, str], tuple[datetime, str]] = {}
+#: Seconds a scrape waits for the endpoint (``requests`` connect and read timeout each;
+#: ``HttpHook.run`` makes one attempt, no retries). Read at each call: tests may
+#: monkeypatch it. A dead or silent backend is a ``MeasurementError`` within this bound.
 TIMEOUT_S = 10
 
 # A snapshot is [[sorted label items], value] per sample: small, JSON, enough to diff.
@@ -34,16 +37,25 @@ Snapshot = list[list[Any]]
 
 
 def scrape(conn_id: str, path: str) -> str:
-    """The page's text, fetched through ``HttpHook``; raises ``MeasurementError`` if unreachable."""
+    """The page's text, fetched through ``HttpHook``; raises ``MeasurementError`` if unreachable.
+
+    Unreachable (refused, reset, no answer within ``TIMEOUT_S`` seconds) and non-200
+    answers are ``MeasurementError``s naming the path and the exception class (not its
+    text: a URL may carry credentials), which ``observe.take`` records as an ``error``
+    observation, never a pass.
+    """
     import requests
     from airflow.providers.http.hooks.http import HttpHook
 
+    started = time.monotonic()
     try:
         resp = HttpHook(method="GET", http_conn_id=conn_id, tcp_keep_alive=False).run(
             path, extra_options={"check_response": False, "timeout": TIMEOUT_S}
         )
     except requests.RequestException as exc:
-        raise MeasurementError(f"scrape of {path} failed: {type(exc).__name__}") from exc
+        raise MeasurementError(
+            f"scrape of {path} failed after {time.monotonic() - started:.1f} s: {type(exc).__name__}"
+        ) from exc
     if resp.status_code != 200:
         raise MeasurementError(f"scrape of {path} answered HTTP {resp.status_code}")
     _PAGES[(conn_id, path)] = (datetime.now(timezone.utc), resp.text)

@@ -2,7 +2,19 @@
 
 Each query runs in a read-only transaction with a ``statement_timeout`` and is rolled
 back, so a plan query can neither write nor hold locks for long (``EXPLAIN ANALYZE``
-executes its statement: the rollback undoes anything it did).
+executes its statement: the read-only transaction refuses a write — ``cannot execute
+DELETE in a read-only transaction``, SQLSTATE 25006 — and the rollback undoes anything
+else it did, such as a temporary table).
+
+The guard is for mistakes in reviewed plan files, not for a hostile author: the session
+default is read-only too (``default_transaction_read_only``) and the timeout is a
+session setting, so a ``COMMIT;`` inside a plan's file does not open a writable,
+unbounded transaction after it; a file that deliberately ``SET``s them off again is
+beyond what a client can prevent (give the connection's role only ``SELECT`` rights for
+that: PostgreSQL docs, "default_transaction_read_only"). One statement escapes the
+read-only check in PostgreSQL 18 itself: ``EXPLAIN ANALYZE CREATE TABLE ... AS`` creates
+its table (the rollback removes it); a file that also ``COMMIT``s is reported as an
+error, after the fact.
 """
 
 from __future__ import annotations
@@ -13,43 +25,97 @@ from migration_soak.exceptions import MeasurementError
 from migration_soak.plan import SQL_DIR, Check
 from migration_soak.sources import Measurement
 
+#: ``statement_timeout`` of every check query, in milliseconds (PostgreSQL docs,
+#: "statement_timeout": the server cancels a statement running longer, SQLSTATE 57014).
+#: Read at each call, so tests may monkeypatch it; ``run_readonly`` also takes it as a
+#: parameter.
 STATEMENT_TIMEOUT_MS = 30_000
 _EXEC_TIME = re.compile(r"Execution Time: ([0-9.]+) ms")
+_READ_ONLY_VIOLATION = "25006"
+_QUERY_CANCELED = "57014"
 
 
-def run_readonly(conn_id: str, sql: str) -> tuple[list[str], list[tuple]]:
+def run_readonly(conn_id: str, sql: str, *, statement_timeout_ms: int | None = None) -> tuple[list[str], list[tuple]]:
     """Run ``sql`` read-only on the Postgres connection ``conn_id``; returns (columns, rows).
 
-    Uses ``PostgresHook``; the transaction is always rolled back.
+    ``statement_timeout_ms``: milliseconds before the server cancels the statement
+    (default ``STATEMENT_TIMEOUT_MS``). Uses ``PostgresHook`` (psycopg 3 or psycopg2);
+    the transaction is always rolled back and the connection closed.
+
+    Raises ``MeasurementError`` when the database refuses or cancels the query: a write
+    (``... in a read-only transaction``, SQLSTATE 25006), the timeout (SQLSTATE 57014),
+    any other SQL error (with its SQLSTATE and first line). Connection failures
+    propagate as the driver raises them (``sources.measure`` turns them into a
+    ``MeasurementError``).
     """
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
+    timeout_ms = int(STATEMENT_TIMEOUT_MS if statement_timeout_ms is None else statement_timeout_ms)
+    if timeout_ms <= 0:
+        raise ValueError(f"statement_timeout_ms must be positive (0 would disable the timeout), got {timeout_ms}")
     conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
     try:
         with conn.cursor() as cur:
             # First statement of the implicit transaction (psycopg2 and psycopg 3 alike).
             cur.execute("SET TRANSACTION READ ONLY")
-            cur.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
+            # Session-wide (not LOCAL): a transaction a plan file opens after its own
+            # COMMIT is read-only and bounded too.
+            cur.execute("SET default_transaction_read_only = on")
+            cur.execute(f"SET statement_timeout = {timeout_ms}")
             # Name ourselves, so the database log's slow-query checks can leave the soak's own
             # queries out (the same name as PgTarget and the pg_dump/pg_restore children).
-            cur.execute("SET LOCAL application_name = 'migration-soak'")
-            cur.execute(sql)
-            columns = [d.name for d in cur.description] if cur.description else []
-            rows = cur.fetchall() if cur.description else []
+            cur.execute("SET application_name = 'migration-soak'")
+            cur.execute("SELECT now()::text")  # the transaction's start: changes if the file ends it
+            began = cur.fetchone()[0]
+            try:
+                cur.execute(sql)
+                columns = [d.name for d in cur.description] if cur.description else []
+                rows = cur.fetchall() if cur.description else []
+            except Exception as exc:
+                code = _sqlstate(exc)
+                if code is None:
+                    raise
+                raise MeasurementError(_describe_sql_error(code, exc, timeout_ms)) from None
+            cur.execute("SELECT now()::text")
+            if cur.fetchone()[0] != began:
+                raise MeasurementError(
+                    "query refused: it ended the soak's read-only transaction (COMMIT/ROLLBACK/END in the "
+                    "SQL file); whatever it did inside that transaction may have been committed"
+                )
         return columns, rows
     finally:
-        conn.rollback()
-        conn.close()
+        try:
+            conn.rollback()
+        finally:
+            conn.close()
+
+
+def _sqlstate(exc: Exception) -> str | None:
+    """SQLSTATE of a server error: ``pgcode`` (psycopg2) or ``sqlstate`` (psycopg 3)."""
+    return getattr(exc, "pgcode", None) or getattr(exc, "sqlstate", None)
+
+
+def _describe_sql_error(code: str, exc: Exception, timeout_ms: int) -> str:
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    if code == _READ_ONLY_VIOLATION:
+        return f"query refused: check queries run read-only ({first}; SQLSTATE {code})"
+    if code == _QUERY_CANCELED:
+        return f"query cancelled after statement_timeout {timeout_ms} ms ({first}; SQLSTATE {code})"
+    return f"query failed: {first} (SQLSTATE {code})"
 
 
 def measure(check: Check, conn_id: str) -> Measurement:
     """Run the check's ``.sql`` file and take its value (see ``SqlSource``).
 
-    Raises ``MeasurementError`` for an empty result or a NULL cell.
+    Raises ``MeasurementError`` for an empty result or a NULL cell, and when the query is
+    refused or cancelled (see ``run_readonly``), naming the check and the file.
     """
     src = check.source
     sql = (SQL_DIR / src.sql).read_text(encoding="utf-8")
-    columns, rows = run_readonly(conn_id, sql)
+    try:
+        columns, rows = run_readonly(conn_id, sql)
+    except MeasurementError as exc:
+        raise MeasurementError(f"{check.id}: {src.sql}: {exc}") from None
     evidence = {"sql": src.sql, "columns": columns, "rows": [[_jsonable(v) for v in r] for r in rows[:20]]}
     if src.measure == "rows":
         return Measurement(float(len(rows)), evidence)

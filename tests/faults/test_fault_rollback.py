@@ -1,0 +1,42 @@
+"""A retried rollback (issue 4, item 5): ``restore_columns`` and ``mark_rolled_back`` are
+safe to run again, also after a run that died between its two transactions."""
+
+from __future__ import annotations
+
+import pytest
+
+from migration_soak.migrate import verify_applied
+from migration_soak.rollback import SCRATCH_SCHEMA, restore_columns
+from tests.integration.conftest import DOWN_SQL, DROP, query, snapshot
+from tests.integration.test_rollback import migrated  # noqa: F401  (fixture)
+
+DROPPED = ("passwordHash", "emailVerified")
+
+
+@pytest.mark.timeout(120)
+def test_task_retried_after_rollback_is_idempotent(migrated, pg_bin):  # noqa: F811
+    """The plain "second run gives the same data" case is asserted in
+    ``tests/integration/test_rollback.py::test_rollback_restores_every_value_byte_for_byte``;
+    here the first attempt died after staging (its scratch table committed, with stale
+    rows), then the task is retried twice, and the ledger step is retried too."""
+    target, backup, backend, before, _ = migrated
+    query(target, f"""CREATE SCHEMA {SCRATCH_SCHEMA};
+                      CREATE TABLE {SCRATCH_SCHEMA}.users_backup (id text, "passwordHash" text, "emailVerified" text);
+                      INSERT INTO {SCRATCH_SCHEMA}.users_backup VALUES ('usr_0000001', 'stale', 'false')""")
+
+    first = restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL)
+    after_first = snapshot(target)
+    second = restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL)
+    assert snapshot(target) == after_first
+    strip = lambda r: {k: v for k, v in r.to_dict().items() if not k.endswith("_s")}  # noqa: E731
+    assert strip(second) == strip(first) and first.mismatches == 0
+    assert after_first["usr_0000001"] == before["usr_0000001"]  # the stale staged row was not used
+    assert all(after_first[k] == v for k, v in before.items() if k in after_first)
+    assert query(target, "SELECT to_regnamespace(%s)", (SCRATCH_SCHEMA,)) == [(None,)]
+
+    assert backend.mark_rolled_back(DROP) == 1
+    assert backend.mark_rolled_back(DROP) == 0
+    assert {s.name: s for s in backend.status()}[DROP].state == "rolled_back"
+    # The soak can be run again from the same backup: deploy, then verify.
+    assert backend.deploy().applied == (DROP,)
+    verify_applied(target, DROP, "users", DROPPED)
