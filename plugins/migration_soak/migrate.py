@@ -281,15 +281,18 @@ class LedgerBackend:
         return result
 
     def mark_rolled_back(self, name: str) -> int:
-        """Set ``rolled_back_at = now()`` on ``name``'s rows that have none; return the count.
+        """Make ``name`` pending again after our rollback undid it; return the rows changed.
 
-        Afterwards the migration reads as pending (``rolled_back``) and the next deploy
-        applies it again (Prisma ignores rolled-back rows). Idempotent: a second call
-        changes 0 rows. Unlike ``prisma migrate resolve --rolled-back``, which accepts
-        only failed migrations, this also closes a *finished* row: after our rollback
-        restored the dropped columns the migration is no longer in effect (STYLE.md,
-        "PostgreSQL facts"). Takes the advisory lock like any ledger writer. Raises
-        ``MigrationError`` when the ledger is missing or the lock is not free.
+        A failed row (``finished_at`` NULL) gets ``rolled_back_at = now()``, as ``prisma
+        migrate resolve --rolled-back`` does. A finished row is removed from the ledger;
+        its content, with ``rolled_back_at`` = now, is kept in ``self.removed_rows``
+        (JSON-able dicts) for the soak's record (the DAG stores it with the run's events). Why removed: the real
+        ``prisma migrate status`` (6.19) counts every ledger row as applied, rolled back or
+        not, so only a missing row reads as pending to both ``status`` and ``deploy``
+        (checked against the CLI in ``tests/integration/test_prisma_cli.py``).
+        ``resolve --rolled-back`` cannot do the second: it accepts only failed migrations.
+        Idempotent: a second call changes 0 rows. Takes the advisory lock like any ledger
+        writer. Raises ``MigrationError`` when the ledger is missing or the lock is not free.
         """
         conn = self._connect()
         try:
@@ -297,15 +300,29 @@ class LedgerBackend:
             if not self._ledger_exists(conn):
                 raise MigrationError(f"no {LEDGER_TABLE} table in schema {self.schema} of {self.target.describe()}")
             with conn.cursor() as cur:
+                # A failed row: exactly what `prisma migrate resolve --rolled-back` writes.
                 cur.execute(
                     f'UPDATE "{LEDGER_TABLE}" SET rolled_back_at = now() '
-                    "WHERE migration_name = %s AND rolled_back_at IS NULL",
+                    "WHERE migration_name = %s AND rolled_back_at IS NULL AND finished_at IS NULL",
                     (name,),
                 )
-                count = cur.rowcount
+                resolved = cur.rowcount
+                # A finished row: only its absence reads as pending to `migrate status` too.
+                cur.execute(
+                    f'DELETE FROM "{LEDGER_TABLE}" WHERE migration_name = %s AND rolled_back_at IS NULL '
+                    "RETURNING id, checksum, finished_at, migration_name, logs, started_at, applied_steps_count, now()",
+                    (name,),
+                )
+                cols = ("id", "checksum", "finished_at", "migration_name", "logs", "started_at",
+                        "applied_steps_count", "rolled_back_at")
+                self.removed_rows = [
+                    {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in zip(cols, row)}
+                    for row in cur.fetchall()
+                ]
+                count = resolved + len(self.removed_rows)
         finally:
             conn.close()
-        log.info("ledger: %s marked rolled back (%d rows)", name, count)
+        log.info("ledger: %s rolled back, %d row(s) moved out of the ledger", name, count)
         return count
 
     # ---------------------------------------------------------------- helpers

@@ -91,21 +91,35 @@ def test_legacy_code_slack_messages_and_post_mortem(legacy):
     _secrets_absent(legacy, post_mortem)
 
 
+@pytest.fixture(scope="module")
+def soak_of(tmp_path_factory):
+    """One soak per fault scenario, run once for the module (20 000 users)."""
+    outcomes = {}
+
+    def run(scenario, **kwargs):
+        if scenario not in outcomes:
+            outcomes[scenario] = run_soak(tmp_path_factory.mktemp(scenario), scenario, time_scale=360,
+                                          users=20_000, **kwargs)
+        return outcomes[scenario]
+
+    return run
+
+
 @pytest.mark.parametrize("scenario, criterion", [
     ("sync-drift", "no_go_users_without_authorizer_id"),
     ("slow-auth", "no_go_performance"),
     ("memory-leak", "no_go_memory_leak"),
 ])
-def test_fault_scenarios_end_in_no_go_on_their_criterion(tmp_path, scenario, criterion):
-    outcome = run_soak(tmp_path, scenario, time_scale=360, users=20_000)
+def test_fault_scenarios_end_in_no_go_on_their_criterion(soak_of, scenario, criterion):
+    outcome = soak_of(scenario)
     assert outcome.decision == "NO_GO", outcome.events.get("verdict", {}).get("payload", {}).get("reasons")
     assert outcome.events["no_go"]["payload"]["criterion"] == criterion
     assert _criteria(outcome)[criterion]["outcome"] == "breached"
     assert "rollback_completed" in outcome.events
 
 
-def test_sync_drift_is_caught_by_the_guard_within_one_interval(tmp_path):
-    outcome = run_soak(tmp_path, "sync-drift", time_scale=360, users=20_000)
+def test_sync_drift_is_caught_by_the_guard_within_one_interval(soak_of):
+    outcome = soak_of("sync-drift")
     breach = outcome.events["no_go"]
     hour0 = outcome.events["hour0"]["payload"]["hour0"]
     from datetime import datetime
@@ -116,16 +130,16 @@ def test_sync_drift_is_caught_by_the_guard_within_one_interval(tmp_path):
     assert breach["at"].timestamp() - drift_at <= 3 * guard_interval + 5
 
 
-def test_metrics_outage_is_inconclusive_never_go(tmp_path):
-    outcome = run_soak(tmp_path, "metrics-outage", time_scale=360, users=20_000)
+def test_metrics_outage_is_inconclusive_never_go(soak_of):
+    outcome = soak_of("metrics-outage")
     assert outcome.decision == "INCONCLUSIVE"
     crit = _criteria(outcome)
     assert crit["go_auth_error_rate"]["outcome"] == "not_enough_data"
     assert "rollback_completed" in outcome.events  # the unattended run rolls back
 
 
-def test_noisy_is_inconclusive_and_a_person_decides_through_the_api(tmp_path):
-    outcome = run_soak(tmp_path, "noisy", time_scale=360, users=20_000, human_choice="GO")
+def test_noisy_is_inconclusive_and_a_person_decides_through_the_api(soak_of):
+    outcome = soak_of("noisy", human_choice="GO")
     assert outcome.decision == "INCONCLUSIVE"
     assert _criteria(outcome)["go_auth_error_rate"]["outcome"] == "not_met"
     assert _criteria(outcome)["no_go_auth_error_rate"]["outcome"] == "clear"

@@ -174,9 +174,12 @@ def test_mark_rolled_back_makes_an_applied_migration_pending(target):
     backend = LedgerBackend(target, MIGRATIONS)
     backend.deploy()
     assert backend.mark_rolled_back(DROP) == 1
+    (removed,) = backend.removed_rows  # kept for the soak's record
+    assert removed["migration_name"] == DROP and removed["finished_at"] and removed["rolled_back_at"]
     assert backend.mark_rolled_back(DROP) == 0
     states = {s.name: s for s in backend.status()}
-    assert states[DROP].state == "rolled_back" and states[DROP].is_pending
+    assert states[DROP].state == "pending" and states[DROP].is_pending
+    assert DROP not in [r[3] for r in ledger(target)]  # only a missing row reads as pending to `prisma migrate status`
     assert states[INIT].state == "applied"
     with pytest.raises(MigrationError, match="not applied"):
         verify_applied(target, DROP, "users", DROPPED)

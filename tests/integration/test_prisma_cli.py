@@ -67,10 +67,6 @@ def test_mark_rolled_back_reopens_the_migration_for_deploy(target, cli):
 
 
 @real_cli
-@pytest.mark.xfail(strict=True, reason=(
-    "prisma 6.19.3 `migrate status` ignores rolled_back_at: diagnoseMigrationHistory counts any ledger row "
-    "as applied and prints 'Database schema is up to date!' after a rollback, although `migrate deploy` "
-    "skips rolled-back rows and applies the migration again"))
 def test_real_status_lists_rolled_back_migration_as_pending(target, cli):
     LedgerBackend(target, MIGRATIONS).deploy()
     cli.mark_rolled_back(DROP)

@@ -338,7 +338,8 @@ def mark_ledger(_restored: dict) -> None:
     backend = LedgerBackend(_staging(plan), plan.path(plan.migration.migrations_dir))
     backend.mark_rolled_back(plan.migration.name)
     states = {s.name: s.state for s in backend.status()}
-    _store(plan).add_event(run_id, "ledger", {"migrations": states, "text": f"{plan.migration.name} is {states[plan.migration.name]}"})
+    _store(plan).add_event(run_id, "ledger", {"migrations": states, "removed_rows": getattr(backend, "removed_rows", []),
+                                             "text": f"{plan.migration.name} is {states[plan.migration.name]} again"})
 
 
 @task
