@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SCENARIO ?= healthy
-TIME_SCALE ?= 360
+TIME_SCALE ?= 300
 
 .PHONY: demo test venv clean
 

@@ -120,7 +120,7 @@ def _start_faults_at_hour0(info: dict, scenario: str, time_scale: float, stop: t
     return timeline
 
 
-def run_soak(workdir: Path, scenario: str = "healthy", time_scale: float = 360.0, users: int = 100_000,
+def run_soak(workdir: Path, scenario: str = "healthy", time_scale: float = 300.0, users: int = 100_000,
              plan: str = "default", fresh: bool = True, on_inconclusive: str = "rollback",
              human_choice: str | None = None) -> SoakOutcome:
     """Start the stack, run the DAG once with ``airflow dags test``, collect the outcome.
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="what the unattended demo does with an INCONCLUSIVE verdict")
     parser.add_argument("--human-choice", choices=["GO", "Roll back"],
                         help="ask in the UI on INCONCLUSIVE and answer through the API server")
-    parser.add_argument("--time-scale", type=float, default=360.0, help="soak clock speed-up (360: 24 h in 4 min)")
+    parser.add_argument("--time-scale", type=float, default=300.0, help="soak clock speed-up (300: 24 h in 4.8 min)")
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--workdir", default=str(ROOT / ".state" / "demo"))
     args = parser.parse_args(argv)

@@ -420,6 +420,7 @@ class Migration(_Model):
     table: str = "users"
     key: str = "id"
     dropped_columns: list[str] = Field(min_length=1)
+    lock_timeout_s: float = Field(default=3, gt=0, description="seconds the DDL may wait for a lock")
 
 
 class Connections(_Model):

@@ -132,7 +132,8 @@ def migrate(backup_record: dict) -> dict:
     from migration_soak.migrate import LedgerBackend
 
     ctx, plan, run_id = _ctx()
-    backend = LedgerBackend(_staging(plan), plan.path(plan.migration.migrations_dir))
+    backend = LedgerBackend(_staging(plan), plan.path(plan.migration.migrations_dir),
+                            lock_timeout_s=plan.migration.lock_timeout_s)
     try:
         result = backend.deploy()
     except MigrationError as exc:
