@@ -4,6 +4,8 @@ admin log API (``GET /admin/logs``, Bearer token) when the stand-in serves it.""
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -36,6 +38,9 @@ def test_the_gateway_log_is_followed_between_observations(stack):
         requests.post(f"{stack['gateway_url']}/auth/login", json={"email": "nobody@example.test"}, timeout=5)
     requests.get(f"{stack['gateway_url']}/health", timeout=5)
     requests.get(f"{stack['gateway_url']}/no/such/page", timeout=5)  # 404: "other"
+    deadline = time.monotonic() + 5  # the app writes its log line after answering
+    while "status=404" not in Path(stack["app_log"]).read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
     second = logs.measure(c, first.evidence)
     assert second.value == 4 and second.evidence["lines_read"] == 5
     assert all("WARNING gateway" in line for line in second.evidence["samples"])
