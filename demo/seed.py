@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from demo.postgres import EmbeddedPostgres
+from migration_soak.migrate import LEDGER_DDL
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "prisma" / "migrations"
 INIT_MIGRATION = "20250101000000_init"
@@ -34,19 +35,8 @@ EXECUTION_DAYS = 30
 EXECUTIONS = 45_000
 WORKFLOWS = 20
 
-# Exactly what `prisma migrate` creates on its first run against PostgreSQL.
-PRISMA_LEDGER_DDL = """
-CREATE TABLE "_prisma_migrations" (
-    "id"                    VARCHAR(36) PRIMARY KEY NOT NULL,
-    "checksum"              VARCHAR(64) NOT NULL,
-    "finished_at"           TIMESTAMPTZ,
-    "migration_name"        VARCHAR(255) NOT NULL,
-    "logs"                  TEXT,
-    "rolled_back_at"        TIMESTAMPTZ,
-    "started_at"            TIMESTAMPTZ NOT NULL DEFAULT now(),
-    "applied_steps_count"   INTEGER NOT NULL DEFAULT 0
-);
-"""
+# Exactly what `prisma migrate` creates on its first run against PostgreSQL: one copy, in migrate.py.
+PRISMA_LEDGER_DDL = LEDGER_DDL
 
 # Row n of each table is a pure function of n. ids look like Prisma's uuid() strings.
 SEED_CLIENTS_SQL = """

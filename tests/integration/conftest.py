@@ -9,15 +9,18 @@ quotes and non-ASCII text, so that a byte-for-byte restore is actually proven.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from demo import postgres
 from migration_soak.migrate import LedgerBackend
 from migration_soak.pgconn import PgTarget
+from migration_soak.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
 MIGRATIONS = REPO / "demo" / "prisma" / "migrations"
@@ -133,3 +136,31 @@ class PopenRecorder:
 @pytest.fixture
 def popen_recorder(monkeypatch) -> PopenRecorder:
     return PopenRecorder(monkeypatch)
+
+
+@pytest.fixture(params=["psycopg", "psycopg2"])
+def store(pg_server, fresh_db, request) -> Store:
+    """An observation store in a database of its own beside the test's staging database,
+    through psycopg 3 (the driver ``PostgresHook`` picks) and psycopg2."""
+    name = f"{fresh_db[:50]}_store"
+    conn = pg_server.connect()
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    url = sa.URL.create(f"postgresql+{request.param}", username="postgres", password=pg_server.password,
+                        host=pg_server.host, port=pg_server.port, database=name)
+    s = Store(sa.create_engine(url))
+    s.create_schema()
+    yield s
+    s.engine.dispose()
+
+
+@pytest.fixture
+def staging(seeded, monkeypatch) -> PgTarget:
+    """The seeded database as the plan's ``soak_staging`` Airflow connection."""
+    monkeypatch.setenv("AIRFLOW_CONN_SOAK_STAGING", json.dumps({
+        "conn_type": "postgres", "host": seeded.host, "port": seeded.port, "login": seeded.user,
+        "password": seeded.password, "schema": seeded.database}))
+    return seeded

@@ -8,14 +8,12 @@ import json
 import time
 
 import pytest
-import sqlalchemy as sa
 
 from migration_soak import sources
 from migration_soak.exceptions import MeasurementError
 from migration_soak.fingerprint import Fingerprint, compare, take
 from migration_soak.plan import load_plan, parse_plan
 from migration_soak.sources import fingerprint as fingerprint_source
-from migration_soak.store import Store
 
 from .conftest import DROP, MIGRATIONS, SEED_USERS, query, seed_users
 
@@ -149,31 +147,6 @@ def test_take_and_compare_on_100000_users(seeded, capsys):
 
 
 # --- the source, through the store --------------------------------------------------------
-
-
-@pytest.fixture
-def store(pg_server, fresh_db) -> Store:
-    name = f"{fresh_db[:50]}_store"
-    conn = pg_server.connect()
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-    url = sa.URL.create("postgresql+psycopg2", username="postgres", password=pg_server.password,
-                        host=pg_server.host, port=pg_server.port, database=name)
-    s = Store(sa.create_engine(url))
-    s.create_schema()
-    yield s
-    s.engine.dispose()
-
-
-@pytest.fixture
-def staging(seeded, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_SOAK_STAGING", json.dumps({
-        "conn_type": "postgres", "host": seeded.host, "port": seeded.port, "login": seeded.user,
-        "password": seeded.password, "schema": seeded.database}))
-    return seeded
 
 
 def plan_with_data_loss_check():

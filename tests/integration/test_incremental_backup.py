@@ -4,18 +4,15 @@ whole, names quoted for pg_dump's pattern parser, and a failed backup recorded a
 
 from __future__ import annotations
 
-import json
 import subprocess
 from datetime import datetime, timedelta, timezone
 
 import pytest
-import sqlalchemy as sa
 
 from migration_soak import clock, observe, sources
 from migration_soak.backup import pg_dump_argv, take_backup, verify_backup
 from migration_soak.exceptions import BackupError, MeasurementError
 from migration_soak.plan import load_plan, parse_plan
-from migration_soak.store import Store
 
 from .conftest import SEED_USERS, query
 
@@ -72,31 +69,6 @@ def test_a_bad_table_name_fails_and_leaves_no_file(seeded, pg_bin, tmp_path):
 
 
 # --- the source ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def store(pg_server, fresh_db) -> Store:
-    name = f"{fresh_db[:50]}_store"
-    conn = pg_server.connect()
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-    url = sa.URL.create("postgresql+psycopg2", username="postgres", password=pg_server.password,
-                        host=pg_server.host, port=pg_server.port, database=name)
-    s = Store(sa.create_engine(url))
-    s.create_schema()
-    yield s
-    s.engine.dispose()
-
-
-@pytest.fixture
-def staging(seeded, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_SOAK_STAGING", json.dumps({
-        "conn_type": "postgres", "host": seeded.host, "port": seeded.port, "login": seeded.user,
-        "password": seeded.password, "schema": seeded.database}))
-    return seeded
 
 
 def plan_with_backup_check(tmp_path, pg_bin, tables):

@@ -5,44 +5,15 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
-import sqlalchemy as sa
 
 from migration_soak import observe
 from migration_soak.plan import load_plan
-from migration_soak.store import Observation, Store
+from migration_soak.store import Observation
 from tests.integration.conftest import query
 
 PLAN = load_plan("default")
 H0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 SCALE = 3600.0  # one soak hour per wall second: intensive ticks every 0.25 s
-
-
-@pytest.fixture(params=["psycopg", "psycopg2"])
-def store(pg_server, fresh_db, request) -> Store:
-    """A store in a database of its own, beside the test's staging database, through
-    psycopg 3 (the driver ``PostgresHook`` picks) and psycopg2."""
-    name = f"{fresh_db[:50]}_store"
-    conn = pg_server.connect()
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-    url = sa.URL.create(f"postgresql+{request.param}", username="postgres", password=pg_server.password,
-                        host=pg_server.host, port=pg_server.port, database=name)
-    s = Store(sa.create_engine(url))
-    s.create_schema()
-    yield s
-    s.engine.dispose()
-
-
-@pytest.fixture
-def staging(seeded, monkeypatch):
-    """The seeded database as the plan's ``soak_staging`` Airflow connection."""
-    monkeypatch.setenv("AIRFLOW_CONN_SOAK_STAGING", json.dumps({
-        "conn_type": "postgres", "host": seeded.host, "port": seeded.port, "login": seeded.user,
-        "password": seeded.password, "schema": seeded.database}))
-    return seeded
 
 
 def at(minutes: float) -> datetime:
