@@ -49,7 +49,9 @@ class BackupRecord:
     """What ``take_backup`` produced; JSON-able through ``to_dict``/``from_dict`` (XCom).
 
     Fields:
-        path: the dump file (custom format), ``<dest_dir>/<label>.dump``.
+        path: the local dump file (custom format), ``<dest_dir>/<label>.dump``; ``None``
+            in a record of a kept backup once its working copy is gone (see
+            ``backup_storage``: fetch it through ``location``).
         size_bytes: its size in bytes.
         sha256: hex SHA-256 of the file's bytes; ``verify_backup`` checks it before a
             restore.
@@ -63,9 +65,13 @@ class BackupRecord:
             ``<label>.dump`` from an earlier attempt (a retried task) and returned it
             instead of dumping again; ``created_at`` is then the file's modification
             time and the versions are those in the dump's header.
+        location: where the backup is kept, an ``ObjectStoragePath`` URL
+            (``file:///...``, ``s3://bucket/...``); empty for a dump that only exists
+            at ``path``.
+        storage_conn_id: the Airflow connection of that storage, or ``None``.
     """
 
-    path: Path
+    path: Path | None
     size_bytes: int
     sha256: str
     duration_s: float
@@ -74,11 +80,13 @@ class BackupRecord:
     tables: tuple[str, ...]
     created_at: datetime
     reused: bool = False
+    location: str = ""
+    storage_conn_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON types only: ``path`` as str, ``tables`` as list, ``created_at`` ISO 8601."""
+        """JSON types only: ``path`` as str (or ``None``), ``tables`` as list, ``created_at`` ISO 8601."""
         return {
-            "path": str(self.path),
+            "path": None if self.path is None else str(self.path),
             "size_bytes": self.size_bytes,
             "sha256": self.sha256,
             "duration_s": self.duration_s,
@@ -87,6 +95,8 @@ class BackupRecord:
             "tables": list(self.tables),
             "created_at": self.created_at.isoformat(),
             "reused": self.reused,
+            "location": self.location,
+            "storage_conn_id": self.storage_conn_id,
         }
 
     @classmethod
@@ -94,7 +104,7 @@ class BackupRecord:
         """Inverse of ``to_dict``; raises ``BackupError`` naming a missing/bad field."""
         try:
             return cls(
-                path=Path(data["path"]),
+                path=None if data["path"] is None else Path(data["path"]),
                 size_bytes=int(data["size_bytes"]),
                 sha256=str(data["sha256"]),
                 duration_s=float(data["duration_s"]),
@@ -103,6 +113,8 @@ class BackupRecord:
                 tables=tuple(data["tables"]),
                 created_at=datetime.fromisoformat(data["created_at"]),
                 reused=bool(data.get("reused", False)),
+                location=str(data.get("location") or ""),
+                storage_conn_id=data.get("storage_conn_id"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BackupError(f"not a backup record: {type(exc).__name__}: {exc}") from None

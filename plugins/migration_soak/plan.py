@@ -431,6 +431,9 @@ class Connections(_Model):
     gateway: str = "soak_gateway"
     authorizer: str = "soak_authorizer"
     slack: str = "soak_slack"
+    #: the object store of ``backup_location`` when it is a URL (e.g. ``aws_default`` for
+    #: ``s3://``); ``None``: the filesystem's default credentials. Unused for local paths.
+    backup_storage: str | None = None
 
 
 class Restart(_Model):
@@ -468,6 +471,8 @@ class Plan(_Model):
     environment: str = "staging"
     migration: Migration
     connections: Connections = Connections()
+    #: where backups are kept (``backup_storage``): a path (relative to the repository
+    #: root) or an ``ObjectStoragePath`` URL such as ``s3://bucket/prefix``
     backup_location: str = ".state/backups"
     pg_bin_dir: str | None = None
     report_location: str = "reports"

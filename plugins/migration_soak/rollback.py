@@ -133,6 +133,9 @@ def restore_columns(
     if not columns:
         raise RollbackError("no columns to restore")
     qualified = f"{schema}.{table}"
+    if backup.path is None:
+        raise RollbackError(f"backup {backup.location or '?'} has no local copy: fetch it first "
+                            "(backup_storage.fetched)")
     try:
         verify_backup(backup.path, pg_bin_dir, expected_sha256=backup.sha256,
                       required_tables=(qualified,), timeout_s=timeout_s)

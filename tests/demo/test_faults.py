@@ -207,9 +207,11 @@ def test_memory_leak_grows_rss_and_reload_frees_it(stack, info):
         session.get(f"{url}/admin/faults", timeout=5).raise_for_status()
     _families(url)  # scrapes do not leak
     after = _value(_families(url), "process_resident_memory_bytes")
-    # 300 requests and the POST /admin/fault that switched it on (answered, then counted).
-    assert stack.gateway.leaked_bytes == 301 * 192 * 1024
-    assert after - before > 0.8 * 301 * 192 * 1024, (before / MiB, after / MiB)
+    # 300 requests and the POST /admin/fault that switched it on (answered, then counted);
+    # a request of the stack's own (a health probe) may land in between: 192 KiB each.
+    leaked = stack.gateway.leaked_bytes
+    assert leaked % (192 * 1024) == 0 and 301 <= leaked // (192 * 1024) <= 310, leaked
+    assert after - before > 0.8 * leaked, (before / MiB, after / MiB)
     # The cap: nothing more is kept beyond max_mb.
     assert _fault(info, "memory-leak", kb_per_request=1024, max_mb=60).status_code == 200
     for _ in range(20):
@@ -217,7 +219,8 @@ def test_memory_leak_grows_rss_and_reload_frees_it(stack, info):
     assert stack.gateway.leaked_bytes <= 60 * MiB
     # A restart releases the memory; the leak goes on while the fault is on.
     requests.post(f"{url}/admin/reload", timeout=5).raise_for_status()
-    assert stack.gateway.leaked_bytes == 1024 * 1024  # the reload request itself leaked after the reset
+    # The reset frees the hoard; the reload request itself (and any request after it) leaks 1 MiB again.
+    assert stack.gateway.leaked_bytes % MiB == 0 and 1 <= stack.gateway.leaked_bytes // MiB <= 5
     _fault(info, "memory-leak", on=False)
     session.close()
 

@@ -58,9 +58,13 @@ def test_healthy_report_shows_every_tick_of_every_phase(healthy):
                   for p in phases]
         assert counts == wanted, row
         assert sum(counts) == expected_observations(PLAN, check.id)
-    assert (Path(healthy.events["report"]["payload"]["path"]).parent).glob("charts-*/login_p95.png")
+    assert any(Path(healthy.events["report"]["payload"]["path"]).parent.glob("charts-*/login_p95.png"))
     backup = healthy.events["backup"]["payload"]
     assert backup["size_bytes"] > 1_000_000 and len(backup["sha256"]) == 64
+    # Kept in the plan's storage (file:// here), not only on the worker that took it.
+    assert backup["path"] is None and backup["location"].startswith("file:///")
+    kept = Path(backup["location"].removeprefix("file://"))
+    assert kept.name.startswith("pre_") and kept.stat().st_size == backup["size_bytes"]
     assert any("verdict: GO" in m for m in healthy.slack)
     _secrets_absent(healthy, report)
 

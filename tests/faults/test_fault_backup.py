@@ -257,3 +257,53 @@ def test_task_retried_after_backup_is_idempotent(seeded, pg_bin, tmp_path):
     assert fresh.reused is False and fresh.sha256 != first.sha256
     verify_backup(fresh.path, pg_bin, expected_sha256=fresh.sha256)
     assert _left_in(dest) == ["pre_run1.dump"]
+
+
+_KEPT_BACKUP_CHILD = r"""
+import sys
+from pathlib import Path
+from migration_soak.backup_storage import storage_root, take_kept_backup
+from migration_soak.pgconn import PgTarget
+host, port, db, password, bindir, store = sys.argv[1:7]
+take_kept_backup(PgTarget(host, int(port), db, "postgres", password), storage_root(store), Path(bindir), "pre_run1")
+"""
+
+
+@pytest.mark.timeout(90)
+def test_backup_task_killed_mid_dump_then_retried(seeded, pg_bin, tmp_path):
+    """The worker running ``backup`` dies (SIGKILL, as the OOM killer or a lost node does)
+    after ``pg_dump`` wrote a whole-looking dump but before it was verified and kept: the
+    storage holds nothing under the backup's name, so the retried task takes a new
+    backup, verifies it and keeps it. Nothing of the killed attempt counts as a backup."""
+    marker = tmp_path / "dumped"
+    fake = _fake_bin(tmp_path, pg_bin, f'"$REAL" "$@" || exit $?\ntouch "{marker}"\nsleep 60\n')
+    worker_tmp = tmp_path / "worker-tmp"
+    worker_tmp.mkdir()
+    store = tmp_path / "store"
+    env = {**os.environ, "TMPDIR": str(worker_tmp), "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "plugins")])}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KEPT_BACKUP_CHILD, seeded.host, str(seeded.port), seeded.database, seeded.password,
+         str(fake), str(store)], env=env, cwd=REPO, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert child.poll() is None, child.stderr.read().decode()
+            assert time.monotonic() < deadline, "pg_dump never finished writing"
+            time.sleep(0.05)
+        os.killpg(child.pid, 9)  # the task and its pg_dump, as a dying worker loses them
+        child.wait(timeout=10)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, 9)
+    # The killed attempt's dump exists on the worker's scratch disk, complete, yet unkept.
+    leftovers = list(worker_tmp.rglob("*.dump*"))
+    assert leftovers and all(p.stat().st_size > 0 for p in leftovers)
+    assert _left_in(store) == []
+
+    from migration_soak.backup_storage import fetched, storage_root, take_kept_backup
+
+    retried = take_kept_backup(seeded, storage_root(str(store)), pg_bin, "pre_run1")
+    assert not retried.reused and _left_in(store) == ["pre_run1.dump"]
+    with fetched(retried) as local:
+        assert verify_backup(local.path, pg_bin, expected_sha256=retried.sha256).tables == retried.tables

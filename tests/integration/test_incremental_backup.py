@@ -94,7 +94,7 @@ def test_the_source_takes_numbered_verified_backups(staging, store, pg_bin, tmp_
     assert (first.status, first.value) == ("pass", 1.0)
     ev = first.evidence
     expected = tmp_path / "backups" / "staging" / "incremental" / "inc_manual__2026-01-01T00_00_00_1.dump"
-    assert ev["path"] == str(expected) and expected.is_file()
+    assert ev["path"] == expected.as_uri() and expected.is_file()
     assert ev["tables"] == ["public.users"] and ev["requested"] == ["users"] and ev["size_bytes"] > 0
     assert len(ev["sha256"]) == 64 and ev["duration_s"] > 0
     store.record(first)

@@ -47,10 +47,13 @@ def load() -> str:
     params = ctx["params"]
     from migration_soak.clock import check_time_scale
 
+    from migration_soak.backup_storage import plan_root
+
     try:
         plan = load_plan(params["plan"])
         check_time_scale(params["time_scale"])
-    except (PlanError, ValueError) as exc:
+        plan_root(plan)  # an unusable backup_location fails now, not after the baseline hour
+    except (PlanError, BackupError, ValueError) as exc:
         raise AirflowFailException(str(exc)) from exc
     if params["environment"] != plan.environment:
         raise AirflowFailException(
@@ -110,17 +113,19 @@ def preflight() -> dict:
 def backup() -> dict:
     """``pg_dump`` the staging database and read it back whole; any failure stops the run
     before the migration (seed, Hora 0 step 1). Returns the backup record."""
-    from migration_soak.backup import take_backup
+    from migration_soak.backup_storage import plan_root, take_kept_backup
     from migration_soak.report import safe_name
 
     ctx, plan, run_id = _ctx()
-    dest = plan.path(plan.backup_location) / plan.environment
     try:
-        record = take_backup(_staging(plan), dest, _bin_dir(plan), label=f"pre_{safe_name(run_id)}")
+        record = take_kept_backup(_staging(plan), plan_root(plan), _bin_dir(plan), label=f"pre_{safe_name(run_id)}",
+                                  conn_id=plan.connections.backup_storage)
     except BackupError as exc:
         raise AirflowFailException(f"backup failed, the migration will not start: {exc}") from exc
     payload = record.to_dict()
-    _store(plan).add_event(run_id, "backup", {**payload, "text": f"{record.size_bytes} bytes, sha256 {record.sha256[:12]}"})
+    _store(plan).add_event(run_id, "backup", {**payload, "text": (
+        f"{record.size_bytes} bytes, sha256 {record.sha256[:12]}, kept at {record.location}"
+        + (" (reused)" if record.reused else ""))})
     return payload
 
 
@@ -315,14 +320,19 @@ def notify_rollback() -> None:
 def restore() -> dict:
     """Re-add the dropped columns and copy every value back from the backup (step 2)."""
     from migration_soak.backup import BackupRecord
+    from migration_soak.backup_storage import fetched
     from migration_soak.rollback import restore_columns
 
     ctx, plan, run_id = _ctx()
     store = _store(plan)
     record = BackupRecord.from_dict(store.events(run_id, "backup")[-1]["payload"] | {})
     m = plan.migration
-    result = restore_columns(_staging(plan), record, _bin_dir(plan), table=m.table, columns=tuple(m.dropped_columns),
-                             key=m.key, down_sql=plan.path(m.down_sql))
+    try:  # the backup may have been taken on another worker: fetch it from its storage
+        with fetched(record) as local:
+            result = restore_columns(_staging(plan), local, _bin_dir(plan), table=m.table,
+                                     columns=tuple(m.dropped_columns), key=m.key, down_sql=plan.path(m.down_sql))
+    except BackupError as exc:
+        raise AirflowFailException(f"rollback cannot read the backup, nothing restored: {exc}") from exc
     payload = result.to_dict()
     store.add_event(run_id, "restore", {**payload, "text": (
         f"restored {payload['values_restored']} values for {payload['users_matched']} of "

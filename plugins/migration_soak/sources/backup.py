@@ -1,20 +1,23 @@
 """``backup`` source: the passive phase's incremental backup (seed "Horas 9-24": "Backup
 incremental creado"; GO "Backups completados exitosamente").
 
-Each tick dumps the check's tables (``pg_dump --table``, custom format) to
-``<backup_location>/<environment>/incremental/inc_<run>_<n>.dump`` and reads the dump
-back whole (``backup.take_backup``). The value is 1 when it verified; a backup that
-cannot be taken or does not read back is a ``MeasurementError``, so an ``error``
-observation, never a pass. ("Incremental" is the runbook's word: each dump holds the
-affected tables whole, which is what a rollback can restore from.)
+Each tick dumps the check's tables (``pg_dump --table``, custom format), reads the dump
+back whole and keeps it at
+``<backup_location>/<environment>/incremental/inc_<run>_<n>.dump``
+(``backup_storage.take_kept_backup``). The value is 1 when it was verified and kept; a
+backup that cannot be taken, does not read back or cannot be kept is a
+``MeasurementError``, so an ``error`` observation, never a pass. ("Incremental" is the
+runbook's word: each dump holds the affected tables whole, which is what a rollback can
+restore from.)
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-from migration_soak.backup import take_backup
+from airflow.sdk import ObjectStoragePath
+
+from migration_soak.backup_storage import kept_labels, plan_root, take_kept_backup
 from migration_soak.exceptions import BackupError, MeasurementError
 from migration_soak.pgconn import PgTarget
 from migration_soak.plan import Check, Plan
@@ -22,42 +25,42 @@ from migration_soak.sources import Context, Measurement
 
 
 def measure(check: Check, plan: Plan, context: Context | None, target: PgTarget | None = None) -> Measurement:
-    """Take and verify an incremental backup of ``check.source.tables``.
+    """Take, verify and keep an incremental backup of ``check.source.tables``.
 
     ``target``: the staging database (default: the plan's ``staging`` connection). The
     label is ``inc_<run>_<n>``, ``n`` counting this check's observations in the run
-    (and never reusing a file already there). Evidence: ``path``, ``label``,
-    ``size_bytes``, ``sha256``, ``tables`` (with data in the dump), ``requested``,
-    ``duration_s``, ``created_at``.
+    (and never reusing a label already kept). Evidence: ``path`` (where it is kept, a
+    URL), ``label``, ``size_bytes``, ``sha256``, ``tables`` (with data in the dump),
+    ``requested``, ``duration_s``, ``created_at``.
     Raises ``MeasurementError`` with the backup's own error message.
     """
     from migration_soak.report import safe_name
 
     src = check.source
-    dest = incremental_dir(plan)
     run = safe_name(context.run_id) if context else "norun"
-    label = f"inc_{run}_{_next_number(dest, run, check, context)}"
     target = target or PgTarget.from_airflow(plan.connections.staging)
     bin_dir = plan.path(plan.pg_bin_dir) if plan.pg_bin_dir else None
     try:
-        record = take_backup(target, dest, bin_dir, label, tables=src.tables)
+        dest = incremental_root(plan)
+        label = f"inc_{run}_{_next_number(dest, run, check, context)}"
+        record = take_kept_backup(target, dest, bin_dir, label, tables=src.tables,
+                                  conn_id=plan.connections.backup_storage)
     except BackupError as exc:
         raise MeasurementError(f"{check.id}: incremental backup failed: {exc}") from exc
     return Measurement(1.0, {
-        "path": str(record.path), "label": label, "size_bytes": record.size_bytes, "sha256": record.sha256,
+        "path": record.location, "label": label, "size_bytes": record.size_bytes, "sha256": record.sha256,
         "tables": list(record.tables), "requested": list(src.tables), "duration_s": record.duration_s,
         "created_at": record.created_at.isoformat(),
     })
 
 
-def incremental_dir(plan: Plan) -> Path:
+def incremental_root(plan: Plan) -> ObjectStoragePath:
     """``<backup_location>/<environment>/incremental`` (beside the pre-migration backup)."""
-    return plan.path(plan.backup_location) / plan.environment / "incremental"
+    return plan_root(plan) / "incremental"
 
 
-def _next_number(dest: Path, run: str, check: Check, context: Context | None) -> int:
+def _next_number(dest: ObjectStoragePath, run: str, check: Check, context: Context | None) -> int:
     taken = len(context.store.observations(context.run_id, check_id=check.id)) if context else 0
-    pattern = re.compile(rf"inc_{re.escape(run)}_(\d+)\.dump")
-    on_disk = [int(m.group(1)) for p in dest.glob(f"inc_{run}_*.dump") if (m := pattern.fullmatch(p.name))] \
-        if dest.is_dir() else []
-    return max([taken, *on_disk]) + 1
+    pattern = re.compile(rf"inc_{re.escape(run)}_(\d+)")
+    kept = [int(m.group(1)) for label in kept_labels(dest, f"inc_{run}_") if (m := pattern.fullmatch(label))]
+    return max([taken, *kept]) + 1
