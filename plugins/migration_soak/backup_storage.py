@@ -73,6 +73,23 @@ def plan_root(plan) -> ObjectStoragePath:
     return storage_root(plan.backup_location, plan.connections.backup_storage, REPO_ROOT) / plan.environment
 
 
+def probe(root: ObjectStoragePath) -> None:
+    """Check that backups can be kept under ``root``: create it, write and remove a small
+    hidden object. The DAG's ``load`` runs it, so a storage that is unreachable, read-only
+    or not a folder fails the run at once, not after the baseline hour.
+
+    Raises ``BackupError`` naming ``root`` and the storage's error.
+    """
+    marker = root / f".probe-{uuid.uuid4().hex[:12]}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        marker.write_bytes(b"migration-soak storage probe\n")
+        marker.unlink()
+    except Exception as exc:
+        _remove_quietly(marker)
+        raise BackupError(f"backup_location {root} is not usable for backups: {type(exc).__name__}: {exc}") from None
+
+
 def keep(local: Path, dest: ObjectStoragePath, sha256: str) -> None:
     """Copy the verified dump ``local`` to ``dest`` so that ``dest`` appears only whole.
 

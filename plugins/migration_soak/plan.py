@@ -414,13 +414,28 @@ class Migration(_Model):
     """
 
     name: str
-    backend: Literal["ledger"] = "ledger"
+    #: who applies the migration: ``ledger`` (``migrate.LedgerBackend``, Prisma's deploy
+    #: semantics in-process) or ``prisma_cli`` (``npx prisma migrate deploy`` in
+    #: ``prisma_project``; needs a project whose schema engine supports deploy)
+    backend: Literal["ledger", "prisma_cli"] = "ledger"
     migrations_dir: str
     down_sql: str
     table: str = "users"
     key: str = "id"
     dropped_columns: list[str] = Field(min_length=1)
     lock_timeout_s: float = Field(default=3, gt=0, description="seconds the DDL may wait for a lock")
+    #: the user's Prisma project folder (holds ``prisma.config.ts`` or ``package.json``
+    #: with the CLI installed). When set, the real ``npx prisma migrate status`` runs there
+    #: after the deploy (it must say the schema is up to date) and after the rollback (it
+    #: must list the migration as pending): seed "Hora 0" step 3 and rollback step 3.
+    prisma_project: str | None = None
+    prisma_timeout_s: float = Field(default=300, gt=0, description="seconds one Prisma CLI run may take")
+
+    @model_validator(mode="after")
+    def _cli_needs_a_project(self):
+        if self.backend == "prisma_cli" and not self.prisma_project:
+            raise ValueError("backend 'prisma_cli' needs prisma_project (the folder the CLI runs in)")
+        return self
 
 
 class Connections(_Model):
@@ -593,6 +608,11 @@ def parse_plan(data: Any, source: str = "<plan>") -> Plan:
             field, value = _field_path(data, err["loc"])
             if err["type"] == "missing":
                 lines.append(f"{source}: {field}: required field is missing")
+            elif err["type"] == "value_error":
+                # A cross-field rule (a validator): its message names the fields and values
+                # itself; the input would be the whole section (or the whole plan).
+                message = err["msg"].removeprefix("Value error, ")
+                lines.append(f"{source}: {field}: {message}" if field else f"{source}: {message}")
             else:
                 shown = err.get("input", value)
                 lines.append(f"{source}: {field}: {err['msg']} (got {shown!r})")

@@ -41,12 +41,14 @@ the JavaScript engine ``migrate status`` and ``migrate resolve`` work, ``migrate
 does not yet (prisma/orm#27403): use ``deploy()`` with a project on the classic engine,
 or deploy with ``LedgerBackend`` and cross-check with ``PrismaCliBackend.migrate_status()``.
 
-Rollback: ``mark_rolled_back`` writes the ledger directly, with the same UPDATE as
+Rollback: ``mark_rolled_back`` writes the ledger directly, with
 ``LedgerBackend.mark_rolled_back`` (reused, advisory lock included), because ``prisma
 migrate resolve --rolled-back`` accepts only *failed* migrations and our rollback must
-close a *finished* one. Prisma reads a migration with no row whose ``rolled_back_at`` is
-null as pending, so the next ``prisma migrate status`` lists it again (tested against
-the real CLI in ``tests/integration/test_prisma_cli.py``).
+close a *finished* one. The real ``prisma migrate status`` (6.19) counts every ledger row
+as applied, ``rolled_back_at`` set or not, so a finished row is moved out of the ledger
+(its content kept in ``removed_rows``) and a failed one gets ``rolled_back_at`` as
+``resolve`` does; the next ``prisma migrate status`` lists the migration as pending
+(tested against the real CLI in ``tests/integration/test_prisma_cli.py``).
 """
 
 from __future__ import annotations
@@ -322,16 +324,19 @@ class PrismaCliBackend:
         return DeployResult(applied, already, (), round(time.monotonic() - started, 3))
 
     def mark_rolled_back(self, name: str) -> int:
-        """Set ``rolled_back_at = now()`` on ``name``'s live ledger rows; return the count.
+        """Make ``name`` pending again after the soak's rollback; return the rows changed.
 
         Done in the ledger, not with ``prisma migrate resolve --rolled-back``: that
         command accepts only *failed* migrations (it refuses a finished one), and after
         the soak's rollback the migration is finished but no longer in effect. This is
-        exactly ``LedgerBackend.mark_rolled_back`` (same UPDATE, same advisory lock);
-        afterwards ``prisma migrate status`` lists the migration as pending, because
-        Prisma ignores rows whose ``rolled_back_at`` is set.
+        exactly ``LedgerBackend.mark_rolled_back`` (same statements, same advisory lock;
+        the removed rows end up in ``self.removed_rows``); afterwards ``prisma migrate
+        status`` lists the migration as pending.
         """
-        return LedgerBackend(self.target, self._migrations_dir(), schema=self.schema).mark_rolled_back(name)
+        ledger = LedgerBackend(self.target, self._migrations_dir(), schema=self.schema)
+        changed = ledger.mark_rolled_back(name)
+        self.removed_rows = list(getattr(ledger, "removed_rows", []))
+        return changed
 
     # ---------------------------------------------------------------- running
 
@@ -445,3 +450,27 @@ class PrismaCliBackend:
             if entry.is_dir() and not entry.name.startswith(".") and script.is_file():
                 found[entry.name] = migration_checksum(script.read_bytes())
         return found
+
+
+def confirm_status(backend: PrismaCliBackend, name: str, expect: Literal["applied", "pending"]) -> CliOutcome:
+    """Run the real ``prisma migrate status`` and require what the runbook expects of it.
+
+    ``expect="applied"`` (seed "Hora 0" step 3, after the deploy): the CLI must say the
+    schema is up to date. ``expect="pending"`` (rollback step 3): it must list ``name``
+    among the migrations not yet applied. Returns the outcome; raises ``PrismaCliError``
+    naming the kind and code the CLI gave instead (e.g. ``failed_migration P3009``), or
+    on timeout.
+    """
+    outcome = backend.migrate_status()
+    if expect == "applied":
+        agrees = outcome.kind == "up_to_date"
+        wanted = "the schema up to date"
+    else:
+        agrees = outcome.kind == "pending" and name in outcome.migrations
+        wanted = f"{name} pending"
+    if not agrees:
+        listed = f" ({', '.join(outcome.migrations)})" if outcome.migrations else ""
+        raise PrismaCliError(
+            f"prisma migrate status in {backend.project_dir} does not show {wanted}: it says "
+            f"{outcome.kind}{' ' + outcome.code if outcome.code else ''}{listed}: {outcome.message[:400]}", outcome)
+    return outcome

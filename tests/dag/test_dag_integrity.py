@@ -83,3 +83,26 @@ def test_trigger_form_params(dag):
     assert params["plan"] == "default"
     assert params["environment"] == "staging"
     assert params["time_scale"] == 1.0
+
+
+def test_an_invalid_plan_file_does_not_hide_the_other_soaks(tmp_path):
+    """A typo in one plan must not take every soak DAG down (all plans are built by the
+    one DAG file): the broken plan's DAG only fails with the plan's error."""
+    import shutil
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from migration_soak.airflow.builder import build_all
+    from migration_soak.plan import PLANS_DIR
+
+    shutil.copy(PLANS_DIR / "default.yaml", tmp_path / "default.yaml")
+    text = (PLANS_DIR / "default.yaml").read_text()
+    (tmp_path / "canary.yaml").write_text(text.replace("report_location:", "report_locaton:"))
+    dags = build_all(tmp_path)
+    assert set(dags) == {"migration_soak", "migration_soak__canary"}
+    assert len(dags["migration_soak"].tasks) > 40  # the whole soak
+    broken = dags["migration_soak__canary"]
+    assert [t.task_id for t in broken.tasks] == ["plan_error"] and "plan-error" in broken.tags
+    assert "report_locaton" in broken.doc_md
+    with pytest.raises(AirflowFailException, match=r"canary.yaml: report_locaton: Extra inputs are not permitted"):
+        broken.get_task("plan_error").python_callable(*broken.get_task("plan_error").op_args)

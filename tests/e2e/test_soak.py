@@ -65,6 +65,9 @@ def test_healthy_report_shows_every_tick_of_every_phase(healthy):
     assert backup["path"] is None and backup["location"].startswith("file:///")
     kept = Path(backup["location"].removeprefix("file://"))
     assert kept.name.startswith("pre_") and kept.stat().st_size == backup["size_bytes"]
+    # Hora 0 step 3 on the real Prisma CLI.
+    prisma = [e["payload"] for e in healthy.all_events if e["kind"] == "prisma_status"]
+    assert [(p["expect"], p["agrees"], p["kind"]) for p in prisma] == [("applied", True, "up_to_date")]
     assert any("verdict: GO" in m for m in healthy.slack)
     _secrets_absent(healthy, report)
 
@@ -78,6 +81,10 @@ def test_legacy_code_is_no_go_and_rolls_back_every_value(legacy):
     assert restore["values_restored"] == 2 * USERS
     assert restore["mismatches"] == 0
     assert "rollback_completed" in legacy.events
+    # The real `prisma migrate status` said up to date after the deploy, pending after the rollback.
+    prisma = [e["payload"] for e in legacy.all_events if e["kind"] == "prisma_status"]
+    assert [(p["expect"], p["agrees"]) for p in prisma] == [("applied", True), ("pending", True)], prisma
+    assert prisma[1]["migrations"] == [PLAN.migration.name]
     ledger = legacy.events["ledger"]["payload"]["migrations"]
     assert ledger[PLAN.migration.name] in ("pending", "rolled_back")  # reads as pending again
     assert legacy.login_status_after == 200  # /auth/login works again

@@ -128,3 +128,16 @@ def test_kept_labels_lists_dumps_by_prefix(tmp_path):
     for name in ("inc_r_1.dump", "inc_r_2.dump", "inc_other_1.dump", ".inc_r_3.dump.partial-x", "inc_r_4.txt"):
         (tmp_path / "inc" / name).write_bytes(b"x")
     assert kept_labels(root, "inc_r_") == ["inc_r_1", "inc_r_2"]
+
+
+def test_probe_fails_at_once_for_storage_that_cannot_hold_backups(tmp_path):
+    """What the DAG's ``load`` checks before the baseline hour starts."""
+    from migration_soak.backup_storage import probe
+
+    good = storage_root(str(tmp_path / "store")) / "staging"
+    probe(good)
+    assert list((tmp_path / "store" / "staging").iterdir()) == []  # the probe object is gone
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(BackupError, match=r"a-file/backups is not usable for backups"):
+        probe(storage_root(str(blocker / "backups")))

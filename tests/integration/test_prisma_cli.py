@@ -17,7 +17,7 @@ import pytest
 
 from migration_soak.exceptions import MigrationError
 from migration_soak.migrate import LedgerBackend
-from migration_soak.prisma_cli import PrismaCliBackend, PrismaCliError
+from migration_soak.prisma_cli import PrismaCliBackend, PrismaCliError, confirm_status
 
 from .conftest import DROP, INIT, MIGRATIONS, query
 
@@ -82,6 +82,25 @@ def test_real_status_reports_a_failed_migration(target, init_only_dir, cli):
     outcome = cli.migrate_status()
     assert (outcome.kind, outcome.code, outcome.migrations) == ("failed_migration", "P3009", [DROP])
     assert [(s.name, s.state) for s in cli.status()] == [(INIT, "applied"), (DROP, "failed")]
+
+
+@real_cli
+def test_confirm_status_is_the_runbooks_step_3_after_deploy_and_after_rollback(target, init_only_dir, cli):
+    """What the DAG's ``verify`` and ``rollback.mark_ledger`` require of the real CLI
+    when the plan names a ``prisma_project`` (seed "Hora 0" step 3, rollback step 3)."""
+    LedgerBackend(target, init_only_dir).deploy()
+    with pytest.raises(PrismaCliError, match=r"does not show the schema up to date: it says pending \(" + DROP):
+        confirm_status(cli, DROP, "applied")  # the migration did not happen
+    assert confirm_status(cli, DROP, "pending").migrations == [DROP]
+
+    LedgerBackend(target, MIGRATIONS).deploy()
+    assert confirm_status(cli, DROP, "applied").kind == "up_to_date"
+    with pytest.raises(PrismaCliError, match=f"does not show {DROP} pending: it says up_to_date"):
+        confirm_status(cli, DROP, "pending")  # a rollback that left the ledger as it was
+
+    cli.mark_rolled_back(DROP)
+    assert len(cli.removed_rows) == 1 and cli.removed_rows[0]["migration_name"] == DROP
+    assert confirm_status(cli, DROP, "pending").kind == "pending"
 
 
 @real_cli

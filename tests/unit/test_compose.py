@@ -139,9 +139,14 @@ def test_repo_folders_mounted(compose):
     # The plan's paths resolve against /opt/airflow (plan.REPO_ROOT = plugins/..).
     plan = load_plan("default")
     worker_volumes = compose["services"]["airflow-worker"]["volumes"]
-    migrations = Path(plan.migration.migrations_dir)
-    assert any(v.startswith(f"./{migrations.parts[0]}/{migrations.parts[1]}:/opt/airflow/{migrations.parts[0]}/")
-               for v in worker_volumes)
+    m = plan.migration
+    assert f"./{m.migrations_dir}:/opt/airflow/{m.migrations_dir}:ro" in worker_volumes
+    # The Prisma project: its files mounted, its CLI packages built into the image there.
+    for name in ("schema.prisma", "prisma.config.ts"):
+        assert f"./{m.prisma_project}/{name}:/opt/airflow/{m.prisma_project}/{name}:ro" in worker_volumes
+        assert (ROOT / m.prisma_project / name).is_file()
+    dockerfile = (ROOT / "deploy" / "airflow.Dockerfile").read_text()
+    assert f"RUN cd /opt/airflow/{m.prisma_project} && npm ci" in dockerfile
     assert any(v.endswith(f":/opt/airflow/{plan.backup_location}") for v in worker_volumes)
 
 

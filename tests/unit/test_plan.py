@@ -97,3 +97,17 @@ def test_phase_window_and_repeats_are_checked(raw):
 def test_unknown_plan_lists_known_ones():
     with pytest.raises(PlanError, match=r"no plan 'nope'.*known plans: \['default'"):
         load_plan("nope")
+
+
+def test_the_prisma_cli_backend_needs_a_project(raw):
+    assert load_plan("default").migration.prisma_project == "demo/prisma"  # runbook step 3 on the real CLI
+    bad = copy.deepcopy(raw)
+    bad["migration"].update(backend="prisma_cli", prisma_project=None)
+    with pytest.raises(PlanError, match=r"migration.*backend 'prisma_cli' needs prisma_project"):
+        parse_plan(bad, "p.yaml")
+    bad["migration"]["backend"] = "flyway"
+    with pytest.raises(PlanError, match=r"migration\.backend.*'flyway'"):
+        parse_plan(bad, "p.yaml")
+    good = copy.deepcopy(raw)
+    good["migration"].update(backend="prisma_cli", prisma_project="demo/prisma")
+    assert parse_plan(good, "p.yaml").migration.backend == "prisma_cli"

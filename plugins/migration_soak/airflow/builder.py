@@ -7,7 +7,9 @@ backup -> migrate deploy -> verify -> restart apps -> hour-0 checks -> start the
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 from airflow.sdk import DAG, Param, TaskGroup
@@ -15,7 +17,10 @@ from airflow.sdk import DAG, Param, TaskGroup
 from migration_soak import notify
 from migration_soak.airflow import tasks as t
 from migration_soak.airflow.operators import CheckSensor, GuardSensor
+from migration_soak.exceptions import PlanError
 from migration_soak.plan import PLANS_DIR, Plan, load_plan
+
+log = logging.getLogger(__name__)
 
 
 def dag_id_for(plan_stem: str) -> str:
@@ -124,7 +129,38 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
     return dag
 
 
-def build_all() -> dict[str, DAG]:
-    """One DAG per ``include/plans/*.yaml``, keyed by dag id. An invalid plan raises
-    ``PlanError`` (shown as the DAG file's import error, naming file, field and value)."""
-    return {dag_id_for(p.stem): build_dag(p.stem, load_plan(p.stem)) for p in sorted(PLANS_DIR.glob("*.yaml"))}
+def build_plan_error_dag(plan_stem: str, error: str) -> DAG:
+    """The stand-in DAG of a plan file that does not parse: same dag id, one task
+    ``plan_error`` that fails with ``error`` (which names the file, field and value).
+
+    Why not raise: every plan is built by the one DAG file, so an import error would hide
+    every soak DAG, including one whose run is half way through its 24 hours (its tasks
+    would fail to load on the workers). The broken plan shows up by name instead.
+    """
+    with DAG(
+        dag_id=dag_id_for(plan_stem),
+        schedule=None,
+        start_date=datetime(2025, 1, 1),
+        catchup=False,
+        tags=["migration", "soak", "plan-error"],
+        default_args={"owner": "platform", "retries": 0},
+        doc_md=f"**The plan file `include/plans/{plan_stem}.yaml` is invalid**; fix it:\n\n```\n{error}\n```",
+    ) as dag:
+        t.plan_error(error)
+    return dag
+
+
+def build_all(plans_dir: Path | None = None) -> dict[str, DAG]:
+    """One DAG per ``<plans_dir>/*.yaml`` (default ``PLANS_DIR``), keyed by dag id.
+
+    A plan that does not load (``PlanError``) gets ``build_plan_error_dag`` and an error
+    log line; the other plans' DAGs are built as usual.
+    """
+    dags = {}
+    for path in sorted((plans_dir or PLANS_DIR).glob("*.yaml")):
+        try:
+            dags[dag_id_for(path.stem)] = build_dag(path.stem, load_plan(path))
+        except PlanError as exc:
+            log.error("plan %s is invalid, its DAG only reports the error: %s", path, exc)
+            dags[dag_id_for(path.stem)] = build_plan_error_dag(path.stem, str(exc))
+    return dags

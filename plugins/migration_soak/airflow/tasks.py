@@ -40,27 +40,77 @@ def _bin_dir(plan: Plan) -> Path | None:
     return plan.path(plan.pg_bin_dir) if plan.pg_bin_dir else None
 
 
+def _prisma(plan: Plan):
+    """The real Prisma CLI in the plan's ``prisma_project``, or ``None`` without one."""
+    from migration_soak.prisma_cli import PrismaCliBackend
+
+    m = plan.migration
+    if not m.prisma_project:
+        return None
+    return PrismaCliBackend(_staging(plan), plan.path(m.prisma_project), timeout_s=m.prisma_timeout_s,
+                            migrations_dir=plan.path(m.migrations_dir))
+
+
+def _backend(plan: Plan):
+    """The plan's ``MigrationBackend``: ``LedgerBackend`` or the Prisma CLI."""
+    from migration_soak.migrate import LedgerBackend
+
+    m = plan.migration
+    if m.backend == "prisma_cli":
+        return _prisma(plan)
+    return LedgerBackend(_staging(plan), plan.path(m.migrations_dir), lock_timeout_s=m.lock_timeout_s)
+
+
+def _confirm_with_prisma(plan: Plan, run_id: str, expect: str) -> None:
+    """Seed "Hora 0" / rollback step 3, ``npx prisma migrate status``: the real CLI must
+    agree (``expect`` ``applied`` or ``pending``); recorded as a ``prisma_status`` event.
+    Fails the task with the CLI's own state otherwise. No-op without ``prisma_project``."""
+    from migration_soak.prisma_cli import confirm_status
+
+    cli = _prisma(plan)
+    if cli is None:
+        return
+    try:
+        outcome = confirm_status(cli, plan.migration.name, expect)
+    except MigrationError as exc:
+        _store(plan).add_event(run_id, "prisma_status", {"expect": expect, "agrees": False, "text": str(exc)[:500]})
+        raise AirflowFailException(str(exc)) from exc
+    _store(plan).add_event(run_id, "prisma_status", {
+        "expect": expect, "agrees": True, "kind": outcome.kind, "migrations": outcome.migrations,
+        "text": f"after the {'deploy' if expect == 'applied' else 'rollback'}, prisma migrate status says "
+                f"{outcome.kind}" + (f" ({', '.join(outcome.migrations)})" if outcome.migrations else "")})
+
+
+@task
+def plan_error(error: str) -> None:
+    """The only task of a plan that does not parse: fails the run with the plan's error."""
+    raise AirflowFailException(f"the plan is invalid, nothing was done: {error}")
+
+
 @task
 def load() -> str:
-    """Validate the plan and the trigger form; create the store's tables. Returns the plan name."""
-    ctx = get_current_context()
-    params = ctx["params"]
+    """Validate the plan, the trigger form and the backup storage; create the store's
+    tables; take the environment's lease. Returns the plan name."""
+    from migration_soak.backup_storage import plan_root, probe
     from migration_soak.clock import check_time_scale
 
-    from migration_soak.backup_storage import plan_root
-
+    ctx = get_current_context()
+    params = ctx["params"]
     try:
         plan = load_plan(params["plan"])
+    except PlanError as exc:
+        raise AirflowFailException(str(exc)) from exc
+    store = _store(plan)
+    store.create_schema()  # first: ``release`` (which always runs) reads the lease table
+    try:
         check_time_scale(params["time_scale"])
-        plan_root(plan)  # an unusable backup_location fails now, not after the baseline hour
-    except (PlanError, BackupError, ValueError) as exc:
+        probe(plan_root(plan))  # an unusable backup_location fails now, not after the baseline hour
+    except (BackupError, ValueError) as exc:
         raise AirflowFailException(str(exc)) from exc
     if params["environment"] != plan.environment:
         raise AirflowFailException(
             f"environment: the plan {plan.name!r} is for {plan.environment!r}, the run asked for {params['environment']!r}"
         )
-    store = _store(plan)
-    store.create_schema()
     lease = store.take_lease(plan.environment, ctx["run_id"], params["plan"])
     if lease["run_id"] != ctx["run_id"]:
         # One soak per environment: two runs would migrate, judge and roll back each other.
@@ -72,8 +122,14 @@ def load() -> str:
 
 @task(trigger_rule="all_done")
 def release() -> None:
-    """Give the environment back, however the run went (it always runs, before ``conclude``)."""
-    ctx, plan, run_id = _ctx()
+    """Give the environment back, however the run went (it always runs, before ``conclude``).
+
+    A run whose plan does not load never took a lease: nothing to give back."""
+    try:
+        ctx, plan, run_id = _ctx()
+    except PlanError as exc:
+        log.info("no lease to release: the plan does not load (%s)", exc)
+        return
     if _store(plan).release_lease(plan.environment, run_id):
         log.info("environment %s released by %s", plan.environment, run_id)
 
@@ -82,13 +138,13 @@ def release() -> None:
 def preflight() -> dict:
     """Before touching anything: connections reachable, the migration pending, no user
     without ``authorizerId`` (seed "Pre-requisitos" and query 1). Fails the run otherwise."""
-    from migration_soak.migrate import LedgerBackend
     from migration_soak.sources import sql as sql_source
 
     ctx, plan, run_id = _ctx()
-    target = _staging(plan)
-    backend = LedgerBackend(target, plan.path(plan.migration.migrations_dir))
-    states = {s.name: s.state for s in backend.status()}
+    try:
+        states = {s.name: s.state for s in _backend(plan).status()}
+    except MigrationError as exc:
+        raise AirflowFailException(f"migration status: {exc}") from exc
     if plan.migration.name not in states:
         raise AirflowFailException(f"migration {plan.migration.name!r} not found in {plan.migration.migrations_dir}")
     if states[plan.migration.name] not in ("pending", "rolled_back"):
@@ -134,13 +190,9 @@ def migrate(backup_record: dict) -> dict:
     """Apply pending migrations with Prisma's ``migrate deploy`` semantics (Hora 0 step 2).
 
     Takes the backup record only to order itself after a verified backup."""
-    from migration_soak.migrate import LedgerBackend
-
     ctx, plan, run_id = _ctx()
-    backend = LedgerBackend(_staging(plan), plan.path(plan.migration.migrations_dir),
-                            lock_timeout_s=plan.migration.lock_timeout_s)
     try:
-        result = backend.deploy()
+        result = _backend(plan).deploy()
     except MigrationError as exc:
         _store(plan).add_event(run_id, "migrate_failed", {"text": str(exc)[:500]})
         raise AirflowFailException(f"migration failed: {exc}") from exc
@@ -162,6 +214,7 @@ def verify(_migrated: dict) -> str:
         verify_applied(_staging(plan), m.name, m.table, tuple(m.dropped_columns))
     except MigrationError as exc:
         raise AirflowFailException(str(exc)) from exc
+    _confirm_with_prisma(plan, run_id, "applied")
     store = _store(plan)
     known = store.events(run_id, "verified")
     if known:  # a retried verify keeps the first time
@@ -346,11 +399,16 @@ def mark_ledger(_restored: dict) -> None:
     from migration_soak.migrate import LedgerBackend
 
     ctx, plan, run_id = _ctx()
-    backend = LedgerBackend(_staging(plan), plan.path(plan.migration.migrations_dir))
-    backend.mark_rolled_back(plan.migration.name)
-    states = {s.name: s.state for s in backend.status()}
+    backend = _backend(plan)
+    try:
+        backend.mark_rolled_back(plan.migration.name)
+        # Our own reading of the ledger, whatever the backend: the record of the rollback.
+        states = {s.name: s.state for s in LedgerBackend(_staging(plan), plan.path(plan.migration.migrations_dir)).status()}
+    except MigrationError as exc:
+        raise AirflowFailException(f"marking {plan.migration.name} rolled back: {exc}") from exc
     _store(plan).add_event(run_id, "ledger", {"migrations": states, "removed_rows": getattr(backend, "removed_rows", []),
                                              "text": f"{plan.migration.name} is {states[plan.migration.name]} again"})
+    _confirm_with_prisma(plan, run_id, "pending")
 
 
 @task
