@@ -40,6 +40,19 @@ def _bin_dir(plan: Plan) -> Path | None:
     return plan.path(plan.pg_bin_dir) if plan.pg_bin_dir else None
 
 
+def _moment(plan: Plan, run_id: str, kind: str, key: str, text: str) -> str:
+    """The time (ISO-8601, UTC) recorded as the run's event ``kind`` under ``payload[key]``,
+    recorded now when there is none: a retried task keeps the first time, so a clock
+    computed from it never restarts."""
+    store = _store(plan)
+    known = store.events(run_id, kind)
+    if known:
+        return known[0]["payload"][key]
+    at = datetime.now(timezone.utc).isoformat()
+    store.add_event(run_id, kind, {key: at, "text": text})
+    return at
+
+
 def _prisma(plan: Plan):
     """The real Prisma CLI in the plan's ``prisma_project``, or ``None`` without one."""
     from migration_soak.prisma_cli import PrismaCliBackend
@@ -215,13 +228,7 @@ def verify(_migrated: dict) -> str:
     except MigrationError as exc:
         raise AirflowFailException(str(exc)) from exc
     _confirm_with_prisma(plan, run_id, "applied")
-    store = _store(plan)
-    known = store.events(run_id, "verified")
-    if known:  # a retried verify keeps the first time
-        return known[0]["payload"]["at"]
-    at = datetime.now(timezone.utc).isoformat()
-    store.add_event(run_id, "verified", {"at": at, "text": "migration verified: ledger row finished, columns gone"})
-    return at
+    return _moment(plan, run_id, "verified", "at", "migration verified: ledger row finished, columns gone")
 
 
 @task
@@ -232,26 +239,14 @@ def start_clock() -> str:
     "Hora 0"). A retried task returns the recorded time: the clock never restarts.
     """
     ctx, plan, run_id = _ctx()
-    store = _store(plan)
-    known = store.events(run_id, "hour0")
-    if known:
-        return known[0]["payload"]["hour0"]
-    hour0 = datetime.now(timezone.utc).isoformat()
-    store.add_event(run_id, "hour0", {"hour0": hour0, "text": "Hora 0 checklist done; the soak clock starts"})
-    return hour0
+    return _moment(plan, run_id, "hour0", "hour0", "Hora 0 checklist done; the soak clock starts")
 
 
 @task
 def start_baseline() -> str:
     """Start the baseline window before the migration; returns its origin (ISO-8601, UTC)."""
     ctx, plan, run_id = _ctx()
-    store = _store(plan)
-    known = store.events(run_id, "baseline_start")
-    if known:
-        return known[0]["payload"]["at"]
-    at = datetime.now(timezone.utc).isoformat()
-    store.add_event(run_id, "baseline_start", {"at": at, "text": "baseline measurements start"})
-    return at
+    return _moment(plan, run_id, "baseline_start", "at", "baseline measurements start")
 
 
 @task
