@@ -179,6 +179,22 @@ def test_no_go_memory_leak_sustained_growth_per_hour(g, outcome):
     assert criterion(_memory_series(g), "no_go_memory_leak").outcome == outcome
 
 
+def test_growth_is_timed_by_when_readings_were_taken():
+    """A reading taken late holds a later (larger) value: timed by its schedule, the leak
+    of 30 %/h would read as 19 %/h in the hour after it and the sustained NO-GO would be
+    missed (as in a CI run on the compressed clock, where the leak then hit its cap)."""
+    late = []
+    for o in _memory_series(0.30):
+        if o.check_id == "app_memory" and o.phase != "baseline":
+            taken = o.scheduled_at + timedelta(minutes=20 if (o.phase, o.tick) == ("intensive", 8) else 0)
+            hours = min((taken - T0).total_seconds() / 3600, 3.0)  # due at 2:00, taken at 2:20; capped from 3:00
+            o = Observation("r", o.phase, o.check_id, o.tick, o.scheduled_at, taken, 100e6 * 1.30 ** hours,
+                            o.unit, o.status)
+        late.append(o)
+    assert criterion(late, "no_go_memory_leak").outcome == "breached"
+    assert criterion(late, "go_no_memory_leak").outcome == "not_met"
+
+
 def test_memory_go_criterion_needs_growth_at_most_twenty_percent():
     assert criterion(_memory_series(0.0), "go_no_memory_leak").outcome == "met"
     assert criterion(_memory_series(0.21), "go_no_memory_leak").outcome == "not_met"
@@ -273,11 +289,16 @@ def worse(o: Observation, how: str) -> Observation:
 def test_worse_observations_never_improve_the_verdict(changes):
     s = list(BASE)
     before = decision(s)
+    made_bad = set()
     for idx, how in changes:
         # worse means: a passing reading goes missing, or any reading moves to the bad side.
-        # (A missing reading is not worse than a breaching one: only coverage bounds it.)
-        if how == "error" and s[idx].status != "pass":
+        # (A missing reading is not worse than a breaching one: only coverage bounds it.
+        # A reading moved to the bad side may still say "pass" by its own expect, e.g. a
+        # login p95 of 201 ms that breaches only the baseline rule: it stays bad.)
+        if how == "error" and (s[idx].status != "pass" or idx in made_bad):
             continue
+        if how == "bad":
+            made_bad.add(idx)
         s[idx] = worse(s[idx], how)
         after = decision(s)
         assert RANK[after] >= RANK[before]
