@@ -27,14 +27,19 @@ def pg_server(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture
-def fresh_db(pg_server, request):
-    """An empty database of its own for one test; returns its name."""
-    name = "t_" + "".join(ch if ch.isalnum() else "_" for ch in request.node.name.lower())[:50]
+def recreate_database(pg_server, name: str) -> None:
+    """Drop database ``name`` if it exists (closing its sessions) and create it empty."""
     conn = pg_server.connect()
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         cur.execute(f'CREATE DATABASE "{name}"')
     conn.close()
+
+
+@pytest.fixture
+def fresh_db(pg_server, request):
+    """An empty database of its own for one test; returns its name."""
+    name = "t_" + "".join(ch if ch.isalnum() else "_" for ch in request.node.name.lower())[:50]
+    recreate_database(pg_server, name)
     return name

@@ -17,6 +17,7 @@ from migration_soak.plan import load_plan
 from migration_soak.sources import openmetrics
 from migration_soak.sources import sql as sql_source
 from migration_soak.store import Store
+from tests.conftest import recreate_database
 from tests.integration.conftest import query
 
 PLAN = load_plan("default")
@@ -165,12 +166,7 @@ def test_slack_unreachable_soak_goes_on(closed_port, silent_server, monkeypatch,
 @pytest.fixture
 def store(pg_server, fresh_db):
     name = f"{fresh_db[:50]}_store"
-    conn = pg_server.connect()
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
+    recreate_database(pg_server, name)
     s = Store(sa.create_engine(sa.URL.create("postgresql+psycopg2", username="postgres", password=pg_server.password,
                                              host=pg_server.host, port=pg_server.port, database=name)))
     s.create_schema()

@@ -21,6 +21,7 @@ from demo import postgres
 from migration_soak.migrate import LedgerBackend
 from migration_soak.pgconn import PgTarget
 from migration_soak.store import Store
+from tests.conftest import recreate_database
 
 REPO = Path(__file__).resolve().parents[2]
 MIGRATIONS = REPO / "demo" / "prisma" / "migrations"
@@ -143,12 +144,7 @@ def store(pg_server, fresh_db, request) -> Store:
     """An observation store in a database of its own beside the test's staging database,
     through psycopg 3 (the driver ``PostgresHook`` picks) and psycopg2."""
     name = f"{fresh_db[:50]}_store"
-    conn = pg_server.connect()
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
+    recreate_database(pg_server, name)
     url = sa.URL.create(f"postgresql+{request.param}", username="postgres", password=pg_server.password,
                         host=pg_server.host, port=pg_server.port, database=name)
     s = Store(sa.create_engine(url))
