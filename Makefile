@@ -6,6 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SCENARIO ?= healthy
 TIME_SCALE ?= 300
+DEMO_ARGS ?=
 
 PRISMA_CLI := demo/prisma/node_modules/.installed-lock.json
 
@@ -28,8 +29,11 @@ $(VENV)/.installed: requirements.txt constraints.txt
 	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
 	touch $@
 
+# The demo exits 0 on GO, 1 NO-GO, 2 INCONCLUSIVE, 3 no final decision (see demo/run.py);
+# make itself then exits 2 and names the demo's code in its "Error N" line.
+# More flags: make demo DEMO_ARGS="--require-sign-off --sign-off reject".
 demo: venv prisma-cli
-	$(PY) -m demo.run --scenario $(SCENARIO) --time-scale $(TIME_SCALE)
+	$(PY) -m demo.run --scenario $(SCENARIO) --time-scale $(TIME_SCALE) $(DEMO_ARGS)
 
 test: venv prisma-cli
 	$(PY) -m pytest

@@ -3,10 +3,19 @@
 Starts a fresh staging stack (embedded PostgreSQL seeded with 100 000 users, the demo
 gateway and Authorizer under steady load, a database host exporter) and a local Slack
 stand-in, then runs the real DAG with ``airflow dags test`` on a compressed clock and
-prints what a person would look for: the verdict and its deciding criterion, the
-report's path, the rollback's figures, the Slack messages. Scenarios other than
-``healthy`` and ``legacy-code`` inject their faults on the soak clock
-(``demo/faults.py``). ``run_soak`` is also what the end-to-end tests call.
+prints what a person would look for: the final decision (and the judge's verdict when a
+person or a policy changed it), the deciding criterion, the report's path, the
+rollback's figures, the Slack messages. Scenarios other than ``healthy`` and
+``legacy-code`` inject their faults on the soak clock (``demo/faults.py``).
+``run_soak`` is also what the end-to-end tests call.
+
+Exit codes (the run's final ``decision`` event, never the judge's verdict alone):
+0 GO (the run succeeded), 1 NO-GO (a breached criterion, or a rejected / unanswered
+QA sign-off), 2 INCONCLUSIVE (rolled back or kept), 3 the run stopped before a decision
+(or failed after it: the failing task's error is printed), 130 / 143 interrupted by
+Ctrl-C / SIGTERM (every child stopped: Airflow, the API server, the app, PostgreSQL).
+``make demo`` itself exits 2 on anything but 0 (GNU make); its "Error N" line and the
+demo's last line carry the demo's code.
 """
 
 from __future__ import annotations
@@ -14,32 +23,121 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import requests
 import sqlalchemy as sa
 
 from demo.faults import SCENARIOS, Timeline, base_scenario
-from demo.human import Approver
+from demo.human import Approver, stop_tree
 from demo.slack_sink import SlackSink
 from demo.stack import Stack, airflow_connections
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 
+from migration_soak.clock import TIME_SCALE_MAX, check_time_scale  # noqa: E402
 from migration_soak.store import Store  # noqa: E402
 
+#: The demo's exit codes (see the module docstring).
+EXIT_GO, EXIT_NO_GO, EXIT_INCONCLUSIVE, EXIT_NO_DECISION = 0, 1, 2, 3
+EXIT_MEANING = {EXIT_GO: "GO", EXIT_NO_GO: "NO-GO", EXIT_INCONCLUSIVE: "INCONCLUSIVE",
+                EXIT_NO_DECISION: "no final decision"}
+SIGN_OFF_OPTIONS = {"approve": "Approve", "reject": "Reject"}
+
+
+def dag_id_for(plan: str) -> str:
+    """``migration_soak`` for the default plan, ``migration_soak__<name>`` for others: the
+    same rule as ``migration_soak.airflow.builder.dag_id_for`` (not imported: that would
+    import Airflow, and its configuration, into the demo's own process)."""
+    return "migration_soak" if plan == "default" else f"migration_soak__{plan}"
+
+
+# --- Ctrl-C / SIGTERM ----------------------------------------------------------------------
+
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM reached the demo: everything it started is being stopped.
+    A ``BaseException``, so no ``except Exception`` on the way swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+_SIGNALS = {"signum": None, "raised": False, "shield": 0}
+
+
+def _on_signal(signum, frame) -> None:
+    """Raise ``Interrupted`` once, in the main thread, unless a cleanup is running (then
+    the cleanup finishes first, and ``_shielded`` raises when it ends). Later signals are
+    noted only: a second Ctrl-C never cuts a cleanup short."""
+    if _SIGNALS["signum"] is None:
+        _SIGNALS["signum"] = signum
+    if _SIGNALS["shield"] or _SIGNALS["raised"]:
+        return
+    _SIGNALS["raised"] = True
+    raise Interrupted(signum)
+
+
+@contextmanager
+def _shielded():
+    """A cleanup section a signal does not interrupt (it is raised at the end instead)."""
+    _SIGNALS["shield"] += 1
+    try:
+        yield
+    finally:
+        _SIGNALS["shield"] -= 1
+        if not _SIGNALS["shield"] and _SIGNALS["signum"] is not None and not _SIGNALS["raised"]:
+            _SIGNALS["raised"] = True
+            raise Interrupted(_SIGNALS["signum"])
+
+
+def install_signal_handlers() -> None:
+    """Turn Ctrl-C and SIGTERM into ``Interrupted`` (the CLI does; ``run_soak`` cleans up
+    on any exception either way)."""
+    _SIGNALS.update(signum=None, raised=False, shield=0)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_signal)
+
+
+def _run_child(args: list[str], **kwargs) -> int:
+    """Run a command in its own session; on any exception (an interrupt) stop it and every
+    process it forked before re-raising. Returns its exit code."""
+    proc = subprocess.Popen(args, start_new_session=True, **kwargs)
+    try:
+        return proc.wait()
+    except BaseException:
+        with _shielded():
+            stop_tree(proc)
+        raise
+
+
+# --- the outcome -----------------------------------------------------------------------------
 
 @dataclass
 class SoakOutcome:
-    """What one demo soak produced: the run id, its store events by kind, Slack messages,
-    the wall seconds of the ``airflow dags test`` run, and the login status afterwards."""
+    """What one demo soak produced.
+
+    ``run_id``: the Airflow run (also the store's run id); ``events``: the store's events
+    of that run, the first of each kind; ``all_events``: all of them in order;
+    ``decision``: the payload of the run's final ``decision`` event (``outcome``,
+    ``action``, ``by``, ``reason``, ``text``) or ``None`` when the run stopped before
+    deciding; ``run_state``: the DAG run's final state and ``task_states`` every task
+    instance's (from the run's Airflow metadata database); ``task_errors``: ``(task_id,
+    message)`` of each task that failed with an exception, in order (task_id ``None``: an
+    error outside any task, e.g. a refused trigger form); ``exit_code``: of ``airflow dags
+    test``; ``exit_code_for_user``: the demo's (module docstring).
+    """
 
     run_id: str | None
     events: dict[str, dict] = field(default_factory=dict)
@@ -52,12 +150,39 @@ class SoakOutcome:
     all_events: list[dict] = field(default_factory=list)
     human_answer: tuple[str, str] | None = None
     human_error: str | None = None
+    dag_id: str = "migration_soak"
+    decision: dict | None = None
+    run_state: str | None = None
+    task_states: dict[str, str | None] = field(default_factory=dict)
+    task_errors: list[tuple[str | None, str]] = field(default_factory=list)
+    sign_off_answer: tuple[str, str] | None = None
 
     @property
-    def decision(self) -> str | None:
+    def verdict(self) -> str | None:
+        """The judge's verdict (``GO`` / ``NO_GO`` / ``INCONCLUSIVE``), before any person or
+        policy: what the data showed, not what the run decided (see ``decision``)."""
         verdict = self.events.get("verdict")
         return verdict["payload"]["decision"] if verdict else None
 
+    @property
+    def exit_code_for_user(self) -> int:
+        """0 GO (and the run succeeded), 1 NO-GO, 2 INCONCLUSIVE, 3 no final decision, or
+        a GO whose run then failed (a GO must mean GO)."""
+        if not self.decision:
+            return EXIT_NO_DECISION
+        outcome = self.decision.get("outcome")
+        if outcome == "GO":
+            succeeded = (self.run_state == "success" if self.run_state is not None
+                         else self.exit_code == 0 and "report" in self.events)
+            return EXIT_GO if succeeded and self.decision.get("action") == "proceed" else EXIT_NO_DECISION
+        return {"NO_GO": EXIT_NO_GO, "INCONCLUSIVE": EXIT_INCONCLUSIVE}.get(outcome, EXIT_NO_DECISION)
+
+    @property
+    def failed_tasks(self) -> list[str]:
+        return [tid for tid, state in self.task_states.items() if state == "failed"]
+
+
+# --- Airflow -----------------------------------------------------------------------------------
 
 def airflow_env(home: Path) -> dict[str, str]:
     """Environment for an Airflow CLI with a project-local home, DAGs and plugins."""
@@ -80,9 +205,102 @@ def ensure_airflow_db(home: Path) -> None:
     if (home / "airflow.db").exists():
         return
     home.mkdir(parents=True, exist_ok=True)
-    subprocess.run([_airflow(), "db", "migrate"], env={**os.environ, **airflow_env(home)}, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        code = _run_child([_airflow(), "db", "migrate"], env={**os.environ, **airflow_env(home)},
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if code:
+            raise subprocess.CalledProcessError(code, "airflow db migrate")
+    except BaseException:  # half migrated: the next run starts over
+        (home / "airflow.db").unlink(missing_ok=True)
+        raise
 
+
+def _metadata_url(env: dict[str, str], home: Path) -> str:
+    return env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") or f"sqlite:///{home / 'airflow.db'}"
+
+
+def _last_dag_run(url: str, dag_id: str) -> tuple[int, str, str | None] | None:
+    """``(id, run_id, state)`` of the newest run of ``dag_id`` in the metadata database."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(sa.text("SELECT id, run_id, state FROM dag_run WHERE dag_id = :d ORDER BY id DESC "
+                                       "LIMIT 1"), {"d": dag_id}).first()
+        return tuple(row) if row else None
+    except sa.exc.SQLAlchemyError:
+        return None
+    finally:
+        engine.dispose()
+
+
+def read_run_states(url: str, dag_id: str, run_id: str) -> tuple[str | None, dict[str, str | None]]:
+    """The run's final state and every task instance's (``task_id``, or ``task_id[i]`` for
+    a mapped one), from the Airflow metadata database ``url``."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            run_state = conn.execute(sa.text("SELECT state FROM dag_run WHERE dag_id = :d AND run_id = :r"),
+                                     {"d": dag_id, "r": run_id}).scalar()
+            rows = conn.execute(sa.text("SELECT task_id, map_index, state FROM task_instance "
+                                        "WHERE dag_id = :d AND run_id = :r ORDER BY task_id, map_index"),
+                                {"d": dag_id, "r": run_id}).all()
+    finally:
+        engine.dispose()
+    return run_state, {(tid if idx is None or idx < 0 else f"{tid}[{idx}]"): state for tid, idx, state in rows}
+
+
+_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
+_STARTING = re.compile(r"\[DAG TEST\] starting task_id=(\S+)")
+_EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*): (.*)$")
+
+
+def _exception_message(block: list[str]) -> str | None:
+    """The last ``module.Class: message`` line of a traceback block and its continuation
+    lines (a multi-line message), with the class's module dropped."""
+    for i in range(len(block) - 1, -1, -1):
+        line = block[i]
+        m = _EXCEPTION.match(line)
+        if m and not line.startswith(("Traceback", "During handling", "The above exception")) and \
+                re.search(r"(Error|Exception|Exit|Timeout|Interrupt|Failure)\w*$", m.group(1)):
+            rest = []
+            for more in block[i + 1:]:
+                if not more.strip() or more.startswith((" ", "Traceback", "During handling", "The above exception")):
+                    break
+                rest.append(more)
+            return "\n".join([f"{m.group(1).rsplit('.', 1)[-1]}: {m.group(2)}", *rest[:20]])
+    return None
+
+
+def task_errors(log_text: str) -> list[tuple[str | None, str]]:
+    """``(task_id, error)`` for each task of an ``airflow dags test`` log that failed with an
+    exception, in order; when none did, the log's last exception (task_id ``None``)."""
+    lines = log_text.splitlines()
+    errors: list[tuple[str | None, str]] = []
+    current: str | None = None
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        m = _STARTING.search(line)
+        if m:
+            current = m.group(1)
+        if "Task failed with exception" in line:
+            j = i + 1
+            while j < len(lines) and not _TIMESTAMP.match(lines[j]):
+                j += 1
+            message = _exception_message(lines[i + 1:j])
+            if message:
+                errors.append((current, message))
+            i = j
+            continue
+        i += 1
+    if not errors:
+        last = _exception_message([ln for ln in lines if not _TIMESTAMP.match(ln)])
+        if last:
+            errors.append((None, last))
+    return errors
+
+
+# --- the run ------------------------------------------------------------------------------------
 
 def _store_engine(info: dict) -> sa.Engine:
     db = info["store"]
@@ -110,9 +328,12 @@ def _start_faults_at_hour0(info: dict, scenario: str, time_scale: float, stop: t
                 except sa.exc.OperationalError:  # the stack is stopping: the run ended before hour 0
                     return
                 if hour0:
-                    timeline.run(hour0, time_scale)
+                    if not stop.is_set():
+                        timeline.run(hour0, time_scale)
                     return
-                time.sleep(0.2)
+                stop.wait(0.2)
+        except Exception:  # the stack went away under us: nothing to play any more
+            return
         finally:
             engine.dispose()
 
@@ -122,60 +343,109 @@ def _start_faults_at_hour0(info: dict, scenario: str, time_scale: float, stop: t
 
 def run_soak(workdir: Path, scenario: str = "healthy", time_scale: float = 300.0, users: int = 100_000,
              plan: str = "default", fresh: bool = True, on_inconclusive: str = "rollback",
-             human_choice: str | None = None) -> SoakOutcome:
+             human_choice: str | None = None, require_sign_off: bool = False, sign_off: str | None = None,
+             sign_off_comment: str = "", plans_dir: Path | None = None, extra_conf: dict | None = None,
+             serve_ui: bool = False, progress: Callable[[str], None] | None = None) -> SoakOutcome:
     """Start the stack, run the DAG once with ``airflow dags test``, collect the outcome.
 
     ``workdir`` holds the stack, the Airflow home and the run's log. ``fresh`` drops the
     previous staging data so the migration is pending again. ``scenario``: a key of
-    ``demo.faults.SCENARIOS``. ``on_inconclusive``: the run's param (an unattended demo
-    rolls back); with ``human_choice`` ("GO" or "Roll back") the run asks and a person
-    answers through a real ``airflow api-server``.
+    ``demo.faults.SCENARIOS``. ``plan``: the plan's name (DAG ``dag_id_for(plan)``);
+    ``plans_dir``: the plans folder (``MIGRATION_SOAK_PLANS_DIR`` of the run).
+    ``on_inconclusive``: the run's param (an unattended demo rolls back); with
+    ``human_choice`` ("GO" or "Roll back") the run asks and a person answers through a real
+    ``airflow api-server``. ``require_sign_off``: the run param; ``sign_off`` ("approve" |
+    "reject") answers the ``sign_off`` question through the same API server, with
+    ``sign_off_comment``. ``extra_conf``: more run params (override the above).
+    ``serve_ui``: start the API server even with nothing to answer (a person answers in the
+    UI; ``progress`` is told its address). ``progress``: called with one line at each step.
+
+    Whatever happens (an exception, Ctrl-C), every process it started is stopped before it
+    returns or raises: ``airflow dags test`` and its children, the API server, the app,
+    PostgreSQL.
     """
+    if sign_off is not None and sign_off not in SIGN_OFF_OPTIONS:
+        raise ValueError(f"sign_off must be one of {sorted(SIGN_OFF_OPTIONS)} or None, got {sign_off!r}")
+    say = progress or (lambda line: None)
     workdir = Path(workdir).resolve()
     if fresh:
         shutil.rmtree(workdir / "stack", ignore_errors=True)
     home = workdir / "airflow"
     ensure_airflow_db(home)
+    (home / "runtime").mkdir(parents=True, exist_ok=True)
     log_path = workdir / "airflow-run.log"
+    dag_id = dag_id_for(plan)
     if human_choice is not None:
         on_inconclusive = "ask"
-    conf = {"plan": plan, "environment": "staging", "time_scale": time_scale, "require_sign_off": False,
-            "on_inconclusive": on_inconclusive}
+    conf = {"plan": plan, "environment": "staging", "time_scale": time_scale, "require_sign_off": require_sign_off,
+            "on_inconclusive": on_inconclusive, **(extra_conf or {})}
+    answers: dict[str, tuple[str, dict | None]] = {}
+    if human_choice is not None:
+        answers["human_decision"] = (human_choice, None)
+    if sign_off is not None:
+        answers["sign_off"] = (SIGN_OFF_OPTIONS[sign_off], {"comment": sign_off_comment})
+
     stop = threading.Event()
-    with SlackSink() as sink, Stack.running(workdir / "stack", scenario=base_scenario(scenario), users=users) as info:
+    stack = Stack(workdir / "stack", scenario=base_scenario(scenario), users=users)
+    sink = SlackSink()
+    approver: Approver | None = None
+    timeline: Timeline | None = None
+    proc: subprocess.Popen | None = None
+    sink.__enter__()
+    try:
+        info = stack.start()
+        say(f"stack up ({users} users, scenario {scenario}); app log: {info['app_log']}")
         env = {**os.environ, **airflow_env(home), **airflow_connections(info),
                "AIRFLOW_CONN_SOAK_SLACK": sink.airflow_connection(),
                "SOAK_APP_LOG": info["app_log"], "SOAK_DB_LOG": info["db_log"],
                "PATH": os.pathsep.join([info["pg_bin_dir"], os.environ.get("PATH", "")])}
+        if plans_dir is not None:
+            env["MIGRATION_SOAK_PLANS_DIR"] = str(Path(plans_dir).resolve())
+        metadata = _metadata_url(env, home)
+        before = _last_dag_run(metadata, dag_id)
         timeline = _start_faults_at_hour0(info, scenario, time_scale, stop)
-        approver = Approver(env, "migration_soak", human_choice, log_path=workdir / "api-server.log") \
-            if human_choice else None
+        if answers or serve_ui:
+            approver = Approver(env, dag_id, answers=answers, log_path=workdir / "api-server.log").__enter__()
+            say(f"airflow api-server at {approver.url} (Required actions); its log: {workdir / 'api-server.log'}")
         began = time.monotonic()
-        try:
-            if approver:
-                approver.__enter__()
-            with log_path.open("w") as log:
-                proc = subprocess.run([_airflow(), "dags", "test", "migration_soak", "--conf", json.dumps(conf)],
-                                      env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        finally:
+        with log_path.open("w") as log:
+            proc = subprocess.Popen([_airflow(), "dags", "test", dag_id, "--conf", json.dumps(conf)], env=env,
+                                    stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+            say(f"airflow dags test {dag_id} running (pid {proc.pid}); log: {log_path}")
+            returncode = proc.wait()
+        soak_seconds = time.monotonic() - began
+        with _shielded():
             stop.set()
             if timeline:
                 timeline.stop()
             if approver:
-                approver.__exit__(None, None, None)
-        outcome = SoakOutcome(run_id=None, soak_seconds=time.monotonic() - began, log_path=log_path,
-                              stack_info=info, exit_code=proc.returncode,
-                              human_answer=approver.answered if approver else None,
+                approver.close()
+            stop_tree(proc)  # anything it left behind
+        outcome = SoakOutcome(run_id=None, soak_seconds=soak_seconds, log_path=log_path, stack_info=info,
+                              exit_code=returncode, dag_id=dag_id,
+                              human_answer=approver.answers_given.get("human_decision") if approver else None,
+                              sign_off_answer=approver.answers_given.get("sign_off") if approver else None,
                               human_error=approver.error if approver else None)
+        last = _last_dag_run(metadata, dag_id)
+        if last and (before is None or last[0] > before[0]):
+            outcome.run_id = last[1]
+            try:
+                outcome.run_state, outcome.task_states = read_run_states(metadata, dag_id, last[1])
+            except sa.exc.SQLAlchemyError:
+                outcome.run_state = last[2]
+        outcome.task_errors = task_errors(log_path.read_text(errors="replace"))
         engine = _store_engine(info)
         try:
             store = Store(engine)
-            with engine.connect() as conn:
-                run_id = conn.execute(sa.text("SELECT run_id FROM soak_events ORDER BY id DESC LIMIT 1")).scalar()
-            outcome.run_id = run_id
-            if run_id:
-                outcome.all_events = store.events(run_id)
+            if outcome.run_id is None and last is None:  # the metadata DB could not be read
+                with engine.connect() as conn:
+                    outcome.run_id = conn.execute(sa.text(
+                        "SELECT run_id FROM soak_events ORDER BY id DESC LIMIT 1")).scalar()
+            if outcome.run_id:
+                outcome.all_events = store.events(outcome.run_id)
                 outcome.events = {e["kind"]: e for e in reversed(outcome.all_events)}  # the first of each kind
+                decisions = [e for e in outcome.all_events if e["kind"] == "decision"]
+                outcome.decision = decisions[-1]["payload"] if decisions else None
         except sa.exc.ProgrammingError:  # the run failed before it created the store's tables
             pass
         finally:
@@ -186,25 +456,60 @@ def run_soak(workdir: Path, scenario: str = "healthy", time_scale: float = 300.0
             outcome.login_status_after = resp.status_code
         except requests.RequestException:
             outcome.login_status_after = None
-    return outcome
+        return outcome
+    finally:
+        with _shielded():
+            stop.set()
+            if proc is not None:
+                stop_tree(proc)
+            if approver is not None:
+                approver.close()
+            if timeline is not None:
+                timeline.stop()
+            stack.stop()
+            sink.__exit__(None, None, None)
+
+
+# --- what the demo prints ---------------------------------------------------------------------------
+
+def _shown(outcome: str | None) -> str:
+    return (outcome or "none").replace("NO_GO", "NO-GO")
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    return text.replace("\n", " | ")[:limit]
 
 
 def summary(outcome: SoakOutcome) -> list[str]:
     """The lines the demo prints."""
     ev = outcome.events
-    lines = []
-    if outcome.decision is None:
-        # Why: the failed task's Slack message carries its error.
-        lines.append(f"verdict: none: the run stopped before deciding; see {outcome.log_path}")
-        lines += ["slack: " + text.replace("\n", " | ")[:600] for text in outcome.slack]
-        return lines
-    reasons = "; ".join(ev["verdict"]["payload"]["reasons"])
-    shown = outcome.decision.replace("NO_GO", "NO-GO")
-    lines.append(f"verdict: {shown}" + (f" ({reasons})" if outcome.decision != "GO" else ""))
+    lines: list[str] = []
+    code = outcome.exit_code_for_user
+    decision, verdict = outcome.decision, outcome.verdict
+    reasons = "; ".join(ev["verdict"]["payload"]["reasons"]) if "verdict" in ev else ""
+    if decision is None:
+        lines.append("verdict: none: the run stopped before its final decision"
+                     + (f" (the judge's verdict was {_shown(verdict)}; nothing was decided on it)" if verdict else ""))
+    elif code == EXIT_NO_DECISION:  # GO was decided, but the run did not succeed: not a GO
+        lines.append(f"verdict: none: GO was decided ({decision.get('reason')}), but the run then failed "
+                     f"(state {outcome.run_state}); this is not a GO")
+    else:
+        by_judge = decision.get("by") == "judge" and verdict == decision.get("outcome")
+        detail = (reasons if decision.get("outcome") != "GO" else "") if by_judge else decision.get("reason", "")
+        lines.append(f"verdict: {_shown(decision.get('outcome'))}" + (f" ({detail})" if detail else ""))
+    if decision is not None and verdict and not (decision.get("by") == "judge" and verdict == decision.get("outcome")):
+        lines.append(f"judge's verdict: {_shown(verdict)}" + (f" ({reasons})" if verdict != "GO" and reasons else ""))
+    if decision is not None:
+        lines.append(f"decision: {decision.get('action')}, decided by {decision.get('by')}")
     if "no_go" in ev:
         lines.append(f"deciding criterion: {ev['no_go']['payload']['criterion']} (the soak stopped there)")
+    elif "sign_off" in ev and ev["sign_off"]["payload"].get("state") != "approved":
+        lines.append(f"deciding criterion: the QA sign-off ({ev['sign_off']['payload'].get('state')}), "
+                     "a GO criterion of the runbook")
     if "human_decision" in ev:
         lines.append(f"human decision: {ev['human_decision']['payload']['text']}")
+    if "sign_off" in ev:
+        lines.append(f"sign-off: {ev['sign_off']['payload']['text']}")
     for e in outcome.all_events:
         if e["kind"] in ("alert", "prisma_status"):
             lines.append(f"{e['kind'].replace('_', ' ')}: {e['payload']['text']}")
@@ -222,41 +527,89 @@ def summary(outcome: SoakOutcome) -> list[str]:
         if "rollback_completed" in ev:
             lines.append(f"post-mortem: {ev['rollback_completed']['payload']['post_mortem']}")
         lines.append(f"/auth/login after rollback: HTTP {outcome.login_status_after}")
+    elif "rollback_started" in ev:
+        lines.append("rollback: INCOMPLETE (started, nothing restored)")
+    if code == EXIT_NO_DECISION:
+        if outcome.task_errors:
+            task_id, message = outcome.task_errors[0]
+            where = f"task {task_id} failed" if task_id else "airflow dags test failed"
+            lines.append(f"error: {where}: {_one_line(message, 1000)}")
+        else:
+            lines.append(f"error: airflow dags test exited {outcome.exit_code}; see {outcome.log_path}")
+        if outcome.failed_tasks:
+            lines.append(f"failed tasks: {', '.join(outcome.failed_tasks)}")
+    if outcome.human_error:
+        lines.append(f"api-server answer: {outcome.human_error}")
     lines.append(f"soak wall time: {outcome.soak_seconds:.0f} s (airflow dags test); log: {outcome.log_path}")
     for text in outcome.slack:
-        lines.append("slack: " + text.replace("\n", " | ")[:300])
+        lines.append("slack: " + _one_line(text, 300 if decision else 600))
+    lines.append(f"exit: {code} ({EXIT_MEANING[code]}; run {outcome.run_id or 'not created'}, "
+                 f"state {outcome.run_state or 'unknown'})")
     return lines
 
 
-def _positive(text: str) -> float:
-    """argparse type: a number > 0 (the soak clock's speed-up)."""
+def _time_scale(text: str) -> float:
+    """argparse type: the soak clock's speed-up, in the DAG's own range (0, TIME_SCALE_MAX]."""
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
+        return check_time_scale(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc) if "time_scale" in str(exc) else
+                                         f"time_scale must be a number in (0, {TIME_SCALE_MAX}], got {text!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m demo.run", description=__doc__.splitlines()[0],
+                                     epilog="exit: 0 GO, 1 NO-GO, 2 INCONCLUSIVE, 3 no final decision "
+                                            "(the failing task's error is printed), 130/143 interrupted")
     parser.add_argument("--scenario", default="healthy", choices=sorted(SCENARIOS))
     parser.add_argument("--on-inconclusive", default="rollback", choices=["rollback", "go"],
                         help="what the unattended demo does with an INCONCLUSIVE verdict")
     parser.add_argument("--human-choice", choices=["GO", "Roll back"],
                         help="ask in the UI on INCONCLUSIVE and answer through the API server")
-    parser.add_argument("--time-scale", type=_positive, default=300.0, help="soak clock speed-up (300: 24 h in 4.8 min)")
+    parser.add_argument("--require-sign-off", action="store_true",
+                        help="the run param require_sign_off: a GO needs the QA sign-off (without --sign-off, "
+                             "answer it yourself in the UI of the API server the demo starts)")
+    parser.add_argument("--sign-off", choices=sorted(SIGN_OFF_OPTIONS),
+                        help="answer the sign-off question through the API server (implies --require-sign-off)")
+    parser.add_argument("--sign-off-comment", help="the sign-off's comment (default: 'demo: approved' / "
+                                                   "'demo: rejected on purpose')")
+    parser.add_argument("--time-scale", type=_time_scale, default=300.0,
+                        help=f"soak clock speed-up in (0, {TIME_SCALE_MAX}] (300: 24 h in 4.8 min)")
     parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--plan", default="default", help="plan name (DAG migration_soak[__<plan>])")
+    parser.add_argument("--plans-dir", help="plans folder (MIGRATION_SOAK_PLANS_DIR; default include/plans)")
     parser.add_argument("--workdir", default=str(ROOT / ".state" / "demo"))
     args = parser.parse_args(argv)
-    print(f"demo: scenario {args.scenario}, time_scale {args.time_scale:g}, {args.users} users; "
-          f"running the DAG (about {24 * 3600 / args.time_scale / 60:.0f} min of soak)...", flush=True)
-    outcome = run_soak(Path(args.workdir), args.scenario, args.time_scale, args.users,
-                       on_inconclusive=args.on_inconclusive, human_choice=args.human_choice)
-    for line in summary(outcome):
-        print(line)
-    return 0 if outcome.decision else 1
+    require_sign_off = args.require_sign_off or args.sign_off is not None
+    comment = args.sign_off_comment
+    if comment is None and args.sign_off:
+        comment = "demo: approved" if args.sign_off == "approve" else "demo: rejected on purpose"
+
+    install_signal_handlers()
+    try:
+        print(f"demo: scenario {args.scenario}, time_scale {args.time_scale:g}, {args.users} users"
+              + (f", sign-off required ({args.sign_off or 'answer it in the UI'})" if require_sign_off else "")
+              + f"; running the DAG (about {24 * 3600 / args.time_scale / 60:.0f} min of soak)...", flush=True)
+        outcome = run_soak(Path(args.workdir), args.scenario, args.time_scale, args.users, plan=args.plan,
+                           on_inconclusive=args.on_inconclusive, human_choice=args.human_choice,
+                           require_sign_off=require_sign_off, sign_off=args.sign_off, sign_off_comment=comment or "",
+                           plans_dir=Path(args.plans_dir) if args.plans_dir else None,
+                           serve_ui=require_sign_off and args.sign_off is None,
+                           progress=lambda line: print(f"demo: {line}", flush=True))
+        with _shielded():
+            for line in summary(outcome):
+                print(line)
+            sys.stdout.flush()
+        return outcome.exit_code_for_user
+    except Interrupted as exc:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        print(f"demo: interrupted by {exc}; no verdict. Stopped everything it had started (airflow dags test, "
+              "the api-server, the app, PostgreSQL)", flush=True)
+        return 128 + exc.signum
+    finally:  # the process ends now: a late Ctrl-C must not print a traceback
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

@@ -2,20 +2,25 @@
 
 The seed asks the soak to explain itself ("Documentación de Resultados" with real
 figures); a table of ranges hides *when* a value moved. Each chart shows a check's
-observations over soak time:
+readings over soak time:
 
-- x: soak hours from hour 0 (wall ``scheduled_at`` converted with ``time_scale``), so a
-  compressed demo and a real 24 h soak draw alike; baseline observations, taken before
-  the migration, fall at negative hours;
-- y: the check's unit (a ratio in %);
-- points coloured by status (pass green, warn orange, fail red); ``error`` observations
-  have no value and show as red crosses along the bottom;
-- horizontal lines at the check's ``expect`` and ``no_go`` thresholds, a dotted line at
-  the baseline median when there is a baseline, and dashed vertical lines at the phase
-  boundaries with the phases' names.
+- x: soak hours from hour 0. Phase and guard readings sit at their scheduled soak time
+  (wall ``scheduled_at`` from ``hour0`` converted with ``time_scale``), so a compressed
+  demo and a real 24 h soak draw alike; hour-0 readings sit at 0; baseline readings,
+  taken before the migration, sit in the hour before 0 by their own schedule (the backup
+  and the migration between them and hour 0 are not drawn);
+- y: the check's unit as people read it (ratio in %, bytes in MiB, never e-notation); the
+  range fits the data. A threshold far outside it is not drawn as a line (that would
+  squash the data flat) but as a labelled arrow at the top or bottom edge;
+- points coloured by status (pass green, warn orange, fail red); ``error`` readings have
+  no value and show as red crosses along the bottom;
+- the reading that decided a NO-GO is a large red star, whatever its own status; the
+  moment the soak stopped is a red vertical line, the soak time after it shaded;
+- dashed lines at the phase boundaries with the phases' names, placed so they never
+  overlap each other or the threshold labels; the legend sits below the axes.
 
 Matplotlib's object API on the Agg canvas (no ``pyplot``, no global backend switch), so
-it is safe inside a worker; about 0.1 s and 20-40 kB per chart.
+it is safe inside a worker; about 0.1 s and 20-50 kB per chart.
 """
 
 from __future__ import annotations
@@ -26,12 +31,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterable
 
-from migration_soak.plan import Check, Condition, Plan
+from migration_soak.judge import format_condition, format_value
+from migration_soak.plan import Check, Plan
 from migration_soak.store import Observation
 
 COLORS = {"pass": "#2e7d32", "warn": "#ef6c00", "fail": "#c62828", "error": "#c62828"}
+DECIDING = "#b71c1c"
 _SIZE_IN = (8.0, 3.2)
 _DPI = 90
+_LEFT, _RIGHT, _TOP, _BOTTOM = 0.09, 0.985, 0.9, 0.3  # bottom: grows with the legend
+_FONT = 7.5
+_LEGEND_FONT = 7
+#: Width of one character of a ``_FONT`` pt label, in axes fractions (DejaVu Sans averages ~0.6 em).
+_CHAR = _FONT * 0.6 / 72 / (_SIZE_IN[0] * (_RIGHT - _LEFT))
+#: Smallest y span drawn, per unit (in drawn units: % for ratios, MiB for bytes).
+_MIN_SPAN = {"ratio": 1.0, "bytes": 1.0, "ms": 5.0, "seconds": 1.0, "up": 1.0, "count": 2.0, "rows": 2.0,
+             "per_minute": 10.0}
 
 
 def soak_hours(at: datetime, hour0: datetime, time_scale: float) -> float:
@@ -39,14 +54,38 @@ def soak_hours(at: datetime, hour0: datetime, time_scale: float) -> float:
     return (at - hour0).total_seconds() * time_scale / 3600.0
 
 
+def scale_of(unit: str) -> float:
+    """Factor from the stored unit to the drawn one (ratio -> %, bytes -> MiB)."""
+    return {"ratio": 100.0, "bytes": 1.0 / 2**20}.get(unit, 1.0)
+
+
+def x_of(plan: Plan, o: Observation, hour0: datetime, time_scale: float) -> float:
+    """Where a reading sits on the soak-hours axis (see the module doc)."""
+    if o.phase == "hour0":
+        return 0.0
+    if o.phase == "baseline" and plan.baseline:
+        return (o.tick * plan.baseline.every_minutes - plan.baseline.minutes - plan.baseline.every_minutes / 2) / 60
+    return soak_hours(o.scheduled_at, hour0, time_scale)
+
+
 def render(
-    plan: Plan, observations: Iterable[Observation], hour0: datetime, time_scale: float, out_dir: Path
+    plan: Plan,
+    observations: Iterable[Observation],
+    hour0: datetime,
+    time_scale: float,
+    out_dir: Path,
+    *,
+    deciding: dict[str, list[tuple[str, int, str]]] | None = None,
+    stop_hours: float | None = None,
+    stop_label: str = "",
 ) -> dict[str, Path]:
-    """Write ``out_dir/<check_id>.png`` for every check of ``plan`` that has observations
+    """Write ``out_dir/<check_id>.png`` for every check of ``plan`` that has readings
     (``error`` ones included: a check that never measured gets a chart saying so).
 
-    Returns ``{check_id: path}`` in plan order. Observations of checks the plan does not
-    name are ignored.
+    ``hour0``: wall time of soak hour 0 (UTC); ``deciding``: per check, the readings
+    (phase, tick, label) that decided a NO-GO; ``stop_hours``: soak hour the soak
+    stopped at. Returns ``{check_id: path}`` in plan order; readings of checks the plan
+    does not name are ignored.
     """
     by_check: dict[str, list[Observation]] = defaultdict(list)
     for obs in observations:
@@ -57,106 +96,229 @@ def render(
     for check in plan.checks:
         if by_check.get(check.id):
             written[check.id] = render_check(plan, check, by_check[check.id], hour0, time_scale,
-                                             out_dir / f"{check.id}.png")
+                                             out_dir / f"{check.id}.png", deciding=(deciding or {}).get(check.id, ()),
+                                             stop_hours=stop_hours, stop_label=stop_label)
     return written
 
 
+def _y_range(values: list[float], unit: str) -> tuple[float, float]:
+    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+    if unit in ("count", "rows", "up") and lo >= 0:  # counts read from 0
+        lo = 0.0
+    floor = _MIN_SPAN.get(unit, 1.0)
+    if hi - lo < floor:
+        mid = (hi + lo) / 2
+        lo, hi = mid - floor / 2, mid + floor / 2
+        if min(values or [0.0]) >= 0 and lo < 0:  # non-negative data: keep the axis at 0
+            lo, hi = 0.0, floor
+    return lo, hi
+
+
 def render_check(
-    plan: Plan, check: Check, observations: list[Observation], hour0: datetime, time_scale: float, path: Path
+    plan: Plan,
+    check: Check,
+    observations: list[Observation],
+    hour0: datetime,
+    time_scale: float,
+    path: Path,
+    *,
+    deciding: Iterable[tuple[str, int, str]] = (),
+    stop_hours: float | None = None,
+    stop_label: str = "",
 ) -> Path:
     """Draw one check's chart to ``path`` (PNG); see the module doc."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.ticker import MultipleLocator
-
-    scale = 100.0 if check.unit == "ratio" else 1.0
-    fig = Figure(figsize=_SIZE_IN, dpi=_DPI)
-    FigureCanvasAgg(fig)
-    fig.subplots_adjust(left=0.09, right=0.985, top=0.9, bottom=0.25)
-    ax = fig.add_subplot()
-    handles = []
-
-    # Points by status; errors have no value and are drawn along the bottom edge.
-    measured = [o for o in observations if o.value is not None and o.status != "error"]
-    for status in ("pass", "warn", "fail"):
-        pts = [o for o in measured if o.status == status]
-        if pts:
-            ax.scatter([soak_hours(o.scheduled_at, hour0, time_scale) for o in pts],
-                       [o.value * scale for o in pts], s=18, color=COLORS[status], zorder=3, linewidths=0)
-            handles.append(Line2D([], [], ls="", marker="o", ms=5, color=COLORS[status], label=f"{status} ({len(pts)})"))
-    errors = [o for o in observations if o.status == "error" or o.value is None]
-    if errors:
-        ax.scatter([soak_hours(o.scheduled_at, hour0, time_scale) for o in errors], [0.04] * len(errors),
-                   marker="x", s=28, color=COLORS["error"], transform=ax.get_xaxis_transform(), zorder=3,
-                   linewidths=1.4, clip_on=False)
-        handles.append(Line2D([], [], ls="", marker="x", ms=6, color=COLORS["error"], label=f"error ({len(errors)})"))
-
-    # Thresholds and the baseline median.
-    levels = [o.value * scale for o in measured]
-    for cond, color, name in ((check.expect, COLORS["pass"], "expect"), (check.no_go, COLORS["fail"], "NO-GO")):
-        if cond is not None:
-            ax.axhline(cond.value * scale, color=color, ls="--", lw=1, alpha=0.8, zorder=2)
-            handles.append(Line2D([], [], color=color, ls="--", lw=1, label=f"{name} {_cond(cond, check.unit)}"))
-            levels.append(cond.value * scale)
-    base = [o.value for o in measured if o.phase == "baseline"]
-    if base:
-        median = statistics.median(base) * scale
-        ax.axhline(median, color="#1565c0", ls=":", lw=1.3, zorder=2)
-        handles.append(Line2D([], [], color="#1565c0", ls=":", lw=1.3,
-                              label=f"baseline median {_fmt(median / scale, check.unit)}"))
-        levels.append(median)
-
-    # Axes: y from the values and thresholds, room below for the error crosses.
-    lo, hi = (min(levels), max(levels)) if levels else (0.0, 1.0)
-    span = hi - lo or max(abs(hi), 1.0)
-    ax.set_ylim(lo - 0.18 * span, hi + 0.3 * span)  # room above for the phase names
-    xs = [soak_hours(o.scheduled_at, hour0, time_scale) for o in observations]
-    end = plan.soak_hours()
-    left = min(min(xs), 0.0)
-    ax.set_xlim(left - 0.02 * (end - left) - 0.1, max(max(xs), end) + 0.02 * (end - left) + 0.1)
-    ax.xaxis.set_major_locator(MultipleLocator(2 if end - left > 12 else 1))
-
-    # Phase boundaries (hour 0 solid) and names, left-aligned in each phase; a name that
-    # would run into the previous one drops to a second row.
-    trans = ax.get_xaxis_transform()
-    spans = [(p.name, p.start_hour) for p in plan.phases]
-    if left < 0:
-        spans.insert(0, ("baseline", left))
-    bounds = sorted({*(p.start_hour for p in plan.phases), *(p.end_hour for p in plan.phases)} - {0.0})
-    for x in bounds:
-        ax.axvline(x, color="#757575", ls="--", lw=0.8, zorder=1)
-    ax.axvline(0.0, color="#424242", ls="-", lw=1, zorder=1)
-    x0, x1 = ax.get_xlim()
-    hours_per_char = (x1 - x0) / (_SIZE_IN[0] * 0.895 * 72 / (7.5 * 0.55))  # axes width in 7.5 pt characters
-    row_end = [float("-inf"), float("-inf")]
-    for name, start in spans:
-        x = start + 0.1
-        row = 0 if x >= row_end[0] else 1
-        row_end[row] = x + (len(name) + 0.5) * hours_per_char
-        ax.text(x, 0.97 - 0.09 * row, name, transform=trans, ha="left", va="top", fontsize=7.5, color="#424242",
-                bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.7})
-
-    ax.set_title(f"{check.title}  [{check.id}]", fontsize=9.5, loc="left", pad=5)
-    ax.set_xlabel("soak hours from hour 0 (the migration verified)", fontsize=8)
-    ax.set_ylabel("%" if check.unit == "ratio" else check.unit, fontsize=8)
-    ax.tick_params(labelsize=7.5)
-    ax.grid(axis="y", color="#e0e0e0", lw=0.6, zorder=0)
-    if not measured:
-        ax.text(0.5, 0.5, "no value measured: every observation is an error", transform=ax.transAxes,
-                ha="center", va="center", fontsize=9, color=COLORS["error"])
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=7, frameon=False,
-               bbox_to_anchor=(0.5, 0.01))
+    fig = figure(plan, check, observations, hour0, time_scale, deciding=deciding, stop_hours=stop_hours,
+                 stop_label=stop_label)
     path = Path(path)
     fig.savefig(path, format="png", dpi=_DPI, metadata={"Software": None})
     return path
 
 
-def _fmt(value: float, unit: str) -> str:
-    if unit == "ratio":
-        return f"{value * 100:.3g}%"
-    return f"{value:g} {unit}" if unit in ("ms", "bytes", "seconds") else f"{value:g}"
+def y_layout(values: list[float], levels: list[float], unit: str) -> tuple[float, float, list[bool]]:
+    """The y range (drawn units) for ``values`` and which threshold ``levels`` it shows as
+    lines (``True``); the others are too far from the data and get an arrow at the edge."""
+    lo, hi = _y_range(values, unit)
+    span = hi - lo
+    inside = [lo - 0.6 * span <= level <= hi + 0.6 * span for level in levels]
+    for level, shown in zip(levels, inside):
+        if shown:
+            lo, hi = min(lo, level), max(hi, level)
+    return lo, hi, inside
 
 
-def _cond(cond: Condition, unit: str) -> str:
-    return f"{cond.op} {_fmt(cond.value, unit)}"
+def figure(
+    plan: Plan,
+    check: Check,
+    observations: list[Observation],
+    hour0: datetime,
+    time_scale: float,
+    *,
+    deciding: Iterable[tuple[str, int, str]] = (),
+    stop_hours: float | None = None,
+    stop_label: str = "",
+):
+    """One check's chart as a matplotlib ``Figure`` (Agg canvas); see the module doc."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, MultipleLocator
+
+    unit, k = check.unit, scale_of(check.unit)
+    fig = Figure(figsize=_SIZE_IN, dpi=_DPI)
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=_LEFT, right=_RIGHT, top=_TOP, bottom=_BOTTOM)
+    ax = fig.add_subplot()
+    handles = []
+    x = {id(o): x_of(plan, o, hour0, time_scale) for o in observations}
+    decided = {(phase, tick): label for phase, tick, label in deciding}
+
+    # Readings by status; the deciding ones are drawn apart, as the breach they are.
+    measured = [o for o in observations if o.value is not None and o.status != "error"]
+    stars = [o for o in measured if (o.phase, o.tick) in decided]
+    for status in ("pass", "warn", "fail"):
+        plain = [o for o in measured if o.status == status and (o.phase, o.tick) not in decided]
+        if plain:
+            ax.scatter([x[id(o)] for o in plain], [o.value * k for o in plain], s=18, color=COLORS[status], zorder=3,
+                       linewidths=0)
+            handles.append(Line2D([], [], ls="", marker="o", ms=5, color=COLORS[status], label=f"{status} ({len(plain)})"))
+    errors = [o for o in observations if o.status == "error" or o.value is None]
+    if errors:
+        ax.scatter([x[id(o)] for o in errors], [0.04] * len(errors), marker="x", s=28, color=COLORS["error"],
+                   transform=ax.get_xaxis_transform(), zorder=3, linewidths=1.4, clip_on=False)
+        handles.append(Line2D([], [], ls="", marker="x", ms=6, color=COLORS["error"], label=f"error ({len(errors)})"))
+    if stars:
+        ax.scatter([x[id(o)] for o in stars], [o.value * k for o in stars], marker="*", s=170, color=DECIDING,
+                   edgecolors="black", linewidths=0.6, zorder=5)
+        o = stars[-1]
+        handles.append(Line2D([], [], ls="", marker="*", ms=11, color=DECIDING, markeredgecolor="black",
+                              markeredgewidth=0.6,
+                              label=f"decided NO-GO: {format_value(o.value, unit)} at {o.phase} tick {o.tick}"
+                                    + (f" ({decided[(o.phase, o.tick)]})" if decided[(o.phase, o.tick)] else "")
+                                    + (f" (+{len(stars) - 1} more)" if len(stars) > 1 else "")))
+
+    # y from the data (and the baseline median); thresholds join only if they fit nearby.
+    values = [o.value * k for o in measured]
+    base = [o.value for o in measured if o.phase == "baseline"]
+    median = statistics.median(base) * k if base else None
+    lines = [(c, color, name) for c, color, name in ((check.expect, COLORS["pass"], "expected"),
+                                                      (check.no_go, COLORS["fail"], "NO-GO level")) if c is not None]
+    lo, hi, inside = y_layout(values + ([median] if median is not None else []), [c.value * k for c, _, _ in lines], unit)
+    above, below = [], []
+    for (cond, color, name), shown in zip(lines, inside):
+        level = cond.value * k
+        text = f"{name} {format_condition(cond, unit)}"
+        if shown:  # near the data: a line, inside the range
+            ax.axhline(level, color=color, ls="--", lw=1, alpha=0.85, zorder=2)
+            handles.append(Line2D([], [], color=color, ls="--", lw=1, label=text))
+        else:
+            (above if level > hi else below).append((text, color))
+    if median is not None:
+        ax.axhline(median, color="#1565c0", ls=":", lw=1.3, zorder=2)
+        handles.append(Line2D([], [], color="#1565c0", ls=":", lw=1.3,
+                              label=f"baseline median {format_value(median / k, unit)}"))
+    span = hi - lo
+    top_room, bottom_room = 0.42 if above else 0.32, 0.4 if below else 0.18  # room for labels and error crosses
+    ax.set_ylim(lo - bottom_room * span, hi + top_room * span)
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
+    if unit == "up":
+        ax.set_yticks([0, 1])
+        ax.set_yticklabels(["down", "up"])
+    else:
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _tick(v)))
+
+    # x: the whole soak, and the baseline hour before it when there is one.
+    end = plan.soak_hours()
+    xs = list(x.values())
+    left = min(min(xs), 0.0)
+    pad = 0.02 * (end - left) + 0.1
+    ax.set_xlim(left - pad, max(max(xs), end) + pad)
+    ax.xaxis.set_major_locator(MultipleLocator(2 if end - left > 12 else 1))
+    x0, x1 = ax.get_xlim()
+
+    def frac(h: float) -> float:
+        return (h - x0) / (x1 - x0)
+
+    # Thresholds off the chart: an arrow at the edge, labelled, right-aligned.
+    taken: list[list[tuple[float, float]]] = [[], []]  # label rows at the top: occupied (from, to) in axes fractions
+    for row, (items, y_edge, arrow_dir, va) in enumerate(((above, 0.985, 1, "top"), (below, 0.085, -1, "bottom"))):
+        if not items:
+            continue
+        text = "   ".join(f"{t} {'↑' if arrow_dir > 0 else '↓'}" for t, _ in items)
+        right = 0.985
+        ax.annotate("", xy=(0.995, 1.0 if arrow_dir > 0 else 0.0), xytext=(0.995, 0.86 if arrow_dir > 0 else 0.14),
+                    xycoords="axes fraction", arrowprops={"arrowstyle": "-|>", "color": items[-1][1], "lw": 1.4})
+        ax.text(right, y_edge, text, transform=ax.transAxes, ha="right", va=va, fontsize=_FONT, color=items[-1][1],
+                bbox={"boxstyle": "square,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85}, zorder=6)
+        if arrow_dir > 0:
+            taken[0].append((right - len(text) * _CHAR - 0.01, 1.0))
+
+    # The stop: a vertical line and the soak time after it shaded (nothing was measured there).
+    if stop_hours is not None:
+        ax.axvline(stop_hours, color=DECIDING, lw=1.6, zorder=4)
+        ax.axvspan(stop_hours, x1, color="#9e9e9e", alpha=0.12, zorder=0, lw=0)
+        minutes = round(stop_hours * 60)
+        handles.append(Line2D([], [], color=DECIDING, lw=1.6,
+                              label=f"{stop_label or 'soak stopped'} at soak {minutes // 60}:{minutes % 60:02d}"))
+        if frac(x1) - frac(stop_hours) > 0.3:
+            ax.text((frac(stop_hours) + 1) / 2, 0.5, "not measured: the soak stopped", transform=ax.transAxes,
+                    ha="center", va="center", fontsize=9, color="#757575", zorder=1)
+
+    # Phase boundaries (hour 0 solid) and names, left-aligned in each phase, in the first
+    # row where they overlap nothing (the arrow labels included).
+    spans = [(p.name, p.start_hour) for p in plan.phases]
+    if left < 0:
+        spans.insert(0, ("baseline", left))
+    bounds = sorted({*(p.start_hour for p in plan.phases), *(p.end_hour for p in plan.phases)} - {0.0})
+    for b in bounds:
+        ax.axvline(b, color="#757575", ls="--", lw=0.8, zorder=1)
+    ax.axvline(0.0, color="#424242", ls="-", lw=1, zorder=1)
+    for name, start in spans:
+        f0 = frac(start) + 0.004
+        f1 = f0 + (len(name) + 1) * _CHAR
+        row = next((r for r in range(3) if all(f1 <= a or f0 >= b for a, b in (taken[r] if r < len(taken) else []))), 2)
+        while len(taken) <= row:
+            taken.append([])
+        taken[row].append((f0, f1))
+        ax.text(f0, 0.975 - 0.095 * row, name, transform=ax.transAxes, ha="left", va="top", fontsize=_FONT,
+                color="#424242", bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.75},
+                zorder=6)
+
+    ax.set_title(f"{check.title}  [{check.id}]", fontsize=9.5, loc="left", pad=5)
+    ax.set_xlabel("soak hours from hour 0 (baseline: the hour before the migration)" if left < 0
+                  else "soak hours from hour 0", fontsize=8)
+    ax.set_ylabel({"ratio": "%", "bytes": "MiB", "up": "", "per_minute": "per minute"}.get(unit, unit), fontsize=8)
+    ax.tick_params(labelsize=_FONT)
+    ax.grid(axis="y", color="#e0e0e0", lw=0.6, zorder=0)
+    if not measured:
+        ax.text(0.5, 0.5, "no value measured: every reading is an error", transform=ax.transAxes,
+                ha="center", va="center", fontsize=9, color=COLORS["error"])
+    ncol, rows = _legend_shape([h.get_label() for h in handles])
+    fig.subplots_adjust(bottom=0.2 + 0.05 * rows)
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=_LEGEND_FONT, frameon=False,
+               bbox_to_anchor=(0.5, 0.0), columnspacing=1.2, handletextpad=0.4)
+    return fig
+
+
+def _legend_shape(labels: list[str]) -> tuple[int, int]:
+    """(columns, rows) of the legend: as many columns as fit the figure's width."""
+    if not labels:
+        return 1, 0
+    char_in = _LEGEND_FONT * 0.62 / 72
+    entry_in = (2.0 + 0.4 + 1.2) * _LEGEND_FONT / 72  # handle, its padding, column spacing
+    for ncol in range(min(len(labels), 4), 0, -1):
+        rows = -(-len(labels) // ncol)
+        columns = [labels[j * rows:(j + 1) * rows] for j in range(ncol)]  # matplotlib fills column by column
+        width = sum(max(len(t) for t in col) * char_in + entry_in for col in columns if col)
+        if width <= _SIZE_IN[0] * 0.96:
+            return ncol, rows
+    return 1, len(labels)
+
+
+def _tick(v: float) -> str:
+    """A y tick label without e-notation or an offset."""
+    if v == 0:
+        return "0"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    text = f"{v:.4f}".rstrip("0").rstrip(".")
+    return text if text not in ("", "-0") else "0"

@@ -42,14 +42,19 @@ PHASES_NOT_SCHEDULED = ("baseline", "guard")  # extra readings: they never count
 
 @dataclass(frozen=True)
 class CheckResult:
-    """How one check fared over the soak, for the report: ``coverage`` 0..1, counts per
-    status, ``min``/``max``/``last`` in the check's ``unit`` (``None`` if nothing measured)."""
+    """How one check fared, for the report. ``expected``: readings the plan schedules
+    (hour 0 and phase ticks, whole soak); ``measured``: those with a value; ``coverage``
+    0..1 = measured / expected. ``counts`` per status and ``min``/``max``/``last`` (in the
+    check's ``unit``, ``None`` if nothing measured) cover every reading after the migration
+    (scheduled and guard); ``by_phase`` counts statuses per phase, baseline included.
+    ``outcome``: ``met``, ``not_met``, ``breached``, ``not_enough_data``, ``not_measured``
+    (no value at all) or ``partial`` (as expected so far, but the soak stopped)."""
 
     check_id: str
     title: str
     unit: str
     rule: str
-    outcome: Literal["met", "not_met", "breached", "not_enough_data"]
+    outcome: Literal["met", "not_met", "breached", "not_enough_data", "not_measured", "partial"]
     expected: int
     measured: int
     errors: int
@@ -60,6 +65,7 @@ class CheckResult:
     last: float | None
     detail: str
     deciding: dict | None = None
+    by_phase: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -179,22 +185,87 @@ def _cond(rule) -> Condition:
     return Condition(op=rule.op, value=rule.value)
 
 
-def rule_text(rule) -> str:
-    """Human form of a rule, e.g. ``sustained > 0.01 for 5 min``."""
+def _num(x: float, sig: int = 3, max_decimals: int = 4) -> str:
+    """``x`` with about ``sig`` significant digits, thousands separators, never e-notation."""
+    if x == 0 or not math.isfinite(x):
+        return "0" if x == 0 else str(x)
+    decimals = min(max(sig - 1 - math.floor(math.log10(abs(x))), 0), max_decimals)
+    text = f"{x:,.{decimals}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    if text in ("0", "-0"):
+        return ("-" if x < 0 else "") + "<0." + "0" * (max_decimals - 1) + "1"
+    return text
+
+
+def format_value(value: float | None, unit: str) -> str:
+    """A reading as people read it: ``ratio`` 0..1 in %, ``bytes`` in MiB, ``ms``/``seconds``
+    with their unit, ``up`` as up/down, counts as integers; ``n/a`` for ``None``."""
+    if value is None:
+        return "n/a"
+    if unit == "ratio":
+        return f"{_num(value * 100)}%"
+    if unit == "percent":
+        return f"{_num(value)}%"
+    if unit == "bytes":
+        return f"{_num(value / 2**20)} MiB"
+    if unit == "ms":
+        return f"{_num(value)} ms"
+    if unit == "seconds":
+        return f"{_num(value)} s"
+    if unit == "per_minute":
+        return f"{_num(value)}/min"
+    if unit == "up" and value in (0, 1):
+        return "up" if value == 1 else "down"
+    if unit in ("count", "rows") and float(value).is_integer():
+        return f"{int(value):,}"
+    return _num(value, 4)
+
+
+def format_change(ratio: float) -> str:
+    """A relative change (0.079 -> ``+7.9%``)."""
+    return ("+" if ratio > 0 else "") + f"{_num(ratio * 100)}%"
+
+
+def format_condition(cond: Condition, unit: str) -> str:
+    """``< 0.001`` on a ratio -> ``< 0.1%``."""
+    return f"{cond.op} {format_value(cond.value, unit)}"
+
+
+def rule_text(rule, unit: str = "") -> str:
+    """Human form of a rule in the checks' ``unit``, e.g. ``> 1% sustained for 5 min``."""
+    v = format_value(getattr(rule, "value", None), unit)
     if rule.kind == "threshold":
-        return f"{rule.op} {rule.value:g}"
+        return f"{rule.op} {v}"
     if rule.kind == "sustained":
-        return f"{rule.op} {rule.value:g} sustained for {rule.minutes:g} min"
+        return f"{rule.op} {v} sustained for {rule.minutes:g} min"
     if rule.kind == "window_count":
-        return f"count {rule.op} {rule.value:g} " + (f"in any {rule.minutes:g} min" if rule.minutes else "over the soak")
+        return f"count {rule.op} {v} " + (f"in any {rule.minutes:g} min" if rule.minutes else "over the soak")
     if rule.kind == "baseline":
-        return f"degradation vs baseline {rule.op} {rule.value:.0%} (noise floor {rule.min_delta:g})"
+        floor = format_value(rule.min_delta, unit) if unit else f"{rule.min_delta:g}"
+        return (f"degradation vs baseline {rule.op} {rule.value:.0%} over {rule.window_minutes:g} min; "
+                f"changes under {floor} are noise")
     return (f"growth {rule.op} {rule.value:.0%} per {rule.per_minutes:g} min"
             + (f", sustained {rule.minutes:g} min" if rule.minutes else ""))
 
 
+def plural(n: int, word: str) -> str:
+    """``1 reading``, ``2 readings``."""
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _unit_of(obs: list[Observation], check_id: str) -> str:
+    return next((o.unit for o in obs if o.check_id == check_id), "")
+
+
+def _shown(rule, value: float, unit: str) -> str:
+    """A rule's data point: a relative change for baseline and growth rules, else the value."""
+    return format_change(value) if rule.kind in ("baseline", "growth") else format_value(value, unit)
+
+
 def _describe(o: Observation, derived: float | None = None) -> dict:
-    d = {"phase": o.phase, "tick": o.tick, "value": o.value, "status": o.status, "measured_at": o.measured_at.isoformat()}
+    d = {"check_id": o.check_id, "phase": o.phase, "tick": o.tick, "value": o.value, "status": o.status,
+         "measured_at": o.measured_at.isoformat()}
     if derived is not None and derived != o.value:
         d["derived"] = derived
     return d
@@ -250,6 +321,7 @@ def implicit_criteria(plan: Plan) -> tuple[list[Criterion], list[Criterion]]:
 
 def judge_breach(crit, kind: str, obs: list[Observation], time_scale: float) -> CriterionResult:
     """A NO-GO criterion (or an alert): ``breached`` when any of its checks shows the rule, else ``clear``."""
+    unit0 = _unit_of(obs, crit.checks[0])
     for cid in crit.checks:
         series = _series(obs, cid)
         base = baseline_of(obs, cid)
@@ -257,16 +329,17 @@ def judge_breach(crit, kind: str, obs: list[Observation], time_scale: float) -> 
         if hit:
             last_o, last_v = hit[-1]
             unit = series[0].unit if series else ""
-            shown = f"{last_v:.1%}" if crit.rule.kind in ("baseline", "growth") else f"{last_v:g} {unit}"
-            detail = (f"{cid}: {rule_text(crit.rule)} met: {shown} at {last_o.phase} tick {last_o.tick}"
-                      + (f" ({len(hit)} consecutive observations)" if len(hit) > 1 else "")
-                      + (f"; baseline {base:g} {unit}" if crit.rule.kind == "baseline" else ""))
-            return CriterionResult(crit.id, kind, crit.text, rule_text(crit.rule), "breached", detail, list(crit.checks),
-                                   [_describe(o, v) for o, v in hit])
-    counts = ", ".join(f"{cid}: {len(_series(obs, cid))} obs" for cid in crit.checks)
+            what = "in the window ending" if crit.rule.kind == "window_count" else "at"
+            detail = (f"{cid}: {_shown(crit.rule, last_v, unit)} {what} {last_o.phase} tick {last_o.tick} "
+                      f"meets {rule_text(crit.rule, unit)}"
+                      + (f" ({len(hit)} consecutive readings)" if len(hit) > 1 else "")
+                      + (f"; baseline {format_value(base, unit)}" if crit.rule.kind == "baseline" else ""))
+            return CriterionResult(crit.id, kind, crit.text, rule_text(crit.rule, unit), "breached", detail,
+                                   list(crit.checks), [_describe(o, v) for o, v in hit])
+    counts = ", ".join(f"{cid}: {plural(len(_series(obs, cid)), 'reading')} with a value" for cid in crit.checks)
     note = "; no baseline measured" if crit.rule.kind == "baseline" and all(baseline_of(obs, c) is None for c in crit.checks) else ""
-    return CriterionResult(crit.id, kind, crit.text, rule_text(crit.rule), "clear", f"not met by the data ({counts}){note}",
-                           list(crit.checks))
+    return CriterionResult(crit.id, kind, crit.text, rule_text(crit.rule, unit0), "clear",
+                           f"no breach ({counts}){note}", list(crit.checks))
 
 
 def judge_go(plan: Plan, crit: Criterion, obs: list[Observation], time_scale: float, stopped: bool) -> CriterionResult:
@@ -283,29 +356,31 @@ def judge_go(plan: Plan, crit: Criterion, obs: list[Observation], time_scale: fl
         unit = plan.check(cid).unit
         if not ok:
             o, v = bad
-            shown = f"{v:.1%}" if crit.rule.kind in ("baseline", "growth") else f"{v:g} {unit}"
-            details.append(f"{cid}: {shown} at {o.phase} tick {o.tick} does not meet {rule_text(crit.rule)}")
+            details.append(f"{cid}: {_shown(crit.rule, v, unit)} at {o.phase} tick {o.tick} does not meet "
+                           f"{rule_text(crit.rule, unit)}")
             deciding.append(_describe(o, v))
             outcome = "not_met"
         elif stopped:
-            details.append(f"{cid}: soak stopped early")
+            details.append(f"{cid}: soak stopped early ({measured} of {expected} scheduled readings taken)")
             outcome = "not_met" if outcome == "met" else outcome
         elif coverage < min_cov or n_points == 0:
-            errors = len([o for o in obs if o.check_id == cid and o.status == "error"])
+            errors = len([o for o in obs if o.check_id == cid and o.status == "error" and o.phase != "baseline"])
             why = "no baseline measured" if crit.rule.kind == "baseline" and base is None else \
-                f"{measured} of {expected} scheduled observations measured (coverage {coverage:.0%} < {min_cov:.0%}; {errors} errors)"
+                (f"{measured} of {expected} scheduled readings measured (coverage {coverage:.0%} < {min_cov:.0%}; "
+                 f"{errors} errors)")
             details.append(f"{cid}: {why}")
             if outcome == "met":
                 outcome = "not_enough_data"
         else:
             values = [v for _, v in _points(crit.rule, series, base, time_scale)]
-            if crit.rule.kind in ("baseline", "growth"):
-                rng = f"{min(values):.1%}..{max(values):.1%}"
-            else:
-                rng = f"{min(values):g}..{max(values):g} {unit}"
-            details.append(f"{cid}: {n_points} points {rule_text(crit.rule)} (range {rng}, coverage {coverage:.0%})")
-    return CriterionResult(crit.id, "go", crit.text, rule_text(crit.rule), outcome, "; ".join(details), list(crit.checks),
-                           deciding)
+            rng = f"{_shown(crit.rule, min(values), unit)} to {_shown(crit.rule, max(values), unit)}"
+            extra = ""
+            if crit.rule.kind == "baseline":
+                extra = f"; baseline {format_value(base, unit)}, changes under {format_value(crit.rule.min_delta, unit)} count as 0"
+            details.append(f"{cid}: {n_points} points {rule_text(crit.rule, unit)} (range {rng}, "
+                           f"coverage {coverage:.0%}{extra})")
+    return CriterionResult(crit.id, "go", crit.text, rule_text(crit.rule, plan.check(crit.checks[0]).unit), outcome,
+                           "; ".join(details), list(crit.checks), deciding)
 
 
 def no_go_breaches(plan: Plan, obs: list[Observation], time_scale: float, checks: set[str] | None = None) -> list[CriterionResult]:
@@ -323,32 +398,79 @@ def firing_alerts(plan: Plan, obs: list[Observation], time_scale: float, checks:
 
 # --- per-check summary for the report -----------------------------------------------------------
 
-def summarize_check(plan: Plan, check: Check, obs: list[Observation], stopped: bool) -> CheckResult:
-    """Counts and ranges of one check's observations after the migration (for the report)."""
-    mine = sorted((o for o in obs if o.check_id == check.id and o.phase not in PHASES_NOT_SCHEDULED),
-                  key=lambda o: o.scheduled_at)
-    counts = {s: sum(1 for o in mine if o.status == s) for s in ("pass", "warn", "fail", "error")}
-    values = [o.value for o in mine if o.status != "error" and o.value is not None]
-    expected = len(mine) if stopped else expected_observations(plan, check.id)
-    coverage = len(values) / expected if expected else 0.0
+def stop_point(breaches: list[CriterionResult]) -> str | None:
+    """Where the first breached NO-GO criterion stopped the soak, e.g. ``hour0 tick 0``."""
+    for r in breaches:
+        if r.outcome == "breached" and r.deciding:
+            return f"{r.deciding[-1]['phase']} tick {r.deciding[-1]['tick']}"
+    return None
+
+
+def summarize_check(plan: Plan, check: Check, obs: list[Observation], stopped: bool | str,
+                    breaches: list[CriterionResult] = ()) -> CheckResult:
+    """One check over the soak, for the report (see :class:`CheckResult`).
+
+    ``stopped``: the soak stopped early (a string says where, e.g. ``hour0 tick 0``);
+    ``breaches``: breached NO-GO criteria, whose deciding readings of this check make it
+    ``breached`` even when each reading alone was only a ``warn``. A check without a
+    measured value is ``not_measured``, never ``met``.
+    """
+    mine = sorted((o for o in obs if o.check_id == check.id), key=lambda o: o.scheduled_at)
+    by_phase: dict[str, dict[str, int]] = {}
+    for o in mine:
+        by_phase.setdefault(o.phase, dict.fromkeys(("pass", "warn", "fail", "error"), 0))[o.status] += 1
+    after = [o for o in mine if o.phase != "baseline"]
+    counts = {s: sum(1 for o in after if o.status == s) for s in ("pass", "warn", "fail", "error")}
+    values = [o.value for o in after if o.status != "error" and o.value is not None]
+    measured = sum(1 for o in after if o.phase not in PHASES_NOT_SCHEDULED and o.status != "error" and o.value is not None)
+    expected = expected_observations(plan, check.id)
+    coverage = measured / expected if expected else 0.0
     common = dict(check_id=check.id, title=check.title, unit=check.unit, rule=check.rule, expected=expected,
-                  measured=len(values), errors=counts["error"], coverage=coverage, counts=counts,
+                  measured=measured, errors=counts["error"], coverage=coverage, counts=counts,
                   min=min(values) if values else None, max=max(values) if values else None,
-                  last=values[-1] if values else None)
-    fails = [o for o in mine if o.status == "fail"]
-    warns = [o for o in mine if o.status == "warn"]
+                  last=values[-1] if values else None, by_phase=by_phase)
+    fmt = lambda v: format_value(v, check.unit)  # noqa: E731
+    decided = [(r, d) for r in breaches if r.outcome == "breached" for d in r.deciding if d.get("check_id") == check.id]
+    if decided:
+        r, d = decided[-1]
+        shown = format_value(d["value"], check.unit)
+        if "derived" in d and r.rule.startswith("degradation"):
+            shown += f" ({format_change(d['derived'])} vs baseline)"
+        elif "derived" in d and r.rule.startswith("count"):
+            shown += f" ({format_value(d['derived'], check.unit)} in the window)"
+        return CheckResult(outcome="breached", detail=f"decided NO-GO {r.id} ({r.rule}): {shown} at {d['phase']} tick "
+                                                      f"{d['tick']}", deciding=d, **common)
+    fails = [o for o in after if o.status == "fail"]
+    warns = [o for o in after if o.status == "warn"]
     if fails:
         o = fails[0]
-        return CheckResult(outcome="breached", detail=f"{o.value:g} {check.unit} at {o.phase} tick {o.tick} meets {check.no_go}",
+        return CheckResult(outcome="breached", detail=f"{fmt(o.value)} at {o.phase} tick {o.tick} meets its NO-GO level "
+                                                      f"{format_condition(check.no_go, check.unit)}"
+                                                      + (f" ({plural(len(fails), 'reading')})" if len(fails) > 1 else ""),
                            deciding=_describe(o), **common)
-    if not stopped and coverage < plan.verdict.min_coverage:
-        return CheckResult(outcome="not_enough_data", detail=f"{len(values)} of {expected} measured ({coverage:.0%})", **common)
+    if not values:
+        why = [f"{plural(counts['error'], 'reading')} failed"] if counts["error"] else []
+        why.append(f"soak stopped at {stopped}" if isinstance(stopped, str) else
+                   "soak stopped early" if stopped else "no reading recorded" if not counts["error"] else "")
+        return CheckResult(outcome="not_measured", detail=f"not measured ({'; '.join(w for w in why if w)})", **common)
     if warns:
         o = warns[0]
-        return CheckResult(outcome="not_met", detail=f"expected {check.expect} {check.unit}, got {o.value:g} at {o.phase} tick {o.tick}",
+        return CheckResult(outcome="not_met", detail=f"{len(warns)} of {plural(len(after), 'reading')} outside expected "
+                                                     f"{format_condition(check.expect, check.unit)}; first {fmt(o.value)} "
+                                                     f"at {o.phase} tick {o.tick}",
                            deciding=_describe(o), **common)
-    rng = f"{min(values):g}..{max(values):g}" if values else "n/a"
-    return CheckResult(outcome="met", detail=f"all {len(values)} observations {check.expect} {check.unit} (range {rng})", **common)
+    rng = f"value {fmt(min(values))}" if min(values) == max(values) else f"range {fmt(min(values))} to {fmt(max(values))}"
+    if stopped:
+        where = f" at {stopped}" if isinstance(stopped, str) else ""
+        return CheckResult(outcome="partial", detail=f"as expected ({format_condition(check.expect, check.unit)}) in the "
+                                                     f"{plural(len(values), 'reading')} before the soak stopped{where}; {measured} of "
+                                                     f"{expected} scheduled readings taken ({rng})", **common)
+    if coverage < plan.verdict.min_coverage:
+        return CheckResult(outcome="not_enough_data", detail=f"{measured} of {expected} scheduled readings measured "
+                                                             f"({coverage:.0%} < {plan.verdict.min_coverage:.0%}); "
+                                                             f"{counts['error']} errors", **common)
+    return CheckResult(outcome="met", detail=f"all {plural(len(values), 'reading')} {format_condition(check.expect, check.unit)} "
+                                             f"({rng})", **common)
 
 
 def judge(plan: Plan, observations: list[Observation], time_scale: float = 1.0) -> Verdict:
@@ -361,7 +483,8 @@ def judge(plan: Plan, observations: list[Observation], time_scale: float = 1.0) 
     breaches = [judge_breach(c, "no_go", observations, time_scale) for c in no_go]
     stopped = any(r.outcome == "breached" for r in breaches)
     gos = [judge_go(plan, c, observations, time_scale, stopped) for c in go]
-    checks = [summarize_check(plan, c, observations, stopped) for c in plan.checks]
+    checks = [summarize_check(plan, c, observations, stop_point(breaches) or stopped, breaches)
+              for c in plan.checks]
     results = breaches + gos
     if stopped:
         return Verdict("NO_GO", [f"{r.id}: {r.detail}" for r in breaches if r.outcome == "breached"], results, checks)

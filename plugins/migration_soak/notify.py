@@ -86,6 +86,9 @@ def on_task_failure(context) -> None:
     resends the first text; a plain function is safe under ``dag.test()`` too.)
     """
     ti = context.get("ti") or context.get("task_instance")
+    state = getattr(ti, "state", None)
+    if getattr(state, "value", state) == "up_for_retry":
+        return  # Airflow will try again: only the last failure is news
     exc = context.get("exception")
     first_line = str(exc).strip().splitlines()[0][:300] if exc and str(exc).strip() else ""
     reason = f"{type(exc).__name__}: {first_line}" if exc else "unknown reason"
@@ -95,6 +98,26 @@ def on_task_failure(context) -> None:
             f"{'' if getattr(ti, 'map_index', -1) < 0 else f'[{ti.map_index}]'} (run `{ti.run_id}`, "
             f"try {ti.try_number})\nReason: {reason}")
     send(text, slack_conn_of(params.get("plan", "default")))
+
+
+def inconclusive_text(plan, reasons: list[str]) -> str:
+    """Slack: the soak is INCONCLUSIVE and waits for a person in the Airflow UI."""
+    return (f":grey_question: [{plan.environment}] soak of `{plan.migration.name}` is INCONCLUSIVE: "
+            f"{'; '.join(reasons)[:600]} — decide in the Airflow UI (Required actions)")
+
+
+def decision_text(plan, final, time_scale: float, report_name: str) -> str:
+    """Slack: the final decision when the migration stays (``final``: ``decision.Decision``
+    or ``None``). Says "verdict: GO" only for a GO that was decided (and signed off when
+    asked); a compressed clock is named, since it proves less than 24 hours."""
+    head = f"[{plan.environment}] soak of `{plan.migration.name}`"
+    clock = "" if time_scale == 1 else f" (compressed clock x{time_scale:g}: demonstration evidence, not a 24-hour soak)"
+    if final is not None and final.is_go:
+        return f":large_green_circle: {head} verdict: GO{clock}: {final.reason}; report {report_name}"
+    if final is None:
+        return f":warning: {head}: no decision recorded; report {report_name}"
+    return (f":large_yellow_circle: {head} ended {final.outcome.replace('_', '-')}: the migration is kept "
+            f"without a GO: {final.reason}; report {report_name}")
 
 
 def slack_conn_of(plan_name: str) -> str:

@@ -469,13 +469,19 @@ class Verdict(_Model):
     hold a measured value (``error`` and missing ones do not count) for a GO.
     ``on_inconclusive``: what the DAG does when the verdict is neither GO nor NO-GO:
     ``ask`` a person in the Airflow UI (after ``human_timeout_hours`` without an answer,
-    the safe default: roll back), or decide unattended (``rollback`` / ``go``). A trigger
-    param overrides it per run.
+    the safe default: roll back), or decide unattended (``rollback`` / ``go``; an
+    unattended ``go`` keeps the migration but is never reported as GO). A trigger param
+    overrides it per run.
+    ``on_sign_off_rejected``: when a required QA sign-off is rejected or not given within
+    ``sign_off_timeout_hours``, ``rollback`` (default) or ``keep`` the migration; either way
+    the run is not a GO (docs/verdict.md).
     """
 
     min_coverage: float = Field(default=0.9, ge=0, le=1)
     on_inconclusive: Literal["ask", "rollback", "go"] = "ask"
     human_timeout_hours: float = Field(default=4, gt=0)
+    on_sign_off_rejected: Literal["rollback", "keep"] = "rollback"
+    sign_off_timeout_hours: float = Field(default=24, gt=0)
 
 
 class Plan(_Model):

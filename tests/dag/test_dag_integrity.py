@@ -53,13 +53,18 @@ def test_shape_backup_migrate_verify_then_checks_then_branch(dag):
     # the guard runs beside the phases; the judge waits for both
     assert up("guard") == {"start_clock"}
     assert up("judge_soak") == {f"passive.{c.id}" for c in plan.checks_in("passive")} | {"guard"}
-    assert {t.task_id for t in dag.task_dict["judge_soak"].downstream_list} == {"human_decision", "decide"}
-    assert up("decide") == {"judge_soak", "human_decision"}
-    assert {t.task_id for t in dag.task_dict["decide"].downstream_list} == {"go.sign_off", "go.report", "rollback.notify_rollback"}
+    assert dag.task_dict["judge_soak"].trigger_rule == "none_failed"  # skipped check tasks are not failures
+    down = lambda tid: {t.task_id for t in dag.task_dict[tid].downstream_list}  # noqa: E731
+    assert down("judge_soak") == {"human_decision", "ask_sign_off"}
+    assert up("ask_sign_off") == {"judge_soak", "human_decision"}
+    assert down("ask_sign_off") == {"sign_off", "decide"}
+    assert up("decide") == {"ask_sign_off", "sign_off"}
+    # the final branch: GO (the report) or the rollback group, nothing else
+    assert down("decide") == {"report", "rollback.notify_rollback"}
     rollback = [t for t in dag.task_dict if t.startswith("rollback.")]
     assert set(rollback) == {"rollback.notify_rollback", "rollback.restore", "rollback.mark_ledger",
                              "rollback.restart_after_rollback", "rollback.health", "rollback.post_mortem"}
-    assert up("release") == {"go.report", "rollback.post_mortem"}
+    assert up("release") == {"report", "rollback.post_mortem"}
     assert dag.task_dict["release"].trigger_rule == "all_done"  # the environment is given back whatever happened
     assert up("conclude") == {"release"}
 
@@ -75,6 +80,16 @@ def test_check_tasks_wait_in_reschedule_mode(dag):
     phases = ["baseline", "hour0"] + [p.name for p in plan.phases]
     assert len(sensors) == sum(len(plan.checks_in(p)) for p in phases) + 1
     assert all(s.reschedule for s in sensors)  # each frees its worker slot between ticks
+
+
+def test_human_questions_default_to_the_safe_answer_on_timeout(dag):
+    from migration_soak.plan import load_plan
+
+    plan = load_plan("default")
+    human, sign_off = dag.task_dict["human_decision"], dag.task_dict["sign_off"]
+    assert human.defaults == ["Roll back"] and sign_off.defaults == ["Reject"]
+    assert sign_off.options == ["Approve", "Reject"] and "comment" in sign_off.params
+    assert sign_off.response_timeout.total_seconds() == plan.verdict.sign_off_timeout_hours * 3600
 
 
 def test_trigger_form_params(dag):

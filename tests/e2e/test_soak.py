@@ -37,7 +37,7 @@ def legacy(tmp_path_factory):
 
 
 def test_healthy_soak_is_go_with_every_criterion_met(healthy):
-    assert healthy.decision == "GO", healthy.events.get("verdict", {}).get("payload", {}).get("reasons")
+    assert healthy.decision["outcome"] == "GO", healthy.events.get("verdict", {}).get("payload", {}).get("reasons")
     crit = _criteria(healthy)
     assert {c.id for c in PLAN.go} | {c.id for c in PLAN.no_go} == set(crit)
     assert all(crit[c.id]["outcome"] == "met" for c in PLAN.go)
@@ -45,15 +45,35 @@ def test_healthy_soak_is_go_with_every_criterion_met(healthy):
     assert "no_go" not in healthy.events
 
 
+def _count(cell: str) -> int:
+    return int(cell.split()[0].replace(",", "")) if cell[:1].isdigit() else 0
+
+
+def test_healthy_run_is_green_and_says_what_a_compressed_clock_proves(healthy):
+    assert healthy.run_state == "success" and healthy.exit_code_for_user == 0
+    assert healthy.decision["outcome"] == "GO" and healthy.decision["action"] == "proceed"
+    states = healthy.task_states
+    assert states["report"] == states["conclude"] == "success"
+    assert all(states[t] == "skipped" for t in states if t.startswith("rollback.")), states
+    assert states["sign_off"] == states["human_decision"] == "skipped"
+    assert all(states[f"passive.{c.id}"] == "success" for c in PLAN.checks_in("passive"))
+    report = Path(healthy.events["report"]["payload"]["path"]).read_text()
+    assert "compressed clock (24 h in 4.8 min): demonstration evidence, not a 24-hour soak" in report
+    assert "approved to proceed to production" not in report.lower()
+    assert "Equipo de QA aprueba testing manual: not asked" in report
+
+
 def test_healthy_report_shows_every_tick_of_every_phase(healthy):
     report = Path(healthy.events["report"]["payload"]["path"]).read_text()
-    assert "**Verdict:** GO" in report and "APPROVED to proceed to production" in report
+    assert "**Judge's verdict** (what the data shows): **GO**" in report
+    header = next(line for line in report.splitlines() if line.startswith("| check |"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
     rows = [line for line in report.splitlines() if line.startswith("| `")]
     assert len(rows) == len(PLAN.checks)
     phases = ["hour0", "intensive", "regular", "passive"]
     for row, check in zip(rows, PLAN.checks):
         cells = [c.strip() for c in row.strip("|").split("|")]
-        counts = [0 if c == "-" else int(c.split()[0]) for c in cells[4:8]]
+        counts = [_count(cells[columns.index(p)]) for p in phases]
         wanted = [(1 if p == "hour0" else len(PLAN.phase(p).tick_offsets())) if check in PLAN.checks_in(p) else 0
                   for p in phases]
         assert counts == wanted, row
@@ -73,7 +93,8 @@ def test_healthy_report_shows_every_tick_of_every_phase(healthy):
 
 
 def test_legacy_code_is_no_go_and_rolls_back_every_value(legacy):
-    assert legacy.decision == "NO_GO"
+    assert legacy.decision["outcome"] == "NO_GO"
+    assert legacy.run_state == "failed" and legacy.exit_code_for_user == 1
     assert legacy.events["no_go"]["payload"]["criterion"] in ("no_go_auth_error_rate", "no_go_critical_errors_per_hour")
     restore = legacy.events["restore"]["payload"]
     assert restore["users_at_backup"] == USERS
@@ -97,10 +118,30 @@ def test_legacy_code_slack_messages_and_post_mortem(legacy):
     assert any("ROLLBACK INITIATED - Reason: NO_GO: no_go_" in t for t in texts)
     assert any("rollback of 20251202020032_update_user_schema_final completed" in t for t in texts)
     # The final task fails the run with the reasons, and the failure callback says so.
-    assert any("task failed: `migration_soak.conclude`" in t and "verdict NO_GO" in t for t in texts)
+    assert any("task failed: `migration_soak.conclude`" in t and "NO-GO: no_go_" in t for t in texts)
+    assert not any("verdict: GO" in t for t in texts)
     post_mortem = Path(legacy.events["rollback_completed"]["payload"]["post_mortem"]).read_text()
     assert "no_go_" in post_mortem and "restored 200000 values" in post_mortem
     _secrets_absent(legacy, post_mortem)
+
+
+def test_legacy_code_grid_and_report_say_only_what_was_measured(legacy):
+    states = legacy.task_states
+    assert all(states[t] == "success" for t in states if t.startswith("rollback.")), states
+    assert states["report"] == "skipped" and states["conclude"] == "failed"
+    # The soak stopped at hour 0: the phases never measured anything, so they are skipped.
+    phase_tasks = [t for t in states if t.split(".")[0] in ("intensive", "regular", "passive")]
+    assert phase_tasks and all(states[t] == "skipped" for t in phase_tasks), states
+    report = Path(legacy.events["rollback_completed"]["payload"]["report"]).read_text()
+    rows = [line for line in report.splitlines() if line.startswith("| `")]
+    unmeasured = [r for r in rows if "not measured" in r]
+    assert unmeasured and not any("met" in r.rsplit("|", 2)[-2] and "not" not in r.rsplit("|", 2)[-2]
+                                  for r in unmeasured)
+    criterion = legacy.events["no_go"]["payload"]["criterion"]
+    assert criterion in report  # the deciding observation is named
+    post_mortem = Path(legacy.events["rollback_completed"]["payload"]["post_mortem"]).read_text()
+    if criterion == "no_go_critical_errors_per_hour":
+        assert "passwordHash" in post_mortem  # the failing log line is quoted (masked)
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +165,7 @@ def soak_of(tmp_path_factory):
 ])
 def test_fault_scenarios_end_in_no_go_on_their_criterion(soak_of, scenario, criterion):
     outcome = soak_of(scenario)
-    assert outcome.decision == "NO_GO", outcome.events.get("verdict", {}).get("payload", {}).get("reasons")
+    assert outcome.decision["outcome"] == "NO_GO", outcome.events.get("verdict", {}).get("payload", {}).get("reasons")
     assert outcome.events["no_go"]["payload"]["criterion"] == criterion
     assert _criteria(outcome)[criterion]["outcome"] == "breached"
     assert "rollback_completed" in outcome.events
@@ -144,7 +185,7 @@ def test_sync_drift_is_caught_by_the_guard_within_one_interval(soak_of):
 
 def test_metrics_outage_is_inconclusive_never_go(soak_of):
     outcome = soak_of("metrics-outage")
-    assert outcome.decision == "INCONCLUSIVE"
+    assert outcome.decision["outcome"] == "INCONCLUSIVE" and outcome.exit_code_for_user == 2
     crit = _criteria(outcome)
     assert crit["go_auth_error_rate"]["outcome"] == "not_enough_data"
     assert "rollback_completed" in outcome.events  # the unattended run rolls back
@@ -152,7 +193,9 @@ def test_metrics_outage_is_inconclusive_never_go(soak_of):
 
 def test_noisy_is_inconclusive_and_a_person_decides_through_the_api(soak_of):
     outcome = soak_of("noisy", human_choice="GO")
-    assert outcome.decision == "INCONCLUSIVE"
+    assert outcome.events["verdict"]["payload"]["decision"] == "INCONCLUSIVE"
+    assert outcome.decision["outcome"] == "GO" and outcome.decision["by"].startswith("person:")
+    assert outcome.run_state == "success"
     assert _criteria(outcome)["go_auth_error_rate"]["outcome"] == "not_met"
     assert _criteria(outcome)["no_go_auth_error_rate"]["outcome"] == "clear"
     assert outcome.human_error is None and outcome.human_answer is not None

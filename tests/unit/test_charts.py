@@ -119,3 +119,84 @@ def test_rendering_is_fast_on_a_whole_default_soak(tmp_path, capsys):
               f"{min(sizes) // 1000}-{max(sizes) // 1000} kB")
     assert len(written) == len({cid for _, cid in plan.schedule()})
     assert per_chart < 0.5  # about 0.1 s on a 2-core machine; generous for loaded CI runners
+
+
+# --- what the charts must say: fitted range, deciding reading, stop, readable labels -------------
+
+def _fig(check_id, observations, **kw):
+    return charts.figure(PLAN, PLAN.check(check_id), observations, H0, SCALE, **kw)
+
+
+def _labels(fig) -> list[str]:
+    return [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def test_far_thresholds_become_edge_arrows_and_the_data_keeps_its_range():
+    lo, hi, inside = charts.y_layout([200.0, 215.0], [500.0, 1000.0], "ms")
+    assert inside == [False, False] and 195 <= lo <= 200 and 215 <= hi <= 220
+    lo, hi, inside = charts.y_layout([200.0, 480.0], [500.0, 1000.0], "ms")
+    assert inside == [True, False] and hi == 500.0  # near the data: a line, inside the range
+    fig = _fig("login_p95", [o for o in soak() if o.check_id == "login_p95" and (o.value or 0) < 300])
+    ax = fig.axes[0]
+    assert ax.get_ylim()[1] < 500  # not squashed down to make room for 500 and 1,000 ms
+    assert any("expected < 500 ms ↑" in t.get_text() and "NO-GO level > 1,000 ms ↑" in t.get_text() for t in ax.texts)
+
+
+def test_the_deciding_reading_is_a_star_not_an_orange_warn():
+    readings = [obs("login_p95", "intensive", k, 0.25 * k, 210.0, "pass") for k in range(1, 4)]
+    readings.append(obs("login_p95", "intensive", 4, 1.0, 450.0, "warn"))  # a warn by itself, a breach by its rule
+    fig = _fig("login_p95", readings, deciding=[("intensive", 4, "+48% vs baseline")], stop_hours=1.0,
+               stop_label="NO-GO stop")
+    ax = fig.axes[0]
+    for coll in ax.collections:
+        offsets = [tuple(p) for p in coll.get_offsets()]
+        color = tuple(round(c, 3) for c in coll.get_facecolor()[0][:3])
+        if (1.0, 450.0) in offsets:
+            assert color == tuple(round(int(charts.DECIDING[i:i + 2], 16) / 255, 3) for i in (1, 3, 5))
+    labels = _labels(fig)
+    assert not any(label.startswith("warn") for label in labels)
+    assert "decided NO-GO: 450 ms at intensive tick 4 (+48% vs baseline)" in labels
+    assert "NO-GO stop at soak 1:00" in labels
+    assert any(line.get_xdata()[0] == 1.0 for line in ax.lines if line.get_color() == charts.DECIDING)
+
+
+def test_legend_counts_add_up_to_the_readings():
+    readings = soak()
+    for check_id in ("auth_error_rate", "login_p95", "gateway_health"):
+        mine = [o for o in readings if o.check_id == check_id]
+        labels = _labels(_fig(check_id, mine, deciding=[("passive", 5, "")]))
+        counted = sum(int(label.rsplit("(", 1)[1].rstrip(")")) for label in labels
+                      if label.split(" (")[0] in ("pass", "warn", "fail", "error"))
+        stars = sum(1 for label in labels if label.startswith("decided NO-GO"))
+        assert counted + stars == len(mine), labels
+
+
+def test_bytes_are_drawn_in_mib_without_e_notation(tmp_path):
+    plan = load_plan("default")
+    mem = [Observation("r", "intensive", "app_memory", k, H0 + timedelta(hours=0.25 * k) / SCALE,
+                       H0 + timedelta(hours=0.25 * k) / SCALE, 1.02e8 + 3e6 * k, "bytes", "pass") for k in range(1, 9)]
+    fig = charts.figure(plan, plan.check("app_memory"), mem, H0, SCALE)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    ticks = [t.get_text() for t in ax.get_yticklabels()]
+    assert ax.get_ylabel() == "MiB" and ticks and not any("e" in t.lower() for t in ticks)
+    assert 90 < ax.get_ylim()[0] < 100 and 120 < ax.get_ylim()[1] < 130  # MiB, fitted to the data
+
+
+def test_labels_never_overlap():
+    plan = load_plan("default")
+    readings = [Observation("r", "baseline", "login_p95", k, H0, H0, 200.0, "ms", "pass") for k in range(1, 5)]
+    readings += [o for o in soak() if o.check_id == "login_p95" and o.phase != "baseline"]
+    fig = charts.figure(plan, plan.check("login_p95"), readings, H0, SCALE, deciding=[("passive", 4, "")],
+                        stop_hours=20.0, stop_label="NO-GO stop, then rollback")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    boxes = [t.get_window_extent(renderer) for t in ax.texts if t.get_text().strip() and t.get_visible()]
+    boxes = [b for b, t in zip(boxes, [t for t in ax.texts if t.get_text().strip()]) if "not measured" not in t.get_text()]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b), (a, b)
+    legend = fig.legends[0].get_window_extent(renderer)
+    assert legend.x0 >= 0 and legend.x1 <= fig.bbox.width and legend.y0 >= 0
+    assert legend.y1 <= ax.xaxis.label.get_window_extent(renderer).y0 + 1  # below the x label

@@ -1,8 +1,9 @@
 """Build the soak DAG from a plan: the plan's phases become task groups of check tasks.
 
 backup -> migrate deploy -> verify -> restart apps -> hour-0 checks -> start the clock
--> phase groups in order (one sensor per check, waking at each tick) -> decide (branch)
--> GO: sign-off, report | NO-GO: the rollback group -> conclude.
+-> phase groups in order (one sensor per check, waking at each tick) -> judge_soak
+-> [human_decision on INCONCLUSIVE] -> ask_sign_off -> [sign_off] -> decide (branch)
+-> report | the rollback group -> release -> conclude (green only for a GO; docs/verdict.md).
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import logging
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
+from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import DAG, Param, TaskGroup
 
 from migration_soak import notify
 from migration_soak.airflow import tasks as t
+from migration_soak.clock import TIME_SCALE_MAX
+from migration_soak.decision import APPROVE_OPTION, GO_OPTION, REJECT_OPTION, ROLLBACK_OPTION
 from migration_soak.airflow.operators import CheckSensor, GuardSensor
 from migration_soak.exceptions import PlanError
 from migration_soak.plan import PLANS_DIR, Plan, load_plan
@@ -44,10 +47,11 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
                           description="The plan this DAG was built from (include/plans/<plan>.yaml)."),
             "environment": Param(plan.environment, type="string", enum=[plan.environment],
                                  description="The environment the plan soaks."),
-            "time_scale": Param(1.0, type="number", exclusiveMinimum=0, maximum=100000,
+            "time_scale": Param(1.0, type="number", exclusiveMinimum=0, maximum=TIME_SCALE_MAX,
                                 description="Soak clock speed-up: 1 = real time (24 h); 360 = 24 h in 4 minutes."),
             "require_sign_off": Param(False, type="boolean",
-                                      description="Ask a person to approve in the UI before GO (QA sign-off)."),
+                                      description="Ask QA to approve in the UI before GO; a rejected or unanswered "
+                                                  f"sign-off is not a GO ({plan.verdict.on_sign_off_rejected})."),
             "on_inconclusive": Param(plan.verdict.on_inconclusive, type="string", enum=["ask", "rollback", "go"],
                                      description="When the verdict is INCONCLUSIVE: ask a person in the UI, or "
                                                  "decide unattended."),
@@ -97,25 +101,30 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
             task_id="human_decision",
             subject=f"The soak of {plan.migration.name} is INCONCLUSIVE: GO or roll back?",
             body="{{ ti.xcom_pull(task_ids='judge_soak', key='verdict')['reasons'] | join('\n') }}",
-            options=[t.GO_OPTION, t.ROLLBACK_OPTION],
-            defaults=[t.GO_OPTION if plan.verdict.on_inconclusive == "go" else t.ROLLBACK_OPTION],
+            options=[GO_OPTION, ROLLBACK_OPTION],
+            defaults=[ROLLBACK_OPTION],  # no answer in time: the safe way back
             response_timeout=timedelta(hours=plan.verdict.human_timeout_hours),
         )
+        ask = t.ask_sign_off()
+        judged >> [human, ask]
+        human >> ask
+        sign_off = HITLOperator(
+            task_id="sign_off",
+            subject=f"QA sign-off: approve GO for {plan.migration.name}?",
+            body="The soak met its GO criteria. Approve only if manual testing passed and no related support "
+                 "ticket is open (runbook, Criterios de Éxito). Rejecting, or no answer within "
+                 f"{plan.verdict.sign_off_timeout_hours:g} h, is not a GO: {plan.verdict.on_sign_off_rejected}.",
+            options=[APPROVE_OPTION, REJECT_OPTION],
+            defaults=[REJECT_OPTION],  # applied by the scheduler when nobody answers in time
+            params={"comment": Param("", type="string", description="Why (required reading for a rejection)")},
+            response_timeout=timedelta(hours=plan.verdict.sign_off_timeout_hours),
+        )
         decision = t.decide()
-        judged >> [human, decision]
-        human >> decision
+        # ask_sign_off always picks decide; decide waits for sign_off when it was asked.
+        ask >> [sign_off, decision]
+        sign_off >> decision
 
-        with TaskGroup("go") as go:
-            sign_off = ApprovalOperator(
-                task_id="sign_off",
-                subject=f"Approve GO for {plan.migration.name}?",
-                body="The soak met every GO criterion. Confirm QA sign-off and no related support tickets "
-                     "(seed, GO criteria).",
-                response_timeout=timedelta(hours=24),
-            )
-            report = t.report()
-            sign_off >> report
-
+        report = t.report()
         with TaskGroup("rollback") as rollback:
             restored = t.restore()
             t.notify_rollback() >> restored
@@ -123,9 +132,9 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
             t.mark_ledger(restored) >> restarted_again
             t.post_mortem(t.health(restarted_again))
 
-        # The branch picks among its direct downstreams: sign_off, report, notify_rollback.
-        decision >> [sign_off, report, rollback]
-        [go, rollback] >> t.release() >> t.conclude()
+        # The final branch picks among its direct downstreams: report or notify_rollback.
+        decision >> [report, rollback]
+        [report, rollback] >> t.release() >> t.conclude()
     return dag
 
 
@@ -133,9 +142,11 @@ def build_plan_error_dag(plan_stem: str, error: str) -> DAG:
     """The stand-in DAG of a plan file that does not parse: same dag id, one task
     ``plan_error`` that fails with ``error`` (which names the file, field and value).
 
-    Why not raise: every plan is built by the one DAG file, so an import error would hide
-    every soak DAG, including one whose run is half way through its 24 hours (its tasks
-    would fail to load on the workers). The broken plan shows up by name instead.
+    Why not raise here: every plan is built by the one DAG file, so an import error would
+    hide every soak DAG, including one whose run is half way through its 24 hours (its
+    tasks would fail to load on the workers). The broken plan keeps its dag id instead,
+    and ``dags/migration_soak_plan_errors.py`` raises the same error as an import error
+    of its own file (the UI's "DAG Import Errors", ``airflow dags list-import-errors``).
     """
     with DAG(
         dag_id=dag_id_for(plan_stem),
@@ -144,20 +155,25 @@ def build_plan_error_dag(plan_stem: str, error: str) -> DAG:
         catchup=False,
         tags=["migration", "soak", "plan-error"],
         default_args={"owner": "platform", "retries": 0},
-        doc_md=f"**The plan file `include/plans/{plan_stem}.yaml` is invalid**; fix it:\n\n```\n{error}\n```",
+        doc_md=f"**The plan file `{plan_stem}.yaml` is invalid**; fix it (also listed in the DAG import "
+               f"errors, against `migration_soak_plan_errors.py`):\n\n```\n{error}\n```",
     ) as dag:
         t.plan_error(error)
     return dag
 
 
 def build_all(plans_dir: Path | None = None) -> dict[str, DAG]:
-    """One DAG per ``<plans_dir>/*.yaml`` (default ``PLANS_DIR``), keyed by dag id.
+    """One DAG per ``<plans_dir>/*.yaml`` (default ``migration_soak.plan.PLANS_DIR``,
+    read at call time), keyed by dag id.
 
     A plan that does not load (``PlanError``) gets ``build_plan_error_dag`` and an error
-    log line; the other plans' DAGs are built as usual.
+    log line; the other plans' DAGs are built as usual. The same files' errors are the
+    import error of ``dags/migration_soak_plan_errors.py``.
     """
+    from migration_soak import plan as plan_module
+
     dags = {}
-    for path in sorted((plans_dir or PLANS_DIR).glob("*.yaml")):
+    for path in sorted((plans_dir or plan_module.PLANS_DIR).glob("*.yaml")):
         try:
             dags[dag_id_for(path.stem)] = build_dag(path.stem, load_plan(path))
         except PlanError as exc:

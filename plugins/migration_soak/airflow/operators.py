@@ -4,6 +4,11 @@ It runs in ``reschedule`` mode: between ticks it holds no worker slot; at each w
 it calls :func:`migration_soak.observe.observe_due` and asks to be rescheduled at the
 next tick's wall time. All state lives in the observation store, so a restarted
 scheduler or a retried task resumes at the right tick.
+
+What the grid shows: a check task that never took a reading because the soak stopped
+ends ``skipped``, not ``success``; an ``error`` reading (counted as missing, never as a
+pass) is a WARNING line in the task's log and the task stays green, since failing it
+would stop the soak on a metrics hiccup that the verdict already accounts for.
 """
 
 from __future__ import annotations
@@ -11,11 +16,27 @@ from __future__ import annotations
 from datetime import datetime
 
 from airflow.sdk.bases.sensor import BaseSensorOperator
-from airflow.sdk.exceptions import AirflowRescheduleException
+from airflow.sdk.exceptions import AirflowRescheduleException, AirflowSkipException
 
 from migration_soak import observe
 from migration_soak.plan import load_plan
 from migration_soak.store import Store
+
+
+def _log_reading(log, what: str, o) -> None:
+    """One log line per reading; an ``error`` reading is a WARNING naming why."""
+    if o.status == "error":
+        log.warning("%s tick %d: ERROR reading, counted as missing (never as a pass): %s", what, o.tick,
+                    o.evidence.get("error", ""))
+    else:
+        log.info("%s tick %d: %s %s (%s)", what, o.tick, "n/a" if o.value is None else f"{o.value:g}", o.unit, o.status)
+
+
+def _stop(log, taken: list, breach: dict) -> None:
+    """The soak stopped: a task that took no reading ends skipped (it measured nothing)."""
+    log.warning("soak stopped: %s", breach.get("text"))
+    if not taken:
+        raise AirflowSkipException(f"soak stopped before this check took a reading: {breach.get('text')}")
 
 
 class CheckSensor(BaseSensorOperator):
@@ -49,11 +70,9 @@ class CheckSensor(BaseSensorOperator):
             datetime.fromisoformat(self.hour0), float(self.time_scale),
         )
         for o in progress.recorded:
-            shown = "n/a" if o.value is None else f"{o.value:g} {o.unit}"
-            self.log.info("%s %s tick %d: %s (%s) %s", check_id, phase, o.tick, shown, o.status,
-                          o.evidence.get("error", ""))
+            _log_reading(self.log, f"{check_id} {phase}", o)
         if progress.stopped_by is not None:
-            self.log.warning("soak stopped: %s", progress.stopped_by.get("text"))
+            _stop(self.log, store.observations(context["run_id"], phase=phase, check_id=check_id), progress.stopped_by)
             return {"stopped_by": progress.stopped_by.get("criterion")}
         if progress.done:
             return {"done": True}
@@ -95,9 +114,9 @@ class GuardSensor(BaseSensorOperator):
         for check_id in plan.guard.checks:
             progress = observe.observe_due(plan, store, run_id, "guard", check_id, hour0, scale)
             for o in progress.recorded:
-                self.log.info("guard %s tick %d: %s (%s) %s", check_id, o.tick, o.value, o.status, o.evidence.get("error", ""))
+                _log_reading(self.log, f"guard {check_id}", o)
             if progress.stopped_by is not None:
-                self.log.warning("soak stopped: %s", progress.stopped_by.get("text"))
+                _stop(self.log, store.observations(run_id, phase="guard"), progress.stopped_by)
                 return {"stopped_by": progress.stopped_by.get("criterion")}
             if progress.next_at is not None:
                 wake_at.append(progress.next_at)

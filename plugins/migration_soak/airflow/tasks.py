@@ -11,11 +11,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from airflow.sdk import get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from migration_soak import decision as decision_mod
 from migration_soak import notify
 from migration_soak.exceptions import BackupError, MigrationError, PlanError
-from migration_soak.plan import Plan, load_plan
+from migration_soak.plan import SQL_DIR, Plan, load_plan
 from migration_soak.store import Store
 
 log = logging.getLogger(__name__)
@@ -164,8 +165,7 @@ def preflight() -> dict:
         raise AirflowFailException(
             f"migration {plan.migration.name!r} is {states[plan.migration.name]}, not pending: nothing to soak"
         )
-    _, rows = sql_source.run_readonly(plan.connections.staging, (
-        Path(__file__).resolve().parents[3] / "include" / "sql" / "users_without_authorizer_id.sql").read_text())
+    _, rows = sql_source.run_readonly(plan.connections.staging, (SQL_DIR / "users_without_authorizer_id.sql").read_text())
     if rows[0][0] != 0:
         raise AirflowFailException(f"{rows[0][0]} users have no authorizerId: the migration must not start")
     from airflow.providers.http.hooks.http import HttpHook
@@ -237,8 +237,12 @@ def start_clock() -> str:
 
     Every phase tick is computed from it (seed: the phases count hours from the end of
     "Hora 0"). A retried task returns the recorded time: the clock never restarts.
+    Skipped when a NO-GO already stopped the soak at hour 0: the phases never start.
     """
     ctx, plan, run_id = _ctx()
+    breach = _store(plan).no_go(run_id)
+    if breach is not None:
+        raise AirflowSkipException(f"the soak stopped at hour 0, the clock does not start: {breach.get('text')}")
     return _moment(plan, run_id, "hour0", "hour0", "Hora 0 checklist done; the soak clock starts")
 
 
@@ -280,10 +284,11 @@ def restart_apps(_hour0: str) -> int:
     return status
 
 
-@task.branch
+@task.branch(trigger_rule="none_failed")
 def judge_soak() -> list[str]:
     """Judge the soak from the store alone; an INCONCLUSIVE verdict goes to a person when
-    the run's ``on_inconclusive`` is ``ask``, else straight to ``decide``."""
+    the run's ``on_inconclusive`` is ``ask``. Runs when check tasks were skipped (the soak
+    stopped before they took a reading), never after a failed one."""
     from migration_soak.judge import judge
 
     ctx, plan, run_id = _ctx()
@@ -293,38 +298,63 @@ def judge_soak() -> list[str]:
     log.info("verdict: %s: %s", verdict.decision, "; ".join(verdict.reasons))
     ctx["ti"].xcom_push(key="verdict", value=verdict.to_dict())
     if verdict.decision == "INCONCLUSIVE" and ctx["params"]["on_inconclusive"] == "ask":
-        notify.send(f":grey_question: [{plan.environment}] soak of `{plan.migration.name}` is INCONCLUSIVE: "
-                    f"{'; '.join(verdict.reasons)[:600]} — decide in the Airflow UI (Required actions)",
-                    plan.connections.slack)
+        notify.send(notify.inconclusive_text(plan, verdict.reasons), plan.connections.slack)
         return ["human_decision"]
+    return ["ask_sign_off"]
+
+
+def _answer(ctx, task_id: str) -> decision_mod.Answer | None:
+    return decision_mod.Answer.from_hitl(ctx["ti"].xcom_pull(task_ids=task_id))
+
+
+@task.branch(trigger_rule="none_failed_min_one_success")
+def ask_sign_off() -> list[str]:
+    """The decision before any sign-off (verdict, a person's answer on INCONCLUSIVE, the
+    unattended policy); asks for the QA sign-off only when the run is about to claim GO."""
+    ctx, plan, run_id = _ctx()
+    human = _answer(ctx, "human_decision")
+    if human is not None:
+        _store(plan).add_event(run_id, "human_decision", {
+            "chosen": [human.chosen], "by": human.by, "timed_out": human.timed_out,
+            "text": "nobody answered in time: roll back" if human.timed_out else f"{human.by} chose {human.chosen}"})
+    verdict = _verdict(ctx)
+    before = decision_mod.candidate(verdict.decision, human, ctx["params"]["on_inconclusive"], verdict.reasons)
+    ctx["ti"].xcom_push(key="candidate", value=before.to_dict())
+    if decision_mod.needs_sign_off(before, bool(ctx["params"]["require_sign_off"])):
+        return ["sign_off", "decide"]  # decide waits for sign_off, its other upstream
     return ["decide"]
-
-
-GO_OPTION, ROLLBACK_OPTION = "GO", "Roll back"
 
 
 @task.branch(trigger_rule="none_failed_min_one_success")
 def decide() -> list[str]:
-    """Pick the branch from the verdict (and a person's answer to an INCONCLUSIVE one)."""
+    """The final branch: GO (report) or the rollback group, recorded as the run's single
+    ``decision`` event (decision.py). A rejected or unanswered sign-off is never a GO."""
     ctx, plan, run_id = _ctx()
-    verdict = _verdict(ctx)
-    choice = verdict.decision
-    if verdict.decision == "INCONCLUSIVE":
-        answer = ctx["ti"].xcom_pull(task_ids="human_decision")
-        if answer:
-            chosen = answer.get("chosen_options", [])
-            choice = "GO" if GO_OPTION in chosen else "NO_GO"
-            _store(plan).add_event(run_id, "human_decision", {"chosen": chosen, "by": answer.get("responded_by_user"),
-                                                             "text": f"a person chose {chosen}"})
-        else:
-            choice = "GO" if ctx["params"]["on_inconclusive"] == "go" else "NO_GO"
-    ctx["ti"].xcom_push(key="choice", value=choice)
-    if choice != "GO":
-        return ["rollback.notify_rollback"]
-    notify.send(f":large_green_circle: [{plan.environment}] soak of `{plan.migration.name}` verdict: {verdict.decision}"
-                + ("" if verdict.decision == "GO" else " (GO chosen by a person)"), plan.connections.slack)
-    # With sign-off, report waits for the approval (its upstream); without, sign_off is skipped.
-    return ["go.sign_off", "go.report"] if ctx["params"]["require_sign_off"] else ["go.report"]
+    store = _store(plan)
+    before = decision_mod.Decision(**ctx["ti"].xcom_pull(task_ids="ask_sign_off", key="candidate"))
+    require = bool(ctx["params"]["require_sign_off"])
+    sign_off = _answer(ctx, "sign_off") if decision_mod.needs_sign_off(before, require) else None
+    if sign_off is not None:
+        state = "timed_out" if sign_off.timed_out else \
+            "approved" if sign_off.chosen == decision_mod.APPROVE_OPTION else "rejected"
+        store.add_event(run_id, "sign_off", {"state": state, "by": sign_off.by, "comment": sign_off.comment,
+                                             "text": f"QA sign-off {state.replace('_', ' ')}"
+                                                     + (f" by {sign_off.by}" if sign_off.by else "")
+                                                     + (f": {sign_off.comment}" if sign_off.comment else "")})
+    final = decision_mod.decide(before, require, sign_off, plan.verdict.on_sign_off_rejected)
+    store.add_event(run_id, "decision", {**final.to_dict(), "text": (
+        f"{final.outcome.replace('_', '-')}, {final.action}: {final.reason} (decided by {final.by})")})
+    log.info("decision: %s", final)
+    return ["rollback.notify_rollback"] if final.action == "rollback" else ["report"]
+
+
+def _decision(plan: Plan, run_id: str) -> decision_mod.Decision | None:
+    """The run's final decision from the store (recorded once by ``decide``)."""
+    events = _store(plan).events(run_id, "decision")
+    if not events:
+        return None
+    payload = {k: v for k, v in events[-1]["payload"].items() if k != "text"}
+    return decision_mod.Decision(**payload)
 
 
 def _verdict(ctx):
@@ -333,14 +363,14 @@ def _verdict(ctx):
     return Verdict.from_dict(ctx["ti"].xcom_pull(task_ids="judge_soak", key="verdict"))
 
 
-def write_report(rollback_lines: list[str] | None) -> str:
+def write_report() -> str:
     """Render and write the results report of the current run; returns its path."""
     from migration_soak import report
 
     ctx, plan, run_id = _ctx()
     store = _store(plan)
     text = report.render_report(plan, run_id, _verdict(ctx), store.observations(run_id), store.events(run_id),
-                                float(ctx["params"]["time_scale"]), rollback_lines,
+                                float(ctx["params"]["time_scale"]),
                                 chart_dir=plan.path(plan.report_location) / f"charts-{report.safe_name(run_id)}")
     path = report.write(plan.path(plan.report_location), f"soak-{report.safe_name(run_id)}.md", text)
     store.add_event(run_id, "report", {"path": str(path), "text": f"report written to {path}"})
@@ -348,18 +378,24 @@ def write_report(rollback_lines: list[str] | None) -> str:
     return str(path)
 
 
-@task(trigger_rule="none_failed_min_one_success")
+@task
 def report() -> str:
-    """The results report of a GO soak."""
-    return write_report(None)
+    """The results report when the migration stays (GO, or kept without a GO); only then,
+    after any sign-off, does Slack hear "verdict: GO"."""
+    ctx, plan, run_id = _ctx()
+    path = write_report()
+    final = _decision(plan, run_id)
+    notify.send(notify.decision_text(plan, final, float(ctx["params"]["time_scale"]), Path(path).name),
+                plan.connections.slack)
+    return path
 
 
 @task
 def notify_rollback() -> None:
     """Slack: "ROLLBACK INITIATED - Reason: ..." (rollback step 1)."""
     ctx, plan, run_id = _ctx()
-    verdict = _verdict(ctx)
-    text = f"ROLLBACK INITIATED - Reason: {verdict.decision}: {'; '.join(verdict.reasons)}"
+    final = _decision(plan, run_id)
+    text = f"ROLLBACK INITIATED - Reason: {final.outcome}: {final.reason}"
     _store(plan).add_event(run_id, "rollback_started", {"text": text})
     notify.send(f":rotating_light: [{plan.environment}] {plan.migration.name}: {text}", plan.connections.slack)
 
@@ -411,7 +447,7 @@ def restart_after_rollback() -> int:
     """Restart the applications on the restored schema (step 4)."""
     ctx, plan, run_id = _ctx()
     status = restart_apps_now(plan)
-    _store(plan).add_event(run_id, "restart", {"status": status, "text": "applications restarted after rollback"})
+    _store(plan).add_event(run_id, "rollback_restart", {"status": status, "text": "applications restarted after rollback"})
     return status
 
 
@@ -427,8 +463,8 @@ def health(_restarted: int) -> dict:
             results[check.id] = sources.measure(check, plan).value
     from migration_soak.sources.sql import run_readonly
 
-    cols = [r[0] for r in run_readonly(plan.connections.staging, (
-        Path(__file__).resolve().parents[3] / "include" / "sql" / "deprecated_columns_present.sql").read_text())[1]]
+    cols = [r[0] for r in run_readonly(plan.connections.staging,
+                                       (SQL_DIR / "deprecated_columns_present.sql").read_text())[1]]
     results["columns_back"] = sorted(cols)
     ok = all(v == 1.0 for k, v in results.items() if k != "columns_back") and \
         sorted(cols) == sorted(plan.migration.dropped_columns)
@@ -445,11 +481,8 @@ def post_mortem(_health: dict) -> str:
 
     ctx, plan, run_id = _ctx()
     store = _store(plan)
-    events = store.events(run_id)
-    lines = [e["payload"].get("text", "") for e in events if e["kind"] in
-             ("rollback_started", "restore", "ledger", "restart", "health")]
-    report_path = write_report(lines)
-    text = report_mod.render_postmortem(plan, run_id, _verdict(ctx), store.events(run_id), lines)
+    report_path = write_report()
+    text = report_mod.render_postmortem(plan, run_id, _verdict(ctx), store.observations(run_id), store.events(run_id))
     path = report_mod.write(plan.path(plan.report_location) / "incidents",
                             f"{datetime.now(timezone.utc):%Y-%m-%d}-{plan.environment}-rollback-{report_mod.safe_name(run_id)}.md", text)
     store.add_event(run_id, "rollback_completed", {"post_mortem": str(path), "report": report_path,
@@ -461,11 +494,20 @@ def post_mortem(_health: dict) -> str:
 
 @task
 def conclude() -> str:
-    """Fail the run on anything but GO, after the rollback is done, with the reasons."""
+    """The run's state: success only for a GO that completed (decision GO and proceed, the
+    report written); otherwise fail with the reasons, after the rollback is done."""
     ctx, plan, run_id = _ctx()
-    if ctx["ti"].xcom_pull(task_ids="judge_soak", key="verdict") is None:
-        raise AirflowFailException("the soak reached no verdict: see the failed task above")
-    verdict = _verdict(ctx)
-    if ctx["ti"].xcom_pull(task_ids="decide", key="choice") == "GO":
-        return verdict.decision
-    raise AirflowFailException(f"verdict {verdict.decision}: " + "; ".join(verdict.reasons))
+    final = _decision(plan, run_id)
+    if final is None:
+        raise AirflowFailException("the soak reached no decision: see the failed task above")
+    store = _store(plan)
+    if final.is_go:
+        if not store.events(run_id, "report"):
+            raise AirflowFailException("GO was decided but the report was not written (task report failed): "
+                                       "not a GO until it is")
+        return final.outcome
+    if final.action == "rollback":
+        done = bool(store.events(run_id, "rollback_completed"))
+        raise AirflowFailException(f"{final.outcome.replace('_', '-')}: {final.reason}; rollback "
+                                   + ("completed" if done else "NOT completed: see the failed rollback task"))
+    raise AirflowFailException(f"{final.outcome.replace('_', '-')}, migration kept without a GO: {final.reason}")

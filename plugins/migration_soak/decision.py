@@ -1,0 +1,134 @@
+"""The run's decision: verdict + people's answers + the plan's policy -> what happens next.
+
+Pure: no I/O. The judge says what the data shows (``GO`` / ``NO_GO`` / ``INCONCLUSIVE``);
+this module says what the run does about it, and what it may call the result:
+
+- ``outcome`` is what the run claims: ``GO`` only for a GO verdict or a person's GO on an
+  INCONCLUSIVE one, and, when sign-off was required, only once it was approved. A
+  rejected or unanswered sign-off turns the outcome into ``NO_GO`` (runbook, "Criterios
+  de Éxito": "Equipo de QA aprueba testing manual" is a GO criterion).
+- ``action`` is what the DAG does: ``proceed`` (write the report, announce GO),
+  ``rollback`` (the rollback group) or ``keep`` (report, no rollback, run not green).
+
+The run succeeds only with ``outcome == "GO"`` and ``action == "proceed"``
+(docs/verdict.md has the full table).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+Outcome = Literal["GO", "NO_GO", "INCONCLUSIVE"]
+Action = Literal["proceed", "rollback", "keep"]
+
+#: The options of the two questions asked in the Airflow UI (Required actions).
+GO_OPTION, ROLLBACK_OPTION = "GO", "Roll back"
+APPROVE_OPTION, REJECT_OPTION = "Approve", "Reject"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A person's answer to a Human-in-the-loop question: the chosen option, who chose it
+    (``None`` when the response timeout applied the default), and the comment typed in."""
+
+    chosen: str
+    by: str | None
+    comment: str = ""
+
+    @property
+    def timed_out(self) -> bool:
+        return self.by is None
+
+    @classmethod
+    def from_hitl(cls, result: dict | None) -> "Answer | None":
+        """From a HITL operator's XCom result (``chosen_options``, ``responded_by_user``,
+        ``params_input``); ``None`` when the question was never asked."""
+        if not result:
+            return None
+        chosen = (result.get("chosen_options") or [""])[0]
+        user = result.get("responded_by_user")
+        by = (user.get("name") or user.get("id")) if isinstance(user, dict) else user
+        comment = str((result.get("params_input") or {}).get("comment") or "").strip()
+        return cls(chosen, by or None, comment)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the run claims (``outcome``), what it does (``action``), who decided (``by``:
+    ``judge``, ``person:<name>``, ``policy:<field>=<value>``, ``timeout``) and why."""
+
+    outcome: Outcome
+    action: Action
+    by: str
+    reason: str
+
+    @property
+    def is_go(self) -> bool:
+        return self.outcome == "GO" and self.action == "proceed"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def candidate(verdict: str, human: Answer | None, on_inconclusive: str, reasons: list[str] | None = None) -> Decision:
+    """The decision before any sign-off: from the verdict (with the judge's ``reasons``)
+    and, on INCONCLUSIVE, the person's answer or the unattended policy
+    (``on_inconclusive``: ask | rollback | go).
+
+    Raises ``ValueError`` on an unknown verdict or policy.
+    """
+    why = "; ".join(reasons or [])
+    if verdict == "GO":
+        return Decision("GO", "proceed", "judge", why or "every GO criterion met; no NO-GO criterion breached")
+    if verdict == "NO_GO":
+        return Decision("NO_GO", "rollback", "judge", why or "a NO-GO criterion was breached")
+    if verdict != "INCONCLUSIVE":
+        raise ValueError(f"verdict must be GO, NO_GO or INCONCLUSIVE, got {verdict!r}")
+    if human is not None:
+        if human.timed_out:
+            return Decision("INCONCLUSIVE", "rollback", "timeout",
+                            "nobody answered the INCONCLUSIVE question in time: rolled back (the safe default)")
+        if human.chosen == GO_OPTION:
+            return Decision("GO", "proceed", f"person:{human.by}", f"{human.by} chose GO on an INCONCLUSIVE verdict")
+        return Decision("INCONCLUSIVE", "rollback", f"person:{human.by}", f"{human.by} chose to roll back")
+    if on_inconclusive == "go":
+        return Decision("INCONCLUSIVE", "keep", "policy:on_inconclusive=go",
+                        "INCONCLUSIVE and nobody was asked: the migration is kept, but this is not a GO")
+    if on_inconclusive in ("rollback", "ask"):
+        # "ask" without an answer only happens when the question could not be asked.
+        return Decision("INCONCLUSIVE", "rollback", f"policy:on_inconclusive={on_inconclusive}",
+                        "INCONCLUSIVE, rolled back unattended" + (f": {why}" if why else ""))
+    raise ValueError(f"on_inconclusive must be ask, rollback or go, got {on_inconclusive!r}")
+
+
+def needs_sign_off(before: Decision, require_sign_off: bool) -> bool:
+    """Ask for the QA sign-off only when the run is about to claim GO."""
+    return require_sign_off and before.is_go
+
+
+def decide(before: Decision, require_sign_off: bool, sign_off: Answer | None, on_sign_off_rejected: str) -> Decision:
+    """The final decision: ``before`` (from :func:`candidate`) after the sign-off.
+
+    ``sign_off``: the answer when it was asked (``None`` when it was not). A required
+    sign-off that is missing, rejected or timed out is never a GO; the plan's
+    ``on_sign_off_rejected`` (rollback | keep) picks the action. Raises ``ValueError``
+    on an unknown policy.
+    """
+    if on_sign_off_rejected not in ("rollback", "keep"):
+        raise ValueError(f"verdict.on_sign_off_rejected must be rollback or keep, got {on_sign_off_rejected!r}")
+    if not needs_sign_off(before, require_sign_off):
+        return before
+    if sign_off is None:
+        reason = "the QA sign-off was required but never answered"
+        by = "judge"
+    elif sign_off.timed_out:
+        reason, by = "the QA sign-off timed out without an answer", "timeout"
+    elif sign_off.chosen == APPROVE_OPTION:
+        note = f" ({sign_off.comment})" if sign_off.comment else ""
+        return Decision("GO", "proceed", f"person:{sign_off.by}",
+                        f"{before.reason}; QA sign-off approved by {sign_off.by}{note}")
+    else:
+        reason = f"QA rejected the sign-off: {sign_off.comment or '(no comment)'}"
+        by = f"person:{sign_off.by}"
+    return Decision("NO_GO", "rollback" if on_sign_off_rejected == "rollback" else "keep", by, reason)

@@ -1,0 +1,291 @@
+"""The demo's command line (``python -m demo.run``): exit codes, what it prints, the
+API-server answers, and Ctrl-C / SIGTERM leaving no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import psutil
+import pytest
+
+from demo import run as demo_run
+from demo.human import Approver
+from demo.run import SoakOutcome, summary, task_errors
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# --- exit codes and the summary --------------------------------------------------------------
+
+def _event(kind: str, payload: dict) -> dict:
+    return {"id": 0, "run_id": "r", "kind": kind, "at": None, "payload": payload}
+
+
+def _outcome(decision: dict | None, verdict: str | None = "GO", run_state: str = "failed", **events) -> SoakOutcome:
+    evs = {}
+    if verdict:
+        evs["verdict"] = _event("verdict", {"decision": verdict, "reasons": ["because"], "text": verdict})
+    for kind, payload in events.items():
+        evs[kind] = _event(kind, payload)
+    return SoakOutcome(run_id="manual__1", events=evs, all_events=list(evs.values()), decision=decision,
+                       run_state=run_state, exit_code=1, log_path=Path("/x/airflow-run.log"))
+
+
+def _decision(outcome: str, action: str, by: str = "judge", reason: str = "why") -> dict:
+    return {"outcome": outcome, "action": action, "by": by, "reason": reason, "text": "t"}
+
+
+@pytest.mark.parametrize("decision,run_state,code", [
+    (_decision("GO", "proceed"), "success", 0),
+    (_decision("GO", "proceed"), "failed", 3),  # decided GO, but the report failed: not a GO
+    (_decision("NO_GO", "rollback"), "failed", 1),
+    (_decision("NO_GO", "keep", "person:admin"), "failed", 1),  # rejected sign-off, migration kept
+    (_decision("INCONCLUSIVE", "rollback", "policy:on_inconclusive=rollback"), "failed", 2),
+    (_decision("INCONCLUSIVE", "keep", "policy:on_inconclusive=go"), "failed", 2),
+    (None, "failed", 3),
+    (None, "success", 3),
+])
+def test_exit_code_for_user_follows_the_final_decision(decision, run_state, code):
+    assert _outcome(decision, run_state=run_state).exit_code_for_user == code
+
+
+def test_a_rejected_sign_off_prints_no_go_and_the_judges_go():
+    reason = "QA rejected the sign-off: demo: rejected on purpose"
+    outcome = _outcome(_decision("NO_GO", "rollback", "person:admin", reason), verdict="GO",
+                       sign_off={"state": "rejected", "by": "admin", "comment": "demo: rejected on purpose",
+                                 "text": "rejected by admin: demo: rejected on purpose"})
+    lines = summary(outcome)
+    assert lines[0] == f"verdict: NO-GO ({reason})"
+    assert "judge's verdict: GO" in lines
+    assert "decision: rollback, decided by person:admin" in lines
+    assert any(line.startswith("deciding criterion: the QA sign-off (rejected)") for line in lines)
+    assert not any(line.startswith("verdict: GO") for line in lines)
+    assert lines[-1].startswith("exit: 1 (NO-GO")
+
+
+def test_a_go_whose_run_failed_is_not_printed_as_go():
+    outcome = _outcome(_decision("GO", "proceed"), run_state="failed")
+    outcome.task_errors = [("report", "BackupError: disk full")]
+    outcome.task_states = {"report": "failed", "conclude": "failed"}
+    lines = summary(outcome)
+    assert not any(line.startswith("verdict: GO") for line in lines)
+    assert "error: task report failed: BackupError: disk full" in lines
+    assert "failed tasks: report, conclude" in lines
+    assert lines[-1].startswith("exit: 3")
+
+
+def test_no_decision_prints_the_failing_tasks_error_not_the_judges_verdict():
+    outcome = _outcome(None, verdict="GO")
+    outcome.task_errors = [("decide", "KeyError: 'x'")]
+    lines = summary(outcome)
+    assert lines[0].startswith("verdict: none: the run stopped before its final decision (the judge's verdict was GO")
+    assert "error: task decide failed: KeyError: 'x'" in lines
+
+
+PLAN_ERROR_LOG = """\
+2026-01-01T00:00:00.000000Z [error    ] Failed to import: /w/dags/migration_soak_plan_errors.py [x]
+Traceback (most recent call last):
+  File "/w/dags/migration_soak_plan_errors.py", line 35, in <module>
+migration_soak.exceptions.PlanError: 1 plan file(s) in /p do not load:
+default.yaml (DAG migration_soak): /p/default.yaml: report_locaton: Extra inputs are not permitted (got 'reports')
+2026-01-01T00:00:01.000000Z [info     ] [DAG TEST] starting task_id=plan_error map_index=-1 [airflow.sdk.definitions.dag]
+2026-01-01T00:00:02.000000Z [error    ] Task failed with exception     [task] loc=task_runner.py:1639
+Traceback (most recent call last):
+  File "/w/plugins/migration_soak/airflow/tasks.py", line 101, in plan_error
+    raise AirflowFailException(f"the plan is invalid, nothing was done: {error}")
+airflow.sdk.exceptions.AirflowFailException: the plan is invalid, nothing was done: /p/default.yaml: report_locaton: Extra inputs are not permitted (got 'reports')
+2026-01-01T00:00:03.000000Z [info     ] [DAG TEST] end task task_id=plan_error map_index=-1 [airflow.sdk.definitions.dag]
+"""
+
+
+def test_task_errors_names_the_failed_task_and_its_message():
+    assert task_errors(PLAN_ERROR_LOG) == [
+        ("plan_error", "AirflowFailException: the plan is invalid, nothing was done: /p/default.yaml: "
+                       "report_locaton: Extra inputs are not permitted (got 'reports')")]
+    # no task ran: the CLI's own error (a DAG that does not exist, a refused trigger form)
+    text = ("2026-01-01T00:00:00.000000Z [info ] x\nTraceback (most recent call last):\n  File \"a\", line 1\n"
+            "airflow.sdk.exceptions.AirflowException: Dag 'migration_soak__nope' could not be found\n")
+    assert task_errors(text) == [(None, "AirflowException: Dag 'migration_soak__nope' could not be found")]
+
+
+def test_dag_id_matches_the_builder():
+    from migration_soak.airflow.builder import dag_id_for
+
+    for plan in ("default", "canary", "restart"):
+        assert demo_run.dag_id_for(plan) == dag_id_for(plan)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "100001", "nan", "abc"])
+def test_time_scale_outside_the_dags_range_is_refused(value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        demo_run.main(["--time-scale", value])
+    assert exc.value.code == 2
+    assert "time_scale must be a number in (0, 100000]" in capsys.readouterr().err
+
+
+def test_sign_off_value_is_checked():
+    with pytest.raises(ValueError, match="sign_off"):
+        demo_run.run_soak(Path("/nonexistent"), sign_off="maybe")
+
+
+# --- the Approver: one API server answers both questions of a run ---------------------------------
+
+class _FakeApi:
+    """The three calls the Approver makes, as the api-server answers them."""
+
+    def __init__(self, pending: list[str]):
+        self.pending = list(pending)  # task ids asked, in order; one is shown at a time
+        self.patches: list[tuple[str, dict]] = []
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _json(self, code, body):
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                if self.path.startswith("/auth/token"):
+                    return self._json(200, {"access_token": "t"})
+                asked = api.pending[:1]
+                return self._json(200, {"hitl_details": [
+                    {"task_instance": {"task_id": tid, "dag_run_id": "manual__1", "map_index": -1}} for tid in asked]})
+
+            def do_PATCH(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                task_id = self.path.split("/taskInstances/")[1].split("/")[0]
+                api.patches.append((task_id, body))
+                api.pending.remove(task_id)
+                return self._json(200, {})
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_one_approver_answers_human_decision_then_sign_off(monkeypatch):
+    api = _FakeApi(["human_decision", "sign_off"])
+    approver = Approver({}, "migration_soak", answers={
+        "human_decision": ("GO", None), "sign_off": ("Reject", {"comment": "demo: rejected on purpose"})})
+    approver.base = f"http://127.0.0.1:{api.server.server_address[1]}"
+    approver._thread.start()  # the API server itself is not started: the fake answers
+    approver._thread.join(timeout=30)
+    api.server.shutdown()
+    assert approver.error is None
+    assert api.patches == [("human_decision", {"chosen_options": ["GO"]}),
+                           ("sign_off", {"chosen_options": ["Reject"],
+                                         "params_input": {"comment": "demo: rejected on purpose"}})]
+    assert approver.answers_given == {"human_decision": ("manual__1", "GO"), "sign_off": ("manual__1", "Reject")}
+    assert approver.answered == ("manual__1", "GO")
+
+
+def test_the_old_one_question_form_still_works():
+    approver = Approver({}, "migration_soak", "Roll back")
+    assert approver.answers == {"human_decision": ("Roll back", None)}
+    assert (approver.choice, approver.task_id) == ("Roll back", "human_decision")
+
+
+# --- SIGTERM: every child stopped, one line, no traceback ----------------------------------------------
+
+def _store_has_hour0(workdir: Path) -> bool:
+    import psycopg2
+
+    try:
+        info = json.loads((workdir / "stack" / "stack.json").read_text())
+    except (OSError, ValueError):
+        return False
+    db = info["store"]
+    try:
+        conn = psycopg2.connect(host=db["host"], port=db["port"], user=db["user"], password=db["password"],
+                                dbname=db["database"], connect_timeout=5)
+    except psycopg2.Error:
+        return False
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM soak_events WHERE kind = 'hour0' LIMIT 1")
+            return cur.fetchone() is not None
+    except psycopg2.Error:
+        return False
+    finally:
+        conn.close()
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_sigterm_stops_every_child_and_prints_one_line(tmp_path):
+    workdir = tmp_path / "demo"
+    out_path, err_path = tmp_path / "stdout", tmp_path / "stderr"
+    with out_path.open("w") as out, err_path.open("w") as err:
+        # --sign-off: the demo also starts an api-server (to answer the sign-off), which must stop too
+        proc = subprocess.Popen([sys.executable, "-m", "demo.run", "--users", "2000", "--workdir", str(workdir),
+                                 "--sign-off", "reject"],
+                                cwd=ROOT, stdout=out, stderr=err, start_new_session=True)
+    family: list[psutil.Process] = []
+    postmaster: psutil.Process | None = None
+    try:
+        deadline = time.monotonic() + 600
+        while not _store_has_hour0(workdir):  # the soak is under way: its clock started
+            assert proc.poll() is None, f"the demo ended first:\n{out_path.read_text()}\n{err_path.read_text()}"
+            assert time.monotonic() < deadline, "no hour 0 within 600 s"
+            time.sleep(2)
+        family = psutil.Process(proc.pid).children(recursive=True)
+        commands = [" ".join(p.cmdline()) for p in family if _alive(p)]
+        assert any(" dags test " in c for c in commands), commands
+        assert any("api-server" in c or "api_server" in c for c in commands), commands
+        postmaster = psutil.Process(int((workdir / "stack" / "pgdata" / "postmaster.pid").read_text().split()[0]))
+        printed_before = out_path.read_text()
+
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+
+        after = out_path.read_text()[len(printed_before):].splitlines()
+        assert len(after) == 1 and after[0].startswith("demo: interrupted by SIGTERM"), after
+        assert "Traceback" not in err_path.read_text(), err_path.read_text()
+        time.sleep(1)
+        left = [p for p in family if _alive(p)]
+        assert not left, [(p.pid, p.cmdline()) for p in left]
+        assert not _alive(postmaster), "PostgreSQL still runs"
+        strays = []
+        for p in psutil.process_iter(["cmdline"]):
+            try:
+                if str(workdir) in " ".join(p.info["cmdline"] or []) and _alive(p):
+                    strays.append((p.pid, p.info["cmdline"]))
+            except psutil.Error:
+                pass
+        assert not strays, strays
+    finally:  # a failed test must not leave its stack behind either
+        if proc.poll() is None:
+            family = family or psutil.Process(proc.pid).children(recursive=True)
+            proc.kill()
+            proc.wait()
+        pid_file = workdir / "stack" / "pgdata" / "postmaster.pid"
+        if postmaster is None and pid_file.exists():
+            try:
+                postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
+            except (psutil.Error, ValueError, IndexError):
+                pass
+        for p in family + ([postmaster] if postmaster else []):
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
