@@ -115,8 +115,12 @@ class Store:
         return cls(_ENGINES[conn_id])
 
     def create_schema(self) -> None:
-        """Create the tables if they do not exist (idempotent)."""
-        metadata.create_all(self.engine, checkfirst=True)
+        """Create the tables if they do not exist (idempotent, and safe when several runs'
+        first ``load`` tasks start at once: ``CREATE TABLE`` races on PostgreSQL's type names,
+        so one transaction-level advisory lock orders them)."""
+        with self.engine.begin() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('migration_soak.store.schema'))"))
+            metadata.create_all(conn, checkfirst=True)
 
     def record(self, obs: Observation) -> bool:
         """Store ``obs``; returns False (and keeps the first) if its tick is already recorded."""

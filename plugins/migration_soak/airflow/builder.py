@@ -26,6 +26,10 @@ from migration_soak.plan import PLANS_DIR, Plan, load_plan
 log = logging.getLogger(__name__)
 
 
+#: Retries of a check task (see ``build_dag``); every other task runs once.
+CHECK_RETRIES = 2
+
+
 def dag_id_for(plan_stem: str) -> str:
     """``migration_soak`` for the default plan, ``migration_soak__<name>`` for others."""
     return "migration_soak" if plan_stem == "default" else f"migration_soak__{plan_stem}"
@@ -61,7 +65,11 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
         record = t.backup()
         checked = t.preflight()
         loaded >> checked
-        common = dict(time_scale="{{ params.time_scale }}", plan="{{ params.plan }}")
+        # Check tasks may retry (the only tasks that do): they rebuild their state from the
+        # store, and Airflow 3.3.2 can fail a reschedule-mode sensor whose next wake-up falls
+        # due before the scheduler processed its last one (apache/airflow#71172).
+        common = dict(time_scale="{{ params.time_scale }}", plan="{{ params.plan }}",
+                      retries=CHECK_RETRIES, retry_delay=timedelta(seconds=2))
         if plan.baseline:
             started = t.start_baseline()
             with TaskGroup("baseline", tooltip="before the migration: the reference for relative rules") as baseline:
