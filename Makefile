@@ -10,7 +10,7 @@ DEMO_ARGS ?=
 
 PRISMA_CLI := demo/prisma/node_modules/.installed-lock.json
 
-.PHONY: demo test venv prisma-cli clean
+.PHONY: demo test airflow venv prisma-cli clean
 
 venv: $(VENV)/.installed
 
@@ -34,6 +34,13 @@ $(VENV)/.installed: requirements.txt constraints.txt
 # More flags: make demo DEMO_ARGS="--require-sign-off --sign-off reject".
 demo: venv prisma-cli
 	$(PY) -m demo.run --scenario $(SCENARIO) --time-scale $(TIME_SCALE) $(DEMO_ARGS)
+
+# The Airflow UI on the local staging stack until Ctrl-C (demo/ui.py): prints the URL and
+# the login. AIRFLOW_ARGS="--port 8081 --users 20000 --scenario legacy-code".
+AIRFLOW_ARGS ?=
+airflow: venv prisma-cli
+	@mkdir -p .state/runtime
+	XDG_RUNTIME_DIR=$${XDG_RUNTIME_DIR:-$(CURDIR)/.state/runtime} $(PY) -m demo.ui $(AIRFLOW_ARGS)
 
 test: venv prisma-cli
 	$(PY) -m pytest

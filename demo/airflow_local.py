@@ -215,7 +215,7 @@ class AirflowLocal:
             if not self.running("api-server"):
                 raise RuntimeError("the API server exited; see " + str(self.log_dir / "api-server.log"))
             try:
-                r = requests.get(f"{self.base}/auth/token", timeout=5)
+                r = self.request_token()
                 if r.ok:
                     self._token = r.json()["access_token"]
                     self.timings["api_server_ready_s"] = time.monotonic() - began
@@ -224,6 +224,10 @@ class AirflowLocal:
                 pass
             time.sleep(0.5)
         raise TimeoutError(f"the API server did not answer within {timeout:g} s")
+
+    def request_token(self) -> requests.Response:
+        """One ``/auth/token`` request (all admins: no credentials needed)."""
+        return requests.get(f"{self.base}/auth/token", timeout=5)
 
     def api(self, method: str, path: str, **kwargs) -> requests.Response:
         """A call on ``/api/v2`` + ``path``, authenticated; raises on HTTP errors."""

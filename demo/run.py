@@ -511,7 +511,9 @@ def summary(outcome: SoakOutcome) -> list[str]:
     if "sign_off" in ev:
         lines.append(f"sign-off: {ev['sign_off']['payload']['text']}")
     for e in outcome.all_events:
-        if e["kind"] in ("alert", "prisma_status"):
+        if e["kind"] == "lint":  # the summary line; the report lists each finding and why it is accepted
+            lines.append(f"lint: {e['payload']['text'].splitlines()[0]}")
+        elif e["kind"] in ("alert", "prisma_status"):
             lines.append(f"{e['kind'].replace('_', ' ')}: {e['payload']['text']}")
         elif e["kind"] == "backup":
             lines.append(f"backup: {e['payload']['text']}")

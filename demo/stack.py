@@ -248,6 +248,8 @@ def airflow_connections(info: dict) -> dict[str, str]:
 
     env = {
         "AIRFLOW_CONN_SOAK_STAGING": pg(info["staging"]),
+        # No pooler in the embedded stack: the direct connection is the same server.
+        "AIRFLOW_CONN_SOAK_STAGING_DIRECT": pg(info["staging"]),
         "AIRFLOW_CONN_SOAK_STORE": pg(info["store"]),
         "AIRFLOW_CONN_SOAK_GATEWAY": http(info["gateway_url"]),
         "AIRFLOW_CONN_SOAK_AUTHORIZER": http(info["authorizer_url"], info["authorizer_admin_token"]),

@@ -23,3 +23,16 @@ class RollbackError(SoakError):
 
 class MeasurementError(SoakError):
     """A check could not be measured; it is recorded as an ``error`` observation, never a pass."""
+
+
+class LintError(SoakError):
+    """The migration lint (``lint.py``) failed: squawk is missing, crashed or timed out, a
+    migration's SQL cannot be read, or squawk found problems the plan does not accept.
+
+    ``result``: the :class:`~migration_soak.lint.LintResult` when squawk ran (record it
+    before failing); ``None`` when it could not run.
+    """
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result

@@ -9,7 +9,8 @@ connector's migration persistence and ``schema-connector/src/checksum.rs``:
 * the ledger is ``_prisma_migrations`` in the target schema, created when missing with
   Prisma's exact DDL; on a non-empty schema without a ledger Prisma refuses (P3005);
 * one session holds ``pg_advisory_lock(72707369)`` for the whole run (Prisma waits
-  10 s, then fails with P1002);
+  10 s, then fails with P1002); we release it with ``pg_advisory_unlock`` before the
+  connection goes back (a pooled server connection would otherwise keep it);
 * any row with ``finished_at IS NULL AND rolled_back_at IS NULL`` is a failed migration
   and blocks every deploy (P3009);
 * a migration (folder of ``migrations_dir`` with ``migration.sql``, in name order) is
@@ -23,6 +24,29 @@ connector's migration persistence and ``schema-connector/src/checksum.rs``:
   NULL (failed state) and the deploy stops (P3018);
 * a checksum that differs from the file (ignoring CRLF/LF differences, as Prisma does)
   means the migration was modified after it was applied: a warning, not an error.
+
+Two things Prisma does not do (issue 9), chosen so that the ledger still reads exactly
+as after ``prisma migrate deploy``:
+
+* **Nothing session-wide.** The ledger statements name ``"<schema>"."_prisma_migrations"``
+  (no ``search_path``); the script's ``lock_timeout`` and ``search_path`` are set with
+  ``set_config(..., true)`` *inside* the script's implicit transaction, so they end with
+  it (a script with its own ``COMMIT`` gets them as session settings, ``RESET`` right
+  after it, so that they hold for all of it). Through a transaction-mode pooler nothing
+  is left on the server connection; the advisory lock is released in ``finally``. (Side
+  effect: the script always runs as a multi-statement query, so a script that is one
+  ``CREATE INDEX CONCURRENTLY`` fails with "cannot run inside a transaction block";
+  Prisma would run it.)
+* **Lock timeouts are retried.** A script that fails with ``lock_not_available``
+  (SQLSTATE 55P03: it waited ``lock_timeout_s`` for a lock, typically the ``ALTER
+  TABLE``'s ACCESS EXCLUSIVE behind an application's transaction) rolled back as a
+  whole, so it is run again after a backoff, up to ``lock_retries`` more times, on the
+  same ledger row (still ``finished_at`` NULL, ``applied_steps_count`` 0). On success
+  the row is finished as usual; only when the retries are exhausted is the row left
+  failed (P3018, then P3009), with every attempt named in the error. The application
+  never waits behind the DDL longer than one ``lock_timeout``, and between attempts
+  its queued queries run. A script with its own ``BEGIN``/``COMMIT`` (pglast finds a
+  top-level transaction statement) may have committed part of itself: it gets one try.
 """
 
 from __future__ import annotations
@@ -34,7 +58,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, TypeVar, runtime_checkable
 
 from migration_soak.exceptions import MigrationError
 from migration_soak.pgconn import PgTarget
@@ -61,6 +85,106 @@ LEDGER_DDL = """CREATE TABLE "_prisma_migrations" (
 _TX_IDLE = 0  # psycopg2.extensions.TRANSACTION_STATUS_IDLE
 
 APPLIED, PENDING, FAILED, ROLLED_BACK = "applied", "pending", "failed", "rolled_back"
+
+#: SQLSTATE ``lock_not_available``: ``lock_timeout`` expired (or ``NOWAIT`` failed).
+LOCK_NOT_AVAILABLE = "55P03"
+#: Backoff between lock attempts: ``LOCK_BACKOFF_BASE_S * 2**(n-1)`` seconds after the
+#: n-th failed attempt, at most ``LOCK_BACKOFF_CAP_S``.
+LOCK_BACKOFF_BASE_S = 0.5
+LOCK_BACKOFF_CAP_S = 30.0
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class LockAttempt:
+    """One try of a lock-bounded transaction (a migration script, the rollback's down SQL,
+    a rollback copy batch).
+
+    Fields:
+        step: what was tried, e.g. the migration name, ``"down_sql"``, ``"copy batch 3"``.
+        attempt: 1-based number of the try.
+        outcome: ``ok``, ``lock_timeout`` (SQLSTATE 55P03: the lock was not granted within
+            ``lock_timeout``; the transaction rolled back) or ``error`` (anything else;
+            not retried).
+        elapsed_s: seconds the try took; for ``lock_timeout`` that is the time spent
+            waiting for the lock (about one ``lock_timeout``).
+        backoff_s: seconds slept after it before the next try (0 when none followed).
+        error: the server's message for ``lock_timeout``/``error``, else ``None``.
+    """
+
+    step: str
+    attempt: int
+    outcome: str
+    elapsed_s: float
+    backoff_s: float = 0.0
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON types only."""
+        return dict(self.__dict__)
+
+
+def is_lock_timeout(exc: BaseException) -> bool:
+    """True for a PostgreSQL ``lock_not_available`` error (SQLSTATE 55P03)."""
+    return getattr(exc, "pgcode", None) == LOCK_NOT_AVAILABLE
+
+
+def lock_backoff_s(failed_attempt: int) -> float:
+    """Seconds to wait after the ``failed_attempt``-th lock timeout (1-based)."""
+    return min(LOCK_BACKOFF_CAP_S, LOCK_BACKOFF_BASE_S * 2 ** (failed_attempt - 1))
+
+
+def run_with_lock_retries(
+    step: str,
+    attempt_once: Callable[[], _T],
+    *,
+    retries: int,
+    attempts: list[LockAttempt],
+    sleep: Callable[[float], None] = time.sleep,
+) -> _T:
+    """Run ``attempt_once()`` until it does not fail with a lock timeout, at most
+    ``1 + retries`` times; every try is appended to ``attempts``.
+
+    ``attempt_once`` runs one whole transaction that sets its own ``lock_timeout``
+    (``set_config('lock_timeout', ..., true)``) and leaves the connection idle when it
+    raises (rolled back). A lock timeout is retried after ``lock_backoff_s(n)``; any other
+    error is recorded and raised at once; the last lock timeout is raised when the tries
+    are exhausted (callers name the attempts in their error: ``describe_attempts``).
+    """
+    number = 0
+    while True:
+        number += 1
+        started = time.monotonic()
+        try:
+            result = attempt_once()
+        except Exception as exc:
+            elapsed = round(time.monotonic() - started, 3)
+            message = _first_line(exc)
+            if is_lock_timeout(exc) and number <= retries:
+                backoff = lock_backoff_s(number)
+                attempts.append(LockAttempt(step, number, "lock_timeout", elapsed, backoff, message))
+                log.warning("%s: lock timeout after %.2f s (attempt %d of %d); retrying in %.1f s",
+                            step, elapsed, number, retries + 1, backoff)
+                sleep(backoff)
+                continue
+            attempts.append(LockAttempt(step, number, "lock_timeout" if is_lock_timeout(exc) else "error",
+                                        elapsed, 0.0, message))
+            raise
+        attempts.append(LockAttempt(step, number, "ok", round(time.monotonic() - started, 3)))
+        return result
+
+
+def describe_attempts(attempts: Sequence[LockAttempt]) -> str:
+    """``"3 attempts: 1 lock timeout after 3.00 s, backoff 0.5 s; 2 lock timeout ...; 3 ok in 0.02 s"``."""
+    parts = []
+    for a in attempts:
+        if a.outcome == "ok":
+            parts.append(f"{a.attempt} ok in {a.elapsed_s:.2f} s")
+        else:
+            text = f"{a.attempt} {a.outcome.replace('_', ' ')} after {a.elapsed_s:.2f} s"
+            parts.append(text + (f", backoff {a.backoff_s:g} s" if a.backoff_s else ""))
+    return f"{len(attempts)} attempt{'s' if len(attempts) != 1 else ''}: " + "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -117,13 +241,21 @@ class DeployResult:
 
     Fields: ``applied`` (names applied now, in order), ``already_applied`` (names that
     were applied before), ``warnings`` (human-readable, e.g. modified migrations),
-    ``duration_s`` (seconds, whole deploy including the lock wait).
+    ``duration_s`` (seconds, whole deploy including the lock wait), ``attempts`` (every
+    run of a migration script, in order, as ``LockAttempt``: one ``ok`` per applied
+    migration, preceded by its ``lock_timeout`` tries when it had to be retried).
     """
 
     applied: tuple[str, ...]
     already_applied: tuple[str, ...]
     warnings: tuple[str, ...] = ()
     duration_s: float = 0.0
+    attempts: tuple[LockAttempt, ...] = ()
+
+    @property
+    def lock_retries(self) -> int:
+        """How many script runs were repeated after a lock timeout."""
+        return sum(1 for a in self.attempts if a.outcome == "lock_timeout")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON types only."""
@@ -132,6 +264,8 @@ class DeployResult:
             "already_applied": list(self.already_applied),
             "warnings": list(self.warnings),
             "duration_s": self.duration_s,
+            "attempts": [a.to_dict() for a in self.attempts],
+            "lock_retries": self.lock_retries,
         }
 
 
@@ -206,21 +340,31 @@ class LedgerBackend:
         migrations_dir: Prisma's ``migrations`` folder (``<name>/migration.sql`` folders
             and ``migration_lock.toml``).
         schema: the schema holding the app's tables and the ledger (Prisma's
-            ``?schema=``, default ``public``); the session's ``search_path``.
-        lock_timeout_s: PostgreSQL ``lock_timeout`` (seconds) of the DDL session, so an
-            ``ALTER TABLE`` waiting for its lock fails after this long instead of
-            queueing the application's queries behind it indefinitely (PostgreSQL docs,
-            "lock_timeout"; default 10 s).
+            ``?schema=``, default ``public``); the script's ``search_path`` (set for its
+            transaction only).
+        lock_timeout_s: PostgreSQL ``lock_timeout`` (seconds) of each run of a migration
+            script (set for its transaction only), so an ``ALTER TABLE`` waiting for its
+            lock fails after this long instead of queueing the application's queries
+            behind it indefinitely (PostgreSQL docs, "lock_timeout"; default 10 s; the
+            plan's ``migration.lock_timeout_s``).
+        lock_retries: how many more times a script that failed with a lock timeout is
+            run (after ``lock_backoff_s`` seconds: 0.5, 1, 2, 4, ...), before its row is
+            left failed (the plan's ``migration.lock_retries``; 0: no retry).
         advisory_lock_wait_s: how long to wait for Prisma's advisory lock (seconds;
             Prisma's own timeout is 10 s).
+
+    Give it a direct connection (not through PgBouncer in transaction mode): the advisory
+    lock is a session lock, as in Prisma (``directUrl``).
     """
 
     target: PgTarget
     migrations_dir: Path
     schema: str = "public"
     lock_timeout_s: float = 10.0
+    lock_retries: int = 5
     advisory_lock_wait_s: float = 10.0
     _poll_s: float = field(default=0.1, repr=False)
+    _sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
 
     # ----------------------------------------------------------------- public
 
@@ -248,7 +392,10 @@ class LedgerBackend:
         ``advisory_lock_wait_s`` (P1002); ``migration_lock.toml`` names another provider
         (P3019); the schema is not empty but has no ledger (P3005); a failed migration is
         in the ledger (P3009); a script fails (P3018: its row keeps ``finished_at``
-        NULL with the error in ``logs``, and later migrations are not attempted).
+        NULL with the error in ``logs``, and later migrations are not attempted), also
+        after ``1 + lock_retries`` lock timeouts. A P3018 error carries the script's
+        attempts as ``lock_attempts`` (a tuple of ``LockAttempt.to_dict()``) and names
+        them in its message.
         """
         started = time.monotonic()
         local = self._local_migrations()
@@ -256,8 +403,11 @@ class LedgerBackend:
         conn = self._connect()
         applied: list[str] = []
         warnings: list[str] = []
+        attempts: list[LockAttempt] = []
+        locked = False
         try:
             self._acquire_lock(conn)
+            locked = True
             self._initialize(conn)
             rows = self._rows(conn)
             _refuse_failed(rows)
@@ -271,11 +421,12 @@ class LedgerBackend:
             pending = [m for m in local if m.name not in live]
             already = tuple(m.name for m in local if m.name in live)
             for mig in pending:
-                self._apply(conn, mig)
+                self._apply(conn, mig, attempts)
                 applied.append(mig.name)
         finally:
-            conn.close()  # ends the session: releases the advisory lock
-        result = DeployResult(tuple(applied), already, tuple(warnings), round(time.monotonic() - started, 3))
+            self._release(conn, locked)
+        result = DeployResult(tuple(applied), already, tuple(warnings), round(time.monotonic() - started, 3),
+                              tuple(attempts))
         log.info("deploy of %s: applied %s; already applied %d", self.target.describe(),
                  ", ".join(applied) or "nothing", len(already))
         return result
@@ -295,21 +446,23 @@ class LedgerBackend:
         writer. Raises ``MigrationError`` when the ledger is missing or the lock is not free.
         """
         conn = self._connect()
+        locked = False
         try:
             self._acquire_lock(conn)
+            locked = True
             if not self._ledger_exists(conn):
                 raise MigrationError(f"no {LEDGER_TABLE} table in schema {self.schema} of {self.target.describe()}")
             with conn.cursor() as cur:
                 # A failed row: exactly what `prisma migrate resolve --rolled-back` writes.
                 cur.execute(
-                    f'UPDATE "{LEDGER_TABLE}" SET rolled_back_at = now() '
+                    f"UPDATE {self._ledger} SET rolled_back_at = now() "
                     "WHERE migration_name = %s AND rolled_back_at IS NULL AND finished_at IS NULL",
                     (name,),
                 )
                 resolved = cur.rowcount
                 # A finished row: only its absence reads as pending to `migrate status` too.
                 cur.execute(
-                    f'DELETE FROM "{LEDGER_TABLE}" WHERE migration_name = %s AND rolled_back_at IS NULL '
+                    f"DELETE FROM {self._ledger} WHERE migration_name = %s AND rolled_back_at IS NULL "
                     "RETURNING id, checksum, finished_at, migration_name, logs, started_at, applied_steps_count, now()",
                     (name,),
                 )
@@ -321,7 +474,7 @@ class LedgerBackend:
                 ]
                 count = resolved + len(self.removed_rows)
         finally:
-            conn.close()
+            self._release(conn, locked)
         log.info("ledger: %s rolled back, %d row(s) moved out of the ledger", name, count)
         return count
 
@@ -334,11 +487,40 @@ class LedgerBackend:
             raise MigrationError(
                 f"cannot connect to {self.target.describe()}: {self.target.scrub(str(exc)).strip()}"
             ) from None
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("SELECT set_config('search_path', %s, false)", (_quote_ident(self.schema),))
-            cur.execute("SELECT set_config('lock_timeout', %s, false)", (f"{int(self.lock_timeout_s * 1000)}ms",))
+        conn.autocommit = True  # one statement, one transaction (as Prisma's ledger writes)
         return conn
+
+    @property
+    def _ledger(self) -> str:
+        """The ledger's schema-qualified name: no statement depends on ``search_path``."""
+        return f'{_quote_ident(self.schema)}."{LEDGER_TABLE}"'
+
+    def _release(self, conn, locked: bool) -> None:
+        """Give the connection back clean: Prisma's advisory lock released explicitly
+        (through a pooler, closing our client would leave it held by the server
+        connection), then closed. Nothing else is session-wide."""
+        try:
+            if locked and not conn.closed:
+                if conn.get_transaction_status() != _TX_IDLE:
+                    conn.rollback()
+                with conn.cursor() as cur:
+                    cur.execute("SELECT pg_advisory_unlock(%s)", (PRISMA_ADVISORY_LOCK_KEY,))
+                    if not cur.fetchone()[0]:
+                        log.warning("advisory lock %s was not held at release", PRISMA_ADVISORY_LOCK_KEY)
+        except Exception as exc:  # the session is gone: so is its lock
+            log.warning("could not release advisory lock %s: %s", PRISMA_ADVISORY_LOCK_KEY,
+                        self.target.scrub(str(exc)).strip())
+        finally:
+            conn.close()
+
+    def _reset_settings(self, conn) -> None:
+        """``RESET`` the session settings a script with its own transactions got."""
+        try:
+            if not conn.closed:
+                with conn.cursor() as cur:
+                    cur.execute("RESET lock_timeout; RESET search_path")
+        except Exception as exc:  # the session is gone: so are its settings
+            log.warning("could not reset the session settings: %s", self.target.scrub(str(exc)).strip())
 
     def _local_migrations(self) -> list[_Local]:
         root = Path(self.migrations_dir)
@@ -394,7 +576,7 @@ class LedgerBackend:
 
     def _ledger_exists(self, conn) -> bool:
         with conn.cursor() as cur:
-            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{_quote_ident(self.schema)}.\"{LEDGER_TABLE}\"",))
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (self._ledger,))
             return bool(cur.fetchone()[0])
 
     def _initialize(self, conn) -> None:
@@ -419,7 +601,7 @@ class LedgerBackend:
                     f"({relations} relations, {types} types) but has no {LEDGER_TABLE} table; "
                     "baseline it first (prisma migrate resolve --applied)"
                 )
-            cur.execute(LEDGER_DDL)
+            cur.execute(LEDGER_DDL.replace(f'CREATE TABLE "{LEDGER_TABLE}"', f"CREATE TABLE {self._ledger}", 1))
         log.info("created %s in schema %s", LEDGER_TABLE, self.schema)
 
     def _rows(self, conn) -> list[_Row]:
@@ -427,11 +609,13 @@ class LedgerBackend:
             cur.execute(
                 f"""SELECT id, checksum, finished_at, migration_name, logs, rolled_back_at,
                            started_at, applied_steps_count
-                    FROM "{LEDGER_TABLE}" ORDER BY started_at ASC"""
+                    FROM {self._ledger} ORDER BY started_at ASC"""
             )
             return [_Row(*row) for row in cur.fetchall()]
 
-    def _apply(self, conn, mig: _Local) -> None:
+    def _apply(self, conn, mig: _Local, attempts: list[LockAttempt]) -> None:
+        """Apply one migration: record it started, run its script (retrying lock
+        timeouts), record it finished; or leave the row failed and raise P3018."""
         try:
             script = mig.script.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -440,38 +624,71 @@ class LedgerBackend:
         with conn.cursor() as cur:
             # Prisma's record_migration_started: committed before the script runs.
             cur.execute(
-                f'INSERT INTO "{LEDGER_TABLE}" (id, checksum, started_at, migration_name) VALUES (%s, %s, now(), %s)',
+                f"INSERT INTO {self._ledger} (id, checksum, started_at, migration_name) VALUES (%s, %s, now(), %s)",
                 (row_id, mig.checksum, mig.name),
             )
         log.info("applying %s", mig.name)
-        try:
-            with conn.cursor() as cur:
-                # No parameters: psycopg2 sends the text as one simple query, which the
-                # server runs in one implicit transaction.
-                cur.execute(script)
-        except Exception as exc:
-            logs = _error_logs(exc)
+        mine: list[LockAttempt] = []
+        # A script with its own BEGIN/COMMIT may have committed part of itself before a
+        # lock timeout: running it again is not safe, so it gets one try. Its settings
+        # must outlive its COMMITs, so they are session settings, reset right after it.
+        own_tx = _ends_its_own_transaction(script)
+        retries = 0 if own_tx else self.lock_retries
+        with conn.cursor() as cur:
+            # On the script's first line (line numbers in error messages stay the
+            # script's); transaction-local unless the script commits on its own.
+            prefix = cur.mogrify(
+                "SELECT set_config('lock_timeout', %s, %s), set_config('search_path', %s, %s); ",
+                (f"{max(1, int(self.lock_timeout_s * 1000))}ms", not own_tx, _quote_ident(self.schema), not own_tx),
+            ).decode(_python_encoding(conn))
+
+        def run_script() -> None:
             try:
-                if conn.get_transaction_status() != _TX_IDLE:
+                with conn.cursor() as cur:
+                    # No parameters: psycopg2 sends the text as one simple query, which
+                    # the server runs in one implicit transaction.
+                    cur.execute(prefix + script)
+            except Exception:
+                if not conn.closed and conn.get_transaction_status() != _TX_IDLE:
                     with conn.cursor() as cur:  # a script with its own BEGIN left a transaction open
                         cur.execute("ROLLBACK")
+                raise
+            finally:
+                if own_tx:
+                    self._reset_settings(conn)
+
+        try:
+            run_with_lock_retries(mig.name, run_script, retries=retries, attempts=mine, sleep=self._sleep)
+        except Exception as exc:
+            attempts.extend(mine)
+            logs = _error_logs(exc)
+            try:
                 with conn.cursor() as cur:
-                    cur.execute(f'UPDATE "{LEDGER_TABLE}" SET logs = %s WHERE id = %s', (logs, row_id))
+                    cur.execute(f"UPDATE {self._ledger} SET logs = %s WHERE id = %s", (logs, row_id))
             except Exception as log_exc:  # the session died with the script (server gone)
                 # The row stays failed (finished_at NULL), only without logs: still P3009.
                 log.error("could not write the error of %s to %s: %s", mig.name, LEDGER_TABLE,
                           self.target.scrub(str(log_exc)).strip())
-            raise MigrationError(
+            retried = ""
+            if len(mine) > 1 or is_lock_timeout(exc):
+                retried = (f"\nLock attempts (lock_timeout {self.lock_timeout_s:g} s, lock_retries "
+                           f"{retries}): {describe_attempts(mine)}")
+                if own_tx:
+                    retried += " (not retried: the script has its own BEGIN/COMMIT)"
+            error = MigrationError(
                 f"P3018: migration {mig.name} failed to apply; new migrations cannot be applied before "
                 f"the error is recovered from (fix it, then mark it rolled back or applied).\n"
-                f"Migration name: {mig.name}\n\n{logs}"
-            ) from None
+                f"Migration name: {mig.name}{retried}\n\n{logs}"
+            )
+            error.lock_attempts = tuple(a.to_dict() for a in mine)  # type: ignore[attr-defined]
+            raise error from None
+        attempts.extend(mine)
         with conn.cursor() as cur:
             cur.execute(
-                f'UPDATE "{LEDGER_TABLE}" SET applied_steps_count = applied_steps_count + 1 WHERE id = %s',
+                f"UPDATE {self._ledger} SET applied_steps_count = applied_steps_count + 1 WHERE id = %s",
                 (row_id,),
             )
-            cur.execute(f'UPDATE "{LEDGER_TABLE}" SET finished_at = now() WHERE id = %s', (row_id,))
+            cur.execute(f"UPDATE {self._ledger} SET finished_at = now() WHERE id = %s", (row_id,))
 
 
 def verify_applied(
@@ -529,6 +746,32 @@ def verify_applied(
 
 
 # -------------------------------------------------------------------- internals
+
+
+def _ends_its_own_transaction(script: str) -> bool:
+    """True when the script has a top-level transaction statement (``BEGIN``, ``COMMIT``,
+    ``ROLLBACK``, ``SAVEPOINT``...), parsed by PostgreSQL's grammar (pglast). A script the
+    parser rejects counts as not: the server rejects it too, before running any of it."""
+    from pglast import parse_sql
+    from pglast.parser import ParseError
+
+    try:
+        return any(type(raw.stmt).__name__ == "TransactionStmt" for raw in parse_sql(script))
+    except ParseError:
+        return False
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of the server's message (or of ``str(exc)``)."""
+    text = (getattr(exc, "pgerror", None) or str(exc) or repr(exc)).strip()
+    return text.splitlines()[0] if text else repr(exc)
+
+
+def _python_encoding(conn) -> str:
+    """Python's codec for the connection's client encoding (what psycopg2 encodes with)."""
+    from psycopg2.extensions import encodings
+
+    return encodings.get(conn.encoding, "utf-8")
 
 
 def _quote_ident(name: str) -> str:

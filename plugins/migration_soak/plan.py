@@ -80,8 +80,25 @@ class SqlSource(_Model):
     @field_validator("sql")
     @classmethod
     def _file_exists(cls, name: str) -> str:
-        if not (SQL_DIR / name).is_file():
+        path = SQL_DIR / name
+        if not path.is_file():
             raise ValueError(f"no such file include/sql/{name}")
+        # Parsed by PostgreSQL's grammar (pglast): a file that would end the soak's read-only
+        # transaction (COMMIT...), change its settings or leave session state on a pooled
+        # connection is refused here, naming the statement (sources/sql_guard.py says what
+        # and why; run_readonly refuses it again before running it).
+        from migration_soak.sources.sql_guard import UnsafeSql, check
+
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"include/sql/{name}: cannot be read: {exc}") from None
+        try:
+            found = check(text)
+        except UnsafeSql as exc:
+            raise ValueError(f"include/sql/{name}: {exc}") from None
+        if not found:
+            raise ValueError(f"include/sql/{name}: holds no SQL statement")
         return name
 
     @model_validator(mode="after")
@@ -411,6 +428,14 @@ class Migration(_Model):
     """The migration under soak and how to deploy and undo it.
 
     Paths are relative to the repository root unless absolute.
+
+    Lock safety (issue 9): every DDL transaction (the forward script, the rollback's down
+    SQL) and every rollback copy batch runs with ``lock_timeout = lock_timeout_s``, so
+    while it waits for its lock the application's queries on the table queue behind it
+    for at most that long. A try that times out (SQLSTATE 55P03) rolled back whole and is
+    retried up to ``lock_retries`` more times, after 0.5, 1, 2, 4, ... s (at most 30 s);
+    each try is recorded in the run's events. Only when every try timed out does the
+    step fail (the forward migration's ledger row is then failed: P3018, P3009 on rerun).
     """
 
     name: str
@@ -424,6 +449,10 @@ class Migration(_Model):
     key: str = "id"
     dropped_columns: list[str] = Field(min_length=1)
     lock_timeout_s: float = Field(default=3, gt=0, description="seconds the DDL may wait for a lock")
+    #: how many more times a DDL transaction or copy batch that hit ``lock_timeout_s`` is
+    #: tried (0: fail at the first lock timeout); the worst case adds
+    #: ``(lock_retries + 1) * lock_timeout_s`` plus the backoffs to the step
+    lock_retries: int = Field(default=5, ge=0, le=20, description="retries of a DDL transaction after a lock timeout")
     #: the user's Prisma project folder (holds ``prisma.config.ts`` or ``package.json``
     #: with the CLI installed). When set, the real ``npx prisma migrate status`` runs there
     #: after the deploy (it must say the schema is up to date) and after the rollback (it
@@ -441,7 +470,12 @@ class Migration(_Model):
 class Connections(_Model):
     """Airflow connection ids the soak uses."""
 
+    #: the staging database for the checks: may go through a transaction pooler
     staging: str = "soak_staging"
+    #: the same database reached directly (Prisma's ``directUrl``): backup, migrate,
+    #: verify, rollback and the ledger use it; ``None``: ``staging``, which preflight then
+    #: requires to be direct (``pooler.require_direct``)
+    staging_direct: str | None = None
     store: str = "soak_store"
     gateway: str = "soak_gateway"
     authorizer: str = "soak_authorizer"
@@ -484,6 +518,64 @@ class Verdict(_Model):
     sign_off_timeout_hours: float = Field(default=24, gt=0)
 
 
+class LintAccept(_Model):
+    """A squawk finding the plan accepts, and why (``lint.py``, docs/lint.md).
+
+    ``rule``: a squawk rule name (``ban-drop-column``); when the squawk binary is installed
+    the name is checked against it, so a typo is a plan error, not a silent miss.
+    ``why``: the reason, required and non-empty; the report shows it next to every finding
+    it accepts. ``migration``: accept the rule only in that migration's SQL (its folder
+    name); ``None``: in every migration linted.
+    """
+
+    rule: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*$")]
+    why: str
+    migration: str | None = None
+
+    @field_validator("why")
+    @classmethod
+    def _why_given(cls, why: str) -> str:
+        if not why.strip():
+            raise ValueError("an accepted finding needs a reason: 'why' is empty")
+        return why
+
+    @field_validator("rule")
+    @classmethod
+    def _known_rule(cls, rule: str) -> str:
+        from migration_soak.lint import rule_problem
+
+        problem = rule_problem(rule)
+        if problem:
+            raise ValueError(problem)
+        return rule
+
+
+class Lint(_Model):
+    """Migration lint with squawk at preflight (``lint.py``): findings the plan does not
+    accept fail the run before anything touches staging.
+
+    ``accept``: the findings the plan accepts, each with its reason.
+    ``session_settings_count``: whether the soak's own session settings count for
+    squawk's ``require-lock-timeout``. They do with ``migration.backend: ledger``:
+    ``LedgerBackend`` sets ``lock_timeout = migration.lock_timeout_s`` on its DDL
+    transaction, so those findings are accepted with that reason. With ``backend:
+    prisma_cli`` they do not (Prisma sets no ``lock_timeout``), nor when this is false.
+    No backend sets ``statement_timeout``: ``require-statement-timeout`` is never covered
+    by session settings; accept it with a reason or set it in the migration.
+    ``assume_in_transaction``: lint each script as run inside one transaction (squawk's
+    ``--assume-in-transaction``): the ledger backend runs a script as one multi-statement
+    query, i.e. one implicit transaction, as ``prisma migrate deploy`` does (``migrate.py``).
+    ``pg_version``: the staging server's PostgreSQL version for squawk (``"18"``);
+    ``None``: squawk's default. ``timeout_s``: seconds one squawk run may take.
+    """
+
+    accept: list[LintAccept] = Field(default_factory=list)
+    session_settings_count: bool = True
+    assume_in_transaction: bool = True
+    pg_version: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?$")] | None = None
+    timeout_s: float = Field(default=60, gt=0)
+
+
 class Plan(_Model):
     """A whole soak. See ``include/plans/default.yaml`` for the seed's plan."""
 
@@ -507,6 +599,8 @@ class Plan(_Model):
     no_go: list[Criterion] = Field(default_factory=list)
     alerts: list[Alert] = Field(default_factory=list)
     human_gates: list[HumanGate] = Field(default_factory=list)
+    #: migration lint with squawk at preflight (``lint.py``)
+    lint: Lint = Lint()
 
     @model_validator(mode="after")
     def _consistent(self):

@@ -829,7 +829,9 @@ def render_report(
         if run.verified:
             migration += f"; verified {when(run.verified)} (hour 0)"
     final = _final(run)
+    lint = (run.last("lint") or {}).get("payload")
     return _ENV.get_template("report.md.j2").render(
+        lint=lint,
         plan=plan, run_id=run_id, banner=_banner(plan, time_scale), checkbox=_checkbox(run, time_scale),
         period=_period(run, time_scale), verdict=verdict, verdict_reasons=verdict.reasons, final=final,
         deciding=_deciding(run), human_gates=_human_gates(run), results=_results(run),

@@ -7,16 +7,52 @@ so the values come back from the pre-migration backup, restored into a scratch s
 and copied with ``UPDATE ... FROM`` joined on the primary key, with an index on the key
 (STYLE.md, "PostgreSQL facts").
 
-Two transactions:
+The application keeps running during the rollback (issue 9), so ACCESS EXCLUSIVE on the
+table is taken only for the metadata change. Steps, each its own transaction(s):
 
 1. **stage** (touches no application table): ``soak_rollback."<table>_backup"`` is
    created with one ``text`` column per column of the dump's ``COPY`` header, filled by
    streaming ``pg_restore --data-only --table=<table> -f - DUMP`` straight into
    ``COPY ... FROM STDIN`` (constant memory), indexed on the key and analyzed;
-2. **restore** (short): the down SQL, the ``UPDATE`` with casts to the column types read
-   from the catalog after re-adding, the counts and the ``IS DISTINCT FROM``
-   verification; committed only when the verification finds 0 mismatches; the scratch
-   schema is dropped in the same transaction.
+2. **re-add** (short, ACCESS EXCLUSIVE): the down SQL alone, with ``lock_timeout``
+   set for its transaction. ``ADD COLUMN`` with NULL or a constant default changes only
+   the catalog (PostgreSQL 11+), so the lock is held for milliseconds whatever the table
+   size. A lock timeout (SQLSTATE 55P03) rolls it back and it is tried again after a
+   backoff, at most ``lock_retries`` more times; while it waits the application's queries
+   queue behind it for at most one ``lock_timeout``;
+3. **copy** in batches of ``batch_size`` keys (by key range of the staged copy), each
+   batch one transaction with ``lock_timeout``, taking ROW EXCLUSIVE on the table and row
+   locks on the batch's rows only (the application reads and writes the table meanwhile;
+   a writer of one of those rows waits for one batch at most). Each batch checks, before
+   it commits, that every value it wrote reads back equal to the backup's (a trigger or
+   a rule rewriting it is caught: the batch rolls back and the restore fails);
+4. **verify** over the whole staged copy (one snapshot): no row still holds the re-added
+   value where the backup had another one (0 ``mismatches``), and the counts; then the
+   scratch schema is dropped.
+
+**Values written after re-adding win.** A batch writes a column of a row only while it
+still holds the value the down SQL gave it (NULL, or the column's constant default, e.g.
+``emailVerified = false``); any other value was written after the re-add by someone
+who knows the column: the rolled-back application (restarted after this step, or
+during a rerun), an operator. It is newer than the backup, so it is kept and counted in
+``values_kept``, never overwritten. (During a first run the current application does not
+know the dropped columns, so nothing else writes them.) Limit: a value written after
+the re-add that *equals* the re-added default (``emailVerified`` set back to ``false``)
+cannot be told apart and gets the backup's value. A re-added column with a volatile
+default (``now()``, ``gen_random_uuid()``) is refused: its re-added values cannot be
+recognised (and adding it would rewrite the table under ACCESS EXCLUSIVE).
+
+**Idempotent, resumable.** The down SQL must tolerate columns already there (``ADD COLUMN
+IF NOT EXISTS``); the staged copy is rebuilt on each run; the copy writes only values
+still at the re-added default. A rerun after a crash (or a failure) in the middle of the
+copy finishes the job: committed batches are left as they are, the rest is filled. A
+rerun after a complete restore writes nothing (``rows_updated == 0``).
+
+Connections: one session, best a direct one (not through PgBouncer in transaction mode).
+Every setting is transaction-local (``set_config(..., true)``, ``SET LOCAL``); the
+session's advisory lock ``ROLLBACK_LOCK`` is released with ``pg_advisory_unlock`` and the
+client encoding put back before the connection is closed, so nothing outlives the call
+on a pooled server connection.
 
 The ledger is not touched here: after a successful restore the caller marks the
 migration rolled back (``LedgerBackend.mark_rolled_back``), so a crash in between leaves
@@ -31,22 +67,26 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Sequence
+from typing import Any, BinaryIO, Callable, Sequence
 
 from psycopg2 import sql
 
 from migration_soak.backup import BackupRecord, tool_path, verify_backup
 from migration_soak.exceptions import BackupError, RollbackError
+from migration_soak.migrate import LockAttempt, describe_attempts, is_lock_timeout, run_with_lock_retries
 from migration_soak.pgconn import PgTarget
 
 log = logging.getLogger(__name__)
 
 SCRATCH_SCHEMA = "soak_rollback"
 #: Session advisory lock (two-key form) that keeps two rollbacks from sharing the scratch
-#: schema; distinct from Prisma's single-key 72707369.
+#: schema; distinct from Prisma's single-key 72707369. Released explicitly at the end.
 ROLLBACK_LOCK = (0x534F414B, 1)  # "SOAK", 1
+#: Keys per copy batch (one transaction each).
+DEFAULT_BATCH_SIZE = 20_000
 _HEADER_LINES_MAX = 10_000
 _END_OF_DATA = b"\\.\n"
+_TX_IDLE = 0  # psycopg2.extensions.TRANSACTION_STATUS_IDLE
 
 
 @dataclass(frozen=True)
@@ -61,13 +101,26 @@ class RestoreResult:
             deleted after the backup.
         users_not_in_backup: rows present now with no row in the backup (inserted after
             the backup); their restored columns keep NULL/the column default.
-        rows_updated: rows the ``UPDATE`` wrote (equals ``users_matched``).
-        values_restored: column values written: ``rows_updated * len(columns)``.
-        mismatches: matched rows where any restored column ``IS DISTINCT FROM`` the
-            backup's value after the cast; always 0 in a returned result.
+        rows_updated: rows this call wrote (the matched rows on a first run; 0 on a
+            rerun after a complete restore).
+        values_restored: column values this call copied from the backup (a written
+            row's columns that still held the re-added value).
+        values_kept: values that differ from the backup because they were written after
+            the columns were re-added; left as found (see the module docstring).
+        mismatches: matched rows where a restored column still holds the re-added value
+            but the backup's value differs; always 0 in a returned result.
+        batches: copy batches run (``batch_size`` keys each).
+        lock_attempts: ``LockAttempt``s of the down SQL (every try) and of the copy
+            batches that hit a lock timeout (their tries); the down SQL's last one is
+            ``ok``.
         duration_s: wall seconds of the whole call (re-verification included).
         stage_s: seconds spent staging the backup's rows into the scratch table.
-        restore_s: seconds of the restore transaction (down SQL, UPDATE, checks).
+        restore_s: seconds from the down SQL to the end of verification (retries and
+            backoffs included): ``ddl_s`` <= ... <= ``restore_s``.
+        ddl_s: seconds of the down SQL's successful transaction (its lock wait
+            included): the longest the table was held ACCESS EXCLUSIVE by this call.
+        copy_s: seconds of the batched copy.
+        verify_s: seconds of the final verification.
     """
 
     table: str
@@ -81,12 +134,32 @@ class RestoreResult:
     duration_s: float
     stage_s: float
     restore_s: float
+    values_kept: int = 0
+    batches: int = 0
+    lock_attempts: tuple[LockAttempt, ...] = ()
+    ddl_s: float = 0.0
+    copy_s: float = 0.0
+    verify_s: float = 0.0
+
+    @property
+    def lock_retries(self) -> int:
+        """Tries repeated after a lock timeout (down SQL and copy batches)."""
+        return sum(1 for a in self.lock_attempts if a.outcome == "lock_timeout")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON types only."""
         out = dict(self.__dict__)
         out["columns"] = list(self.columns)
+        out["lock_attempts"] = [a.to_dict() for a in self.lock_attempts]
+        out["lock_retries"] = self.lock_retries
         return out
+
+
+@dataclass(frozen=True)
+class _Column:
+    name: str
+    type: str  # format_type(), e.g. "boolean", "character varying(255)"
+    readded: str | None  # the value the down SQL gave existing rows, as text (None: NULL)
 
 
 def restore_columns(
@@ -99,39 +172,48 @@ def restore_columns(
     columns: Sequence[str] = ("passwordHash", "emailVerified"),
     key: str = "id",
     schema: str = "public",
-    lock_timeout_s: float = 10.0,
+    lock_timeout_s: float = 3.0,
+    lock_retries: int = 5,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     timeout_s: float = 6 * 3600.0,
+    _sleep: Callable[[float], None] = time.sleep,
 ) -> RestoreResult:
     """Re-add ``columns`` of ``schema.table`` and restore their values from ``backup``.
 
     Args:
-        target: the database to repair.
+        target: the database to repair (a direct connection, see the module docstring).
         backup: the pre-migration ``BackupRecord``; re-verified first (read whole,
             SHA-256 equal to ``backup.sha256``, table data present).
         pg_bin_dir: folder of ``pg_restore`` (``None``: from ``PATH``).
         down_sql: the down migration that re-adds the columns, e.g.
             ``include/sql/rollback/20251202020032_update_user_schema_final.down.sql``;
-            it must be re-runnable (``ADD COLUMN IF NOT EXISTS``).
+            it must be re-runnable (``ADD COLUMN IF NOT EXISTS``) and runs with
+            ``search_path`` = ``schema``.
         table, columns, key, schema: what to restore, joined on ``key`` (the primary
             key).
-        lock_timeout_s: ``lock_timeout`` (seconds) of the restore transaction, so a
-            blocked ``ALTER TABLE`` fails fast instead of queueing the application.
+        lock_timeout_s: ``lock_timeout`` (seconds) of the down SQL's transaction and of
+            each copy batch (the plan's ``migration.lock_timeout_s``).
+        lock_retries: how many more times a transaction that hit ``lock_timeout_s`` is
+            tried, after 0.5, 1, 2, ... s (the plan's ``migration.lock_retries``).
+        batch_size: keys per copy batch (one transaction each).
         timeout_s: bound (seconds) on the ``pg_restore`` read-back.
 
     Rows present now but absent from the backup keep NULL/defaults; rows deleted since
-    the backup stay deleted. Idempotent: a second run writes the same values and
-    returns the same counts. Values written by the application after the first run are
-    overwritten by a second run.
+    the backup stay deleted; values written after the re-add are kept (module docstring).
 
     Returns a ``RestoreResult`` with ``mismatches == 0``. Raises ``RollbackError`` naming
-    the step that failed (backup re-verification, staging, missing column, lock
-    timeout, verification mismatches); nothing of the restore transaction is committed
-    then.
+    the step that failed (backup re-verification, staging, down SQL (also after
+    ``1 + lock_retries`` lock timeouts, naming each try), missing column, a batch's
+    verification, the final verification); the error carries ``lock_attempts`` (tuple of
+    ``LockAttempt.to_dict()``). Up to the down SQL nothing is changed; after it, the
+    columns stay re-added and the committed batches stay: a rerun completes the job.
     """
     started = time.monotonic()
     columns = tuple(columns)
     if not columns:
         raise RollbackError("no columns to restore")
+    if batch_size < 1:
+        raise RollbackError(f"batch_size must be at least 1, not {batch_size}")
     qualified = f"{schema}.{table}"
     if backup.path is None:
         raise RollbackError(f"backup {backup.location or '?'} has no local copy: fetch it first "
@@ -152,6 +234,9 @@ def restore_columns(
     except Exception as exc:
         raise RollbackError(f"cannot connect to {target.describe()}: {target.scrub(str(exc)).strip()}") from None
     scratch = sql.Identifier(SCRATCH_SCHEMA, f"{table}_backup")
+    tbl = sql.Identifier(schema, table)
+    encoding = conn.encoding
+    attempts: list[LockAttempt] = []
     locked = False
     try:
         _lock(conn, target)
@@ -160,26 +245,44 @@ def restore_columns(
         rows_streamed = _stage(conn, target, backup.path, pg_bin_dir, schema, table, key, columns, scratch, timeout_s)
         stage_s = time.monotonic() - t0
         t1 = time.monotonic()
-        result = _restore(conn, target, down_text, down_path, schema, table, columns, key, scratch,
-                          lock_timeout_s, rows_streamed)
+        ddl_s = _readd(conn, down_text, down_path, qualified, schema, lock_timeout_s, lock_retries, attempts, _sleep)
+        key_col, cols = _column_info(conn, tbl, schema, table, key, columns, down_path)
+        t2 = time.monotonic()
+        batches, rows_updated, values_restored = _copy(
+            conn, qualified, tbl, scratch, key_col, cols, batch_size, lock_timeout_s, lock_retries, attempts, _sleep)
+        copy_s = time.monotonic() - t2
+        t3 = time.monotonic()
+        counts = _verify(conn, qualified, tbl, scratch, key_col, cols, rows_streamed)
+        verify_s = time.monotonic() - t3
         restore_s = time.monotonic() - t1
-    except RollbackError:
+        _drop_scratch(conn)
+    except RollbackError as exc:
         if locked:
             _drop_scratch_quietly(conn)
+        exc.lock_attempts = tuple(a.to_dict() for a in attempts)  # type: ignore[attr-defined]
         raise
     except Exception as exc:  # psycopg2 errors and the like
         if locked:
             _drop_scratch_quietly(conn)
-        raise RollbackError(f"rollback of {qualified} failed: {target.scrub(str(exc)).strip()}") from None
+        error = RollbackError(f"rollback of {qualified} failed: {target.scrub(str(exc)).strip()}")
+        error.lock_attempts = tuple(a.to_dict() for a in attempts)  # type: ignore[attr-defined]
+        raise error from None
     finally:
-        conn.close()
+        _release(conn, target, locked, encoding)
     out = RestoreResult(
         table=qualified,
         columns=columns,
         duration_s=round(time.monotonic() - started, 3),
         stage_s=round(stage_s, 3),
         restore_s=round(restore_s, 3),
-        **result,
+        rows_updated=rows_updated,
+        values_restored=values_restored,
+        batches=batches,
+        lock_attempts=tuple(attempts),
+        ddl_s=round(ddl_s, 3),
+        copy_s=round(copy_s, 3),
+        verify_s=round(verify_s, 3),
+        **counts,
     )
     log.info("rollback of %s: %s", qualified, out.to_dict())
     return out
@@ -195,6 +298,26 @@ def _lock(conn, target: PgTarget) -> None:
         if not cur.fetchone()[0]:
             raise RollbackError(f"another rollback is running on {target.describe()} (advisory lock {ROLLBACK_LOCK})")
     conn.autocommit = False
+
+
+def _release(conn, target: PgTarget, locked: bool, encoding: str) -> None:
+    """Leave nothing on the session, then close it: the advisory lock released
+    explicitly, the client encoding put back (through a pooler the server connection
+    outlives our client)."""
+    try:
+        if not conn.closed:
+            if conn.get_transaction_status() != _TX_IDLE:
+                conn.rollback()
+            conn.autocommit = True
+            if locked:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT pg_advisory_unlock(%s, %s)", ROLLBACK_LOCK)
+            if conn.encoding != encoding:
+                conn.set_client_encoding(encoding)
+    except Exception as exc:  # the session is gone: so are its lock and settings
+        log.warning("could not release the rollback's session cleanly: %s", target.scrub(str(exc)).strip())
+    finally:
+        conn.close()
 
 
 def pg_restore_data_argv(pg_restore: Path, dump: Path, schema: str, table: str) -> list[str]:
@@ -263,78 +386,257 @@ def _stage(conn, target, dump: Path, pg_bin_dir, schema, table, key, columns, sc
     return body.rows
 
 
-def _restore(conn, target, down_text, down_path, schema, table, columns, key, scratch, lock_timeout_s, staged_rows):
-    """Transaction 2: down SQL, UPDATE ... FROM, counts, verification, drop scratch."""
-    qualified = f"{schema}.{table}"
-    tbl = sql.Identifier(schema, table)
-    with conn.cursor() as cur:
-        cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(lock_timeout_s * 1000)}ms",))
-        cur.execute("SELECT set_config('search_path', %s, true)", ('"' + schema.replace('"', '""') + '"',))
-        # Typed input of the dump's text: pg_dump writes dates in ISO.
-        cur.execute("SET LOCAL DateStyle = 'ISO'")
-        cur.execute("SET LOCAL IntervalStyle = 'postgres'")
+def _set_local(cur, lock_timeout_s: float, search_path: str | None = None) -> None:
+    """Transaction-local settings (they end with the transaction, on any pooler)."""
+    cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{max(1, int(lock_timeout_s * 1000))}ms",))
+    if search_path is not None:
+        cur.execute("SELECT set_config('search_path', %s, true)", ('"' + search_path.replace('"', '""') + '"',))
+
+
+def _readd(conn, down_text, down_path, qualified, schema, lock_timeout_s, lock_retries, attempts, sleep) -> float:
+    """Step 2: the down SQL alone in a short transaction, lock timeouts retried.
+    Returns the seconds of the successful try (the ACCESS EXCLUSIVE window)."""
+
+    def once() -> None:
         try:
-            cur.execute(down_text)
-        except Exception as exc:
-            code = getattr(exc, "pgcode", None)
-            if code == "55P03":
-                raise RollbackError(
-                    f"down SQL {down_path.name} could not lock {qualified} within {lock_timeout_s:g} s "
-                    "(lock_timeout); the application holds it: retry"
-                ) from None
-            raise RollbackError(f"down SQL {down_path.name} failed: {str(exc).strip()}") from None
+            with conn.cursor() as cur:
+                _set_local(cur, lock_timeout_s, schema)
+                cur.execute(down_text)
+            conn.commit()
+        except Exception:
+            conn.rollback()
+            raise
+
+    mine: list[LockAttempt] = []
+    try:
+        run_with_lock_retries("down_sql", once, retries=lock_retries, attempts=mine, sleep=sleep)
+    except Exception as exc:
+        attempts.extend(mine)
+        if is_lock_timeout(exc):
+            raise RollbackError(
+                f"down SQL {down_path.name} could not lock {qualified} within {lock_timeout_s:g} s (lock_timeout) "
+                f"in {describe_attempts(mine)}; the application holds it: retry"
+            ) from None
+        raise RollbackError(f"down SQL {down_path.name} failed: {str(exc).strip()}") from None
+    attempts.extend(mine)
+    return mine[-1].elapsed_s
+
+
+def _column_info(conn, tbl, schema, table, key, columns, down_path) -> tuple[_Column, list[_Column]]:
+    """The key's and the restored columns' types, and the value the re-add gave rows."""
+    qualified = f"{schema}.{table}"
+    with conn.cursor() as cur:
         cur.execute(
-            """SELECT a.attname, format_type(a.atttypid, a.atttypmod)
+            """SELECT a.attname, format_type(a.atttypid, a.atttypmod), pg_get_expr(d.adbin, d.adrelid),
+                      EXISTS (SELECT 1 FROM pg_depend dep JOIN pg_proc p ON p.oid = dep.refobjid
+                              WHERE dep.classid = 'pg_attrdef'::regclass AND dep.objid = d.oid
+                                AND dep.refclassid = 'pg_proc'::regclass AND p.provolatile = 'v')
                FROM pg_attribute a
+               LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
                WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
                  AND a.attname = ANY(%s)""",
             (tbl.as_string(conn), [key, *columns]),
         )
-        types = dict(cur.fetchall())
-        missing = [c for c in (key, *columns) if c not in types]
+        found = {name: (typ, default, volatile) for name, typ, default, volatile in cur.fetchall()}
+        missing = [c for c in (key, *columns) if c not in found]
         if missing:
             raise RollbackError(
                 f"{qualified} has no column(s) {', '.join(missing)} after the down SQL {down_path.name}"
             )
-        join = sql.SQL("u.{k} = b.{k}::{t}").format(k=sql.Identifier(key), t=sql.SQL(types[key]))
-        assignments = sql.SQL(", ").join(
-            sql.SQL("{c} = b.{c}::{t}").format(c=sql.Identifier(c), t=sql.SQL(types[c])) for c in columns
-        )
-        cur.execute(
-            sql.SQL("UPDATE {tbl} u SET {assign} FROM {scratch} b WHERE {join}").format(
-                tbl=tbl, assign=assignments, scratch=scratch, join=join
-            )
-        )
-        rows_updated = cur.rowcount
+        cols = []
+        for name in columns:
+            typ, default, volatile = found[name]
+            if volatile:
+                raise RollbackError(
+                    f"{qualified}.{name} has a volatile default ({default}): its re-added values cannot be told "
+                    "from values written since; give the down SQL a constant default or none"
+                )
+            readded = None
+            if default is not None:
+                # The default's expression as the catalog renders it (not a value of ours):
+                # evaluated once, then compared as a typed parameter.
+                cur.execute(sql.SQL("SELECT ({})::text").format(sql.SQL(default)))
+                readded = cur.fetchone()[0]
+            cols.append(_Column(name, typ, readded))
+    conn.commit()
+    return _Column(key, found[key][0], None), cols
+
+
+def _at_readded(alias: str, col: _Column, param: str) -> sql.Composable:
+    """``alias.col IS NOT DISTINCT FROM %(param)s::type``: the column still holds the value
+    the re-add gave it."""
+    return sql.SQL("{a}.{c} IS NOT DISTINCT FROM {p}::{t}").format(
+        a=sql.Identifier(alias), c=sql.Identifier(col.name), p=sql.Placeholder(param), t=sql.SQL(col.type))
+
+
+def _from_backup(col: _Column) -> sql.Composable:
+    return sql.SQL("b.{c}::{t}").format(c=sql.Identifier(col.name), t=sql.SQL(col.type))
+
+
+def _copy(conn, qualified, tbl, scratch, key: _Column, cols, batch_size, lock_timeout_s, lock_retries,
+          attempts, sleep) -> tuple[int, int, int]:
+    """Step 3: fill the re-added columns batch by batch. Returns (batches, rows written,
+    values restored)."""
+    params = {f"d{i}": c.readded for i, c in enumerate(cols)}
+    k = sql.Identifier(key.name)
+    join = sql.SQL("u.{k} = b.{k}::{t}").format(k=k, t=sql.SQL(key.type))
+    needs_fill = sql.SQL(" OR ").join(
+        sql.SQL("({at} AND {b} IS DISTINCT FROM {p}::{t})").format(
+            at=_at_readded("u", c, f"d{i}"), b=_from_backup(c), p=sql.Placeholder(f"d{i}"), t=sql.SQL(c.type))
+        for i, c in enumerate(cols)
+    )
+    # todo: the batch's rows that still need a value, locked (FOR UPDATE re-reads a row a
+    # concurrent writer changed, so f<i> says whether column i still holds the re-added
+    # value when we hold the row); written: those columns set from the backup, the others
+    # kept; RETURNING reads the stored row (after any BEFORE trigger) to prove it.
+    batch_sql = sql.SQL(
+        """WITH todo AS (
+               SELECT u.{k} AS k, {todo_cols}
+               FROM {tbl} u JOIN {scratch} b ON {join}
+               WHERE {lower}b.{k} <= %(hi)s AND ({needs_fill})
+               FOR UPDATE OF u
+           ), written AS (
+               UPDATE {tbl} u SET {assign} FROM todo WHERE u.{k} = todo.k
+               RETURNING ({bad}) AS bad, {filled} AS filled
+           )
+           SELECT count(*), coalesce(sum(filled), 0), count(*) FILTER (WHERE bad) FROM written"""
+    )
+    parts = dict(
+        k=k, tbl=tbl, scratch=scratch, join=join, needs_fill=needs_fill,
+        todo_cols=sql.SQL(", ").join(
+            sql.SQL("{b} AS {v}, {at} AS {f}").format(
+                b=_from_backup(c), v=sql.Identifier(f"v{i}"), at=_at_readded("u", c, f"d{i}"),
+                f=sql.Identifier(f"f{i}"))
+            for i, c in enumerate(cols)
+        ),
+        assign=sql.SQL(", ").join(
+            sql.SQL("{c} = CASE WHEN todo.{f} THEN todo.{v} ELSE u.{c} END").format(
+                c=sql.Identifier(c.name), f=sql.Identifier(f"f{i}"), v=sql.Identifier(f"v{i}"))
+            for i, c in enumerate(cols)
+        ),
+        bad=sql.SQL(" OR ").join(
+            sql.SQL("(todo.{f} AND u.{c} IS DISTINCT FROM todo.{v})").format(
+                f=sql.Identifier(f"f{i}"), c=sql.Identifier(c.name), v=sql.Identifier(f"v{i}"))
+            for i, c in enumerate(cols)
+        ),
+        filled=sql.SQL(" + ").join(sql.SQL("todo.{}::int").format(sql.Identifier(f"f{i}")) for i in range(len(cols))),
+    )
+    # The first batch has no lower bound (any text, '' too, may be a key).
+    first_batch = batch_sql.format(lower=sql.SQL(""), **parts)
+    next_batch = batch_sql.format(lower=sql.SQL("b.{} > %(lo)s AND ").format(k), **parts)
+    first_hi = sql.SQL("SELECT max(k) FROM (SELECT {k} AS k FROM {s} ORDER BY {k} LIMIT %s) x").format(k=k, s=scratch)
+    next_hi = sql.SQL("SELECT max(k) FROM (SELECT {k} AS k FROM {s} WHERE {k} > %s ORDER BY {k} LIMIT %s) x").format(
+        k=k, s=scratch)
+
+    batches = rows = values = 0
+    lo: str | None = None
+    while True:
+        with conn.cursor() as cur:
+            if lo is None:
+                cur.execute(first_hi, (batch_size,))
+            else:
+                cur.execute(next_hi, (lo, batch_size))
+            hi = cur.fetchone()[0]
+        conn.commit()
+        if hi is None:
+            return batches, rows, values
+        batches += 1
+        bounds = {"lo": lo, "hi": hi, **params}
+        lo_text = "(start)" if lo is None else repr(lo)
+
+        def once() -> tuple[int, int, int]:
+            try:
+                with conn.cursor() as cur:
+                    _set_local(cur, lock_timeout_s)
+                    # The staged text is typed input: pg_dump writes dates in ISO.
+                    cur.execute("SET LOCAL DateStyle = 'ISO'")
+                    cur.execute("SET LOCAL IntervalStyle = 'postgres'")
+                    cur.execute(first_batch if lo is None else next_batch, bounds)
+                    written, filled, bad = cur.fetchone()
+                if bad:
+                    raise RollbackError(
+                        f"verification of {qualified} failed in copy batch {batches} (keys {lo_text} to {hi!r}), "
+                        f"batch not committed: {bad} rows differ from the backup after the UPDATE "
+                        f"({written} updated); the columns stay re-added and earlier batches stay, a rerun "
+                        "completes the copy"
+                    )
+                conn.commit()
+                return written, filled, bad
+            except BaseException:
+                conn.rollback()
+                raise
+
+        mine: list[LockAttempt] = []
+        try:
+            written, filled, _ = run_with_lock_retries(f"copy batch {batches}", once, retries=lock_retries,
+                                                       attempts=mine, sleep=sleep)
+        except RollbackError:
+            raise
+        except Exception as exc:
+            attempts.extend(mine)
+            if is_lock_timeout(exc):
+                raise RollbackError(
+                    f"copy batch {batches} of {qualified} (keys {lo_text} to {hi!r}) could not lock its rows within "
+                    f"{lock_timeout_s:g} s (lock_timeout) in {describe_attempts(mine)}; earlier batches stay, "
+                    "a rerun completes the copy"
+                ) from None
+            raise
+        if len(mine) > 1:
+            attempts.extend(mine)
+        rows += written
+        values += filled
+        lo = hi
+
+
+def _verify(conn, qualified, tbl, scratch, key: _Column, cols, staged_rows) -> dict[str, int]:
+    """Step 4: one snapshot over the staged copy: 0 values still at the re-added value
+    where the backup differs; the counts."""
+    params = {f"d{i}": c.readded for i, c in enumerate(cols)}
+    join = sql.SQL("u.{k} = b.{k}::{t}").format(k=sql.Identifier(key.name), t=sql.SQL(key.type))
+    unfilled = sql.SQL(" OR ").join(
+        sql.SQL("({at} AND {b} IS DISTINCT FROM {p}::{t})").format(
+            at=_at_readded("u", c, f"d{i}"), b=_from_backup(c), p=sql.Placeholder(f"d{i}"), t=sql.SQL(c.type))
+        for i, c in enumerate(cols)
+    )
+    kept = sql.SQL(" + ").join(
+        sql.SQL("(u.{c} IS DISTINCT FROM {b} AND NOT {at})::int").format(
+            c=sql.Identifier(c.name), b=_from_backup(c), at=_at_readded("u", c, f"d{i}"))
+        for i, c in enumerate(cols)
+    )
+    with conn.cursor() as cur:
+        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        cur.execute("SET LOCAL DateStyle = 'ISO'")
+        cur.execute("SET LOCAL IntervalStyle = 'postgres'")
         cur.execute(sql.SQL("SELECT count(*) FROM {}").format(scratch))
         at_backup = cur.fetchone()[0]
-        cur.execute(sql.SQL("SELECT count(*) FROM {tbl} u JOIN {scratch} b ON {join}").format(
-            tbl=tbl, scratch=scratch, join=join))
-        matched = cur.fetchone()[0]
         cur.execute(sql.SQL("SELECT count(*) FROM {}").format(tbl))
         now_total = cur.fetchone()[0]
-        differs = sql.SQL(" OR ").join(
-            sql.SQL("u.{c} IS DISTINCT FROM b.{c}::{t}").format(c=sql.Identifier(c), t=sql.SQL(types[c]))
-            for c in columns
+        cur.execute(
+            sql.SQL("""SELECT count(*), count(*) FILTER (WHERE {unfilled}), coalesce(sum({kept}), 0)
+                       FROM {tbl} u JOIN {scratch} b ON {join}""").format(
+                unfilled=unfilled, kept=kept, tbl=tbl, scratch=scratch, join=join),
+            params,
         )
-        cur.execute(sql.SQL("SELECT count(*) FROM {tbl} u JOIN {scratch} b ON {join} WHERE {differs}").format(
-            tbl=tbl, scratch=scratch, join=join, differs=differs))
-        mismatches = cur.fetchone()[0]
-        if mismatches or rows_updated != matched or at_backup != staged_rows:
-            raise RollbackError(
-                f"verification of {qualified} failed, nothing committed: {mismatches} rows differ from the backup "
-                f"after the UPDATE ({rows_updated} updated, {matched} matched, {at_backup} staged of {staged_rows})"
-            )
-        cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(SCRATCH_SCHEMA)))
+        matched, mismatches, values_kept = cur.fetchone()
     conn.commit()
+    if mismatches or at_backup != staged_rows:
+        raise RollbackError(
+            f"verification of {qualified} failed: {mismatches} rows still hold the re-added value where the backup "
+            f"has another one ({matched} matched, {at_backup} staged of {staged_rows}); a rerun completes the copy"
+        )
     return {
         "users_at_backup": at_backup,
         "users_matched": matched,
         "users_not_in_backup": now_total - matched,
-        "rows_updated": rows_updated,
-        "values_restored": rows_updated * len(columns),
         "mismatches": mismatches,
+        "values_kept": int(values_kept),
     }
+
+
+def _drop_scratch(conn) -> None:
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(SCRATCH_SCHEMA)))
+    conn.commit()
 
 
 def _drop_scratch_quietly(conn) -> None:

@@ -270,7 +270,8 @@ def test_airflow_connections_parse():
         "authorizer_admin_token": "admin-token-1",
     }
     env = airflow_connections(info)
-    assert set(env) == {"AIRFLOW_CONN_SOAK_STAGING", "AIRFLOW_CONN_SOAK_STORE",
+    assert env["AIRFLOW_CONN_SOAK_STAGING_DIRECT"] == env["AIRFLOW_CONN_SOAK_STAGING"]
+    assert set(env) == {"AIRFLOW_CONN_SOAK_STAGING", "AIRFLOW_CONN_SOAK_STAGING_DIRECT", "AIRFLOW_CONN_SOAK_STORE",
                         "AIRFLOW_CONN_SOAK_GATEWAY", "AIRFLOW_CONN_SOAK_AUTHORIZER"}
     staging = Connection.from_json(env["AIRFLOW_CONN_SOAK_STAGING"], conn_id="soak_staging")
     assert (staging.conn_type, staging.host, staging.port, staging.login, staging.password, staging.schema) == (

@@ -61,6 +61,11 @@ def test_healthy_run_is_green_and_says_what_a_compressed_clock_proves(healthy):
     assert "compressed clock (24 h in 4.8 min): demonstration evidence, not a 24-hour soak" in report
     assert "approved to proceed to production" not in report.lower()
     assert "Equipo de QA aprueba testing manual: not asked" in report
+    lint = healthy.events["lint"]["payload"]  # preflight linted the migration: reviewed findings only
+    assert lint["ok"] and not lint["unaccepted"] and {f["rule"] for f in lint["accepted"]} >= {"ban-drop-column"}
+    from demo.run import summary
+
+    assert any(line.startswith("lint: squawk ") for line in summary(healthy))
 
 
 def test_healthy_report_shows_every_tick_of_every_phase(healthy):

@@ -22,6 +22,7 @@ from migration_soak.migrate import LedgerBackend
 from migration_soak.pgconn import PgTarget
 from migration_soak.store import Store
 from tests.conftest import recreate_database
+from tests.pgbouncer import PgBouncer
 
 REPO = Path(__file__).resolve().parents[2]
 MIGRATIONS = REPO / "demo" / "prisma" / "migrations"
@@ -61,6 +62,27 @@ FROM generate_series(%(first)s, %(last)s) g;
 def pg_bin() -> Path:
     """Folder of pg_dump/pg_restore/psql matching the embedded server."""
     return postgres.bin_dir()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg_server, tmp_path_factory) -> PgBouncer:
+    """A real PgBouncer (Debian's package) in front of ``pg_server``: transaction pooling,
+    one server connection per (database, user) pool, every database through the wildcard
+    entry, logging in as the superuser. ``pgbouncer.target(name)`` is database ``name``
+    through the pooler; ``pgbouncer.admin("SHOW SERVERS")`` reads its admin console.
+    Without the binary the test is skipped, except in CI (``CI`` set), where it fails
+    (``.ci/run`` installs Debian's package)."""
+    import os
+
+    from tests.pgbouncer import PGBOUNCER
+
+    if not Path(PGBOUNCER).exists():
+        if os.environ.get("CI"):
+            pytest.fail("the pgbouncer binary is missing in CI (.ci/run installs Debian's package)")
+        pytest.skip("pgbouncer is not installed (apt-get install -y pgbouncer); CI installs it")
+    with PgBouncer(pg_server.host, pg_server.port, postgres.SUPERUSER, pg_server.password,
+                   workdir=tmp_path_factory.mktemp("pgbouncer")) as bouncer:
+        yield bouncer
 
 
 @pytest.fixture
@@ -155,8 +177,12 @@ def store(pg_server, fresh_db, request) -> Store:
 
 @pytest.fixture
 def staging(seeded, monkeypatch) -> PgTarget:
-    """The seeded database as the plan's ``soak_staging`` Airflow connection."""
-    monkeypatch.setenv("AIRFLOW_CONN_SOAK_STAGING", json.dumps({
+    """The seeded database as the plan's ``soak_staging`` Airflow connection, and as its
+    ``soak_staging_direct`` one (the embedded server is reached without a pooler; dumps
+    go through the direct connection)."""
+    value = json.dumps({
         "conn_type": "postgres", "host": seeded.host, "port": seeded.port, "login": seeded.user,
-        "password": seeded.password, "schema": seeded.database}))
+        "password": seeded.password, "schema": seeded.database})
+    monkeypatch.setenv("AIRFLOW_CONN_SOAK_STAGING", value)
+    monkeypatch.setenv("AIRFLOW_CONN_SOAK_STAGING_DIRECT", value)
     return seeded

@@ -232,17 +232,20 @@ def test_advisory_lock_wait_is_bounded(target):
 
 @pytest.mark.timeout(60)  # a missing lock_timeout would hang here, not fail
 def test_lock_timeout_keeps_the_ddl_from_queueing(seeded, caplog):
-    """The application holds a lock on users: the DROP fails after lock_timeout, recorded as failed."""
+    """The application holds a lock on users for good: each try of the DROP fails after
+    lock_timeout, and once the retries are spent the row is recorded as failed."""
     app = seeded.connect()
     try:
         with app.cursor() as cur:  # an open transaction that read users (ACCESS SHARE)
             cur.execute("SELECT count(*) FROM users")
-        backend = LedgerBackend(seeded, MIGRATIONS, lock_timeout_s=0.5)
+        backend = LedgerBackend(seeded, MIGRATIONS, lock_timeout_s=0.5, lock_retries=1)
         started = time.monotonic()
         with pytest.raises(MigrationError, match="P3018") as err:
             backend.deploy()
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 5  # 2 x 0.5 s + 0.5 s backoff
         assert "55P03" in str(err.value) and "lock timeout" in str(err.value)
+        assert "2 attempts: 1 lock timeout after 0.5" in str(err.value)
+        assert [a["outcome"] for a in err.value.lock_attempts] == ["lock_timeout", "lock_timeout"]
     finally:
         app.rollback()
         app.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 import pytest
 
@@ -62,8 +63,12 @@ def test_rollback_restores_every_value_byte_for_byte(migrated, pg_bin, popen_rec
     assert result.users_not_in_backup == NEW_USERS
     assert result.rows_updated == SEED_USERS - 3
     assert result.values_restored == 2 * (SEED_USERS - 3)
-    assert result.mismatches == 0
+    assert result.mismatches == 0 and result.values_kept == 0
     assert result.duration_s >= result.stage_s + result.restore_s - 0.01
+    assert result.batches == 1  # 5000 keys, batches of 20 000
+    (ddl,) = result.lock_attempts  # the down SQL got its lock at once
+    assert (ddl.step, ddl.attempt, ddl.outcome) == ("down_sql", 1, "ok") and ddl.elapsed_s == result.ddl_s
+    assert result.ddl_s <= result.copy_s + result.verify_s + result.ddl_s <= result.restore_s + 0.01
 
     assert _column_defs(target) == definitions  # same types, nullability, defaults as before
     after = snapshot(target)
@@ -87,10 +92,12 @@ def test_rollback_restores_every_value_byte_for_byte(migrated, pg_bin, popen_rec
     backend.mark_rolled_back(DROP)
     assert {s.name: s for s in backend.status()}[DROP].is_pending
 
-    # Idempotent: a second run gives the same result and the same data.
+    # Idempotent: a second run proves the same data and writes nothing.
     second = restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL)
-    assert {k: v for k, v in second.to_dict().items() if not k.endswith("_s")} == \
-        {k: v for k, v in result.to_dict().items() if not k.endswith("_s")}
+    same = ("table", "columns", "users_at_backup", "users_matched", "users_not_in_backup", "mismatches",
+            "values_kept", "batches")
+    assert [getattr(second, k) for k in same] == [getattr(result, k) for k in same]
+    assert second.rows_updated == second.values_restored == 0
     assert snapshot(target) == after
 
     # And the soak can run again: deploy drops the columns once more.
@@ -114,12 +121,16 @@ def test_rollback_fails_fast_when_the_table_is_locked(migrated, pg_bin):
     try:
         with app.cursor() as cur:
             cur.execute("SELECT count(*) FROM users")  # open transaction holding ACCESS SHARE
-        with pytest.raises(RollbackError, match="lock_timeout"):
-            restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL, lock_timeout_s=0.5)
+        started = time.monotonic()
+        with pytest.raises(RollbackError, match="lock_timeout") as err:
+            restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL, lock_timeout_s=0.5, lock_retries=1)
+        assert time.monotonic() - started < 10  # staging + 2 x 0.5 s + 0.5 s backoff
     finally:
         app.rollback()
         app.close()
-    assert _column_defs(target) == []  # the down SQL was rolled back with the rest
+    assert "in 2 attempts: 1 lock timeout after 0.5" in str(err.value)
+    assert [(a["step"], a["outcome"]) for a in err.value.lock_attempts] == [("down_sql", "lock_timeout")] * 2
+    assert _column_defs(target) == []  # each try of the down SQL rolled back
     assert query(target, "SELECT to_regnamespace('soak_rollback')") == [(None,)]
     # Once the application lets go, the same call succeeds.
     assert restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL).mismatches == 0
@@ -162,16 +173,25 @@ def test_copy_body_stops_at_the_end_of_data_marker():
     assert truncated.read(100) == b"a\tb\n" and truncated.read(100) == b"" and not truncated.finished
 
 
-def test_rollback_commits_nothing_when_verification_finds_mismatches(migrated, pg_bin):
-    """A trigger rewriting the restored value: the IS DISTINCT FROM check catches it."""
-    target, backup, _, _, _ = migrated
+def test_rollback_commits_no_batch_whose_values_do_not_read_back(migrated, pg_bin):
+    """A trigger rewriting the restored value: each batch's IS DISTINCT FROM check, before
+    its commit, catches it; that batch is not committed (the columns stay re-added, with
+    no value copied), and once the trigger is gone a rerun completes the job."""
+    target, backup, _, before, definitions = migrated
     query(target, """CREATE FUNCTION scramble() RETURNS trigger LANGUAGE plpgsql AS $$
                      BEGIN NEW."passwordHash" := 'scrambled'; RETURN NEW; END $$""")
     query(target, "CREATE TRIGGER scramble BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION scramble()")
-    with pytest.raises(RollbackError, match=rf"verification of public.users failed, nothing committed: {SEED_USERS - 3} rows differ"):
+    with pytest.raises(RollbackError, match=rf"verification of public.users failed in copy batch 1 .*batch not "
+                                            rf"committed: {SEED_USERS - 3} rows differ"):
         restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL)
-    assert _column_defs(target) == []
+    assert _column_defs(target) == definitions  # re-added (committed on its own) ...
+    nothing_copied = 'SELECT count(*) FROM users WHERE "passwordHash" IS NOT NULL OR "emailVerified"'
+    assert query(target, nothing_copied) == [(0,)]  # ... no value copied, none scrambled
     assert query(target, "SELECT to_regnamespace('soak_rollback')") == [(None,)]
+    query(target, "DROP TRIGGER scramble ON users")
+    assert restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL).rows_updated == SEED_USERS - 3
+    after = snapshot(target)
+    assert all(after[k] == v for k, v in before.items() if k in after)
 
 
 def test_a_second_concurrent_rollback_is_refused_and_leaves_the_first_alone(migrated, pg_bin):

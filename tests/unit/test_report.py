@@ -359,3 +359,17 @@ def test_real_time_go_without_sign_off_says_the_gates_were_not_approved():
     closing = text.split("**Decision:**")[1]
     assert "APPROVED to proceed to production; the human gates were not approved" in closing
     assert "Equipo de QA aprueba testing manual: not asked" in closing
+
+
+def test_the_lint_findings_and_the_accepted_ones_with_their_reasons_are_listed():
+    from migration_soak import lint
+
+    verdict, obs, events = go_run(300.0)
+    linted = lint.check(PLAN, [PLAN.migration.name])  # the real squawk on the default migration
+    events.insert(0, event("lint", T0, **linted.to_dict()))
+    text = report.render_report(PLAN, "run", verdict, obs, events, 300.0)
+    line = next(t for t in text.splitlines() if t.startswith("**Migration lint (squawk"))
+    assert f"{len(linted.findings)} findings, {len(linted.accepted)} accepted by the plan, 0 not accepted" in line
+    assert "- accepted `ban-drop-column` (20251202020032_update_user_schema_final line 9): The purpose" in text
+    without = report.render_report(PLAN, "run", *go_run(300.0), 300.0)
+    assert next(t for t in without.splitlines() if t.startswith("**Migration lint")).endswith("not run")

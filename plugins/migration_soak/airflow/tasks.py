@@ -32,9 +32,21 @@ def _store(plan: Plan) -> Store:
 
 
 def _staging(plan: Plan):
+    """The staging database as the checks reach it (possibly through a pooler)."""
     from migration_soak.pgconn import PgTarget
 
     return PgTarget.from_airflow(plan.connections.staging)
+
+
+def _direct_field(plan: Plan) -> str:
+    return "connections.staging_direct" if plan.connections.staging_direct else "connections.staging"
+
+
+def _direct(plan: Plan):
+    """The staging database for DDL, dumps and locks: ``staging_direct``, else ``staging``."""
+    from migration_soak.pgconn import PgTarget
+
+    return PgTarget.from_airflow(plan.connections.staging_direct or plan.connections.staging)
 
 
 def _bin_dir(plan: Plan) -> Path | None:
@@ -54,6 +66,11 @@ def _moment(plan: Plan, run_id: str, kind: str, key: str, text: str) -> str:
     return at
 
 
+def _attempts(exc: Exception) -> list[dict]:
+    """The lock-timeout attempts a ``MigrationError``/``RollbackError`` carries, as dicts."""
+    return [a.to_dict() for a in getattr(exc, "lock_attempts", ()) or ()]
+
+
 def _prisma(plan: Plan):
     """The real Prisma CLI in the plan's ``prisma_project``, or ``None`` without one."""
     from migration_soak.prisma_cli import PrismaCliBackend
@@ -61,7 +78,7 @@ def _prisma(plan: Plan):
     m = plan.migration
     if not m.prisma_project:
         return None
-    return PrismaCliBackend(_staging(plan), plan.path(m.prisma_project), timeout_s=m.prisma_timeout_s,
+    return PrismaCliBackend(_direct(plan), plan.path(m.prisma_project), timeout_s=m.prisma_timeout_s,
                             migrations_dir=plan.path(m.migrations_dir))
 
 
@@ -72,7 +89,8 @@ def _backend(plan: Plan):
     m = plan.migration
     if m.backend == "prisma_cli":
         return _prisma(plan)
-    return LedgerBackend(_staging(plan), plan.path(m.migrations_dir), lock_timeout_s=m.lock_timeout_s)
+    return LedgerBackend(_direct(plan), plan.path(m.migrations_dir), lock_timeout_s=m.lock_timeout_s,
+                         lock_retries=m.lock_retries)
 
 
 def _confirm_with_prisma(plan: Plan, run_id: str, expect: str) -> None:
@@ -150,12 +168,17 @@ def release() -> None:
 
 @task
 def preflight() -> dict:
-    """Before touching anything: connections reachable, the migration pending, no user
-    without ``authorizerId`` (seed "Pre-requisitos" and query 1). Fails the run otherwise."""
+    """Before touching anything: connections reachable, the connection for DDL not behind a
+    transaction pooler (``pooler.py``), the migration pending, no user without
+    ``authorizerId`` (seed "Pre-requisitos" and query 1). Fails the run otherwise."""
     from migration_soak.sources import sql as sql_source
+
+    from migration_soak.pooler import require_direct
 
     ctx, plan, run_id = _ctx()
     try:
+        # DDL, dumps and advisory locks behind a transaction pooler leak into the app's sessions.
+        require_direct(_direct(plan), _direct_field(plan))
         states = {s.name: s.state for s in _backend(plan).status()}
     except MigrationError as exc:
         raise AirflowFailException(f"migration status: {exc}") from exc
@@ -165,6 +188,7 @@ def preflight() -> dict:
         raise AirflowFailException(
             f"migration {plan.migration.name!r} is {states[plan.migration.name]}, not pending: nothing to soak"
         )
+    _lint(plan, run_id, [n for n, st in states.items() if st in ("pending", "rolled_back")])
     _, rows = sql_source.run_readonly(plan.connections.staging, (SQL_DIR / "users_without_authorizer_id.sql").read_text())
     if rows[0][0] != 0:
         raise AirflowFailException(f"{rows[0][0]} users have no authorizerId: the migration must not start")
@@ -178,6 +202,21 @@ def preflight() -> dict:
     return {"migrations": states}
 
 
+def _lint(plan: Plan, run_id: str, pending: list[str]) -> None:
+    """squawk over every pending migration (deploy applies them all); findings the plan does
+    not accept with a reason fail the run (lint.py). Recorded as the ``lint`` event."""
+    from migration_soak import lint
+    from migration_soak.exceptions import LintError
+
+    try:
+        linted = lint.check(plan, pending)
+    except LintError as exc:
+        if exc.result is not None:
+            _store(plan).add_event(run_id, "lint", exc.result.to_dict())
+        raise AirflowFailException(str(exc)) from exc
+    _store(plan).add_event(run_id, "lint", linted.to_dict())
+
+
 @task
 def backup() -> dict:
     """``pg_dump`` the staging database and read it back whole; any failure stops the run
@@ -187,7 +226,7 @@ def backup() -> dict:
 
     ctx, plan, run_id = _ctx()
     try:
-        record = take_kept_backup(_staging(plan), plan_root(plan), _bin_dir(plan), label=f"pre_{safe_name(run_id)}",
+        record = take_kept_backup(_direct(plan), plan_root(plan), _bin_dir(plan), label=f"pre_{safe_name(run_id)}",
                                   conn_id=plan.connections.backup_storage)
     except BackupError as exc:
         raise AirflowFailException(f"backup failed, the migration will not start: {exc}") from exc
@@ -207,10 +246,12 @@ def migrate(backup_record: dict) -> dict:
     try:
         result = _backend(plan).deploy()
     except MigrationError as exc:
-        _store(plan).add_event(run_id, "migrate_failed", {"text": str(exc)[:500]})
+        _store(plan).add_event(run_id, "migrate_failed", {"text": str(exc)[:2000], "lock_attempts": _attempts(exc)})
         raise AirflowFailException(f"migration failed: {exc}") from exc
     payload = result.to_dict()
-    _store(plan).add_event(run_id, "migrate", {**payload, "text": f"applied {payload.get('applied')}"})
+    waits = [a for a in payload.get("attempts", []) if a.get("outcome") == "lock_timeout"]
+    _store(plan).add_event(run_id, "migrate", {**payload, "text": f"applied {payload.get('applied')}"
+                                               + (f" after {len(waits)} lock timeout(s), retried" if waits else "")})
     return payload
 
 
@@ -224,7 +265,7 @@ def verify(_migrated: dict) -> str:
     ctx, plan, run_id = _ctx()
     m = plan.migration
     try:
-        verify_applied(_staging(plan), m.name, m.table, tuple(m.dropped_columns))
+        verify_applied(_direct(plan), m.name, m.table, tuple(m.dropped_columns))
     except MigrationError as exc:
         raise AirflowFailException(str(exc)) from exc
     _confirm_with_prisma(plan, run_id, "applied")
@@ -405,6 +446,7 @@ def restore() -> dict:
     """Re-add the dropped columns and copy every value back from the backup (step 2)."""
     from migration_soak.backup import BackupRecord
     from migration_soak.backup_storage import fetched
+    from migration_soak.exceptions import RollbackError
     from migration_soak.rollback import restore_columns
 
     ctx, plan, run_id = _ctx()
@@ -413,14 +455,21 @@ def restore() -> dict:
     m = plan.migration
     try:  # the backup may have been taken on another worker: fetch it from its storage
         with fetched(record) as local:
-            result = restore_columns(_staging(plan), local, _bin_dir(plan), table=m.table,
-                                     columns=tuple(m.dropped_columns), key=m.key, down_sql=plan.path(m.down_sql))
+            result = restore_columns(_direct(plan), local, _bin_dir(plan), table=m.table,
+                                     columns=tuple(m.dropped_columns), key=m.key, down_sql=plan.path(m.down_sql),
+                                     lock_timeout_s=m.lock_timeout_s, lock_retries=m.lock_retries)
     except BackupError as exc:
         raise AirflowFailException(f"rollback cannot read the backup, nothing restored: {exc}") from exc
+    except RollbackError as exc:
+        store.add_event(run_id, "restore_failed", {"text": str(exc)[:2000], "lock_attempts": _attempts(exc)})
+        raise AirflowFailException(f"restore failed: {exc}") from exc
     payload = result.to_dict()
     store.add_event(run_id, "restore", {**payload, "text": (
         f"restored {payload['values_restored']} values for {payload['users_matched']} of "
-        f"{payload['users_at_backup']} users present at backup time; {payload['mismatches']} mismatches")})
+        f"{payload['users_at_backup']} users present at backup time; {payload['mismatches']} mismatches"
+        + (f"; {payload['values_kept']} newer values written by the app kept" if payload.get("values_kept") else "")
+        + f"; ACCESS EXCLUSIVE only for the {payload.get('ddl_s', 0):.2f} s re-add, then "
+          f"{payload.get('batches', 0)} row-locked batches")})
     return payload
 
 
@@ -434,7 +483,7 @@ def mark_ledger(_restored: dict) -> None:
     try:
         backend.mark_rolled_back(plan.migration.name)
         # Our own reading of the ledger, whatever the backend: the record of the rollback.
-        states = {s.name: s.state for s in LedgerBackend(_staging(plan), plan.path(plan.migration.migrations_dir)).status()}
+        states = {s.name: s.state for s in LedgerBackend(_direct(plan), plan.path(plan.migration.migrations_dir)).status()}
     except MigrationError as exc:
         raise AirflowFailException(f"marking {plan.migration.name} rolled back: {exc}") from exc
     _store(plan).add_event(run_id, "ledger", {"migrations": states, "removed_rows": getattr(backend, "removed_rows", []),

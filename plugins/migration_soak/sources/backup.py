@@ -27,7 +27,9 @@ from migration_soak.sources import Context, Measurement
 def measure(check: Check, plan: Plan, context: Context | None, target: PgTarget | None = None) -> Measurement:
     """Take, verify and keep an incremental backup of ``check.source.tables``.
 
-    ``target``: the staging database (default: the plan's ``staging`` connection). The
+    ``target``: the staging database (default: the plan's ``staging_direct`` connection,
+    else ``staging``: ``pg_dump`` sets session settings and needs one server session for
+    its whole run, which a transaction-mode pooler does not give). The
     label is ``inc_<run>_<n>``, ``n`` counting this check's observations in the run
     (and never reusing a label already kept). Evidence: ``path`` (where it is kept, a
     URL), ``label``, ``size_bytes``, ``sha256``, ``tables`` (with data in the dump),
@@ -38,7 +40,7 @@ def measure(check: Check, plan: Plan, context: Context | None, target: PgTarget 
 
     src = check.source
     run = safe_name(context.run_id) if context else "norun"
-    target = target or PgTarget.from_airflow(plan.connections.staging)
+    target = target or PgTarget.from_airflow(plan.connections.staging_direct or plan.connections.staging)
     bin_dir = plan.path(plan.pg_bin_dir) if plan.pg_bin_dir else None
     try:
         dest = incremental_root(plan)

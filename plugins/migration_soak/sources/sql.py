@@ -6,15 +6,22 @@ executes its statement: the read-only transaction refuses a write — ``cannot e
 DELETE in a read-only transaction``, SQLSTATE 25006 — and the rollback undoes anything
 else it did, such as a temporary table).
 
-The guard is for mistakes in reviewed plan files, not for a hostile author: the session
-default is read-only too (``default_transaction_read_only``) and the timeout is a
-session setting, so a ``COMMIT;`` inside a plan's file does not open a writable,
-unbounded transaction after it; a file that deliberately ``SET``s them off again is
-beyond what a client can prevent (give the connection's role only ``SELECT`` rights for
-that: PostgreSQL docs, "default_transaction_read_only"). One statement escapes the
-read-only check in PostgreSQL 18 itself: ``EXPLAIN ANALYZE CREATE TABLE ... AS`` creates
-its table (the rollback removes it); a file that also ``COMMIT``s is reported as an
-error, after the fact.
+The staging connection may go through a transaction-mode pooler (PgBouncer): the
+server connection is handed to the application's next transaction as soon as ours
+ends. So every setting is transaction-local (``SET LOCAL statement_timeout``,
+``SET LOCAL application_name``) and ends with the rollback, and a file that would end
+the transaction, change those settings or leave session state behind (``COMMIT``,
+``SET SESSION``, ``pg_advisory_lock``, ``DO``...) is refused *before it runs*, by
+PostgreSQL's own parser (``sources.sql_guard``; ``plan.SqlSource`` refuses such a file
+when the plan loads, this is the defence behind it). After the file ran, the
+transaction must still be ours (else the error says it was ended) and a session-level
+advisory lock it took through a function is released and reported.
+
+The guard is for mistakes in reviewed plan files, not for a hostile author (a function
+can still change a setting for the rest of the transaction): give the connection's
+role only ``SELECT`` rights for that. One statement escapes the read-only check in
+PostgreSQL 18 itself: ``EXPLAIN ANALYZE CREATE TABLE ... AS`` creates its table (the
+rollback removes it).
 """
 
 from __future__ import annotations
@@ -22,8 +29,9 @@ from __future__ import annotations
 import re
 
 from migration_soak.exceptions import MeasurementError
+from migration_soak.pgconn import APPLICATION_NAME
 from migration_soak.plan import SQL_DIR, Check
-from migration_soak.sources import Measurement
+from migration_soak.sources import Measurement, sql_guard
 
 #: ``statement_timeout`` of every check query, in milliseconds (PostgreSQL docs,
 #: "statement_timeout": the server cancels a statement running longer, SQLSTATE 57014).
@@ -40,12 +48,15 @@ def run_readonly(conn_id: str, sql: str, *, statement_timeout_ms: int | None = N
 
     ``statement_timeout_ms``: milliseconds before the server cancels the statement
     (default ``STATEMENT_TIMEOUT_MS``). Uses ``PostgresHook`` (psycopg 3 or psycopg2);
-    the transaction is always rolled back and the connection closed.
+    the transaction is always rolled back and the connection closed. Every setting is
+    transaction-local: nothing is left on a pooled server connection.
 
-    Raises ``MeasurementError`` when the database refuses or cancels the query: a write
-    (``... in a read-only transaction``, SQLSTATE 25006), the timeout (SQLSTATE 57014),
-    any other SQL error (with its SQLSTATE and first line). Connection failures
-    propagate as the driver raises them (``sources.measure`` turns them into a
+    Raises ``MeasurementError`` when ``sql`` is refused before it runs
+    (``sql_guard.check``: ``query refused before it ran: statement N of M (line L: ...):
+    why``; nothing is sent to the database), and when the database refuses or cancels the
+    query: a write (``... in a read-only transaction``, SQLSTATE 25006), the timeout
+    (SQLSTATE 57014), any other SQL error (with its SQLSTATE and first line). Connection
+    failures propagate as the driver raises them (``sources.measure`` turns them into a
     ``MeasurementError``).
     """
     from airflow.providers.postgres.hooks.postgres import PostgresHook
@@ -53,20 +64,26 @@ def run_readonly(conn_id: str, sql: str, *, statement_timeout_ms: int | None = N
     timeout_ms = int(STATEMENT_TIMEOUT_MS if statement_timeout_ms is None else statement_timeout_ms)
     if timeout_ms <= 0:
         raise ValueError(f"statement_timeout_ms must be positive (0 would disable the timeout), got {timeout_ms}")
+    try:
+        sql_guard.check(sql)
+    except sql_guard.UnsafeSql as exc:
+        raise MeasurementError(f"query refused before it ran: {exc}") from None
     conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
     try:
         with conn.cursor() as cur:
             # First statement of the implicit transaction (psycopg2 and psycopg 3 alike).
             cur.execute("SET TRANSACTION READ ONLY")
-            # Session-wide (not LOCAL): a transaction a plan file opens after its own
-            # COMMIT is read-only and bounded too.
-            cur.execute("SET default_transaction_read_only = on")
-            cur.execute(f"SET statement_timeout = {timeout_ms}")
-            # Name ourselves, so the database log's slow-query checks can leave the soak's own
-            # queries out (the same name as PgTarget and the pg_dump/pg_restore children).
-            cur.execute("SET application_name = 'migration-soak'")
+            # LOCAL: both end with our rollback, so the next client of a pooled server
+            # connection never inherits them. The name keeps the soak's own queries out of
+            # the database log's slow-query checks (the same name as PgTarget and the
+            # pg_dump/pg_restore children).
+            cur.execute(f"SET LOCAL statement_timeout = {timeout_ms}")
+            cur.execute(f"SET LOCAL application_name = '{APPLICATION_NAME}'")
             cur.execute("SELECT now()::text")  # the transaction's start: changes if the file ends it
             began = cur.fetchone()[0]
+            locks_before = _advisory_locks(cur)
+            cur.execute("SAVEPOINT migration_soak_check")
+            failure: MeasurementError | None = None
             try:
                 cur.execute(sql)
                 columns = [d.name for d in cur.description] if cur.description else []
@@ -75,19 +92,63 @@ def run_readonly(conn_id: str, sql: str, *, statement_timeout_ms: int | None = N
                 code = _sqlstate(exc)
                 if code is None:
                     raise
-                raise MeasurementError(_describe_sql_error(code, exc, timeout_ms)) from None
+                failure = MeasurementError(_describe_sql_error(code, exc, timeout_ms))
+                # Back to before the file, so what it left can still be looked at.
+                cur.execute("ROLLBACK TO SAVEPOINT migration_soak_check")
             cur.execute("SELECT now()::text")
             if cur.fetchone()[0] != began:
                 raise MeasurementError(
                     "query refused: it ended the soak's read-only transaction (COMMIT/ROLLBACK/END in the "
                     "SQL file); whatever it did inside that transaction may have been committed"
                 )
+            leaked = _release_new_session_locks(cur, locks_before)
+            if leaked:
+                raise MeasurementError(
+                    f"query refused: it took session-level advisory lock(s) {leaked}, which outlive the "
+                    "transaction on a pooled connection (released again); use pg_advisory_xact_lock"
+                )
+            if failure is not None:
+                raise failure
         return columns, rows
     finally:
         try:
             conn.rollback()
         finally:
             conn.close()
+
+
+_ADVISORY_LOCKS = ("SELECT classid::bigint, objid::bigint, objsubid, mode FROM pg_locks "
+                   "WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted")
+
+
+def _advisory_locks(cur) -> set[tuple]:
+    cur.execute(_ADVISORY_LOCKS)
+    return {tuple(r) for r in cur.fetchall()}
+
+
+def _release_new_session_locks(cur, before: set[tuple]) -> list[str]:
+    """Release the session-level advisory locks our backend holds now and did not hold
+    before the file ran; returns their keys (transaction-level ones end with the rollback:
+    ``pg_advisory_unlock`` does not release those and returns false)."""
+    released = []
+    for classid, objid, objsubid, mode in sorted(_advisory_locks(cur) - before):
+        shared = "_shared" if mode == "ShareLock" else ""
+        if objsubid == 1:  # one bigint key: high and low halves
+            key = (classid << 32) | objid
+            args: tuple = (key - (1 << 64) if key >= 1 << 63 else key,)
+        else:  # two int4 keys
+            args = tuple(v - (1 << 32) if v >= 1 << 31 else v for v in (classid, objid))
+        params = "%s::bigint" if len(args) == 1 else "%s::int, %s::int"
+        call = f"SELECT pg_advisory_unlock{shared}({params})"
+        count = 0
+        while count < 10_000:
+            cur.execute(call, args)
+            if not cur.fetchone()[0]:
+                break
+            count += 1
+        if count:
+            released.append(", ".join(map(str, args)))
+    return released
 
 
 def _sqlstate(exc: Exception) -> str | None:

@@ -1,0 +1,276 @@
+"""``make airflow``: the Airflow 3.3 UI on the local staging stack, until Ctrl-C.
+
+Starts the staging stack (``demo.stack``: embedded PostgreSQL 18 seeded with users, the
+demo gateway and Authorizer under steady load, the database host exporter), a local
+Slack stand-in whose messages are printed here, and the real Airflow components
+(``demo.airflow_local``: ``api-server``, ``scheduler``, ``dag-processor``, ``triggerer``,
+LocalExecutor) with their metadata database on the same embedded PostgreSQL. Unpauses
+the soak DAGs, prints the URL and the login, and stays up until Ctrl-C or SIGTERM, which
+stops every process it started, PostgreSQL included.
+
+Login: Airflow's simple auth manager with one user, ``admin``, whose password is
+generated at each start and printed (and kept in ``<workdir>/airflow/passwords.json``,
+mode 0600). Not the "all admins" mode: there every request is let in, and the soak
+view's own login check could not be seen.
+
+Each start is a fresh deployment (``--workdir``, default ``.state/airflow``): a newly
+seeded staging database and an empty Airflow.
+
+``Deployment`` is also what the browser tests (``tests/browser/``) start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import requests
+
+from demo.airflow_local import AirflowLocal, postgres_metadata_url
+from demo.slack_sink import SlackSink
+from demo.stack import SCENARIOS, Stack, airflow_connections
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PORT = 8080
+USERNAME = "admin"
+SOAK_DAG = "migration_soak"
+
+
+class LoginAirflow(AirflowLocal):
+    """``AirflowLocal`` behind the simple auth manager's login: one admin user with a
+    known password (written to ``passwords_file`` before the API server starts)."""
+
+    def __init__(self, home: Path | str, env: dict[str, str], password: str, **kwargs):
+        self.password = password
+        self.passwords_file = Path(home).resolve() / "passwords.json"
+        env = {**env,
+               "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+               "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USERNAME}:admin",
+               "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file)}
+        super().__init__(home, env, **kwargs)
+
+    def __enter__(self) -> "LoginAirflow":
+        self.home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.passwords_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({USERNAME: self.password}, f)
+        super().__enter__()
+        return self
+
+    def request_token(self) -> requests.Response:
+        """A token for the admin's password (the simple auth manager's login)."""
+        return requests.post(f"{self.base}/auth/token", json={"username": USERNAME, "password": self.password},
+                             timeout=5)
+
+
+def port_or_free(port: int) -> int:
+    """``port`` when nothing listens on it on 127.0.0.1, else a free one."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+
+class PrintedMessages(list):
+    """The Slack stand-in's messages, each also handed to ``say`` as it arrives."""
+
+    def __init__(self, say: Callable[[str], None]):
+        super().__init__()
+        self.say = say
+
+    def append(self, text) -> None:
+        super().append(text)
+        self.say("slack: " + str(text).replace("\n", " | ")[:400])
+
+
+class Deployment:
+    """The staging stack, a Slack stand-in and the Airflow components, as one context.
+
+    ``workdir``: state (``stack/``, ``airflow/``), removed first when ``fresh``.
+    ``port``: the API server's (``None``: a free one). ``plans_dir``: the plans folder
+    (``MIGRATION_SOAK_PLANS_DIR``; default ``include/plans``). ``prepare(deployment)``:
+    called once the stack is up (``deployment.info``), before Airflow starts; returns more
+    environment (connections of databases it made). ``env``: more environment for every component. ``server``: an
+    already running ``EmbeddedPostgres`` for the stack (left running). ``unpause``: dag
+    ids to wait for and unpause (default: ``migration_soak``, then every soak DAG listed).
+    After ``__enter__``: ``info`` (the stack), ``airflow`` (a ``LoginAirflow``),
+    ``url``, ``password``, ``slack`` (messages), ``timings``.
+    """
+
+    def __init__(self, workdir: Path | str, *, port: int | None = None, users: int = 100_000,
+                 scenario: str = "healthy", rate: float = 20.0, plans_dir: Path | str | None = None,
+                 prepare: Callable[["Deployment"], dict[str, str]] | None = None, env: dict[str, str] | None = None,
+                 unpause: list[str] | None = None, fresh: bool = True, parallelism: int = 4,
+                 server=None, say: Callable[[str], None] | None = None):
+        self.workdir = Path(workdir).resolve()
+        self.port = port
+        self.users, self.scenario, self.rate = users, scenario, rate
+        self.plans_dir = Path(plans_dir).resolve() if plans_dir else None
+        self.prepare, self.extra_env, self.to_unpause = prepare, env or {}, unpause
+        self.fresh, self.parallelism, self.server = fresh, parallelism, server
+        self.say = say or (lambda line: None)
+        self.password = secrets.token_urlsafe(12)
+        self.sink = SlackSink()
+        self.sink.messages = PrintedMessages(self.say)
+        self.stack: Stack | None = None
+        self.airflow: LoginAirflow | None = None
+        self.info: dict = {}
+        self.timings: dict[str, float] = {}
+
+    @property
+    def slack(self) -> list[str]:
+        return self.sink.messages
+
+    @property
+    def url(self) -> str:
+        return self.airflow.base if self.airflow else ""
+
+    def __enter__(self) -> "Deployment":
+        began = time.monotonic()
+        if self.fresh:
+            for sub in ("stack", "airflow"):
+                shutil.rmtree(self.workdir / sub, ignore_errors=True)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.sink.__enter__()
+            self.stack = Stack(self.workdir / "stack", scenario=self.scenario, users=self.users, rate=self.rate,
+                               server=self.server)
+            self.say(f"starting the staging stack ({self.users} users, scenario {self.scenario})...")
+            self.info = self.stack.start()
+            self.timings["stack_s"] = time.monotonic() - began
+            env = {**airflow_connections(self.info), "AIRFLOW_CONN_SOAK_SLACK": self.sink.airflow_connection(),
+                   "SOAK_APP_LOG": self.info["app_log"], "SOAK_DB_LOG": self.info["db_log"],
+                   "PATH": os.pathsep.join([self.info["pg_bin_dir"], os.environ.get("PATH", "")])}
+            if self.plans_dir:
+                env["MIGRATION_SOAK_PLANS_DIR"] = str(self.plans_dir)
+            if self.prepare:
+                env.update(self.prepare(self))
+            env.update(self.extra_env)
+            mark = time.monotonic()
+            self.say("starting Airflow (db migrate, api-server, scheduler, dag-processor, triggerer)...")
+            self.airflow = LoginAirflow(self.workdir / "airflow", env, self.password,
+                                        sql_alchemy_conn=postgres_metadata_url(self.info["store"]),
+                                        port=self.port, parallelism=self.parallelism)
+            self.airflow.__enter__()
+            self.timings["airflow_s"] = time.monotonic() - mark
+            mark = time.monotonic()
+            wanted = self.to_unpause or [SOAK_DAG]
+            for dag_id in wanted:
+                self.airflow.wait_for_dag(dag_id)
+            if self.to_unpause is None:  # every soak DAG the plans folder builds
+                dags = self.airflow.api("GET", "/dags", params={"dag_id_pattern": SOAK_DAG, "limit": 100}).json()
+                wanted = sorted({d["dag_id"] for d in dags["dags"]} | set(wanted))
+            for dag_id in wanted:
+                self.airflow.unpause(dag_id)
+            self.timings["dags_s"] = time.monotonic() - mark
+            self.timings["total_s"] = time.monotonic() - began
+            return self
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop Airflow (every component and its task processes), the stack (PostgreSQL
+        included) and the Slack stand-in; idempotent."""
+        if self.airflow is not None:
+            for proc in self.airflow.procs.values():  # all at once; close() then waits for each
+                if proc.poll() is None:
+                    try:
+                        os.killpg(proc.pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+            self.airflow.close()
+            self.airflow = None
+        if self.stack is not None:
+            self.stack.stop()
+            self.stack = None
+        try:
+            self.sink.__exit__(None, None, None)
+        except Exception:  # never started
+            pass
+
+    def dead_components(self) -> list[str]:
+        return [n for n in (self.airflow.components if self.airflow else ()) if not self.airflow.running(n)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from demo.run import Interrupted, _shielded, install_signal_handlers
+
+    parser = argparse.ArgumentParser(prog="python -m demo.ui", description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+                        help=f"the API server's port (default {DEFAULT_PORT}; a free one if it is taken)")
+    parser.add_argument("--users", type=int, default=100_000, help="users seeded into staging")
+    parser.add_argument("--scenario", default="healthy", choices=SCENARIOS,
+                        help="the staging app's behaviour (legacy-code: it still reads passwordHash)")
+    parser.add_argument("--workdir", default=str(ROOT / ".state" / "airflow"))
+    args = parser.parse_args(argv)
+
+    def say(line: str) -> None:
+        print(f"airflow: {line}", flush=True)
+
+    install_signal_handlers()
+    deployment = Deployment(args.workdir, port=port_or_free(args.port), users=args.users, scenario=args.scenario,
+                            say=say)
+    try:
+        try:
+            deployment.__enter__()
+            af = deployment.airflow
+            print(f"""
+Airflow {_version()} is up: {af.base}
+login: {USERNAME} / {deployment.password}
+       (simple auth manager, one admin user; a new password at each start, also in {af.passwords_file})
+DAG:   {af.base}/dags/{SOAK_DAG}  (unpaused) -> Trigger: the form is the DAG's params; try time_scale 300
+       (24 h of soak in 4.8 min; 1 = a real 24 h soak)
+soaks: {af.base}/soak/ (the Soak tab of each run)   staging stack: {deployment.info['gateway_url']}
+logs:  {af.log_dir}/   ready in {deployment.timings['total_s']:.0f} s
+Ctrl-C stops everything (Airflow, the stack, PostgreSQL).""", flush=True)
+            reported: set[str] = set()
+            while True:
+                time.sleep(1)
+                for name in deployment.dead_components():
+                    if name not in reported:
+                        reported.add(name)
+                        say(f"{name} exited; see {af.log_dir / (name + '.log')}")
+        finally:
+            with _shielded():
+                say("stopping...")
+                deployment.close()
+    except Interrupted as exc:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        say(f"stopped by {exc}: Airflow, the staging stack and PostgreSQL are down")
+        return 0
+    except Exception as exc:
+        say(f"failed: {type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("apache-airflow")
+    except Exception:
+        return "3"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

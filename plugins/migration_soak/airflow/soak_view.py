@@ -1,0 +1,647 @@
+"""The soak view: a live page per soak run inside the Airflow UI (issue 12).
+
+A FastAPI app the API server mounts at ``/soak`` (``plugins/soak_view_plugin.py``
+registers it with ``fastapi_apps`` and adds two ``external_views``: a tab on every DAG
+run, ``/dags/<dag>/runs/<run>/plugin/soak-run``, and the navigation entry *Soaks*).
+
+For a run it shows where the soak clock is (phase, soak hour, next tick), every
+criterion as the judge sees it now (met / breached / not enough data yet, with its
+figures), one chart per check, the alerts and events, and links to the report and the
+post-mortem. The criteria come from ``judge.judge()`` over the store's observations with
+the run's ``time_scale``, exactly what ``judge_soak`` calls, so the view and the verdict
+cannot disagree; the charts come from ``charts.py`` with the report's own marks (the
+deciding reading, the stop). The page refreshes itself while the run is active.
+
+Every route requires an Airflow user (``GetUserDep``: the UI's ``_token`` cookie or a
+bearer token) and, for a run's pages, read access to the run's DAG
+(``requires_access_dag("GET", DagAccessEntity.RUN)``): no token is 401, a token without
+access 403. The store connection is the plan's ``connections.store``, so the API server
+needs the soak's connections in its environment (or a secrets backend).
+
+Nothing here writes anywhere: the view only reads the metadata database, the store and
+the report files the run recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import io
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import Depends, FastAPI, HTTPException
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
+
+log = logging.getLogger(__name__)
+
+UTC = timezone.utc
+#: Seconds between two refreshes of an active run's page.
+REFRESH_S = 5
+#: A run's data is read once for the page and the chart requests that follow it.
+SNAPSHOT_TTL_S = 2.0
+ACTIVE_STATES = {"queued", "running"}
+SOAK_DAG_PREFIX = "migration_soak"
+
+OUTCOME = {  # (label, css class) of a criterion's outcome, by kind
+    ("no_go", "breached"): ("breached", "bad"), ("no_go", "clear"): ("clear", "good"),
+    ("alert", "breached"): ("firing", "warn"), ("alert", "clear"): ("quiet", "good"),
+    ("go", "met"): ("met", "good"), ("go", "not_met"): ("not met", "bad"),
+    ("go", "not_enough_data"): ("not enough data", "wait"),
+}
+CHECK_OUTCOME = {"met": "good", "partial": "good", "not_met": "warn", "breached": "bad", "not_enough_data": "wait",
+                 "not_measured": "wait"}
+EVENT_CLASS = {"no_go": "bad", "migrate_failed": "bad", "rollback_started": "bad", "alert": "warn",
+               "decision": "key", "verdict": "key", "human_decision": "key", "sign_off": "key",
+               "rollback_completed": "key", "report": "key"}
+
+
+# --- reading a run -------------------------------------------------------------------------------
+
+@dataclass
+class Snapshot:
+    """Everything the page and the charts of one run show, read at ``taken``."""
+
+    dag_id: str
+    run_id: str
+    state: str | None
+    conf: dict
+    taken: datetime
+    plan: Any = None
+    plan_error: str | None = None
+    time_scale: float = 1.0
+    observations: list = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)
+    verdict: Any = None
+    analysis: Any = None  # report._Run: the report's own reading of the run (chart marks, hour 0)
+    marks: tuple = ({}, None, "")
+    tasks: dict[str, str | None] = field(default_factory=dict)
+    store_error: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    def first(self, kind: str) -> dict | None:
+        return next((e for e in self.events if e["kind"] == kind), None)
+
+    def last(self, kind: str) -> dict | None:
+        return next((e for e in reversed(self.events) if e["kind"] == kind), None)
+
+
+_CACHE: OrderedDict[tuple[str, str], tuple[float, Snapshot]] = OrderedDict()
+_CHARTS: OrderedDict[tuple, bytes] = OrderedDict()
+_LOCK = threading.Lock()
+_DRAW = threading.Lock()  # one chart at a time: matplotlib's font cache is shared
+
+
+def _plan_name(dag_id: str, conf: dict) -> str:
+    name = conf.get("plan")
+    if isinstance(name, str) and name:
+        return name
+    return "default" if dag_id == SOAK_DAG_PREFIX else dag_id.removeprefix(f"{SOAK_DAG_PREFIX}__")
+
+
+def _dag_run(dag_id: str, run_id: str) -> tuple[str | None, dict, dict[str, str | None]] | None:
+    """(state, conf, task states) of a run from Airflow's metadata database, or None."""
+    from sqlalchemy import select
+
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.execute(select(DagRun.state, DagRun.conf).where(DagRun.dag_id == dag_id,
+                                                                      DagRun.run_id == run_id)).first()
+        if row is None:
+            return None
+        tis = session.execute(select(TaskInstance.task_id, TaskInstance.map_index, TaskInstance.state).where(
+            TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)).all()
+    state = row[0].value if hasattr(row[0], "value") else row[0]
+    tasks = {(t if i is None or i < 0 else f"{t}[{i}]"): (s.value if hasattr(s, "value") else s) for t, i, s in tis}
+    return state, dict(row[1] or {}), tasks
+
+
+def read_snapshot(dag_id: str, run_id: str) -> Snapshot:
+    """Read a run (cached for ``SNAPSHOT_TTL_S``); raises 404 for an unknown run."""
+    key = (dag_id, run_id)
+    now = time.monotonic()
+    with _LOCK:
+        hit = _CACHE.get(key)
+        if hit and now - hit[0] < SNAPSHOT_TTL_S:
+            return hit[1]
+    found = _dag_run(dag_id, run_id)
+    if found is None:
+        raise HTTPException(404, f"no run {run_id!r} of DAG {dag_id!r}")
+    state, conf, tasks = found
+    snap = Snapshot(dag_id, run_id, state, conf, datetime.now(UTC), tasks=tasks)
+    _load_soak(snap)
+    with _LOCK:
+        _CACHE[key] = (now, snap)
+        _CACHE.move_to_end(key)
+        while len(_CACHE) > 32:
+            _CACHE.popitem(last=False)
+    return snap
+
+
+def _load_soak(snap: Snapshot) -> None:
+    """Plan, observations, events and the judge's verdict of ``snap``'s run."""
+    import sqlalchemy as sa
+
+    from migration_soak import report
+    from migration_soak.clock import check_time_scale
+    from migration_soak.judge import judge
+    from migration_soak.plan import load_plan
+    from migration_soak.store import Store
+
+    try:
+        snap.plan = load_plan(_plan_name(snap.dag_id, snap.conf))
+    except Exception as exc:  # a broken plan: the page says so
+        snap.plan_error = f"{type(exc).__name__}: {exc}"
+        return
+    try:  # the run param as judge_soak reads it (the DAG's Param default is 1)
+        snap.time_scale = check_time_scale(float(snap.conf.get("time_scale", 1.0)))
+    except (TypeError, ValueError):
+        snap.time_scale = 1.0
+    try:
+        store = Store.from_airflow(snap.plan.connections.store)
+        snap.observations = store.observations(snap.run_id)
+        snap.events = store.events(snap.run_id)
+    except sa.exc.ProgrammingError:  # the run's load task has not created the store's tables yet
+        pass
+    except Exception as exc:
+        snap.store_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        log.warning("soak view: store of %s not readable: %s", snap.run_id, exc)
+    snap.verdict = judge(snap.plan, snap.observations, snap.time_scale)
+    snap.analysis = report._analyse(snap.plan, snap.verdict, snap.observations, snap.events, snap.time_scale)
+    snap.marks = report._chart_marks(snap.analysis)
+
+
+# --- the soak clock -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Clock:
+    """Where a run's soak clock is: ``stage`` in words, the soak ``hour`` (None before hour
+    0), the ``phase``, the next tick (``next_label``, ``next_in_s``) and ``progress`` 0..1."""
+
+    stage: str
+    hour: float | None
+    phase: str | None
+    next_label: str | None
+    next_in_s: float | None
+    progress: float
+    total_hours: float
+
+
+def soak_clock(snap: Snapshot) -> Clock:
+    from migration_soak import clock as clock_mod
+
+    plan, run = snap.plan, snap.analysis
+    total = plan.soak_hours()
+    hour0 = run.clock0 if run else None
+    if hour0 is None:
+        done = [k for k in ("load", "preflight", "backup", "migrate", "verify", "restart_apps") if
+                snap.tasks.get(k) == "success"]
+        running = [t for t, s in snap.tasks.items() if s in ("running", "deferred", "up_for_reschedule", "queued")]
+        if snap.first("no_go"):
+            stage = "stopped at the hour-0 checks (NO-GO)"
+        elif not snap.active:
+            stage = "the run ended before the soak clock started"
+        elif snap.first("verified"):
+            stage = "hour-0 checks: every check once, right after the migration"
+        elif running:
+            stage = "before the soak: " + ", ".join(sorted(running)[:4])
+        else:
+            stage = "before the soak" + (f" (done: {', '.join(done)})" if done else "")
+        return Clock(stage, None, None, None, None, 0.0, total)
+    now = snap.taken
+    hour = max(0.0, (now - hour0).total_seconds() * snap.time_scale / 3600)
+    stop = snap.first("no_go")
+    ended = not snap.active or stop is not None or snap.first("verdict") is not None
+    if stop is not None:
+        hour = min(hour, max(0.0, (stop["at"] - hour0).total_seconds() * snap.time_scale / 3600))
+    hour = min(hour, total)
+    phase = next((p.name for p in plan.phases if p.start_hour <= hour < p.end_hour),
+                 plan.phases[-1].name if hour >= total else plan.phases[0].name)
+    next_label = next_in = None
+    if not ended:
+        upcoming = [t for p in plan.phases for t in clock_mod.ticks(plan, p.name, hour0, snap.time_scale) if t.at > now]
+        if upcoming:
+            t = min(upcoming, key=lambda t: t.at)
+            next_label = f"{t.phase} tick {t.index} at soak {_hhmm(t.offset.total_seconds() / 3600)}"
+            next_in = (t.at - now).total_seconds()
+    if stop is not None:
+        stage = f"stopped by NO-GO at soak {_hhmm(hour)}"
+    elif ended and hour >= total - 1e-9:
+        stage = "soak complete"
+    elif ended:
+        stage = f"the run ended at soak {_hhmm(hour)}"
+    else:
+        stage = f"soaking: {phase}"
+    return Clock(stage, hour, phase, next_label, next_in, hour / total if total else 1.0, total)
+
+
+def _hhmm(hours: float) -> str:
+    minutes = int(round(hours * 60))
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+# --- figures for the page and for make demo ------------------------------------------------------
+
+def summary(snap: Snapshot) -> dict:
+    """The run's state as JSON: the clock, counts, every criterion and the final decision."""
+    if snap.plan is None:
+        return {"dag_id": snap.dag_id, "run_id": snap.run_id, "state": snap.state, "plan_error": snap.plan_error}
+    c = soak_clock(snap)
+    after = [o for o in snap.observations if o.phase != "baseline"]
+    decision = snap.last("decision")
+    verdict = snap.last("verdict")
+    return {
+        "dag_id": snap.dag_id, "run_id": snap.run_id, "state": snap.state, "active": snap.active,
+        "plan": snap.plan.name, "time_scale": snap.time_scale,
+        "clock": {"stage": c.stage, "hour": c.hour, "phase": c.phase, "next_tick": c.next_label,
+                  "next_in_s": c.next_in_s, "progress": c.progress, "total_hours": c.total_hours},
+        "readings": len(after), "errors": sum(1 for o in after if o.status == "error"),
+        "breaches": sum(1 for o in after if o.status == "fail"),
+        "judge_now": snap.verdict.decision,
+        "criteria": [{"id": r.id, "kind": r.kind, "outcome": r.outcome, "detail": r.detail}
+                     for r in snap.verdict.criteria + _alerts(snap)],
+        "recorded_verdict": verdict["payload"].get("decision") if verdict else None,
+        "decision": decision and {k: decision["payload"].get(k) for k in ("outcome", "action", "by", "reason")},
+        "events": len(snap.events), "store_error": snap.store_error,
+    }
+
+
+def _alerts(snap: Snapshot) -> list:
+    from migration_soak.judge import judge_breach
+
+    return [judge_breach(a, "alert", snap.observations, snap.time_scale) for a in snap.plan.alerts]
+
+
+# --- HTML ---------------------------------------------------------------------------------------
+
+def e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+CSS = """
+:root{--good:#2e7d32;--bad:#c62828;--warn:#ef6c00;--wait:#607d8b;--key:#1565c0;--line:#e0e0e0;--mut:#616161}
+*{box-sizing:border-box}body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;
+color:#212121;background:#fafafa}main{padding:16px 20px;max-width:1500px}h1{font-size:20px;margin:0 0 4px}
+h2{font-size:16px;margin:22px 0 8px}a{color:var(--key)}.mut{color:var(--mut)}.row{display:flex;gap:14px;
+flex-wrap:wrap}.card{background:#fff;border:1px solid var(--line);border-radius:8px;padding:12px 14px}
+.row .card{flex:1 1 190px}.big{font-size:20px;font-weight:600}.badge{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;
+font-size:12px;font-weight:600;white-space:nowrap}.good{background:var(--good)}.bad{background:var(--bad)}
+.warn{background:var(--warn)}.wait{background:var(--wait)}.key{background:var(--key)}.state{background:#455a64}
+table{border-collapse:collapse;width:100%;background:#fff}th,td{border-bottom:1px solid var(--line);
+padding:5px 8px;text-align:left;vertical-align:top}th{font-size:12px;color:var(--mut);font-weight:600}
+td.fig{font-size:12.5px}.bar{position:relative;height:22px;background:#eceff1;border-radius:4px;overflow:hidden;
+margin:8px 0 2px;min-width:420px}.seg{position:absolute;top:0;bottom:0;border-right:1px dashed #90a4ae;
+font-size:11px;padding:3px 4px;color:#455a64;overflow:hidden;white-space:nowrap}.fill{position:absolute;top:0;
+bottom:0;left:0;background:rgba(21,101,192,.25)}.now{position:absolute;top:0;bottom:0;width:2px;background:#1565c0}
+.charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(440px,1fr));gap:12px}.chart img{width:100%;
+height:auto;aspect-ratio:720/288;display:block}.chart .head{display:flex;justify-content:space-between;gap:8px;
+font-size:12.5px;margin-bottom:4px}.err{color:var(--bad)}code{font-size:12.5px}
+"""
+
+REFRESH_JS = """
+<script>
+(function(){
+  const every = %d * 1000;
+  async function refresh(){
+    const live = document.getElementById('live');
+    if (!live || live.dataset.active !== 'true') return;
+    try {
+      const r = await fetch(window.location.href, {credentials: 'same-origin', cache: 'no-store'});
+      if (r.ok) {
+        const doc = new DOMParser().parseFromString(await r.text(), 'text/html');
+        const fresh = doc.getElementById('live');
+        if (fresh) live.replaceWith(fresh);
+      }
+    } catch (err) { /* the next try may work: the API server restarts, the network blips */ }
+    setTimeout(refresh, every);
+  }
+  setTimeout(refresh, every);
+})();
+</script>
+"""
+
+
+def page(title: str, body: str, refresh: bool = False) -> str:
+    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{e(title)}</title>"
+            f"<meta name=viewport content='width=device-width,initial-scale=1'><style>{CSS}</style></head>"
+            f"<body><main>{body}</main>{REFRESH_JS % REFRESH_S if refresh else ''}</body></html>")
+
+
+def _run_path(dag_id: str, run_id: str) -> str:
+    return f"/soak/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+
+
+def _ui_run(dag_id: str, run_id: str) -> str:
+    return f"/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+
+
+def _chart_key(snap: Snapshot, check_id: str) -> str:
+    deciding, stop_h, label = snap.marks
+    mine = [o for o in snap.observations if o.check_id == check_id]
+    last = max((o.measured_at for o in mine), default=None)
+    clock0 = snap.analysis.clock0 if snap.analysis else None
+    raw = repr((len(mine), last, tuple(deciding.get(check_id, ())), stop_h, label, clock0, snap.time_scale))
+    return hashlib.sha1(raw.encode()).hexdigest()[:12]
+
+
+def render_run(snap: Snapshot) -> str:
+    """The run's page (``#live`` is what the refresh replaces)."""
+    head = (f"<h1>Soak view: <code>{e(snap.dag_id)}</code></h1><div class=mut>run <code>{e(snap.run_id)}</code> "
+            f"· <a target=_top href='{e(_ui_run(snap.dag_id, snap.run_id))}'>grid</a> "
+            f"· <a target=_top href='/required_actions'>Required actions</a> · <a href='/soak/'>all soaks</a></div>")
+    if snap.plan is None:
+        return page(f"soak {snap.run_id}", head + f"<p class=err>The plan does not load: {e(snap.plan_error)}</p>")
+    live = _live(snap)
+    return page(f"soak {snap.run_id}", head + live, refresh=snap.active)
+
+
+def _live(snap: Snapshot) -> str:
+    from migration_soak import report
+
+    plan, verdict = snap.plan, snap.verdict
+    c = soak_clock(snap)
+    base = _run_path(snap.dag_id, snap.run_id)
+    parts = [f"<div id=live data-active={'true' if snap.active else 'false'}>"]
+    # --- clock and state
+    after = [o for o in snap.observations if o.phase != "baseline"]
+    breaches = sum(1 for o in after if o.status == "fail")
+    errors = sum(1 for o in after if o.status == "error")
+    decision = snap.last("decision")
+    recorded = snap.last("verdict")
+    cards = [
+        f"<div class=card><div class=mut>Airflow run</div><div class=big><span class='badge state'>{e(snap.state)}"
+        f"</span></div><div class=mut>time_scale {snap.time_scale:g}"
+        f"{' (real time)' if snap.time_scale == 1 else f': 24 h in {24 * 60 / snap.time_scale:.1f} min'}</div></div>",
+        f"<div class=card id=clock><div class=mut>soak clock</div><div class=big>"
+        f"{'soak ' + _hhmm(c.hour) + ' of ' + _hhmm(c.total_hours) if c.hour is not None else 'not started'}</div>"
+        f"<div>{e(c.stage)}</div>"
+        + (f"<div class=mut>next: {e(c.next_label)} (in {max(0, c.next_in_s):.0f} s)</div>" if c.next_label else "")
+        + "</div>",
+        f"<div class=card id=readings><div class=mut>readings after the migration</div>"
+        f"<div class=big data-readings={len(after)}>{len(after)}</div>"
+        f"<div class=mut>{errors} errors · {breaches} at a NO-GO level</div></div>",
+        f"<div class=card id=judge><div class=mut>{'the judge on the readings so far' if snap.active else 'the judge'}"
+        "</div><div class=big>"
+        f"{_verdict_badge(verdict.decision)}</div>"
+        + (f"<div>recorded verdict: {_verdict_badge(recorded['payload'].get('decision'))}</div>" if recorded else
+           "<div class=mut>no verdict recorded yet (judge_soak)</div>")
+        + "</div>",
+    ]
+    if decision:
+        p = decision["payload"]
+        cards.append(f"<div class=card id=decision><div class=mut>decision</div><div class=big>"
+                     f"{_verdict_badge(p.get('outcome'))} {e(p.get('action'))}</div><div class=mut>by {e(p.get('by'))}: "
+                     f"{e(p.get('reason', ''))}</div></div>")
+    parts.append("<div class=row>" + "".join(cards) + "</div>")
+    parts.append(_bar(plan, c))
+    links = _links(snap, base)
+    if links:
+        parts.append(f"<p>{links}</p>")
+    if snap.store_error:
+        parts.append(f"<p class=err>The store is not readable: {e(snap.store_error)}</p>")
+    # --- criteria
+    parts.append("<h2 id=criteria-head>Criteria</h2><p class=mut>Computed now from the store by the same judge as <code>judge_soak"
+                 "</code>; a GO criterion needs " f"{plan.verdict.min_coverage:.0%} of its scheduled readings, so it "
+                 "has <em>not enough data yet</em> until the soak is nearly over.</p>")
+    rows = []
+    kinds = {"no_go": "NO-GO", "go": "GO", "alert": "alert"}
+    for r in sorted(verdict.criteria + _alerts(snap), key=lambda r: ("no_go", "go", "alert").index(r.kind)):
+        label, cls = OUTCOME.get((r.kind, r.outcome), (r.outcome, "wait"))
+        if r.outcome == "not_enough_data" and snap.active:
+            label = "not enough data yet"
+        rows.append(f"<tr data-criterion='{e(r.id)}' data-outcome='{e(r.outcome)}'><td><span class='badge {cls}'>"
+                    f"{e(label)}</span></td><td>{kinds[r.kind]}</td><td><code>{e(r.id)}</code><div class=mut>"
+                    f"{e(r.text)}</div></td><td>{e(report._rule(plan, r))}</td><td class=fig>{e(r.detail)}</td></tr>")
+    parts.append("<table id=criteria><tr><th>state</th><th>kind</th><th>criterion</th><th>rule</th>"
+                 "<th>the figures that decide it</th></tr>" + "".join(rows) + "</table>")
+    # --- charts
+    parts.append("<h2>Checks</h2><div class=charts id=charts>")
+    results = {r.check_id: r for r in verdict.checks}
+    seen = {o.check_id for o in snap.observations}
+    order = {"breached": 0, "not_met": 1}  # what decides first, then the plan's order
+    for check in sorted(plan.checks, key=lambda ch: order.get(getattr(results.get(ch.id), "outcome", ""), 2)):
+        r = results.get(check.id)
+        badge = f"<span class='badge {CHECK_OUTCOME.get(r.outcome, 'wait')}'>{e(r.outcome.replace('_', ' '))}</span>" \
+            if r else ""
+        if check.id in seen:
+            img = (f"<img loading=lazy alt='chart of {e(check.id)}' "
+                   f"src='{base}/charts/{quote(check.id)}.png?v={_chart_key(snap, check.id)}'>")
+        else:
+            img = "<div class=mut style='padding:30px 0;text-align:center'>no reading yet</div>"
+        parts.append(f"<div class='card chart' data-check='{e(check.id)}'><div class=head><span><code>{e(check.id)}"
+                     f"</code> {e(check.title)}</span>{badge}</div>"
+                     f"<div class='mut fig' style='font-size:12px'>{e(r.detail) if r else ''}</div>{img}</div>")
+    parts.append("</div>")
+    # --- events
+    parts.append("<h2>Events</h2><table id=events><tr><th>time (UTC)</th><th>soak</th><th>event</th><th>what</th></tr>")
+    clock0 = snap.analysis.clock0 if snap.analysis else None
+    for ev in snap.events:
+        at = ev["at"]
+        soak = ""
+        if clock0 is not None and at is not None:
+            h = (at - clock0).total_seconds() * snap.time_scale / 3600
+            soak = _hhmm(h) if h >= 0 else "before"
+        text = (ev.get("payload") or {}).get("text", "")
+        parts.append(f"<tr data-kind='{e(ev['kind'])}'><td>{e(at.strftime('%H:%M:%S') if at else '')}</td>"
+                     f"<td>{e(soak)}</td><td><span class='badge {EVENT_CLASS.get(ev['kind'], 'state')}'>"
+                     f"{e(ev['kind'])}</span></td><td class=fig>{e(str(text)[:600])}</td></tr>")
+    if not snap.events:
+        parts.append("<tr><td colspan=4 class=mut>nothing recorded yet</td></tr>")
+    parts.append(f"</table><p class=mut>read {e(snap.taken.strftime('%H:%M:%S'))} UTC"
+                 f"{f'; refreshes every {REFRESH_S} s while the run is active' if snap.active else ''}</p></div>")
+    return "".join(parts)
+
+
+def _verdict_badge(value: str | None) -> str:
+    if not value:
+        return "<span class='badge wait'>none</span>"
+    cls = {"GO": "good", "NO_GO": "bad", "INCONCLUSIVE": "warn"}.get(value, "wait")
+    return f"<span class='badge {cls}'>{e(value.replace('NO_GO', 'NO-GO'))}</span>"
+
+
+def _bar(plan, c: Clock) -> str:
+    total = c.total_hours or 1.0
+    segs = "".join(f"<div class=seg style='left:{p.start_hour / total:.2%};width:{(p.end_hour - p.start_hour) / total:.2%}'>"
+                   f"{e(p.name)} {p.start_hour:g}-{p.end_hour:g} h</div>" for p in plan.phases)
+    fill = f"<div class=fill style='width:{c.progress:.2%}'></div><div class=now style='left:{c.progress:.2%}'></div>" \
+        if c.hour is not None else ""
+    return f"<div class=bar id=bar>{fill}{segs}</div>"
+
+
+def _links(snap: Snapshot, base: str) -> str:
+    links = []
+    if snap.last("report"):
+        links.append(f"<a id=report-link href='{base}/report/'>report</a>")
+    done = snap.last("rollback_completed")
+    if done and done["payload"].get("post_mortem"):
+        links.append(f"<a id=postmortem-link href='{base}/postmortem/'>post-mortem</a>")
+    pending = [t for t, s in snap.tasks.items() if s == "awaiting_input"]
+    for t in pending:
+        links.append(f"<a target=_top href='{e(_ui_run(snap.dag_id, snap.run_id))}/tasks/{quote(t)}/required_actions'>"
+                     f"<span class='badge warn'>waiting for a person: {e(t)}</span></a>")
+    return " · ".join(links)
+
+
+def render_index(runs: list[tuple[str, str, str | None, datetime | None]]) -> str:
+    rows = "".join(
+        f"<tr><td><code>{e(d)}</code></td><td><a href='{_run_path(d, r)}'>{e(r)}</a></td>"
+        f"<td><span class='badge state'>{e(s)}</span></td><td>{e(t.strftime('%Y-%m-%d %H:%M:%S') if t else '')}</td>"
+        f"<td><a target=_top href='{e(_ui_run(d, r))}'>grid</a></td></tr>" for d, r, s, t in runs)
+    body = ("<h1>Soaks</h1><p class=mut>The latest runs of the soak DAGs you can read. A run's own page is also the "
+            "<em>Soak</em> tab of the run in the grid.</p><table id=runs><tr><th>DAG</th><th>run</th><th>state</th>"
+            f"<th>started (UTC)</th><th></th></tr>{rows or '<tr><td colspan=5 class=mut>no soak run yet</td></tr>'}"
+            "</table>")
+    return page("Soaks", body)
+
+
+def _markdown(text: str) -> str:
+    try:
+        from markdown_it import MarkdownIt
+
+        return MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
+    except ImportError:  # markdown-it-py comes with rich; without it, the text as it is
+        return f"<pre>{e(text)}</pre>"
+
+
+def _recorded_file(snap: Snapshot, kind: str) -> Path:
+    if snap.plan is None:
+        raise HTTPException(404, "the plan does not load")
+    if kind == "report":
+        ev = snap.last("report")
+        path = ev and ev["payload"].get("path")
+    else:
+        ev = snap.last("rollback_completed")
+        path = ev and ev["payload"].get("post_mortem")
+    if not path:
+        raise HTTPException(404, f"this run has no {kind} yet")
+    return Path(path)
+
+
+# --- the app ------------------------------------------------------------------------------------
+
+RunAccess = [Depends(requires_access_dag(method="GET", access_entity=DagAccessEntity.RUN))]
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="Soak view", description="A live view of migration soaks (migration-soak plugin)",
+                  docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/", response_class=HTMLResponse)
+    def index(user: GetUserDep) -> HTMLResponse:
+        """The latest soak runs of the DAGs the user may read."""
+        from sqlalchemy import select
+
+        from airflow.api_fastapi.app import get_auth_manager
+        from airflow.models.dagrun import DagRun
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            rows = session.execute(select(DagRun.dag_id, DagRun.run_id, DagRun.state, DagRun.start_date)
+                                   .where(DagRun.dag_id.like(f"{SOAK_DAG_PREFIX}%"))
+                                   .order_by(DagRun.id.desc()).limit(50)).all()
+        manager = get_auth_manager()
+        allowed: dict[str, bool] = {}
+        runs = []
+        for dag_id, run_id, state, started in rows:
+            if dag_id not in allowed:
+                allowed[dag_id] = manager.is_authorized_dag(method="GET", access_entity=DagAccessEntity.RUN,
+                                                            details=DagDetails(id=dag_id), user=user)
+            if allowed[dag_id]:
+                runs.append((dag_id, run_id, state.value if hasattr(state, "value") else state, started))
+        return HTMLResponse(render_index(runs), headers={"Cache-Control": "no-store"})
+
+    @app.get("/dags/{dag_id}/runs/{run_id}", response_class=HTMLResponse, dependencies=RunAccess)
+    def run_page(dag_id: str, run_id: str) -> HTMLResponse:
+        return HTMLResponse(render_run(read_snapshot(dag_id, run_id)), headers={"Cache-Control": "no-store"})
+
+    @app.get("/dags/{dag_id}/runs/{run_id}/state.json", dependencies=RunAccess)
+    def run_state(dag_id: str, run_id: str) -> JSONResponse:
+        return JSONResponse(summary(read_snapshot(dag_id, run_id)), headers={"Cache-Control": "no-store"})
+
+    @app.get("/dags/{dag_id}/runs/{run_id}/charts/{check_id}.png", dependencies=RunAccess)
+    def chart(dag_id: str, run_id: str, check_id: str) -> Response:
+        snap = read_snapshot(dag_id, run_id)
+        if snap.plan is None:
+            raise HTTPException(404, "the plan does not load")
+        try:
+            check = snap.plan.check(check_id)
+        except KeyError:
+            raise HTTPException(404, f"no check {check_id!r} in the plan") from None
+        key = (dag_id, run_id, check_id, _chart_key(snap, check_id))
+        png = _CHARTS.get(key)
+        if png is None:
+            png = _draw(snap, check)
+            with _LOCK:
+                _CHARTS[key] = png
+                while len(_CHARTS) > 400:
+                    _CHARTS.popitem(last=False)
+        return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})
+
+    def _document(dag_id: str, run_id: str, kind: str) -> HTMLResponse:
+        snap = read_snapshot(dag_id, run_id)
+        path = _recorded_file(snap, kind)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise HTTPException(404, f"the {kind} recorded at {path} is not readable here: {exc.strerror}") from None
+        back = f"<p><a href='{_run_path(dag_id, run_id)}'>back to the soak view</a> · <code>{e(path)}</code></p>"
+        return HTMLResponse(page(f"{kind} {run_id}", back + _markdown(text)), headers={"Cache-Control": "no-store"})
+
+    @app.get("/dags/{dag_id}/runs/{run_id}/report/", response_class=HTMLResponse, dependencies=RunAccess)
+    def report_page(dag_id: str, run_id: str) -> HTMLResponse:
+        return _document(dag_id, run_id, "report")
+
+    @app.get("/dags/{dag_id}/runs/{run_id}/postmortem/", response_class=HTMLResponse, dependencies=RunAccess)
+    def postmortem_page(dag_id: str, run_id: str) -> HTMLResponse:
+        return _document(dag_id, run_id, "post-mortem")
+
+    @app.get("/dags/{dag_id}/runs/{run_id}/report/{folder}/{name}", dependencies=RunAccess)
+    def report_chart(dag_id: str, run_id: str, folder: str, name: str) -> Response:
+        """A chart the report links to: only ``charts-<run>/<check>.png`` beside the recorded report."""
+        from migration_soak.report import safe_name
+
+        snap = read_snapshot(dag_id, run_id)
+        report = _recorded_file(snap, "report")
+        if folder != f"charts-{safe_name(run_id)}" or not name.endswith(".png") or "/" in name or name.startswith("."):
+            raise HTTPException(404, "not a chart of this run's report")
+        path = report.parent / folder / name
+        try:
+            return Response(path.read_bytes(), media_type="image/png")
+        except OSError:
+            raise HTTPException(404, "no such chart") from None
+
+    return app
+
+
+def _draw(snap: Snapshot, check) -> bytes:
+    from migration_soak import charts
+
+    deciding, stop_h, label = snap.marks
+    run = snap.analysis
+    hour0 = (run.clock0 or run.start) if run else None
+    mine = [o for o in snap.observations if o.check_id == check.id]
+    with _DRAW:
+        fig = charts.figure(snap.plan, check, mine, hour0 or snap.taken, snap.time_scale,
+                            deciding=deciding.get(check.id, ()), stop_hours=stop_h, stop_label=label)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+app = create_app()

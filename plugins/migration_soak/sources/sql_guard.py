@@ -1,0 +1,278 @@
+"""Which plan SQL files may run as check queries: parsed by PostgreSQL's own grammar.
+
+A check query runs inside one read-only transaction that the soak opens, bounds with
+transaction-local settings (``statement_timeout``, ``application_name``) and always
+rolls back (``sources.sql.run_readonly``). Behind a transaction-mode pooler (PgBouncer:
+hosted staging databases) the server connection then goes back to the pool and the
+application's next transaction runs on it (STYLE.md, "PgBouncer in transaction mode").
+The rollback undoes everything transactional the file did, session ``SET``s included, so
+what is left to stop is what a rollback does not undo, or what ends the transaction
+before it:
+
+* transaction control, ``COMMIT``/``END``, ``ROLLBACK``/``ABORT``, ``BEGIN``/``START
+  TRANSACTION``, ``SAVEPOINT``/``RELEASE``/``ROLLBACK TO``, ``PREPARE TRANSACTION``,
+  ``COMMIT PREPARED``/``ROLLBACK PREPARED``: they would end (or split) the soak's
+  read-only transaction, and whatever follows would run writable, unbounded and be
+  committed onto the shared connection (issue 9: the application's next ``UPDATE``
+  failed with "cannot execute UPDATE in a read-only transaction");
+* the soak's own settings (``GUARDED``) by ``SET``/``SET LOCAL``/``RESET``/``set_config``,
+  ``SET TRANSACTION``/``SET SESSION CHARACTERISTICS``, ``RESET ALL``: they would turn the
+  guard off for the rest of the file;
+* session-wide ``SET``/``RESET``/``set_config(..., false)`` of any setting: harmless
+  while the transaction is rolled back, refused so that a check file reads as what it
+  is, transaction-local (use ``SET LOCAL`` or ``set_config(name, value, true)``);
+* session-level advisory locks (``pg_advisory_lock``, ``pg_try_advisory_lock`` and their
+  ``_shared`` forms): a rollback does not release them, the pooled server connection
+  would keep them (use the ``pg_advisory_xact_*`` forms);
+* ``PREPARE``/``EXECUTE``/``DEALLOCATE`` (prepared statements outlive the transaction on
+  the server connection), ``DISCARD`` and ``LOAD`` (they change the server session);
+* ``DO`` blocks and ``CALL``: procedural code the parser cannot see into (it may set
+  session settings or take advisory locks through dynamic SQL); a check query is plain SQL.
+
+Everything else (``SELECT``, ``EXPLAIN [ANALYZE]``, ``SHOW``, ``SET LOCAL`` of other
+settings, even a write) goes to the server, whose read-only transaction refuses writes
+with its own message (SQLSTATE 25006). Functions the file calls are not looked into;
+the runtime check in ``run_readonly`` (the transaction must still be the soak's after
+the file ran) is the defence behind this one. The guard is for mistakes in reviewed
+plan files, not for a hostile author: give the checks' role only ``SELECT`` rights.
+
+The parser is ``pglast`` (libpg_query: the PostgreSQL 18 server's grammar); a file it
+cannot parse is refused too, since nothing can be said about what it does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+#: Settings the soak's check transaction relies on (``SET``/``RESET``/``set_config`` of
+#: them is refused in any scope), by their canonical lower-case names (``SET ROLE`` and
+#: ``SET SESSION AUTHORIZATION`` parse as ``role``/``session_authorization``).
+GUARDED = frozenset({
+    "statement_timeout",
+    "default_transaction_read_only",
+    "transaction_read_only",
+    "default_transaction_isolation",
+    "transaction_isolation",
+    "default_transaction_deferrable",
+    "transaction_deferrable",
+    "application_name",
+    "role",
+    "session_authorization",
+})
+
+#: Session-level advisory lock functions: a rollback does not release what they take.
+SESSION_LOCK_FUNCTIONS = frozenset({
+    "pg_advisory_lock", "pg_advisory_lock_shared", "pg_try_advisory_lock", "pg_try_advisory_lock_shared",
+})
+
+_TRANSACTION_WORDS = {
+    "TRANS_STMT_BEGIN": "BEGIN",
+    "TRANS_STMT_START": "START TRANSACTION",
+    "TRANS_STMT_COMMIT": "COMMIT/END",
+    "TRANS_STMT_ROLLBACK": "ROLLBACK/ABORT",
+    "TRANS_STMT_SAVEPOINT": "SAVEPOINT",
+    "TRANS_STMT_RELEASE": "RELEASE SAVEPOINT",
+    "TRANS_STMT_ROLLBACK_TO": "ROLLBACK TO SAVEPOINT",
+    "TRANS_STMT_PREPARE": "PREPARE TRANSACTION",
+    "TRANS_STMT_COMMIT_PREPARED": "COMMIT PREPARED",
+    "TRANS_STMT_ROLLBACK_PREPARED": "ROLLBACK PREPARED",
+}
+_SAVEPOINT_KINDS = frozenset({"TRANS_STMT_SAVEPOINT", "TRANS_STMT_RELEASE", "TRANS_STMT_ROLLBACK_TO"})
+_TRUE_WORDS = frozenset({"true", "t", "on", "yes", "y", "1"})
+
+
+class UnsafeSql(ValueError):
+    """A plan SQL text that must not run as a check query. ``str()`` names the statement
+    (number, line, text) and why; ``statement`` is its number (1-based, 0: the whole text)."""
+
+    def __init__(self, message: str, statement: int = 0) -> None:
+        super().__init__(message)
+        self.statement = statement
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One top-level statement of a file: ``number`` (1-based), ``line`` (1-based, where
+    its first token is) and ``text`` (as written, comments before it left out)."""
+
+    number: int
+    line: int
+    text: str
+    node: Any
+
+    def describe(self, total: int) -> str:
+        short = " ".join(self.text.split())
+        short = short if len(short) <= 80 else short[:77] + "..."
+        return f"statement {self.number} of {total} (line {self.line}: {short})"
+
+
+def statements(sql: str) -> list[Statement]:
+    """The top-level statements of ``sql``, parsed by PostgreSQL's grammar (pglast).
+
+    Raises ``UnsafeSql`` when the text does not parse (with the parser's message and line).
+    """
+    from pglast import parse_sql
+    from pglast.parser import ParseError
+
+    try:
+        raws = parse_sql(sql)
+    except ParseError as exc:
+        message, index = (exc.args + (None,))[:2] if exc.args else (str(exc), None)
+        where = f" (line {_line_of(sql, index)})" if isinstance(index, int) else ""
+        raise UnsafeSql(f"PostgreSQL's parser (pglast) rejects it: {message}{where}") from None
+    out = []
+    for number, raw in enumerate(raws, start=1):
+        start = raw.stmt_location or 0
+        end = start + raw.stmt_len if raw.stmt_len else len(sql)
+        begin = _skip_comments(sql, start, end)
+        out.append(Statement(number, _line_of(sql, begin), sql[begin:end].strip(), raw.stmt))
+    return out
+
+
+def check(sql: str) -> int:
+    """Refuse (``UnsafeSql``) a check query that would end the soak's transaction, turn its
+    guard off or leave something on the server connection (see the module doc); returns
+    the number of statements. The first offending statement is named."""
+    found = statements(sql)
+    for stmt in found:
+        reason = refusal(stmt.node)
+        if reason:
+            raise UnsafeSql(f"{stmt.describe(len(found))}: {reason}", stmt.number)
+    return len(found)
+
+
+def refusal(node: Any) -> str | None:
+    """Why one parsed top-level statement may not run inside the soak's transaction, or ``None``."""
+    kind = type(node).__name__
+    if kind == "TransactionStmt":
+        word = _TRANSACTION_WORDS.get(node.kind.name, node.kind.name)
+        if node.kind.name in _SAVEPOINT_KINDS:
+            return (f"transaction control ({word}) is not allowed in a check query: savepoints split the soak's "
+                    "read-only transaction (the soak runs the file under a savepoint of its own)")
+        return (f"transaction control ({word}) is not allowed in a check query: it would have ended the soak's "
+                "read-only transaction (and its statement_timeout), so what follows would run writable and be "
+                "committed onto a connection the application shares through the pooler")
+    if kind == "VariableSetStmt":
+        return _set_refusal(node)
+    if kind in ("PrepareStmt", "ExecuteStmt", "DeallocateStmt"):
+        return ("prepared statements (PREPARE/EXECUTE/DEALLOCATE) outlive the transaction on the server "
+                "connection, which a pooler hands to the next client")
+    if kind in ("DiscardStmt", "LoadStmt"):
+        return f"{'DISCARD' if kind == 'DiscardStmt' else 'LOAD'} changes the server session, not just this transaction"
+    if kind in ("DoStmt", "CallStmt"):
+        return (f"{'a DO block' if kind == 'DoStmt' else 'CALL'} runs procedural code the soak cannot inspect "
+                "(it may change session settings or take advisory locks); write the check as plain SQL")
+    for call in _function_calls(node):
+        reason = _call_refusal(call)
+        if reason:
+            return reason
+    return None
+
+
+def _set_refusal(node: Any) -> str | None:
+    kind = node.kind.name
+    name = (node.name or "").lower()
+    if kind == "VAR_SET_MULTI":  # SET TRANSACTION ..., SET SESSION CHARACTERISTICS AS TRANSACTION ...
+        return (f"SET {node.name} changes the transaction's characteristics; check queries run in the soak's "
+                "read-only transaction")
+    if kind == "VAR_RESET_ALL":
+        return "RESET ALL would reset the soak's own settings (statement_timeout, application_name)"
+    if name in GUARDED:
+        verb = "RESET" if kind == "VAR_RESET" else ("SET LOCAL" if node.is_local else "SET")
+        return f"{verb} {name}: {_guarded_why(name)}"
+    if kind == "VAR_RESET":
+        return f"RESET {name} changes the session's setting: use SET LOCAL {name} = ... instead"
+    if not node.is_local:
+        return (f"SET {name} is session-wide: it would outlive the transaction on a pooled connection if "
+                f"committed; use SET LOCAL {name} = ... (transaction-local)")
+    return None
+
+
+def _call_refusal(call: dict) -> str | None:
+    name = _function_name(call)
+    if name in SESSION_LOCK_FUNCTIONS:
+        return (f"{name}() takes a session-level advisory lock, which a rollback does not release: the pooled "
+                f"server connection would keep it; use {name.replace('advisory_', 'advisory_xact_', 1)}()")
+    if name == "set_config":
+        args = call.get("args") or ()
+        setting = _constant(args[0]) if args else None
+        if not isinstance(setting, str):
+            return "set_config() with a computed setting name: the soak cannot tell what it changes"
+        if setting.lower() in GUARDED:
+            return f"set_config('{setting}', ...): {_guarded_why(setting.lower())}"
+        local = _constant(args[2]) if len(args) > 2 else None
+        if not (local is True or (isinstance(local, str) and local.lower() in _TRUE_WORDS)):
+            return (f"set_config('{setting}', ..., false) is session-wide: pass true as its third argument "
+                    "(transaction-local)")
+    return None
+
+
+def _guarded_why(name: str) -> str:
+    if name in ("role", "session_authorization"):
+        return "a check query runs as the connection's role and must not change it"
+    return f"the soak's read-only transaction relies on {name}; a check query must not change it"
+
+
+def _function_calls(node: Any) -> Iterator[dict]:
+    """Every ``FuncCall`` anywhere under ``node`` (as pglast's plain-dict form)."""
+    stack = [node(skip_none=True)]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if item.get("@") == "FuncCall":
+                yield item
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+
+
+def _function_name(call: dict) -> str:
+    parts = [p.get("sval", "") for p in call.get("funcname") or () if isinstance(p, dict)]
+    if len(parts) == 2 and parts[0].lower() != "pg_catalog":
+        return ""  # a function of another schema: not the built-in
+    return parts[-1].lower() if parts else ""
+
+
+def _constant(arg: Any) -> Any:
+    """The value of a literal argument (``'x'``, ``true``, ``'true'::boolean``), else ``None``."""
+    while isinstance(arg, dict) and arg.get("@") == "TypeCast":
+        arg = arg.get("arg")
+    if not isinstance(arg, dict) or arg.get("@") != "A_Const":
+        return None
+    val = arg.get("val") or {}
+    if val.get("@") == "String":
+        return val.get("sval")
+    if val.get("@") == "Boolean":
+        return bool(val.get("boolval"))
+    if val.get("@") == "Integer":
+        return str(val.get("ival", 0))
+    return None
+
+
+def _line_of(sql: str, index: int) -> int:
+    return sql.count("\n", 0, max(0, min(index, len(sql)))) + 1
+
+
+def _skip_comments(sql: str, start: int, end: int) -> int:
+    """Index of the first token at or after ``start``: past whitespace, ``--`` and ``/* */``
+    comments (which libpg_query counts into the first statement)."""
+    i = start
+    while i < end:
+        if sql[i].isspace():
+            i += 1
+        elif sql.startswith("--", i):
+            nl = sql.find("\n", i)
+            i = end if nl < 0 else nl + 1
+        elif sql.startswith("/*", i):
+            depth, i = 1, i + 2
+            while i < end and depth:
+                if sql.startswith("/*", i):
+                    depth, i = depth + 1, i + 2
+                elif sql.startswith("*/", i):
+                    depth, i = depth - 1, i + 2
+                else:
+                    i += 1
+        else:
+            break
+    return min(i, end)

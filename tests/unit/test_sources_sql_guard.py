@@ -1,0 +1,75 @@
+"""sources.sql_guard: which plan SQL texts may run inside the soak's read-only transaction,
+decided by PostgreSQL's grammar (pglast), never a regex (comments and strings fool those)."""
+
+import pytest
+
+from migration_soak.plan import SQL_DIR
+from migration_soak.sources.sql_guard import UnsafeSql, check
+
+
+@pytest.mark.parametrize("path", sorted(SQL_DIR.glob("*.sql")), ids=lambda p: p.name)
+def test_the_plan_sql_files_pass(path):
+    assert check(path.read_text(encoding="utf-8")) >= 1
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT 1",
+    "SELECT 'COMMIT; SET statement_timeout = 0' AS text -- COMMIT",
+    "/* ROLLBACK */ SELECT $$END$$",
+    "EXPLAIN ANALYZE SELECT * FROM users WHERE id = 'x'",
+    "EXPLAIN ANALYZE DELETE FROM users",  # the server's read-only transaction refuses it
+    "SET LOCAL work_mem = '64MB'; SELECT 1",
+    "SELECT set_config('work_mem', '64MB', true)",
+    "SELECT set_config('work_mem', '64MB', 'on'::boolean)",
+    "SELECT pg_advisory_xact_lock(1)",
+    "SHOW statement_timeout",
+    "WITH x AS (SELECT 1) SELECT * FROM x",
+])
+def test_allowed(sql):
+    check(sql)
+
+
+@pytest.mark.parametrize("sql, number, why", [
+    ("SELECT 1; COMMIT", 2, "transaction control (COMMIT/END)"),
+    ("SELECT 1;\n/* done */ END", 2, "it would have ended the soak's read-only transaction"),
+    ("ROLLBACK", 1, "transaction control (ROLLBACK/ABORT)"),
+    ("ABORT", 1, "transaction control (ROLLBACK/ABORT)"),
+    ("BEGIN; SELECT 1", 1, "transaction control (BEGIN)"),
+    ("PREPARE TRANSACTION 'x'", 1, "PREPARE TRANSACTION"),
+    ("COMMIT PREPARED 'x'", 1, "COMMIT PREPARED"),
+    ("SAVEPOINT a; SELECT 1; RELEASE a", 1, "savepoints"),
+    ("ROLLBACK TO SAVEPOINT a", 1, "savepoints"),
+    ("SET statement_timeout = 0; SELECT pg_sleep(60)", 1, "relies on statement_timeout"),
+    ("SET LOCAL statement_timeout = 0", 1, "relies on statement_timeout"),
+    ("SET SESSION default_transaction_read_only = off", 1, "relies on default_transaction_read_only"),
+    ("RESET statement_timeout", 1, "relies on statement_timeout"),
+    ("RESET ALL", 1, "RESET ALL"),
+    ("SET TRANSACTION READ WRITE", 1, "transaction's characteristics"),
+    ("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE", 1, "transaction's characteristics"),
+    ("SET application_name = 'x'", 1, "relies on application_name"),
+    ("SET ROLE admin", 1, "runs as the connection's role"),
+    ("SET work_mem = '1GB'", 1, "session-wide"),
+    ("RESET work_mem", 1, "SET LOCAL work_mem"),
+    ("SELECT set_config('statement_timeout', '0', true)", 1, "relies on statement_timeout"),
+    ("SELECT set_config('work_mem', '1GB', false)", 1, "session-wide"),
+    ("SELECT set_config(name, '1', true) FROM pg_settings", 1, "computed setting name"),
+    ("SELECT 1; SELECT pg_advisory_lock(72707369)", 2, "session-level advisory lock"),
+    ("EXPLAIN ANALYZE SELECT pg_catalog.pg_try_advisory_lock_shared(1, 2)", 1, "pg_try_advisory_xact_lock_shared"),
+    ("DO $$ BEGIN PERFORM 1; END $$", 1, "a DO block"),
+    ("CALL refresh()", 1, "CALL"),
+    ("PREPARE q AS SELECT 1", 1, "prepared statements"),
+    ("DISCARD ALL", 1, "DISCARD"),
+    ("LOAD 'auto_explain'", 1, "LOAD"),
+])
+def test_refused(sql, number, why):
+    with pytest.raises(UnsafeSql) as err:
+        check(sql)
+    assert err.value.statement == number
+    assert f"statement {number} of " in str(err.value) and why in str(err.value), str(err.value)
+
+
+def test_the_refusal_names_line_and_text_and_a_parse_error_its_line():
+    with pytest.raises(UnsafeSql, match=r"^statement 2 of 3 \(line 4: COMMIT\): "):
+        check("-- a comment\nSELECT 1;\n\n/* more */ COMMIT;\nSELECT 2")
+    with pytest.raises(UnsafeSql, match=r"PostgreSQL's parser \(pglast\) rejects it: syntax error .*\(line 2\)"):
+        check("SELECT 1;\nSELEC 2")
