@@ -43,19 +43,30 @@ def wall(hour0: datetime, offset: timedelta, time_scale: float) -> datetime:
     return hour0 + offset / check_time_scale(time_scale)
 
 
-def offsets(plan: Plan, phase: str) -> list[timedelta]:
+def guard_every(plan: Plan, time_scale: float | None = None) -> timedelta:
+    """The guard's cadence in soak time: ``guard.every_minutes``, or longer on a fast clock
+    so that two readings are at least ``guard.min_wall_seconds`` of wall time apart
+    (``time_scale`` None: the plan's nominal cadence)."""
+    every = timedelta(minutes=plan.guard.every_minutes)
+    if time_scale is None:
+        return every
+    return max(every, timedelta(seconds=plan.guard.min_wall_seconds * check_time_scale(time_scale)))
+
+
+def offsets(plan: Plan, phase: str, time_scale: float | None = None) -> list[timedelta]:
     """Soak-time offsets of a phase's ticks from its origin.
 
     ``hour0``: the single tick at 0. ``baseline``: from the baseline's start. ``guard``:
-    every ``guard.every_minutes`` from hour 0 to the end of the soak. Others: the phase's.
+    every :func:`guard_every` (at ``time_scale``) from hour 0 to the end of the soak.
+    Others: the phase's.
     """
     if phase == "hour0":
         return [timedelta(0)]
     if phase == "baseline":
         return plan.baseline.tick_offsets()
     if phase == "guard":
-        every, end = timedelta(minutes=plan.guard.every_minutes), timedelta(hours=plan.soak_hours())
-        return [every * k for k in range(1, int(end / every) + 1)]
+        every, end = guard_every(plan, time_scale), timedelta(hours=plan.soak_hours())
+        return [every * k for k in range(1, int(end / every + 1e-9) + 1)]
     return plan.phase(phase).tick_offsets()
 
 
@@ -63,7 +74,17 @@ def ticks(plan: Plan, phase: str, origin: datetime, time_scale: float) -> list[T
     """The ticks of ``phase`` in wall time from ``origin`` (hour 0, or the baseline's start)."""
     if phase == "hour0":
         return [Tick("hour0", 0, timedelta(0), origin)]
-    return [Tick(phase, i, off, wall(origin, off, time_scale)) for i, off in enumerate(offsets(plan, phase), start=1)]
+    return [Tick(phase, i, off, wall(origin, off, time_scale))
+            for i, off in enumerate(offsets(plan, phase, time_scale), start=1)]
+
+
+def tick_at(plan: Plan, phase: str, origin: datetime, time_scale: float, index: int) -> Tick:
+    """Tick ``index`` (1-based) of ``phase`` without building the whole schedule (the guard's
+    schedule at ``time_scale`` 1 has 1 440 ticks and is asked for every minute)."""
+    if phase != "guard":
+        return ticks(plan, phase, origin, time_scale)[index - 1]
+    off = guard_every(plan, time_scale) * index
+    return Tick(phase, index, off, wall(origin, off, time_scale))
 
 
 def soak_end(plan: Plan, hour0: datetime, time_scale: float) -> datetime:

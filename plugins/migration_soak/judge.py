@@ -133,12 +133,50 @@ def wilson_lower(successes: float, trials: float, z: float = 1.96) -> float:
     return max(0.0, (centre - margin) / (1 + z * z / trials))
 
 
-def _breach_value(o: Observation, op: str) -> float:
-    """The value a NO-GO bound is compared with: a count-based ratio's confident lower limit."""
+def wilson_upper(successes: float, trials: float, z: float = 1.96) -> float:
+    """Upper bound of the Wilson score interval of a proportion (95 % for z = 1.96)."""
+    if trials <= 0:
+        return 1.0
+    return 1.0 - wilson_lower(trials - successes, trials, z)
+
+
+def _counts(o: Observation, op: str) -> tuple[float, float] | None:
+    """(numerator, denominator) of a count-based ratio compared by ``>``/``>=``, else None."""
     ev = o.evidence or {}
     if o.unit == "ratio" and op in (">", ">=") and "numerator" in ev and "denominator" in ev:
-        return wilson_lower(float(ev["numerator"]), float(ev["denominator"]))
-    return o.value
+        return float(ev["numerator"]), float(ev["denominator"])
+    return None
+
+
+def _breach_value(o: Observation, op: str) -> float:
+    """The value a NO-GO bound is compared with: a count-based ratio's confident lower limit."""
+    counts = _counts(o, op)
+    return wilson_lower(*counts) if counts else o.value
+
+
+def _clears(rule, o: Observation) -> bool:
+    """Whether a reading that does not show the rule's condition shows it does not hold: a
+    count-based ratio only when its confident upper limit is within the bound (0 errors in
+    50 requests does not show an error rate under 1 %; in 5 000 it does). A reading that
+    shows neither is no evidence: inside a ``sustained`` window it is a gap."""
+    counts = _counts(o, rule.op)
+    return counts is None or not _cond(rule).holds(wilson_upper(*counts))
+
+
+def _windows(series: list[Observation], time_scale: float, minutes: float, closed: bool):
+    """Each reading of ``series`` (in scheduled-time order) with the readings of the
+    ``minutes`` of soak time that end at it: those scheduled ``0 <= age < minutes`` before
+    it (``<=`` when ``closed``). Two pointers: linear in the readings, which matters with a
+    guard reading every minute for 24 hours."""
+    start = 0
+    for i, o in enumerate(series):
+        while start < i and (_minutes(series[start].scheduled_at, o.scheduled_at, time_scale) > minutes if closed
+                             else _minutes(series[start].scheduled_at, o.scheduled_at, time_scale) >= minutes):
+            start += 1
+        end = i + 1  # readings scheduled at the same time as ``o`` belong to its window too
+        while end < len(series) and series[end].scheduled_at == o.scheduled_at:
+            end += 1
+        yield o, series[start:end]
 
 
 def _points(rule, series: list[Observation], base: float | None, time_scale: float,
@@ -151,16 +189,13 @@ def _points(rule, series: list[Observation], base: float | None, time_scale: flo
     if kind == "window_count":
         if rule.minutes is None:
             return [(series[-1], sum(o.value for o in series))] if series else []
-        return [(o, sum(p.value for p in series if 0 <= _minutes(p.scheduled_at, o.scheduled_at, time_scale) < rule.minutes))
-                for o in series]
+        return [(o, sum(p.value for p in window)) for o, window in _windows(series, time_scale, rule.minutes, False)]
     if kind == "baseline":
         if base is None or base == 0:
             return []
         points = []
-        for o in series:
-            window = [p.value for p in series
-                      if 0 <= _minutes(p.scheduled_at, o.scheduled_at, time_scale) <= rule.window_minutes]
-            m = statistics.median(window)
+        for o, window in _windows(series, time_scale, rule.window_minutes, True):
+            m = statistics.median(p.value for p in window)
             points.append((o, 0.0 if abs(m - base) < rule.min_delta else (m - base) / base))
         return points
     if kind == "growth":
@@ -271,11 +306,28 @@ def _describe(o: Observation, derived: float | None = None) -> dict:
     return d
 
 
+def max_gap_minutes(rule) -> float | None:
+    """The longest soak-time gap a windowed rule accepts between two consecutive readings
+    of its window: half the window for ``sustained`` (a shorter good spell could hide in a
+    longer gap), None (no limit) for every other kind."""
+    return rule.minutes / 2 if rule.kind == "sustained" else None
+
+
 def detect(rule, series: list[Observation], base: float | None, time_scale: float) -> list[tuple[Observation, float]] | None:
     """The points that show the rule's condition is met (as a NO-GO/alert reads it), or None.
 
-    ``sustained`` and ``growth`` with ``minutes``: a run of consecutive points, at least
-    two, spanning ``minutes`` of soak time. Others: the first point that meets it.
+    ``sustained``: every reading of the window breaches and the window is covered by
+    readings: a run of consecutive readings, at least two, spanning ``minutes`` of soak
+    time, none more than :func:`max_gap_minutes` (half the window) after the one before.
+    A missing or ``error`` reading is a gap, and so is a count-based ratio that is
+    confidently neither above nor within the bound (``_clears``: e.g. a reading seconds
+    after another, over a few requests); a gap too long starts the run again, so a window
+    the readings do not cover is never judged breached (with 15-minute phase ticks alone,
+    a 5-minute window is never covered: the guard's readings cover it).
+    ``growth`` with ``minutes``: a run of consecutive growth points spanning ``minutes``.
+    Each point is already a rate over at least ``per_minutes`` since an earlier reading, and
+    consecutive points' spans always join, so no gap rule applies.
+    Others: the first point that meets it. Times are scheduled times (the soak clock's).
     """
     cond = _cond(rule)
     points = _points(rule, series, base, time_scale, confident=True)
@@ -283,9 +335,16 @@ def detect(rule, series: list[Observation], base: float | None, time_scale: floa
     if not needs_span:
         hit = next(((o, v) for o, v in points if cond.holds(v)), None)
         return [hit] if hit else None
+    gap = max_gap_minutes(rule)
     run: list[tuple[Observation, float]] = []
     for o, v in points:
-        run = run + [(o, v)] if cond.holds(v) else []
+        if not cond.holds(v):
+            if _clears(rule, o):
+                run = []
+            continue  # too few requests to say either way: a gap, not a good reading
+        if run and gap is not None and _minutes(run[-1][0].scheduled_at, o.scheduled_at, time_scale) > gap + 1e-9:
+            run = []  # the window is not covered: start again from this reading
+        run.append((o, v))
         if len(run) >= 2 and _minutes(run[0][0].scheduled_at, run[-1][0].scheduled_at, time_scale) >= rule.minutes:
             return run
     return None
@@ -332,7 +391,9 @@ def judge_breach(crit, kind: str, obs: list[Observation], time_scale: float) -> 
             what = "in the window ending" if crit.rule.kind == "window_count" else "at"
             detail = (f"{cid}: {_shown(crit.rule, last_v, unit)} {what} {last_o.phase} tick {last_o.tick} "
                       f"meets {rule_text(crit.rule, unit)}"
-                      + (f" ({len(hit)} consecutive readings)" if len(hit) > 1 else "")
+                      + (f" ({len(hit)} consecutive readings" + (
+                          f", at most {_num(max_gap_minutes(crit.rule))} min apart" if crit.rule.kind == "sustained" else "")
+                         + ")" if len(hit) > 1 else "")
                       + (f"; baseline {format_value(base, unit)}" if crit.rule.kind == "baseline" else ""))
             return CriterionResult(crit.id, kind, crit.text, rule_text(crit.rule, unit), "breached", detail,
                                    list(crit.checks), [_describe(o, v) for o, v in hit])

@@ -18,12 +18,19 @@ against 15-minute ticks; on a compressed clock it absorbs the scheduler's own la
 
 Because the ticks come from hour 0 and the store, a restarted task resumes at the right
 tick and a tick is never recorded twice.
+
+The guard (``guard_due``) measures every guard check at the latest due guard tick, judges
+the NO-GO criteria and alerts that read them, and says what fired; it runs in Airflow's
+triggerer between breaches (``airflow/triggers.py``, docs/guard.md), so it is as
+idempotent: a tick already recorded is not measured again, and the judgment reads only
+the store.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+
 
 from migration_soak import clock, judge, sources
 from migration_soak.exceptions import MeasurementError
@@ -45,16 +52,43 @@ class Progress:
     stopped_by: dict | None = None
 
 
+def rule_checks(plan: Plan, checks: set[str], alerts: bool = False) -> set[str]:
+    """Every check read by the NO-GO criteria (and alerts, with ``alerts``) that read any of
+    ``checks``: the observations their judgment needs."""
+    _, no_go = judge.implicit_criteria(plan)
+    rules = list(no_go) + (list(plan.alerts) if alerts else [])
+    return {c for r in rules if set(r.checks) & checks for c in r.checks} | set(checks)
+
+
+def observations_of(store: Store, run_id: str, check_ids: set[str]) -> list[Observation]:
+    """The run's observations of ``check_ids`` only (every phase): a criterion reads nothing
+    else, and a 24-hour soak with a guard reading every minute holds thousands of others."""
+    return [o for c in sorted(check_ids) for o in store.observations(run_id, check_id=c)]
+
+
+def record_no_go(store: Store, run_id: str, breach: judge.CriterionResult) -> dict:
+    """Record ``breach`` as the run's ``no_go`` event (the stop signal) unless the run
+    already holds one; returns the run's first breach."""
+    if store.no_go(run_id) is None:
+        store.add_event(run_id, "no_go", {"criterion": breach.id, "detail": breach.detail,
+                                          "text": f"NO-GO: {breach.id}: {breach.detail}"})
+    return store.no_go(run_id)
+
+
 def check_no_go(plan: Plan, store: Store, run_id: str, checks: set[str], time_scale: float) -> dict | None:
     """Judge the NO-GO criteria reading ``checks`` on the run's observations so far; on a
     breach, record it as the run's ``no_go`` event (the stop signal) and return it."""
-    breaches = judge.no_go_breaches(plan, store.observations(run_id), time_scale, checks)
+    obs = observations_of(store, run_id, rule_checks(plan, checks))
+    breaches = judge.no_go_breaches(plan, obs, time_scale, checks)
     if not breaches:
         return None
-    first = breaches[0]
-    payload = {"criterion": first.id, "detail": first.detail, "text": f"NO-GO: {first.id}: {first.detail}"}
-    store.add_event(run_id, "no_go", payload)
-    return store.no_go(run_id)
+    return record_no_go(store, run_id, breaches[0])
+
+
+def measured_pairs(store: Store, run_id: str) -> set[tuple[str, str]]:
+    """The (phase, check) pairs of the run that hold at least one observation: a check task
+    that stopped with its pair here took a reading (it ends success, else skipped)."""
+    return store.measured_pairs(run_id)
 
 
 def take(plan: Plan, check_id: str, phase: str, tick: clock.Tick, run_id: str, store: Store) -> Observation:
@@ -122,3 +156,70 @@ def observe_due(
             return Progress(True, None, recorded, stopped_by=breach)
     pending = [t for t in schedule if t.index not in seen and t.index not in {o.tick for o in recorded}]
     return Progress(not pending, pending[0].at if pending else None, recorded)
+
+
+@dataclass(frozen=True)
+class GuardProgress:
+    """Outcome of one guard wake-up.
+
+    ``tick``: the guard tick measured now (None: none was due, or it was already recorded).
+    ``recorded``: its new observations. ``stopped_by``: the run's NO-GO breach, if the soak
+    stopped; ``breached_now`` when this wake-up recorded it. ``alerts``: alerts whose rule
+    the data meets and that were never notified (``{"alert", "text", "detail"}``); the
+    caller posts them and records each as an ``alert`` event. ``next_at``: wall time of
+    the next guard tick (None: the soak's last guard tick is recorded).
+    """
+
+    tick: int | None
+    recorded: list[Observation]
+    stopped_by: dict | None
+    next_at: datetime | None
+    breached_now: bool = False
+    alerts: list[dict] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.stopped_by is not None or self.next_at is None
+
+
+def new_alerts(plan: Plan, store: Store, run_id: str, obs: list[Observation], time_scale: float,
+               checks: set[str]) -> list[dict]:
+    """Alerts reading ``checks`` whose rule ``obs`` meet and that the run never notified."""
+    notified = {e["payload"].get("alert") for e in store.events(run_id, "alert")}
+    return [{"alert": a.id, "text": f"ALERT {a.text}: {a.detail}", "detail": a.detail}
+            for a in judge.firing_alerts(plan, obs, time_scale, checks) if a.id not in notified]
+
+
+def guard_due(plan: Plan, store: Store, run_id: str, hour0: datetime, time_scale: float,
+              now: datetime | None = None) -> GuardProgress:
+    """One guard wake-up: measure every guard check for the latest due guard tick that is
+    not recorded yet, then judge the NO-GO criteria and alerts that read the guard checks.
+
+    Only the latest due tick is measured: a reading taken now is a reading of now, and an
+    older tick missed (the triggerer was busy or down) is a gap the judge sees as one (a
+    ``sustained`` window it leaves uncovered is not judged). Re-running it for a tick
+    already recorded measures nothing and judges nothing again.
+    """
+    breach = store.no_go(run_id)
+    if breach is not None:
+        return GuardProgress(None, [], breach, None)
+    now = now or datetime.now(timezone.utc)
+    every = clock.guard_every(plan, time_scale)
+    last = len(clock.offsets(plan, "guard", time_scale))
+    due = min(int((now - hour0) * time_scale / every + 1e-9), last)
+    recorded: list[Observation] = []
+    checks = set(plan.guard.checks)
+    if due >= 1:
+        tick = clock.tick_at(plan, "guard", hour0, time_scale, due)
+        for check_id in sorted(checks - store.checks_at(run_id, "guard", due)):
+            obs = take(plan, check_id, "guard", tick, run_id, store)
+            if store.record(obs):
+                recorded.append(obs)
+    next_at = clock.tick_at(plan, "guard", hour0, time_scale, due + 1).at if due < last else None
+    if not recorded:
+        return GuardProgress(None, [], None, next_at)
+    obs = observations_of(store, run_id, rule_checks(plan, checks, alerts=True))
+    breaches = judge.no_go_breaches(plan, obs, time_scale, checks)
+    if breaches:
+        return GuardProgress(due, recorded, record_no_go(store, run_id, breaches[0]), next_at, breached_now=True)
+    return GuardProgress(due, recorded, None, next_at, alerts=new_alerts(plan, store, run_id, obs, time_scale, checks))

@@ -393,10 +393,24 @@ class HumanGate(_Model):
 
 class Guard(_Model):
     """Checks measured at a short cadence for the whole soak, in parallel with the phases
-    (seed "Alertas Críticas"). Every observation is judged against the NO-GO criteria at
-    once, so a breach stops the soak within one guard interval."""
+    (seed "Alertas Críticas"), by a trigger in Airflow's triggerer (docs/guard.md): every
+    reading is judged against the NO-GO criteria and alerts at once, so a breach stops the
+    soak within one guard interval of its rule's window.
 
-    every_minutes: float = Field(gt=0)
+    ``every_minutes``: the cadence in soak minutes. A ``sustained`` rule is judged only on
+    readings at most half its window apart, so keep it at most half the plan's shortest
+    alert or NO-GO window (the default, 1 minute, covers the runbook's 2-minute windows).
+    ``min_wall_seconds``: the shortest wall-clock interval between two guard readings, a
+    floor for compressed clocks (at ``time_scale`` 300 one soak minute is 0.2 s): the
+    cadence used is ``max(every_minutes, min_wall_seconds * time_scale / 60)`` soak
+    minutes, so a fast clock never floods the store or the sources; windows shorter than
+    twice that cadence are then not judged by the guard (docs/guard.md). At ``time_scale``
+    1 it changes nothing. ``checks``: cheap checks only (a scrape, an index-only query, a
+    log tail): the triggerer measures them every interval.
+    """
+
+    every_minutes: float = Field(default=1.0, gt=0)
+    min_wall_seconds: float = Field(default=3.0, ge=0)
     checks: list[str] = Field(min_length=1)
 
 

@@ -158,6 +158,20 @@ class Store:
             r = conn.execute(q).first()
         return Observation(**{k: v for k, v in r._mapping.items() if k != "id"}) if r else None
 
+    def measured_pairs(self, run_id: str) -> set[tuple[str, str]]:
+        """The (phase, check_id) pairs of the run that hold at least one observation."""
+        t = observations
+        q = sa.select(t.c.phase, t.c.check_id).where(t.c.run_id == run_id).distinct()
+        with self.engine.connect() as conn:
+            return {(r.phase, r.check_id) for r in conn.execute(q)}
+
+    def checks_at(self, run_id: str, phase: str, tick: int) -> set[str]:
+        """The check ids already recorded for ``phase`` at ``tick`` (one indexed query)."""
+        t = observations
+        q = sa.select(t.c.check_id).where(t.c.run_id == run_id, t.c.phase == phase, t.c.tick == tick)
+        with self.engine.connect() as conn:
+            return set(conn.scalars(q))
+
     def first_failure(self, run_id: str) -> Observation | None:
         """The earliest ``fail`` observation of a run (a NO-GO breach), if any."""
         q = (

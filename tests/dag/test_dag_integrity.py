@@ -26,7 +26,7 @@ def dag():
 
 def test_every_task_has_an_owner_no_retries_and_a_failure_callback(dag):
     from migration_soak.airflow.builder import CHECK_RETRIES
-    from migration_soak.airflow.operators import CheckSensor, GuardSensor
+    from migration_soak.airflow.sensors import CheckSensor, GuardSensor
 
     for task in dag.tasks:
         assert task.owner == "platform", task.task_id
@@ -76,17 +76,20 @@ def test_shape_backup_migrate_verify_then_checks_then_branch(dag):
     assert up("conclude") == {"release"}
 
 
-def test_check_tasks_wait_in_reschedule_mode(dag):
-    from migration_soak.airflow.operators import CheckSensor
-
-    from migration_soak.airflow.operators import GuardSensor
+def test_check_tasks_are_deferrable_sensors_with_a_real_timeout(dag):
+    from migration_soak.airflow.sensors import DEFAULT_TIMEOUT_S, CheckSensor, GuardSensor
     from migration_soak.plan import load_plan
 
     plan = load_plan("default")
     sensors = [t for t in dag.tasks if isinstance(t, (CheckSensor, GuardSensor))]
     phases = ["baseline", "hour0"] + [p.name for p in plan.phases]
     assert len(sensors) == sum(len(plan.checks_in(p)) for p in phases) + 1
-    assert all(s.reschedule for s in sensors)  # each frees its worker slot between ticks
+    # they wait deferred (a trigger in the triggerer), never in reschedule mode
+    assert not any(s.reschedule for s in sensors)
+    assert all(s.timeout == DEFAULT_TIMEOUT_S for s in sensors)
+    checks = [s for s in sensors if isinstance(s, CheckSensor)]
+    assert {(s.phase, s.check_id) for s in checks} == {(p, c.id) for p in phases for c in plan.checks_in(p)}
+    assert all(s.task_id.endswith("." + s.check_id) for s in checks)
 
 
 def test_human_questions_default_to_the_safe_answer_on_timeout(dag):

@@ -106,3 +106,86 @@ def test_one_soak_per_environment_whatever_the_plan(store):
     assert store.release_lease("staging", "run-b") is False  # only the holder releases
     assert store.release_lease("staging", "run-a") is True
     assert store.take_lease("staging", "run-b", "other")["run_id"] == "run-b"
+
+
+# --- the guard -----------------------------------------------------------------------------------
+
+def guard_plan(tmp_path, alert_above: float = 0.0, plan_name: str = "guardtest"):
+    """A small plan whose guard reads two SQL checks every soak minute (no wall floor): the
+    users check (NO-GO at any user without authorizerId) and connection usage, with an
+    alert "connection usage > ``alert_above`` for 2 minutes". Returns (path, plan)."""
+    import yaml
+
+    from migration_soak.plan import REPO_ROOT, load_plan as load
+
+    data = yaml.safe_load((REPO_ROOT / "tests" / "faults" / "plans" / "restart.yaml").read_text())
+    default = yaml.safe_load((REPO_ROOT / "include" / "plans" / "default.yaml").read_text())
+    data["phases"] = [{"name": "soak", "start_hour": 0, "end_hour": 0.1, "every_minutes": 3}]
+    data["checks"] = [c for c in data["checks"] if c["id"] == "users_without_authorizer_id"] + \
+        [{**next(c for c in default["checks"] if c["id"] == "connection_usage"), "phases": ["soak"]}]
+    data["go"] = [g for g in data["go"] if g["checks"] == ["users_without_authorizer_id"]]
+    data["guard"] = {"every_minutes": 1, "min_wall_seconds": 0, "checks": ["users_without_authorizer_id", "connection_usage"]}
+    data["alerts"] = [{"id": "pool_busy", "text": "connection usage high for 2 minutes", "checks": ["connection_usage"],
+                       "rule": {"kind": "sustained", "op": ">", "value": alert_above, "minutes": 2}}]
+    path = tmp_path / f"{plan_name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path, load(str(path))
+
+
+GUARD_SCALE = 60.0  # one soak minute per wall second
+
+
+def gat(minutes: float) -> datetime:
+    return H0 + timedelta(minutes=minutes) / GUARD_SCALE
+
+
+def test_the_guard_measures_the_latest_due_tick_once(store, staging, tmp_path):
+    _, plan = guard_plan(tmp_path, alert_above=0.99)
+    p = observe.guard_due(plan, store, "g1", H0, GUARD_SCALE, now=gat(0.5))
+    assert p.tick is None and p.recorded == [] and p.next_at == gat(1)
+    p = observe.guard_due(plan, store, "g1", H0, GUARD_SCALE, now=gat(1.2))
+    assert p.tick == 1 and sorted(o.check_id for o in p.recorded) == ["connection_usage", "users_without_authorizer_id"]
+    assert all(o.phase == "guard" and o.scheduled_at == gat(1) for o in p.recorded)
+    assert p.next_at == gat(2) and not p.done and p.alerts == []
+    # again (a triggerer restarted): nothing measured twice
+    again = observe.guard_due(plan, store, "g1", H0, GUARD_SCALE, now=gat(1.4))
+    assert again.tick is None and again.recorded == [] and again.next_at == gat(2)
+    # a wake-up late by 2 ticks measures the latest (4) only: the missed ones are gaps
+    p = observe.guard_due(plan, store, "g1", H0, GUARD_SCALE, now=gat(4.1))
+    assert p.tick == 4
+    assert sorted({o.tick for o in store.observations("g1", phase="guard")}) == [1, 4]
+    # the soak is 6 minutes long: the last guard tick is 6
+    last = observe.guard_due(plan, store, "g1", H0, GUARD_SCALE, now=gat(30))
+    assert last.tick == 6 and last.next_at is None and last.done
+
+
+def test_the_guard_records_the_no_go_it_sees_once(store, staging, tmp_path):
+    _, plan = guard_plan(tmp_path, alert_above=0.99)
+    query(staging, 'UPDATE users SET "authorizerId" = NULL WHERE id = \'usr_0000003\'')
+    p = observe.guard_due(plan, store, "g2", H0, GUARD_SCALE, now=gat(1))
+    assert p.breached_now and p.stopped_by["criterion"] == "no_go_users_without_authorizer_id" and p.done
+    assert [e["payload"]["criterion"] for e in store.events("g2", "no_go")] == ["no_go_users_without_authorizer_id"]
+    later = observe.guard_due(plan, store, "g2", H0, GUARD_SCALE, now=gat(2))
+    assert later.stopped_by is not None and not later.breached_now and later.recorded == []
+    assert len(store.events("g2", "no_go")) == 1
+
+
+def test_the_guard_reports_an_alert_when_its_window_is_covered_until_notified(store, staging, tmp_path):
+    _, plan = guard_plan(tmp_path, alert_above=0.0)  # some connection is always open: fires after 2 minutes
+    assert observe.guard_due(plan, store, "g3", H0, GUARD_SCALE, now=gat(1)).alerts == []
+    assert observe.guard_due(plan, store, "g3", H0, GUARD_SCALE, now=gat(2)).alerts == []
+    p = observe.guard_due(plan, store, "g3", H0, GUARD_SCALE, now=gat(3))
+    assert [a["alert"] for a in p.alerts] == ["pool_busy"] and "3 consecutive readings" in p.alerts[0]["detail"]
+    store.add_event("g3", "alert", {"alert": "pool_busy", "text": p.alerts[0]["text"]})
+    assert observe.guard_due(plan, store, "g3", H0, GUARD_SCALE, now=gat(4)).alerts == []
+
+
+def test_the_guard_cadence_has_a_wall_clock_floor():
+    from migration_soak import clock
+
+    assert PLAN.guard.every_minutes == 1 and PLAN.guard.min_wall_seconds == 3
+    assert clock.guard_every(PLAN, 1) == timedelta(minutes=1)
+    assert clock.guard_every(PLAN, 20) == timedelta(minutes=1)  # 3 s of wall time
+    assert clock.guard_every(PLAN, 300) == timedelta(minutes=15)  # not every 0.2 s
+    assert len(clock.offsets(PLAN, "guard", 1)) == 24 * 60
+    assert len(clock.offsets(PLAN, "guard", 300)) == 24 * 4

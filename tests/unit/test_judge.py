@@ -65,6 +65,20 @@ def add(observations, *new):
     return observations + list(new)
 
 
+def guard(check_id, minute_from, minute_to, value, every=1.0, counts=None):
+    """Guard readings of ``check_id`` every ``every`` soak-minutes (the default plan's guard
+    cadence: 1) from ``minute_from`` to ``minute_to`` included; ``counts`` (numerator,
+    denominator) for a count-based ratio."""
+    out, k = [], 0
+    while minute_from + k * every <= minute_to + 1e-9:
+        o = obs(check_id, "guard", int(round((minute_from + k * every) / every)), minute_from + k * every, value)
+        if counts:
+            o = Observation(**{**o.__dict__, "evidence": {"numerator": counts[0], "denominator": counts[1]}})
+        out.append(o)
+        k += 1
+    return out
+
+
 def decision(observations):
     return judge(PLAN, observations, SCALE).decision
 
@@ -96,9 +110,88 @@ def test_no_go_users_without_authorizer_id_at_zero_and_one():
 
 @pytest.mark.parametrize("rate, breached", [(0.0099, False), (0.01, False), (0.0101, True)])
 def test_no_go_auth_error_rate_sustained_around_one_percent(rate, breached):
-    # two consecutive readings 15 min apart above the bound: sustained > 5 minutes
-    s = set_value(full_soak(), "auth_error_rate", 60, rate)
+    # every guard reading of 5 minutes (one a minute) above the bound: sustained 5 minutes
+    s = add(set_value(full_soak(), "auth_error_rate", 60, rate), *guard("auth_error_rate", 60, 66, rate))
     assert (criterion(s, "no_go_auth_error_rate").outcome == "breached") is breached
+
+
+def test_sustained_windows_need_readings_covering_them():
+    """Two phase readings 15 minutes apart above 1 % do not show "> 1 % for 5 minutes":
+    the error rate may have dropped in between. Only readings at most half the window
+    apart (the guard's, every minute) cover it."""
+    sparse = set_value(full_soak(), "auth_error_rate", 60, 0.05)
+    assert criterion(sparse, "no_go_auth_error_rate").outcome == "clear"
+    covered = add(sparse, *guard("auth_error_rate", 60, 65, 0.05))
+    c = criterion(covered, "no_go_auth_error_rate")
+    assert c.outcome == "breached" and "at most 2.5 min apart" in c.detail
+    # readings 3 minutes apart (> 2.5) leave the 5-minute window uncovered
+    assert criterion(add(sparse, *guard("auth_error_rate", 60, 75, 0.05, every=3)), "no_go_auth_error_rate").outcome == "clear"
+    # exactly half the window apart is enough
+    assert criterion(add(sparse, *guard("auth_error_rate", 60, 75, 0.05, every=2.5)), "no_go_auth_error_rate").outcome == "breached"
+
+
+def test_a_breach_is_seen_when_its_window_is_covered_not_before():
+    """A 6-minute burst at 5 % from minute 600, read every minute: the 5-minute rule fires
+    on the reading at 605, the first whose window of breaching readings spans 5 minutes."""
+    from migration_soak.judge import detect, _series
+
+    s = add(full_soak(), *guard("auth_error_rate", 590, 599, 0.0), *guard("auth_error_rate", 600, 605, 0.05),
+            *guard("auth_error_rate", 606, 620, 0.0))
+    rule = next(c for c in PLAN.no_go if c.id == "no_go_auth_error_rate").rule
+    hit = detect(rule, _series(s, "auth_error_rate"), None, SCALE)
+    assert [(o.scheduled_at - T0).total_seconds() / 60 for o, _ in hit] == [600, 601, 602, 603, 604, 605]
+
+
+def test_a_short_spike_does_not_trip_a_longer_window():
+    """CPU at 99 % for 2 minutes (three readings a minute apart): not "> 90 % for 10 minutes",
+    nor the 5-minute alert; 10 minutes of it is."""
+    from migration_soak.judge import firing_alerts
+
+    spike = add(full_soak(), *guard("db_cpu", 500, 502, 0.99), *guard("db_cpu", 503, 520, 0.2))
+    assert criterion(spike, "no_go_db_cpu").outcome == "clear"
+    assert [a.id for a in firing_alerts(PLAN, spike, SCALE)] == []
+    long = add(full_soak(), *guard("db_cpu", 500, 510, 0.99))
+    assert criterion(long, "no_go_db_cpu").outcome == "breached"
+    assert [a.id for a in firing_alerts(PLAN, long, SCALE)] == ["db_cpu_high"]
+
+
+def test_a_missing_reading_inside_the_window_is_a_gap():
+    """An ``error`` reading (the source did not answer) is no evidence either way: with it the
+    readings around it are 2 minutes apart, more than half of the 2-minute pool window."""
+    from migration_soak.judge import firing_alerts
+
+    readings = guard("connection_usage", 100, 103, 0.95)
+    with_error = [obs("connection_usage", "guard", o.tick, 101, None) if o.tick == 101 else o for o in readings]
+    assert [a.id for a in firing_alerts(PLAN, add(full_soak(), *readings), SCALE)] == ["connection_pool_exhausted"]
+    assert [a.id for a in firing_alerts(PLAN, add(full_soak(), *with_error), SCALE)] == []
+    # once readings cover 2 minutes again after the gap, it fires
+    again = add(full_soak(), *with_error, *guard("connection_usage", 104, 105, 0.95))
+    assert [a.id for a in firing_alerts(PLAN, again, SCALE)] == ["connection_pool_exhausted"]
+
+
+def test_a_ratio_over_too_few_requests_is_a_gap_not_a_good_reading():
+    """A phase reading taken seconds after a guard reading holds a few requests: 0 errors in
+    50 is no evidence that the rate fell under 1 %, so the 5 % burst read every minute is
+    still sustained; 0 errors in 5 000 is such evidence and clears the window."""
+    from migration_soak.judge import wilson_upper
+
+    burst = guard("auth_error_rate", 600, 606, 0.05, counts=(13, 266))
+    few = Observation(**{**obs("auth_error_rate", "intensive", 9, 603, 0.0).__dict__,
+                         "evidence": {"numerator": 0, "denominator": 50}})
+    many = Observation(**{**few.__dict__, "evidence": {"numerator": 0, "denominator": 5000}})
+    assert wilson_upper(0, 50) > 0.01 > wilson_upper(0, 5000)
+    assert criterion(add(full_soak(), *burst, few), "no_go_auth_error_rate").outcome == "breached"
+    assert criterion(add(full_soak(), *burst, many), "no_go_auth_error_rate").outcome == "clear"
+
+
+def test_one_good_reading_inside_the_window_clears_it():
+    """Every reading of the window must breach: a good one at minute 102 restarts it."""
+    from migration_soak.judge import firing_alerts
+
+    readings = guard("connection_usage", 200, 206, 0.95)  # no phase reading of it in 200-206
+    one_good = [obs("connection_usage", "guard", o.tick, 202, 0.5) if o.tick == 202 else o for o in readings]
+    assert firing_alerts(PLAN, add(full_soak(), *one_good[:5]), SCALE) == []  # 200-201, then 203-204
+    assert [a.id for a in firing_alerts(PLAN, add(full_soak(), *one_good), SCALE)] == ["connection_pool_exhausted"]
 
 
 def test_a_ratio_from_few_requests_does_not_breach_but_a_confident_one_does():
@@ -106,7 +199,7 @@ def test_a_ratio_from_few_requests_does_not_breach_but_a_confident_one_does():
 
     def with_counts(s, num, den):
         out = []
-        for o in s:
+        for o in s + guard("auth_error_rate", 60, 70, 0.0):
             if o.check_id == "auth_error_rate" and o.phase != "baseline" and (o.scheduled_at - T0) >= timedelta(minutes=60):
                 o = Observation(**{**o.__dict__, "value": num / den, "status": "fail", "evidence": {"numerator": num, "denominator": den}})
             out.append(o)
@@ -202,7 +295,8 @@ def test_memory_go_criterion_needs_growth_at_most_twenty_percent():
 
 @pytest.mark.parametrize("cpu, outcome", [(0.9, "clear"), (0.91, "breached")])
 def test_no_go_db_cpu_sustained_ten_minutes(cpu, outcome):
-    assert criterion(set_value(full_soak(), "db_cpu", 30, cpu), "no_go_db_cpu").outcome == outcome
+    s = add(set_value(full_soak(), "db_cpu", 30, cpu), *guard("db_cpu", 30, 40, cpu))
+    assert criterion(s, "no_go_db_cpu").outcome == outcome
 
 
 def test_no_go_db_cpu_single_reading_is_not_sustained():
@@ -316,3 +410,46 @@ def test_error_observations_never_make_a_go(idxs):
         for c in v.criteria:
             if c.kind == "go":
                 assert c.outcome == "met"
+
+
+def _brute_points(rule, series, base):
+    """The window rules' points as defined (a scan of the whole series per reading)."""
+    import statistics
+
+    from migration_soak.judge import _minutes
+
+    if rule.kind == "window_count":
+        return [(o, sum(p.value for p in series if 0 <= _minutes(p.scheduled_at, o.scheduled_at, SCALE) < rule.minutes))
+                for o in series]
+    out = []
+    for o in series:
+        m = statistics.median([p.value for p in series
+                               if 0 <= _minutes(p.scheduled_at, o.scheduled_at, SCALE) <= rule.window_minutes])
+        out.append((o, 0.0 if abs(m - base) < rule.min_delta else (m - base) / base))
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 300), st.floats(0, 2000, allow_nan=False)), min_size=1, max_size=60))
+def test_sliding_windows_match_their_definition(readings):
+    from migration_soak.judge import _points, _series
+
+    s = [obs("login_p95", "guard", i + 1, minute, value) for i, (minute, value) in enumerate(readings)]
+    series = _series(s, "login_p95")
+    baseline = next(c for c in PLAN.no_go if c.id == "no_go_performance").rule
+    counts = next(c for c in PLAN.no_go if c.id == "no_go_critical_errors_per_hour").rule
+    assert _points(baseline, series, 200.0, SCALE) == _brute_points(baseline, series, 200.0)
+    assert _points(counts, series, None, SCALE) == _brute_points(counts, series, None)
+
+
+def test_a_day_of_guard_readings_is_judged_quickly():
+    """Readings every minute for 24 hours on every guard check: the judge stays linear."""
+    import time
+
+    s = full_soak()
+    for cid in PLAN.guard.checks:
+        s += guard(cid, 1, 24 * 60, GOOD[cid])
+    began = time.perf_counter()
+    v = judge(PLAN, s, SCALE)
+    assert v.decision == "GO", v.reasons
+    assert time.perf_counter() - began < 10

@@ -19,7 +19,7 @@ from migration_soak import notify
 from migration_soak.airflow import tasks as t
 from migration_soak.clock import TIME_SCALE_MAX
 from migration_soak.decision import APPROVE_OPTION, GO_OPTION, REJECT_OPTION, ROLLBACK_OPTION
-from migration_soak.airflow.operators import CheckSensor, GuardSensor
+from migration_soak.airflow.sensors import CheckSensor, GuardSensor
 from migration_soak.exceptions import PlanError
 from migration_soak.plan import PLANS_DIR, Plan, load_plan
 
@@ -66,15 +66,15 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
         checked = t.preflight()
         loaded >> checked
         # Check tasks may retry (the only tasks that do): they rebuild their state from the
-        # store, and Airflow 3.3.2 can fail a reschedule-mode sensor whose next wake-up falls
-        # due before the scheduler processed its last one (apache/airflow#71172).
+        # store (one reading per tick), so a retry after a lost worker or a store hiccup
+        # resumes at the right tick. They wait deferred (sensors.py), not in reschedule mode.
         common = dict(time_scale="{{ params.time_scale }}", plan="{{ params.plan }}",
                       retries=CHECK_RETRIES, retry_delay=timedelta(seconds=2))
         if plan.baseline:
             started = t.start_baseline()
             with TaskGroup("baseline", tooltip="before the migration: the reference for relative rules") as baseline:
                 for check in plan.checks_in("baseline"):
-                    CheckSensor(task_id=check.id, item={"phase": "baseline", "check": check.id},
+                    CheckSensor(task_id=check.id, phase="baseline", check_id=check.id,
                                 hour0="{{ ti.xcom_pull(task_ids='start_baseline') }}", doc_md=check.rule, **common)
             checked >> started >> baseline >> record
         else:
@@ -84,7 +84,7 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
 
         with TaskGroup("hour0", tooltip="Checklist Hora 0: right after the migration and the restart") as hour0:
             for check in plan.checks_in("hour0"):
-                CheckSensor(task_id=check.id, item={"phase": "hour0", "check": check.id},
+                CheckSensor(task_id=check.id, phase="hour0", check_id=check.id,
                             hour0="{{ ti.xcom_pull(task_ids='verify') }}", doc_md=check.rule, **common)
         clock = t.start_clock()
         restarted >> hour0 >> clock
@@ -93,7 +93,7 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
             with TaskGroup(phase.name, tooltip=f"every {phase.every_minutes:g} min, hours "
                            f"{phase.start_hour:g}-{phase.end_hour:g}") as group:
                 for check in plan.checks_in(phase.name):
-                    CheckSensor(task_id=check.id, item={"phase": phase.name, "check": check.id},
+                    CheckSensor(task_id=check.id, phase=phase.name, check_id=check.id,
                                 hour0="{{ ti.xcom_pull(task_ids='start_clock') }}", doc_md=check.rule, **common)
             previous >> group
             previous = group
@@ -102,7 +102,8 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
         previous >> judged
         if plan.guard:
             guard = GuardSensor(task_id="guard", hour0="{{ ti.xcom_pull(task_ids='start_clock') }}",
-                                doc_md="Alertas Críticas, every %g min for the whole soak" % plan.guard.every_minutes,
+                                doc_md="Alertas Críticas, every %g soak-min (at least %g s apart) for the whole soak"
+                                       % (plan.guard.every_minutes, plan.guard.min_wall_seconds),
                                 **common)
             clock >> guard >> judged
         human = HITLOperator(

@@ -1,0 +1,126 @@
+"""The sensors outside a scheduler: what they defer to and for how long, the reschedule
+fallback under ``dag.test()``, the enforced timeout, and how a stopped soak ends them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+
+import pytest
+from airflow.sdk.exceptions import (
+    AirflowRescheduleException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    DownstreamTasksSkipped,
+    TaskDeferred,
+)
+
+from migration_soak.airflow import sensors
+from migration_soak.airflow.builder import build_dag
+from migration_soak.airflow.triggers import GuardTrigger, TickTrigger
+from migration_soak.store import Observation
+from tests.integration.test_observe import guard_plan
+
+SCALE = 60.0  # one soak minute per wall second
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@pytest.fixture
+def dag(store, staging, tmp_path, monkeypatch):
+    """The guard test plan's DAG with its sensors' templates rendered by hand, on the test's store."""
+    path, plan = guard_plan(tmp_path, alert_above=0.99)
+    monkeypatch.setattr(sensors.Store, "from_airflow", classmethod(lambda cls, conn_id: store))
+    d = build_dag("guardtest", plan)
+    for t in d.tasks:
+        if isinstance(t, sensors.SoakSensor):
+            t.plan, t.time_scale = str(path), SCALE
+    return d
+
+
+def ctx(run_id: str, user: str | None = "someone") -> dict:
+    return {"run_id": run_id, "dag_run": SimpleNamespace(triggering_user_name=user)}
+
+
+def sensor(dag, task_id: str, hour0: datetime):
+    task = dag.task_dict[task_id]
+    task.hour0 = hour0.isoformat()
+    return task
+
+
+def test_a_check_task_defers_to_its_next_tick_with_the_deadline_as_timeout(dag):
+    hour0 = now()
+    task = sensor(dag, "soak.users_without_authorizer_id", hour0)
+    with pytest.raises(TaskDeferred) as deferred:
+        task.execute(ctx("s1"))
+    d = deferred.value
+    assert isinstance(d.trigger, TickTrigger) and d.method_name == "execute_complete"
+    assert d.trigger.moment == hour0 + timedelta(seconds=3)  # tick 1: 3 soak minutes
+    assert (d.trigger.run_id, d.trigger.phase, d.trigger.check_id) == ("s1", "soak", "users_without_authorizer_id")
+    # deadline: the last tick (6 soak minutes = 6 s) + timeout (1 h)
+    assert abs((now() + d.timeout) - (hour0 + timedelta(seconds=6 + sensors.DEFAULT_TIMEOUT_S))).total_seconds() < 1
+    # resumed at the tick (here: the clock moved on by 3.1 s): measures it, defers to the next
+    task.hour0 = (now() - timedelta(seconds=3.1)).isoformat()
+    with pytest.raises(TaskDeferred) as again:
+        task.execute_complete(ctx("s1"), {"kind": "due"})
+    assert [o.tick for o in dag_store().observations("s1")] == [1]
+    assert again.value.trigger.moment > now()
+
+
+def dag_store():
+    return sensors.Store.from_airflow("any")
+
+
+def test_under_dag_test_a_check_task_reschedules_instead(dag):
+    hour0 = now()
+    task = sensor(dag, "soak.users_without_authorizer_id", hour0)
+    with pytest.raises(AirflowRescheduleException) as rescheduled:
+        task.execute(ctx("s2", user="dag_test"))
+    assert rescheduled.value.reschedule_date == hour0 + timedelta(seconds=3)
+
+
+def test_a_check_task_past_its_deadline_fails_or_with_soft_fail_skips(dag):
+    task = sensor(dag, "soak.users_without_authorizer_id", now() - timedelta(hours=2))
+    with pytest.raises(AirflowSensorTimeout, match="timed out .* after its last tick"):
+        task.execute(ctx("s3"))
+    assert dag_store().observations("s3") == []  # nothing measured that late
+    task.soft_fail = True
+    with pytest.raises(AirflowSkipException, match="timed out"):
+        task.execute(ctx("s3"))
+
+
+def test_a_stopped_soak_skips_the_checks_that_took_no_reading(dag):
+    store = dag_store()
+    hour0 = now() - timedelta(seconds=3.2)  # tick 1 due
+    store.record(Observation("s4", "hour0", "connection_usage", 0, hour0, hour0, 0.1, "ratio", "pass"))
+    store.add_event("s4", "no_go", {"criterion": "x", "detail": "d", "text": "NO-GO: x: d"})
+    # a check that took readings: success, and the idle check tasks are skipped in one call
+    store.record(Observation("s4", "soak", "users_without_authorizer_id", 1, hour0, hour0, 0.0, "count", "pass"))
+    with pytest.raises(DownstreamTasksSkipped) as skipped:
+        sensor(dag, "soak.users_without_authorizer_id", hour0).execute(ctx("s4"))
+    checks = {t.task_id for t in dag.tasks if isinstance(t, sensors.CheckSensor)}
+    assert set(skipped.value.tasks) == checks - {"soak.users_without_authorizer_id"}
+    # a check that took none: skipped itself
+    with pytest.raises(AirflowSkipException, match="before this check took a reading"):
+        sensor(dag, "soak.connection_usage", hour0).execute(ctx("s4"))
+
+
+def test_the_guard_defers_to_its_trigger_and_posts_alerts_it_hands_back(dag, monkeypatch):
+    posted = []
+    monkeypatch.setattr("migration_soak.notify.send", lambda text, conn_id=None, **kw: posted.append(text) or True)
+    hour0 = now()
+    guard = sensor(dag, "guard", hour0)
+    with pytest.raises(TaskDeferred) as deferred:
+        guard.execute(ctx("s5"))
+    assert isinstance(deferred.value.trigger, GuardTrigger) and deferred.value.trigger.hour0 == hour0
+    alert = {"alert": "pool_busy", "text": "ALERT connection usage high: 95%", "detail": "95%"}
+    with pytest.raises(TaskDeferred):  # posted, then waits again
+        guard.execute_complete(ctx("s5"), {"kind": "alerts", "alerts": [alert]})
+    with pytest.raises(TaskDeferred):  # handed back twice (a retry): posted once
+        guard.execute_complete(ctx("s5"), {"kind": "alerts", "alerts": [alert]})
+    assert posted == [":warning: [staging] ALERT connection usage high: 95%"]
+    assert [e["payload"]["alert"] for e in dag_store().events("s5", "alert")] == ["pool_busy"]
+    with pytest.raises(DownstreamTasksSkipped):  # the NO-GO it recorded: stop the checks that did not start
+        guard.execute_complete(ctx("s5"), {"kind": "no_go", "criterion": "x", "text": "NO-GO: x"})

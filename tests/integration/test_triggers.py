@@ -1,0 +1,142 @@
+"""The triggers on a real store: what they serialize, when they fire, how they end a task
+when the soak stops, and the guard's hand-backs (docs/guard.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from airflow.triggers.base import TaskSkippedEvent, TaskSuccessEvent
+
+from migration_soak.airflow import triggers
+from migration_soak.airflow.triggers import GuardTrigger, TickTrigger
+from migration_soak.store import Observation
+from tests.integration.conftest import query
+from tests.integration.test_observe import guard_plan
+
+
+@pytest.fixture
+def on_store(store, monkeypatch):
+    """The triggers' store is the test's (not an Airflow connection); a fresh stop watch."""
+    monkeypatch.setattr(triggers, "_store", lambda conn_id: store)
+    monkeypatch.setattr(triggers, "WATCH", triggers.StopWatch())
+    return store
+
+
+def first_event(trigger, timeout: float = 20.0):
+    async def go():
+        return await asyncio.wait_for(anext(trigger.run()), timeout)
+
+    return asyncio.run(go())
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def test_tick_trigger_serializes_its_class_path_and_everything_it_needs():
+    moment = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
+    t = TickTrigger(moment, "run-1", "soak_store", "intensive", "login_p95", poll_seconds=1.5)
+    path, kwargs = t.serialize()
+    assert path == "migration_soak.airflow.triggers.TickTrigger"
+    assert kwargs == {"moment": "2026-01-01T12:00:00+00:00", "run_id": "run-1", "store_conn_id": "soak_store",
+                      "phase": "intensive", "check_id": "login_p95", "poll_seconds": 1.5}
+    assert TickTrigger(**kwargs).serialize() == (path, kwargs)  # the triggerer rebuilds it as it was
+    with pytest.raises(ValueError, match="naive"):
+        TickTrigger(datetime(2026, 1, 1), "r", "c", "p", "x")
+
+
+def test_guard_trigger_serializes_its_class_path():
+    t = GuardTrigger("run-1", "default", "2026-01-01T12:00:00+00:00", 300, "soak_store")
+    path, kwargs = t.serialize()
+    assert path == "migration_soak.airflow.triggers.GuardTrigger"
+    assert GuardTrigger(**kwargs).serialize() == (path, kwargs)
+    assert kwargs["time_scale"] == 300.0 and kwargs["hour0"] == "2026-01-01T12:00:00+00:00"
+
+
+def test_tick_trigger_fires_at_its_moment(on_store):
+    moment = now() + timedelta(seconds=0.6)
+    began = time.monotonic()
+    event = first_event(TickTrigger(moment, "t1", "c", "soak", "gateway_health", poll_seconds=0.2))
+    assert event.payload == {"kind": "due", "moment": moment.isoformat()}
+    assert time.monotonic() - began >= 0.55
+    # a moment already past (a triggerer restarted late) fires at once
+    began = time.monotonic()
+    assert first_event(TickTrigger(moment, "t1", "c", "soak", "gateway_health")).payload["kind"] == "due"
+    assert time.monotonic() - began < 1
+
+
+@pytest.mark.parametrize("took_reading", [False, True])
+def test_tick_trigger_ends_the_task_soon_after_the_soak_stops(on_store, took_reading):
+    if took_reading:
+        on_store.record(Observation("t2", "soak", "gateway_health", 1, now(), now(), 1.0, "up", "pass"))
+
+    async def go():
+        trigger = TickTrigger(now() + timedelta(hours=4), "t2", "c", "soak", "gateway_health", poll_seconds=0.2)
+        waiting = asyncio.ensure_future(anext(trigger.run()))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()
+        on_store.add_event("t2", "no_go", {"criterion": "x", "detail": "d", "text": "NO-GO: x: d"})
+        stopped = time.monotonic()
+        event = await asyncio.wait_for(waiting, 5)
+        return event, time.monotonic() - stopped
+
+    event, after = asyncio.run(go())
+    assert isinstance(event, TaskSuccessEvent if took_reading else TaskSkippedEvent)
+    assert after < 1.0  # within the poll interval, not at the next tick four hours away
+
+
+def test_one_store_query_per_interval_however_many_triggers_wait(on_store, monkeypatch):
+    calls = []
+    real = on_store.no_go
+    monkeypatch.setattr(on_store, "no_go", lambda run_id: calls.append(run_id) or real(run_id))
+
+    async def go():
+        moment = now() + timedelta(seconds=1.0)
+        ts = [TickTrigger(moment, "t3", "c", "soak", f"check_{i}", poll_seconds=0.5) for i in range(40)]
+        return await asyncio.gather(*(anext(t.run()) for t in ts))
+
+    events = asyncio.run(go())
+    assert all(e.payload["kind"] == "due" for e in events)
+    assert 1 <= len(calls) <= 4, len(calls)  # not 40 per interval
+
+
+def test_guard_trigger_hands_back_a_no_go_it_recorded(on_store, staging, tmp_path):
+    path, plan = guard_plan(tmp_path, alert_above=0.99)
+    query(staging, 'UPDATE users SET "authorizerId" = NULL WHERE id = \'usr_0000003\'')
+    hour0 = now() - timedelta(seconds=1.5)  # tick 1 is due (one soak minute a wall second)
+    event = first_event(GuardTrigger("g1", str(path), hour0, 60, "c", poll_seconds=0.2))
+    assert event.payload["kind"] == "no_go" and event.payload["criterion"] == "no_go_users_without_authorizer_id"
+    assert on_store.no_go("g1")["criterion"] == "no_go_users_without_authorizer_id"
+    # run again (a triggerer restart): the run already stopped, the guard took readings: success, no worker
+    assert isinstance(first_event(GuardTrigger("g1", str(path), hour0, 60, "c", poll_seconds=0.2)), TaskSuccessEvent)
+
+
+def test_guard_trigger_hands_back_alerts_then_ends_the_task_at_the_soak_end(on_store, staging, tmp_path):
+    path, plan = guard_plan(tmp_path, alert_above=0.0)
+    hour0 = now()
+    began = time.monotonic()
+    event = first_event(GuardTrigger("g2", str(path), hour0, 60, "c", poll_seconds=0.2))
+    assert event.payload["kind"] == "alerts" and [a["alert"] for a in event.payload["alerts"]] == ["pool_busy"]
+    assert 2.9 <= time.monotonic() - began < 6  # ticks 1, 2, 3 (a second apart): 2 minutes covered at tick 3
+    on_store.add_event("g2", "alert", {"alert": "pool_busy", "text": "posted"})
+    # waits again from where the store says it is; the 6-minute soak ends after tick 6
+    end = first_event(GuardTrigger("g2", str(path), hour0, 60, "c", poll_seconds=0.2))
+    assert isinstance(end, TaskSuccessEvent)
+    ticks = sorted({o.tick for o in on_store.observations("g2", phase="guard")})
+    assert ticks[0] == 1 and ticks[-1] == 6 and len(ticks) >= 5
+
+
+def test_guard_trigger_stops_when_someone_else_stopped_the_soak(on_store, staging, tmp_path):
+    path, plan = guard_plan(tmp_path, alert_above=0.99)
+
+    async def go():
+        trigger = GuardTrigger("g3", str(path), now() + timedelta(hours=1), 60, "c", poll_seconds=0.2)
+        waiting = asyncio.ensure_future(anext(trigger.run()))
+        await asyncio.sleep(0.5)
+        on_store.add_event("g3", "no_go", {"criterion": "x", "detail": "d", "text": "NO-GO: x: d"})
+        return await asyncio.wait_for(waiting, 5)
+
+    assert isinstance(asyncio.run(go()), TaskSkippedEvent)  # before its first tick: no reading
