@@ -36,3 +36,13 @@ class LintError(SoakError):
     def __init__(self, message: str, result=None):
         super().__init__(message)
         self.result = result
+
+
+class RehearsalError(SoakError):
+    """The rollback rehearsal (``rehearsal.py``) failed on its scratch copy; staging was
+    not touched. ``step``: ``scratch``, ``restore``, ``migrate``, ``validate``,
+    ``rollback`` or ``verify``."""
+
+    def __init__(self, step: str, message: str):
+        super().__init__(f"{step}: {message}")
+        self.step = step

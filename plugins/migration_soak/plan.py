@@ -590,6 +590,25 @@ class Lint(_Model):
     timeout_s: float = Field(default=60, gt=0)
 
 
+class Rehearsal(_Model):
+    """The rollback rehearsed on a scratch copy after the backup, before the migration
+    (``rehearsal.py``, docs/rehearsal.md): a failure stops the run before staging is touched.
+
+    ``enabled``: rehearse (default true). ``max_database_mb``: staging databases larger
+    than this (MiB, ``pg_database_size``) are not rehearsed: the run says so in a
+    ``rehearsal`` event and the report, and goes on. ``connection``: a Postgres connection
+    id of the server that hosts the scratch database (its role needs ``CREATEDB``);
+    ``None``: the staging server itself, through ``staging_direct``. ``jobs``:
+    ``pg_restore --jobs`` for the copy. ``timeout_s``: bound (seconds) on each tool run.
+    """
+
+    enabled: bool = True
+    max_database_mb: float = Field(default=4096, gt=0)
+    connection: str | None = None
+    jobs: int = Field(default=2, ge=1, le=16)
+    timeout_s: float = Field(default=3 * 3600, gt=0)
+
+
 class Plan(_Model):
     """A whole soak. See ``include/plans/default.yaml`` for the seed's plan."""
 
@@ -615,6 +634,8 @@ class Plan(_Model):
     human_gates: list[HumanGate] = Field(default_factory=list)
     #: migration lint with squawk at preflight (``lint.py``)
     lint: Lint = Lint()
+    #: the rollback rehearsed on a scratch copy before the migration (``rehearsal.py``)
+    rehearsal: Rehearsal = Rehearsal()
 
     @model_validator(mode="after")
     def _consistent(self):

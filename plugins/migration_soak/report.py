@@ -551,6 +551,19 @@ def _gate_state(run: _Run) -> str:
     return f"{state or 'unknown state'}"
 
 
+def _rehearsal(run: _Run) -> str:
+    """The rehearsal line: what was rehearsed, or why it was not (``rehearsal.py``)."""
+    failed = run.last("rehearsal_failed")
+    if failed:
+        return f"failed at {failed['payload'].get('step')}: {failed['payload'].get('text')}"
+    done = run.last("rehearsal")
+    if not done:
+        return "not run"
+    text = done["payload"].get("text", "")
+    return text[:1].upper() + text[1:] + (" (also the estimate of a real rollback's duration)"
+                                           if done["payload"].get("status") == "passed" else "")
+
+
 def _human_gates(run: _Run) -> list[str]:
     lines = [f"{g.text}: {_gate_state(run)}" for g in run.plan.human_gates]
     if not run.plan.human_gates and run.sign_off:
@@ -831,7 +844,7 @@ def render_report(
     final = _final(run)
     lint = (run.last("lint") or {}).get("payload")
     return _ENV.get_template("report.md.j2").render(
-        lint=lint,
+        lint=lint, rehearsal=_rehearsal(run),
         plan=plan, run_id=run_id, banner=_banner(plan, time_scale), checkbox=_checkbox(run, time_scale),
         period=_period(run, time_scale), verdict=verdict, verdict_reasons=verdict.reasons, final=final,
         deciding=_deciding(run), human_gates=_human_gates(run), results=_results(run),

@@ -46,7 +46,8 @@ def test_shape_backup_migrate_verify_then_checks_then_branch(dag):
     # the baseline is measured before the backup; the fingerprint between backup and migration
     assert up("start_baseline") == {"preflight"}
     assert up("backup") == {f"baseline.{c}" for c in plan.baseline.checks}
-    assert up("fingerprint") == {"backup"}
+    assert up("rehearse") == {"backup"}  # the rollback rehearsed before staging is touched
+    assert up("fingerprint") == {"rehearse"}
     assert up("migrate") == {"fingerprint"}
     assert up("verify") == {"migrate"}
     # every check visible by name in the grid: one task per phase and check
@@ -61,6 +62,7 @@ def test_shape_backup_migrate_verify_then_checks_then_branch(dag):
     assert up("guard") == {"start_clock"}
     assert up("judge_soak") == {f"passive.{c.id}" for c in plan.checks_in("passive")} | {"guard"}
     assert dag.task_dict["judge_soak"].trigger_rule == "none_failed"  # skipped check tasks are not failures
+    assert dag.task_dict["fingerprint"].trigger_rule == "none_failed"  # after a rehearsal skipped above its size limit
     down = lambda tid: {t.task_id for t in dag.task_dict[tid].downstream_list}  # noqa: E731
     assert down("judge_soak") == {"human_decision", "ask_sign_off"}
     assert up("ask_sign_off") == {"judge_soak", "human_decision"}

@@ -76,7 +76,7 @@ REJECT_COMMENT = "password reset fails on the iOS app"
 
 DRIFT_CHECK = "users_without_authorizer_id"  # the check the drift users show up in
 OK, SKIP, FAIL, UPSTREAM = "success", "skipped", "failed", "upstream_failed"
-BEFORE_THE_CHECKS = ["load", "preflight", "backup", "fingerprint", "migrate", "verify", "restart_apps", "start_clock"]
+BEFORE_THE_CHECKS = ["load", "preflight", "backup", "rehearse", "fingerprint", "migrate", "verify", "restart_apps", "start_clock"]
 ROLLBACK = ["rollback.notify_rollback", "rollback.restore", "rollback.mark_ledger", "rollback.restart_after_rollback",
             "rollback.health", "rollback.post_mortem"]
 
@@ -111,6 +111,9 @@ def _down_sql_with_a_typo(plan: dict, root: Path) -> None:
     bad.write_text(good.replace("BOOLEAN", "BOOLEN"))
     assert bad.read_text() != good
     plan["migration"]["down_sql"] = str(bad)
+    # The rehearsal would catch the typo before the migration (tests/e2e/test_rehearsal.py):
+    # without it, the typo reaches the real rollback, which must fail visibly.
+    plan["rehearsal"] = {"enabled": False}
 
 
 @dataclass(frozen=True)

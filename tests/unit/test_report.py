@@ -373,3 +373,26 @@ def test_the_lint_findings_and_the_accepted_ones_with_their_reasons_are_listed()
     assert "- accepted `ban-drop-column` (20251202020032_update_user_schema_final line 9): The purpose" in text
     without = report.render_report(PLAN, "run", *go_run(300.0), 300.0)
     assert next(t for t in without.splitlines() if t.startswith("**Migration lint")).endswith("not run")
+
+
+def test_the_rollback_rehearsal_line_says_what_was_rehearsed_or_why_not():
+    from migration_soak.rehearsal import RehearsalResult
+
+    def line(*extra):
+        verdict, obs, events = go_run(300.0)
+        events[:0] = list(extra)
+        text = report.render_report(PLAN, "run", verdict, obs, events, 300.0)
+        return next(t for t in text.splitlines() if t.startswith("**Rollback rehearsal:**"))
+
+    passed = RehearsalResult(status="passed", database_bytes=9 << 20, restore_s=1.5, migrate_s=0.2, rollback_s=2.0,
+                             verify_s=0.4, total_s=4.4, users_at_backup=100, values_restored=200, mismatches=0)
+    assert line(event("rehearsal", T0, **passed.to_dict())) == (
+        "**Rollback rehearsal:** Rollback rehearsed: 200 values restored, 0 mismatches, 4.4 s (restore 1.5 s, "
+        "migrate 0.2 s, rollback 2.0 s, verify 0.4 s) (also the estimate of a real rollback's duration)")
+    skipped = RehearsalResult(status="skipped", database_bytes=5 << 30, reason="staging is 5120 MiB, above "
+                              "rehearsal.max_database_mb 4096 MiB")
+    assert line(event("rehearsal", T0, **skipped.to_dict())).endswith(
+        "Rollback not rehearsed: staging is 5120 MiB, above rehearsal.max_database_mb 4096 MiB")
+    assert line(event("rehearsal_failed", T0, step="rollback", text="rollback: syntax error")).endswith(
+        "failed at rollback: rollback: syntax error")
+    assert line().endswith("not run")

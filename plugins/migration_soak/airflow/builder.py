@@ -1,6 +1,6 @@
 """Build the soak DAG from a plan: the plan's phases become task groups of check tasks.
 
-backup -> migrate deploy -> verify -> restart apps -> hour-0 checks -> start the clock
+backup -> rollback rehearsal -> migrate deploy -> verify -> restart apps -> hour-0 checks -> start the clock
 -> phase groups in order (one sensor per check, waking at each tick) -> judge_soak
 -> [human_decision on INCONCLUSIVE] -> ask_sign_off -> [sign_off] -> decide (branch)
 -> report | the rollback group -> release -> conclude (green only for a GO; docs/verdict.md).
@@ -79,7 +79,7 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
             checked >> started >> baseline >> record
         else:
             checked >> record
-        hour0_at = t.verify(t.migrate(t.fingerprint(record)))
+        hour0_at = t.verify(t.migrate(t.fingerprint(t.rehearse(record))))
         restarted = t.restart_apps(hour0_at)
 
         with TaskGroup("hour0", tooltip="Checklist Hora 0: right after the migration and the restart") as hour0:

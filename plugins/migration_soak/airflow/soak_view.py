@@ -61,7 +61,8 @@ OUTCOME = {  # (label, css class) of a criterion's outcome, by kind
 }
 CHECK_OUTCOME = {"met": "good", "partial": "good", "not_met": "warn", "breached": "bad", "not_enough_data": "wait",
                  "not_measured": "wait"}
-EVENT_CLASS = {"no_go": "bad", "migrate_failed": "bad", "rollback_started": "bad", "alert": "warn",
+EVENT_CLASS = {"no_go": "bad", "migrate_failed": "bad", "rehearsal_failed": "bad", "rollback_started": "bad",
+               "restore_failed": "bad", "alert": "warn", "rehearsal": "key", "lint": "key",
                "decision": "key", "verdict": "key", "human_decision": "key", "sign_off": "key",
                "rollback_completed": "key", "report": "key"}
 
@@ -210,7 +211,7 @@ def soak_clock(snap: Snapshot) -> Clock:
     total = plan.soak_hours()
     hour0 = run.clock0 if run else None
     if hour0 is None:
-        done = [k for k in ("load", "preflight", "backup", "migrate", "verify", "restart_apps") if
+        done = [k for k in ("load", "preflight", "backup", "rehearse", "migrate", "verify", "restart_apps") if
                 snap.tasks.get(k) == "success"]
         running = [t for t, s in snap.tasks.items() if s in ("running", "deferred", "up_for_reschedule", "queued")]
         if snap.first("no_go"):

@@ -71,25 +71,27 @@ def _attempts(exc: Exception) -> list[dict]:
     return [a.to_dict() for a in getattr(exc, "lock_attempts", ()) or ()]
 
 
-def _prisma(plan: Plan):
-    """The real Prisma CLI in the plan's ``prisma_project``, or ``None`` without one."""
+def _prisma(plan: Plan, target=None):
+    """The real Prisma CLI in the plan's ``prisma_project`` on ``target`` (default:
+    staging, direct), or ``None`` without a project."""
     from migration_soak.prisma_cli import PrismaCliBackend
 
     m = plan.migration
     if not m.prisma_project:
         return None
-    return PrismaCliBackend(_direct(plan), plan.path(m.prisma_project), timeout_s=m.prisma_timeout_s,
+    return PrismaCliBackend(target or _direct(plan), plan.path(m.prisma_project), timeout_s=m.prisma_timeout_s,
                             migrations_dir=plan.path(m.migrations_dir))
 
 
-def _backend(plan: Plan):
-    """The plan's ``MigrationBackend``: ``LedgerBackend`` or the Prisma CLI."""
+def _backend(plan: Plan, target=None):
+    """The plan's ``MigrationBackend`` (``LedgerBackend`` or the Prisma CLI) on ``target``
+    (default: staging, direct)."""
     from migration_soak.migrate import LedgerBackend
 
     m = plan.migration
     if m.backend == "prisma_cli":
-        return _prisma(plan)
-    return LedgerBackend(_direct(plan), plan.path(m.migrations_dir), lock_timeout_s=m.lock_timeout_s,
+        return _prisma(plan, target)
+    return LedgerBackend(target or _direct(plan), plan.path(m.migrations_dir), lock_timeout_s=m.lock_timeout_s,
                          lock_retries=m.lock_retries)
 
 
@@ -238,6 +240,39 @@ def backup() -> dict:
 
 
 @task
+def rehearse(backup_record: dict) -> dict:
+    """Rehearse the rollback on a scratch copy of the backup before staging is touched
+    (rehearsal.py; seed pre-requisite "Plan de rollback revisado y aprobado"). A failure
+    stops the run before the migration, naming the step."""
+    from migration_soak.backup import BackupRecord
+    from migration_soak.backup_storage import fetched
+    from migration_soak.exceptions import RehearsalError
+    from migration_soak.pgconn import PgTarget
+    from migration_soak.rehearsal import rehearse as run_rehearsal
+
+    ctx, plan, run_id = _ctx()
+    store = _store(plan)
+    if not plan.rehearsal.enabled:
+        text = "rollback not rehearsed: rehearsal.enabled is false in the plan"
+        store.add_event(run_id, "rehearsal", {"status": "disabled", "text": text})
+        raise AirflowSkipException(text)
+    server = PgTarget.from_airflow(plan.rehearsal.connection) if plan.rehearsal.connection else None
+    record = BackupRecord.from_dict(backup_record)
+    try:
+        with fetched(record) as local:
+            result = run_rehearsal(plan, _direct(plan), local, _bin_dir(plan), run_id=run_id,
+                                   backend_for=lambda target: _backend(plan, target), server=server)
+    except (RehearsalError, BackupError) as exc:
+        step = getattr(exc, "step", "restore")
+        store.add_event(run_id, "rehearsal_failed", {"step": step, "text": str(exc)[:2000]})
+        raise AirflowFailException(f"rollback rehearsal failed at {exc}; staging was not touched") from exc
+    store.add_event(run_id, "rehearsal", result.to_dict())
+    if result.status == "skipped":
+        raise AirflowSkipException(result.text)
+    return result.to_dict()
+
+
+@task
 def migrate(backup_record: dict) -> dict:
     """Apply pending migrations with Prisma's ``migrate deploy`` semantics (Hora 0 step 2).
 
@@ -294,8 +329,8 @@ def start_baseline() -> str:
     return _moment(plan, run_id, "baseline_start", "at", "baseline measurements start")
 
 
-@task
-def fingerprint(_backup_record: dict) -> dict:
+@task(trigger_rule="none_failed")  # after a rehearsal that passed or was skipped (it says why)
+def fingerprint(_rehearsal: dict | None) -> dict:
     """Row counts and fingerprints of the preserved columns before the migration, for the
     data-loss checks (seed NO-GO "Cualquier pérdida de datos detectada")."""
     from migration_soak.sources.fingerprint import record_baseline

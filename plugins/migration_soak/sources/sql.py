@@ -177,6 +177,17 @@ def measure(check: Check, conn_id: str) -> Measurement:
         columns, rows = run_readonly(conn_id, sql)
     except MeasurementError as exc:
         raise MeasurementError(f"{check.id}: {src.sql}: {exc}") from None
+    return value_of(check, columns, rows)
+
+
+def value_of(check: Check, columns: list[str], rows: list[tuple]) -> Measurement:
+    """The check's value from its query's result (see ``SqlSource``): a cell, the row count,
+    an ``EXPLAIN ANALYZE`` "Execution Time" (ms) or a ratio of two cells (0..1).
+
+    Raises ``MeasurementError`` for an empty result, a NULL cell or a missing column.
+    Also used by the rollback rehearsal (``rehearsal.py``) on its scratch database.
+    """
+    src = check.source
     evidence = {"sql": src.sql, "columns": columns, "rows": [[_jsonable(v) for v in r] for r in rows[:20]]}
     if src.measure == "rows":
         return Measurement(float(len(rows)), evidence)

@@ -1,0 +1,125 @@
+"""rehearsal.py on the real server: the rollback rehearsed on a scratch copy; a broken down
+SQL or a validation failure is caught there and staging is left exactly as it was."""
+
+from __future__ import annotations
+
+import pytest
+
+from migration_soak.backup import take_backup
+from migration_soak.exceptions import RehearsalError
+from migration_soak.migrate import LedgerBackend
+from migration_soak.plan import load_plan
+from migration_soak.rehearsal import rehearse, scratch_name
+
+from .conftest import DOWN_SQL, MIGRATIONS, SEED_USERS, query, snapshot
+
+RUN_ID = "manual__rehearsal-test"
+
+
+def _plan(**rehearsal):
+    plan = load_plan("default")
+    return plan.model_copy(update={"rehearsal": plan.rehearsal.model_copy(update=rehearsal)})
+
+
+def _with_down_sql(plan, path):
+    return plan.model_copy(update={"migration": plan.migration.model_copy(update={"down_sql": str(path)})})
+
+
+def _state(target):
+    """Everything the rehearsal must leave alone on staging: values, columns, ledger."""
+    columns = query(target, "SELECT column_name FROM information_schema.columns "
+                            "WHERE table_schema = 'public' AND table_name = 'users' ORDER BY 1")
+    ledger = query(target, 'SELECT migration_name, checksum, finished_at, rolled_back_at FROM "_prisma_migrations" '
+                           "ORDER BY 1")
+    return snapshot(target), columns, ledger
+
+
+def _scratch_exists(target, run_id=RUN_ID):
+    return bool(query(target, "SELECT 1 FROM pg_database WHERE datname = %s", (scratch_name(run_id),)))
+
+
+@pytest.fixture
+def backed_up(seeded, pg_bin, tmp_path):
+    """The seeded staging database (the drop migration pending) and its verified backup."""
+    return seeded, take_backup(seeded, tmp_path / "backups", pg_bin, "pre_rehearsal")
+
+
+def _rehearse(plan, staging, backup, pg_bin):
+    return rehearse(plan, staging, backup, pg_bin, run_id=RUN_ID,
+                    backend_for=lambda t: LedgerBackend(t, MIGRATIONS, lock_retries=0))
+
+
+def test_the_rollback_is_rehearsed_on_a_copy_and_staging_is_untouched(backed_up, pg_bin):
+    staging, backup = backed_up
+    before = _state(staging)
+    result = _rehearse(_plan(), staging, backup, pg_bin)
+    print(f"\nrehearsal of {SEED_USERS} users: {result.text}")
+
+    assert result.status == "passed"
+    assert result.users_at_backup == SEED_USERS
+    assert result.values_restored == 2 * SEED_USERS and result.mismatches == 0
+    assert {v["check"]: v["ok"] for v in result.validations} == {
+        "users_without_authorizer_id": True, "deprecated_columns_absent": True}
+    assert min(result.restore_s, result.migrate_s, result.rollback_s, result.verify_s) > 0
+    assert result.total_s >= result.restore_s + result.migrate_s + result.rollback_s + result.verify_s - 0.01
+    assert result.text.startswith(f"rollback rehearsed: {2 * SEED_USERS} values restored, 0 mismatches, ")
+    assert _state(staging) == before  # still pending on staging, every value and column in place
+    assert LedgerBackend(staging, MIGRATIONS).status()[-1].is_pending
+    assert not _scratch_exists(staging)
+
+
+def test_a_down_sql_with_a_typo_stops_at_the_rollback_step(backed_up, pg_bin, tmp_path):
+    staging, backup = backed_up
+    broken = tmp_path / "typo.down.sql"
+    broken.write_text(DOWN_SQL.read_text().replace("ADD COLUMN", "ADD COLUMNN", 1))
+    before = _state(staging)
+    with pytest.raises(RehearsalError) as err:
+        _rehearse(_with_down_sql(_plan(), broken), staging, backup, pg_bin)
+    assert err.value.step == "rollback" and "COLUMNN" in str(err.value)
+    assert _state(staging) == before
+    assert not _scratch_exists(staging)
+
+
+def test_a_down_sql_that_forgets_a_dropped_column_is_caught(backed_up, pg_bin, tmp_path):
+    staging, backup = backed_up
+    partial = tmp_path / "partial.down.sql"
+    partial.write_text('ALTER TABLE "users" ADD COLUMN IF NOT EXISTS "passwordHash" TEXT;\n')
+    assert "emailVerified" not in partial.read_text() and "passwordHash" in partial.read_text()
+    before = _state(staging)
+    with pytest.raises(RehearsalError) as err:
+        _rehearse(_with_down_sql(_plan(), partial), staging, backup, pg_bin)
+    assert err.value.step == "rollback" and "emailVerified" in str(err.value)
+    assert _state(staging) == before
+    assert not _scratch_exists(staging)
+
+
+def test_a_validation_query_failing_on_the_copy_stops_the_run(seeded, pg_bin, tmp_path):
+    query(seeded, "UPDATE users SET \"authorizerId\" = NULL WHERE id = 'usr_0000042'")
+    backup = take_backup(seeded, tmp_path / "backups", pg_bin, "pre_rehearsal")
+    before = _state(seeded)
+    with pytest.raises(RehearsalError) as err:
+        _rehearse(_plan(), seeded, backup, pg_bin)
+    assert err.value.step == "validate" and "users_without_authorizer_id is 1" in str(err.value)
+    assert _state(seeded) == before
+    assert not _scratch_exists(seeded)
+
+
+def test_a_database_above_the_limit_is_not_rehearsed_and_says_why(backed_up, pg_bin):
+    staging, backup = backed_up
+    result = _rehearse(_plan(max_database_mb=1), staging, backup, pg_bin)
+    assert result.status == "skipped" and result.values_restored == 0
+    assert result.database_bytes > 1024 * 1024
+    assert "above rehearsal.max_database_mb 1 MiB" in result.text and result.text.startswith("rollback not rehearsed")
+    assert not _scratch_exists(staging)
+
+
+def test_a_leftover_scratch_database_from_a_killed_try_is_replaced(backed_up, pg_bin):
+    staging, backup = backed_up
+    conn = staging.connect()
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{scratch_name(RUN_ID)}"')
+    conn.close()
+    assert _rehearse(_plan(), staging, backup, pg_bin).status == "passed"
+    assert not _scratch_exists(staging)
+
