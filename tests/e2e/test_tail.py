@@ -366,6 +366,8 @@ def _expected_states(o: Outcome) -> dict[str, str]:
     plan = load_plan(str(o.plan_file))
     read = {(ob.phase, ob.check_id) for ob in o.observations}
     expected = {t: OK for t in BEFORE_THE_CHECKS}
+    if not plan.rehearsal.enabled:  # skipped, saying so: nothing was rehearsed
+        expected["rehearse"] = SKIP
     for phase, check in plan.schedule():
         # a check task that never took a reading (the soak stopped first) ends skipped
         expected[f"{phase}.{check}"] = OK if (phase, check) in read else SKIP
