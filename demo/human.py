@@ -7,6 +7,9 @@ the run's pending questions and answers each with ``PATCH .../hitlDetails``, as 
 "Required actions" page would. One API server answers every question of a run: the
 INCONCLUSIVE ``human_decision`` and the QA ``sign_off``, whichever the run asks.
 
+With ``server`` (an ``AirflowLocal`` that runs the real components, ``demo.run
+--runner airflow``) it starts no API server: it asks that one, with its login.
+
 ``stop_tree`` stops a child process started in its own session and everything it forked
 (``demo.run`` uses it for ``airflow dags test`` too).
 """
@@ -91,14 +94,15 @@ class Approver:
 
     def __init__(self, env: dict[str, str], dag_id: str, choice: str | None = None, task_id: str = "human_decision",
                  log_path: Path | None = None, timeout_s: float | None = None,
-                 answers: dict[str, tuple[str, dict | None]] | None = None):
+                 answers: dict[str, tuple[str, dict | None]] | None = None, server=None):
         self.env = {**env, "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True"}
         self.dag_id = dag_id
         self.answers: dict[str, tuple[str, dict | None]] = dict(answers or {})
         if choice is not None:
             self.answers[task_id] = (choice, None)
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.server = server
+        self.port = _free_port() if server is None else None
+        self.base = f"http://127.0.0.1:{self.port}" if server is None else server.base.rstrip("/")
         self.url = self.base + "/"
         self.log_path = log_path
         self.timeout_s = timeout_s
@@ -122,6 +126,10 @@ class Approver:
         return next(iter(self.answers_given.values()), None)
 
     def __enter__(self) -> "Approver":
+        if self.server is not None:  # answer through the running API server
+            if self.answers:
+                self._thread.start()
+            return self
         airflow = str(Path(sys.executable).with_name("airflow"))
         out = open(self.log_path, "w") if self.log_path else subprocess.DEVNULL
         try:
@@ -151,7 +159,8 @@ class Approver:
         deadline = time.monotonic() + 120
         while not self._stop.is_set():
             try:
-                r = requests.get(f"{self.base}/auth/token", timeout=5)
+                r = (self.server.request_token() if self.server is not None
+                     else requests.get(f"{self.base}/auth/token", timeout=5))
                 if r.ok:
                     return r.json()["access_token"]
             except requests.RequestException:

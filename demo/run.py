@@ -2,12 +2,23 @@
 
 Starts a fresh staging stack (embedded PostgreSQL seeded with 100 000 users, the demo
 gateway and Authorizer under steady load, a database host exporter) and a local Slack
-stand-in, then runs the real DAG with ``airflow dags test`` on a compressed clock and
-prints what a person would look for: the final decision (and the judge's verdict when a
+stand-in, then runs the real DAG on a compressed clock and prints what a person would
+look for: the final decision (and the judge's verdict when a
 person or a policy changed it), the deciding criterion, the report's path, the
 rollback's figures, the Slack messages. Scenarios other than ``healthy`` and
 ``legacy-code`` inject their faults on the soak clock (``demo/faults.py``).
 ``run_soak`` is also what the end-to-end tests call.
+
+Two runners (``--runner``): ``airflow`` starts the real Airflow
+components (``demo.ui.Deployment``: ``api-server``, ``scheduler``, ``dag-processor``,
+``triggerer``, LocalExecutor, metadata on the stack's PostgreSQL), triggers the DAG
+through the REST API, answers people's questions through the same API server, and shows
+progress while it waits (``demo.progress``); tasks run concurrently, as in production.
+``dags-test`` (the default) replays the DAG with ``airflow dags test``, one task at a
+time, silent while it waits. ``dags-test`` stays the default because on a 2-core machine
+the real scheduler cannot start the 13 intensive check tasks every 3 s of wall time that
+``time_scale`` 300 asks for: ticks are missed and a healthy soak ends INCONCLUSIVE
+(README, "The demo on the real components").
 
 Exit codes (the run's final ``decision`` event, never the judge's verdict alone):
 0 GO (the run succeeded), 1 NO-GO (a breached criterion, or a rejected / unanswered
@@ -31,6 +42,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -40,6 +52,7 @@ import sqlalchemy as sa
 
 from demo.faults import SCENARIOS, Timeline, base_scenario
 from demo.human import Approver, stop_tree
+from demo.progress import DEFAULT_PHASES, SoakState, make_reporter, read_store, soak_state
 from demo.slack_sink import SlackSink
 from demo.stack import Stack, airflow_connections
 
@@ -54,6 +67,13 @@ EXIT_GO, EXIT_NO_GO, EXIT_INCONCLUSIVE, EXIT_NO_DECISION = 0, 1, 2, 3
 EXIT_MEANING = {EXIT_GO: "GO", EXIT_NO_GO: "NO-GO", EXIT_INCONCLUSIVE: "INCONCLUSIVE",
                 EXIT_NO_DECISION: "no final decision"}
 SIGN_OFF_OPTIONS = {"approve": "Approve", "reject": "Reject"}
+#: ``run_soak``'s runners: the real components, or ``airflow dags test``.
+RUNNER_AIRFLOW, RUNNER_DAGS_TEST = "airflow", "dags-test"
+RUNNERS = (RUNNER_AIRFLOW, RUNNER_DAGS_TEST)
+#: The ``airflow`` runner's LocalExecutor task slots: a check task that wakes for a tick
+#: holds one while it measures (seconds), and the intensive phase wakes 13 at once.
+PARALLELISM = 12
+RUNNER_TEXT = {RUNNER_AIRFLOW: "scheduler, triggerer, LocalExecutor", RUNNER_DAGS_TEST: "airflow dags test"}
 
 
 def dag_id_for(plan: str) -> str:
@@ -136,7 +156,13 @@ class SoakOutcome:
     instance's (from the run's Airflow metadata database); ``task_errors``: ``(task_id,
     message)`` of each task that failed with an exception, in order (task_id ``None``: an
     error outside any task, e.g. a refused trigger form); ``exit_code``: of ``airflow dags
-    test``; ``exit_code_for_user``: the demo's (module docstring).
+    test`` (the ``airflow`` runner: 0 when the run succeeded, else 1);
+    ``exit_code_for_user``: the demo's (module docstring). ``runner``: ``airflow`` or
+    ``dags-test``; ``soak_seconds``: wall seconds from the run's start (the trigger, or
+    ``airflow dags test``'s start) to its end. The ``airflow`` runner also fills
+    ``task_instances`` (the REST API's, with ``start_date`` / ``end_date``), ``timings``
+    (wall seconds: ``stack_s``, ``airflow_s``, ``dags_s``) and ``progress`` (the last state
+    shown); ``log_path`` is then the task logs' folder.
     """
 
     run_id: str | None
@@ -156,6 +182,10 @@ class SoakOutcome:
     task_states: dict[str, str | None] = field(default_factory=dict)
     task_errors: list[tuple[str | None, str]] = field(default_factory=list)
     sign_off_answer: tuple[str, str] | None = None
+    runner: str = RUNNER_DAGS_TEST
+    task_instances: list[dict] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    progress: SoakState | None = None
 
     @property
     def verdict(self) -> str | None:
@@ -345,9 +375,13 @@ def run_soak(workdir: Path, scenario: str = "healthy", time_scale: float = 300.0
              plan: str = "default", fresh: bool = True, on_inconclusive: str = "rollback",
              human_choice: str | None = None, require_sign_off: bool = False, sign_off: str | None = None,
              sign_off_comment: str = "", plans_dir: Path | None = None, extra_conf: dict | None = None,
-             serve_ui: bool = False, progress: Callable[[str], None] | None = None) -> SoakOutcome:
-    """Start the stack, run the DAG once with ``airflow dags test``, collect the outcome.
+             serve_ui: bool = False, progress: Callable[[str], None] | None = None,
+             runner: str = RUNNER_DAGS_TEST, watch: Callable[[SoakState], None] | None = None,
+             poll_s: float = 1.0, parallelism: int = PARALLELISM) -> SoakOutcome:
+    """Start the stack, run the DAG once, collect the outcome.
 
+    ``runner``: ``dags-test`` (default) runs it with ``airflow dags test``; ``airflow``
+    starts the real components and triggers it through the REST API (module doc).
     ``workdir`` holds the stack, the Airflow home and the run's log. ``fresh`` drops the
     previous staging data so the migration is pending again. ``scenario``: a key of
     ``demo.faults.SCENARIOS``. ``plan``: the plan's name (DAG ``dag_id_for(plan)``);
@@ -359,21 +393,20 @@ def run_soak(workdir: Path, scenario: str = "healthy", time_scale: float = 300.0
     ``sign_off_comment``. ``extra_conf``: more run params (override the above).
     ``serve_ui``: start the API server even with nothing to answer (a person answers in the
     UI; ``progress`` is told its address). ``progress``: called with one line at each step.
+    ``watch`` (``airflow`` runner): called every ``poll_s`` seconds while the run is
+    active with its ``demo.progress.SoakState``, and once with the final one.
+    ``parallelism`` (``airflow`` runner): the LocalExecutor's task slots.
 
     Whatever happens (an exception, Ctrl-C), every process it started is stopped before it
-    returns or raises: ``airflow dags test`` and its children, the API server, the app,
-    PostgreSQL.
+    returns or raises: ``airflow dags test`` or the Airflow components and their task
+    processes, the API server, the app, PostgreSQL.
     """
     if sign_off is not None and sign_off not in SIGN_OFF_OPTIONS:
         raise ValueError(f"sign_off must be one of {sorted(SIGN_OFF_OPTIONS)} or None, got {sign_off!r}")
+    if runner not in RUNNERS:
+        raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
     say = progress or (lambda line: None)
     workdir = Path(workdir).resolve()
-    if fresh:
-        shutil.rmtree(workdir / "stack", ignore_errors=True)
-    home = workdir / "airflow"
-    ensure_airflow_db(home)
-    (home / "runtime").mkdir(parents=True, exist_ok=True)
-    log_path = workdir / "airflow-run.log"
     dag_id = dag_id_for(plan)
     if human_choice is not None:
         on_inconclusive = "ask"
@@ -384,6 +417,16 @@ def run_soak(workdir: Path, scenario: str = "healthy", time_scale: float = 300.0
         answers["human_decision"] = (human_choice, None)
     if sign_off is not None:
         answers["sign_off"] = (SIGN_OFF_OPTIONS[sign_off], {"comment": sign_off_comment})
+    if runner == RUNNER_AIRFLOW:
+        return _run_on_components(workdir, scenario, users, plan, dag_id, conf, answers, fresh=fresh,
+                                  plans_dir=plans_dir, say=say, watch=watch, poll_s=poll_s, parallelism=parallelism)
+
+    if fresh:
+        shutil.rmtree(workdir / "stack", ignore_errors=True)
+    home = workdir / "airflow"
+    ensure_airflow_db(home)
+    (home / "runtime").mkdir(parents=True, exist_ok=True)
+    log_path = workdir / "airflow-run.log"
 
     stop = threading.Event()
     stack = Stack(workdir / "stack", scenario=base_scenario(scenario), users=users)
@@ -403,7 +446,7 @@ def run_soak(workdir: Path, scenario: str = "healthy", time_scale: float = 300.0
             env["MIGRATION_SOAK_PLANS_DIR"] = str(Path(plans_dir).resolve())
         metadata = _metadata_url(env, home)
         before = _last_dag_run(metadata, dag_id)
-        timeline = _start_faults_at_hour0(info, scenario, time_scale, stop)
+        timeline = _start_faults_at_hour0(info, scenario, float(conf["time_scale"]), stop)
         if answers or serve_ui:
             approver = Approver(env, dag_id, answers=answers, log_path=workdir / "api-server.log").__enter__()
             say(f"airflow api-server at {approver.url} (Required actions); its log: {workdir / 'api-server.log'}")
@@ -434,28 +477,9 @@ def run_soak(workdir: Path, scenario: str = "healthy", time_scale: float = 300.0
             except sa.exc.SQLAlchemyError:
                 outcome.run_state = last[2]
         outcome.task_errors = task_errors(log_path.read_text(errors="replace"))
-        engine = _store_engine(info)
-        try:
-            store = Store(engine)
-            if outcome.run_id is None and last is None:  # the metadata DB could not be read
-                with engine.connect() as conn:
-                    outcome.run_id = conn.execute(sa.text(
-                        "SELECT run_id FROM soak_events ORDER BY id DESC LIMIT 1")).scalar()
-            if outcome.run_id:
-                outcome.all_events = store.events(outcome.run_id)
-                outcome.events = {e["kind"]: e for e in reversed(outcome.all_events)}  # the first of each kind
-                decisions = [e for e in outcome.all_events if e["kind"] == "decision"]
-                outcome.decision = decisions[-1]["payload"] if decisions else None
-        except sa.exc.ProgrammingError:  # the run failed before it created the store's tables
-            pass
-        finally:
-            engine.dispose()
+        _read_outcome_from_store(outcome, info, newest_if_unknown=last is None)
         outcome.slack = list(sink.messages)
-        try:
-            resp = requests.post(info["gateway_url"] + "/auth/login", json={"email": "user1@example.test"}, timeout=10)
-            outcome.login_status_after = resp.status_code
-        except requests.RequestException:
-            outcome.login_status_after = None
+        outcome.login_status_after = _login_status(info)
         return outcome
     finally:
         with _shielded():
@@ -468,6 +492,206 @@ def run_soak(workdir: Path, scenario: str = "healthy", time_scale: float = 300.0
                 timeline.stop()
             stack.stop()
             sink.__exit__(None, None, None)
+
+
+def _read_outcome_from_store(outcome: SoakOutcome, info: dict, newest_if_unknown: bool = False) -> None:
+    """Fill ``outcome``'s events and decision from the store (``run_id``: the newest
+    run's there when unknown and ``newest_if_unknown``)."""
+    engine = _store_engine(info)
+    try:
+        store = Store(engine)
+        if outcome.run_id is None and newest_if_unknown:  # the metadata DB could not be read
+            with engine.connect() as conn:
+                outcome.run_id = conn.execute(sa.text(
+                    "SELECT run_id FROM soak_events ORDER BY id DESC LIMIT 1")).scalar()
+        if outcome.run_id:
+            outcome.all_events = store.events(outcome.run_id)
+            outcome.events = {e["kind"]: e for e in reversed(outcome.all_events)}  # the first of each kind
+            decisions = [e for e in outcome.all_events if e["kind"] == "decision"]
+            outcome.decision = decisions[-1]["payload"] if decisions else None
+    except sa.exc.ProgrammingError:  # the run failed before it created the store's tables
+        pass
+    finally:
+        engine.dispose()
+
+
+def _login_status(info: dict) -> int | None:
+    """HTTP status of a login on the staging app now (``None``: no answer)."""
+    try:
+        return requests.post(info["gateway_url"] + "/auth/login", json={"email": "user1@example.test"},
+                             timeout=10).status_code
+    except requests.RequestException:
+        return None
+
+
+# --- the real components ------------------------------------------------------------------------
+
+def plan_phases(plan: str, plans_dir: Path | None = None) -> list[tuple[str, float, float]]:
+    """(name, start hour, end hour) of the plan's soak phases, for the progress display;
+    the default plan's when the plan does not load (the run then says why)."""
+    from migration_soak.plan import load_plan
+
+    try:
+        loaded = load_plan(str(Path(plans_dir or ROOT / "include" / "plans").resolve() / f"{plan}.yaml"))
+        return [(p.name, float(p.start_hour), float(p.end_hour)) for p in loaded.phases]
+    except Exception:  # a broken plan: the run fails and says why; the display keeps a shape
+        return list(DEFAULT_PHASES)
+
+
+def _map_index(ti: dict) -> int:
+    index = ti.get("map_index")
+    return -1 if index is None else int(index)
+
+
+def logged_task_errors(log_dir: Path, dag_id: str, run_id: str,
+                       task_instances: list[dict]) -> list[tuple[str | None, str]]:
+    """``(task_id, "Class: message")`` of each failed task instance, in the order they
+    ended, from the exception in its last try's log (``<log_dir>/dag_id=…/run_id=…/
+    task_id=…/attempt=N.log``, JSON lines); a failed task without one is left out."""
+    errors = []
+    failed = [ti for ti in task_instances if ti.get("state") == "failed"]
+    for ti in sorted(failed, key=lambda ti: ti.get("end_date") or ""):
+        folder = log_dir / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={ti['task_id']}"
+        if _map_index(ti) >= 0:
+            folder = folder / f"map_index={ti['map_index']}"
+        path = folder / f"attempt={ti.get('try_number') or 1}.log"
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        message = None
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("event") == "Task failed with exception" and \
+                    entry.get("error_detail"):
+                exc = entry["error_detail"][0]  # the exception raised; causes follow it
+                message = f"{str(exc.get('exc_type', 'Exception')).rsplit('.', 1)[-1]}: {exc.get('exc_value', '')}"
+        if message:
+            errors.append((ti["task_id"], message))
+    return errors
+
+
+def all_task_instances(af, dag_id: str, run_id: str, page: int = 100) -> list[dict]:
+    """Every task instance of the run from the REST API, page by page (the API server
+    returns at most ``api.maximum_page_limit``, 100, per request)."""
+    found: list[dict] = []
+    while True:
+        body = af.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
+                      params={"limit": page, "offset": len(found), "order_by": "id"}).json()
+        rows = body.get("task_instances", [])
+        found.extend(rows)
+        if not rows or len(found) >= body.get("total_entries", 0):
+            return found
+
+
+def _refusal(exc: requests.HTTPError) -> str:
+    """What the API server said when it refused a trigger (its ``detail``)."""
+    resp = exc.response
+    try:
+        detail = resp.json().get("detail", resp.text)
+    except ValueError:
+        detail = resp.text if resp is not None else str(exc)
+    return f"the trigger was refused: HTTP {resp.status_code if resp is not None else '?'}: {detail}"
+
+
+def _run_on_components(workdir: Path, scenario: str, users: int, plan: str, dag_id: str, conf: dict,
+                       answers: dict[str, tuple[str, dict | None]], *, fresh: bool, plans_dir: Path | None,
+                       say: Callable[[str], None], watch: Callable[[SoakState], None] | None,
+                       poll_s: float, parallelism: int) -> SoakOutcome:
+    """``run_soak`` with the real components (``runner="airflow"``)."""
+    from demo.airflow_local import FINISHED
+    from demo.ui import USERNAME, Deployment
+
+    time_scale = float(conf["time_scale"])
+    stop = threading.Event()
+    deployment = Deployment(workdir, users=users, scenario=base_scenario(scenario), plans_dir=plans_dir,
+                            unpause=[dag_id], fresh=fresh, parallelism=parallelism,
+                            say=lambda line: None if line.startswith("slack: ") else say(line))
+    approver: Approver | None = None
+    timeline: Timeline | None = None
+    engine: sa.Engine | None = None
+    try:
+        deployment.__enter__()
+        af, info, t = deployment.airflow, deployment.info, deployment.timings
+        say(f"stack up in {t['stack_s']:.0f} s; Airflow up in {t['airflow_s'] + t['dags_s']:.0f} s: api-server "
+            f"{af.base} (login {USERNAME}, password in {af.passwords_file}), scheduler, dag-processor, "
+            f"triggerer, LocalExecutor; logs: {af.log_dir}")
+        outcome = SoakOutcome(run_id=None, runner=RUNNER_AIRFLOW, log_path=af.home / "logs", stack_info=info,
+                              dag_id=dag_id, exit_code=1, timings=dict(t))
+        timeline = _start_faults_at_hour0(info, scenario, time_scale, stop)
+        if answers:
+            approver = Approver({}, dag_id, answers=answers, server=af).__enter__()
+        began = time.monotonic()
+        try:
+            outcome.run_id = af.trigger(dag_id, conf)
+        except requests.HTTPError as exc:
+            outcome.task_errors = [(None, _refusal(exc))]
+        if outcome.run_id:
+            say(f"triggered {dag_id} through the REST API: run {outcome.run_id}")
+            engine = _store_engine(info)
+            phases = plan_phases(plan, plans_dir)
+            run: dict = {}
+            checked = 0.0
+            while True:
+                if time.monotonic() - checked >= 2:
+                    checked = time.monotonic()
+                    dead = deployment.dead_components()
+                    if dead:
+                        raise RuntimeError(f"{', '.join(dead)} exited during the run; see {af.log_dir}")
+                    try:
+                        run = af.run(dag_id, outcome.run_id)
+                    except requests.RequestException:  # a busy API server: ask again next time
+                        pass
+                finished = run.get("state") in FINISHED
+                if watch is not None or finished:
+                    try:
+                        events, counts = read_store(engine, outcome.run_id)
+                    except sa.exc.OperationalError:  # the store did not answer this time: show it next time
+                        events = None
+                    if events is not None:
+                        outcome.progress = soak_state(events, counts, datetime.now(timezone.utc), time_scale,
+                                                      phases, run.get("state"))
+                        if watch is not None:
+                            watch(outcome.progress)
+                if finished:
+                    break
+                time.sleep(poll_s)
+            outcome.soak_seconds = time.monotonic() - began
+            outcome.run_state = run["state"]
+            outcome.exit_code = 0 if run["state"] == "success" else 1
+            outcome.task_instances = all_task_instances(af, dag_id, outcome.run_id)
+            outcome.task_states = {(ti["task_id"] if _map_index(ti) < 0 else f"{ti['task_id']}[{ti['map_index']}]"):
+                                   ti["state"] for ti in outcome.task_instances}
+            outcome.task_errors = logged_task_errors(af.home / "logs", dag_id, outcome.run_id, outcome.task_instances)
+        else:
+            outcome.soak_seconds = time.monotonic() - began
+        with _shielded():
+            stop.set()
+            if timeline:
+                timeline.stop()
+            if approver:
+                approver.close()
+        if approver:
+            outcome.human_answer = approver.answers_given.get("human_decision")
+            outcome.sign_off_answer = approver.answers_given.get("sign_off")
+            outcome.human_error = approver.error
+        _read_outcome_from_store(outcome, info)
+        outcome.slack = list(deployment.slack)
+        outcome.login_status_after = _login_status(info)
+        return outcome
+    finally:
+        with _shielded():
+            stop.set()
+            if engine is not None:
+                engine.dispose()
+            if approver is not None:
+                approver.close()
+            if timeline is not None:
+                timeline.stop()
+            deployment.close()
 
 
 # --- what the demo prints ---------------------------------------------------------------------------
@@ -517,6 +741,9 @@ def summary(outcome: SoakOutcome) -> list[str]:
             lines.append(f"{e['kind'].replace('_', ' ')}: {e['payload']['text']}")
         elif e["kind"] == "backup":
             lines.append(f"backup: {e['payload']['text']}")
+        elif e["kind"] in ("rehearsal", "rehearsal_failed"):  # before the migration (docs/rehearsal.md)
+            step = f"failed at {e['payload'].get('step')}: " if e["kind"] == "rehearsal_failed" else ""
+            lines.append(f"rehearsal: {step}{e['payload']['text']}")
     if "report" in ev:
         lines.append(f"report: {ev['report']['payload']['path']}")
     if "restore" in ev:
@@ -531,18 +758,29 @@ def summary(outcome: SoakOutcome) -> list[str]:
         lines.append(f"/auth/login after rollback: HTTP {outcome.login_status_after}")
     elif "rollback_started" in ev:
         lines.append("rollback: INCOMPLETE (started, nothing restored)")
+    real = outcome.runner == RUNNER_AIRFLOW
     if code == EXIT_NO_DECISION:
         if outcome.task_errors:
             task_id, message = outcome.task_errors[0]
-            where = f"task {task_id} failed" if task_id else "airflow dags test failed"
-            lines.append(f"error: {where}: {_one_line(message, 1000)}")
+            if task_id or not real:
+                where = f"task {task_id} failed" if task_id else "airflow dags test failed"
+                lines.append(f"error: {where}: {_one_line(message, 1000)}")
+            else:  # the real runner's own error: a refused trigger
+                lines.append(f"error: {_one_line(message, 1000)}")
+        elif real:
+            lines.append(f"error: the run ended {outcome.run_state or 'unknown'}; see the task logs in "
+                         f"{outcome.log_path}")
         else:
             lines.append(f"error: airflow dags test exited {outcome.exit_code}; see {outcome.log_path}")
         if outcome.failed_tasks:
             lines.append(f"failed tasks: {', '.join(outcome.failed_tasks)}")
     if outcome.human_error:
         lines.append(f"api-server answer: {outcome.human_error}")
-    lines.append(f"soak wall time: {outcome.soak_seconds:.0f} s (airflow dags test); log: {outcome.log_path}")
+    if real:
+        lines.append(f"soak wall time: {outcome.soak_seconds:.0f} s (real components: {RUNNER_TEXT[RUNNER_AIRFLOW]}; "
+                     f"trigger to end of run); task logs: {outcome.log_path}")
+    else:
+        lines.append(f"soak wall time: {outcome.soak_seconds:.0f} s (airflow dags test); log: {outcome.log_path}")
     for text in outcome.slack:
         lines.append("slack: " + _one_line(text, 300 if decision else 600))
     lines.append(f"exit: {code} ({EXIT_MEANING[code]}; run {outcome.run_id or 'not created'}, "
@@ -581,6 +819,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plan", default="default", help="plan name (DAG migration_soak[__<plan>])")
     parser.add_argument("--plans-dir", help="plans folder (MIGRATION_SOAK_PLANS_DIR; default include/plans)")
     parser.add_argument("--workdir", default=str(ROOT / ".state" / "demo"))
+    parser.add_argument("--runner", default=RUNNER_DAGS_TEST, choices=RUNNERS,
+                        help="airflow: the real components (api-server, scheduler, dag-processor, triggerer, "
+                             "LocalExecutor), triggered through the REST API, with progress; dags-test: "
+                             "`airflow dags test`, one task at a time")
+    parser.add_argument("--parallelism", type=int, default=PARALLELISM,
+                        help=f"the airflow runner's LocalExecutor task slots (default {PARALLELISM})")
     args = parser.parse_args(argv)
     require_sign_off = args.require_sign_off or args.sign_off is not None
     comment = args.sign_off_comment
@@ -588,17 +832,23 @@ def main(argv: list[str] | None = None) -> int:
         comment = "demo: approved" if args.sign_off == "approve" else "demo: rejected on purpose"
 
     install_signal_handlers()
+    real = args.runner == RUNNER_AIRFLOW
+    reporter = make_reporter() if real else None
+    say = reporter.say if reporter else (lambda line: print(f"demo: {line}", flush=True))
     try:
         print(f"demo: scenario {args.scenario}, time_scale {args.time_scale:g}, {args.users} users"
               + (f", sign-off required ({args.sign_off or 'answer it in the UI'})" if require_sign_off else "")
-              + f"; running the DAG (about {24 * 3600 / args.time_scale / 60:.0f} min of soak)...", flush=True)
+              + f"; running the DAG on {RUNNER_TEXT[args.runner]} (about {24 * 3600 / args.time_scale / 60:.0f} min "
+                "of soak)...", flush=True)
         outcome = run_soak(Path(args.workdir), args.scenario, args.time_scale, args.users, plan=args.plan,
                            on_inconclusive=args.on_inconclusive, human_choice=args.human_choice,
                            require_sign_off=require_sign_off, sign_off=args.sign_off, sign_off_comment=comment or "",
                            plans_dir=Path(args.plans_dir) if args.plans_dir else None,
-                           serve_ui=require_sign_off and args.sign_off is None,
-                           progress=lambda line: print(f"demo: {line}", flush=True))
+                           serve_ui=require_sign_off and args.sign_off is None, progress=say, runner=args.runner,
+                           watch=reporter.update if reporter else None, parallelism=args.parallelism)
         with _shielded():
+            if reporter:
+                reporter.close()
             for line in summary(outcome):
                 print(line)
             sys.stdout.flush()
@@ -606,13 +856,15 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as exc:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
-        print(f"demo: interrupted by {exc}; no verdict. Stopped everything it had started (airflow dags test, "
-              "the api-server, the app, PostgreSQL)", flush=True)
+        if reporter:
+            reporter.close(final=False)
+        started = "the Airflow components and their tasks" if real else "airflow dags test, the api-server"
+        print(f"demo: interrupted by {exc}; no verdict. Stopped everything it had started ({started}, "
+              "the app, PostgreSQL)", flush=True)
         return 128 + exc.signum
     finally:  # the process ends now: a late Ctrl-C must not print a traceback
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -71,6 +71,14 @@ def test_a_rejected_sign_off_prints_no_go_and_the_judges_go():
     assert lines[-1].startswith("exit: 1 (NO-GO")
 
 
+def test_the_rehearsal_line_is_printed_passed_or_failed_with_its_step():
+    text = "rollback rehearsed: 200000 values restored, 0 mismatches, 8.4 s (restore 1.7 s, ...)"
+    lines = summary(_outcome(_decision("GO", "proceed"), rehearsal={"status": "passed", "text": text}))
+    assert f"rehearsal: {text}" in lines
+    failed = summary(_outcome(None, verdict=None, rehearsal_failed={"step": "rollback", "text": "rollback: BOOLEN"}))
+    assert "rehearsal: failed at rollback: rollback: BOOLEN" in failed
+
+
 def test_a_go_whose_run_failed_is_not_printed_as_go():
     outcome = _outcome(_decision("GO", "proceed"), run_state="failed")
     outcome.task_errors = [("report", "BackupError: disk full")]
@@ -136,6 +144,80 @@ def test_sign_off_value_is_checked():
         demo_run.run_soak(Path("/nonexistent"), sign_off="maybe")
 
 
+def test_runner_is_checked(capsys):
+    with pytest.raises(ValueError, match="runner"):
+        demo_run.run_soak(Path("/nonexistent"), runner="docker")
+    with pytest.raises(SystemExit) as exc:
+        demo_run.main(["--runner", "docker"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'docker'" in capsys.readouterr().err
+
+
+# --- the real components' runner: what it prints, the task logs it reads -------------------------
+
+def test_the_real_runner_prints_its_soak_wall_time_and_task_logs():
+    outcome = _outcome(_decision("GO", "proceed"), run_state="success")
+    outcome.runner, outcome.soak_seconds, outcome.log_path = "airflow", 251.4, Path("/x/airflow/logs")
+    lines = summary(outcome)
+    assert ("soak wall time: 251 s (real components: scheduler, triggerer, LocalExecutor; trigger to end of run); "
+            "task logs: /x/airflow/logs") in lines
+    assert lines[0] == "verdict: GO"
+    assert lines[-1].startswith("exit: 0 (GO")
+
+
+def test_a_refused_trigger_is_the_real_runners_error():
+    outcome = SoakOutcome(run_id=None, runner="airflow", exit_code=1, log_path=Path("/x/logs"),
+                          task_errors=[(None, "the trigger was refused: HTTP 400: time_scale must be > 0")])
+    lines = summary(outcome)
+    assert "error: the trigger was refused: HTTP 400: time_scale must be > 0" in lines
+    assert lines[-1] == "exit: 3 (no final decision; run not created, state unknown)"
+    outcome.task_errors = []
+    outcome.run_state = "failed"
+    assert "error: the run ended failed; see the task logs in /x/logs" in summary(outcome)
+
+
+def _log_line(event: str, level: str = "info", **more) -> str:
+    return json.dumps({"timestamp": "2026-12-03T12:29:32.373544Z", "level": level, "event": event, **more})
+
+
+def _failure(exc_type: str, exc_value: str, cause: tuple[str, str] | None = None) -> str:
+    detail = [{"exc_type": exc_type, "exc_value": exc_value, "exc_notes": [], "is_cause": False, "frames": []}]
+    if cause:
+        detail.append({"exc_type": cause[0], "exc_value": cause[1], "exc_notes": [], "is_cause": True, "frames": []})
+    return _log_line("Task failed with exception", "error", error_detail=detail, task_id="t", logger="task")
+
+
+def test_logged_task_errors_reads_each_failed_tasks_last_try(tmp_path):
+    run = tmp_path / "dag_id=migration_soak" / "run_id=manual__1"
+    (run / "task_id=report").mkdir(parents=True)
+    (run / "task_id=report" / "attempt=1.log").write_text(_failure("OSError", "first try"))
+    (run / "task_id=report" / "attempt=2.log").write_text("\n".join([
+        _log_line("writing the report"), "not json", _failure("ReportError", "disk full", ("OSError", "ENOSPC"))]))
+    (run / "task_id=conclude").mkdir()
+    (run / "task_id=conclude" / "attempt=1.log").write_text(
+        _failure("airflow.sdk.exceptions.AirflowFailException", "GO decided, the report failed"))
+    (run / "task_id=backup" / "map_index=0").mkdir(parents=True)
+    (run / "task_id=backup" / "map_index=0" / "attempt=1.log").write_text(_failure("BackupError", "mapped"))
+    tis = [
+        {"task_id": "conclude", "map_index": -1, "state": "failed", "try_number": 1, "end_date": "2026-01-01T00:00:09Z"},
+        {"task_id": "report", "map_index": -1, "state": "failed", "try_number": 2, "end_date": "2026-01-01T00:00:05Z"},
+        {"task_id": "backup", "map_index": 0, "state": "failed", "try_number": 1, "end_date": "2026-01-01T00:00:01Z"},
+        {"task_id": "judge_soak", "map_index": -1, "state": "success", "try_number": 1, "end_date": "x"},
+        {"task_id": "rollback.health", "map_index": -1, "state": "failed", "try_number": 1, "end_date": None},  # no log
+    ]
+    assert demo_run.logged_task_errors(tmp_path, "migration_soak", "manual__1", tis) == [
+        ("backup", "BackupError: mapped"),
+        ("report", "ReportError: disk full"),
+        ("conclude", "AirflowFailException: GO decided, the report failed"),
+    ]
+
+
+def test_plan_phases_reads_the_plan_and_falls_back_to_the_default_plans(tmp_path):
+    assert demo_run.plan_phases("default") == [("intensive", 0, 2), ("regular", 2, 8), ("passive", 8, 24)]
+    (tmp_path / "broken.yaml").write_text("name: [")
+    assert demo_run.plan_phases("broken", tmp_path) == demo_run.plan_phases("default")
+
+
 # --- the Approver: one API server answers both questions of a run ---------------------------------
 
 class _FakeApi:
@@ -192,6 +274,30 @@ def test_one_approver_answers_human_decision_then_sign_off(monkeypatch):
     assert approver.answered == ("manual__1", "GO")
 
 
+def test_the_approver_answers_through_a_running_api_server_with_its_login():
+    import requests
+
+    api = _FakeApi(["sign_off"])
+    base = f"http://127.0.0.1:{api.server.server_address[1]}"
+
+    class Server:  # what the Approver needs of demo.airflow_local.AirflowLocal
+        def __init__(self):
+            self.base, self.logins = base + "/", 0
+
+        def request_token(self):
+            self.logins += 1
+            return requests.get(f"{base}/auth/token", timeout=5)
+
+    server = Server()
+    approver = Approver({}, "migration_soak", answers={"sign_off": ("Approve", {"comment": "ok"})}, server=server)
+    with approver:
+        assert approver._proc is None and approver.base == base  # no API server of its own
+        approver._thread.join(timeout=30)
+    api.server.shutdown()
+    assert approver.error is None and server.logins == 1
+    assert api.patches == [("sign_off", {"chosen_options": ["Approve"], "params_input": {"comment": "ok"}})]
+
+
 def test_the_old_one_question_form_still_works():
     approver = Approver({}, "migration_soak", "Roll back")
     assert approver.answers == {"human_decision": ("Roll back", None)}
@@ -230,15 +336,24 @@ def _alive(process: psutil.Process) -> bool:
         return False
 
 
+#: What must run when the demo is stopped, per runner: (what, a piece of its command line).
+RUNNING = {
+    # --sign-off: the dags-test demo also starts an api-server (to answer the sign-off), which must stop too
+    "dags-test": [("airflow dags test", (" dags test ",)), ("the api-server", ("api-server", "api_server"))],
+    "airflow": [("the api-server", ("api-server", "api_server")), ("the scheduler", ("airflow scheduler",)),
+                ("the dag-processor", ("airflow dag-processor",)), ("the triggerer", ("airflow triggerer",))],
+}
+
+
 @pytest.mark.e2e
 @pytest.mark.timeout(900)
-def test_sigterm_stops_every_child_and_prints_one_line(tmp_path):
+@pytest.mark.parametrize("runner", sorted(RUNNING))
+def test_sigterm_stops_every_child_and_prints_one_line(tmp_path, runner):
     workdir = tmp_path / "demo"
     out_path, err_path = tmp_path / "stdout", tmp_path / "stderr"
     with out_path.open("w") as out, err_path.open("w") as err:
-        # --sign-off: the demo also starts an api-server (to answer the sign-off), which must stop too
         proc = subprocess.Popen([sys.executable, "-m", "demo.run", "--users", "2000", "--workdir", str(workdir),
-                                 "--sign-off", "reject"],
+                                 "--sign-off", "reject", "--runner", runner],
                                 cwd=ROOT, stdout=out, stderr=err, start_new_session=True)
     family: list[psutil.Process] = []
     postmaster: psutil.Process | None = None
@@ -250,8 +365,8 @@ def test_sigterm_stops_every_child_and_prints_one_line(tmp_path):
             time.sleep(2)
         family = psutil.Process(proc.pid).children(recursive=True)
         commands = [" ".join(p.cmdline()) for p in family if _alive(p)]
-        assert any(" dags test " in c for c in commands), commands
-        assert any("api-server" in c or "api_server" in c for c in commands), commands
+        for what, pieces in RUNNING[runner]:
+            assert any(piece in c for piece in pieces for c in commands), (what, commands)
         postmaster = psutil.Process(int((workdir / "stack" / "pgdata" / "postmaster.pid").read_text().split()[0]))
         printed_before = out_path.read_text()
 
@@ -259,7 +374,9 @@ def test_sigterm_stops_every_child_and_prints_one_line(tmp_path):
         assert proc.wait(timeout=120) == 128 + signal.SIGTERM
 
         after = out_path.read_text()[len(printed_before):].splitlines()
-        assert len(after) == 1 and after[0].startswith("demo: interrupted by SIGTERM"), after
+        # one line; a progress line (every 10 s) may have been written just before the signal landed
+        assert after and after[-1].startswith("demo: interrupted by SIGTERM"), after
+        assert all(line.startswith("demo: soak: ") for line in after[:-1]) and len(after) <= 2, after
         assert "Traceback" not in err_path.read_text(), err_path.read_text()
         time.sleep(1)
         left = [p for p in family if _alive(p)]

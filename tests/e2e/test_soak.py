@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from demo.run import run_soak
+from demo.run import run_soak, summary
 from migration_soak.clock import guard_every
 from migration_soak.judge import expected_observations
 from migration_soak.plan import load_plan
@@ -48,6 +48,15 @@ def test_healthy_soak_is_go_with_every_criterion_met(healthy):
 
 def _count(cell: str) -> int:
     return int(cell.split()[0].replace(",", "")) if cell[:1].isdigit() else 0
+
+
+def test_healthy_and_legacy_rehearse_the_rollback_before_the_migration(healthy, legacy):
+    for outcome in (healthy, legacy):
+        rehearsal = outcome.events["rehearsal"]["payload"]
+        assert rehearsal["status"] == "passed" and rehearsal["mismatches"] == 0, rehearsal
+        assert rehearsal["values_restored"] == 2 * USERS and rehearsal["users_at_backup"] == USERS, rehearsal
+        assert outcome.events["rehearsal"]["at"] < outcome.events["migrate"]["at"]
+        assert any(line.startswith("rehearsal: rollback rehearsed: ") for line in summary(outcome))
 
 
 def test_healthy_run_is_green_and_says_what_a_compressed_clock_proves(healthy):
