@@ -391,8 +391,11 @@ def test_db_exporter_page_parses_with_values_in_range(pg_server, tmp_path):
     conn = pg_server.connect()
     with conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM generate_series(1, 3000000)")  # ~0.3 s of one core
+    # Scraped while the backend that did the work is alive: once it exits, its CPU time is
+    # counted only after the postmaster reaps it (children_* times), which races the scrape.
+    page = exporter.render().decode()
     conn.close()
-    families = {f.name: f for f in text_string_to_metric_families(exporter.render().decode())}
+    families = {f.name: f for f in text_string_to_metric_families(page)}
     for name in ("db_up", "db_cpu_usage_ratio", "db_memory_usage_ratio", "db_memory_rss_bytes",
                  "db_disk_usage_ratio", "db_cpu_seconds", "db_processes"):
         assert name in families, name
