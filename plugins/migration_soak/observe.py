@@ -43,13 +43,15 @@ LATE_GRACE = timedelta(seconds=5)
 @dataclass(frozen=True)
 class Progress:
     """Outcome of one wake-up: ``done`` (all ticks recorded or the soak stopped),
-    ``next_at`` (wall time of the next tick, UTC), ``recorded`` observations, and the
-    NO-GO breach that stopped the soak (``{"criterion", "detail", ...}``), if any."""
+    ``next_at`` (wall time of the next tick, UTC), ``recorded`` observations, the NO-GO
+    breach that stopped the soak (``{"criterion", "detail", ...}``), if any, and
+    ``breached_now`` when this wake-up recorded it."""
 
     done: bool
     next_at: datetime | None
     recorded: list[Observation]
     stopped_by: dict | None = None
+    breached_now: bool = False
 
 
 def rule_checks(plan: Plan, checks: set[str], alerts: bool = False) -> set[str]:
@@ -153,7 +155,7 @@ def observe_due(
     if recorded and phase != "baseline":
         breach = check_no_go(plan, store, run_id, {check_id}, time_scale)
         if breach is not None:
-            return Progress(True, None, recorded, stopped_by=breach)
+            return Progress(True, None, recorded, stopped_by=breach, breached_now=True)
     pending = [t for t in schedule if t.index not in seen and t.index not in {o.tick for o in recorded}]
     return Progress(not pending, pending[0].at if pending else None, recorded)
 

@@ -57,10 +57,12 @@ def test_shape_backup_migrate_verify_then_checks_then_branch(dag):
     assert up("hour0.auth_error_rate") == {"restart_apps"}
     assert up("start_clock") == {f"hour0.{c.id}" for c in plan.checks_in("hour0")}
     assert up("intensive.login_p95") == {"start_clock"}
-    assert up("regular.login_p95") == {f"intensive.{c.id}" for c in plan.checks_in("intensive")}  # in order
-    # the guard runs beside the phases; the judge waits for both
+    # every phase starts with the clock and waits for its own first tick (no phase waits
+    # for the previous one to end: its tasks would start only when its first tick is due)
+    assert up("regular.login_p95") == up("passive.login_p95") == {"start_clock"}
+    # the guard runs beside the phases; the judge waits for all of them
     assert up("guard") == {"start_clock"}
-    assert up("judge_soak") == {f"passive.{c.id}" for c in plan.checks_in("passive")} | {"guard"}
+    assert up("judge_soak") == {f"{p.name}.{c.id}" for p in plan.phases for c in plan.checks_in(p.name)} | {"guard"}
     assert dag.task_dict["judge_soak"].trigger_rule == "none_failed"  # skipped check tasks are not failures
     assert dag.task_dict["fingerprint"].trigger_rule == "none_failed"  # after a rehearsal skipped above its size limit
     down = lambda tid: {t.task_id for t in dag.task_dict[tid].downstream_list}  # noqa: E731

@@ -183,11 +183,16 @@ def test_slow_auth_raises_login_p95_well_above_baseline(info):
     assert _fault(info, "slow-auth").status_code == 200
     slow = _p95(_timed_logins(info, 40))
     after = _families(info["gateway_url"])
-    assert 0.12 <= slow < 0.5, slow  # a relative degradation, under the 500 ms absolute limit
-    assert slow > 1.3 * healthy and slow - healthy > 0.08, (healthy, slow)
-    # What the soak computes from the histogram: ~10 ms before, ~195 ms after.
-    assert _histogram_p95(before, middle, "/auth/login") < 0.1
-    assert 0.15 <= _histogram_p95(middle, after, "/auth/login") < 0.5
+    # Client-side times include this test's own threads and whatever else the 2-core CI
+    # machine runs (a healthy p95 of 275 ms was seen there): only the injected delay's
+    # floor holds for them. The relative judgement reads the server's histogram, as the
+    # soak does: ~10 ms before, ~195 ms after, under the 500 ms absolute limit.
+    assert slow >= 0.12, (healthy, slow)
+    healthy_server = _histogram_p95(before, middle, "/auth/login")
+    slow_server = _histogram_p95(middle, after, "/auth/login")
+    assert healthy_server < 0.1, healthy_server
+    assert 0.15 <= slow_server < 0.5, slow_server
+    assert slow_server > 1.3 * healthy_server and slow_server - healthy_server > 0.08, (healthy_server, slow_server)
     # /auth/verify is not slowed.
     token = _login(info, 1).json()["token"]
     started = time.perf_counter()

@@ -17,7 +17,7 @@ from airflow.sdk.exceptions import (
 
 from migration_soak.airflow import sensors
 from migration_soak.airflow.builder import build_dag
-from migration_soak.airflow.triggers import GuardTrigger, TickTrigger
+from migration_soak.airflow.triggers import CheckTrigger, GuardTrigger
 from migration_soak.store import Observation
 from tests.integration.test_observe import guard_plan
 
@@ -56,17 +56,21 @@ def test_a_check_task_defers_to_its_next_tick_with_the_deadline_as_timeout(dag):
     with pytest.raises(TaskDeferred) as deferred:
         task.execute(ctx("s1"))
     d = deferred.value
-    assert isinstance(d.trigger, TickTrigger) and d.method_name == "execute_complete"
-    assert d.trigger.moment == hour0 + timedelta(seconds=3)  # tick 1: 3 soak minutes
+    assert isinstance(d.trigger, CheckTrigger) and d.method_name == "execute_complete"
+    assert d.trigger.hour0 == hour0 and d.trigger.time_scale == SCALE and d.trigger.plan == task.plan
     assert (d.trigger.run_id, d.trigger.phase, d.trigger.check_id) == ("s1", "soak", "users_without_authorizer_id")
+    assert dag_store().observations("s1") == []  # tick 1 (3 soak minutes) is not due yet: the trigger takes it
     # deadline: the last tick (6 soak minutes = 6 s) + timeout (1 h)
     assert abs((now() + d.timeout) - (hour0 + timedelta(seconds=6 + sensors.DEFAULT_TIMEOUT_S))).total_seconds() < 1
-    # resumed at the tick (here: the clock moved on by 3.1 s): measures it, defers to the next
+    # started late (a queue): measures the due tick on the worker first, then defers
     task.hour0 = (now() - timedelta(seconds=3.1)).isoformat()
-    with pytest.raises(TaskDeferred) as again:
-        task.execute_complete(ctx("s1"), {"kind": "due"})
+    with pytest.raises(TaskDeferred):
+        task.execute(ctx("s1"))
     assert [o.tick for o in dag_store().observations("s1")] == [1]
-    assert again.value.trigger.moment > now()
+    # the trigger handed back the NO-GO it recorded: the check tasks that never read are skipped
+    with pytest.raises(DownstreamTasksSkipped) as skipped:
+        task.execute_complete(ctx("s1"), {"kind": "no_go", "criterion": "x", "text": "NO-GO: x"})
+    assert "soak.users_without_authorizer_id" not in skipped.value.tasks and skipped.value.tasks
 
 
 def dag_store():

@@ -11,7 +11,7 @@ import pytest
 from airflow.triggers.base import TaskSkippedEvent, TaskSuccessEvent
 
 from migration_soak.airflow import triggers
-from migration_soak.airflow.triggers import GuardTrigger, TickTrigger
+from migration_soak.airflow.triggers import CheckTrigger, GuardTrigger
 from migration_soak.store import Observation
 from tests.integration.conftest import query
 from tests.integration.test_observe import guard_plan
@@ -36,16 +36,16 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def test_tick_trigger_serializes_its_class_path_and_everything_it_needs():
-    moment = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
-    t = TickTrigger(moment, "run-1", "soak_store", "intensive", "login_p95", poll_seconds=1.5)
+def test_check_trigger_serializes_its_class_path_and_everything_it_needs():
+    t = CheckTrigger("run-1", "default", datetime(2026, 1, 1, 12, tzinfo=timezone.utc), 300, "soak_store",
+                     "intensive", "login_p95", poll_seconds=1.5)
     path, kwargs = t.serialize()
-    assert path == "migration_soak.airflow.triggers.TickTrigger"
-    assert kwargs == {"moment": "2026-01-01T12:00:00+00:00", "run_id": "run-1", "store_conn_id": "soak_store",
-                      "phase": "intensive", "check_id": "login_p95", "poll_seconds": 1.5}
-    assert TickTrigger(**kwargs).serialize() == (path, kwargs)  # the triggerer rebuilds it as it was
+    assert path == "migration_soak.airflow.triggers.CheckTrigger"
+    assert kwargs == {"run_id": "run-1", "plan": "default", "hour0": "2026-01-01T12:00:00+00:00", "time_scale": 300.0,
+                      "store_conn_id": "soak_store", "phase": "intensive", "check_id": "login_p95", "poll_seconds": 1.5}
+    assert CheckTrigger(**kwargs).serialize() == (path, kwargs)  # the triggerer rebuilds it as it was
     with pytest.raises(ValueError, match="naive"):
-        TickTrigger(datetime(2026, 1, 1), "r", "c", "p", "x")
+        CheckTrigger("r", "default", datetime(2026, 1, 1), 300, "c", "p", "x")
 
 
 def test_guard_trigger_serializes_its_class_path():
@@ -56,27 +56,46 @@ def test_guard_trigger_serializes_its_class_path():
     assert kwargs["time_scale"] == 300.0 and kwargs["hour0"] == "2026-01-01T12:00:00+00:00"
 
 
-def test_tick_trigger_fires_at_its_moment(on_store):
-    moment = now() + timedelta(seconds=0.6)
-    began = time.monotonic()
-    event = first_event(TickTrigger(moment, "t1", "c", "soak", "gateway_health", poll_seconds=0.2))
-    assert event.payload == {"kind": "due", "moment": moment.isoformat()}
-    assert time.monotonic() - began >= 0.55
-    # a moment already past (a triggerer restarted late) fires at once
-    began = time.monotonic()
-    assert first_event(TickTrigger(moment, "t1", "c", "soak", "gateway_health")).payload["kind"] == "due"
-    assert time.monotonic() - began < 1
+def test_check_trigger_measures_every_tick_at_its_time_then_ends_the_task(on_store, staging, tmp_path):
+    path, plan = guard_plan(tmp_path, alert_above=0.99)
+    hour0 = now()  # the phase's ticks: 3 and 6 soak minutes = 3 s and 6 s of wall time
+    event = first_event(CheckTrigger("c1", str(path), hour0, 60, "c", "soak", "users_without_authorizer_id",
+                                     poll_seconds=0.2))
+    assert isinstance(event, TaskSuccessEvent)  # the task ends in the triggerer, no worker
+    obs = on_store.observations("c1", phase="soak", check_id="users_without_authorizer_id")
+    assert [(o.tick, o.status, o.value) for o in obs] == [(1, "pass", 0.0), (2, "pass", 0.0)]
+    for o in obs:  # each reading taken at its tick, not before, not a poll late
+        assert timedelta(0) <= o.measured_at - o.scheduled_at < timedelta(seconds=1.5), o
+    # again (a triggerer restart after the last tick): nothing measured twice, ends at once
+    assert isinstance(first_event(CheckTrigger("c1", str(path), hour0, 60, "c", "soak", "users_without_authorizer_id")),
+                      TaskSuccessEvent)
+    assert len(on_store.observations("c1", phase="soak")) == 2
+
+
+def test_check_trigger_hands_back_the_no_go_its_reading_recorded(on_store, staging, tmp_path):
+    path, plan = guard_plan(tmp_path, alert_above=0.99)
+    query(staging, 'UPDATE users SET "authorizerId" = NULL WHERE id = \'usr_0000003\'')
+    hour0 = now() - timedelta(seconds=3.2)  # tick 1 due
+    trigger = CheckTrigger("c2", str(path), hour0, 60, "c", "soak", "users_without_authorizer_id", poll_seconds=0.2)
+    event = first_event(trigger)
+    assert event.payload["kind"] == "no_go" and event.payload["criterion"] == "no_go_users_without_authorizer_id"
+    assert on_store.no_go("c2")["criterion"] == "no_go_users_without_authorizer_id"
+    # run again (a triggerer restart): stopped, and this check took a reading: success, no worker
+    assert isinstance(first_event(trigger), TaskSuccessEvent)
+    assert len(on_store.events("c2", "no_go")) == 1
 
 
 @pytest.mark.parametrize("took_reading", [False, True])
-def test_tick_trigger_ends_the_task_soon_after_the_soak_stops(on_store, took_reading):
+def test_check_trigger_ends_the_task_soon_after_the_soak_stops(on_store, staging, tmp_path, took_reading):
+    path, plan = guard_plan(tmp_path, alert_above=0.99)
     if took_reading:
-        on_store.record(Observation("t2", "soak", "gateway_health", 1, now(), now(), 1.0, "up", "pass"))
+        on_store.record(Observation("t2", "soak", "connection_usage", 1, now(), now(), 0.1, "ratio", "pass"))
 
     async def go():
-        trigger = TickTrigger(now() + timedelta(hours=4), "t2", "c", "soak", "gateway_health", poll_seconds=0.2)
+        trigger = CheckTrigger("t2", str(path), now() + timedelta(hours=4), 60, "c", "soak", "connection_usage",
+                               poll_seconds=0.2)
         waiting = asyncio.ensure_future(anext(trigger.run()))
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.8)
         assert not waiting.done()
         on_store.add_event("t2", "no_go", {"criterion": "x", "detail": "d", "text": "NO-GO: x: d"})
         stopped = time.monotonic()
@@ -88,19 +107,26 @@ def test_tick_trigger_ends_the_task_soon_after_the_soak_stops(on_store, took_rea
     assert after < 1.0  # within the poll interval, not at the next tick four hours away
 
 
-def test_one_store_query_per_interval_however_many_triggers_wait(on_store, monkeypatch):
+def test_one_store_query_per_interval_however_many_triggers_wait(on_store, staging, tmp_path, monkeypatch):
+    path, plan = guard_plan(tmp_path, alert_above=0.99)
     calls = []
     real = on_store.no_go
     monkeypatch.setattr(on_store, "no_go", lambda run_id: calls.append(run_id) or real(run_id))
 
     async def go():
-        moment = now() + timedelta(seconds=1.0)
-        ts = [TickTrigger(moment, "t3", "c", "soak", f"check_{i}", poll_seconds=0.5) for i in range(40)]
-        return await asyncio.gather(*(anext(t.run()) for t in ts))
+        later = now() + timedelta(hours=1)
+        ts = [CheckTrigger("t3", str(path), later, 60, "c", "soak", f"check_{i}", poll_seconds=0.5) for i in range(40)]
+        waiting = [asyncio.ensure_future(anext(t.run())) for t in ts]
+        await asyncio.sleep(1.0)  # each woke once (one look each at the store), now all wait
+        settled = len(calls)
+        await asyncio.sleep(2.0)
+        for w in waiting:
+            w.cancel()
+        return settled, len(calls) - settled
 
-    events = asyncio.run(go())
-    assert all(e.payload["kind"] == "due" for e in events)
-    assert 1 <= len(calls) <= 4, len(calls)  # not 40 per interval
+    settled, while_waiting = asyncio.run(go())
+    assert settled >= 40  # the first wake-up of each
+    assert 1 <= while_waiting <= 6, while_waiting  # 2 s at one look per 0.5 s, not 40 per interval
 
 
 def test_guard_trigger_hands_back_a_no_go_it_recorded(on_store, staging, tmp_path):

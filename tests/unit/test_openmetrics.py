@@ -4,6 +4,7 @@ import pytest
 
 from migration_soak.exceptions import MeasurementError
 from migration_soak.plan import load_plan
+from migration_soak.sources import openmetrics
 from migration_soak.sources.openmetrics import compute, histogram_quantile, select
 
 PLAN = load_plan("default")
@@ -74,3 +75,17 @@ def test_empty_histogram_window_is_an_error():
     text = page(0, 0, 0, zip(BUCKETS, [3, 0, 0, 0, 0]))
     with pytest.raises(MeasurementError):
         compute(src, "ms", select(text, "http_request_duration_seconds_bucket", src.match), text)
+
+
+def test_a_first_reading_starts_its_window_at_the_newest_page_old_enough(monkeypatch):
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime.now(timezone.utc)
+    pages = [(now - timedelta(seconds=s), f"page-{s}") for s in (40, 7, 3.5, 0.2)]
+    monkeypatch.setattr(openmetrics, "_PAGES", {("gw", "/metrics"): pages})
+    # not the freshest page (a 0.2 s window), not the oldest (40 s): the newest >= MIN_WINDOW_S
+    assert openmetrics.MIN_WINDOW_S == 3.0
+    assert openmetrics._window_start("gw", "/metrics")[1] == "page-3.5"
+    # only fresh pages: the oldest of them (measure then waits out the rest of the window)
+    monkeypatch.setattr(openmetrics, "_PAGES", {("gw", "/metrics"): pages[3:]})
+    assert openmetrics._window_start("gw", "/metrics")[1] == "page-0.2"

@@ -1,8 +1,10 @@
 """The soak's sensors: one task per (phase, check), and the guard; they wait deferred.
 
-A ``CheckSensor`` wakes at each tick of its phase, measures (``observe.observe_due``: one
-reading per wake-up) and defers to a ``TickTrigger`` until the next tick: between ticks it
-holds no worker slot and no reschedule row; the trigger ends it at once if the soak stops.
+A ``CheckSensor`` measures what is due when it starts (``observe.observe_due``), then
+defers to a ``CheckTrigger`` that takes every later tick of its phase in the triggerer and
+ends the task there: one worker start per check task, no worker slot and no reschedule row
+between ticks; the trigger ends it at once if the soak stops, and hands back to a worker
+only when its reading recorded the NO-GO.
 The ``GuardSensor`` defers to a ``GuardTrigger`` that measures the guard checks in the
 triggerer and hands back only to post alerts or to stop the soak (docs/guard.md). All
 state lives in the store, so a restart or a retry resumes at the right tick.
@@ -37,6 +39,7 @@ from airflow.sdk.exceptions import (
 )
 
 from migration_soak import clock, observe
+from migration_soak.airflow.triggers import CheckTrigger, GuardTrigger, log_reading
 from migration_soak.plan import Plan, load_plan
 from migration_soak.store import Store
 
@@ -49,15 +52,6 @@ def waits_in_line(context) -> bool:
     deferred task's trigger runs in line and blocks every other task until it fires, so
     the sensors reschedule instead (there is no scheduler there, so no race #71172)."""
     return getattr(context["dag_run"], "triggering_user_name", None) == "dag_test"
-
-
-def _log_reading(log, what: str, o) -> None:
-    """One log line per reading; an ``error`` reading is a WARNING naming why."""
-    if o.status == "error":
-        log.warning("%s tick %d: ERROR reading, counted as missing (never as a pass): %s", what, o.tick,
-                    o.evidence.get("error", ""))
-    else:
-        log.info("%s tick %d: %s %s (%s)", what, o.tick, "n/a" if o.value is None else f"{o.value:g}", o.unit, o.status)
 
 
 class SoakSensor(BaseSensorOperator):
@@ -150,20 +144,24 @@ class CheckSensor(SoakSensor):
             self._timed_out(deadline, what)
         progress = observe.observe_due(plan, store, context["run_id"], self.phase, self.check_id, origin, scale)
         for o in progress.recorded:
-            _log_reading(self.log, what, o)
+            log_reading(self.log, what, o)
         if progress.stopped_by is not None:
             mine = progress.recorded or store.observations(context["run_id"], phase=self.phase, check_id=self.check_id)
             self.stop(context, store, bool(mine), progress.stopped_by)
             return
         if progress.done:
             return
-        from migration_soak.airflow.triggers import TickTrigger
-
-        trigger = TickTrigger(progress.next_at, context["run_id"], plan.connections.store, self.phase, self.check_id)
+        trigger = CheckTrigger(context["run_id"], self.plan, origin, scale, plan.connections.store, self.phase,
+                               self.check_id)
         self.wait(context, trigger, progress.next_at, deadline, what)
 
     def execute_complete(self, context, event: Any = None) -> None:
-        """The tick is due (``{"kind": "due"}``): measure it, then wait again."""
+        """The trigger handed back the NO-GO it recorded (``{"kind": "no_go"}``): stop the
+        check tasks that never started. Any other event: measure what is due and wait on."""
+        if isinstance(event, dict) and event.get("kind") == "no_go":
+            plan, store, origin, scale = self._clock()
+            self.stop(context, store, True, {"criterion": event.get("criterion"), "text": event.get("text")})
+            return
         self.execute(context)
 
 
@@ -196,8 +194,6 @@ class GuardSensor(SoakSensor):
             self.stop(context, store, True, {"criterion": event.get("criterion"), "text": event.get("text")})
 
     def _defer(self, context) -> None:
-        from migration_soak.airflow.triggers import GuardTrigger
-
         plan, store, origin, scale = self._clock()
         trigger = GuardTrigger(context["run_id"], self.plan, origin, scale, plan.connections.store)
         self.wait(context, trigger, clock.soak_end(plan, origin, scale), self.deadline(plan, origin, scale), "guard")
@@ -208,7 +204,7 @@ class GuardSensor(SoakSensor):
         run_id = context["run_id"]
         progress = observe.guard_due(plan, store, run_id, origin, scale)
         for o in progress.recorded:
-            _log_reading(self.log, f"guard {o.check_id}", o)
+            log_reading(self.log, f"guard {o.check_id}", o)
         if progress.stopped_by is not None:
             took = bool(progress.recorded) or any(p == "guard" for p, _ in observe.measured_pairs(store, run_id))
             self.stop(context, store, took, progress.stopped_by)

@@ -1,8 +1,9 @@
 """Triggers: the soak's waits, run by Airflow's triggerer instead of a worker (docs/guard.md).
 
-- ``TickTrigger``: a check task's wait for its next tick. It fires at the tick's wall time
-  (the task resumes on a worker and measures), or earlier when the soak stops: then it ends
-  the task itself, ``success`` if the check took a reading, else ``skipped``, with no worker.
+- ``CheckTrigger``: a check task between its ticks. It sleeps until each tick's wall time
+  and measures it, until the phase's last tick; it ends the task itself (no worker):
+  ``success`` when done, or when the soak stops ``success`` if the check took a reading,
+  else ``skipped``; it hands back to a worker only when it recorded the NO-GO.
 - ``GuardTrigger``: the guard. It measures the plan's guard checks at every guard tick,
   records the readings, judges the NO-GO criteria and alerts on them, and hands back to a
   worker only when something must be done there: a NO-GO it recorded, alerts to post.
@@ -18,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
@@ -29,6 +31,18 @@ from airflow.triggers.base import BaseTrigger, TaskSkippedEvent, TaskSuccessEven
 #: starts within 30 s); one store query per interval per run and triggerer, whatever the
 #: number of waiting tasks (``StopWatch``).
 STOP_POLL_SECONDS = 2.0
+
+
+#: Threads for the triggers' blocking work (the store, the sources). Not the event loop's
+#: default pool (CPU count + 4 threads, shared with every trigger of the triggerer): a
+#: reading may wait (a first window of ``openmetrics.MIN_WINDOW_S``, a scrape up to its
+#: timeout), and 13 checks on a 3 s cadence plus the guard would queue behind each other.
+POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="migration-soak-trigger")
+
+
+async def in_thread(fn: Callable[[], Any]) -> Any:
+    """Run ``fn()`` in ``POOL`` and await its result."""
+    return await asyncio.get_running_loop().run_in_executor(POOL, fn)
 
 
 def _utc(value: datetime | str) -> datetime:
@@ -62,7 +76,7 @@ class StopWatch:
         async with lock:
             at, payload = self._seen.get(key, (float("-inf"), None))
             if payload is None and time.monotonic() - at >= max_age:
-                payload = await asyncio.to_thread(lambda: _store(conn_id).no_go(run_id))
+                payload = await in_thread(lambda: _store(conn_id).no_go(run_id))
                 self._seen[key] = (time.monotonic(), payload)
             return payload
 
@@ -72,6 +86,15 @@ class StopWatch:
 
 
 WATCH = StopWatch()
+
+
+def log_reading(log, what: str, o) -> None:
+    """One log line per reading; an ``error`` reading is a WARNING naming why."""
+    if o.status == "error":
+        log.warning("%s tick %d: ERROR reading, counted as missing (never as a pass): %s", what, o.tick,
+                    o.evidence.get("error", ""))
+    else:
+        log.info("%s tick %d: %s %s (%s)", what, o.tick, "n/a" if o.value is None else f"{o.value:g}", o.unit, o.status)
 
 
 async def _sleep_until(moment: datetime, conn_id: str, run_id: str, poll: float) -> dict | None:
@@ -96,47 +119,89 @@ async def _end_stopped(trigger: BaseTrigger, conn_id: str, run_id: str, phase: s
 
         return measured_pairs(_store(conn_id), run_id)
 
-    pairs = await asyncio.to_thread(pairs_measured)
+    pairs = await in_thread(pairs_measured)
     took = any(p == phase and (check_id is None or c == check_id) for p, c in pairs)
     trigger.log.warning("soak stopped: %s; this task %s", breach.get("text"),
                         "took readings: success" if took else "took no reading: skipped")
     return TaskSuccessEvent() if took else TaskSkippedEvent()
 
 
-class TickTrigger(BaseTrigger):
-    """Fires at ``moment`` (the check's next tick, UTC) with ``{"kind": "due", "moment"}``;
-    if the run's soak stops first, ends the task (``success`` if ``phase``/``check_id``
-    holds a reading, else ``skipped``) within ``poll_seconds``.
+class CheckTrigger(BaseTrigger):
+    """A check task between its ticks: sleep until the next tick, measure it (``observe_due``,
+    in a thread), and so on until the phase's last tick; the task ends with no worker.
 
-    :param moment: wall time of the next tick (ISO-8601 or an aware datetime)
+    Yields one event and stops:
+
+    - the task's end, with no worker: ``success`` once every tick of (``phase``,
+      ``check_id``) is recorded, or when someone else stopped the soak and this check took
+      a reading (``skipped`` if it took none);
+    - ``{"kind": "no_go", "criterion", "text"}``: a reading of this check breached a NO-GO
+      criterion and this trigger recorded the run's NO-GO (the worker then skips the
+      check tasks that never started).
+
+    Measuring here rather than on a worker is what lets a compressed soak keep its clock:
+    a worker task start costs seconds of scheduler and CPU time, a reading milliseconds
+    (README "The demo on the real components"). A reading that fails is an ``error``
+    observation, as on a worker.
+
     :param run_id: the DAG run (the store's run id)
-    :param store_conn_id: the Airflow connection of the observation store
+    :param plan: the plan name or path
+    :param hour0: hour 0 of the soak clock (ISO-8601, UTC)
+    :param time_scale: the soak clock's speed-up
+    :param store_conn_id: the observation store's connection (the plan's, for the stop watch)
     :param phase: the check task's phase
     :param check_id: the check task's check
-    :param poll_seconds: wall seconds between two looks at the stop signal
+    :param poll_seconds: wall seconds between two looks at the stop signal between ticks
     """
 
-    def __init__(self, moment: datetime | str, run_id: str, store_conn_id: str, phase: str, check_id: str,
-                 poll_seconds: float = STOP_POLL_SECONDS):
+    def __init__(self, run_id: str, plan: str, hour0: datetime | str, time_scale: float, store_conn_id: str,
+                 phase: str, check_id: str, poll_seconds: float = STOP_POLL_SECONDS):
         super().__init__()
-        self.moment = _utc(moment)
         self.run_id = run_id
+        self.plan = plan
+        self.hour0 = _utc(hour0)
+        self.time_scale = float(time_scale)
         self.store_conn_id = store_conn_id
         self.phase = phase
         self.check_id = check_id
         self.poll_seconds = float(poll_seconds)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return ("migration_soak.airflow.triggers.TickTrigger", {
-            "moment": self.moment.isoformat(), "run_id": self.run_id, "store_conn_id": self.store_conn_id,
-            "phase": self.phase, "check_id": self.check_id, "poll_seconds": self.poll_seconds})
+        return ("migration_soak.airflow.triggers.CheckTrigger", {
+            "run_id": self.run_id, "plan": self.plan, "hour0": self.hour0.isoformat(),
+            "time_scale": self.time_scale, "store_conn_id": self.store_conn_id, "phase": self.phase,
+            "check_id": self.check_id, "poll_seconds": self.poll_seconds})
+
+    def _wake(self):
+        from migration_soak import observe
+        from migration_soak.plan import load_plan
+
+        return observe.observe_due(load_plan(self.plan), _store(self.store_conn_id), self.run_id, self.phase,
+                                   self.check_id, self.hour0, self.time_scale)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        breach = await _sleep_until(self.moment, self.store_conn_id, self.run_id, self.poll_seconds)
-        if breach is not None:
-            yield await _end_stopped(self, self.store_conn_id, self.run_id, self.phase, self.check_id, breach)
-            return
-        yield TriggerEvent({"kind": "due", "moment": self.moment.isoformat()})
+        what = f"{self.check_id} {self.phase}"
+        while True:
+            progress = await in_thread(self._wake)
+            for o in progress.recorded:
+                log_reading(self.log, what, o)
+            if progress.breached_now:
+                self.log.warning("%s: %s", what, progress.stopped_by.get("text"))
+                yield TriggerEvent({"kind": "no_go", "criterion": progress.stopped_by.get("criterion"),
+                                    "text": progress.stopped_by.get("text")})
+                return
+            if progress.stopped_by is not None:
+                yield await _end_stopped(self, self.store_conn_id, self.run_id, self.phase, self.check_id,
+                                         progress.stopped_by)
+                return
+            if progress.done:
+                self.log.info("%s: every tick of the phase is recorded", what)
+                yield TaskSuccessEvent()
+                return
+            breach = await _sleep_until(progress.next_at, self.store_conn_id, self.run_id, self.poll_seconds)
+            if breach is not None:
+                yield await _end_stopped(self, self.store_conn_id, self.run_id, self.phase, self.check_id, breach)
+                return
 
 
 class GuardTrigger(BaseTrigger):
@@ -183,11 +248,9 @@ class GuardTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         while True:
-            progress = await asyncio.to_thread(self._wake)
+            progress = await in_thread(self._wake)
             for o in progress.recorded:
-                if o.status == "error":
-                    self.log.warning("guard %s tick %d: ERROR reading, counted as missing: %s", o.check_id, o.tick,
-                                     o.evidence.get("error", ""))
+                log_reading(self.log, f"guard {o.check_id}", o)
             if progress.breached_now:
                 self.log.warning("guard tick %s: %s", progress.tick, progress.stopped_by.get("text"))
                 yield TriggerEvent({"kind": "no_go", "criterion": progress.stopped_by.get("criterion"),

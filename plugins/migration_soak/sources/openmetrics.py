@@ -2,11 +2,14 @@
 
 Rates and quantiles are computed over the increase between the previous scrape (kept in
 the previous observation's evidence) and this one, as PromQL's ``rate`` and
-``histogram_quantile`` would over that window. A check's first reading in a run uses the
-last page this process scraped from the same endpoint (any check's), or scrapes twice,
-``MIN_WINDOW_S`` apart; a window shorter than ``MIN_WINDOW_S`` (two ticks measured back
-to back after a delay) is widened to it, so a quantile never rests on a handful of
-requests. Parsing is ``prometheus_client``'s.
+``histogram_quantile`` would over that window. A check's first reading in a run starts its
+window at the newest page this process scraped from the same endpoint (any check's) at
+least ``MIN_WINDOW_S`` ago, or scrapes twice; a window shorter than ``MIN_WINDOW_S`` (a
+first reading, two ticks measured back to back after a delay) is widened to it by
+waiting, so a rate or a quantile never rests on a handful of requests: at the demo's
+3 logins/s a 1 s window held no login about one time in twenty, and the reading was an
+``error`` (the triggerer, where every check scrapes in one process, made that common).
+Parsing is ``prometheus_client``'s.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from migration_soak.exceptions import MeasurementError
 from migration_soak.plan import Check, OpenMetricsSource
 from migration_soak.sources import Measurement
 
-MIN_WINDOW_S = 1.0
+MIN_WINDOW_S = 3.0
 
-# The last page scraped per (connection, path) in this process: (when, text).
-_PAGES: dict[tuple[str, str], tuple[datetime, str]] = {}
+#: Pages scraped per (connection, path) in this process, oldest first: (when, text), the
+#: last ``KEEP_PAGES_S`` seconds of them (a first reading starts its window at one).
+_PAGES: dict[tuple[str, str], list[tuple[datetime, str]]] = {}
+KEEP_PAGES_S = 60.0
 #: Seconds a scrape waits for the endpoint (``requests`` connect and read timeout each;
 #: ``HttpHook.run`` makes one attempt, no retries). Read at each call: tests may
 #: monkeypatch it. A dead or silent backend is a ``MeasurementError`` within this bound.
@@ -58,8 +63,24 @@ def scrape(conn_id: str, path: str) -> str:
         ) from exc
     if resp.status_code != 200:
         raise MeasurementError(f"scrape of {path} answered HTTP {resp.status_code}")
-    _PAGES[(conn_id, path)] = (datetime.now(timezone.utc), resp.text)
+    now = datetime.now(timezone.utc)
+    kept = [p for p in _PAGES.get((conn_id, path), []) if (now - p[0]).total_seconds() <= KEEP_PAGES_S]
+    _PAGES[(conn_id, path)] = [*kept, (now, resp.text)]
     return resp.text
+
+
+def _window_start(conn_id: str, path: str) -> tuple[datetime, str]:
+    """The page a first reading's window starts at: the newest kept page at least
+    ``MIN_WINDOW_S`` old, else the oldest kept one, else one scraped now."""
+    pages = _PAGES.get((conn_id, path)) or []
+    now = datetime.now(timezone.utc)
+    old_enough = [p for p in pages if (now - p[0]).total_seconds() >= MIN_WINDOW_S]
+    if old_enough:
+        return old_enough[-1]
+    if pages:
+        return pages[0]
+    text = scrape(conn_id, path)
+    return _PAGES[(conn_id, path)][-1][0], text
 
 
 def _matches(labels: dict[str, str], selector: dict[str, str]) -> bool:
@@ -160,10 +181,8 @@ def measure(check: Check, previous: dict[str, Any] | None) -> Measurement:
     prev_at = (previous or {}).get("scraped_at")
     name = f"{src.metric}_bucket" if src.measure == "histogram_quantile" else src.metric
     if prev_snap is None and src.measure != "gauge":
-        cached = _PAGES.get((src.connection, src.path))
-        if cached is None:
-            cached = (datetime.now(timezone.utc), scrape(src.connection, src.path))
-        prev_at, prev_snap = cached[0].isoformat(), select(cached[1], name, src.match)
+        at, page = _window_start(src.connection, src.path)
+        prev_at, prev_snap = at.isoformat(), select(page, name, src.match)
     if prev_at and src.measure != "gauge":
         age = (datetime.now(timezone.utc) - datetime.fromisoformat(prev_at)).total_seconds()
         if age < MIN_WINDOW_S:
