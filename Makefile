@@ -10,7 +10,7 @@ DEMO_ARGS ?=
 
 PRISMA_CLI := demo/prisma/node_modules/.installed-lock.json
 
-.PHONY: demo test airflow venv prisma-cli clean
+.PHONY: demo test lint airflow venv prisma-cli clean
 
 venv: $(VENV)/.installed
 
@@ -46,7 +46,11 @@ airflow: venv prisma-cli
 	@mkdir -p .state/runtime
 	XDG_RUNTIME_DIR=$${XDG_RUNTIME_DIR:-$(CURDIR)/.state/runtime} $(PY) -m demo.ui $(AIRFLOW_ARGS)
 
-test: venv prisma-cli
+# ruff (pyproject.toml: pyflakes and pycodestyle's error classes) before the tests.
+lint: venv
+	$(PY) -m ruff check plugins dags demo tests bench
+
+test: venv prisma-cli lint
 	$(PY) -m pytest
 
 clean:

@@ -61,7 +61,7 @@ from psycopg2 import errorcodes
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import URL, create_engine, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 SCENARIOS = ("healthy", "legacy-code")
 FAULTS = ("slow-auth", "memory-leak", "metrics-outage", "noisy")

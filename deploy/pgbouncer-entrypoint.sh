@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Writes PgBouncer's config from the environment (the password only into a 0600 file),
 # then runs it in the foreground. Transaction pooling: a client holds a server connection
-# for one transaction only, so session state must never be left behind (README,
+# for one transaction only, so session state must never be left behind (docs/operations.md,
 # "Pooled and direct connections").
 set -euo pipefail
 : "${STAGING_POSTGRES_PASSWORD:?set STAGING_POSTGRES_PASSWORD}"

@@ -60,7 +60,7 @@ def send(text: str, conn_id: str = DEFAULT_CONN, *, timeout_s: float | None = No
 
     ``timeout_s``: seconds per HTTP attempt (default ``TIMEOUT_S``; see there for the
     overall bound). Never raises: a missing connection, an unreachable or silent Slack,
-    or a refusal (non-2xx) is logged as a warning and ``False`` is returned (README,
+    or a refusal (non-2xx) is logged as a warning and ``False`` is returned (docs/design.md,
     "Slack": an unreachable Slack never fails the soak; STYLE.md, "optional features
     degrade and log"). The warning names the connection id and the exception class only:
     a webhook URL carries its token, so exception texts are not logged.

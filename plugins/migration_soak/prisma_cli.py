@@ -391,9 +391,9 @@ class PrismaCliBackend:
             stdout, stderr = proc.communicate(timeout=self.timeout_s)
         except subprocess.TimeoutExpired:
             stdout, stderr = self._kill_group(proc)
-            elapsed = round(time.monotonic() - started, 3)
             tail = self._scrub(stderr or stdout or "").strip()[-500:]
-            outcome = CliOutcome("error", None, [], f"timed out after {self.timeout_s:g} s; process group killed"
+            outcome = CliOutcome("error", None, [], f"timed out after {self.timeout_s:g} s "
+                                 f"({time.monotonic() - started:.1f} s in all); process group killed"
                                  + (f"; last output: {tail}" if tail else ""))
             log.warning("prisma %s on %s: %s", " ".join(args), self.target.describe(), outcome.message)
             raise PrismaCliError(f"prisma {' '.join(args)} on {self.target.describe()}: {outcome.message}",

@@ -60,6 +60,10 @@ def test_shape_backup_migrate_verify_then_checks_then_branch(dag):
     # every phase starts with the clock and waits for its own first tick (no phase waits
     # for the previous one to end: its tasks would start only when its first tick is due)
     assert up("regular.login_p95") == up("passive.login_p95") == {"start_clock"}
+    # ready together, started in the order of their first tick (the guard with the first)
+    weight = lambda tid: dag.task_dict[tid].priority_weight  # noqa: E731
+    assert weight("guard") == weight("intensive.login_p95") > weight("regular.login_p95") > weight("passive.login_p95")
+    assert dag.task_dict["passive.login_p95"].weight_rule == "absolute"
     # the guard runs beside the phases; the judge waits for all of them
     assert up("guard") == {"start_clock"}
     assert up("judge_soak") == {f"{p.name}.{c.id}" for p in plan.phases for c in plan.checks_in(p.name)} | {"guard"}

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from airflow.dag_processing.dagbag import DagBag
 
 from tests.conftest import ROOT

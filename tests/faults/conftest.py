@@ -70,9 +70,9 @@ def as_staging_connection(monkeypatch):
     """Make a ``PgTarget`` the plan's ``soak_staging`` Airflow connection
     (``AIRFLOW_CONN_SOAK_STAGING`` as JSON); returns the setter."""
 
-    def set_(target) -> str:
-        value = json.dumps({"conn_type": "postgres", "host": target.host, "port": target.port,
-                            "login": target.user, "password": target.password, "schema": target.database})
+    def set_(to) -> str:
+        value = json.dumps({"conn_type": "postgres", "host": to.host, "port": to.port,
+                            "login": to.user, "password": to.password, "schema": to.database})
         monkeypatch.setenv("AIRFLOW_CONN_SOAK_STAGING", value)
         return "soak_staging"
 

@@ -23,7 +23,7 @@ from migration_soak.pgconn import PgTarget
 from migration_soak.plan import load_plan
 from migration_soak.rollback import restore_columns
 from migration_soak.sources import sql as sql_source
-from tests.integration.conftest import DOWN_SQL, MIGRATIONS, query, seed_users, snapshot
+from tests.integration.conftest import DOWN_SQL, MIGRATIONS, seed_users, snapshot
 
 ROLE = "soak_secret_role"
 # Every character a URL, a conninfo string, a .pgpass line or a shell would treat

@@ -12,7 +12,7 @@ from migration_soak.exceptions import RollbackError
 from migration_soak.migrate import LedgerBackend, verify_applied
 from migration_soak.rollback import CopyBody, parse_copy_header, pg_restore_data_argv, restore_columns
 
-from .conftest import DOWN_SQL, DROP, MIGRATIONS, SEED_USERS, query, seed_users, snapshot
+from .conftest import DOWN_SQL, DROP, MIGRATIONS, SEED_USERS, query, snapshot
 
 DROPPED = ("passwordHash", "emailVerified")
 NEW_USERS = 50

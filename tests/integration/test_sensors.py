@@ -59,14 +59,13 @@ def test_a_check_task_defers_to_its_next_tick_with_the_deadline_as_timeout(dag):
     assert isinstance(d.trigger, CheckTrigger) and d.method_name == "execute_complete"
     assert d.trigger.hour0 == hour0 and d.trigger.time_scale == SCALE and d.trigger.plan == task.plan
     assert (d.trigger.run_id, d.trigger.phase, d.trigger.check_id) == ("s1", "soak", "users_without_authorizer_id")
-    assert dag_store().observations("s1") == []  # tick 1 (3 soak minutes) is not due yet: the trigger takes it
     # deadline: the last tick (6 soak minutes = 6 s) + timeout (1 h)
     assert abs((now() + d.timeout) - (hour0 + timedelta(seconds=6 + sensors.DEFAULT_TIMEOUT_S))).total_seconds() < 1
-    # started late (a queue): measures the due tick on the worker first, then defers
+    # started late (a queue), a tick due: still no reading on the worker, the trigger takes it
     task.hour0 = (now() - timedelta(seconds=3.1)).isoformat()
     with pytest.raises(TaskDeferred):
         task.execute(ctx("s1"))
-    assert [o.tick for o in dag_store().observations("s1")] == [1]
+    assert dag_store().observations("s1") == []
     # the trigger handed back the NO-GO it recorded: the check tasks that never read are skipped
     with pytest.raises(DownstreamTasksSkipped) as skipped:
         task.execute_complete(ctx("s1"), {"kind": "no_go", "criterion": "x", "text": "NO-GO: x"})
@@ -77,12 +76,16 @@ def dag_store():
     return sensors.Store.from_airflow("any")
 
 
-def test_under_dag_test_a_check_task_reschedules_instead(dag):
+def test_under_dag_test_a_check_task_measures_on_the_worker_and_reschedules(dag):
     hour0 = now()
     task = sensor(dag, "soak.users_without_authorizer_id", hour0)
     with pytest.raises(AirflowRescheduleException) as rescheduled:
         task.execute(ctx("s2", user="dag_test"))
     assert rescheduled.value.reschedule_date == hour0 + timedelta(seconds=3)
+    task.hour0 = (now() - timedelta(seconds=3.1)).isoformat()  # tick 1 due: measured here
+    with pytest.raises(AirflowRescheduleException):
+        task.execute(ctx("s2", user="dag_test"))
+    assert [o.tick for o in dag_store().observations("s2")] == [1]
 
 
 def test_a_check_task_past_its_deadline_fails_or_with_soft_fail_skips(dag):

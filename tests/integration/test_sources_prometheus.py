@@ -123,8 +123,8 @@ def check(query: str, unit: str = "ratio", **source) -> Check:
 def test_error_ratio_is_zero_on_a_healthy_gateway(conn):
     # A healthy gateway has no 5xx series at all: without ``or vector(0)`` the division is
     # empty, which the source reports as an error rather than inventing a 0.
-    m = prometheus.measure(check(f'(sum(rate(http_requests_total{{endpoint=~"/auth/.*",status=~"5.."}}[10s])) or vector(0))'
-                                 f' / sum(rate(http_requests_total{{endpoint=~"/auth/.*"}}[10s]))'))
+    m = prometheus.measure(check('(sum(rate(http_requests_total{endpoint=~"/auth/.*",status=~"5.."}[10s])) or vector(0))'
+                                 ' / sum(rate(http_requests_total{endpoint=~"/auth/.*"}[10s]))'))
     assert m.value == 0.0
     assert m.evidence["series"] == 1 and m.evidence["result_type"] == "vector"
     with pytest.raises(MeasurementError, match="no series"):

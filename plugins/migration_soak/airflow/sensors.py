@@ -1,10 +1,10 @@
 """The soak's sensors: one task per (phase, check), and the guard; they wait deferred.
 
-A ``CheckSensor`` measures what is due when it starts (``observe.observe_due``), then
-defers to a ``CheckTrigger`` that takes every later tick of its phase in the triggerer and
-ends the task there: one worker start per check task, no worker slot and no reschedule row
-between ticks; the trigger ends it at once if the soak stops, and hands back to a worker
-only when its reading recorded the NO-GO.
+A ``CheckSensor`` defers at once to a ``CheckTrigger`` that takes every tick of its phase
+in the triggerer (``observe.observe_due``) and ends the task there: one short worker start
+per check task, no worker slot and no reschedule row between ticks; the trigger ends it at
+once if the soak stops, and hands back to a worker only when its reading recorded the
+NO-GO.
 The ``GuardSensor`` defers to a ``GuardTrigger`` that measures the guard checks in the
 triggerer and hands back only to post alerts or to stop the soak (docs/guard.md). All
 state lives in the store, so a restart or a retry resumes at the right tick.
@@ -16,7 +16,7 @@ wake-up) or deferred (the deferral's own timeout, applied by the scheduler). A t
 means the orchestrator lost the soak (a triggerer or workers down for that long): the run
 stops before a decision and the failure callback says so.
 
-Under ``dag.test()`` (``airflow dags test``: the demo, tests/e2e) tasks run one at a time
+Under ``dag.test()`` (``airflow dags test``: ``make demo RUNNER=dags-test``, most of tests/e2e) tasks run one at a time
 and a deferred task's trigger runs in line, blocking every other task: there the sensors
 wait by rescheduling instead (``waits_in_line``).
 
@@ -142,7 +142,19 @@ class CheckSensor(SoakSensor):
         deadline = self.deadline(plan, origin, scale)
         if datetime.now(timezone.utc) > deadline:
             self._timed_out(deadline, what)
-        progress = observe.observe_due(plan, store, context["run_id"], self.phase, self.check_id, origin, scale)
+        trigger = CheckTrigger(context["run_id"], self.plan, origin, scale, plan.connections.store, self.phase,
+                               self.check_id)
+        if waits_in_line(context):
+            progress = observe.observe_due(plan, store, context["run_id"], self.phase, self.check_id, origin, scale)
+        else:
+            # Straight to the triggerer, even with a tick due: there a reading costs a thread
+            # for milliseconds, here it holds a worker slot (a first scrape window waits
+            # 3 s) while 40 other check tasks queue to start at the same moment.
+            breach = store.no_go(context["run_id"])
+            if breach is None:
+                self.wait(context, trigger, datetime.now(timezone.utc), deadline, what)
+                return
+            progress = observe.Progress(True, None, [], stopped_by=breach)
         for o in progress.recorded:
             log_reading(self.log, what, o)
         if progress.stopped_by is not None:
@@ -151,8 +163,6 @@ class CheckSensor(SoakSensor):
             return
         if progress.done:
             return
-        trigger = CheckTrigger(context["run_id"], self.plan, origin, scale, plan.connections.store, self.phase,
-                               self.check_id)
         self.wait(context, trigger, progress.next_at, deadline, what)
 
     def execute_complete(self, context, event: Any = None) -> None:

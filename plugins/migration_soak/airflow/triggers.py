@@ -141,7 +141,7 @@ class CheckTrigger(BaseTrigger):
 
     Measuring here rather than on a worker is what lets a compressed soak keep its clock:
     a worker task start costs seconds of scheduler and CPU time, a reading milliseconds
-    (README "The demo on the real components"). A reading that fails is an ``error``
+    (docs/demo.md, "Where the wall time goes"). A reading that fails is an ``error``
     observation, as on a worker.
 
     :param run_id: the DAG run (the store's run id)
