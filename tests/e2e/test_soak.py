@@ -160,7 +160,7 @@ def test_legacy_code_slack_messages_and_post_mortem(legacy):
     assert any("task failed: `migration_soak.conclude`" in t and "NO-GO: no_go_" in t for t in texts)
     assert not any("verdict: GO" in t for t in texts)
     post_mortem = Path(legacy.events["rollback_completed"]["payload"]["post_mortem"]).read_text()
-    assert "no_go_" in post_mortem and "restored 200000 values" in post_mortem
+    assert "no_go_" in post_mortem and f"restored {2 * USERS} values" in post_mortem
     _secrets_absent(legacy, post_mortem)
 
 
