@@ -84,7 +84,7 @@ def test_a_first_reading_starts_its_window_at_the_newest_page_old_enough(monkeyp
     pages = [(now - timedelta(seconds=s), f"page-{s}") for s in (40, 7, 3.5, 0.2)]
     monkeypatch.setattr(openmetrics, "_PAGES", {("gw", "/metrics"): pages})
     # not the freshest page (a 0.2 s window), not the oldest (40 s): the newest >= MIN_WINDOW_S
-    assert openmetrics.MIN_WINDOW_S == 3.0
+    monkeypatch.setattr(openmetrics, "MIN_WINDOW_S", 3.0)
     assert openmetrics._window_start("gw", "/metrics")[1] == "page-3.5"
     # only fresh pages: the oldest of them (measure then waits out the rest of the window)
     monkeypatch.setattr(openmetrics, "_PAGES", {("gw", "/metrics"): pages[3:]})
