@@ -71,8 +71,8 @@ SIGN_OFF_OPTIONS = {"approve": "Approve", "reject": "Reject"}
 #: ``run_soak``'s runners: the real components, or ``airflow dags test``.
 RUNNER_AIRFLOW, RUNNER_DAGS_TEST = "airflow", "dags-test"
 RUNNERS = (RUNNER_AIRFLOW, RUNNER_DAGS_TEST)
-#: The ``airflow`` runner's LocalExecutor task slots: a check task that wakes for a tick
-#: holds one while it measures (seconds), and the intensive phase wakes 13 at once.
+#: The ``airflow`` runner's LocalExecutor task slots: ~40 check tasks start at once when the
+#: soak clock starts (each holds a slot only until it defers to the triggerer).
 PARALLELISM = 12
 RUNNER_TEXT = {RUNNER_AIRFLOW: "scheduler, triggerer, LocalExecutor", RUNNER_DAGS_TEST: "airflow dags test"}
 
