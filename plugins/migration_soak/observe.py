@@ -93,15 +93,27 @@ def measured_pairs(store: Store, run_id: str) -> set[tuple[str, str]]:
     return store.measured_pairs(run_id)
 
 
+def previous_reading(store: Store, run_id: str, check_id: str, phase: str) -> Observation | None:
+    """The reading a new one in ``phase`` starts its window at (scrape counters, log offsets).
+
+    The guard and the phase checks are two series of the same check: each window starts at
+    its own series' last reading. A phase reading starting at a guard reading taken a second
+    earlier held a handful of requests or none (an ``error``), and a log count would miss the
+    lines the guard had read. After the migration no window starts before it: a window
+    spanning the migration would blur the very change the soak looks for.
+    """
+    if phase == "guard":
+        return store.latest(run_id, check_id, phases=("guard",))
+    return store.latest(run_id, check_id, exclude_phases=("guard",) if phase == "baseline" else ("baseline", "guard"))
+
+
 def take(plan: Plan, check_id: str, phase: str, tick: clock.Tick, run_id: str, store: Store) -> Observation:
     """Measure ``check_id`` now for ``tick`` and return the observation (not yet stored).
 
     A failed measurement becomes an ``error`` observation carrying the reason.
     """
     check = plan.check(check_id)
-    # After the migration, compare with readings after it: a window spanning the
-    # migration would blur the very change the soak looks for.
-    previous = store.latest(run_id, check_id, exclude_phase=None if phase == "baseline" else "baseline")
+    previous = previous_reading(store, run_id, check_id, phase)
     prev_evidence = previous.evidence if previous and previous.status != "error" else None
     try:
         m = sources.measure(check, plan, prev_evidence, sources.Context(run_id, store))

@@ -10,6 +10,7 @@ Observations are unique per (run, phase, check, tick): recording the same tick t
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -144,16 +145,20 @@ class Store:
                 Observation(**{k: v for k, v in r._mapping.items() if k != "id"}) for r in conn.execute(q)
             ]
 
-    def latest(self, run_id: str, check_id: str, exclude_phase: str | None = None) -> Observation | None:
-        """The most recent observation of a check in a run, any phase but ``exclude_phase``."""
+    def latest(self, run_id: str, check_id: str, phases: Collection[str] | None = None,
+               exclude_phases: Collection[str] = ()) -> Observation | None:
+        """The most recent observation of a check in a run, in ``phases`` (None: any) but
+        none of ``exclude_phases``."""
         q = (
             sa.select(observations)
             .where(observations.c.run_id == run_id, observations.c.check_id == check_id)
             .order_by(observations.c.measured_at.desc(), observations.c.id.desc())
             .limit(1)
         )
-        if exclude_phase is not None:
-            q = q.where(observations.c.phase != exclude_phase)
+        if phases is not None:
+            q = q.where(observations.c.phase.in_(list(phases)))
+        if exclude_phases:
+            q = q.where(observations.c.phase.not_in(list(exclude_phases)))
         with self.engine.connect() as conn:
             r = conn.execute(q).first()
         return Observation(**{k: v for k, v in r._mapping.items() if k != "id"}) if r else None

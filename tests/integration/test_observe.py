@@ -97,6 +97,24 @@ def test_store_keeps_the_first_observation_of_a_tick(store):
         Observation("r5", "regular", "login_p95", 3, H0, H0, None, "ms", "pass")
 
 
+def test_the_guard_and_the_phase_checks_each_start_their_window_at_their_own_last_reading(store):
+    def rec(phase, tick, minute):
+        o = Observation("r6", phase, "critical_errors", tick, at(minute), at(minute), 0.0, "count", "pass",
+                        {"offset": minute})
+        assert store.record(o)
+    rec("baseline", 1, -5)
+    assert observe.previous_reading(store, "r6", "critical_errors", "intensive") is None  # never before the migration
+    assert observe.previous_reading(store, "r6", "critical_errors", "baseline").evidence == {"offset": -5}
+    rec("intensive", 1, 5)
+    rec("guard", 6, 6)  # the guard read the same log a moment later
+    # a phase reading counts every line since the phase series' last reading, not the guard's
+    assert observe.previous_reading(store, "r6", "critical_errors", "intensive").evidence == {"offset": 5}
+    assert observe.previous_reading(store, "r6", "critical_errors", "regular").evidence == {"offset": 5}
+    assert observe.previous_reading(store, "r6", "critical_errors", "guard").evidence == {"offset": 6}
+    rec("regular", 1, 60)
+    assert observe.previous_reading(store, "r6", "critical_errors", "guard").evidence == {"offset": 6}
+
+
 def test_one_soak_per_environment_whatever_the_plan(store):
     first = store.take_lease("staging", "run-a", "default")
     assert first["run_id"] == "run-a"
