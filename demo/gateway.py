@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal, cast
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import URL, create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import QueuePool
 
 from demo.app_config import SCENARIOS, AppConfig, fault_params, should_inject_error
 from demo.app_log import Instrument
@@ -238,7 +239,7 @@ class Gateway:
         self.engine = self._create_engine(self.config)
         self.sessions = SessionTracker()
         self.metrics = GatewayMetrics(
-            lambda: self.engine.pool.checkedout(),
+            lambda: cast(QueuePool, self.engine.pool).checkedout(),  # create_engine's default pool
             lambda: self.config.pool_size + self.config.max_overflow,
             self.sessions.count,
         )
