@@ -212,7 +212,7 @@ class DbHostCollector(Collector):
 
 class DbExporter:
     """``DbHostCollector`` in its own registry, as an ASGI ``app`` serving ``GET /metrics``
-    (Prometheus text) and ``GET /health``. Serve it with ``demo.app.ServerThread``."""
+    (Prometheus text) and ``GET /health``. Serve it with ``demo.server.ServerThread``."""
 
     def __init__(self, data_dir: Path | str, min_window_s: float = MIN_WINDOW_S):
         self.registry = CollectorRegistry()

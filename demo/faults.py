@@ -5,7 +5,7 @@ start: ``base_scenario(name)``) and a timeline of steps ``(soak_hour, action, ar
 
 * ``("fault", {"fault": name, "on": bool, <param>: number...})``: ``POST /admin/fault`` on
   the gateway, the body being ``args`` (``slow-auth``, ``memory-leak``, ``metrics-outage``,
-  ``noisy``; see ``demo.app.FAULT_DEFAULTS``). A fault with a ``time_scale`` parameter
+  ``noisy``; see ``demo.app_config.FAULT_DEFAULTS``). A fault with a ``time_scale`` parameter
   (``noisy``: its Authorizer error rate is per soak hour) gets the timeline's unless given.
 * ``("scenario", {"scenario": "healthy"|"legacy-code"})``: ``POST /admin/scenario``.
 * ``("reload", {})``: ``POST /admin/reload`` (an app restart).
@@ -38,7 +38,7 @@ from typing import Any, Callable
 import psycopg2
 import requests
 
-from demo.app import FAULT_DEFAULTS
+from demo.app_config import FAULT_DEFAULTS
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,9 @@ Python::
      "db_log": str (absolute path of PostgreSQL's log: slow statements, lock waits, errors),
      "scenario": "healthy" | "legacy-code", "pid": int}
 
-Faults (``demo.app.FAULTS``) are switched at runtime on the gateway (``POST /admin/fault``,
-or a ``demo.faults.Timeline``); the Authorizer's admin log follows the gateway's faults.
+Faults (``demo.app_config.FAULTS``) are switched at runtime on the gateway
+(``POST /admin/fault``, or a ``demo.faults.Timeline``); the Authorizer's admin log follows
+the gateway's faults.
 
 The data in ``<dir>/pgdata`` is kept between runs: a second ``up`` reuses the seeded
 database as it is (migrated or not). Delete the folder for a fresh staging.
@@ -46,10 +47,11 @@ from pathlib import Path
 from typing import Iterator
 
 from demo import postgres, seed
-from demo.app import (
-    SCENARIOS, AppConfig, AuthorizerLog, Gateway, ServerThread, close_app_log, create_authorizer, open_app_log,
-    write_private_json,
-)
+from demo.app_config import SCENARIOS, AppConfig, write_private_json
+from demo.app_log import close_app_log, open_app_log
+from demo.authorizer import AuthorizerLog, create_authorizer
+from demo.gateway import Gateway
+from demo.server import ServerThread
 from demo.db_exporter import DbExporter
 from demo.load import LoadGenerator
 

@@ -20,9 +20,11 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from demo import seed
-from demo.app import AuthorizerLog, KnownIds, SessionTracker, fault_params, should_inject_error
+from demo.app_config import fault_params, should_inject_error
+from demo.authorizer import AuthorizerLog, KnownIds
 from demo.db_exporter import DbExporter
 from demo.faults import SCENARIOS, Timeline, add_users_without_authorizer_id, base_scenario, check_steps
+from demo.gateway import SessionTracker
 from demo.stack import Stack
 
 DROP_SQL = (seed.MIGRATIONS_DIR / seed.DROP_MIGRATION / "migration.sql").read_text()

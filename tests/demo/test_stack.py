@@ -23,9 +23,12 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from demo import seed
-from demo.app import AppConfig, Gateway, ServerThread, close_app_log, open_app_log
+from demo.app_config import AppConfig
+from demo.app_log import close_app_log, open_app_log
+from demo.gateway import Gateway
 from demo.load import LoadGenerator
 from demo.postgres import free_port
+from demo.server import ServerThread
 from demo.stack import Stack, airflow_connections
 
 REPO = Path(__file__).resolve().parents[2]
