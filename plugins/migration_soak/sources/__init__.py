@@ -66,13 +66,13 @@ def measure(check: Check, plan: Plan, previous: dict[str, Any] | None = None, co
 
             return authorizer_sync.measure(check, plan.connections.staging)
         if kind == "fingerprint":
-            from migration_soak.sources import fingerprint
+            from migration_soak.sources import data_loss
 
-            return fingerprint.measure(check, plan, context)
+            return data_loss.measure(check, plan, context)
         if kind == "backup":
-            from migration_soak.sources import backup
+            from migration_soak.sources import incremental_backup
 
-            return backup.measure(check, plan, context)
+            return incremental_backup.measure(check, plan, context)
     except MeasurementError:
         raise
     except Exception as exc:  # any failure to measure is an error observation, with its reason
