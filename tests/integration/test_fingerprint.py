@@ -13,7 +13,7 @@ from migration_soak import sources
 from migration_soak.exceptions import MeasurementError
 from migration_soak.fingerprint import Fingerprint, compare, take
 from migration_soak.plan import load_plan, parse_plan
-from migration_soak.sources import fingerprint as fingerprint_source
+from migration_soak.sources import data_loss as fingerprint_source
 
 from .conftest import DROP, MIGRATIONS, SEED_USERS, query, seed_users
 

@@ -17,7 +17,7 @@ from demo.stack import Stack, airflow_connections
 from migration_soak import sources
 from migration_soak.exceptions import MeasurementError
 from migration_soak.plan import Check, Connections
-from migration_soak.sources import authorizer_sync
+from migration_soak.sources import SourceContext, authorizer_sync
 
 SEEDED = 50
 # An id that must be quoted in a URL path: it still reaches the Authorizer as one segment.
@@ -73,7 +73,7 @@ def test_users_the_authorizer_does_not_know_are_counted(stack):
 
 def test_a_sample_is_drawn_and_at_most_ten_unknown_ids_are_shown(stack):
     staging_sql(stack, """UPDATE users SET "authorizerId" = 'unknown-' || id""")  # none known any more
-    m = authorizer_sync.measure(check(sample=20), "soak_staging")
+    m = authorizer_sync.measure(check(sample=20), SourceContext(staging="soak_staging"))
     assert time.monotonic() - stack["started"] < 9  # before the stand-in may re-read the ids
     assert m.value == 20 and m.evidence["sampled"] == 20
     assert len(m.evidence["unknown"]) == 10 and m.evidence["unknown_count"] == 20
@@ -84,21 +84,21 @@ def test_wrong_token_unreachable_authorizer_and_no_ids_are_errors(stack, monkeyp
     conn = json.loads(airflow_connections(stack)["AIRFLOW_CONN_SOAK_AUTHORIZER"])
     monkeypatch.setenv("AIRFLOW_CONN_SOAK_AUTHORIZER", json.dumps({**conn, "password": "not-the-token"}))
     with pytest.raises(MeasurementError, match=r"HTTP 401 .*admin token") as exc:
-        authorizer_sync.measure(check(), "soak_staging")
+        authorizer_sync.measure(check(), SourceContext(staging="soak_staging"))
     assert "not-the-token" not in str(exc.value)
     # A login on the connection does not turn the Bearer token into basic auth.
     monkeypatch.setenv("AIRFLOW_CONN_SOAK_AUTHORIZER", json.dumps({**conn, "login": "admin"}))
-    assert authorizer_sync.measure(check(), "soak_staging").value == 0
+    assert authorizer_sync.measure(check(), SourceContext(staging="soak_staging")).value == 0
     monkeypatch.setenv("AIRFLOW_CONN_SOAK_AUTHORIZER", json.dumps({**conn, "port": free_port()}))
     with pytest.raises(MeasurementError, match="Authorizer unreachable: ConnectionError"):
-        authorizer_sync.measure(check(), "soak_staging")
+        authorizer_sync.measure(check(), SourceContext(staging="soak_staging"))
     staging_sql(stack, """UPDATE users SET "authorizerId" = NULL""")
     with pytest.raises(MeasurementError, match="no user has an authorizerId"):
-        authorizer_sync.measure(check(), "soak_staging")
+        authorizer_sync.measure(check(), SourceContext(staging="soak_staging"))
 
 
 def test_the_sample_runs_read_only(stack, monkeypatch):
     monkeypatch.setattr(authorizer_sync, "SAMPLE_SQL", "INSERT INTO users (id, email, \"updatedAt\") "
                         "VALUES ('x', 'x@example.test', now()) RETURNING %s::text")
     with pytest.raises(MeasurementError, match="ReadOnlySqlTransaction|read-only transaction"):
-        authorizer_sync.measure(check(), "soak_staging")
+        authorizer_sync.measure(check(), SourceContext(staging="soak_staging"))

@@ -12,7 +12,7 @@ import requests
 
 from demo.stack import Stack, airflow_connections
 from migration_soak.plan import Check
-from migration_soak.sources import logs
+from migration_soak.sources import SourceContext, logs
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def check(**source) -> Check:
 
 def test_the_gateway_log_is_followed_between_observations(stack):
     c = check(file=stack["app_log"], patterns=[r"status=[45]\d\d"], exclude=["/health"])
-    first = logs.measure(c, None)
+    first = logs.measure(c, SourceContext())
     for _ in range(3):  # unknown users: 401, logged as WARNING
         requests.post(f"{stack['gateway_url']}/auth/login", json={"email": "nobody@example.test"}, timeout=5)
     requests.get(f"{stack['gateway_url']}/health", timeout=5)
@@ -41,11 +41,11 @@ def test_the_gateway_log_is_followed_between_observations(stack):
     deadline = time.monotonic() + 5  # the app writes its log line after answering
     while "status=404" not in Path(stack["app_log"]).read_text() and time.monotonic() < deadline:
         time.sleep(0.05)
-    second = logs.measure(c, first.evidence)
+    second = logs.measure(c, SourceContext(previous=first.evidence))
     assert second.value == 4 and second.evidence["lines_read"] == 5
     assert all("WARNING gateway" in line for line in second.evidence["samples"])
     assert second.evidence["inode"] == first.evidence["inode"] > 0
-    assert logs.measure(c, second.evidence).value == 0
+    assert logs.measure(c, SourceContext(previous=second.evidence)).value == 0
 
 
 def test_the_authorizer_admin_log(stack):
@@ -55,9 +55,9 @@ def test_the_authorizer_admin_log(stack):
         pytest.skip("this Authorizer stand-in has no /admin/logs yet")
     entries = probe.json()["logs"]
     http = {"connection": "soak_authorizer", "endpoint": "/admin/logs?limit=500", "items": "logs"}
-    every = logs.measure(check(http=http, patterns=["."]), None)
+    every = logs.measure(check(http=http, patterns=["."]), SourceContext())
     # The stand-in's log may grow between the probe and the measurement, never shrink.
     assert every.evidence["entries"] >= len(entries) and every.value == every.evidence["kept"]
-    none = logs.measure(check(http={**http, "where": {"level": "no-such-level"}}, patterns=["."]), None)
+    none = logs.measure(check(http={**http, "where": {"level": "no-such-level"}}, patterns=["."]), SourceContext())
     assert none.value == 0 and none.evidence["kept"] == 0
     assert token not in json.dumps(every.evidence)

@@ -20,7 +20,7 @@ from demo.postgres import free_port
 from demo.stack import Stack, airflow_connections
 from migration_soak.exceptions import MeasurementError
 from migration_soak.plan import Check
-from migration_soak.sources import prometheus
+from migration_soak.sources import SourceContext, prometheus
 
 PROMETHEUS = shutil.which("prometheus")
 DATABASE = "t_sources_prometheus"
@@ -124,15 +124,15 @@ def test_error_ratio_is_zero_on_a_healthy_gateway(conn):
     # A healthy gateway has no 5xx series at all: without ``or vector(0)`` the division is
     # empty, which the source reports as an error rather than inventing a 0.
     m = prometheus.measure(check('(sum(rate(http_requests_total{endpoint=~"/auth/.*",status=~"5.."}[10s])) or vector(0))'
-                                 ' / sum(rate(http_requests_total{endpoint=~"/auth/.*"}[10s]))'))
+                                 ' / sum(rate(http_requests_total{endpoint=~"/auth/.*"}[10s]))'), SourceContext())
     assert m.value == 0.0
     assert m.evidence["series"] == 1 and m.evidence["result_type"] == "vector"
     with pytest.raises(MeasurementError, match="no series"):
-        prometheus.measure(check(ERROR_RATIO))
+        prometheus.measure(check(ERROR_RATIO), SourceContext())
 
 
 def test_login_p95_in_ms(conn):
-    m = prometheus.measure(check(LOGIN_P95_MS, unit="ms"))
+    m = prometheus.measure(check(LOGIN_P95_MS, unit="ms"), SourceContext())
     # Buckets go from 5 ms up; a local login is fast but takes some time.
     assert 0 < m.value < 2000
     assert m.evidence["sample"][0]["labels"] == {}
@@ -142,42 +142,42 @@ def test_login_p95_in_ms(conn):
 def test_scale_and_aggregates_over_several_series(conn):
     per_endpoint = 'sum by (endpoint) (http_requests_total{endpoint=~"/auth/.*"})'
     with pytest.raises(MeasurementError, match="exactly one series, the query gives 2"):
-        prometheus.measure(check(per_endpoint, unit="count"))
-    total = prometheus.measure(check(per_endpoint, unit="count", aggregate="sum"))
-    biggest = prometheus.measure(check(per_endpoint, unit="count", aggregate="max"))
+        prometheus.measure(check(per_endpoint, unit="count"), SourceContext())
+    total = prometheus.measure(check(per_endpoint, unit="count", aggregate="sum"), SourceContext())
+    biggest = prometheus.measure(check(per_endpoint, unit="count", aggregate="max"), SourceContext())
     assert total.evidence["series"] == 2 and total.value >= biggest.value > 0
     assert {s["labels"]["endpoint"] for s in total.evidence["sample"]} == {"/auth/login", "/auth/verify"}
-    scalar = prometheus.measure(check("scalar(up)", unit="count", scale=1000))
+    scalar = prometheus.measure(check("scalar(up)", unit="count", scale=1000), SourceContext())
     assert scalar.value == 1000.0 and scalar.evidence["result_type"] == "scalar"
 
 
 def test_bad_promql_is_an_error_with_prometheus_message(conn):
     with pytest.raises(MeasurementError, match=r"bad_data: .*parse error") as exc:
-        prometheus.measure(check("sum(rate(http_requests_total[10s])"))
+        prometheus.measure(check("sum(rate(http_requests_total[10s])"), SourceContext())
     assert "HTTP 400" in str(exc.value)
 
 
 def test_empty_result_nan_and_range_vector_are_errors(conn):
     with pytest.raises(MeasurementError, match="no series"):
-        prometheus.measure(check('http_requests_total{endpoint="/no/such"}'))
+        prometheus.measure(check('http_requests_total{endpoint="/no/such"}'), SourceContext())
     with pytest.raises(MeasurementError, match="no finite value \\(NaN"):
-        prometheus.measure(check("vector(0) / vector(0)"))
+        prometheus.measure(check("vector(0) / vector(0)"), SourceContext())
     with pytest.raises(MeasurementError, match="matrix result"):
-        prometheus.measure(check("up[10s]"))
+        prometheus.measure(check("up[10s]"), SourceContext())
 
 
 def test_prometheus_down_is_an_error(monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_SOAK_PROMETHEUS",
                        json.dumps({"conn_type": "http", "host": "127.0.0.1", "port": free_port(), "schema": "http"}))
     with pytest.raises(MeasurementError, match="unreachable: ConnectionError"):
-        prometheus.measure(check("up"))
+        prometheus.measure(check("up"), SourceContext())
 
 
 def test_not_prometheus_is_an_error(stack, monkeypatch):
     # The gateway answers /api/v1/query with a 404 page: not JSON from Prometheus.
     monkeypatch.setenv("AIRFLOW_CONN_SOAK_PROMETHEUS", airflow_connections(stack)["AIRFLOW_CONN_SOAK_GATEWAY"])
     with pytest.raises(MeasurementError, match="HTTP 404"):
-        prometheus.measure(check("up"))
+        prometheus.measure(check("up"), SourceContext())
 
 
 def test_range_query_gives_one_point_per_step(conn):

@@ -15,7 +15,7 @@ import pytest
 from migration_soak import sources
 from migration_soak.exceptions import MeasurementError
 from migration_soak.plan import REPO_ROOT, Check, Connections
-from migration_soak.sources import logs
+from migration_soak.sources import SourceContext, logs
 
 PATTERNS = ["error", "exception", "passwordHash", "undefined column"]
 
@@ -40,15 +40,15 @@ def test_first_reading_takes_the_last_500_lines_then_only_what_was_appended(tmp_
     log = tmp_path / "app.log"
     append(log, *[f"INFO old error {i}" for i in range(1000)])  # 1000 matches, only 500 read
     c = check(file=str(log))
-    first = logs.measure(c, None)
+    first = logs.measure(c, SourceContext())
     assert first.value == 500 and first.evidence["lines_read"] == 500
     assert first.evidence["samples"][0] == "INFO old error 500"
     assert first.evidence["offset"] == log.stat().st_size and first.evidence["inode"] == log.stat().st_ino
     # Nothing new: nothing read.
-    same = logs.measure(c, first.evidence)
+    same = logs.measure(c, SourceContext(previous=first.evidence))
     assert (same.value, same.evidence["lines_read"], same.evidence["offset"]) == (0, 0, first.evidence["offset"])
     append(log, "INFO fine", "ERROR boom", "WARN Exception in thread")
-    second = logs.measure(c, same.evidence)
+    second = logs.measure(c, SourceContext(previous=same.evidence))
     assert second.value == 2 and second.evidence["lines_read"] == 3
     assert second.evidence["samples"] == ["ERROR boom", "WARN Exception in thread"]
 
@@ -56,24 +56,24 @@ def test_first_reading_takes_the_last_500_lines_then_only_what_was_appended(tmp_
 def test_a_short_file_is_read_whole_the_first_time(tmp_path):
     log = tmp_path / "app.log"
     append(log, "ERROR a", "INFO b")
-    m = logs.measure(check(file=str(log)), None)
+    m = logs.measure(check(file=str(log)), SourceContext())
     assert (m.value, m.evidence["lines_read"]) == (1, 2)
     empty = tmp_path / "empty.log"
     empty.write_bytes(b"")
-    assert logs.measure(check(file=str(empty)), None).evidence["offset"] == 0
+    assert logs.measure(check(file=str(empty)), SourceContext()).evidence["offset"] == 0
 
 
 def test_a_line_still_being_written_waits_for_its_newline(tmp_path):
     log = tmp_path / "app.log"
     append(log, "INFO a")
-    first = logs.measure(check(file=str(log)), None)
+    first = logs.measure(check(file=str(log)), SourceContext())
     with open(log, "a") as f:
         f.write("ERROR half a li")
-    m = logs.measure(check(file=str(log)), first.evidence)
+    m = logs.measure(check(file=str(log)), SourceContext(previous=first.evidence))
     assert m.value == 0 and m.evidence["offset"] == first.evidence["offset"]
     with open(log, "a") as f:
         f.write("ne\n")
-    m = logs.measure(check(file=str(log)), m.evidence)
+    m = logs.measure(check(file=str(log)), SourceContext(previous=m.evidence))
     assert m.value == 1 and m.evidence["samples"] == ["ERROR half a line"]
 
 
@@ -81,40 +81,40 @@ def test_rotation_by_rename_reads_the_rest_of_the_old_file_then_the_new_one(tmp_
     log = tmp_path / "app.log"
     append(log, "INFO start")
     c = check(file=str(log))
-    prev = logs.measure(c, None).evidence
+    prev = logs.measure(c, SourceContext()).evidence
     append(log, "ERROR before rotation")
     os.rename(log, tmp_path / "app.log.1")  # what RotatingFileHandler does
     append(log, "ERROR after rotation", "INFO x")
-    m = logs.measure(c, prev)
+    m = logs.measure(c, SourceContext(previous=prev))
     assert m.value == 2 and m.evidence["rotated"] and m.evidence["rotated_to"] == "app.log.1"
     assert m.evidence["samples"] == ["ERROR before rotation", "ERROR after rotation"]
     assert m.evidence["inode"] == log.stat().st_ino and m.evidence["offset"] == log.stat().st_size
     # The following reading continues in the new file only.
     append(log, "ERROR later")
-    assert logs.measure(c, m.evidence).evidence["samples"] == ["ERROR later"]
+    assert logs.measure(c, SourceContext(previous=m.evidence)).evidence["samples"] == ["ERROR later"]
 
 
 def test_a_truncated_or_replaced_file_is_read_from_the_start(tmp_path):
     log = tmp_path / "app.log"
     append(log, *[f"INFO line {i}" for i in range(50)])
     c = check(file=str(log))
-    prev = logs.measure(c, None).evidence
+    prev = logs.measure(c, SourceContext()).evidence
     # copytruncate: same inode, shorter than the offset.
     log.write_text("ERROR one\n")
-    m = logs.measure(c, prev)
+    m = logs.measure(c, SourceContext(previous=prev))
     assert m.value == 1 and m.evidence["rotated"] and m.evidence["offset"] == len("ERROR one\n")
     # Truncated and grown past the old offset before the next reading: same inode, longer,
     # but its first bytes changed.
     prev = m.evidence
     log.write_text("".join(f"2026-01-02 ERROR new {i}\n" for i in range(5)))
     assert log.stat().st_ino == prev["inode"] and log.stat().st_size > prev["offset"]
-    m = logs.measure(c, prev)
+    m = logs.measure(c, SourceContext(previous=prev))
     assert m.value == 5 and m.evidence["rotated"] and m.evidence["lines_read"] == 5
     # Deleted and created again (the inode may be reused): read from the start.
     prev = m.evidence
     log.unlink()
     append(log, *[f"2026-01-03 ERROR again {i}" for i in range(8)])
-    m = logs.measure(c, prev)
+    m = logs.measure(c, SourceContext(previous=prev))
     assert m.value == 8 and m.evidence["rotated"]
 
 
@@ -122,20 +122,20 @@ def test_appends_beyond_the_first_bytes_keep_the_offset(tmp_path):
     log = tmp_path / "app.log"
     append(log, "INFO a")  # shorter than the 128 head bytes: the head grows with the file
     c = check(file=str(log))
-    prev = logs.measure(c, None).evidence
+    prev = logs.measure(c, SourceContext()).evidence
     for i in range(40):
         append(log, f"INFO filler {i}", f"ERROR {i}")
-        m = logs.measure(c, prev)
+        m = logs.measure(c, SourceContext(previous=prev))
         assert (m.value, m.evidence["lines_read"], "rotated" in m.evidence) == (1, 2, False)
         prev = m.evidence
 
 
 def test_a_missing_file_is_an_error_and_relative_paths_start_at_the_repo_root(tmp_path):
     with pytest.raises(MeasurementError, match="does not exist"):
-        logs.measure(check(file=str(tmp_path / "nope.log")), None)
+        logs.measure(check(file=str(tmp_path / "nope.log")), SourceContext())
     with pytest.raises(MeasurementError, match=str(REPO_ROOT / "no/such.log")):
-        logs.measure(check(file="no/such.log"), None)
-    m = logs.measure(check(file="README.md", patterns=["GO"]), None)
+        logs.measure(check(file="no/such.log"), SourceContext())
+    m = logs.measure(check(file="README.md", patterns=["GO"]), SourceContext())
     assert m.evidence["file"] == str(REPO_ROOT / "README.md") and m.value > 0
 
 
@@ -153,7 +153,7 @@ def test_patterns_are_case_insensitive_and_excludes_win(tmp_path):
            'ERROR gateway POST /auth/login status=500 db_error=42703 undefined column: column "passwordHash" does not exist',
            "error: retrying", "WARN Exception ignored: healthcheck", "INFO all good", "INFO ERRORS=0 in last hour")
     c = check(file=str(log), patterns=["error", "exception"], exclude=["healthcheck", r"errors=0\b"])
-    m = logs.measure(c, None)
+    m = logs.measure(c, SourceContext())
     assert m.value == 2
     assert m.evidence["samples"][1] == "error: retrying"
 
@@ -167,7 +167,7 @@ def test_samples_are_masked_cut_and_at_most_ten(tmp_path):
            "ERROR connect postgres://app:s3cret@db:5432/staging",
            "ERROR " + "x" * 1000,
            *[f"ERROR {i}" for i in range(20)])
-    m = logs.measure(check(file=str(log)), None)
+    m = logs.measure(check(file=str(log)), SourceContext())
     assert m.value == 25 and len(m.evidence["samples"]) == 10
     text = json.dumps(m.evidence)
     for secret in ("hunter2", "eyJhbGciOi", "k-123", "t0k3n", "s3cret"):
@@ -192,7 +192,7 @@ def test_masking_leaves_column_names_alone():
 
 def test_command_stdout_is_the_log_and_runs_without_a_shell():
     c = check(command=[sys.executable, "-c", "print('ERROR a\\nINFO b\\nerror c'); print('$(rm -rf /) ERROR d')"])
-    m = logs.measure(c, None)
+    m = logs.measure(c, SourceContext())
     assert m.value == 3 and m.evidence["reader"] == "command" and m.evidence["lines_read"] == 4
     assert "offset" not in m.evidence
 
@@ -200,16 +200,16 @@ def test_command_stdout_is_the_log_and_runs_without_a_shell():
 def test_a_failing_command_is_an_error_with_its_stderr_tail():
     script = "import sys; sys.stderr.write('x' * 2000 + ' railway: not logged in token=abc'); sys.exit(3)"
     with pytest.raises(MeasurementError, match=r"exited 3: .*railway: not logged in token=\*\*\*") as exc:
-        logs.measure(check(command=[sys.executable, "-c", script]), None)
+        logs.measure(check(command=[sys.executable, "-c", script]), SourceContext())
     assert "abc" not in str(exc.value) and len(str(exc.value)) < 1000
     with pytest.raises(MeasurementError, match="not found: 'no-such-binary-xyz'"):
-        logs.measure(check(command=["no-such-binary-xyz", "logs"]), None)
+        logs.measure(check(command=["no-such-binary-xyz", "logs"]), SourceContext())
 
 
 def test_a_command_that_hangs_times_out(monkeypatch):
     monkeypatch.setattr(logs, "TIMEOUT_S", 0.5)
     with pytest.raises(MeasurementError, match="timed out after 0.5 s"):
-        logs.measure(check(command=[sys.executable, "-c", "import time; time.sleep(10)"]), None)
+        logs.measure(check(command=[sys.executable, "-c", "import time; time.sleep(10)"]), SourceContext())
 
 
 def test_the_dispatcher_passes_previous_evidence(tmp_path):
@@ -282,31 +282,31 @@ def http_check(**http) -> Check:
 
 
 def test_http_entries_filtered_by_where_with_a_bearer_token(log_api):
-    m = logs.measure(http_check(where={"level": "error"}), None)
+    m = logs.measure(http_check(where={"level": "error"}), SourceContext())
     # Entries 0, 2, 4 by message; entry 3 has no message: its JSON holds "expired".
     assert m.value == 4 and m.evidence["entries"] == 5 and m.evidence["kept"] == 4
     assert m.evidence["samples"][3] == "token validation error: Bearer ***"
     assert log_api[-1] == {"path": "/admin/logs?limit=500", "authorization": f"Bearer {TOKEN}"}
     assert TOKEN not in json.dumps(m.evidence)
-    webhooks = logs.measure(http_check(where={"level": "error", "event": "webhook"}), None)
+    webhooks = logs.measure(http_check(where={"level": "error", "event": "webhook"}), SourceContext())
     assert webhooks.value == 1 and webhooks.evidence["samples"] == ["Webhook delivery failure: 502"]
-    everything = logs.measure(http_check(), None)
+    everything = logs.measure(http_check(), SourceContext())
     assert everything.value == 5  # "login error retried ok" counts without the level filter
 
 
 def test_http_errors(log_api, monkeypatch):
     with pytest.raises(MeasurementError, match="no 'data.entries' in the answer"):
-        logs.measure(http_check(items="data.entries"), None)
+        logs.measure(http_check(items="data.entries"), SourceContext())
     with pytest.raises(MeasurementError, match="'data' is a dict, not a list"):
-        logs.measure(http_check(items="data"), None)
+        logs.measure(http_check(items="data"), SourceContext())
     with pytest.raises(MeasurementError, match="HTTP 404"):
-        logs.measure(http_check(endpoint="/nope"), None)
+        logs.measure(http_check(endpoint="/nope"), SourceContext())
     with pytest.raises(MeasurementError, match="did not answer JSON"):
-        logs.measure(http_check(endpoint="/text"), None)
+        logs.measure(http_check(endpoint="/text"), SourceContext())
     conn = json.loads(os.environ["AIRFLOW_CONN_SOAK_AUTHORIZER"])
     monkeypatch.setenv("AIRFLOW_CONN_SOAK_AUTHORIZER", json.dumps({**conn, "password": "wrong"}))
     with pytest.raises(MeasurementError, match="HTTP 401"):
-        logs.measure(http_check(), None)
+        logs.measure(http_check(), SourceContext())
     monkeypatch.setenv("AIRFLOW_CONN_SOAK_AUTHORIZER", json.dumps({**conn, "port": 1}))
     with pytest.raises(MeasurementError, match="unreachable"):
-        logs.measure(http_check(), None)
+        logs.measure(http_check(), SourceContext())

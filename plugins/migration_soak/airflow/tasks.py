@@ -333,7 +333,7 @@ def start_baseline() -> str:
 def fingerprint(_rehearsal: dict | None) -> dict:
     """Row counts and fingerprints of the preserved columns before the migration, for the
     data-loss checks (seed NO-GO "Cualquier pérdida de datos detectada")."""
-    from migration_soak.sources.fingerprint import record_baseline
+    from migration_soak.sources.data_loss import record_baseline
 
     ctx, plan, run_id = _ctx()
     store = _store(plan)

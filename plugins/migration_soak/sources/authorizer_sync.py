@@ -15,70 +15,42 @@ from typing import Any
 from urllib.parse import quote
 
 from migration_soak.exceptions import MeasurementError
-from migration_soak.plan import Check
-from migration_soak.sources import Measurement
-from migration_soak.sources.sql import STATEMENT_TIMEOUT_MS
+from migration_soak.plan import AuthorizerSyncSource, Check
+from migration_soak.sources import Measurement, SourceContext, _http, spec_of
+from migration_soak.sources.sql import readonly_transaction
 
 TIMEOUT_S = 10
 UNKNOWN_SHOWN = 10
 SAMPLE_SQL = 'SELECT "authorizerId" FROM users WHERE "authorizerId" IS NOT NULL ORDER BY random() LIMIT %s'
 
 
-def bearer_hook(conn_id: str, method: str = "GET", **hook_kwargs):
-    """An ``HttpHook`` on ``conn_id`` that sends ``Authorization: Bearer <connection password>``
-    when the connection has a password (instead of HTTP basic auth from login/password).
-    ``hook_kwargs`` go to ``HttpHook``."""
-    import requests
-    from airflow.providers.http.hooks.http import HttpHook
-
-    token = HttpHook.get_connection(conn_id).password
-    if not token:
-        return HttpHook(method=method, http_conn_id=conn_id, **hook_kwargs)
-
-    class _Bearer(requests.auth.AuthBase):
-        def __call__(self, request):
-            request.headers["Authorization"] = f"Bearer {token}"
-            return request
-
-        def __repr__(self) -> str:  # never the token
-            return "BearerAuth(***)"
-
-    # HttpHook builds its session's auth by calling auth_type(login, password) or auth_type().
-    return HttpHook(method=method, http_conn_id=conn_id, auth_type=lambda *_: _Bearer(), **hook_kwargs)
-
-
 def sample_ids(conn_id: str, n: int) -> list[str]:
     """Up to ``n`` random non-null authorizerIds of the staging database, read-only."""
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
+    with readonly_transaction(conn_id) as cur:
+        cur.execute(SAMPLE_SQL, (n,))
+        return [row[0] for row in cur.fetchall()]
 
-    conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
+
+def measure(check: Check, ctx: SourceContext) -> Measurement:
+    """Count the sampled authorizerIds (drawn from ``ctx.staging``) the Authorizer answers
+    404 for (see the module doc).
+
+    Evidence: ``endpoint``, ``sampled``, ``unknown`` (the first ``UNKNOWN_SHOWN`` ids),
+    ``unknown_count``, ``statuses`` (HTTP status -> count). Raises ``MeasurementError``
+    when sampling fails or finds no id, the endpoint is not a ``{id}`` template, or the
+    Authorizer does not answer or answers anything but 200 or 404.
+    """
+    src = spec_of(check, AuthorizerSyncSource)
+    staging = ctx.need_staging(check)
     try:
-        with conn.cursor() as cur:
-            cur.execute("SET TRANSACTION READ ONLY")
-            cur.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
-            cur.execute("SET LOCAL application_name = 'migration-soak'")  # out of the slow-query checks
-            cur.execute(SAMPLE_SQL, (n,))
-            return [row[0] for row in cur.fetchall()]
-    finally:
-        conn.rollback()
-        conn.close()
-
-
-def measure(check: Check, staging_conn_id: str) -> Measurement:
-    """Count the sampled authorizerIds the Authorizer answers 404 for (see the module doc)."""
-    import requests
-
-    src = check.source
-    try:
-        ids = sample_ids(staging_conn_id, src.sample)
+        ids = sample_ids(staging, src.sample)
     except Exception as exc:  # noqa: BLE001 - any database failure leaves the value unknown
         first = (str(exc).strip().splitlines() or [""])[0]
         raise MeasurementError(f"{check.id}: sampling authorizerIds failed: {type(exc).__name__}: {first}"[:500]) from exc
     if not ids:
         raise MeasurementError(f"{check.id}: no user has an authorizerId: nothing to look up")
-    # Many short requests: without HttpHook's TCP keep-alive adapter each takes ~4 ms
-    # instead of ~45 ms on the demo stack (the keep-alive probes matter for long requests).
-    hook = bearer_hook(src.connection, tcp_keep_alive=False)
+    # Many short requests: no TCP keep-alive adapter (see _http.hook).
+    hook = _http.hook(src.connection, bearer=True, keep_alive=False)
     statuses: Counter[str] = Counter()
     unknown: list[str] = []
     for authorizer_id in ids:
@@ -86,10 +58,7 @@ def measure(check: Check, staging_conn_id: str) -> Measurement:
             endpoint = src.endpoint.format(id=quote(authorizer_id, safe=""))
         except (KeyError, IndexError, ValueError) as exc:
             raise MeasurementError(f"{check.id}: endpoint {src.endpoint!r} is not a template with only {{id}}: {exc}") from None
-        try:
-            resp = hook.run(endpoint, extra_options={"check_response": False, "timeout": TIMEOUT_S})
-        except requests.RequestException as exc:
-            raise MeasurementError(f"{check.id}: Authorizer unreachable: {type(exc).__name__}") from exc
+        resp = _http.get(hook, endpoint, timeout_s=TIMEOUT_S, failed=f"{check.id}: Authorizer unreachable")
         statuses[str(resp.status_code)] += 1
         if resp.status_code == 404:
             unknown.append(authorizer_id)

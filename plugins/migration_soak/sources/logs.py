@@ -31,7 +31,7 @@ from typing import Any, Iterable, Iterator
 
 from migration_soak.exceptions import MeasurementError
 from migration_soak.plan import REPO_ROOT, Check, HttpLogs, LogsSource
-from migration_soak.sources import Measurement
+from migration_soak.sources import Measurement, SourceContext, _http, spec_of
 
 FIRST_LINES = 500
 TIMEOUT_S = 30
@@ -269,15 +269,8 @@ def _entry_text(entry: Any, text_field: str) -> str:
 def read_http(src: HttpLogs) -> tuple[list[str], dict[str, Any]]:
     """Texts of the entries the log API returns that match ``where`` (one per entry;
     a multi-line message is one entry)."""
-    import requests
-
-    from migration_soak.sources.authorizer_sync import bearer_hook
-
-    hook = bearer_hook(src.connection)
-    try:
-        resp = hook.run(src.endpoint, extra_options={"check_response": False, "timeout": TIMEOUT_S})
-    except requests.RequestException as exc:
-        raise MeasurementError(f"log API {src.endpoint} unreachable: {type(exc).__name__}") from exc
+    resp = _http.get(_http.hook(src.connection, bearer=True), src.endpoint, timeout_s=TIMEOUT_S,
+                     failed=f"log API {src.endpoint} unreachable")
     if resp.status_code != 200:
         raise MeasurementError(f"log API {src.endpoint} answered HTTP {resp.status_code}: {mask(resp.text[:200])}")
     try:
@@ -295,18 +288,26 @@ def read_http(src: HttpLogs) -> tuple[list[str], dict[str, Any]]:
     return lines, {"endpoint": src.endpoint, "entries": len(entries), "where": dict(src.where), "kept": len(kept)}
 
 
-def measure(check: Check, previous: dict[str, Any] | None) -> Measurement:
-    """Count the matching lines the check's reader gives (see the module doc)."""
-    src: LogsSource = check.source
+def measure(check: Check, ctx: SourceContext) -> Measurement:
+    """Count the matching lines the check's reader gives (see the module doc); the
+    ``file`` reader starts where ``ctx.previous`` left off.
+
+    Evidence: ``reader``, the reader's own figures (``offset``/``inode``/``head``,
+    ``command``, ``endpoint``...), ``lines_read``, ``matches``, ``samples`` (masked).
+    Raises ``MeasurementError`` when the reader cannot read its log.
+    """
+    src = spec_of(check, LogsSource)
     if src.file:
         reader = "file"
-        lines, evidence = read_file(src.file, previous)
+        lines, evidence = read_file(src.file, ctx.previous)
     elif src.command:
         reader = "command"
         lines, evidence = read_command(src.command)
-    else:
+    elif src.http is not None:
         reader = "http"
         lines, evidence = read_http(src.http)
+    else:  # LogsSource's validator requires exactly one reader
+        raise MeasurementError(f"{check.id}: no log reader (file, command or http)")
     read, matched, samples = count(lines, src.patterns, src.exclude)
     return Measurement(float(matched), {"reader": reader, **evidence, "lines_read": read, "matches": matched,
                                         "samples": samples})

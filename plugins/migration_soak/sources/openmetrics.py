@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from migration_soak.exceptions import MeasurementError
 from migration_soak.plan import Check, OpenMetricsSource
-from migration_soak.sources import Measurement
+from migration_soak.sources import Measurement, SourceContext, _http, spec_of
 
 #: 1 s, not more: under ``airflow dags test`` (one process, one task at a time) every wait
 #: here delays every other check; 3 s made the default demo miss ~40 intensive ticks.
@@ -52,18 +52,8 @@ def scrape(conn_id: str, path: str) -> str:
     text: a URL may carry credentials), which ``observe.take`` records as an ``error``
     observation, never a pass.
     """
-    import requests
-    from airflow.providers.http.hooks.http import HttpHook
-
-    started = time.monotonic()
-    try:
-        resp = HttpHook(method="GET", http_conn_id=conn_id, tcp_keep_alive=False).run(
-            path, extra_options={"check_response": False, "timeout": TIMEOUT_S}
-        )
-    except requests.RequestException as exc:
-        raise MeasurementError(
-            f"scrape of {path} failed after {time.monotonic() - started:.1f} s: {type(exc).__name__}"
-        ) from exc
+    resp = _http.get(_http.hook(conn_id, keep_alive=False), path, timeout_s=TIMEOUT_S,
+                     failed=f"scrape of {path} failed", timed=True)
     if resp.status_code != 200:
         raise MeasurementError(f"scrape of {path} answered HTTP {resp.status_code}")
     now = datetime.now(timezone.utc)
@@ -135,11 +125,14 @@ def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
 
 
 def compute(src: OpenMetricsSource, unit: str, prev_text_snap: Snapshot | None, cur_text: str,
-            elapsed_s: float | None = None) -> tuple[float, Snapshot, dict]:
+            elapsed_s: float | None = None) -> tuple[float, Snapshot, dict[str, Any]]:
     """The value of ``src`` from the previous snapshot and the current page.
 
     ``elapsed_s``: wall seconds between the two scrapes (``counter_rate`` needs it).
-    Returns (value, current snapshot, figures for the evidence).
+    Returns (value, current snapshot, figures for the evidence). The value is a sum
+    (``gauge``), per minute (``counter_rate``), 0..1 (``counter_ratio``), or seconds, ms
+    when ``unit`` is ``"ms"`` (``histogram_quantile``). Raises ``MeasurementError`` when
+    no sample matches or the window holds nothing to compute from.
     """
     if src.measure == "gauge":
         snap = select(cur_text, src.metric, src.match)
@@ -165,6 +158,8 @@ def compute(src: OpenMetricsSource, unit: str, prev_text_snap: Snapshot | None, 
             raise MeasurementError(f"no increase of {src.metric} {src.match} in the window: no traffic to judge")
         return part / total, snap, {"numerator": part, "denominator": total}
     # histogram_quantile
+    if src.quantile is None:  # plan validation requires it; narrowed here for the type
+        raise MeasurementError("measure 'histogram_quantile' needs 'quantile'")
     snap = select(cur_text, f"{src.metric}_bucket", src.match)
     if not snap:
         raise MeasurementError(f"no sample {src.metric}_bucket matching {src.match}")
@@ -177,11 +172,17 @@ def compute(src: OpenMetricsSource, unit: str, prev_text_snap: Snapshot | None, 
     return value, snap, {"observations": max(by_le.values()) if by_le else 0, "quantile": src.quantile}
 
 
-def measure(check: Check, previous: dict[str, Any] | None) -> Measurement:
-    """Scrape and compute the check's value against the previous scrape (see module doc)."""
-    src = check.source
-    prev_snap = (previous or {}).get("snapshot")
-    prev_at = (previous or {}).get("scraped_at")
+def measure(check: Check, ctx: SourceContext) -> Measurement:
+    """Scrape and compute the check's value against the previous scrape (``ctx.previous``;
+    see the module doc and :func:`compute` for units).
+
+    Evidence: ``path``, ``window_from`` and ``scraped_at`` (ISO times), the figures of
+    :func:`compute` and ``snapshot`` (the next reading's start). Raises
+    ``MeasurementError`` (see :func:`scrape` and :func:`compute`).
+    """
+    src = spec_of(check, OpenMetricsSource)
+    prev_snap = (ctx.previous or {}).get("snapshot")
+    prev_at = (ctx.previous or {}).get("scraped_at")
     name = f"{src.metric}_bucket" if src.measure == "histogram_quantile" else src.metric
     if prev_snap is None and src.measure != "gauge":
         at, page = _window_start(src.connection, src.path)

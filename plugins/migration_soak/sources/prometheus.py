@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Callable
 
 from migration_soak.exceptions import MeasurementError
-from migration_soak.plan import Check
-from migration_soak.sources import Measurement
+from migration_soak.plan import Check, PrometheusSource
+from migration_soak.sources import Measurement, SourceContext, _http, spec_of
 
 TIMEOUT_S = 30
 #: Prometheus stops evaluating after this (its ``timeout`` parameter), before our HTTP timeout.
@@ -27,7 +27,7 @@ QUERY_TIMEOUT = "25s"
 #: Series shown in the evidence (labels and value each).
 EVIDENCE_SERIES = 5
 
-_FOLD = {
+_FOLD: dict[str, Callable[[list[float]], float]] = {
     "sum": sum,
     "max": max,
     "min": min,
@@ -41,15 +41,8 @@ def api_get(conn_id: str, endpoint: str, params: dict[str, Any]) -> dict[str, An
     Raises ``MeasurementError`` when the server does not answer, answers without JSON, or
     answers ``status: error`` (with its ``errorType`` and ``error`` text).
     """
-    import requests
-    from airflow.providers.http.hooks.http import HttpHook
-
-    hook = HttpHook(method="GET", http_conn_id=conn_id)
-    try:
-        # GET: HttpHook sends ``data`` as the URL's query string.
-        resp = hook.run(endpoint, data=params, extra_options={"check_response": False, "timeout": TIMEOUT_S})
-    except requests.RequestException as exc:
-        raise MeasurementError(f"Prometheus {endpoint} unreachable: {type(exc).__name__}: {exc}"[:300]) from exc
+    resp = _http.get(_http.hook(conn_id), endpoint, params=params, timeout_s=TIMEOUT_S,
+                     failed=f"Prometheus {endpoint} unreachable", detail=True)
     try:
         body = resp.json()
     except ValueError:
@@ -91,17 +84,22 @@ def instant(conn_id: str, query: str) -> tuple[str, list[tuple[dict[str, str], f
     :func:`api_get`) and for a ``matrix`` or ``string`` result.
     """
     data = api_get(conn_id, "/api/v1/query", {"query": query, "timeout": QUERY_TIMEOUT})
-    rtype, result = data.get("resultType"), data.get("result")
+    rtype, result = data.get("resultType"), data.get("result") or []
     if rtype == "vector":
-        return rtype, [(dict(s.get("metric") or {}), _number(s["value"][1])) for s in result or []]
-    if rtype == "scalar":
+        return rtype, [(dict(s.get("metric") or {}), _number(s["value"][1])) for s in result]
+    if rtype == "scalar":  # result: [time, "value"]
         return rtype, [({}, _number(result[1]))]
     raise MeasurementError(f"the query gives a {rtype} result, not an instant vector or scalar: {query}")
 
 
-def measure(check: Check) -> Measurement:
-    """The check's PromQL value: its series folded with ``aggregate``, times ``scale``."""
-    src = check.source
+def measure(check: Check, ctx: SourceContext) -> Measurement:
+    """The check's PromQL value: its series folded with ``aggregate``, times ``scale``.
+
+    Evidence: ``query``, ``result_type``, ``series`` (count), ``sample`` (the first
+    ``EVIDENCE_SERIES`` labels and values), ``aggregate``, ``raw``, ``scale``. Raises
+    ``MeasurementError`` for anything that leaves the value unknown (see the module doc).
+    """
+    src = spec_of(check, PrometheusSource)
     rtype, series = instant(src.connection, src.query)
     evidence: dict[str, Any] = {
         "query": src.query,

@@ -27,11 +27,13 @@ rollback removes it).
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from migration_soak.exceptions import MeasurementError
 from migration_soak.pgconn import APPLICATION_NAME
-from migration_soak.plan import SQL_DIR, Check
-from migration_soak.sources import Measurement, sql_guard
+from migration_soak.plan import SQL_DIR, Check, SqlSource
+from migration_soak.sources import Measurement, SourceContext, spec_of, sql_guard
 
 #: ``statement_timeout`` of every check query, in milliseconds (PostgreSQL docs,
 #: "statement_timeout": the server cancels a statement running longer, SQLSTATE 57014).
@@ -43,32 +45,31 @@ _READ_ONLY_VIOLATION = "25006"
 _QUERY_CANCELED = "57014"
 
 
-def run_readonly(conn_id: str, sql: str, *, statement_timeout_ms: int | None = None) -> tuple[list[str], list[tuple]]:
-    """Run ``sql`` read-only on the Postgres connection ``conn_id``; returns (columns, rows).
+def _timeout_ms(given: int | None) -> int:
+    """``given``, else ``STATEMENT_TIMEOUT_MS`` (read now: tests monkeypatch it); ``ValueError`` unless positive."""
+    timeout_ms = int(STATEMENT_TIMEOUT_MS if given is None else given)
+    if timeout_ms <= 0:
+        raise ValueError(f"statement_timeout_ms must be positive (0 would disable the timeout), got {timeout_ms}")
+    return timeout_ms
 
-    ``statement_timeout_ms``: milliseconds before the server cancels the statement
-    (default ``STATEMENT_TIMEOUT_MS``). Uses ``PostgresHook`` (psycopg 3 or psycopg2);
-    the transaction is always rolled back and the connection closed. Every setting is
-    transaction-local: nothing is left on a pooled server connection.
 
-    Raises ``MeasurementError`` when ``sql`` is refused before it runs
-    (``sql_guard.check``: ``query refused before it ran: statement N of M (line L: ...):
-    why``; nothing is sent to the database), and when the database refuses or cancels the
-    query: a write (``... in a read-only transaction``, SQLSTATE 25006), the timeout
-    (SQLSTATE 57014), any other SQL error (with its SQLSTATE and first line). Connection
-    failures propagate as the driver raises them (``sources.measure`` turns them into a
-    ``MeasurementError``).
+@contextmanager
+def readonly_transaction(conn_id: str, statement_timeout_ms: int | None = None) -> Iterator[Any]:
+    """A cursor in a read-only transaction on the Postgres connection ``conn_id``.
+
+    ``statement_timeout_ms``: milliseconds before the server cancels a statement
+    (default ``STATEMENT_TIMEOUT_MS``, read at each call); ``ValueError`` unless positive.
+    Uses ``PostgresHook`` (psycopg 3 or psycopg2). Every setting is transaction-local and
+    the transaction is always rolled back and the connection closed, so nothing is left
+    on a pooled server connection. Connection failures propagate as the driver raises
+    them (``sources.measure`` turns them into a ``MeasurementError``).
     """
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-    timeout_ms = int(STATEMENT_TIMEOUT_MS if statement_timeout_ms is None else statement_timeout_ms)
-    if timeout_ms <= 0:
-        raise ValueError(f"statement_timeout_ms must be positive (0 would disable the timeout), got {timeout_ms}")
-    try:
-        sql_guard.check(sql)
-    except sql_guard.UnsafeSql as exc:
-        raise MeasurementError(f"query refused before it ran: {exc}") from None
-    conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
+    timeout_ms = _timeout_ms(statement_timeout_ms)
+    # Any: a psycopg2 or psycopg 3 connection; the provider's CompatConnection protocol
+    # does not declare rollback() or close(), which both drivers have.
+    conn: Any = PostgresHook(postgres_conn_id=conn_id).get_conn()
     try:
         with conn.cursor() as cur:
             # First statement of the implicit transaction (psycopg2 and psycopg 3 alike).
@@ -79,37 +80,7 @@ def run_readonly(conn_id: str, sql: str, *, statement_timeout_ms: int | None = N
             # pg_dump/pg_restore children).
             cur.execute(f"SET LOCAL statement_timeout = {timeout_ms}")
             cur.execute(f"SET LOCAL application_name = '{APPLICATION_NAME}'")
-            cur.execute("SELECT now()::text")  # the transaction's start: changes if the file ends it
-            began = cur.fetchone()[0]
-            locks_before = _advisory_locks(cur)
-            cur.execute("SAVEPOINT migration_soak_check")
-            failure: MeasurementError | None = None
-            try:
-                cur.execute(sql)
-                columns = [d.name for d in cur.description] if cur.description else []
-                rows = cur.fetchall() if cur.description else []
-            except Exception as exc:
-                code = _sqlstate(exc)
-                if code is None:
-                    raise
-                failure = MeasurementError(_describe_sql_error(code, exc, timeout_ms))
-                # Back to before the file, so what it left can still be looked at.
-                cur.execute("ROLLBACK TO SAVEPOINT migration_soak_check")
-            cur.execute("SELECT now()::text")
-            if cur.fetchone()[0] != began:
-                raise MeasurementError(
-                    "query refused: it ended the soak's read-only transaction (COMMIT/ROLLBACK/END in the "
-                    "SQL file); whatever it did inside that transaction may have been committed"
-                )
-            leaked = _release_new_session_locks(cur, locks_before)
-            if leaked:
-                raise MeasurementError(
-                    f"query refused: it took session-level advisory lock(s) {leaked}, which outlive the "
-                    "transaction on a pooled connection (released again); use pg_advisory_xact_lock"
-                )
-            if failure is not None:
-                raise failure
-        return columns, rows
+            yield cur
     finally:
         try:
             conn.rollback()
@@ -117,16 +88,69 @@ def run_readonly(conn_id: str, sql: str, *, statement_timeout_ms: int | None = N
             conn.close()
 
 
+def run_readonly(conn_id: str, sql: str, *, statement_timeout_ms: int | None = None) -> tuple[list[str], list[tuple]]:
+    """Run ``sql`` read-only on the Postgres connection ``conn_id``; returns (columns, rows).
+
+    ``statement_timeout_ms``: milliseconds before the server cancels the statement
+    (default ``STATEMENT_TIMEOUT_MS``). The transaction is :func:`readonly_transaction`'s.
+
+    Raises ``MeasurementError`` when ``sql`` is refused before it runs
+    (``sql_guard.check``: ``query refused before it ran: statement N of M (line L: ...):
+    why``; nothing is sent to the database), and when the database refuses or cancels the
+    query: a write (``... in a read-only transaction``, SQLSTATE 25006), the timeout
+    (SQLSTATE 57014), any other SQL error (with its SQLSTATE and first line). Connection
+    failures propagate as the driver raises them (``sources.measure`` turns them into a
+    ``MeasurementError``).
+    """
+    timeout_ms = _timeout_ms(statement_timeout_ms)
+    try:
+        sql_guard.check(sql)
+    except sql_guard.UnsafeSql as exc:
+        raise MeasurementError(f"query refused before it ran: {exc}") from None
+    with readonly_transaction(conn_id, timeout_ms) as cur:
+        cur.execute("SELECT now()::text")  # the transaction's start: changes if the file ends it
+        began = cur.fetchone()[0]
+        locks_before = _advisory_locks(cur)
+        cur.execute("SAVEPOINT migration_soak_check")
+        failure: MeasurementError | None = None
+        try:
+            cur.execute(sql)
+            columns = [d.name for d in cur.description] if cur.description else []
+            rows = cur.fetchall() if cur.description else []
+        except Exception as exc:
+            code = _sqlstate(exc)
+            if code is None:
+                raise
+            failure = MeasurementError(_describe_sql_error(code, exc, timeout_ms))
+            # Back to before the file, so what it left can still be looked at.
+            cur.execute("ROLLBACK TO SAVEPOINT migration_soak_check")
+        cur.execute("SELECT now()::text")
+        if cur.fetchone()[0] != began:
+            raise MeasurementError(
+                "query refused: it ended the soak's read-only transaction (COMMIT/ROLLBACK/END in the "
+                "SQL file); whatever it did inside that transaction may have been committed"
+            )
+        leaked = _release_new_session_locks(cur, locks_before)
+        if leaked:
+            raise MeasurementError(
+                f"query refused: it took session-level advisory lock(s) {leaked}, which outlive the "
+                "transaction on a pooled connection (released again); use pg_advisory_xact_lock"
+            )
+        if failure is not None:
+            raise failure
+    return columns, rows
+
+
 _ADVISORY_LOCKS = ("SELECT classid::bigint, objid::bigint, objsubid, mode FROM pg_locks "
                    "WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted")
 
 
-def _advisory_locks(cur) -> set[tuple]:
+def _advisory_locks(cur: Any) -> set[tuple]:
     cur.execute(_ADVISORY_LOCKS)
     return {tuple(r) for r in cur.fetchall()}
 
 
-def _release_new_session_locks(cur, before: set[tuple]) -> list[str]:
+def _release_new_session_locks(cur: Any, before: set[tuple]) -> list[str]:
     """Release the session-level advisory locks our backend holds now and did not hold
     before the file ran; returns their keys (transaction-level ones end with the rollback:
     ``pg_advisory_unlock`` does not release those and returns false)."""
@@ -165,13 +189,15 @@ def _describe_sql_error(code: str, exc: Exception, timeout_ms: int) -> str:
     return f"query failed: {first} (SQLSTATE {code})"
 
 
-def measure(check: Check, conn_id: str) -> Measurement:
-    """Run the check's ``.sql`` file and take its value (see ``SqlSource``).
+def measure(check: Check, ctx: SourceContext) -> Measurement:
+    """Run the check's ``.sql`` file on ``ctx.staging`` and take its value (see ``SqlSource``
+    and :func:`value_of`).
 
     Raises ``MeasurementError`` for an empty result or a NULL cell, and when the query is
     refused or cancelled (see ``run_readonly``), naming the check and the file.
     """
-    src = check.source
+    src = spec_of(check, SqlSource)
+    conn_id = ctx.need_staging(check)
     sql = (SQL_DIR / src.sql).read_text(encoding="utf-8")
     try:
         columns, rows = run_readonly(conn_id, sql)
@@ -187,8 +213,8 @@ def value_of(check: Check, columns: list[str], rows: list[tuple]) -> Measurement
     Raises ``MeasurementError`` for an empty result, a NULL cell or a missing column.
     Also used by the rollback rehearsal (``rehearsal.py``) on its scratch database.
     """
-    src = check.source
-    evidence = {"sql": src.sql, "columns": columns, "rows": [[_jsonable(v) for v in r] for r in rows[:20]]}
+    src = spec_of(check, SqlSource)
+    evidence: dict[str, Any] = {"sql": src.sql, "columns": columns, "rows": [[_jsonable(v) for v in r] for r in rows[:20]]}
     if src.measure == "rows":
         return Measurement(float(len(rows)), evidence)
     if src.measure == "explain_ms":
@@ -201,7 +227,9 @@ def value_of(check: Check, columns: list[str], rows: list[tuple]) -> Measurement
         raise MeasurementError(f"{check.id}: {src.sql} returned no row")
     row = dict(zip(columns, rows[0]))
     if src.measure == "ratio":
-        num, den = row.get(src.numerator), row.get(src.denominator)
+        # Plan validation requires both names for a ratio; a missing one reads as absent.
+        num = row.get(src.numerator) if src.numerator else None
+        den = row.get(src.denominator) if src.denominator else None
         if num is None or den is None:
             raise MeasurementError(f"{check.id}: columns {src.numerator!r}/{src.denominator!r} not in {columns}")
         if den == 0:
@@ -215,5 +243,5 @@ def value_of(check: Check, columns: list[str], rows: list[tuple]) -> Measurement
     return Measurement(float(row[column]), evidence)
 
 
-def _jsonable(v):
+def _jsonable(v: Any) -> Any:
     return v if isinstance(v, (int, float, str, bool)) or v is None else str(v)

@@ -43,7 +43,7 @@ cannot parse is refused too, since nothing can be said about what it does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 #: Settings the soak's check transaction relies on (``SET``/``RESET``/``set_config`` of
 #: them is refused in any scope), by their canonical lower-case names (``SET ROLE`` and
@@ -195,7 +195,7 @@ def _call_refusal(call: dict) -> str | None:
         return (f"{name}() takes a session-level advisory lock, which a rollback does not release: the pooled "
                 f"server connection would keep it; use {name.replace('advisory_', 'advisory_xact_', 1)}()")
     if name == "set_config":
-        args = call.get("args") or ()
+        args: Sequence[Any] = call.get("args") or ()  # pglast gives a tuple
         setting = _constant(args[0]) if args else None
         if not isinstance(setting, str):
             return "set_config() with a computed setting name: the soak cannot tell what it changes"

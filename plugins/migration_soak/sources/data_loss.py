@@ -1,5 +1,5 @@
-"""``fingerprint`` source: data lost since the pre-migration fingerprint (seed "Pérdida de
-datos"; NO-GO "Cualquier pérdida de datos detectada").
+"""Data lost since the pre-migration fingerprint: the plan's ``fingerprint`` source kind
+(seed "Pérdida de datos"; NO-GO "Cualquier pérdida de datos detectada").
 
 Before the migration, :func:`record_baseline` fingerprints the table of every
 ``fingerprint`` check and stores it as a ``fingerprint`` event of the run (payload:
@@ -16,8 +16,8 @@ from typing import Any
 from migration_soak import fingerprint
 from migration_soak.exceptions import MeasurementError
 from migration_soak.pgconn import PgTarget
-from migration_soak.plan import Check, Plan
-from migration_soak.sources import Context, Measurement
+from migration_soak.plan import Check, FingerprintSource, Plan
+from migration_soak.sources import Context, Measurement, SourceContext, spec_of
 
 log = logging.getLogger(__name__)
 
@@ -27,18 +27,17 @@ EVENT = "fingerprint"
 CREATED_COLUMN = "createdAt"
 
 
-def measure(check: Check, plan: Plan, context: Context | None, target: PgTarget | None = None) -> Measurement:
-    """Compare the check's table with its pre-migration fingerprint.
+def measure(check: Check, ctx: SourceContext) -> Measurement:
+    """Compare the check's table on ``ctx.staging`` with its pre-migration fingerprint
+    (recorded in ``ctx.run_id``'s events in ``ctx.store``).
 
-    ``target``: the staging database (default: the plan's ``staging`` connection).
-    Raises ``MeasurementError`` when no fingerprint was recorded for the check in this
-    run, when it was taken of other columns than the check names, or when the table
-    cannot be read.
+    The value is a count (rows lost plus values lost); the evidence ``DataLoss.to_dict()``.
+    Raises ``MeasurementError`` without the run context, when no fingerprint was recorded
+    for the check in this run, when it was taken of other columns than the check names,
+    or when the table cannot be read.
     """
-    if context is None:
-        raise MeasurementError(f"{check.id}: the fingerprint source needs the run context (run id and store)")
-    before = baseline_of(check, context)
-    target = target or PgTarget.from_airflow(plan.connections.staging)
+    before = baseline_of(check, ctx.need_run(check))
+    target = PgTarget.from_airflow(ctx.need_staging(check))
     loss = fingerprint.compare(before, target)
     return Measurement(float(loss.lost), loss.to_dict())
 
@@ -46,7 +45,7 @@ def measure(check: Check, plan: Plan, context: Context | None, target: PgTarget 
 def baseline_of(check: Check, context: Context) -> fingerprint.Fingerprint:
     """The run's first ``fingerprint`` event for ``check`` (the one nearest the
     pre-migration state), as a ``Fingerprint``; raises ``MeasurementError`` if none."""
-    src = check.source
+    src = spec_of(check, FingerprintSource)
     for event in context.store.events(context.run_id, EVENT):
         payload = event["payload"]
         if payload.get("check_id", check.id) != check.id:
@@ -71,7 +70,7 @@ def record_baseline(plan: Plan, run_id: str, store: Any, target: PgTarget | None
     Returns ``{check_id: {"rows", "taken_at", "duration_s", "recorded"}}``.
     Raises ``MeasurementError`` when a table cannot be fingerprinted.
     """
-    checks = [c for c in plan.checks if c.source.kind == "fingerprint"]
+    checks = [c for c in plan.checks if isinstance(c.source, FingerprintSource)]
     if not checks:
         return {}
     have = {e["payload"].get("check_id") for e in store.events(run_id, EVENT)}
@@ -82,7 +81,7 @@ def record_baseline(plan: Plan, run_id: str, store: Any, target: PgTarget | None
             fp = baseline_of(check, Context(run_id, store))
             done[check.id] = {"rows": fp.rows, "taken_at": fp.taken_at, "duration_s": fp.duration_s, "recorded": False}
             continue
-        src = check.source
+        src = spec_of(check, FingerprintSource)
         created = CREATED_COLUMN if _has_column(target, src.table, CREATED_COLUMN) else None
         fp = fingerprint.take(target, src.table, src.key, src.columns, created_column=created)
         text = (f"fingerprint of {src.table}: {fp.rows} rows, columns {', '.join(fp.columns)}"

@@ -1,5 +1,5 @@
-"""``backup`` source: the passive phase's incremental backup (seed "Horas 9-24": "Backup
-incremental creado"; GO "Backups completados exitosamente").
+"""The passive phase's incremental backup: the plan's ``backup`` source kind (seed "Horas
+9-24": "Backup incremental creado"; GO "Backups completados exitosamente").
 
 Each tick dumps the check's tables (``pg_dump --table``, custom format), reads the dump
 back whole and keeps it at
@@ -20,27 +20,30 @@ from airflow.sdk import ObjectStoragePath
 from migration_soak.backup_storage import kept_labels, plan_root, take_kept_backup
 from migration_soak.exceptions import BackupError, MeasurementError
 from migration_soak.pgconn import PgTarget
-from migration_soak.plan import Check, Plan
-from migration_soak.sources import Context, Measurement
+from migration_soak.plan import BackupSource, Check, Plan
+from migration_soak.sources import Context, Measurement, SourceContext, spec_of
 
 
-def measure(check: Check, plan: Plan, context: Context | None, target: PgTarget | None = None) -> Measurement:
-    """Take, verify and keep an incremental backup of ``check.source.tables``.
+def measure(check: Check, ctx: SourceContext) -> Measurement:
+    """Take, verify and keep an incremental backup of ``check.source.tables``; the value
+    is 1.0.
 
-    ``target``: the staging database (default: the plan's ``staging_direct`` connection,
-    else ``staging``: ``pg_dump`` sets session settings and needs one server session for
-    its whole run, which a transaction-mode pooler does not give). The
-    label is ``inc_<run>_<n>``, ``n`` counting this check's observations in the run
-    (and never reusing a label already kept). Evidence: ``path`` (where it is kept, a
-    URL), ``label``, ``size_bytes``, ``sha256``, ``tables`` (with data in the dump),
-    ``requested``, ``duration_s``, ``created_at``.
+    The database is the plan's ``staging_direct`` connection, else ``staging``
+    (``pg_dump`` sets session settings and needs one server session for its whole run,
+    which a transaction-mode pooler does not give). The label is ``inc_<run>_<n>``
+    (``norun`` outside a run), ``n`` counting this check's observations in the run (and
+    never reusing a label already kept). Evidence: ``path`` (where it is kept, a URL),
+    ``label``, ``size_bytes``, ``sha256``, ``tables`` (with data in the dump),
+    ``requested``, ``duration_s``, ``created_at`` (ISO time).
     Raises ``MeasurementError`` with the backup's own error message.
     """
     from migration_soak.report import safe_name
 
-    src = check.source
+    src = spec_of(check, BackupSource)
+    plan = ctx.need_plan(check)
+    context = ctx.run_context()
     run = safe_name(context.run_id) if context else "norun"
-    target = target or PgTarget.from_airflow(plan.connections.staging_direct or plan.connections.staging)
+    target = PgTarget.from_airflow(plan.connections.staging_direct or plan.connections.staging)
     bin_dir = plan.path(plan.pg_bin_dir) if plan.pg_bin_dir else None
     try:
         dest = incremental_root(plan)
