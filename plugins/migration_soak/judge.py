@@ -22,18 +22,24 @@ nor passes a soak: it makes it inconclusive.
 
 A plan without criteria gets the implicit ones: every check's ``expect`` as a GO
 threshold and its ``no_go`` as a NO-GO threshold.
+
+Each rule kind's data points, text and judgement are in ``rules.py``; this module composes
+them into criteria and the verdict.
 """
 
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from typing import Literal
 
 from migration_soak.plan import Check, Condition, Criterion, Plan, ThresholdRule
 from migration_soak.store import Observation
+from migration_soak.plan import Alert, Rule
+from migration_soak.rules import Point, RuleKind, rule_kind
+# judge's API before rules.py existed: report, charts and tests import them from here
+from migration_soak.rules import format_change as format_change, format_value as format_value
+from migration_soak.rules import wilson_lower as wilson_lower, wilson_upper as wilson_upper
 
 Decision = Literal["GO", "NO_GO", "INCONCLUSIVE"]
 Outcome = Literal["met", "not_met", "breached", "clear", "not_enough_data"]
@@ -106,11 +112,6 @@ class Verdict:
 
 # --- rules over a series of observations -------------------------------------------------
 
-def _minutes(a: datetime, b: datetime, time_scale: float) -> float:
-    """Soak minutes from wall time ``a`` to ``b``."""
-    return (b - a).total_seconds() * time_scale / 60.0
-
-
 def _series(obs: list[Observation], check_id: str) -> list[Observation]:
     """Measured observations of a check after the migration, in time order."""
     return sorted((o for o in obs if o.check_id == check_id and o.phase != "baseline" and o.value is not None
@@ -123,165 +124,14 @@ def baseline_of(obs: list[Observation], check_id: str) -> float | None:
     return statistics.median(values) if values else None
 
 
-def wilson_lower(successes: float, trials: float, z: float = 1.96) -> float:
-    """Lower bound of the Wilson score interval of a proportion (95 % for z = 1.96)."""
-    if trials <= 0:
-        return 0.0
-    p = successes / trials
-    centre = p + z * z / (2 * trials)
-    margin = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
-    return max(0.0, (centre - margin) / (1 + z * z / trials))
-
-
-def wilson_upper(successes: float, trials: float, z: float = 1.96) -> float:
-    """Upper bound of the Wilson score interval of a proportion (95 % for z = 1.96)."""
-    if trials <= 0:
-        return 1.0
-    return 1.0 - wilson_lower(trials - successes, trials, z)
-
-
-def _counts(o: Observation, op: str) -> tuple[float, float] | None:
-    """(numerator, denominator) of a count-based ratio compared by ``>``/``>=``, else None."""
-    ev = o.evidence or {}
-    if o.unit == "ratio" and op in (">", ">=") and "numerator" in ev and "denominator" in ev:
-        return float(ev["numerator"]), float(ev["denominator"])
-    return None
-
-
-def _breach_value(o: Observation, op: str) -> float:
-    """The value a NO-GO bound is compared with: a count-based ratio's confident lower limit."""
-    counts = _counts(o, op)
-    return wilson_lower(*counts) if counts else o.value
-
-
-def _clears(rule, o: Observation) -> bool:
-    """Whether a reading that does not show the rule's condition shows it does not hold: a
-    count-based ratio only when its confident upper limit is within the bound (0 errors in
-    50 requests does not show an error rate under 1 %; in 5 000 it does). A reading that
-    shows neither is no evidence: inside a ``sustained`` window it is a gap."""
-    counts = _counts(o, rule.op)
-    return counts is None or not _cond(rule).holds(wilson_upper(*counts))
-
-
-def _windows(series: list[Observation], time_scale: float, minutes: float, closed: bool):
-    """Each reading of ``series`` (in scheduled-time order) with the readings of the
-    ``minutes`` of soak time that end at it: those scheduled ``0 <= age < minutes`` before
-    it (``<=`` when ``closed``). Two pointers: linear in the readings, which matters with a
-    guard reading every minute for 24 hours."""
-    start = 0
-    for i, o in enumerate(series):
-        while start < i and (_minutes(series[start].scheduled_at, o.scheduled_at, time_scale) > minutes if closed
-                             else _minutes(series[start].scheduled_at, o.scheduled_at, time_scale) >= minutes):
-            start += 1
-        end = i + 1  # readings scheduled at the same time as ``o`` belong to its window too
-        while end < len(series) and series[end].scheduled_at == o.scheduled_at:
-            end += 1
-        yield o, series[start:end]
-
-
-def _points(rule, series: list[Observation], base: float | None, time_scale: float,
-            confident: bool = False) -> list[tuple[Observation, float]]:
-    """The data points a rule compares: (observation, derived value). ``confident``: compare
-    count-based ratios by their lower confidence limit (for breaches)."""
-    kind = rule.kind
-    if kind in ("threshold", "sustained"):
-        return [(o, _breach_value(o, rule.op) if confident else o.value) for o in series]
-    if kind == "window_count":
-        if rule.minutes is None:
-            return [(series[-1], sum(o.value for o in series))] if series else []
-        return [(o, sum(p.value for p in window)) for o, window in _windows(series, time_scale, rule.minutes, False)]
-    if kind == "baseline":
-        if base is None or base == 0:
-            return []
-        points = []
-        for o, window in _windows(series, time_scale, rule.window_minutes, True):
-            m = statistics.median(p.value for p in window)
-            points.append((o, 0.0 if abs(m - base) < rule.min_delta else (m - base) / base))
-        return points
-    if kind == "growth":
-        # A rate: spans are between the times the readings were *taken*. A late reading
-        # (its tick's wake-up came late) holds a later value; timing it by its schedule
-        # would inflate the growth before it and deflate the growth after it (seen in CI
-        # on the compressed clock: 60 %/h read as 19.9 %/h next to a reading 12 min late).
-        points = []
-        for i, o in enumerate(series):
-            earlier = [p for p in series[:i] if _minutes(p.measured_at, o.measured_at, time_scale) >= rule.per_minutes]
-            if earlier and earlier[-1].value:
-                ref = earlier[-1]
-                span = _minutes(ref.measured_at, o.measured_at, time_scale)
-                # compound rate per period: 2 h at +20 %/h is x1.44, not x1.40
-                ratio = o.value / ref.value
-                points.append((o, ratio ** (rule.per_minutes / span) - 1 if ratio > 0 else -1.0))
-        return points
-    raise ValueError(f"unknown rule kind {kind!r}")
-
-
-def _cond(rule) -> Condition:
-    return Condition(op=rule.op, value=rule.value)
-
-
-def _num(x: float, sig: int = 3, max_decimals: int = 4) -> str:
-    """``x`` with about ``sig`` significant digits, thousands separators, never e-notation."""
-    if x == 0 or not math.isfinite(x):
-        return "0" if x == 0 else str(x)
-    decimals = min(max(sig - 1 - math.floor(math.log10(abs(x))), 0), max_decimals)
-    text = f"{x:,.{decimals}f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    if text in ("0", "-0"):
-        return ("-" if x < 0 else "") + "<0." + "0" * (max_decimals - 1) + "1"
-    return text
-
-
-def format_value(value: float | None, unit: str) -> str:
-    """A reading as people read it: ``ratio`` 0..1 in %, ``bytes`` in MiB, ``ms``/``seconds``
-    with their unit, ``up`` as up/down, counts as integers; ``n/a`` for ``None``."""
-    if value is None:
-        return "n/a"
-    if unit == "ratio":
-        return f"{_num(value * 100)}%"
-    if unit == "percent":
-        return f"{_num(value)}%"
-    if unit == "bytes":
-        return f"{_num(value / 2**20)} MiB"
-    if unit == "ms":
-        return f"{_num(value)} ms"
-    if unit == "seconds":
-        return f"{_num(value)} s"
-    if unit == "per_minute":
-        return f"{_num(value)}/min"
-    if unit == "up" and value in (0, 1):
-        return "up" if value == 1 else "down"
-    if unit in ("count", "rows") and float(value).is_integer():
-        return f"{int(value):,}"
-    return _num(value, 4)
-
-
-def format_change(ratio: float) -> str:
-    """A relative change (0.079 -> ``+7.9%``)."""
-    return ("+" if ratio > 0 else "") + f"{_num(ratio * 100)}%"
-
-
 def format_condition(cond: Condition, unit: str) -> str:
     """``< 0.001`` on a ratio -> ``< 0.1%``."""
     return f"{cond.op} {format_value(cond.value, unit)}"
 
 
-def rule_text(rule, unit: str = "") -> str:
+def rule_text(rule: Rule, unit: str = "") -> str:
     """Human form of a rule in the checks' ``unit``, e.g. ``> 1% sustained for 5 min``."""
-    v = format_value(getattr(rule, "value", None), unit)
-    if rule.kind == "threshold":
-        return f"{rule.op} {v}"
-    if rule.kind == "sustained":
-        return f"{rule.op} {v} sustained for {rule.minutes:g} min"
-    if rule.kind == "window_count":
-        return f"count {rule.op} {v} " + (f"in any {rule.minutes:g} min" if rule.minutes else "over the soak")
-    if rule.kind == "baseline":
-        floor = format_value(rule.min_delta, unit) if unit else f"{rule.min_delta:g}"
-        return (f"degradation vs baseline {rule.op} {rule.value:.0%} over {rule.window_minutes:g} min; "
-                f"changes under {floor} are noise")
-    return (f"growth {rule.op} {rule.value:.0%} per {rule.per_minutes:g} min"
-            + (f", sustained {rule.minutes:g} min" if rule.minutes else ""))
+    return rule_kind(rule).text(unit)
 
 
 def plural(n: int, word: str) -> str:
@@ -293,11 +143,6 @@ def _unit_of(obs: list[Observation], check_id: str) -> str:
     return next((o.unit for o in obs if o.check_id == check_id), "")
 
 
-def _shown(rule, value: float, unit: str) -> str:
-    """A rule's data point: a relative change for baseline and growth rules, else the value."""
-    return format_change(value) if rule.kind in ("baseline", "growth") else format_value(value, unit)
-
-
 def _describe(o: Observation, derived: float | None = None) -> dict:
     d = {"check_id": o.check_id, "phase": o.phase, "tick": o.tick, "value": o.value, "status": o.status,
          "measured_at": o.measured_at.isoformat()}
@@ -306,56 +151,30 @@ def _describe(o: Observation, derived: float | None = None) -> dict:
     return d
 
 
-def max_gap_minutes(rule) -> float | None:
+def max_gap_minutes(rule: Rule) -> float | None:
     """The longest soak-time gap a windowed rule accepts between two consecutive readings
     of its window: half the window for ``sustained`` (a shorter good spell could hide in a
     longer gap), None (no limit) for every other kind."""
-    return rule.minutes / 2 if rule.kind == "sustained" else None
+    return rule_kind(rule).max_gap_minutes()
 
 
-def detect(rule, series: list[Observation], base: float | None, time_scale: float) -> list[tuple[Observation, float]] | None:
+def detect(rule: Rule, series: list[Observation], base: float | None, time_scale: float) -> list[Point] | None:
     """The points that show the rule's condition is met (as a NO-GO/alert reads it), or None.
 
-    ``sustained``: every reading of the window breaches and the window is covered by
-    readings: a run of consecutive readings, at least two, spanning ``minutes`` of soak
-    time, none more than :func:`max_gap_minutes` (half the window) after the one before.
-    A missing or ``error`` reading is a gap, and so is a count-based ratio that is
-    confidently neither above nor within the bound (``_clears``: e.g. a reading seconds
-    after another, over a few requests); a gap too long starts the run again, so a window
-    the readings do not cover is never judged breached (with 15-minute phase ticks alone,
-    a 5-minute window is never covered: the guard's readings cover it).
-    ``growth`` with ``minutes``: a run of consecutive growth points spanning ``minutes``.
-    Each point is already a rate over at least ``per_minutes`` since an earlier reading, and
-    consecutive points' spans always join, so no gap rule applies.
-    Others: the first point that meets it. Times are scheduled times (the soak clock's).
+    ``sustained``: a run of consecutive breaching readings, at least two, spanning
+    ``minutes`` of soak time, none more than :func:`max_gap_minutes` after the one before;
+    a missing reading, or a count-based ratio confidently neither above nor within the
+    bound, is a gap. ``growth`` with ``minutes``: a run of growth points spanning
+    ``minutes``. Others: the first point that meets it. ``series``: :func:`_series` of one
+    check; ``base``: its :func:`baseline_of`. See ``rules.py`` for each kind.
     """
-    cond = _cond(rule)
-    points = _points(rule, series, base, time_scale, confident=True)
-    needs_span = rule.kind == "sustained" or (rule.kind == "growth" and rule.minutes)
-    if not needs_span:
-        hit = next(((o, v) for o, v in points if cond.holds(v)), None)
-        return [hit] if hit else None
-    gap = max_gap_minutes(rule)
-    run: list[tuple[Observation, float]] = []
-    for o, v in points:
-        if not cond.holds(v):
-            if _clears(rule, o):
-                run = []
-            continue  # too few requests to say either way: a gap, not a good reading
-        if run and gap is not None and _minutes(run[-1][0].scheduled_at, o.scheduled_at, time_scale) > gap + 1e-9:
-            run = []  # the window is not covered: start again from this reading
-        run.append((o, v))
-        if len(run) >= 2 and _minutes(run[0][0].scheduled_at, run[-1][0].scheduled_at, time_scale) >= rule.minutes:
-            return run
-    return None
+    return rule_kind(rule).detect(series, base, time_scale)
 
 
-def holds_throughout(rule, series: list[Observation], base: float | None, time_scale: float):
+def holds_throughout(rule: Rule, series: list[Observation], base: float | None,
+                     time_scale: float) -> tuple[bool, Point | None, int]:
     """(all points meet the rule, the first point that does not, number of points)."""
-    cond = _cond(rule)
-    points = _points(rule, series, base, time_scale)
-    bad = next(((o, v) for o, v in points if not cond.holds(v)), None)
-    return bad is None, bad, len(points)
+    return rule_kind(rule).holds_throughout(series, base, time_scale)
 
 
 # --- criteria -------------------------------------------------------------------------------
@@ -378,70 +197,86 @@ def implicit_criteria(plan: Plan) -> tuple[list[Criterion], list[Criterion]]:
     return go, no_go
 
 
-def judge_breach(crit, kind: str, obs: list[Observation], time_scale: float) -> CriterionResult:
+def judge_breach(crit: Criterion | Alert, kind: str, obs: list[Observation], time_scale: float) -> CriterionResult:
     """A NO-GO criterion (or an alert): ``breached`` when any of its checks shows the rule, else ``clear``."""
-    unit0 = _unit_of(obs, crit.checks[0])
+    rule = rule_kind(crit.rule)
     for cid in crit.checks:
         series = _series(obs, cid)
         base = baseline_of(obs, cid)
-        hit = detect(crit.rule, series, base, time_scale)
+        hit = rule.detect(series, base, time_scale)
         if hit:
-            last_o, last_v = hit[-1]
             unit = series[0].unit if series else ""
-            what = "in the window ending" if crit.rule.kind == "window_count" else "at"
-            detail = (f"{cid}: {_shown(crit.rule, last_v, unit)} {what} {last_o.phase} tick {last_o.tick} "
-                      f"meets {rule_text(crit.rule, unit)}"
-                      + (f" ({len(hit)} consecutive readings" + (
-                          f", at most {_num(max_gap_minutes(crit.rule))} min apart" if crit.rule.kind == "sustained" else "")
-                         + ")" if len(hit) > 1 else "")
-                      + (f"; baseline {format_value(base, unit)}" if crit.rule.kind == "baseline" else ""))
-            return CriterionResult(crit.id, kind, crit.text, rule_text(crit.rule, unit), "breached", detail,
-                                   list(crit.checks), [_describe(o, v) for o, v in hit])
+            return CriterionResult(crit.id, kind, crit.text, rule.text(unit), "breached",
+                                   _breach_detail(rule, cid, hit, base, unit), list(crit.checks),
+                                   [_describe(o, v) for o, v in hit])
     counts = ", ".join(f"{cid}: {plural(len(_series(obs, cid)), 'reading')} with a value" for cid in crit.checks)
-    note = "; no baseline measured" if crit.rule.kind == "baseline" and all(baseline_of(obs, c) is None for c in crit.checks) else ""
-    return CriterionResult(crit.id, kind, crit.text, rule_text(crit.rule, unit0), "clear",
+    note = "; no baseline measured" if rule.needs_baseline and all(baseline_of(obs, c) is None for c in crit.checks) else ""
+    return CriterionResult(crit.id, kind, crit.text, rule.text(_unit_of(obs, crit.checks[0])), "clear",
                            f"no breach ({counts}){note}", list(crit.checks))
+
+
+def _breach_detail(rule: RuleKind, cid: str, hit: list[Point], base: float | None, unit: str) -> str:
+    """``<cid>: <value> at <phase> tick <n> meets <rule>``, the run's length and spacing, and
+    the baseline for relative rules."""
+    last_o, last_v = hit[-1]
+    run = f" ({len(hit)} consecutive readings{rule.run_phrase()})" if len(hit) > 1 else ""
+    return (f"{cid}: {rule.shown(last_v, unit)} {rule.window_phrase} {last_o.phase} tick {last_o.tick} "
+            f"meets {rule.text(unit)}{run}{rule.breach_note(base, unit)}")
+
+
+#: A GO criterion reading several checks takes the worst of their outcomes.
+_GO_RANK: dict[Outcome, int] = {"met": 0, "not_enough_data": 1, "not_met": 2}
 
 
 def judge_go(plan: Plan, crit: Criterion, obs: list[Observation], time_scale: float, stopped: bool) -> CriterionResult:
     """A GO criterion: ``met`` only with enough data and the rule holding throughout."""
     min_cov = crit.min_coverage if crit.min_coverage is not None else plan.verdict.min_coverage
-    details, deciding, outcome = [], [], "met"
+    rule = rule_kind(crit.rule)
+    outcome: Outcome = "met"
+    details, deciding = [], []
     for cid in crit.checks:
-        series = _series(obs, cid)
-        measured = len([o for o in series if o.phase not in PHASES_NOT_SCHEDULED])
-        expected = expected_observations(plan, cid)
-        coverage = measured / expected if expected else 0.0
-        base = baseline_of(obs, cid)
-        ok, bad, n_points = holds_throughout(crit.rule, series, base, time_scale)
-        unit = plan.check(cid).unit
-        if not ok:
-            o, v = bad
-            details.append(f"{cid}: {_shown(crit.rule, v, unit)} at {o.phase} tick {o.tick} does not meet "
-                           f"{rule_text(crit.rule, unit)}")
-            deciding.append(_describe(o, v))
-            outcome = "not_met"
-        elif stopped:
-            details.append(f"{cid}: soak stopped early ({measured} of {expected} scheduled readings taken)")
-            outcome = "not_met" if outcome == "met" else outcome
-        elif coverage < min_cov or n_points == 0:
-            errors = len([o for o in obs if o.check_id == cid and o.status == "error" and o.phase != "baseline"])
-            why = "no baseline measured" if crit.rule.kind == "baseline" and base is None else \
-                (f"{measured} of {expected} scheduled readings measured (coverage {coverage:.0%} < {min_cov:.0%}; "
-                 f"{errors} errors)")
-            details.append(f"{cid}: {why}")
-            if outcome == "met":
-                outcome = "not_enough_data"
-        else:
-            values = [v for _, v in _points(crit.rule, series, base, time_scale)]
-            rng = f"{_shown(crit.rule, min(values), unit)} to {_shown(crit.rule, max(values), unit)}"
-            extra = ""
-            if crit.rule.kind == "baseline":
-                extra = f"; baseline {format_value(base, unit)}, changes under {format_value(crit.rule.min_delta, unit)} count as 0"
-            details.append(f"{cid}: {n_points} points {rule_text(crit.rule, unit)} (range {rng}, "
-                           f"coverage {coverage:.0%}{extra})")
-    return CriterionResult(crit.id, "go", crit.text, rule_text(crit.rule, plan.check(crit.checks[0]).unit), outcome,
+        check_outcome, detail, decided = _go_check(plan, rule, cid, obs, time_scale, stopped, min_cov)
+        outcome = max(outcome, check_outcome, key=_GO_RANK.__getitem__)
+        details.append(f"{cid}: {detail}")
+        if decided is not None:
+            deciding.append(decided)
+    return CriterionResult(crit.id, "go", crit.text, rule.text(plan.check(crit.checks[0]).unit), outcome,
                            "; ".join(details), list(crit.checks), deciding)
+
+
+def _coverage(plan: Plan, cid: str, series: list[Observation]) -> tuple[int, int, float]:
+    """(scheduled readings measured, scheduled readings, coverage 0..1) of one check's ``series``."""
+    measured = len([o for o in series if o.phase not in PHASES_NOT_SCHEDULED])
+    expected = expected_observations(plan, cid)
+    return measured, expected, measured / expected if expected else 0.0
+
+
+def _go_check(plan: Plan, rule: RuleKind, cid: str, obs: list[Observation], time_scale: float, stopped: bool,
+              min_cov: float) -> tuple[Outcome, str, dict | None]:
+    """One check of a GO criterion: (outcome, detail without the check id, the reading
+    that decided a ``not_met`` or None). A stopped soak is ``not_met`` unless a reading
+    already failed the rule."""
+    series = _series(obs, cid)
+    measured, expected, coverage = _coverage(plan, cid, series)
+    base = baseline_of(obs, cid)
+    _, bad, n_points = rule.holds_throughout(series, base, time_scale)
+    unit = plan.check(cid).unit
+    if bad is not None:
+        o, v = bad
+        return "not_met", f"{rule.shown(v, unit)} at {o.phase} tick {o.tick} does not meet {rule.text(unit)}", \
+            _describe(o, v)
+    if stopped:
+        return "not_met", f"soak stopped early ({measured} of {expected} scheduled readings taken)", None
+    if coverage < min_cov or n_points == 0:
+        if rule.needs_baseline and base is None:
+            return "not_enough_data", "no baseline measured", None
+        errors = len([o for o in obs if o.check_id == cid and o.status == "error" and o.phase != "baseline"])
+        return "not_enough_data", (f"{measured} of {expected} scheduled readings measured (coverage {coverage:.0%} "
+                                   f"< {min_cov:.0%}; {errors} errors)"), None
+    values = [v for _, v in rule.points(series, base, time_scale)]
+    rng = f"{rule.shown(min(values), unit)} to {rule.shown(max(values), unit)}"
+    return "met", (f"{n_points} points {rule.text(unit)} (range {rng}, coverage {coverage:.0%}"
+                   f"{rule.range_note(base, unit)})"), None
 
 
 def no_go_breaches(plan: Plan, obs: list[Observation], time_scale: float, checks: set[str] | None = None) -> list[CriterionResult]:

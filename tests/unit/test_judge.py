@@ -416,15 +416,15 @@ def _brute_points(rule, series, base):
     """The window rules' points as defined (a scan of the whole series per reading)."""
     import statistics
 
-    from migration_soak.judge import _minutes
+    from migration_soak.rules import soak_minutes
 
     if rule.kind == "window_count":
-        return [(o, sum(p.value for p in series if 0 <= _minutes(p.scheduled_at, o.scheduled_at, SCALE) < rule.minutes))
+        return [(o, sum(p.value for p in series if 0 <= soak_minutes(p.scheduled_at, o.scheduled_at, SCALE) < rule.minutes))
                 for o in series]
     out = []
     for o in series:
         m = statistics.median([p.value for p in series
-                               if 0 <= _minutes(p.scheduled_at, o.scheduled_at, SCALE) <= rule.window_minutes])
+                               if 0 <= soak_minutes(p.scheduled_at, o.scheduled_at, SCALE) <= rule.window_minutes])
         out.append((o, 0.0 if abs(m - base) < rule.min_delta else (m - base) / base))
     return out
 
@@ -432,14 +432,15 @@ def _brute_points(rule, series, base):
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 300), st.floats(0, 2000, allow_nan=False)), min_size=1, max_size=60))
 def test_sliding_windows_match_their_definition(readings):
-    from migration_soak.judge import _points, _series
+    from migration_soak.judge import _series
+    from migration_soak.rules import rule_kind
 
     s = [obs("login_p95", "guard", i + 1, minute, value) for i, (minute, value) in enumerate(readings)]
     series = _series(s, "login_p95")
     baseline = next(c for c in PLAN.no_go if c.id == "no_go_performance").rule
     counts = next(c for c in PLAN.no_go if c.id == "no_go_critical_errors_per_hour").rule
-    assert _points(baseline, series, 200.0, SCALE) == _brute_points(baseline, series, 200.0)
-    assert _points(counts, series, None, SCALE) == _brute_points(counts, series, None)
+    assert rule_kind(baseline).points(series, 200.0, SCALE) == _brute_points(baseline, series, 200.0)
+    assert rule_kind(counts).points(series, None, SCALE) == _brute_points(counts, series, None)
 
 
 def test_a_day_of_guard_readings_is_judged_quickly():

@@ -1,0 +1,398 @@
+"""The rule kinds of the plan's criteria and alerts, one class each: its data points, its
+text and its judgement. ``judge.py`` composes them into criteria and the verdict.
+
+A rule spec (``ThresholdRule``, ``SustainedRule``, ``WindowCountRule``, ``BaselineRule``,
+``GrowthRule`` in ``plan.py``) becomes its kind with :func:`rule_kind`. Every kind compares
+data points with its condition ``op value``:
+
+- ``threshold``: each reading;
+- ``sustained``: each reading, met only on readings covering ``minutes`` of soak time;
+- ``window_count``: the sum of the readings in a sliding window of ``minutes`` (or the whole soak);
+- ``baseline``: the relative change of a window's median from the baseline median;
+- ``growth``: the compound growth rate per ``per_minutes``, optionally sustained ``minutes``.
+
+``series`` is always one check's measured readings (``value`` not ``None``) in
+scheduled-time order; ``time_scale`` turns wall time between readings into soak time.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from typing import Any, Generic, TypeVar
+
+from migration_soak.plan import (
+    BaselineRule,
+    Condition,
+    GrowthRule,
+    Rule,
+    SustainedRule,
+    ThresholdRule,
+    WindowCountRule,
+)
+from migration_soak.store import Observation
+
+#: One data point of a rule: the reading and the value compared (in the check's unit, or a
+#: relative change 0.1 = +10 % for ``baseline`` and ``growth``).
+Point = tuple[Observation, float]
+
+Spec = TypeVar("Spec", ThresholdRule, SustainedRule, WindowCountRule, BaselineRule, GrowthRule)
+
+
+# --- time, values and confidence ---------------------------------------------------------------
+
+def soak_minutes(a: datetime, b: datetime, time_scale: float) -> float:
+    """Soak minutes from wall time ``a`` to ``b``."""
+    return (b - a).total_seconds() * time_scale / 60.0
+
+
+def _value(o: Observation) -> float:
+    """A reading's value; ``ValueError`` for one without (the series must hold measured readings)."""
+    if o.value is None:
+        raise ValueError(f"observation {o.check_id}@{o.phase}#{o.tick} has no value: rules read measured readings")
+    return o.value
+
+
+def wilson_lower(successes: float, trials: float, z: float = 1.96) -> float:
+    """Lower bound of the Wilson score interval of a proportion (95 % for z = 1.96)."""
+    if trials <= 0:
+        return 0.0
+    p = successes / trials
+    centre = p + z * z / (2 * trials)
+    margin = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
+    return max(0.0, (centre - margin) / (1 + z * z / trials))
+
+
+def wilson_upper(successes: float, trials: float, z: float = 1.96) -> float:
+    """Upper bound of the Wilson score interval of a proportion (95 % for z = 1.96)."""
+    if trials <= 0:
+        return 1.0
+    return 1.0 - wilson_lower(trials - successes, trials, z)
+
+
+def _counts(o: Observation, op: str) -> tuple[float, float] | None:
+    """(numerator, denominator) of a count-based ratio compared by ``>``/``>=``, else None."""
+    ev = o.evidence or {}
+    if o.unit == "ratio" and op in (">", ">=") and "numerator" in ev and "denominator" in ev:
+        return float(ev["numerator"]), float(ev["denominator"])
+    return None
+
+
+def _breach_value(o: Observation, op: str) -> float:
+    """The value a NO-GO bound is compared with: a count-based ratio's confident lower limit."""
+    counts = _counts(o, op)
+    return wilson_lower(*counts) if counts else _value(o)
+
+
+def _windows(series: list[Observation], time_scale: float, minutes: float,
+             closed: bool) -> Iterator[tuple[Observation, list[Observation]]]:
+    """Each reading of ``series`` with the readings of the ``minutes`` of soak time that end
+    at it: those scheduled ``0 <= age < minutes`` before it (``<=`` when ``closed``). Two
+    pointers: linear in the readings, which matters with a guard reading every minute for
+    24 hours."""
+    start = 0
+    for i, o in enumerate(series):
+        while start < i and _too_old(soak_minutes(series[start].scheduled_at, o.scheduled_at, time_scale),
+                                     minutes, closed):
+            start += 1
+        end = i + 1  # readings scheduled at the same time as ``o`` belong to its window too
+        while end < len(series) and series[end].scheduled_at == o.scheduled_at:
+            end += 1
+        yield o, series[start:end]
+
+
+def _too_old(age: float, minutes: float, closed: bool) -> bool:
+    return age > minutes if closed else age >= minutes
+
+
+def _num(x: float, sig: int = 3, max_decimals: int = 4) -> str:
+    """``x`` with about ``sig`` significant digits, thousands separators, never e-notation."""
+    if x == 0 or not math.isfinite(x):
+        return "0" if x == 0 else str(x)
+    decimals = min(max(sig - 1 - math.floor(math.log10(abs(x))), 0), max_decimals)
+    text = f"{x:,.{decimals}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    if text in ("0", "-0"):
+        return ("-" if x < 0 else "") + "<0." + "0" * (max_decimals - 1) + "1"
+    return text
+
+
+def format_value(value: float | None, unit: str) -> str:
+    """A reading as people read it: ``ratio`` 0..1 in %, ``bytes`` in MiB, ``ms``/``seconds``
+    with their unit, ``up`` as up/down, counts as integers; ``n/a`` for ``None``."""
+    if value is None:
+        return "n/a"
+    if unit == "ratio":
+        return f"{_num(value * 100)}%"
+    if unit == "percent":
+        return f"{_num(value)}%"
+    if unit == "bytes":
+        return f"{_num(value / 2**20)} MiB"
+    if unit == "ms":
+        return f"{_num(value)} ms"
+    if unit == "seconds":
+        return f"{_num(value)} s"
+    if unit == "per_minute":
+        return f"{_num(value)}/min"
+    if unit == "up" and value in (0, 1):
+        return "up" if value == 1 else "down"
+    if unit in ("count", "rows") and float(value).is_integer():
+        return f"{int(value):,}"
+    return _num(value, 4)
+
+
+def format_change(ratio: float) -> str:
+    """A relative change (0.079 -> ``+7.9%``)."""
+    return ("+" if ratio > 0 else "") + f"{_num(ratio * 100)}%"
+
+
+# --- the rule kinds ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RuleKind(ABC, Generic[Spec]):
+    """What every kind shares: its ``spec`` from the plan, the condition ``op value`` its
+    points are compared with, and how a NO-GO (:meth:`detect`) and a GO
+    (:meth:`holds_throughout`) read those points. Subclasses give the points and the text."""
+
+    spec: Spec
+
+    #: the rule compares against the baseline median: without one it has no points
+    needs_baseline = False
+    #: how a breach names its reading: ``at`` a reading, or ``in the window ending`` at one
+    window_phrase = "at"
+
+    @cached_property  # built once: the loops below compare every reading with it
+    def condition(self) -> Condition:
+        return Condition(op=self.spec.op, value=self.spec.value)
+
+    @abstractmethod
+    def points(self, series: list[Observation], base: float | None, time_scale: float,
+               confident: bool = False) -> list[Point]:
+        """The data points compared with the condition. ``base``: the baseline median (or
+        None); ``confident``: compare count-based ratios by their lower confidence limit
+        (for breaches)."""
+
+    @abstractmethod
+    def text(self, unit: str) -> str:
+        """The rule in words, values in the checks' ``unit`` (e.g. ``> 1% sustained for 5 min``)."""
+
+    def shown(self, value: float, unit: str) -> str:
+        """One data point in words: the value in ``unit`` (relative kinds: the change)."""
+        return format_value(value, unit)
+
+    def max_gap_minutes(self) -> float | None:
+        """The longest soak-time gap accepted between two readings of a breaching run; None: no limit."""
+        return None
+
+    def span_minutes(self) -> float | None:
+        """The soak time a run of breaching points must span; None: one point is a breach."""
+        return None
+
+    def run_phrase(self) -> str:
+        """What a breach's run of readings says about their spacing (after ``N consecutive readings``)."""
+        gap = self.max_gap_minutes()
+        return "" if gap is None else f", at most {_num(gap)} min apart"
+
+    def breach_note(self, base: float | None, unit: str) -> str:
+        """Appended to a breach's detail (the baseline for relative kinds)."""
+        return ""
+
+    def range_note(self, base: float | None, unit: str) -> str:
+        """Appended to a met GO criterion's range and coverage."""
+        return ""
+
+    def clears(self, o: Observation) -> bool:
+        """Whether a reading that does not show the condition shows it does not hold: a
+        count-based ratio only when its confident upper limit is within the bound (0 errors
+        in 50 requests does not show an error rate under 1 %; in 5 000 it does). A reading
+        that shows neither is no evidence: inside a run it is a gap."""
+        counts = _counts(o, self.spec.op)
+        return counts is None or not self.condition.holds(wilson_upper(*counts))
+
+    def detect(self, series: list[Observation], base: float | None, time_scale: float) -> list[Point] | None:
+        """The points that show the condition is met (as a NO-GO or alert reads it), or None:
+        the first such point, or for a kind with :meth:`span_minutes` the first covered run
+        (:meth:`_covered_run`). Times are scheduled times (the soak clock's)."""
+        points = self.points(series, base, time_scale, confident=True)
+        span = self.span_minutes()
+        if span is None:
+            hit = next(((o, v) for o, v in points if self.condition.holds(v)), None)
+            return [hit] if hit else None
+        return self._covered_run(points, span, time_scale)
+
+    def _covered_run(self, points: list[Point], span: float, time_scale: float) -> list[Point] | None:
+        """The first run of consecutive points meeting the condition, at least two, spanning
+        ``span`` soak minutes, none more than :meth:`max_gap_minutes` after the one before.
+        A point that :meth:`clears` restarts the run; one that neither meets nor clears is a
+        gap; a point too long after the run's last starts a new run."""
+        gap = self.max_gap_minutes()
+        run: list[Point] = []
+        for o, v in points:
+            if not self.condition.holds(v):
+                if self.clears(o):
+                    run = []
+                continue  # too few requests to say either way: a gap, not a good reading
+            # 1e-9: readings exactly half the window apart cover it despite float rounding
+            if run and gap is not None and soak_minutes(run[-1][0].scheduled_at, o.scheduled_at,
+                                                        time_scale) > gap + 1e-9:
+                run = []  # the window is not covered: start again from this reading
+            run.append((o, v))
+            if len(run) >= 2 and soak_minutes(run[0][0].scheduled_at, run[-1][0].scheduled_at, time_scale) >= span:
+                return run
+        return None
+
+    def holds_throughout(self, series: list[Observation], base: float | None,
+                         time_scale: float) -> tuple[bool, Point | None, int]:
+        """(every point meets the condition, the first point that does not, number of points)."""
+        points = self.points(series, base, time_scale)
+        bad = next(((o, v) for o, v in points if not self.condition.holds(v)), None)
+        return bad is None, bad, len(points)
+
+
+def _readings(series: list[Observation], op: str, confident: bool) -> list[Point]:
+    """Each reading as a point (confident: a count-based ratio by its lower limit)."""
+    return [(o, _breach_value(o, op) if confident else _value(o)) for o in series]
+
+
+class Threshold(RuleKind[ThresholdRule]):
+    """Each reading compared with the bound (runbook "Criterios de Éxito", e.g. "0 usuarios
+    sin authorizerId"): a NO-GO is breached by any reading, a GO met when all meet it."""
+
+    def points(self, series: list[Observation], base: float | None, time_scale: float,
+               confident: bool = False) -> list[Point]:
+        return _readings(series, self.spec.op, confident)
+
+    def text(self, unit: str) -> str:
+        return f"{self.spec.op} {format_value(self.spec.value, unit)}"
+
+
+class Sustained(RuleKind[SustainedRule]):
+    """The bound met on consecutive readings covering ``minutes`` of soak time (runbook
+    "Error rate > 1% sostenido por > 5 minutos"). Covered: at least two readings, none more
+    than half the window after the one before (a shorter good spell could hide in a longer
+    gap). With 15-minute phase ticks alone a 5-minute window is never covered: the guard's
+    readings cover it."""
+
+    def points(self, series: list[Observation], base: float | None, time_scale: float,
+               confident: bool = False) -> list[Point]:
+        return _readings(series, self.spec.op, confident)
+
+    def text(self, unit: str) -> str:
+        return f"{self.spec.op} {format_value(self.spec.value, unit)} sustained for {self.spec.minutes:g} min"
+
+    def max_gap_minutes(self) -> float | None:
+        return self.spec.minutes / 2
+
+    def span_minutes(self) -> float | None:
+        return self.spec.minutes
+
+
+class WindowCount(RuleKind[WindowCountRule]):
+    """The sum of the readings (counts) in any ``minutes`` of soak time, or over the whole
+    soak when ``minutes`` is None (runbook "> 5 errores críticos en cualquier hora", "0
+    errores críticos durante 24 horas"). A window holds the readings scheduled
+    ``0 <= age < minutes`` before its last one."""
+
+    window_phrase = "in the window ending"
+
+    def points(self, series: list[Observation], base: float | None, time_scale: float,
+               confident: bool = False) -> list[Point]:
+        if self.spec.minutes is None:
+            return [(series[-1], sum(_value(o) for o in series))] if series else []
+        return [(o, sum(_value(p) for p in window))
+                for o, window in _windows(series, time_scale, self.spec.minutes, False)]
+
+    def text(self, unit: str) -> str:
+        over = f"in any {self.spec.minutes:g} min" if self.spec.minutes else "over the soak"
+        return f"count {self.spec.op} {format_value(self.spec.value, unit)} {over}"
+
+
+class Baseline(RuleKind[BaselineRule]):
+    """Degradation ``(m - b) / b`` of the median ``m`` of the last ``window_minutes`` (ages
+    ``0 <= age <= window_minutes``) from the baseline median ``b`` (runbook "degradación >
+    10%" / "> 30%"); a change under ``min_delta`` (check unit) counts as 0. No points
+    without a baseline, or with a baseline of 0."""
+
+    needs_baseline = True
+
+    def points(self, series: list[Observation], base: float | None, time_scale: float,
+               confident: bool = False) -> list[Point]:
+        if base is None or base == 0:
+            return []
+        points = []
+        for o, window in _windows(series, time_scale, self.spec.window_minutes, True):
+            m = statistics.median(_value(p) for p in window)
+            points.append((o, 0.0 if abs(m - base) < self.spec.min_delta else (m - base) / base))
+        return points
+
+    def text(self, unit: str) -> str:
+        floor = format_value(self.spec.min_delta, unit) if unit else f"{self.spec.min_delta:g}"
+        return (f"degradation vs baseline {self.spec.op} {self.spec.value:.0%} over {self.spec.window_minutes:g} min; "
+                f"changes under {floor} are noise")
+
+    def shown(self, value: float, unit: str) -> str:
+        return format_change(value)
+
+    def breach_note(self, base: float | None, unit: str) -> str:
+        return f"; baseline {format_value(base, unit)}"
+
+    def range_note(self, base: float | None, unit: str) -> str:
+        return f"; baseline {format_value(base, unit)}, changes under {format_value(self.spec.min_delta, unit)} count as 0"
+
+
+class Growth(RuleKind[GrowthRule]):
+    """Compound growth rate per ``per_minutes`` from the latest reading taken at least
+    ``per_minutes`` before each reading (runbook "crecimiento > 20% por hora"); with
+    ``minutes``, met on consecutive points spanning that long ("sostenido"). Each point is
+    already a rate over at least ``per_minutes`` and consecutive points' spans join, so no
+    gap limit applies."""
+
+    def points(self, series: list[Observation], base: float | None, time_scale: float,
+               confident: bool = False) -> list[Point]:
+        # A rate: spans are between the times the readings were *taken*. A late reading
+        # (its tick's wake-up came late) holds a later value; timing it by its schedule
+        # would inflate the growth before it and deflate the growth after it (seen in CI
+        # on the compressed clock: 60 %/h read as 19.9 %/h next to a reading 12 min late).
+        per = self.spec.per_minutes
+        points = []
+        for i, o in enumerate(series):
+            earlier = [p for p in series[:i] if soak_minutes(p.measured_at, o.measured_at, time_scale) >= per]
+            if earlier and earlier[-1].value:
+                ref = earlier[-1]
+                span = soak_minutes(ref.measured_at, o.measured_at, time_scale)
+                # compound rate per period: 2 h at +20 %/h is x1.44, not x1.40
+                ratio = _value(o) / _value(ref)
+                points.append((o, ratio ** (per / span) - 1 if ratio > 0 else -1.0))
+        return points
+
+    def text(self, unit: str) -> str:
+        return (f"growth {self.spec.op} {self.spec.value:.0%} per {self.spec.per_minutes:g} min"
+                + (f", sustained {self.spec.minutes:g} min" if self.spec.minutes else ""))
+
+    def shown(self, value: float, unit: str) -> str:
+        return format_change(value)
+
+    def span_minutes(self) -> float | None:
+        return self.spec.minutes or None
+
+
+def rule_kind(spec: Rule) -> RuleKind[Any]:
+    """The kind object of a plan rule spec; ``ValueError`` for anything else."""
+    match spec:
+        case ThresholdRule():
+            return Threshold(spec)
+        case SustainedRule():
+            return Sustained(spec)
+        case WindowCountRule():
+            return WindowCount(spec)
+        case BaselineRule():
+            return Baseline(spec)
+        case GrowthRule():
+            return Growth(spec)
+    raise ValueError(f"unknown rule kind {getattr(spec, 'kind', spec)!r}")
