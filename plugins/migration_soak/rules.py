@@ -303,10 +303,19 @@ class WindowCount(RuleKind[WindowCountRule]):
 
     def points(self, series: list[Observation], base: float | None, time_scale: float,
                confident: bool = False) -> list[Point]:
-        if self.spec.minutes is None:
-            return [(series[-1], sum(_value(o) for o in series))] if series else []
-        return [(o, sum(_value(p) for p in window))
-                for o, window in _windows(series, time_scale, self.spec.minutes, False)]
+        # Summed within one series, never across: the guard's readings and the phases' each
+        # count every log line once (each starts where its own series last read,
+        # observe.previous_reading), so a sum over both would count every line twice.
+        points: list[Point] = []
+        for part in ([o for o in series if o.phase == "guard"], [o for o in series if o.phase != "guard"]):
+            if not part:
+                continue
+            if self.spec.minutes is None:
+                points.append((part[-1], sum(_value(o) for o in part)))
+            else:
+                points.extend((o, sum(_value(p) for p in window))
+                              for o, window in _windows(part, time_scale, self.spec.minutes, False))
+        return sorted(points, key=lambda p: p[0].scheduled_at)
 
     def text(self, unit: str) -> str:
         over = f"in any {self.spec.minutes:g} min" if self.spec.minutes else "over the soak"

@@ -128,6 +128,22 @@ def test_window_count_without_minutes_counts_the_whole_soak():
     assert rule.points([], None, 1.0) == [] and rule.holds_throughout([], None, 1.0) == (True, None, 0)
 
 
+def test_window_count_sums_within_the_guard_and_the_phase_series_never_across():
+    """The guard and the phase checks each read every log line once: 4 lines seen by both
+    are 4, not 8; a series alone above the bound is a breach."""
+    def phase(minute, value):
+        return Observation(**{**reading(minute, value, "count").__dict__, "phase": "regular"})
+    per_hour = rule_kind(WindowCountRule(kind="window_count", op=">", value=5, minutes=60))
+    both = [reading(10, 2, "count"), reading(20, 2, "count"), phase(30, 4)]
+    assert per_hour.detect(both, None, 1.0) is None
+    assert sorted(values(per_hour.points(both, None, 1.0))) == [2, 4, 4]
+    hit = per_hour.detect(both + [reading(40, 3, "count")], None, 1.0)
+    assert minutes(hit) == [40] and values(hit) == [7]  # the guard's 2 + 2 + 3
+    soak = rule_kind(WindowCountRule(kind="window_count", op="==", value=0))
+    assert soak.holds_throughout([reading(10, 0, "count"), phase(30, 1)], None, 1.0)[0] is False
+    assert soak.holds_throughout([reading(10, 0, "count"), phase(30, 0)], None, 1.0)[0] is True
+
+
 def test_window_count_text():
     assert rule_kind(WindowCountRule(kind="window_count", op=">", value=5, minutes=60)).text("count") == \
         "count > 5 in any 60 min"
