@@ -495,9 +495,14 @@ def _is_log_count(plan: Plan, check_id: str) -> bool:
 
 
 def _log_lines(run: _Run, check_id: str) -> tuple[int, int, int]:
-    """(matching log lines, readings, failed readings) of a ``logs`` check after the migration."""
+    """(matching log lines, readings, failed readings) of a ``logs`` check after the migration.
+
+    Lines: the larger of the guard's sum and the phases' sum (each series reads every line
+    once; adding them would count each line twice, see ``rules.WindowCount``)."""
     mine = [o for o in run.after if o.check_id == check_id]
-    return (int(sum(o.value for o in mine if o.value is not None)), len(mine), sum(1 for o in mine if o.status == "error"))
+    lines = max(sum(o.value for o in mine if o.value is not None and (o.phase == "guard") == guard)
+                for guard in (True, False))
+    return int(lines), len(mine), sum(1 for o in mine if o.status == "error")
 
 
 def _results(run: _Run) -> list[str]:
