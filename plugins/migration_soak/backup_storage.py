@@ -185,6 +185,8 @@ def take_kept_backup(
             fetch(dest, local)
         record = take_backup(target, work, pg_bin_dir, label, tables=tables)
         if not record.reused:
+            if record.path is None:  # take_backup always names its file; never keep nothing
+                raise BackupError(f"the backup of {label} has no local file to keep at {dest}")
             keep(record.path, dest, record.sha256)
     return replace(record, path=None, location=str(dest), storage_conn_id=conn_id)
 

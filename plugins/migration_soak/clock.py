@@ -46,7 +46,9 @@ def wall(hour0: datetime, offset: timedelta, time_scale: float) -> datetime:
 def guard_every(plan: Plan, time_scale: float | None = None) -> timedelta:
     """The guard's cadence in soak time: ``guard.every_minutes``, or longer on a fast clock
     so that two readings are at least ``guard.min_wall_seconds`` of wall time apart
-    (``time_scale`` None: the plan's nominal cadence)."""
+    (``time_scale`` None: the plan's nominal cadence). Raises ``ValueError`` without a guard."""
+    if plan.guard is None:
+        raise ValueError(f"plan {plan.name!r} has no guard")
     every = timedelta(minutes=plan.guard.every_minutes)
     if time_scale is None:
         return every
@@ -63,6 +65,8 @@ def offsets(plan: Plan, phase: str, time_scale: float | None = None) -> list[tim
     if phase == "hour0":
         return [timedelta(0)]
     if phase == "baseline":
+        if plan.baseline is None:
+            raise ValueError(f"plan {plan.name!r} has no baseline phase")
         return plan.baseline.tick_offsets()
     if phase == "guard":
         every, end = guard_every(plan, time_scale), timedelta(hours=plan.soak_hours())

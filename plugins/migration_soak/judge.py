@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from migration_soak.plan import Check, Condition, Criterion, Plan, ThresholdRule
-from migration_soak.store import Observation
+from migration_soak.store import Observation, Status
 from migration_soak.plan import Alert, Rule
 from migration_soak.rules import Point, RuleKind, rule_kind
 # judge's API before rules.py existed: report, charts and tests import them from here
@@ -390,7 +390,7 @@ def judge(plan: Plan, observations: list[Observation], time_scale: float = 1.0) 
     return Verdict("GO", [f"all {len(gos)} GO criteria met; no NO-GO criterion breached"], results, checks)
 
 
-def status_of(check_expect, check_no_go, value: float) -> str:
+def status_of(check_expect, check_no_go, value: float) -> Status:
     """Status of one measured ``value``: ``fail`` if the check's NO-GO threshold holds,
     ``pass`` if its expectation holds, else ``warn``. (Unmeasured is ``error``.)"""
     if check_no_go is not None and check_no_go.holds(value):

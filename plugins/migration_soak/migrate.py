@@ -825,13 +825,14 @@ def _refuse_failed(rows: Sequence[_Row]) -> None:
 
 def _states(local: Sequence[_Local], rows: Sequence[_Row]) -> list[MigrationState]:
     by_name: dict[str, list[_Row]] = {}
-    for row in rows:
-        by_name.setdefault(row.migration_name, []).append(row)
+    for r in rows:
+        by_name.setdefault(r.migration_name, []).append(r)
     names = sorted({m.name for m in local} | set(by_name))
     local_by_name = {m.name: m for m in local}
     states = []
     for name in names:
         mig = local_by_name.get(name)
+        row: _Row | None
         mine = by_name.get(name, [])  # ordered by started_at
         live = [r for r in mine if r.rolled_back_at is None]
         failed = [r for r in live if r.finished_at is None]

@@ -35,7 +35,7 @@ from datetime import datetime, timedelta, timezone
 from migration_soak import clock, judge, sources
 from migration_soak.exceptions import MeasurementError
 from migration_soak.plan import Plan
-from migration_soak.store import Observation, Store
+from migration_soak.store import Observation, Status, Store
 
 LATE_GRACE = timedelta(seconds=5)
 
@@ -74,7 +74,10 @@ def record_no_go(store: Store, run_id: str, breach: judge.CriterionResult) -> di
     if store.no_go(run_id) is None:
         store.add_event(run_id, "no_go", {"criterion": breach.id, "detail": breach.detail,
                                           "text": f"NO-GO: {breach.id}: {breach.detail}"})
-    return store.no_go(run_id)
+    first = store.no_go(run_id)
+    if first is None:
+        raise RuntimeError(f"run {run_id}: the no_go event just recorded is not in the store")
+    return first
 
 
 def check_no_go(plan: Plan, store: Store, run_id: str, checks: set[str], time_scale: float) -> dict | None:
@@ -115,6 +118,7 @@ def take(plan: Plan, check_id: str, phase: str, tick: clock.Tick, run_id: str, s
     check = plan.check(check_id)
     previous = previous_reading(store, run_id, check_id, phase)
     prev_evidence = previous.evidence if previous and previous.status != "error" else None
+    status: Status
     try:
         m = sources.measure(check, plan, prev_evidence, sources.Context(run_id, store))
         status, value, evidence = judge.status_of(check.expect, check.no_go, m.value), m.value, m.evidence
@@ -214,6 +218,8 @@ def guard_due(plan: Plan, store: Store, run_id: str, hour0: datetime, time_scale
     ``sustained`` window it leaves uncovered is not judged). Re-running it for a tick
     already recorded measures nothing and judges nothing again.
     """
+    if plan.guard is None:
+        raise ValueError(f"plan {plan.name!r} has no guard: guard_due needs plan.guard")
     breach = store.no_go(run_id)
     if breach is not None:
         return GuardProgress(None, [], breach, None)
@@ -226,9 +232,9 @@ def guard_due(plan: Plan, store: Store, run_id: str, hour0: datetime, time_scale
     if due >= 1:
         tick = clock.tick_at(plan, "guard", hour0, time_scale, due)
         for check_id in sorted(checks - store.checks_at(run_id, "guard", due)):
-            obs = take(plan, check_id, "guard", tick, run_id, store)
-            if store.record(obs):
-                recorded.append(obs)
+            reading = take(plan, check_id, "guard", tick, run_id, store)
+            if store.record(reading):
+                recorded.append(reading)
     next_at = clock.tick_at(plan, "guard", hour0, time_scale, due + 1).at if due < last else None
     if not recorded:
         return GuardProgress(None, [], None, next_at)

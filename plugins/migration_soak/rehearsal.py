@@ -37,7 +37,7 @@ from psycopg2 import sql
 from migration_soak.backup import BackupRecord, tool_path
 from migration_soak.exceptions import MeasurementError, RehearsalError, SoakError
 from migration_soak.pgconn import PgTarget
-from migration_soak.plan import SQL_DIR, Check, Plan
+from migration_soak.plan import SQL_DIR, Check, Plan, SqlSource
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ def _validation_checks(plan: Plan) -> list[Check]:
     """The hour-0 SQL checks except timings (``explain_ms``): the runbook's validation
     queries on data and schema, meaningful on a copy."""
     return [c for c in plan.checks_in("hour0")
-            if c.source.kind == "sql" and c.expect is not None and c.source.measure != "explain_ms"]
+            if isinstance(c.source, SqlSource) and c.expect is not None and c.source.measure != "explain_ms"]
 
 
 def _validate(scratch: PgTarget, checks: list[Check]) -> list[dict[str, Any]]:
@@ -233,8 +233,11 @@ def _validate(scratch: PgTarget, checks: list[Check]) -> list[dict[str, Any]]:
     try:
         conn.set_session(readonly=True)
         for check in checks:
+            src = check.source
+            if not isinstance(src, SqlSource):
+                raise RehearsalError("validate", f"{check.id} is a {src.kind} check; the rehearsal runs SQL checks only")
             with conn.cursor() as cur:
-                cur.execute((SQL_DIR / check.source.sql).read_text(encoding="utf-8"))
+                cur.execute((SQL_DIR / src.sql).read_text(encoding="utf-8"))
                 columns = [d.name for d in cur.description or []]
                 rows = cur.fetchall() if cur.description else []
             conn.rollback()
@@ -246,7 +249,7 @@ def _validate(scratch: PgTarget, checks: list[Check]) -> list[dict[str, Any]]:
             out.append({"check": check.id, "value": value, "expect": str(check.expect), "ok": ok})
             if not ok:
                 raise RehearsalError("validate", f"{check.id} is {value:g} after the migration on the copy, "
-                                                 f"expected {check.expect} ({check.source.sql})")
+                                                 f"expected {check.expect} ({src.sql})")
     finally:
         conn.close()
     return out

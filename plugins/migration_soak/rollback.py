@@ -67,7 +67,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Sequence
+from typing import IO, Any, Callable, Sequence
 
 from psycopg2 import sql
 
@@ -654,7 +654,7 @@ def _drop_scratch_quietly(conn) -> None:
 # -------------------------------------------------------------- COPY plumbing
 
 
-def _read_header(stream: BinaryIO, qualified: str) -> tuple[str, str]:
+def _read_header(stream: IO[bytes], qualified: str) -> tuple[str, str]:
     """Read the script up to its ``COPY`` line; return (client_encoding, COPY line)."""
     encoding = "UTF8"
     for _ in range(_HEADER_LINES_MAX):
@@ -678,7 +678,7 @@ class CopyBody:
     row. ``rows`` counts the rows passed on; ``finished`` says the marker was seen.
     """
 
-    def __init__(self, stream: BinaryIO):
+    def __init__(self, stream: IO[bytes]):
         self._stream = stream
         self.rows = 0
         self.finished = False

@@ -198,7 +198,7 @@ class Store:
                                      taken_at=datetime.now(timezone.utc)).on_conflict_do_nothing()
         with self.engine.begin() as conn:
             conn.execute(stmt)
-            row = conn.execute(sa.select(leases).where(leases.c.environment == environment)).first()
+            row = conn.execute(sa.select(leases).where(leases.c.environment == environment)).one()
         return dict(row._mapping)
 
     def release_lease(self, environment: str, run_id: str) -> bool:

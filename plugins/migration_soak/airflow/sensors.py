@@ -161,7 +161,7 @@ class CheckSensor(SoakSensor):
             mine = progress.recorded or store.observations(context["run_id"], phase=self.phase, check_id=self.check_id)
             self.stop(context, store, bool(mine), progress.stopped_by)
             return
-        if progress.done:
+        if progress.done or progress.next_at is None:  # not done always has a next tick
             return
         self.wait(context, trigger, progress.next_at, deadline, what)
 

@@ -113,6 +113,11 @@ def _plan_name(dag_id: str, conf: dict) -> str:
     return "default" if dag_id == SOAK_DAG_PREFIX else dag_id.removeprefix(f"{SOAK_DAG_PREFIX}__")
 
 
+def _plain(state: Any) -> str | None:
+    """A state enum member's value (``TaskInstanceState.SUCCESS`` -> ``"success"``), or as is."""
+    return state.value if hasattr(state, "value") else state
+
+
 def _dag_run(dag_id: str, run_id: str) -> tuple[str | None, dict, dict[str, str | None]] | None:
     """(state, conf, task states) of a run from Airflow's metadata database, or None."""
     from sqlalchemy import select
@@ -128,8 +133,8 @@ def _dag_run(dag_id: str, run_id: str) -> tuple[str | None, dict, dict[str, str 
             return None
         tis = session.execute(select(TaskInstance.task_id, TaskInstance.map_index, TaskInstance.state).where(
             TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)).all()
-    state = row[0].value if hasattr(row[0], "value") else row[0]
-    tasks = {(t if i is None or i < 0 else f"{t}[{i}]"): (s.value if hasattr(s, "value") else s) for t, i, s in tis}
+    state = _plain(row[0])
+    tasks = {(t if i is None or i < 0 else f"{t}[{i}]"): _plain(s) for t, i, s in tis}
     return state, dict(row[1] or {}), tasks
 
 
@@ -392,7 +397,7 @@ def _live(snap: Snapshot) -> str:
         f"<div class=card id=clock><div class=mut>soak clock</div><div class=big>"
         f"{'soak ' + _hhmm(c.hour) + ' of ' + _hhmm(c.total_hours) if c.hour is not None else 'not started'}</div>"
         f"<div>{e(c.stage)}</div>"
-        + (f"<div class=mut>next: {e(c.next_label)} (in {max(0, c.next_in_s):.0f} s)</div>" if c.next_label else "")
+        + (f"<div class=mut>next: {e(c.next_label)} (in {max(0.0, c.next_in_s or 0.0):.0f} s)</div>" if c.next_label else "")
         + "</div>",
         f"<div class=card id=readings><div class=mut>readings after the migration</div>"
         f"<div class=big data-readings={len(after)}>{len(after)}</div>"
