@@ -11,7 +11,8 @@ from migration_soak.exceptions import BackupError, MeasurementError, MigrationEr
 
 def test_a_listed_error_fails_the_task_with_its_message_prefix_and_suffix():
     with pytest.raises(AirflowFailException) as err:
-        with failing(MigrationError, BackupError, prefix="rollback rehearsal failed at ", suffix="; staging was not touched"):
+        with failing(MigrationError, BackupError, prefix="rollback rehearsal failed at ",
+                     suffix="; staging was not touched"):
             raise BackupError("restore: pg_restore exited 1")
     assert str(err.value) == "rollback rehearsal failed at restore: pg_restore exited 1; staging was not touched"
     assert isinstance(err.value.__cause__, BackupError)

@@ -226,8 +226,8 @@ def test_confirm_with_prisma_without_a_project_does_nothing():
 
 def test_backup_and_restore_events_summarise_their_figures():
     record = BackupRecord(path=None, size_bytes=1234, sha256="ab" * 32, duration_s=1.5, pg_dump_version="18.0",
-                          server_version="18.0", tables=("users",), created_at=datetime(2026, 1, 2, tzinfo=timezone.utc),
-                          reused=True, location="file:///b/x.dump")
+                          server_version="18.0", tables=("users",), reused=True, location="file:///b/x.dump",
+                          created_at=datetime(2026, 1, 2, tzinfo=timezone.utc))
     event = runbook.backup_event(record)
     assert event["text"] == f"1234 bytes, sha256 {'ab' * 6}, kept at file:///b/x.dump (reused)"
     assert {k: v for k, v in event.items() if k != "text"} == record.to_dict()

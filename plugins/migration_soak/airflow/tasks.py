@@ -66,7 +66,7 @@ def _query(plan: Plan) -> runbook.Query:
 
 def _http(conn_id: str, endpoint: str, method: str = "GET", **options: Any) -> int:
     """The HTTP status of ``endpoint`` on connection ``conn_id`` (``options``: HttpHook's extra_options)."""
-    # Imported here, not at the top: the HTTP provider adds ~0.15-0.2 s to every DAG parse
+    # Imported here, not at the top: the HTTP provider adds ~0.15-0.3 s to every DAG parse
     # (measured on top of this package's modules), and only three tasks call it.
     from airflow.providers.http.hooks.http import HttpHook
 
@@ -94,8 +94,7 @@ def plan_error(error: str) -> None:
 
 @task
 def load() -> str:
-    """Validate the plan, the trigger form and the backup storage; create the store's tables;
-    take the environment's lease (``runbook.admit``). Returns the plan name."""
+    """Check the plan, trigger form and backup storage; create the store; ``runbook.admit``. Returns the plan name."""
     ctx = get_current_context()
     params = ctx["params"]
     with failing(PlanError):
@@ -173,8 +172,7 @@ def migrate(backup_record: dict) -> dict:
 
 @task
 def verify(_migrated: dict) -> str:
-    """Ledger row finished, columns gone, Prisma agrees (Hora 0 step 3); returns the time
-    of verification (ISO-8601, UTC): the hour-0 checks' tick."""
+    """Hora 0 step 3, migration verified; returns when (ISO-8601, UTC): the hour-0 checks' tick."""
     ctx, plan, run_id, store = _ctx()
     m = plan.migration
     with failing(MigrationError):
@@ -185,8 +183,7 @@ def verify(_migrated: dict) -> str:
 
 @task
 def start_clock() -> str:
-    """Hour 0 (ISO-8601, UTC) once the Hora 0 checklist ran; the phases count from it, a retry
-    returns the recorded time. Skipped when a NO-GO already stopped the soak."""
+    """Hour 0 (ISO-8601, UTC), after the Hora 0 checklist; skipped when a NO-GO stopped the soak."""
     ctx, plan, run_id, store = _ctx()
     breach = store.no_go(run_id)
     if breach is not None:
@@ -203,8 +200,7 @@ def start_baseline() -> str:
 
 @task(trigger_rule="none_failed")  # after a rehearsal that passed or was skipped (it says why)
 def fingerprint(_rehearsal: dict | None) -> dict:
-    """Fingerprints of the preserved columns before the migration (seed NO-GO "Cualquier
-    pérdida de datos detectada"); returns ``{"recorded": n}``."""
+    """Fingerprints before the migration (NO-GO "Cualquier pérdida de datos"); ``{"recorded": n}``."""
     ctx, plan, run_id, store = _ctx()
     if not store.events(run_id, "fingerprint") and any(c.source.kind == "fingerprint" for c in plan.checks):
         record_baseline(plan, run_id, store, PgTarget.from_airflow(plan.connections.staging))
@@ -212,8 +208,7 @@ def fingerprint(_rehearsal: dict | None) -> dict:
 
 
 def _restart(kind: str, text: str) -> int:
-    """Call the plan's restart action, recorded as event ``kind``; returns the HTTP status.
-    Raises on a non-2xx answer."""
+    """The plan's restart action, recorded as event ``kind``; its HTTP status (raises on non-2xx)."""
     ctx, plan, run_id, store = _ctx()
     status = _http(plan.restart.connection, plan.restart.endpoint, plan.restart.method, timeout=60)
     store.add_event(run_id, kind, {"status": status, "text": text})
@@ -226,10 +221,9 @@ def restart_apps(_hour0: str) -> int:
     return _restart("restart", "applications restarted")
 
 
-@task.branch(trigger_rule="none_failed")
+@task.branch(trigger_rule="none_failed")  # after skipped check tasks (no reading), never after a failed one
 def judge_soak() -> list[str]:
-    """``runbook.judge_soak``; INCONCLUSIVE goes to a person when ``on_inconclusive`` is ``ask``.
-    Runs after skipped check tasks (no reading), never after a failed one."""
+    """``runbook.judge_soak``; INCONCLUSIVE goes to a person when ``on_inconclusive`` is ``ask``."""
     ctx, plan, run_id, store = _ctx()
     verdict = runbook.judge_soak(plan, run_id, store, float(ctx["params"]["time_scale"]))
     log.info("verdict: %s: %s", verdict.decision, "; ".join(verdict.reasons))
