@@ -70,6 +70,11 @@ class Decision:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_event(cls, payload: dict) -> "Decision":
+        """From a ``decision`` event's payload (:func:`decision_event`; its ``text`` dropped)."""
+        return cls(**{k: v for k, v in payload.items() if k != "text"})
+
 
 def candidate(verdict: str, human: Answer | None, on_inconclusive: str, reasons: list[str] | None = None) -> Decision:
     """The decision before any sign-off: from the verdict (with the judge's ``reasons``)
@@ -132,3 +137,39 @@ def decide(before: Decision, require_sign_off: bool, sign_off: Answer | None, on
         reason = f"QA rejected the sign-off: {sign_off.comment or '(no comment)'}"
         by = f"person:{sign_off.by}"
     return Decision("NO_GO", "rollback" if on_sign_off_rejected == "rollback" else "keep", by, reason)
+
+
+def human_event(human: Answer) -> dict:
+    """The ``human_decision`` event of the answer to the INCONCLUSIVE question."""
+    return {"chosen": [human.chosen], "by": human.by, "timed_out": human.timed_out,
+            "text": "nobody answered in time: roll back" if human.timed_out else f"{human.by} chose {human.chosen}"}
+
+
+def sign_off_event(sign_off: Answer) -> dict:
+    """The ``sign_off`` event: ``state`` approved | rejected | timed_out, who, the comment."""
+    state = "timed_out" if sign_off.timed_out else "approved" if sign_off.chosen == APPROVE_OPTION else "rejected"
+    return {"state": state, "by": sign_off.by, "comment": sign_off.comment,
+            "text": f"QA sign-off {state.replace('_', ' ')}" + (f" by {sign_off.by}" if sign_off.by else "")
+                    + (f": {sign_off.comment}" if sign_off.comment else "")}
+
+
+def decision_event(final: Decision) -> dict:
+    """The run's single ``decision`` event (read back by :meth:`Decision.from_event`)."""
+    return {**final.to_dict(),
+            "text": f"{final.outcome.replace('_', '-')}, {final.action}: {final.reason} (decided by {final.by})"}
+
+
+def failure(final: Decision | None, report_written: bool, rollback_completed: bool) -> str | None:
+    """Why the run ends failed, or ``None`` when it is green: only a GO (``is_go``) whose
+    report was written ("Criterios de Éxito"; docs/verdict.md). ``rollback_completed``:
+    the ``rollback_completed`` event exists."""
+    if final is None:
+        return "the soak reached no decision: see the failed task above"
+    if final.is_go:
+        return None if report_written else ("GO was decided but the report was not written (task report failed): "
+                                            "not a GO until it is")
+    outcome = final.outcome.replace("_", "-")
+    if final.action == "rollback":
+        return (f"{outcome}: {final.reason}; rollback "
+                + ("completed" if rollback_completed else "NOT completed: see the failed rollback task"))
+    return f"{outcome}, migration kept without a GO: {final.reason}"

@@ -120,6 +120,23 @@ def decision_text(plan, final, time_scale: float, report_name: str) -> str:
             f"without a GO: {final.reason}; report {report_name}")
 
 
+def rollback_reason(final) -> str:
+    """Rollback step 1's line, "ROLLBACK INITIATED - Reason: ..." (``final``: the
+    ``decision.Decision`` that rolls back); also the ``rollback_started`` event's text."""
+    return f"ROLLBACK INITIATED - Reason: {final.outcome}: {final.reason}"
+
+
+def rollback_text(plan, reason: str) -> str:
+    """Slack: the rollback started (``reason``: :func:`rollback_reason`)."""
+    return f":rotating_light: [{plan.environment}] {plan.migration.name}: {reason}"
+
+
+def rollback_done_text(plan, post_mortem_name: str) -> str:
+    """Slack: the rollback completed (step 6), naming the post-mortem file."""
+    return (f":white_check_mark: [{plan.environment}] rollback of {plan.migration.name} completed; "
+            f"post-mortem {post_mortem_name}")
+
+
 def slack_conn_of(plan_name: str) -> str:
     """The Slack connection id of a plan, or the default one if the plan cannot be read."""
     try:

@@ -83,3 +83,54 @@ def test_the_judge_s_reasons_travel_into_the_decision():
     assert d.reason == "a NO-GO criterion was breached"
     d = decide(candidate("NO_GO", None, "ask", ["no_go_performance: login_p95 +404 %"]), False, None, "rollback")
     assert d.reason == "no_go_performance: login_p95 +404 %"
+
+
+# ------------------------------------------------------------------ the events the DAG records
+
+
+def test_the_human_answer_event_says_who_chose_or_that_nobody_did():
+    from migration_soak.decision import human_event
+
+    assert human_event(Answer("GO", "ana")) == {"chosen": ["GO"], "by": "ana", "timed_out": False,
+                                                "text": "ana chose GO"}
+    assert human_event(Answer("Roll back", None))["text"] == "nobody answered in time: roll back"
+
+
+@pytest.mark.parametrize("answer, state, text", [
+    (APPROVE, "approved", "QA sign-off approved by qa.lead: manual tests passed"),
+    (REJECT, "rejected", "QA sign-off rejected by qa.lead: checkout page broken"),
+    (TIMED_OUT, "timed_out", "QA sign-off timed out"),
+    (Answer("Reject", "qa.lead"), "rejected", "QA sign-off rejected by qa.lead"),
+])
+def test_the_sign_off_event_states_approved_rejected_or_timed_out(answer, state, text):
+    from migration_soak.decision import sign_off_event
+
+    event = sign_off_event(answer)
+    assert (event["state"], event["by"], event["comment"], event["text"]) == (state, answer.by, answer.comment, text)
+
+
+def test_the_decision_event_reads_back_as_the_same_decision():
+    from migration_soak.decision import decision_event
+
+    d = final("INCONCLUSIVE", Answer("Roll back", "ana"))
+    event = decision_event(d)
+    assert event["text"] == "INCONCLUSIVE, rollback: ana chose to roll back (decided by person:ana)"
+    assert Decision.from_event(event) == d
+
+
+@pytest.mark.parametrize("decision, report, rolled_back, why", [
+    (None, False, False, "the soak reached no decision: see the failed task above"),
+    (Decision("GO", "proceed", "judge", "ok"), True, False, None),
+    (Decision("GO", "proceed", "judge", "ok"), False, False,
+     "GO was decided but the report was not written (task report failed): not a GO until it is"),
+    (Decision("NO_GO", "rollback", "judge", "errors 2%"), True, True, "NO-GO: errors 2%; rollback completed"),
+    (Decision("NO_GO", "rollback", "judge", "errors 2%"), True, False,
+     "NO-GO: errors 2%; rollback NOT completed: see the failed rollback task"),
+    (Decision("INCONCLUSIVE", "keep", "policy:on_inconclusive=go", "kept"), True, False,
+     "INCONCLUSIVE, migration kept without a GO: kept"),
+    (Decision("NO_GO", "keep", "person:qa", "rejected"), True, False, "NO-GO, migration kept without a GO: rejected"),
+])
+def test_the_run_is_green_only_for_a_go_whose_report_was_written(decision, report, rolled_back, why):
+    from migration_soak.decision import failure
+
+    assert failure(decision, report_written=report, rollback_completed=rolled_back) == why

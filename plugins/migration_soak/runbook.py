@@ -1,0 +1,328 @@
+"""The runbook's steps around the migration, as plain functions: no Airflow.
+
+Each step takes the plan, the run id, the store and the I/O it needs (database targets, a
+migration backend, callables for the read-only query and the health endpoints), records
+its event in the store and raises the package's errors (``exceptions.py``) with the
+message the run fails with; ``airflow/tasks.py`` turns those into failed tasks. Sections
+named below are the seed runbook's ("Pre-requisitos para Staging", "Hora 0",
+"Procedimiento de Rollback en Staging").
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from migration_soak import lint as lint_mod
+from migration_soak import report
+from migration_soak.backup import BackupRecord
+from migration_soak.decision import Decision
+from migration_soak.exceptions import (BackupError, LintError, MigrationError, PlanError, RehearsalError, RollbackError,
+                                       SoakError)
+from migration_soak.judge import Verdict, judge
+from migration_soak.migrate import LedgerBackend, MigrationBackend
+from migration_soak.pgconn import PgTarget
+from migration_soak.plan import SQL_DIR, Check, Plan
+from migration_soak.pooler import require_direct
+from migration_soak.prisma_cli import PrismaCliBackend, confirm_status
+from migration_soak.rehearsal import RehearsalResult
+from migration_soak.rehearsal import rehearse as run_rehearsal
+from migration_soak.rollback import restore_columns
+from migration_soak.store import Store
+
+#: Rows of a read-only query on the staging database (``sources.sql.run_readonly``).
+Query = Callable[[str], list[tuple]]
+
+#: The kept backup as a local file for a block (``backup_storage.fetched(record)``, which
+#: needs Airflow's object storage: the glue passes it in).
+Fetch = Callable[[], AbstractContextManager[BackupRecord]]
+
+#: Ledger states a deploy applies: the migration to soak must be in one of them.
+APPLICABLE = ("pending", "rolled_back")
+
+
+# ------------------------------------------------------------------ backends
+
+
+def prisma(plan: Plan, target: PgTarget) -> PrismaCliBackend | None:
+    """The real Prisma CLI in the plan's ``prisma_project`` on ``target``; ``None`` without one."""
+    m = plan.migration
+    if not m.prisma_project:
+        return None
+    return PrismaCliBackend(target, plan.path(m.prisma_project), timeout_s=m.prisma_timeout_s,
+                            migrations_dir=plan.path(m.migrations_dir))
+
+
+def backend(plan: Plan, target: PgTarget) -> MigrationBackend:
+    """The plan's ``MigrationBackend`` on ``target``: ``LedgerBackend`` or the Prisma CLI."""
+    m = plan.migration
+    if m.backend == "prisma_cli":
+        cli = prisma(plan, target)
+        assert cli is not None  # plan.py requires prisma_project for backend prisma_cli
+        return cli
+    return LedgerBackend(target, plan.path(m.migrations_dir), lock_timeout_s=m.lock_timeout_s,
+                         lock_retries=m.lock_retries)
+
+
+def pg_bin_dir(plan: Plan) -> Path | None:
+    """The folder of ``pg_dump``/``pg_restore``/``psql`` the plan names; ``None``: on ``PATH``."""
+    return plan.path(plan.pg_bin_dir) if plan.pg_bin_dir else None
+
+
+def moment(store: Store, run_id: str, kind: str, key: str, text: str) -> str:
+    """The time (ISO-8601, UTC) recorded as the run's event ``kind`` under ``payload[key]``,
+    recorded now when there is none: a retried task keeps the first time, so a clock
+    computed from it never restarts."""
+    known = store.events(run_id, kind)
+    if known:
+        return known[0]["payload"][key]
+    at = datetime.now(timezone.utc).isoformat()
+    store.add_event(run_id, kind, {key: at, "text": text})
+    return at
+
+
+def admit(plan: Plan, run_id: str, store: Store, *, environment: str, plan_param: str) -> None:
+    """The trigger form's ``environment`` must be the plan's (``PlanError`` otherwise); then
+    take the environment's lease: one soak per environment, since two would migrate, judge
+    and roll back each other (``SoakError`` naming the run that holds it)."""
+    if environment != plan.environment:
+        raise PlanError(f"environment: the plan {plan.name!r} is for {plan.environment!r}, "
+                        f"the run asked for {environment!r}")
+    lease = store.take_lease(plan.environment, run_id, plan_param)
+    if lease["run_id"] != run_id:
+        raise SoakError(f"environment {plan.environment!r} is being soaked by run {lease['run_id']} (plan "
+                        f"{lease['plan']}, since {lease['taken_at']:%Y-%m-%d %H:%M UTC}); this run is refused")
+
+
+# ------------------------------------------------------------------ preflight
+
+
+def applicable(plan: Plan, states: dict[str, str]) -> list[str]:
+    """The migrations a deploy would apply (``states``: name -> ledger state), after
+    checking that the plan's migration is one of them ("Pre-requisitos": nothing to soak
+    otherwise). Raises ``MigrationError`` when it is missing or already applied."""
+    name = plan.migration.name
+    if name not in states:
+        raise MigrationError(f"migration {name!r} not found in {plan.migration.migrations_dir}")
+    if states[name] not in APPLICABLE:
+        raise MigrationError(f"migration {name!r} is {states[name]}, not pending: nothing to soak")
+    return [n for n, st in states.items() if st in APPLICABLE]
+
+
+def lint(plan: Plan, run_id: str, store: Store, names: list[str]) -> None:
+    """squawk over ``names`` (deploy applies them all), recorded as the ``lint`` event;
+    raises ``LintError`` on findings the plan does not accept (lint.py)."""
+    try:
+        linted = lint_mod.check(plan, names)
+    except LintError as exc:
+        if exc.result is not None:
+            store.add_event(run_id, "lint", exc.result.to_dict())
+        raise
+    store.add_event(run_id, "lint", linted.to_dict())
+
+
+def preflight(plan: Plan, run_id: str, store: Store, *, direct: PgTarget, direct_field: str,
+              migrations: MigrationBackend, query: Query, health_status: Callable[[str], int]) -> dict:
+    """Before touching anything ("Pre-requisitos para Staging", and "Horas 1-2" query 1):
+    the connection for DDL (``direct``, named ``direct_field``) not behind a transaction
+    pooler, the migration pending, its SQL linted, no user without ``authorizerId``, the
+    gateway and authorizer ``/health`` (``health_status(conn_id)`` -> HTTP status) 200.
+
+    Returns ``{"migrations": {name: state}}``, also recorded as the ``preflight`` event.
+    Raises ``MigrationError`` or ``LintError``; query and HTTP errors propagate as raised.
+    """
+    try:
+        # DDL, dumps and advisory locks behind a transaction pooler leak into the app's sessions.
+        require_direct(direct, direct_field)
+        states = {s.name: s.state for s in migrations.status()}
+    except MigrationError as exc:
+        raise MigrationError(f"migration status: {exc}") from exc
+    lint(plan, run_id, store, applicable(plan, states))
+    missing = query((SQL_DIR / "users_without_authorizer_id.sql").read_text())[0][0]
+    if missing != 0:
+        raise MigrationError(f"{missing} users have no authorizerId: the migration must not start")
+    for conn_id in {plan.connections.gateway, plan.connections.authorizer}:
+        status = health_status(conn_id)
+        if status != 200:
+            raise MigrationError(f"{conn_id}: /health answered {status} before the migration")
+    store.add_event(run_id, "preflight", {"migrations": states, "text": "all prerequisites hold"})
+    return {"migrations": states}
+
+
+# ------------------------------------------------------------------ Hora 0
+
+
+def backup_event(record: BackupRecord) -> dict:
+    """The ``backup`` event of a kept backup (Hora 0 step 1): its dict and a summary."""
+    return {**record.to_dict(), "text": f"{record.size_bytes} bytes, sha256 {record.sha256[:12]}, kept at "
+                                        f"{record.location}" + (" (reused)" if record.reused else "")}
+
+
+def lock_attempts(exc: Exception) -> list[dict]:
+    """The lock-timeout attempts a ``MigrationError``/``RollbackError`` carries, as dicts."""
+    return [a.to_dict() for a in getattr(exc, "lock_attempts", ()) or ()]
+
+
+def deploy(run_id: str, store: Store, migrations: MigrationBackend) -> dict:
+    """Apply the pending migrations (Hora 0 step 2, ``prisma migrate deploy``); returns
+    the ``DeployResult`` as a dict, recorded as the ``migrate`` event. A ``MigrationError``
+    is recorded as ``migrate_failed`` (with its lock attempts) and re-raised."""
+    try:
+        payload = migrations.deploy().to_dict()
+    except MigrationError as exc:
+        store.add_event(run_id, "migrate_failed", {"text": str(exc)[:2000], "lock_attempts": lock_attempts(exc)})
+        raise
+    waits = [a for a in payload.get("attempts", []) if a.get("outcome") == "lock_timeout"]
+    store.add_event(run_id, "migrate", {**payload, "text": f"applied {payload.get('applied')}"
+                                        + (f" after {len(waits)} lock timeout(s), retried" if waits else "")})
+    return payload
+
+
+def confirm_with_prisma(run_id: str, store: Store, cli: PrismaCliBackend | None, name: str,
+                        expect: Literal["applied", "pending"]) -> None:
+    """Hora 0 step 3 / rollback step 3, ``npx prisma migrate status``: the real CLI must
+    agree that ``name`` is ``expect``; recorded as a ``prisma_status`` event. Raises the
+    CLI's ``MigrationError`` (naming its own state) otherwise. No-op when ``cli`` is None."""
+    if cli is None:
+        return
+    try:
+        outcome = confirm_status(cli, name, expect)
+    except MigrationError as exc:
+        store.add_event(run_id, "prisma_status", {"expect": expect, "agrees": False, "text": str(exc)[:500]})
+        raise
+    store.add_event(run_id, "prisma_status", {
+        "expect": expect, "agrees": True, "kind": outcome.kind, "migrations": outcome.migrations,
+        "text": f"after the {'deploy' if expect == 'applied' else 'rollback'}, prisma migrate status says "
+                f"{outcome.kind}" + (f" ({', '.join(outcome.migrations)})" if outcome.migrations else "")})
+
+
+# ------------------------------------------------------------------ verdict and reports
+
+
+def recorded_decision(store: Store, run_id: str) -> Decision | None:
+    """The run's final decision, recorded once by the ``decide`` task; ``None`` before."""
+    events = store.events(run_id, "decision")
+    return Decision.from_event(events[-1]["payload"]) if events else None
+
+
+def judge_soak(plan: Plan, run_id: str, store: Store, time_scale: float) -> Verdict:
+    """Judge the soak from the store's observations alone (judge.py), recorded as the
+    ``verdict`` event. ``time_scale``: the run's clock speed-up."""
+    verdict = judge(plan, store.observations(run_id), time_scale)
+    text = f"{verdict.decision}: {'; '.join(verdict.reasons)}"
+    store.add_event(run_id, "verdict", {**verdict.to_dict(), "text": text})
+    return verdict
+
+
+def write_report(plan: Plan, run_id: str, store: Store, verdict: Verdict, time_scale: float) -> Path:
+    """Render and write the run's results report (``soak-<run>.md`` under the plan's
+    ``report_location``, charts beside it), recorded as the ``report`` event; returns its path."""
+    name, where = report.safe_name(run_id), plan.path(plan.report_location)
+    text = report.render_report(plan, run_id, verdict, store.observations(run_id), store.events(run_id), time_scale,
+                                chart_dir=where / f"charts-{name}")
+    path = report.write(where, f"soak-{name}.md", text)
+    store.add_event(run_id, "report", {"path": str(path), "text": f"report written to {path}"})
+    return path
+
+
+def write_post_mortem(plan: Plan, run_id: str, store: Store, verdict: Verdict, report_path: str) -> Path:
+    """Rollback step 6, "Documentar incidente": the post-mortem as
+    ``incidents/YYYY-MM-DD-<environment>-rollback-<run>.md`` under ``report_location``,
+    recorded as the ``rollback_completed`` event; returns its path."""
+    text = report.render_postmortem(plan, run_id, verdict, store.observations(run_id), store.events(run_id))
+    path = report.write(plan.path(plan.report_location) / "incidents",
+                        f"{datetime.now(timezone.utc):%Y-%m-%d}-{plan.environment}-rollback-"
+                        f"{report.safe_name(run_id)}.md", text)
+    store.add_event(run_id, "rollback_completed", {"post_mortem": str(path), "report": report_path,
+                                                   "text": "rollback completed"})
+    return path
+
+
+# ------------------------------------------------------------------ rollback
+
+
+def rehearse(plan: Plan, run_id: str, store: Store, *, fetch: Fetch, staging: PgTarget, pg_bin_dir: Path | None,
+             backend_for: Callable[[PgTarget], MigrationBackend], server: PgTarget | None) -> RehearsalResult:
+    """Rehearse the rollback on a scratch copy of the backup ``fetch()`` yields locally
+    (rehearsal.py; "Pre-requisitos": "Plan de rollback revisado y aprobado"), recorded as
+    the ``rehearsal`` event. A ``RehearsalError`` or ``BackupError`` is recorded as
+    ``rehearsal_failed`` with its ``step`` (``restore`` for a backup that cannot be read)
+    and re-raised."""
+    try:
+        with fetch() as local:
+            result = run_rehearsal(plan, staging, local, pg_bin_dir, run_id=run_id, backend_for=backend_for,
+                                   server=server)
+    except (RehearsalError, BackupError) as exc:
+        store.add_event(run_id, "rehearsal_failed", {"step": getattr(exc, "step", "restore"), "text": str(exc)[:2000]})
+        raise
+    store.add_event(run_id, "rehearsal", result.to_dict())
+    return result
+
+
+def restore(plan: Plan, run_id: str, store: Store, *, fetch: Fetch, direct: PgTarget,
+            pg_bin_dir: Path | None) -> dict:
+    """Rollback step 2: re-add the dropped columns on ``direct`` and copy every value back
+    from the backup ``fetch()`` yields locally (rollback.py); returns the result as a dict,
+    recorded as the ``restore`` event. A ``RollbackError`` is recorded as ``restore_failed``
+    (with its lock attempts) and re-raised; a ``BackupError`` (nothing restored) is not."""
+    m = plan.migration
+    try:
+        with fetch() as local:
+            result = restore_columns(direct, local, pg_bin_dir, table=m.table, columns=tuple(m.dropped_columns),
+                                     key=m.key, down_sql=plan.path(m.down_sql), lock_timeout_s=m.lock_timeout_s,
+                                     lock_retries=m.lock_retries)
+    except RollbackError as exc:
+        store.add_event(run_id, "restore_failed", {"text": str(exc)[:2000], "lock_attempts": lock_attempts(exc)})
+        raise
+    payload = result.to_dict()
+    store.add_event(run_id, "restore", restore_event(payload))
+    return payload
+
+
+def restore_event(payload: dict) -> dict:
+    """The ``restore`` event of a ``rollback.RestoreResult.to_dict()`` (rollback step 2)."""
+    return {**payload, "text": (
+        f"restored {payload['values_restored']} values for {payload['users_matched']} of "
+        f"{payload['users_at_backup']} users present at backup time; {payload['mismatches']} mismatches"
+        + (f"; {payload['values_kept']} newer values written by the app kept" if payload.get("values_kept") else "")
+        + f"; ACCESS EXCLUSIVE only for the {payload.get('ddl_s', 0):.2f} s re-add, then "
+          f"{payload.get('batches', 0)} row-locked batches")}
+
+
+def mark_rolled_back(plan: Plan, run_id: str, store: Store, migrations: MigrationBackend, direct: PgTarget) -> dict:
+    """Rollback step 3: mark the migration rolled back so it reads as pending again; returns
+    the ledger's states (name -> state) as read by ``LedgerBackend`` on ``direct`` whatever
+    the backend, recorded as the ``ledger`` event. Raises ``MigrationError``."""
+    name = plan.migration.name
+    migrations.mark_rolled_back(name)
+    states = {s.name: s.state for s in LedgerBackend(direct, plan.path(plan.migration.migrations_dir)).status()}
+    store.add_event(run_id, "ledger", {"migrations": states, "removed_rows": getattr(migrations, "removed_rows", []),
+                                       "text": f"{name} is {states[name]} again"})
+    return states
+
+
+def health_ok(results: dict[str, Any], dropped_columns: list[str]) -> bool:
+    """Rollback step 5's rule: every health check (``results``: check id -> value, 1.0 is
+    up) is up and ``results["columns_back"]`` holds exactly the dropped columns."""
+    return all(v == 1.0 for k, v in results.items() if k != "columns_back") and \
+        sorted(results["columns_back"]) == sorted(dropped_columns)
+
+
+def post_rollback_health(plan: Plan, run_id: str, store: Store, *, measure: Callable[[Check], float],
+                         query: Query) -> dict:
+    """Rollback step 5, "Validar que sistema volvió a estado previo": the plan's ``http``
+    checks (``measure(check)`` -> 1.0 up, 0.0 down) and the dropped columns back (query 2).
+
+    Returns ``{check_id: value, ..., "columns_back": [sorted names]}``, recorded as the
+    ``health`` event with ``ok``. Raises ``RollbackError`` when not ok; measurement and
+    query errors propagate as raised.
+    """
+    results: dict[str, Any] = {c.id: measure(c) for c in plan.checks if c.source.kind == "http"}
+    results["columns_back"] = sorted(r[0] for r in query((SQL_DIR / "deprecated_columns_present.sql").read_text()))
+    ok = health_ok(results, plan.migration.dropped_columns)
+    store.add_event(run_id, "health", {**results, "ok": ok, "text": f"post-rollback health {'ok' if ok else 'FAILED'}"})
+    if not ok:
+        raise RollbackError(f"post-rollback health failed: {results}")
+    return results

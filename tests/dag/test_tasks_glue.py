@@ -1,0 +1,106 @@
+"""The tasks' glue run in-process on a fake context and store: what they record, push,
+branch to, post to Slack and fail with (the texts the DAG's runs show)."""
+
+from __future__ import annotations
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException
+
+from migration_soak import notify, runbook
+from migration_soak.airflow import tasks as t
+from migration_soak.decision import APPROVE_OPTION, Decision, decision_event
+from migration_soak.exceptions import MigrationError
+from migration_soak.plan import load_plan
+from tests.unit.test_runbook import FakeStore
+
+PLAN = load_plan("default")
+
+
+class FakeTI:
+    def __init__(self, xcoms: dict | None = None):
+        self.xcoms = dict(xcoms or {})
+        self.pushed: dict[str, object] = {}
+
+    def xcom_pull(self, task_ids, key="return_value"):
+        return self.xcoms.get((task_ids, key))
+
+    def xcom_push(self, key, value):
+        self.pushed[key] = value
+
+
+@pytest.fixture
+def run(monkeypatch):
+    """A run of the default plan on a FakeStore; Slack messages collected in ``run.posted``."""
+    store, ti = FakeStore(), FakeTI()
+    ctx = {"params": {"plan": "default", "environment": "staging", "time_scale": 1.0, "require_sign_off": True,
+                      "on_inconclusive": "ask"}, "run_id": "r1", "ti": ti}
+    monkeypatch.setattr(t, "get_current_context", lambda: ctx)
+    monkeypatch.setattr(t.Store, "from_airflow", classmethod(lambda cls, conn_id: store))
+    posted: list[str] = []
+    monkeypatch.setattr(notify, "send", lambda text, conn_id=None, **kw: posted.append(text) or True)
+    store.ti, store.posted = ti, posted
+    return store
+
+
+def test_decide_records_the_sign_off_and_the_decision_and_branches(run):
+    run.ti.xcoms[("ask_sign_off", "candidate")] = Decision("GO", "proceed", "judge", "all met").to_dict()
+    run.ti.xcoms[("sign_off", "return_value")] = {"chosen_options": ["Reject"], "responded_by_user": {"name": "qa"},
+                                                  "params_input": {"comment": "broken"}}
+    assert t.decide.function() == ["rollback.notify_rollback"]
+    assert run.kinds() == ["sign_off", "decision"]
+    assert run.recorded[0][2]["text"] == "QA sign-off rejected by qa: broken"
+    assert run.recorded[1][2]["text"] == ("NO-GO, rollback: QA rejected the sign-off: broken "
+                                          "(decided by person:qa)")
+    t.notify_rollback.function()
+    reason = "ROLLBACK INITIATED - Reason: NO_GO: QA rejected the sign-off: broken"
+    assert run.recorded[-1] == ("r1", "rollback_started", {"text": reason})
+    assert run.posted == [f":rotating_light: [staging] {PLAN.migration.name}: {reason}"]
+
+
+def test_an_approved_go_goes_to_the_report(run):
+    run.ti.xcoms[("ask_sign_off", "candidate")] = Decision("GO", "proceed", "judge", "all met").to_dict()
+    run.ti.xcoms[("sign_off", "return_value")] = {"chosen_options": [APPROVE_OPTION], "responded_by_user": "qa"}
+    assert t.decide.function() == ["report"]
+    assert runbook.recorded_decision(run, "r1") == Decision("GO", "proceed", "person:qa", "all met; QA sign-off "
+                                                                                          "approved by qa")
+
+
+@pytest.mark.parametrize("events, message", [
+    ([], "the soak reached no decision: see the failed task above"),
+    ([("decision", decision_event(Decision("NO_GO", "rollback", "judge", "errors 2%"))), ("rollback_completed", {})],
+     "NO-GO: errors 2%; rollback completed"),
+    ([("decision", decision_event(Decision("GO", "proceed", "judge", "ok")))],
+     "GO was decided but the report was not written (task report failed): not a GO until it is"),
+])
+def test_conclude_fails_with_the_reason(run, events, message):
+    for kind, payload in events:
+        run.add_event("r1", kind, payload)
+    with pytest.raises(AirflowFailException) as err:
+        t.conclude.function()
+    assert str(err.value) == message
+
+
+def test_conclude_succeeds_for_a_go_with_its_report(run):
+    run.add_event("r1", "decision", decision_event(Decision("GO", "proceed", "judge", "ok")))
+    run.add_event("r1", "report", {"path": "x"})
+    assert t.conclude.function() == "GO"
+
+
+def test_preflight_fails_the_task_with_the_runbook_message(run, monkeypatch):
+    def refuse(*a, **kw):
+        raise MigrationError("3 users have no authorizerId: the migration must not start")
+
+    monkeypatch.setattr(t, "_direct", lambda plan: None)
+    monkeypatch.setattr(runbook, "preflight", refuse)
+    with pytest.raises(AirflowFailException, match="^3 users have no authorizerId: the migration must not start$"):
+        t.preflight.function()
+
+
+def test_health_fails_the_task_when_a_column_is_missing(run, monkeypatch):
+    monkeypatch.setattr(t.sources, "measure", lambda check, plan: type("M", (), {"value": 1.0})())
+    monkeypatch.setattr(t, "run_readonly", lambda conn_id, sql: (["column_name"], [("passwordHash",)]))
+    with pytest.raises(AirflowFailException) as err:
+        t.health.function(200)
+    assert str(err.value) == ("post-rollback health failed: {'gateway_health': 1.0, 'authorizer_health': 1.0, "
+                              "'columns_back': ['passwordHash']}")
+    assert run.recorded[-1][1] == "health" and run.recorded[-1][2]["ok"] is False

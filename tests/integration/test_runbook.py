@@ -1,0 +1,58 @@
+"""The runbook's steps that read PostgreSQL (runbook.py) on the embedded server: preflight
+with the real pooler probe, ledger, squawk and query; post-rollback health's column query;
+the ledger marked rolled back."""
+
+from __future__ import annotations
+
+import pytest
+
+from migration_soak import runbook
+from migration_soak.exceptions import MigrationError, RollbackError
+from migration_soak.migrate import LedgerBackend
+from migration_soak.plan import load_plan
+from migration_soak.sources.sql import run_readonly
+
+from .conftest import DROP, INIT, MIGRATIONS, query
+
+PLAN = load_plan("default")  # soak_staging is the seeded database (the staging fixture)
+
+
+def staging_rows(sql: str) -> list[tuple]:
+    return run_readonly(PLAN.connections.staging, sql)[1]
+
+
+def preflight(store, target, run_id: str) -> dict:
+    return runbook.preflight(PLAN, run_id, store, direct=target, direct_field="connections.staging_direct",
+                             migrations=runbook.backend(PLAN, target), query=staging_rows,
+                             health_status=lambda conn_id: 200)
+
+
+def test_preflight_passes_on_the_seeded_database_then_refuses_a_user_without_authorizer_id(store, staging):
+    assert preflight(store, staging, "p1") == {"migrations": {INIT: "applied", DROP: "pending"}}
+    assert [e["kind"] for e in store.events("p1")] == ["lint", "preflight"]
+    query(staging, """INSERT INTO users (id, email, "passwordHash", "updatedAt")
+                      VALUES ('usr_x', 'x@example.test', 'h', now())""")
+    with pytest.raises(MigrationError, match="^1 users have no authorizerId: the migration must not start$"):
+        preflight(store, staging, "p2")
+    assert "preflight" not in [e["kind"] for e in store.events("p2")]
+
+
+def test_preflight_refuses_an_applied_migration(store, staging):
+    LedgerBackend(staging, MIGRATIONS).deploy()
+    with pytest.raises(MigrationError, match=f"^migration '{DROP}' is applied, not pending: nothing to soak$"):
+        preflight(store, staging, "p3")
+
+
+def test_the_ledger_reads_pending_again_and_health_sees_the_columns(store, staging):
+    LedgerBackend(staging, MIGRATIONS).deploy()
+    with pytest.raises(RollbackError, match=r"^post-rollback health failed: \{'gateway_health': 1.0, "
+                                            r"'authorizer_health': 1.0, 'columns_back': \[\]\}$"):
+        runbook.post_rollback_health(PLAN, "h1", store, measure=lambda check: 1.0, query=staging_rows)
+    states = runbook.mark_rolled_back(PLAN, "h1", store, runbook.backend(PLAN, staging), staging)
+    assert states == {INIT: "applied", DROP: "pending"}  # its finished row removed, as Prisma reads it
+    ledger = store.events("h1", "ledger")[-1]["payload"]
+    assert ledger["text"] == f"{DROP} is pending again" and len(ledger["removed_rows"]) == 1
+    query(staging, 'ALTER TABLE users ADD COLUMN "passwordHash" text, ADD COLUMN "emailVerified" boolean')
+    out = runbook.post_rollback_health(PLAN, "h1", store, measure=lambda check: 1.0, query=staging_rows)
+    assert out["columns_back"] == ["emailVerified", "passwordHash"]
+    assert [e["payload"]["ok"] for e in store.events("h1", "health")] == [False, True]

@@ -1,0 +1,247 @@
+"""The runbook's steps (runbook.py) without a database: fakes for the store, the backend,
+the read-only query and the health endpoints; the same messages the tasks fail with."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from migration_soak import notify, runbook
+from migration_soak.backup import BackupRecord
+from migration_soak.decision import Decision
+from migration_soak.exceptions import LintError, MigrationError, PlanError, RollbackError, SoakError
+from migration_soak.migrate import DeployResult, LockAttempt, MigrationState
+from migration_soak.plan import load_plan
+
+PLAN = load_plan("default")
+NAME = PLAN.migration.name
+INIT = "20250101000000_init"
+
+
+class FakeStore:
+    """The ``Store`` methods the runbook uses, in memory."""
+
+    def __init__(self, lease: dict | None = None):
+        self.recorded: list[tuple[str, str, dict]] = []
+        self.lease = lease
+
+    def add_event(self, run_id, kind, payload):
+        self.recorded.append((run_id, kind, payload))
+
+    def events(self, run_id, kind=None):
+        return [{"kind": k, "payload": p} for r, k, p in self.recorded if r == run_id and kind in (None, k)]
+
+    def take_lease(self, environment, run_id, plan):
+        if self.lease is None:
+            self.lease = {"environment": environment, "run_id": run_id, "plan": plan,
+                          "taken_at": datetime(2026, 1, 2, 3, 4, tzinfo=timezone.utc)}
+        return self.lease
+
+    def kinds(self) -> list[str]:
+        return [k for _, k, _ in self.recorded]
+
+
+class FakeBackend:
+    def __init__(self, states: dict[str, str] | None = None, deployed=None, error: Exception | None = None):
+        self.states, self.deployed, self.error = states or {}, deployed, error
+
+    def status(self):
+        if self.error:
+            raise self.error
+        return [MigrationState(name, None, state) for name, state in self.states.items()]
+
+    def deploy(self):
+        if self.error:
+            raise self.error
+        return self.deployed
+
+
+class FakeLint:
+    def __init__(self, ok=True):
+        self.ok = ok
+        self.names = None
+
+    def to_dict(self):
+        return {"ok": self.ok, "names": self.names}
+
+
+@pytest.fixture
+def checks(monkeypatch):
+    """No pooler probe and no squawk: record what preflight asked of them."""
+    calls = {}
+    monkeypatch.setattr(runbook, "require_direct", lambda target, field: calls.setdefault("direct", field))
+
+    def lint(plan, names):
+        calls["lint"] = list(names)
+        return FakeLint()
+
+    monkeypatch.setattr(runbook.lint_mod, "check", lint)
+    return calls
+
+
+def run_preflight(store, states=None, missing=0, statuses=None, backend=None):
+    asked = []
+
+    def health(conn_id):
+        asked.append(conn_id)
+        return (statuses or {}).get(conn_id, 200)
+
+    out = runbook.preflight(PLAN, "r1", store, direct=object(), direct_field="connections.staging_direct",
+                            migrations=backend or FakeBackend(states if states is not None else
+                                                              {INIT: "applied", NAME: "pending"}),
+                            query=lambda sql: [(missing,)], health_status=health)
+    return out, asked
+
+
+def test_preflight_passes_records_the_states_and_lints_every_pending_migration(checks):
+    store = FakeStore()
+    out, asked = run_preflight(store, states={INIT: "applied", NAME: "rolled_back", "later": "pending"})
+    assert out == {"migrations": {INIT: "applied", NAME: "rolled_back", "later": "pending"}}
+    assert checks == {"direct": "connections.staging_direct", "lint": [NAME, "later"]}
+    assert sorted(asked) == ["soak_authorizer", "soak_gateway"]
+    assert store.kinds() == ["lint", "preflight"]
+    assert store.recorded[-1][2] == {**out, "text": "all prerequisites hold"}
+
+
+@pytest.mark.parametrize("states, message", [
+    ({INIT: "applied"}, f"migration {NAME!r} not found in {PLAN.migration.migrations_dir}"),
+    ({NAME: "applied"}, f"migration {NAME!r} is applied, not pending: nothing to soak"),
+    ({NAME: "failed"}, f"migration {NAME!r} is failed, not pending: nothing to soak"),
+])
+def test_preflight_refuses_a_migration_that_is_not_pending(checks, states, message):
+    store = FakeStore()
+    with pytest.raises(MigrationError) as err:
+        run_preflight(store, states=states)
+    assert str(err.value) == message
+    assert "lint" not in checks and store.kinds() == []
+
+
+def test_preflight_names_a_failing_status_read_as_migration_status(checks):
+    with pytest.raises(MigrationError, match=r"^migration status: P1001 cannot reach the database$"):
+        run_preflight(FakeStore(), backend=FakeBackend(error=MigrationError("P1001 cannot reach the database")))
+
+
+def test_preflight_stops_at_users_without_authorizer_id_before_the_health_checks(checks):
+    store = FakeStore()
+    with pytest.raises(MigrationError) as err:
+        run_preflight(store, missing=3, statuses={"soak_gateway": 503})
+    assert str(err.value) == "3 users have no authorizerId: the migration must not start"
+    assert store.kinds() == ["lint"]  # linted, not passed
+
+
+def test_preflight_refuses_a_service_that_is_not_healthy(checks):
+    store = FakeStore()
+    with pytest.raises(MigrationError) as err:
+        run_preflight(store, statuses={"soak_authorizer": 502})
+    assert str(err.value) == "soak_authorizer: /health answered 502 before the migration"
+    assert "preflight" not in store.kinds()
+
+
+def test_preflight_records_a_lint_failure_that_has_a_result_and_raises_it(checks, monkeypatch):
+    def lint(plan, names):
+        raise LintError("migration lint: 1 squawk finding(s) the plan does not accept", FakeLint(ok=False))
+
+    monkeypatch.setattr(runbook.lint_mod, "check", lint)
+    store = FakeStore()
+    with pytest.raises(LintError, match="^migration lint: 1 squawk"):
+        run_preflight(store)
+    assert store.recorded == [("r1", "lint", {"ok": False, "names": None})]
+
+
+def measured(values: dict[str, float]):
+    return lambda check: values[check.id]
+
+
+def test_post_rollback_health_ok_when_services_are_up_and_the_columns_are_back():
+    store = FakeStore()
+    out = runbook.post_rollback_health(PLAN, "r1", store, measure=measured({"gateway_health": 1.0,
+                                                                            "authorizer_health": 1.0}),
+                                       query=lambda sql: [("passwordHash",), ("emailVerified",)])
+    assert out == {"gateway_health": 1.0, "authorizer_health": 1.0, "columns_back": ["emailVerified", "passwordHash"]}
+    assert store.recorded == [("r1", "health", {**out, "ok": True, "text": "post-rollback health ok"})]
+
+
+@pytest.mark.parametrize("values, columns", [
+    ({"gateway_health": 0.0, "authorizer_health": 1.0}, ["passwordHash", "emailVerified"]),
+    ({"gateway_health": 1.0, "authorizer_health": 1.0}, ["passwordHash"]),
+    ({"gateway_health": 1.0, "authorizer_health": 1.0}, []),
+])
+def test_post_rollback_health_fails_on_a_service_down_or_a_column_missing(values, columns):
+    store = FakeStore()
+    with pytest.raises(RollbackError) as err:
+        runbook.post_rollback_health(PLAN, "r1", store, measure=measured(values),
+                                     query=lambda sql: [(c,) for c in columns])
+    results = {**values, "columns_back": sorted(columns)}
+    assert str(err.value) == f"post-rollback health failed: {results}"
+    assert store.recorded == [("r1", "health", {**results, "ok": False, "text": "post-rollback health FAILED"})]
+
+
+def test_health_ok_wants_exactly_the_dropped_columns():
+    assert runbook.health_ok({"a": 1.0, "columns_back": ["y", "x"]}, ["x", "y"])
+    assert not runbook.health_ok({"a": 1.0, "columns_back": ["x", "y", "z"]}, ["x", "y"])
+    assert not runbook.health_ok({"a": 0.5, "columns_back": ["x"]}, ["x"])
+
+
+def test_moment_keeps_the_first_recorded_time():
+    store = FakeStore()
+    first = runbook.moment(store, "r1", "hour0", "hour0", "Hora 0 checklist done; the soak clock starts")
+    assert datetime.fromisoformat(first).tzinfo is not None
+    assert runbook.moment(store, "r1", "hour0", "hour0", "again") == first  # a retried task
+    assert store.recorded == [("r1", "hour0", {"hour0": first, "text": "Hora 0 checklist done; the soak clock starts"})]
+
+
+def test_admit_refuses_another_environment_and_a_held_lease():
+    with pytest.raises(PlanError) as err:
+        runbook.admit(PLAN, "r1", FakeStore(), environment="prod", plan_param="default")
+    assert str(err.value) == f"environment: the plan {PLAN.name!r} is for 'staging', the run asked for 'prod'"
+    runbook.admit(PLAN, "r1", FakeStore(), environment="staging", plan_param="default")  # free: taken
+    held = FakeStore(lease={"run_id": "other", "plan": "canary", "taken_at": datetime(2026, 1, 2, 3, 4)})
+    with pytest.raises(SoakError) as err:
+        runbook.admit(PLAN, "r1", held, environment="staging", plan_param="default")
+    assert str(err.value) == ("environment 'staging' is being soaked by run other (plan canary, "
+                              "since 2026-01-02 03:04 UTC); this run is refused")
+
+
+def test_deploy_records_lock_timeouts_and_a_failure_with_its_attempts():
+    waited = LockAttempt(NAME, 1, "lock_timeout", 2.0, 0.5, "canceling statement due to lock timeout")
+    result = DeployResult((NAME,), (INIT,), attempts=(waited, LockAttempt(NAME, 2, "ok", 0.1)))
+    store = FakeStore()
+    assert runbook.deploy("r1", store, FakeBackend(deployed=result)) == result.to_dict()
+    assert store.recorded[-1][2]["text"] == f"applied ['{NAME}'] after 1 lock timeout(s), retried"
+    failure = MigrationError("lock timeout 3 times")
+    failure.lock_attempts = [waited]  # type: ignore[attr-defined]
+    with pytest.raises(MigrationError) as err:
+        runbook.deploy("r2", store, FakeBackend(error=failure))
+    assert err.value is failure
+    assert store.events("r2") == [{"kind": "migrate_failed", "payload": {
+        "text": "lock timeout 3 times", "lock_attempts": [waited.to_dict()]}}]
+
+
+def test_confirm_with_prisma_without_a_project_does_nothing():
+    store = FakeStore()
+    runbook.confirm_with_prisma("r1", store, None, NAME, "applied")
+    assert store.recorded == []
+
+
+def test_backup_and_restore_events_summarise_their_figures():
+    record = BackupRecord(path=None, size_bytes=1234, sha256="ab" * 32, duration_s=1.5, pg_dump_version="18.0",
+                          server_version="18.0", tables=("users",), reused=True, location="file:///b/x.dump",
+                          created_at=datetime(2026, 1, 2, tzinfo=timezone.utc))
+    event = runbook.backup_event(record)
+    assert event["text"] == f"1234 bytes, sha256 {'ab' * 6}, kept at file:///b/x.dump (reused)"
+    assert {k: v for k, v in event.items() if k != "text"} == record.to_dict()
+    restored = {"values_restored": 10, "users_matched": 5, "users_at_backup": 6, "mismatches": 0, "values_kept": 2,
+                "ddl_s": 0.0312, "batches": 3}
+    assert runbook.restore_event(restored)["text"] == (
+        "restored 10 values for 5 of 6 users present at backup time; 0 mismatches; 2 newer values written by the "
+        "app kept; ACCESS EXCLUSIVE only for the 0.03 s re-add, then 3 row-locked batches")
+
+
+def test_the_rollback_is_announced_with_the_decision_that_caused_it():
+    final = Decision("NO_GO", "rollback", "judge", "auth error rate 2.1% > 1%")
+    reason = notify.rollback_reason(final)
+    assert reason == "ROLLBACK INITIATED - Reason: NO_GO: auth error rate 2.1% > 1%"
+    assert notify.rollback_text(PLAN, reason) == f":rotating_light: [staging] {NAME}: {reason}"
+    assert notify.rollback_done_text(PLAN, "pm.md") == (
+        f":white_check_mark: [staging] rollback of {NAME} completed; post-mortem pm.md")
