@@ -754,7 +754,7 @@ def parse_plan(data: Any, source: str = "<plan>") -> Plan:
         raise PlanError("\n".join(lines)) from None
 
 
-def plan_file(name_or_path: str) -> Path:
+def plan_file(name_or_path: str | Path) -> Path:
     """Resolve a plan name (``default``) or path to the YAML file.
 
     Raises ``PlanError`` naming the value when no such plan exists.
@@ -773,7 +773,7 @@ def plan_file(name_or_path: str) -> Path:
 _LOADED: dict[tuple[Path, int], Plan] = {}
 
 
-def load_plan(name_or_path: str = "default") -> Plan:
+def load_plan(name_or_path: str | Path = "default") -> Plan:
     """Read and validate a plan by name (``include/plans/<name>.yaml``) or path.
 
     Plans are immutable; a process keeps each file's plan until the file changes.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import DAG, Param, TaskGroup
@@ -68,8 +69,8 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
         # Check tasks may retry (the only tasks that do): they rebuild their state from the
         # store (one reading per tick), so a retry after a lost worker or a store hiccup
         # resumes at the right tick. They wait deferred (sensors.py), not in reschedule mode.
-        common = dict(time_scale="{{ params.time_scale }}", plan="{{ params.plan }}",
-                      retries=CHECK_RETRIES, retry_delay=timedelta(seconds=2), weight_rule="absolute")
+        common: dict[str, Any] = dict(time_scale="{{ params.time_scale }}", plan="{{ params.plan }}",
+                                      retries=CHECK_RETRIES, retry_delay=timedelta(seconds=2), weight_rule="absolute")
         if plan.baseline:
             started = t.start_baseline()
             with TaskGroup("baseline", tooltip="before the migration: the reference for relative rules") as baseline:
