@@ -11,7 +11,7 @@ named below are the seed runbook's ("Pre-requisitos para Staging", "Hora 0",
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -71,14 +71,14 @@ def pg_bin_dir(plan: Plan) -> Path | None:
     return plan.path(plan.pg_bin_dir) if plan.pg_bin_dir else None
 
 
-def moment(store: Store, run_id: str, kind: str, key: str, text: str) -> str:
-    """The time (ISO-8601, UTC) recorded as the run's event ``kind`` under ``payload[key]``,
-    recorded now when there is none: a retried task keeps the first time, so a clock
-    computed from it never restarts."""
+def moment(store: Store, run_id: str, kind: str, key: str, text: str, lead_s: float = 0.0) -> str:
+    """The time (ISO-8601, UTC) recorded as the run's event ``kind`` under ``payload[key]``:
+    now plus ``lead_s`` seconds, recorded when there is none: a retried task keeps the
+    first time, so a clock computed from it never restarts."""
     known = store.events(run_id, kind)
     if known:
         return known[0]["payload"][key]
-    at = datetime.now(timezone.utc).isoformat()
+    at = (datetime.now(timezone.utc) + timedelta(seconds=lead_s)).isoformat()
     store.add_event(run_id, kind, {key: at, "text": text})
     return at
 

@@ -112,10 +112,12 @@ def test_human_questions_default_to_the_safe_answer_on_timeout(dag):
 
 def test_trigger_form_params(dag):
     params = dag.params
-    assert set(params.keys()) == {"plan", "environment", "time_scale", "require_sign_off", "on_inconclusive"}
+    assert set(params.keys()) == {"plan", "environment", "time_scale", "clock_lead_s", "require_sign_off",
+                                  "on_inconclusive"}
     assert params["plan"] == "default"
     assert params["environment"] == "staging"
     assert params["time_scale"] == 1.0
+    assert params["clock_lead_s"] == 10.0
 
 
 def test_an_invalid_plan_file_does_not_hide_the_other_soaks(tmp_path):

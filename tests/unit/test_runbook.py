@@ -245,3 +245,16 @@ def test_the_rollback_is_announced_with_the_decision_that_caused_it():
     assert notify.rollback_text(PLAN, reason) == f":rotating_light: [staging] {NAME}: {reason}"
     assert notify.rollback_done_text(PLAN, "pm.md") == (
         f":white_check_mark: [staging] rollback of {NAME} completed; post-mortem pm.md")
+
+
+def test_hour0_is_the_lead_after_the_checklist_and_a_retry_keeps_it():
+    """``start_clock`` records hour 0 ``clock_lead_s`` after now, once: a retried task must
+    not restart the soak clock."""
+    from datetime import timedelta
+
+    store = FakeStore()
+    before = datetime.now(timezone.utc)
+    at = datetime.fromisoformat(runbook.moment(store, "r", "hour0", "hour0", "clock", lead_s=10))
+    assert before + timedelta(seconds=10) <= at <= datetime.now(timezone.utc) + timedelta(seconds=10)
+    assert runbook.moment(store, "r", "hour0", "hour0", "clock", lead_s=99) == at.isoformat()
+    assert store.kinds() == ["hour0"]

@@ -27,6 +27,12 @@ from migration_soak.plan import Plan, load_plan
 log = logging.getLogger(__name__)
 
 
+#: Default wall seconds between ``start_clock`` and hour 0 (the ``clock_lead_s`` param):
+#: time for ~40 check tasks to start and wait before the first tick. With none, on 2 cores
+#: at time_scale 300, the real scheduler missed intensive ticks 1-2 (due 1-2 s after hour 0)
+#: while it started them; at time_scale 1 it is 10 s of a 24 h soak.
+CLOCK_LEAD_S = 10.0
+
 #: Retries of a check task (see ``build_dag``); every other task runs once.
 CHECK_RETRIES = 2
 
@@ -54,6 +60,10 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
                                  description="The environment the plan soaks."),
             "time_scale": Param(1.0, type="number", exclusiveMinimum=0, maximum=TIME_SCALE_MAX,
                                 description="Soak clock speed-up: 1 = real time (24 h); 360 = 24 h in 4 minutes."),
+            "clock_lead_s": Param(CLOCK_LEAD_S, type="number", minimum=0, maximum=600,
+                                  description="Wall seconds from the end of the Hora 0 checklist to hour 0 of the "
+                                              "soak clock, so every check task is waiting before its first tick "
+                                              "(on a 300x clock the first intensive tick is 1 s after hour 0)."),
             "require_sign_off": Param(False, type="boolean",
                                       description="Ask QA to approve in the UI before GO; a rejected or unanswered "
                                                   f"sign-off is not a GO ({plan.verdict.on_sign_off_rejected})."),

@@ -188,7 +188,10 @@ def start_clock() -> str:
     breach = store.no_go(run_id)
     if breach is not None:
         raise AirflowSkipException(f"the soak stopped at hour 0, the clock does not start: {breach.get('text')}")
-    return runbook.moment(store, run_id, "hour0", "hour0", "Hora 0 checklist done; the soak clock starts")
+    lead = float(ctx["params"].get("clock_lead_s", 0) or 0)
+    return runbook.moment(store, run_id, "hour0", "hour0",
+                          "Hora 0 checklist done; the soak clock starts" + (f" in {lead:g} s" if lead else ""),
+                          lead_s=lead)
 
 
 @task
