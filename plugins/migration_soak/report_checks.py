@@ -46,16 +46,25 @@ class _Tally:
 def tally(plan: Plan, check: Check, obs: Sequence[Observation]) -> _Tally:
     """Count ``check``'s readings in ``obs`` (any check's; others are ignored)."""
     mine = sorted((o for o in obs if o.check_id == check.id), key=lambda o: o.scheduled_at)
-    by_phase: dict[str, dict[str, int]] = {}
-    for o in mine:
-        by_phase.setdefault(o.phase, dict.fromkeys(_STATUSES, 0))[o.status] += 1
     after = [o for o in mine if o.phase != "baseline"]
     counts = {s: sum(1 for o in after if o.status == s) for s in _STATUSES}
     values = [o.value for o in after if o.status != "error" and o.value is not None]
-    # guard and baseline readings are extra: they never count for coverage
-    measured = sum(1 for o in after if o.phase not in PHASES_NOT_SCHEDULED and o.status != "error" and o.value is not None)
+    measured = _measured(after)
     expected = expected_observations(plan, check.id)
-    return _Tally(after, values, counts, by_phase, measured, expected, measured / expected if expected else 0.0)
+    return _Tally(after, values, counts, _by_phase(mine), measured, expected, measured / expected if expected else 0.0)
+
+
+def _measured(after: list[Observation]) -> int:
+    """Scheduled readings with a value (guard and baseline readings are extra: they never count for coverage)."""
+    return sum(1 for o in after if o.phase not in PHASES_NOT_SCHEDULED and o.status != "error" and o.value is not None)
+
+
+def _by_phase(mine: list[Observation]) -> dict[str, dict[str, int]]:
+    """Status counts per phase, phases in order of first reading."""
+    by_phase: dict[str, dict[str, int]] = {}
+    for o in mine:
+        by_phase.setdefault(o.phase, dict.fromkeys(_STATUSES, 0))[o.status] += 1
+    return by_phase
 
 
 def _result(check: Check, t: _Tally, outcome: Outcome, detail: str, deciding: dict | None = None) -> CheckResult:

@@ -511,12 +511,18 @@ def _beyond_no_go(run: Run, cid: str, unit: str, obs: list[Observation]) -> str:
     check = next((c for c in run.plan.checks if c.id == cid), None)
     level = f" (NO-GO level {format_condition(check.no_go, unit)})" if check and check.no_go else ""
     what = f"beyond the NO-GO level: {span(min(vals), max(vals), unit)}{level}"
+    return what + _not_breached_by(run, cid)
+
+
+def _not_breached_by(run: Run, cid: str) -> str:
+    """``; no NO-GO criterion breached by them (...)`` when NO-GO criteria read ``cid`` and
+    none was breached by its readings; else ""."""
     judged = [c for c in run.verdict.criteria if c.kind == "no_go" and cid in c.checks]
-    if judged and not any(c.outcome == "breached" and cid in {deciding_check(c, d) for d in c.deciding}
-                          for c in judged):
-        what += "; no NO-GO criterion breached by them (" + ", ".join(
-            f"`{c.id}` {OUTCOME_WORDS[c.outcome]}" for c in judged) + ")"
-    return what
+    if not judged or any(c.outcome == "breached" and cid in {deciding_check(c, d) for d in c.deciding}
+                         for c in judged):
+        return ""
+    return "; no NO-GO criterion breached by them (" + ", ".join(
+        f"`{c.id}` {OUTCOME_WORDS[c.outcome]}" for c in judged) + ")"
 
 
 def _incident_line(run: Run, key: IncidentKey, obs: list[Observation]) -> str:
