@@ -334,13 +334,13 @@ def _noise_floors(plan: Plan) -> dict[str, tuple[float, float]]:
     return floors
 
 
-def _recent_vs_baseline(run: Run, r: CheckResult, mine: list[Observation], b: float, floor: float,
-                        window: float) -> str:
-    """``; median of the last 60 soak minutes 212 ms: +10.6 ms (+5.26%) vs baseline, within ...``."""
+def _recent_vs_baseline(r: CheckResult, mine: list[Observation], b: float, floor: float, window: float,
+                        time_scale: float) -> str:
+    """``; median of the last 60 soak minutes 212 ms: +10.6 ms (+5.26%) vs baseline, within ...``
+    (``window`` in soak minutes; ``mine``: measured readings in schedule order)."""
     last = mine[-1].scheduled_at
-    scale = run.time_scale or 0.0
     recent = [o.value for o in mine if o.value is not None
-              and (last - o.scheduled_at).total_seconds() * scale / 60 <= window]
+              and (last - o.scheduled_at).total_seconds() * time_scale / 60 <= window]
     m = statistics.median(recent)
     delta = m - b
     noise = "within" if abs(delta) < floor else "beyond"
@@ -365,8 +365,8 @@ def _baseline_line(run: Run, cid: str, floor: float, window: float) -> str | Non
         return text + "; no baseline measured"
     b = statistics.median(bvals)
     text += f"; baseline median {format_value(b, r.unit)} ({plural(len(bvals), 'reading')} before the migration)"
-    if run.time_scale:
-        text += _recent_vs_baseline(run, r, mine, b, floor, window)
+    if run.time_scale:  # soak minutes need the clock's speed
+        text += _recent_vs_baseline(r, mine, b, floor, window, run.time_scale)
     return text
 
 
