@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable
+from typing import Any, NamedTuple
 
 from migration_soak.judge import format_condition, format_value
 from migration_soak.plan import Check, Plan
@@ -59,19 +61,22 @@ def scale_of(unit: str) -> float:
     return {"ratio": 100.0, "bytes": 1.0 / 2**20}.get(unit, 1.0)
 
 
-def x_of(plan: Plan, o: Observation, hour0: datetime, time_scale: float) -> float:
-    """Where a reading sits on the soak-hours axis (see the module doc)."""
+def x_of(plan: Plan, o: Observation, hour0: datetime | None, time_scale: float) -> float:
+    """Where a reading sits on the soak-hours axis (see the module doc). Raises
+    ``ValueError`` for a reading after hour 0 when ``hour0`` is unknown (``None``)."""
     if o.phase == "hour0":
         return 0.0
     if o.phase == "baseline" and plan.baseline:
         return (o.tick * plan.baseline.every_minutes - plan.baseline.minutes - plan.baseline.every_minutes / 2) / 60
+    if hour0 is None:
+        raise ValueError(f"{o.check_id} {o.phase} tick {o.tick}: no hour 0 to place it from")
     return soak_hours(o.scheduled_at, hour0, time_scale)
 
 
 def render(
     plan: Plan,
     observations: Iterable[Observation],
-    hour0: datetime,
+    hour0: datetime | None,
     time_scale: float,
     out_dir: Path,
     *,
@@ -82,7 +87,8 @@ def render(
     """Write ``out_dir/<check_id>.png`` for every check of ``plan`` that has readings
     (``error`` ones included: a check that never measured gets a chart saying so).
 
-    ``hour0``: wall time of soak hour 0 (UTC); ``deciding``: per check, the readings
+    ``hour0``: wall time of soak hour 0 (UTC; ``None``: unknown, then a reading
+    after hour 0 raises ``ValueError``); ``deciding``: per check, the readings
     (phase, tick, label) that decided a NO-GO; ``stop_hours``: soak hour the soak
     stopped at. Returns ``{check_id: path}`` in plan order; readings of checks the plan
     does not name are ignored.
@@ -118,7 +124,7 @@ def render_check(
     plan: Plan,
     check: Check,
     observations: list[Observation],
-    hour0: datetime,
+    hour0: datetime | None,
     time_scale: float,
     path: Path,
     *,
@@ -146,156 +152,277 @@ def y_layout(values: list[float], levels: list[float], unit: str) -> tuple[float
     return lo, hi, inside
 
 
-def figure(
-    plan: Plan,
-    check: Check,
-    observations: list[Observation],
-    hour0: datetime,
-    time_scale: float,
-    *,
-    deciding: Iterable[tuple[str, int, str]] = (),
-    stop_hours: float | None = None,
-    stop_label: str = "",
-):
-    """One check's chart as a matplotlib ``Figure`` (Agg canvas); see the module doc."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.ticker import FuncFormatter, MaxNLocator, MultipleLocator
+@dataclass
+class _Chart:
+    """One chart being drawn: the figure and its axes, the check's unit and its factor to
+    the drawn unit (``k``), each reading's x (soak hours, by ``id``), the legend so far."""
 
-    unit, k = check.unit, scale_of(check.unit)
-    fig = Figure(figsize=_SIZE_IN, dpi=_DPI)
-    FigureCanvasAgg(fig)
-    fig.subplots_adjust(left=_LEFT, right=_RIGHT, top=_TOP, bottom=_BOTTOM)
-    ax = fig.add_subplot()
-    handles = []
-    x = {id(o): x_of(plan, o, hour0, time_scale) for o in observations}
-    decided = {(phase, tick): label for phase, tick, label in deciding}
+    fig: Any
+    ax: Any
+    unit: str
+    k: float
+    x: dict[int, float]
+    handles: list[Any] = field(default_factory=list)
 
-    # Readings by status; the deciding ones are drawn apart, as the breach they are.
-    measured = [o for o in observations if o.value is not None and o.status != "error"]
-    stars = [o for o in measured if (o.phase, o.tick) in decided]
-    for status in ("pass", "warn", "fail"):
-        plain = [o for o in measured if o.status == status and (o.phase, o.tick) not in decided]
-        if plain:
-            ax.scatter([x[id(o)] for o in plain], [o.value * k for o in plain], s=18, color=COLORS[status], zorder=3,
-                       linewidths=0)
-            handles.append(Line2D([], [], ls="", marker="o", ms=5, color=COLORS[status], label=f"{status} ({len(plain)})"))
-    errors = [o for o in observations if o.status == "error" or o.value is None]
-    if errors:
-        ax.scatter([x[id(o)] for o in errors], [0.04] * len(errors), marker="x", s=28, color=COLORS["error"],
-                   transform=ax.get_xaxis_transform(), zorder=3, linewidths=1.4, clip_on=False)
-        handles.append(Line2D([], [], ls="", marker="x", ms=6, color=COLORS["error"], label=f"error ({len(errors)})"))
-    if stars:
-        ax.scatter([x[id(o)] for o in stars], [o.value * k for o in stars], marker="*", s=170, color=DECIDING,
-                   edgecolors="black", linewidths=0.6, zorder=5)
-        o = stars[-1]
-        handles.append(Line2D([], [], ls="", marker="*", ms=11, color=DECIDING, markeredgecolor="black",
-                              markeredgewidth=0.6,
-                              label=f"decided NO-GO: {format_value(o.value, unit)} at {o.phase} tick {o.tick}"
-                                    + (f" ({decided[(o.phase, o.tick)]})" if decided[(o.phase, o.tick)] else "")
-                                    + (f" (+{len(stars) - 1} more)" if len(stars) > 1 else "")))
-
-    # y from the data (and the baseline median); thresholds join only if they fit nearby.
-    values = [o.value * k for o in measured]
-    base = [o.value for o in measured if o.phase == "baseline"]
-    median = statistics.median(base) * k if base else None
-    lines = [(c, color, name) for c, color, name in ((check.expect, COLORS["pass"], "expected"),
-                                                      (check.no_go, COLORS["fail"], "NO-GO level")) if c is not None]
-    lo, hi, inside = y_layout(values + ([median] if median is not None else []), [c.value * k for c, _, _ in lines], unit)
-    above, below = [], []
-    for (cond, color, name), shown in zip(lines, inside):
-        level = cond.value * k
-        text = f"{name} {format_condition(cond, unit)}"
-        if shown:  # near the data: a line, inside the range
-            ax.axhline(level, color=color, ls="--", lw=1, alpha=0.85, zorder=2)
-            handles.append(Line2D([], [], color=color, ls="--", lw=1, label=text))
-        else:
-            (above if level > hi else below).append((text, color))
-    if median is not None:
-        ax.axhline(median, color="#1565c0", ls=":", lw=1.3, zorder=2)
-        handles.append(Line2D([], [], color="#1565c0", ls=":", lw=1.3,
-                              label=f"baseline median {format_value(median / k, unit)}"))
-    span = hi - lo
-    top_room, bottom_room = 0.42 if above else 0.32, 0.4 if below else 0.18  # room for labels and error crosses
-    ax.set_ylim(lo - bottom_room * span, hi + top_room * span)
-    ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
-    if unit == "up":
-        ax.set_yticks([0, 1])
-        ax.set_yticklabels(["down", "up"])
-    else:
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _tick(v)))
-
-    # x: the whole soak, and the baseline hour before it when there is one.
-    end = plan.soak_hours()
-    xs = list(x.values())
-    left = min(min(xs), 0.0)
-    pad = 0.02 * (end - left) + 0.1
-    ax.set_xlim(left - pad, max(max(xs), end) + pad)
-    ax.xaxis.set_major_locator(MultipleLocator(2 if end - left > 12 else 1))
-    x0, x1 = ax.get_xlim()
-
-    def frac(h: float) -> float:
+    def frac(self, h: float) -> float:
+        """Soak hour ``h`` as a fraction of the x axis (after the x range is set)."""
+        x0, x1 = self.ax.get_xlim()
         return (h - x0) / (x1 - x0)
 
-    # Thresholds off the chart: an arrow at the edge, labelled, right-aligned.
-    taken: list[list[tuple[float, float]]] = [[], []]  # label rows at the top: occupied (from, to) in axes fractions
-    for row, (items, y_edge, arrow_dir, va) in enumerate(((above, 0.985, 1, "top"), (below, 0.085, -1, "bottom"))):
+
+class _Point(NamedTuple):
+    """A reading with a value: the observation and its value in the check's stored unit."""
+
+    o: Observation
+    value: float
+
+
+def _measured(observations: list[Observation]) -> list[_Point]:
+    return [_Point(o, o.value) for o in observations if o.value is not None and o.status != "error"]
+
+
+def _draw_statuses(chart: _Chart, measured: list[_Point], decided: dict[tuple[str, int], str]) -> None:
+    """Layer: readings as dots coloured by status (the deciding ones are drawn apart)."""
+    from matplotlib.lines import Line2D
+
+    for status in ("pass", "warn", "fail"):
+        plain = [p for p in measured if p.o.status == status and (p.o.phase, p.o.tick) not in decided]
+        if plain:
+            chart.ax.scatter([chart.x[id(p.o)] for p in plain], [p.value * chart.k for p in plain], s=18,
+                             color=COLORS[status], zorder=3, linewidths=0)
+            chart.handles.append(Line2D([], [], ls="", marker="o", ms=5, color=COLORS[status],
+                                        label=f"{status} ({len(plain)})"))
+
+
+def _draw_errors(chart: _Chart, observations: list[Observation]) -> None:
+    """Layer: readings without a value as red crosses along the bottom edge."""
+    from matplotlib.lines import Line2D
+
+    errors = [o for o in observations if o.status == "error" or o.value is None]
+    if errors:
+        chart.ax.scatter([chart.x[id(o)] for o in errors], [0.04] * len(errors), marker="x", s=28,
+                         color=COLORS["error"], transform=chart.ax.get_xaxis_transform(), zorder=3, linewidths=1.4,
+                         clip_on=False)
+        chart.handles.append(Line2D([], [], ls="", marker="x", ms=6, color=COLORS["error"],
+                                    label=f"error ({len(errors)})"))
+
+
+def _draw_deciding(chart: _Chart, measured: list[_Point], decided: dict[tuple[str, int], str]) -> None:
+    """Layer: the readings that decided a NO-GO as large red stars, whatever their status."""
+    from matplotlib.lines import Line2D
+
+    stars = [p for p in measured if (p.o.phase, p.o.tick) in decided]
+    if not stars:
+        return
+    chart.ax.scatter([chart.x[id(p.o)] for p in stars], [p.value * chart.k for p in stars], marker="*", s=170,
+                     color=DECIDING, edgecolors="black", linewidths=0.6, zorder=5)
+    last = stars[-1]
+    extra = decided[(last.o.phase, last.o.tick)]
+    label = (f"decided NO-GO: {format_value(last.value, chart.unit)} at {last.o.phase} tick {last.o.tick}"
+             + (f" ({extra})" if extra else "") + (f" (+{len(stars) - 1} more)" if len(stars) > 1 else ""))
+    chart.handles.append(Line2D([], [], ls="", marker="*", ms=11, color=DECIDING, markeredgecolor="black",
+                                markeredgewidth=0.6, label=label))
+
+
+#: A threshold off the y range: its label and colour.
+_EdgeLabel = tuple[str, str]
+
+
+def _draw_thresholds(chart: _Chart, check: Check, measured: list[_Point],
+                     median: float | None) -> tuple[float, float, list[_EdgeLabel], list[_EdgeLabel]]:
+    """Layer: the expected and NO-GO levels as dashed lines when near the data. Returns the
+    y range (drawn units) and the levels above and below it (drawn later as edge arrows)."""
+    from matplotlib.lines import Line2D
+
+    lines = [(c, color, name) for c, color, name in ((check.expect, COLORS["pass"], "expected"),
+                                                      (check.no_go, COLORS["fail"], "NO-GO level")) if c is not None]
+    values = [p.value * chart.k for p in measured]
+    lo, hi, inside = y_layout(values + ([median] if median is not None else []),
+                              [c.value * chart.k for c, _, _ in lines], chart.unit)
+    above: list[_EdgeLabel] = []
+    below: list[_EdgeLabel] = []
+    for (cond, color, name), shown in zip(lines, inside):
+        level = cond.value * chart.k
+        text = f"{name} {format_condition(cond, chart.unit)}"
+        if shown:  # near the data: a line, inside the range
+            chart.ax.axhline(level, color=color, ls="--", lw=1, alpha=0.85, zorder=2)
+            chart.handles.append(Line2D([], [], color=color, ls="--", lw=1, label=text))
+        else:
+            (above if level > hi else below).append((text, color))
+    return lo, hi, above, below
+
+
+def _draw_median(chart: _Chart, median: float | None) -> None:
+    """Layer: the baseline median as a dotted blue line."""
+    from matplotlib.lines import Line2D
+
+    if median is None:
+        return
+    chart.ax.axhline(median, color="#1565c0", ls=":", lw=1.3, zorder=2)
+    chart.handles.append(Line2D([], [], color="#1565c0", ls=":", lw=1.3,
+                                label=f"baseline median {format_value(median / chart.k, chart.unit)}"))
+
+
+def _set_y_axis(chart: _Chart, lo: float, hi: float, room_above: bool, room_below: bool) -> None:
+    """The y range with room for edge labels and error crosses; ticks without e-notation."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    span = hi - lo
+    top_room, bottom_room = 0.42 if room_above else 0.32, 0.4 if room_below else 0.18
+    chart.ax.set_ylim(lo - bottom_room * span, hi + top_room * span)
+    chart.ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
+    if chart.unit == "up":
+        chart.ax.set_yticks([0, 1])
+        chart.ax.set_yticklabels(["down", "up"])
+    else:
+        chart.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _tick(v)))
+
+
+def _set_x_axis(chart: _Chart, plan: Plan) -> float:
+    """The x range: the whole soak, and the baseline hour before it when there is one.
+    Returns its left end (soak hours; negative with baseline readings)."""
+    from matplotlib.ticker import MultipleLocator
+
+    end = plan.soak_hours()
+    xs = list(chart.x.values())
+    left = min(min(xs), 0.0)
+    pad = 0.02 * (end - left) + 0.1
+    chart.ax.set_xlim(left - pad, max(max(xs), end) + pad)
+    chart.ax.xaxis.set_major_locator(MultipleLocator(2 if end - left > 12 else 1))
+    return left
+
+
+#: Label rows at the top: occupied (from, to) spans in axes fractions, per row.
+_Rows = list[list[tuple[float, float]]]
+
+
+def _draw_edge_arrows(chart: _Chart, above: list[_EdgeLabel], below: list[_EdgeLabel]) -> _Rows:
+    """Layer: thresholds off the chart as an arrow at the edge, labelled, right-aligned.
+    Returns the label rows at the top with the space the upper label takes."""
+    taken: _Rows = [[], []]
+    for items, y_edge, up, va in ((above, 0.985, True, "top"), (below, 0.085, False, "bottom")):
         if not items:
             continue
-        text = "   ".join(f"{t} {'↑' if arrow_dir > 0 else '↓'}" for t, _ in items)
+        text = "   ".join(f"{t} {'↑' if up else '↓'}" for t, _ in items)
         right = 0.985
-        ax.annotate("", xy=(0.995, 1.0 if arrow_dir > 0 else 0.0), xytext=(0.995, 0.86 if arrow_dir > 0 else 0.14),
-                    xycoords="axes fraction", arrowprops={"arrowstyle": "-|>", "color": items[-1][1], "lw": 1.4})
-        ax.text(right, y_edge, text, transform=ax.transAxes, ha="right", va=va, fontsize=_FONT, color=items[-1][1],
-                bbox={"boxstyle": "square,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85}, zorder=6)
-        if arrow_dir > 0:
+        chart.ax.annotate("", xy=(0.995, 1.0 if up else 0.0), xytext=(0.995, 0.86 if up else 0.14),
+                          xycoords="axes fraction",
+                          arrowprops={"arrowstyle": "-|>", "color": items[-1][1], "lw": 1.4})
+        chart.ax.text(right, y_edge, text, transform=chart.ax.transAxes, ha="right", va=va, fontsize=_FONT,
+                      color=items[-1][1], bbox={"boxstyle": "square,pad=0.15", "fc": "white", "ec": "none",
+                                                "alpha": 0.85}, zorder=6)
+        if up:
             taken[0].append((right - len(text) * _CHAR - 0.01, 1.0))
+    return taken
 
-    # The stop: a vertical line and the soak time after it shaded (nothing was measured there).
-    if stop_hours is not None:
-        ax.axvline(stop_hours, color=DECIDING, lw=1.6, zorder=4)
-        ax.axvspan(stop_hours, x1, color="#9e9e9e", alpha=0.12, zorder=0, lw=0)
-        minutes = round(stop_hours * 60)
-        handles.append(Line2D([], [], color=DECIDING, lw=1.6,
-                              label=f"{stop_label or 'soak stopped'} at soak {minutes // 60}:{minutes % 60:02d}"))
-        if frac(x1) - frac(stop_hours) > 0.3:
-            ax.text((frac(stop_hours) + 1) / 2, 0.5, "not measured: the soak stopped", transform=ax.transAxes,
-                    ha="center", va="center", fontsize=9, color="#757575", zorder=1)
 
-    # Phase boundaries (hour 0 solid) and names, left-aligned in each phase, in the first
-    # row where they overlap nothing (the arrow labels included).
+def _draw_stop(chart: _Chart, stop_hours: float | None, stop_label: str) -> None:
+    """Layer: the stop as a red vertical line, the soak time after it shaded (nothing was measured there)."""
+    from matplotlib.lines import Line2D
+
+    if stop_hours is None:
+        return
+    x1 = chart.ax.get_xlim()[1]
+    chart.ax.axvline(stop_hours, color=DECIDING, lw=1.6, zorder=4)
+    chart.ax.axvspan(stop_hours, x1, color="#9e9e9e", alpha=0.12, zorder=0, lw=0)
+    minutes = round(stop_hours * 60)
+    chart.handles.append(Line2D([], [], color=DECIDING, lw=1.6,
+                                label=f"{stop_label or 'soak stopped'} at soak {minutes // 60}:{minutes % 60:02d}"))
+    if chart.frac(x1) - chart.frac(stop_hours) > 0.3:
+        chart.ax.text((chart.frac(stop_hours) + 1) / 2, 0.5, "not measured: the soak stopped",
+                      transform=chart.ax.transAxes, ha="center", va="center", fontsize=9, color="#757575", zorder=1)
+
+
+def _label_row(taken: _Rows, f0: float, f1: float) -> int:
+    """The first of 3 label rows where (f0, f1) overlaps nothing (the last row if none is free);
+    the span is recorded as taken."""
+    row = next((r for r in range(3) if all(f1 <= a or f0 >= b for a, b in (taken[r] if r < len(taken) else []))), 2)
+    while len(taken) <= row:
+        taken.append([])
+    taken[row].append((f0, f1))
+    return row
+
+
+def _draw_phases(chart: _Chart, plan: Plan, left: float, taken: _Rows) -> None:
+    """Layer: phase boundaries (hour 0 solid) and names, left-aligned in each phase, in the
+    first label row where they overlap nothing (the arrow labels included)."""
     spans = [(p.name, p.start_hour) for p in plan.phases]
     if left < 0:
         spans.insert(0, ("baseline", left))
     bounds = sorted({*(p.start_hour for p in plan.phases), *(p.end_hour for p in plan.phases)} - {0.0})
     for b in bounds:
-        ax.axvline(b, color="#757575", ls="--", lw=0.8, zorder=1)
-    ax.axvline(0.0, color="#424242", ls="-", lw=1, zorder=1)
+        chart.ax.axvline(b, color="#757575", ls="--", lw=0.8, zorder=1)
+    chart.ax.axvline(0.0, color="#424242", ls="-", lw=1, zorder=1)
     for name, start in spans:
-        f0 = frac(start) + 0.004
-        f1 = f0 + (len(name) + 1) * _CHAR
-        row = next((r for r in range(3) if all(f1 <= a or f0 >= b for a, b in (taken[r] if r < len(taken) else []))), 2)
-        while len(taken) <= row:
-            taken.append([])
-        taken[row].append((f0, f1))
-        ax.text(f0, 0.975 - 0.095 * row, name, transform=ax.transAxes, ha="left", va="top", fontsize=_FONT,
-                color="#424242", bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.75},
-                zorder=6)
+        f0 = chart.frac(start) + 0.004
+        row = _label_row(taken, f0, f0 + (len(name) + 1) * _CHAR)
+        chart.ax.text(f0, 0.975 - 0.095 * row, name, transform=chart.ax.transAxes, ha="left", va="top",
+                      fontsize=_FONT, color="#424242",
+                      bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.75}, zorder=6)
 
+
+def _label_axes(chart: _Chart, check: Check, left: float, any_value: bool) -> None:
+    """Title, axis labels, tick size, grid; a note when no reading has a value."""
+    ax = chart.ax
     ax.set_title(f"{check.title}  [{check.id}]", fontsize=9.5, loc="left", pad=5)
     ax.set_xlabel("soak hours from hour 0 (baseline: the hour before the migration)" if left < 0
                   else "soak hours from hour 0", fontsize=8)
-    ax.set_ylabel({"ratio": "%", "bytes": "MiB", "up": "", "per_minute": "per minute"}.get(unit, unit), fontsize=8)
+    ax.set_ylabel({"ratio": "%", "bytes": "MiB", "up": "", "per_minute": "per minute"}.get(chart.unit, chart.unit),
+                  fontsize=8)
     ax.tick_params(labelsize=_FONT)
     ax.grid(axis="y", color="#e0e0e0", lw=0.6, zorder=0)
-    if not measured:
+    if not any_value:
         ax.text(0.5, 0.5, "no value measured: every reading is an error", transform=ax.transAxes,
                 ha="center", va="center", fontsize=9, color=COLORS["error"])
-    ncol, rows = _legend_shape([h.get_label() for h in handles])
-    fig.subplots_adjust(bottom=0.2 + 0.05 * rows)
-    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=_LEGEND_FONT, frameon=False,
-               bbox_to_anchor=(0.5, 0.0), columnspacing=1.2, handletextpad=0.4)
+
+
+def _draw_legend(chart: _Chart) -> None:
+    """The legend below the axes, as many columns as fit; the bottom margin grows with its rows."""
+    ncol, rows = _legend_shape([str(h.get_label()) for h in chart.handles])
+    chart.fig.subplots_adjust(bottom=0.2 + 0.05 * rows)
+    chart.fig.legend(handles=chart.handles, loc="lower center", ncol=ncol, fontsize=_LEGEND_FONT, frameon=False,
+                     bbox_to_anchor=(0.5, 0.0), columnspacing=1.2, handletextpad=0.4)
+
+
+def figure(
+    plan: Plan,
+    check: Check,
+    observations: list[Observation],
+    hour0: datetime | None,
+    time_scale: float,
+    *,
+    deciding: Iterable[tuple[str, int, str]] = (),
+    stop_hours: float | None = None,
+    stop_label: str = "",
+) -> Any:
+    """One check's chart as a matplotlib ``Figure`` (Agg canvas); see the module doc.
+    ``observations``: at least one (the x range comes from them). Raises ``ValueError``
+    for a reading after hour 0 when ``hour0`` is ``None``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=_SIZE_IN, dpi=_DPI)
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=_LEFT, right=_RIGHT, top=_TOP, bottom=_BOTTOM)
+    chart = _Chart(fig, fig.add_subplot(), check.unit, scale_of(check.unit),
+                   {id(o): x_of(plan, o, hour0, time_scale) for o in observations})
+    decided = {(phase, tick): label for phase, tick, label in deciding}
+    measured = _measured(observations)
+    # Layers in drawing order: it sets the legend's order and which mark lies on top.
+    _draw_statuses(chart, measured, decided)
+    _draw_errors(chart, observations)
+    _draw_deciding(chart, measured, decided)
+    base = [p.value for p in measured if p.o.phase == "baseline"]
+    median = statistics.median(base) * chart.k if base else None
+    lo, hi, above, below = _draw_thresholds(chart, check, measured, median)
+    _draw_median(chart, median)
+    _set_y_axis(chart, lo, hi, bool(above), bool(below))
+    left = _set_x_axis(chart, plan)
+    taken = _draw_edge_arrows(chart, above, below)
+    _draw_stop(chart, stop_hours, stop_label)
+    _draw_phases(chart, plan, left, taken)
+    _label_axes(chart, check, left, bool(measured))
+    _draw_legend(chart)
     return fig
 
 

@@ -33,7 +33,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-from migration_soak.plan import Check, Condition, Criterion, Plan, ThresholdRule
+from migration_soak.plan import Condition, Criterion, Plan, ThresholdRule
 from migration_soak.store import Observation, Status
 from migration_soak.plan import Alert, Rule
 from migration_soak.rules import Point, RuleKind, rule_kind
@@ -302,73 +302,6 @@ def stop_point(breaches: list[CriterionResult]) -> str | None:
     return None
 
 
-def summarize_check(plan: Plan, check: Check, obs: list[Observation], stopped: bool | str,
-                    breaches: list[CriterionResult] = ()) -> CheckResult:
-    """One check over the soak, for the report (see :class:`CheckResult`).
-
-    ``stopped``: the soak stopped early (a string says where, e.g. ``hour0 tick 0``);
-    ``breaches``: breached NO-GO criteria, whose deciding readings of this check make it
-    ``breached`` even when each reading alone was only a ``warn``. A check without a
-    measured value is ``not_measured``, never ``met``.
-    """
-    mine = sorted((o for o in obs if o.check_id == check.id), key=lambda o: o.scheduled_at)
-    by_phase: dict[str, dict[str, int]] = {}
-    for o in mine:
-        by_phase.setdefault(o.phase, dict.fromkeys(("pass", "warn", "fail", "error"), 0))[o.status] += 1
-    after = [o for o in mine if o.phase != "baseline"]
-    counts = {s: sum(1 for o in after if o.status == s) for s in ("pass", "warn", "fail", "error")}
-    values = [o.value for o in after if o.status != "error" and o.value is not None]
-    measured = sum(1 for o in after if o.phase not in PHASES_NOT_SCHEDULED and o.status != "error" and o.value is not None)
-    expected = expected_observations(plan, check.id)
-    coverage = measured / expected if expected else 0.0
-    common = dict(check_id=check.id, title=check.title, unit=check.unit, rule=check.rule, expected=expected,
-                  measured=measured, errors=counts["error"], coverage=coverage, counts=counts,
-                  min=min(values) if values else None, max=max(values) if values else None,
-                  last=values[-1] if values else None, by_phase=by_phase)
-    fmt = lambda v: format_value(v, check.unit)  # noqa: E731
-    decided = [(r, d) for r in breaches if r.outcome == "breached" for d in r.deciding if d.get("check_id") == check.id]
-    if decided:
-        r, d = decided[-1]
-        shown = format_value(d["value"], check.unit)
-        if "derived" in d and r.rule.startswith("degradation"):
-            shown += f" ({format_change(d['derived'])} vs baseline)"
-        elif "derived" in d and r.rule.startswith("count"):
-            shown += f" ({format_value(d['derived'], check.unit)} in the window)"
-        return CheckResult(outcome="breached", detail=f"decided NO-GO {r.id} ({r.rule}): {shown} at {d['phase']} tick "
-                                                      f"{d['tick']}", deciding=d, **common)
-    fails = [o for o in after if o.status == "fail"]
-    warns = [o for o in after if o.status == "warn"]
-    if fails:
-        o = fails[0]
-        return CheckResult(outcome="breached", detail=f"{fmt(o.value)} at {o.phase} tick {o.tick} meets its NO-GO level "
-                                                      f"{format_condition(check.no_go, check.unit)}"
-                                                      + (f" ({plural(len(fails), 'reading')})" if len(fails) > 1 else ""),
-                           deciding=_describe(o), **common)
-    if not values:
-        why = [f"{plural(counts['error'], 'reading')} failed"] if counts["error"] else []
-        why.append(f"soak stopped at {stopped}" if isinstance(stopped, str) else
-                   "soak stopped early" if stopped else "no reading recorded" if not counts["error"] else "")
-        return CheckResult(outcome="not_measured", detail=f"not measured ({'; '.join(w for w in why if w)})", **common)
-    if warns:
-        o = warns[0]
-        return CheckResult(outcome="not_met", detail=f"{len(warns)} of {plural(len(after), 'reading')} outside expected "
-                                                     f"{format_condition(check.expect, check.unit)}; first {fmt(o.value)} "
-                                                     f"at {o.phase} tick {o.tick}",
-                           deciding=_describe(o), **common)
-    rng = f"value {fmt(min(values))}" if min(values) == max(values) else f"range {fmt(min(values))} to {fmt(max(values))}"
-    if stopped:
-        where = f" at {stopped}" if isinstance(stopped, str) else ""
-        return CheckResult(outcome="partial", detail=f"as expected ({format_condition(check.expect, check.unit)}) in the "
-                                                     f"{plural(len(values), 'reading')} before the soak stopped{where}; {measured} of "
-                                                     f"{expected} scheduled readings taken ({rng})", **common)
-    if coverage < plan.verdict.min_coverage:
-        return CheckResult(outcome="not_enough_data", detail=f"{measured} of {expected} scheduled readings measured "
-                                                             f"({coverage:.0%} < {plan.verdict.min_coverage:.0%}); "
-                                                             f"{counts['error']} errors", **common)
-    return CheckResult(outcome="met", detail=f"all {plural(len(values), 'reading')} {format_condition(check.expect, check.unit)} "
-                                             f"({rng})", **common)
-
-
 def judge(plan: Plan, observations: list[Observation], time_scale: float = 1.0) -> Verdict:
     """The verdict of a soak from all its observations (see the module doc).
 
@@ -379,6 +312,8 @@ def judge(plan: Plan, observations: list[Observation], time_scale: float = 1.0) 
     breaches = [judge_breach(c, "no_go", observations, time_scale) for c in no_go]
     stopped = any(r.outcome == "breached" for r in breaches)
     gos = [judge_go(plan, c, observations, time_scale, stopped) for c in go]
+    from migration_soak.report_checks import summarize_check  # report work; imported here: it imports this module
+
     checks = [summarize_check(plan, c, observations, stop_point(breaches) or stopped, breaches)
               for c in plan.checks]
     results = breaches + gos

@@ -200,3 +200,65 @@ def test_labels_never_overlap():
     legend = fig.legends[0].get_window_extent(renderer)
     assert legend.x0 >= 0 and legend.x1 <= fig.bbox.width and legend.y0 >= 0
     assert legend.y1 <= ax.xaxis.label.get_window_extent(renderer).y0 + 1  # below the x label
+
+
+# --- the layers one by one -----------------------------------------------------------------------
+
+def _chart(check_id: str, observations: list[Observation]) -> charts._Chart:
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    unit = PLAN.check(check_id).unit
+    return charts._Chart(fig, fig.add_subplot(), unit, charts.scale_of(unit),
+                         {id(o): charts.x_of(PLAN, o, H0, SCALE) for o in observations})
+
+
+def test_x_of_needs_hour0_only_after_the_migration():
+    base = obs("login_p95", "baseline", 2, -0.75, 190.0, "pass")
+    assert charts.x_of(PLAN, base, None, SCALE) == pytest.approx((2 * 15 - 60 - 7.5) / 60)
+    assert charts.x_of(PLAN, obs("login_p95", "hour0", 0, 0, 200.0, "pass"), None, SCALE) == 0.0
+    with pytest.raises(ValueError, match="login_p95 intensive tick 1: no hour 0"):
+        charts.x_of(PLAN, obs("login_p95", "intensive", 1, 0.25, 200.0, "pass"), None, SCALE)
+
+
+def test_readings_layers_count_each_reading_once_in_the_legend():
+    readings = [obs("login_p95", "intensive", k, 0.25 * k, 200.0 + k, "pass") for k in range(1, 4)]
+    readings += [obs("login_p95", "intensive", 4, 1.0, 600.0, "warn"), obs("login_p95", "intensive", 5, 1.25, None, "error")]
+    chart = _chart("login_p95", readings)
+    measured = charts._measured(readings)
+    decided = {("intensive", 4): "+190% vs baseline"}
+    charts._draw_statuses(chart, measured, decided)
+    charts._draw_errors(chart, readings)
+    charts._draw_deciding(chart, measured, decided)
+    assert [h.get_label() for h in chart.handles] == [
+        "pass (3)", "error (1)", "decided NO-GO: 600 ms at intensive tick 4 (+190% vs baseline)"]
+    assert len(chart.ax.collections) == 3
+
+
+def test_threshold_layer_draws_near_levels_and_returns_far_ones_for_the_edges():
+    readings = [obs("login_p95", "intensive", k, 0.25 * k, v, "pass") for k, v in enumerate((300.0, 400.0, 480.0), 1)]
+    chart = _chart("login_p95", readings)
+    lo, hi, above, below = charts._draw_thresholds(chart, PLAN.check("login_p95"), charts._measured(readings), None)
+    assert [h.get_label() for h in chart.handles] == ["expected < 500 ms"]  # near the data: a line
+    assert above == [("NO-GO level > 1,000 ms", charts.COLORS["fail"])] and below == []
+    assert lo == 300.0 and hi == 500.0  # the range grows to the line drawn
+
+
+def test_stop_layer_shades_after_the_stop_and_labels_it():
+    readings = [obs("login_p95", "intensive", 1, 0.25, 200.0, "pass")]
+    chart = _chart("login_p95", readings)
+    chart.ax.set_xlim(-1, 25)
+    charts._draw_stop(chart, 2.5, "")
+    assert [h.get_label() for h in chart.handles] == ["soak stopped at soak 2:30"]
+    assert [t.get_text() for t in chart.ax.texts] == ["not measured: the soak stopped"]
+    charts._draw_stop(chart, None, "ignored")
+    assert len(chart.handles) == 1
+
+
+def test_phase_names_take_the_first_free_label_row():
+    taken: list[list[tuple[float, float]]] = [[(0.5, 1.0)], []]
+    assert charts._label_row(taken, 0.1, 0.2) == 0  # left of the arrow label
+    assert charts._label_row(taken, 0.6, 0.7) == 1  # under it
+    assert charts._label_row(taken, 0.65, 0.8) == 2  # both rows taken there: a third row
+    assert charts._label_row(taken, 0.66, 0.75) == 2  # never more than three rows
+    assert taken[2] == [(0.65, 0.8), (0.66, 0.75)]

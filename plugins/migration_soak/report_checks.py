@@ -1,0 +1,168 @@
+"""How each check fared over the soak: one :class:`~migration_soak.judge.CheckResult` per check.
+
+Report work: the judge decides on criteria; this says, per check, what its readings were
+and which outcome the report shows (``judge.judge`` also fills ``Verdict.checks`` with it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from migration_soak.judge import (
+    PHASES_NOT_SCHEDULED,
+    CheckResult,
+    CriterionResult,
+    _describe,  # the judge's form of a deciding reading: the report shows the same
+    expected_observations,
+    format_change,
+    format_condition,
+    format_value,
+    plural,
+)
+from migration_soak.plan import Check, Plan
+from migration_soak.store import Observation
+
+_STATUSES = ("pass", "warn", "fail", "error")
+Outcome = Literal["met", "not_met", "breached", "not_enough_data", "not_measured", "partial"]
+
+
+@dataclass(frozen=True)
+class _Tally:
+    """One check's readings counted: ``after`` the migration (every phase but the
+    baseline) in schedule order, their measured ``values`` (check unit), and the
+    figures :class:`CheckResult` carries."""
+
+    after: list[Observation]
+    values: list[float]
+    counts: dict[str, int]
+    by_phase: dict[str, dict[str, int]]
+    measured: int
+    expected: int
+    coverage: float
+
+
+def tally(plan: Plan, check: Check, obs: Sequence[Observation]) -> _Tally:
+    """Count ``check``'s readings in ``obs`` (any check's; others are ignored)."""
+    mine = sorted((o for o in obs if o.check_id == check.id), key=lambda o: o.scheduled_at)
+    after = [o for o in mine if o.phase != "baseline"]
+    counts = {s: sum(1 for o in after if o.status == s) for s in _STATUSES}
+    values = [o.value for o in after if o.status != "error" and o.value is not None]
+    measured = _measured(after)
+    expected = expected_observations(plan, check.id)
+    return _Tally(after, values, counts, _by_phase(mine), measured, expected, measured / expected if expected else 0.0)
+
+
+def _measured(after: list[Observation]) -> int:
+    """Scheduled readings with a value (guard and baseline readings are extra: they never count for coverage)."""
+    return sum(1 for o in after if o.phase not in PHASES_NOT_SCHEDULED and o.status != "error" and o.value is not None)
+
+
+def _by_phase(mine: list[Observation]) -> dict[str, dict[str, int]]:
+    """Status counts per phase, phases in order of first reading."""
+    by_phase: dict[str, dict[str, int]] = {}
+    for o in mine:
+        by_phase.setdefault(o.phase, dict.fromkeys(_STATUSES, 0))[o.status] += 1
+    return by_phase
+
+
+def _result(check: Check, t: _Tally, outcome: Outcome, detail: str, deciding: dict | None = None) -> CheckResult:
+    return CheckResult(
+        check_id=check.id, title=check.title, unit=check.unit, rule=check.rule, outcome=outcome,
+        expected=t.expected, measured=t.measured, errors=t.counts["error"], coverage=t.coverage, counts=t.counts,
+        min=min(t.values) if t.values else None, max=max(t.values) if t.values else None,
+        last=t.values[-1] if t.values else None, detail=detail, deciding=deciding, by_phase=t.by_phase,
+    )
+
+
+def decided_by(check: Check, breaches: Sequence[CriterionResult]) -> tuple[CriterionResult, dict] | None:
+    """The last deciding reading of ``check`` among breached criteria, with its criterion."""
+    decided = [(r, d) for r in breaches if r.outcome == "breached" for d in r.deciding if d.get("check_id") == check.id]
+    return decided[-1] if decided else None
+
+
+def decided_detail(check: Check, r: CriterionResult, d: dict) -> str:
+    """``decided NO-GO <criterion> (<rule>): <value> (<derived>) at <phase> tick <n>``."""
+    shown = format_value(d["value"], check.unit)
+    if "derived" in d and r.rule.startswith("degradation"):
+        shown += f" ({format_change(d['derived'])} vs baseline)"
+    elif "derived" in d and r.rule.startswith("count"):
+        shown += f" ({format_value(d['derived'], check.unit)} in the window)"
+    return f"decided NO-GO {r.id} ({r.rule}): {shown} at {d['phase']} tick {d['tick']}"
+
+
+def fail_detail(check: Check, fails: list[Observation]) -> str:
+    """The first reading beyond the NO-GO level. Raises ``ValueError`` if the check has none."""
+    if check.no_go is None:
+        raise ValueError(f"{check.id}: a fail reading but no NO-GO level")
+    o = fails[0]
+    more = f" ({plural(len(fails), 'reading')})" if len(fails) > 1 else ""
+    return (f"{format_value(o.value, check.unit)} at {o.phase} tick {o.tick} meets its NO-GO level "
+            f"{format_condition(check.no_go, check.unit)}{more}")
+
+
+def unmeasured_detail(t: _Tally, stopped: bool | str) -> str:
+    """Why a check has no value: failed readings, the stop, or nothing recorded."""
+    errors = t.counts["error"]
+    why = [f"{plural(errors, 'reading')} failed"] if errors else []
+    if isinstance(stopped, str):
+        why.append(f"soak stopped at {stopped}")
+    elif stopped:
+        why.append("soak stopped early")
+    elif not errors:
+        why.append("no reading recorded")
+    return f"not measured ({'; '.join(why)})"
+
+
+def warn_detail(check: Check, t: _Tally, warns: list[Observation]) -> str:
+    o = warns[0]
+    return (f"{len(warns)} of {plural(len(t.after), 'reading')} outside expected "
+            f"{format_condition(check.expect, check.unit)}; first {format_value(o.value, check.unit)} "
+            f"at {o.phase} tick {o.tick}")
+
+
+def value_range(check: Check, values: list[float]) -> str:
+    """``value 3 ms`` or ``range 3 ms to 5 ms``."""
+    lo, hi = format_value(min(values), check.unit), format_value(max(values), check.unit)
+    return f"value {lo}" if min(values) == max(values) else f"range {lo} to {hi}"
+
+
+def partial_detail(check: Check, t: _Tally, stopped: bool | str) -> str:
+    where = f" at {stopped}" if isinstance(stopped, str) else ""
+    return (f"as expected ({format_condition(check.expect, check.unit)}) in the "
+            f"{plural(len(t.values), 'reading')} before the soak stopped{where}; {t.measured} of "
+            f"{t.expected} scheduled readings taken ({value_range(check, t.values)})")
+
+
+def summarize_check(plan: Plan, check: Check, obs: Sequence[Observation], stopped: bool | str,
+                    breaches: Sequence[CriterionResult] = ()) -> CheckResult:
+    """One check over the soak, for the report (see :class:`CheckResult`).
+
+    ``stopped``: the soak stopped early (a string says where, e.g. ``hour0 tick 0``);
+    ``breaches``: breached NO-GO criteria, whose deciding readings of this check make it
+    ``breached`` even when each reading alone was only a ``warn``. A check without a
+    measured value is ``not_measured``, never ``met``. The first that applies wins:
+    decided a NO-GO, a ``fail`` reading, no value, a ``warn`` reading, stopped, short of
+    ``min_coverage``, met.
+    """
+    t = tally(plan, check, obs)
+    decided = decided_by(check, breaches)
+    if decided:
+        return _result(check, t, "breached", decided_detail(check, *decided), deciding=decided[1])
+    fails = [o for o in t.after if o.status == "fail"]
+    if fails:
+        return _result(check, t, "breached", fail_detail(check, fails), deciding=_describe(fails[0]))
+    if not t.values:
+        return _result(check, t, "not_measured", unmeasured_detail(t, stopped))
+    warns = [o for o in t.after if o.status == "warn"]
+    if warns:
+        return _result(check, t, "not_met", warn_detail(check, t, warns), deciding=_describe(warns[0]))
+    if stopped:
+        return _result(check, t, "partial", partial_detail(check, t, stopped))
+    if t.coverage < plan.verdict.min_coverage:
+        return _result(check, t, "not_enough_data", f"{t.measured} of {t.expected} scheduled readings measured "
+                                                    f"({t.coverage:.0%} < {plan.verdict.min_coverage:.0%}); "
+                                                    f"{t.counts['error']} errors")
+    return _result(check, t, "met", f"all {plural(len(t.values), 'reading')} "
+                                    f"{format_condition(check.expect, check.unit)} ({value_range(check, t.values)})")

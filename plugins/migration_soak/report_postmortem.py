@@ -1,0 +1,234 @@
+"""The post-mortem's sections, one builder each, in the order ``postmortem.md.j2`` shows them.
+
+Each builder reads a :class:`~migration_soak.report_run.Run` whose ``time_scale`` is the
+clock speed :func:`infer_scale` read back from the readings' schedule (``None``: unknown).
+Durations are wall time; times UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from migration_soak.judge import format_value, plural
+from migration_soak.report_run import Run, deciding_check, is_log_count, log_lines
+from migration_soak.report_sections import auth_requests, reading, rollback_duration
+from migration_soak.report_text import LABELS, UTC, duration, mask, soak_clock, utc, when
+
+
+def _scale_from_baseline(run: Run) -> float | None:
+    """Clock speed from the first baseline reading after the baseline's start (``baseline_start``)."""
+    start = run.first("baseline_start")
+    origin = (utc(start["payload"].get("at")) or start["at"]) if start else None
+    if not origin or not run.plan.baseline:
+        return None
+    for o in run.observations:
+        wall = (o.scheduled_at - origin).total_seconds()
+        if o.phase == "baseline" and wall > 0:
+            return round(o.tick * run.plan.baseline.every_minutes * 60 / wall, 3)
+    return None
+
+
+def _scale_from_phases(run: Run) -> float | None:
+    """Clock speed from the first phase reading after the soak clock's hour 0."""
+    if run.clock0 is None:
+        return None
+    names = [p.name for p in run.plan.phases]
+    for o in run.after:
+        if o.phase in names:
+            offsets = run.plan.phase(o.phase).tick_offsets()
+            wall = (o.scheduled_at - run.clock0).total_seconds()
+            if 0 < o.tick <= len(offsets) and wall > 0:
+                return round(offsets[o.tick - 1].total_seconds() / wall, 3)
+    return None
+
+
+def infer_scale(run: Run) -> float | None:
+    """The clock's speed from a reading's schedule (soak offset / wall offset): a baseline
+    reading from the baseline's start, else a phase reading from the soak clock's hour 0."""
+    scale = _scale_from_baseline(run)
+    return scale if scale is not None else _scale_from_phases(run)
+
+
+def day(run: Run) -> datetime:
+    """The incident's date: the stop, else the rollback's start, else the decision, else now."""
+    return (run.stop or run.first("rollback_started") or run.decision or {"at": datetime.now(UTC)})["at"]
+
+
+# --- durations -------------------------------------------------------------------------------------
+
+
+def _detection(run: Run, start: datetime) -> list[str]:
+    """From the migration verified to the NO-GO (wall, and on the soak clock), or to the decision."""
+    if run.stop:
+        lines = [f"Detection: {duration((run.stop['at'] - start).total_seconds())} from the migration "
+                 f"verified ({when(start)}) to the NO-GO ({when(run.stop['at'])})"]
+        if run.clock0:
+            wall = (run.stop["at"] - run.clock0).total_seconds()
+            soak = (f", soak time {soak_clock(wall * run.time_scale / 3600)}"
+                    if run.time_scale and run.time_scale != 1 else "")
+            lines.append(f"Detection on the soak clock: {duration(wall)} of wall time from the soak clock's hour 0 "
+                         f"at {when(run.clock0)}{soak}")
+        return lines
+    if run.decision:
+        return [f"Decision: {duration((run.decision['at'] - start).total_seconds())} from the migration "
+                f"verified to the final decision (no NO-GO stop)"]
+    return []
+
+
+def _total(run: Run, start: datetime) -> list[str]:
+    """From the migration verified to the rollback completed (or its last recorded step)."""
+    done = run.first("rollback_completed")
+    steps = run.rollback_events()
+    end = done or (steps[-1] if steps else None)
+    if not end:
+        return []
+    return [f"Total: {duration((end['at'] - start).total_seconds())} from the migration verified "
+            f"to {'the rollback completed' if done else 'the last rollback step recorded'}"]
+
+
+def durations(run: Run) -> list[str]:
+    """Detection, rollback and total durations (wall time)."""
+    start = run.start
+    rb = rollback_duration(run)
+    return ((_detection(run, start) if start else [])
+            + [f"Rollback: {rb}" if rb else "Rollback: not started when this was written"]
+            + (_total(run, start) if start else []))
+
+
+# --- impact ------------------------------------------------------------------------------------------
+
+
+def _schema_live(run: Run) -> list[str]:
+    """How long the migrated schema was live: from hour 0 to the rollback."""
+    done, started = run.first("rollback_completed"), run.first("rollback_started")
+    if not (run.start and (done or started)):
+        return []
+    until = done or run.rollback_events()[-1]
+    return [f"The migrated schema was live in {run.plan.environment} from {when(run.start)} until the rollback "
+            f"({when(until['at'])}): {duration((until['at'] - run.start).total_seconds())}"]
+
+
+def _auth_impact(run: Run) -> list[str]:
+    total, failed, _ = auth_requests(run.after)
+    if not total:
+        return []
+    return [f"Authentication requests seen meanwhile: {total:,.0f}, {failed:,.0f} answered 5xx "
+            f"({format_value(failed / total, 'ratio')})"]
+
+
+def _log_impact(run: Run) -> list[str]:
+    """Log lines matched per ``logs`` check (checks with none left out)."""
+    lines = []
+    for cid in [c for c in run.results if is_log_count(run.plan, c)]:
+        n, readings, _ = log_lines(run, cid)
+        if n:
+            lines.append(f"`{cid}` ({run.plan.check(cid).title}): {n:,} log lines in {plural(readings, 'reading')}")
+    return lines
+
+
+def _checks_impact(run: Run) -> list[str]:
+    """The checks that decided the NO-GO, then the others outside their range at some reading."""
+    decided = sorted({deciding_check(c, d) for c in run.breached() for d in c.deciding})
+    bad = sorted({o.check_id for o in run.after if o.status in ("fail", "warn")} - set(decided))
+    lines = []
+    if decided:
+        lines.append("Checks that decided the NO-GO: " + ", ".join(f"`{c}`" for c in decided))
+    if bad:
+        lines.append("Other checks outside their expected range at some reading: " + ", ".join(f"`{c}`" for c in bad))
+    return lines
+
+
+def _rollback_impact(run: Run) -> list[str]:
+    """What the restore put back and whether the health check after it passed."""
+    lines = []
+    restore = run.payload("restore")
+    if restore:
+        lines.append(f"Restored {restore.get('values_restored')} values for {restore.get('users_matched')} of "
+                     f"{restore.get('users_at_backup')} users present at backup time; {restore.get('mismatches')} "
+                     "mismatches")
+    health = run.payload("health")
+    if health:
+        lines.append(f"Post-rollback health: {'ok' if health.get('ok') else 'FAILED'}"
+                     + (f"; columns back: {', '.join(health['columns_back'])}" if health.get("columns_back") else ""))
+    return lines
+
+
+def impact(run: Run) -> list[str]:
+    """Exposure, requests and log lines seen, the checks involved, the restore and health."""
+    return _schema_live(run) + _auth_impact(run) + _log_impact(run) + _checks_impact(run) + _rollback_impact(run)
+
+
+# --- deciding evidence -------------------------------------------------------------------------------
+
+#: Evidence keys worth quoting next to a deciding reading.
+_SHOWN = ("numerator", "denominator", "lines_read", "matches", "error", "query", "metric", "file", "skipped_bytes")
+
+
+def _deciding_evidence(run: Run) -> tuple[list[str], list[str]]:
+    """(log lines, figures) recorded with the stop criterion's deciding readings."""
+    samples: list[str] = []
+    figures: list[str] = []
+    c = run.stop_criterion
+    if c is None:
+        return samples, figures
+    for d in c.deciding:
+        cid = deciding_check(c, d)
+        o = run.observation(d, cid)
+        if o is None:
+            continue
+        ev = o.evidence or {}
+        samples += [f"[{cid} {o.phase} tick {o.tick}] {line}" for line in ev.get("samples") or []]
+        shown = {k: v for k, v in ev.items() if k in _SHOWN}
+        if shown:
+            figures.append(f"`{cid}` {o.phase} tick {o.tick}: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
+    return samples, figures
+
+
+def _other_log_samples(run: Run) -> list[str]:
+    """Log lines of the soak's ``logs`` readings that matched anything, first measured first."""
+    samples: list[str] = []
+    for o in sorted(run.after, key=lambda o: o.measured_at):
+        if is_log_count(run.plan, o.check_id) and o.value:
+            samples += [f"[{o.check_id} {o.phase} tick {o.tick}] {line}" for line in (o.evidence or {}).get("samples") or []]
+    return samples
+
+
+def evidence_lines(run: Run) -> tuple[list[str], list[str]]:
+    """(masked log lines, other figures) behind the deciding readings; log lines from the
+    soak's other ``logs`` readings when the deciding check is not a log check. At most 10
+    lines of at most 400 characters; code fences defused."""
+    samples, figures = _deciding_evidence(run)
+    if not samples:
+        samples = _other_log_samples(run)
+    return [mask(s).replace("```", "'''")[:400] for s in samples[:10]], [mask(f) for f in figures]
+
+
+# --- timeline ----------------------------------------------------------------------------------------
+
+
+def _event_entry(run: Run, pos: int, e: dict, after_start: int) -> dict[str, Any]:
+    """One event as a timeline entry: restarts and status checks after the rollback's start say so."""
+    label = LABELS.get(e["kind"], e["kind"])
+    if e["kind"] in ("restart", "prisma_status") and pos > after_start:
+        label = LABELS["rollback_restart"] if e["kind"] == "restart" else "prisma migrate status after the rollback"
+    text = mask(str(e["payload"].get("text", "")))
+    text = "" if text == e["kind"] else text  # an event whose text is its kind says nothing more
+    return {"at": e["at"], "label": label, "text": text[:300] + ("…" if len(text) > 300 else "")}
+
+
+def timeline(run: Run) -> list[dict[str, Any]]:
+    """Every event and the stop's deciding reading, in time order: ``{"at", "label", "text"}``
+    with ``at`` as text (``n/a`` for events without a time, listed last)."""
+    started = run.first("rollback_started")
+    after_start = run.events.index(started) if started else len(run.events)
+    entries = [_event_entry(run, pos, e, after_start) for pos, e in enumerate(run.events)]
+    c = run.stop_criterion
+    if c and c.deciding:
+        d = c.deciding[-1]
+        at = utc(d.get("measured_at"))
+        if at:
+            entries.append({"at": at, "label": "Deciding reading",
+                            "text": reading(run, c, d, with_time=False).replace("**", "")})
+    entries.sort(key=lambda t: t["at"] or datetime.max.replace(tzinfo=UTC))
+    return [{**t, "at": when(t["at"])} for t in entries]

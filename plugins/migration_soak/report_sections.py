@@ -1,0 +1,637 @@
+"""The results report's sections, one builder each, in the order ``report.md.j2`` shows them.
+
+Each builder reads a :class:`~migration_soak.report_run.Run` and returns the text (a line,
+a list of Markdown list items, or the table rows) its template section prints. Values are
+in the checks' units as people read them (``format_value``); times UTC.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from migration_soak.judge import CheckResult, CriterionResult, format_change, format_condition, format_value, plural
+from migration_soak.plan import Check, Plan
+from migration_soak.report_run import (
+    Run,
+    count_text,
+    counts,
+    deciding_check,
+    is_log_count,
+    log_lines,
+    rule_of,
+    scheduled_in,
+    unjudged,
+    values_of,
+)
+from migration_soak.report_text import (
+    LABELS,
+    MARK,
+    OUTCOME_WORDS,
+    clock_kind,
+    duration,
+    mask,
+    soak_clock,
+    span,
+    ticks,
+    unit_name,
+    utc,
+    when,
+    who,
+)
+from migration_soak.store import Observation
+
+# --- the top: banner, checkbox, monitoring period ----------------------------------------------
+
+
+def banner(plan: Plan, time_scale: float) -> str | None:
+    """The compressed/stretched clock warning; ``None`` in real time."""
+    if time_scale == 1:
+        return None
+    soak_h = plan.soak_hours()
+    wall_min = soak_h * 60 / time_scale
+    took = f"{wall_min:.1f} min" if wall_min < 120 else f"{wall_min / 60:.1f} h"
+    kind = clock_kind(time_scale)
+    return (f"⚠️ **{kind} clock ({soak_h:g} h in {took}): demonstration evidence, not a {soak_h:g}-hour soak.** "
+            f"time_scale {time_scale:g}: one soak hour took {duration(3600 / time_scale)} of wall time. "
+            f"Nothing here approves going to production.")
+
+
+def checkbox(run: Run, time_scale: float) -> str:
+    """The seed's task as a checkbox, ticked only for a whole real-time soak decided GO/proceed."""
+    plan = run.plan
+    task = f"Run `{plan.migration.name}` in {plan.environment} with {plan.soak_hours():g} hours of monitoring"
+    outcome = (run.decision or {}).get("payload", {})
+    missing = []
+    if time_scale != 1:
+        missing.append(f"{clock_kind(time_scale)} clock, time_scale {time_scale:g}")
+    if run.stop:
+        missing.append(f"soak stopped at {run.stop_where}")
+    elif not run.complete:
+        missing.append("the soak did not reach its last hour")
+    if not run.decision:
+        missing.append("no final decision recorded")
+    elif not (outcome.get("outcome") == "GO" and outcome.get("action") == "proceed"):
+        missing.append(f"final decision {outcome.get('outcome')} ({outcome.get('action')})")
+    return f"- [x] {task}" if not missing else f"- [ ] {task}: not done ({'; '.join(missing)})"
+
+
+def _soak_time(run: Run, time_scale: float) -> str:
+    """How much soak time the readings covered, on which clock."""
+    if run.clock0 is None:
+        return (f"the soak clock never started: the soak stopped during the Hora 0 checks ({run.stop_where})"
+                if run.stop else "the soak clock never started")
+    soak = (f"soak clock started {when(run.clock0)}; soak time covered {soak_clock(run.reached or 0.0)} of "
+            f"{run.plan.soak_hours():g} h")
+    if run.stop:
+        soak += f" (stopped at {run.stop_where})"
+    if time_scale != 1:
+        soak += f", on a {clock_kind(time_scale)} clock (time_scale {time_scale:g})"
+    return soak
+
+
+def period(run: Run, time_scale: float) -> dict[str, str]:
+    """``{"text": wall-time period, "soak": soak time covered}`` ("" when nothing was monitored)."""
+    start, end = run.start, run.end
+    if start is None or end is None:
+        return {"text": "no reading after the migration: nothing was monitored"
+                        + (f" (migration verified {when(start)})" if start else ""), "soak": ""}
+    until = "the stop (NO-GO)" if run.stop and end == run.stop["at"] else "the last reading"
+    text = (f"{when(start)} to {when(end)}: {duration((end - start).total_seconds())} of wall time, from the "
+            f"migration verified (hour 0) to {until}")
+    return {"text": text, "soak": _soak_time(run, time_scale)}
+
+
+# --- the decision -------------------------------------------------------------------------------
+
+
+def _go_closing(run: Run, p: dict) -> str:
+    """The closing line of a GO/proceed decision: an approval only on a real-time clock."""
+    if run.time_scale != 1:
+        return (f"✅ GO on a {clock_kind(run.time_scale or 0)} clock (time_scale {run.time_scale:g}): "
+                "demonstration evidence only, not an approval for production; that takes a real-time soak "
+                "(time_scale 1)")
+    via = "" if run.verdict.decision == "GO" else f" (by {who(p.get('by'))} on a {run.verdict.decision} verdict)"
+    closing = f"✅ APPROVED to proceed to production{via}"
+    if run.plan.human_gates and not gate_ok(run):
+        closing += ("; the human gates were not approved (" + "; ".join(
+            f"{g.text}: {gate_state(run)}" for g in run.plan.human_gates) + ")")
+    return closing
+
+
+def final(run: Run) -> dict[str, str]:
+    """``{"line": the final decision, "closing": the report's last line}`` from the ``decision`` event."""
+    if run.decision is None:
+        return {"line": "no final decision was recorded when this report was written",
+                "closing": "❔ No final decision recorded: the judge's verdict alone approves nothing."}
+    p = run.decision["payload"]
+    outcome, action = p.get("outcome"), p.get("action")
+    line = (f"**{outcome}**, action **{action}**, decided by {who(p.get('by'))} at {when(run.decision['at'])}: "
+            f"{p.get('reason', '')}")
+    mark = f"{'❌' if outcome == 'NO_GO' else '❔'} {str(outcome).replace('_', '-')}: not approved"
+    if outcome == "GO" and action == "proceed":
+        closing = _go_closing(run, p)
+    elif action == "rollback":
+        closing = f"{mark}; {rollback_state(run)}"
+    else:
+        closing = f"{mark}; the migration is kept (action {action}), which is not a GO"
+    return {"line": line, "closing": closing}
+
+
+def reading(run: Run, c: CriterionResult, d: dict, with_time: bool = True) -> str:
+    """``critical_errors` = **13** at hour0 tick 0, 2026-01-01 12:00:09 UTC``."""
+    cid = deciding_check(c, d)
+    unit = run.results[cid].unit if cid in run.results else ""
+    text = f"`{cid}` = **{format_value(d.get('value'), unit)}** at {d['phase']} tick {d['tick']}"
+    if with_time:
+        text += f", {when(utc(d.get('measured_at')))}"
+    if "derived" in d:
+        if c.rule.startswith("count"):
+            text += f" ({format_value(d['derived'], unit)} in the window)"
+        elif c.rule.startswith(("degradation", "growth")):
+            text += f" ({format_change(d['derived'])}" + (" vs baseline)" if c.rule.startswith("degradation") else " growth)")
+    return text
+
+
+def _breach_line(run: Run, c: CriterionResult) -> str:
+    """A breached NO-GO criterion and its deciding reading (and whether it stopped the soak)."""
+    head = f"❌ `{c.id}` \"{c.text}\" (rule: {rule_of(run.plan, c)})"
+    if not c.deciding:
+        return f"{head}: {c.detail}"
+    more = f", the last of {len(c.deciding)} consecutive readings from {when(utc(c.deciding[0].get('measured_at')))}" \
+        if len(c.deciding) > 1 else ""
+    stop = ": **this stopped the soak**" if c is run.stop_criterion and run.stop else ""
+    return f"{head}: deciding reading {reading(run, c, c.deciding[-1])}{more}{stop}"
+
+
+def _unmet_line(run: Run, c: CriterionResult) -> str:
+    """A GO criterion not met, with its deciding readings if any."""
+    deciding = "; ".join(reading(run, c, d) for d in c.deciding)
+    return (f"{MARK[c.outcome]} `{c.id}` \"{c.text}\": {OUTCOME_WORDS[c.outcome]}: "
+            + (f"deciding reading {deciding}; " if deciding else "") + c.detail)
+
+
+def deciding(run: Run) -> list[str]:
+    """What decided the verdict: breached NO-GO criteria (the stop first), or unmet GO ones."""
+    v = run.verdict
+    if v.decision == "NO_GO":
+        breached = sorted(run.breached(), key=lambda c: c is not run.stop_criterion)  # stable: the stop first
+        return [_breach_line(run, c) for c in breached]
+    if v.decision == "INCONCLUSIVE":
+        return [_unmet_line(run, c) for c in v.criteria if c.kind == "go" and c.outcome != "met"]
+    return [f"✅ every GO criterion met and no NO-GO criterion breached ({len(v.criteria)} criteria judged)"]
+
+
+# --- human gates ----------------------------------------------------------------------------------
+
+
+def gate_ok(run: Run) -> bool:
+    """The QA sign-off approved."""
+    return bool(run.sign_off and run.sign_off["payload"].get("state") == "approved")
+
+
+def gate_state(run: Run) -> str:
+    """The QA sign-off's state: approved by / rejected (comment) / timed out / not asked."""
+    if run.sign_off is None:
+        return "not asked"
+    p = run.sign_off["payload"]
+    state, comment = p.get("state"), (p.get("comment") or "").strip()
+    at = when(run.sign_off["at"])
+    if state == "approved":
+        return f"approved by {who(p.get('by'))} at {at}" + (f" (\"{comment}\")" if comment else "")
+    if state == "rejected":
+        return f"rejected by {who(p.get('by'))} at {at} (\"{comment or 'no comment'}\")"
+    if state == "timed_out":
+        return f"timed out: nobody answered within {run.plan.verdict.sign_off_timeout_hours:g} h"
+    return f"{state or 'unknown state'}"
+
+
+def _question_line(run: Run) -> str | None:
+    """The INCONCLUSIVE question (GO / Roll back): who answered, the timeout, or not asked."""
+    if run.human:
+        p = run.human["payload"]
+        chosen = ", ".join(p.get("chosen") or []) or "nothing"
+        if p.get("timed_out") or not p.get("by"):
+            return (f"INCONCLUSIVE question (GO / Roll back): timed out after "
+                    f"{run.plan.verdict.human_timeout_hours:g} h; the default \"{chosen}\" applied")
+        return (f"INCONCLUSIVE question (GO / Roll back): \"{chosen}\" chosen by {who(p.get('by'))} at "
+                f"{when(run.human['at'])}")
+    if run.verdict.decision == "INCONCLUSIVE":
+        return "INCONCLUSIVE question (GO / Roll back): not asked"
+    return None
+
+
+def human_gates(run: Run) -> list[str]:
+    """The plan's human gates and the INCONCLUSIVE question, with their answers."""
+    lines = [f"{g.text}: {gate_state(run)}" for g in run.plan.human_gates]
+    if not run.plan.human_gates and run.sign_off:
+        lines.append(f"QA sign-off: {gate_state(run)}")
+    question = _question_line(run)
+    return lines + ([question] if question else [])
+
+
+# --- "Resultados" ---------------------------------------------------------------------------------
+
+
+def _check_figures(run: Run, c: CriterionResult, cid: str, r: CheckResult) -> str:
+    """``login_p95`: 114 readings, 200–215 ms + 4 baseline (median 202 ms)`` for one check."""
+    errors = r.counts["error"]
+    text = f"`{cid}`: {plural(sum(r.counts.values()), 'reading')}" + (f" ({plural(errors, 'error')})" if errors else "")
+    vals = values_of(run.after, cid)
+    if vals and not is_log_count(run.plan, cid):
+        text += f", {span(min(vals), max(vals), r.unit)}"
+    base = r.by_phase.get("baseline")
+    if c.rule.startswith("degradation"):
+        bvals = [o.value for o in run.observations if o.check_id == cid and o.phase == "baseline" and o.value is not None]
+        text += (f" + {sum(base.values())} baseline (median {format_value(statistics.median(bvals), r.unit)})"
+                 if base and bvals else "; no baseline")
+    if is_log_count(run.plan, cid):
+        lines = sum(o.value for o in run.after if o.check_id == cid and o.value is not None)
+        text += f", {format_value(lines, 'count')} log lines"
+    return text
+
+
+def figures(run: Run, c: CriterionResult) -> str:
+    """The readings a criterion read, counted as in the per-check table."""
+    return "; ".join(_check_figures(run, c, cid, run.results[cid]) for cid in c.checks if cid in run.results)
+
+
+def _log_count_lines(run: Run) -> list[str]:
+    """Log lines matched per ``logs`` check a ``window_count`` criterion reads (plan order)."""
+    counted: list[str] = []
+    for crit in run.plan.no_go + run.plan.go:
+        for cid in crit.checks:
+            if crit.rule.kind == "window_count" and is_log_count(run.plan, cid) and cid not in counted:
+                counted.append(cid)
+    lines = []
+    for cid in counted:
+        n, readings, failed = log_lines(run, cid)
+        note = f"; {plural(failed, 'reading')} failed, so at least this many" if failed else ""
+        mark = "✅" if n == 0 and readings and not failed else "❌" if n else "❔"
+        lines.append(f"{mark} **{n:,}** log lines matched `{cid}` ({run.plan.check(cid).title}) in "
+                     f"{plural(readings, 'reading')} after the migration{note}")
+    return lines
+
+
+def _go_line(run: Run, c: CriterionResult) -> str:
+    if unjudged(run, c):
+        return (f"{MARK['not_measured']} {c.text}: not met, not judged: the soak stopped at {run.stop_where} "
+                f"first ({figures(run, c)})")
+    return f"{MARK[c.outcome]} {c.text}: {OUTCOME_WORDS[c.outcome]} ({figures(run, c)})"
+
+
+def _no_go_total(run: Run) -> str:
+    breached = run.breached()
+    total = sum(1 for c in run.verdict.criteria if c.kind == "no_go")
+    return (f"{'❌' if breached else '✅'} NO-GO criteria breached: {len(breached)} of {total}"
+            + (": " + ", ".join(f"`{c.id}`" for c in breached) if breached else ""))
+
+
+def results(run: Run) -> list[str]:
+    """The seed's "Resultados" list: log lines counted, each GO criterion with figures, the
+    NO-GO criteria breached, the human gates."""
+    return (_log_count_lines(run)
+            + [_go_line(run, c) for c in run.verdict.criteria if c.kind == "go"]
+            + [_no_go_total(run)]
+            + [f"{'✅' if gate_ok(run) else '❔'} {g.text}: {gate_state(run)}" for g in run.plan.human_gates])
+
+
+# --- final metrics ---------------------------------------------------------------------------------
+
+
+def _reading_totals(run: Run) -> str:
+    obs, after = run.observations, run.after
+    base = sum(1 for o in obs if o.phase == "baseline")
+    guard = sum(1 for o in after if o.phase == "guard")
+    errors = sum(1 for o in obs if o.status == "error")
+    return (f"Readings recorded: {len(obs)}: {len(after)} after the migration ({len(after) - guard} scheduled, "
+            f"{guard} guard) + {base} baseline; {errors} could not be measured (error)")
+
+
+def auth_requests(after: list[Observation]) -> tuple[float, float, int]:
+    """(requests, answered 5xx, readings) summed over ``auth_error_rate`` readings with counts."""
+    auth = [o for o in after if o.check_id == "auth_error_rate" and "denominator" in (o.evidence or {})]
+    total = sum(float(o.evidence["denominator"]) for o in auth)
+    failed = sum(float(o.evidence["numerator"]) for o in auth) if total else 0.0
+    return total, failed, len(auth)
+
+
+def _auth_line(run: Run) -> list[str]:
+    total, failed, readings = auth_requests(run.after)
+    if not total:
+        return []
+    return [f"Authentication requests seen after the migration: {total:,.0f}, {failed:,.0f} answered 5xx "
+            f"({format_value(failed / total, 'ratio')}), over {plural(readings, 'reading')}"]
+
+
+def _noise_floors(plan: Plan) -> dict[str, tuple[float, float]]:
+    """Per check a ``baseline`` rule reads: (largest ``min_delta``, ``window_minutes`` of the last such rule)."""
+    floors: dict[str, tuple[float, float]] = {}
+    for crit in plan.go + plan.no_go:
+        if crit.rule.kind == "baseline":
+            for cid in crit.checks:
+                floors[cid] = (max(floors.get(cid, (0.0, 0.0))[0], crit.rule.min_delta), crit.rule.window_minutes)
+    return floors
+
+
+def _recent_vs_baseline(r: CheckResult, mine: list[Observation], b: float, floor: float, window: float,
+                        time_scale: float) -> str:
+    """``; median of the last 60 soak minutes 212 ms: +10.6 ms (+5.26%) vs baseline, within ...``
+    (``window`` in soak minutes; ``mine``: measured readings in schedule order)."""
+    last = mine[-1].scheduled_at
+    recent = [o.value for o in mine if o.value is not None
+              and (last - o.scheduled_at).total_seconds() * time_scale / 60 <= window]
+    m = statistics.median(recent)
+    delta = m - b
+    noise = "within" if abs(delta) < floor else "beyond"
+    return (f"; median of the last {window:g} soak minutes {format_value(m, r.unit)}: "
+            f"{'+' if delta > 0 else ''}{format_value(delta, r.unit)}"
+            + (f" ({format_change(delta / b)})" if b else "")
+            + f" vs baseline, {noise} the {format_value(floor, r.unit)} noise floor")
+
+
+def _baseline_line(run: Run, cid: str, floor: float, window: float) -> str | None:
+    """One baseline-compared check: its range, last value, baseline median and recent median."""
+    r = run.results.get(cid)
+    mine = sorted((o for o in run.after if o.check_id == cid and o.value is not None and o.status != "error"),
+                  key=lambda o: o.scheduled_at)
+    if r is None or not mine:
+        return None
+    vals = [o.value for o in mine if o.value is not None]
+    text = (f"{r.title}: {plural(len(vals), 'reading')}, {span(min(vals), max(vals), r.unit)}, "
+            f"last {format_value(vals[-1], r.unit)}")
+    bvals = [o.value for o in run.observations if o.phase == "baseline" and o.check_id == cid and o.value is not None]
+    if not bvals:
+        return text + "; no baseline measured"
+    b = statistics.median(bvals)
+    text += f"; baseline median {format_value(b, r.unit)} ({plural(len(bvals), 'reading')} before the migration)"
+    if run.time_scale:  # soak minutes need the clock's speed
+        text += _recent_vs_baseline(r, mine, b, floor, window, run.time_scale)
+    return text
+
+
+def _first_last_lines(run: Run) -> list[str]:
+    """First, last and range of the checks people watch for drift."""
+    lines = []
+    for cid, label in (("cache_hit_rate", "Cache hit rate"), ("app_memory", "API gateway memory"),
+                       ("recent_executions", "Workflow executions in the last hour")):
+        r = run.results.get(cid)
+        vals = [o.value for o in sorted(run.after, key=lambda o: o.scheduled_at)
+                if o.check_id == cid and o.value is not None and o.status != "error"]
+        if r and vals:
+            lines.append(f"{label}: first {format_value(vals[0], r.unit)}, last {format_value(vals[-1], r.unit)}, "
+                         f"range {span(min(vals), max(vals), r.unit)} ({plural(len(vals), 'reading')})")
+    return lines
+
+
+def final_metrics(run: Run) -> list[str]:
+    """Totals, authentication requests, baseline-compared checks, drift checks."""
+    baseline_lines = [_baseline_line(run, cid, floor, window) for cid, (floor, window) in _noise_floors(run.plan).items()]
+    return ([_reading_totals(run)] + _auth_line(run) + [line for line in baseline_lines if line]
+            + _first_last_lines(run))
+
+
+# --- backup, migration, lint, rehearsal ------------------------------------------------------------
+
+
+def backup(run: Run) -> dict[str, Any] | None:
+    """The last backup: where, size (MiB), sha256, seconds; ``None`` if none was recorded."""
+    p = run.payload("backup")
+    if not p:
+        return None
+    return {"where": p.get("location") or p.get("path"), "size": format_value(float(p.get("size_bytes") or 0), "bytes"),
+            "sha256": p.get("sha256", ""), "seconds": float(p.get("duration_s") or 0)}
+
+
+def migration(run: Run) -> str | None:
+    """What the migration applied and when it was verified; ``None``: not applied."""
+    p = run.payload("migrate")
+    if not p:
+        return None
+    text = ", ".join(f"`{m}` applied" for m in p.get("applied", [])) or "nothing pending"
+    if run.verified:
+        text += f"; verified {when(run.verified)} (hour 0)"
+    return text
+
+
+def rehearsal(run: Run) -> str:
+    """The rehearsal line: what was rehearsed, or why it was not (``rehearsal.py``)."""
+    failed = run.last("rehearsal_failed")
+    if failed:
+        return f"failed at {failed['payload'].get('step')}: {failed['payload'].get('text')}"
+    done = run.last("rehearsal")
+    if not done:
+        return "not run"
+    text = done["payload"].get("text", "")
+    return text[:1].upper() + text[1:] + (" (also the estimate of a real rollback's duration)"
+                                           if done["payload"].get("status") == "passed" else "")
+
+
+# --- the per-check table and the criteria table -----------------------------------------------------
+
+
+def _phase_cell(run: Run, cid: str, r: CheckResult, check: Check | None, phase: str) -> str:
+    """One table cell: ``8 (8/0/0/0) 12–15 ms``, ``not reached``, ``0 (missing)`` or ``·``."""
+    by_status = r.by_phase.get(phase)
+    if by_status:
+        vals = [o.value for o in run.observations if o.check_id == cid and o.phase == phase and o.value is not None]
+        return count_text(by_status) + (f" {span(min(vals), max(vals), r.unit)}" if vals else "")
+    if check is not None and scheduled_in(run.plan, cid, phase):
+        return "not reached" if run.stop else "0 (missing)"
+    return "·"
+
+
+def _outcome_cell(r: CheckResult) -> str:
+    if r.outcome == "not_measured":
+        return f"{MARK[r.outcome]} {r.detail}"
+    outcome = f"{MARK[r.outcome]} {OUTCOME_WORDS[r.outcome]}"
+    if r.outcome == "breached" and r.detail.startswith("decided NO-GO"):
+        outcome += " (decided NO-GO)"
+    return outcome
+
+
+def rows(run: Run) -> list[dict]:
+    """The per-check table: one cell per phase, baseline and guard in their own columns."""
+    after_phases = [p for p in run.phases if p != "baseline"]
+    out = []
+    for cid, r in run.results.items():
+        check = next((c for c in run.plan.checks if c.id == cid), None)
+        out.append({
+            "id": cid, "title": check.title if check else r.title, "unit": unit_name(r.unit),
+            "expect": format_condition(check.expect, r.unit) if check else "-",
+            "no_go": format_condition(check.no_go, r.unit) if check and check.no_go else "-",
+            "cells": [_phase_cell(run, cid, r, check, p) for p in run.phases],
+            "total": count_text(counts(r.by_phase, after_phases)), "outcome": _outcome_cell(r),
+        })
+    return out
+
+
+def criteria(run: Run) -> list[dict]:
+    """The criteria tables' rows: mark, outcome words, the readings' figures, the rule."""
+    out = []
+    for c in run.verdict.criteria:
+        skipped = unjudged(run, c)
+        out.append({"mark": MARK["not_measured"] if skipped else MARK[c.outcome],
+                    "outcome": "not met (soak stopped first)" if skipped else OUTCOME_WORDS[c.outcome],
+                    "figures": figures(run, c), "rule": rule_of(run.plan, c), "c": c})
+    return out
+
+
+def check_lines(run: Run, charts: dict[str, str]) -> list[str]:
+    """One line per check: outcome, detail, the rule's source, its chart (relative link)."""
+    lines = []
+    for cid, r in run.results.items():
+        link = f" Chart: [{cid}.png]({charts[cid]})" if cid in charts else ""
+        lines.append(f"**`{cid}`** {r.title}: {MARK[r.outcome]} {r.detail}. Source of the rule: {r.rule}.{link}")
+    return lines
+
+
+# --- incidents, alerts, the stop -----------------------------------------------------------------------
+
+IncidentKey = tuple[str, str, str, str]  # check id, phase, status (fail/error), error message
+
+
+def _incident_groups(run: Run) -> dict[IncidentKey, list[Observation]]:
+    """``fail`` and ``error`` readings grouped by check, phase, status and error message."""
+    groups: dict[IncidentKey, list[Observation]] = {}
+    for o in sorted(run.observations, key=lambda o: (o.scheduled_at, o.check_id)):
+        if o.status == "fail":
+            key = (o.check_id, o.phase, "fail", "")
+        elif o.status == "error":
+            key = (o.check_id, o.phase, "error", str(o.evidence.get("error", "no reason recorded"))[:200])
+        else:
+            continue
+        groups.setdefault(key, []).append(o)
+    return groups
+
+
+def _beyond_no_go(run: Run, cid: str, unit: str, obs: list[Observation]) -> str:
+    """What ``fail`` readings were, and the NO-GO criteria that read them without breaching."""
+    vals = [o.value for o in obs if o.value is not None]
+    check = next((c for c in run.plan.checks if c.id == cid), None)
+    level = f" (NO-GO level {format_condition(check.no_go, unit)})" if check and check.no_go else ""
+    what = f"beyond the NO-GO level: {span(min(vals), max(vals), unit)}{level}"
+    return what + _not_breached_by(run, cid)
+
+
+def _not_breached_by(run: Run, cid: str) -> str:
+    """``; no NO-GO criterion breached by them (...)`` when NO-GO criteria read ``cid`` and
+    none was breached by its readings; else ""."""
+    judged = [c for c in run.verdict.criteria if c.kind == "no_go" and cid in c.checks]
+    if not judged or any(c.outcome == "breached" and cid in {deciding_check(c, d) for d in c.deciding}
+                         for c in judged):
+        return ""
+    return "; no NO-GO criterion breached by them (" + ", ".join(
+        f"`{c.id}` {OUTCOME_WORDS[c.outcome]}" for c in judged) + ")"
+
+
+def _incident_line(run: Run, key: IncidentKey, obs: list[Observation]) -> str:
+    cid, phase, status, message = key
+    t0, t1 = min(o.measured_at for o in obs), max(o.measured_at for o in obs)
+    times = when(t0) if t0 == t1 else f"{when(t0)} to {t1:%H:%M:%S} UTC"
+    many = "s" if len(obs) > 1 else ""
+    what = _beyond_no_go(run, cid, obs[0].unit, obs) if status == "fail" else f"not measured: {mask(message)}"
+    return (f"`{cid}` {phase} tick{many} {ticks([o.tick for o in obs])} ({len(obs)} reading{many}, {times}): "
+            f"{what}")
+
+
+def incidents(run: Run) -> list[str]:
+    """Every ``fail`` and ``error`` reading, grouped by check, phase and message, first first."""
+    groups = sorted(_incident_groups(run).items(), key=lambda kv: kv[1][0].measured_at)
+    return [_incident_line(run, key, obs) for key, obs in groups]
+
+
+def alerts(run: Run) -> list[str]:
+    """``<time>: <alert id>: <masked text>`` per ``alert`` event."""
+    return [f"{when(e['at'])}: {e['payload'].get('alert', '')}: {mask(str(e['payload'].get('text', '')))}"
+            for e in run.events if e["kind"] == "alert"]
+
+
+def stop(run: Run) -> str | None:
+    """``<time>: <masked text>`` of the NO-GO stop; ``None`` if the soak was not stopped."""
+    if not run.stop:
+        return None
+    return f"{when(run.stop['at'])}: {mask(str(run.stop['payload'].get('text', '')))}"
+
+
+# --- the rollback ------------------------------------------------------------------------------------
+
+
+def rollback_state(run: Run) -> str:
+    """Rolled back, under way (last step), or decided and not started."""
+    done, started = run.first("rollback_completed"), run.first("rollback_started")
+    if done:
+        return f"rolled back (completed {when(done['at'])})"
+    if started:
+        steps = run.rollback_events()
+        return (f"rollback under way when this was written (started {when(started['at'])}, last step: "
+                f"{LABELS.get(steps[-1]['kind'], steps[-1]['kind']).lower()} at {when(steps[-1]['at'])})")
+    return "rollback decided, not started when this was written"
+
+
+def rollback_lines(run: Run) -> list[str]:
+    """``<time>: <label>: <masked text>`` per rollback event."""
+    lines = []
+    for e in run.rollback_events():
+        label = LABELS["rollback_restart"] if e["kind"] == "restart" else LABELS.get(e["kind"], e["kind"])
+        text = mask(str(e["payload"].get("text", "")))
+        lines.append(f"{when(e['at'])}: {label}" + (f": {text}" if text else ""))
+    return lines
+
+
+def rollback_duration(run: Run) -> str | None:
+    """Wall time from the rollback's start to its completion (or its last step); ``None``: not started."""
+    started, done = run.first("rollback_started"), run.first("rollback_completed")
+    if not started:
+        return None
+    if done:
+        return f"{duration((done['at'] - started['at']).total_seconds())} (rollback started to rollback completed)"
+    steps = run.rollback_events()
+    if len(steps) == 1:
+        return "not completed when this was written (only its start is recorded)"
+    return (f"not completed when this was written; {duration((steps[-1]['at'] - started['at']).total_seconds())} "
+            f"from its start to the last recorded step")
+
+
+# --- chart marks ------------------------------------------------------------------------------------
+
+#: Per check: the (phase, tick, label) readings that decided a NO-GO.
+DecidingMarks = dict[str, list[tuple[str, int, str]]]
+
+
+def _derived_label(c: CriterionResult, d: dict) -> str:
+    """The derived figure of a deciding reading as its chart labels it (``+48% vs baseline``)."""
+    if "derived" not in d:
+        return ""
+    if c.rule.startswith("degradation"):
+        return f"{format_change(d['derived'])} vs baseline"
+    if c.rule.startswith("growth"):
+        return f"{format_change(d['derived'])} growth"
+    if c.rule.startswith("count"):
+        return f"{format_value(d['derived'], 'count')} in the window"
+    return ""
+
+
+def _stop_hours(run: Run) -> float | None:
+    """Soak hour of the stop (0 when the soak clock never started); ``None``: not stopped or unknown."""
+    if not run.stop:
+        return None
+    if run.clock0 is None or run.stop_where and run.stop_where.startswith("hour0"):
+        return 0.0
+    if run.time_scale:
+        return max(0.0, (run.stop["at"] - run.clock0).total_seconds() * run.time_scale / 3600)
+    return None
+
+
+def chart_marks(run: Run) -> tuple[DecidingMarks, float | None, str]:
+    """Deciding readings per check, and the stop's soak hour and label for the charts."""
+    marks: DecidingMarks = {}
+    for c in run.breached():
+        if c.deciding:
+            d = c.deciding[-1]
+            marks.setdefault(deciding_check(c, d), []).append((d["phase"], d["tick"], _derived_label(c, d)))
+    label = ""
+    if run.stop:
+        label = "NO-GO stop" + (", then rollback" if run.first("rollback_started") else "")
+    return marks, _stop_hours(run), label
+

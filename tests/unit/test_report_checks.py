@@ -1,0 +1,99 @@
+"""summarize_check: each outcome a check can have in the report, from hand-made readings."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from migration_soak.judge import CriterionResult, expected_observations, status_of
+from migration_soak.plan import load_plan
+from migration_soak.report_checks import summarize_check, tally
+from migration_soak.store import Observation
+
+PLAN = load_plan("default")
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+
+
+def obs(cid: str, phase: str, tick: int, value: float | None, status: str | None = None) -> Observation:
+    check = PLAN.check(cid)
+    if status is None:
+        status = "error" if value is None else status_of(check.expect, check.no_go, value)
+    at = T0 + timedelta(minutes=tick)
+    return Observation("r", phase, cid, tick, at, at, value, check.unit, status, {})
+
+
+def summary(cid: str, readings: list[Observation], stopped: bool | str = False, breaches=()):
+    return summarize_check(PLAN, PLAN.check(cid), readings, stopped, list(breaches))
+
+
+def every_scheduled(cid: str, value: float) -> list[Observation]:
+    out = []
+    for phase in ["hour0"] + [p.name for p in PLAN.phases]:
+        if any(c.id == cid for c in PLAN.checks_in(phase)):
+            ticks = [0] if phase == "hour0" else range(1, len(PLAN.phase(phase).tick_offsets()) + 1)
+            out += [obs(cid, phase, k, value) for k in ticks]
+    return out
+
+
+def test_tally_counts_after_the_migration_and_coverage_from_scheduled_readings_only():
+    readings = [obs("login_p95", "baseline", 1, 200.0), obs("login_p95", "intensive", 1, 210.0),
+                obs("login_p95", "guard", 1, 220.0), obs("login_p95", "intensive", 2, None)]
+    t = tally(PLAN, PLAN.check("login_p95"), readings + [obs("verify_p95", "intensive", 1, 9.0)])
+    assert t.counts == {"pass": 2, "warn": 0, "fail": 0, "error": 1}
+    assert t.values == [210.0, 220.0] and t.measured == 1  # the guard reading is extra
+    assert t.by_phase["baseline"] == {"pass": 1, "warn": 0, "fail": 0, "error": 0}
+    assert t.coverage == pytest.approx(1 / expected_observations(PLAN, "login_p95"))
+
+
+def test_a_deciding_reading_makes_the_check_breached_even_when_only_a_warn():
+    deciding = {"check_id": "login_p95", "phase": "intensive", "tick": 2, "value": 450.0, "derived": 0.48}
+    breach = CriterionResult("no_go_performance", "no_go", "t", "degradation vs baseline > 30%", "breached", "",
+                             ["login_p95"], [deciding])
+    r = summary("login_p95", [obs("login_p95", "intensive", 2, 450.0)], "intensive tick 2", [breach])
+    assert r.outcome == "breached" and r.deciding == deciding
+    assert r.detail == ("decided NO-GO no_go_performance (degradation vs baseline > 30%): 450 ms (+48% vs baseline) "
+                        "at intensive tick 2")
+
+
+def test_a_fail_reading_meets_the_no_go_level():
+    r = summary("login_p95", [obs("login_p95", "regular", 3, 1500.0), obs("login_p95", "regular", 4, 1200.0)])
+    assert r.outcome == "breached"
+    assert r.detail == "1,500 ms at regular tick 3 meets its NO-GO level > 1,000 ms (2 readings)"
+
+
+def test_a_fail_reading_of_a_check_without_no_go_level_is_an_error():
+    with pytest.raises(ValueError, match="gateway_health: a fail reading but no NO-GO level"):
+        summary("gateway_health", [obs("gateway_health", "regular", 1, 0.0, status="fail")])
+
+
+@pytest.mark.parametrize("readings, stopped, detail", [
+    ([], False, "not measured (no reading recorded)"),
+    ([obs("login_p95", "intensive", 1, None)], False, "not measured (1 reading failed)"),
+    ([obs("login_p95", "intensive", 1, None)], "hour0 tick 0", "not measured (1 reading failed; soak stopped at hour0 tick 0)"),
+    ([], True, "not measured (soak stopped early)"),
+])
+def test_without_a_value_the_check_is_not_measured_and_says_why(readings, stopped, detail):
+    r = summary("login_p95", readings, stopped)
+    assert r.outcome == "not_measured" and r.detail == detail and r.min is None
+
+
+def test_warn_readings_are_not_met_with_the_first_named():
+    r = summary("login_p95", [obs("login_p95", "intensive", 1, 210.0), obs("login_p95", "intensive", 2, 600.0)])
+    assert r.outcome == "not_met" and r.detail == "1 of 2 readings outside expected < 500 ms; first 600 ms at intensive tick 2"
+
+
+def test_a_stopped_soak_is_partial_never_met():
+    r = summary("login_p95", [obs("login_p95", "intensive", 1, 210.0)], "intensive tick 1")
+    assert r.outcome == "partial"
+    assert r.detail.startswith("as expected (< 500 ms) in the 1 reading before the soak stopped at intensive tick 1; 1 of ")
+    assert r.detail.endswith("scheduled readings taken (value 210 ms)")
+
+
+def test_short_coverage_is_not_enough_data_and_full_coverage_is_met():
+    full = every_scheduled("login_p95", 210.0)
+    r = summary("login_p95", full[:3])
+    assert r.outcome == "not_enough_data" and r.detail.startswith(f"3 of {len(full)} scheduled readings measured (")
+    r = summary("login_p95", full[:-1] + [obs("login_p95", "passive", 99, 250.0)])
+    assert r.outcome == "met" and r.detail == f"all {len(full)} readings < 500 ms (range 210 ms to 250 ms)"
+    assert (r.min, r.max, r.last) == (210.0, 250.0, 250.0)

@@ -1,0 +1,326 @@
+"""Each builder of the report and the post-mortem on a few hand-made readings and events:
+given these, this section says that (report_sections, report_postmortem, report_run)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from migration_soak import report_postmortem as pm
+from migration_soak import report_sections as sections
+from migration_soak.judge import CriterionResult, Verdict, status_of
+from migration_soak.plan import load_plan
+from migration_soak.report_run import Run, analyse, log_lines
+from migration_soak.store import Observation
+
+PLAN = load_plan("default")
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)  # the migration verified
+
+
+def obs(cid: str, phase: str, tick: int, minutes: float, value: float | None, status: str | None = None,
+        **evidence) -> Observation:
+    """A reading ``minutes`` of wall time after T0 (status from the plan's levels)."""
+    check = PLAN.check(cid)
+    if status is None:
+        status = "error" if value is None else status_of(check.expect, check.no_go, value)
+    at = T0 + timedelta(minutes=minutes)
+    return Observation("r", phase, cid, tick, at, at + timedelta(seconds=1), value, check.unit, status, evidence)
+
+
+def ev(kind: str, minutes: float, **payload) -> dict:
+    return {"kind": kind, "at": T0 + timedelta(minutes=minutes), "payload": payload}
+
+
+def crit(cid: str, kind: str, outcome: str, checks: list[str], rule: str = "threshold > 0", deciding=(),
+         detail: str = "") -> CriterionResult:
+    return CriterionResult(cid, kind, f"text of {cid}", rule, outcome, detail, checks, list(deciding))
+
+
+def run_of(observations=(), events=(), criteria=(), decision: str = "GO", scale: float | None = 1.0) -> Run:
+    return analyse(PLAN, Verdict(decision, [], list(criteria)), list(observations), list(events), scale)
+
+
+NO_GO_STOP = [ev("verified", 0, at=T0.isoformat()), ev("no_go", 0.1, criterion="no_go_critical_errors_per_hour",
+                                                       text="NO-GO password=hunter2")]
+CRITICAL = crit("no_go_critical_errors_per_hour", "no_go", "breached", ["critical_errors"], "count > 5 in any 60 min",
+                [{"check_id": "critical_errors", "phase": "hour0", "tick": 0, "value": 13, "derived": 13,
+                  "measured_at": (T0 + timedelta(seconds=5)).isoformat()}])
+
+
+# --- the top --------------------------------------------------------------------------------------
+
+def test_banner_only_off_real_time_and_says_how_long_a_soak_hour_took():
+    assert sections.banner(PLAN, 1.0) is None
+    text = sections.banner(PLAN, 300.0)
+    assert text.startswith("⚠️ **compressed clock (24 h in 4.8 min): demonstration evidence, not a 24-hour soak.**")
+    assert "one soak hour took 12 s of wall time" in text
+    assert sections.banner(PLAN, 0.5).startswith("⚠️ **stretched clock (24 h in 48.0 h)")
+
+
+def test_checkbox_lists_every_reason_the_task_is_not_done():
+    stopped = run_of([obs("critical_errors", "hour0", 0, 0, 13)], NO_GO_STOP, [CRITICAL], "NO_GO", 300.0)
+    assert sections.checkbox(stopped, 300.0).endswith(
+        "24 hours of monitoring: not done (compressed clock, time_scale 300; soak stopped at hour0 tick 0; "
+        "no final decision recorded)")
+    kept = run_of([obs("login_p95", "hour0", 0, 0, 200.0)], [ev("decision", 5, outcome="INCONCLUSIVE", action="keep")])
+    assert sections.checkbox(kept, 1.0).endswith(
+        "not done (the soak did not reach its last hour; final decision INCONCLUSIVE (keep))")
+
+
+def test_period_without_readings_and_with_a_stop_before_the_soak_clock():
+    empty = run_of(events=[ev("verified", 0, at=T0.isoformat())])
+    assert sections.period(empty, 1.0) == {
+        "text": "no reading after the migration: nothing was monitored (migration verified 2026-03-02 09:00:00 UTC)",
+        "soak": ""}
+    stopped = run_of([obs("critical_errors", "hour0", 0, 0, 13)], NO_GO_STOP, [CRITICAL], "NO_GO")
+    p = sections.period(stopped, 1.0)
+    assert p["text"] == ("2026-03-02 09:00:00 UTC to 2026-03-02 09:00:06 UTC: 6 s of wall time, from the migration "
+                         "verified (hour 0) to the stop (NO-GO)")
+    assert p["soak"] == "the soak clock never started: the soak stopped during the Hora 0 checks (hour0 tick 0)"
+
+
+# --- the decision ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("payload, scale, closing", [
+    (None, 1.0, "❔ No final decision recorded: the judge's verdict alone approves nothing."),
+    ({"outcome": "GO", "action": "proceed", "by": "judge"}, 300.0,
+     "✅ GO on a compressed clock (time_scale 300): demonstration evidence only"),
+    ({"outcome": "INCONCLUSIVE", "action": "keep", "by": "timeout"}, 1.0,
+     "❔ INCONCLUSIVE: not approved; the migration is kept (action keep), which is not a GO"),
+    ({"outcome": "NO_GO", "action": "rollback", "by": "judge"}, 1.0,
+     "❌ NO-GO: not approved; rollback decided, not started when this was written"),
+])
+def test_final_closing_line_approves_only_a_real_time_go(payload, scale, closing):
+    events = [ev("decision", 5, reason="why", **payload)] if payload else []
+    final = sections.final(run_of(events=events, scale=scale))
+    assert final["closing"].startswith(closing)
+    if payload:
+        assert final["line"].startswith(f"**{payload['outcome']}**, action **{payload['action']}**, decided by the ")
+
+
+def test_deciding_puts_the_stop_first_and_names_a_breach_without_readings():
+    other = crit("no_go_workflows", "no_go", "breached", ["workflow_error_rate"], detail="workflow_error_rate: 30%")
+    run = run_of([obs("critical_errors", "hour0", 0, 0, 13)], NO_GO_STOP, [other, CRITICAL], "NO_GO")
+    first, second = sections.deciding(run)
+    assert first.startswith("❌ `no_go_critical_errors_per_hour`")
+    assert ("deciding reading `critical_errors` = **13** at hour0 tick 0, 2026-03-02 09:00:05 UTC (13 in the window): "
+            "**this stopped the soak**") in first
+    assert second.endswith("(rule: > 10%): workflow_error_rate: 30%")
+
+
+def test_deciding_on_an_inconclusive_verdict_lists_the_unmet_go_criteria_only():
+    run = run_of(criteria=[crit("go_a", "go", "met", ["login_p95"]),
+                           crit("go_b", "go", "not_enough_data", ["login_p95"], detail="3 of 19")], decision="INCONCLUSIVE")
+    assert sections.deciding(run) == ['❔ `go_b` "text of go_b": not enough data: 3 of 19']
+
+
+def test_human_gates_say_the_question_timed_out_or_was_not_asked():
+    timed_out = run_of(events=[ev("human_decision", 9, chosen=["Roll back"], timed_out=True)], decision="INCONCLUSIVE")
+    lines = sections.human_gates(timed_out)
+    assert lines[0] == "Equipo de QA aprueba testing manual: not asked"
+    assert lines[-1] == ('INCONCLUSIVE question (GO / Roll back): timed out after 4 h; the default "Roll back" applied')
+    assert sections.human_gates(run_of(decision="INCONCLUSIVE"))[-1].endswith("not asked")
+    assert not any("INCONCLUSIVE" in line for line in sections.human_gates(run_of()))
+
+
+# --- results and metrics ----------------------------------------------------------------------------
+
+def test_results_count_log_lines_once_the_larger_of_the_guard_and_the_phases():
+    readings = [obs("critical_errors", "guard", 1, 1, 3), obs("critical_errors", "guard", 2, 2, 4),
+                obs("critical_errors", "regular", 1, 3, 5), obs("critical_errors", "regular", 2, 4, None)]
+    run = run_of(readings)
+    assert log_lines(run, "critical_errors") == (7, 4, 1)
+    assert sections.results(run)[0] == (
+        "❌ **7** log lines matched `critical_errors` (Critical errors in the application log) in "
+        "4 readings after the migration; 1 reading failed, so at least this many")
+
+
+def test_results_end_with_the_no_go_total_and_the_human_gates():
+    run = run_of(criteria=[CRITICAL, crit("no_go_workflows", "no_go", "clear", ["workflow_error_rate"])],
+                 decision="NO_GO")
+    lines = sections.results(run)
+    assert "❌ NO-GO criteria breached: 1 of 2: `no_go_critical_errors_per_hour`" in lines
+    assert lines[-2:] == ["❔ Equipo de QA aprueba testing manual: not asked",
+                          "❔ No hay tickets de soporte relacionados: not asked"]
+
+
+def test_final_metrics_totals_requests_and_a_check_without_baseline():
+    readings = [obs("auth_error_rate", "intensive", k, k, 0.002, numerator=10, denominator=5000) for k in (1, 2)]
+    readings += [obs("login_p95", "intensive", 1, 1, 210.0), obs("login_p95", "baseline", 1, -30, None)]
+    lines = sections.final_metrics(run_of(readings))
+    assert lines[0] == ("Readings recorded: 4: 3 after the migration (3 scheduled, 0 guard) + 1 baseline; "
+                        "1 could not be measured (error)")
+    assert lines[1] == ("Authentication requests seen after the migration: 10,000, 20 answered 5xx (0.2%), "
+                        "over 2 readings")
+    assert any(line.startswith("/auth/login response time p95: 1 reading, 210 ms, last 210 ms; no baseline measured")
+               for line in lines)
+
+
+def test_backup_migration_and_rehearsal_lines():
+    assert sections.backup(run_of()) is None and sections.migration(run_of()) is None
+    run = run_of(events=[ev("backup", -1, path="/b.dump", size_bytes=3 * 2**20, sha256="ab", duration_s=1.25),
+                         ev("migrate", 0, applied=[]), ev("verified", 0, at=T0.isoformat()),
+                         ev("rehearsal_failed", -5, step="restore", text="boom")])
+    assert sections.backup(run) == {"where": "/b.dump", "size": "3 MiB", "sha256": "ab", "seconds": 1.25}
+    assert sections.migration(run) == "nothing pending; verified 2026-03-02 09:00:00 UTC (hour 0)"
+    assert sections.rehearsal(run) == "failed at restore: boom"
+    assert sections.rehearsal(run_of()) == "not run"
+
+
+# --- the tables -----------------------------------------------------------------------------------------
+
+def test_rows_cells_say_missing_not_reached_or_not_scheduled():
+    run = run_of([obs("login_p95", "intensive", 1, 1, 210.0), obs("login_p95", "intensive", 2, 2, None)])
+    row = next(r for r in sections.rows(run) if r["id"] == "login_p95")
+    cells = dict(zip(run.phases, row["cells"]))
+    assert cells["intensive"] == "2 (1/0/0/1) 210 ms"
+    assert cells["regular"] == "0 (missing)" and row["total"] == "2 (1/0/0/1)"
+    assert row["unit"] == "ms" and row["expect"] == "< 500 ms" and row["no_go"] == "> 1,000 ms"
+    stopped = run_of([obs("critical_errors", "hour0", 0, 0, 13)], NO_GO_STOP, [CRITICAL], "NO_GO")
+    row = next(r for r in sections.rows(stopped) if r["id"] == "login_p95")
+    assert dict(zip(stopped.phases, row["cells"]))["regular"] == "not reached"
+    backup_row = next(r for r in sections.rows(stopped) if r["id"] == "incremental_backup")
+    assert dict(zip(stopped.phases, backup_row["cells"]))["intensive"] == "·"
+
+
+def test_criteria_rows_mark_a_go_the_stop_left_unjudged():
+    go = crit("go_auth_error_rate", "go", "not_met", ["auth_error_rate"])
+    run = run_of([obs("critical_errors", "hour0", 0, 0, 13)], NO_GO_STOP, [CRITICAL, go], "NO_GO")
+    row = next(r for r in sections.criteria(run) if r["c"] is go)
+    assert row["mark"] == "⏹️" and row["outcome"] == "not met (soak stopped first)"
+    assert row["rule"] == "< 0.1%" and row["figures"] == "`auth_error_rate`: 0 readings"
+
+
+def test_check_lines_link_the_charts_drawn():
+    run = run_of([obs("login_p95", "intensive", 1, 1, 210.0)])
+    lines = sections.check_lines(run, {"login_p95": "charts-r/login_p95.png"})
+    line = next(t for t in lines if t.startswith("**`login_p95`**"))
+    assert line.endswith("Chart: [login_p95.png](charts-r/login_p95.png)")
+    assert not any("Chart:" in t for t in lines if not t.startswith("**`login_p95`**"))
+
+
+# --- incidents, alerts, stop, rollback ------------------------------------------------------------------
+
+def test_incidents_group_fails_by_tick_and_say_no_criterion_breached_by_them():
+    readings = [obs("auth_error_rate", "guard", k, k, 0.05) for k in (3, 4, 5, 8)]
+    readings += [obs("login_p95", "regular", 1, 60, None, error="token=abc refused")]
+    run = run_of(readings, criteria=[crit("no_go_auth_error_rate", "no_go", "clear", ["auth_error_rate"])])
+    fail, error = sections.incidents(run)
+    assert fail.startswith("`auth_error_rate` guard ticks 3–5, 8 (4 readings, 2026-03-02 09:03:01 UTC to 09:08:01 UTC)")
+    assert fail.endswith("beyond the NO-GO level: 5% (NO-GO level > 1%); no NO-GO criterion breached by them "
+                         "(`no_go_auth_error_rate` clear)")
+    assert error.startswith("`login_p95` regular tick 1 (1 reading, ") and "not measured: token=***" in error
+
+
+def test_alerts_and_the_stop_are_masked():
+    run = run_of(events=NO_GO_STOP + [ev("alert", 0.05, alert="high_auth_error_rate", text="password=hunter2")])
+    assert sections.alerts(run) == ["2026-03-02 09:00:03 UTC: high_auth_error_rate: password=***"]
+    assert sections.stop(run) == "2026-03-02 09:00:06 UTC: NO-GO password=***"
+    assert sections.stop(run_of()) is None
+
+
+def test_rollback_lines_duration_and_state_from_the_rollback_events_only():
+    events = [ev("restart", 0.5, text="hora 0 restart"), ev("rollback_started", 1, text="go back"),
+              ev("restart", 1.5, text="")]
+    run = run_of(events=events)
+    assert sections.rollback_lines(run) == ["2026-03-02 09:01:00 UTC: Rollback started, team notified: go back",
+                                            "2026-03-02 09:01:30 UTC: Applications restarted after the rollback"]
+    assert sections.rollback_duration(run) == ("not completed when this was written; 30 s from its start to the last "
+                                               "recorded step")
+    with_ledger = run_of(events=events[:2] + [ev("ledger", 1.2, text="rolled_back")])
+    assert sections.rollback_state(with_ledger) == (
+        "rollback under way when this was written (started 2026-03-02 09:01:00 UTC, last step: migration marked "
+        "rolled back in the ledger at 2026-03-02 09:01:12 UTC)")
+    only_start = run_of(events=events[:2])
+    assert sections.rollback_duration(only_start) == "not completed when this was written (only its start is recorded)"
+    assert sections.rollback_duration(run_of()) is None
+
+
+def test_chart_marks_name_the_deciding_readings_and_the_stop_hour():
+    growth = crit("no_go_memory_leak", "no_go", "breached", ["app_memory"], "growth > 20% per 60 min",
+                  [{"check_id": "app_memory", "phase": "intensive", "tick": 2, "value": 1.0, "derived": 0.25}])
+    events = [ev("hour0", 0, hour0=T0.isoformat()), ev("no_go", 30, criterion="no_go_memory_leak"),
+              ev("rollback_started", 31)]
+    run = run_of(events=events, criteria=[growth], decision="NO_GO", scale=2.0)
+    marks, stop_h, label = sections.chart_marks(run)
+    assert marks == {"app_memory": [("intensive", 2, "+25% growth")]}
+    assert stop_h == pytest.approx(1.0) and label == "NO-GO stop, then rollback"
+    assert sections.chart_marks(run_of()) == ({}, None, "")
+
+
+# --- the post-mortem ------------------------------------------------------------------------------------
+
+def test_infer_scale_from_the_baseline_else_from_a_phase_reading():
+    start = ev("baseline_start", -60, at=(T0 - timedelta(minutes=60)).isoformat())
+    run = run_of([obs("login_p95", "baseline", 2, -50, 200.0)], [start], scale=None)
+    assert pm.infer_scale(run) == 3.0  # tick 2 of 15 min = 30 soak minutes in 10 wall minutes
+    run = run_of([obs("login_p95", "intensive", 1, 5, 200.0)], [ev("hour0", 0, hour0=T0.isoformat())], scale=None)
+    assert pm.infer_scale(run) == 3.0  # intensive tick 1 = 15 soak minutes in 5 wall minutes
+    assert pm.infer_scale(run_of([obs("login_p95", "intensive", 1, 5, 200.0)], scale=None)) is None
+
+
+def test_durations_detection_on_the_soak_clock_and_no_rollback():
+    events = [ev("verified", -1, at=(T0 - timedelta(minutes=1)).isoformat()), ev("hour0", 0, hour0=T0.isoformat()),
+              ev("no_go", 6, criterion="x")]
+    run = run_of(events=events, scale=300.0)
+    assert pm.durations(run) == [
+        "Detection: 7.0 min from the migration verified (2026-03-02 08:59:00 UTC) to the NO-GO (2026-03-02 09:06:00 UTC)",
+        "Detection on the soak clock: 6.0 min of wall time from the soak clock's hour 0 at 2026-03-02 09:00:00 UTC, "
+        "soak time 30:00",
+        "Rollback: not started when this was written",
+    ]
+
+
+def test_impact_names_deciding_and_other_checks_and_the_rollback_outcome():
+    readings = [obs("critical_errors", "hour0", 0, 0, 13), obs("login_p95", "intensive", 1, 1, 700.0)]
+    events = NO_GO_STOP + [ev("rollback_started", 1), ev("health", 2, ok=False),
+                           ev("rollback_completed", 3)]
+    lines = pm.impact(run_of(readings, events, [CRITICAL], "NO_GO"))
+    assert lines[0] == ("The migrated schema was live in staging from 2026-03-02 09:00:00 UTC until the rollback "
+                        "(2026-03-02 09:03:00 UTC): 3.0 min")
+    assert "Checks that decided the NO-GO: `critical_errors`" in lines
+    assert "Other checks outside their expected range at some reading: `login_p95`" in lines
+    assert lines[-1] == "Post-rollback health: FAILED"
+
+
+def test_evidence_lines_are_masked_defused_and_at_most_ten():
+    samples = [f"```line {i} password=hunter2" for i in range(12)]
+    readings = [obs("critical_errors", "hour0", 0, 0, 13, samples=samples, lines_read=500, reader="file")]
+    lines, figures = pm.evidence_lines(run_of(readings, NO_GO_STOP, [CRITICAL], "NO_GO"))
+    assert len(lines) == 10 and lines[0] == "[critical_errors hour0 tick 0] '''line 0 password=***"
+    assert figures == ["`critical_errors` hour0 tick 0: lines_read 500"]
+
+
+def test_evidence_falls_back_to_other_log_readings_when_the_deciding_check_is_not_a_log_check():
+    perf = crit("no_go_performance", "no_go", "breached", ["login_p95"], "degradation",
+                [{"check_id": "login_p95", "phase": "intensive", "tick": 1, "value": 900.0, "derived": 0.5}])
+    readings = [obs("login_p95", "intensive", 1, 1, 900.0), obs("critical_errors", "regular", 1, 2, 2, samples=["E1"]),
+                obs("critical_errors", "regular", 2, 3, 0, samples=["not matched"])]
+    lines, figures = pm.evidence_lines(run_of(readings, [ev("no_go", 2, criterion="no_go_performance")], [perf], "NO_GO"))
+    assert lines == ["[critical_errors regular tick 1] E1"] and figures == []
+
+
+def test_timeline_relabels_rollback_restarts_and_adds_the_deciding_reading_in_time_order():
+    events = NO_GO_STOP + [ev("restart", -0.5, text="restart"), ev("rollback_started", 1, text="rb"),
+                           ev("restart", 2, text="restart"), {"kind": "late", "payload": {}}]
+    timeline = pm.timeline(run_of([obs("critical_errors", "hour0", 0, 0, 13)], events[::-1], [CRITICAL], "NO_GO"))
+    labels = [t["label"] for t in timeline]
+    assert labels == ["Applications restarted (Hora 0)", "Migration verified (hour 0)", "Deciding reading",
+                      "NO-GO, the soak stops", "Rollback started, team notified",
+                      "Applications restarted after the rollback", "late"]
+    assert timeline[2]["text"] == "`critical_errors` = 13 at hour0 tick 0 (13 in the window)"
+    assert timeline[-1]["at"] == "n/a" and timeline[0]["text"] == ""  # text equal to its kind says nothing
+
+
+# --- the run's analysis ----------------------------------------------------------------------------------
+
+def test_analyse_finds_the_stop_where_and_lists_ghost_checks_and_odd_phases():
+    ghost = Observation("r", "extra", "old_check", 1, T0, T0, 4.0, "weird", "pass")
+    run = run_of([obs("auth_error_rate", "guard", 2, 2, 0.05), ghost],
+                 [ev("no_go", 3, criterion="gone")], decision="NO_GO")
+    assert run.stop_criterion is None and run.stop_where == "guard tick 2"  # the first fail reading
+    assert run.phases[-2:] == ["guard", "extra"] and run.phases[0] == "baseline"
+    r = run.results["old_check"]
+    assert r.outcome == "not_enough_data" and r.unit == "count"
+    assert r.detail == "1 reading of a check the plan does not have: not judged"
