@@ -284,10 +284,8 @@ def compare(before: Fingerprint, target: PgTarget, *, statement_timeout_ms: int 
     every value of it lost.
     """
     started = time.monotonic()
-    cols = before.columns
     schema, name = split_table(before.table)
     conn = _connect(target)
-    changed_keys: list[str] = []
     try:
         with conn.cursor() as cur:
             _session(cur, statement_timeout_ms)
@@ -296,23 +294,10 @@ def compare(before: Fingerprint, target: PgTarget, *, statement_timeout_ms: int 
                 return _table_gone(before, round(time.monotonic() - started, 3))
             if before.key not in present:
                 raise MeasurementError(f"fingerprint: key column {before.key!r} of {before.table} is gone")
-            here = tuple(c for c in cols if c in present)
-            missing = [c for c in cols if c not in present]
-            created = before.created_column if before.created_column in present else None
-            restrict = created if before.created_max is not None else None
-            cur.execute(_scan_sql(schema, name, before.key, cols, here, max_of=None, restrict=restrict,
-                                  cells=before.cells, buckets=len(before.buckets["n"])),
-                        {"created_max": before.created_max})
-            scan = _Scan.of(cur.fetchall(), cols, before.cells, len(before.buckets["n"]))
+            missing = [c for c in before.columns if c not in present]
+            scan = _scan_now(cur, before, present)
             result = _diff(before, scan)
-            if result["changed_kh"]:
-                cur.execute(
-                    sql.SQL("SELECT {k}::text, hashtextextended({k}::text, 0) FROM {t} "
-                            "WHERE hashtextextended({k}::text, 0) = ANY(%(kh)s) LIMIT %(n)s").format(
-                        k=sql.Identifier(before.key), t=_ident(schema, name)),
-                    {"kh": result["changed_kh"], "n": 4 * _SAMPLE})
-                found = dict((h, k) for k, h in cur.fetchall())
-                changed_keys = [found[h] for h in result["changed_kh"] if h in found][:_SAMPLE]
+            changed_keys = _keys_of(cur, before, result["changed_kh"])
     except MeasurementError:
         raise
     except Exception as exc:
@@ -320,9 +305,50 @@ def compare(before: Fingerprint, target: PgTarget, *, statement_timeout_ms: int 
     finally:
         conn.rollback()
         conn.close()
+    loss = _data_loss(before, scan, result, missing, changed_keys, started)
+    log.info("fingerprint compare: %s (%.3f s)", loss.summary(), loss.duration_s)
+    return loss
+
+
+def _scan_now(cur, before: Fingerprint, present: set[str]) -> _Scan:
+    """Scan the table as it is now, shaped like ``before`` (same cells and buckets).
+
+    ``present``: the table's columns now; preserved columns no longer there read as
+    NULL. Only rows created up to ``before.created_max`` count as old, when the created
+    column still exists and the fingerprint had one; else every row does."""
+    schema, name = split_table(before.table)
+    here = tuple(c for c in before.columns if c in present)
+    created = before.created_column if before.created_column in present else None
+    restrict = created if before.created_max is not None else None
+    n_buckets = len(before.buckets["n"])
+    cur.execute(_scan_sql(schema, name, before.key, before.columns, here, max_of=None, restrict=restrict,
+                          cells=before.cells, buckets=n_buckets),
+                {"created_max": before.created_max})
+    return _Scan.of(cur.fetchall(), before.columns, before.cells, n_buckets)
+
+
+def _keys_of(cur, before: Fingerprint, key_hashes: list[int]) -> list[str]:
+    """The keys (as text) of rows whose ``hashtextextended(key::text, 0)`` is in
+    ``key_hashes``, in that order, at most ``_SAMPLE``; no query when there are none."""
+    if not key_hashes:
+        return []
+    schema, name = split_table(before.table)
+    cur.execute(
+        sql.SQL("SELECT {k}::text, hashtextextended({k}::text, 0) FROM {t} "
+                "WHERE hashtextextended({k}::text, 0) = ANY(%(kh)s) LIMIT %(n)s").format(
+            k=sql.Identifier(before.key), t=_ident(schema, name)),
+        {"kh": key_hashes, "n": 4 * _SAMPLE})
+    found = dict((h, k) for k, h in cur.fetchall())
+    return [found[h] for h in key_hashes if h in found][:_SAMPLE]
+
+
+def _data_loss(before: Fingerprint, scan: _Scan, result: dict[str, Any], missing: list[str],
+               changed_keys: list[str], started: float) -> DataLoss:
+    """``DataLoss`` from ``_diff``'s ``result`` and the scan; ``started``: the
+    ``time.monotonic()`` at which ``compare`` began (for ``duration_s``)."""
     columns = {c: {"non_null_before": before.non_null.get(c, 0), "non_null_now": sum(scan.non_null[c]),
-                   "values_lost": result["values_lost"][c]} for c in cols}
-    loss = DataLoss(
+                   "values_lost": result["values_lost"][c]} for c in before.columns}
+    return DataLoss(
         table=before.table, exact=result["exact"], rows_before=before.rows, rows_now=scan.rows_total,
         rows_since=scan.rows_total - scan.rows_old, rows_lost=result["rows_lost"],
         values_lost=sum(result["values_lost"].values()), rows_changed=result["rows_changed"],
@@ -330,8 +356,6 @@ def compare(before: Fingerprint, target: PgTarget, *, statement_timeout_ms: int 
         missing_columns=missing, lost_key_hashes=result["lost_kh"][:_SAMPLE], changed_keys=changed_keys,
         taken_at=before.taken_at, duration_s=round(time.monotonic() - started, 3),
     )
-    log.info("fingerprint compare: %s (%.3f s)", loss.summary(), loss.duration_s)
-    return loss
 
 
 # --- the scan ----------------------------------------------------------------------------
@@ -440,78 +464,176 @@ def _cells_of(vh: int, cells: int) -> tuple[int, int, int]:
     return vh & m, cells + ((vh >> 20) & m), 2 * cells + ((vh >> 40) & m)
 
 
+@dataclass
+class _IbltDifference:
+    """The cell-wise difference ``before - now`` of two IBLTs of ``3 * cells`` cells:
+    ``n`` counts subtracted, ``kx``/``vx``/``mx``/``cx`` (key, row, mask, check) XORed.
+    What is left are the elements only before (count +1) or only now (count -1)."""
+
+    cells: int
+    n: list[int]
+    kx: list[int]
+    vx: list[int]
+    mx: list[int]
+    cx: list[int]
+
+    @classmethod
+    def of(cls, before: dict[str, list[int]], now: dict[str, list[int]], cells: int) -> "_IbltDifference":
+        """``before - now``; both ``{"n", "key", "row", "mask", "check"}`` as in ``Fingerprint.iblt``."""
+        def xor(f: str) -> list[int]:
+            return [a ^ b for a, b in zip(before[f], now[f])]
+
+        return cls(cells, [a - b for a, b in zip(before["n"], now["n"])], xor("key"), xor("row"), xor("mask"),
+                   xor("check"))
+
+    def pure(self, i: int) -> bool:
+        """Cell ``i`` holds exactly one element: count +-1, its check hash matches its row
+        hash, and that row hash maps to this cell."""
+        n, vx = self.n[i], self.vx[i]
+        return n in (1, -1) and self.cx[i] == _check_hash(vx) and i in _cells_of(vx, self.cells)
+
+    def remove(self, i: int) -> tuple[tuple[int, int, int, int], tuple[int, int, int]]:
+        """Take the element of pure cell ``i`` out of its three cells (``i`` among them).
+
+        Returns the element ``(sign, kh, vh, mask)`` and the cells it was removed from."""
+        sign, k, v, msk, chk = self.n[i], self.kx[i], self.vx[i], self.mx[i], self.cx[i]
+        touched = _cells_of(v, self.cells)
+        for j in touched:
+            self.n[j] -= sign
+            self.kx[j] ^= k
+            self.vx[j] ^= v
+            self.mx[j] ^= msk
+            self.cx[j] ^= chk
+        return (sign, k, v, msk), touched
+
+    def empty(self) -> bool:
+        """Every cell is zero: all the differing elements were peeled."""
+        return not any(any(f) for f in (self.n, self.kx, self.vx, self.mx, self.cx))
+
+
 def peel(before: dict[str, list[int]], now: dict[str, list[int]], cells: int) -> list[tuple[int, int, int, int]] | None:
     """Decode the difference of two IBLTs: ``[(sign, kh, vh, mask)]`` (+1: only before,
     -1: only now), or ``None`` when it does not decode (too many differences)."""
-    n = [a - b for a, b in zip(before["n"], now["n"])]
-    kx = [a ^ b for a, b in zip(before["key"], now["key"])]
-    vx = [a ^ b for a, b in zip(before["row"], now["row"])]
-    mx = [a ^ b for a, b in zip(before["mask"], now["mask"])]
-    cx = [a ^ b for a, b in zip(before["check"], now["check"])]
-
-    def pure(i: int) -> bool:
-        return n[i] in (1, -1) and cx[i] == _check_hash(vx[i]) and i in _cells_of(vx[i], cells)
-
+    diff = _IbltDifference.of(before, now, cells)
     out: list[tuple[int, int, int, int]] = []
-    stack = [i for i in range(len(n)) if pure(i)]
+    stack = [i for i in range(len(diff.n)) if diff.pure(i)]
     while stack:
         i = stack.pop()
-        if not pure(i):
+        if not diff.pure(i):
             continue
-        sign, k, v, msk, chk = n[i], kx[i], vx[i], mx[i], cx[i]
-        out.append((sign, k, v, msk))
-        if len(out) > len(n):  # cannot happen with a consistent table; never loop forever
+        element, touched = diff.remove(i)
+        out.append(element)
+        if len(out) > len(diff.n):  # cannot happen with a consistent table; never loop forever
             return None
-        for j in _cells_of(v, cells):
-            n[j] -= sign
-            kx[j] ^= k
-            vx[j] ^= v
-            mx[j] ^= msk
-            cx[j] ^= chk
-            if pure(j):
-                stack.append(j)
-    if any(n) or any(kx) or any(vx) or any(mx) or any(cx):
-        return None
-    return out
+        stack += [j for j in touched if diff.pure(j)]
+    return out if diff.empty() else None
 
 
 def _diff(before: Fingerprint, scan: _Scan) -> dict[str, Any]:
-    cols = before.columns
-    bn, sn = before.buckets["n"], scan.bucket_n
-    bnn, snn = before.buckets["non_null"], scan.non_null
-    differing = sum(
-        1 for b in range(len(bn))
-        if bn[b] != sn[b] or before.buckets["digest"][b] != scan.digest[b] or any(bnn[c][b] != snn[c][b] for c in cols)
-    )
-    # Lower bounds from the buckets (always valid; the answer when the IBLT does not decode).
-    gone = [max(0, bn[b] - sn[b]) for b in range(len(bn))]
-    lb_rows = sum(gone)
-    lb_values = {c: sum(max(0, bnn[c][b] - snn[c][b] - gone[b]) for b in range(len(bn))) for c in cols}
-    lb_changed = sum(1 for b in range(len(bn)) if bn[b] == sn[b] and before.buckets["digest"][b] != scan.digest[b])
+    """What differs between the fingerprint and the scan of the table now.
+
+    Returns ``{"exact", "rows_lost", "values_lost": {column: count}, "rows_changed",
+    "rows_appeared", "buckets_differing", "lost_kh": [key hash], "changed_kh": [key
+    hash]}``: exact figures from the decoded IBLT difference (``_decoded``) when it
+    decodes and agrees with the row counts and the buckets, else the buckets' lower
+    bounds (``_bucket_bounds``, ``exact`` false, no key hashes)."""
+    differing = _buckets_differing(before, scan)
+    bounds = _bucket_bounds(before, scan)
     elements = peel(before.iblt, scan.iblt, before.cells)
     if elements is not None:
-        by_key: dict[int, tuple[list, list]] = {}
-        for sign, kh, vh, mask in elements:
-            by_key.setdefault(kh, ([], []))[0 if sign > 0 else 1].append(mask)
-        lost, appeared, changed = [], 0, []
-        values = {c: 0 for c in cols}
-        for kh, (old, new) in by_key.items():
-            for mask_old, mask_new in zip(old, new):
-                dropped = mask_old & ~mask_new
-                for i, c in enumerate(cols):
-                    values[c] += (dropped >> i) & 1
-                changed.append((dropped != 0, kh))
-            lost += [kh] * max(0, len(old) - len(new))
-            appeared += max(0, len(new) - len(old))
-        consistent = before.rows - scan.rows_old == len(lost) - appeared and len(lost) >= lb_rows
-        if consistent:
-            changed.sort(key=lambda t: not t[0])
-            return {"exact": True, "rows_lost": len(lost), "values_lost": values, "rows_changed": len(changed),
-                    "rows_appeared": appeared, "buckets_differing": differing, "lost_kh": sorted(lost),
-                    "changed_kh": [kh for _, kh in changed[:_SAMPLE]]}
+        decoded = _decoded(elements, before.columns)
+        rows_gone = before.rows - scan.rows_old
+        if rows_gone == len(decoded.lost) - decoded.appeared and len(decoded.lost) >= bounds.rows_lost:
+            return {"exact": True, "rows_lost": len(decoded.lost), "values_lost": decoded.values_lost,
+                    "rows_changed": len(decoded.changed), "rows_appeared": decoded.appeared,
+                    "buckets_differing": differing, "lost_kh": sorted(decoded.lost),
+                    "changed_kh": decoded.changed_first_losing()[:_SAMPLE]}
         log.warning("fingerprint: decoded differences disagree with the buckets; reporting lower bounds")
-    return {"exact": False, "rows_lost": lb_rows, "values_lost": lb_values, "rows_changed": lb_changed,
-            "rows_appeared": 0, "buckets_differing": differing, "lost_kh": [], "changed_kh": []}
+    return {"exact": False, "rows_lost": bounds.rows_lost, "values_lost": bounds.values_lost,
+            "rows_changed": bounds.rows_changed, "rows_appeared": 0, "buckets_differing": differing,
+            "lost_kh": [], "changed_kh": []}
+
+
+def _buckets_differing(before: Fingerprint, scan: _Scan) -> int:
+    """How many key-hash buckets differ in rows, digest or a column's non-null count."""
+    bn, sn = before.buckets["n"], scan.bucket_n
+    bnn, snn = before.buckets["non_null"], scan.non_null
+    return sum(
+        1 for b in range(len(bn))
+        if bn[b] != sn[b] or before.buckets["digest"][b] != scan.digest[b]
+        or any(bnn[c][b] != snn[c][b] for c in before.columns)
+    )
+
+
+@dataclass(frozen=True)
+class _Bounds:
+    """Lower bounds from the buckets (valid whether or not the IBLT decodes, as long as no
+    row appeared with an old creation time in the same bucket).
+
+    ``rows_lost``: the sum over buckets of the rows fewer now; ``values_lost`` per column:
+    non-null values fewer now beyond the rows lost in that bucket; ``rows_changed``:
+    buckets with as many rows as before but another digest (one changed row at least)."""
+
+    rows_lost: int
+    values_lost: dict[str, int]
+    rows_changed: int
+
+
+def _bucket_bounds(before: Fingerprint, scan: _Scan) -> _Bounds:
+    """The buckets' lower bounds (``_Bounds``) of the fingerprint against the scan."""
+    bn, sn = before.buckets["n"], scan.bucket_n
+    bnn, snn = before.buckets["non_null"], scan.non_null
+    gone = [max(0, bn[b] - sn[b]) for b in range(len(bn))]
+    values = {c: sum(max(0, bnn[c][b] - snn[c][b] - gone[b]) for b in range(len(bn))) for c in before.columns}
+    changed = sum(1 for b in range(len(bn)) if bn[b] == sn[b] and before.buckets["digest"][b] != scan.digest[b])
+    return _Bounds(sum(gone), values, changed)
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    """The decoded differences, by key hash.
+
+    ``lost``: key hashes of rows only before (one per lost row); ``appeared``: rows only
+    now; ``values_lost`` per column: values non-null before and null now in rows found on
+    both sides; ``changed``: ``(lost a value, key hash)`` per row found on both sides,
+    in decoding order."""
+
+    lost: list[int]
+    appeared: int
+    values_lost: dict[str, int]
+    changed: list[tuple[bool, int]]
+
+    def changed_first_losing(self) -> list[int]:
+        """Key hashes of the changed rows, those that lost a value first (stable)."""
+        return [kh for _, kh in sorted(self.changed, key=lambda t: not t[0])]
+
+
+def _decoded(elements: list[tuple[int, int, int, int]], columns: Sequence[str]) -> _Decoded:
+    """Pair ``peel``'s elements by key hash: an old and a new version of a key are one
+    changed row (bit ``i`` of the masks is ``columns[i]``); an old one alone is a lost row,
+    a new one alone an appeared row."""
+    lost: list[int] = []
+    appeared = 0
+    changed: list[tuple[bool, int]] = []
+    values = {c: 0 for c in columns}
+    for kh, (old, new) in _masks_by_key(elements).items():
+        for mask_old, mask_new in zip(old, new):
+            dropped = mask_old & ~mask_new
+            for i, c in enumerate(columns):
+                values[c] += (dropped >> i) & 1
+            changed.append((dropped != 0, kh))
+        lost += [kh] * max(0, len(old) - len(new))
+        appeared += max(0, len(new) - len(old))
+    return _Decoded(lost, appeared, values, changed)
+
+
+def _masks_by_key(elements: list[tuple[int, int, int, int]]) -> dict[int, tuple[list[int], list[int]]]:
+    """``{kh: (masks only before, masks only now)}`` of ``peel``'s ``(sign, kh, vh, mask)``,
+    keys in the order they first appear."""
+    by_key: dict[int, tuple[list[int], list[int]]] = {}
+    for sign, kh, _vh, mask in elements:
+        by_key.setdefault(kh, ([], []))[0 if sign > 0 else 1].append(mask)
+    return by_key
 
 
 def _table_gone(before: Fingerprint, duration_s: float) -> DataLoss:

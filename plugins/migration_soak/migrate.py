@@ -824,47 +824,66 @@ def _refuse_failed(rows: Sequence[_Row]) -> None:
 
 
 def _states(local: Sequence[_Local], rows: Sequence[_Row]) -> list[MigrationState]:
+    """One state per migration that has a local folder or a ledger row, in name order.
+
+    ``rows``: the whole ledger ordered by ``started_at`` (as ``_rows`` reads it)."""
+    by_name = _rows_by_name(rows)
+    local_by_name = {m.name: m for m in local}
+    names = sorted(set(local_by_name) | set(by_name))
+    return [_state_of(name, local_by_name.get(name), by_name.get(name, [])) for name in names]
+
+
+def _rows_by_name(rows: Sequence[_Row]) -> dict[str, list[_Row]]:
+    """The ledger rows grouped by ``migration_name``, each group in ``rows``' order."""
     by_name: dict[str, list[_Row]] = {}
     for r in rows:
         by_name.setdefault(r.migration_name, []).append(r)
-    names = sorted({m.name for m in local} | set(by_name))
-    local_by_name = {m.name: m for m in local}
-    states = []
-    for name in names:
-        mig = local_by_name.get(name)
-        row: _Row | None
-        mine = by_name.get(name, [])  # ordered by started_at
-        live = [r for r in mine if r.rolled_back_at is None]
-        failed = [r for r in live if r.finished_at is None]
-        if failed:
-            row = failed[-1]
-            state = FAILED
-        elif live:
-            row = live[-1]
-            state = APPLIED
-        elif mine:
-            row = mine[-1]
-            state = ROLLED_BACK
-        else:
-            row = None
-            state = PENDING
-        modified = bool(
-            mig is not None and row is not None and state == APPLIED and row.checksum
-            and not checksum_matches(mig.script, row.checksum)
-        )
-        states.append(
-            MigrationState(
-                name=name,
-                checksum=mig.checksum if mig else None,
-                state=state,
-                started_at=row.started_at if row else None,
-                finished_at=row.finished_at if row else None,
-                rolled_back_at=row.rolled_back_at if row else None,
-                applied_steps_count=row.applied_steps_count if row else 0,
-                logs=row.logs if row else None,
-                db_checksum=row.checksum if row else None,
-                modified=modified,
-                local=mig is not None,
-            )
-        )
-    return states
+    return by_name
+
+
+def _state_of(name: str, mig: _Local | None, mine: Sequence[_Row]) -> MigrationState:
+    """The state of migration ``name`` from its local folder (``None``: missing locally)
+    and its ledger rows (``started_at`` order; empty: pending, no ledger fields)."""
+    state, row = _deciding_row(mine)
+    checksum = mig.checksum if mig else None
+    if row is None:
+        return MigrationState(name=name, checksum=checksum, state=state, local=mig is not None)
+    return MigrationState(
+        name=name,
+        checksum=checksum,
+        state=state,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        rolled_back_at=row.rolled_back_at,
+        applied_steps_count=row.applied_steps_count,
+        logs=row.logs,
+        db_checksum=row.checksum,
+        modified=_is_modified(mig, row, state),
+        local=mig is not None,
+    )
+
+
+def _deciding_row(mine: Sequence[_Row]) -> tuple[str, _Row | None]:
+    """``(state, row)`` of one migration from its ledger rows in ``started_at`` order.
+
+    The latest row that is neither finished nor rolled back: ``failed`` (it blocks
+    deploys); else the latest row not rolled back: ``applied``; else the latest row:
+    ``rolled_back``; no rows: ``pending`` and ``None``."""
+    live = [r for r in mine if r.rolled_back_at is None]
+    failed = [r for r in live if r.finished_at is None]
+    if failed:
+        return FAILED, failed[-1]
+    if live:
+        return APPLIED, live[-1]
+    if mine:
+        return ROLLED_BACK, mine[-1]
+    return PENDING, None
+
+
+def _is_modified(mig: _Local | None, row: _Row, state: str) -> bool:
+    """Prisma's "was modified after it was applied": an ``applied`` migration whose local
+    ``migration.sql`` no longer matches the row's checksum (``checksum_matches``); never
+    for a row without a checksum or a migration missing locally."""
+    if state != APPLIED or mig is None or not row.checksum:
+        return False
+    return not checksum_matches(mig.script, row.checksum)

@@ -22,7 +22,7 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Sequence, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -639,35 +639,23 @@ class Plan(_Model):
 
     @model_validator(mode="after")
     def _consistent(self):
-        names = [p.name for p in self.phases]
-        if len(set(names)) != len(names):
-            raise ValueError(f"phase names repeat: {names}")
-        if "hour0" in names:
-            raise ValueError("'hour0' is reserved for the checks at hour 0")
-        ids = [c.id for c in self.checks]
-        dup = sorted({i for i in ids if ids.count(i) > 1})
-        if dup:
-            raise ValueError(f"check ids repeat: {dup}")
-        for check in self.checks:
-            if check.phases != "all":
-                unknown = [p for p in check.phases if p not in names + ["hour0"]]
-                if unknown:
-                    raise ValueError(f"check {check.id!r} names unknown phases {unknown} (known: {names})")
+        """Cross-field rules, in this order; the first one broken is the error (``ValueError``)."""
+        names = _phase_names(self.phases)
+        ids = _check_ids(self.checks)
+        _require_known_phases(self.checks, names)
+        _require_known_checks(self._check_references(), ids)
+        _require_distinct_criteria(self.go + self.no_go)
+        _require_baseline_section(self.go + self.no_go + self.alerts, self.baseline)
+        return self
+
+    def _check_references(self) -> list[tuple[str, list[str]]]:
+        """``[(where, check ids)]`` for every section that names checks, ``where`` as the
+        errors name it: ``go[<id>]``, ``no_go[<id>]``, ``alerts[<id>]``, ``guard``, ``baseline``."""
         refs = [(f"go[{c.id}]", c.checks) for c in self.go] + [(f"no_go[{c.id}]", c.checks) for c in self.no_go]
         refs += [(f"alerts[{a.id}]", a.checks) for a in self.alerts]
         refs += [("guard", self.guard.checks)] if self.guard else []
         refs += [("baseline", self.baseline.checks)] if self.baseline else []
-        for where, used in refs:
-            unknown = [c for c in used if c not in ids]
-            if unknown:
-                raise ValueError(f"{where} names unknown checks {unknown}")
-        crit_ids = [c.id for c in self.go + self.no_go]
-        dup = sorted({i for i in crit_ids if crit_ids.count(i) > 1})
-        if dup:
-            raise ValueError(f"criterion ids repeat: {dup}")
-        if any(c.rule.kind == "baseline" for c in self.go + self.no_go + self.alerts) and not self.baseline:
-            raise ValueError("a 'baseline' rule needs a 'baseline' section")
-        return self
+        return refs
 
     def phase(self, name: str) -> Phase:
         """The phase called ``name``; ``KeyError`` if none."""
@@ -707,6 +695,66 @@ class Plan(_Model):
         """A plan path resolved against the repository root (absolute paths stay)."""
         p = Path(relative)
         return p if p.is_absolute() else REPO_ROOT / p
+
+
+def _repeated(ids: list[str]) -> list[str]:
+    """The ids that occur more than once in ``ids``, each once, sorted."""
+    return sorted({i for i in ids if ids.count(i) > 1})
+
+
+def _phase_names(phases: list[Phase]) -> list[str]:
+    """The phase names in plan order.
+
+    Raises ``ValueError`` when a name repeats, or when one is ``hour0`` (reserved for the
+    checks at hour 0)."""
+    names = [p.name for p in phases]
+    if len(set(names)) != len(names):
+        raise ValueError(f"phase names repeat: {names}")
+    if "hour0" in names:
+        raise ValueError("'hour0' is reserved for the checks at hour 0")
+    return names
+
+
+def _check_ids(checks: list[Check]) -> list[str]:
+    """The check ids in plan order. Raises ``ValueError`` listing the repeated ones."""
+    ids = [c.id for c in checks]
+    dup = _repeated(ids)
+    if dup:
+        raise ValueError(f"check ids repeat: {dup}")
+    return ids
+
+
+def _require_known_phases(checks: list[Check], names: list[str]) -> None:
+    """Every phase a check names is one of ``names`` or ``hour0``; else ``ValueError``
+    naming the first such check, its unknown phases and the known ones."""
+    for check in checks:
+        if check.phases != "all":
+            unknown = [p for p in check.phases if p not in names + ["hour0"]]
+            if unknown:
+                raise ValueError(f"check {check.id!r} names unknown phases {unknown} (known: {names})")
+
+
+def _require_known_checks(refs: list[tuple[str, list[str]]], ids: list[str]) -> None:
+    """Every check id in ``refs`` (``[(where, check ids)]``) is one of ``ids``; else
+    ``ValueError`` naming the first section (``where``) and its unknown ids."""
+    for where, used in refs:
+        unknown = [c for c in used if c not in ids]
+        if unknown:
+            raise ValueError(f"{where} names unknown checks {unknown}")
+
+
+def _require_distinct_criteria(criteria: list[Criterion]) -> None:
+    """GO and NO-GO criteria share one id space; ``ValueError`` listing repeated ids."""
+    dup = _repeated([c.id for c in criteria])
+    if dup:
+        raise ValueError(f"criterion ids repeat: {dup}")
+
+
+def _require_baseline_section(ruled: Sequence[Criterion | Alert], baseline: Baseline | None) -> None:
+    """A ``baseline`` rule (in a criterion or an alert) compares with the baseline
+    measurements, so it needs the plan's ``baseline`` section; else ``ValueError``."""
+    if any(r.rule.kind == "baseline" for r in ruled) and not baseline:
+        raise ValueError("a 'baseline' rule needs a 'baseline' section")
 
 
 def _field_path(data: Any, loc: tuple) -> tuple[str, Any]:

@@ -182,37 +182,101 @@ def classify(returncode: int | None, stdout: str, stderr: str) -> CliOutcome:
     out = _ANSI.sub("", stdout or "")
     err = _ANSI.sub("", stderr or "")
     text = out + "\n" + err
-    match = _CODE.search(text)
-    code = match.group(1) if match else None
-    if code is None:
-        match = _ANY_CODE.search(err)
-        code = match.group(1) if match else None
+    code = _error_code(text, err)
     message = _summary(err) or _summary(out)
-
-    if code == "P3009" or "have failed:" in text:
-        names = _list_after(text, re.compile(r"Following migrations? have failed:")) or _P3009_NAME.findall(text)
-        return CliOutcome("failed_migration", "P3009", _unique(names), message)
-    if code == "P3018" or "A migration failed to apply" in text:
-        return CliOutcome("failed_to_apply", "P3018", _unique(_P3018_NAME.findall(text)), message)
-    if code == "P1001" or "Can't reach database server" in text:
-        return CliOutcome("unreachable", "P1001", [], message)
-    if code == "P1002" or ("advisory lock" in text and "timed out" in text.lower()):
-        return CliOutcome("lock_timeout", "P1002", [], message)
-    if "migrations table from your database are different" in text:
-        names = _list_after(text, re.compile(r"The migrations? have not yet been applied:"))
-        names += _list_after(text, re.compile(r"The migrations? from the database are not found locally[^\n]*:"))
-        return CliOutcome("diverged", code, _unique(names), message)
-    if code == "P3005" or "not managed by Prisma Migrate" in text:
-        return CliOutcome("not_managed", "P3005", [], message)
-    if code is None and "have not yet been applied:" in text:
-        names = _list_after(text, re.compile(r"Following migrations? have not yet been applied:"))
-        return CliOutcome("pending", None, _unique(names), message)
-    if returncode == 0 and code is None:
-        if "Database schema is up to date!" in text or "No pending migrations to apply." in text:
-            return CliOutcome("up_to_date", None, [], message)
-        if "have been applied" in text:
-            return CliOutcome("up_to_date", None, _unique(_TREE_DIR.findall(text)), message)
+    for recognise in _RECOGNISERS:
+        found = recognise(text, code, returncode)
+        if found is not None:
+            kind, kind_code, names = found
+            return CliOutcome(kind, kind_code, _unique(names), message)
     return CliOutcome("error", code, [], message or f"exit code {returncode}, no output")
+
+
+def _error_code(text: str, err: str) -> str | None:
+    """The Prisma error code of a run: ``Error: P1234`` in either stream (``text``), else
+    a bare ``P1000``..``P3999`` in stderr (``err``); ``None`` when neither names one."""
+    match = _CODE.search(text) or _ANY_CODE.search(err)
+    return match.group(1) if match else None
+
+
+#: What a recogniser found: ``(kind, code, migration names as listed)``, or ``None`` when
+#: the output is not of its kind. Every recogniser takes ``(text, code, returncode)``:
+#: both streams without colours, ``_error_code``'s code and the exit code.
+_Found = tuple[OutcomeKind, str | None, list[str]] | None
+
+_FAILED_LIST = re.compile(r"Following migrations? have failed:")
+_PENDING_LIST = re.compile(r"Following migrations? have not yet been applied:")
+_DIVERGED_UNAPPLIED = re.compile(r"The migrations? have not yet been applied:")
+_DIVERGED_UNKNOWN = re.compile(r"The migrations? from the database are not found locally[^\n]*:")
+
+
+def _failed_migration(text: str, code: str | None, returncode: int | None) -> _Found:
+    """P3009: a failed migration blocks deploys. Names: the status's "have failed:" list,
+    else the migrations named by P3009's "The `x` migration started at ... failed"."""
+    if code != "P3009" and "have failed:" not in text:
+        return None
+    return "failed_migration", "P3009", _list_after(text, _FAILED_LIST) or _P3009_NAME.findall(text)
+
+
+def _failed_to_apply(text: str, code: str | None, returncode: int | None) -> _Found:
+    """P3018: the deploy ran a migration that failed; named by "Migration name: x"."""
+    if code != "P3018" and "A migration failed to apply" not in text:
+        return None
+    return "failed_to_apply", "P3018", _P3018_NAME.findall(text)
+
+
+def _unreachable(text: str, code: str | None, returncode: int | None) -> _Found:
+    """P1001: no database server at the URL."""
+    if code != "P1001" and "Can't reach database server" not in text:
+        return None
+    return "unreachable", "P1001", []
+
+
+def _lock_timeout(text: str, code: str | None, returncode: int | None) -> _Found:
+    """P1002: Prisma's advisory lock was not granted in time (another deploy holds it)."""
+    if code != "P1002" and not ("advisory lock" in text and "timed out" in text.lower()):
+        return None
+    return "lock_timeout", "P1002", []
+
+
+def _diverged(text: str, code: str | None, returncode: int | None) -> _Found:
+    """The ledger and the local folders disagree; the code is whatever the output named.
+    Names: the unapplied local ones, then the ledger's ones missing locally."""
+    if "migrations table from your database are different" not in text:
+        return None
+    return "diverged", code, _list_after(text, _DIVERGED_UNAPPLIED) + _list_after(text, _DIVERGED_UNKNOWN)
+
+
+def _not_managed(text: str, code: str | None, returncode: int | None) -> _Found:
+    """P3005: a non-empty schema without Prisma's ledger."""
+    if code != "P3005" and "not managed by Prisma Migrate" not in text:
+        return None
+    return "not_managed", "P3005", []
+
+
+def _pending(text: str, code: str | None, returncode: int | None) -> _Found:
+    """Migrations not yet applied (status), listed; only when no error code was named."""
+    if code is not None or "have not yet been applied:" not in text:
+        return None
+    return "pending", None, _list_after(text, _PENDING_LIST)
+
+
+def _up_to_date(text: str, code: str | None, returncode: int | None) -> _Found:
+    """Nothing left to apply: status's "up to date", deploy's "No pending migrations", or
+    deploy's "have been applied" with the applied folders (its tree's ``└─ x/`` lines).
+    Needs exit code 0 and no error code."""
+    if returncode != 0 or code is not None:
+        return None
+    if "Database schema is up to date!" in text or "No pending migrations to apply." in text:
+        return "up_to_date", None, []
+    if "have been applied" in text:
+        return "up_to_date", None, _TREE_DIR.findall(text)
+    return None
+
+
+#: Tried in this order, errors before states; the first that finds its kind decides.
+_RECOGNISERS = (_failed_migration, _failed_to_apply, _unreachable, _lock_timeout, _diverged, _not_managed,
+                _pending, _up_to_date)
 
 
 def _list_after(text: str, heading: re.Pattern[str]) -> list[str]:

@@ -111,3 +111,106 @@ def test_the_prisma_cli_backend_needs_a_project(raw):
     good = copy.deepcopy(raw)
     good["migration"].update(backend="prisma_cli", prisma_project="demo/prisma")
     assert parse_plan(good, "p.yaml").migration.backend == "prisma_cli"
+
+
+def _first_phase_dup(bad):
+    bad["phases"][1]["name"] = "intensive"
+
+
+def _hour0_phase(bad):
+    bad["phases"][2]["name"] = "hour0"
+
+
+def _unknown_phase(bad):
+    bad["checks"][0]["phases"] = ["hour0", "nightly"]
+
+
+def _alert_unknown_check(bad):
+    bad["alerts"][0]["checks"] = ["auth_error_rate", "nope"]
+
+
+def _guard_unknown_check(bad):
+    bad["guard"]["checks"] = ["nope", "critical_errors"]
+
+
+def _baseline_unknown_check(bad):
+    bad["baseline"]["checks"] = ["login_p95", "nope"]
+
+
+def _criterion_id_repeats(bad):
+    bad["no_go"][0]["id"] = bad["go"][0]["id"]
+
+
+def _baseline_rule_in_an_alert_only(bad):
+    # no baseline rule left in go/no_go: the alert's is the one that needs the section
+    for section in ("go", "no_go"):
+        bad[section] = [c for c in bad[section] if c["rule"]["kind"] != "baseline"]
+    bad["alerts"][0]["rule"] = {"kind": "baseline", "op": ">", "value": 0.3}
+    del bad["baseline"]
+
+
+CROSS_FIELD_ERRORS = [
+    (_first_phase_dup, "phase names repeat: ['intensive', 'intensive', 'passive']"),
+    (_hour0_phase, "'hour0' is reserved for the checks at hour 0"),
+    (_unknown_phase, "check 'users_without_authorizer_id' names unknown phases ['nightly'] "
+                     "(known: ['intensive', 'regular', 'passive'])"),
+    (_alert_unknown_check, "alerts[high_auth_error_rate] names unknown checks ['nope']"),
+    (_guard_unknown_check, "guard names unknown checks ['nope']"),
+    (_baseline_unknown_check, "baseline names unknown checks ['nope']"),
+    (_criterion_id_repeats, "criterion ids repeat: ['go_no_critical_errors']"),
+    (_baseline_rule_in_an_alert_only, "a 'baseline' rule needs a 'baseline' section"),
+]
+
+
+@pytest.mark.parametrize("mutate, message", CROSS_FIELD_ERRORS, ids=[m.__name__.lstrip("_") for m, _ in CROSS_FIELD_ERRORS])
+def test_each_cross_field_rule_names_what_is_wrong(raw, mutate, message):
+    bad = copy.deepcopy(raw)
+    mutate(bad)
+    with pytest.raises(PlanError) as err:
+        parse_plan(bad, "p.yaml")
+    assert str(err.value) == f"p.yaml: {message}"
+
+
+def test_check_ids_repeat_lists_each_repeated_id_once_sorted(raw):
+    bad = copy.deepcopy(raw)
+    bad["checks"] += [copy.deepcopy(bad["checks"][1]), copy.deepcopy(bad["checks"][0]),
+                      copy.deepcopy(bad["checks"][0])]
+    with pytest.raises(PlanError) as err:
+        parse_plan(bad, "p.yaml")
+    assert str(err.value) == "p.yaml: check ids repeat: ['deprecated_columns_absent', 'users_without_authorizer_id']"
+
+
+def test_the_first_broken_cross_field_rule_is_the_one_reported(raw):
+    # Phases are checked before checks, checks before criteria, criteria before the
+    # baseline section: one message, the earliest.
+    bad = copy.deepcopy(raw)
+    _hour0_phase(bad)
+    bad["checks"].append(copy.deepcopy(bad["checks"][0]))
+    _criterion_id_repeats(bad)
+    del bad["baseline"]
+    with pytest.raises(PlanError) as err:
+        parse_plan(bad, "p.yaml")
+    assert str(err.value) == "p.yaml: 'hour0' is reserved for the checks at hour 0"
+    _first_phase_dup(bad)
+    bad["phases"][2]["name"] = "passive"
+    with pytest.raises(PlanError) as err:
+        parse_plan(bad, "p.yaml")
+    assert str(err.value) == "p.yaml: phase names repeat: ['intensive', 'intensive', 'passive']"
+    bad["phases"][1]["name"] = "regular"
+    with pytest.raises(PlanError) as err:
+        parse_plan(bad, "p.yaml")
+    assert str(err.value) == "p.yaml: check ids repeat: ['users_without_authorizer_id']"
+    bad["checks"].pop()
+    _unknown_phase(bad)
+    with pytest.raises(PlanError, match=r"^p\.yaml: check 'users_without_authorizer_id' names unknown phases"):
+        parse_plan(bad, "p.yaml")
+    bad["checks"][0]["phases"] = "all"
+    bad["go"][0]["checks"] = ["nope"]
+    with pytest.raises(PlanError, match=r"^p\.yaml: go\[go_no_critical_errors\] names unknown checks \['nope'\]$"):
+        parse_plan(bad, "p.yaml")
+    bad["go"][0]["checks"] = ["critical_errors"]
+    with pytest.raises(PlanError, match=r"^p\.yaml: criterion ids repeat"):
+        parse_plan(bad, "p.yaml")
+    bad["no_go"][0]["id"] = "no_go_critical_errors_per_hour"
+    with pytest.raises(PlanError, match=r"^p\.yaml: a 'baseline' rule needs a 'baseline' section$"):
+        parse_plan(bad, "p.yaml")

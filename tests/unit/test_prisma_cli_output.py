@@ -103,3 +103,70 @@ def test_unknown_text_is_an_error_with_its_code():
     outcome = classify(1, "", "Error: P1000\n\nAuthentication failed against database server at `db.example`")
     assert (outcome.kind, outcome.code) == ("error", "P1000")
     assert classify(None, "", "").message == "exit code None, no output"
+
+
+# --- rules the captured outputs do not isolate (each recogniser, and their order) -------
+
+LOCK_CONTEXT = ("Context: Timed out trying to acquire a postgres advisory lock "
+                "(SELECT pg_advisory_lock(72707369)). Timeout: 10000ms.")
+
+
+def kind_code_names(returncode, stdout, stderr):
+    outcome = classify(returncode, stdout, stderr)
+    return outcome.kind, outcome.code, outcome.migrations
+
+
+@pytest.mark.parametrize("stderr, expected", [
+    # the text alone names the state, without an error code
+    (f"Error: {LOCK_CONTEXT}", ("lock_timeout", "P1002", [])),
+    ("Error: Can't reach database server at `db.example:5432`", ("unreachable", "P1001", [])),
+    ("Error: The current database is not managed by Prisma Migrate.", ("not_managed", "P3005", [])),
+    ("A migration failed to apply. New migrations cannot be applied before the error is recovered from.\n\n"
+     f"Migration name: {DROP}\n", ("failed_to_apply", "P3018", [DROP])),
+    # the code alone names the state, whatever the text
+    ("Error: P3018\n\nsomething new", ("failed_to_apply", "P3018", [])),
+    ("Error: P1002\n\nsomething new", ("lock_timeout", "P1002", [])),
+    # a bare code (no "Error:") counts in stderr
+    ("the schema engine stopped with P1001 while connecting", ("unreachable", "P1001", [])),
+])
+def test_each_error_is_recognised_by_its_code_or_its_text(stderr, expected):
+    assert kind_code_names(1, "", stderr) == expected
+
+
+def test_a_bare_code_in_stdout_is_not_read():
+    assert kind_code_names(1, "the schema engine stopped with P1001", "") == ("error", None, [])
+
+
+def test_failed_migrations_are_listed_once_from_the_heading_else_from_p3009_lines():
+    listed = f"Following migrations have failed:\n{DROP}\n{DROP}\n{INIT}\n\nDuring development..."
+    assert kind_code_names(1, listed, "") == ("failed_migration", "P3009", [DROP, INIT])
+    started = f"Error: P3009\n\nThe `{DROP}` migration started at 2025-12-02 02:15:11 UTC failed\n"
+    assert kind_code_names(1, "", started + started) == ("failed_migration", "P3009", [DROP])
+
+
+def test_errors_win_over_states_and_over_each_other_in_order():
+    pending = f"Following migration have not yet been applied:\n{DROP}\n\n"
+    failed = f"Following migration have failed:\n{INIT}\n\n"
+    # a failed migration before a failed apply, before unreachable, before a lock timeout
+    assert classify(1, pending + failed, "Error: P3018\nCan't reach database server").kind == "failed_migration"
+    assert classify(1, "", "Error: P3018\nCan't reach database server\n" + LOCK_CONTEXT).kind == "failed_to_apply"
+    assert classify(1, "", "Error: P1001\n" + LOCK_CONTEXT).kind == "unreachable"
+    # a diverged history quotes "have not yet been applied" and keeps whatever code it has
+    diverged = ("Error: P3006\nYour local migration history and the migrations table from your database are "
+                f"different:\n\nThe migrations have not yet been applied:\n{DROP}\n\n"
+                "The migrations from the database are not found locally in prisma/migrations:\n"
+                f"{INIT}\n{DROP}\n\nnot managed by Prisma Migrate")
+    assert kind_code_names(1, "", diverged) == ("diverged", "P3006", [DROP, INIT])
+
+
+def test_pending_and_up_to_date_need_no_error_code():
+    pending = f"Following migration have not yet been applied:\n{DROP}\n\n"
+    assert kind_code_names(1, pending, "") == ("pending", None, [DROP])
+    assert kind_code_names(1, pending, "Error: P1000 authentication failed") == ("error", "P1000", [])
+    assert kind_code_names(0, "No pending migrations to apply.", "Error: P1000") == ("error", "P1000", [])
+
+
+def test_applied_migrations_are_the_tree_folders_and_need_exit_code_zero():
+    code, stdout, stderr = load("synthetic_deploy_applied")
+    assert kind_code_names(0, stdout + f"  └─ {DROP}/\n", stderr) == ("up_to_date", None, [DROP])
+    assert kind_code_names(1, stdout, stderr) == ("error", None, [])
