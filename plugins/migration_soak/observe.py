@@ -148,31 +148,63 @@ def observe_due(
     now = now or datetime.now(timezone.utc)
     schedule = clock.ticks(plan, phase, hour0, time_scale)
     seen = {o.tick for o in store.observations(run_id, phase=phase, check_id=check_id)} if schedule[0].at <= now else set()
+    recorded, measured = record_due(plan, store, run_id, phase, check_id, schedule, seen, now, late_grace)
+    if recorded and phase != "baseline":
+        breach = check_no_go(plan, store, run_id, {check_id}, time_scale)
+        if breach is not None:
+            return Progress(True, None, recorded, stopped_by=breach, breached_now=True)
+    return progress_after(schedule, seen | measured | {o.tick for o in recorded}, recorded)
+
+
+def record_due(plan: Plan, store: Store, run_id: str, phase: str, check_id: str, schedule: list[clock.Tick],
+               seen: set[int], now: datetime, late_grace: timedelta) -> tuple[list[Observation], set[int]]:
+    """Go through the due ticks of ``schedule`` not in ``seen`` (tick indexes already
+    recorded) in order: record each one :func:`overdue` as a :func:`missed_observation`,
+    then measure the first other one now (:func:`take`) and stop there: one measurement
+    per wake-up, the next tick gets its own moment.
+
+    Returns (the observations the store took: not those another task recorded first,
+    the index of the tick measured now, if any, as a set of at most one).
+    """
     recorded = []
     for i, tick in enumerate(schedule):
         if tick.at > now or tick.index in seen:
             continue
-        successor = schedule[i + 1] if i + 1 < len(schedule) else None
-        if successor is not None and successor.at + late_grace < now:
-            obs = Observation(
-                run_id=run_id, phase=phase, check_id=check_id, tick=tick.index, scheduled_at=tick.at,
-                measured_at=now, value=None, unit=plan.check(check_id).unit, status="error",
-                evidence={"error": f"missed: tick was due at {tick.at.isoformat()} and no task ran "
-                                   f"before the next tick (+{late_grace.total_seconds():g} s grace)"},
-            )
+        if overdue(schedule, i, now, late_grace):
+            obs = missed_observation(plan, run_id, phase, check_id, tick, now, late_grace)
             if store.record(obs):
                 recorded.append(obs)
             continue
         obs = take(plan, check_id, phase, tick, run_id, store)
         if store.record(obs):
             recorded.append(obs)
-        seen.add(tick.index)
-        break  # one measurement per wake-up: the next tick gets its own moment
-    if recorded and phase != "baseline":
-        breach = check_no_go(plan, store, run_id, {check_id}, time_scale)
-        if breach is not None:
-            return Progress(True, None, recorded, stopped_by=breach, breached_now=True)
-    pending = [t for t in schedule if t.index not in seen and t.index not in {o.tick for o in recorded}]
+        return recorded, {tick.index}
+    return recorded, set()
+
+
+def overdue(schedule: list[clock.Tick], i: int, now: datetime, late_grace: timedelta) -> bool:
+    """Whether tick ``schedule[i]`` can no longer be measured honestly at ``now``: its
+    successor has been due for longer than ``late_grace`` (the last tick never is)."""
+    return i + 1 < len(schedule) and schedule[i + 1].at + late_grace < now
+
+
+def missed_observation(plan: Plan, run_id: str, phase: str, check_id: str, tick: clock.Tick, now: datetime,
+           late_grace: timedelta) -> Observation:
+    """The ``error`` observation, measured at ``now``, of a tick no task measured before
+    the next tick was due (+ ``late_grace``): a gap the judge sees, never an invented value."""
+    return Observation(
+        run_id=run_id, phase=phase, check_id=check_id, tick=tick.index, scheduled_at=tick.at,
+        measured_at=now, value=None, unit=plan.check(check_id).unit, status="error",
+        evidence={"error": f"missed: tick was due at {tick.at.isoformat()} and no task ran "
+                           f"before the next tick (+{late_grace.total_seconds():g} s grace)"},
+    )
+
+
+def progress_after(schedule: list[clock.Tick], done: set[int], recorded: list[Observation]) -> Progress:
+    """The wake-up's ``Progress``: finished when every tick of ``schedule`` is in ``done``
+    (indexes recorded or measured), else due again at the first other tick's wall time
+    (possibly past: the task wakes again at once)."""
+    pending = [t for t in schedule if t.index not in done]
     return Progress(not pending, pending[0].at if pending else None, recorded)
 
 

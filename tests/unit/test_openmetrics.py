@@ -89,3 +89,52 @@ def test_a_first_reading_starts_its_window_at_the_newest_page_old_enough(monkeyp
     # only fresh pages: the oldest of them (measure then waits out the rest of the window)
     monkeypatch.setattr(openmetrics, "_PAGES", {("gw", "/metrics"): pages[3:]})
     assert openmetrics._window_start("gw", "/metrics")[1] == "page-0.2"
+
+
+def source(check_id, **changes):
+    return PLAN.check(check_id).source.model_copy(update=changes)
+
+
+def test_a_gauge_sums_the_matching_samples_of_the_current_page_only():
+    src = source("auth_error_rate", measure="gauge", match={"endpoint": "/auth/.*"})
+    old = select(page(1, 1, 1, zip(BUCKETS, [0] * 5)), "http_requests_total", src.match)
+    value, snap, figures = compute(src, "count", old, page(100, 7, 300, zip(BUCKETS, [0] * 5)))
+    assert value == 407 and figures == {"series": 3} and len(snap) == 3
+
+
+def test_a_counter_rate_is_the_increase_per_minute_of_the_window():
+    src = source("auth_error_rate", measure="counter_rate", match={"endpoint": "/auth/login"})
+    before = select(page(100, 10, 300, zip(BUCKETS, [0] * 5)), "http_requests_total", src.match)
+    value, _, figures = compute(src, "per_min", before, page(130, 12, 999, zip(BUCKETS, [0] * 5)), 30.0004)
+    assert figures == {"increase": 32, "seconds": 30.0}
+    assert value == pytest.approx(32 / 30.0004 * 60)
+
+
+@pytest.mark.parametrize("elapsed", [None, 0.0, -1.0])
+def test_a_counter_rate_without_time_between_the_scrapes_is_an_error(elapsed):
+    src = source("auth_error_rate", measure="counter_rate")
+    text = page(1, 1, 1, zip(BUCKETS, [0] * 5))
+    with pytest.raises(MeasurementError, match="no time between the two scrapes"):
+        compute(src, "per_min", None, text, elapsed)
+
+
+@pytest.mark.parametrize(("measure", "sample"), [("gauge", "nope"), ("counter_rate", "nope"), ("counter_ratio", "nope"),
+                                                 ("histogram_quantile", "nope_bucket")])
+def test_no_matching_sample_is_an_error_naming_the_sample_and_the_selector(measure, sample):
+    src = source("login_p95", measure=measure, metric="nope", match={"endpoint": "/auth/login"}, quantile=0.95)
+    with pytest.raises(MeasurementError, match=f"^no sample {sample} matching {{'endpoint': '/auth/login'}}$"):
+        compute(src, "ms", None, page(1, 1, 1, zip(BUCKETS, [1] * 5)), 1.0)
+
+
+def test_a_quantile_in_seconds_unless_the_unit_is_ms_and_its_figures():
+    src = PLAN.check("login_p95").source
+    new = page(0, 0, 0, zip(BUCKETS, [50, 40, 10, 0, 0]))
+    value, _, figures = compute(src, "s", None, new)  # no previous page: every observation is in the window
+    assert value == pytest.approx(0.35)
+    assert figures == {"observations": 100, "quantile": src.quantile}
+
+
+def test_a_quantile_without_quantile_is_an_error():
+    src = source("login_p95", quantile=None)
+    with pytest.raises(MeasurementError, match="needs 'quantile'"):
+        compute(src, "ms", None, page(0, 0, 0, zip(BUCKETS, [1] * 5)))

@@ -130,6 +130,57 @@ def test_appends_beyond_the_first_bytes_keep_the_offset(tmp_path):
         prev = m.evidence
 
 
+def test_a_rotated_file_whose_last_line_had_no_newline_yet_ends_that_line(tmp_path):
+    log = tmp_path / "app.log"
+    append(log, "INFO start")
+    prev = logs.read_file(str(log), None)[1]
+    with open(log, "a") as f:
+        f.write("ERROR cut by the rotation")  # the writer never ended it
+    os.rename(log, tmp_path / "app.log.1")
+    append(log, "ERROR in the new file")
+    lines, evidence = logs.read_file(str(log), prev)
+    assert lines == ["ERROR cut by the rotation", "ERROR in the new file"]
+    assert evidence["rotated_to"] == "app.log.1"
+
+
+def test_a_file_beside_it_with_the_old_inode_but_shorter_than_the_offset_is_not_read(tmp_path):
+    log = tmp_path / "app.log"
+    append(log, *[f"INFO {i}" for i in range(20)])
+    prev = logs.read_file(str(log), None)[1]
+    os.rename(log, tmp_path / "app.log.1")
+    (tmp_path / "app.log.1").write_text("ERROR rewritten\n")  # same inode, not the file we read
+    append(log, "ERROR new")
+    lines, evidence = logs.read_file(str(log), prev)
+    assert lines == ["ERROR new"]
+    assert evidence["rotated"] and "rotated_to" not in evidence
+
+
+def test_a_flood_reads_only_the_newest_bytes_and_says_how_many_it_skipped(tmp_path, monkeypatch):
+    log = tmp_path / "app.log"
+    append(log, "INFO a")
+    prev = logs.read_file(str(log), None)[1]
+    monkeypatch.setattr(logs, "MAX_READ_BYTES", 20)
+    append(log, "ERROR 0123456789", "ERROR abcdefghij")  # 34 bytes: the oldest 14 are skipped
+    lines, evidence = logs.read_file(str(log), prev)
+    assert lines == ["89", "ERROR abcdefghij"]
+    assert evidence["skipped_bytes"] == 14 and evidence["offset"] == log.stat().st_size
+    # the rest of a rotated-away file is cut the same way, and both skips add up
+    prev = evidence
+    append(log, "ERROR 0123456789", "ERROR 9876543210")
+    os.rename(log, tmp_path / "app.log.1")
+    append(log, "ERROR abcdefghij", "ERROR klmnopqrst")
+    lines, evidence = logs.read_file(str(log), prev)
+    assert lines == ["89", "ERROR 9876543210", "ij", "ERROR klmnopqrst"]
+    assert evidence["skipped_bytes"] == 28 and evidence["rotated_to"] == "app.log.1"
+
+
+@pytest.mark.parametrize("special", ["dir", "/dev/null"])
+def test_a_directory_or_a_device_is_not_a_log_file(tmp_path, special):
+    path = str(tmp_path) if special == "dir" else special
+    with pytest.raises(MeasurementError, match=f"^log file {path} is not a regular file$"):
+        logs.read_file(path, None)
+
+
 def test_a_missing_file_is_an_error_and_relative_paths_start_at_the_repo_root(tmp_path):
     with pytest.raises(MeasurementError, match="does not exist"):
         logs.measure(check(file=str(tmp_path / "nope.log")), SourceContext())

@@ -210,51 +210,80 @@ class Clock:
 
 
 def soak_clock(snap: Snapshot) -> Clock:
-    from migration_soak import clock as clock_mod
-
+    """Where ``snap``'s soak clock is now (``snap.taken``): a stage before hour 0, else
+    the soak hour (held at the NO-GO stop and at the soak's length), its phase and, while
+    the run soaks, the next tick. Needs ``snap.plan``."""
     plan, run = snap.plan, snap.analysis
     total = plan.soak_hours()
     hour0 = run.clock0 if run else None
     if hour0 is None:
-        done = [k for k in ("load", "preflight", "backup", "rehearse", "migrate", "verify", "restart_apps") if
-                snap.tasks.get(k) == "success"]
-        running = [t for t, s in snap.tasks.items() if s in ("running", "deferred", "up_for_reschedule", "queued")]
-        if snap.first("no_go"):
-            stage = "stopped at the hour-0 checks (NO-GO)"
-        elif not snap.active:
-            stage = "the run ended before the soak clock started"
-        elif snap.first("verified"):
-            stage = "hour-0 checks: every check once, right after the migration"
-        elif running:
-            stage = "before the soak: " + ", ".join(sorted(running)[:4])
-        else:
-            stage = "before the soak" + (f" (done: {', '.join(done)})" if done else "")
-        return Clock(stage, None, None, None, None, 0.0, total)
-    now = snap.taken
-    hour = max(0.0, (now - hour0).total_seconds() * snap.time_scale / 3600)
+        return Clock(_stage_before_hour0(snap), None, None, None, None, 0.0, total)
     stop = snap.first("no_go")
     ended = not snap.active or stop is not None or snap.first("verdict") is not None
+    hour = max(0.0, _soak_hours(snap.taken, hour0, snap.time_scale))
     if stop is not None:
-        hour = min(hour, max(0.0, (stop["at"] - hour0).total_seconds() * snap.time_scale / 3600))
+        hour = min(hour, max(0.0, _soak_hours(stop["at"], hour0, snap.time_scale)))
     hour = min(hour, total)
-    phase = next((p.name for p in plan.phases if p.start_hour <= hour < p.end_hour),
-                 plan.phases[-1].name if hour >= total else plan.phases[0].name)
-    next_label = next_in = None
-    if not ended:
-        upcoming = [t for p in plan.phases for t in clock_mod.ticks(plan, p.name, hour0, snap.time_scale) if t.at > now]
-        if upcoming:
-            t = min(upcoming, key=lambda t: t.at)
-            next_label = f"{t.phase} tick {t.index} at soak {_hhmm(t.offset.total_seconds() / 3600)}"
-            next_in = (t.at - now).total_seconds()
-    if stop is not None:
-        stage = f"stopped by NO-GO at soak {_hhmm(hour)}"
-    elif ended and hour >= total - 1e-9:
-        stage = "soak complete"
-    elif ended:
-        stage = f"the run ended at soak {_hhmm(hour)}"
-    else:
-        stage = f"soaking: {phase}"
+    phase = _phase_at(plan, hour, total)
+    next_label, next_in = (None, None) if ended else _next_tick(plan, hour0, snap.time_scale, snap.taken)
+    stage = _stage_after_hour0(hour, total, phase, stopped=stop is not None, ended=ended)
     return Clock(stage, hour, phase, next_label, next_in, hour / total if total else 1.0, total)
+
+
+def _stage_before_hour0(snap: Snapshot) -> str:
+    """The clock's stage, in words, of a run whose soak clock has not started: stopped by a
+    NO-GO at the hour-0 checks, ended, at the hour-0 checks, or the tasks running (at most
+    four) or done so far."""
+    if snap.first("no_go"):
+        return "stopped at the hour-0 checks (NO-GO)"
+    if not snap.active:
+        return "the run ended before the soak clock started"
+    if snap.first("verified"):
+        return "hour-0 checks: every check once, right after the migration"
+    running = [t for t, s in snap.tasks.items() if s in ("running", "deferred", "up_for_reschedule", "queued")]
+    if running:
+        return "before the soak: " + ", ".join(sorted(running)[:4])
+    done = [k for k in ("load", "preflight", "backup", "rehearse", "migrate", "verify", "restart_apps")
+            if snap.tasks.get(k) == "success"]
+    return "before the soak" + (f" (done: {', '.join(done)})" if done else "")
+
+
+def _stage_after_hour0(hour: float, total: float, phase: str, stopped: bool, ended: bool) -> str:
+    """The clock's stage, in words, at soak ``hour`` of ``total`` hours: stopped by a NO-GO,
+    complete, ended early (``ended``: the run is over or has a verdict), or soaking in
+    ``phase``."""
+    if stopped:
+        return f"stopped by NO-GO at soak {_hhmm(hour)}"
+    if ended and hour >= total - 1e-9:
+        return "soak complete"
+    if ended:
+        return f"the run ended at soak {_hhmm(hour)}"
+    return f"soaking: {phase}"
+
+
+def _soak_hours(at: datetime, hour0: datetime, time_scale: float) -> float:
+    """Soak hours from ``hour0`` to the wall time ``at`` on a clock ``time_scale`` times
+    faster than real time; negative before hour 0."""
+    return (at - hour0).total_seconds() * time_scale / 3600
+
+
+def _phase_at(plan: Any, hour: float, total: float) -> str:
+    """Name of the plan's phase holding soak ``hour`` (start inclusive, end exclusive);
+    past the last phase's end (``hour >= total``) the last phase, in a gap the first."""
+    return next((p.name for p in plan.phases if p.start_hour <= hour < p.end_hour),
+                plan.phases[-1].name if hour >= total else plan.phases[0].name)
+
+
+def _next_tick(plan: Any, hour0: datetime, time_scale: float, now: datetime) -> tuple[str | None, float | None]:
+    """(label, seconds from ``now``) of the earliest tick of any phase after ``now``, or
+    (None, None) when no tick is left."""
+    from migration_soak import clock as clock_mod
+
+    upcoming = [t for p in plan.phases for t in clock_mod.ticks(plan, p.name, hour0, time_scale) if t.at > now]
+    if not upcoming:
+        return None, None
+    t = min(upcoming, key=lambda t: t.at)
+    return f"{t.phase} tick {t.index} at soak {_hhmm(t.offset.total_seconds() / 3600)}", (t.at - now).total_seconds()
 
 
 def _hhmm(hours: float) -> str:
@@ -378,100 +407,158 @@ def render_run(snap: Snapshot) -> str:
 
 
 def _live(snap: Snapshot) -> str:
-    from migration_soak import report
-
-    plan, verdict = snap.plan, snap.verdict
+    """The ``#live`` part of a run's page: the cards, the phase bar, the links, the criteria,
+    one chart per check and the events. Needs ``snap.plan`` and ``snap.verdict``."""
     c = soak_clock(snap)
     base = _run_path(snap.dag_id, snap.run_id)
-    parts = [f"<div id=live data-active={'true' if snap.active else 'false'}>"]
-    # --- clock and state
-    after = [o for o in snap.observations if o.phase != "baseline"]
-    breaches = sum(1 for o in after if o.status == "fail")
-    errors = sum(1 for o in after if o.status == "error")
-    decision = snap.last("decision")
-    recorded = snap.last("verdict")
-    cards = [
-        f"<div class=card><div class=mut>Airflow run</div><div class=big><span class='badge state'>{e(snap.state)}"
-        f"</span></div><div class=mut>time_scale {snap.time_scale:g}"
-        f"{' (real time)' if snap.time_scale == 1 else f': 24 h in {24 * 60 / snap.time_scale:.1f} min'}</div></div>",
-        f"<div class=card id=clock><div class=mut>soak clock</div><div class=big>"
-        f"{'soak ' + _hhmm(c.hour) + ' of ' + _hhmm(c.total_hours) if c.hour is not None else 'not started'}</div>"
-        f"<div>{e(c.stage)}</div>"
-        + (f"<div class=mut>next: {e(c.next_label)} (in {max(0.0, c.next_in_s or 0.0):.0f} s)</div>" if c.next_label else "")
-        + "</div>",
-        f"<div class=card id=readings><div class=mut>readings after the migration</div>"
-        f"<div class=big data-readings={len(after)}>{len(after)}</div>"
-        f"<div class=mut>{errors} errors · {breaches} at a NO-GO level</div></div>",
-        f"<div class=card id=judge><div class=mut>{'the judge on the readings so far' if snap.active else 'the judge'}"
-        "</div><div class=big>"
-        f"{_verdict_badge(verdict.decision)}</div>"
-        + (f"<div>recorded verdict: {_verdict_badge(recorded['payload'].get('decision'))}</div>" if recorded else
-           "<div class=mut>no verdict recorded yet (judge_soak)</div>")
-        + "</div>",
-    ]
-    if decision:
-        p = decision["payload"]
-        cards.append(f"<div class=card id=decision><div class=mut>decision</div><div class=big>"
-                     f"{_verdict_badge(p.get('outcome'))} {e(p.get('action'))}</div><div class=mut>by {e(p.get('by'))}: "
-                     f"{e(p.get('reason', ''))}</div></div>")
-    parts.append("<div class=row>" + "".join(cards) + "</div>")
-    parts.append(_bar(plan, c))
+    parts = [f"<div id=live data-active={'true' if snap.active else 'false'}>",
+             "<div class=row>" + "".join(_cards(snap, c)) + "</div>", _bar(snap.plan, c)]
     links = _links(snap, base)
     if links:
         parts.append(f"<p>{links}</p>")
     if snap.store_error:
         parts.append(f"<p class=err>The store is not readable: {e(snap.store_error)}</p>")
-    # --- criteria
-    parts.append("<h2 id=criteria-head>Criteria</h2><p class=mut>Computed now from the store by the same judge as <code>judge_soak"
-                 "</code>; a GO criterion needs " f"{plan.verdict.min_coverage:.0%} of its scheduled readings, so it "
-                 "has <em>not enough data yet</em> until the soak is nearly over.</p>")
-    rows = []
-    kinds = {"no_go": "NO-GO", "go": "GO", "alert": "alert"}
-    for r in sorted(verdict.criteria + _alerts(snap), key=lambda r: ("no_go", "go", "alert").index(r.kind)):
-        label, cls = OUTCOME.get((r.kind, r.outcome), (r.outcome, "wait"))
-        if r.outcome == "not_enough_data" and snap.active:
-            label = "not enough data yet"
-        rows.append(f"<tr data-criterion='{e(r.id)}' data-outcome='{e(r.outcome)}'><td><span class='badge {cls}'>"
-                    f"{e(label)}</span></td><td>{kinds[r.kind]}</td><td><code>{e(r.id)}</code><div class=mut>"
-                    f"{e(r.text)}</div></td><td>{e(report._rule(plan, r))}</td><td class=fig>{e(r.detail)}</td></tr>")
-    parts.append("<table id=criteria><tr><th>state</th><th>kind</th><th>criterion</th><th>rule</th>"
-                 "<th>the figures that decide it</th></tr>" + "".join(rows) + "</table>")
-    # --- charts
-    parts.append("<h2>Checks</h2><div class=charts id=charts>")
-    results = {r.check_id: r for r in verdict.checks}
-    seen = {o.check_id for o in snap.observations}
-    order = {"breached": 0, "not_met": 1}  # what decides first, then the plan's order
-    for check in sorted(plan.checks, key=lambda ch: order.get(getattr(results.get(ch.id), "outcome", ""), 2)):
-        r = results.get(check.id)
-        badge = f"<span class='badge {CHECK_OUTCOME.get(r.outcome, 'wait')}'>{e(r.outcome.replace('_', ' '))}</span>" \
-            if r else ""
-        if check.id in seen:
-            img = (f"<img loading=lazy alt='chart of {e(check.id)}' "
-                   f"src='{base}/charts/{quote(check.id)}.png?v={_chart_key(snap, check.id)}'>")
-        else:
-            img = "<div class=mut style='padding:30px 0;text-align:center'>no reading yet</div>"
-        parts.append(f"<div class='card chart' data-check='{e(check.id)}'><div class=head><span><code>{e(check.id)}"
-                     f"</code> {e(check.title)}</span>{badge}</div>"
-                     f"<div class='mut fig' style='font-size:12px'>{e(r.detail) if r else ''}</div>{img}</div>")
-    parts.append("</div>")
-    # --- events
-    parts.append("<h2>Events</h2><table id=events><tr><th>time (UTC)</th><th>soak</th><th>event</th><th>what</th></tr>")
-    clock0 = snap.analysis.clock0 if snap.analysis else None
-    for ev in snap.events:
-        at = ev["at"]
-        soak = ""
-        if clock0 is not None and at is not None:
-            h = (at - clock0).total_seconds() * snap.time_scale / 3600
-            soak = _hhmm(h) if h >= 0 else "before"
-        text = (ev.get("payload") or {}).get("text", "")
-        parts.append(f"<tr data-kind='{e(ev['kind'])}'><td>{e(at.strftime('%H:%M:%S') if at else '')}</td>"
-                     f"<td>{e(soak)}</td><td><span class='badge {EVENT_CLASS.get(ev['kind'], 'state')}'>"
-                     f"{e(ev['kind'])}</span></td><td class=fig>{e(str(text)[:600])}</td></tr>")
-    if not snap.events:
-        parts.append("<tr><td colspan=4 class=mut>nothing recorded yet</td></tr>")
-    parts.append(f"</table><p class=mut>read {e(snap.taken.strftime('%H:%M:%S'))} UTC"
-                 f"{f'; refreshes every {REFRESH_S} s while the run is active' if snap.active else ''}</p></div>")
+    parts += [_criteria_section(snap), _checks_section(snap, base), _events_section(snap)]
     return "".join(parts)
+
+
+# --- the page's cards ---------------------------------------------------------------------------
+
+def _cards(snap: Snapshot, c: Clock) -> list[str]:
+    """The cards atop the page, left to right: the Airflow run, the soak clock, the
+    readings, the judge and, once recorded, the decision."""
+    cards = [_run_card(snap), _clock_card(c), _readings_card(snap), _judge_card(snap)]
+    decision = snap.last("decision")
+    if decision:
+        cards.append(_decision_card(decision["payload"]))
+    return cards
+
+
+def _run_card(snap: Snapshot) -> str:
+    """The Airflow run's state and the ``time_scale`` (as 24 soak hours in wall minutes)."""
+    scale = snap.time_scale
+    return (f"<div class=card><div class=mut>Airflow run</div><div class=big><span class='badge state'>{e(snap.state)}"
+            f"</span></div><div class=mut>time_scale {scale:g}"
+            f"{' (real time)' if scale == 1 else f': 24 h in {24 * 60 / scale:.1f} min'}</div></div>")
+
+
+def _clock_card(c: Clock) -> str:
+    """The soak clock: soak hour of the soak's length (or not started), stage, next tick."""
+    return (f"<div class=card id=clock><div class=mut>soak clock</div><div class=big>"
+            f"{'soak ' + _hhmm(c.hour) + ' of ' + _hhmm(c.total_hours) if c.hour is not None else 'not started'}</div>"
+            f"<div>{e(c.stage)}</div>"
+            + (f"<div class=mut>next: {e(c.next_label)} (in {max(0.0, c.next_in_s or 0.0):.0f} s)</div>"
+               if c.next_label else "")
+            + "</div>")
+
+
+def _readings_card(snap: Snapshot) -> str:
+    """How many readings the run took after the migration (not ``baseline``), how many are
+    ``error`` and how many at a NO-GO level (``fail``)."""
+    after = [o for o in snap.observations if o.phase != "baseline"]
+    breaches = sum(1 for o in after if o.status == "fail")
+    errors = sum(1 for o in after if o.status == "error")
+    return (f"<div class=card id=readings><div class=mut>readings after the migration</div>"
+            f"<div class=big data-readings={len(after)}>{len(after)}</div>"
+            f"<div class=mut>{errors} errors · {breaches} at a NO-GO level</div></div>")
+
+
+def _judge_card(snap: Snapshot) -> str:
+    """The judge's decision on the readings so far and the verdict ``judge_soak`` recorded."""
+    recorded = snap.last("verdict")
+    return (f"<div class=card id=judge><div class=mut>{'the judge on the readings so far' if snap.active else 'the judge'}"
+            "</div><div class=big>"
+            f"{_verdict_badge(snap.verdict.decision)}</div>"
+            + (f"<div>recorded verdict: {_verdict_badge(recorded['payload'].get('decision'))}</div>" if recorded else
+               "<div class=mut>no verdict recorded yet (judge_soak)</div>")
+            + "</div>")
+
+
+def _decision_card(payload: dict) -> str:
+    """The recorded decision (a ``decision`` event's payload: outcome, action, by, reason)."""
+    return (f"<div class=card id=decision><div class=mut>decision</div><div class=big>"
+            f"{_verdict_badge(payload.get('outcome'))} {e(payload.get('action'))}</div><div class=mut>by "
+            f"{e(payload.get('by'))}: {e(payload.get('reason', ''))}</div></div>")
+
+
+# --- the page's sections ------------------------------------------------------------------------
+
+CRITERION_KINDS = {"no_go": "NO-GO", "go": "GO", "alert": "alert"}  # heading of a criterion's kind, in the page's order
+
+
+def _criteria_section(snap: Snapshot) -> str:
+    """Every criterion and alert as the judge sees it now, NO-GO first, then GO, then alerts."""
+    intro = ("<h2 id=criteria-head>Criteria</h2><p class=mut>Computed now from the store by the same judge as "
+             "<code>judge_soak</code>; a GO criterion needs " f"{snap.plan.verdict.min_coverage:.0%} of its scheduled "
+             "readings, so it has <em>not enough data yet</em> until the soak is nearly over.</p>")
+    order = list(CRITERION_KINDS)
+    results = sorted(snap.verdict.criteria + _alerts(snap), key=lambda r: order.index(r.kind))
+    return (intro + "<table id=criteria><tr><th>state</th><th>kind</th><th>criterion</th><th>rule</th>"
+            "<th>the figures that decide it</th></tr>" + "".join(_criterion_row(snap, r) for r in results) + "</table>")
+
+
+def _criterion_row(snap: Snapshot, r: Any) -> str:
+    """One row of the criteria table for the judge's result ``r`` (a ``CriterionResult``)."""
+    from migration_soak import report
+
+    label, cls = OUTCOME.get((r.kind, r.outcome), (r.outcome, "wait"))
+    if r.outcome == "not_enough_data" and snap.active:
+        label = "not enough data yet"
+    return (f"<tr data-criterion='{e(r.id)}' data-outcome='{e(r.outcome)}'><td><span class='badge {cls}'>"
+            f"{e(label)}</span></td><td>{CRITERION_KINDS[r.kind]}</td><td><code>{e(r.id)}</code><div class=mut>"
+            f"{e(r.text)}</div></td><td>{e(report._rule(snap.plan, r))}</td><td class=fig>{e(r.detail)}</td></tr>")
+
+
+def _checks_section(snap: Snapshot, base: str) -> str:
+    """One card per check with its outcome and chart: the breached checks first, then the
+    unmet ones, then the rest, each group in the plan's order (``sorted`` is stable)."""
+    results = {r.check_id: r for r in snap.verdict.checks}
+    seen = {o.check_id for o in snap.observations}
+    order = {"breached": 0, "not_met": 1}
+    checks = sorted(snap.plan.checks, key=lambda ch: order.get(getattr(results.get(ch.id), "outcome", ""), 2))
+    cards = "".join(_check_card(snap, base, check, results.get(check.id), check.id in seen) for check in checks)
+    return "<h2>Checks</h2><div class=charts id=charts>" + cards + "</div>"
+
+
+def _check_card(snap: Snapshot, base: str, check: Any, result: Any, measured: bool) -> str:
+    """A check's card: its id, title, the judge's ``result`` (a ``CheckResult`` or None)
+    and its chart, or "no reading yet" unless ``measured``."""
+    badge = (f"<span class='badge {CHECK_OUTCOME.get(result.outcome, 'wait')}'>"
+             f"{e(result.outcome.replace('_', ' '))}</span>") if result else ""
+    if measured:
+        img = (f"<img loading=lazy alt='chart of {e(check.id)}' "
+               f"src='{base}/charts/{quote(check.id)}.png?v={_chart_key(snap, check.id)}'>")
+    else:
+        img = "<div class=mut style='padding:30px 0;text-align:center'>no reading yet</div>"
+    return (f"<div class='card chart' data-check='{e(check.id)}'><div class=head><span><code>{e(check.id)}"
+            f"</code> {e(check.title)}</span>{badge}</div>"
+            f"<div class='mut fig' style='font-size:12px'>{e(result.detail) if result else ''}</div>{img}</div>")
+
+
+def _events_section(snap: Snapshot) -> str:
+    """The run's events in the store's order, then when the page was read (closes ``#live``)."""
+    clock0 = snap.analysis.clock0 if snap.analysis else None
+    rows = [_event_row(ev, clock0, snap.time_scale) for ev in snap.events]
+    if not snap.events:
+        rows.append("<tr><td colspan=4 class=mut>nothing recorded yet</td></tr>")
+    return ("<h2>Events</h2><table id=events><tr><th>time (UTC)</th><th>soak</th><th>event</th><th>what</th></tr>"
+            + "".join(rows)
+            + f"</table><p class=mut>read {e(snap.taken.strftime('%H:%M:%S'))} UTC"
+            f"{f'; refreshes every {REFRESH_S} s while the run is active' if snap.active else ''}</p></div>")
+
+
+def _event_row(ev: dict, clock0: datetime | None, time_scale: float) -> str:
+    """One row of the events table: wall time, soak time (``before`` hour 0; blank without
+    a soak clock), kind and the payload's ``text`` (cut at 600 characters)."""
+    at = ev["at"]
+    soak = ""
+    if clock0 is not None and at is not None:
+        h = _soak_hours(at, clock0, time_scale)
+        soak = _hhmm(h) if h >= 0 else "before"
+    text = (ev.get("payload") or {}).get("text", "")
+    return (f"<tr data-kind='{e(ev['kind'])}'><td>{e(at.strftime('%H:%M:%S') if at else '')}</td>"
+            f"<td>{e(soak)}</td><td><span class='badge {EVENT_CLASS.get(ev['kind'], 'state')}'>"
+            f"{e(ev['kind'])}</span></td><td class=fig>{e(str(text)[:600])}</td></tr>")
 
 
 def _verdict_badge(value: str | None) -> str:

@@ -164,36 +164,14 @@ def read_file(name: str, previous: dict[str, Any] | None) -> tuple[list[str], di
     while reading cannot mix two files.
     """
     path = _resolve(name)
-    prev = previous or {}
-    prev_offset, prev_inode, prev_head = prev.get("offset"), prev.get("inode"), prev.get("head")
     evidence: dict[str, Any] = {"file": str(path)}
-    chunks: list[bytes] = []
-    skipped = 0
     try:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):
                 raise MeasurementError(f"log file {path} is not a regular file")
-            size = st.st_size
-            if not isinstance(prev_offset, int) or not isinstance(prev_inode, int):
-                start = _tail_start(f, size, FIRST_LINES)
-                evidence["first_read"] = f"last {FIRST_LINES} lines"
-            elif (prev_inode != st.st_ino or size < prev_offset
-                  or (isinstance(prev_head, str) and _head(f, prev_offset) != prev_head)):
-                evidence["rotated"] = True
-                start = 0
-                old = _rotated_away(path, prev_inode) if prev_inode != st.st_ino else None
-                if old is not None:
-                    with open(old, "rb") as g:
-                        old_size = os.fstat(g.fileno()).st_size
-                        if old_size >= prev_offset:
-                            data, skip = _read_range(g, prev_offset, old_size)
-                            chunks.append(data if not data or data.endswith(b"\n") else data + b"\n")
-                            skipped += skip
-                            evidence["rotated_to"] = old.name
-            else:
-                start = prev_offset
-            data, skip = _read_range(f, start, size)
+            start, rest, skipped = _resume_point(f, path, st, previous or {}, evidence)
+            data, skip = _read_range(f, start, st.st_size)
             data = _complete(data)
             offset = start + skip + len(data)
             head = _head(f, offset)
@@ -204,11 +182,56 @@ def read_file(name: str, previous: dict[str, Any] | None) -> tuple[list[str], di
     except OSError as exc:
         raise MeasurementError(f"log file {path}: {type(exc).__name__}: {exc.strerror}") from None
     skipped += skip
-    chunks.append(data)
     evidence.update(offset=offset, inode=st.st_ino, head=head)
     if skipped:
         evidence["skipped_bytes"] = skipped
-    return [line for chunk in chunks for line in _lines(chunk)], evidence
+    return [line for chunk in (rest, data) for line in _lines(chunk)], evidence
+
+
+def _resume_point(f, path: Path, st: os.stat_result, prev: dict[str, Any],
+                  evidence: dict[str, Any]) -> tuple[int, bytes, int]:
+    """Where to read the open log ``f`` (``st``: its ``fstat``) from after ``prev``:
+    (offset, the unread rest of the file it was rotated away to, bytes skipped of that rest).
+
+    Without a previous offset and inode: the last ``FIRST_LINES`` lines (evidence
+    ``first_read``). A rotated file (see :func:`_was_rotated`): from 0 (evidence
+    ``rotated``), after the rest of the renamed file, if found beside it (``rotated_to``).
+    Else the previous offset.
+    """
+    prev_offset, prev_inode = prev.get("offset"), prev.get("inode")
+    if not isinstance(prev_offset, int) or not isinstance(prev_inode, int):
+        evidence["first_read"] = f"last {FIRST_LINES} lines"
+        return _tail_start(f, st.st_size, FIRST_LINES), b"", 0
+    if not _was_rotated(f, st, prev_offset, prev_inode, prev.get("head")):
+        return prev_offset, b"", 0
+    evidence["rotated"] = True
+    old = _rotated_away(path, prev_inode) if prev_inode != st.st_ino else None
+    if old is None:
+        return 0, b"", 0
+    rest = _rest_of(old, prev_offset)
+    if rest is None:
+        return 0, b"", 0
+    evidence["rotated_to"] = old.name
+    return 0, *rest
+
+
+def _was_rotated(f, st: os.stat_result, prev_offset: int, prev_inode: int, prev_head: Any) -> bool:
+    """Whether the open log ``f`` is not the file read up to ``prev_offset`` before: another
+    inode, shorter than that offset, or other first bytes than ``prev_head`` (when a str)."""
+    return (prev_inode != st.st_ino or st.st_size < prev_offset
+            or (isinstance(prev_head, str) and _head(f, prev_offset) != prev_head))
+
+
+def _rest_of(old: Path, offset: int) -> tuple[bytes, int] | None:
+    """(bytes of the rotated-away file ``old`` from ``offset`` on, ending with a newline
+    unless empty; bytes skipped beyond ``MAX_READ_BYTES``), or None when ``old`` is shorter
+    than ``offset`` (not the file that was read). Raises ``OSError``."""
+    with open(old, "rb") as g:
+        size = os.fstat(g.fileno()).st_size
+        if size < offset:
+            return None
+        data, skipped = _read_range(g, offset, size)
+    return (data if not data or data.endswith(b"\n") else data + b"\n"), skipped
 
 
 # -- command -----------------------------------------------------------------------------

@@ -134,37 +134,67 @@ def compute(src: OpenMetricsSource, unit: str, prev_text_snap: Snapshot | None, 
     when ``unit`` is ``"ms"`` (``histogram_quantile``). Raises ``MeasurementError`` when
     no sample matches or the window holds nothing to compute from.
     """
+    prev = prev_text_snap or []
     if src.measure == "gauge":
-        snap = select(cur_text, src.metric, src.match)
-        if not snap:
-            raise MeasurementError(f"no sample {src.metric} matching {src.match}")
-        return sum(v for _, v in snap), snap, {"series": len(snap)}
+        return _compute_gauge(src, cur_text)
     if src.measure == "counter_rate":
-        snap = select(cur_text, src.metric, src.match)
-        if not snap:
-            raise MeasurementError(f"no sample {src.metric} matching {src.match}")
-        if not elapsed_s or elapsed_s <= 0:
-            raise MeasurementError("no time between the two scrapes: the rate is undefined")
-        total = sum(d for _, d in increase(prev_text_snap or [], snap))
-        return total / elapsed_s * 60.0, snap, {"increase": total, "seconds": round(elapsed_s, 3)}
+        return _compute_counter_rate(src, prev, cur_text, elapsed_s)
     if src.measure == "counter_ratio":
-        snap = select(cur_text, src.metric, src.match)
-        if not snap:
-            raise MeasurementError(f"no sample {src.metric} matching {src.match}")
-        deltas = increase(prev_text_snap or [], snap)
-        total = sum(d for _, d in deltas)
-        part = sum(d for labels, d in deltas if _matches(labels, src.numerator))
-        if total <= 0:
-            raise MeasurementError(f"no increase of {src.metric} {src.match} in the window: no traffic to judge")
-        return part / total, snap, {"numerator": part, "denominator": total}
-    # histogram_quantile
+        return _compute_counter_ratio(src, prev, cur_text)
+    return _compute_histogram_quantile(src, unit, prev, cur_text)
+
+
+def _matching(text: str, sample_name: str, selector: dict[str, str]) -> Snapshot:
+    """:func:`select`, but no matching sample is a ``MeasurementError`` naming the sample."""
+    snap = select(text, sample_name, selector)
+    if not snap:
+        raise MeasurementError(f"no sample {sample_name} matching {selector}")
+    return snap
+
+
+def _compute_gauge(src: OpenMetricsSource, cur_text: str) -> tuple[float, Snapshot, dict[str, Any]]:
+    """``gauge``: the sum of the matching samples now; figures ``{"series"}``."""
+    snap = _matching(cur_text, src.metric, src.match)
+    return sum(v for _, v in snap), snap, {"series": len(snap)}
+
+
+def _compute_counter_rate(src: OpenMetricsSource, prev: Snapshot, cur_text: str,
+                          elapsed_s: float | None) -> tuple[float, Snapshot, dict[str, Any]]:
+    """``counter_rate``: the matching counters' increase since ``prev`` per minute over
+    ``elapsed_s`` wall seconds; figures ``{"increase", "seconds"}``. Raises
+    ``MeasurementError`` without a positive ``elapsed_s``."""
+    snap = _matching(cur_text, src.metric, src.match)
+    if not elapsed_s or elapsed_s <= 0:
+        raise MeasurementError("no time between the two scrapes: the rate is undefined")
+    total = sum(d for _, d in increase(prev, snap))
+    return total / elapsed_s * 60.0, snap, {"increase": total, "seconds": round(elapsed_s, 3)}
+
+
+def _compute_counter_ratio(src: OpenMetricsSource, prev: Snapshot,
+                           cur_text: str) -> tuple[float, Snapshot, dict[str, Any]]:
+    """``counter_ratio``: the increase of the series matching ``src.numerator`` over the
+    increase of all matching series since ``prev`` (0..1); figures ``{"numerator",
+    "denominator"}``. Raises ``MeasurementError`` when nothing increased (no traffic)."""
+    snap = _matching(cur_text, src.metric, src.match)
+    deltas = increase(prev, snap)
+    total = sum(d for _, d in deltas)
+    part = sum(d for labels, d in deltas if _matches(labels, src.numerator))
+    if total <= 0:
+        raise MeasurementError(f"no increase of {src.metric} {src.match} in the window: no traffic to judge")
+    return part / total, snap, {"numerator": part, "denominator": total}
+
+
+def _compute_histogram_quantile(src: OpenMetricsSource, unit: str, prev: Snapshot,
+                                cur_text: str) -> tuple[float, Snapshot, dict[str, Any]]:
+    """``histogram_quantile``: the ``src.quantile`` of the observations the matching
+    ``_bucket`` series gained since ``prev`` (summed per ``le``), in seconds, ms when
+    ``unit`` is ``"ms"``; figures ``{"observations", "quantile"}``. Raises
+    ``MeasurementError`` without a ``quantile`` or observations in the window."""
     if src.quantile is None:  # plan validation requires it; narrowed here for the type
         raise MeasurementError("measure 'histogram_quantile' needs 'quantile'")
-    snap = select(cur_text, f"{src.metric}_bucket", src.match)
-    if not snap:
-        raise MeasurementError(f"no sample {src.metric}_bucket matching {src.match}")
+    snap = _matching(cur_text, f"{src.metric}_bucket", src.match)
     by_le: dict[float, float] = {}
-    for labels, d in increase(prev_text_snap or [], snap):
+    for labels, d in increase(prev, snap):
         le = float(labels["le"])
         by_le[le] = by_le.get(le, 0.0) + d
     seconds = histogram_quantile(src.quantile, list(by_le.items()))

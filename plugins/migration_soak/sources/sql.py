@@ -214,33 +214,51 @@ def value_of(check: Check, columns: list[str], rows: list[tuple]) -> Measurement
     Also used by the rollback rehearsal (``rehearsal.py``) on its scratch database.
     """
     src = spec_of(check, SqlSource)
+    if src.measure == "explain_ms":
+        return _explain_ms(check, src, rows)
     evidence: dict[str, Any] = {"sql": src.sql, "columns": columns, "rows": [[_jsonable(v) for v in r] for r in rows[:20]]}
     if src.measure == "rows":
         return Measurement(float(len(rows)), evidence)
-    if src.measure == "explain_ms":
-        plan_text = "\n".join(r[0] for r in rows)
-        found = _EXEC_TIME.search(plan_text)
-        if not found:
-            raise MeasurementError(f"{check.id}: no 'Execution Time' in the EXPLAIN ANALYZE output")
-        return Measurement(float(found.group(1)), {"sql": src.sql, "plan": plan_text[-2000:]})
     if not rows:
         raise MeasurementError(f"{check.id}: {src.sql} returned no row")
     row = dict(zip(columns, rows[0]))
     if src.measure == "ratio":
-        # Plan validation requires both names for a ratio; a missing one reads as absent.
-        num = row.get(src.numerator) if src.numerator else None
-        den = row.get(src.denominator) if src.denominator else None
-        if num is None or den is None:
-            raise MeasurementError(f"{check.id}: columns {src.numerator!r}/{src.denominator!r} not in {columns}")
-        if den == 0:
-            raise MeasurementError(f"{check.id}: {src.denominator} is 0, the ratio is undefined")
-        return Measurement(float(num) / float(den), evidence)
+        return Measurement(_ratio(check, src, columns, row), evidence)
+    return Measurement(_cell(check, src, columns, row), evidence)
+
+
+def _explain_ms(check: Check, src: SqlSource, rows: list[tuple]) -> Measurement:
+    """The "Execution Time" (ms) of an ``EXPLAIN ANALYZE`` output (one line per row); the
+    evidence keeps the plan's last 2000 characters. Raises ``MeasurementError`` without one."""
+    plan_text = "\n".join(r[0] for r in rows)
+    found = _EXEC_TIME.search(plan_text)
+    if not found:
+        raise MeasurementError(f"{check.id}: no 'Execution Time' in the EXPLAIN ANALYZE output")
+    return Measurement(float(found.group(1)), {"sql": src.sql, "plan": plan_text[-2000:]})
+
+
+def _ratio(check: Check, src: SqlSource, columns: list[str], row: dict[str, Any]) -> float:
+    """``numerator / denominator`` of the first ``row`` (column name -> cell). Raises
+    ``MeasurementError`` when either is missing or NULL, or the denominator is 0."""
+    # Plan validation requires both names for a ratio; a missing one reads as absent.
+    num = row.get(src.numerator) if src.numerator else None
+    den = row.get(src.denominator) if src.denominator else None
+    if num is None or den is None:
+        raise MeasurementError(f"{check.id}: columns {src.numerator!r}/{src.denominator!r} not in {columns}")
+    if den == 0:
+        raise MeasurementError(f"{check.id}: {src.denominator} is 0, the ratio is undefined")
+    return float(num) / float(den)
+
+
+def _cell(check: Check, src: SqlSource, columns: list[str], row: dict[str, Any]) -> float:
+    """The cell of ``src.column`` (default: the first column) of the first ``row``. Raises
+    ``MeasurementError`` when the column is missing or the cell is NULL."""
     column = src.column or columns[0]
     if column not in row:
         raise MeasurementError(f"{check.id}: column {column!r} not in {columns}")
     if row[column] is None:
         raise MeasurementError(f"{check.id}: {column} is NULL")
-    return Measurement(float(row[column]), evidence)
+    return float(row[column])
 
 
 def _jsonable(v: Any) -> Any:
