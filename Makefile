@@ -31,12 +31,11 @@ $(VENV)/.installed: requirements.txt constraints.txt
 
 # The demo exits 0 on GO, 1 NO-GO, 2 INCONCLUSIVE, 3 no final decision (see demo/run.py);
 # make itself then exits 2 and names the demo's code in its "Error N" line.
-# RUNNER=dags-test (default): `airflow dags test`, one task at a time, in one process.
-# RUNNER=airflow: the real components (api-server, scheduler, dag-processor, triggerer,
-# LocalExecutor), triggered through the REST API, with a progress display; on 2 cores at
-# TIME_SCALE=300 it said GO in 2 of 3 runs (docs/demo.md, "Where the wall time goes").
+# RUNNER=airflow (default): the real components (api-server, scheduler, dag-processor,
+# triggerer, LocalExecutor), triggered through the REST API, with a progress display.
+# RUNNER=dags-test: `airflow dags test`, one task at a time, in one process.
 # More flags: make demo DEMO_ARGS="--require-sign-off --sign-off reject".
-RUNNER ?= dags-test
+RUNNER ?= airflow
 demo: venv prisma-cli
 	$(PY) -m demo.run --runner $(RUNNER) --scenario $(SCENARIO) --time-scale $(TIME_SCALE) $(DEMO_ARGS)
 
