@@ -1,20 +1,11 @@
-"""End to end: the real DAG on the demo stack, on a compressed clock (24 h in 4.8 minutes),
-one soak per scenario.
+"""End to end: the real DAG through ``airflow dags test`` (``dag.test()``) on the demo
+stack, on a compressed clock (24 h in 4.8 minutes), one soak per scenario. The real
+components run every path of the DAG's tail in tests/e2e/test_tail.py."""
 
-The healthy soak runs as ``make demo`` runs it: on the real components (api-server,
-scheduler, dag-processor, triggerer, LocalExecutor), triggered through the REST API, with
-the CLI's own progress display; the other scenarios through ``airflow dags test``
-(``dag.test()``), one task at a time, which the demo keeps as ``RUNNER=dags-test``.
-"""
-
-import re
-from datetime import datetime
-from itertools import combinations
 from pathlib import Path
 
 import pytest
 
-from demo.progress import PlainReporter
 from demo.run import run_soak, summary
 from migration_soak.clock import guard_every
 from migration_soak.judge import expected_observations
@@ -41,19 +32,8 @@ def _criteria(outcome):
 
 
 @pytest.fixture(scope="module")
-def healthy_run(tmp_path_factory):
-    """``make demo``: the real components, the CLI's non-terminal progress lines."""
-    lines: list[str] = []
-    reporter = PlainReporter(write=lines.append)
-    outcome = run_soak(tmp_path_factory.mktemp("healthy"), "healthy", time_scale=TIME_SCALE, users=USERS,
-                       runner="airflow", progress=reporter.say, watch=reporter.update)
-    reporter.close()
-    return outcome, reporter, lines
-
-
-@pytest.fixture(scope="module")
-def healthy(healthy_run):
-    return healthy_run[0]
+def healthy(tmp_path_factory):
+    return run_soak(tmp_path_factory.mktemp("healthy"), "healthy", time_scale=TIME_SCALE, users=USERS)
 
 
 @pytest.fixture(scope="module")
@@ -241,64 +221,3 @@ def test_noisy_is_inconclusive_and_a_person_decides_through_the_api(soak_of):
     assert outcome.events["human_decision"]["payload"]["chosen"] == ["GO"]
     assert "report" in outcome.events and "rollback_completed" not in outcome.events
 
-
-# -- the healthy soak on the real components (make demo) ---------------------------------
-
-CHECK_PHASES = ("hour0", "intensive", "regular", "passive")
-
-
-def _when(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
-
-
-def overlapping_checks(task_instances: list[dict]) -> list[tuple[str, str]]:
-    """Pairs of different check tasks whose [start_date, end_date] overlap."""
-    spans = []
-    for ti in task_instances:
-        if ti["task_id"].split(".")[0] in CHECK_PHASES and ti.get("start_date") and ti.get("end_date"):
-            spans.append((ti["task_id"], _when(ti["start_date"]), _when(ti["end_date"])))
-    return [(a, b) for (a, a0, a1), (b, b0, b1) in combinations(spans, 2) if a != b and a0 < b1 and b0 < a1]
-
-
-def test_healthy_on_the_real_components_keeps_the_clock_and_says_go(healthy):
-    printed = "\n".join(summary(healthy))
-    assert healthy.runner == "airflow" and healthy.run_id, printed
-    assert printed.splitlines()[0] == "verdict: GO", printed
-    assert "soak wall time: " in printed and "(real components: " in printed
-    assert healthy.soak_seconds > 24 * 3600 / TIME_SCALE  # the whole soak clock ran
-    # The checks measure in the triggerer, so ticks are not missed for want of a worker
-    # start: with a worker start per tick 151-176 of ~440 were, and the healthy soak ended
-    # INCONCLUSIVE. At most 1 % (the ~45 check tasks start at once on 2 shared cores).
-    missed = {m.groups() for p in healthy.log_path.rglob("*") if p.is_file()  # a line may be in two logs
-              for m in re.finditer(r"(\w+) (\w+) tick (\d+): ERROR reading[^\n]*missed: tick was due",
-                                   p.read_text(errors="replace"))}
-    assert len(missed) <= 4, sorted(missed)
-    assert healthy.progress.readings > 1000 and healthy.progress.missing <= 8, healthy.progress
-
-
-def test_check_tasks_ran_side_by_side(healthy):
-    checks = {ti["task_id"] for ti in healthy.task_instances if ti["task_id"].split(".")[0] in CHECK_PHASES}
-    # every task instance, not the REST API's first page of 100
-    assert {"hour0.users_without_authorizer_id", "intensive.login_p95", "passive.login_p95"} <= checks, checks
-    assert len(healthy.task_instances) > 100
-    pairs = overlapping_checks(healthy.task_instances)
-    # not only the long waits: two hour-0 checks (one reading each) ran at once, and the
-    # phases waited side by side (a passive task started before the intensive phase ended)
-    assert any(a.startswith("hour0.") and b.startswith("hour0.") for a, b in pairs), pairs
-    assert any({a.split(".")[0], b.split(".")[0]} == {"intensive", "passive"} for a, b in pairs), pairs
-
-
-def test_progress_was_shown_while_it_waited(healthy_run):
-    outcome, reporter, lines = healthy_run
-    progress = reporter.lines
-    assert len(progress) >= 3, lines
-    assert all(line.startswith("soak: ") for line in progress)
-    assert any(line.startswith(("soak: intensive, hour ", "soak: regular, hour ", "soak: passive, hour "))
-               for line in progress), progress
-    assert progress[-1].startswith("soak: done, hour 24.0/24 (100%)"), progress
-    assert "verdict GO" in progress[-1] and "decision GO, proceed" in progress[-1], progress
-    assert outcome.progress.readings > 100 and outcome.progress.breaches == 0, outcome.progress
-    hours = [float(line.split("hour ")[1].split("/")[0]) for line in progress if "hour -/" not in line]
-    assert hours == sorted(hours), progress  # the soak clock only moves forward
-    assert any(line.startswith("demo: stack up in ") for line in lines), lines
-    assert any(line.startswith("demo: triggered migration_soak through the REST API") for line in lines), lines

@@ -16,7 +16,7 @@ wake-up) or deferred (the deferral's own timeout, applied by the scheduler). A t
 means the orchestrator lost the soak (a triggerer or workers down for that long): the run
 stops before a decision and the failure callback says so.
 
-Under ``dag.test()`` (``airflow dags test``: ``make demo RUNNER=dags-test``, most of tests/e2e) tasks run one at a time
+Under ``dag.test()`` (``airflow dags test``: ``make demo``, most of tests/e2e) tasks run one at a time
 and a deferred task's trigger runs in line, blocking every other task: there the sensors
 wait by rescheduling instead (``waits_in_line``).
 
