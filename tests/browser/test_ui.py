@@ -118,8 +118,9 @@ def test_the_soak_view_updates_by_itself_while_the_run_soaks(page, soak):
     shot(page, "04-soak-view-live")
     # the grid of the same run, mid-soak: named check tasks inside their phase
     page.goto(_run_url(soak, "reject"))
-    page.get_by_role("button", name="Expand all task groups").click()
-    page.get_by_role("link", name="users_without_authorizer_id").first.wait_for()
+    # the grid renders after the run's task instances load: over 30 s once in CI on 2 loaded cores
+    page.get_by_role("button", name="Expand all task groups").click(timeout=90_000)
+    page.get_by_role("link", name="users_without_authorizer_id").first.wait_for(timeout=90_000)
     page.wait_for_timeout(500)
     shot(page, "03-grid-mid-soak")
 
