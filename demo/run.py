@@ -412,7 +412,10 @@ def run_soak(workdir: Path, scenario: str = "healthy", time_scale: float = 300.0
     if human_choice is not None:
         on_inconclusive = "ask"
     conf = {"plan": plan, "environment": "staging", "time_scale": time_scale, "require_sign_off": require_sign_off,
-            "on_inconclusive": on_inconclusive, **(extra_conf or {})}
+            "on_inconclusive": on_inconclusive,
+            # the lead lets ~40 concurrently starting check tasks reach their first tick; under
+            # `airflow dags test` they start one by one anyway, and 10 s per soak is CI time
+            "clock_lead_s": 10.0 if runner == RUNNER_AIRFLOW else 0.0, **(extra_conf or {})}
     answers: dict[str, tuple[str, dict | None]] = {}
     if human_choice is not None:
         answers["human_decision"] = (human_choice, None)
