@@ -123,23 +123,25 @@ def _num(x: float, sig: int = 3, max_decimals: int = 4) -> str:
     return text
 
 
+#: How a unit reads: (multiplier, suffix); the value times the multiplier, then the suffix.
+_UNITS: dict[str, tuple[float, str]] = {
+    "ratio": (100, "%"),
+    "percent": (1, "%"),
+    "bytes": (1 / 2**20, " MiB"),
+    "ms": (1, " ms"),
+    "seconds": (1, " s"),
+    "per_minute": (1, "/min"),
+}
+
+
 def format_value(value: float | None, unit: str) -> str:
     """A reading as people read it: ``ratio`` 0..1 in %, ``bytes`` in MiB, ``ms``/``seconds``
     with their unit, ``up`` as up/down, counts as integers; ``n/a`` for ``None``."""
     if value is None:
         return "n/a"
-    if unit == "ratio":
-        return f"{_num(value * 100)}%"
-    if unit == "percent":
-        return f"{_num(value)}%"
-    if unit == "bytes":
-        return f"{_num(value / 2**20)} MiB"
-    if unit == "ms":
-        return f"{_num(value)} ms"
-    if unit == "seconds":
-        return f"{_num(value)} s"
-    if unit == "per_minute":
-        return f"{_num(value)}/min"
+    if unit in _UNITS:
+        scale, suffix = _UNITS[unit]
+        return f"{_num(value * scale)}{suffix}"
     if unit == "up" and value in (0, 1):
         return "up" if value == 1 else "down"
     if unit in ("count", "rows") and float(value).is_integer():

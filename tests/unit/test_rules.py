@@ -240,3 +240,12 @@ def test_each_spec_gets_its_kind(spec, kind):
 def test_anything_else_is_refused():
     with pytest.raises(ValueError, match="unknown rule kind 'threshold'"):
         rule_kind(SimpleNamespace(kind="threshold", op=">", value=0))
+
+
+def test_format_value_reads_every_unit():
+    from migration_soak.rules import format_value
+
+    assert [format_value(v, u) for v, u in [
+        (0.125, "ratio"), (12.5, "percent"), (3 * 2**20, "bytes"), (4.5, "ms"), (2, "seconds"), (7, "per_minute"),
+        (0, "up"), (1, "up"), (0.5, "up"), (3, "rows"), (2.5, "count"), (1.23456, "other"), (None, "ms"),
+    ]] == ["12.5%", "12.5%", "3 MiB", "4.5 ms", "2 s", "7/min", "down", "up", "0.5", "3", "2.5", "1.235", "n/a"]
