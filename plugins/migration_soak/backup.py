@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from migration_soak.exceptions import BackupError
-from migration_soak.pgconn import PgTarget
+from migration_soak.pgconn import PgTarget, split_table
 
 log = logging.getLogger(__name__)
 
@@ -204,17 +204,12 @@ def pg_dump_argv(
     ]
 
 
-def qualified_table(name: str) -> tuple[str, str]:
-    """``(schema, table)`` of a plan's table name: ``schema.table`` splits at the first
-    dot, a bare ``table`` is in ``public``. Names are literal (``User`` is ``"User"``).
-
-    Raises ``BackupError`` for an empty part."""
-    schema, dot, table = name.partition(".")
-    if not dot:
-        schema, table = "public", name
-    if not schema or not table:
-        raise BackupError(f"table name {name!r} is not 'table' or 'schema.table'")
-    return schema, table
+def _split(name: str) -> tuple[str, str]:
+    """``pgconn.split_table`` in ``public`` by default; ``BackupError`` for a bad name."""
+    try:
+        return split_table(name, "public")
+    except ValueError as exc:
+        raise BackupError(str(exc)) from None
 
 
 def table_pattern(name: str) -> str:
@@ -224,7 +219,7 @@ def table_pattern(name: str) -> str:
     ``?``, ``.``) and upper-case letters are taken literally: ``User`` → ``"public"."User"``.
     The argv goes to ``pg_dump`` without a shell, so the quotes reach its pattern parser.
     """
-    return ".".join('"' + part.replace('"', '""') + '"' for part in qualified_table(name))
+    return ".".join('"' + part.replace('"', '""') + '"' for part in _split(name))
 
 
 def take_backup(
@@ -277,7 +272,7 @@ def take_backup(
     if tables is not None and not tables:
         raise BackupError("tables: give at least one table, or None for the whole database")
     if required_tables is None:
-        required_tables = (tuple(".".join(qualified_table(t)) for t in tables) if tables
+        required_tables = (tuple(".".join(_split(t)) for t in tables) if tables
                            else DEFAULT_REQUIRED_TABLES)
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)

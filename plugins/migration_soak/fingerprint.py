@@ -56,7 +56,7 @@ from typing import Any, Sequence
 from psycopg2 import sql
 
 from migration_soak.exceptions import MeasurementError
-from migration_soak.pgconn import PgTarget
+from migration_soak.pgconn import PgTarget, split_table
 
 log = logging.getLogger(__name__)
 
@@ -658,12 +658,6 @@ def _check_shape(columns: Sequence[str], cells: int, buckets: int) -> None:
     for what, n, top in (("cells", cells, 1 << 20), ("buckets", buckets, 1 << 20)):
         if n < 2 or n > top or n & (n - 1):
             raise ValueError(f"fingerprint: {what} must be a power of two in [2, {top}], got {n}")
-
-
-def split_table(table: str) -> tuple[str | None, str]:
-    """``schema.table`` → ``(schema, table)``; ``table`` → ``(None, table)`` (search path)."""
-    schema, dot, name = table.partition(".")
-    return (schema, name) if dot else (None, table)
 
 
 def _ident(schema: str | None, name: str) -> sql.Identifier:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, overload
 
 #: Where libpq reads connection parameters from in a child process (libpq docs,
 #: "Environment Variables"). We clear inherited ones so a child never mixes targets.
@@ -176,3 +176,22 @@ def write_passfile(path: Path, target: PgTarget) -> Path:
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(line + "\n")
     return Path(path)
+
+
+@overload
+def split_table(name: str) -> tuple[str | None, str]: ...
+@overload
+def split_table(name: str, default_schema: str) -> tuple[str, str]: ...
+
+
+def split_table(name: str, default_schema: str | None = None) -> tuple[str | None, str]:
+    """``(schema, table)`` of a plan's table name: ``schema.table`` splits at the first dot,
+    a bare ``table`` is in ``default_schema`` (None: whichever the search path finds). Names
+    are literal (``User`` is ``"User"``). ``ValueError`` for an empty part."""
+    schema: str | None
+    schema, dot, table = name.partition(".")
+    if not dot:
+        schema, table = default_schema, name
+    if schema == "" or not table:
+        raise ValueError(f"table name {name!r} is not 'table' or 'schema.table'")
+    return schema, table

@@ -15,7 +15,7 @@ from typing import Any
 
 from migration_soak import fingerprint
 from migration_soak.exceptions import MeasurementError
-from migration_soak.pgconn import PgTarget
+from migration_soak.pgconn import PgTarget, split_table
 from migration_soak.plan import Check, FingerprintSource, Plan
 from migration_soak.sources import Context, Measurement, SourceContext, spec_of
 
@@ -93,7 +93,7 @@ def record_baseline(plan: Plan, run_id: str, store: Any, target: PgTarget | None
 
 
 def _has_column(target: PgTarget, table: str, column: str) -> bool:
-    schema, name = fingerprint.split_table(table)
+    schema, name = split_table(table)
     schema = schema or ""
     conn = target.connect()
     try:
