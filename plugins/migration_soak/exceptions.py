@@ -46,3 +46,7 @@ class RehearsalError(SoakError):
     def __init__(self, step: str, message: str):
         super().__init__(f"{step}: {message}")
         self.step = step
+
+
+class SoakStopped(SoakError):
+    """A NO-GO already stopped the soak: the step does not run (its task is skipped)."""

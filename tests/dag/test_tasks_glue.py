@@ -7,6 +7,8 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from migration_soak import notify, runbook
+from migration_soak.airflow import context as c
+from migration_soak.airflow import rollback_tasks as rb
 from migration_soak.airflow import tasks as t
 from migration_soak.decision import APPROVE_OPTION, Decision, decision_event
 from migration_soak.exceptions import MigrationError
@@ -35,6 +37,7 @@ def run(monkeypatch):
     ctx = {"params": {"plan": "default", "environment": "staging", "time_scale": 1.0, "require_sign_off": True,
                       "on_inconclusive": "ask"}, "run_id": "r1", "ti": ti}
     monkeypatch.setattr(t, "get_current_context", lambda: ctx)
+    monkeypatch.setattr(c, "get_current_context", lambda: ctx)
     monkeypatch.setattr(t.Store, "from_airflow", classmethod(lambda cls, conn_id: store))
     posted: list[str] = []
     monkeypatch.setattr(notify, "send", lambda text, conn_id=None, **kw: posted.append(text) or True)
@@ -51,7 +54,7 @@ def test_decide_records_the_sign_off_and_the_decision_and_branches(run):
     assert run.recorded[0][2]["text"] == "QA sign-off rejected by qa: broken"
     assert run.recorded[1][2]["text"] == ("NO-GO, rollback: QA rejected the sign-off: broken "
                                           "(decided by person:qa)")
-    t.notify_rollback.function()
+    rb.notify_rollback.function()
     reason = "ROLLBACK INITIATED - Reason: NO_GO: QA rejected the sign-off: broken"
     assert run.recorded[-1] == ("r1", "rollback_started", {"text": reason})
     assert run.posted == [f":rotating_light: [staging] {PLAN.migration.name}: {reason}"]
@@ -90,17 +93,18 @@ def test_preflight_fails_the_task_with_the_runbook_message(run, monkeypatch):
     def refuse(*a, **kw):
         raise MigrationError("3 users have no authorizerId: the migration must not start")
 
-    monkeypatch.setattr(t, "_direct", lambda plan: None)
+    monkeypatch.setattr(t, "direct", lambda plan: None)
+    monkeypatch.setattr(c, "direct", lambda plan: None)
     monkeypatch.setattr(runbook, "preflight", refuse)
     with pytest.raises(AirflowFailException, match="^3 users have no authorizerId: the migration must not start$"):
         t.preflight.function()
 
 
 def test_health_fails_the_task_when_a_column_is_missing(run, monkeypatch):
-    monkeypatch.setattr(t.sources, "measure", lambda check, plan: type("M", (), {"value": 1.0})())
-    monkeypatch.setattr(t, "run_readonly", lambda conn_id, sql: (["column_name"], [("passwordHash",)]))
+    monkeypatch.setattr(rb.sources, "measure", lambda check, plan: type("M", (), {"value": 1.0})())
+    monkeypatch.setattr(c, "run_readonly", lambda conn_id, sql: (["column_name"], [("passwordHash",)]))
     with pytest.raises(AirflowFailException) as err:
-        t.health.function(200)
+        rb.health.function(200)
     assert str(err.value) == ("post-rollback health failed: {'gateway_health': 1.0, 'authorizer_health': 1.0, "
                               "'columns_back': ['passwordHash']}")
     assert run.recorded[-1][1] == "health" and run.recorded[-1][2]["ok"] is False

@@ -17,6 +17,7 @@ from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import DAG, Param, TaskGroup
 
 from migration_soak import notify
+from migration_soak.airflow import rollback_tasks as rb
 from migration_soak.airflow import tasks as t
 from migration_soak.clock import TIME_SCALE_MAX
 from migration_soak.decision import APPROVE_OPTION, GO_OPTION, REJECT_OPTION, ROLLBACK_OPTION
@@ -153,11 +154,11 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
 
         report = t.report()
         with TaskGroup("rollback") as rollback:
-            restored = t.restore()
-            t.notify_rollback() >> restored
-            restarted_again = t.restart_after_rollback()
-            t.mark_ledger(restored) >> restarted_again
-            t.post_mortem(t.health(restarted_again))
+            restored = rb.restore()
+            rb.notify_rollback() >> restored
+            restarted_again = rb.restart_after_rollback()
+            rb.mark_ledger(restored) >> restarted_again
+            rb.post_mortem(rb.health(restarted_again))
 
         # The final branch picks among its direct downstreams: report or notify_rollback.
         decision >> [report, rollback]

@@ -1,0 +1,77 @@
+"""What the DAG's tasks (``tasks.py``) read from Airflow: the task's context with the run's
+plan and store, the plan's connections, the XCom of earlier tasks, an HTTP call; and
+:func:`failing`, which turns the package's errors into failed tasks.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from airflow.sdk import get_current_context
+from airflow.sdk.exceptions import AirflowFailException
+
+from migration_soak import runbook
+from migration_soak.decision import Answer
+from migration_soak.judge import Verdict
+from migration_soak.migrate import MigrationBackend
+from migration_soak.pgconn import PgTarget
+from migration_soak.plan import Plan, load_plan
+from migration_soak.sources.sql import run_readonly
+from migration_soak.store import Store
+
+
+@contextmanager
+def failing(*errors: type[Exception], prefix: str = "", suffix: str = "") -> Iterator[None]:
+    """On ``errors``, fail the task without retry: ``AirflowFailException(prefix + str(exc) +
+    suffix)``. Other exceptions propagate unchanged (the failure callback names their class)."""
+    try:
+        yield
+    except errors as exc:
+        raise AirflowFailException(f"{prefix}{exc}{suffix}") from exc
+
+
+def run_context() -> tuple[Any, Plan, str, Store]:
+    """The task's context, the run's plan, run id and store; raises ``PlanError``."""
+    ctx = get_current_context()
+    plan = load_plan(ctx["params"]["plan"])
+    return ctx, plan, ctx["run_id"], Store.from_airflow(plan.connections.store)
+
+
+def direct(plan: Plan) -> PgTarget:
+    """The staging database for DDL, dumps and locks: ``staging_direct``, else ``staging``."""
+    return PgTarget.from_airflow(plan.connections.staging_direct or plan.connections.staging)
+
+
+def direct_field(plan: Plan) -> str:
+    """The plan field naming :func:`direct`'s connection (in the pooler check's message)."""
+    return "connections.staging_direct" if plan.connections.staging_direct else "connections.staging"
+
+
+def backend(plan: Plan, target: PgTarget | None = None) -> MigrationBackend:
+    """The plan's migration backend on ``target`` (default: :func:`direct`)."""
+    return runbook.backend(plan, target or direct(plan))
+
+
+def query(plan: Plan) -> runbook.Query:
+    """The read-only query on the plan's ``staging`` connection."""
+    return lambda sql: run_readonly(plan.connections.staging, sql)[1]
+
+
+def http(conn_id: str, endpoint: str, method: str = "GET", **options: Any) -> int:
+    """The HTTP status of ``endpoint`` on connection ``conn_id`` (``options``: HttpHook's extra_options)."""
+    # Imported here, not at the top: the HTTP provider adds ~0.15-0.3 s to every DAG parse
+    # (measured on top of this package's modules), and only three tasks call it.
+    from airflow.providers.http.hooks.http import HttpHook
+
+    return HttpHook(method=method, http_conn_id=conn_id).run(endpoint, extra_options=options).status_code
+
+
+def verdict(ctx: Any) -> Verdict:
+    """The verdict ``judge_soak`` pushed."""
+    return Verdict.from_dict(ctx["ti"].xcom_pull(task_ids="judge_soak", key="verdict"))
+
+
+def answer(ctx: Any, task_id: str) -> Answer | None:
+    """A person's answer to the question task ``task_id`` asked (None: never asked)."""
+    return Answer.from_hitl(ctx["ti"].xcom_pull(task_ids=task_id))

@@ -1,0 +1,66 @@
+"""The rollback group's tasks (runbook "Procedimiento de Rollback en Staging", steps 1-6):
+thin TaskFlow glue over runbook.py and lifecycle.py, like ``tasks.py``."""
+
+from __future__ import annotations
+
+from airflow.sdk import task
+
+from migration_soak import lifecycle, notify, runbook, sources
+from migration_soak.airflow.context import backend, direct, failing, query, run_context
+from migration_soak.airflow.context import verdict as pushed_verdict
+from migration_soak.airflow.tasks import restart, write_report
+from migration_soak.backup_storage import fetched
+from migration_soak.exceptions import BackupError, MigrationError, RollbackError
+
+
+@task
+def notify_rollback() -> None:
+    """``lifecycle.start_rollback``: Slack "ROLLBACK INITIATED - Reason: ..." (rollback step 1)."""
+    ctx, plan, run_id, store = run_context()
+    notify.send(lifecycle.start_rollback(plan, store, run_id), plan.connections.slack)
+
+
+@task
+def restore() -> dict:
+    """``runbook.restore`` (rollback step 2) from the backup recorded by ``backup``."""
+    ctx, plan, run_id, store = run_context()
+    record = lifecycle.kept_backup(store, run_id)
+    # The backup may have been taken on another worker: fetched from its storage.
+    with failing(BackupError, prefix="rollback cannot read the backup, nothing restored: "), \
+            failing(RollbackError, prefix="restore failed: "):
+        return runbook.restore(plan, run_id, store, fetch=lambda: fetched(record), direct=direct(plan),
+                               pg_bin_dir=runbook.pg_bin_dir(plan))
+
+
+@task
+def mark_ledger(_restored: dict) -> None:
+    """``runbook.mark_rolled_back`` and Prisma's agreement (rollback step 3)."""
+    ctx, plan, run_id, store = run_context()
+    with failing(MigrationError, prefix=f"marking {plan.migration.name} rolled back: "):
+        runbook.mark_rolled_back(plan, run_id, store, backend(plan), direct(plan))
+    with failing(MigrationError):
+        runbook.confirm_with_prisma(run_id, store, runbook.prisma(plan, direct(plan)), plan.migration.name, "pending")
+
+
+@task
+def restart_after_rollback() -> int:
+    """Restart the applications on the restored schema (step 4)."""
+    return restart("rollback_restart", "applications restarted after rollback")
+
+
+@task
+def health(_restarted: int) -> dict:
+    """``runbook.post_rollback_health`` (step 5); returns its results."""
+    ctx, plan, run_id, store = run_context()
+    with failing(RollbackError):
+        return runbook.post_rollback_health(plan, run_id, store, query=query(plan),
+                                            measure=lambda check: sources.measure(check, plan).value)
+
+
+@task
+def post_mortem(_health: dict) -> str:
+    """The report plus ``runbook.write_post_mortem`` (step 6); returns the post-mortem's path."""
+    ctx, plan, run_id, store = run_context()
+    path = runbook.write_post_mortem(plan, run_id, store, pushed_verdict(ctx), write_report())
+    notify.send(notify.rollback_done_text(plan, path.name), plan.connections.slack)
+    return str(path)
