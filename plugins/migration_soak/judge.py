@@ -158,7 +158,7 @@ def max_gap_minutes(rule: Rule) -> float | None:
     return rule_kind(rule).max_gap_minutes()
 
 
-def detect(rule: Rule, series: list[Observation], base: float | None, time_scale: float) -> list[Point] | None:
+def detect(rule: Rule, series: list[Observation], base: float | None) -> list[Point] | None:
     """The points that show the rule's condition is met (as a NO-GO/alert reads it), or None.
 
     ``sustained``: a run of consecutive breaching readings, at least two, spanning
@@ -168,13 +168,12 @@ def detect(rule: Rule, series: list[Observation], base: float | None, time_scale
     ``minutes``. Others: the first point that meets it. ``series``: :func:`_series` of one
     check; ``base``: its :func:`baseline_of`. See ``rules.py`` for each kind.
     """
-    return rule_kind(rule).detect(series, base, time_scale)
+    return rule_kind(rule).detect(series, base)
 
 
-def holds_throughout(rule: Rule, series: list[Observation], base: float | None,
-                     time_scale: float) -> tuple[bool, Point | None, int]:
+def holds_throughout(rule: Rule, series: list[Observation], base: float | None) -> tuple[bool, Point | None, int]:
     """(all points meet the rule, the first point that does not, number of points)."""
-    return rule_kind(rule).holds_throughout(series, base, time_scale)
+    return rule_kind(rule).holds_throughout(series, base)
 
 
 # --- criteria -------------------------------------------------------------------------------
@@ -197,13 +196,13 @@ def implicit_criteria(plan: Plan) -> tuple[list[Criterion], list[Criterion]]:
     return go, no_go
 
 
-def judge_breach(crit: Criterion | Alert, kind: str, obs: list[Observation], time_scale: float) -> CriterionResult:
+def judge_breach(crit: Criterion | Alert, kind: str, obs: list[Observation]) -> CriterionResult:
     """A NO-GO criterion (or an alert): ``breached`` when any of its checks shows the rule, else ``clear``."""
     rule = rule_kind(crit.rule)
     for cid in crit.checks:
         series = _series(obs, cid)
         base = baseline_of(obs, cid)
-        hit = rule.detect(series, base, time_scale)
+        hit = rule.detect(series, base)
         if hit:
             unit = series[0].unit if series else ""
             return CriterionResult(crit.id, kind, crit.text, rule.text(unit), "breached",
@@ -228,14 +227,14 @@ def _breach_detail(rule: RuleKind, cid: str, hit: list[Point], base: float | Non
 _GO_RANK: dict[Outcome, int] = {"met": 0, "not_enough_data": 1, "not_met": 2}
 
 
-def judge_go(plan: Plan, crit: Criterion, obs: list[Observation], time_scale: float, stopped: bool) -> CriterionResult:
+def judge_go(plan: Plan, crit: Criterion, obs: list[Observation], stopped: bool) -> CriterionResult:
     """A GO criterion: ``met`` only with enough data and the rule holding throughout."""
     min_cov = crit.min_coverage if crit.min_coverage is not None else plan.verdict.min_coverage
     rule = rule_kind(crit.rule)
     outcome: Outcome = "met"
     details, deciding = [], []
     for cid in crit.checks:
-        check_outcome, detail, decided = _go_check(plan, rule, cid, obs, time_scale, stopped, min_cov)
+        check_outcome, detail, decided = _go_check(plan, rule, cid, obs, stopped, min_cov)
         outcome = max(outcome, check_outcome, key=_GO_RANK.__getitem__)
         details.append(f"{cid}: {detail}")
         if decided is not None:
@@ -251,15 +250,14 @@ def _coverage(plan: Plan, cid: str, series: list[Observation]) -> tuple[int, int
     return measured, expected, measured / expected if expected else 0.0
 
 
-def _go_check(plan: Plan, rule: RuleKind, cid: str, obs: list[Observation], time_scale: float, stopped: bool,
-              min_cov: float) -> tuple[Outcome, str, dict | None]:
+def _go_check(plan: Plan, rule: RuleKind, cid: str, obs: list[Observation], stopped: bool, min_cov: float) -> tuple[Outcome, str, dict | None]:
     """One check of a GO criterion: (outcome, detail without the check id, the reading
     that decided a ``not_met`` or None). A stopped soak is ``not_met`` unless a reading
     already failed the rule."""
     series = _series(obs, cid)
     measured, expected, coverage = _coverage(plan, cid, series)
     base = baseline_of(obs, cid)
-    _, bad, n_points = rule.holds_throughout(series, base, time_scale)
+    _, bad, n_points = rule.holds_throughout(series, base)
     unit = plan.check(cid).unit
     if bad is not None:
         o, v = bad
@@ -273,22 +271,22 @@ def _go_check(plan: Plan, rule: RuleKind, cid: str, obs: list[Observation], time
         errors = len([o for o in obs if o.check_id == cid and o.status == "error" and o.phase != "baseline"])
         return "not_enough_data", (f"{measured} of {expected} scheduled readings measured (coverage {coverage:.0%} "
                                    f"< {min_cov:.0%}; {errors} errors)"), None
-    values = [v for _, v in rule.points(series, base, time_scale)]
+    values = [v for _, v in rule.points(series, base)]
     rng = f"{rule.shown(min(values), unit)} to {rule.shown(max(values), unit)}"
     return "met", (f"{n_points} points {rule.text(unit)} (range {rng}, coverage {coverage:.0%}"
                    f"{rule.range_note(base, unit)})"), None
 
 
-def no_go_breaches(plan: Plan, obs: list[Observation], time_scale: float, checks: set[str] | None = None) -> list[CriterionResult]:
+def no_go_breaches(plan: Plan, obs: list[Observation], checks: set[str] | None = None) -> list[CriterionResult]:
     """Breached NO-GO criteria (those reading any of ``checks``, or all): the stop signal."""
     _, no_go = implicit_criteria(plan)
-    results = [judge_breach(c, "no_go", obs, time_scale) for c in no_go if checks is None or set(c.checks) & checks]
+    results = [judge_breach(c, "no_go", obs) for c in no_go if checks is None or set(c.checks) & checks]
     return [r for r in results if r.outcome == "breached"]
 
 
-def firing_alerts(plan: Plan, obs: list[Observation], time_scale: float, checks: set[str] | None = None) -> list[CriterionResult]:
+def firing_alerts(plan: Plan, obs: list[Observation], checks: set[str] | None = None) -> list[CriterionResult]:
     """Alerts whose rule the data meets now (reading any of ``checks``, or all)."""
-    results = [judge_breach(a, "alert", obs, time_scale) for a in plan.alerts if checks is None or set(a.checks) & checks]
+    results = [judge_breach(a, "alert", obs) for a in plan.alerts if checks is None or set(a.checks) & checks]
     return [r for r in results if r.outcome == "breached"]
 
 
@@ -302,16 +300,15 @@ def stop_point(breaches: list[CriterionResult]) -> str | None:
     return None
 
 
-def judge(plan: Plan, observations: list[Observation], time_scale: float = 1.0) -> Verdict:
-    """The verdict of a soak from all its observations (see the module doc).
-
-    ``time_scale`` converts wall time between observations into soak time for the rules
-    that speak of minutes.
+def judge(plan: Plan, observations: list[Observation]) -> Verdict:
+    """The verdict of a soak from all its observations (see the module doc), each carrying
+    its soak time (``Store.observations`` on the run's clock) for the rules that speak of
+    minutes.
     """
     go, no_go = implicit_criteria(plan)
-    breaches = [judge_breach(c, "no_go", observations, time_scale) for c in no_go]
+    breaches = [judge_breach(c, "no_go", observations) for c in no_go]
     stopped = any(r.outcome == "breached" for r in breaches)
-    gos = [judge_go(plan, c, observations, time_scale, stopped) for c in go]
+    gos = [judge_go(plan, c, observations, stopped) for c in go]
     from migration_soak.report_checks import summarize_check  # report work; imported here: it imports this module
 
     checks = [summarize_check(plan, c, observations, stop_point(breaches) or stopped, breaches)

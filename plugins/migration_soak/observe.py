@@ -35,7 +35,7 @@ from datetime import datetime, timedelta, timezone
 from migration_soak import clock, judge, sources
 from migration_soak.exceptions import MeasurementError
 from migration_soak.plan import Plan
-from migration_soak.store import Observation, Status, Store
+from migration_soak.store import Observation, RunClock, Status, Store
 
 LATE_GRACE = timedelta(seconds=5)
 
@@ -62,10 +62,11 @@ def rule_checks(plan: Plan, checks: set[str], alerts: bool = False) -> set[str]:
     return {c for r in rules if set(r.checks) & checks for c in r.checks} | set(checks)
 
 
-def observations_of(store: Store, run_id: str, check_ids: set[str]) -> list[Observation]:
-    """The run's observations of ``check_ids`` only (every phase): a criterion reads nothing
-    else, and a 24-hour soak with a guard reading every minute holds thousands of others."""
-    return [o for c in sorted(check_ids) for o in store.observations(run_id, check_id=c)]
+def observations_of(store: Store, run_id: str, check_ids: set[str], clock: RunClock) -> list[Observation]:
+    """The run's observations of ``check_ids`` only (every phase), on ``clock``: a criterion
+    reads nothing else, and a 24-hour soak with a guard reading every minute holds thousands
+    of others."""
+    return [o for c in sorted(check_ids) for o in store.observations(run_id, check_id=c, clock=clock)]
 
 
 def record_no_go(store: Store, run_id: str, breach: judge.CriterionResult) -> dict:
@@ -80,11 +81,12 @@ def record_no_go(store: Store, run_id: str, breach: judge.CriterionResult) -> di
     return first
 
 
-def check_no_go(plan: Plan, store: Store, run_id: str, checks: set[str], time_scale: float) -> dict | None:
-    """Judge the NO-GO criteria reading ``checks`` on the run's observations so far; on a
-    breach, record it as the run's ``no_go`` event (the stop signal) and return it."""
-    obs = observations_of(store, run_id, rule_checks(plan, checks))
-    breaches = judge.no_go_breaches(plan, obs, time_scale, checks)
+def check_no_go(plan: Plan, store: Store, run_id: str, checks: set[str], clock: RunClock) -> dict | None:
+    """Judge the NO-GO criteria reading ``checks`` on the run's observations so far (on
+    ``clock``); on a breach, record it as the run's ``no_go`` event (the stop signal) and
+    return it."""
+    obs = observations_of(store, run_id, rule_checks(plan, checks), clock)
+    breaches = judge.no_go_breaches(plan, obs, checks)
     if not breaches:
         return None
     return record_no_go(store, run_id, breaches[0])
@@ -150,7 +152,8 @@ def observe_due(
     seen = {o.tick for o in store.observations(run_id, phase=phase, check_id=check_id)} if schedule[0].at <= now else set()
     recorded, measured = record_due(plan, store, run_id, phase, check_id, schedule, seen, now, late_grace)
     if recorded and phase != "baseline":
-        breach = check_no_go(plan, store, run_id, {check_id}, time_scale)
+        # the phase's origin as the clock's: the rules read only soak time between readings
+        breach = check_no_go(plan, store, run_id, {check_id}, RunClock(hour0, time_scale))
         if breach is not None:
             return Progress(True, None, recorded, stopped_by=breach, breached_now=True)
     return progress_after(schedule, seen | measured | {o.tick for o in recorded}, recorded)
@@ -232,12 +235,11 @@ class GuardProgress:
         return self.stopped_by is not None or self.next_at is None
 
 
-def new_alerts(plan: Plan, store: Store, run_id: str, obs: list[Observation], time_scale: float,
-               checks: set[str]) -> list[dict]:
+def new_alerts(plan: Plan, store: Store, run_id: str, obs: list[Observation], checks: set[str]) -> list[dict]:
     """Alerts reading ``checks`` whose rule ``obs`` meet and that the run never notified."""
     notified = {e["payload"].get("alert") for e in store.events(run_id, "alert")}
     return [{"alert": a.id, "text": f"ALERT {a.text}: {a.detail}", "detail": a.detail}
-            for a in judge.firing_alerts(plan, obs, time_scale, checks) if a.id not in notified]
+            for a in judge.firing_alerts(plan, obs, checks) if a.id not in notified]
 
 
 def guard_due(plan: Plan, store: Store, run_id: str, hour0: datetime, time_scale: float,
@@ -270,8 +272,8 @@ def guard_due(plan: Plan, store: Store, run_id: str, hour0: datetime, time_scale
     next_at = clock.tick_at(plan, "guard", hour0, time_scale, due + 1).at if due < last else None
     if not recorded:
         return GuardProgress(None, [], None, next_at)
-    obs = observations_of(store, run_id, rule_checks(plan, checks, alerts=True))
-    breaches = judge.no_go_breaches(plan, obs, time_scale, checks)
+    obs = observations_of(store, run_id, rule_checks(plan, checks, alerts=True), RunClock(hour0, time_scale))
+    breaches = judge.no_go_breaches(plan, obs, checks)
     if breaches:
         return GuardProgress(due, recorded, record_no_go(store, run_id, breaches[0]), next_at, breached_now=True)
-    return GuardProgress(due, recorded, None, next_at, alerts=new_alerts(plan, store, run_id, obs, time_scale, checks))
+    return GuardProgress(due, recorded, None, next_at, alerts=new_alerts(plan, store, run_id, obs, checks))

@@ -12,7 +12,8 @@ data points with its condition ``op value``:
 - ``growth``: the compound growth rate per ``per_minutes``, optionally sustained ``minutes``.
 
 ``series`` is always one check's measured readings (``value`` not ``None``) in
-scheduled-time order; ``time_scale`` turns wall time between readings into soak time.
+scheduled-time order, each carrying its soak time (``Observation.soak_s``, set when the
+store loads it on the run's clock): no rule converts wall time.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import statistics
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from functools import cached_property
 from typing import Any, Generic, TypeVar
 
@@ -46,9 +46,22 @@ Spec = TypeVar("Spec", ThresholdRule, SustainedRule, WindowCountRule, BaselineRu
 
 # --- time, values and confidence ---------------------------------------------------------------
 
-def soak_minutes(a: datetime, b: datetime, time_scale: float) -> float:
-    """Soak minutes from wall time ``a`` to ``b``."""
-    return (b - a).total_seconds() * time_scale / 60.0
+def soak_minutes(a: Observation, b: Observation) -> float:
+    """Soak minutes from reading ``a``'s scheduled time to ``b``'s."""
+    return (_soak(b, "soak_s") - _soak(a, "soak_s")) / 60.0
+
+
+def taken_minutes(a: Observation, b: Observation) -> float:
+    """Soak minutes from the moment reading ``a`` was taken to the moment ``b`` was."""
+    return (_soak(b, "measured_soak_s") - _soak(a, "measured_soak_s")) / 60.0
+
+
+def _soak(o: Observation, field: str) -> float:
+    """A reading's soak time; ``ValueError`` for one loaded without the run's clock."""
+    t = getattr(o, field)
+    if t is None:
+        raise ValueError(f"observation {o.check_id}@{o.phase}#{o.tick} has no soak time: load it on the run's clock")
+    return t
 
 
 def _value(o: Observation) -> float:
@@ -89,7 +102,7 @@ def _breach_value(o: Observation, op: str) -> float:
     return wilson_lower(*counts) if counts else _value(o)
 
 
-def _windows(series: list[Observation], time_scale: float, minutes: float,
+def _windows(series: list[Observation], minutes: float,
              closed: bool) -> Iterator[tuple[Observation, list[Observation]]]:
     """Each reading of ``series`` with the readings of the ``minutes`` of soak time that end
     at it: those scheduled ``0 <= age < minutes`` before it (``<=`` when ``closed``). Two
@@ -97,8 +110,7 @@ def _windows(series: list[Observation], time_scale: float, minutes: float,
     24 hours."""
     start = 0
     for i, o in enumerate(series):
-        while start < i and _too_old(soak_minutes(series[start].scheduled_at, o.scheduled_at, time_scale),
-                                     minutes, closed):
+        while start < i and _too_old(soak_minutes(series[start], o), minutes, closed):
             start += 1
         end = i + 1  # readings scheduled at the same time as ``o`` belong to its window too
         while end < len(series) and series[end].scheduled_at == o.scheduled_at:
@@ -174,7 +186,7 @@ class RuleKind(ABC, Generic[Spec]):
         return Condition(op=self.spec.op, value=self.spec.value)
 
     @abstractmethod
-    def points(self, series: list[Observation], base: float | None, time_scale: float,
+    def points(self, series: list[Observation], base: float | None,
                confident: bool = False) -> list[Point]:
         """The data points compared with the condition. ``base``: the baseline median (or
         None); ``confident``: compare count-based ratios by their lower confidence limit
@@ -217,18 +229,18 @@ class RuleKind(ABC, Generic[Spec]):
         counts = _counts(o, self.spec.op)
         return counts is None or not self.condition.holds(wilson_upper(*counts))
 
-    def detect(self, series: list[Observation], base: float | None, time_scale: float) -> list[Point] | None:
+    def detect(self, series: list[Observation], base: float | None) -> list[Point] | None:
         """The points that show the condition is met (as a NO-GO or alert reads it), or None:
         the first such point, or for a kind with :meth:`span_minutes` the first covered run
         (:meth:`_covered_run`). Times are scheduled times (the soak clock's)."""
-        points = self.points(series, base, time_scale, confident=True)
+        points = self.points(series, base, confident=True)
         span = self.span_minutes()
         if span is None:
             hit = next(((o, v) for o, v in points if self.condition.holds(v)), None)
             return [hit] if hit else None
-        return self._covered_run(points, span, time_scale)
+        return self._covered_run(points, span)
 
-    def _covered_run(self, points: list[Point], span: float, time_scale: float) -> list[Point] | None:
+    def _covered_run(self, points: list[Point], span: float) -> list[Point] | None:
         """The first run of consecutive points meeting the condition, at least two, spanning
         ``span`` soak minutes, none more than :meth:`max_gap_minutes` after the one before.
         A point that :meth:`clears` restarts the run; one that neither meets nor clears is a
@@ -241,18 +253,16 @@ class RuleKind(ABC, Generic[Spec]):
                     run = []
                 continue  # too few requests to say either way: a gap, not a good reading
             # 1e-9: readings exactly half the window apart cover it despite float rounding
-            if run and gap is not None and soak_minutes(run[-1][0].scheduled_at, o.scheduled_at,
-                                                        time_scale) > gap + 1e-9:
+            if run and gap is not None and soak_minutes(run[-1][0], o) > gap + 1e-9:
                 run = []  # the window is not covered: start again from this reading
             run.append((o, v))
-            if len(run) >= 2 and soak_minutes(run[0][0].scheduled_at, run[-1][0].scheduled_at, time_scale) >= span:
+            if len(run) >= 2 and soak_minutes(run[0][0], run[-1][0]) >= span:
                 return run
         return None
 
-    def holds_throughout(self, series: list[Observation], base: float | None,
-                         time_scale: float) -> tuple[bool, Point | None, int]:
+    def holds_throughout(self, series: list[Observation], base: float | None) -> tuple[bool, Point | None, int]:
         """(every point meets the condition, the first point that does not, number of points)."""
-        points = self.points(series, base, time_scale)
+        points = self.points(series, base)
         bad = next(((o, v) for o, v in points if not self.condition.holds(v)), None)
         return bad is None, bad, len(points)
 
@@ -266,7 +276,7 @@ class Threshold(RuleKind[ThresholdRule]):
     """Each reading compared with the bound (runbook "Criterios de Éxito", e.g. "0 usuarios
     sin authorizerId"): a NO-GO is breached by any reading, a GO met when all meet it."""
 
-    def points(self, series: list[Observation], base: float | None, time_scale: float,
+    def points(self, series: list[Observation], base: float | None,
                confident: bool = False) -> list[Point]:
         return _readings(series, self.spec.op, confident)
 
@@ -281,7 +291,7 @@ class Sustained(RuleKind[SustainedRule]):
     gap). With 15-minute phase ticks alone a 5-minute window is never covered: the guard's
     readings cover it."""
 
-    def points(self, series: list[Observation], base: float | None, time_scale: float,
+    def points(self, series: list[Observation], base: float | None,
                confident: bool = False) -> list[Point]:
         return _readings(series, self.spec.op, confident)
 
@@ -303,7 +313,7 @@ class WindowCount(RuleKind[WindowCountRule]):
 
     window_phrase = "in the window ending"
 
-    def points(self, series: list[Observation], base: float | None, time_scale: float,
+    def points(self, series: list[Observation], base: float | None,
                confident: bool = False) -> list[Point]:
         # Summed within one series, never across: the guard's readings and the phases' each
         # count every log line once (each starts where its own series last read,
@@ -316,7 +326,7 @@ class WindowCount(RuleKind[WindowCountRule]):
                 points.append((part[-1], sum(_value(o) for o in part)))
             else:
                 points.extend((o, sum(_value(p) for p in window))
-                              for o, window in _windows(part, time_scale, self.spec.minutes, False))
+                              for o, window in _windows(part, self.spec.minutes, False))
         return sorted(points, key=lambda p: p[0].scheduled_at)
 
     def text(self, unit: str) -> str:
@@ -332,12 +342,12 @@ class Baseline(RuleKind[BaselineRule]):
 
     needs_baseline = True
 
-    def points(self, series: list[Observation], base: float | None, time_scale: float,
+    def points(self, series: list[Observation], base: float | None,
                confident: bool = False) -> list[Point]:
         if base is None or base == 0:
             return []
         points = []
-        for o, window in _windows(series, time_scale, self.spec.window_minutes, True):
+        for o, window in _windows(series, self.spec.window_minutes, True):
             m = statistics.median(_value(p) for p in window)
             points.append((o, 0.0 if abs(m - base) < self.spec.min_delta else (m - base) / base))
         return points
@@ -364,7 +374,7 @@ class Growth(RuleKind[GrowthRule]):
     already a rate over at least ``per_minutes`` and consecutive points' spans join, so no
     gap limit applies."""
 
-    def points(self, series: list[Observation], base: float | None, time_scale: float,
+    def points(self, series: list[Observation], base: float | None,
                confident: bool = False) -> list[Point]:
         # A rate: spans are between the times the readings were *taken*. A late reading
         # (its tick's wake-up came late) holds a later value; timing it by its schedule
@@ -373,10 +383,10 @@ class Growth(RuleKind[GrowthRule]):
         per = self.spec.per_minutes
         points = []
         for i, o in enumerate(series):
-            earlier = [p for p in series[:i] if soak_minutes(p.measured_at, o.measured_at, time_scale) >= per]
+            earlier = [p for p in series[:i] if taken_minutes(p, o) >= per]
             if earlier and earlier[-1].value:
                 ref = earlier[-1]
-                span = soak_minutes(ref.measured_at, o.measured_at, time_scale)
+                span = taken_minutes(ref, o)
                 # compound rate per period: 2 h at +20 %/h is x1.44, not x1.40
                 ratio = _value(o) / _value(ref)
                 points.append((o, ratio ** (per / span) - 1 if ratio > 0 else -1.0))

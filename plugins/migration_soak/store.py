@@ -11,7 +11,7 @@ Observations are unique per (run, phase, check, tick): recording the same tick t
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -63,12 +63,30 @@ leases = sa.Table(
 
 
 @dataclass(frozen=True)
+class RunClock:
+    """A run's soak clock: wall time ``hour0`` is soak time 0 and the clock runs
+    ``time_scale`` times faster than the wall clock."""
+
+    hour0: datetime
+    time_scale: float
+
+    def soak_s(self, at: datetime) -> float:
+        """Soak seconds from hour 0 to wall time ``at`` (negative before it)."""
+        return (at - self.hour0).total_seconds() * self.time_scale
+
+
+@dataclass(frozen=True)
 class Observation:
     """One measured value of one check at one tick.
 
     ``tick`` is 1-based within the phase (hour 0 has tick 0). ``value`` is ``None`` for
     an ``error`` observation. ``evidence`` is JSON: the query, the figures it used, the
     error text.
+
+    ``soak_s`` and ``measured_soak_s``: the soak time (seconds from hour 0, negative
+    before it) of ``scheduled_at`` and ``measured_at``, set when the store loads the
+    reading on the run's clock (:meth:`Store.observations` with ``clock``); not stored.
+    The rules read soak time from them, so the judge needs no ``time_scale``.
     """
 
     run_id: str
@@ -81,6 +99,12 @@ class Observation:
     unit: str
     status: Status
     evidence: dict[str, Any] = field(default_factory=dict)
+    soak_s: float | None = None
+    measured_soak_s: float | None = None
+
+    def on_clock(self, clock: RunClock) -> "Observation":
+        """This reading with its soak times on ``clock``."""
+        return replace(self, soak_s=clock.soak_s(self.scheduled_at), measured_soak_s=clock.soak_s(self.measured_at))
 
     def __post_init__(self):
         if self.status not in STATUSES:
@@ -132,8 +156,10 @@ class Store:
             # RETURNING, not rowcount: psycopg 3 (PostgresHook's driver) reports -1 here
             return conn.execute(stmt).first() is not None
 
-    def observations(self, run_id: str, phase: str | None = None, check_id: str | None = None) -> list[Observation]:
-        """Observations of a run in tick order, optionally of one phase and/or check."""
+    def observations(self, run_id: str, phase: str | None = None, check_id: str | None = None,
+                     clock: RunClock | None = None) -> list[Observation]:
+        """Observations of a run in tick order, optionally of one phase and/or check; with
+        the run's ``clock`` (:meth:`clock`), each carries its soak time (what the judge reads)."""
         q = sa.select(observations).where(observations.c.run_id == run_id)
         if phase is not None:
             q = q.where(observations.c.phase == phase)
@@ -141,9 +167,26 @@ class Store:
             q = q.where(observations.c.check_id == check_id)
         q = q.order_by(observations.c.scheduled_at, observations.c.id)
         with self.engine.connect() as conn:
-            return [
-                Observation(**{k: v for k, v in r._mapping.items() if k != "id"}) for r in conn.execute(q)
-            ]
+            found = [Observation(**{k: v for k, v in r._mapping.items() if k != "id"}) for r in conn.execute(q)]
+        return [o.on_clock(clock) for o in found] if clock else found
+
+    def clock(self, run_id: str, time_scale: float) -> RunClock:
+        """The run's soak clock: hour 0 as ``start_clock`` recorded it (the ``hour0`` event).
+        Before hour 0 (or in a soak stopped at hour 0) the clock starts at the migration's
+        verification (``verified``), else the baseline's start: the only readings then are
+        the baseline's and the Hora 0 checks', one per check, and rules read only the soak
+        time between readings of one series."""
+        q = (sa.select(events.c.kind, events.c.payload)
+             .where(events.c.run_id == run_id, events.c.kind.in_(["hour0", "verified", "baseline_start"]))
+             .order_by(events.c.id))
+        with self.engine.connect() as conn:
+            first: dict[str, dict[str, Any]] = {}
+            for kind, payload in conn.execute(q):
+                first.setdefault(kind, payload)
+        for kind, key in (("hour0", "hour0"), ("verified", "at"), ("baseline_start", "at")):
+            if kind in first and first[kind].get(key):
+                return RunClock(datetime.fromisoformat(first[kind][key]), float(time_scale))
+        return RunClock(datetime(1970, 1, 1, tzinfo=timezone.utc), float(time_scale))
 
     def latest(self, run_id: str, check_id: str, phases: Collection[str] | None = None,
                exclude_phases: Collection[str] = ()) -> Observation | None:

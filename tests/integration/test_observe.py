@@ -8,7 +8,7 @@ import pytest
 
 from migration_soak import observe
 from migration_soak.plan import load_plan
-from migration_soak.store import Observation
+from migration_soak.store import Observation, RunClock
 from tests.integration.conftest import query
 
 PLAN = load_plan("default")
@@ -95,6 +95,24 @@ def test_store_keeps_the_first_observation_of_a_tick(store):
     assert kept.value == 10.0 and store.first_failure("r5") is None
     with pytest.raises(ValueError, match="needs a value"):
         Observation("r5", "regular", "login_p95", 3, H0, H0, None, "ms", "pass")
+
+
+def test_readings_load_with_their_soak_time_on_the_runs_clock(store):
+    """Hour 0 from the ``hour0`` event (before it: ``verified``, else the baseline's start);
+    each reading's soak seconds at its scheduled and measured times, negative before hour 0."""
+    store.add_event("rc", "baseline_start", {"at": at(-90).isoformat()})
+    assert store.clock("rc", SCALE) == RunClock(at(-90), SCALE)
+    store.add_event("rc", "verified", {"at": at(-5).isoformat()})
+    assert store.clock("rc", SCALE) == RunClock(at(-5), SCALE)
+    store.add_event("rc", "hour0", {"hour0": H0.isoformat()})
+    store.add_event("rc", "hour0", {"hour0": at(1).isoformat()})  # a second one never moves hour 0
+    clock = store.clock("rc", SCALE)
+    assert clock == RunClock(H0, SCALE)
+    store.record(Observation("rc", "baseline", "login_p95", 1, at(-60), at(-59), 10.0, "ms", "pass"))
+    store.record(Observation("rc", "intensive", "login_p95", 1, at(15), at(16), 10.0, "ms", "pass"))
+    soak = [t for o in store.observations("rc", clock=clock) for t in (o.soak_s, o.measured_soak_s)]
+    assert soak == pytest.approx([-3600, -3540, 900, 960], abs=0.01)  # wall times are whole microseconds
+    assert {o.soak_s for o in store.observations("rc")} == {None}  # without the clock: wall time only
 
 
 def test_the_guard_and_the_phase_checks_each_start_their_window_at_their_own_last_reading(store):

@@ -9,11 +9,12 @@ from hypothesis import strategies as st
 
 from migration_soak.judge import expected_observations, judge, no_go_breaches, status_of
 from migration_soak.plan import load_plan
-from migration_soak.store import Observation
+from migration_soak.store import Observation, RunClock
 
 PLAN = load_plan("default")
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 SCALE = 1.0  # real time: wall minutes are soak minutes
+CLOCK = RunClock(T0, SCALE)  # the run's clock: each reading carries its soak time
 
 GOOD = {
     "users_without_authorizer_id": 0, "deprecated_columns_absent": 0, "auth_query_time": 0.2, "recent_executions": 90,
@@ -32,7 +33,7 @@ def obs(check_id, phase, tick, minute, value, status=None):
     check = PLAN.check(check_id)
     if status is None:
         status = "error" if value is None else status_of(check.expect, check.no_go, value)
-    return Observation("r", phase, check_id, tick, at, at, value, check.unit, status)
+    return Observation("r", phase, check_id, tick, at, at, value, check.unit, status).on_clock(CLOCK)
 
 
 def full_soak(values=None):
@@ -80,16 +81,16 @@ def guard(check_id, minute_from, minute_to, value, every=1.0, counts=None):
 
 
 def decision(observations):
-    return judge(PLAN, observations, SCALE).decision
+    return judge(PLAN, observations).decision
 
 
 def criterion(observations, cid):
-    v = judge(PLAN, observations, SCALE)
+    v = judge(PLAN, observations)
     return next(c for c in v.criteria if c.id == cid)
 
 
 def test_healthy_soak_is_go_and_every_criterion_met():
-    v = judge(PLAN, full_soak(), SCALE)
+    v = judge(PLAN, full_soak())
     assert v.decision == "GO", v.reasons
     assert {c.id for c in v.criteria if c.kind == "go"} == {c.id for c in PLAN.go}
     assert all(c.outcome == ("met" if c.kind == "go" else "clear") for c in v.criteria)
@@ -104,7 +105,7 @@ def test_the_seed_has_ten_go_and_eight_no_go_criteria():
 
 def test_no_go_users_without_authorizer_id_at_zero_and_one():
     assert decision(set_value(full_soak(), "users_without_authorizer_id", 300, 0)) == "GO"
-    v = judge(PLAN, set_value(full_soak(), "users_without_authorizer_id", 300, 1), SCALE)
+    v = judge(PLAN, set_value(full_soak(), "users_without_authorizer_id", 300, 1))
     assert v.decision == "NO_GO" and v.reasons[0].startswith("no_go_users_without_authorizer_id")
 
 
@@ -138,7 +139,7 @@ def test_a_breach_is_seen_when_its_window_is_covered_not_before():
     s = add(full_soak(), *guard("auth_error_rate", 590, 599, 0.0), *guard("auth_error_rate", 600, 605, 0.05),
             *guard("auth_error_rate", 606, 620, 0.0))
     rule = next(c for c in PLAN.no_go if c.id == "no_go_auth_error_rate").rule
-    hit = detect(rule, _series(s, "auth_error_rate"), None, SCALE)
+    hit = detect(rule, _series(s, "auth_error_rate"), None)
     assert [(o.scheduled_at - T0).total_seconds() / 60 for o, _ in hit] == [600, 601, 602, 603, 604, 605]
 
 
@@ -149,10 +150,10 @@ def test_a_short_spike_does_not_trip_a_longer_window():
 
     spike = add(full_soak(), *guard("db_cpu", 500, 502, 0.99), *guard("db_cpu", 503, 520, 0.2))
     assert criterion(spike, "no_go_db_cpu").outcome == "clear"
-    assert [a.id for a in firing_alerts(PLAN, spike, SCALE)] == []
+    assert [a.id for a in firing_alerts(PLAN, spike)] == []
     long = add(full_soak(), *guard("db_cpu", 500, 510, 0.99))
     assert criterion(long, "no_go_db_cpu").outcome == "breached"
-    assert [a.id for a in firing_alerts(PLAN, long, SCALE)] == ["db_cpu_high"]
+    assert [a.id for a in firing_alerts(PLAN, long)] == ["db_cpu_high"]
 
 
 def test_a_missing_reading_inside_the_window_is_a_gap():
@@ -162,11 +163,11 @@ def test_a_missing_reading_inside_the_window_is_a_gap():
 
     readings = guard("connection_usage", 100, 103, 0.95)
     with_error = [obs("connection_usage", "guard", o.tick, 101, None) if o.tick == 101 else o for o in readings]
-    assert [a.id for a in firing_alerts(PLAN, add(full_soak(), *readings), SCALE)] == ["connection_pool_exhausted"]
-    assert [a.id for a in firing_alerts(PLAN, add(full_soak(), *with_error), SCALE)] == []
+    assert [a.id for a in firing_alerts(PLAN, add(full_soak(), *readings))] == ["connection_pool_exhausted"]
+    assert [a.id for a in firing_alerts(PLAN, add(full_soak(), *with_error))] == []
     # once readings cover 2 minutes again after the gap, it fires
     again = add(full_soak(), *with_error, *guard("connection_usage", 104, 105, 0.95))
-    assert [a.id for a in firing_alerts(PLAN, again, SCALE)] == ["connection_pool_exhausted"]
+    assert [a.id for a in firing_alerts(PLAN, again)] == ["connection_pool_exhausted"]
 
 
 def test_a_ratio_over_too_few_requests_is_a_gap_not_a_good_reading():
@@ -190,8 +191,8 @@ def test_one_good_reading_inside_the_window_clears_it():
 
     readings = guard("connection_usage", 200, 206, 0.95)  # no phase reading of it in 200-206
     one_good = [obs("connection_usage", "guard", o.tick, 202, 0.5) if o.tick == 202 else o for o in readings]
-    assert firing_alerts(PLAN, add(full_soak(), *one_good[:5]), SCALE) == []  # 200-201, then 203-204
-    assert [a.id for a in firing_alerts(PLAN, add(full_soak(), *one_good), SCALE)] == ["connection_pool_exhausted"]
+    assert firing_alerts(PLAN, add(full_soak(), *one_good[:5])) == []  # 200-201, then 203-204
+    assert [a.id for a in firing_alerts(PLAN, add(full_soak(), *one_good))] == ["connection_pool_exhausted"]
 
 
 def test_a_ratio_from_few_requests_does_not_breach_but_a_confident_one_does():
@@ -282,7 +283,7 @@ def test_growth_is_timed_by_when_readings_were_taken():
             taken = o.scheduled_at + timedelta(minutes=20 if (o.phase, o.tick) == ("intensive", 8) else 0)
             hours = min((taken - T0).total_seconds() / 3600, 3.0)  # due at 2:00, taken at 2:20; capped from 3:00
             o = Observation("r", o.phase, o.check_id, o.tick, o.scheduled_at, taken, 100e6 * 1.30 ** hours,
-                            o.unit, o.status)
+                            o.unit, o.status).on_clock(CLOCK)
         late.append(o)
     assert criterion(late, "no_go_memory_leak").outcome == "breached"
     assert criterion(late, "go_no_memory_leak").outcome == "not_met"
@@ -338,7 +339,7 @@ def test_go_backups_need_every_incremental_backup():
 
 def test_errors_are_missing_data_never_a_pass():
     s = set_value(full_soak(), "auth_error_rate", 480, None)  # a metrics outage from hour 8 on
-    v = judge(PLAN, s, SCALE)
+    v = judge(PLAN, s)
     assert v.decision == "INCONCLUSIVE"
     c = next(c for c in v.criteria if c.id == "go_auth_error_rate")
     assert c.outcome == "not_enough_data" and "coverage" in c.detail
@@ -357,8 +358,8 @@ def test_expected_observations_follow_the_phases_of_each_check():
 
 def test_no_go_breaches_reads_only_the_named_checks():
     s = set_value(full_soak(), "users_without_authorizer_id", 300, 3)
-    assert [b.id for b in no_go_breaches(PLAN, s, SCALE, {"users_without_authorizer_id"})] == ["no_go_users_without_authorizer_id"]
-    assert no_go_breaches(PLAN, s, SCALE, {"login_p95"}) == []
+    assert [b.id for b in no_go_breaches(PLAN, s, {"users_without_authorizer_id"})] == ["no_go_users_without_authorizer_id"]
+    assert no_go_breaches(PLAN, s, {"login_p95"}) == []
 
 
 # --- properties ---------------------------------------------------------------------------------
@@ -405,7 +406,7 @@ def test_error_observations_never_make_a_go(idxs):
     s = list(BASE)
     for i in idxs:
         s[i] = worse(s[i], "error")
-    v = judge(PLAN, s, SCALE)
+    v = judge(PLAN, s)
     if v.decision == "GO":
         for c in v.criteria:
             if c.kind == "go":
@@ -419,12 +420,12 @@ def _brute_points(rule, series, base):
     from migration_soak.rules import soak_minutes
 
     if rule.kind == "window_count":
-        return [(o, sum(p.value for p in series if 0 <= soak_minutes(p.scheduled_at, o.scheduled_at, SCALE) < rule.minutes))
+        return [(o, sum(p.value for p in series if 0 <= soak_minutes(p, o) < rule.minutes))
                 for o in series]
     out = []
     for o in series:
         m = statistics.median([p.value for p in series
-                               if 0 <= soak_minutes(p.scheduled_at, o.scheduled_at, SCALE) <= rule.window_minutes])
+                               if 0 <= soak_minutes(p, o) <= rule.window_minutes])
         out.append((o, 0.0 if abs(m - base) < rule.min_delta else (m - base) / base))
     return out
 
@@ -439,8 +440,8 @@ def test_sliding_windows_match_their_definition(readings):
     series = _series(s, "login_p95")
     baseline = next(c for c in PLAN.no_go if c.id == "no_go_performance").rule
     counts = next(c for c in PLAN.no_go if c.id == "no_go_critical_errors_per_hour").rule
-    assert rule_kind(baseline).points(series, 200.0, SCALE) == _brute_points(baseline, series, 200.0)
-    assert rule_kind(counts).points(series, None, SCALE) == _brute_points(counts, series, None)
+    assert rule_kind(baseline).points(series, 200.0) == _brute_points(baseline, series, 200.0)
+    assert rule_kind(counts).points(series, None) == _brute_points(counts, series, None)
 
 
 def test_a_day_of_guard_readings_is_judged_quickly():
@@ -451,6 +452,6 @@ def test_a_day_of_guard_readings_is_judged_quickly():
     for cid in PLAN.guard.checks:
         s += guard(cid, 1, 24 * 60, GOOD[cid])
     began = time.perf_counter()
-    v = judge(PLAN, s, SCALE)
+    v = judge(PLAN, s)
     assert v.decision == "GO", v.reasons
     assert time.perf_counter() - began < 10

@@ -11,7 +11,7 @@ import pytest
 from migration_soak import report
 from migration_soak.judge import judge, status_of
 from migration_soak.plan import load_plan
-from migration_soak.store import Observation
+from migration_soak.store import Observation, RunClock
 
 PLAN = load_plan("default")
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)  # the migration verified: hour 0
@@ -89,7 +89,7 @@ def full_soak(scale, values=None):
 
 def go_run(scale, sign_off=None):
     obs, events = full_soak(scale)
-    verdict = judge(PLAN, obs, scale)
+    verdict = judge(PLAN, [o.on_clock(RunClock(T0 + HOUR0_CHECKS, scale)) for o in obs])
     end = T0 + timedelta(hours=24) / scale + timedelta(seconds=20)
     events.append(event("verdict", end, **verdict.to_dict()))
     if sign_off:
@@ -114,7 +114,7 @@ def nogo_hour0_run(scale=300.0):
             value, ev = 13, {"reader": "file", "lines_read": 500, "matches": 13, "samples": CRITICAL_LINES}
         obs.append(reading(cid, "hour0", 0, T0, value, ev))
     obs.append(reading("login_p95", "guard", 1, T0 + timedelta(seconds=3), None))  # in flight when the soak stopped
-    verdict = judge(PLAN, obs, scale)
+    verdict = judge(PLAN, [o.on_clock(RunClock(T0, scale)) for o in obs])  # no hour 0: the clock from `verified`
     stop = T0 + timedelta(seconds=6)
     t = stop + timedelta(seconds=2)
     events = early_events(scale) + [

@@ -16,17 +16,19 @@ from migration_soak.rules import (
     rule_kind,
     wilson_lower,
 )
-from migration_soak.store import Observation
+from migration_soak.store import Observation, RunClock
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+REAL_TIME = RunClock(T0, 1.0)
 
 
-def reading(minute, value, unit="ratio", taken=None, counts=None):
-    """A reading scheduled ``minute`` soak minutes after T0 (taken then, or at ``taken``)."""
+def reading(minute, value, unit="ratio", taken=None, counts=None, clock=REAL_TIME):
+    """A reading scheduled ``minute`` wall minutes after T0 (taken then, or at ``taken``),
+    carrying its soak time on ``clock`` (real time: wall minutes are soak minutes)."""
     at = T0 + timedelta(minutes=minute)
     evidence = {"numerator": counts[0], "denominator": counts[1]} if counts else {}
     return Observation("r", "guard", "c", int(minute), at, T0 + timedelta(minutes=taken) if taken is not None else at,
-                       value, unit, "error" if value is None else "pass", evidence)
+                       value, unit, "error" if value is None else "pass", evidence).on_clock(clock)
 
 
 def minutes(points):
@@ -42,19 +44,19 @@ def values(points):
 def test_threshold_breach_reads_a_count_ratio_by_its_lower_limit_a_go_by_its_value():
     above = rule_kind(ThresholdRule(kind="threshold", op=">", value=0.01))
     series = [reading(0, 0.0), reading(15, 1 / 45, counts=(1, 45)), reading(30, 0.2, counts=(20, 100))]
-    assert values(above.points(series, None, 1.0)) == [0.0, 1 / 45, 0.2]
-    assert values(above.points(series, None, 1.0, confident=True)) == [0.0, wilson_lower(1, 45), wilson_lower(20, 100)]
-    assert minutes(above.detect(series, None, 1.0)) == [30]  # 1 failure in 45 requests proves nothing
+    assert values(above.points(series, None)) == [0.0, 1 / 45, 0.2]
+    assert values(above.points(series, None, confident=True)) == [0.0, wilson_lower(1, 45), wilson_lower(20, 100)]
+    assert minutes(above.detect(series, None)) == [30]  # 1 failure in 45 requests proves nothing
     # a GO-direction bound (<) never reads confidence limits, even for a breach
     below = rule_kind(ThresholdRule(kind="threshold", op="<", value=0.05))
-    assert values(below.points(series, None, 1.0, confident=True)) == [0.0, 1 / 45, 0.2]
+    assert values(below.points(series, None, confident=True)) == [0.0, 1 / 45, 0.2]
 
 
 def test_threshold_holds_throughout_names_the_first_reading_that_does_not_meet_it():
     rule = rule_kind(ThresholdRule(kind="threshold", op="<", value=0.1))
-    ok, bad, n = rule.holds_throughout([reading(0, 0.05), reading(15, 0.3), reading(30, 0.5)], None, 1.0)
+    ok, bad, n = rule.holds_throughout([reading(0, 0.05), reading(15, 0.3), reading(30, 0.5)], None)
     assert (ok, minutes([bad]), bad[1], n) == (False, [15], 0.3, 3)
-    assert rule.holds_throughout([reading(0, 0.05)], None, 1.0)[:2] == (True, None)
+    assert rule.holds_throughout([reading(0, 0.05)], None)[:2] == (True, None)
 
 
 def test_threshold_text_and_shown_values_are_in_the_checks_unit():
@@ -66,7 +68,7 @@ def test_threshold_text_and_shown_values_are_in_the_checks_unit():
 
 def test_a_reading_without_a_value_is_refused():
     with pytest.raises(ValueError, match="has no value"):
-        rule_kind(ThresholdRule(kind="threshold", op=">", value=0)).points([reading(0, None)], None, 1.0)
+        rule_kind(ThresholdRule(kind="threshold", op=">", value=0)).points([reading(0, None)], None)
 
 
 # --- sustained ---------------------------------------------------------------------------------
@@ -77,10 +79,10 @@ SUSTAINED = SustainedRule(kind="sustained", op=">", value=0.01, minutes=5)
 def test_sustained_needs_breaching_readings_covering_the_window():
     rule = rule_kind(SUSTAINED)
     every_minute = [reading(m, 0.05) for m in range(6)]
-    assert minutes(rule.detect(every_minute, None, 1.0)) == [0, 1, 2, 3, 4, 5]
-    assert rule.detect(every_minute[:5], None, 1.0) is None  # 4 minutes
-    assert rule.detect([reading(m, 0.05) for m in range(0, 31, 3)], None, 1.0) is None  # 3 > 5 / 2 apart
-    assert minutes(rule.detect([reading(m * 2.5, 0.05) for m in range(3)], None, 1.0)) == [0, 2.5, 5]
+    assert minutes(rule.detect(every_minute, None)) == [0, 1, 2, 3, 4, 5]
+    assert rule.detect(every_minute[:5], None) is None  # 4 minutes
+    assert rule.detect([reading(m, 0.05) for m in range(0, 31, 3)], None) is None  # 3 > 5 / 2 apart
+    assert minutes(rule.detect([reading(m * 2.5, 0.05) for m in range(3)], None)) == [0, 2.5, 5]
 
 
 def test_sustained_restarts_on_a_good_reading_not_on_one_over_too_few_requests():
@@ -90,17 +92,24 @@ def test_sustained_restarts_on_a_good_reading_not_on_one_over_too_few_requests()
     def with_reading_at_2_5(o):
         return burst[:3] + [o] + burst[3:]
 
-    assert rule.detect(with_reading_at_2_5(reading(2.5, 0.0)), None, 1.0) is None
-    assert rule.detect(with_reading_at_2_5(reading(2.5, 0.0, counts=(0, 5000))), None, 1.0) is None
+    assert rule.detect(with_reading_at_2_5(reading(2.5, 0.0)), None) is None
+    assert rule.detect(with_reading_at_2_5(reading(2.5, 0.0, counts=(0, 5000))), None) is None
     # 0 errors in 50 requests shows neither: a gap, the run goes on
-    assert minutes(rule.detect(with_reading_at_2_5(reading(2.5, 0.0, counts=(0, 50))), None, 1.0)) == [0, 1, 2, 3, 4, 5]
+    assert minutes(rule.detect(with_reading_at_2_5(reading(2.5, 0.0, counts=(0, 50))), None)) == [0, 1, 2, 3, 4, 5]
 
 
 def test_sustained_windows_are_soak_minutes():
     """At time_scale 60 a wall second is a soak minute."""
-    seconds_apart = [reading(m / 60, 0.05) for m in range(6)]
-    assert rule_kind(SUSTAINED).detect(seconds_apart, None, 60.0) is not None
-    assert rule_kind(SUSTAINED).detect(seconds_apart, None, 1.0) is None
+    fast = [reading(m / 60, 0.05, clock=RunClock(T0, 60.0)) for m in range(6)]
+    assert [o.soak_s for o in fast] == [0, 60, 120, 180, 240, 300]
+    assert rule_kind(SUSTAINED).detect(fast, None) is not None
+    assert rule_kind(SUSTAINED).detect([reading(m / 60, 0.05) for m in range(6)], None) is None
+
+
+def test_a_reading_without_soak_time_is_refused():
+    bare = [Observation(**{**reading(m, 0.05).__dict__, "soak_s": None}) for m in range(6)]
+    with pytest.raises(ValueError, match="has no soak time: load it on the run's clock"):
+        rule_kind(SUSTAINED).detect(bare, None)
 
 
 def test_sustained_text_and_gap():
@@ -115,17 +124,17 @@ def test_window_count_sums_the_last_minutes_half_open():
     rule = rule_kind(WindowCountRule(kind="window_count", op=">", value=5, minutes=60))
     series = [reading(0, 3, "count"), reading(59, 2, "count"), reading(60, 1, "count"), reading(60, 1, "count")]
     # at 60 the reading of minute 0 is out (age 60), both readings of minute 60 are in
-    assert values(rule.points(series, None, 1.0)) == [3, 5, 4, 4]
-    assert rule.detect(series, None, 1.0) is None
-    hit = rule.detect(series + [reading(61, 2, "count")], None, 1.0)
+    assert values(rule.points(series, None)) == [3, 5, 4, 4]
+    assert rule.detect(series, None) is None
+    hit = rule.detect(series + [reading(61, 2, "count")], None)
     assert minutes(hit) == [61] and values(hit) == [6]
 
 
 def test_window_count_without_minutes_counts_the_whole_soak():
     rule = rule_kind(WindowCountRule(kind="window_count", op="==", value=0))
     series = [reading(0, 3, "count"), reading(600, 2, "count")]
-    assert minutes(rule.points(series, None, 1.0)) == [600] and values(rule.points(series, None, 1.0)) == [5]
-    assert rule.points([], None, 1.0) == [] and rule.holds_throughout([], None, 1.0) == (True, None, 0)
+    assert minutes(rule.points(series, None)) == [600] and values(rule.points(series, None)) == [5]
+    assert rule.points([], None) == [] and rule.holds_throughout([], None) == (True, None, 0)
 
 
 def test_window_count_sums_within_the_guard_and_the_phase_series_never_across():
@@ -135,13 +144,13 @@ def test_window_count_sums_within_the_guard_and_the_phase_series_never_across():
         return Observation(**{**reading(minute, value, "count").__dict__, "phase": "regular"})
     per_hour = rule_kind(WindowCountRule(kind="window_count", op=">", value=5, minutes=60))
     both = [reading(10, 2, "count"), reading(20, 2, "count"), phase(30, 4)]
-    assert per_hour.detect(both, None, 1.0) is None
-    assert sorted(values(per_hour.points(both, None, 1.0))) == [2, 4, 4]
-    hit = per_hour.detect(both + [reading(40, 3, "count")], None, 1.0)
+    assert per_hour.detect(both, None) is None
+    assert sorted(values(per_hour.points(both, None))) == [2, 4, 4]
+    hit = per_hour.detect(both + [reading(40, 3, "count")], None)
     assert minutes(hit) == [40] and values(hit) == [7]  # the guard's 2 + 2 + 3
     soak = rule_kind(WindowCountRule(kind="window_count", op="==", value=0))
-    assert soak.holds_throughout([reading(10, 0, "count"), phase(30, 1)], None, 1.0)[0] is False
-    assert soak.holds_throughout([reading(10, 0, "count"), phase(30, 0)], None, 1.0)[0] is True
+    assert soak.holds_throughout([reading(10, 0, "count"), phase(30, 1)], None)[0] is False
+    assert soak.holds_throughout([reading(10, 0, "count"), phase(30, 0)], None)[0] is True
 
 
 def test_window_count_text():
@@ -160,15 +169,15 @@ def test_baseline_is_the_change_of_the_windows_median_closed():
     rule = rule_kind(DEGRADATION)
     series = [reading(0, 200, "ms"), reading(30, 300, "ms"), reading(60, 400, "ms"), reading(61, 1000, "ms")]
     # medians 200 (under min_delta: 0), 250, 300 (minute 0 still in: age 60), 400 (minute 0 out)
-    assert values(rule.points(series, 200.0, 1.0)) == [0.0, 0.25, 0.5, 1.0]
-    assert minutes(rule.detect(series, 200.0, 1.0)) == [60]
+    assert values(rule.points(series, 200.0)) == [0.0, 0.25, 0.5, 1.0]
+    assert minutes(rule.detect(series, 200.0)) == [60]
 
 
 def test_baseline_has_no_points_without_a_baseline_and_ignores_small_changes():
     rule = rule_kind(DEGRADATION)
     assert rule.needs_baseline
-    assert rule.points([reading(0, 900, "ms")], None, 1.0) == [] == rule.points([reading(0, 900, "ms")], 0.0, 1.0)
-    assert values(rule.points([reading(0, 249, "ms")], 200.0, 1.0)) == [0.0]  # +24.5 %, but only 49 ms
+    assert rule.points([reading(0, 900, "ms")], None) == [] == rule.points([reading(0, 900, "ms")], 0.0)
+    assert values(rule.points([reading(0, 249, "ms")], 200.0)) == [0.0]  # +24.5 %, but only 49 ms
 
 
 def test_baseline_text_shows_changes():
@@ -188,32 +197,32 @@ def test_growth_is_compounded_from_the_latest_reading_at_least_a_period_older():
     rule = rule_kind(PER_HOUR)
     series = [reading(0, 100, "bytes"), reading(60, 120, "bytes"), reading(90, 130, "bytes"), reading(120, 150, "bytes")]
     # 90: only minute 0 is an hour older; 120: minute 60 is the latest that is
-    assert values(rule.points(series, None, 1.0)) == pytest.approx([0.2, 1.3 ** (60 / 90) - 1, 0.25])
-    assert rule.holds_throughout(series, None, 1.0)[2] == 3  # points, not readings: minute 0 has none
+    assert values(rule.points(series, None)) == pytest.approx([0.2, 1.3 ** (60 / 90) - 1, 0.25])
+    assert rule.holds_throughout(series, None)[2] == 3  # points, not readings: minute 0 has none
     # x1.44 in 2 hours is +20 %/h compounded, not +22 %
-    assert values(rule.points([reading(0, 100, "bytes"), reading(120, 144, "bytes")], None, 1.0)) == pytest.approx([0.2])
+    assert values(rule.points([reading(0, 100, "bytes"), reading(120, 144, "bytes")], None)) == pytest.approx([0.2])
 
 
 def test_growth_is_timed_by_when_readings_were_taken():
     late = [reading(0, 100, "bytes"), reading(60, 120, "bytes", taken=80)]
-    assert values(rule_kind(PER_HOUR).points(late, None, 1.0)) == pytest.approx([1.2 ** (60 / 80) - 1])
+    assert values(rule_kind(PER_HOUR).points(late, None)) == pytest.approx([1.2 ** (60 / 80) - 1])
     # due at 0:50 but taken at 1:00: an hour after the first reading
     early_due = [reading(0, 100, "bytes"), reading(50, 120, "bytes", taken=60)]
-    assert values(rule_kind(PER_HOUR).points(early_due, None, 1.0)) == pytest.approx([0.2])
+    assert values(rule_kind(PER_HOUR).points(early_due, None)) == pytest.approx([0.2])
 
 
 def test_growth_from_zero_has_no_point_and_to_zero_is_minus_one():
     rule = rule_kind(PER_HOUR)
-    assert rule.points([reading(0, 0, "bytes"), reading(60, 50, "bytes")], None, 1.0) == []
-    assert values(rule.points([reading(0, 100, "bytes"), reading(60, 0, "bytes")], None, 1.0)) == [-1.0]
+    assert rule.points([reading(0, 0, "bytes"), reading(60, 50, "bytes")], None) == []
+    assert values(rule.points([reading(0, 100, "bytes"), reading(60, 0, "bytes")], None)) == [-1.0]
 
 
 def test_sustained_growth_needs_points_spanning_its_minutes():
     rule = rule_kind(GrowthRule(kind="growth", op=">", value=0.2, per_minutes=60, minutes=60))
     leak = [reading(m, 100 * 1.3 ** (m / 60), "bytes") for m in range(0, 121, 15)]
-    assert minutes(rule.detect(leak, None, 1.0)) == [60, 75, 90, 105, 120]
-    assert rule.detect(leak[:-1], None, 1.0) is None
-    assert minutes(rule_kind(PER_HOUR).detect(leak, None, 1.0)) == [60]  # without minutes: the first point
+    assert minutes(rule.detect(leak, None)) == [60, 75, 90, 105, 120]
+    assert rule.detect(leak[:-1], None) is None
+    assert minutes(rule_kind(PER_HOUR).detect(leak, None)) == [60]  # without minutes: the first point
 
 
 def test_growth_text_and_shown():

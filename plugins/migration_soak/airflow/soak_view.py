@@ -7,9 +7,9 @@ run, ``/dags/<dag>/runs/<run>/plugin/soak-run``, and the navigation entry *Soaks
 For a run it shows where the soak clock is (phase, soak hour, next tick), every
 criterion as the judge sees it now (met / breached / not enough data yet, with its
 figures), one chart per check, the alerts and events, and links to the report and the
-post-mortem. The criteria come from ``judge.judge()`` over the store's observations with
-the run's ``time_scale``, exactly what ``judge_soak`` calls, so the view and the verdict
-cannot disagree; the charts come from ``charts.py`` with the report's own marks (the
+post-mortem. The criteria come from ``judge.judge()`` over the store's observations on
+the run's clock (hour 0 and ``time_scale``), exactly what ``judge_soak`` calls, so the
+view and the verdict cannot disagree; the charts come from ``charts.py`` with the report's own marks (the
 deciding reading, the stop). The page refreshes itself while the run is active.
 
 Every route requires an Airflow user (``GetUserDep``: the UI's ``_token`` cookie or a
@@ -181,14 +181,14 @@ def _load_soak(snap: Snapshot) -> None:
         snap.time_scale = 1.0
     try:
         store = Store.from_airflow(snap.plan.connections.store)
-        snap.observations = store.observations(snap.run_id)
+        snap.observations = store.observations(snap.run_id, clock=store.clock(snap.run_id, snap.time_scale))
         snap.events = store.events(snap.run_id)
     except sa.exc.ProgrammingError:  # the run's load task has not created the store's tables yet
         pass
     except Exception as exc:
         snap.store_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
         log.warning("soak view: store of %s not readable: %s", snap.run_id, exc)
-    snap.verdict = judge(snap.plan, snap.observations, snap.time_scale)
+    snap.verdict = judge(snap.plan, snap.observations)
     snap.analysis = report._analyse(snap.plan, snap.verdict, snap.observations, snap.events, snap.time_scale)
     snap.marks = report._chart_marks(snap.analysis)
 
@@ -320,7 +320,7 @@ def summary(snap: Snapshot) -> dict:
 def _alerts(snap: Snapshot) -> list:
     from migration_soak.judge import judge_breach
 
-    return [judge_breach(a, "alert", snap.observations, snap.time_scale) for a in snap.plan.alerts]
+    return [judge_breach(a, "alert", snap.observations) for a in snap.plan.alerts]
 
 
 # --- HTML ---------------------------------------------------------------------------------------
