@@ -10,7 +10,7 @@ import pytest
 from migration_soak import report_postmortem as pm
 from migration_soak import report_sections as sections
 from migration_soak.judge import CriterionResult, Verdict, status_of
-from migration_soak.plan import load_plan
+from migration_soak.plan import Report, RequestCount, load_plan
 from migration_soak.report_run import Run, analyse, log_lines
 from migration_soak.store import Observation
 
@@ -155,6 +155,18 @@ def test_final_metrics_totals_requests_and_a_check_without_baseline():
                         "over 2 readings")
     assert any(line.startswith("/auth/login response time p95: 1 reading, 210 ms, last 210 ms; no baseline measured")
                for line in lines)
+
+
+def test_the_headline_requests_come_from_the_plan_not_a_check_id():
+    readings = [obs("login_error_rate", "regular", 1, 60, 0.01, numerator=3, denominator=300),
+                obs("auth_error_rate", "regular", 1, 60, 0.002, numerator=10, denominator=5000)]
+    other = PLAN.model_copy(update={"report": Report(requests=[
+        RequestCount(check="login_error_rate", label="Logins", failed="failed with 5xx")])})
+    run = analyse(other, Verdict("GO", [], []), readings, [], 1.0)
+    assert sections.request_lines(run, "meanwhile", with_readings=False) == [
+        "Logins seen meanwhile: 300, 3 failed with 5xx (1%)"]
+    none = analyse(PLAN.model_copy(update={"report": Report()}), Verdict("GO", [], []), readings, [], 1.0)
+    assert sections.request_lines(none, "after the migration") == []
 
 
 def test_backup_migration_and_rehearsal_lines():
