@@ -670,11 +670,22 @@ class RequestCount(_Model):
     failed: str = Field(default="failed", min_length=1)
 
 
+class Trend(_Model):
+    """A check the report's final metrics show as first, last and range of its readings
+    after the migration (drift people watch: memory, cache hit rate). ``label``: the
+    line's name (default: the check's ``title``)."""
+
+    check: str
+    label: str | None = None
+
+
 class Report(_Model):
     """What the report and the post-mortem headline beyond the checks and criteria:
-    ``requests``, counted requests (default none)."""
+    ``requests``, counted requests; ``trends``, checks shown first/last/range (default
+    none of either)."""
 
     requests: list[RequestCount] = Field(default_factory=list)
+    trends: list[Trend] = Field(default_factory=list)
 
 
 class Rehearsal(_Model):
@@ -749,6 +760,7 @@ class Plan(_Model):
         refs += [("guard", self.guard.checks)] if self.guard else []
         refs += [("baseline", self.baseline.checks)] if self.baseline else []
         refs += [(f"report.requests[{r.check}]", [r.check]) for r in self.report.requests]
+        refs += [(f"report.trends[{t.check}]", [t.check]) for t in self.report.trends]
         return refs
 
     def phase(self, name: str) -> Phase:

@@ -379,10 +379,10 @@ def _baseline_line(run: Run, cid: str, floor: float, window: float) -> str | Non
 
 
 def _first_last_lines(run: Run) -> list[str]:
-    """First, last and range of the checks people watch for drift."""
+    """First, last and range of the checks the plan's ``report.trends`` names (watched for drift)."""
     lines = []
-    for cid, label in (("cache_hit_rate", "Cache hit rate"), ("app_memory", "API gateway memory"),
-                       ("recent_executions", "Workflow executions in the last hour")):
+    for trend in run.plan.report.trends:
+        cid, label = trend.check, trend.label or run.plan.check(trend.check).title
         r = run.results.get(cid)
         vals = [o.value for o in sorted(run.after, key=lambda o: o.scheduled_at)
                 if o.check_id == cid and o.value is not None and o.status != "error"]
