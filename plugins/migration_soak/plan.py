@@ -227,7 +227,8 @@ class LogsSource(_Model):
 
 
 #: A PostgreSQL name as the plan may give it: not empty, no NUL, at most 63 characters
-#: (NAMEDATALEN - 1); the code quotes it (``psycopg2.sql.Identifier``), so any case works.
+#: (NAMEDATALEN - 1); the code quotes it as an identifier (double quotes doubled), so any
+#: case and character work and a name never reaches the SQL as SQL.
 Identifier = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[^\x00]+$")]
 
 
@@ -236,8 +237,8 @@ class AuthorizerSyncSource(_Model):
     Authorizer does not know.
 
     ``sample`` ids are drawn from the staging database's ``table`` (on its search path): a
-    ``TABLESAMPLE SYSTEM`` draw sized for ``sample`` rows, topped up by ``ORDER BY random()``
-    when it yields fewer (small tables); each is looked up with ``GET endpoint`` (``{id}``
+    ``TABLESAMPLE SYSTEM`` draw of about two pages per id, or ``ORDER BY random()`` over
+    the whole table when that draw yields fewer (small tables); each is looked up with ``GET endpoint`` (``{id}``
     replaced) on the Authorizer's admin API, the connection's password being the admin
     token. The value is the count not found (seed: "Inconsistencias en la sincronización
     con Authorizer").

@@ -148,7 +148,8 @@ def _rollback_impact(run: Run) -> list[str]:
 
 def impact(run: Run) -> list[str]:
     """Exposure, requests and log lines seen, the checks involved, the restore and health."""
-    return _schema_live(run) + request_lines(run, "meanwhile", with_readings=False) + _log_impact(run) + _checks_impact(run) + _rollback_impact(run)
+    return (_schema_live(run) + request_lines(run, "meanwhile", with_readings=False) + _log_impact(run)
+            + _checks_impact(run) + _rollback_impact(run))
 
 
 # --- deciding evidence -------------------------------------------------------------------------------

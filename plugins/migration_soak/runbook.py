@@ -138,7 +138,8 @@ def require(requirement: Requirement, query: Query) -> float:
         raise MigrationError(f"{where}: the query's first cell is {cell!r}, not a number ({requirement.why}): "
                              "the migration must not start") from None
     if not requirement.expect.holds(value):
-        raise MigrationError(f"{where}: {value:g}, expected {requirement.expect} ({requirement.why}): "
+        shown = f"{value:.0f}" if value.is_integer() else f"{value:g}"  # a count in full: 1234567, not 1.23457e+06
+        raise MigrationError(f"{where}: {shown}, expected {requirement.expect} ({requirement.why}): "
                              "the migration must not start")
     return value
 

@@ -136,6 +136,8 @@ def test_a_requirement_runs_the_plans_query_and_refuses_a_cell_that_is_not_a_num
     asked: list[str] = []
     assert runbook.require(requirement, lambda sql: asked.append(sql) or [(0,)]) == 0
     assert asked == [(SQL_DIR / "users_without_authorizer_id.sql").read_text(encoding="utf-8")]
+    with pytest.raises(MigrationError, match=r"^preflight\.require\[users_without_authorizer_id\]: 1234567, expected"):
+        runbook.require(requirement, lambda sql: [(1234567,)])
     for rows in ([], [(None,)], [("many",)]):
         with pytest.raises(MigrationError, match=r"^preflight\.require\[users_without_authorizer_id\]: the query's "
                                                  r"first cell is .*, not a number \(Pre-requisito: .*\): the migration"):
