@@ -49,13 +49,13 @@ def sample_queries(table: str, column: str, percent: float) -> tuple[str, str]:
 
 def sample_percent(pages: int, n: int) -> float:
     """The ``TABLESAMPLE SYSTEM`` percentage for ``n`` ids from a ``pages``-page table:
-    ``PAGES_PER_ID`` pages per id, at most 100 (0 pages: 100)."""
-    return 100.0 if pages <= 0 else min(100.0, 100.0 * PAGES_PER_ID * n / pages)
+    ``PAGES_PER_ID`` pages per id, between 1e-6 (the query's 6 decimals) and 100 (0 pages: 100)."""
+    return 100.0 if pages <= 0 else min(100.0, max(1e-6, 100.0 * PAGES_PER_ID * n / pages))
 
 
-def sample_ids(conn_id: str, n: int, table: str = "users", column: str = "authorizerId") -> tuple[list[str], str]:
-    """Up to ``n`` random non-null ``table.column`` values of the staging database
-    (read-only), and how they were drawn: ``tablesample <p>%`` or ``random`` (the whole
+def sample_ids(conn_id: str, n: int, table: str, column: str) -> tuple[list[str], str]:
+    """Up to ``n`` random non-null ``table.column`` values (the plan source's) of the staging
+    database (read-only), and how they were drawn: ``tablesample <p>%`` or ``random`` (the whole
     table: a small one, or a draw that found fewer than ``n``). Database errors propagate."""
     with readonly_transaction(conn_id) as cur:
         cur.execute(PAGES_SQL, (_quote_ident(table),))
