@@ -61,6 +61,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 
 from migration_soak.clock import TIME_SCALE_MAX, check_time_scale  # noqa: E402
+from migration_soak.rollback import restored_count, restored_table  # noqa: E402
 from migration_soak.store import Store  # noqa: E402
 
 #: The demo's exit codes (see the module docstring).
@@ -754,8 +755,9 @@ def summary(outcome: SoakOutcome) -> list[str]:
         r = ev["restore"]["payload"]
         status = "completed" if "rollback_completed" in ev else "INCOMPLETE"
         lines.append(f"rollback: {status}")
-        lines.append(f"restored: {r['values_restored']} values of {r['users_matched']} users; "
-                     f"{r['users_matched']}/{r['users_at_backup']} users present at backup time match, "
+        matched, table = restored_count(r, "rows_matched"), restored_table(r)
+        lines.append(f"restored: {r['values_restored']} values in {matched} rows of {table}; "
+                     f"{matched}/{restored_count(r, 'rows_at_backup')} rows of {table} present at backup time match, "
                      f"{r['mismatches']} mismatches")
         if "rollback_completed" in ev:
             lines.append(f"post-mortem: {ev['rollback_completed']['payload']['post_mortem']}")

@@ -162,10 +162,12 @@ def take_kept_backup(
     label: str,
     *,
     tables: Sequence[str] | None = None,
+    required_tables: Sequence[str] | None = None,
     conn_id: str | None = None,
 ) -> BackupRecord:
     """Take, verify and keep a backup at ``root / <label>.dump``; the storage-aware
-    ``backup.take_backup``.
+    ``backup.take_backup`` (``tables``, ``required_tables``: its own; the DAG passes the
+    plan's migration table as required, ``runbook.backup_required_tables``).
 
     A label names one backup (the DAG uses ``pre_<run id>``): when ``<label>.dump`` is
     already kept (a retried task), it is fetched and read back whole, and reused when it
@@ -183,7 +185,7 @@ def take_kept_backup(
             raise BackupError(f"cannot reach backup storage {root}: {type(exc).__name__}: {exc}") from None
         if present:
             fetch(dest, local)
-        record = take_backup(target, work, pg_bin_dir, label, tables=tables)
+        record = take_backup(target, work, pg_bin_dir, label, tables=tables, required_tables=required_tables)
         if not record.reused:
             if record.path is None:  # take_backup always names its file; never keep nothing
                 raise BackupError(f"the backup of {label} has no local file to keep at {dest}")

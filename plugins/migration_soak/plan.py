@@ -61,6 +61,36 @@ class Condition(_Model):
         return f"{self.op} {self.value:g}"
 
 
+def _checked_sql(text: str, where: str) -> str:
+    """``text`` parsed by PostgreSQL's grammar (pglast): SQL that would end the soak's
+    read-only transaction (COMMIT...), change its settings or leave session state on a
+    pooled connection is refused, naming ``where`` and the statement (sources/sql_guard.py
+    says what and why; run_readonly refuses it again before running it). ``ValueError``."""
+    from migration_soak.sources.sql_guard import UnsafeSql, check
+
+    try:
+        found = check(text)
+    except UnsafeSql as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    if not found:
+        raise ValueError(f"{where}: holds no SQL statement")
+    return text
+
+
+def _checked_sql_file(name: str) -> str:
+    """``name``, a file under ``include/sql/`` that exists, reads and passes ``_checked_sql``;
+    else ``ValueError`` naming the file."""
+    path = SQL_DIR / name
+    if not path.is_file():
+        raise ValueError(f"no such file include/sql/{name}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"include/sql/{name}: cannot be read: {exc}") from None
+    _checked_sql(text, f"include/sql/{name}")
+    return name
+
+
 class SqlSource(_Model):
     """A read-only query of the staging database; the value is one cell of the first row.
 
@@ -80,26 +110,7 @@ class SqlSource(_Model):
     @field_validator("sql")
     @classmethod
     def _file_exists(cls, name: str) -> str:
-        path = SQL_DIR / name
-        if not path.is_file():
-            raise ValueError(f"no such file include/sql/{name}")
-        # Parsed by PostgreSQL's grammar (pglast): a file that would end the soak's read-only
-        # transaction (COMMIT...), change its settings or leave session state on a pooled
-        # connection is refused here, naming the statement (sources/sql_guard.py says what
-        # and why; run_readonly refuses it again before running it).
-        from migration_soak.sources.sql_guard import UnsafeSql, check
-
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"include/sql/{name}: cannot be read: {exc}") from None
-        try:
-            found = check(text)
-        except UnsafeSql as exc:
-            raise ValueError(f"include/sql/{name}: {exc}") from None
-        if not found:
-            raise ValueError(f"include/sql/{name}: holds no SQL statement")
-        return name
+        return _checked_sql_file(name)
 
     @model_validator(mode="after")
     def _ratio_columns(self):
@@ -215,19 +226,30 @@ class LogsSource(_Model):
         return self
 
 
-class AuthorizerSyncSource(_Model):
-    """Sampled ``users."authorizerId"`` values that the Authorizer does not know.
+#: A PostgreSQL name as the plan may give it: not empty, no NUL, at most 63 characters
+#: (NAMEDATALEN - 1); the code quotes it as an identifier (double quotes doubled), so any
+#: case and character work and a name never reaches the SQL as SQL.
+Identifier = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[^\x00]+$")]
 
-    ``sample`` ids are drawn from the staging database; each is looked up with ``GET
-    endpoint`` (``{id}`` replaced) on the Authorizer's admin API, the connection's
-    password being the admin token. The value is the count not found (seed: "Inconsistencias
-    en la sincronización con Authorizer").
+
+class AuthorizerSyncSource(_Model):
+    """Sampled ``<table>.<column>`` ids (default ``users."authorizerId"``) that the
+    Authorizer does not know.
+
+    ``sample`` ids are drawn from the staging database's ``table`` (on its search path): a
+    ``TABLESAMPLE SYSTEM`` draw of about two pages per id, or ``ORDER BY random()`` over
+    the whole table when that draw yields fewer (small tables); each is looked up with ``GET endpoint`` (``{id}``
+    replaced) on the Authorizer's admin API, the connection's password being the admin
+    token. The value is the count not found (seed: "Inconsistencias en la sincronización
+    con Authorizer").
     """
 
     kind: Literal["authorizer_sync"]
     connection: str
     endpoint: str = "/admin/users/{id}"
     sample: int = Field(default=50, ge=1, le=10_000)
+    table: Identifier = "users"
+    column: Identifier = "authorizerId"
 
 
 class FingerprintSource(_Model):
@@ -590,6 +612,83 @@ class Lint(_Model):
     timeout_s: float = Field(default=60, gt=0)
 
 
+class Requirement(_Model):
+    """A precondition preflight reads before anything is touched: a read-only query of
+    the staging database whose first cell must meet ``expect`` (runbook "Pre-requisitos
+    para Staging"). Give the query as ``sql_file`` (a file under ``include/sql/``, checked
+    like a ``sql`` check's) or inline as ``sql``, not both. ``why``: the runbook's
+    prerequisite, quoted in the error that stops the run.
+    """
+
+    id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,62}$")]
+    sql_file: str | None = None
+    sql: str | None = None
+    expect: Condition
+    why: str
+
+    @field_validator("sql_file")
+    @classmethod
+    def _file_checked(cls, name: str | None) -> str | None:
+        return None if name is None else _checked_sql_file(name)
+
+    @field_validator("sql")
+    @classmethod
+    def _inline_checked(cls, text: str | None) -> str | None:
+        return None if text is None else _checked_sql(text, "the query")
+
+    @model_validator(mode="after")
+    def _one_query(self):
+        if (self.sql_file is None) == (self.sql is None):
+            raise ValueError(f"requirement {self.id!r}: give exactly one of 'sql_file', 'sql'")
+        if not self.why.strip():
+            raise ValueError(f"requirement {self.id!r}: 'why' is empty (quote the runbook's prerequisite)")
+        return self
+
+    def query(self) -> str:
+        """The SQL text to run (the file's content, or the inline ``sql``)."""
+        return (SQL_DIR / self.sql_file).read_text(encoding="utf-8") if self.sql_file else str(self.sql)
+
+
+class Preflight(_Model):
+    """What preflight requires of the staging database besides the migration being
+    pending and linted (``runbook.preflight``): ``require``, each checked in order."""
+
+    require: list[Requirement] = Field(default_factory=list)
+
+
+class RequestCount(_Model):
+    """A headline count of the report (final metrics) and the post-mortem (impact): the
+    requests a ratio check counted after the migration, summed over its readings.
+
+    ``check``: an ``openmetrics`` ``counter_ratio`` check (its readings carry the counts:
+    ``denominator`` requests, ``numerator`` failed). ``label``: what the denominator counts,
+    e.g. ``Authentication requests``; ``failed``: what the numerator's requests did, e.g.
+    ``answered 5xx``.
+    """
+
+    check: str
+    label: str = Field(min_length=1)
+    failed: str = Field(default="failed", min_length=1)
+
+
+class Trend(_Model):
+    """A check the report's final metrics show as first, last and range of its readings
+    after the migration (drift people watch: memory, cache hit rate). ``label``: the
+    line's name (default: the check's ``title``)."""
+
+    check: str
+    label: str | None = None
+
+
+class Report(_Model):
+    """What the report and the post-mortem headline beyond the checks and criteria:
+    ``requests``, counted requests; ``trends``, checks shown first/last/range (default
+    none of either)."""
+
+    requests: list[RequestCount] = Field(default_factory=list)
+    trends: list[Trend] = Field(default_factory=list)
+
+
 class Rehearsal(_Model):
     """The rollback rehearsed on a scratch copy after the backup, before the migration
     (``rehearsal.py``, docs/rehearsal.md): a failure stops the run before staging is touched.
@@ -636,6 +735,10 @@ class Plan(_Model):
     lint: Lint = Lint()
     #: the rollback rehearsed on a scratch copy before the migration (``rehearsal.py``)
     rehearsal: Rehearsal = Rehearsal()
+    #: the staging database's preconditions preflight checks (``runbook.preflight``)
+    preflight: Preflight = Preflight()
+    #: the report's headline counts (``report_sections.request_lines``)
+    report: Report = Report()
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -646,6 +749,8 @@ class Plan(_Model):
         _require_known_checks(self._check_references(), ids)
         _require_distinct_criteria(self.go + self.no_go)
         _require_baseline_section(self.go + self.no_go + self.alerts, self.baseline)
+        _require_counted_requests(self.report.requests, self.checks)
+        _require_distinct_requirements(self.preflight.require)
         return self
 
     def _check_references(self) -> list[tuple[str, list[str]]]:
@@ -655,6 +760,8 @@ class Plan(_Model):
         refs += [(f"alerts[{a.id}]", a.checks) for a in self.alerts]
         refs += [("guard", self.guard.checks)] if self.guard else []
         refs += [("baseline", self.baseline.checks)] if self.baseline else []
+        refs += [(f"report.requests[{r.check}]", [r.check]) for r in self.report.requests]
+        refs += [(f"report.trends[{t.check}]", [t.check]) for t in self.report.trends]
         return refs
 
     def phase(self, name: str) -> Phase:
@@ -755,6 +862,25 @@ def _require_baseline_section(ruled: Sequence[Criterion | Alert], baseline: Base
     measurements, so it needs the plan's ``baseline`` section; else ``ValueError``."""
     if any(r.rule.kind == "baseline" for r in ruled) and not baseline:
         raise ValueError("a 'baseline' rule needs a 'baseline' section")
+
+
+def _require_counted_requests(requests: list[RequestCount], checks: list[Check]) -> None:
+    """Every ``report.requests`` check (known by now) reads counts: an ``openmetrics``
+    source measuring ``counter_ratio``; else ``ValueError`` naming the check and its source."""
+    by_id = {c.id: c for c in checks}
+    for r in requests:
+        src = by_id[r.check].source
+        if not (isinstance(src, OpenMetricsSource) and src.measure == "counter_ratio"):
+            got = f"{src.kind} {getattr(src, 'measure', '')}".strip()
+            raise ValueError(f"report.requests[{r.check}]: check {r.check!r} counts no requests (its source is "
+                             f"{got}; needs openmetrics counter_ratio)")
+
+
+def _require_distinct_requirements(required: list[Requirement]) -> None:
+    """``preflight.require`` ids are distinct; ``ValueError`` listing repeated ids."""
+    dup = _repeated([r.id for r in required])
+    if dup:
+        raise ValueError(f"preflight.require ids repeat: {dup}")
 
 
 def _field_path(data: Any, loc: tuple) -> tuple[str, Any]:

@@ -63,7 +63,7 @@ class RehearsalResult:
     rollback_s: float = 0.0
     verify_s: float = 0.0
     total_s: float = 0.0
-    users_at_backup: int = 0
+    rows_at_backup: int = 0
     values_restored: int = 0
     mismatches: int = 0
     validations: list[dict[str, Any]] = field(default_factory=list)
@@ -158,7 +158,7 @@ def rehearse(plan: Plan, staging: PgTarget, backup: BackupRecord, pg_bin_dir: Pa
         status="passed", database_bytes=size, scratch=scratch.database,
         restore_s=round(times["restore"], 3), migrate_s=round(times["migrate"], 3),
         validate_s=round(times["validate"], 3), rollback_s=round(rollback_s, 3), verify_s=round(verify_s, 3),
-        total_s=round(time.monotonic() - started, 3), users_at_backup=restored.users_at_backup,
+        total_s=round(time.monotonic() - started, 3), rows_at_backup=restored.rows_at_backup,
         values_restored=restored.values_restored, mismatches=restored.mismatches, validations=validations)
     log.info("%s", out.text)
     return out

@@ -10,10 +10,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from migration_soak.judge import format_value, plural
+from migration_soak.judge import plural
 from migration_soak.report_run import Run, deciding_check, is_log_count, log_lines
-from migration_soak.report_sections import auth_requests, reading, rollback_duration
+from migration_soak.report_sections import reading, request_lines, rollback_duration
 from migration_soak.report_text import LABELS, UTC, duration, mask, soak_clock, utc, when
+from migration_soak.rollback import restore_summary
 
 
 def _scale_from_baseline(run: Run) -> float | None:
@@ -109,14 +110,6 @@ def _schema_live(run: Run) -> list[str]:
             f"({when(until['at'])}): {duration((until['at'] - run.start).total_seconds())}"]
 
 
-def _auth_impact(run: Run) -> list[str]:
-    total, failed, _ = auth_requests(run.after)
-    if not total:
-        return []
-    return [f"Authentication requests seen meanwhile: {total:,.0f}, {failed:,.0f} answered 5xx "
-            f"({format_value(failed / total, 'ratio')})"]
-
-
 def _log_impact(run: Run) -> list[str]:
     """Log lines matched per ``logs`` check (checks with none left out)."""
     lines = []
@@ -144,9 +137,8 @@ def _rollback_impact(run: Run) -> list[str]:
     lines = []
     restore = run.payload("restore")
     if restore:
-        lines.append(f"Restored {restore.get('values_restored')} values for {restore.get('users_matched')} of "
-                     f"{restore.get('users_at_backup')} users present at backup time; {restore.get('mismatches')} "
-                     "mismatches")
+        summary = restore_summary(restore)
+        lines.append(summary[:1].upper() + summary[1:])
     health = run.payload("health")
     if health:
         lines.append(f"Post-rollback health: {'ok' if health.get('ok') else 'FAILED'}"
@@ -156,7 +148,8 @@ def _rollback_impact(run: Run) -> list[str]:
 
 def impact(run: Run) -> list[str]:
     """Exposure, requests and log lines seen, the checks involved, the restore and health."""
-    return _schema_live(run) + _auth_impact(run) + _log_impact(run) + _checks_impact(run) + _rollback_impact(run)
+    return (_schema_live(run) + request_lines(run, "meanwhile", with_readings=False) + _log_impact(run)
+            + _checks_impact(run) + _rollback_impact(run))
 
 
 # --- deciding evidence -------------------------------------------------------------------------------

@@ -308,20 +308,28 @@ def _reading_totals(run: Run) -> str:
             f"{guard} guard) + {base} baseline; {errors} could not be measured (error)")
 
 
-def auth_requests(after: list[Observation]) -> tuple[float, float, int]:
-    """(requests, answered 5xx, readings) summed over ``auth_error_rate`` readings with counts."""
-    auth = [o for o in after if o.check_id == "auth_error_rate" and "denominator" in (o.evidence or {})]
-    total = sum(float(o.evidence["denominator"]) for o in auth)
-    failed = sum(float(o.evidence["numerator"]) for o in auth) if total else 0.0
-    return total, failed, len(auth)
+def counted_requests(after: list[Observation], check_id: str) -> tuple[float, float, int]:
+    """(requests, failed, readings) summed over ``check_id``'s readings in ``after`` that
+    carry counts (``evidence`` ``denominator``/``numerator`` of a ``counter_ratio``)."""
+    counted = [o for o in after if o.check_id == check_id and "denominator" in (o.evidence or {})]
+    total = sum(float(o.evidence["denominator"]) for o in counted)
+    failed = sum(float(o.evidence["numerator"]) for o in counted) if total else 0.0
+    return total, failed, len(counted)
 
 
-def _auth_line(run: Run) -> list[str]:
-    total, failed, readings = auth_requests(run.after)
-    if not total:
-        return []
-    return [f"Authentication requests seen after the migration: {total:,.0f}, {failed:,.0f} answered 5xx "
-            f"({format_value(failed / total, 'ratio')}), over {plural(readings, 'reading')}"]
+def request_lines(run: Run, seen: str, with_readings: bool = True) -> list[str]:
+    """One line per plan ``report.requests`` entry with counted requests, e.g.
+    ``Authentication requests seen after the migration: 10,000, 20 answered 5xx (0.2%),
+    over 4 readings``; ``seen`` says when (``after the migration``, ``meanwhile``). The
+    report's final metrics and the post-mortem's impact both use it."""
+    lines = []
+    for headline in run.plan.report.requests:
+        total, failed, readings = counted_requests(run.after, headline.check)
+        if total:
+            lines.append(f"{headline.label} seen {seen}: {total:,.0f}, {failed:,.0f} {headline.failed} "
+                         f"({format_value(failed / total, 'ratio')})"
+                         + (f", over {plural(readings, 'reading')}" if with_readings else ""))
+    return lines
 
 
 def _noise_floors(plan: Plan) -> dict[str, tuple[float, float]]:
@@ -371,10 +379,10 @@ def _baseline_line(run: Run, cid: str, floor: float, window: float) -> str | Non
 
 
 def _first_last_lines(run: Run) -> list[str]:
-    """First, last and range of the checks people watch for drift."""
+    """First, last and range of the checks the plan's ``report.trends`` names (watched for drift)."""
     lines = []
-    for cid, label in (("cache_hit_rate", "Cache hit rate"), ("app_memory", "API gateway memory"),
-                       ("recent_executions", "Workflow executions in the last hour")):
+    for trend in run.plan.report.trends:
+        cid, label = trend.check, trend.label or run.plan.check(trend.check).title
         r = run.results.get(cid)
         vals = [o.value for o in sorted(run.after, key=lambda o: o.scheduled_at)
                 if o.check_id == cid and o.value is not None and o.status != "error"]
@@ -385,9 +393,9 @@ def _first_last_lines(run: Run) -> list[str]:
 
 
 def final_metrics(run: Run) -> list[str]:
-    """Totals, authentication requests, baseline-compared checks, drift checks."""
+    """Totals, the plan's counted requests, baseline-compared checks, drift checks."""
     baseline_lines = [_baseline_line(run, cid, floor, window) for cid, (floor, window) in _noise_floors(run.plan).items()]
-    return ([_reading_totals(run)] + _auth_line(run) + [line for line in baseline_lines if line]
+    return ([_reading_totals(run)] + request_lines(run, "after the migration") + [line for line in baseline_lines if line]
             + _first_last_lines(run))
 
 

@@ -96,10 +96,10 @@ class RestoreResult:
     Fields:
         table: ``schema.table`` restored, e.g. ``"public.users"``.
         columns: the restored columns, e.g. ``("passwordHash", "emailVerified")``.
-        users_at_backup: rows of the table in the backup.
-        users_matched: of those, rows present now (joined on the key); the others were
+        rows_at_backup: rows of the table in the backup.
+        rows_matched: of those, rows present now (joined on the key); the others were
             deleted after the backup.
-        users_not_in_backup: rows present now with no row in the backup (inserted after
+        rows_not_in_backup: rows present now with no row in the backup (inserted after
             the backup); their restored columns keep NULL/the column default.
         rows_updated: rows this call wrote (the matched rows on a first run; 0 on a
             rerun after a complete restore).
@@ -125,9 +125,9 @@ class RestoreResult:
 
     table: str
     columns: tuple[str, ...]
-    users_at_backup: int
-    users_matched: int
-    users_not_in_backup: int
+    rows_at_backup: int
+    rows_matched: int
+    rows_not_in_backup: int
     rows_updated: int
     values_restored: int
     mismatches: int
@@ -155,6 +155,32 @@ class RestoreResult:
         return out
 
 
+#: ``restore`` event payloads recorded before the counts were named for rows, not users.
+_OLD_COUNT_KEYS = {"rows_at_backup": "users_at_backup", "rows_matched": "users_matched",
+                   "rows_not_in_backup": "users_not_in_backup"}
+
+
+def restored_count(payload: dict[str, Any], key: str) -> Any:
+    """``payload[key]`` of a ``RestoreResult.to_dict()`` (``rows_at_backup``, ``rows_matched``,
+    ``rows_not_in_backup``), read under its old ``users_*`` name in events stored before the
+    rename; ``None`` when neither is there."""
+    return payload.get(key, payload.get(_OLD_COUNT_KEYS.get(key, key)))
+
+
+def restored_table(payload: dict[str, Any]) -> str:
+    """The restored table's own name (``"public.users"`` -> ``"users"``), for texts that
+    count rows in the table's terms; ``"the table"`` when the payload names none."""
+    return str(payload.get("table") or "the table").rsplit(".", 1)[-1]
+
+
+def restore_summary(payload: dict[str, Any]) -> str:
+    """``restored 200000 values for 100000 of 100000 rows of users present at backup time;
+    0 mismatches`` from a ``RestoreResult.to_dict()`` (the restore event, the post-mortem)."""
+    return (f"restored {payload.get('values_restored')} values for {restored_count(payload, 'rows_matched')} of "
+            f"{restored_count(payload, 'rows_at_backup')} rows of {restored_table(payload)} present at backup time; "
+            f"{payload.get('mismatches')} mismatches")
+
+
 @dataclass(frozen=True)
 class _Column:
     name: str
@@ -168,8 +194,8 @@ def restore_columns(
     pg_bin_dir: Path | None,
     *,
     down_sql: Path,
-    table: str = "users",
-    columns: Sequence[str] = ("passwordHash", "emailVerified"),
+    table: str,
+    columns: Sequence[str],
     key: str = "id",
     schema: str = "public",
     lock_timeout_s: float = 3.0,
@@ -190,7 +216,8 @@ def restore_columns(
             it must be re-runnable (``ADD COLUMN IF NOT EXISTS``) and runs with
             ``search_path`` = ``schema``.
         table, columns, key, schema: what to restore, joined on ``key`` (the primary
-            key).
+            key): the plan's ``migration.table``, ``migration.dropped_columns`` and
+            ``migration.key``; no default, so no plan gets another plan's columns.
         lock_timeout_s: ``lock_timeout`` (seconds) of the down SQL's transaction and of
             each copy batch (the plan's ``migration.lock_timeout_s``).
         lock_retries: how many more times a transaction that hit ``lock_timeout_s`` is
@@ -625,9 +652,9 @@ def _verify(conn, qualified, tbl, scratch, key: _Column, cols, staged_rows) -> d
             f"has another one ({matched} matched, {at_backup} staged of {staged_rows}); a rerun completes the copy"
         )
     return {
-        "users_at_backup": at_backup,
-        "users_matched": matched,
-        "users_not_in_backup": now_total - matched,
+        "rows_at_backup": at_backup,
+        "rows_matched": matched,
+        "rows_not_in_backup": now_total - matched,
         "mismatches": mismatches,
         "values_kept": int(values_kept),
     }

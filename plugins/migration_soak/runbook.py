@@ -13,7 +13,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Sequence
 
 from migration_soak import lint as lint_mod
 from migration_soak import report
@@ -24,12 +24,12 @@ from migration_soak.exceptions import (BackupError, LintError, MigrationError, P
 from migration_soak.judge import Verdict, judge
 from migration_soak.migrate import LedgerBackend, MigrationBackend
 from migration_soak.pgconn import PgTarget
-from migration_soak.plan import SQL_DIR, Check, Plan
+from migration_soak.plan import Check, Plan, Requirement
 from migration_soak.pooler import require_direct
 from migration_soak.prisma_cli import PrismaCliBackend, confirm_status
 from migration_soak.rehearsal import RehearsalResult
 from migration_soak.rehearsal import rehearse as run_rehearsal
-from migration_soak.rollback import restore_columns
+from migration_soak.rollback import restore_columns, restore_summary
 from migration_soak.store import Store
 
 #: Rows of a read-only query on the staging database (``sources.sql.run_readonly``).
@@ -123,12 +123,34 @@ def lint(plan: Plan, run_id: str, store: Store, names: list[str]) -> None:
     store.add_event(run_id, "lint", linted.to_dict())
 
 
+def require(requirement: Requirement, query: Query) -> float:
+    """One of the plan's ``preflight.require`` ("Pre-requisitos para Staging"): its query's
+    first cell, which must be a number meeting ``requirement.expect``; returns it. Raises
+    ``MigrationError`` naming the requirement, the value, the expectation and the runbook's
+    reason, e.g. ``preflight.require[users_without_authorizer_id]: 3, expected == 0
+    (Pre-requisito: todos los usuarios tienen authorizerId): the migration must not start``."""
+    where = f"preflight.require[{requirement.id}]"
+    rows = query(requirement.query())
+    cell = rows[0][0] if rows and rows[0] else None
+    try:
+        value = float(cell)  # type: ignore[arg-type]  # None and text are refused below
+    except (TypeError, ValueError):
+        raise MigrationError(f"{where}: the query's first cell is {cell!r}, not a number ({requirement.why}): "
+                             "the migration must not start") from None
+    if not requirement.expect.holds(value):
+        shown = f"{value:.0f}" if value.is_integer() else f"{value:g}"  # a count in full: 1234567, not 1.23457e+06
+        raise MigrationError(f"{where}: {shown}, expected {requirement.expect} ({requirement.why}): "
+                             "the migration must not start")
+    return value
+
+
 def preflight(plan: Plan, run_id: str, store: Store, *, direct: PgTarget, direct_field: str,
               migrations: MigrationBackend, query: Query, health_status: Callable[[str], int]) -> dict:
-    """Before touching anything ("Pre-requisitos para Staging", and "Horas 1-2" query 1):
-    the connection for DDL (``direct``, named ``direct_field``) not behind a transaction
-    pooler, the migration pending, its SQL linted, no user without ``authorizerId``, the
-    gateway and authorizer ``/health`` (``health_status(conn_id)`` -> HTTP status) 200.
+    """Before touching anything ("Pre-requisitos para Staging"): the connection for DDL
+    (``direct``, named ``direct_field``) not behind a transaction pooler, the migration
+    pending, its SQL linted, the plan's ``preflight.require`` in order (the default plan:
+    no user without ``authorizerId``, "Horas 1-2" query 1), the gateway and authorizer
+    ``/health`` (``health_status(conn_id)`` -> HTTP status) 200.
 
     Returns ``{"migrations": {name: state}}``, also recorded as the ``preflight`` event.
     Raises ``MigrationError`` or ``LintError``; query and HTTP errors propagate as raised.
@@ -140,9 +162,8 @@ def preflight(plan: Plan, run_id: str, store: Store, *, direct: PgTarget, direct
     except MigrationError as exc:
         raise MigrationError(f"migration status: {exc}") from exc
     lint(plan, run_id, store, applicable(plan, states))
-    missing = query((SQL_DIR / "users_without_authorizer_id.sql").read_text())[0][0]
-    if missing != 0:
-        raise MigrationError(f"{missing} users have no authorizerId: the migration must not start")
+    for requirement in plan.preflight.require:
+        require(requirement, query)
     for conn_id in {plan.connections.gateway, plan.connections.authorizer}:
         status = health_status(conn_id)
         if status != 200:
@@ -152,6 +173,13 @@ def preflight(plan: Plan, run_id: str, store: Store, *, direct: PgTarget, direct
 
 
 # ------------------------------------------------------------------ Hora 0
+
+
+def backup_required_tables(plan: Plan) -> tuple[str, ...]:
+    """The tables (``schema.table``) whose data a pre-migration backup must hold (Hora 0
+    step 1): the plan's migration table, in ``public`` as the rollback restores it
+    (``restore_columns``' schema). A dump without them cannot roll this plan back."""
+    return (f"public.{plan.migration.table}",)
 
 
 def backup_event(record: BackupRecord) -> dict:
@@ -284,8 +312,7 @@ def restore(plan: Plan, run_id: str, store: Store, *, fetch: Fetch, direct: PgTa
 def restore_event(payload: dict) -> dict:
     """The ``restore`` event of a ``rollback.RestoreResult.to_dict()`` (rollback step 2)."""
     return {**payload, "text": (
-        f"restored {payload['values_restored']} values for {payload['users_matched']} of "
-        f"{payload['users_at_backup']} users present at backup time; {payload['mismatches']} mismatches"
+        restore_summary(payload)
         + (f"; {payload['values_kept']} newer values written by the app kept" if payload.get("values_kept") else "")
         + f"; ACCESS EXCLUSIVE only for the {payload.get('ddl_s', 0):.2f} s re-add, then "
           f"{payload.get('batches', 0)} row-locked batches")}
@@ -303,6 +330,24 @@ def mark_rolled_back(plan: Plan, run_id: str, store: Store, migrations: Migratio
     return states
 
 
+def _sql_literal(text: str) -> str:
+    """``text`` as a PostgreSQL string constant: quotes doubled, under
+    ``standard_conforming_strings`` (on since PostgreSQL 9.1), where a backslash is an
+    ordinary character. ``Query`` takes SQL text alone, no parameters."""
+    if "\x00" in text:
+        raise PlanError(f"a name holds a NUL character: {text!r}")
+    return "'" + text.replace("'", "''") + "'"
+
+
+def columns_present_sql(table: str, columns: Sequence[str]) -> str:
+    """The read-only query listing which of ``columns`` ``table`` has (``column_name``
+    rows), from ``information_schema.columns``: "Horas 1-2" query 2 for any plan's
+    ``migration.table`` and ``dropped_columns`` (rollback step 5: they are back)."""
+    names = ", ".join(_sql_literal(c) for c in columns)
+    return ("SELECT column_name FROM information_schema.columns "
+            f"WHERE table_name = {_sql_literal(table)} AND column_name IN ({names})")
+
+
 def health_ok(results: dict[str, Any], dropped_columns: list[str]) -> bool:
     """Rollback step 5's rule: every health check (``results``: check id -> value, 1.0 is
     up) is up and ``results["columns_back"]`` holds exactly the dropped columns."""
@@ -313,14 +358,16 @@ def health_ok(results: dict[str, Any], dropped_columns: list[str]) -> bool:
 def post_rollback_health(plan: Plan, run_id: str, store: Store, *, measure: Callable[[Check], float],
                          query: Query) -> dict:
     """Rollback step 5, "Validar que sistema volvió a estado previo": the plan's ``http``
-    checks (``measure(check)`` -> 1.0 up, 0.0 down) and the dropped columns back (query 2).
+    checks (``measure(check)`` -> 1.0 up, 0.0 down) and the plan's dropped columns back on
+    its migration table (query 2, ``columns_present_sql``).
 
     Returns ``{check_id: value, ..., "columns_back": [sorted names]}``, recorded as the
     ``health`` event with ``ok``. Raises ``RollbackError`` when not ok; measurement and
     query errors propagate as raised.
     """
     results: dict[str, Any] = {c.id: measure(c) for c in plan.checks if c.source.kind == "http"}
-    results["columns_back"] = sorted(r[0] for r in query((SQL_DIR / "deprecated_columns_present.sql").read_text()))
+    results["columns_back"] = sorted(r[0] for r in query(columns_present_sql(plan.migration.table,
+                                                                            plan.migration.dropped_columns)))
     ok = health_ok(results, plan.migration.dropped_columns)
     store.add_event(run_id, "health", {**results, "ok": ok, "text": f"post-rollback health {'ok' if ok else 'FAILED'}"})
     if not ok:

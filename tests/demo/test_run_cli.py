@@ -79,6 +79,19 @@ def test_the_rehearsal_line_is_printed_passed_or_failed_with_its_step():
     assert "rehearsal: failed at rollback: rollback: BOOLEN" in failed
 
 
+def test_the_restore_line_counts_rows_of_the_plans_table_as_the_readme_quotes_it():
+    restore = {"table": "public.users", "values_restored": 200000, "rows_matched": 100000, "rows_at_backup": 100000,
+               "mismatches": 0}
+    lines = summary(_outcome(_decision("NO_GO", "rollback"), verdict="NO_GO", restore=restore))
+    quoted = ("restored: 200000 values in 100000 rows of users; 100000/100000 rows of users present at backup time "
+              "match, 0 mismatches")
+    assert quoted in lines
+    assert quoted in (ROOT / "README.md").read_text(encoding="utf-8")
+    other = {**restore, "table": "public.accounts", "rows_matched": 3, "rows_at_backup": 4, "values_restored": 3}
+    assert ("restored: 3 values in 3 rows of accounts; 3/4 rows of accounts present at backup time match, "
+            "0 mismatches") in summary(_outcome(_decision("NO_GO", "rollback"), verdict="NO_GO", restore=other))
+
+
 def test_a_go_whose_run_failed_is_not_printed_as_go():
     outcome = _outcome(_decision("GO", "proceed"), run_state="failed")
     outcome.task_errors = [("report", "BackupError: disk full")]

@@ -58,7 +58,7 @@ def test_healthy_and_legacy_rehearse_the_rollback_before_the_migration(healthy, 
     for outcome in (healthy, legacy):
         rehearsal = outcome.events["rehearsal"]["payload"]
         assert rehearsal["status"] == "passed" and rehearsal["mismatches"] == 0, rehearsal
-        assert rehearsal["values_restored"] == 2 * USERS and rehearsal["users_at_backup"] == USERS, rehearsal
+        assert rehearsal["values_restored"] == 2 * USERS and rehearsal["rows_at_backup"] == USERS, rehearsal
         assert outcome.events["rehearsal"]["at"] < outcome.events["migrate"]["at"]
         assert any(line.startswith("rehearsal: rollback rehearsed: ") for line in summary(outcome))
 
@@ -116,8 +116,8 @@ def test_legacy_code_is_no_go_and_rolls_back_every_value(legacy):
     assert legacy.run_state == "failed" and legacy.exit_code_for_user == 1
     assert legacy.events["no_go"]["payload"]["criterion"] in ("no_go_auth_error_rate", "no_go_critical_errors_per_hour")
     restore = legacy.events["restore"]["payload"]
-    assert restore["users_at_backup"] == USERS
-    assert restore["users_matched"] == USERS
+    assert restore["rows_at_backup"] == USERS
+    assert restore["rows_matched"] == USERS
     assert restore["values_restored"] == 2 * USERS
     assert restore["mismatches"] == 0
     assert "rollback_completed" in legacy.events

@@ -466,7 +466,7 @@ def test_no_go_stops_the_checks_that_had_not_read_yet(tail):
     assert o.kinds("no_go")[0]["criterion"] == "no_go_users_without_authorizer_id"
     assert not [ob for ob in o.observations if ob.phase == "late"]
     restore = o.kinds("restore")[0]
-    assert restore["users_matched"] == restore["users_at_backup"] == USERS and restore["mismatches"] == 0
+    assert restore["rows_matched"] == restore["rows_at_backup"] == USERS and restore["mismatches"] == 0
     assert o.kinds("health")[0]["ok"] and o.kinds("rollback_completed")
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from migration_soak.migrate import verify_applied
 from migration_soak.rollback import SCRATCH_SCHEMA, restore_columns
-from tests.integration.conftest import DOWN_SQL, DROP, query, snapshot
+from tests.integration.conftest import DOWN_SQL, DROP, USERS_COLUMNS, query, snapshot
 from tests.integration.test_rollback import migrated  # noqa: F401  (fixture)
 
 DROPPED = ("passwordHash", "emailVerified")
@@ -24,13 +24,13 @@ def test_task_retried_after_rollback_is_idempotent(migrated, pg_bin):  # noqa: F
                       CREATE TABLE {SCRATCH_SCHEMA}.users_backup (id text, "passwordHash" text, "emailVerified" text);
                       INSERT INTO {SCRATCH_SCHEMA}.users_backup VALUES ('usr_0000001', 'stale', 'false')""")
 
-    first = restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL)
+    first = restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
     after_first = snapshot(target)
-    second = restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL)
+    second = restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
     assert snapshot(target) == after_first
-    assert first.rows_updated == first.users_matched and first.mismatches == 0
+    assert first.rows_updated == first.rows_matched and first.mismatches == 0
     assert (second.rows_updated, second.values_restored, second.mismatches) == (0, 0, 0)  # nothing left to do
-    assert (second.users_matched, second.users_at_backup) == (first.users_matched, first.users_at_backup)
+    assert (second.rows_matched, second.rows_at_backup) == (first.rows_matched, first.rows_at_backup)
     assert after_first["usr_0000001"] == before["usr_0000001"]  # the stale staged row was not used
     assert all(after_first[k] == v for k, v in before.items() if k in after_first)
     assert query(target, "SELECT to_regnamespace(%s)", (SCRATCH_SCHEMA,)) == [(None,)]

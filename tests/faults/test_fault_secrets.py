@@ -23,7 +23,7 @@ from migration_soak.pgconn import PgTarget
 from migration_soak.plan import load_plan
 from migration_soak.rollback import restore_columns
 from migration_soak.sources import sql as sql_source
-from tests.integration.conftest import DOWN_SQL, MIGRATIONS, seed_users, snapshot
+from tests.integration.conftest import DOWN_SQL, MIGRATIONS, USERS_COLUMNS, seed_users, snapshot
 
 ROLE = "soak_secret_role"
 # Every character a URL, a conninfo string, a .pgpass line or a shell would treat
@@ -80,7 +80,7 @@ def test_password_with_url_special_characters_never_leaks(pg_server, fresh_db, p
             sql_source.run_readonly("soak_staging", "DELETE FROM users")
         errors.append(str(err.value))
 
-        result = restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL)
+        result = restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
         assert result.mismatches == 0 and snapshot(target) == before
 
         # Failing paths, each with the real password in play.
@@ -91,7 +91,7 @@ def test_password_with_url_special_characters_never_leaks(pg_server, fresh_db, p
                                 pg_bin, "x"),
             lambda: LedgerBackend(PgTarget(target.host, target.port, "no_such_db", ROLE, PASSWORD), MIGRATIONS).deploy(),
             lambda: restore_columns(target, backup.__class__(**{**backup.__dict__, "sha256": "0" * 64}), pg_bin,
-                                    down_sql=DOWN_SQL),
+                                    down_sql=DOWN_SQL, **USERS_COLUMNS),
         ):
             with pytest.raises(SoakError) as err:
                 fail()

@@ -29,6 +29,8 @@ MIGRATIONS = REPO / "demo" / "prisma" / "migrations"
 INIT = "20250101000000_init"
 DROP = "20251202020032_update_user_schema_final"
 DOWN_SQL = REPO / "include" / "sql" / "rollback" / f"{DROP}.down.sql"
+#: What the default plan's rollback restores (``migration.table``, ``migration.dropped_columns``).
+USERS_COLUMNS = {"table": "users", "columns": ("passwordHash", "emailVerified")}
 SEED_USERS = 5000
 
 # Set-based seed; values depend only on g, so every run is identical.

@@ -17,7 +17,7 @@ from migration_soak.exceptions import BackupError, RollbackError
 from migration_soak.migrate import LedgerBackend
 from migration_soak.rollback import restore_columns
 
-from .conftest import DOWN_SQL, MIGRATIONS, SEED_USERS, snapshot
+from .conftest import DOWN_SQL, MIGRATIONS, SEED_USERS, USERS_COLUMNS, snapshot
 
 
 @pytest.fixture
@@ -52,8 +52,8 @@ def test_backup_kept_on_one_worker_is_restored_on_another(seeded, pg_bin, tmp_pa
     disk_b = worker("worker-b")
     with fetched(record) as local:
         assert local.path.parent.parent == disk_b and local.path.read_bytes() == kept.read_bytes()
-        result = restore_columns(seeded, local, pg_bin, down_sql=DOWN_SQL)
-    assert result.users_matched == SEED_USERS and result.mismatches == 0
+        result = restore_columns(seeded, local, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
+    assert result.rows_matched == SEED_USERS and result.mismatches == 0
     assert snapshot(seeded) == before
     assert list(disk_b.iterdir()) == []
 
@@ -95,7 +95,7 @@ def test_restore_without_a_local_copy_is_refused(seeded, pg_bin, tmp_path, worke
     worker("w")
     record = take_kept_backup(seeded, storage_root(str(tmp_path / "store")), pg_bin, "pre")
     with pytest.raises(RollbackError, match="no local copy: fetch it first"):
-        restore_columns(seeded, record, pg_bin, down_sql=DOWN_SQL)
+        restore_columns(seeded, record, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
 
 
 def test_a_copy_that_reads_back_different_is_never_kept(seeded, pg_bin, tmp_path):

@@ -19,7 +19,7 @@ from migration_soak.exceptions import MigrationError
 from migration_soak.migrate import PRISMA_ADVISORY_LOCK_KEY, LedgerBackend, verify_applied
 from migration_soak.rollback import ROLLBACK_LOCK, restore_columns
 
-from .conftest import DOWN_SQL, DROP, INIT, MIGRATIONS, SEED_USERS, query, seed_users, snapshot
+from .conftest import DOWN_SQL, DROP, INIT, MIGRATIONS, SEED_USERS, USERS_COLUMNS, query, seed_users, snapshot
 from .test_rollback import migrated  # noqa: F401  (fixture)
 
 DROPPED = ("passwordHash", "emailVerified")
@@ -115,7 +115,7 @@ def test_rollback_retries_behind_a_long_reader_and_the_app_never_waits_longer_th
         time.sleep(0.3)
         release.start()
         started = time.monotonic()
-        result = restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL,
+        result = restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS,
                                  lock_timeout_s=lock_timeout_s, lock_retries=5)
         elapsed = time.monotonic() - started
     finally:
@@ -242,7 +242,7 @@ def test_deploy_and_rollback_leave_nothing_on_a_pooled_server_connection(seeded,
     backend = LedgerBackend(soak, MIGRATIONS, lock_timeout_s=3)
     assert backend.deploy().applied == (DROP,)
     after_deploy = _pooled_state(pooled)
-    result = restore_columns(soak, backup, pg_bin, down_sql=DOWN_SQL, lock_timeout_s=3, batch_size=1000)
+    result = restore_columns(soak, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS, lock_timeout_s=3, batch_size=1000)
     assert result.mismatches == 0 and result.batches == 5
     assert backend.mark_rolled_back(DROP) == 1
     after_rollback = _pooled_state(pooled)
@@ -330,7 +330,7 @@ def test_the_batched_copy_never_holds_access_exclusive(seeded, pg_bin, tmp_path,
     sampler.start()
     writer.start()
     try:
-        result = restore_columns(seeded, backup, pg_bin, down_sql=DOWN_SQL, batch_size=5000)
+        result = restore_columns(seeded, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS, batch_size=5000)
     finally:
         sampler.stop.set()
         writer.stop.set()
@@ -377,7 +377,7 @@ def test_a_rerun_after_a_crash_mid_copy_finishes_and_keeps_values_written_since(
 
     monkeypatch.setattr(rollback, "run_with_lock_retries", dying)
     with pytest.raises(KeyboardInterrupt):
-        restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL, batch_size=1000)
+        restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS, batch_size=1000)
     monkeypatch.setattr(rollback, "run_with_lock_retries", real)
     assert query(target, "SELECT to_regnamespace('soak_rollback') IS NOT NULL") == [(True,)]  # left behind
     assert query(target, """SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'""") == [(0,)]
@@ -385,7 +385,7 @@ def test_a_rerun_after_a_crash_mid_copy_finishes_and_keeps_values_written_since(
     assert filled == 2000 - 3  # batches 1-2 (3 of their users were deleted after the backup)
 
     query(target, """UPDATE users SET "passwordHash" = 'new-after-rollback' WHERE id IN ('usr_0000001', 'usr_0004000')""")
-    result = restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL, batch_size=1000)
+    result = restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS, batch_size=1000)
     assert result.mismatches == 0 and result.values_kept == 2
     assert result.rows_updated == SEED_USERS - 3 - filled - 1  # the rest, minus the one written since
     after = snapshot(target)

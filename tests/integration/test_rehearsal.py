@@ -56,7 +56,7 @@ def test_the_rollback_is_rehearsed_on_a_copy_and_staging_is_untouched(backed_up,
     print(f"\nrehearsal of {SEED_USERS} users: {result.text}")
 
     assert result.status == "passed"
-    assert result.users_at_backup == SEED_USERS
+    assert result.rows_at_backup == SEED_USERS
     assert result.values_restored == 2 * SEED_USERS and result.mismatches == 0
     assert {v["check"]: v["ok"] for v in result.validations} == {
         "users_without_authorizer_id": True, "deprecated_columns_absent": True}

@@ -12,7 +12,7 @@ from migration_soak.exceptions import RollbackError
 from migration_soak.migrate import LedgerBackend, verify_applied
 from migration_soak.rollback import CopyBody, parse_copy_header, pg_restore_data_argv, restore_columns
 
-from .conftest import DOWN_SQL, DROP, MIGRATIONS, SEED_USERS, query, snapshot
+from .conftest import DOWN_SQL, DROP, MIGRATIONS, SEED_USERS, USERS_COLUMNS, query, snapshot
 
 DROPPED = ("passwordHash", "emailVerified")
 NEW_USERS = 50
@@ -54,13 +54,13 @@ def test_rollback_restores_every_value_byte_for_byte(migrated, pg_bin, popen_rec
     assert len({v[0] for v in before.values()}) == SEED_USERS  # distinct values
     assert sum(1 for v in before.values() if b"\t" in v[0] or b"\n" in v[0] or b"\\" in v[0]) >= SEED_USERS * 0.4
 
-    result = restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL)
+    result = restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
     print(f"\nrestore of {SEED_USERS} users: {result.to_dict()}")
 
     assert result.table == "public.users" and result.columns == DROPPED
-    assert result.users_at_backup == SEED_USERS
-    assert result.users_matched == SEED_USERS - 3
-    assert result.users_not_in_backup == NEW_USERS
+    assert result.rows_at_backup == SEED_USERS
+    assert result.rows_matched == SEED_USERS - 3
+    assert result.rows_not_in_backup == NEW_USERS
     assert result.rows_updated == SEED_USERS - 3
     assert result.values_restored == 2 * (SEED_USERS - 3)
     assert result.mismatches == 0 and result.values_kept == 0
@@ -93,8 +93,8 @@ def test_rollback_restores_every_value_byte_for_byte(migrated, pg_bin, popen_rec
     assert {s.name: s for s in backend.status()}[DROP].is_pending
 
     # Idempotent: a second run proves the same data and writes nothing.
-    second = restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL)
-    same = ("table", "columns", "users_at_backup", "users_matched", "users_not_in_backup", "mismatches",
+    second = restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
+    same = ("table", "columns", "rows_at_backup", "rows_matched", "rows_not_in_backup", "mismatches",
             "values_kept", "batches")
     assert [getattr(second, k) for k in same] == [getattr(result, k) for k in same]
     assert second.rows_updated == second.values_restored == 0
@@ -110,7 +110,7 @@ def test_rollback_refuses_a_changed_backup(migrated, pg_bin):
     with open(backup.path, "ab") as handle:
         handle.write(b"x")
     with pytest.raises(RollbackError, match="re-verification.*checksum mismatch"):
-        restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL)
+        restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
     assert _column_defs(target) == []  # nothing touched
 
 
@@ -123,7 +123,7 @@ def test_rollback_fails_fast_when_the_table_is_locked(migrated, pg_bin):
             cur.execute("SELECT count(*) FROM users")  # open transaction holding ACCESS SHARE
         started = time.monotonic()
         with pytest.raises(RollbackError, match="lock_timeout") as err:
-            restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL, lock_timeout_s=0.5, lock_retries=1)
+            restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS, lock_timeout_s=0.5, lock_retries=1)
         assert time.monotonic() - started < 10  # staging + 2 x 0.5 s + 0.5 s backoff
     finally:
         app.rollback()
@@ -133,13 +133,13 @@ def test_rollback_fails_fast_when_the_table_is_locked(migrated, pg_bin):
     assert _column_defs(target) == []  # each try of the down SQL rolled back
     assert query(target, "SELECT to_regnamespace('soak_rollback')") == [(None,)]
     # Once the application lets go, the same call succeeds.
-    assert restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL).mismatches == 0
+    assert restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS).mismatches == 0
 
 
 def test_rollback_names_a_column_the_backup_lacks(migrated, pg_bin):
     target, backup, _, _, _ = migrated
     with pytest.raises(RollbackError, match="no column.*nickname"):
-        restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL, columns=("passwordHash", "nickname"))
+        restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL, table="users", columns=("passwordHash", "nickname"))
     assert _column_defs(target) == []
     assert query(target, "SELECT to_regnamespace('soak_rollback')") == [(None,)]
 
@@ -150,7 +150,7 @@ def test_rollback_error_does_not_leak_the_password(migrated, pg_bin):
 
     wrong = PgTarget(target.host, target.port, target.database, f"u_{target.password}", target.password)
     with pytest.raises(RollbackError) as err:
-        restore_columns(wrong, backup, pg_bin, down_sql=DOWN_SQL)
+        restore_columns(wrong, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
     assert target.password not in str(err.value) and "password authentication failed" in str(err.value)
 
 
@@ -183,13 +183,13 @@ def test_rollback_commits_no_batch_whose_values_do_not_read_back(migrated, pg_bi
     query(target, "CREATE TRIGGER scramble BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION scramble()")
     with pytest.raises(RollbackError, match=rf"verification of public.users failed in copy batch 1 .*batch not "
                                             rf"committed: {SEED_USERS - 3} rows differ"):
-        restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL)
+        restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
     assert _column_defs(target) == definitions  # re-added (committed on its own) ...
     nothing_copied = 'SELECT count(*) FROM users WHERE "passwordHash" IS NOT NULL OR "emailVerified"'
     assert query(target, nothing_copied) == [(0,)]  # ... no value copied, none scrambled
     assert query(target, "SELECT to_regnamespace('soak_rollback')") == [(None,)]
     query(target, "DROP TRIGGER scramble ON users")
-    assert restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL).rows_updated == SEED_USERS - 3
+    assert restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS).rows_updated == SEED_USERS - 3
     after = snapshot(target)
     assert all(after[k] == v for k, v in before.items() if k in after)
 
@@ -205,7 +205,7 @@ def test_a_second_concurrent_rollback_is_refused_and_leaves_the_first_alone(migr
             cur.execute("SELECT pg_advisory_lock(%s, %s)", ROLLBACK_LOCK)
             cur.execute("CREATE SCHEMA soak_rollback; CREATE TABLE soak_rollback.users_backup (id text)")
         with pytest.raises(RollbackError, match="another rollback is running"):
-            restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL)
+            restore_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
         assert query(target, "SELECT to_regclass('soak_rollback.users_backup') IS NOT NULL") == [(True,)]
         assert _column_defs(target) == []
     finally:

@@ -32,7 +32,9 @@ def test_preflight_passes_on_the_seeded_database_then_refuses_a_user_without_aut
     assert [e["kind"] for e in store.events("p1")] == ["lint", "preflight"]
     query(staging, """INSERT INTO users (id, email, "passwordHash", "updatedAt")
                       VALUES ('usr_x', 'x@example.test', 'h', now())""")
-    with pytest.raises(MigrationError, match="^1 users have no authorizerId: the migration must not start$"):
+    with pytest.raises(MigrationError, match=r"^preflight\.require\[users_without_authorizer_id\]: 1, expected == 0 "
+                                             r"\(Pre-requisito: todos los usuarios tienen authorizerId\): the migration "
+                                             r"must not start$"):
         preflight(store, staging, "p2")
     assert "preflight" not in [e["kind"] for e in store.events("p2")]
 

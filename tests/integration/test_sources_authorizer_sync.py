@@ -19,6 +19,8 @@ from migration_soak.exceptions import MeasurementError
 from migration_soak.plan import Check, Connections
 from migration_soak.sources import SourceContext, authorizer_sync
 
+from .conftest import SEED_USERS, query
+
 SEEDED = 50
 # An id that must be quoted in a URL path: it still reaches the Authorizer as one segment.
 NEW_IDS = [f"late-{i}" for i in range(6)] + ["late/with space?&#"]
@@ -78,6 +80,7 @@ def test_a_sample_is_drawn_and_at_most_ten_unknown_ids_are_shown(stack):
     assert m.value == 20 and m.evidence["sampled"] == 20
     assert len(m.evidence["unknown"]) == 10 and m.evidence["unknown_count"] == 20
     assert m.evidence["statuses"] == {"404": 20}
+    assert m.evidence["sampled_from"] == "users.authorizerId" and m.evidence["drawn_by"] == "random"  # 50 users
 
 
 def test_wrong_token_unreachable_authorizer_and_no_ids_are_errors(stack, monkeypatch):
@@ -93,12 +96,53 @@ def test_wrong_token_unreachable_authorizer_and_no_ids_are_errors(stack, monkeyp
     with pytest.raises(MeasurementError, match="Authorizer unreachable: ConnectionError"):
         authorizer_sync.measure(check(), SourceContext(staging="soak_staging"))
     staging_sql(stack, """UPDATE users SET "authorizerId" = NULL""")
-    with pytest.raises(MeasurementError, match="no user has an authorizerId"):
+    with pytest.raises(MeasurementError, match="no row of users has a authorizerId: nothing to look up"):
         authorizer_sync.measure(check(), SourceContext(staging="soak_staging"))
 
 
 def test_the_sample_runs_read_only(stack, monkeypatch):
-    monkeypatch.setattr(authorizer_sync, "SAMPLE_SQL", "INSERT INTO users (id, email, \"updatedAt\") "
-                        "VALUES ('x', 'x@example.test', now()) RETURNING %s::text")
+    write = "INSERT INTO users (id, email, \"updatedAt\") VALUES ('x', 'x@example.test', now()) RETURNING %s::text"
+    monkeypatch.setattr(authorizer_sync, "sample_queries", lambda table, column, percent: (write, write))
     with pytest.raises(MeasurementError, match="ReadOnlySqlTransaction|read-only transaction"):
         authorizer_sync.measure(check(), SourceContext(staging="soak_staging"))
+
+
+# --- the draw itself: TABLESAMPLE on a big table, ORDER BY random() on a small one -----------------
+
+def _sampled(target, n: int, table: str, column: str) -> tuple[list[str], str]:
+    return authorizer_sync.sample_ids("soak_staging", n, table, column)
+
+
+def test_a_big_table_is_sampled_by_pages_not_sorted_whole(staging):
+    """5000 seeded users: ``TABLESAMPLE SYSTEM`` finds 20 ids in a part of the pages."""
+    pages = query(staging, "SELECT pg_relation_size('users') / current_setting('block_size')::int")[0][0]
+    ids, drawn = _sampled(staging, 20, "users", "authorizerId")
+    assert drawn == f"tablesample {authorizer_sync.sample_percent(pages, 20):.4g}%" and drawn != "tablesample 100%"
+    assert len(ids) == len(set(ids)) == 20
+    known = {r[0] for r in query(staging, 'SELECT "authorizerId" FROM users')}
+    assert set(ids) <= known
+    again, _ = _sampled(staging, 20, "users", "authorizerId")
+    assert set(again) != set(ids)  # a new draw each reading
+
+
+def test_a_small_table_or_a_short_draw_falls_back_to_order_by_random(staging):
+    # every user at once: the sample would be 100 % of the pages, so the plain query runs
+    ids, drawn = _sampled(staging, 10_000, "users", "authorizerId")
+    assert drawn == "random" and len(ids) == SEED_USERS
+    # a sparse column: the page sample finds fewer than wanted, the whole table is asked
+    query(staging, """UPDATE users SET "authorizerId" = NULL WHERE id NOT IN
+                      (SELECT id FROM users ORDER BY id DESC LIMIT 30)""")
+    ids, drawn = _sampled(staging, 25, "users", "authorizerId")
+    assert drawn == "random" and len(set(ids)) == 25
+
+
+def test_the_plans_table_and_column_are_quoted_identifiers(staging, monkeypatch):
+    """Another plan's table and column, names that need quoting included, reach the
+    database as identifiers, never as SQL."""
+    query(staging, 'CREATE TABLE "Odd ""Accounts""" ("external Id" text);'
+                   'INSERT INTO "Odd ""Accounts""" SELECT \'ext-\' || g FROM generate_series(1, 20000) g')
+    ids, drawn = _sampled(staging, 50, 'Odd "Accounts"', "external Id")
+    assert drawn.startswith("tablesample ") and len(set(ids)) == 50 and all(i.startswith("ext-") for i in ids)
+    with pytest.raises(Exception, match="does not exist"):
+        _sampled(staging, 5, 'users"; DROP TABLE users; --', "authorizerId")
+    assert query(staging, "SELECT count(*) FROM users")[0][0] == SEED_USERS

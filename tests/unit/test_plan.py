@@ -149,6 +149,18 @@ def _baseline_rule_in_an_alert_only(bad):
     del bad["baseline"]
 
 
+def _requests_of_a_gauge(bad):
+    bad["report"]["requests"][0]["check"] = "app_memory"
+
+
+def _requests_of_an_unknown_check(bad):
+    bad["report"]["requests"][0]["check"] = "nope"
+
+
+def _requirement_id_repeats(bad):
+    bad["preflight"]["require"].append(dict(bad["preflight"]["require"][0]))
+
+
 CROSS_FIELD_ERRORS = [
     (_first_phase_dup, "phase names repeat: ['intensive', 'intensive', 'passive']"),
     (_hour0_phase, "'hour0' is reserved for the checks at hour 0"),
@@ -159,6 +171,10 @@ CROSS_FIELD_ERRORS = [
     (_baseline_unknown_check, "baseline names unknown checks ['nope']"),
     (_criterion_id_repeats, "criterion ids repeat: ['go_no_critical_errors']"),
     (_baseline_rule_in_an_alert_only, "a 'baseline' rule needs a 'baseline' section"),
+    (_requests_of_a_gauge, "report.requests[app_memory]: check 'app_memory' counts no requests (its source is "
+                           "openmetrics gauge; needs openmetrics counter_ratio)"),
+    (_requests_of_an_unknown_check, "report.requests[nope] names unknown checks ['nope']"),
+    (_requirement_id_repeats, "preflight.require ids repeat: ['users_without_authorizer_id']"),
 ]
 
 
@@ -214,3 +230,50 @@ def test_the_first_broken_cross_field_rule_is_the_one_reported(raw):
     bad["no_go"][0]["id"] = "no_go_critical_errors_per_hour"
     with pytest.raises(PlanError, match=r"^p\.yaml: a 'baseline' rule needs a 'baseline' section$"):
         parse_plan(bad, "p.yaml")
+
+
+def test_default_plan_names_its_preflight_requirement_headline_requests_and_sampled_column():
+    plan = load_plan("default")
+    (req,) = plan.preflight.require
+    assert (req.id, req.sql_file, str(req.expect)) == ("users_without_authorizer_id", "users_without_authorizer_id.sql",
+                                                       "== 0")
+    assert req.why == "Pre-requisito: todos los usuarios tienen authorizerId"
+    assert [(r.check, r.label, r.failed) for r in plan.report.requests] == [
+        ("auth_error_rate", "Authentication requests", "answered 5xx")]
+    src = plan.check("authorizer_sync").source
+    assert (src.table, src.column) == ("users", "authorizerId")
+
+
+@pytest.mark.parametrize("requirement, message", [
+    ({"id": "r1", "expect": {"op": "==", "value": 0}, "why": "w"},
+     "p.yaml: preflight.require[r1]: requirement 'r1': give exactly one of 'sql_file', 'sql'"),
+    ({"id": "r1", "sql": "SELECT 0", "sql_file": "users_without_authorizer_id.sql", "expect": {"op": "==", "value": 0},
+      "why": "w"}, "p.yaml: preflight.require[r1]: requirement 'r1': give exactly one of 'sql_file', 'sql'"),
+    ({"id": "r1", "sql": "SELECT 0", "expect": {"op": "==", "value": 0}, "why": " "},
+     "p.yaml: preflight.require[r1]: requirement 'r1': 'why' is empty (quote the runbook's prerequisite)"),
+    ({"id": "r1", "sql_file": "nope.sql", "expect": {"op": "==", "value": 0}, "why": "w"},
+     "p.yaml: preflight.require[r1].sql_file: no such file include/sql/nope.sql"),
+    ({"id": "r1", "sql": "SELECT 0; COMMIT", "expect": {"op": "==", "value": 0}, "why": "w"},
+     "p.yaml: preflight.require[r1].sql: the query: "),
+    ({"id": "r1", "sql": "SELECT 0", "expect": {"op": "about", "value": 0}, "why": "w"},
+     "p.yaml: preflight.require[r1].expect.op: "),
+])
+def test_a_bad_preflight_requirement_names_its_field_and_value(raw, requirement, message):
+    bad = copy.deepcopy(raw)
+    bad["preflight"]["require"] = [requirement]
+    with pytest.raises(PlanError) as err:
+        parse_plan(bad, "p.yaml")
+    assert str(err.value).startswith(message), str(err.value)
+
+
+def test_the_sampled_table_and_column_are_checked_names(raw):
+    bad = copy.deepcopy(raw)
+    sync = next(c for c in bad["checks"] if c["id"] == "authorizer_sync")
+    sync["source"]["column"] = ""
+    sync["source"]["table"] = "x" * 64
+    with pytest.raises(PlanError) as err:
+        parse_plan(bad, "p.yaml")
+    assert "checks[authorizer_sync].source.authorizer_sync.column: String should have at least 1 character (got '')" \
+        in str(err.value), str(err.value)
+    assert "checks[authorizer_sync].source.authorizer_sync.table: String should have at most 63 characters" \
+        in str(err.value), str(err.value)

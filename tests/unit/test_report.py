@@ -124,8 +124,9 @@ def nogo_hour0_run(scale=300.0):
         event("decision", t + timedelta(seconds=1), outcome="NO_GO", action="rollback", by="judge",
               reason="a NO-GO criterion was breached"),
         event("rollback_started", t + timedelta(seconds=2), text="ROLLBACK INITIATED - Reason: NO_GO"),
-        event("restore", t + timedelta(seconds=9), values_restored=200_000, users_matched=100_000,
-              users_at_backup=100_000, mismatches=0, text="restored 200000 values for 100000 of 100000 users"),
+        event("restore", t + timedelta(seconds=9), table="public.users", values_restored=200_000,
+              rows_matched=100_000, rows_at_backup=100_000, mismatches=0,
+              text="restored 200000 values for 100000 of 100000 rows of users"),
         event("ledger", t + timedelta(seconds=10), migrations={PLAN.migration.name: "rolled_back"},
               text=f"{PLAN.migration.name} is rolled_back again"),
         event("prisma_status", t + timedelta(seconds=12), expect="pending", agrees=True, kind="pending",
@@ -330,7 +331,7 @@ def test_postmortem_timeline_in_time_order_with_evidence_and_durations():
     assert "Detection: 6 s from the migration verified (2026-03-02 09:00:00 UTC) to the NO-GO" in text
     assert "Rollback: 20 s (rollback started to rollback completed)" in text
     assert "Total: 30 s from the migration verified to the rollback completed" in text
-    assert "Restored 200000 values for 100000 of 100000 users" in text
+    assert "Restored 200000 values for 100000 of 100000 rows of users present at backup time" in text
 
 
 def test_postmortem_masks_secrets_in_log_lines():
@@ -385,7 +386,7 @@ def test_the_rollback_rehearsal_line_says_what_was_rehearsed_or_why_not():
         return next(t for t in text.splitlines() if t.startswith("**Rollback rehearsal:**"))
 
     passed = RehearsalResult(status="passed", database_bytes=9 << 20, restore_s=1.5, migrate_s=0.2, rollback_s=2.0,
-                             verify_s=0.4, total_s=4.4, users_at_backup=100, values_restored=200, mismatches=0)
+                             verify_s=0.4, total_s=4.4, rows_at_backup=100, values_restored=200, mismatches=0)
     assert line(event("rehearsal", T0, **passed.to_dict())) == (
         "**Rollback rehearsal:** Rollback rehearsed: 200 values restored, 0 mismatches, 4.4 s (restore 1.5 s, "
         "migrate 0.2 s, rollback 2.0 s, verify 0.4 s) (also the estimate of a real rollback's duration)")

@@ -10,7 +10,7 @@ import pytest
 from migration_soak import report_postmortem as pm
 from migration_soak import report_sections as sections
 from migration_soak.judge import CriterionResult, Verdict, status_of
-from migration_soak.plan import load_plan
+from migration_soak.plan import Report, RequestCount, Trend, load_plan
 from migration_soak.report_run import Run, analyse, log_lines
 from migration_soak.store import Observation
 
@@ -155,6 +155,31 @@ def test_final_metrics_totals_requests_and_a_check_without_baseline():
                         "over 2 readings")
     assert any(line.startswith("/auth/login response time p95: 1 reading, 210 ms, last 210 ms; no baseline measured")
                for line in lines)
+
+
+def test_the_headline_requests_come_from_the_plan_not_a_check_id():
+    readings = [obs("login_error_rate", "regular", 1, 60, 0.01, numerator=3, denominator=300),
+                obs("auth_error_rate", "regular", 1, 60, 0.002, numerator=10, denominator=5000)]
+    other = PLAN.model_copy(update={"report": Report(requests=[
+        RequestCount(check="login_error_rate", label="Logins", failed="failed with 5xx")])})
+    run = analyse(other, Verdict("GO", [], []), readings, [], 1.0)
+    assert sections.request_lines(run, "meanwhile", with_readings=False) == [
+        "Logins seen meanwhile: 300, 3 failed with 5xx (1%)"]
+    none = analyse(PLAN.model_copy(update={"report": Report()}), Verdict("GO", [], []), readings, [], 1.0)
+    assert sections.request_lines(none, "after the migration") == []
+
+
+def test_the_drift_lines_are_the_plans_report_trends():
+    readings = [obs("app_memory", "regular", k, 60 * k, 100e6 + k * 1e6) for k in (1, 2, 3)]
+    lines = sections.final_metrics(run_of(readings))
+    assert [line for line in lines if line.startswith("API gateway memory: first ")] == [
+        "API gateway memory: first 96.3 MiB, last 98.2 MiB, range 96.3–98.2 MiB (3 readings)"]
+    titled = PLAN.model_copy(update={"report": Report(trends=[Trend(check="app_memory")])})
+    lines = sections.final_metrics(analyse(titled, Verdict("GO", [], []), readings, [], 1.0))
+    assert any(line.startswith(f"{PLAN.check('app_memory').title}: first ") for line in lines)
+    none = PLAN.model_copy(update={"report": Report()})
+    assert not any(" first " in line for line in sections.final_metrics(analyse(none, Verdict("GO", [], []), readings,
+                                                                                [], 1.0)))
 
 
 def test_backup_migration_and_rehearsal_lines():

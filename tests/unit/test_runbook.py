@@ -12,7 +12,7 @@ from migration_soak.backup import BackupRecord
 from migration_soak.decision import Decision
 from migration_soak.exceptions import LintError, MigrationError, PlanError, RollbackError, SoakError
 from migration_soak.migrate import DeployResult, LockAttempt, MigrationState
-from migration_soak.plan import load_plan
+from migration_soak.plan import SQL_DIR, load_plan
 
 PLAN = load_plan("default")
 NAME = PLAN.migration.name
@@ -126,8 +126,31 @@ def test_preflight_stops_at_users_without_authorizer_id_before_the_health_checks
     store = FakeStore()
     with pytest.raises(MigrationError) as err:
         run_preflight(store, missing=3, statuses={"soak_gateway": 503})
-    assert str(err.value) == "3 users have no authorizerId: the migration must not start"
+    assert str(err.value) == ("preflight.require[users_without_authorizer_id]: 3, expected == 0 (Pre-requisito: "
+                              "todos los usuarios tienen authorizerId): the migration must not start")
     assert store.kinds() == ["lint"]  # linted, not passed
+
+
+def test_a_requirement_runs_the_plans_query_and_refuses_a_cell_that_is_not_a_number():
+    (requirement,) = PLAN.preflight.require
+    asked: list[str] = []
+    assert runbook.require(requirement, lambda sql: asked.append(sql) or [(0,)]) == 0
+    assert asked == [(SQL_DIR / "users_without_authorizer_id.sql").read_text(encoding="utf-8")]
+    with pytest.raises(MigrationError, match=r"^preflight\.require\[users_without_authorizer_id\]: 1234567, expected"):
+        runbook.require(requirement, lambda sql: [(1234567,)])
+    for rows in ([], [(None,)], [("many",)]):
+        with pytest.raises(MigrationError, match=r"^preflight\.require\[users_without_authorizer_id\]: the query's "
+                                                 r"first cell is .*, not a number \(Pre-requisito: .*\): the migration"):
+            runbook.require(requirement, lambda sql: rows)
+
+
+def test_the_columns_back_query_names_the_plans_table_and_columns_quoted():
+    assert runbook.columns_present_sql("users", ["passwordHash", "emailVerified"]) == (
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'users' "
+        "AND column_name IN ('passwordHash', 'emailVerified')")
+    assert "table_name = 'o''brien'" in runbook.columns_present_sql("o'brien", ["a"])
+    with pytest.raises(PlanError, match="NUL"):
+        runbook.columns_present_sql("users", ["a\x00b"])
 
 
 def test_preflight_refuses_a_service_that_is_not_healthy(checks):
@@ -154,10 +177,11 @@ def measured(values: dict[str, float]):
 
 
 def test_post_rollback_health_ok_when_services_are_up_and_the_columns_are_back():
-    store = FakeStore()
+    store, asked = FakeStore(), []
     out = runbook.post_rollback_health(PLAN, "r1", store, measure=measured({"gateway_health": 1.0,
                                                                             "authorizer_health": 1.0}),
-                                       query=lambda sql: [("passwordHash",), ("emailVerified",)])
+                                       query=lambda sql: asked.append(sql) or [("passwordHash",), ("emailVerified",)])
+    assert asked == [runbook.columns_present_sql("users", ["passwordHash", "emailVerified"])]
     assert out == {"gateway_health": 1.0, "authorizer_health": 1.0, "columns_back": ["emailVerified", "passwordHash"]}
     assert store.recorded == [("r1", "health", {**out, "ok": True, "text": "post-rollback health ok"})]
 
@@ -231,11 +255,15 @@ def test_backup_and_restore_events_summarise_their_figures():
     event = runbook.backup_event(record)
     assert event["text"] == f"1234 bytes, sha256 {'ab' * 6}, kept at file:///b/x.dump (reused)"
     assert {k: v for k, v in event.items() if k != "text"} == record.to_dict()
-    restored = {"values_restored": 10, "users_matched": 5, "users_at_backup": 6, "mismatches": 0, "values_kept": 2,
-                "ddl_s": 0.0312, "batches": 3}
+    restored = {"table": "public.accounts", "values_restored": 10, "rows_matched": 5, "rows_at_backup": 6,
+                "mismatches": 0, "values_kept": 2, "ddl_s": 0.0312, "batches": 3}
     assert runbook.restore_event(restored)["text"] == (
-        "restored 10 values for 5 of 6 users present at backup time; 0 mismatches; 2 newer values written by the "
-        "app kept; ACCESS EXCLUSIVE only for the 0.03 s re-add, then 3 row-locked batches")
+        "restored 10 values for 5 of 6 rows of accounts present at backup time; 0 mismatches; 2 newer values written "
+        "by the app kept; ACCESS EXCLUSIVE only for the 0.03 s re-add, then 3 row-locked batches")
+    # an event stored before the counts were named for rows still reads
+    old = {"table": "public.users", "values_restored": 4, "users_matched": 2, "users_at_backup": 3, "mismatches": 0}
+    assert runbook.restore_event(old)["text"].startswith(
+        "restored 4 values for 2 of 3 rows of users present at backup time; 0 mismatches;")
 
 
 def test_the_rollback_is_announced_with_the_decision_that_caused_it():

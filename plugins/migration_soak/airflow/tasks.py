@@ -82,7 +82,8 @@ def backup() -> dict:
     ctx, plan, run_id, store = run_context()
     with failing(BackupError, prefix="backup failed, the migration will not start: "):
         record = take_kept_backup(direct(plan), plan_root(plan), runbook.pg_bin_dir(plan),
-                                  label=f"pre_{safe_name(run_id)}", conn_id=plan.connections.backup_storage)
+                                  label=f"pre_{safe_name(run_id)}", conn_id=plan.connections.backup_storage,
+                                  required_tables=runbook.backup_required_tables(plan))
     store.add_event(run_id, "backup", runbook.backup_event(record))
     return record.to_dict()
 
