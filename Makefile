@@ -1,6 +1,6 @@
 # Two commands for a newcomer: `make demo` (a whole soak on the embedded staging stack)
 # and `make test`. Both create or reuse the project's virtual environment in .venv and
-# the Prisma CLI in demo/prisma/node_modules (needs Node.js 18.18+ and npm).
+# the Prisma CLI in include/prisma/node_modules (needs Node.js 18.18+ and npm).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,20 +8,24 @@ SCENARIO ?= healthy
 TIME_SCALE ?= 300
 DEMO_ARGS ?=
 
-PRISMA_CLI := demo/prisma/node_modules/.installed-lock.json
+# The default plan's Prisma project (include/plans/default.yaml: migration.prisma_project).
+PRISMA_PROJECT := include/prisma
+PRISMA_CLI := $(PRISMA_PROJECT)/node_modules/.installed-lock.json
 
 .PHONY: demo test lint airflow venv prisma-cli clean
 
 venv: $(VENV)/.installed
 
-# The real Prisma CLI the default plan runs (`prisma migrate status`), from the demo
-# project's lock file. --ignore-scripts: with the JavaScript schema engine no engine
-# binary is needed, so nothing but npm packages is downloaded.
+# The real Prisma CLI the default plan runs (`prisma migrate status`), from its Prisma
+# project's lock file; a no-op while node_modules/.installed-lock.json (the lock file,
+# copied there after npm ci succeeded) is newer than the lock file. --ignore-scripts: with
+# the JavaScript schema engine no engine binary is needed, so nothing but npm packages is
+# downloaded.
 prisma-cli: $(PRISMA_CLI)
 
-$(PRISMA_CLI): demo/prisma/package-lock.json
-	cd demo/prisma && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
-	cp demo/prisma/package-lock.json $@
+$(PRISMA_CLI): $(PRISMA_PROJECT)/package-lock.json
+	cd $(PRISMA_PROJECT) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	cp $(PRISMA_PROJECT)/package-lock.json $@
 
 $(VENV)/.installed: requirements.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)

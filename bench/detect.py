@@ -150,9 +150,13 @@ def code_tree(variant: str, before_ref: str):
     if variant == "new":
         yield REPO
         return
+    # The migrations folder its own default plan names (outside include/ in older commits).
+    old_plan = subprocess.run(["git", "show", f"{before_ref}:include/plans/default.yaml"], cwd=REPO, check=True,
+                              capture_output=True, text=True).stdout
+    migrations_dir = yaml.safe_load(old_plan)["migration"]["migrations_dir"]
     with tempfile.TemporaryDirectory(prefix="bench-detect-old-") as tmp:
         archive = subprocess.run(["git", "archive", "--format=tar", before_ref, "plugins", "dags", "include",
-                                  "demo/prisma/migrations"], cwd=REPO, check=True, capture_output=True).stdout
+                                  migrations_dir], cwd=REPO, check=True, capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
         yield Path(tmp)
 

@@ -40,12 +40,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "plugins")]
 
 from demo import postgres  # noqa: E402
-from demo.seed import create_staging  # noqa: E402
+from demo.seed import MIGRATIONS_DIR, create_staging  # noqa: E402
 from migration_soak.backup import take_backup  # noqa: E402
 from migration_soak.migrate import LedgerBackend  # noqa: E402
 from migration_soak.pgconn import PgTarget  # noqa: E402
 
-MIGRATIONS = REPO / "demo" / "prisma" / "migrations"
+MIGRATIONS = MIGRATIONS_DIR  # the default plan's migrations_dir, as the demo seeds it
 DROP = "20251202020032_update_user_schema_final"
 DOWN_SQL = REPO / "include" / "sql" / "rollback" / f"{DROP}.down.sql"
 #: The last commit whose restore_columns held ACCESS EXCLUSIVE through the whole copy.

@@ -19,12 +19,16 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from demo.postgres import EmbeddedPostgres
 from migration_soak.migrate import LEDGER_DDL
+from migration_soak.plan import REPO_ROOT, load_plan
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "prisma" / "migrations"
+#: The plan the demo soaks. Its Prisma project holds the migrations seeded here: the init
+#: migration comes from the plan's ``migration.migrations_dir``, wherever the plan keeps it.
+DEFAULT_PLAN = REPO_ROOT / "include" / "plans" / "default.yaml"
+_PLAN = load_plan(DEFAULT_PLAN)
+MIGRATIONS_DIR = _PLAN.path(_PLAN.migration.migrations_dir)
 INIT_MIGRATION = "20250101000000_init"
 DROP_MIGRATION = "20251202020032_update_user_schema_final"
 STORE_DATABASE = "soak_store"

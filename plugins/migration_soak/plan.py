@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from migration_soak.exceptions import PlanError
 
-#: The repository root: plans name files relative to it (``include/sql``, ``demo/prisma``).
+#: The repository root: plans name files relative to it (``include/sql``, ``include/prisma``).
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Where plan files live; ``MIGRATION_SOAK_PLANS_DIR`` overrides it (relative: to REPO_ROOT).
 PLANS_DIR = REPO_ROOT / os.environ.get("MIGRATION_SOAK_PLANS_DIR", "include/plans")

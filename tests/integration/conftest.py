@@ -25,7 +25,7 @@ from tests.conftest import recreate_database
 from tests.pgbouncer import PgBouncer
 
 REPO = Path(__file__).resolve().parents[2]
-MIGRATIONS = REPO / "demo" / "prisma" / "migrations"
+MIGRATIONS = REPO / "include" / "prisma" / "migrations"
 INIT = "20250101000000_init"
 DROP = "20251202020032_update_user_schema_final"
 DOWN_SQL = REPO / "include" / "sql" / "rollback" / f"{DROP}.down.sql"

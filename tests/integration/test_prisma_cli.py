@@ -1,8 +1,8 @@
-"""``PrismaCliBackend`` against the real Prisma CLI (``demo/prisma``, installed by ``.ci/run``).
+"""``PrismaCliBackend`` against the real Prisma CLI (``include/prisma``, installed by ``make prisma-cli``).
 
 The cross-check of issue 4: after ``LedgerBackend`` deploys, the real ``prisma migrate
 status`` says the schema is up to date. The real-CLI tests are skipped only on a
-developer machine without ``demo/prisma/node_modules``; in CI (``CI`` set) they run, and a
+developer machine without ``include/prisma/node_modules``; in CI (``CI`` set) they run, and a
 missing install fails them. The timeout test needs no Prisma: a fake ``npx`` sleeps.
 """
 
@@ -26,7 +26,7 @@ HAVE_CLI = (PROJECT / "node_modules" / ".bin" / "prisma").exists()
 
 real_cli = pytest.mark.skipif(
     not HAVE_CLI and not os.environ.get("CI"),
-    reason="demo/prisma/node_modules is missing: run (cd demo/prisma && npm ci)",
+    reason="include/prisma/node_modules is missing: run make prisma-cli",
 )
 
 

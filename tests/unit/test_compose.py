@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from demo import app as demo_app
-from demo import postgres, stack
+from demo import postgres, seed, stack
 from migration_soak.plan import load_plan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,13 +140,22 @@ def test_repo_folders_mounted(compose):
     plan = load_plan("default")
     worker_volumes = compose["services"]["airflow-worker"]["volumes"]
     m = plan.migration
-    assert f"./{m.migrations_dir}:/opt/airflow/{m.migrations_dir}:ro" in worker_volumes
-    # The Prisma project: its files mounted, its CLI packages built into the image there.
-    for name in ("schema.prisma", "prisma.config.ts"):
-        assert f"./{m.prisma_project}/{name}:/opt/airflow/{m.prisma_project}/{name}:ro" in worker_volumes
+    # The migrations and the Prisma project come with the include/ mount; the CLI's packages
+    # are built into the image above it (/opt/airflow/node_modules), where the mount leaves
+    # them visible and npx finds them from the project.
+    assert Path(m.migrations_dir).parts[0] == Path(m.prisma_project).parts[0] == "include"
+    assert (ROOT / m.migrations_dir).is_dir()
+    for name in ("schema.prisma", "prisma.config.ts", "package.json", "package-lock.json"):
         assert (ROOT / m.prisma_project / name).is_file()
     dockerfile = (ROOT / "deploy" / "airflow.Dockerfile").read_text()
-    assert f"RUN cd /opt/airflow/{m.prisma_project} && npm ci" in dockerfile
+    assert (f"COPY --chown=airflow:0 {m.prisma_project}/package.json {m.prisma_project}/package-lock.json "
+            "/opt/airflow/\n") in dockerfile
+    assert "RUN cd /opt/airflow && npm ci" in dockerfile
+    # The demo stack seeds from the default plan's migrations (demo.seed) with the package.
+    demo_volumes = compose["services"]["demo-stack"]["volumes"]
+    for folder in ("demo", "deploy", "plugins", "include"):
+        assert f"./{folder}:/opt/soak/{folder}:ro" in demo_volumes, folder
+    assert seed.MIGRATIONS_DIR == ROOT / m.migrations_dir
     assert any(v.endswith(f":/opt/airflow/{plan.backup_location}") for v in worker_volumes)
 
 

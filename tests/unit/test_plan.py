@@ -100,7 +100,7 @@ def test_unknown_plan_lists_known_ones():
 
 
 def test_the_prisma_cli_backend_needs_a_project(raw):
-    assert load_plan("default").migration.prisma_project == "demo/prisma"  # runbook step 3 on the real CLI
+    assert load_plan("default").migration.prisma_project == "include/prisma"  # runbook step 3 on the real CLI
     bad = copy.deepcopy(raw)
     bad["migration"].update(backend="prisma_cli", prisma_project=None)
     with pytest.raises(PlanError, match=r"migration.*backend 'prisma_cli' needs prisma_project"):
@@ -109,7 +109,7 @@ def test_the_prisma_cli_backend_needs_a_project(raw):
     with pytest.raises(PlanError, match=r"migration\.backend.*'flyway'"):
         parse_plan(bad, "p.yaml")
     good = copy.deepcopy(raw)
-    good["migration"].update(backend="prisma_cli", prisma_project="demo/prisma")
+    good["migration"].update(backend="prisma_cli", prisma_project="include/prisma")
     assert parse_plan(good, "p.yaml").migration.backend == "prisma_cli"
 
 

@@ -1,4 +1,4 @@
-// Prisma CLI configuration for the demo app's Prisma project.
+// Prisma CLI configuration for the default plan's Prisma project (the demo app's schema).
 //
 // migration-soak runs `prisma migrate status` here to cross-check its own ledger
 // (plugins/migration_soak/prisma_cli.py, tests/integration/test_prisma_cli.py). It uses
