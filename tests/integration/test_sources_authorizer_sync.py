@@ -129,9 +129,12 @@ def test_a_small_table_or_a_short_draw_falls_back_to_order_by_random(staging):
     # every user at once: the sample would be 100 % of the pages, so the plain query runs
     ids, drawn = _sampled(staging, 10_000, "users", "authorizerId")
     assert drawn == "random" and len(ids) == SEED_USERS
-    # a sparse column: the page sample finds fewer than wanted, the whole table is asked
-    query(staging, """UPDATE users SET "authorizerId" = NULL WHERE id NOT IN
-                      (SELECT id FROM users ORDER BY id DESC LIMIT 30)""")
+    # a sparse column: 30 ids left, one every SEED_USERS/30 rows in physical order, so spread
+    # over every page; a sample of about a third of the pages holds about 10 of them, fewer
+    # than the 25 wanted (all 25 or more: a chance of order 1e-8), and the whole table is asked
+    query(staging, f"""UPDATE users SET "authorizerId" = NULL WHERE id NOT IN
+                       (SELECT id FROM (SELECT id, row_number() OVER (ORDER BY ctid) AS n FROM users) AS r
+                        WHERE n % {SEED_USERS // 30} = 0)""")
     ids, drawn = _sampled(staging, 25, "users", "authorizerId")
     assert drawn == "random" and len(set(ids)) == 25
 
