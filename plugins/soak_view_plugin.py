@@ -1,17 +1,9 @@
 """Registers the soak view (``migration_soak/airflow/soak_view.py``) with Airflow.
 
-Airflow's plugin loader imports every ``.py`` file of the plugins folder that
-``.airflowignore`` does not exclude (``migration_soak/`` is excluded: it is a package, not
-a set of plugin files), so this top-level module is the plugin. Every component loads
-plugins (scheduler, triggerer, dag-processor, task processes); only the API server mounts
-``fastapi_apps``, so the view's FastAPI app, and Airflow's API security it imports, are
-built on the first request, not when the plugin is loaded.
+The top-level plugin module: ``fastapi_apps`` (the view at ``/soak``, built on the first
+request) and ``external_views`` (the run's *Soak* tab and the *Soaks* nav entry).
 
-- ``fastapi_apps``: the view at ``/soak`` (``/soak/``: the latest soak runs;
-  ``/soak/dags/<dag>/runs/<run>``: one run), every route behind the Airflow login and the
-  DAG's access rights.
-- ``external_views``: the run's *Soak* tab (``destination: dag_run``) and the *Soaks* entry
-  of the navigation (``destination: nav``), shown in the UI's frame.
+Design notes: docs/design.md#soak_view_pluginpy
 """
 
 from __future__ import annotations

@@ -1,16 +1,11 @@
 """Pre-migration backup: ``pg_dump --format=custom``, written atomically and read back whole.
 
-Runbook (seed, "Hora 0: Ejecución de Migración", step 1) takes a ``pg_dump`` before the
-migration, and its prerequisites demand "Backup de staging creado y verificado". A dump
-only counts as verified when it reads back **whole**: ``pg_restore --list`` reads only
-the table of contents, so a truncated custom-format dump still lists (STYLE.md,
-"PostgreSQL facts"); we run ``pg_restore -f /dev/null DUMP``, which decompresses every
-data block, and check that the table of contents holds the data of the tables that
-matter (``TABLE DATA public users``).
+Runbook (seed, "Hora 0: Ejecución de Migración", step 1; "Backup de staging creado y
+verificado"). Verified means ``pg_restore -f /dev/null DUMP`` reads every data block
+(STYLE.md, "PostgreSQL facts"). Passwords only through the environment
+(:meth:`PgTarget.child_env`).
 
-Secrets: connection parameters and the password reach ``pg_dump`` through its
-environment only (:meth:`PgTarget.child_env`); ``--no-password`` makes a missing password
-fail at once instead of prompting. Error messages carry a scrubbed stderr tail.
+Design notes: docs/design.md#backuppy
 """
 
 from __future__ import annotations

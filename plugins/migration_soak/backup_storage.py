@@ -1,24 +1,11 @@
 """Where backups are kept: any storage Airflow's ``ObjectStoragePath`` reaches.
 
-A soak's tasks may run on different Celery workers (the ``backup`` task on one, the
-rollback's ``restore`` hours later on another), so a dump must not live only on the disk
-of the worker that took it. The plan's ``backup_location`` names the storage:
+The plan's ``backup_location`` is a local path or a URL (``s3://``, ``gs://``...,
+Airflow docs, "Object Storage", connection ``connections.backup_storage``). A dump is
+taken locally, kept by copy + SHA-256 read-back + rename, and fetched and checked before
+a restore. Operations: docs/operations.md#backups.
 
-- a local path (default ``.state/backups``, relative to the folder that holds
-  ``plugins/``; absolute paths stay): ``file://`` storage, which every worker shares
-  only when it is a shared mount;
-- a URL, e.g. ``s3://soak-backups/staging`` or ``gs://...``: any scheme a provider
-  registers with Airflow (``apache-airflow-providers-amazon`` for ``s3``, ``-google``
-  for ``gs``, ``-microsoft-azure`` for ``abfs``), reached with the Airflow connection
-  ``connections.backup_storage`` (Airflow docs, "Object Storage").
-
-``pg_dump`` and ``pg_restore`` need a local file, so every backup is taken in a private
-working folder on the worker (``TMPDIR``; room for one dump), verified there
-(``backup.take_backup``), then **kept**: copied to ``<location>/<label>.dump`` under a
-hidden partial name, read back from the storage and compared by SHA-256, and only then
-renamed to its final name, so a partial object never looks like a backup. A restore
-**fetches** the kept dump into a working folder and checks its SHA-256 before
-``pg_restore`` reads it. The working copies are removed when the task ends.
+Design notes: docs/design.md#backup_storagepy
 """
 
 from __future__ import annotations

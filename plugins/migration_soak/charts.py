@@ -1,26 +1,10 @@
 """One chart per check for the report: what was measured, when, against which thresholds.
 
-The seed asks the soak to explain itself ("Documentación de Resultados" with real
-figures); a table of ranges hides *when* a value moved. Each chart shows a check's
-readings over soak time:
+Seed, "Documentación de Resultados". x: soak hours from hour 0; y: the check's unit;
+points by status, the deciding reading and the stop marked, phase boundaries dashed.
+Matplotlib's object API on the Agg canvas (no ``pyplot``): safe inside a worker.
 
-- x: soak hours from hour 0. Phase and guard readings sit at their scheduled soak time
-  (wall ``scheduled_at`` from ``hour0`` converted with ``time_scale``), so a compressed
-  demo and a real 24 h soak draw alike; hour-0 readings sit at 0; baseline readings,
-  taken before the migration, sit in the hour before 0 by their own schedule (the backup
-  and the migration between them and hour 0 are not drawn);
-- y: the check's unit as people read it (ratio in %, bytes in MiB, never e-notation); the
-  range fits the data. A threshold far outside it is not drawn as a line (that would
-  squash the data flat) but as a labelled arrow at the top or bottom edge;
-- points coloured by status (pass green, warn orange, fail red); ``error`` readings have
-  no value and show as red crosses along the bottom;
-- the reading that decided a NO-GO is a large red star, whatever its own status; the
-  moment the soak stopped is a red vertical line, the soak time after it shaded;
-- dashed lines at the phase boundaries with the phases' names, placed so they never
-  overlap each other or the threshold labels; the legend sits below the axes.
-
-Matplotlib's object API on the Agg canvas (no ``pyplot``, no global backend switch), so
-it is safe inside a worker; about 0.1 s and 20-50 kB per chart.
+Design notes: docs/design.md#chartspy
 """
 
 from __future__ import annotations

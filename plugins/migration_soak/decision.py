@@ -1,17 +1,10 @@
 """The run's decision: verdict + people's answers + the plan's policy -> what happens next.
 
-Pure: no I/O. The judge says what the data shows (``GO`` / ``NO_GO`` / ``INCONCLUSIVE``);
-this module says what the run does about it, and what it may call the result:
+Pure: no I/O. ``outcome`` (what the run claims) and ``action`` (``proceed``,
+``rollback``, ``keep``); the run succeeds only with ``GO`` and ``proceed``. Rules:
+runbook "Criterios de Éxito".
 
-- ``outcome`` is what the run claims: ``GO`` only for a GO verdict or a person's GO on an
-  INCONCLUSIVE one, and, when sign-off was required, only once it was approved. A
-  rejected or unanswered sign-off turns the outcome into ``NO_GO`` (runbook, "Criterios
-  de Éxito": "Equipo de QA aprueba testing manual" is a GO criterion).
-- ``action`` is what the DAG does: ``proceed`` (write the report, announce GO),
-  ``rollback`` (the rollback group) or ``keep`` (report, no rollback, run not green).
-
-The run succeeds only with ``outcome == "GO"`` and ``action == "proceed"``
-(docs/verdict.md has the full table).
+Design notes: docs/verdict.md
 """
 
 from __future__ import annotations

@@ -1,48 +1,11 @@
 """Data-loss detection: a small fingerprint of a table before the migration, compared later.
 
-Seed: the soak must show the migration causes no "Pérdida de datos", and "Cualquier
-pérdida de datos detectada" is a NO-GO. :func:`take` reads the table once before the
-migration; :func:`compare` reads it again at every tick and says what was lost.
+Seed: "Cualquier pérdida de datos detectada" is a NO-GO. :func:`take` reads the table
+once before the migration; :func:`compare` reads it again at every tick and says what
+was lost. One set-based statement (an invertible Bloom lookup table plus per-bucket
+figures); SQL composed with ``psycopg2.sql``.
 
-What it must be: exact for deletions while the application keeps inserting, cheap on
-100 000+ rows (one set-based statement, no per-row Python), and small enough to be a
-store event (tens of kB, whatever the table's size).
-
-How (one statement, one pass over the table with ``GROUPING SETS``, in a read-only
-REPEATABLE READ transaction; about 0.3 s for 100 000 rows):
-
-- Every row becomes an *element*: ``kh`` = 64-bit hash of the key, ``vh`` = 64-bit hash of
-  the row's text ``ROW(key, columns...)`` (the preserved columns), and ``mask`` = the
-  bitmask of its non-null preserved columns.
-- "Rows that existed at fingerprint time": ``created_column <= created_max``, where
-  ``created_max`` is the largest ``created_column`` value in the fingerprint (read from
-  the data itself, so no clock or time zone is involved). Rows inserted since are left
-  out; a row that commits late with an older ``created_column`` is told apart exactly
-  below, never mistaken for a surviving one.
-- The elements are summed into an **invertible Bloom lookup table** (IBLT: Goodrich and
-  Mitzenmacher, "Invertible Bloom Lookup Tables", 2011): ``3 x cells`` cells, each
-  element added to one cell of each third (chosen by bits of ``vh``); a cell keeps
-  ``count`` and the XOR of ``kh``, ``vh``, ``mask`` and ``check = md5(vh)``. Subtracting
-  the table taken now from the one taken before leaves only the elements that differ,
-  and *peeling* recovers them one by one as long as there are fewer than about
-  ``3 x cells / 1.3`` of them (about 550 with the default 256; a changed row counts
-  twice, its old and its new version): exactly the rows that
-  are gone (a ``kh`` only before), changed (a ``kh`` before and now, with different
-  values: a non-null preserved value that became null is a lost value), or appeared
-  (only now). A table size of 100 000 rows or 10 million makes no difference.
-- For when there are more differences than that (a mass deletion, a rewritten column):
-  ``buckets`` per-bucket figures by key hash (rows, non-null values per column, a digest
-  of the rows). ``compare`` then reports bounds from them (``exact: false``): a bucket
-  with fewer rows lost at least the difference; a bucket whose non-null count fell by
-  more than its rows did lost values in surviving rows. (Lower bounds as long as no row
-  appeared with an old creation time in the same bucket.) Such a result is a NO-GO
-  anyway, and the bound is exact for a pure mass deletion or a dropped column.
-
-A preserved column that no longer exists reads as all-null (every value lost); a table
-that no longer exists loses every row.
-
-The SQL is composed from identifiers with ``psycopg2.sql`` (quoted, never formatted
-from values); ``created_max`` travels as a query parameter.
+Design notes: docs/design.md#fingerprintpy
 """
 
 from __future__ import annotations

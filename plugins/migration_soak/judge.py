@@ -1,30 +1,11 @@
 """The judge: plan + observations -> verdict. Pure; reads nothing but its arguments.
 
-The plan states the seed's "Criterios de Éxito" as criteria (``go`` and ``no_go``), each a
-rule over one or more checks' observations (see the rule models in ``plan.py``):
+The plan states the seed's "Criterios de Éxito" as ``go`` and ``no_go`` criteria;
+:func:`judge` returns ``NO_GO``, ``GO`` or ``INCONCLUSIVE``. Missing data never breaches
+a NO-GO nor meets a GO; count ratios use a 95 % Wilson bound. Rule kinds are in
+``rules.py``; the decision table: docs/verdict.md.
 
-- a **NO-GO** criterion is ``breached`` when its rule is met by the data; missing data
-  can never breach it, and never clears a GO either;
-- a **GO** criterion is ``met`` when its rule holds on every data point *and* each of its
-  checks measured at least ``min_coverage`` of its scheduled observations; ``error``
-  observations count as missing. Otherwise it is ``not_met`` (the data says no) or
-  ``not_enough_data``.
-
-A ratio measured from counts (``numerator``/``denominator`` in its evidence, e.g. 5xx
-over requests in a scrape window) breaches a NO-GO or alert bound only when the bound is
-below its 95 % Wilson lower confidence limit: one failed request out of 45 is 2.2 % but
-proves nothing, and a soak is not rolled back on noise. GO criteria read the measured
-value itself.
-
-Verdict: ``NO_GO`` if any NO-GO criterion is breached; ``GO`` if every GO criterion is
-met; else ``INCONCLUSIVE`` (a person decides). A metrics outage therefore neither aborts
-nor passes a soak: it makes it inconclusive.
-
-A plan without criteria gets the implicit ones: every check's ``expect`` as a GO
-threshold and its ``no_go`` as a NO-GO threshold.
-
-Each rule kind's data points, text and judgement are in ``rules.py``; this module composes
-them into criteria and the verdict.
+Design notes: docs/plans.md#the-verdict
 """
 
 from __future__ import annotations

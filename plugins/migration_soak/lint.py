@@ -1,21 +1,11 @@
 """Migration lint with squawk, before anything touches staging (issue 15, docs/lint.md).
 
-Every pending migration's ``<migrations_dir>/<name>/migration.sql`` goes through squawk
-(PyPI ``squawk-cli``: a self-contained binary installed next to the virtualenv's python,
-offline). Each finding (rule, file, line, message) is either *accepted* by the plan
-(``lint.accept`` entries with their ``why``; ``require-lock-timeout`` when the ledger
-backend's own ``lock_timeout`` covers it, see :class:`~migration_soak.plan.Lint`) or
-*unaccepted*; :func:`check` raises :class:`~migration_soak.exceptions.LintError` on any
-unaccepted one.
+Every pending migration's ``migration.sql`` goes through squawk; each finding is
+accepted by the plan's ``lint`` section or unaccepted, and :func:`check` raises
+:class:`~migration_soak.exceptions.LintError` on any unaccepted one. Squawk runs with
+``--config /dev/null``.
 
-Which migrations: the caller passes the pending names (preflight knows them from the
-backend's ``status()``: ``deploy`` applies every pending migration, so every one is
-linted); without names only ``plan.migration.name`` is linted (offline use, CI).
-
-Squawk runs with ``--config /dev/null``: a ``.squawk.toml`` cannot exclude rules behind
-the plan's back; the plan's ``lint`` section is the only configuration. A SQL comment
-``-- squawk-ignore <rule>`` in a migration still silences squawk there, visibly in the
-migration's own diff. Line numbers are 1-based (squawk's JSON gives 0-based ones).
+Design notes: docs/lint.md
 """
 
 from __future__ import annotations

@@ -1,52 +1,11 @@
 """Deploying Prisma migrations with Prisma's own ledger semantics, without Node.
 
-The runbook (seed, "Hora 0", steps 2-3) runs ``npx prisma migrate deploy`` then
-``npx prisma migrate status``. ``LedgerBackend`` does what ``migrate deploy`` does, so
-``prisma migrate status`` agrees with us afterwards (DESIGN.md, "ledger"). The rules come
-from prisma-engines ``schema-engine/core/src/commands/apply_migrations.rs``, the SQL
-connector's migration persistence and ``schema-connector/src/checksum.rs``:
+Runbook (seed, "Hora 0", steps 2-3): ``prisma migrate deploy`` then ``migrate status``.
+``LedgerBackend`` does what ``migrate deploy`` does (rules from prisma-engines
+``apply_migrations.rs`` and ``checksum.rs``), plus two things Prisma does not (issue 9):
+nothing session-wide, and lock timeouts retried.
 
-* the ledger is ``_prisma_migrations`` in the target schema, created when missing with
-  Prisma's exact DDL; on a non-empty schema without a ledger Prisma refuses (P3005);
-* one session holds ``pg_advisory_lock(72707369)`` for the whole run (Prisma waits
-  10 s, then fails with P1002); we release it with ``pg_advisory_unlock`` before the
-  connection goes back (a pooled server connection would otherwise keep it);
-* any row with ``finished_at IS NULL AND rolled_back_at IS NULL`` is a failed migration
-  and blocks every deploy (P3009);
-* a migration (folder of ``migrations_dir`` with ``migration.sql``, in name order) is
-  pending when no ledger row with ``rolled_back_at IS NULL`` names it;
-* applying one: insert the row (uuid4 ``id``, ``checksum`` = hex SHA-256 of the
-  ``migration.sql`` bytes, ``started_at`` now, ``applied_steps_count`` 0) and commit;
-  run the whole script as one simple-query string (PostgreSQL runs a multi-statement
-  simple query in one implicit transaction, so a failing script leaves nothing behind);
-  on success ``applied_steps_count = applied_steps_count + 1`` then
-  ``finished_at = now()``; on error ``logs`` gets the error text, ``finished_at`` stays
-  NULL (failed state) and the deploy stops (P3018);
-* a checksum that differs from the file (ignoring CRLF/LF differences, as Prisma does)
-  means the migration was modified after it was applied: a warning, not an error.
-
-Two things Prisma does not do (issue 9), chosen so that the ledger still reads exactly
-as after ``prisma migrate deploy``:
-
-* **Nothing session-wide.** The ledger statements name ``"<schema>"."_prisma_migrations"``
-  (no ``search_path``); the script's ``lock_timeout`` and ``search_path`` are set with
-  ``set_config(..., true)`` *inside* the script's implicit transaction, so they end with
-  it (a script with its own ``COMMIT`` gets them as session settings, ``RESET`` right
-  after it, so that they hold for all of it). Through a transaction-mode pooler nothing
-  is left on the server connection; the advisory lock is released in ``finally``. (Side
-  effect: the script always runs as a multi-statement query, so a script that is one
-  ``CREATE INDEX CONCURRENTLY`` fails with "cannot run inside a transaction block";
-  Prisma would run it.)
-* **Lock timeouts are retried.** A script that fails with ``lock_not_available``
-  (SQLSTATE 55P03: it waited ``lock_timeout_s`` for a lock, typically the ``ALTER
-  TABLE``'s ACCESS EXCLUSIVE behind an application's transaction) rolled back as a
-  whole, so it is run again after a backoff, up to ``lock_retries`` more times, on the
-  same ledger row (still ``finished_at`` NULL, ``applied_steps_count`` 0). On success
-  the row is finished as usual; only when the retries are exhausted is the row left
-  failed (P3018, then P3009), with every attempt named in the error. The application
-  never waits behind the DDL longer than one ``lock_timeout``, and between attempts
-  its queued queries run. A script with its own ``BEGIN``/``COMMIT`` (pglast finds a
-  top-level transaction statement) may have committed part of itself: it gets one try.
+Design notes: docs/design.md#migratepy
 """
 
 from __future__ import annotations

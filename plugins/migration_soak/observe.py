@@ -1,29 +1,10 @@
 """Taking observations: measure a check at its due ticks and record them in the store.
 
-This is what one check task does at each wake-up, kept free of Airflow so it is tested
-on its own. Each call:
+What one check task does at each wake-up (``observe_due``), free of Airflow; the guard
+is ``guard_due`` (run in the triggerer, docs/guard.md). Ticks come from hour 0 and the
+store, so a restarted task resumes at the right tick and never records one twice.
 
-1. stops at once if the run already holds a NO-GO breach (a NO-GO anywhere stops the
-   other checks, so the rollback starts promptly); after recording, it judges the NO-GO
-   criteria that read this check and records the breach for everyone to see;
-2. takes the earliest due tick of (phase, check) not yet in the store and measures it
-   now, recording how late that is; a tick whose successor has been due for longer than
-   ``LATE_GRACE`` (a scheduler outage) can no longer be measured honestly and is
-   recorded as an ``error`` "missed" observation, never invented;
-3. returns when to wake up next (the next unrecorded tick's wall time, possibly now) or
-   that the work is done.
-
-``LATE_GRACE`` is wall time, independent of ``time_scale``: at real time it is noise
-against 15-minute ticks; on a compressed clock it absorbs the scheduler's own latency.
-
-Because the ticks come from hour 0 and the store, a restarted task resumes at the right
-tick and a tick is never recorded twice.
-
-The guard (``guard_due``) measures every guard check at the latest due guard tick, judges
-the NO-GO criteria and alerts that read them, and says what fired; it runs in Airflow's
-triggerer between breaches (``airflow/triggers.py``, docs/guard.md), so it is as
-idempotent: a tick already recorded is not measured again, and the judgment reads only
-the store.
+Design notes: docs/design.md#observepy
 """
 
 from __future__ import annotations

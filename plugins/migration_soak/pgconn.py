@@ -1,13 +1,11 @@
 """How to reach one PostgreSQL database, without Airflow objects.
 
-``PgTarget`` is the plain connection description that ``backup``, ``migrate`` and
-``rollback`` take, so they run and test without a scheduler. The Airflow glue builds one
-with :meth:`PgTarget.from_airflow`.
+``PgTarget`` is the plain connection description ``backup``, ``migrate`` and ``rollback``
+take; :meth:`PgTarget.from_airflow` builds one. Password rule (STYLE.md, "PostgreSQL
+facts"): only through the environment or a 0600 ``PGPASSFILE``; ``repr()`` hides it and
+:meth:`PgTarget.scrub` removes it from text.
 
-Password rule (STYLE.md, "PostgreSQL facts"): the password reaches a child process only
-through its environment (``PGPASSWORD``) or a 0600 ``PGPASSFILE``; never through the
-command line, an exception message or a log line. ``repr()`` hides it and
-:meth:`PgTarget.scrub` removes it from any text we are about to raise or log.
+Design notes: docs/design.md#pgconnpy
 """
 
 from __future__ import annotations

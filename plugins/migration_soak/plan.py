@@ -1,18 +1,11 @@
 """The soak plan: one YAML file describing the migration, its phases, checks and rules.
 
-A plan is loaded with :func:`load_plan` and validated into the typed models below.
-Anything wrong is a :class:`~migration_soak.exceptions.PlanError` naming the file, the
-field (dotted path, list items by ``id`` or index) and the offending value.
+:func:`load_plan` validates a plan into the typed models below; errors are
+:class:`~migration_soak.exceptions.PlanError`. Plans come from ``PLANS_DIR``
+(``MIGRATION_SOAK_PLANS_DIR``); the default plan encodes the seed runbook.
+Plans: docs/plans.md.
 
-Plans are read from ``PLANS_DIR``: ``include/plans/`` unless the environment variable
-``MIGRATION_SOAK_PLANS_DIR`` names another folder (absolute, or relative to the
-repository root), read once at import; each ``*.yaml`` there builds one DAG. The fault
-tests use it to build a small plan (``tests/faults/plans/``) without the default one.
-
-The default plan, ``include/plans/default.yaml``, encodes the seed runbook
-(``shared/seed/000_984aa0ba0c18a72e.md``): phases from "Cronograma de Monitoreo",
-checks from "Horas 1-2" (metrics table and validation queries) and "Horas 3-8"
-(staging-health-check.sh), NO-GO thresholds from "Criterios de Éxito" and "Alertas".
+Design notes: docs/design.md#planpy
 """
 
 from __future__ import annotations

@@ -1,19 +1,11 @@
 """Is there a transaction pooler (PgBouncer, RDS Proxy, Supavisor...) in front of a database?
 
-DDL, ``pg_dump`` and Prisma's advisory lock need one server session for their whole
-run: behind a transaction-mode pooler a session setting or an advisory lock stays on a
-server connection that the next client (the application) inherits, and consecutive
-transactions of one client may land on different servers (STYLE.md, "PgBouncer in
-transaction mode"; Prisma asks for a direct ``directUrl`` for migrations for the same
-reason). The soak sends those through ``connections.staging_direct`` and refuses to
-migrate when the connection it would use for them is pooled.
+DDL, ``pg_dump`` and Prisma's advisory lock need one server session (STYLE.md,
+"PgBouncer in transaction mode"); the soak refuses to migrate through a pooled
+connection. Detection compares ``pg_backend_pid()`` across two clients' transactions.
+Operations: docs/operations.md#pooled-and-direct-connections.
 
-Detection, from the server's own backend pids (``pg_backend_pid()``): on a direct
-connection a client keeps one backend for its life and two clients never share one.
-Two clients A and B each ask in separate transactions (A, B, A, A); a pooler shows as A's
-backend changing between its transactions or B answering from A's backend. A
-session-mode pooler passes this test, and is harmless here: it gives each client its own
-server until it disconnects.
+Design notes: docs/design.md#poolerpy
 """
 
 from __future__ import annotations

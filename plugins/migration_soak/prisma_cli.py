@@ -1,54 +1,11 @@
 """The real Prisma CLI as a ``MigrationBackend``, next to the built-in ``LedgerBackend``.
 
 ``PrismaCliBackend`` runs ``npx --no-install prisma migrate status`` / ``migrate deploy``
-in the user's Prisma project folder (the one holding ``prisma.config.ts`` or
-``package.json``) and classifies the outcome from what the CLI prints (``classify``):
+in the Prisma project folder and classifies the output (``classify``). The CLI runs in
+its own process group; the connection string only as ``DATABASE_URL``;
+``mark_rolled_back`` writes the ledger directly.
 
-==================  ==========================================================  =====
-kind                what the CLI says                                           code
-==================  ==========================================================  =====
-up_to_date          "Database schema is up to date!" (status), "No pending      -
-                    migrations to apply." / "All migrations have been
-                    successfully applied." (deploy)
-pending             "Following migration(s) have not yet been applied:"         -
-failed_migration    "Following migration(s) have failed:" (status), P3009       P3009
-failed_to_apply     "A migration failed to apply" (deploy)                      P3018
-unreachable         "Can't reach database server"                               P1001
-lock_timeout        advisory lock timed out (deploy)                            P1002
-diverged            "Your local migration history and the migrations table     -
-                    from your database are different"
-not_managed         "The current database is not managed by Prisma Migrate"    P3005
-error               anything else (including a timeout)                         -
-==================  ==========================================================  =====
-
-Process handling: the CLI runs in a session of its own (``start_new_session=True``),
-so ``npx``, ``node`` and anything they start share one process group; on timeout the
-whole group gets SIGTERM, then SIGKILL after ``kill_grace_s``, and nothing is left
-running behind the soak.
-
-Secrets: the connection string reaches the child only as ``DATABASE_URL`` in its
-environment (the project's ``prisma.config.ts`` or ``schema.prisma`` reads it), never in
-argv; the CLI's output is scrubbed of the password before it goes into an outcome, a
-log line or an exception.
-
-Running offline: prisma 6.19 downloads no engine binary when the project uses the
-JavaScript schema engine (``prisma.config.ts`` with ``engine: "js"``,
-``experimental.adapter: true`` and a driver ``adapter``) and the query engine type is
-``client``. The child gets ``PRISMA_CLIENT_ENGINE_TYPE=client`` (read when the schema
-loads) and ``PRISMA_CLI_QUERY_ENGINE_TYPE=client`` (read when it does not); otherwise the
-CLI tries to fetch ``libquery_engine`` from the network before any command runs. With
-the JavaScript engine ``migrate status`` and ``migrate resolve`` work, ``migrate deploy``
-does not yet (prisma/orm#27403): use ``deploy()`` with a project on the classic engine,
-or deploy with ``LedgerBackend`` and cross-check with ``PrismaCliBackend.migrate_status()``.
-
-Rollback: ``mark_rolled_back`` writes the ledger directly, with
-``LedgerBackend.mark_rolled_back`` (reused, advisory lock included), because ``prisma
-migrate resolve --rolled-back`` accepts only *failed* migrations and our rollback must
-close a *finished* one. The real ``prisma migrate status`` (6.19) counts every ledger row
-as applied, ``rolled_back_at`` set or not, so a finished row is moved out of the ledger
-(its content kept in ``removed_rows``) and a failed one gets ``rolled_back_at`` as
-``resolve`` does; the next ``prisma migrate status`` lists the migration as pending
-(tested against the real CLI in ``tests/integration/test_prisma_cli.py``).
+Design notes: docs/design.md#prisma_clipy
 """
 
 from __future__ import annotations

@@ -1,25 +1,10 @@
 """The rollback rehearsed on a scratch copy, after the backup and before the migration.
 
-The runbook's pre-requisites ask for "Plan de rollback revisado y aprobado" and a verified
-backup before anything runs; without a rehearsal the down SQL and the restore are first
-exercised when staging is already broken. :func:`rehearse` runs, on a new scratch
-database (same server by default, ``rehearsal.connection`` otherwise), each step timed:
+Runbook pre-requisites: "Plan de rollback revisado y aprobado". :func:`rehearse` runs
+``restore``, ``migrate``, ``validate``, ``rollback``, ``verify`` on a scratch database,
+dropped afterwards; above ``rehearsal.max_database_mb`` it is skipped.
 
-``restore``   the pre-migration dump, restored whole with ``pg_restore``;
-``migrate``   the pending migration, with the run's own backend (``LedgerBackend`` or the
-              Prisma CLI) pointed at the scratch;
-``validate``  the plan's SQL checks of hour 0 that have an expectation (the runbook's
-              "Queries de Validación" 1 and 2) on the migrated copy;
-``rollback``  :func:`rollback.restore_columns` (the down SQL, then every dropped value
-              from the same dump: the code the DAG's rollback runs) and the ledger marked
-              rolled back;
-``verify``    every value compared with the dump (``mismatches`` must be 0) and the
-              migration pending again.
-
-The scratch database is dropped afterwards, also on failure. Staging is only read (its
-size); the copy costs the server CPU and disk I/O for about the restore's duration, which
-is why staging databases above ``rehearsal.max_database_mb`` are not rehearsed (a
-``skipped`` result saying so). Details: docs/rehearsal.md.
+Design notes: docs/rehearsal.md
 """
 
 from __future__ import annotations

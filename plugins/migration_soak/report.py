@@ -1,25 +1,11 @@
 """The results report and the post-mortem, as Markdown (Jinja2 templates in ``templates/``).
 
-The report follows the seed's "Documentación de Resultados": the monitoring period, the
-results, the final metrics, incidents and the decision. It says no more than was measured
-or decided ("a GO must mean GO"):
+Seed "Documentación de Resultados" and rollback step 6 (the post-mortem). Says no more
+than was measured or decided. Sections: ``report_run.py``, ``report_sections.py``,
+``report_postmortem.py``, ``report_checks.py``, ``report_text.py``.
+Report: docs/plans.md#the-report.
 
-- every figure comes from the observations and events it is given, counted once per
-  check and phase (baseline and guard readings in their own columns), so the per-check
-  table, the criteria, the incidents and the totals add up;
-- a check without a reading is "not measured", never met; a compressed clock is said at
-  the top and never reads as an approval for production;
-- the decision is the run's final ``decision`` event (after people's answers), shown next
-  to the judge's verdict; the rollback section lists rollback events only.
-
-On a rollback, a post-mortem is written as the seed's rollback step 6 asks
-("docs/incidents/YYYY-MM-DD-staging-rollback.md"): deciding evidence (masked log lines),
-the timeline in time order, impact and durations.
-
-Where things are: ``report_run.py`` reads a run once (:class:`~migration_soak.report_run.Run`);
-``report_sections.py`` builds each section of the results report and
-``report_postmortem.py`` each section of the post-mortem; ``report_checks.py`` summarizes
-each check; ``report_text.py`` holds the words and formatters they share.
+Design notes: docs/design.md#reportpy
 """
 
 from __future__ import annotations

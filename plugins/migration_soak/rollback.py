@@ -1,62 +1,11 @@
 """Rolling back a column drop: re-add the columns, copy their values back from the backup.
 
-Runbook (seed, "Procedimiento de Rollback en Staging", step 2) runs a rollback script
-when a NO-GO criterion is met; "Cualquier pérdida de datos" is itself a NO-GO. A
-``DROP COLUMN`` cannot be undone by SQL: the down migration only re-adds empty columns,
-so the values come back from the pre-migration backup, restored into a scratch schema
-and copied with ``UPDATE ... FROM`` joined on the primary key, with an index on the key
-(STYLE.md, "PostgreSQL facts").
+Runbook (seed, "Procedimiento de Rollback en Staging", step 2). :func:`restore_columns`:
+stage the dump, re-add (short ACCESS EXCLUSIVE, ``lock_timeout``, retried), copy in
+batches, verify. Values written after re-adding win; idempotent and resumable; nothing
+outlives the call on a pooled connection. The caller marks the ledger rolled back.
 
-The application keeps running during the rollback (issue 9), so ACCESS EXCLUSIVE on the
-table is taken only for the metadata change. Steps, each its own transaction(s):
-
-1. **stage** (touches no application table): ``soak_rollback."<table>_backup"`` is
-   created with one ``text`` column per column of the dump's ``COPY`` header, filled by
-   streaming ``pg_restore --data-only --table=<table> -f - DUMP`` straight into
-   ``COPY ... FROM STDIN`` (constant memory), indexed on the key and analyzed;
-2. **re-add** (short, ACCESS EXCLUSIVE): the down SQL alone, with ``lock_timeout``
-   set for its transaction. ``ADD COLUMN`` with NULL or a constant default changes only
-   the catalog (PostgreSQL 11+), so the lock is held for milliseconds whatever the table
-   size. A lock timeout (SQLSTATE 55P03) rolls it back and it is tried again after a
-   backoff, at most ``lock_retries`` more times; while it waits the application's queries
-   queue behind it for at most one ``lock_timeout``;
-3. **copy** in batches of ``batch_size`` keys (by key range of the staged copy), each
-   batch one transaction with ``lock_timeout``, taking ROW EXCLUSIVE on the table and row
-   locks on the batch's rows only (the application reads and writes the table meanwhile;
-   a writer of one of those rows waits for one batch at most). Each batch checks, before
-   it commits, that every value it wrote reads back equal to the backup's (a trigger or
-   a rule rewriting it is caught: the batch rolls back and the restore fails);
-4. **verify** over the whole staged copy (one snapshot): no row still holds the re-added
-   value where the backup had another one (0 ``mismatches``), and the counts; then the
-   scratch schema is dropped.
-
-**Values written after re-adding win.** A batch writes a column of a row only while it
-still holds the value the down SQL gave it (NULL, or the column's constant default, e.g.
-``emailVerified = false``); any other value was written after the re-add by someone
-who knows the column: the rolled-back application (restarted after this step, or
-during a rerun), an operator. It is newer than the backup, so it is kept and counted in
-``values_kept``, never overwritten. (During a first run the current application does not
-know the dropped columns, so nothing else writes them.) Limit: a value written after
-the re-add that *equals* the re-added default (``emailVerified`` set back to ``false``)
-cannot be told apart and gets the backup's value. A re-added column with a volatile
-default (``now()``, ``gen_random_uuid()``) is refused: its re-added values cannot be
-recognised (and adding it would rewrite the table under ACCESS EXCLUSIVE).
-
-**Idempotent, resumable.** The down SQL must tolerate columns already there (``ADD COLUMN
-IF NOT EXISTS``); the staged copy is rebuilt on each run; the copy writes only values
-still at the re-added default. A rerun after a crash (or a failure) in the middle of the
-copy finishes the job: committed batches are left as they are, the rest is filled. A
-rerun after a complete restore writes nothing (``rows_updated == 0``).
-
-Connections: one session, best a direct one (not through PgBouncer in transaction mode).
-Every setting is transaction-local (``set_config(..., true)``, ``SET LOCAL``); the
-session's advisory lock ``ROLLBACK_LOCK`` is released with ``pg_advisory_unlock`` and the
-client encoding put back before the connection is closed, so nothing outlives the call
-on a pooled server connection.
-
-The ledger is not touched here: after a successful restore the caller marks the
-migration rolled back (``LedgerBackend.mark_rolled_back``), so a crash in between leaves
-a state that a rerun repairs (this function is idempotent).
+Design notes: docs/design.md#rollbackpy
 """
 
 from __future__ import annotations

@@ -1,19 +1,10 @@
 """The rule kinds of the plan's criteria and alerts, one class each: its data points, its
 text and its judgement. ``judge.py`` composes them into criteria and the verdict.
 
-A rule spec (``ThresholdRule``, ``SustainedRule``, ``WindowCountRule``, ``BaselineRule``,
-``GrowthRule`` in ``plan.py``) becomes its kind with :func:`rule_kind`. Every kind compares
-data points with its condition ``op value``:
+:func:`rule_kind` turns a rule spec from ``plan.py`` into its kind: ``threshold``,
+``sustained``, ``window_count``, ``baseline``, ``growth``. Rules: docs/plans.md#rules.
 
-- ``threshold``: each reading;
-- ``sustained``: each reading, met only on readings covering ``minutes`` of soak time;
-- ``window_count``: the sum of the readings in a sliding window of ``minutes`` (or the whole soak);
-- ``baseline``: the relative change of a window's median from the baseline median;
-- ``growth``: the compound growth rate per ``per_minutes``, optionally sustained ``minutes``.
-
-``series`` is always one check's measured readings (``value`` not ``None``) in
-scheduled-time order, each carrying its soak time (``Observation.soak_s``, set when the
-store loads it on the run's clock): no rule converts wall time.
+Design notes: docs/design.md#rulespy
 """
 
 from __future__ import annotations

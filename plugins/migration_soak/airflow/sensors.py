@@ -1,28 +1,11 @@
 """The soak's sensors: one task per (phase, check), and the guard; they wait deferred.
 
-A ``CheckSensor`` defers at once to a ``CheckTrigger`` that takes every tick of its phase
-in the triggerer (``observe.observe_due``) and ends the task there: one short worker start
-per check task, no worker slot and no reschedule row between ticks; the trigger ends it at
-once if the soak stops, and hands back to a worker only when its reading recorded the
-NO-GO.
-The ``GuardSensor`` defers to a ``GuardTrigger`` that measures the guard checks in the
-triggerer and hands back only to post alerts or to stop the soak (docs/guard.md). All
-state lives in the store, so a restart or a retry resumes at the right tick.
+``CheckSensor`` defers to a ``CheckTrigger``, ``GuardSensor`` to a ``GuardTrigger``
+(``airflow/triggers.py``); all state lives in the store, so a restart or a retry resumes
+at the right tick. ``timeout`` is enforced awake and deferred. Under ``dag.test()`` the
+sensors reschedule instead of deferring (``waits_in_line``). Rules: docs/guard.md.
 
-``timeout`` (seconds, the sensors' Airflow timeout) is enforced: a task still waiting
-``timeout`` after its last scheduled tick (the guard: the soak's end) fails with
-``AirflowSensorTimeout`` (``soft_fail``: skipped), whether it is awake (checked at every
-wake-up) or deferred (the deferral's own timeout, applied by the scheduler). A timeout
-means the orchestrator lost the soak (a triggerer or workers down for that long): the run
-stops before a decision and the failure callback says so.
-
-Under ``dag.test()`` (``airflow dags test``: ``make demo``, most of tests/e2e) tasks run one at a time
-and a deferred task's trigger runs in line, blocking every other task: there the sensors
-wait by rescheduling instead (``waits_in_line``).
-
-What the grid shows: a check task that never took a reading because the soak stopped ends
-``skipped``, one that took readings ``success``; an ``error`` reading (counted as missing,
-never as a pass) is a WARNING line in the log and the task stays green.
+Design notes: docs/design.md#airflowsensorspy
 """
 
 from __future__ import annotations

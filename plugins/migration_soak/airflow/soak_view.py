@@ -1,25 +1,11 @@
 """The soak view: a live page per soak run inside the Airflow UI (issue 12).
 
-A FastAPI app the API server mounts at ``/soak`` (``plugins/soak_view_plugin.py``
-registers it with ``fastapi_apps`` and adds two ``external_views``: a tab on every DAG
-run, ``/dags/<dag>/runs/<run>/plugin/soak-run``, and the navigation entry *Soaks*).
+A FastAPI app the API server mounts at ``/soak`` (registered by
+``plugins/soak_view_plugin.py``). Criteria come from ``judge.judge()`` (as
+``judge_soak``), charts from ``charts.py``. Every route requires an Airflow user and read
+access to the run's DAG. Read-only: metadata database, store, report files.
 
-For a run it shows where the soak clock is (phase, soak hour, next tick), every
-criterion as the judge sees it now (met / breached / not enough data yet, with its
-figures), one chart per check, the alerts and events, and links to the report and the
-post-mortem. The criteria come from ``judge.judge()`` over the store's observations on
-the run's clock (hour 0 and ``time_scale``), exactly what ``judge_soak`` calls, so the
-view and the verdict cannot disagree; the charts come from ``charts.py`` with the report's own marks (the
-deciding reading, the stop). The page refreshes itself while the run is active.
-
-Every route requires an Airflow user (``GetUserDep``: the UI's ``_token`` cookie or a
-bearer token) and, for a run's pages, read access to the run's DAG
-(``requires_access_dag("GET", DagAccessEntity.RUN)``): no token is 401, a token without
-access 403. The store connection is the plan's ``connections.store``, so the API server
-needs the soak's connections in its environment (or a secrets backend).
-
-Nothing here writes anywhere: the view only reads the metadata database, the store and
-the report files the run recorded.
+Design notes: docs/design.md#airflowsoak_viewpy
 """
 
 from __future__ import annotations

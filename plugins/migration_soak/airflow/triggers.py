@@ -1,18 +1,11 @@
 """Triggers: the soak's waits, run by Airflow's triggerer instead of a worker (docs/guard.md).
 
-- ``CheckTrigger``: a check task between its ticks. It sleeps until each tick's wall time
-  and measures it, until the phase's last tick; it ends the task itself (no worker):
-  ``success`` when done, or when the soak stops ``success`` if the check took a reading,
-  else ``skipped``; it hands back to a worker only when it recorded the NO-GO.
-- ``GuardTrigger``: the guard. It measures the plan's guard checks at every guard tick,
-  records the readings, judges the NO-GO criteria and alerts on them, and hands back to a
-  worker only when something must be done there: a NO-GO it recorded, alerts to post.
+- ``CheckTrigger``: a check task between its ticks; ends the task itself.
+- ``GuardTrigger``: the guard; measures, judges NO-GO criteria and alerts.
 
-Both keep nothing in memory that matters: a triggerer restart rebuilds them from
-``serialize()`` and they start again from the top, reading the store (readings are unique
-per tick, the stop signal is the run's first ``no_go`` event). Blocking work (the store,
-the sources) runs in threads, never on the triggerer's event loop. These classes live in
-the plugins folder, outside the DAG bundle, as triggers must.
+Both rebuild from ``serialize()`` and the store; blocking work runs in threads.
+
+Design notes: docs/design.md#airflowtriggerspy
 """
 
 from __future__ import annotations

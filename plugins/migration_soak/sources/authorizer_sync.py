@@ -1,18 +1,10 @@
 """``authorizer_sync`` source: sampled ids (``users."authorizerId"``) the Authorizer does not know.
 
-Seed "Inconsistencias en la sincronización con Authorizer": ``sample`` ids drawn at random
-from the plan source's ``table``.``column`` on the staging database (read-only transaction
-with a ``statement_timeout``, as the ``sql`` source runs its queries) are each looked up on
-the Authorizer's admin API through ``HttpHook`` with the connection's password as Bearer
-token. 200 is known, 404 unknown; any other answer (401: wrong token, 5xx, no answer)
-leaves the count unknown and is a ``MeasurementError``. The value is the number of unknown
-ids.
+Seed "Inconsistencias en la sincronización con Authorizer". Ids sampled with
+``TABLESAMPLE SYSTEM`` (fallback ``ORDER BY random()``), looked up on the Authorizer's
+admin API through ``HttpHook``; the value is the number of unknown ids.
 
-Sampling reads a few pages, not the table: ``TABLESAMPLE SYSTEM (p)`` with ``p`` sized for
-about ``PAGES_PER_ID`` pages per wanted id from the table's current size, then ``ORDER BY
-random()`` over that small draw. ``ORDER BY random()`` over the whole table (a full scan
-and sort: seconds at 10 M users, every reading) is the fallback when the draw yields fewer
-than ``sample`` ids: small tables (``p`` would be 100 %), sparse columns, an unlucky draw.
+Design notes: docs/design.md#sourcesauthorizer_syncpy
 """
 
 from __future__ import annotations

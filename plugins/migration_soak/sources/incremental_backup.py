@@ -1,14 +1,10 @@
 """The passive phase's incremental backup: the plan's ``backup`` source kind (seed "Horas
 9-24": "Backup incremental creado"; GO "Backups completados exitosamente").
 
-Each tick dumps the check's tables (``pg_dump --table``, custom format), reads the dump
-back whole and keeps it at
-``<backup_location>/<environment>/incremental/inc_<run>_<n>.dump``
-(``backup_storage.take_kept_backup``). The value is 1 when it was verified and kept; a
-backup that cannot be taken, does not read back or cannot be kept is a
-``MeasurementError``, so an ``error`` observation, never a pass. ("Incremental" is the
-runbook's word: each dump holds the affected tables whole, which is what a rollback can
-restore from.)
+Each tick dumps the check's tables, reads the dump back whole and keeps it
+(``backup_storage.take_kept_backup``); the value is 1 when verified and kept.
+
+Design notes: docs/design.md#sourcesincremental_backuppy
 """
 
 from __future__ import annotations

@@ -1,21 +1,9 @@
 """``logs`` source: count log lines matching the runbook's patterns (seed "Logs a Revisar").
 
-Three readers (see ``LogsSource``):
+Three readers (see ``LogsSource``): ``file`` (follows rotation), ``command``, ``http``.
+A line counts when a pattern matches and no ``exclude`` does.
 
-- ``file``: the lines appended since the previous observation, followed by offset and
-  inode (kept in the evidence, with a hash of the file's first bytes). A new inode, a
-  file shorter than the offset, or different first bytes (truncated and grown again, or
-  a new file on a reused inode) was rotated: the rest of the old file is read if it is
-  still beside it under another name (``app.log.1``: a rename keeps the inode), then
-  the new file from its start. The first
-  observation of a run reads the last ``FIRST_LINES`` lines ("últimas 500 líneas").
-  A line still being written (no newline yet) is left for the next observation.
-- ``command``: an argv run without a shell (``TIMEOUT_S``); its stdout is the log.
-- ``http``: a JSON log API (the Authorizer's ``/admin/logs``) through ``HttpHook``, with
-  the connection's password as a Bearer token.
-
-A line counts when any of ``patterns`` matches it (case-insensitive) and none of
-``exclude`` does. Sample lines in the evidence are cut and have credentials masked.
+Design notes: docs/design.md#sourceslogspy
 """
 
 from __future__ import annotations

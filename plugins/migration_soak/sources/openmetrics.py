@@ -1,16 +1,10 @@
 """``openmetrics`` source: scrape a Prometheus text-format page and compare two scrapes.
 
-Rates and quantiles are computed over the increase between the previous scrape (kept in
-the previous observation's evidence) and this one, as PromQL's ``rate`` and
-``histogram_quantile`` would over that window. A check's first reading in a run starts its
-window at the newest page this process scraped from the same endpoint (any check's) at
-least ``MIN_WINDOW_S`` ago, or scrapes twice; a window shorter than ``MIN_WINDOW_S`` (a
-first reading, two ticks measured back to back after a delay) is widened to it by
-waiting, so a rate or a quantile never rests on a handful of requests. Keeping pages
-(not only the last one) matters in the triggerer, where every check scrapes in one
-process: a first reading there found a page a few milliseconds old, and at the demo's
-3 logins/s a 1 s window held no login about one time in twenty (an ``error`` reading).
-Parsing is ``prometheus_client``'s.
+Rates and quantiles over the increase between two scrapes, as PromQL's ``rate`` and
+``histogram_quantile``; windows at least ``MIN_WINDOW_S``. Parsing is
+``prometheus_client``'s.
+
+Design notes: docs/design.md#sourcesopenmetricspy
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
 """``prometheus`` source: a PromQL instant query on a Prometheus server's HTTP API.
 
-The query runs through ``HttpHook`` on the check's connection (``GET /api/v1/query``, the
-query in the URL parameters). The answer's ``data.resultType`` is ``vector`` (one value
-per series, folded with the check's ``aggregate``) or ``scalar``; the value is then
-multiplied by ``scale``. Anything that leaves the value unknown is a ``MeasurementError``:
-the server unreachable or answering without JSON, ``status: error`` (Prometheus' own
-``error`` text is kept: a bad query says what is wrong with it), no series, several series
-with ``aggregate: one``, a range vector, or a NaN / infinite value (``0/0`` with no traffic).
+``GET /api/v1/query`` through ``HttpHook``; anything that leaves the value unknown is a
+``MeasurementError``. :func:`range_query` reads a series over time for charts.
 
-:func:`range_query` reads a series over time (``/api/v1/query_range``) for charts.
+Design notes: docs/design.md#sourcesprometheuspy
 """
 
 from __future__ import annotations

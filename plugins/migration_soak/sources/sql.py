@@ -1,27 +1,10 @@
 """``sql`` source: the seed's validation queries, run read-only on the staging database.
 
-Each query runs in a read-only transaction with a ``statement_timeout`` and is rolled
-back, so a plan query can neither write nor hold locks for long (``EXPLAIN ANALYZE``
-executes its statement: the read-only transaction refuses a write — ``cannot execute
-DELETE in a read-only transaction``, SQLSTATE 25006 — and the rollback undoes anything
-else it did, such as a temporary table).
+Each query runs in a read-only transaction with transaction-local settings and is
+rolled back (``run_readonly``); files that would escape it are refused first by
+``sources.sql_guard``. Not for hostile authors: give the role only ``SELECT``.
 
-The staging connection may go through a transaction-mode pooler (PgBouncer): the
-server connection is handed to the application's next transaction as soon as ours
-ends. So every setting is transaction-local (``SET LOCAL statement_timeout``,
-``SET LOCAL application_name``) and ends with the rollback, and a file that would end
-the transaction, change those settings or leave session state behind (``COMMIT``,
-``SET SESSION``, ``pg_advisory_lock``, ``DO``...) is refused *before it runs*, by
-PostgreSQL's own parser (``sources.sql_guard``; ``plan.SqlSource`` refuses such a file
-when the plan loads, this is the defence behind it). After the file ran, the
-transaction must still be ours (else the error says it was ended) and a session-level
-advisory lock it took through a function is released and reported.
-
-The guard is for mistakes in reviewed plan files, not for a hostile author (a function
-can still change a setting for the rest of the transaction): give the connection's
-role only ``SELECT`` rights for that. One statement escapes the read-only check in
-PostgreSQL 18 itself: ``EXPLAIN ANALYZE CREATE TABLE ... AS`` creates its table (the
-rollback removes it).
+Design notes: docs/design.md#sourcessqlpy
 """
 
 from __future__ import annotations

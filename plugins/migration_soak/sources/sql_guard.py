@@ -1,43 +1,11 @@
 """Which plan SQL files may run as check queries: parsed by PostgreSQL's own grammar.
 
-A check query runs inside one read-only transaction that the soak opens, bounds with
-transaction-local settings (``statement_timeout``, ``application_name``) and always
-rolls back (``sources.sql.run_readonly``). Behind a transaction-mode pooler (PgBouncer:
-hosted staging databases) the server connection then goes back to the pool and the
-application's next transaction runs on it (STYLE.md, "PgBouncer in transaction mode").
-The rollback undoes everything transactional the file did, session ``SET``s included, so
-what is left to stop is what a rollback does not undo, or what ends the transaction
-before it:
+Refuses what a rollback does not undo or what ends the soak's read-only transaction:
+transaction control, the soak's own settings, session-wide settings, session advisory
+locks, prepared statements, ``DISCARD``/``LOAD``, ``DO``/``CALL``, unparsable files
+(STYLE.md, "PgBouncer in transaction mode"). Parser: ``pglast`` (PostgreSQL 18 grammar).
 
-* transaction control, ``COMMIT``/``END``, ``ROLLBACK``/``ABORT``, ``BEGIN``/``START
-  TRANSACTION``, ``SAVEPOINT``/``RELEASE``/``ROLLBACK TO``, ``PREPARE TRANSACTION``,
-  ``COMMIT PREPARED``/``ROLLBACK PREPARED``: they would end (or split) the soak's
-  read-only transaction, and whatever follows would run writable, unbounded and be
-  committed onto the shared connection (issue 9: the application's next ``UPDATE``
-  failed with "cannot execute UPDATE in a read-only transaction");
-* the soak's own settings (``GUARDED``) by ``SET``/``SET LOCAL``/``RESET``/``set_config``,
-  ``SET TRANSACTION``/``SET SESSION CHARACTERISTICS``, ``RESET ALL``: they would turn the
-  guard off for the rest of the file;
-* session-wide ``SET``/``RESET``/``set_config(..., false)`` of any setting: harmless
-  while the transaction is rolled back, refused so that a check file reads as what it
-  is, transaction-local (use ``SET LOCAL`` or ``set_config(name, value, true)``);
-* session-level advisory locks (``pg_advisory_lock``, ``pg_try_advisory_lock`` and their
-  ``_shared`` forms): a rollback does not release them, the pooled server connection
-  would keep them (use the ``pg_advisory_xact_*`` forms);
-* ``PREPARE``/``EXECUTE``/``DEALLOCATE`` (prepared statements outlive the transaction on
-  the server connection), ``DISCARD`` and ``LOAD`` (they change the server session);
-* ``DO`` blocks and ``CALL``: procedural code the parser cannot see into (it may set
-  session settings or take advisory locks through dynamic SQL); a check query is plain SQL.
-
-Everything else (``SELECT``, ``EXPLAIN [ANALYZE]``, ``SHOW``, ``SET LOCAL`` of other
-settings, even a write) goes to the server, whose read-only transaction refuses writes
-with its own message (SQLSTATE 25006). Functions the file calls are not looked into;
-the runtime check in ``run_readonly`` (the transaction must still be the soak's after
-the file ran) is the defence behind this one. The guard is for mistakes in reviewed
-plan files, not for a hostile author: give the checks' role only ``SELECT`` rights.
-
-The parser is ``pglast`` (libpg_query: the PostgreSQL 18 server's grammar); a file it
-cannot parse is refused too, since nothing can be said about what it does.
+Design notes: docs/design.md#sourcessql_guardpy
 """
 
 from __future__ import annotations
