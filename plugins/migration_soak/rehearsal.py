@@ -89,7 +89,7 @@ def database_bytes(target: PgTarget) -> int:
 
 def rehearse(plan: Plan, staging: PgTarget, backup: BackupRecord, pg_bin_dir: Path | None, *, run_id: str,
              backend_for: Callable[[PgTarget], Any], server: PgTarget | None = None) -> RehearsalResult:
-    """Rehearse the plan's rollback on a scratch copy of ``backup`` (module docstring).
+    """Rehearse the plan's rollback on a scratch copy of ``backup`` (docs/rehearsal.md).
 
     ``staging``: the staging database (direct connection; only its size is read).
     ``backup``: the verified pre-migration backup with a local ``path``. ``backend_for``:

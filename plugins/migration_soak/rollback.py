@@ -55,7 +55,7 @@ class RestoreResult:
         values_restored: column values this call copied from the backup (a written
             row's columns that still held the re-added value).
         values_kept: values that differ from the backup because they were written after
-            the columns were re-added; left as found (see the module docstring).
+            the columns were re-added; left as found (docs/design.md#rollbackpy).
         mismatches: matched rows where a restored column still holds the re-added value
             but the backup's value differs; always 0 in a returned result.
         batches: copy batches run (``batch_size`` keys each).
@@ -156,7 +156,7 @@ def restore_columns(
     """Re-add ``columns`` of ``schema.table`` and restore their values from ``backup``.
 
     Args:
-        target: the database to repair (a direct connection, see the module docstring).
+        target: the database to repair (a direct connection, see docs/design.md#rollbackpy).
         backup: the pre-migration ``BackupRecord``; re-verified first (read whole,
             SHA-256 equal to ``backup.sha256``, table data present).
         pg_bin_dir: folder of ``pg_restore`` (``None``: from ``PATH``).
@@ -175,7 +175,7 @@ def restore_columns(
         timeout_s: bound (seconds) on the ``pg_restore`` read-back.
 
     Rows present now but absent from the backup keep NULL/defaults; rows deleted since
-    the backup stay deleted; values written after the re-add are kept (module docstring).
+    the backup stay deleted; values written after the re-add are kept (docs/design.md#rollbackpy).
 
     Returns a ``RestoreResult`` with ``mismatches == 0``. Raises ``RollbackError`` naming
     the step that failed (backup re-verification, staging, down SQL (also after
