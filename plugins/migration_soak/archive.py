@@ -1,10 +1,9 @@
 """The backup file: a ``pg_dump --format=custom --compress=0`` archive in one zstd frame.
 
 ``pg_dump`` writes the uncompressed archive to a pipe; ``write_and_read_back`` compresses
-it (zstd level 1 with the frame's XXH64 content checksum, the ``zstandard`` package)
-into the file while a second thread reads
-the file back as it grows, decompresses it into ``pg_restore -f /dev/null`` and hashes
-the bytes kept. Every reader detects the kind by its first bytes (``kind``), so a plain
+it (zstd level 1 with the frame's XXH64 content checksum, the ``zstandard`` package) into
+the file while a second thread reads the file back as it grows, decompresses it into
+``pg_restore -f /dev/null`` and hashes the bytes kept. Every reader detects the kind by its first bytes (``kind``), so a plain
 custom-format ``.dump`` of an earlier version still verifies and restores.
 
 Design notes: docs/design.md#archivepy
@@ -161,7 +160,8 @@ def write_and_read_back(dump_argv: Sequence[str], env: dict[str, str], out: Path
     Raises ``BackupError``: ``"<dump_what> failed (exit N): <stderr tail>"`` (scrubbed
     with ``scrub``) when ``pg_dump`` fails; ``"reading backup <out> whole (pg_restore -f
     /dev/null) failed ..."`` when the read-back does; ``"backup <out> is empty"`` when
-    ``pg_dump`` wrote nothing. The caller removes ``out``.
+    ``pg_dump`` wrote nothing; ``"writing backup <out> failed: ..."`` when the file cannot
+    be written (full disk). The caller removes ``out``.
     """
     done = threading.Event()
     with tempfile.TemporaryFile() as dump_err:
@@ -187,9 +187,16 @@ def write_and_read_back(dump_argv: Sequence[str], env: dict[str, str], out: Path
                     sink.flush()
                 sink.write(compressor.flush())
             code = dump.wait()
+        except OSError as exc:  # the working folder is full or gone
+            _kill_all(dump, reader)
+            raise BackupError(f"writing backup {out} failed: {exc}") from None
+        except BaseException:
+            _kill_all(dump, reader)
+            raise
         finally:
             done.set()
-            reader.join()
+            if reader.ident is not None:  # started
+                reader.join()
             timer.cancel()
             _reap(dump)
             if dump.stdout is not None:

@@ -150,6 +150,19 @@ def test_truncated_dump_is_refused(seeded, pg_bin, tmp_path):
     assert _left_in(dest) == []
 
 
+@pytest.mark.timeout(60)
+def test_a_hung_pg_dump_is_stopped_at_the_time_limit(seeded, pg_bin, tmp_path):
+    """A ``pg_dump`` that wrote its archive but never exits (its stdout stays open): the
+    time limit kills it and the read-back, and nothing is left."""
+    fake = _fake_bin(tmp_path, pg_bin, '"$REAL" "$@" || exit $?\nexec sleep 30\n')
+    dest = tmp_path / "out"
+    started = time.monotonic()
+    with pytest.raises(BackupError, match="did not finish within 2 s"):
+        take_backup(seeded, dest, fake, "pre", timeout_s=2)
+    assert time.monotonic() - started < 15
+    assert _left_in(dest) == []
+
+
 def test_pg_dump_older_than_server_is_refused(seeded, pg_bin, tmp_path):
     """Reuses the integration case (a fake ``pg_dump`` printing 16.4 is refused before
     it runs, no file left); adds a ``pg_dump`` whose ``--version`` prints no version."""
