@@ -49,6 +49,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=1, help="rounds; the fastest of each is reported")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["old", "z0", "verify"],
+                        help="steps not to time (bare, -Z 1 and new are always timed: the ratios need them)")
     parser.add_argument("--workdir", type=Path, default=None, help="data folder (default: a temporary one)")
     args = parser.parse_args(argv)
 
@@ -82,18 +84,19 @@ def main(argv=None) -> int:
         def verify(path: Path) -> None:
             verify_backup(path, pg_bin)
 
-        steps: list[tuple[str, str, Callable[[Path], None]]] = [
-            ("bare pg_dump (plain SQL, unverified)", "bare.sql", bare),
-            ("old: -Fc default + read-back", "old.dump", custom(None)),
-            ("-Fc -Z 0 + read-back", "z0.dump", custom(0)),
-            ("-Fc -Z 1 + read-back", "z1.dump", custom(1)),
-            ("new: take_backup (zstd)", "new.dump", new),
-            ("verify_backup of the new file", "new.dump", verify),
+        steps: list[tuple[str, str, str, Callable[[Path], None]]] = [
+            ("bare", "bare pg_dump (plain SQL, unverified)", "bare.sql", bare),
+            ("old", "old: -Fc default + read-back", "old.dump", custom(None)),
+            ("z0", "-Fc -Z 0 + read-back", "z0.dump", custom(0)),
+            ("z1", "-Fc -Z 1 + read-back", "z1.dump", custom(1)),
+            ("new", "new: take_backup (zstd)", "new.dump", new),
+            ("verify", "verify_backup of the new file", "new.dump", verify),
         ]
+        steps = [step for step in steps if step[0] not in args.skip]
         for round_ in range(args.repeat):
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
-            for name, file_name, step in steps:
+            for _, name, file_name, step in steps:
                 path = out / file_name
                 started = time.monotonic()
                 step(path)
