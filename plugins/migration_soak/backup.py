@@ -1,9 +1,9 @@
-"""Pre-migration backup: ``pg_dump --format=custom``, written atomically and read back whole.
+"""Pre-migration backup: ``pg_dump --format=custom``, zstd-compressed, written atomically, read back whole.
 
 Runbook (seed, "Hora 0: Ejecución de Migración", step 1; "Backup de staging creado y
-verificado"). Verified means ``pg_restore -f /dev/null DUMP`` reads every data block
-(STYLE.md, "PostgreSQL facts"). Passwords only through the environment
-(:meth:`PgTarget.child_env`).
+verificado"). Verified means ``pg_restore -f /dev/null`` reads every data block of the
+file kept (STYLE.md, "PostgreSQL facts"); the file format is ``archive``'s. Passwords
+only through the environment (:meth:`PgTarget.child_env`).
 
 Design notes: docs/design.md#backuppy
 """
@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from migration_soak import archive
 from migration_soak.exceptions import BackupError
 from migration_soak.pgconn import PgTarget, split_table
 
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 #: ``users`` columns from it.
 DEFAULT_REQUIRED_TABLES: tuple[str, ...] = ("public.users",)
 
-_STDERR_TAIL = 1500  # characters of a tool's stderr kept in an error message
 _TOC_DATA = re.compile(r"^\d+; \d+ \d+ TABLE DATA (\S+) (\S+) ")
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 _DUMPED_BY = re.compile(r"^;\s+Dumped by pg_dump version:\s+(\S+)", re.M)
@@ -44,11 +44,13 @@ class BackupRecord:
     """What ``take_backup`` produced; JSON-able through ``to_dict``/``from_dict`` (XCom).
 
     Fields:
-        path: the local dump file (custom format), ``<dest_dir>/<label>.dump``; ``None``
+        path: the local dump file, ``<dest_dir>/<label>.dump``: a custom-format archive
+            in one zstd frame (``archive``; a plain custom-format one from before reads
+            the same); ``None``
             in a record of a kept backup once its working copy is gone (see
             ``backup_storage``: fetch it through ``location``).
-        size_bytes: its size in bytes.
-        sha256: hex SHA-256 of the file's bytes; ``verify_backup`` checks it before a
+        size_bytes: its size in bytes (compressed, as kept).
+        sha256: hex SHA-256 of the file's bytes (as kept); ``verify_backup`` checks it before a
             restore.
         duration_s: wall seconds of ``take_backup`` (dump plus read-back verification).
         pg_dump_version: version of the ``pg_dump`` that wrote it, e.g. ``"18.4"``.
@@ -178,24 +180,23 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def pg_dump_argv(
-    pg_dump: Path, out_file: Path, lock_wait_timeout_s: float, tables: Sequence[str] | None = None
-) -> list[str]:
-    """The exact ``pg_dump`` command line ``take_backup`` runs.
+def pg_dump_argv(pg_dump: Path, lock_wait_timeout_s: float, tables: Sequence[str] | None = None) -> list[str]:
+    """The exact ``pg_dump`` command line ``take_backup`` runs; the archive goes to stdout.
 
     Holds no connection parameters and no password (libpq reads those from the child's
-    environment): ``--format=custom --no-password --lock-wait-timeout=<ms> --file=<out>``.
-    With ``tables`` (``schema.table`` or ``table``, literal names), ``--strict-names`` and
-    one ``--table=<pattern>`` each come before ``--file`` (see ``table_pattern``).
+    environment): ``--format=custom --compress=0 --no-password --lock-wait-timeout=<ms>``
+    (uncompressed: ``archive`` compresses it, faster and smaller than ``pg_dump``'s
+    zlib). With ``tables`` (``schema.table`` or ``table``, literal names),
+    ``--strict-names`` and one ``--table=<pattern>`` each follow (see ``table_pattern``).
     """
     selection = ["--strict-names", *(f"--table={table_pattern(t)}" for t in tables)] if tables else []
     return [
         str(pg_dump),
         "--format=custom",
+        "--compress=0",
         "--no-password",
         f"--lock-wait-timeout={int(lock_wait_timeout_s * 1000)}",
         *selection,
-        f"--file={out_file}",
     ]
 
 
@@ -231,10 +232,13 @@ def take_backup(
     """Dump ``target`` to ``dest_dir/<label>.dump`` and verify it by reading it back whole.
 
     Steps: refuse a ``pg_dump`` whose major version is older than the server's (it
-    would fail or produce an incomplete dump); ``pg_dump --format=custom`` into a
-    hidden temporary file in ``dest_dir`` (created 0600: the dump holds password hashes)
-    and ``os.replace`` it to its final name only after ``pg_dump`` succeeded **and** the
-    read-back (``verify_backup``) passed, so a partial file never looks complete;
+    would fail or produce an incomplete dump); ``pg_dump --format=custom --compress=0``
+    to a pipe, compressed (zstd) into a hidden temporary file in ``dest_dir`` (created
+    0600: the dump holds password hashes) while that file is read back whole as it grows
+    (``archive.write_and_read_back``: ``pg_restore -f /dev/null`` reads every data block
+    of the bytes kept, and they are hashed); then ``pg_restore --list`` of the file; and
+    ``os.replace`` it to its final name only after ``pg_dump`` succeeded **and** the
+    read-back and the listing passed, so a partial file never looks complete;
     ``required_tables`` (``schema.table``) must have ``TABLE DATA`` in the TOC (default:
     ``DEFAULT_REQUIRED_TABLES``, or the ``tables`` when given).
 
@@ -286,14 +290,16 @@ def take_backup(
             f"{target.describe()}: pg_dump must be of major version {server_major} or newer"
         )
 
+    pg_restore = tool_path("pg_restore", pg_bin_dir)
     tmp = dest_dir / f".{label}.dump.partial-{uuid.uuid4().hex[:12]}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.close(fd)
     try:
-        argv = pg_dump_argv(pg_dump, tmp, lock_wait_timeout_s, tables)
-        log.info("pg_dump of %s to %s", target.describe(), final)
-        _run(argv, env=target.child_env(), what=f"pg_dump of {target.describe()}", timeout_s=timeout_s, scrub=target.scrub)
-        check = verify_backup(tmp, pg_bin_dir, required_tables=required_tables, timeout_s=timeout_s)
+        argv = pg_dump_argv(pg_dump, lock_wait_timeout_s, tables)
+        log.info("pg_dump of %s to %s (zstd, read back while written)", target.describe(), final)
+        written = archive.write_and_read_back(argv, target.child_env(), tmp, pg_restore, timeout_s=timeout_s,
+                                              dump_what=f"pg_dump of {target.describe()}", scrub=target.scrub)
+        check = _checked_toc(tmp, pg_restore, written.size, written.sha256, required_tables, started, timeout_s)
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -309,8 +315,8 @@ def take_backup(
         created_at=datetime.now(timezone.utc),
     )
     log.info(
-        "backup %s: %d bytes, sha256 %s, %d tables with data, %.1f s",
-        final, record.size_bytes, record.sha256, len(record.tables), record.duration_s,
+        "backup %s: %d bytes (archive %d bytes uncompressed), sha256 %s, %d tables with data, %.1f s",
+        final, record.size_bytes, written.archive_bytes, record.sha256, len(record.tables), record.duration_s,
     )
     return record
 
@@ -347,13 +353,15 @@ def verify_backup(
     required_tables: Sequence[str] = DEFAULT_REQUIRED_TABLES,
     timeout_s: float = 6 * 3600.0,
 ) -> BackupCheck:
-    """Re-verify a custom-format dump; run before every restore.
+    """Re-verify a dump file (``archive``: zstd-compressed or plain custom format); run
+    before every restore.
 
     Checks, in order: the file exists and is not empty; its SHA-256 equals
     ``expected_sha256`` when given (mismatch is an error: the file changed since the
-    backup); ``pg_restore -f /dev/null PATH`` reads every block without error (a
-    truncated dump fails here while ``--list`` would still succeed: STYLE.md
-    "PostgreSQL facts"); the TOC (``pg_restore --list``) has ``TABLE DATA`` for every
+    backup); it starts with a known magic (``archive.kind``); ``pg_restore -f /dev/null``
+    reads every block without error (a truncated dump fails here while ``--list`` would
+    still succeed: STYLE.md "PostgreSQL facts"; a compressed file must also be one whole
+    zstd frame); the TOC (``pg_restore --list``) has ``TABLE DATA`` for every
     ``required_tables`` entry (``schema.table``).
 
     Returns a ``BackupCheck``. Raises ``BackupError`` naming the failed check.
@@ -371,13 +379,16 @@ def verify_backup(
             "the file changed after the backup was taken"
         )
     pg_restore = tool_path("pg_restore", pg_bin_dir)
-    _run(
-        [str(pg_restore), "--file=/dev/null", str(path)],
-        env=None, what=f"reading backup {path} whole (pg_restore -f /dev/null)", timeout_s=timeout_s,
-    )
-    listing = _run(
-        [str(pg_restore), "--list", str(path)], env=None, what=f"listing backup {path}", timeout_s=timeout_s,
-    )
+    archive.read_back(path, pg_restore, timeout_s=timeout_s)
+    return _checked_toc(path, pg_restore, size, sha, required_tables, started, timeout_s)
+
+
+def _checked_toc(path: Path, pg_restore: Path, size: int, sha: str, required_tables: Sequence[str],
+                 started: float, timeout_s: float) -> BackupCheck:
+    """``verify_backup``'s last check (``pg_restore --list``: the required tables have
+    data) on a file already read back whole; its ``BackupCheck``."""
+    listing = archive.run_restore([str(pg_restore), "--list"], path, timeout_s=timeout_s,
+                                  what=f"listing backup {path}")
     tables = tuple(sorted(toc_table_data(listing.splitlines())))
     missing = [name for name in required_tables if name not in tables]
     if missing:
@@ -417,18 +428,3 @@ def _server_version(target: PgTarget) -> tuple[int, str]:
     finally:
         conn.close()
     return num // 10000, text.split()[0]
-
-
-def _run(argv: list[str], *, env: dict[str, str] | None, what: str, timeout_s: float, scrub=lambda s: s) -> str:
-    """Run a tool, return its stdout; on failure raise ``BackupError`` with a stderr tail."""
-    try:
-        out = subprocess.run(argv, env=env, capture_output=True, text=True, errors="replace",
-                             timeout=timeout_s, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise BackupError(f"{what} did not finish within {timeout_s:.0f} s") from None
-    except OSError as exc:
-        raise BackupError(f"{what} could not start: {exc}") from None
-    if out.returncode != 0:
-        tail = scrub(out.stderr.strip())[-_STDERR_TAIL:]
-        raise BackupError(f"{what} failed (exit {out.returncode}): {tail}")
-    return out.stdout

@@ -19,8 +19,9 @@ from typing import Any, Callable
 
 from psycopg2 import sql
 
+from migration_soak import archive
 from migration_soak.backup import BackupRecord, tool_path
-from migration_soak.exceptions import MeasurementError, RehearsalError, SoakError
+from migration_soak.exceptions import BackupError, MeasurementError, RehearsalError, SoakError
 from migration_soak.pgconn import PgTarget
 from migration_soak.plan import SQL_DIR, Check, Plan, SqlSource
 
@@ -191,13 +192,18 @@ def _drop(server: PgTarget, name: str) -> None:
 
 def _restore(scratch: PgTarget, dump: Path, pg_bin_dir: Path | None, jobs: int, timeout_s: float) -> None:
     """``pg_restore`` the whole dump into ``scratch`` (the target through the child's
-    environment, never the command line)."""
-    argv = [str(tool_path("pg_restore", pg_bin_dir)), "--no-password", "--no-owner", "--no-privileges",
-            "--exit-on-error", f"--jobs={jobs}", f"--dbname={scratch.database}", str(dump)]
+    environment, never the command line). ``--jobs`` needs a seekable plain archive
+    (pg_restore refuses stdin): a compressed dump is first decompressed to a private
+    temporary file (``archive.seekable``), as large as the archive."""
     try:
-        done = subprocess.run(argv, env=scratch.child_env(), capture_output=True, text=True, timeout=timeout_s)
+        with archive.seekable(dump) as plain:
+            argv = [str(tool_path("pg_restore", pg_bin_dir)), "--no-password", "--no-owner", "--no-privileges",
+                    "--exit-on-error", f"--jobs={jobs}", f"--dbname={scratch.database}", str(plain)]
+            done = subprocess.run(argv, env=scratch.child_env(), capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise RehearsalError("restore", f"pg_restore took longer than {timeout_s:g} s") from None
+    except BackupError as exc:
+        raise RehearsalError("restore", str(exc)) from None
     if done.returncode != 0:
         tail = scratch.scrub(done.stderr.strip())[-1500:]
         raise RehearsalError("restore", f"pg_restore exited {done.returncode}: {tail}")

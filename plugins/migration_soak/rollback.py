@@ -20,6 +20,7 @@ from typing import IO, Any, Callable, Sequence
 
 from psycopg2 import sql
 
+from migration_soak import archive
 from migration_soak.backup import BackupRecord, tool_path, verify_backup
 from migration_soak.exceptions import BackupError, RollbackError
 from migration_soak.migrate import LockAttempt, describe_attempts, is_lock_timeout, run_with_lock_retries
@@ -302,9 +303,11 @@ def pg_restore_data_argv(pg_restore: Path, dump: Path, schema: str, table: str) 
     ``pg_restore --data-only --schema=<schema> --table=<table> --file=- DUMP``: its
     output is a script whose data part is ``COPY schema.table (cols) FROM stdin;``, the
     rows in COPY text format, and ``\\.``. It reads the file only: no connection, no
-    password.
+    password. A compressed ``DUMP`` (``archive``) is not named: it is decompressed into
+    the tool's stdin, which pg_restore reads forward to the table's data block.
     """
-    return [str(pg_restore), "--data-only", f"--schema={schema}", f"--table={table}", "--file=-", str(dump)]
+    return archive.restore_argv(
+        [str(pg_restore), "--data-only", f"--schema={schema}", f"--table={table}", "--file=-"], dump)
 
 
 def _stage(conn, target, dump: Path, pg_bin_dir, schema, table, key, columns, scratch, timeout_s) -> int:
@@ -313,44 +316,49 @@ def _stage(conn, target, dump: Path, pg_bin_dir, schema, table, key, columns, sc
         pg_restore = tool_path("pg_restore", pg_bin_dir)
     except BackupError as exc:
         raise RollbackError(str(exc)) from None
-    argv = pg_restore_data_argv(pg_restore, dump, schema, table)
-    with tempfile.TemporaryFile() as errfile:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errfile, stdin=subprocess.DEVNULL)
-        try:
-            assert proc.stdout is not None
-            encoding, header = _read_header(proc.stdout, f"{schema}.{table}")
-            _, header_cols = parse_copy_header(header)
-            missing = [c for c in (key, *columns) if c not in header_cols]
-            if missing:
-                raise RollbackError(f"the backup's {schema}.{table} has no column(s) {', '.join(missing)}")
-            conn.set_client_encoding(encoding)  # the dump's rows are in the dump's encoding
-            with conn.cursor() as cur:
-                cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SCRATCH_SCHEMA)))
-                cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(SCRATCH_SCHEMA)))
-                cur.execute(
-                    sql.SQL("CREATE TABLE {} ({})").format(
-                        scratch,
-                        sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(c)) for c in header_cols),
-                    )
-                )
-                body = CopyBody(proc.stdout)
-                cur.copy_expert(sql.SQL("COPY {} FROM STDIN").format(scratch).as_string(conn), body)
-                if not body.finished:
-                    raise RollbackError(f"pg_restore output of {schema}.{table} ended before the end-of-data marker")
+    argv = [str(pg_restore), "--data-only", f"--schema={schema}", f"--table={table}", "--file=-"]
+    try:
+        with tempfile.TemporaryFile() as errfile, archive.restoring(argv, dump, stdout=subprocess.PIPE,
+                                                                     stderr=errfile) as proc:
             try:
-                code = proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                raise RollbackError(f"pg_restore of {schema}.{table} did not finish within {timeout_s:.0f} s") from None
-            if code != 0:
-                errfile.seek(0)
-                tail = target.scrub(errfile.read().decode("utf-8", "replace").strip())[-1500:]
-                raise RollbackError(f"pg_restore of {schema}.{table} from {dump} failed (exit {code}): {tail}")
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
+                assert proc.stdout is not None
+                encoding, header = _read_header(proc.stdout, f"{schema}.{table}")
+                _, header_cols = parse_copy_header(header)
+                missing = [c for c in (key, *columns) if c not in header_cols]
+                if missing:
+                    raise RollbackError(f"the backup's {schema}.{table} has no column(s) {', '.join(missing)}")
+                conn.set_client_encoding(encoding)  # the dump's rows are in the dump's encoding
+                with conn.cursor() as cur:
+                    cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SCRATCH_SCHEMA)))
+                    cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(SCRATCH_SCHEMA)))
+                    cur.execute(
+                        sql.SQL("CREATE TABLE {} ({})").format(
+                            scratch,
+                            sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(c)) for c in header_cols),
+                        )
+                    )
+                    body = CopyBody(proc.stdout)
+                    cur.copy_expert(sql.SQL("COPY {} FROM STDIN").format(scratch).as_string(conn), body)
+                    if not body.finished:
+                        raise RollbackError(f"pg_restore output of {schema}.{table} ended before the end-of-data marker")
+                try:
+                    code = proc.wait(timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    raise RollbackError(f"pg_restore of {schema}.{table} did not finish within {timeout_s:.0f} s") from None
+                if code != 0:
+                    errfile.seek(0)
+                    tail = target.scrub(errfile.read().decode("utf-8", "replace").strip())[-1500:]
+                    raise RollbackError(f"pg_restore of {schema}.{table} from {dump} failed (exit {code}): {tail}")
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+                if proc.stdout is not None:
+                    proc.stdout.close()
+    except BackupError as exc:  # the compressed file does not decompress whole
+        raise RollbackError(f"pg_restore of {schema}.{table}: {exc}") from None
+    except OSError as exc:
+        raise RollbackError(f"pg_restore of {schema}.{table} could not start: {exc}") from None
     with conn.cursor() as cur:
         cur.execute(sql.SQL("SELECT count(*) FROM {}").format(scratch))
         loaded = cur.fetchone()[0]

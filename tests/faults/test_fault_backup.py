@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from migration_soak import archive
 from migration_soak.backup import BackupRecord, take_backup, verify_backup
 from migration_soak.exceptions import BackupError
 from migration_soak.migrate import LedgerBackend
@@ -29,8 +30,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _fake_bin(tmp_path: Path, pg_bin: Path, pg_dump_body: str) -> Path:
     """A bin folder: the real ``pg_restore`` and a ``pg_dump`` shell script whose
-    ``--version`` is the real one and whose dump is ``pg_dump_body`` (``$out`` is the
-    ``--file=`` target, ``$REAL`` the real pg_dump)."""
+    ``--version`` is the real one and whose dump is ``pg_dump_body`` (``$REAL`` is the
+    real pg_dump; ``take_backup`` reads the archive from the script's stdout)."""
     fake = tmp_path / "fakebin"
     fake.mkdir()
     (fake / "pg_restore").symlink_to(pg_bin / "pg_restore")
@@ -39,7 +40,6 @@ def _fake_bin(tmp_path: Path, pg_bin: Path, pg_dump_body: str) -> Path:
         "#!/bin/sh\n"
         f'REAL="{pg_bin / "pg_dump"}"\n'
         'if [ "$1" = "--version" ]; then exec "$REAL" --version; fi\n'
-        'out=""; for a in "$@"; do case "$a" in --file=*) out="${a#--file=}";; esac; done\n'
         + pg_dump_body
     )
     script.chmod(0o755)
@@ -120,7 +120,7 @@ def test_staging_db_unreachable_during_backup(seeded, pg_bin, tmp_path, closed_p
 @pytest.mark.timeout(60)
 def test_empty_dump_is_refused(seeded, pg_bin, tmp_path):
     """A pg_dump that exits 0 but writes nothing (full disk, killed writer)."""
-    fake = _fake_bin(tmp_path, pg_bin, ': > "$out"\nexit 0\n')
+    fake = _fake_bin(tmp_path, pg_bin, 'exit 0\n')
     dest = tmp_path / "out"
     with pytest.raises(BackupError, match="is empty") as err:
         take_backup(seeded, dest, fake, "pre")
@@ -140,13 +140,26 @@ def test_truncated_dump_is_refused(seeded, pg_bin, tmp_path):
     (tmp_path / "verify").mkdir()
     _truncated_verify_case(seeded, pg_bin, tmp_path / "verify")
     fake = _fake_bin(tmp_path, pg_bin,
-                     '"$REAL" "$@" || exit $?\n'
-                     'size=$(stat -c %s "$out"); truncate -s $((size / 2)) "$out"\nexit 0\n')
+                     f'whole="{tmp_path / "whole"}"; "$REAL" "$@" > "$whole" || exit $?\n'
+                     'size=$(stat -c %s "$whole"); head -c $((size / 2)) "$whole"\nexit 0\n')
     dest = tmp_path / "out"
     with pytest.raises(BackupError) as err:
         take_backup(seeded, dest, fake, "pre")
     text = str(err.value)
     assert "reading backup" in text and "pg_restore -f /dev/null" in text, text
+    assert _left_in(dest) == []
+
+
+@pytest.mark.timeout(60)
+def test_a_hung_pg_dump_is_stopped_at_the_time_limit(seeded, pg_bin, tmp_path):
+    """A ``pg_dump`` that wrote its archive but never exits (its stdout stays open): the
+    time limit kills it and the read-back, and nothing is left."""
+    fake = _fake_bin(tmp_path, pg_bin, '"$REAL" "$@" || exit $?\nexec sleep 30\n')
+    dest = tmp_path / "out"
+    started = time.monotonic()
+    with pytest.raises(BackupError, match="did not finish within 2 s"):
+        take_backup(seeded, dest, fake, "pre", timeout_s=2)
+    assert time.monotonic() - started < 15
     assert _left_in(dest) == []
 
 
@@ -246,9 +259,9 @@ def test_task_retried_after_backup_is_idempotent(seeded, pg_bin, tmp_path):
     LedgerBackend(seeded, MIGRATIONS).deploy()
     after = take_backup(seeded, dest, pg_bin, "pre_run1")
     assert after.reused and after.sha256 == first.sha256
-    listing = subprocess.run([str(pg_bin / "pg_restore"), "--data-only", "--table=users", "--file=-",
-                              str(after.path)], capture_output=True, check=True).stdout
-    assert b"passwordHash" in listing
+    listing = archive.run_restore([str(pg_bin / "pg_restore"), "--data-only", "--table=users", "--file=-"],
+                                  after.path, timeout_s=60, what="users data")
+    assert "passwordHash" in listing
 
     # A damaged file is not a backup: a new one (of the current database) replaces it.
     data = first.path.read_bytes()

@@ -132,6 +132,25 @@ def snapshot(target: PgTarget) -> dict[str, tuple[bytes, bool]]:
         conn.close()
 
 
+def plain_backup(target: PgTarget, pg_bin: Path, path: Path):
+    """A ``BackupRecord`` of a plain custom-format dump at ``path``, as ``take_backup``
+    wrote before it compressed with zstd (``pg_dump --format=custom --file``, pg_dump's
+    own default compression): such files must keep verifying and restoring."""
+    from datetime import datetime, timezone
+
+    from migration_soak import archive
+    from migration_soak.backup import BackupRecord, verify_backup
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([str(pg_bin / "pg_dump"), "--format=custom", "--no-password", f"--file={path}"],
+                   env=target.child_env(), check=True)
+    assert archive.kind(path) == "custom"
+    check = verify_backup(path, pg_bin)
+    return BackupRecord(path=path, size_bytes=check.size_bytes, sha256=check.sha256, duration_s=0.0,
+                        pg_dump_version=check.dumped_by, server_version=check.dumped_from, tables=check.tables,
+                        created_at=datetime.now(timezone.utc))
+
+
 def query(target: PgTarget, text: str, params=None) -> list[tuple]:
     conn = target.connect()
     try:

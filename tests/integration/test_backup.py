@@ -1,4 +1,5 @@
-"""backup.py on the real server: atomic custom-format dump, whole read-back, no secrets."""
+"""backup.py on the real server: atomic zstd-compressed custom-format dump, whole read-back,
+no secrets; plain custom-format dumps of earlier versions still verify."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import subprocess
 import time
 
 import pytest
+import zstandard
 
+from migration_soak import archive
 from migration_soak.backup import BackupRecord, pg_dump_argv, take_backup, verify_backup
 from migration_soak.exceptions import BackupError, SoakError
 from migration_soak.pgconn import PgTarget
@@ -27,7 +30,9 @@ def test_take_backup_writes_a_verified_dump_atomically(seeded, pg_bin, tmp_path)
     data = record.path.read_bytes()
     assert record.size_bytes == len(data) > 0
     assert record.sha256 == hashlib.sha256(data).hexdigest()
-    assert data[:5] == b"PGDMP"  # custom format
+    assert data[:4] == archive.ZSTD_MAGIC  # one zstd frame...
+    inner = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+    assert inner[:5] == b"PGDMP"  # ...holding a custom-format archive
     assert stat.S_IMODE(record.path.stat().st_mode) == 0o600  # it holds password hashes
     server_version = query(seeded, "SHOW server_version")[0][0].split()[0]
     assert record.server_version == server_version
@@ -44,17 +49,24 @@ def test_take_backup_writes_a_verified_dump_atomically(seeded, pg_bin, tmp_path)
     assert check.sha256 == record.sha256 and check.tables == record.tables
 
     # The dump holds every row of users (it is a real backup, not just a readable file).
-    script = subprocess.run(
-        [str(pg_bin / "pg_restore"), "--data-only", "--table=users", "--file=-", str(record.path)],
-        capture_output=True, check=True,
-    ).stdout
-    assert script.count(b"\nusr_") == SEED_USERS
+    script = archive.run_restore([str(pg_bin / "pg_restore"), "--data-only", "--table=users", "--file=-"],
+                                 record.path, timeout_s=60, what="users data")
+    assert script.count("\nusr_") == SEED_USERS
+
+
+def _plain_dump(seeded, pg_bin, path):
+    """A plain custom-format dump as ``take_backup`` wrote before it compressed (pg_dump's
+    own default compression, to a file)."""
+    subprocess.run([str(pg_bin / "pg_dump"), "--format=custom", "--no-password", f"--file={path}"],
+                   env=seeded.child_env(), check=True)
+    return path
 
 
 def test_truncated_dump_lists_fine_but_fails_verification(seeded, pg_bin, tmp_path):
-    record = take_backup(seeded, tmp_path, pg_bin, "full")
+    full = _plain_dump(seeded, pg_bin, tmp_path / "full.dump")
+    assert verify_backup(full, pg_bin).tables  # an earlier version's dump still verifies
     cut = tmp_path / "cut.dump"
-    data = record.path.read_bytes()
+    data = full.read_bytes()
     cut.write_bytes(data[: len(data) // 2])
 
     # The trap STYLE.md warns about: --list reads only the TOC and still succeeds.
@@ -66,18 +78,73 @@ def test_truncated_dump_lists_fine_but_fails_verification(seeded, pg_bin, tmp_pa
     assert "read" in str(err.value) and "end of file" in str(err.value)
 
 
+def test_cut_or_corrupted_compressed_dump_fails_verification(seeded, pg_bin, tmp_path):
+    record = take_backup(seeded, tmp_path, pg_bin, "full")
+    data = record.path.read_bytes()
+    cut = tmp_path / "cut.dump"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(BackupError, match="cut short|reading backup .* whole"):
+        verify_backup(cut, pg_bin)
+
+    # One byte changed in the middle: pg_restore alone might read garbled rows without a
+    # complaint; the frame's content checksum (XXH64) does not match.
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0xFF
+    bad = tmp_path / "flipped.dump"
+    bad.write_bytes(bytes(flipped))
+    with pytest.raises(BackupError) as err:
+        verify_backup(bad, pg_bin)
+    assert str(bad) in str(err.value)
+
+    junk = tmp_path / "junk.dump"
+    junk.write_bytes(b"not a dump at all")
+    with pytest.raises(BackupError, match="not a pg_dump archive"):
+        verify_backup(junk, pg_bin)
+
+
 def test_checksum_mismatch_is_an_error(seeded, pg_bin, tmp_path):
     record = take_backup(seeded, tmp_path, pg_bin, "full")
     with pytest.raises(BackupError, match="checksum mismatch"):
         verify_backup(record.path, pg_bin, expected_sha256="0" * 64)
 
-    # A changed file: still readable by pg_restore (a trailing byte is ignored), but not ours.
+    # A changed file: not ours, and not one whole zstd frame any more either.
     with open(record.path, "ab") as handle:
         handle.write(b"\0")
-    subprocess.run([str(pg_bin / "pg_restore"), "--file=/dev/null", str(record.path)], check=True)
     with pytest.raises(BackupError, match="checksum mismatch"):
         verify_backup(record.path, pg_bin, expected_sha256=record.sha256)
-    verify_backup(record.path, pg_bin)  # without a recorded checksum it reads fine
+    with pytest.raises(BackupError, match="does not decompress"):
+        verify_backup(record.path, pg_bin)
+
+    # A plain custom-format dump (an earlier version's): pg_restore ignores a trailing
+    # byte, so only the recorded checksum tells the change.
+    plain = _plain_dump(seeded, pg_bin, tmp_path / "plain.dump")
+    sha = verify_backup(plain, pg_bin).sha256
+    with open(plain, "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(BackupError, match="checksum mismatch"):
+        verify_backup(plain, pg_bin, expected_sha256=sha)
+    verify_backup(plain, pg_bin)
+
+
+def test_an_earlier_plain_dump_is_reused_and_read_through_a_seekable_copy(seeded, pg_bin, tmp_path):
+    """A plain custom-format ``<label>.dump`` kept before dumps were compressed is reused
+    by a retry (never dumped again); ``archive.seekable`` hands a compressed dump to
+    readers that must seek as a private decompressed copy, removed afterwards."""
+    dest = tmp_path / "backups"
+    plain = _plain_dump(seeded, pg_bin, (dest.mkdir() or dest) / "pre.dump")
+    again = take_backup(seeded, dest, pg_bin, "pre")
+    assert again.reused and again.sha256 == hashlib.sha256(plain.read_bytes()).hexdigest()
+    with archive.seekable(plain) as same:
+        assert same == plain
+
+    record = take_backup(seeded, tmp_path / "z", pg_bin, "pre")
+    with archive.seekable(record.path) as copy:
+        assert copy != record.path and stat.S_IMODE(copy.stat().st_mode) == 0o600
+        assert copy.read_bytes() == zstandard.ZstdDecompressor().decompressobj().decompress(record.path.read_bytes())
+        listing = subprocess.run([str(pg_bin / "pg_restore"), "--list", str(copy)], capture_output=True,
+                                 text=True, check=True).stdout
+        assert "TABLE DATA public users" in listing
+    assert not copy.exists()
 
 
 def test_missing_table_data_fails_and_leaves_no_file(seeded, pg_bin, tmp_path):
@@ -120,8 +187,8 @@ def test_password_only_in_the_child_environment(seeded, pg_bin, tmp_path, popen_
     dump_calls = [(argv, env) for argv, env in popen_recorder.calls if argv[0].endswith("pg_dump") and "--version" not in argv]
     assert len(dump_calls) == 1
     argv, env = dump_calls[0]
-    assert argv == pg_dump_argv(pg_bin / "pg_dump", argv[-1].split("=", 1)[1], 60.0)
-    assert "--no-password" in argv and "--format=custom" in argv
+    assert argv == pg_dump_argv(pg_bin / "pg_dump", 60.0)
+    assert "--no-password" in argv and "--format=custom" in argv and "--compress=0" in argv
     assert env is not None and env["PGPASSWORD"] == password and env["PGDATABASE"] == seeded.database
     for argv, _ in popen_recorder.calls:
         assert not any(password in part for part in argv), argv
@@ -148,7 +215,7 @@ def test_missing_password_fails_at_once_instead_of_prompting(pg_server, fresh_db
     monkeypatch.delenv("PGPASSWORD", raising=False)
     monkeypatch.setenv("PGPASSFILE", str(tmp_path / "no-such-pgpass"))
     nopw = PgTarget(pg_server.host, pg_server.port, fresh_db, "postgres", None)
-    argv = pg_dump_argv(pg_bin / "pg_dump", tmp_path / "x.dump", 60.0)
+    argv = pg_dump_argv(pg_bin / "pg_dump", 60.0)
     assert "--no-password" in argv
     started = time.monotonic()
     out = subprocess.run(argv, env=nopw.child_env(), capture_output=True, text=True, timeout=30)

@@ -4,12 +4,11 @@ whole, names quoted for pg_dump's pattern parser, and a failed backup recorded a
 
 from __future__ import annotations
 
-import subprocess
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from migration_soak import clock, observe, sources
+from migration_soak import archive, clock, observe, sources
 from migration_soak.backup import pg_dump_argv, take_backup, verify_backup
 from migration_soak.exceptions import BackupError, MeasurementError
 from migration_soak.plan import load_plan, parse_plan
@@ -18,8 +17,8 @@ from .conftest import SEED_USERS, query
 
 
 def toc_data(pg_bin, path) -> list[str]:
-    out = subprocess.run([str(pg_bin / "pg_restore"), "--list", str(path)], capture_output=True, text=True, check=True)
-    return sorted(line.split(" TABLE DATA ")[1].rsplit(" ", 1)[0] for line in out.stdout.splitlines()
+    out = archive.run_restore([str(pg_bin / "pg_restore"), "--list"], path, timeout_s=60, what="list")
+    return sorted(line.split(" TABLE DATA ")[1].rsplit(" ", 1)[0] for line in out.splitlines()
                   if " TABLE DATA " in line)
 
 
@@ -30,9 +29,9 @@ def test_a_tables_only_dump_holds_only_those_tables_and_verifies(seeded, pg_bin,
 
     assert record.tables == ("public.users",)
     assert toc_data(pg_bin, record.path) == ["public users"]  # no clients, execution_logs, ledger
-    script = subprocess.run([str(pg_bin / "pg_restore"), "--data-only", "--file=-", str(record.path)],
-                            capture_output=True, check=True).stdout
-    assert script.count(b"\nusr_") == SEED_USERS and b"log_1" not in script and b"cli_1\tClient" not in script
+    script = archive.run_restore([str(pg_bin / "pg_restore"), "--data-only", "--file=-"], record.path,
+                                 timeout_s=60, what="data")
+    assert script.count("\nusr_") == SEED_USERS and "log_1" not in script and "cli_1\tClient" not in script
     assert verify_backup(record.path, pg_bin, expected_sha256=record.sha256,
                          required_tables=["public.users"]).tables == ("public.users",)
 
@@ -47,10 +46,10 @@ def test_table_names_are_literal_and_quoted(seeded, pg_bin, tmp_path):
     query(seeded, 'CREATE TABLE "AuditLog" (id int PRIMARY KEY, "what*" text); INSERT INTO "AuditLog" VALUES (1, \'x\')')
     record = take_backup(seeded, tmp_path, pg_bin, "inc_audit", tables=["AuditLog"])
     assert record.tables == ("public.AuditLog",)
-    argv = pg_dump_argv(pg_bin / "pg_dump", tmp_path / "x.dump", 60.0, ["AuditLog", 'odd"name', "s.t*"])
-    assert argv[-5:] == ["--strict-names", '--table="public"."AuditLog"', '--table="public"."odd""name"',
-                         '--table="s"."t*"', f"--file={tmp_path / 'x.dump'}"]
-    assert "--table" not in " ".join(pg_dump_argv(pg_bin / "pg_dump", tmp_path / "x.dump", 60.0))
+    argv = pg_dump_argv(pg_bin / "pg_dump", 60.0, ["AuditLog", 'odd"name', "s.t*"])
+    assert argv[-4:] == ["--strict-names", '--table="public"."AuditLog"', '--table="public"."odd""name"',
+                         '--table="s"."t*"']
+    assert "--table" not in " ".join(pg_dump_argv(pg_bin / "pg_dump", 60.0))
     # Lower case does not match "AuditLog": names are not folded, and a non-match fails.
     with pytest.raises(BackupError, match="no matching tables"):
         take_backup(seeded, tmp_path, pg_bin, "inc_lower", tables=["auditlog"])

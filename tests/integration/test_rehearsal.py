@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pytest
 
+from migration_soak import archive
 from migration_soak.backup import take_backup
 from migration_soak.exceptions import RehearsalError
 from migration_soak.migrate import LedgerBackend
 from migration_soak.plan import load_plan
 from migration_soak.rehearsal import rehearse, scratch_name
 
-from .conftest import DOWN_SQL, MIGRATIONS, SEED_USERS, query, snapshot
+from .conftest import DOWN_SQL, MIGRATIONS, SEED_USERS, plain_backup, query, snapshot
 
 RUN_ID = "manual__rehearsal-test"
 
@@ -39,9 +40,15 @@ def _scratch_exists(target, run_id=RUN_ID):
 
 
 @pytest.fixture
-def backed_up(seeded, pg_bin, tmp_path):
-    """The seeded staging database (the drop migration pending) and its verified backup."""
-    return seeded, take_backup(seeded, tmp_path / "backups", pg_bin, "pre_rehearsal")
+def backed_up(seeded, pg_bin, tmp_path, request):
+    """The seeded staging database (the drop migration pending) and its verified backup:
+    ``take_backup``'s (zstd), or with the parameter ``"plain"`` an earlier version's plain
+    custom-format dump."""
+    if getattr(request, "param", "zstd") == "plain":
+        return seeded, plain_backup(seeded, pg_bin, tmp_path / "backups" / "pre_rehearsal.dump")
+    backup = take_backup(seeded, tmp_path / "backups", pg_bin, "pre_rehearsal")
+    assert backup.path is not None and archive.kind(backup.path) == "zstd"
+    return seeded, backup
 
 
 def _rehearse(plan, staging, backup, pg_bin):
@@ -49,6 +56,7 @@ def _rehearse(plan, staging, backup, pg_bin):
                     backend_for=lambda t: LedgerBackend(t, MIGRATIONS, lock_retries=0))
 
 
+@pytest.mark.parametrize("backed_up", ["zstd", "plain"], indirect=True)
 def test_the_rollback_is_rehearsed_on_a_copy_and_staging_is_untouched(backed_up, pg_bin):
     staging, backup = backed_up
     before = _state(staging)

@@ -7,12 +7,13 @@ import time
 
 import pytest
 
+from migration_soak import archive
 from migration_soak.backup import take_backup
 from migration_soak.exceptions import RollbackError
 from migration_soak.migrate import LedgerBackend, verify_applied
 from migration_soak.rollback import CopyBody, parse_copy_header, pg_restore_data_argv, restore_columns
 
-from .conftest import DOWN_SQL, DROP, MIGRATIONS, SEED_USERS, USERS_COLUMNS, query, snapshot
+from .conftest import DOWN_SQL, DROP, MIGRATIONS, SEED_USERS, USERS_COLUMNS, plain_backup, query, snapshot
 
 DROPPED = ("passwordHash", "emailVerified")
 NEW_USERS = 50
@@ -83,7 +84,9 @@ def test_rollback_restores_every_value_byte_for_byte(migrated, pg_bin, popen_rec
     assert query(target, "SELECT email FROM users WHERE id = 'usr_0000010'") == [("changed@example.test",)]
     assert query(target, "SELECT to_regnamespace('soak_rollback')") == [(None,)]  # scratch dropped
 
-    # Streaming from the dump, password nowhere on a command line.
+    # Streaming from the dump (zstd: decompressed into pg_restore's stdin, no file
+    # argument), password nowhere on a command line.
+    assert archive.kind(backup.path) == "zstd"
     restore_calls = [argv for argv, _ in popen_recorder.calls if "--data-only" in argv]
     assert restore_calls == [pg_restore_data_argv(pg_bin / "pg_restore", backup.path, "public", "users")]
     assert all(target.password not in part for argv, _ in popen_recorder.calls for part in argv)
@@ -103,6 +106,19 @@ def test_rollback_restores_every_value_byte_for_byte(migrated, pg_bin, popen_rec
     # And the soak can run again: deploy drops the columns once more.
     assert backend.deploy().applied == (DROP,)
     verify_applied(target, DROP, "users", DROPPED)
+
+
+def test_an_earlier_versions_plain_dump_still_restores_every_value(seeded, pg_bin, tmp_path):
+    """A backup kept before dumps were zstd-compressed (a plain custom-format ``.dump``):
+    the rollback reads it by its magic bytes, as a file argument, and restores every value."""
+    before = snapshot(seeded)
+    backup = plain_backup(seeded, pg_bin, tmp_path / "backups" / "pre_migration.dump")
+    LedgerBackend(seeded, MIGRATIONS).deploy()
+    verify_applied(seeded, DROP, "users", DROPPED)
+    result = restore_columns(seeded, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
+    assert result.values_restored == 2 * SEED_USERS and result.mismatches == 0
+    assert snapshot(seeded) == before
+    assert pg_restore_data_argv(pg_bin / "pg_restore", backup.path, "public", "users")[-1] == str(backup.path)
 
 
 def test_rollback_refuses_a_changed_backup(migrated, pg_bin):

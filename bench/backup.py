@@ -1,0 +1,124 @@
+"""How long does the pre-migration backup take, against the runbook's bare ``pg_dump``?
+
+Issue 14 item 2 asks for a verified backup in at most 1.2 times the runbook's bare
+plain-SQL ``pg_dump`` on the same database, no bigger than ``pg_dump -Fc -Z 1``'s dump.
+Seeds an embedded PostgreSQL with ``--users`` users (``demo.seed.create_staging``), then
+times, on that one database, one after the other (``--repeat`` rounds, best kept):
+
+- ``bare``: the runbook's ``pg_dump`` (plain SQL to a file, not verified);
+- ``old``: what ``take_backup`` did before: ``pg_dump -Fc`` (default compression) to a
+  file, then ``pg_restore -f /dev/null`` reads it back whole and its SHA-256 is taken;
+- ``-Z 0`` and ``-Z 1``: ``pg_dump -Fc -Z N`` to a file and the same read-back;
+- ``new``: ``backup.take_backup`` (``pg_dump -Fc -Z 0`` to a pipe, zstd into the file
+  while it is read back whole: ``archive.write_and_read_back``; then ``--list``);
+- ``verify``: ``backup.verify_backup`` of the new file, what a rollback or a retried
+  backup pays before it trusts the file.
+
+Prints seconds and bytes of each, and the ratios the issue asks about (time / bare,
+size / ``-Z 1``). Not a test: nothing asserts a figure.
+
+    .venv/bin/python bench/backup.py                   # 1 000 000 users
+    .venv/bin/python bench/backup.py --users 100000    # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "plugins")]
+
+from demo import postgres  # noqa: E402
+from demo.seed import create_staging  # noqa: E402
+from migration_soak.backup import sha256_file, take_backup, verify_backup  # noqa: E402
+from migration_soak.pgconn import PgTarget  # noqa: E402
+
+
+def _run(argv: list[str], env: dict[str, str] | None = None) -> None:
+    subprocess.run(argv, env=env, check=True, stdin=subprocess.DEVNULL)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=1, help="rounds; the fastest of each is reported")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["old", "z0", "verify"],
+                        help="steps not to time (bare, -Z 1 and new are always timed: the ratios need them)")
+    parser.add_argument("--workdir", type=Path, default=None, help="data folder (default: a temporary one)")
+    args = parser.parse_args(argv)
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-backup-"))
+    out = workdir / "out"
+    server = postgres.start(workdir / "pgdata")
+    best: dict[str, tuple[float, int]] = {}
+    try:
+        t0 = time.monotonic()
+        seed = create_staging(server, "bench", users=args.users)
+        print(f"seeded {seed.users} users ({time.monotonic() - t0:.0f} s)", flush=True)
+        target = PgTarget(server.host, server.port, "bench", postgres.SUPERUSER, server.password)
+        env = dict(target.child_env())
+        pg_bin = postgres.bin_dir()
+        dump, restore = str(pg_bin / "pg_dump"), str(pg_bin / "pg_restore")
+
+        def bare(path: Path) -> None:
+            _run([dump, "--no-password", f"--file={path}"], env)
+
+        def custom(level: int | None) -> Callable[[Path], None]:
+            def run(path: Path) -> None:
+                compress = [] if level is None else [f"--compress={level}"]
+                _run([dump, "--format=custom", *compress, "--no-password", f"--file={path}"], env)
+                _run([restore, "--file=/dev/null", str(path)])
+                sha256_file(path)
+            return run
+
+        def new(path: Path) -> None:
+            take_backup(target, path.parent, pg_bin, path.stem)
+
+        def verify(path: Path) -> None:
+            verify_backup(path, pg_bin)
+
+        steps: list[tuple[str, str, str, Callable[[Path], None]]] = [
+            ("bare", "bare pg_dump (plain SQL, unverified)", "bare.sql", bare),
+            ("old", "old: -Fc default + read-back", "old.dump", custom(None)),
+            ("z0", "-Fc -Z 0 + read-back", "z0.dump", custom(0)),
+            ("z1", "-Fc -Z 1 + read-back", "z1.dump", custom(1)),
+            ("new", "new: take_backup (zstd)", "new.dump", new),
+            ("verify", "verify_backup of the new file", "new.dump", verify),
+        ]
+        steps = [step for step in steps if step[0] not in args.skip]
+        for round_ in range(args.repeat):
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            for _, name, file_name, step in steps:
+                path = out / file_name
+                started = time.monotonic()
+                step(path)
+                seconds = time.monotonic() - started
+                size = path.stat().st_size
+                print(f"round {round_ + 1}: {name:38} {seconds:7.2f} s {size / 1e6:9.1f} MB", flush=True)
+                if name not in best or seconds < best[name][0]:
+                    best[name] = (seconds, size)
+                if step is not new:  # the new file stays for verify_backup
+                    path.unlink()
+    finally:
+        server.stop()
+        shutil.rmtree(out, ignore_errors=True)
+
+    bare_s, _ = best["bare pg_dump (plain SQL, unverified)"]
+    _, z1_size = best["-Fc -Z 1 + read-back"]
+    print(f"\n{args.users} users, best of {args.repeat}; ratios: time / bare pg_dump, size / -Fc -Z 1 dump")
+    print(f"{'backup':40} {'seconds':>8} {'MB':>9} {'time/bare':>9} {'size/Z1':>8}")
+    for name, (seconds, size) in best.items():
+        print(f"{name:40} {seconds:8.2f} {size / 1e6:9.1f} {seconds / bare_s:9.2f} {size / z1_size:8.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
