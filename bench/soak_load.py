@@ -16,7 +16,9 @@ Prints, per check: source, DB time per reading (median of the repeats), readings
 baseline hour; ``migration_soak.clock.offsets``), DB time per 24 h; the total against the
 issue's goal (60 s a soak); what one query per SQL file per tick, shared by every check
 reading it, would save; and cheap alternatives on the same data (``pg_class.reltuples``
-against ``COUNT(*)``, a key-only digest against the fingerprint ``compare``).
+against ``COUNT(*)``, a key-only digest against the fingerprint ``compare``, and a query on
+an open connection against ``run_readonly``'s connect-per-reading). The fingerprint taken
+before the migration counts as one more reading of ``data_loss``.
 
     .venv/bin/python bench/soak_load.py                    # 1 000 000 users (make bench)
     .venv/bin/python bench/soak_load.py --users 100000     # quicker
@@ -358,6 +360,8 @@ def main(argv=None) -> int:
         conn.close()
     finally:
         server.stop()
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
     baseline_s = next(iter(baseline.values()))["duration_s"]
     shared = shared_sql(plan, rows)
@@ -370,10 +374,9 @@ def main(argv=None) -> int:
             "checks": [{"check": r.check_id, "kind": r.kind, "what": r.what, "times_ms": r.times_ms,
                         "readings": r.readings, "per_soak_s": r.per_soak_s, "note": r.note} for r in rows.values()],
             "shared_sql": [{"file": f, "checks": c, "runs": n, "shared_runs": d, "ms": ms} for f, c, n, d, ms in shared],
-            "alternatives": [{"what": w, "now_ms": a, "alt_ms": b, "note": n} for w, a, b, n in alts],
+            "alternatives": [{"what": w, "now_ms": a, "alt_ms": b, "note": n, "runs_per_soak": r}
+                             for w, a, b, n, r in alts],
         }, indent=2))
-    if args.workdir is None:
-        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
