@@ -295,7 +295,7 @@ def print_report(args, seed, baseline_s: float, rows: list[Row], shared: list[tu
     for what, now_ms, alt_ms, note, runs in alts:
         a, b = statistics.median(now_ms), statistics.median(alt_ms)
         saved = f"{(a - b) * runs / 1000:>7.1f} s" if runs else f"{'':>9}"
-        print(f"  {what:72} {a:>9.1f} ms -> {b:>8.1f} ms  ({b / a:.3f}) {saved}  {note}")
+        print(f"  {what:72} {a:>9.2f} ms -> {b:>8.2f} ms  ({b / a:.3f}) {saved}  {note}")
     return total
 
 
