@@ -64,7 +64,7 @@ test: venv prisma-cli lint
 
 # The checks' database time over one whole 24 h default-plan soak, at SIZE users (an embedded
 # PostgreSQL seeded in a temporary folder; execution logs in proportion): bench/soak_load.py,
-# figures in bench/README.md. SIZE=10000000 for the issue's 10 M users (long: an hour or more).
+# figures in bench/README.md. SIZE=10000000 for the issue's 10 M users (about 20-25 minutes on 2 cores).
 SIZE ?= 1000000
 bench: venv
 	$(PY) bench/soak_load.py --users $(SIZE) --json .state/bench/soak_load_$(SIZE).json
