@@ -12,7 +12,7 @@ DEMO_ARGS ?=
 PRISMA_PROJECT := include/prisma
 PRISMA_CLI := $(PRISMA_PROJECT)/node_modules/.installed-lock.json
 
-.PHONY: demo test lint airflow venv prisma-cli clean
+.PHONY: demo test lint airflow venv prisma-cli clean bench
 
 venv: $(VENV)/.installed
 
@@ -61,6 +61,13 @@ lint: venv
 
 test: venv prisma-cli lint
 	$(PY) -m pytest
+
+# The checks' database time over one whole 24 h default-plan soak, at SIZE users (an embedded
+# PostgreSQL seeded in a temporary folder; execution logs in proportion): bench/soak_load.py,
+# figures in bench/README.md. SIZE=10000000 for the issue's 10 M users (about 20-25 minutes on 2 cores).
+SIZE ?= 1000000
+bench: venv
+	$(PY) bench/soak_load.py --users $(SIZE) --json .state/bench/soak_load_$(SIZE).json
 
 clean:
 	rm -rf .state reports

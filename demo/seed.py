@@ -37,6 +37,9 @@ CLIENTS = 50
 # ~1 500 runs a day for 30 days: tens of thousands of rows, ~60 of them in the last hour.
 EXECUTION_DAYS = 30
 EXECUTIONS = 45_000
+#: Execution logs per user when a caller scales them with the users (bench/soak_load.py):
+#: the demo's default proportion, EXECUTIONS per 100 000 users.
+EXECUTIONS_PER_USER = EXECUTIONS / 100_000
 WORKFLOWS = 20
 
 # Exactly what `prisma migrate` creates on its first run against PostgreSQL: one copy, in migrate.py.
@@ -158,14 +161,14 @@ def _apply_init_migration(cur) -> None:
     )
 
 
-def _seed_rows(cur, users: int) -> None:
+def _seed_rows(cur, users: int, executions: int) -> None:
     # Fixed seed for random(): reruns produce the same statuses and durations.
     cur.execute("SELECT setseed(0.42)")
     cur.execute(SEED_CLIENTS_SQL, {"clients": CLIENTS})
     cur.execute(SEED_USERS_SQL, {"clients": CLIENTS, "users": users})
     cur.execute(
         SEED_EXECUTIONS_SQL,
-        {"users": users, "workflows": WORKFLOWS, "days": EXECUTION_DAYS, "executions": EXECUTIONS},
+        {"users": users, "workflows": WORKFLOWS, "days": EXECUTION_DAYS, "executions": executions},
     )
 
 
@@ -201,16 +204,21 @@ def ensure_app_role(server: EmbeddedPostgres, database: str, password: str | Non
 
 
 def create_staging(
-    server: EmbeddedPostgres, database: str = "staging", users: int = 100_000
+    server: EmbeddedPostgres, database: str = "staging", users: int = 100_000, executions: int | None = None
 ) -> SeedResult:
     """Create, migrate (init only) and seed ``database`` on ``server``; idempotent.
 
-    ``users`` is the number of users on a first seed (>= 1). A database that already holds
+    ``users`` is the number of users on a first seed (>= 1); ``executions`` the number of
+    execution logs, spread over the last ``EXECUTION_DAYS`` days (default ``EXECUTIONS``,
+    whatever ``users`` is; >= 1). A database that already holds
     the init migration and users is reused untouched (``seeded=False``). Either way the
     ``soak_store`` database exists afterwards and the ``app`` role gets a new password.
     """
     if users < 1:
         raise ValueError("users must be >= 1")
+    executions = EXECUTIONS if executions is None else executions
+    if executions < 1:
+        raise ValueError("executions must be >= 1")
     started = time.monotonic()
     server.create_database(database)
     server.create_database(STORE_DATABASE)
@@ -227,7 +235,7 @@ def create_staging(
             seeded = not _is_seeded(cur)
             if seeded:
                 _apply_init_migration(cur)
-                _seed_rows(cur, users)
+                _seed_rows(cur, users, executions)
         conn.autocommit = True
         with conn.cursor() as cur:
             if seeded:

@@ -30,6 +30,7 @@ from demo.load import LoadGenerator
 from demo.postgres import free_port
 from demo.server import ServerThread
 from demo.stack import Stack, airflow_connections
+from tests.conftest import recreate_database
 
 REPO = Path(__file__).resolve().parents[2]
 DROP_SQL = (seed.MIGRATIONS_DIR / seed.DROP_MIGRATION / "migration.sql").read_text()
@@ -128,6 +129,18 @@ def test_small_seed_history_ledger_and_store(pg_server, fresh_db):
     # The init migration recorded as finished; the drop migration pending (no row).
     assert rows == [(seed.INIT_MIGRATION, checksum, True, True, None, 1, 36, None)]
     pg_server.connect(seed.STORE_DATABASE).close()  # the observations store exists
+
+
+def test_seed_execution_logs_default_and_scaled(pg_server, fresh_db):
+    """The demo's default is EXECUTIONS logs whatever the users; bench/soak_load.py asks for
+    logs in proportion to the users."""
+    assert seed.create_staging(pg_server, fresh_db, users=500).execution_logs == seed.EXECUTIONS
+    other = f"{fresh_db}_scaled"
+    recreate_database(pg_server, other)
+    scaled = seed.create_staging(pg_server, other, users=2000, executions=900)
+    assert scaled.seeded and scaled.users == 2000 and scaled.execution_logs == 900
+    with pytest.raises(ValueError, match="executions"):
+        seed.create_staging(pg_server, other, users=2000, executions=0)
 
 
 def test_reseed_reuses_and_app_role_is_limited(pg_server, fresh_db):
