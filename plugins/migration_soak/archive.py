@@ -69,23 +69,17 @@ def restoring(argv: Sequence[str], dump: Path, **popen: Any) -> Iterator[subproc
     bytes after its end); a child that stopped reading early is not an error here: its
     exit status says why.
     """
+    feeder = None
     if kind(dump) == "custom":
         proc = subprocess.Popen(restore_argv(argv, dump), stdin=subprocess.DEVNULL, **popen)
+    else:
+        read_end, write_end = os.pipe()
         try:
-            yield proc
-        except BaseException:
-            _reap(proc)
-            raise
+            proc = subprocess.Popen(list(argv), stdin=read_end, **popen)
         finally:
-            proc.wait()
-        return
-    read_end, write_end = os.pipe()
-    try:
-        proc = subprocess.Popen(list(argv), stdin=read_end, **popen)
-    finally:
-        os.close(read_end)
-    feeder = _Feeder(dump, os.fdopen(write_end, "wb"))
-    feeder.start()
+            os.close(read_end)
+        feeder = _Feeder(dump, os.fdopen(write_end, "wb"))
+        feeder.start()
     try:
         yield proc
     except BaseException:
@@ -93,8 +87,9 @@ def restoring(argv: Sequence[str], dump: Path, **popen: Any) -> Iterator[subproc
         raise
     finally:
         proc.wait()
-        feeder.join()
-    if feeder.error is not None:
+        if feeder is not None:
+            feeder.join()
+    if feeder is not None and feeder.error is not None:
         raise BackupError(f"backup {dump} does not decompress: {feeder.error}")
 
 
