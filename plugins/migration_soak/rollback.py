@@ -306,8 +306,12 @@ def pg_restore_data_argv(pg_restore: Path, dump: Path, schema: str, table: str) 
     password. A compressed ``DUMP`` (``archive``) is not named: it is decompressed into
     the tool's stdin, which pg_restore reads forward to the table's data block.
     """
-    return archive.restore_argv(
-        [str(pg_restore), "--data-only", f"--schema={schema}", f"--table={table}", "--file=-"], dump)
+    return archive.restore_argv(_data_argv(pg_restore, schema, table), dump)
+
+
+def _data_argv(pg_restore: Path, schema: str, table: str) -> list[str]:
+    """``pg_restore_data_argv`` without the archive (``archive.restoring`` adds it or feeds stdin)."""
+    return [str(pg_restore), "--data-only", f"--schema={schema}", f"--table={table}", "--file=-"]
 
 
 def _stage(conn, target, dump: Path, pg_bin_dir, schema, table, key, columns, scratch, timeout_s) -> int:
@@ -316,7 +320,7 @@ def _stage(conn, target, dump: Path, pg_bin_dir, schema, table, key, columns, sc
         pg_restore = tool_path("pg_restore", pg_bin_dir)
     except BackupError as exc:
         raise RollbackError(str(exc)) from None
-    argv = [str(pg_restore), "--data-only", f"--schema={schema}", f"--table={table}", "--file=-"]
+    argv = _data_argv(pg_restore, schema, table)
     try:
         with tempfile.TemporaryFile() as errfile, archive.restoring(argv, dump, stdout=subprocess.PIPE,
                                                                      stderr=errfile) as proc:
