@@ -1,8 +1,9 @@
 """Data-loss detection: a small fingerprint of a table before the migration, compared later.
 
 Seed: "Cualquier pérdida de datos detectada" is a NO-GO. :func:`take` reads the table
-once before the migration; :func:`compare` reads it again at every tick and says what
-was lost. One set-based statement (an invertible Bloom lookup table plus per-bucket
+once before the migration; :func:`compare` reads it again and says exactly what was lost
+(rows and preserved values); :func:`compare_keys` is the cheap reading in between (rows
+only: the keys' count and digest). One set-based statement (an invertible Bloom lookup table plus per-bucket
 figures); SQL composed with ``psycopg2.sql``.
 
 Design notes: docs/design.md#fingerprintpy
@@ -271,6 +272,100 @@ def compare(before: Fingerprint, target: PgTarget, *, statement_timeout_ms: int 
     loss = _data_loss(before, scan, result, missing, changed_keys, started)
     log.info("fingerprint compare: %s (%.3f s)", loss.summary(), loss.duration_s)
     return loss
+
+
+@dataclass(frozen=True)
+class KeyReading:
+    """What ``compare_keys`` found: the keys of the rows the fingerprint held, against the
+    table now. It proves that no row was lost (``intact``); it reads no preserved value,
+    so it proves nothing about values nulled or changed in surviving rows.
+
+    Fields:
+        table: the table read.
+        rows_before: rows in the fingerprint; rows_now: rows now with ``created_column``
+            up to the fingerprint's ``created_max`` (all rows without one).
+        digest_before, digest_now: XOR of ``hashtextextended(key::text, 0)`` over those
+            rows (64 bits; before: folded from the fingerprint's IBLT, no extra reading).
+        missing_columns: preserved columns the table no longer has; ``table_gone``.
+        taken_at: when the fingerprint was taken; duration_s: seconds the reading took.
+    """
+
+    table: str
+    rows_before: int
+    rows_now: int
+    digest_before: int
+    digest_now: int
+    missing_columns: list[str]
+    table_gone: bool
+    taken_at: str
+    duration_s: float
+
+    @property
+    def intact(self) -> bool:
+        """Same rows, same key digest, every preserved column present: no row of the
+        fingerprint lost (a lost row changes the count or, replaced by another key, the
+        digest; a collision of 64-bit XOR digests is the only way to miss one)."""
+        return (not self.table_gone and not self.missing_columns and self.rows_now == self.rows_before
+                and self.digest_now == self.digest_before)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON types only: the observation's evidence."""
+        return {"table": self.table, "rows_before": self.rows_before, "rows_now": self.rows_now,
+                "key_digest_before": self.digest_before, "key_digest_now": self.digest_now,
+                "keys_intact": self.intact, "missing_columns": self.missing_columns, "table_gone": self.table_gone,
+                "fingerprint_taken_at": self.taken_at, "duration_s": self.duration_s}
+
+
+def key_digest(before: Fingerprint) -> int:
+    """XOR of the key hashes of the fingerprinted rows: the XOR of one IBLT third's ``key``
+    cells (every row is in exactly one cell of each third)."""
+    digest = 0
+    for v in before.iblt["key"][: before.cells]:
+        digest ^= v
+    return digest
+
+
+def compare_keys(before: Fingerprint, target: PgTarget, *,
+                 statement_timeout_ms: int = STATEMENT_TIMEOUT_MS) -> KeyReading:
+    """The cheap reading between exact compares: count and XOR-digest the keys of the rows
+    that existed at fingerprint time (one scan, no preserved value read; about 0.9 s at
+    10 M users against 25 s for ``compare``). See ``KeyReading`` for what it proves.
+
+    Same session as ``compare`` (read-only repeatable-read transaction, ``statement_timeout``,
+    the soak's application name). Raises ``MeasurementError`` when the query fails.
+    """
+    started = time.monotonic()
+    schema, name = split_table(before.table)
+    conn = _connect(target)
+    try:
+        with conn.cursor() as cur:
+            _session(cur, statement_timeout_ms)
+            present = _columns_of(cur, schema, name)
+            if present is None or before.key not in present:
+                rows_now, digest_now, missing = 0, 0, list(before.columns)
+            else:
+                missing = [c for c in before.columns if c not in present]
+                restrict = (before.created_column if before.created_column in present
+                            and before.created_max is not None else None)
+                old = (sql.SQL("WHERE {c} IS NULL OR {c} <= %(created_max)s").format(c=sql.Identifier(restrict))
+                       if restrict else sql.SQL(""))
+                cur.execute(sql.SQL("SELECT count(*), coalesce(bit_xor(hashtextextended({k}::text, 0)), 0) "
+                                    "FROM {t} {old}").format(k=sql.Identifier(before.key), t=_ident(schema, name),
+                                                             old=old),
+                            {"created_max": before.created_max})
+                rows_now, digest_now = cur.fetchone()
+    except MeasurementError:
+        raise
+    except Exception as exc:
+        raise MeasurementError(f"key reading of {before.table}: {target.scrub(str(exc)).strip()}") from None
+    finally:
+        conn.rollback()
+        conn.close()
+    reading = KeyReading(before.table, before.rows, int(rows_now), key_digest(before), int(digest_now), missing,
+                         present is None, before.taken_at, round(time.monotonic() - started, 3))
+    log.info("fingerprint keys of %s: %d rows before, %d now, intact %s (%.3f s)", before.table,
+             reading.rows_before, reading.rows_now, reading.intact, reading.duration_s)
+    return reading
 
 
 def _scan_now(cur, before: Fingerprint, present: set[str]) -> _Scan:

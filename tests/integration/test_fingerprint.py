@@ -11,7 +11,7 @@ import pytest
 
 from migration_soak import sources
 from migration_soak.exceptions import MeasurementError
-from migration_soak.fingerprint import Fingerprint, compare, take
+from migration_soak.fingerprint import Fingerprint, compare, compare_keys, key_digest, take
 from migration_soak.plan import load_plan, parse_plan
 from migration_soak.sources import data_loss as fingerprint_source
 
@@ -190,3 +190,59 @@ def test_the_source_compares_with_the_recorded_baseline(staging, store):
 
     with pytest.raises(MeasurementError, match="run context"):
         sources.measure(check, plan, None, None)
+
+
+# --- the cheap reading between exact compares ----------------------------------------------
+
+
+def test_the_key_reading_proves_rows_present_not_values_intact(seeded):
+    fp = take(seeded, "users", "id", PRESERVED)
+    assert key_digest(fp) == query(seeded, "SELECT bit_xor(hashtextextended(id::text, 0)) FROM users")[0][0]
+    seed_users(seeded, SEED_USERS + 1, SEED_USERS + 20)  # created after the fingerprint: not its rows
+    keys = compare_keys(fp, seeded)
+    assert keys.intact and (keys.rows_before, keys.rows_now) == (SEED_USERS, SEED_USERS)
+
+    # A nulled value is invisible to it: that is what the exact compare is for.
+    query(seeded, 'UPDATE users SET "clientId" = NULL WHERE id = %s AND "clientId" IS NOT NULL', (uid(2),))
+    assert compare_keys(fp, seeded).intact and compare(fp, seeded).values_lost == 1
+
+    # A deleted row replaced by a late insert with an old creation time: same count, another digest.
+    query(seeded, "DELETE FROM users WHERE id = %s", (uid(10),))
+    query(seeded, """INSERT INTO users (id, email, "authorizerId", "createdAt", "updatedAt")
+                     VALUES ('usr_late', 'late@example.test', 'auth-late', '2024-12-31', now())""")
+    keys = compare_keys(fp, seeded)
+    assert keys.rows_now == SEED_USERS and keys.digest_now != keys.digest_before and not keys.intact
+
+    query(seeded, "DELETE FROM users WHERE id = 'usr_late'")
+    keys = compare_keys(fp, seeded)
+    assert keys.rows_now == SEED_USERS - 1 and not keys.intact and not keys.to_dict()["keys_intact"]
+
+
+def test_the_source_reads_keys_between_exact_readings(staging, store):
+    """Hour 0 and each phase's last tick compare every value; the other ticks the keys,
+    going on to the exact compare at once when the keys differ."""
+    plan = plan_with_data_loss_check()
+    check = plan.check("data_loss")
+    fingerprint_source.record_baseline(plan, "run-k", store)
+    last_regular = len(plan.phase("regular").tick_offsets())
+
+    def reading(phase, tick):
+        return sources.measure(check, plan, None, sources.Context("run-k", store, phase, tick))
+
+    assert reading("hour0", 0).evidence["reading"] == "values"
+    m = reading("regular", 1)
+    assert (m.value, m.evidence["reading"], m.evidence["keys_intact"]) == (0, "keys", True)
+    assert "values not read" in m.evidence["proves"]
+
+    query(staging, 'UPDATE users SET "clientId" = NULL WHERE id = %s AND "clientId" IS NOT NULL', (uid(5),))
+    assert reading("regular", 2).value == 0  # keys only: the nulled value is not seen here...
+    m = reading("regular", last_regular)  # ...and is at the phase's end
+    assert (m.value, m.evidence["reading"], m.evidence["values_lost"]) == (1, "values", 1)
+    assert "no preserved value nulled" in m.evidence["proves"]
+    assert reading("passive", len(plan.phase("passive").tick_offsets())).evidence["reading"] == "values"
+
+    query(staging, "DELETE FROM users WHERE id = %s", (uid(6),))
+    m = reading("regular", 3)  # keys differ: the same reading compares exactly
+    assert m.evidence["reading"] == "values" and m.evidence["keys_reading"]["rows_now"] == SEED_USERS - 1
+    assert (m.value, m.evidence["rows_lost"], m.evidence["values_lost"]) == (2, 1, 1)
+    assert sources.measure(check, plan, None, sources.Context("run-k", store)).evidence["reading"] == "values"

@@ -28,10 +28,15 @@ class Measurement:
 @dataclass(frozen=True)
 class Context:
     """Where a measurement belongs: the Airflow ``run_id`` and the observation ``store``
-    (sources that compare with something recorded earlier in the run read it there)."""
+    (sources that compare with something recorded earlier in the run read it there), and
+    the reading's ``phase`` and ``tick`` index when it is one of a schedule (``None``: an
+    unscheduled reading, e.g. a benchmark's; ``data_loss`` then reads exactly, ``sql`` runs
+    its file without sharing the result)."""
 
     run_id: str
     store: Any
+    phase: str | None = None
+    tick: int | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,8 @@ class SourceContext:
     ``None`` (``openmetrics`` scrapes, ``logs`` offsets).
     ``run_id``, ``store``: the Airflow run and its observation store, ``None`` outside a
     run (``data_loss``, ``incremental_backup``).
+    ``phase``, ``tick``: the scheduled reading this is (``observe.take``), ``None`` outside
+    a schedule (``data_loss``: which reading is due; ``sql``: the result shared per tick).
     """
 
     plan: Plan | None = None
@@ -53,6 +60,8 @@ class SourceContext:
     previous: dict[str, Any] | None = None
     run_id: str | None = None
     store: Any = None
+    phase: str | None = None
+    tick: int | None = None
 
     def need_plan(self, check: Check) -> Plan:
         """``plan``; raises ``MeasurementError`` naming the check when there is none."""
@@ -137,6 +146,7 @@ def measure(check: Check, plan: Plan, previous: dict[str, Any] | None = None, co
         ctx = SourceContext(
             plan=plan, staging=plan.connections.staging if plan is not None else None, previous=previous,
             run_id=context.run_id if context else None, store=context.store if context else None,
+            phase=context.phase if context else None, tick=context.tick if context else None,
         )
         return source_for(kind)(check, ctx)
     except MeasurementError:
