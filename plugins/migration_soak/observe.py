@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from migration_soak import clock, judge, sources
 from migration_soak.exceptions import MeasurementError
 from migration_soak.plan import Plan
+from migration_soak.sources.sql import one_connection
 from migration_soak.store import Observation, RunClock, Status, Store
 
 LATE_GRACE = timedelta(seconds=5)
@@ -103,7 +104,7 @@ def take(plan: Plan, check_id: str, phase: str, tick: clock.Tick, run_id: str, s
     prev_evidence = previous.evidence if previous and previous.status != "error" else None
     status: Status
     try:
-        m = sources.measure(check, plan, prev_evidence, sources.Context(run_id, store))
+        m = sources.measure(check, plan, prev_evidence, sources.Context(run_id, store, phase, tick.index))
         status, value, evidence = judge.status_of(check.expect, check.no_go, m.value), m.value, m.evidence
     except MeasurementError as exc:
         status, value, evidence = "error", None, {"error": str(exc)[:500]}
@@ -228,7 +229,8 @@ def guard_due(plan: Plan, store: Store, run_id: str, hour0: datetime, time_scale
     """One guard wake-up: measure every guard check for the latest due guard tick that is
     not recorded yet, then judge the NO-GO criteria and alerts that read the guard checks.
 
-    Only the latest due tick is measured: a reading taken now is a reading of now, and an
+    The SQL checks of one wake-up share one database connection (``sql.one_connection``),
+    each in its own read-only transaction. Only the latest due tick is measured: a reading taken now is a reading of now, and an
     older tick missed (the triggerer was busy or down) is a gap the judge sees as one (a
     ``sustained`` window it leaves uncovered is not judged). Re-running it for a tick
     already recorded measures nothing and judges nothing again.
@@ -246,10 +248,11 @@ def guard_due(plan: Plan, store: Store, run_id: str, hour0: datetime, time_scale
     checks = set(plan.guard.checks)
     if due >= 1:
         tick = clock.tick_at(plan, "guard", hour0, time_scale, due)
-        for check_id in sorted(checks - store.checks_at(run_id, "guard", due)):
-            reading = take(plan, check_id, "guard", tick, run_id, store)
-            if store.record(reading):
-                recorded.append(reading)
+        with one_connection():  # one login a wake-up for all the guard's SQL checks
+            for check_id in sorted(checks - store.checks_at(run_id, "guard", due)):
+                reading = take(plan, check_id, "guard", tick, run_id, store)
+                if store.record(reading):
+                    recorded.append(reading)
     next_at = clock.tick_at(plan, "guard", hour0, time_scale, due + 1).at if due < last else None
     if not recorded:
         return GuardProgress(None, [], None, next_at)

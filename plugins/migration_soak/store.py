@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, insert
@@ -49,6 +49,19 @@ events = sa.Table(
     sa.Column("kind", sa.Text, nullable=False),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("payload", JSONB, nullable=False),
+)
+
+#: One query per SQL file per tick (issue 14): the first check reading ``sql_file`` for
+#: (run, phase, tick) runs it and records its result here; the others read it.
+query_results = sa.Table(
+    "soak_query_results",
+    metadata,
+    sa.Column("run_id", sa.Text, primary_key=True),
+    sa.Column("sql_file", sa.Text, primary_key=True),
+    sa.Column("phase", sa.Text, primary_key=True),
+    sa.Column("tick", sa.Integer, primary_key=True),
+    sa.Column("measured_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("result", JSONB, nullable=False),
 )
 
 
@@ -231,6 +244,30 @@ class Store:
         with self.engine.connect() as conn:
             r = conn.execute(q).first()
         return Observation(**{k: v for k, v in r._mapping.items() if k != "id"}) if r else None
+
+    def shared_result(self, run_id: str, sql_file: str, phase: str, tick: int,
+                      run: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], datetime, bool]:
+        """The result of ``sql_file`` at (run, ``phase``, ``tick``): the recorded one, else
+        ``run()``'s (JSON), recorded for the other checks reading that file at that tick.
+
+        One transaction-level advisory lock per key orders the readers (separate triggers,
+        maybe separate processes): the first runs the query while the others wait for its
+        row. An exception from ``run()`` records nothing and propagates (the next reader
+        tries again). Returns (result, when it was measured, whether this call ran it).
+        """
+        t = query_results
+        where = (t.c.run_id == run_id, t.c.sql_file == sql_file, t.c.phase == phase, t.c.tick == tick)
+        with self.engine.begin() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+                         {"k": f"migration_soak.query\x1f{run_id}\x1f{sql_file}\x1f{phase}\x1f{tick}"})
+            row = conn.execute(sa.select(t.c.result, t.c.measured_at).where(*where)).first()
+            if row is not None:
+                return row.result, row.measured_at, False
+            result = run()
+            measured_at = datetime.now(timezone.utc)
+            conn.execute(insert(t).values(run_id=run_id, sql_file=sql_file, phase=phase, tick=tick,
+                                          measured_at=measured_at, result=result).on_conflict_do_nothing())
+            return result, measured_at, True
 
     def take_lease(self, environment: str, run_id: str, plan: str) -> dict[str, Any]:
         """Hold ``environment`` for ``run_id``: one soak per environment at a time, whatever

@@ -225,3 +225,21 @@ def test_the_guard_cadence_has_a_wall_clock_floor():
     assert clock.guard_every(PLAN, 300) == timedelta(minutes=15)  # not every 0.2 s
     assert len(clock.offsets(PLAN, "guard", 1)) == 24 * 60
     assert len(clock.offsets(PLAN, "guard", 300)) == 24 * 4
+
+
+def test_a_guard_wake_logs_in_once_for_all_its_sql_checks(store, staging, tmp_path, monkeypatch):
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    _, plan = guard_plan(tmp_path, alert_above=0.99)
+    logins, real = [], PostgresHook.get_conn
+
+    def counting(self):
+        logins.append(self.postgres_conn_id)
+        return real(self)
+
+    monkeypatch.setattr(PostgresHook, "get_conn", counting)
+    p = observe.guard_due(plan, store, "g9", H0, GUARD_SCALE, now=gat(1.1))
+    assert len(p.recorded) == 2 and all(o.status == "pass" for o in p.recorded)
+    assert logins == ["soak_staging"]
+    observe.guard_due(plan, store, "g9", H0, GUARD_SCALE, now=gat(2.1))
+    assert logins == ["soak_staging"] * 2  # the next wake-up logs in again: nothing held between

@@ -9,6 +9,7 @@ Design notes: docs/design.md#sourcessqlpy
 
 from __future__ import annotations
 
+import contextvars
 import re
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -28,6 +29,36 @@ _READ_ONLY_VIOLATION = "25006"
 _QUERY_CANCELED = "57014"
 
 
+#: Open connections by connection id while :func:`one_connection` is active (``None``: a
+#: connection per transaction).
+_REUSED: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("migration_soak_sql_reused",
+                                                                                 default=None)
+
+
+@contextmanager
+def one_connection() -> Iterator[None]:
+    """Within the block (one thread), :func:`readonly_transaction` opens one connection per
+    connection id and reuses it for each transaction, closing them all at the end: the
+    guard's SQL checks of one wake-up share one login (8 ms each on a local server). Each
+    reading keeps its own read-only transaction, ``statement_timeout`` and application
+    name, all transaction-local and rolled back; a connection that fails its rollback is
+    dropped and the next reading opens another."""
+    if _REUSED.get() is not None:  # nested: the outer block owns the connections
+        yield
+        return
+    token = _REUSED.set({})
+    try:
+        yield
+    finally:
+        opened = _REUSED.get() or {}
+        _REUSED.reset(token)
+        for conn in opened.values():
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection: nothing left to do
+                pass
+
+
 def _timeout_ms(given: int | None) -> int:
     """``given``, else ``STATEMENT_TIMEOUT_MS`` (read now: tests monkeypatch it); ``ValueError`` unless positive."""
     timeout_ms = int(STATEMENT_TIMEOUT_MS if given is None else given)
@@ -43,16 +74,22 @@ def readonly_transaction(conn_id: str, statement_timeout_ms: int | None = None) 
     ``statement_timeout_ms``: milliseconds before the server cancels a statement
     (default ``STATEMENT_TIMEOUT_MS``, read at each call); ``ValueError`` unless positive.
     Uses ``PostgresHook`` (psycopg 3 or psycopg2). Every setting is transaction-local and
-    the transaction is always rolled back and the connection closed, so nothing is left
-    on a pooled server connection. Connection failures propagate as the driver raises
+    the transaction is always rolled back and the connection closed (kept open for the
+    next transaction inside :func:`one_connection`), so nothing is left on a pooled server
+    connection. Connection failures propagate as the driver raises
     them (``sources.measure`` turns them into a ``MeasurementError``).
     """
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
     timeout_ms = _timeout_ms(statement_timeout_ms)
+    reused = _REUSED.get()
     # Any: a psycopg2 or psycopg 3 connection; the provider's CompatConnection protocol
     # does not declare rollback() or close(), which both drivers have.
-    conn: Any = PostgresHook(postgres_conn_id=conn_id).get_conn()
+    conn: Any = reused.get(conn_id) if reused is not None else None
+    if conn is None:
+        conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
+        if reused is not None:
+            reused[conn_id] = conn
     try:
         with conn.cursor() as cur:
             # First statement of the implicit transaction (psycopg2 and psycopg 3 alike).
@@ -65,10 +102,15 @@ def readonly_transaction(conn_id: str, statement_timeout_ms: int | None = None) 
             cur.execute(f"SET LOCAL application_name = '{APPLICATION_NAME}'")
             yield cur
     finally:
+        kept = False
         try:
             conn.rollback()
+            kept = reused is not None and reused.get(conn_id) is conn
         finally:
-            conn.close()
+            if not kept:
+                if reused is not None and reused.get(conn_id) is conn:
+                    del reused[conn_id]
+                conn.close()
 
 
 def run_readonly(conn_id: str, sql: str, *, statement_timeout_ms: int | None = None) -> tuple[list[str], list[tuple]]:
@@ -174,7 +216,10 @@ def _describe_sql_error(code: str, exc: Exception, timeout_ms: int) -> str:
 
 def measure(check: Check, ctx: SourceContext) -> Measurement:
     """Run the check's ``.sql`` file on ``ctx.staging`` and take its value (see ``SqlSource``
-    and :func:`value_of`).
+    and :func:`value_of`). A scheduled reading (``ctx`` with run, store, phase and tick)
+    shares the file's result with every check reading that file at that tick
+    (``Store.shared_result``: one query per SQL file per tick); cells are kept as JSON
+    (numbers, text). Evidence adds ``query_measured_at`` and ``query_run_by`` then.
 
     Raises ``MeasurementError`` for an empty result or a NULL cell, and when the query is
     refused or cancelled (see ``run_readonly``), naming the check and the file.
@@ -182,11 +227,34 @@ def measure(check: Check, ctx: SourceContext) -> Measurement:
     src = spec_of(check, SqlSource)
     conn_id = ctx.need_staging(check)
     sql = (SQL_DIR / src.sql).read_text(encoding="utf-8")
-    try:
+
+    def run() -> dict[str, Any]:
         columns, rows = run_readonly(conn_id, sql)
+        return {"columns": columns, "rows": [[_jsonable(v) for v in r] for r in rows]}
+
+    try:
+        if not _shared(check, ctx):
+            result = run()
+            shared: dict[str, Any] = {}
+        else:
+            result, measured_at, ran = ctx.store.shared_result(ctx.run_id, src.sql, ctx.phase, ctx.tick, run)
+            shared = {"query_measured_at": measured_at.isoformat(), "query_run_by": "this check" if ran else
+                      "another check of the same tick (one query per SQL file per tick)"}
     except MeasurementError as exc:
         raise MeasurementError(f"{check.id}: {src.sql}: {exc}") from None
-    return value_of(check, columns, rows)
+    m = value_of(check, result["columns"], [tuple(r) for r in result["rows"]])
+    return Measurement(m.value, {**m.evidence, **shared}) if shared else m
+
+
+def _shared(check: Check, ctx: SourceContext) -> bool:
+    """Whether this reading shares its file's result: a scheduled reading in a run whose
+    phase has another check reading the same file (else there is no one to share with)."""
+    if ctx.run_id is None or ctx.store is None or ctx.phase is None or ctx.tick is None or ctx.plan is None:
+        return False
+    src = spec_of(check, SqlSource)
+    readers = [c for c in ctx.plan.checks_in(ctx.phase)
+               if isinstance(c.source, SqlSource) and c.source.sql == src.sql]
+    return len(readers) > 1
 
 
 def value_of(check: Check, columns: list[str], rows: list[tuple]) -> Measurement:
