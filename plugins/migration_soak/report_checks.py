@@ -67,7 +67,31 @@ def _by_phase(mine: list[Observation]) -> dict[str, dict[str, int]]:
     return by_phase
 
 
+def proof_note(after: Sequence[Observation]) -> str:
+    """What the readings of a check that reads two ways proved (``data_loss``: evidence
+    ``reading`` ``values`` or ``keys``), e.g. "3 exact readings (...); 8 key-only readings
+    (...)"; "" for other checks. A key-only reading is never counted as proving values."""
+    kinds = {"values": 0, "keys": 0}
+    for o in after:
+        kind = (o.evidence or {}).get("reading") if o.status != "error" else None
+        if kind in kinds:
+            kinds[kind] += 1
+    if not any(kinds.values()):
+        return ""
+    parts = []
+    if kinds["values"]:
+        parts.append(f"{plural(kinds['values'], 'exact reading')} (every row and every preserved value compared "
+                     "with the pre-migration fingerprint)")
+    if kinds["keys"]:
+        parts.append(f"{plural(kinds['keys'], 'key-only reading')} (rows only: they prove no row was lost, "
+                     "not that the values are intact)")
+    return "; ".join(parts)
+
+
 def _result(check: Check, t: _Tally, outcome: Outcome, detail: str, deciding: dict | None = None) -> CheckResult:
+    note = proof_note(t.after)
+    if note:
+        detail = f"{detail}; {note}"
     return CheckResult(
         check_id=check.id, title=check.title, unit=check.unit, rule=check.rule, outcome=outcome,
         expected=t.expected, measured=t.measured, errors=t.counts["error"], coverage=t.coverage, counts=t.counts,
