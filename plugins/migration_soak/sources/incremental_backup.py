@@ -1,8 +1,10 @@
-"""The passive phase's incremental backup: the plan's ``backup`` source kind (seed "Horas
-9-24": "Backup incremental creado"; GO "Backups completados exitosamente").
+"""The passive phase's backup: the plan's ``backup`` source kind (seed "Horas 9-24":
+"Backup incremental creado"; GO "Backups completados exitosamente").
 
-Each tick dumps the check's tables, reads the dump back whole and keeps it
-(``backup_storage.take_kept_backup``); the value is 1 when verified and kept.
+Each tick dumps the check's tables whole (a full dump, not only the rows changed since the
+previous one: "incremental" is the runbook's word), reads the dump back whole and keeps it
+(``backup_storage.take_kept_backup``); the value is 1 when verified and kept. Cost per
+reading: bench/README.md (``soak_load.py``).
 
 Design notes: docs/design.md#sourcesincremental_backuppy
 """
@@ -21,8 +23,8 @@ from migration_soak.sources import Context, Measurement, SourceContext, spec_of
 
 
 def measure(check: Check, ctx: SourceContext) -> Measurement:
-    """Take, verify and keep an incremental backup of ``check.source.tables``; the value
-    is 1.0.
+    """Take, verify and keep a full backup of ``check.source.tables`` (the runbook's
+    "incremental"); the value is 1.0.
 
     The database is the plan's ``staging_direct`` connection, else ``staging``
     (``pg_dump`` sets session settings and needs one server session for its whole run,
