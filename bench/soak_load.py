@@ -13,12 +13,15 @@ reading: connection, read-only transaction, query; this server has no
 
 Prints, per check: source, DB time per reading (median of the repeats), readings in one
 24 h soak at ``time_scale`` 1 (hour 0, each phase's ticks, the guard's every minute, the
-baseline hour; ``migration_soak.clock.offsets``), DB time per 24 h; the total against the
-issue's goal (60 s a soak); what one query per SQL file per tick, shared by every check
-reading it, would save; and cheap alternatives on the same data (``pg_class.reltuples``
-against ``COUNT(*)``, a key-only digest against the fingerprint ``compare``, and a query on
-an open connection against ``run_readonly``'s connect-per-reading). The fingerprint taken
-before the migration counts as one more reading of ``data_loss``.
+baseline hour; ``migration_soak.clock.offsets``) and those that query the database now,
+DB time per 24 h now and before issue 14 item 3 (measured in the same run: the old
+``database_metrics.sql`` with ``COUNT(*)``, one query per check reading a file, the exact
+fingerprint ``compare`` at every ``data_loss`` reading, a connection per guard reading),
+with the ratio; the totals against the issue's goal (60 s a soak); and the alternatives
+side by side (``pg_class.reltuples`` against ``COUNT(*)``, ``compare_keys`` against
+``compare``, a query inside ``sql.one_connection`` against ``run_readonly``'s
+connect-per-reading). The fingerprint taken before the migration counts as one more
+reading of ``data_loss``.
 
     .venv/bin/python bench/soak_load.py                    # 1 000 000 users (make bench)
     .venv/bin/python bench/soak_load.py --users 100000     # quicker
@@ -36,7 +39,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
@@ -60,19 +62,25 @@ NO_DB = {
     "prometheus": "a Prometheus HTTP API query",
     "logs": "a log file tail, or the Authorizer's log API",
 }
-#: ``database_metrics.sql``'s exact count, and the planner's estimate in its place.
-COUNT_USERS = "(SELECT COUNT(*) FROM users) as total_users"
-RELTUPLES_USERS = "(SELECT reltuples::bigint FROM pg_class WHERE oid = 'users'::regclass) as total_users"
-#: A key-only digest of users (rows present, not their values), and the same forced to read
-#: the primary key's index only (the planner may prefer the heap on a small table).
-KEY_DIGEST_SQL = "SELECT count(*), bit_xor(hashtextextended(id, 0)) FROM users"
-INDEX_ONLY = ("SET LOCAL enable_seqscan = off", "SET LOCAL enable_bitmapscan = off")
+#: ``database_metrics.sql`` before issue 14 item 3 (an exact ``COUNT(*)`` of users), the "before" figure.
+OLD_METRICS_SQL = """SELECT
+  (SELECT COUNT(*) FROM users) as total_users,
+  (SELECT COUNT(*) FROM users WHERE "authorizerId" IS NULL) as users_without_auth_id,
+  (SELECT COUNT(*) FROM execution_logs WHERE "createdAt" > NOW() - INTERVAL '1 hour') as executions_last_hour,
+  (SELECT COUNT(*) FROM execution_logs WHERE status = 'ERROR' AND "createdAt" > NOW() - INTERVAL '1 hour') as errors_last_hour;
+"""
+METRICS = "database_metrics.sql"
 
 
 @dataclass
 class Row:
-    """One check: ``times_ms`` the wall times of its readings (ms); ``readings`` per series
-    in one soak (``hour0``, phase names, ``guard``, ``baseline``); ``what`` names its query."""
+    """One line of the table: a check (or a part of one: ``data_loss``'s two readings, the
+    guard's SQL wake-up). ``times_ms``: wall times of one reading now (ms); ``readings``
+    per series in one soak (``hour0``, phase names, ``guard``, ``baseline``); ``runs``: of
+    those, the ones that query the database now (``None``: all; a check sharing another's
+    query at a tick runs none); ``before_ms``: wall times of one reading before issue 14
+    item 3 (``None``: the same query as now), ``before_readings`` their count (``None``:
+    ``readings``); ``what`` names its query."""
 
     check_id: str
     kind: str
@@ -80,6 +88,9 @@ class Row:
     times_ms: list[float] = field(default_factory=list)
     readings: dict[str, int] = field(default_factory=dict)
     note: str = ""
+    runs: dict[str, int] | None = None
+    before_ms: list[float] | None = None
+    before_readings: int | None = None
 
     @property
     def per_reading_ms(self) -> float:
@@ -92,9 +103,20 @@ class Row:
         return sum(self.readings.values())
 
     @property
+    def run_count(self) -> int:
+        """Readings that query the database now, all series."""
+        return self.count if self.runs is None else sum(self.runs.values())
+
+    @property
     def per_soak_s(self) -> float:
-        """DB time of this check over one soak, seconds."""
-        return self.per_reading_ms * self.count / 1000
+        """DB time of this line over one soak now, seconds."""
+        return self.per_reading_ms * self.run_count / 1000
+
+    @property
+    def before_s(self) -> float:
+        """DB time of this line over one soak before issue 14 item 3, seconds."""
+        ms = statistics.median(self.before_ms) if self.before_ms else self.per_reading_ms
+        return ms * (self.count if self.before_readings is None else self.before_readings) / 1000
 
 
 def timed(fn: Callable[[], object], repeat: int) -> tuple[list[float], object]:
@@ -117,15 +139,28 @@ def readings_per_soak(plan: Plan, check: Check) -> dict[str, int]:
     return out
 
 
-def reading_times(plan: Plan, check: Check) -> set[tuple[str, timedelta]]:
-    """Soak-time points of ``check``'s readings: ``("soak", offset from hour 0)`` for hour 0,
-    the phases and the guard; ``("baseline", offset)`` for the baseline hour."""
-    points = set()
-    for phase in ["hour0", *(p.name for p in plan.phases), "guard", "baseline"]:
-        if check.id in {c.id for c in plan.checks_in(phase)}:
-            origin = "baseline" if phase == "baseline" else "soak"
-            points |= {(origin, off) for off in clock.offsets(plan, phase)}
-    return points
+def query_runs(plan: Plan, check: Check, readings: dict[str, int]) -> dict[str, int]:
+    """Of ``readings`` (by series), those that run ``check``'s SQL file now: in a series where
+    an earlier check of the plan reads the same file, none (one query per SQL file per tick,
+    ``Store.shared_result``; that check's row carries the runs)."""
+    out = {}
+    for series, n in readings.items():
+        readers = [c for c in plan.checks_in(series) if c.source.kind == "sql" and c.source.sql == check.source.sql]
+        out[series] = n if readers and readers[0].id == check.id else 0
+    return out
+
+
+def data_loss_readings(plan: Plan, check: Check) -> tuple[dict[str, int], dict[str, int]]:
+    """``data_loss``'s readings in one soak by series: (exact ``values`` readings, ``keys`` readings),
+    as ``data_loss.exact_due`` schedules them."""
+    from migration_soak.sources.data_loss import exact_due
+
+    exact, keys = {}, {}
+    for series, n in readings_per_soak(plan, check).items():
+        ticks = [0] if series == "hour0" else range(1, n + 1)
+        due = [exact_due(plan, series, t) for t in ticks]
+        exact[series], keys[series] = sum(due), len(due) - sum(due)
+    return {k: v for k, v in exact.items() if v}, {k: v for k, v in keys.items() if v}
 
 
 def staging_env(target: PgTarget, store_db: str) -> None:
@@ -151,15 +186,23 @@ def admin(target: PgTarget, statement: str) -> None:
         conn.close()
 
 
-def measure_check(plan: Plan, check: Check, context: sources.Context, repeat: int) -> Row:
-    """Time ``repeat`` readings of ``check`` through the package's sources; no database: none."""
+def measure_check(plan: Plan, check: Check, context: sources.Context, repeat: int, target: PgTarget) -> list[Row]:
+    """Time ``repeat`` readings of ``check`` through the package's sources: its rows (none
+    timed without a database; ``data_loss``: its exact and its key readings; a guard SQL
+    check: its phase readings only, the guard's wake-up is :func:`guard_row`)."""
     src = check.source
     kind = src.kind
     if kind in NO_DB:
-        return Row(check.id, kind, "", readings=readings_per_soak(plan, check), note=NO_DB[kind])
+        return [Row(check.id, kind, "", readings=readings_per_soak(plan, check), note=NO_DB[kind])]
+    if kind == "fingerprint":
+        return data_loss_rows(plan, check, context, repeat, target)
+    readings = readings_per_soak(plan, check)
+    guard_sql = kind == "sql" and plan.guard is not None and check.id in plan.guard.checks
+    if guard_sql:
+        readings.pop("guard", None)
     what = {"sql": getattr(src, "sql", ""), "fingerprint": f"compare {getattr(src, 'table', '')}",
             "backup": f"pg_dump {', '.join(getattr(src, 'tables', []))}"}.get(kind, "")
-    row = Row(check.id, kind, what, readings=readings_per_soak(plan, check))
+    row = Row(check.id, kind, what, readings=readings)
     if kind == "authorizer_sync":
         from migration_soak.sources.authorizer_sync import sample_ids
 
@@ -167,136 +210,140 @@ def measure_check(plan: Plan, check: Check, context: sources.Context, repeat: in
         row.times_ms, (ids, drawn) = timed(
             lambda: sample_ids(plan.connections.staging, src.sample, src.table, src.column), repeat)
         row.note = f"DB part only ({len(ids)} ids, {drawn}); then {src.sample} HTTP lookups"
-        return row
+        return [row]
     row.times_ms, result = timed(lambda: sources.measure(check, plan, context=context), repeat)
     row.note = f"value {result.value:g}"
+    if kind == "sql":
+        row.runs = query_runs(plan, check, readings)
+        if src.sql == METRICS:
+            from migration_soak.sources.sql import run_readonly
+
+            row.before_ms, _ = timed(lambda: run_readonly(plan.connections.staging, OLD_METRICS_SQL), repeat)
+            row.note += f"; before: COUNT(*) of users, one query per check ({row.count} runs), now {row.run_count}"
+        if guard_sql:
+            row.note += "; its guard readings: the guard row"
     if kind == "backup":
         row.note += (f", {result.evidence['size_bytes'] / 2**20:.0f} MiB, take_backup "
                      f"{result.evidence['duration_s']:.1f} s (dump + read-back)")
-    return row
+    return [row]
+
+
+def data_loss_rows(plan: Plan, check: Check, context: sources.Context, repeat: int, target: PgTarget) -> list[Row]:
+    """``data_loss``'s two readings: the exact ``compare`` (hour 0, each phase's end) and
+    ``compare_keys`` (the other ticks; before, each was a ``compare``)."""
+    from migration_soak.sources.data_loss import baseline_of
+
+    before = baseline_of(check, context)
+    exact, keys = data_loss_readings(plan, check)
+    values_ms, loss = timed(lambda: fingerprint.compare(before, target), repeat)
+    keys_ms, reading = timed(lambda: fingerprint.compare_keys(before, target), repeat)
+    return [
+        Row("data_loss (values)", "fingerprint", f"compare {before.table}", values_ms, exact,
+            note=f"exact: rows and preserved values; {loss.lost} lost"),
+        Row("data_loss (keys)", "fingerprint", f"compare_keys {before.table}", keys_ms, keys,
+            note=f"rows only (keys intact: {reading.intact}); before: a compare each", before_ms=values_ms),
+    ]
+
+
+def guard_row(plan: Plan, repeat: int) -> Row:
+    """The guard's SQL checks at one wake-up: now on one connection (``sql.one_connection``),
+    before a connection per reading; 1 440 wake-ups a soak."""
+    from migration_soak.sources.sql import one_connection
+
+    checks = [plan.check(c) for c in plan.guard.checks if plan.check(c).source.kind == "sql"] if plan.guard else []
+
+    def wake() -> None:
+        with one_connection():
+            for c in checks:
+                sources.measure(c, plan)
+
+    def wake_before() -> None:
+        for c in checks:
+            sources.measure(c, plan)
+
+    now_ms, _ = timed(wake, repeat)
+    before_ms, _ = timed(wake_before, repeat)
+    wakes = len(clock.offsets(plan, "guard"))
+    return Row("guard (SQL checks)", "sql", ", ".join(c.source.sql for c in checks), now_ms, {"guard": wakes},
+               note=f"{len(checks)} readings a wake-up on one connection; before: a connection each",
+               before_ms=before_ms)
 
 
 def alternatives(plan: Plan, before: fingerprint.Fingerprint, target: PgTarget, repeat: int) -> list[tuple]:
-    """The issue's cheap alternatives, each beside what it would replace, on the same data:
-    ``(what, ms of the current query, ms of the alternative, note, readings a soak it would
-    replace or None)``."""
-    from migration_soak.sources.sql import readonly_transaction, run_readonly
+    """Before and after side by side, on the same data: ``(what, ms before, ms now, note,
+    readings a soak or None)``."""
+    from migration_soak.sources.sql import one_connection, readonly_transaction, run_readonly
 
     conn_id = plan.connections.staging
-    metrics = (SQL_DIR / "database_metrics.sql").read_text(encoding="utf-8")
+    metrics = (SQL_DIR / METRICS).read_text(encoding="utf-8")
     metrics_runs = sum(sum(readings_per_soak(plan, c).values()) for c in plan.checks
-                       if c.source.kind == "sql" and c.source.sql == "database_metrics.sql")
-    compares = sum(readings_per_soak(plan, plan.check("data_loss")).values())
-    assert COUNT_USERS in metrics, "database_metrics.sql changed: update COUNT_USERS"
+                       if c.source.kind == "sql" and c.source.sql == METRICS)
 
     def run(sql: str) -> list[tuple]:
         return run_readonly(conn_id, sql)[1]
 
-    def run_index_only(sql: str) -> list[tuple]:
-        """``sql`` in the checks' read-only transaction with sequential and bitmap scans off."""
-        with readonly_transaction(conn_id) as cur:
-            for setting in INDEX_ONLY:
-                cur.execute(setting)
-            cur.execute(sql)
-            return cur.fetchall()
-
     out = []
     count_ms, count = timed(lambda: run("SELECT COUNT(*) FROM users"), repeat)
-    est_ms, est = timed(lambda: run("SELECT reltuples::bigint FROM pg_class WHERE oid = 'users'::regclass"), repeat)
-    out.append(("total users: COUNT(*) vs pg_class.reltuples", count_ms, est_ms,
-                f"{count[0][0]} vs {est[0][0]} (estimate from the last ANALYZE)", None))
-    full_ms, _ = timed(lambda: run(metrics), repeat)
-    light_ms, _ = timed(lambda: run(metrics.replace(COUNT_USERS, RELTUPLES_USERS)), repeat)
-    out.append(("database_metrics.sql vs the same with reltuples for total_users", full_ms, light_ms,
-                f"{metrics_runs} runs a soak", metrics_runs))
+    est_ms, est = timed(lambda: run(metrics), repeat)
+    out.append(("total users: COUNT(*) vs database_metrics.sql's estimate", count_ms, est_ms,
+                f"{count[0][0]} vs {est[0][0]} (estimated: {est[0][1]})", None))
+    old_ms, _ = timed(lambda: run(OLD_METRICS_SQL), repeat)
+    out.append(("database_metrics.sql: before (COUNT(*)) vs now", old_ms, est_ms, f"{metrics_runs} readings a soak",
+                None))
     cmp_ms, loss = timed(lambda: fingerprint.compare(before, target), repeat)
-    for label, runner in (("planner's choice", run), ("index only", run_index_only)):
-        key_ms, digest = timed(lambda: runner(KEY_DIGEST_SQL), repeat)
-        out.append((f"data loss: fingerprint compare vs key-only digest ({label})", cmp_ms, key_ms,
-                    f"{digest[0][0]} keys, {scan_of(runner, KEY_DIGEST_SQL)}; sees rows lost, not values "
-                    f"nulled (compare: {loss.lost} lost)", compares))
+    key_ms, keys = timed(lambda: fingerprint.compare_keys(before, target), repeat)
+    with readonly_transaction(conn_id) as cur:
+        cur.execute("EXPLAIN SELECT count(*), bit_xor(hashtextextended(id::text, 0)) FROM users")
+        scan = scan_of(cur.fetchall())
+    out.append(("data loss: fingerprint compare vs compare_keys", cmp_ms, key_ms,
+                f"{keys.rows_now} keys ({scan}); rows only, not values (compare: {loss.lost} lost)", None))
     floor_ms, _ = timed(lambda: run("SELECT 1"), repeat)
-    sql_readings = sum(sum(readings_per_soak(plan, c).values()) for c in plan.checks if c.source.kind == "sql")
-    conn = target.connect()
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            open_ms, _ = timed(lambda: (cur.execute("SELECT 1"), cur.fetchall()), repeat)
-    finally:
-        conn.close()
-    out.append(("floor of a SQL reading: SELECT 1 via run_readonly vs on an open connection", floor_ms, open_ms,
-                f"connect + read-only transaction + rollback; {sql_readings} sql readings a soak", sql_readings))
+    with one_connection():
+        run("SELECT 1")  # the login, once
+        open_ms, _ = timed(lambda: run("SELECT 1"), repeat)
+    out.append(("floor of a SQL reading: run_readonly alone vs inside one_connection", floor_ms, open_ms,
+                "connect + read-only transaction + rollback vs the transaction only", None))
     return out
 
 
-def scan_of(run: Callable[[str], list[tuple]], query: str) -> str:
-    """The scan node PostgreSQL plans for ``query`` when ``run`` runs it, e.g. ``Index Only Scan``."""
-    lines = run("EXPLAIN " + query)
+def scan_of(lines: list[tuple]) -> str:
+    """The first scan node of an ``EXPLAIN`` output, e.g. ``Parallel Seq Scan``."""
     node = next((line[0] for line in lines if "Scan" in line[0]), "?")
     return node.strip().lstrip("-> ").split(" on ")[0]
 
 
-def shared_sql(plan: Plan, rows: dict[str, Row]) -> list[tuple]:
-    """Per SQL file read by several checks: ``(file, check ids, runs a soak now, distinct
-    soak times it is read at, ms per run)``: one query per file per tick runs it once per
-    distinct time, shared by every check reading it."""
-    by_file: dict[str, list[Check]] = {}
-    for check in plan.checks:
-        if check.source.kind == "sql":
-            by_file.setdefault(check.source.sql, []).append(check)
-    out = []
-    for name, checks in by_file.items():
-        runs = sum(rows[c.id].count for c in checks)
-        times = set().union(*(reading_times(plan, c) for c in checks))
-        ms = statistics.median(t for c in checks for t in rows[c.id].times_ms)
-        out.append((name, [c.id for c in checks], runs, len(times), ms))
-    return out
-
-
-def print_report(args, seed, baseline_s: float, rows: list[Row], shared: list[tuple], alts: list[tuple],
-                 server_version: str) -> float:
-    """Print the three tables; returns the total DB seconds of one soak."""
+def print_report(args, seed, baseline_s: float, rows: list[Row], alts: list[tuple], server_version: str) -> dict:
+    """Print the two tables; returns the totals ``{"now_s", "before_s", "backup_now_s"}``."""
     print(f"\n{seed.users:,} users, {seed.execution_logs:,} execution logs, PostgreSQL {server_version}, "
           f"median of {args.repeat} readings (wall time)")
-    print("\nChecks of the default plan over one 24 h soak (time_scale 1):")
-    head = f"{'check':28} {'source':16} {'ms/reading':>10} {'readings':>8}  {'series':54} {'s/24h':>8}  note"
+    print("\nChecks of the default plan over one 24 h soak (time_scale 1), now and before issue 14 item 3:")
+    head = (f"{'check':28} {'source':12} {'ms now':>9} {'ms before':>9} {'readings':>8} {'queries':>7}  "
+            f"{'series':44} {'s now':>7} {'s before':>8} {'ratio':>6}  note")
     print(head)
     print("-" * len(head))
-    rows = sorted(rows, key=lambda r: (-r.per_soak_s, r.check_id))
+    rows = sorted(rows, key=lambda r: (-r.before_s, r.check_id))
     for r in rows:
         series = " ".join(f"{k}:{v}" for k, v in r.readings.items())
         ms = f"{r.per_reading_ms:.1f}" if r.times_ms else "0"
-        print(f"{r.check_id:28} {r.kind:16} {ms:>10} {r.count:>8}  {series:54} {r.per_soak_s:>8.2f}  "
-              f"{r.what + ': ' if r.what else ''}{r.note}")
-    total = sum(r.per_soak_s for r in rows)
-    print(f"{'data_loss (fingerprint take)':28} {'fingerprint':16} {baseline_s * 1000:>10.1f} {1:>8}  "
-          f"{'before the migration (record_baseline)':54} {baseline_s:>8.2f}")
-    total += baseline_s
-    print(f"\nTOTAL DB time per 24 h soak: {total:.1f} s; goal {GOAL_S:.0f} s; ratio total/goal "
-          f"{total / GOAL_S:.2f}")
-    print(f"  without the incremental backup: {total - sum(r.per_soak_s for r in rows if r.kind == 'backup'):.1f} s")
-    floor_ms = statistics.median(alts[-1][1])
-    sql_readings = sum(r.count for r in rows if r.kind == "sql")
-    print(f"  of which the floor of the {sql_readings} sql readings (connect + read-only transaction, "
-          f"{floor_ms:.1f} ms each): {sql_readings * floor_ms / 1000:.1f} s")
+        before = f"{statistics.median(r.before_ms):.1f}" if r.before_ms else ms
+        ratio = f"{r.per_soak_s / r.before_s:.3f}" if r.before_s else ""
+        print(f"{r.check_id:28} {r.kind:12} {ms:>9} {before:>9} {r.count:>8} {r.run_count:>7}  {series:44} "
+              f"{r.per_soak_s:>7.2f} {r.before_s:>8.2f} {ratio:>6}  {r.what + ': ' if r.what else ''}{r.note}")
+    now = sum(r.per_soak_s for r in rows) + baseline_s
+    before = sum(r.before_s for r in rows) + baseline_s
+    backup = sum(r.per_soak_s for r in rows if r.kind == "backup")
+    print(f"{'data_loss (fingerprint take)':28} {'fingerprint':12} {baseline_s * 1000:>9.1f} {baseline_s * 1000:>9.1f} "
+          f"{1:>8} {1:>7}  {'before the migration (record_baseline)':44} {baseline_s:>7.2f} {baseline_s:>8.2f}")
+    print(f"\nTOTAL DB time per 24 h soak: now {now:.1f} s, before {before:.1f} s (ratio now/before "
+          f"{now / before:.3f}); goal {GOAL_S:.0f} s: now/goal {now / GOAL_S:.2f}, before/goal {before / GOAL_S:.2f}")
+    print(f"  without the passive phase's backup ({backup:.1f} s): now {now - backup:.1f} s, "
+          f"before {before - backup:.1f} s")
 
-    print("\nOne query per SQL file per tick (shared by every check reading it):")
-    print(f"{'sql file':34} {'checks':>6} {'runs now':>8} {'shared':>7} {'ms/run':>8} {'s now':>7} "
-          f"{'s shared':>8} {'saved s':>8}")
-    saved_total = 0.0
-    for name, ids, runs, distinct, ms in sorted(shared, key=lambda s: -s[2] * s[4]):
-        now_s, shared_s = runs * ms / 1000, distinct * ms / 1000
-        saved_total += now_s - shared_s
-        print(f"{name:34} {len(ids):>6} {runs:>8} {distinct:>7} {ms:>8.1f} {now_s:>7.2f} {shared_s:>8.2f} "
-              f"{now_s - shared_s:>8.2f}")
-    print(f"saved by sharing: {saved_total:.1f} s a soak")
-
-    print("\nCheap alternatives on the same data (median ms, ratio alternative/current, DB s a soak saved):")
-    for what, now_ms, alt_ms, note, runs in alts:
-        a, b = statistics.median(now_ms), statistics.median(alt_ms)
-        saved = f"{(a - b) * runs / 1000:>7.1f} s" if runs else f"{'':>9}"
-        print(f"  {what:72} {a:>9.2f} ms -> {b:>8.2f} ms  ({b / a:.3f}) {saved}  {note}")
-    return total
+    print("\nBefore and after on the same data (median ms, ratio now/before):")
+    for what, old_ms, new_ms, note, _ in alts:
+        a, b = statistics.median(old_ms), statistics.median(new_ms)
+        print(f"  {what:68} {a:>9.2f} ms -> {b:>8.2f} ms  ({b / a:.3f})  {note}")
+    return {"now_s": now, "before_s": before, "backup_now_s": backup}
 
 
 def main(argv=None) -> int:
@@ -344,13 +391,15 @@ def main(argv=None) -> int:
             sources.source_for(kind)
         import migration_soak.report  # noqa: F401  (imported by the backup source's first reading)
 
-        rows = {}
+        rows: list[Row] = []
         for check in plan.checks:
-            rows[check.id] = measure_check(plan, check, context, args.repeat)
-            r = rows[check.id]
-            if r.times_ms:
-                print(f"  {check.id}: {r.per_reading_ms:.1f} ms ({', '.join(f'{t:.0f}' for t in r.times_ms)})",
-                      flush=True)
+            for r in measure_check(plan, check, context, args.repeat, target):
+                rows.append(r)
+                if r.times_ms:
+                    print(f"  {r.check_id}: {r.per_reading_ms:.1f} ms ({', '.join(f'{t:.0f}' for t in r.times_ms)})",
+                          flush=True)
+        rows.append(guard_row(plan, args.repeat))
+        print(f"  {rows[-1].check_id}: {rows[-1].per_reading_ms:.1f} ms a wake-up", flush=True)
         before = data_loss.baseline_of(plan.check("data_loss"), context)
         alts = alternatives(plan, before, target, args.repeat)
         conn = target.connect()
@@ -364,18 +413,16 @@ def main(argv=None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
     baseline_s = next(iter(baseline.values()))["duration_s"]
-    shared = shared_sql(plan, rows)
-    total = print_report(args, seed, baseline_s, list(rows.values()), shared, alts, version)
+    totals = print_report(args, seed, baseline_s, rows, alts, version)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
             "users": seed.users, "execution_logs": seed.execution_logs, "postgres": version,
-            "repeat": args.repeat, "total_s": total, "goal_s": GOAL_S, "fingerprint_take_s": baseline_s,
+            "repeat": args.repeat, **totals, "goal_s": GOAL_S, "fingerprint_take_s": baseline_s,
             "checks": [{"check": r.check_id, "kind": r.kind, "what": r.what, "times_ms": r.times_ms,
-                        "readings": r.readings, "per_soak_s": r.per_soak_s, "note": r.note} for r in rows.values()],
-            "shared_sql": [{"file": f, "checks": c, "runs": n, "shared_runs": d, "ms": ms} for f, c, n, d, ms in shared],
-            "alternatives": [{"what": w, "now_ms": a, "alt_ms": b, "note": n, "runs_per_soak": r}
-                             for w, a, b, n, r in alts],
+                        "before_ms": r.before_ms, "readings": r.readings, "queries": r.run_count,
+                        "per_soak_s": r.per_soak_s, "before_s": r.before_s, "note": r.note} for r in rows],
+            "before_after": [{"what": w, "before_ms": a, "now_ms": b, "note": n} for w, a, b, n, _ in alts],
         }, indent=2))
     return 0
 
