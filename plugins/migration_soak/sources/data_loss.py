@@ -132,11 +132,17 @@ def record_baseline(plan: Plan, run_id: str, store: Any, target: PgTarget | None
 
 
 def _has_column(target: PgTarget, table: str, column: str) -> bool:
+    """Whether ``table`` has ``column``, asked in a read-only transaction with the checks'
+    ``statement_timeout`` (issue 14 item 5) and the soak's application name (``PgTarget``)."""
+    from migration_soak.sources.sql import STATEMENT_TIMEOUT_MS
+
     schema, name = split_table(table)
     schema = schema or ""
     conn = target.connect()
     try:
         with conn.cursor() as cur:
+            cur.execute("SET TRANSACTION READ ONLY")
+            cur.execute(f"SET LOCAL statement_timeout = {int(STATEMENT_TIMEOUT_MS)}")
             cur.execute(
                 "SELECT 1 FROM information_schema.columns WHERE table_name = %s AND column_name = %s"
                 " AND (table_schema = %s OR (%s = '' AND table_schema = ANY(current_schemas(false))))",
