@@ -13,7 +13,14 @@ pages, the same indexes, nothing left over from the variant before):
 * ``project``: the working tree's ``rollback.restore_columns`` (stage, a short DDL
   transaction, the batched copy under row locks, verify);
 * ``project-<option>=<value>``: the same with a keyword of ``restore_columns`` changed,
-  e.g. ``project-batch_size=100000`` (``--variants``).
+  e.g. ``project-batch_size=100000`` (``--variants``);
+* ``project@<ref>``: ``restore_columns`` as of a git ref (``git show``, resolved once at
+  the start), e.g. ``project@main``; ``project@14a35aa`` is the physical-order sweep that
+  was measured and not kept (bench/README.md);
+* ``proto-order=key|ctid,batch=N,sync=on|off,walc=pglz``: an experiment, not the
+  project's code: plain ``UPDATE ... FROM`` batches without row locks or checks, in key
+  or physical (``ctid`` page range) order, with transaction-local ``synchronous_commit``
+  and ``wal_compression``.
 
 During each restore ``bench/rollback_lock.py``'s sampler polls ``pg_locks`` every 10 ms
 for a granted AccessExclusiveLock on users and its application probe reads one user every
@@ -244,7 +251,7 @@ def checkpoints(target: PgTarget) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-def measure(name: str, server, admin: PgTarget, relid: int, ids, interval_s: float) -> dict:
+def measure(name: str, restore, server, admin: PgTarget, relid: int, ids, interval_s: float) -> dict:
     db = "bench_run"
     run(admin, sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(db)))
     t0 = time.monotonic()
@@ -253,7 +260,6 @@ def measure(name: str, server, admin: PgTarget, relid: int, ids, interval_s: flo
     copy_db_s = time.monotonic() - t0
     target = PgTarget(server.host, server.port, db, postgres.SUPERUSER, server.password)
     run(target, "CHECKPOINT")  # each variant starts right after a checkpoint
-    restore = variant(name)
     backup = measure.backup  # type: ignore[attr-defined]
     sampler, app = Sampler(target, relid, interval_s), App(target, ids)
     sampler.start()
@@ -298,8 +304,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="data folder (default: a temporary one, removed)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
-    for name in args.variants:
-        variant(name)
+    # Built once, before anything runs: project@HEAD is the code as it was at the start.
+    restorers = {name: variant(name) for name in args.variants}
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-rollback-scale-"))
     server = postgres.start(workdir / "pgdata")
@@ -325,12 +331,13 @@ def main(argv=None) -> int:
               f"{backup.size_bytes / 1e6:.0f} MB ({truth_rows} rows), migration {DROP} deployed "
               f"({time.monotonic() - t0:.0f} s)", flush=True)
         for name in args.variants:
-            rows.append(measure(name, server, admin, relid, ids, args.sample_ms / 1000))
+            rows.append(measure(name, restorers[name], server, admin, relid, ids, args.sample_ms / 1000))
     finally:
         server.stop()
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1))
 
     base = next((r for r in rows if r["variant"] == "naive"), rows[0])

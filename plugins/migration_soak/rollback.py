@@ -10,7 +10,6 @@ Design notes: docs/design.md#rollbackpy
 
 from __future__ import annotations
 
-import itertools
 import logging
 import subprocess
 import tempfile
@@ -35,21 +34,16 @@ SCRATCH_SCHEMA = "soak_rollback"
 ROLLBACK_LOCK = (0x534F414B, 1)  # "SOAK", 1
 #: Keys per copy batch (one transaction each).
 DEFAULT_BATCH_SIZE = 20_000
-#: Tables of at least this many pages (128 MiB of 8 KiB pages, PostgreSQL's default
-#: ``shared_buffers``) are first copied in physical order: a key-ordered pass visits each
-#: heap page once per row on it, at random, which costs once the table outgrows the
-#: buffer cache (bench/README.md#rollback_scalepy).
-PHYSICAL_MIN_PAGES = 16_384
 #: Transaction-local settings of each copy batch (they end with its transaction):
 #: - the staged text is typed input: pg_dump writes dates in ISO;
-#: - the batch's plan is index lookups on the key (staged range -> table key -> table key):
-#:   without this the planner hashes the batch and reads the whole table twice per batch
-#:   (two sequential scans of ``users`` per 20 000 keys; bench/README.md#rollback_scalepy);
+#: - the batch's plan is index lookups on the key (staged key range -> table key -> table
+#:   key): left alone, the planner hashed the batch and read the whole table twice per
+#:   batch (bench/README.md#rollback_scalepy-the-rollback-at-scale-against-the-naive-path);
 #: - ``synchronous_commit = off``: a batch's commit does not wait for its WAL flush. A
-#:   server crash can lose the last batches committed (at most ~3 x wal_writer_delay);
-#:   the copy is resumable, so a rerun fills them again, and any later synchronous commit
-#:   (the ledger's mark) flushes them first. Never data loss on the application's side:
-#:   only our own restored values are at stake.
+#:   server crash can lose the last batches committed (at most about 3 x
+#:   ``wal_writer_delay``): only our own restored values, which a rerun fills again (the
+#:   copy is resumable); the caller's next synchronous commit (the ledger's mark) flushes
+#:   them first.
 _BATCH_SETTINGS = ("SET LOCAL DateStyle = 'ISO'; SET LOCAL IntervalStyle = 'postgres'; "
                    "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; "
                    "SET LOCAL synchronous_commit = off")
@@ -170,7 +164,6 @@ def restore_columns(
     lock_timeout_s: float = 3.0,
     lock_retries: int = 5,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    physical_min_pages: int | None = PHYSICAL_MIN_PAGES,
     timeout_s: float = 6 * 3600.0,
     _sleep: Callable[[float], None] = time.sleep,
 ) -> RestoreResult:
@@ -193,9 +186,6 @@ def restore_columns(
         lock_retries: how many more times a transaction that hit ``lock_timeout_s`` is
             tried, after 0.5, 1, 2, ... s (the plan's ``migration.lock_retries``).
         batch_size: keys per copy batch (one transaction each).
-        physical_min_pages: a table of at least this many pages is first copied in
-            physical order (page ranges of about ``batch_size`` rows), then the key-ordered
-            pass fills what that left; ``None``: key order only.
         timeout_s: bound (seconds) on the ``pg_restore`` read-back.
 
     Rows present now but absent from the backup keep NULL/defaults; rows deleted since
@@ -249,8 +239,7 @@ def restore_columns(
         key_col, cols = _column_info(conn, tbl, schema, table, key, columns, down_path)
         t2 = time.monotonic()
         batches, rows_updated, values_restored = _copy(
-            conn, qualified, tbl, scratch, key_col, cols, batch_size, lock_timeout_s, lock_retries, attempts, _sleep,
-            physical_min_pages)
+            conn, qualified, tbl, scratch, key_col, cols, batch_size, lock_timeout_s, lock_retries, attempts, _sleep)
         copy_s = time.monotonic() - t2
         t3 = time.monotonic()
         counts = _verify(conn, qualified, tbl, scratch, key_col, cols, rows_streamed)
@@ -485,21 +474,10 @@ def _from_backup(col: _Column) -> sql.Composable:
     return sql.SQL("b.{c}::{t}").format(c=sql.Identifier(col.name), t=sql.SQL(col.type))
 
 
-#: Key types whose text form (``key::text``) is the very text pg_dump wrote: the physical
-#: pass looks staged rows up by it (the staged copy is indexed on its text key).
-_TEXT_KEY_TYPES = ("text", "character varying", "uuid", "integer", "bigint", "smallint")
-
-
 def _copy(conn, qualified, tbl, scratch, key: _Column, cols, batch_size, lock_timeout_s, lock_retries,
-          attempts, sleep, physical_min_pages: int | None = None) -> tuple[int, int, int]:
+          attempts, sleep) -> tuple[int, int, int]:
     """Step 3: fill the re-added columns batch by batch. Returns (batches, rows written,
-    values restored).
-
-    A table of at least ``physical_min_pages`` pages (``None``: never) is first swept in
-    physical order (page ranges of the table as it was when the copy started: each heap
-    page read and written once, docs/design.md#rollbackpy); the pass by key ranges of the
-    staged copy always follows and fills whatever the sweep did not (rows the application
-    moved meanwhile, keys the sweep cannot look up), so correctness never rests on the sweep."""
+    values restored)."""
     params = {f"d{i}": c.readded for i, c in enumerate(cols)}
     k = sql.Identifier(key.name)
     join = sql.SQL("u.{k} = b.{k}::{t}").format(k=k, t=sql.SQL(key.type))
@@ -516,7 +494,7 @@ def _copy(conn, qualified, tbl, scratch, key: _Column, cols, batch_size, lock_ti
         """WITH todo AS (
                SELECT u.{k} AS k, {todo_cols}
                FROM {tbl} u JOIN {scratch} b ON {join}
-               WHERE {range} AND ({needs_fill})
+               WHERE {lower}b.{k} <= %(hi)s AND ({needs_fill})
                FOR UPDATE OF u
            ), written AS (
                UPDATE {tbl} u SET {assign} FROM todo WHERE u.{k} = todo.k
@@ -525,7 +503,7 @@ def _copy(conn, qualified, tbl, scratch, key: _Column, cols, batch_size, lock_ti
            SELECT count(*), coalesce(sum(filled), 0), count(*) FILTER (WHERE bad) FROM written"""
     )
     parts = dict(
-        k=k, tbl=tbl, scratch=scratch, needs_fill=needs_fill,
+        k=k, tbl=tbl, scratch=scratch, join=join, needs_fill=needs_fill,
         todo_cols=sql.SQL(", ").join(
             sql.SQL("{b} AS {v}, {at} AS {f}").format(
                 b=_from_backup(c), v=sql.Identifier(f"v{i}"), at=_at_readded("u", c, f"d{i}"),
@@ -545,63 +523,38 @@ def _copy(conn, qualified, tbl, scratch, key: _Column, cols, batch_size, lock_ti
         filled=sql.SQL(" + ").join(sql.SQL("todo.{}::int").format(sql.Identifier(f"f{i}")) for i in range(len(cols))),
     )
     # The first batch has no lower bound (any text, '' too, may be a key).
-    first_batch = batch_sql.format(join=join, range=sql.SQL("b.{} <= %(hi)s").format(k), **parts)
-    next_batch = batch_sql.format(join=join, range=sql.SQL("b.{k} > %(lo)s AND b.{k} <= %(hi)s").format(k=k), **parts)
-    # Physical: the table's rows of a page range, each looked up in the staged copy by its
-    # key's text (the staged copy's index); the typed equality is kept as well.
-    page_batch = batch_sql.format(
-        join=sql.SQL("b.{k} = u.{k}::text AND {join}").format(k=k, join=join),
-        range=sql.SQL("u.ctid >= %(lo)s::tid AND u.ctid < %(hi)s::tid"), **parts)
+    first_batch = batch_sql.format(lower=sql.SQL(""), **parts)
+    next_batch = batch_sql.format(lower=sql.SQL("b.{} > %(lo)s AND ").format(k), **parts)
     first_hi = sql.SQL("SELECT max(k) FROM (SELECT {k} AS k FROM {s} ORDER BY {k} LIMIT %s) x").format(k=k, s=scratch)
     next_hi = sql.SQL("SELECT max(k) FROM (SELECT {k} AS k FROM {s} WHERE {k} > %s ORDER BY {k} LIMIT %s) x").format(
         k=k, s=scratch)
 
-    def page_batches():
-        """(statement, lo, hi, what) of the physical sweep: none when the table is small."""
-        if physical_min_pages is None or key.type.split("(")[0] not in _TEXT_KEY_TYPES:
-            return
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("""SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::int,
-                                          (SELECT count(*) FROM {})""").format(scratch), (tbl.as_string(conn),))
-            pages, staged = cur.fetchone()
-        conn.commit()
-        if pages < max(1, physical_min_pages) or not staged:
-            return
-        step = max(1, batch_size * pages // staged)  # about batch_size rows a range
-        for first in range(0, pages, step):
-            yield page_batch, f"({first},0)", f"({first + step},0)", f"pages {first} to {first + step - 1}"
-
-    def key_batches():
-        lo: str | None = None
-        while True:
-            with conn.cursor() as cur:
-                if lo is None:
-                    cur.execute(first_hi, (batch_size,))
-                else:
-                    cur.execute(next_hi, (lo, batch_size))
-                hi = cur.fetchone()[0]
-            conn.commit()
-            if hi is None:
-                return
-            yield (first_batch if lo is None else next_batch), lo, hi, \
-                f"keys {'(start)' if lo is None else repr(lo)} to {hi!r}"
-            lo = hi
-
     batches = rows = values = 0
-    for statement, lo, hi, what in itertools.chain(page_batches(), key_batches()):
+    lo: str | None = None
+    while True:
+        with conn.cursor() as cur:
+            if lo is None:
+                cur.execute(first_hi, (batch_size,))
+            else:
+                cur.execute(next_hi, (lo, batch_size))
+            hi = cur.fetchone()[0]
+        conn.commit()
+        if hi is None:
+            return batches, rows, values
         batches += 1
         bounds = {"lo": lo, "hi": hi, **params}
+        lo_text = "(start)" if lo is None else repr(lo)
 
         def once() -> tuple[int, int, int]:
             try:
                 with conn.cursor() as cur:
                     _set_local(cur, lock_timeout_s)
                     cur.execute(_BATCH_SETTINGS)
-                    cur.execute(statement, bounds)
+                    cur.execute(first_batch if lo is None else next_batch, bounds)
                     written, filled, bad = cur.fetchone()
                 if bad:
                     raise RollbackError(
-                        f"verification of {qualified} failed in copy batch {batches} ({what}), "
+                        f"verification of {qualified} failed in copy batch {batches} (keys {lo_text} to {hi!r}), "
                         f"batch not committed: {bad} rows differ from the backup after the UPDATE "
                         f"({written} updated); the columns stay re-added and earlier batches stay, a rerun "
                         "completes the copy"
@@ -622,7 +575,7 @@ def _copy(conn, qualified, tbl, scratch, key: _Column, cols, batch_size, lock_ti
             attempts.extend(mine)
             if is_lock_timeout(exc):
                 raise RollbackError(
-                    f"copy batch {batches} of {qualified} ({what}) could not lock its rows within "
+                    f"copy batch {batches} of {qualified} (keys {lo_text} to {hi!r}) could not lock its rows within "
                     f"{lock_timeout_s:g} s (lock_timeout) in {describe_attempts(mine)}; earlier batches stay, "
                     "a rerun completes the copy"
                 ) from None
@@ -631,7 +584,7 @@ def _copy(conn, qualified, tbl, scratch, key: _Column, cols, batch_size, lock_ti
             attempts.extend(mine)
         rows += written
         values += filled
-    return batches, rows, values
+        lo = hi
 
 
 def _verify(conn, qualified, tbl, scratch, key: _Column, cols, staged_rows) -> dict[str, int]:
