@@ -34,6 +34,19 @@ SCRATCH_SCHEMA = "soak_rollback"
 ROLLBACK_LOCK = (0x534F414B, 1)  # "SOAK", 1
 #: Keys per copy batch (one transaction each).
 DEFAULT_BATCH_SIZE = 20_000
+#: Transaction-local settings of each copy batch (they end with its transaction):
+#: - the staged text is typed input: pg_dump writes dates in ISO;
+#: - the batch's plan is index lookups on the key (staged key range -> table key -> table
+#:   key): left alone, the planner hashed the batch and read the whole table twice per
+#:   batch (bench/README.md#rollback_scalepy-the-rollback-at-scale-against-the-naive-path);
+#: - ``synchronous_commit = off``: a batch's commit does not wait for its WAL flush. A
+#:   server crash can lose the last batches committed (at most about 3 x
+#:   ``wal_writer_delay``): only our own restored values, which a rerun fills again (the
+#:   copy is resumable); the caller's next synchronous commit (the ledger's mark) flushes
+#:   them first.
+_BATCH_SETTINGS = ("SET LOCAL DateStyle = 'ISO'; SET LOCAL IntervalStyle = 'postgres'; "
+                   "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; "
+                   "SET LOCAL synchronous_commit = off")
 _HEADER_LINES_MAX = 10_000
 _END_OF_DATA = b"\\.\n"
 _TX_IDLE = 0  # psycopg2.extensions.TRANSACTION_STATUS_IDLE
@@ -536,9 +549,7 @@ def _copy(conn, qualified, tbl, scratch, key: _Column, cols, batch_size, lock_ti
             try:
                 with conn.cursor() as cur:
                     _set_local(cur, lock_timeout_s)
-                    # The staged text is typed input: pg_dump writes dates in ISO.
-                    cur.execute("SET LOCAL DateStyle = 'ISO'")
-                    cur.execute("SET LOCAL IntervalStyle = 'postgres'")
+                    cur.execute(_BATCH_SETTINGS)
                     cur.execute(first_batch if lo is None else next_batch, bounds)
                     written, filled, bad = cur.fetchone()
                 if bad:

@@ -215,13 +215,18 @@ def _pooled_state(pooled):
             advisory = cur.fetchone()[0]
             cur.execute("SELECT pg_backend_pid()")
             pid = cur.fetchone()[0]
+            # The copy batches' own SET LOCALs (rollback._BATCH_SETTINGS).
+            cur.execute("""SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin'),
+                                  current_setting('synchronous_commit')""")
+            batch_settings = cur.fetchone()
     finally:
         conn.close()
     return {"lock_timeout": lock_timeout, "search_path": search_path, "statement_timeout": statement_timeout,
-            "advisory_locks": advisory, "server_pid": pid}
+            "advisory_locks": advisory, "server_pid": pid, "batch_settings": batch_settings}
 
 
-CLEAN = {"lock_timeout": "0", "search_path": '"$user", public', "statement_timeout": "0", "advisory_locks": 0}
+CLEAN = {"lock_timeout": "0", "search_path": '"$user", public', "statement_timeout": "0", "advisory_locks": 0,
+         "batch_settings": ("on", "on", "on")}
 
 
 @pytest.mark.timeout(120)
