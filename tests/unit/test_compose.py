@@ -243,7 +243,8 @@ def test_published_server_thread_binds_the_fixed_port():
     try:
         assert thread.port == port and thread.url == f"http://127.0.0.1:{port}"
     finally:
-        thread._sock.close()
+        for sock in thread._socks:
+            sock.close()
 
 
 def test_ports_agree(compose, env_example):
@@ -254,7 +255,7 @@ def test_ports_agree(compose, env_example):
     assert ports == {name: default for name, (_, default) in wrapper.PORTS.items()}
     source = (ROOT / "demo" / "stack.py").read_text()
     for name in wrapper.PORTS:  # the names demo.stack gives its ServerThreads
-        assert f'"{name}")' in source, name
+        assert f'name="{name}"' in source, name
     env = interpolate(environment(compose["services"]["airflow-worker"]), filled_env(env_example))
     conns = {k: json.loads(env[k]) for k in ("AIRFLOW_CONN_SOAK_GATEWAY", "AIRFLOW_CONN_SOAK_AUTHORIZER",
                                               "AIRFLOW_CONN_SOAK_DB_METRICS")}
