@@ -335,6 +335,14 @@ class CeleryWorker:
         self.proc.wait(timeout=30)
         self.proc = None
 
+    def terminate(self) -> None:
+        """SIGTERM its process group (Celery's warm shutdown) without waiting."""
+        if self.running():
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
     def stop(self, timeout_s: float = 30) -> None:
         """SIGTERM (Celery's warm shutdown), SIGKILL of the group after ``timeout_s``."""
         if self.proc is None:
@@ -357,6 +365,8 @@ def celery_env(network: WorkerNetwork, redis: Redis, metadata_url: str) -> dict[
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
         "AIRFLOW__CELERY__BROKER_URL": redis.url,
         "AIRFLOW__CELERY__RESULT_BACKEND": backend,
+        # a worker takes a task only when it has a free process (plugins/soak_celery_config.py)
+        "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "soak_celery_config.CELERY_CONFIG",
         # A SIGKILLed worker's running task is failed (then retried, if it may be) once its
         # heartbeat is this old; the default, 300 s, is the whole soak on the demo's 300x clock.
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",

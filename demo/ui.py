@@ -284,6 +284,8 @@ class Deployment:
         """Stop Airflow (every component and its task processes, the Celery workers), the
         stack (PostgreSQL included), the Slack stand-in, Redis, the S3 server and the
         workers' network; idempotent."""
+        for worker in self.workers.values():  # all at once (Celery's warm shutdown); then each is waited for
+            worker.terminate()
         for worker in self.workers.values():
             worker.stop(timeout_s=10)
         if self.airflow is not None:
@@ -324,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", default="healthy", choices=SCENARIOS,
                         help="the staging app's behaviour (legacy-code: it still reads passwordHash)")
     parser.add_argument("--workdir", default=str(ROOT / ".state" / "airflow"))
+    parser.add_argument("--executor", default="local", choices=EXECUTORS,
+                        help="celery: Redis and two Celery workers in their own network namespaces, backups in a "
+                             "local S3 server (demo/celery_cluster.py; needs root and redis-server)")
     args = parser.parse_args(argv)
 
     def say(line: str) -> None:
@@ -331,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
 
     install_signal_handlers()
     deployment = Deployment(args.workdir, port=port_or_free(args.port), users=args.users, scenario=args.scenario,
-                            say=say)
+                            say=say, executor=args.executor)
     try:
         try:
             deployment.__enter__()
@@ -343,7 +348,7 @@ login: {USERNAME} / {deployment.password}
 DAG:   {af.base}/dags/{SOAK_DAG}  (unpaused) -> Trigger: the form is the DAG's params; try time_scale 300
        (24 h of soak in 4.8 min; 1 = a real 24 h soak)
 soaks: {af.base}/soak/ (the Soak tab of each run)   staging stack: {deployment.info['gateway_url']}
-logs:  {af.log_dir}/   ready in {deployment.timings['total_s']:.0f} s
+logs:  {af.log_dir}/   ready in {deployment.timings['total_s']:.0f} s{_celery_lines(deployment)}
 Ctrl-C stops everything (Airflow, the stack, PostgreSQL).""", flush=True)
             reported: set[str] = set()
             while True:
@@ -367,6 +372,16 @@ Ctrl-C stops everything (Airflow, the stack, PostgreSQL).""", flush=True)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
+
+
+def _celery_lines(deployment: Deployment) -> str:
+    """The Celery cluster's part of the banner (nothing for the LocalExecutor)."""
+    if not deployment.workers:
+        return ""
+    workers = ", ".join(f"{w.celery_hostname} (namespace {deployment.network.namespaces[n]}, log {w.log_path})"
+                        for n, w in deployment.workers.items())
+    return (f"\ncelery: broker {deployment.redis.url}; workers {workers}"
+            f"\nS3:    {deployment.s3.endpoint_url}, bucket {S3_BUCKET} (backups; connection {S3_CONN_ID})")
 
 
 def _version() -> str:
