@@ -369,8 +369,9 @@ def celery_env(network: WorkerNetwork, redis: Redis, metadata_url: str) -> dict[
         "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "soak_celery_config.CELERY_CONFIG",
         # A SIGKILLed worker's running task is failed (then retried, if it may be) once its
         # heartbeat is this old; the default, 300 s, is the whole soak on the demo's 300x clock.
-        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
-        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+        # (A task process heartbeats every few seconds: [workers] min_heartbeat_interval.)
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
     }
 
 

@@ -172,6 +172,7 @@ class SoakOutcome:
     The ``celery`` runner also fills ``log_dirs`` (the host's and each worker's task logs),
     ``workers`` (worker name -> its address, which task instances' ``hostname`` holds) and
     ``s3_objects`` (key -> sha256 of every object in the backup bucket at the end).
+    ``observations``: the run's observations in the store (``migration_soak.store.Observation``).
     """
 
     run_id: str | None
@@ -198,6 +199,7 @@ class SoakOutcome:
     log_dirs: list[Path] = field(default_factory=list)
     workers: dict[str, str] = field(default_factory=dict)
     s3_objects: dict[str, str] = field(default_factory=dict)
+    observations: list = field(default_factory=list)
 
     @property
     def verdict(self) -> str | None:
@@ -529,6 +531,7 @@ def _read_outcome_from_store(outcome: SoakOutcome, info: dict, newest_if_unknown
                     "SELECT run_id FROM soak_events ORDER BY id DESC LIMIT 1")).scalar()
         if outcome.run_id:
             outcome.all_events = store.events(outcome.run_id)
+            outcome.observations = store.observations(outcome.run_id)
             outcome.events = {e["kind"]: e for e in reversed(outcome.all_events)}  # the first of each kind
             decisions = [e for e in outcome.all_events if e["kind"] == "decision"]
             outcome.decision = decisions[-1]["payload"] if decisions else None
