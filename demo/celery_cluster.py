@@ -325,13 +325,21 @@ class CeleryWorker:
         return self.proc is not None and self.proc.poll() is None
 
     def kill(self) -> None:
-        """SIGKILL the worker and every process of its group (its task processes): a crash."""
+        """SIGKILL every process in the worker's namespace: the host crashed. (Its process
+        group is not enough: Airflow's supervisor starts each task process in a session of
+        its own, and one that outlives its worker finishes its work unseen.)"""
         if self.proc is None:
             return
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        ns = self.network.namespaces[self.name]
+        for pid in _ip("netns", "pids", ns, check=False).stdout.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
         self.proc.wait(timeout=30)
         self.proc = None
 
