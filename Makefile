@@ -40,16 +40,21 @@ $(VENV)/.installed: requirements.txt constraints.txt
 # LocalExecutor), triggered through the REST API, with a progress display; not the default
 # yet: on 2 cores its own load once raised the app's latency into a NO-GO (docs/demo.md).
 # More flags: make demo DEMO_ARGS="--require-sign-off --sign-off reject".
+# RUNNER=celery: the same with the CeleryExecutor (demo/celery_cluster.py: Redis, two Celery
+# workers in their own network namespaces, backups in a local S3 server); needs root and redis-server.
 RUNNER ?= dags-test
 demo: venv prisma-cli
 	$(PY) -m demo.run --runner $(RUNNER) --scenario $(SCENARIO) --time-scale $(TIME_SCALE) $(DEMO_ARGS)
 
 # The Airflow UI on the local staging stack until Ctrl-C (demo/ui.py): prints the URL and
 # the login. AIRFLOW_ARGS="--port 8081 --users 20000 --scenario legacy-code".
+# EXECUTOR=celery: Redis and two Celery workers in their own network namespaces, backups in
+# a local S3 server (demo/celery_cluster.py; needs root and redis-server).
 AIRFLOW_ARGS ?=
+EXECUTOR ?= local
 airflow: venv prisma-cli
 	@mkdir -p .state/runtime
-	XDG_RUNTIME_DIR=$${XDG_RUNTIME_DIR:-$(CURDIR)/.state/runtime} $(PY) -m demo.ui $(AIRFLOW_ARGS)
+	XDG_RUNTIME_DIR=$${XDG_RUNTIME_DIR:-$(CURDIR)/.state/runtime} $(PY) -m demo.ui --executor $(EXECUTOR) $(AIRFLOW_ARGS)
 
 # ruff (pyproject.toml: pyflakes and pycodestyle's error classes) before the tests.
 # ruff everywhere; mypy on the package and the DAG file (pyproject.toml [tool.mypy]). The DAG

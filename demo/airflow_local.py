@@ -78,15 +78,20 @@ class AirflowLocal:
     ``env``: extra environment for every component (connections, ``PATH``, plan folder).
     ``sql_alchemy_conn``: the metadata database (default: SQLite in ``home``).
     ``components``: started on ``__enter__`` (after ``airflow db migrate``).
+    ``host``: the API server's address (127.0.0.1; the Celery cluster gives the host's
+    address on its workers' network, ``demo.celery_cluster``), also in ``base`` and the
+    Execution API URL the task processes call.
     ``timings`` records seconds: ``db_migrate_s``, ``<component>_start_s`` (process start
     to ready, where readiness is observable: the API server answering).
     """
 
     def __init__(self, home: Path | str, env: dict[str, str] | None = None, sql_alchemy_conn: str | None = None,
-                 components: Iterable[str] = COMPONENTS, parallelism: int = 4, port: int | None = None):
+                 components: Iterable[str] = COMPONENTS, parallelism: int = 4, port: int | None = None,
+                 host: str = "127.0.0.1"):
         self.home = Path(home).resolve()
+        self.host = host
         self.port = port or _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.base = f"http://{host}:{self.port}"
         self.components = tuple(components)
         self.log_dir = self.home / "component-logs"
         self.procs: dict[str, subprocess.Popen] = {}
@@ -105,7 +110,7 @@ class AirflowLocal:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base}/execution/",
             "AIRFLOW__API__BASE_URL": self.base,
-            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__HOST": host,
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__WORKERS": "1",
             # Every component signs and checks the task processes' tokens with one secret.
@@ -167,7 +172,7 @@ class AirflowLocal:
         log.flush()
         args = [_airflow(), name]
         if name == "api-server":
-            args += ["--host", "127.0.0.1", "--port", str(self.port)]
+            args += ["--host", self.host, "--port", str(self.port)]
         self.procs[name] = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
                                             start_new_session=True)
         log.close()

@@ -120,8 +120,13 @@ def _pg_ctl(data_dir: Path, *args: str, check: bool = True) -> subprocess.Comple
     )
 
 
-def start(data_dir: Path, port: int | None = None) -> EmbeddedPostgres:
+def start(data_dir: Path, port: int | None = None, also_listen: tuple[str, ...] = (),
+          clients: tuple[str, ...] = ()) -> EmbeddedPostgres:
     """Start (initialising on first use) a server on 127.0.0.1 with its data in ``data_dir``.
+
+    ``also_listen``: more addresses to listen on (``listen_addresses``), e.g. the host's
+    address on the Celery workers' network (``demo.celery_cluster``); ``clients``: more
+    client networks (CIDR, e.g. ``10.213.1.0/24``) allowed in with a password (pg_hba).
 
     Returns the running server. If ``data_dir`` already holds a running server it is
     stopped first, so the caller gets a fresh port and password.
@@ -141,6 +146,7 @@ def start(data_dir: Path, port: int | None = None) -> EmbeddedPostgres:
         "# written by demo/postgres.py: Unix socket trusted (local tools), TCP needs a password\n"
         "local all all trust\n"
         "host all all 127.0.0.1/32 scram-sha-256\n"
+        + "".join(f"host all all {cidr} scram-sha-256\n" for cidr in clients)
     )
     log = data_dir / LOG_FILE
     if _system_user():
@@ -148,7 +154,7 @@ def start(data_dir: Path, port: int | None = None) -> EmbeddedPostgres:
 
         for path in (hba, data_dir):
             shutil.chown(path, _system_user(), _system_user())
-    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {data_dir} -c max_connections=100"
+    opts = f"-c listen_addresses={','.join(('127.0.0.1', *also_listen))} -p {port} -k {data_dir} -c max_connections=100"
     opts += "".join(f" -c {name}={value}" for name, value in LOG_SETTINGS.items())
     result = _pg_ctl(data_dir, "-w", "-t", "30", "-l", str(log), "-o", opts, "start", check=False)
     if result.returncode != 0:

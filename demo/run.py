@@ -70,12 +70,16 @@ EXIT_MEANING = {EXIT_GO: "GO", EXIT_NO_GO: "NO-GO", EXIT_INCONCLUSIVE: "INCONCLU
                 EXIT_NO_DECISION: "no final decision"}
 SIGN_OFF_OPTIONS = {"approve": "Approve", "reject": "Reject"}
 #: ``run_soak``'s runners: the real components, or ``airflow dags test``.
-RUNNER_AIRFLOW, RUNNER_DAGS_TEST = "airflow", "dags-test"
-RUNNERS = (RUNNER_AIRFLOW, RUNNER_DAGS_TEST)
+RUNNER_AIRFLOW, RUNNER_DAGS_TEST, RUNNER_CELERY = "airflow", "dags-test", "celery"
+RUNNERS = (RUNNER_AIRFLOW, RUNNER_DAGS_TEST, RUNNER_CELERY)
+#: The runners on the real components (``demo.ui.Deployment``) and their executor.
+EXECUTOR_OF = {RUNNER_AIRFLOW: "local", RUNNER_CELERY: "celery"}
 #: The ``airflow`` runner's LocalExecutor task slots: ~40 check tasks start at once when the
 #: soak clock starts (each holds a slot only until it defers to the triggerer).
 PARALLELISM = 12
-RUNNER_TEXT = {RUNNER_AIRFLOW: "scheduler, triggerer, LocalExecutor", RUNNER_DAGS_TEST: "airflow dags test"}
+RUNNER_TEXT = {RUNNER_AIRFLOW: "scheduler, triggerer, LocalExecutor", RUNNER_DAGS_TEST: "airflow dags test",
+               RUNNER_CELERY: "scheduler, triggerer, CeleryExecutor, 2 workers in their own network namespaces, "
+                              "backups in S3"}
 
 
 def dag_id_for(plan: str) -> str:
@@ -164,7 +168,11 @@ class SoakOutcome:
     ``airflow dags test``'s start) to its end. The ``airflow`` runner also fills
     ``task_instances`` (the REST API's, with ``start_date`` / ``end_date``), ``timings``
     (wall seconds: ``stack_s``, ``airflow_s``, ``dags_s``) and ``progress`` (the last state
-    shown); ``log_path`` is then the task logs' folder.
+    shown); ``log_path`` is then the task logs' folder (the host's: the triggerer's part).
+    The ``celery`` runner also fills ``log_dirs`` (the host's and each worker's task logs),
+    ``workers`` (worker name -> its address, which task instances' ``hostname`` holds) and
+    ``s3_objects`` (key -> sha256 of every object in the backup bucket at the end).
+    ``observations``: the run's observations in the store (``migration_soak.store.Observation``).
     """
 
     run_id: str | None
@@ -188,6 +196,10 @@ class SoakOutcome:
     task_instances: list[dict] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     progress: SoakState | None = None
+    log_dirs: list[Path] = field(default_factory=list)
+    workers: dict[str, str] = field(default_factory=dict)
+    s3_objects: dict[str, str] = field(default_factory=dict)
+    observations: list = field(default_factory=list)
 
     @property
     def verdict(self) -> str | None:
@@ -379,7 +391,9 @@ def run_soak(workdir: Path, scenario: str = "healthy", time_scale: float = 300.0
              sign_off_comment: str = "", plans_dir: Path | None = None, extra_conf: dict | None = None,
              serve_ui: bool = False, progress: Callable[[str], None] | None = None,
              runner: str = RUNNER_DAGS_TEST, watch: Callable[[SoakState], None] | None = None,
-             poll_s: float = 1.0, parallelism: int = PARALLELISM) -> SoakOutcome:
+             poll_s: float = 1.0, parallelism: int = PARALLELISM,
+             chaos: Callable[..., None] | None = None, pin_queues: dict[str, str] | None = None,
+             worker_concurrency: int = 4) -> SoakOutcome:
     """Start the stack, run the DAG once, collect the outcome.
 
     ``runner``: ``dags-test`` (default) runs it with ``airflow dags test``; ``airflow``
@@ -398,6 +412,10 @@ def run_soak(workdir: Path, scenario: str = "healthy", time_scale: float = 300.0
     ``watch`` (``airflow`` runner): called every ``poll_s`` seconds while the run is
     active with its ``demo.progress.SoakState``, and once with the final one.
     ``parallelism`` (``airflow`` runner): the LocalExecutor's task slots.
+    ``celery`` runner (``demo.celery_cluster``): ``worker_concurrency`` slots per worker,
+    ``pin_queues`` (task id -> ``worker_<name>``) pins tasks to a worker, and ``chaos(deployment,
+    run_id, stop)`` runs in a thread from the trigger to the run's end (``stop``: a
+    ``threading.Event`` set then) to inject faults: kill a worker, restart Redis.
 
     Whatever happens (an exception, Ctrl-C), every process it started is stopped before it
     returns or raises: ``airflow dags test`` or the Airflow components and their task
@@ -416,15 +434,17 @@ def run_soak(workdir: Path, scenario: str = "healthy", time_scale: float = 300.0
             "on_inconclusive": on_inconclusive,
             # the lead lets ~40 concurrently starting check tasks reach their first tick; under
             # `airflow dags test` they start one by one anyway, and 10 s per soak is CI time
-            "clock_lead_s": 10.0 if runner == RUNNER_AIRFLOW else 0.0, **(extra_conf or {})}
+            "clock_lead_s": 10.0 if runner in EXECUTOR_OF else 0.0, **(extra_conf or {})}
     answers: dict[str, tuple[str, dict | None]] = {}
     if human_choice is not None:
         answers["human_decision"] = (human_choice, None)
     if sign_off is not None:
         answers["sign_off"] = (SIGN_OFF_OPTIONS[sign_off], {"comment": sign_off_comment})
-    if runner == RUNNER_AIRFLOW:
+    if runner in EXECUTOR_OF:
         return _run_on_components(workdir, scenario, users, plan, dag_id, conf, answers, fresh=fresh,
-                                  plans_dir=plans_dir, say=say, watch=watch, poll_s=poll_s, parallelism=parallelism)
+                                  plans_dir=plans_dir, say=say, watch=watch, poll_s=poll_s, parallelism=parallelism,
+                                  runner=runner, chaos=chaos, pin_queues=pin_queues,
+                                  worker_concurrency=worker_concurrency)
 
     if fresh:
         shutil.rmtree(workdir / "stack", ignore_errors=True)
@@ -511,6 +531,7 @@ def _read_outcome_from_store(outcome: SoakOutcome, info: dict, newest_if_unknown
                     "SELECT run_id FROM soak_events ORDER BY id DESC LIMIT 1")).scalar()
         if outcome.run_id:
             outcome.all_events = store.events(outcome.run_id)
+            outcome.observations = store.observations(outcome.run_id)
             outcome.events = {e["kind"]: e for e in reversed(outcome.all_events)}  # the first of each kind
             decisions = [e for e in outcome.all_events if e["kind"] == "decision"]
             outcome.decision = decisions[-1]["payload"] if decisions else None
@@ -548,21 +569,28 @@ def _map_index(ti: dict) -> int:
     return -1 if index is None else int(index)
 
 
-def logged_task_errors(log_dir: Path, dag_id: str, run_id: str,
+def logged_task_errors(log_dirs: Path | list[Path], dag_id: str, run_id: str,
                        task_instances: list[dict]) -> list[tuple[str | None, str]]:
     """``(task_id, "Class: message")`` of each failed task instance, in the order they
     ended, from the exception in its last try's log (``<log_dir>/dag_id=…/run_id=…/
-    task_id=…/attempt=N.log``, JSON lines); a failed task without one is left out."""
+    task_id=…/attempt=N.log``, JSON lines, in the first of ``log_dirs`` that has it: each
+    Celery worker keeps its own); a failed task without one is left out."""
     errors = []
+    dirs = [log_dirs] if isinstance(log_dirs, Path) else list(log_dirs)
     failed = [ti for ti in task_instances if ti.get("state") == "failed"]
     for ti in sorted(failed, key=lambda ti: ti.get("end_date") or ""):
-        folder = log_dir / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={ti['task_id']}"
-        if _map_index(ti) >= 0:
-            folder = folder / f"map_index={ti['map_index']}"
-        path = folder / f"attempt={ti.get('try_number') or 1}.log"
-        try:
-            lines = path.read_text(errors="replace").splitlines()
-        except OSError:
+        lines = None
+        for log_dir in dirs:
+            folder = log_dir / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={ti['task_id']}"
+            if _map_index(ti) >= 0:
+                folder = folder / f"map_index={ti['map_index']}"
+            path = folder / f"attempt={ti.get('try_number') or 1}.log"
+            try:
+                lines = path.read_text(errors="replace").splitlines()
+                break
+            except OSError:
+                continue
+        if lines is None:
             continue
         message = None
         for line in lines:
@@ -605,27 +633,34 @@ def _refusal(exc: requests.HTTPError) -> str:
 def _run_on_components(workdir: Path, scenario: str, users: int, plan: str, dag_id: str, conf: dict,
                        answers: dict[str, tuple[str, dict | None]], *, fresh: bool, plans_dir: Path | None,
                        say: Callable[[str], None], watch: Callable[[SoakState], None] | None,
-                       poll_s: float, parallelism: int) -> SoakOutcome:
-    """``run_soak`` with the real components (``runner="airflow"``)."""
+                       poll_s: float, parallelism: int, runner: str = RUNNER_AIRFLOW,
+                       chaos: Callable[..., None] | None = None, pin_queues: dict[str, str] | None = None,
+                       worker_concurrency: int = 4) -> SoakOutcome:
+    """``run_soak`` with the real components (``runner="airflow"`` or ``"celery"``)."""
     from demo.airflow_local import FINISHED
-    from demo.ui import USERNAME, Deployment
+    from demo.ui import S3_BUCKET, USERNAME, Deployment
 
     time_scale = float(conf["time_scale"])
     stop = threading.Event()
     deployment = Deployment(workdir, users=users, scenario=base_scenario(scenario), plans_dir=plans_dir,
                             unpause=[dag_id], fresh=fresh, parallelism=parallelism,
-                            say=lambda line: None if line.startswith("slack: ") else say(line))
+                            say=lambda line: None if line.startswith("slack: ") else say(line),
+                            executor=EXECUTOR_OF[runner], pin_queues=pin_queues, worker_concurrency=worker_concurrency)
     approver: Approver | None = None
     timeline: Timeline | None = None
     engine: sa.Engine | None = None
+    chaos_thread: threading.Thread | None = None
     try:
         deployment.__enter__()
         af, info, t = deployment.airflow, deployment.info, deployment.timings
+        workers = {name: w.address for name, w in deployment.workers.items()}
         say(f"stack up in {t['stack_s']:.0f} s; Airflow up in {t['airflow_s'] + t['dags_s']:.0f} s: api-server "
             f"{af.base} (login {USERNAME}, password in {af.passwords_file}), scheduler, dag-processor, "
-            f"triggerer, LocalExecutor; logs: {af.log_dir}")
-        outcome = SoakOutcome(run_id=None, runner=RUNNER_AIRFLOW, log_path=af.home / "logs", stack_info=info,
-                              dag_id=dag_id, exit_code=1, timings=dict(t))
+            f"triggerer, " + (f"CeleryExecutor, workers {workers} (network namespaces), Redis {deployment.redis.url}"
+                              if workers else "LocalExecutor") + f"; logs: {af.log_dir}")
+        outcome = SoakOutcome(run_id=None, runner=runner, log_path=af.home / "logs", stack_info=info,
+                              dag_id=dag_id, exit_code=1, timings=dict(t), log_dirs=deployment.log_dirs(),
+                              workers=workers)
         timeline = _start_faults_at_hour0(info, scenario, time_scale, stop)
         if answers:
             approver = Approver({}, dag_id, answers=answers, server=af).__enter__()
@@ -636,6 +671,10 @@ def _run_on_components(workdir: Path, scenario: str, users: int, plan: str, dag_
             outcome.task_errors = [(None, _refusal(exc))]
         if outcome.run_id:
             say(f"triggered {dag_id} through the REST API: run {outcome.run_id}")
+            if chaos is not None:
+                chaos_thread = threading.Thread(target=chaos, args=(deployment, outcome.run_id, stop),
+                                                name="chaos", daemon=True)
+                chaos_thread.start()
             engine = _store_engine(info)
             phases = plan_phases(plan, plans_dir)
             run: dict = {}
@@ -670,7 +709,8 @@ def _run_on_components(workdir: Path, scenario: str, users: int, plan: str, dag_
             outcome.task_instances = all_task_instances(af, dag_id, outcome.run_id)
             outcome.task_states = {(ti["task_id"] if _map_index(ti) < 0 else f"{ti['task_id']}[{ti['map_index']}]"):
                                    ti["state"] for ti in outcome.task_instances}
-            outcome.task_errors = logged_task_errors(af.home / "logs", dag_id, outcome.run_id, outcome.task_instances)
+            outcome.task_errors = logged_task_errors(deployment.log_dirs(), dag_id, outcome.run_id,
+                                                     outcome.task_instances)
         else:
             outcome.soak_seconds = time.monotonic() - began
         with _shielded():
@@ -679,6 +719,10 @@ def _run_on_components(workdir: Path, scenario: str, users: int, plan: str, dag_
                 timeline.stop()
             if approver:
                 approver.close()
+            if chaos_thread is not None:
+                chaos_thread.join(timeout=60)
+        if deployment.s3 is not None:
+            outcome.s3_objects = deployment.s3.sha256_of_objects(S3_BUCKET)
         if approver:
             outcome.human_answer = approver.answers_given.get("human_decision")
             outcome.sign_off_answer = approver.answers_given.get("sign_off")
@@ -764,7 +808,7 @@ def summary(outcome: SoakOutcome) -> list[str]:
         lines.append(f"/auth/login after rollback: HTTP {outcome.login_status_after}")
     elif "rollback_started" in ev:
         lines.append("rollback: INCOMPLETE (started, nothing restored)")
-    real = outcome.runner == RUNNER_AIRFLOW
+    real = outcome.runner in EXECUTOR_OF
     if code == EXIT_NO_DECISION:
         if outcome.task_errors:
             task_id, message = outcome.task_errors[0]
@@ -783,7 +827,7 @@ def summary(outcome: SoakOutcome) -> list[str]:
     if outcome.human_error:
         lines.append(f"api-server answer: {outcome.human_error}")
     if real:
-        lines.append(f"soak wall time: {outcome.soak_seconds:.0f} s (real components: {RUNNER_TEXT[RUNNER_AIRFLOW]}; "
+        lines.append(f"soak wall time: {outcome.soak_seconds:.0f} s (real components: {RUNNER_TEXT[outcome.runner]}; "
                      f"trigger to end of run); task logs: {outcome.log_path}")
     else:
         lines.append(f"soak wall time: {outcome.soak_seconds:.0f} s (airflow dags test); log: {outcome.log_path}")
@@ -828,7 +872,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runner", default=RUNNER_DAGS_TEST, choices=RUNNERS,
                         help="airflow: the real components (api-server, scheduler, dag-processor, triggerer, "
                              "LocalExecutor), triggered through the REST API, with progress; dags-test: "
-                             "`airflow dags test`, one task at a time")
+                             "`airflow dags test`, one task at a time; celery: the real components with the "
+                             "CeleryExecutor, 2 workers in their own network namespaces, backups in S3 "
+                             "(demo/celery_cluster.py; root)")
     parser.add_argument("--parallelism", type=int, default=PARALLELISM,
                         help=f"the airflow runner's LocalExecutor task slots (default {PARALLELISM})")
     args = parser.parse_args(argv)
@@ -838,7 +884,7 @@ def main(argv: list[str] | None = None) -> int:
         comment = "demo: approved" if args.sign_off == "approve" else "demo: rejected on purpose"
 
     install_signal_handlers()
-    real = args.runner == RUNNER_AIRFLOW
+    real = args.runner in EXECUTOR_OF
     reporter = make_reporter() if real else None
     say = reporter.say if reporter else (lambda line: print(f"demo: {line}", flush=True))
     try:

@@ -89,6 +89,21 @@ class LocalS3:
     def create_bucket(self, name: str) -> None:
         self.client().create_bucket(Bucket=name)
 
+    def sha256_of_objects(self, bucket: str) -> dict[str, str]:
+        """key -> sha256 (hex) of every object in ``bucket`` (read whole)."""
+        import hashlib
+
+        client = self.client()
+        found = {}
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for o in page.get("Contents", []):
+                body = client.get_object(Bucket=bucket, Key=o["Key"])["Body"]
+                digest = hashlib.sha256()
+                for chunk in iter(lambda: body.read(1 << 20), b""):
+                    digest.update(chunk)
+                found[o["Key"]] = digest.hexdigest()
+        return found
+
     def connection_json(self) -> str:
         """The Airflow connection (aws) of this server, as ``AIRFLOW_CONN_<ID>`` JSON."""
         return json.dumps({"conn_type": "aws", "login": ACCESS_KEY, "password": SECRET_KEY,

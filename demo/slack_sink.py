@@ -13,13 +13,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class SlackSink:
-    """Receives webhook POSTs on 127.0.0.1; ``messages`` holds each JSON body's ``text``.
+    """Receives webhook POSTs on ``host`` (127.0.0.1); ``messages`` holds each JSON body's ``text``.
 
     The webhook token (the secret part of the URL) is random per sink; a POST to any
     other path is answered 404 and not kept, as Slack would refuse it.
     """
 
-    def __init__(self):
+    def __init__(self, host: str = "127.0.0.1"):
+        self.host = host
         self.messages: list[str] = []
         self.token = f"T0000/B0000/{secrets.token_urlsafe(16)}"
         sink = self
@@ -42,7 +43,7 @@ class SlackSink:
             def log_message(self, *args):  # keep the token out of stderr
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((host, 0), Handler)
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -56,5 +57,5 @@ class SlackSink:
 
     def airflow_connection(self) -> str:
         """``AIRFLOW_CONN_SOAK_SLACK`` value (JSON) pointing the Slack webhook hook here."""
-        return json.dumps({"conn_type": "slackwebhook", "host": f"127.0.0.1:{self.port}", "schema": "http",
+        return json.dumps({"conn_type": "slackwebhook", "host": f"{self.host}:{self.port}", "schema": "http",
                            "password": self.token})

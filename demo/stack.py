@@ -79,6 +79,10 @@ class Stack:
     by default the stack starts its own with data in ``<directory>/pgdata``.
     ``users``: users seeded on a first start. ``rate``: load in requests/s (0 = no load).
     ``database``: the staging database's name (tests sharing a server use their own).
+    ``bind_host``: the address the apps listen on and ``info`` names, PostgreSQL included
+    (which also listens on 127.0.0.1); ``clients``: the networks (CIDR) PostgreSQL lets in
+    besides 127.0.0.1. The Celery cluster (``demo.celery_cluster``) gives the host's address
+    on its workers' network, so the workers reach everything over that network only.
     After ``start()``, ``timings`` holds the seconds each phase took and ``seed_result``
     what the seed did.
     """
@@ -91,6 +95,8 @@ class Stack:
         rate: float = 20.0,
         server: postgres.EmbeddedPostgres | None = None,
         database: str = STAGING_DATABASE,
+        bind_host: str = "127.0.0.1",
+        clients: tuple[str, ...] = (),
     ):
         if scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {scenario!r}; one of {SCENARIOS}")
@@ -100,6 +106,7 @@ class Stack:
         self.rate = rate
         self.server = server
         self.database = database
+        self.bind_host, self.clients = bind_host, tuple(clients)
         self._own_server = server is None
         self.gateway: Gateway | None = None
         self.authorizer_log: AuthorizerLog | None = None
@@ -121,9 +128,12 @@ class Stack:
         rate: float = 20.0,
         server: postgres.EmbeddedPostgres | None = None,
         database: str = STAGING_DATABASE,
+        bind_host: str = "127.0.0.1",
+        clients: tuple[str, ...] = (),
     ) -> Iterator[dict]:
         """Start a stack, yield its info dict (the ``stack.json`` content), stop it after."""
-        stack = cls(directory, scenario=scenario, users=users, rate=rate, server=server, database=database)
+        stack = cls(directory, scenario=scenario, users=users, rate=rate, server=server, database=database,
+                    bind_host=bind_host, clients=clients)
         try:
             yield stack.start()
         finally:
@@ -135,7 +145,9 @@ class Stack:
         self.directory.mkdir(parents=True, exist_ok=True)
         try:
             if self._own_server:
-                self.server = postgres.start(self.directory / "pgdata")
+                more = {} if self.bind_host == "127.0.0.1" else {"also_listen": (self.bind_host,),
+                                                                   "clients": self.clients}
+                self.server = postgres.start(self.directory / "pgdata", **more)
             self.timings["postgres_s"] = time.monotonic() - began
 
             mark = time.monotonic()
@@ -162,19 +174,20 @@ class Stack:
                 log=self.authorizer_log, id_source=lambda: _load_authorizer_ids(server, staging_db),
             )
             self.db_exporter = DbExporter(server.data_dir)
-            gateway_server = ServerThread(self.gateway.app, "gateway")
-            authorizer_server = ServerThread(authorizer, "authorizer")
-            exporter_server = ServerThread(self.db_exporter.app, "db-exporter")
+            bind = {} if self.bind_host == "127.0.0.1" else {"host": self.bind_host}
+            gateway_server = ServerThread(self.gateway.app, name="gateway", **bind)
+            authorizer_server = ServerThread(authorizer, name="authorizer", **bind)
+            exporter_server = ServerThread(self.db_exporter.app, name="db-exporter", **bind)
             for thread in (gateway_server, authorizer_server, exporter_server):
                 self._servers.append(thread)
                 thread.start()
             self.timings["apps_s"] = time.monotonic() - mark
 
             if self.rate > 0:
-                self.load = LoadGenerator(gateway_server.url, self.seed_result.users, rate=self.rate).start()
+                self.load = LoadGenerator(getattr(gateway_server, "local_url", gateway_server.url), self.seed_result.users, rate=self.rate).start()
 
             database = {
-                "host": self.server.host, "port": self.server.port,
+                "host": self.server.host if self.bind_host == "127.0.0.1" else self.bind_host, "port": self.server.port,
                 "user": postgres.SUPERUSER, "password": self.server.password,
             }
             self.info = {
@@ -230,7 +243,7 @@ def airflow_connections(info: dict) -> dict[str, str]:
     """The ``AIRFLOW_CONN_*`` environment variables (JSON form) for a stack's ``info``.
 
     ``SOAK_STAGING`` / ``SOAK_STORE``: postgres, ``schema`` = database name.
-    ``SOAK_GATEWAY`` / ``SOAK_AUTHORIZER``: http on 127.0.0.1; the Authorizer's admin token
+    ``SOAK_GATEWAY`` / ``SOAK_AUTHORIZER``: http, at the host of their URL; the Authorizer's admin token
     is that connection's password. ``SOAK_DB_METRICS``: http, the database host exporter
     (page at ``/metrics``), when ``info`` has a ``db_metrics_url``. The values hold secrets:
     pass them in an environment, never print them.
@@ -243,7 +256,10 @@ def airflow_connections(info: dict) -> dict[str, str]:
         })
 
     def http(url: str, password: str | None = None) -> str:
-        conn = {"conn_type": "http", "host": "127.0.0.1", "port": int(url.rsplit(":", 1)[1]), "schema": "http"}
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        conn = {"conn_type": "http", "host": parts.hostname, "port": parts.port, "schema": "http"}
         if password is not None:
             conn["password"] = password
         return json.dumps(conn)

@@ -43,6 +43,27 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PORT = 8080
 USERNAME = "admin"
 SOAK_DAG = "migration_soak"
+EXECUTORS = ("local", "celery")
+S3_BUCKET = "soak-backups"
+S3_CONN_ID = "soak_s3"
+
+
+def s3_plans(source: Path, target: Path) -> Path:
+    """Copies of the plans in ``source`` in ``target`` keeping their backups in the local S3
+    server (``backup_location: s3://soak-backups/<plan>``, ``connections.backup_storage:
+    soak_s3``); every other field as it was. Returns ``target``."""
+    import yaml
+
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted(source.glob("*.yaml")):
+        plan = yaml.safe_load(path.read_text())
+        if isinstance(plan, dict):  # a broken plan is copied as it is: its DAG says why
+            plan["backup_location"] = f"s3://{S3_BUCKET}/{path.stem}"
+            plan.setdefault("connections", {})["backup_storage"] = S3_CONN_ID
+            (target / path.name).write_text(yaml.safe_dump(plan, sort_keys=False, allow_unicode=True))
+        else:
+            shutil.copy(path, target / path.name)
+    return target
 
 
 class LoginAirflow(AirflowLocal):
@@ -107,13 +128,30 @@ class Deployment:
     ids to wait for and unpause (default: ``migration_soak``, then every soak DAG listed).
     After ``__enter__``: ``info`` (the stack), ``airflow`` (a ``LoginAirflow``),
     ``url``, ``password``, ``slack`` (messages), ``timings``.
+
+    ``executor="celery"``: the CeleryExecutor deployment of ``demo.celery_cluster`` instead of
+    the LocalExecutor: Redis, two Celery workers (``workers``, ``worker_concurrency`` slots
+    each) in their own network namespaces (``network``), every host service listening on
+    the host's address on their network, and backups in S3 (``s3``, a ``demo.s3.LocalS3``):
+    the plans are copied to ``<workdir>/plans`` with ``backup_location:
+    s3://soak-backups/<plan>`` and ``connections.backup_storage: soak_s3``. ``pin_queues``
+    (task id -> Celery queue; worker ``w`` consumes ``default`` and ``worker_<w>``) pins
+    tasks to a worker through a cluster policy.
     """
 
     def __init__(self, workdir: Path | str, *, port: int | None = None, users: int = 100_000,
                  scenario: str = "healthy", rate: float = 20.0, plans_dir: Path | str | None = None,
                  prepare: Callable[["Deployment"], dict[str, str]] | None = None, env: dict[str, str] | None = None,
                  unpause: list[str] | None = None, fresh: bool = True, parallelism: int = 4,
-                 server=None, say: Callable[[str], None] | None = None):
+                 server=None, say: Callable[[str], None] | None = None, executor: str = "local",
+                 pin_queues: dict[str, str] | None = None, worker_concurrency: int = 4):
+        if executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+        self.executor, self.pin_queues, self.worker_concurrency = executor, dict(pin_queues or {}), worker_concurrency
+        self.network = None
+        self.redis = None
+        self.s3 = None
+        self.workers: dict = {}
         self.workdir = Path(workdir).resolve()
         self.port = port
         self.users, self.scenario, self.rate = users, scenario, rate
@@ -144,15 +182,24 @@ class Deployment:
                 shutil.rmtree(self.workdir / sub, ignore_errors=True)
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
+            bind: dict = {}
+            if self.executor == "celery":
+                self._start_network()
+                bind = {"bind_host": self.network.host, "clients": (self.network.cidr,)}
             self.sink.__enter__()
             self.stack = Stack(self.workdir / "stack", scenario=self.scenario, users=self.users, rate=self.rate,
-                               server=self.server)
+                               server=self.server, **bind)
             self.say(f"starting the staging stack ({self.users} users, scenario {self.scenario})...")
             self.info = self.stack.start()
             self.timings["stack_s"] = time.monotonic() - began
             env = {**airflow_connections(self.info), "AIRFLOW_CONN_SOAK_SLACK": self.sink.airflow_connection(),
                    "SOAK_APP_LOG": self.info["app_log"], "SOAK_DB_LOG": self.info["db_log"],
                    "PATH": os.pathsep.join([self.info["pg_bin_dir"], os.environ.get("PATH", "")])}
+            if self.executor == "celery":
+                self.plans_dir = s3_plans(self.plans_dir or ROOT / "include" / "plans", self.workdir / "plans")
+                env[self.s3.env_var(S3_CONN_ID)] = self.s3.connection_json()
+                if self.pin_queues:
+                    env["SOAK_PIN_QUEUES"] = json.dumps(self.pin_queues)
             if self.plans_dir:
                 env["MIGRATION_SOAK_PLANS_DIR"] = str(self.plans_dir)
             if self.prepare:
@@ -160,10 +207,21 @@ class Deployment:
             env.update(self.extra_env)
             mark = time.monotonic()
             self.say("starting Airflow (db migrate, api-server, scheduler, dag-processor, triggerer)...")
-            self.airflow = LoginAirflow(self.workdir / "airflow", env, self.password,
-                                        sql_alchemy_conn=postgres_metadata_url(self.info["store"]),
-                                        port=self.port, parallelism=self.parallelism)
+            metadata = postgres_metadata_url(self.info["store"])
+            more: dict = {}
+            if self.executor == "celery":
+                from demo.celery_cluster import LOCAL_SETTINGS, celery_env
+
+                env.update(celery_env(self.network, self.redis, metadata))
+                more["host"] = self.network.host
+                config = self.workdir / "airflow" / "config"
+                config.mkdir(parents=True, exist_ok=True)
+                (config / "airflow_local_settings.py").write_text(LOCAL_SETTINGS)
+            self.airflow = LoginAirflow(self.workdir / "airflow", env, self.password, sql_alchemy_conn=metadata,
+                                        port=self.port, parallelism=self.parallelism, **more)
             self.airflow.__enter__()
+            if self.executor == "celery":
+                self._start_workers()
             self.timings["airflow_s"] = time.monotonic() - mark
             mark = time.monotonic()
             wanted = self.to_unpause or [SOAK_DAG]
@@ -184,9 +242,52 @@ class Deployment:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _start_network(self) -> None:
+        """The workers' network, then Redis and the S3 server on the host's address there."""
+        from demo.celery_cluster import Redis, WorkerNetwork
+        from demo.s3 import LocalS3
+
+        self.network = WorkerNetwork().__enter__()
+        if self.network.removed_leftovers:
+            self.say(f"removed what a crashed run left: {', '.join(self.network.removed_leftovers)}")
+        self.sink = SlackSink(host=self.network.host)
+        self.sink.messages = PrintedMessages(self.say)
+        self.redis = Redis(self.workdir / "redis", self.network.host)
+        self.redis.start()
+        self.s3 = LocalS3(self.workdir / "s3", host=self.network.host)
+        self.s3.start()
+        self.s3.create_bucket(S3_BUCKET)
+
+    def _start_workers(self) -> None:
+        """One ``demo.celery_cluster.CeleryWorker`` per namespace, each on its own copy."""
+        from demo.celery_cluster import CeleryWorker
+
+        mark = time.monotonic()
+        env = {k: v for k, v in self.airflow.env.items() if k not in ("AIRFLOW_HOME", "MIGRATION_SOAK_PLANS_DIR")}
+        for name in self.network.workers:
+            worker = CeleryWorker(name, self.workdir / "workers" / name, self.network, env,
+                                  queues=("default", f"worker_{name}"), concurrency=self.worker_concurrency,
+                                  plans_dir=self.plans_dir)
+            worker.prepare()
+            worker.start()
+            self.workers[name] = worker
+        for worker in self.workers.values():
+            worker.wait_ready()
+        self.timings["workers_s"] = time.monotonic() - mark
+
+    def log_dirs(self) -> list[Path]:
+        """Where task logs are: the host's (the triggerer's part) and each worker's own."""
+        dirs = [self.airflow.home / "logs"] if self.airflow else []
+        return dirs + [w.log_dir for w in self.workers.values()]
+
     def close(self) -> None:
-        """Stop Airflow (every component and its task processes), the stack (PostgreSQL
-        included) and the Slack stand-in; idempotent."""
+        """Stop Airflow (every component and its task processes, the Celery workers), the
+        stack (PostgreSQL included), the Slack stand-in, Redis, the S3 server and the
+        workers' network; idempotent."""
+        for worker in self.workers.values():  # all at once (Celery's warm shutdown); then each is waited for
+            worker.terminate()
+        for worker in self.workers.values():
+            worker.stop(timeout_s=10)
         if self.airflow is not None:
             for proc in self.airflow.procs.values():  # all at once; close() then waits for each
                 if proc.poll() is None:
@@ -199,10 +300,17 @@ class Deployment:
         if self.stack is not None:
             self.stack.stop()
             self.stack = None
-        try:
+        if self.sink._thread.is_alive():  # shutdown() waits forever for a loop never started
             self.sink.__exit__(None, None, None)
-        except Exception:  # never started
-            pass
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+        if self.s3 is not None:
+            self.s3.stop()
+            self.s3 = None
+        if self.network is not None:
+            self.network.close()
+            self.network = None
 
     def dead_components(self) -> list[str]:
         return [n for n in (self.airflow.components if self.airflow else ()) if not self.airflow.running(n)]
@@ -218,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", default="healthy", choices=SCENARIOS,
                         help="the staging app's behaviour (legacy-code: it still reads passwordHash)")
     parser.add_argument("--workdir", default=str(ROOT / ".state" / "airflow"))
+    parser.add_argument("--executor", default="local", choices=EXECUTORS,
+                        help="celery: Redis and two Celery workers in their own network namespaces, backups in a "
+                             "local S3 server (demo/celery_cluster.py; needs root and redis-server)")
     args = parser.parse_args(argv)
 
     def say(line: str) -> None:
@@ -225,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
 
     install_signal_handlers()
     deployment = Deployment(args.workdir, port=port_or_free(args.port), users=args.users, scenario=args.scenario,
-                            say=say)
+                            say=say, executor=args.executor)
     try:
         try:
             deployment.__enter__()
@@ -237,7 +348,7 @@ login: {USERNAME} / {deployment.password}
 DAG:   {af.base}/dags/{SOAK_DAG}  (unpaused) -> Trigger: the form is the DAG's params; try time_scale 300
        (24 h of soak in 4.8 min; 1 = a real 24 h soak)
 soaks: {af.base}/soak/ (the Soak tab of each run)   staging stack: {deployment.info['gateway_url']}
-logs:  {af.log_dir}/   ready in {deployment.timings['total_s']:.0f} s
+logs:  {af.log_dir}/   ready in {deployment.timings['total_s']:.0f} s{_celery_lines(deployment)}
 Ctrl-C stops everything (Airflow, the stack, PostgreSQL).""", flush=True)
             reported: set[str] = set()
             while True:
@@ -261,6 +372,16 @@ Ctrl-C stops everything (Airflow, the stack, PostgreSQL).""", flush=True)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
+
+
+def _celery_lines(deployment: Deployment) -> str:
+    """The Celery cluster's part of the banner (nothing for the LocalExecutor)."""
+    if not deployment.workers:
+        return ""
+    workers = ", ".join(f"{w.celery_hostname} (namespace {deployment.network.namespaces[n]}, log {w.log_path})"
+                        for n, w in deployment.workers.items())
+    return (f"\ncelery: broker {deployment.redis.url}; workers {workers}"
+            f"\nS3:    {deployment.s3.endpoint_url}, bucket {S3_BUCKET} (backups; connection {S3_CONN_ID})")
 
 
 def _version() -> str:

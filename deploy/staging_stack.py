@@ -75,13 +75,14 @@ def published_server_thread(env: Mapping[str, str]) -> type:
 
         def __init__(self, app, name: str):
             super().__init__(app, name)
-            self._sock.close()
+            for old in self._socks:
+                old.close()
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((bind_host, port_for(name, env)))
-            self._sock = sock
+            self._socks = [sock]
             self.port = sock.getsockname()[1]
-            self.url = f"http://127.0.0.1:{self.port}"  # the load generator runs in this container
+            self.url = self.local_url = f"http://127.0.0.1:{self.port}"  # the load generator runs in this container
 
     return PublishedServerThread
 

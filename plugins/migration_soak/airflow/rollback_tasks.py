@@ -3,6 +3,8 @@ thin TaskFlow glue over runbook.py and lifecycle.py, like ``tasks.py``."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from airflow.sdk import task
 
 from migration_soak import lifecycle, notify, runbook, sources
@@ -20,7 +22,14 @@ def notify_rollback() -> None:
     notify.send(lifecycle.start_rollback(plan, store, run_id), plan.connections.slack)
 
 
-@task
+#: Tries of ``restore`` after the first: a worker lost mid-restore (SIGKILL, a node gone) is
+#: failed by the scheduler once its heartbeat times out, and the retry, on any worker, redoes
+#: it safely (rollback.py re-adds only missing columns and copies back only values still
+#: missing; tests/e2e/test_soak.py kills the worker running it).
+RESTORE_RETRIES = 2
+
+
+@task(retries=RESTORE_RETRIES, retry_delay=timedelta(seconds=5))
 def restore() -> dict:
     """``runbook.restore`` (rollback step 2) from the backup recorded by ``backup``."""
     ctx, plan, run_id, store = run_context()
