@@ -14,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from psycopg2 import sql
 
@@ -208,27 +209,17 @@ def take(
     columns = tuple(dict.fromkeys(columns))
     _check_shape(columns, cells, buckets)
     started = time.monotonic()
-    conn = _connect(target)
-    try:
-        with conn.cursor() as cur:
-            _session(cur, statement_timeout_ms)
-            schema, name = split_table(table)
-            present = _columns_of(cur, schema, name)
-            if present is None:
-                raise MeasurementError(f"fingerprint: table {table!r} does not exist in {target.describe()}")
-            missing = [c for c in (key, *columns, *([created_column] if created_column else [])) if c not in present]
-            if missing:
-                raise MeasurementError(f"fingerprint: {table} has no column {', '.join(map(repr, missing))}")
-            cur.execute(_scan_sql(schema, name, key, columns, columns, max_of=created_column, restrict=None,
-                                  cells=cells, buckets=buckets), {"created_max": None})
-            rows = cur.fetchall()
-    except MeasurementError:
-        raise
-    except Exception as exc:  # psycopg2 errors: timeout, permissions
-        raise MeasurementError(f"fingerprint of {table}: {target.scrub(str(exc)).strip()}") from None
-    finally:
-        conn.rollback()
-        conn.close()
+    with _reading(target, f"fingerprint of {table}", statement_timeout_ms) as cur:
+        schema, name = split_table(table)
+        present = _columns_of(cur, schema, name)
+        if present is None:
+            raise MeasurementError(f"fingerprint: table {table!r} does not exist in {target.describe()}")
+        missing = [c for c in (key, *columns, *([created_column] if created_column else [])) if c not in present]
+        if missing:
+            raise MeasurementError(f"fingerprint: {table} has no column {', '.join(map(repr, missing))}")
+        cur.execute(_scan_sql(schema, name, key, columns, columns, max_of=created_column, restrict=None,
+                              cells=cells, buckets=buckets), {"created_max": None})
+        rows = cur.fetchall()
     scan = _Scan.of(rows, columns, cells, buckets)
     fp = Fingerprint(
         table=table, key=key, columns=columns, created_column=created_column, created_max=scan.created_max,
@@ -249,26 +240,16 @@ def compare(before: Fingerprint, target: PgTarget, *, statement_timeout_ms: int 
     """
     started = time.monotonic()
     schema, name = split_table(before.table)
-    conn = _connect(target)
-    try:
-        with conn.cursor() as cur:
-            _session(cur, statement_timeout_ms)
-            present = _columns_of(cur, schema, name)
-            if present is None:
-                return _table_gone(before, round(time.monotonic() - started, 3))
-            if before.key not in present:
-                raise MeasurementError(f"fingerprint: key column {before.key!r} of {before.table} is gone")
-            missing = [c for c in before.columns if c not in present]
-            scan = _scan_now(cur, before, present)
-            result = _diff(before, scan)
-            changed_keys = _keys_of(cur, before, result["changed_kh"])
-    except MeasurementError:
-        raise
-    except Exception as exc:
-        raise MeasurementError(f"fingerprint compare of {before.table}: {target.scrub(str(exc)).strip()}") from None
-    finally:
-        conn.rollback()
-        conn.close()
+    with _reading(target, f"fingerprint compare of {before.table}", statement_timeout_ms) as cur:
+        present = _columns_of(cur, schema, name)
+        if present is None:
+            return _table_gone(before, round(time.monotonic() - started, 3))
+        if before.key not in present:
+            raise MeasurementError(f"fingerprint: key column {before.key!r} of {before.table} is gone")
+        missing = [c for c in before.columns if c not in present]
+        scan = _scan_now(cur, before, present)
+        result = _diff(before, scan)
+        changed_keys = _keys_of(cur, before, result["changed_kh"])
     loss = _data_loss(before, scan, result, missing, changed_keys, started)
     log.info("fingerprint compare: %s (%.3f s)", loss.summary(), loss.duration_s)
     return loss
@@ -336,31 +317,21 @@ def compare_keys(before: Fingerprint, target: PgTarget, *,
     """
     started = time.monotonic()
     schema, name = split_table(before.table)
-    conn = _connect(target)
-    try:
-        with conn.cursor() as cur:
-            _session(cur, statement_timeout_ms)
-            present = _columns_of(cur, schema, name)
-            if present is None or before.key not in present:
-                rows_now, digest_now, missing = 0, 0, list(before.columns)
-            else:
-                missing = [c for c in before.columns if c not in present]
-                restrict = (before.created_column if before.created_column in present
-                            and before.created_max is not None else None)
-                old = (sql.SQL("WHERE {c} IS NULL OR {c} <= %(created_max)s").format(c=sql.Identifier(restrict))
-                       if restrict else sql.SQL(""))
-                cur.execute(sql.SQL("SELECT count(*), coalesce(bit_xor(hashtextextended({k}::text, 0)), 0) "
-                                    "FROM {t} {old}").format(k=sql.Identifier(before.key), t=_ident(schema, name),
-                                                             old=old),
-                            {"created_max": before.created_max})
-                rows_now, digest_now = cur.fetchone()
-    except MeasurementError:
-        raise
-    except Exception as exc:
-        raise MeasurementError(f"key reading of {before.table}: {target.scrub(str(exc)).strip()}") from None
-    finally:
-        conn.rollback()
-        conn.close()
+    with _reading(target, f"key reading of {before.table}", statement_timeout_ms) as cur:
+        present = _columns_of(cur, schema, name)
+        if present is None or before.key not in present:
+            rows_now, digest_now, missing = 0, 0, list(before.columns)
+        else:
+            missing = [c for c in before.columns if c not in present]
+            restrict = (before.created_column if before.created_column in present
+                        and before.created_max is not None else None)
+            old = (sql.SQL("WHERE {c} IS NULL OR {c} <= %(created_max)s").format(c=sql.Identifier(restrict))
+                   if restrict else sql.SQL(""))
+            cur.execute(sql.SQL("SELECT count(*), coalesce(bit_xor(hashtextextended({k}::text, 0)), 0) "
+                                "FROM {t} {old}").format(k=sql.Identifier(before.key), t=_ident(schema, name),
+                                                         old=old),
+                        {"created_max": before.created_max})
+            rows_now, digest_now = cur.fetchone()
     reading = KeyReading(before.table, before.rows, int(rows_now), key_digest(before), int(digest_now), missing,
                          present is None, before.taken_at, round(time.monotonic() - started, 3))
     log.info("fingerprint keys of %s: %d rows before, %d now, intact %s (%.3f s)", before.table,
@@ -720,6 +691,26 @@ def _check_shape(columns: Sequence[str], cells: int, buckets: int) -> None:
 
 def _ident(schema: str | None, name: str) -> sql.Identifier:
     return sql.Identifier(schema, name) if schema else sql.Identifier(name)
+
+
+@contextmanager
+def _reading(target: PgTarget, what: str, timeout_ms: int) -> Iterator[Any]:
+    """A cursor in the readers' session (``_SESSION``: read-only, ``statement_timeout``, the
+    soak's application name), rolled back and closed after. Any error but a
+    ``MeasurementError`` becomes one named ``what`` (psycopg2's: timeout, permissions), its
+    message scrubbed of the password."""
+    conn = _connect(target)
+    try:
+        with conn.cursor() as cur:
+            _session(cur, timeout_ms)
+            yield cur
+    except MeasurementError:
+        raise
+    except Exception as exc:
+        raise MeasurementError(f"{what}: {target.scrub(str(exc)).strip()}") from None
+    finally:
+        conn.rollback()
+        conn.close()
 
 
 def _connect(target: PgTarget):
