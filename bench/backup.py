@@ -12,7 +12,10 @@ times, on that one database, one after the other (``--repeat`` rounds, best kept
 - ``new``: ``backup.take_backup`` (``pg_dump -Fc -Z 0`` to a pipe, zstd into the file
   while it is read back whole: ``archive.write_and_read_back``; then ``--list``);
 - ``verify``: ``backup.verify_backup`` of the new file, what a rollback or a retried
-  backup pays before it trusts the file.
+  backup pays before it trusts the file;
+- ``floor``: ``pg_dump -Fc -Z 0`` piped straight into ``pg_restore -f /dev/null``: the
+  whole read-back STYLE.md asks for with nothing else (no file, no compression, no hash),
+  so no verified backup that reads every block can be faster on this machine.
 
 Prints seconds and bytes of each, and the ratios the issue asks about (time / bare,
 size / ``-Z 1``). Not a test: nothing asserts a figure.
@@ -49,7 +52,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=1, help="rounds; the fastest of each is reported")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["old", "z0", "verify"],
+    parser.add_argument("--skip", nargs="*", default=[], choices=["old", "z0", "verify", "floor"],
                         help="steps not to time (bare, -Z 1 and new are always timed: the ratios need them)")
     parser.add_argument("--workdir", type=Path, default=None, help="data folder (default: a temporary one)")
     args = parser.parse_args(argv)
@@ -84,6 +87,15 @@ def main(argv=None) -> int:
         def verify(path: Path) -> None:
             verify_backup(path, pg_bin)
 
+        def floor(path: Path) -> None:
+            with subprocess.Popen([dump, "--format=custom", "--compress=0", "--no-password"], env=env,
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE) as dumping:
+                restored = subprocess.run([restore, "--file=/dev/null"], stdin=dumping.stdout, check=True)
+                dumping.stdout.close()
+            if dumping.returncode or restored.returncode:
+                raise RuntimeError(f"floor: pg_dump exited {dumping.returncode}")
+            path.touch()  # nothing is kept: size 0
+
         steps: list[tuple[str, str, str, Callable[[Path], None]]] = [
             ("bare", "bare pg_dump (plain SQL, unverified)", "bare.sql", bare),
             ("old", "old: -Fc default + read-back", "old.dump", custom(None)),
@@ -91,6 +103,7 @@ def main(argv=None) -> int:
             ("z1", "-Fc -Z 1 + read-back", "z1.dump", custom(1)),
             ("new", "new: take_backup (zstd)", "new.dump", new),
             ("verify", "verify_backup of the new file", "new.dump", verify),
+            ("floor", "floor: pg_dump -Fc -Z 0 | pg_restore", "floor.none", floor),
         ]
         steps = [step for step in steps if step[0] not in args.skip]
         for round_ in range(args.repeat):

@@ -117,10 +117,14 @@ class AirflowLocal:
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
             "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
             "AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR": "True",
+            # An idle loop sleeps 1 s by default; each of the ~20 tasks that run one after
+            # another around the soak clock waited up to that long to be queued.
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE": "3",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW": "5",
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT)]),
+            # demo/preload: airflow_local_settings.py pre-imports the DAG's modules (its doc)
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT), str(ROOT / "demo" / "preload")]),
             "XDG_RUNTIME_DIR": str(self.home / "runtime"),
             **(env or {}),
         }
@@ -223,6 +227,9 @@ class AirflowLocal:
                 r = self.request_token()
                 if r.ok:
                     self._token = r.json()["access_token"]
+                    # The Execution API (Cadwyn) builds its versioned routes on its first
+                    # request, ~4 s on 2 cores: take that here, not in the run's first task.
+                    requests.get(f"{self.base}/execution/health", timeout=60)
                     self.timings["api_server_ready_s"] = time.monotonic() - began
                     return
             except requests.RequestException:

@@ -16,7 +16,8 @@ triggers the DAG through the REST API, answers people's questions through the sa
 server, and shows progress while it waits (``demo.progress``); tasks run concurrently, as
 in production, and the check tasks take their readings in the triggerer. ``dags-test``
 (the default of ``make demo``, the CLI and ``run_soak``) replays the DAG with ``airflow
-dags test``, one task at a time, in one process, silent while it waits. It stays the
+dags test``, one task at a time, in one process; the demo shows the same progress, read
+from the store while it waits. It stays the
 default because on 2 cores the real components' own load shares the CPU with the demo
 app: a healthy soak in the test suite said NO-GO on a login p95 the machine had raised
 (docs/demo.md, "Where the wall time goes").
@@ -77,6 +78,13 @@ EXECUTOR_OF = {RUNNER_AIRFLOW: "local", RUNNER_CELERY: "celery"}
 #: The ``airflow`` runner's LocalExecutor task slots: ~40 check tasks start at once when the
 #: soak clock starts (each holds a slot only until it defers to the triggerer).
 PARALLELISM = 12
+#: Wall seconds from the end of the Hora 0 checklist to hour 0 (the run's ``clock_lead_s``),
+#: per runner: the ~80 check tasks must be waiting in the triggerer before their first tick
+#: (1 s after hour 0 at 300x). ``airflow dags test`` starts them one by one after the clock
+#: anyway. LocalExecutor (tasks forked from a scheduler that pre-imported the DAG's modules,
+#: demo/preload): the intensive tasks were all deferred 4.4 s after start_clock on 2 cores.
+#: Celery: workers in their own namespaces parse cold; the trigger form's default, 10 s.
+CLOCK_LEAD_S = {RUNNER_DAGS_TEST: 0.0, RUNNER_AIRFLOW: 8.0, RUNNER_CELERY: 10.0}
 RUNNER_TEXT = {RUNNER_AIRFLOW: "scheduler, triggerer, LocalExecutor", RUNNER_DAGS_TEST: "airflow dags test",
                RUNNER_CELERY: "scheduler, triggerer, CeleryExecutor, 2 workers in their own network namespaces, "
                               "backups in S3"}
@@ -432,9 +440,7 @@ def run_soak(workdir: Path, scenario: str = "healthy", time_scale: float = 300.0
         on_inconclusive = "ask"
     conf = {"plan": plan, "environment": "staging", "time_scale": time_scale, "require_sign_off": require_sign_off,
             "on_inconclusive": on_inconclusive,
-            # the lead lets ~40 concurrently starting check tasks reach their first tick; under
-            # `airflow dags test` they start one by one anyway, and 10 s per soak is CI time
-            "clock_lead_s": 10.0 if runner in EXECUTOR_OF else 0.0, **(extra_conf or {})}
+            "clock_lead_s": CLOCK_LEAD_S[runner], **(extra_conf or {})}
     answers: dict[str, tuple[str, dict | None]] = {}
     if human_choice is not None:
         answers["human_decision"] = (human_choice, None)
@@ -480,7 +486,12 @@ def run_soak(workdir: Path, scenario: str = "healthy", time_scale: float = 300.0
             proc = subprocess.Popen([_airflow(), "dags", "test", dag_id, "--conf", json.dumps(conf)], env=env,
                                     stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
             say(f"airflow dags test {dag_id} running (pid {proc.pid}); log: {log_path}")
-            returncode = proc.wait()
+            if watch is None:
+                returncode = proc.wait()
+            else:
+                returncode, last_state = _wait_watching(proc, metadata, dag_id, before, info,
+                                                        float(conf["time_scale"]), plan_phases(plan, plans_dir),
+                                                        watch, poll_s)
         soak_seconds = time.monotonic() - began
         with _shielded():
             stop.set()
@@ -493,7 +504,8 @@ def run_soak(workdir: Path, scenario: str = "healthy", time_scale: float = 300.0
                               exit_code=returncode, dag_id=dag_id,
                               human_answer=approver.answers_given.get("human_decision") if approver else None,
                               sign_off_answer=approver.answers_given.get("sign_off") if approver else None,
-                              human_error=approver.error if approver else None)
+                              human_error=approver.error if approver else None,
+                              progress=last_state if watch is not None else None)
         last = _last_dag_run(metadata, dag_id)
         if last and (before is None or last[0] > before[0]):
             outcome.run_id = last[1]
@@ -517,6 +529,40 @@ def run_soak(workdir: Path, scenario: str = "healthy", time_scale: float = 300.0
                 timeline.stop()
             stack.stop()
             sink.__exit__(None, None, None)
+
+
+def _wait_watching(proc: subprocess.Popen, metadata: str, dag_id: str, before: tuple | None, info: dict,
+                   time_scale: float, phases: list[tuple[str, float, float]], watch: Callable[[SoakState], None],
+                   poll_s: float) -> tuple[int, SoakState | None]:
+    """Wait for ``airflow dags test`` (``proc``) while showing its run's progress: every
+    ``poll_s`` seconds, ``watch`` gets the state read from the store, once the run
+    (newer than ``before`` in the metadata database ``metadata``) exists. Returns the exit
+    status and the last state shown (``None`` if none was)."""
+    engine = _store_engine(info)
+    run_id: str | None = None
+    state: SoakState | None = None
+    try:
+        while True:
+            returncode = proc.poll()
+            if run_id is None:
+                last = _last_dag_run(metadata, dag_id)
+                if last and (before is None or last[0] > before[0]):
+                    run_id = last[1]
+            if run_id is not None:
+                try:
+                    events, counts = read_store(engine, run_id)
+                except sa.exc.OperationalError:  # the store did not answer this time: show it next time
+                    events = None
+                if events is not None:
+                    final = _last_dag_run(metadata, dag_id) if returncode is not None else None
+                    run_state = final[2] if final and final[1] == run_id else None
+                    state = soak_state(events, counts, datetime.now(timezone.utc), time_scale, phases, run_state)
+                    watch(state)
+            if returncode is not None:
+                return returncode, state
+            time.sleep(poll_s)
+    finally:
+        engine.dispose()
 
 
 def _read_outcome_from_store(outcome: SoakOutcome, info: dict, newest_if_unknown: bool = False) -> None:
@@ -685,10 +731,10 @@ def _run_on_components(workdir: Path, scenario: str, users: int, plan: str, dag_
                     dead = deployment.dead_components()
                     if dead:
                         raise RuntimeError(f"{', '.join(dead)} exited during the run; see {af.log_dir}")
-                    try:
-                        run = af.run(dag_id, outcome.run_id)
-                    except requests.RequestException:  # a busy API server: ask again next time
-                        pass
+                try:  # every poll: the soak wall time ends when the run does, not up to 2 s later
+                    run = af.run(dag_id, outcome.run_id)
+                except requests.RequestException:  # a busy API server: ask again next time
+                    pass
                 finished = run.get("state") in FINISHED
                 if watch is not None or finished:
                     try:
@@ -885,8 +931,8 @@ def main(argv: list[str] | None = None) -> int:
 
     install_signal_handlers()
     real = args.runner in EXECUTOR_OF
-    reporter = make_reporter() if real else None
-    say = reporter.say if reporter else (lambda line: print(f"demo: {line}", flush=True))
+    reporter = make_reporter()
+    say = reporter.say
     try:
         print(f"demo: scenario {args.scenario}, time_scale {args.time_scale:g}, {args.users} users"
               + (f", sign-off required ({args.sign_off or 'answer it in the UI'})" if require_sign_off else "")
@@ -897,10 +943,9 @@ def main(argv: list[str] | None = None) -> int:
                            require_sign_off=require_sign_off, sign_off=args.sign_off, sign_off_comment=comment or "",
                            plans_dir=Path(args.plans_dir) if args.plans_dir else None,
                            serve_ui=require_sign_off and args.sign_off is None, progress=say, runner=args.runner,
-                           watch=reporter.update if reporter else None, parallelism=args.parallelism)
+                           watch=reporter.update, parallelism=args.parallelism)
         with _shielded():
-            if reporter:
-                reporter.close()
+            reporter.close()
             for line in summary(outcome):
                 print(line)
             sys.stdout.flush()
@@ -908,8 +953,7 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as exc:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
-        if reporter:
-            reporter.close(final=False)
+        reporter.close(final=False)
         started = "the Airflow components and their tasks" if real else "airflow dags test, the api-server"
         print(f"demo: interrupted by {exc}; no verdict. Stopped everything it had started ({started}, "
               "the app, PostgreSQL)", flush=True)

@@ -419,3 +419,21 @@ def test_sigterm_stops_every_child_and_prints_one_line(tmp_path, runner):
                 p.kill()
             except psutil.Error:
                 pass
+
+
+def test_the_local_components_import_the_dags_modules_before_they_fork_tasks(tmp_path):
+    """Every Airflow process ``AirflowLocal`` starts runs ``demo/preload``'s
+    ``airflow_local_settings`` while Airflow initialises, so the LocalExecutor's task
+    processes, forked from the scheduler, find the DAG's modules already imported."""
+    from demo.airflow_local import AirflowLocal
+
+    env = AirflowLocal(tmp_path / "airflow").env
+    probe = ("import sys, airflow; print(sorted(m for m in ('migration_soak.airflow.builder', 'pglast') "
+             "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "['migration_soak.airflow.builder', 'pglast']"
+    # without the preload folder on the path, Airflow imports neither
+    env["PYTHONPATH"] = os.pathsep.join(p for p in env["PYTHONPATH"].split(os.pathsep) if not p.endswith("preload"))
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stderr[-2000:]

@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from demo.run import all_task_instances, run_soak, summary
+from demo.run import CLOCK_LEAD_S, all_task_instances, run_soak, summary
 from migration_soak.clock import guard_every
 from migration_soak.judge import expected_observations
 from migration_soak.plan import load_plan
@@ -117,7 +117,7 @@ class HealthyChaos(Chaos):
             clock = {t["task_id"]: t for t in all_task_instances(deployment.airflow, "migration_soak", run_id)}
             started = clock.get("start_clock")
             if started and started["state"] == "success":
-                hour0 = datetime.fromisoformat(started["end_date"]) + timedelta(seconds=10)  # clock_lead_s
+                hour0 = datetime.fromisoformat(started["end_date"]) + timedelta(seconds=CLOCK_LEAD_S["celery"])
                 due = hour0.timestamp() + REDIS_RESTART_AT_H * 3600 / TIME_SCALE
                 while not stop.is_set() and time.time() < due:
                     time.sleep(0.2)
@@ -332,8 +332,10 @@ def soak_of(tmp_path_factory):
 
     def run(scenario, **kwargs):
         if scenario not in outcomes:
+            shown = []  # what the demo's progress display was given, as it went
             outcomes[scenario] = run_soak(tmp_path_factory.mktemp(scenario), scenario, time_scale=TIME_SCALE,
-                                          users=20_000, **kwargs)
+                                          users=20_000, watch=shown.append, poll_s=0.5, **kwargs)
+            outcomes[scenario].shown = shown
         return outcomes[scenario]
 
     return run
@@ -370,6 +372,24 @@ def test_metrics_outage_is_inconclusive_never_go(soak_of):
     crit = _criteria(outcome)
     assert crit["go_auth_error_rate"]["outcome"] == "not_enough_data"
     assert "rollback_completed" in outcome.events  # the unattended run rolls back
+
+
+def test_the_dags_test_runner_shows_the_soak_clock_as_it_goes(soak_of):
+    outcome = soak_of("metrics-outage")
+    shown = outcome.shown
+    assert outcome.runner == "dags-test" and len(shown) > 100
+    phases = [s.phase for s in shown]
+    seen = list(dict.fromkeys(p for p in phases if not p.startswith("setup: ")))
+    assert seen[:3] == ["intensive", "regular", "passive"], seen
+    assert any(p.startswith("setup: ") for p in phases[:phases.index("intensive")])
+    hours = [s.soak_hour for s in shown if s.soak_hour is not None]
+    assert hours == sorted(hours) and hours[-1] == 24.0
+    readings = [s.readings for s in shown]
+    assert readings == sorted(readings) and readings[-1] == len(outcome.observations)
+    assert shown[-1].missing > 0  # the outage's error readings, counted as missing, never as passes
+    assert shown[-1].verdict == "INCONCLUSIVE" and shown[-1].phase == "done" and outcome.progress == shown[-1]
+    # the figure the user reads: every second's state was shown, not only the last one
+    assert len({s.soak_hour for s in shown}) > 50
 
 
 def test_noisy_is_inconclusive_and_a_person_decides_through_the_api(soak_of):
