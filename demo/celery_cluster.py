@@ -381,19 +381,3 @@ def celery_env(network: WorkerNetwork, redis: Redis, metadata_url: str) -> dict[
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
     }
-
-
-#: ``airflow_local_settings.py`` of the host components when tasks are pinned to queues
-#: (``SOAK_PIN_QUEUES``: JSON task id -> queue): the dag-processor applies it at parse time.
-LOCAL_SETTINGS = '''\
-"""Written by demo/celery_cluster.py: pins tasks to Celery queues (SOAK_PIN_QUEUES)."""
-import json
-import os
-
-_PINS = json.loads(os.environ.get("SOAK_PIN_QUEUES") or "{}")
-
-
-def task_policy(task):
-    if task.task_id in _PINS:
-        task.queue = _PINS[task.task_id]
-'''

@@ -210,13 +210,10 @@ class Deployment:
             metadata = postgres_metadata_url(self.info["store"])
             more: dict = {}
             if self.executor == "celery":
-                from demo.celery_cluster import LOCAL_SETTINGS, celery_env
+                from demo.celery_cluster import celery_env
 
                 env.update(celery_env(self.network, self.redis, metadata))
-                more["host"] = self.network.host
-                config = self.workdir / "airflow" / "config"
-                config.mkdir(parents=True, exist_ok=True)
-                (config / "airflow_local_settings.py").write_text(LOCAL_SETTINGS)
+                more["host"] = self.network.host  # SOAK_PIN_QUEUES: demo/preload/airflow_local_settings.py
             self.airflow = LoginAirflow(self.workdir / "airflow", env, self.password, sql_alchemy_conn=metadata,
                                         port=self.port, parallelism=self.parallelism, **more)
             self.airflow.__enter__()

@@ -437,3 +437,21 @@ def test_the_local_components_import_the_dags_modules_before_they_fork_tasks(tmp
     env["PYTHONPATH"] = os.pathsep.join(p for p in env["PYTHONPATH"].split(os.pathsep) if not p.endswith("preload"))
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stderr[-2000:]
+
+
+def test_the_harness_settings_pin_tasks_to_queues_only_when_asked(tmp_path):
+    """The same module carries the distributed soak's queue pins (``SOAK_PIN_QUEUES``): a
+    DAG parsed by Airflow with them has the pinned tasks on those queues; without them,
+    every task keeps the default queue. (Celery's harness once wrote its own module of
+    that name, which this folder, first on the path, shadowed: the pins were lost.)"""
+    from demo.airflow_local import AirflowLocal
+
+    env = AirflowLocal(tmp_path / "airflow").env
+    probe = ("from airflow.dag_processing.dagbag import DagBag; import os; "
+             "dag = DagBag(os.environ['AIRFLOW__CORE__DAGS_FOLDER'] + '/migration_soak.py').dags['migration_soak']; "
+             "print(dag.get_task('backup').queue, dag.get_task('rollback.restore').queue, dag.get_task('migrate').queue)")
+    pinned = {**env, "SOAK_PIN_QUEUES": json.dumps({"backup": "worker_a", "rollback.restore": "worker_b"})}
+    out = subprocess.run([sys.executable, "-c", probe], env=pinned, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "worker_a worker_b default", out.stderr[-2000:]
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "default default default", out.stderr[-2000:]
