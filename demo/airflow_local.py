@@ -123,7 +123,8 @@ class AirflowLocal:
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE": "3",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW": "5",
-            # demo/preload: airflow_local_settings.py pre-imports the DAG's modules (its doc)
+            # demo/preload: the harness's airflow_local_settings.py (the DAG's modules
+            # pre-imported before tasks fork; the Celery queue pins): its doc
             "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT), str(ROOT / "demo" / "preload")]),
             "XDG_RUNTIME_DIR": str(self.home / "runtime"),
             **(env or {}),

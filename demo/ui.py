@@ -198,7 +198,7 @@ class Deployment:
             if self.executor == "celery":
                 self.plans_dir = s3_plans(self.plans_dir or ROOT / "include" / "plans", self.workdir / "plans")
                 env[self.s3.env_var(S3_CONN_ID)] = self.s3.connection_json()
-                if self.pin_queues:
+                if self.pin_queues:  # applied by demo/preload/airflow_local_settings.py's task_policy
                     env["SOAK_PIN_QUEUES"] = json.dumps(self.pin_queues)
             if self.plans_dir:
                 env["MIGRATION_SOAK_PLANS_DIR"] = str(self.plans_dir)
@@ -213,7 +213,7 @@ class Deployment:
                 from demo.celery_cluster import celery_env
 
                 env.update(celery_env(self.network, self.redis, metadata))
-                more["host"] = self.network.host  # SOAK_PIN_QUEUES: demo/preload/airflow_local_settings.py
+                more["host"] = self.network.host
             self.airflow = LoginAirflow(self.workdir / "airflow", env, self.password, sql_alchemy_conn=metadata,
                                         port=self.port, parallelism=self.parallelism, **more)
             self.airflow.__enter__()
