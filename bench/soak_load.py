@@ -49,7 +49,7 @@ from demo import postgres  # noqa: E402
 from demo.seed import EXECUTIONS_PER_USER, create_staging  # noqa: E402
 from migration_soak import clock, fingerprint, sources  # noqa: E402
 from migration_soak.migrate import LedgerBackend  # noqa: E402
-from migration_soak.pgconn import PgTarget  # noqa: E402
+from migration_soak.pgconn import PgTarget, split_table  # noqa: E402
 from migration_soak.plan import SQL_DIR, Check, Plan, load_plan  # noqa: E402
 
 #: The issue's goal: the checks' DB time over one whole 24 h default-plan soak, seconds.
@@ -70,6 +70,9 @@ OLD_METRICS_SQL = """SELECT
   (SELECT COUNT(*) FROM execution_logs WHERE status = 'ERROR' AND "createdAt" > NOW() - INTERVAL '1 hour') as errors_last_hour;
 """
 METRICS = "database_metrics.sql"
+#: The fingerprint's row hash and check hash before issue 14 item 3 (format iblt-v1), the "before" figure.
+V1_HASHES = (("hash_record_extended(ROW(", "hashtextextended(ROW("), ("), 1) AS vh", ")::text, 1) AS vh"),
+             ("hashint8extended(vh, 2)", "('x' || left(md5(vh::text), 16))::bit(64)::bigint"))
 
 
 @dataclass
@@ -228,20 +231,40 @@ def measure_check(plan: Plan, check: Check, context: sources.Context, repeat: in
     return [row]
 
 
+def v1_scan(target: PgTarget, fp: fingerprint.Fingerprint, *, take: bool) -> None:
+    """The fingerprint's one statement as format iblt-v1 ran it (``ROW(...)::text`` hashed,
+    ``md5`` for the check hash), in the same read-only session; ``take``: as ``take`` ran it
+    (every row, ``max(createdAt)``), else as ``compare`` does. The Python decoding (a few ms)
+    is not run: the figure is the database's."""
+    schema, name = split_table(fp.table)
+    with fingerprint._reading(target, "v1 scan", fingerprint.STATEMENT_TIMEOUT_MS) as cur:
+        present = fingerprint._columns_of(cur, schema, name)
+        statement = fingerprint._scan_sql(
+            schema, name, fp.key, fp.columns, present, max_of=fp.created_column if take else None,
+            restrict=None if take else fp.created_column, cells=fp.cells, buckets=len(fp.buckets["n"]))
+        text = statement.as_string(cur)
+        for new, old in V1_HASHES:
+            assert new in text, new
+            text = text.replace(new, old)
+        cur.execute(text, {"created_max": fp.created_max})
+        cur.fetchall()
+
+
 def data_loss_rows(plan: Plan, check: Check, context: sources.Context, repeat: int, target: PgTarget) -> list[Row]:
-    """``data_loss``'s two readings: the exact ``compare`` (hour 0, each phase's end) and
-    ``compare_keys`` (the other ticks; before, each was a ``compare``)."""
+    """``data_loss``'s two readings: the exact ``compare`` (hour 0 and the soak's end) and
+    ``compare_keys`` (the other ticks); before, each of the 11 was a v1 ``compare``."""
     from migration_soak.sources.data_loss import baseline_of
 
     before = baseline_of(check, context)
     exact, keys = data_loss_readings(plan, check)
     values_ms, loss = timed(lambda: fingerprint.compare(before, target), repeat)
+    v1_ms, _ = timed(lambda: v1_scan(target, before, take=False), repeat)
     keys_ms, reading = timed(lambda: fingerprint.compare_keys(before, target), repeat)
     return [
         Row("data_loss (values)", "fingerprint", f"compare {before.table}", values_ms, exact,
-            note=f"exact: rows and preserved values; {loss.lost} lost"),
+            note=f"exact: rows and preserved values; {loss.lost} lost; before: the v1 statement", before_ms=v1_ms),
         Row("data_loss (keys)", "fingerprint", f"compare_keys {before.table}", keys_ms, keys,
-            note=f"rows only (keys intact: {reading.intact}); before: a compare each", before_ms=values_ms),
+            note=f"rows only (keys intact: {reading.intact}); before: a v1 compare each", before_ms=v1_ms),
     ]
 
 
@@ -291,6 +314,9 @@ def alternatives(plan: Plan, before: fingerprint.Fingerprint, target: PgTarget, 
     out.append(("database_metrics.sql: before (COUNT(*)) vs now", old_ms, est_ms, f"{metrics_runs} readings a soak",
                 None))
     cmp_ms, loss = timed(lambda: fingerprint.compare(before, target), repeat)
+    v1_ms, _ = timed(lambda: v1_scan(target, before, take=False), repeat)
+    out.append(("data loss: fingerprint compare, v1 statement vs v2 (compare)", v1_ms, cmp_ms,
+                "v1: ROW(...)::text hashed, md5 check; v2: hash_record_extended, hashint8extended", None))
     key_ms, keys = timed(lambda: fingerprint.compare_keys(before, target), repeat)
     with readonly_transaction(conn_id) as cur:
         cur.execute("EXPLAIN SELECT count(*), bit_xor(hashtextextended(id::text, 0)) FROM users")
@@ -312,7 +338,8 @@ def scan_of(lines: list[tuple]) -> str:
     return node.strip().lstrip("-> ").split(" on ")[0]
 
 
-def print_report(args, seed, baseline_s: float, rows: list[Row], alts: list[tuple], server_version: str) -> dict:
+def print_report(args, seed, baseline_s: float, baseline_before_s: float, rows: list[Row], alts: list[tuple],
+                 server_version: str) -> dict:
     """Print the two tables; returns the totals ``{"now_s", "before_s", "backup_now_s"}``."""
     print(f"\n{seed.users:,} users, {seed.execution_logs:,} execution logs, PostgreSQL {server_version}, "
           f"median of {args.repeat} readings (wall time)")
@@ -330,10 +357,12 @@ def print_report(args, seed, baseline_s: float, rows: list[Row], alts: list[tupl
         print(f"{r.check_id:28} {r.kind:12} {ms:>9} {before:>9} {r.count:>8} {r.run_count:>7}  {series:44} "
               f"{r.per_soak_s:>7.2f} {r.before_s:>8.2f} {ratio:>6}  {r.what + ': ' if r.what else ''}{r.note}")
     now = sum(r.per_soak_s for r in rows) + baseline_s
-    before = sum(r.before_s for r in rows) + baseline_s
+    before = sum(r.before_s for r in rows) + baseline_before_s
     backup = sum(r.per_soak_s for r in rows if r.kind == "backup")
-    print(f"{'data_loss (fingerprint take)':28} {'fingerprint':12} {baseline_s * 1000:>9.1f} {baseline_s * 1000:>9.1f} "
-          f"{1:>8} {1:>7}  {'before the migration (record_baseline)':44} {baseline_s:>7.2f} {baseline_s:>8.2f}")
+    print(f"{'data_loss (fingerprint take)':28} {'fingerprint':12} {baseline_s * 1000:>9.1f} "
+          f"{baseline_before_s * 1000:>9.1f} {1:>8} {1:>7}  {'before the migration (record_baseline)':44} "
+          f"{baseline_s:>7.2f} {baseline_before_s:>8.2f} {baseline_s / baseline_before_s:>6.3f}  take users; "
+          "before: the v1 statement")
     print(f"\nTOTAL DB time per 24 h soak: now {now:.1f} s, before {before:.1f} s (ratio now/before "
           f"{now / before:.3f}); goal {GOAL_S:.0f} s: now/goal {now / GOAL_S:.2f}, before/goal {before / GOAL_S:.2f}")
     print(f"  without the passive phase's backup ({backup:.1f} s): now {now - backup:.1f} s, "
@@ -402,6 +431,10 @@ def main(argv=None) -> int:
         print(f"  {rows[-1].check_id}: {rows[-1].per_reading_ms:.1f} ms a wake-up", flush=True)
         before = data_loss.baseline_of(plan.check("data_loss"), context)
         alts = alternatives(plan, before, target, args.repeat)
+        # The take, now and as v1 ran it, on the same table (the recorded one above ran once, cold).
+        take_ms, _ = timed(lambda: fingerprint.take(target, before.table, before.key, before.columns,
+                                                    before.created_column), args.repeat)
+        take_v1_ms, _ = timed(lambda: v1_scan(target, before, take=True), args.repeat)
         conn = target.connect()
         with conn.cursor() as cur:
             cur.execute("SHOW server_version")
@@ -412,13 +445,14 @@ def main(argv=None) -> int:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    baseline_s = next(iter(baseline.values()))["duration_s"]
-    totals = print_report(args, seed, baseline_s, rows, alts, version)
+    baseline_s, baseline_before_s = statistics.median(take_ms) / 1000, statistics.median(take_v1_ms) / 1000
+    totals = print_report(args, seed, baseline_s, baseline_before_s, rows, alts, version)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
             "users": seed.users, "execution_logs": seed.execution_logs, "postgres": version,
             "repeat": args.repeat, **totals, "goal_s": GOAL_S, "fingerprint_take_s": baseline_s,
+            "fingerprint_take_v1_s": baseline_before_s,
             "checks": [{"check": r.check_id, "kind": r.kind, "what": r.what, "times_ms": r.times_ms,
                         "before_ms": r.before_ms, "readings": r.readings, "queries": r.run_count,
                         "per_soak_s": r.per_soak_s, "before_s": r.before_s, "note": r.note} for r in rows],

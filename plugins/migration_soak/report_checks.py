@@ -69,7 +69,7 @@ def _by_phase(mine: list[Observation]) -> dict[str, dict[str, int]]:
 
 def proof_note(after: Sequence[Observation]) -> str:
     """What the readings of a check that reads two ways proved (``data_loss``: evidence
-    ``reading`` ``values`` or ``keys``), e.g. "3 exact readings (...); 8 key-only readings
+    ``reading`` ``values`` or ``keys``), e.g. "2 exact readings (...); 9 key-only readings
     (...)"; "" for other checks. A key-only reading is never counted as proving values."""
     kinds = {"values": 0, "keys": 0}
     for o in after:

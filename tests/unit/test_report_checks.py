@@ -104,14 +104,15 @@ def test_data_loss_says_what_its_exact_and_its_key_only_readings_prove():
 
     from migration_soak.sources.data_loss import exact_due
 
-    readings = [replace(o, evidence={"reading": "values" if exact_due(PLAN, o.phase, o.tick) else "keys"})
+    check = PLAN.check("data_loss")
+    readings = [replace(o, evidence={"reading": "values" if exact_due(PLAN, o.phase, o.tick, check) else "keys"})
                 for o in every_scheduled("data_loss", 0.0)]
     result = summary("data_loss", readings)
     assert result.outcome == "met"
-    assert ("3 exact readings (every row and every preserved value compared" in result.detail
-            and "8 key-only readings (rows only: they prove no row was lost, not that the values are intact)"
+    assert ("2 exact readings (every row and every preserved value compared" in result.detail
+            and "9 key-only readings (rows only: they prove no row was lost, not that the values are intact)"
             in result.detail)
     # an error reading proves nothing; other checks carry no such note
     readings[1] = replace(readings[1], value=None, status="error")
-    assert "7 key-only readings" in summary("data_loss", readings).detail
+    assert "8 key-only readings" in summary("data_loss", readings).detail
     assert "key-only" not in summary("login_p95", every_scheduled("login_p95", 200.0)).detail

@@ -7,9 +7,9 @@ Before the migration, :func:`record_baseline` fingerprints the table of every
 reads the table against that event, one of two ways (evidence ``reading``):
 
 - ``values`` (``fingerprint.compare``): every row and every preserved value compared
-  exactly; the value is ``rows_lost + values_lost``. At hour 0, at each phase's last
-  tick (the passive phase's is the soak's end, just before the verdict) and at any
-  unscheduled reading: 25 s at 10 M users.
+  exactly; the value is ``rows_lost + values_lost``. At hour 0, at the soak's end (the
+  passive phase's last tick, just before the verdict) and at any unscheduled reading:
+  about 13 s at 10 M users (bench/README.md).
 - ``keys`` (``fingerprint.compare_keys``): the other ticks; the count and digest of the
   keys of the fingerprinted rows (0.9 s at 10 M users). It proves no row was lost, not
   that the values are intact; when it finds a difference (or a preserved column gone) the
@@ -44,16 +44,19 @@ PROVES = {
 }
 
 
-def exact_due(plan: Plan | None, phase: str | None, tick: int | None) -> bool:
+def exact_due(plan: Plan | None, phase: str | None, tick: int | None, check: Check | None = None) -> bool:
     """Whether this reading compares every preserved value (``values``) rather than the
-    keys only: hour 0, the last tick of a phase (the passive phase's is the soak's end,
-    before the verdict), the baseline, and any unscheduled reading."""
+    keys only: hour 0, the soak's end (the last tick of the last of ``check``'s phases, in
+    the plan's order: the passive phase's, the reading just before the verdict; without a
+    check, the plan's last phase), the baseline, and any unscheduled reading."""
     if plan is None or phase is None or tick is None or phase in ("hour0", "baseline"):
         return True
     try:
-        return tick >= len(clock.offsets(plan, phase))
+        ticks = len(clock.offsets(plan, phase))
     except (KeyError, ValueError):  # a phase the plan does not know: read exactly
         return True
+    own = [p.name for p in plan.phases if check is None or check.phases == "all" or p.name in check.phases]
+    return tick >= ticks and (not own or phase == own[-1])
 
 
 def measure(check: Check, ctx: SourceContext) -> Measurement:
@@ -72,7 +75,7 @@ def measure(check: Check, ctx: SourceContext) -> Measurement:
     before = baseline_of(check, ctx.need_run(check))
     target = PgTarget.from_airflow(ctx.need_staging(check))
     found: dict[str, Any] = {}
-    if not exact_due(ctx.plan, ctx.phase, ctx.tick):
+    if not exact_due(ctx.plan, ctx.phase, ctx.tick, check):
         keys = fingerprint.compare_keys(before, target)
         if keys.intact:
             return Measurement(0.0, {"reading": "keys", "proves": PROVES["keys"], **keys.to_dict()})
