@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 
 from migration_soak import clock, judge, sources
@@ -225,12 +226,13 @@ def new_alerts(plan: Plan, store: Store, run_id: str, obs: list[Observation], ch
 
 
 def guard_due(plan: Plan, store: Store, run_id: str, hour0: datetime, time_scale: float,
-              now: datetime | None = None) -> GuardProgress:
+              now: datetime | None = None, held: dict[str, Any] | None = None) -> GuardProgress:
     """One guard wake-up: measure every guard check for the latest due guard tick that is
     not recorded yet, then judge the NO-GO criteria and alerts that read the guard checks.
 
     The SQL checks of one wake-up share one database connection (``sql.one_connection``),
-    each in its own read-only transaction. Only the latest due tick is measured: a reading taken now is a reading of now, and an
+    each in its own read-only transaction; ``held`` (the guard trigger's) keeps it for the
+    next wake-up (one login a trigger, not one a wake-up). Only the latest due tick is measured: a reading taken now is a reading of now, and an
     older tick missed (the triggerer was busy or down) is a gap the judge sees as one (a
     ``sustained`` window it leaves uncovered is not judged). Re-running it for a tick
     already recorded measures nothing and judges nothing again.
@@ -248,7 +250,7 @@ def guard_due(plan: Plan, store: Store, run_id: str, hour0: datetime, time_scale
     checks = set(plan.guard.checks)
     if due >= 1:
         tick = clock.tick_at(plan, "guard", hour0, time_scale, due)
-        with one_connection():  # one login a wake-up for all the guard's SQL checks
+        with one_connection(held):  # one login for all the guard's SQL checks (a trigger's life when held)
             for check_id in sorted(checks - store.checks_at(run_id, "guard", due)):
                 reading = take(plan, check_id, "guard", tick, run_id, store)
                 if store.record(reading):

@@ -6,6 +6,7 @@ transaction with the soak's ``statement_timeout`` and application name."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -132,3 +133,26 @@ def test_one_connection_a_wake_keeps_each_readings_transaction_settings(staging)
     # outside the block, a connection per transaction as before
     pids = {sql_source.run_readonly("soak_staging", "SELECT pg_backend_pid()")[1][0][0] for _ in range(2)}
     assert len(pids) == 2
+
+
+def test_a_held_connection_serves_later_blocks_and_is_replaced_when_the_server_drops_it(staging):
+    """The guard trigger's connection: one login across wake-ups, idle and outside any
+    transaction in between, a new login when the server has closed it; never an error."""
+    held: dict = {}
+
+    def pid() -> int:
+        with sql_source.one_connection(held):
+            return sql_source.run_readonly("soak_staging", "SELECT pg_backend_pid()")[1][0][0]
+
+    first = pid()
+    assert pid() == first and list(held) == ["soak_staging"]  # a second wake-up: the same backend
+    state = query(staging, "SELECT state, backend_xid, backend_xmin FROM pg_stat_activity WHERE pid = %s", (first,))
+    assert state == [("idle", None, None)]  # nothing held between wake-ups: no transaction, no snapshot
+    query(staging, "SELECT pg_terminate_backend(%s)", (first,))
+    time.sleep(0.2)
+    second = pid()  # the server dropped it: a new login, the reading still taken
+    assert second != first and held["soak_staging"].closed == 0
+    sql_source.close_held(held)
+    assert held == {}
+    time.sleep(0.2)
+    assert query(staging, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (second,)) == [(0,)]

@@ -140,13 +140,27 @@ def test_guard_trigger_hands_back_a_no_go_it_recorded(on_store, staging, tmp_pat
     assert isinstance(first_event(GuardTrigger("g1", str(path), hour0, 60, "c", poll_seconds=0.2)), TaskSuccessEvent)
 
 
-def test_guard_trigger_hands_back_alerts_then_ends_the_task_at_the_soak_end(on_store, staging, tmp_path):
+def test_guard_trigger_hands_back_alerts_then_ends_the_task_at_the_soak_end(on_store, staging, tmp_path, monkeypatch):
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    logins, opened = [], []
+    login = PostgresHook.get_conn
+
+    def counted(self):
+        logins.append(self.postgres_conn_id)
+        opened.append(login(self))
+        return opened[-1]
+
+    monkeypatch.setattr(PostgresHook, "get_conn", counted)
     path, plan = guard_plan(tmp_path, alert_above=0.0)
     hour0 = now()
     began = time.monotonic()
     event = first_event(GuardTrigger("g2", str(path), hour0, 60, "c", poll_seconds=0.2))
     assert event.payload["kind"] == "alerts" and [a["alert"] for a in event.payload["alerts"]] == ["pool_busy"]
     assert 2.9 <= time.monotonic() - began < 6  # ticks 1, 2, 3 (a second apart): 2 minutes covered at tick 3
+    # three wake-ups, two SQL checks each, one login: the trigger kept its connection, and closed it at its end
+    assert logins == ["soak_staging"]
+    assert all(c.closed for c in opened)
     on_store.add_event("g2", "alert", {"alert": "pool_busy", "text": "posted"})
     # waits again from where the store says it is; the 6-minute soak ends after tick 6
     end = first_event(GuardTrigger("g2", str(path), hour0, 60, "c", poll_seconds=0.2))

@@ -232,16 +232,30 @@ class GuardTrigger(BaseTrigger):
             "run_id": self.run_id, "plan": self.plan, "hour0": self.hour0.isoformat(),
             "time_scale": self.time_scale, "store_conn_id": self.store_conn_id, "poll_seconds": self.poll_seconds})
 
-    def _wake(self):
+    def _wake(self, held: dict[str, Any]):
         from migration_soak import observe
         from migration_soak.plan import load_plan
 
         plan = load_plan(self.plan)
-        return observe.guard_due(plan, _store(self.store_conn_id), self.run_id, self.hour0, self.time_scale)
+        return observe.guard_due(plan, _store(self.store_conn_id), self.run_id, self.hour0, self.time_scale,
+                                 held=held)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        from migration_soak.sources.sql import close_held
+
+        # The staging connection of the guard's SQL checks, kept between wake-ups: one login
+        # for the trigger's life instead of 1 440 a soak (idle and outside any transaction
+        # in between; replaced if the server drops it). Closed however the trigger ends.
+        held: dict[str, Any] = {}
+        try:
+            async for event in self._guard(held):
+                yield event
+        finally:
+            close_held(held)
+
+    async def _guard(self, held: dict[str, Any]) -> AsyncIterator[TriggerEvent]:
         while True:
-            progress = await in_thread(self._wake)
+            progress = await in_thread(lambda: self._wake(held))
             for o in progress.recorded:
                 log_reading(self.log, f"guard {o.check_id}", o)
             if progress.breached_now:

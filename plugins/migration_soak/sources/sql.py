@@ -10,6 +10,7 @@ Design notes: docs/design.md#sourcessqlpy
 from __future__ import annotations
 
 import contextvars
+import logging
 import re
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -18,6 +19,8 @@ from migration_soak.exceptions import MeasurementError
 from migration_soak.pgconn import APPLICATION_NAME
 from migration_soak.plan import SQL_DIR, Check, SqlSource
 from migration_soak.sources import Measurement, SourceContext, spec_of, sql_guard
+
+log = logging.getLogger(__name__)
 
 #: ``statement_timeout`` of every check query, in milliseconds (PostgreSQL docs,
 #: "statement_timeout": the server cancels a statement running longer, SQLSTATE 57014).
@@ -36,27 +39,44 @@ _REUSED: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
 
 
 @contextmanager
-def one_connection() -> Iterator[None]:
+def one_connection(held: dict[str, Any] | None = None) -> Iterator[None]:
     """Within the block (one thread), :func:`readonly_transaction` opens one connection per
     connection id and reuses it for each transaction, closing them all at the end: the
     guard's SQL checks of one wake-up share one login (8 ms each on a local server). Each
     reading keeps its own read-only transaction, ``statement_timeout`` and application
     name, all transaction-local and rolled back; a connection that fails its rollback is
-    dropped and the next reading opens another."""
+    dropped and the next reading opens another.
+
+    ``held``: ``{conn_id: connection}`` that the caller keeps between blocks (the guard's
+    trigger, for its life: one login a trigger instead of one a wake-up); its connections
+    are reused and left open at the end, idle and outside any transaction, and the caller
+    closes them (:func:`close_held`). A held connection the server or the network closed
+    meanwhile is replaced at its next use (:func:`readonly_transaction`)."""
     if _REUSED.get() is not None:  # nested: the outer block owns the connections
         yield
         return
-    token = _REUSED.set({})
+    token = _REUSED.set(held if held is not None else {})
     try:
         yield
     finally:
         opened = _REUSED.get() or {}
         _REUSED.reset(token)
-        for conn in opened.values():
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection: nothing left to do
-                pass
+        if held is None:
+            close_held(opened)
+
+
+def close_held(held: dict[str, Any]) -> None:
+    """Close and forget the connections of ``held`` (see :func:`one_connection`); never raises."""
+    for conn in list(held.values()):
+        _close_quietly(conn)
+    held.clear()
+
+
+def _close_quietly(conn: Any) -> None:
+    try:
+        conn.close()
+    except Exception:  # noqa: BLE001 - closing a broken connection: nothing left to do
+        pass
 
 
 def _timeout_ms(given: int | None) -> int:
@@ -86,14 +106,26 @@ def readonly_transaction(conn_id: str, statement_timeout_ms: int | None = None) 
     # Any: a psycopg2 or psycopg 3 connection; the provider's CompatConnection protocol
     # does not declare rollback() or close(), which both drivers have.
     conn: Any = reused.get(conn_id) if reused is not None else None
+    began = False
+    if conn is not None:
+        try:  # a connection kept from an earlier transaction: the server may have closed it since
+            with conn.cursor() as cur:
+                cur.execute("SET TRANSACTION READ ONLY")
+            began = True
+        except Exception:  # noqa: BLE001 - dropped (idle timeout, restart, network): a new login
+            log.info("connection %s kept from an earlier reading is gone; opening another", conn_id)
+            reused.pop(conn_id, None)
+            _close_quietly(conn)
+            conn = None
     if conn is None:
         conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
         if reused is not None:
             reused[conn_id] = conn
     try:
         with conn.cursor() as cur:
-            # First statement of the implicit transaction (psycopg2 and psycopg 3 alike).
-            cur.execute("SET TRANSACTION READ ONLY")
+            if not began:
+                # First statement of the implicit transaction (psycopg2 and psycopg 3 alike).
+                cur.execute("SET TRANSACTION READ ONLY")
             # LOCAL: both end with our rollback, so the next client of a pooled server
             # connection never inherits them. The name keeps the soak's own queries out of
             # the database log's slow-query checks (the same name as PgTarget and the
