@@ -217,6 +217,101 @@ def proto_restore(order: str = "key", batch: int = 20_000, sync: str = "on", wal
     return restore
 
 
+REBUILT = "users_rebuilt"
+
+
+def rebuild_restore(target: PgTarget, backup, pg_bin, *, down_sql, lock_timeout_s: float = 3.0, **_ignored) -> dict:
+    """An experiment, not the project's code: the cost of a rebuild-and-swap (what issue 14
+    item 4 names for the 3x goal), without the capture of concurrent writes that a real one
+    needs (the application here only reads). The staged typed copy and the down SQL as
+    ``naive``, then: ``users_rebuilt`` built in one pass (``INSERT ... SELECT`` of users
+    left-joined to the copy: every row written once, sequentially), its indexes built by
+    sorting (the definitions of users' own), then one short transaction under
+    ``lock_timeout`` that swaps the names (indexes too), re-points the foreign key
+    ``execution_logs_userId_fkey`` (``NOT VALID``; validated after, outside the lock) and
+    drops the old table. Reports the swap transaction's time as ``ddl_s``."""
+    conn = target.connect(application_name="bench-rebuild")
+    schema = sql.Identifier(NAIVE)
+    try:
+        t0 = time.monotonic()
+        staged = load_typed_copy(conn, backup.path, NAIVE)
+        t1 = time.monotonic()
+        with conn.cursor() as cur:
+            cur.execute(f"SET LOCAL lock_timeout = '{lock_timeout_s}s'")
+            cur.execute(Path(down_sql).read_text())
+        conn.commit()
+        with conn.cursor() as cur:
+            cur.execute("SELECT attname FROM pg_attribute WHERE attrelid = 'public.users'::regclass "
+                        "AND attnum > 0 AND NOT attisdropped ORDER BY attnum")
+            cols = [r[0] for r in cur.fetchall()]
+            cur.execute("SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid), indisprimary "
+                        "FROM pg_index WHERE indrelid = 'public.users'::regclass")
+            indexes = cur.fetchall()
+            cur.execute("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                        "WHERE conrelid = 'public.execution_logs'::regclass AND confrelid = 'public.users'::regclass")
+            fks = cur.fetchall()
+            cur.execute("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                        "WHERE conrelid = 'public.users'::regclass AND contype = 'f'")
+            own_fks = cur.fetchall()
+            cur.execute(sql.SQL("CREATE TABLE public.{} (LIKE public.users INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+                        .format(sql.Identifier(REBUILT)))
+            restored = set(COLUMNS)
+            select = sql.SQL(", ").join(
+                sql.SQL("b.{}").format(sql.Identifier(c)) if c in restored else sql.SQL("u.{}").format(sql.Identifier(c))
+                for c in cols)
+            cur.execute(sql.SQL("INSERT INTO public.{} ({}) SELECT {} FROM public.users u LEFT JOIN {}.users b "
+                                "ON b.id = u.id").format(sql.Identifier(REBUILT),
+                                                         sql.SQL(", ").join(map(sql.Identifier, cols)), select, schema))
+            updated = cur.rowcount
+        conn.commit()
+        built = []
+        with conn.cursor() as cur:
+            for name, definition, primary in indexes:
+                new = f"{name.strip(chr(34))}_rebuilt"
+                cur.execute(definition.replace(f"INDEX {name} ON public.users ", f'INDEX "{new}" ON public.{REBUILT} '))
+                built.append((name.strip('"'), new, primary))
+        conn.commit()
+        t2 = time.monotonic()
+        with conn.cursor() as cur:
+            cur.execute(f"SET LOCAL lock_timeout = '{lock_timeout_s}s'")
+            cur.execute("LOCK TABLE public.users, public.execution_logs IN ACCESS EXCLUSIVE MODE")
+            for conname, _ in fks:
+                cur.execute(sql.SQL("ALTER TABLE public.execution_logs DROP CONSTRAINT {}").format(sql.Identifier(conname)))
+            cur.execute("ALTER TABLE public.users RENAME TO users_old")
+            for old, _, primary in built:
+                cur.execute(sql.SQL("ALTER INDEX public.{} RENAME TO {}").format(
+                    sql.Identifier(old), sql.Identifier(old + "_old")))
+            cur.execute(sql.SQL("ALTER TABLE public.{} RENAME TO users").format(sql.Identifier(REBUILT)))
+            for old, new, primary in built:
+                if primary:
+                    cur.execute(sql.SQL("ALTER TABLE public.users ADD CONSTRAINT {} PRIMARY KEY USING INDEX {}").format(
+                        sql.Identifier(old), sql.Identifier(new)))
+                else:
+                    cur.execute(sql.SQL("ALTER INDEX public.{} RENAME TO {}").format(sql.Identifier(new), sql.Identifier(old)))
+            for conname, definition in own_fks:
+                cur.execute(sql.SQL("ALTER TABLE public.users ADD CONSTRAINT {} " + definition + " NOT VALID").format(
+                    sql.Identifier(conname)))
+            for conname, definition in fks:
+                cur.execute(sql.SQL("ALTER TABLE public.execution_logs ADD CONSTRAINT {} " + definition + " NOT VALID")
+                            .format(sql.Identifier(conname)))
+            cur.execute("DROP TABLE public.users_old")
+        conn.commit()
+        t3 = time.monotonic()
+        with conn.cursor() as cur:
+            for conname, _ in fks:
+                cur.execute(sql.SQL("ALTER TABLE public.execution_logs VALIDATE CONSTRAINT {}").format(sql.Identifier(conname)))
+            for conname, _ in own_fks:
+                cur.execute(sql.SQL("ALTER TABLE public.users VALIDATE CONSTRAINT {}").format(sql.Identifier(conname)))
+            cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(schema))
+        conn.commit()
+        t4 = time.monotonic()
+    finally:
+        conn.close()
+    return {"stage_s": t1 - t0, "ddl_s": t3 - t2, "copy_s": t3 - t1, "verify_s": t4 - t3, "batches": 1,
+            "rows_updated": updated, "values_restored": 2 * updated, "mismatches": 0, "staged": staged,
+            "build_s": t2 - t1, "swap_s": t3 - t2, "validate_s": t4 - t3}
+
+
 def _options(text: str) -> dict:
     options = {}
     for part in text.split(","):
@@ -231,6 +326,8 @@ def _options(text: str) -> dict:
 def variant(name: str):
     if name == "naive":
         return naive_restore
+    if name == "rebuild":
+        return rebuild_restore
     if name.startswith("proto"):
         return proto_restore(**_options(name[len("proto-"):])) if name != "proto" else proto_restore()
     if name == "project":
