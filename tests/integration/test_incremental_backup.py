@@ -282,6 +282,22 @@ def test_a_table_without_a_one_column_primary_key_is_refused(seeded, tmp_path):
     assert not (tmp_path / "incremental" / "inc_k" / "manifest.json").exists()
 
 
+SESSION = ("SELECT current_setting('statement_timeout'), current_setting('TimeZone'), current_setting('DateStyle'), "
+           "current_setting('IntervalStyle'), current_setting('extra_float_digits'), "
+           "current_setting('transaction_read_only'), current_setting('transaction_isolation')")
+
+
+def test_an_increment_through_a_transaction_pooler_leaves_nothing_behind(seeded, pgbouncer, tmp_path):
+    pooled = pgbouncer.target(seeded.database)
+    clean = query(seeded, SESSION)
+    first = take_increment(pooled, storage(tmp_path), "inc_p1", ["users"], None)
+    users_changes(seeded, updated=["usr_0000009"])
+    second = take_increment(pooled, storage(tmp_path), "inc_p2", ["users"], first.watermark)
+    assert first_fields(kept_lines(second, "public.users", "rows")) == {"usr_0000009"}
+    # The next client of the pool's one server connection finds none of the increment's settings.
+    assert query(pooled, SESSION) == clean
+
+
 # --- the source ---------------------------------------------------------------------------
 
 
