@@ -16,7 +16,8 @@ Prints, per check: source, DB time per reading (median of the repeats), readings
 baseline hour; ``migration_soak.clock.offsets``) and those that query the database now,
 DB time per 24 h now and before issue 14 item 3 (measured in the same run: the old
 ``database_metrics.sql`` with ``COUNT(*)``, one query per check reading a file, the exact
-fingerprint ``compare`` at every ``data_loss`` reading, a connection per guard reading),
+fingerprint ``compare`` at every ``data_loss`` reading, a connection per guard reading,
+a full dump of the passive phase's backup tables where it now keeps an increment),
 with the ratio; the totals against the issue's goal (60 s a soak); and the alternatives
 side by side (``pg_class.reltuples`` against ``COUNT(*)``, ``compare_keys`` against
 ``compare``, a query inside ``sql.one_connection`` against ``run_readonly``'s
@@ -48,6 +49,7 @@ sys.path[:0] = [str(REPO), str(REPO / "plugins")]
 from demo import postgres  # noqa: E402
 from demo.seed import EXECUTIONS_PER_USER, create_staging  # noqa: E402
 from migration_soak import clock, fingerprint, sources  # noqa: E402
+from migration_soak.increment import current_watermark  # noqa: E402
 from migration_soak.migrate import LedgerBackend  # noqa: E402
 from migration_soak.pgconn import PgTarget, split_table  # noqa: E402
 from migration_soak.plan import SQL_DIR, Check, Plan, load_plan  # noqa: E402
@@ -204,7 +206,7 @@ def measure_check(plan: Plan, check: Check, context: sources.Context, repeat: in
     if guard_sql:
         readings.pop("guard", None)
     what = {"sql": getattr(src, "sql", ""), "fingerprint": f"compare {getattr(src, 'table', '')}",
-            "backup": f"pg_dump {', '.join(getattr(src, 'tables', []))}"}.get(kind, "")
+            "backup": f"increment of {', '.join(getattr(src, 'tables', []))}"}.get(kind, "")
     row = Row(check.id, kind, what, readings=readings)
     if kind == "authorizer_sync":
         from migration_soak.sources.authorizer_sync import sample_ids
@@ -226,8 +228,18 @@ def measure_check(plan: Plan, check: Check, context: sources.Context, repeat: in
         if guard_sql:
             row.note += "; its guard readings: the guard row"
     if kind == "backup":
-        row.note += (f", {result.evidence['size_bytes'] / 2**20:.0f} MiB, take_backup "
-                     f"{result.evidence['duration_s']:.1f} s (dump + read-back)")
+        from migration_soak.backup_storage import take_kept_backup
+        from migration_soak.sources.incremental_backup import incremental_root
+
+        ev = result.evidence
+        root, bin_dir = incremental_root(plan), plan.path(plan.pg_bin_dir)
+        labels = iter(range(1, repeat + 1))
+        row.before_ms, full = timed(
+            lambda: take_kept_backup(target, root, bin_dir, f"full_{next(labels)}", tables=src.tables), repeat)
+        rows_changed = sum(t["rows"] for t in ev["tables"].values())
+        row.note += (f", {ev['size_bytes'] / 2**20:.0f} MiB ({ev['base']} since {ev['since_from']}: {rows_changed} "
+                     f"rows changed, {sum(t['keys'] for t in ev['tables'].values())} keys); before: a full dump "
+                     f"(take_kept_backup, {full.size_bytes / 2**20:.0f} MiB)")
     return [row]
 
 
@@ -363,14 +375,15 @@ def print_report(args, seed, baseline_s: float, baseline_before_s: float, rows: 
     now = sum(r.per_soak_s for r in rows) + baseline_s
     before = sum(r.before_s for r in rows) + baseline_before_s
     backup = sum(r.per_soak_s for r in rows if r.kind == "backup")
+    backup_before = sum(r.before_s for r in rows if r.kind == "backup")
     print(f"{'data_loss (fingerprint take)':28} {'fingerprint':12} {baseline_s * 1000:>9.1f} "
           f"{baseline_before_s * 1000:>9.1f} {1:>8} {1:>7}  {'before the migration (record_baseline)':44} "
           f"{baseline_s:>7.2f} {baseline_before_s:>8.2f} {baseline_s / baseline_before_s:>6.3f}  take users; "
           "before: the v1 statement")
     print(f"\nTOTAL DB time per 24 h soak: now {now:.1f} s, before {before:.1f} s (ratio now/before "
           f"{now / before:.3f}); goal {GOAL_S:.0f} s: now/goal {now / GOAL_S:.2f}, before/goal {before / GOAL_S:.2f}")
-    print(f"  without the passive phase's backup ({backup:.1f} s): now {now - backup:.1f} s, "
-          f"before {before - backup:.1f} s")
+    print(f"  without the passive phase's backup (now {backup:.1f} s, before {backup_before:.1f} s): now "
+          f"{now - backup:.1f} s, before {before - backup_before:.1f} s")
 
     print("\nBefore and after on the same data (median ms, ratio now/before):")
     for what, old_ms, new_ms, note, _ in alts:
@@ -411,6 +424,9 @@ def main(argv=None) -> int:
 
         store = Store.from_airflow(plan.connections.store)
         store.create_schema()
+        # The pre-migration backup's watermark, as the DAG's backup task records it: the
+        # passive phase's increments start there (no rows change here: key lists only).
+        store.add_event(RUN_ID, "backup", {"watermark": current_watermark(target)})
         baseline = data_loss.record_baseline(plan, RUN_ID, store, target)
         m = plan.migration
         deployed = LedgerBackend(target, plan.path(m.migrations_dir), lock_timeout_s=m.lock_timeout_s).deploy()

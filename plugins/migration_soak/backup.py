@@ -25,6 +25,7 @@ from typing import Any, Iterable, Sequence
 
 from migration_soak import archive
 from migration_soak.exceptions import BackupError
+from migration_soak.increment import current_watermark
 from migration_soak.pgconn import PgTarget, split_table
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,11 @@ class BackupRecord:
             (``file:///...``, ``s3://bucket/...``); empty for a dump that only exists
             at ``path``.
         storage_conn_id: the Airflow connection of that storage, or ``None``.
+        watermark: ``increment.current_watermark`` read on its own connection just before
+            ``pg_dump`` started (an ``xid8`` as text): every row the dump may lack was
+            written by a transaction at or above it, so the first increment since it
+            completes the chain. ``None`` in records from before, in a reused record, or
+            when it could not be read (the first increment is then whole tables).
     """
 
     path: Path | None
@@ -79,6 +85,7 @@ class BackupRecord:
     reused: bool = False
     location: str = ""
     storage_conn_id: str | None = None
+    watermark: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON types only: ``path`` as str (or ``None``), ``tables`` as list, ``created_at`` ISO 8601."""
@@ -94,6 +101,7 @@ class BackupRecord:
             "reused": self.reused,
             "location": self.location,
             "storage_conn_id": self.storage_conn_id,
+            "watermark": self.watermark,
         }
 
     @classmethod
@@ -112,6 +120,7 @@ class BackupRecord:
                 reused=bool(data.get("reused", False)),
                 location=str(data.get("location") or ""),
                 storage_conn_id=data.get("storage_conn_id"),
+                watermark=None if data.get("watermark") is None else str(data["watermark"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BackupError(f"not a backup record: {type(exc).__name__}: {exc}") from None
@@ -232,7 +241,8 @@ def take_backup(
     """Dump ``target`` to ``dest_dir/<label>.dump`` and verify it by reading it back whole.
 
     Steps: refuse a ``pg_dump`` whose major version is older than the server's (it
-    would fail or produce an incomplete dump); ``pg_dump --format=custom --compress=0``
+    would fail or produce an incomplete dump); read the watermark (``BackupRecord.watermark``,
+    on its own connection, just before the dump starts); ``pg_dump --format=custom --compress=0``
     to a pipe, compressed (zstd) into a hidden temporary file in ``dest_dir`` (created
     0600: the dump holds password hashes) while that file is read back whole as it grows
     (``archive.write_and_read_back``: ``pg_restore -f /dev/null`` reads every data block
@@ -295,6 +305,7 @@ def take_backup(
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.close(fd)
     try:
+        watermark = _watermark(target)
         argv = pg_dump_argv(pg_dump, lock_wait_timeout_s, tables)
         log.info("pg_dump of %s to %s (zstd, read back while written)", target.describe(), final)
         written = archive.write_and_read_back(argv, target.child_env(), tmp, pg_restore, timeout_s=timeout_s,
@@ -313,12 +324,24 @@ def take_backup(
         server_version=server_version,
         tables=check.tables,
         created_at=datetime.now(timezone.utc),
+        watermark=watermark,
     )
     log.info(
         "backup %s: %d bytes (archive %d bytes uncompressed), sha256 %s, %d tables with data, %.1f s",
         final, record.size_bytes, written.archive_bytes, record.sha256, len(record.tables), record.duration_s,
     )
     return record
+
+
+def _watermark(target: PgTarget) -> str | None:
+    """``increment.current_watermark`` just before ``pg_dump`` starts, or ``None`` (logged)
+    when it cannot be read: the backup does not depend on it, the first increment then
+    copies whole tables."""
+    try:
+        return current_watermark(target)
+    except BackupError as exc:
+        log.warning("no watermark for the backup (the first increment will copy whole tables): %s", exc)
+        return None
 
 
 def _reuse(final: Path, pg_bin_dir: Path | None, required_tables: Sequence[str], timeout_s: float,

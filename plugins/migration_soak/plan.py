@@ -261,7 +261,9 @@ class FingerprintSource(_Model):
 
 class BackupSource(_Model):
     """An incremental backup of the affected ``tables`` (seed "Backup incremental creado"):
-    ``pg_dump`` of those tables, read back whole; value 1 when it verified, else 0."""
+    the rows changed since the previous backup of the run and the key lists
+    (``increment.py``; each table needs a one-column primary key), read back whole; value 1
+    when it verified (a failure is an ``error`` observation)."""
 
     kind: Literal["backup"]
     tables: list[str] = Field(min_length=1)

@@ -1,0 +1,618 @@
+"""Incremental backups: the rows of some tables inserted or updated since a watermark, plus
+each table's whole key list (so deletions are known), kept and read back whole.
+
+Runbook (seed, "Horas 9-24: Backup incremental creado"; GO "Backups completados
+exitosamente"). An *increment* is taken in one read-only REPEATABLE READ transaction:
+its *watermark* (``pg_snapshot_xmin`` of that transaction's snapshot, an ``xid8`` as
+text) and, per table, ``COPY (SELECT <columns> WHERE <changed since>) TO STDOUT`` and
+``COPY (SELECT <key>) TO STDOUT``, each streamed through zstd into a file kept under
+``<root>/<label>/`` with a ``manifest.json`` written last. The chain "pre-migration
+``pg_dump`` (its record's ``watermark``) + increments applied in order
+(:func:`apply_increment`)" restores each table as it was at the last increment.
+
+What an increment does **not** capture: DDL (the increment's rows hold the columns the
+table had when it was taken; replay writes only those); sequences; tables not named;
+``TRUNCATE`` (seen only through the key list: rows absent from it are deleted on replay;
+rows inserted again have new ``xmin`` and are in the increment). Replay upserts by the
+primary key, so it may trip another unique index when two changed rows swapped values.
+
+Design notes: docs/design.md#incrementpy
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import zstandard
+from psycopg2 import sql
+
+from migration_soak.exceptions import BackupError
+from migration_soak.pgconn import APPLICATION_NAME, PgTarget, split_table
+
+log = logging.getLogger(__name__)
+
+FORMAT = "increment-v1"
+MANIFEST = "manifest.json"
+ZSTD_LEVEL = 1  # as archive.ZSTD_LEVEL: fast, and the frame carries its XXH64 checksum
+#: ``statement_timeout`` of each statement of an increment (ms): one COPY of a table's rows
+#: or keys (10 M keys: seconds).
+STATEMENT_TIMEOUT_MS = 600_000
+_BLOCK = 1 << 20  # bytes buffered before compressing / read per call (1 MiB)
+#: xids are 32 bits on disk and compare modulo 2**32 within 2**31 of each other
+#: (PostgreSQL docs, "Preventing Transaction ID Wraparound Failures").
+_XID_SPAN = 1 << 32
+_XID_HALF = 1 << 31
+_FIRST_NORMAL_XID = 3  # 0 invalid, 1 bootstrap, 2 frozen (transam.h)
+
+# Output settings of COPY text that make values read back to the same values (and the same
+# bytes at every increment); the replay sets them too.
+_OUTPUT = (
+    "SET LOCAL DateStyle = 'ISO, YMD'",
+    "SET LOCAL IntervalStyle = 'postgres'",
+    "SET LOCAL TimeZone = 'UTC'",
+    "SET LOCAL extra_float_digits = 1",
+    "SET LOCAL bytea_output = 'hex'",
+)
+
+
+@dataclass(frozen=True)
+class TableIncrement:
+    """One table in an increment: ``table`` (``schema.table``), ``key`` (its one-column
+    primary key), ``columns`` (in table order, generated ones left out), ``rows`` (rows
+    changed since the watermark, as copied), ``keys`` (every key in the snapshot), and the
+    kept files ``rows_file``/``keys_file`` (names in the increment's folder) with their
+    ``rows_bytes``/``keys_bytes`` (compressed) and ``rows_sha256``/``keys_sha256`` (hex)."""
+
+    table: str
+    key: str
+    columns: tuple[str, ...]
+    rows: int
+    keys: int
+    rows_file: str
+    keys_file: str
+    rows_bytes: int
+    keys_bytes: int
+    rows_sha256: str
+    keys_sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "columns": list(self.columns), "rows": self.rows, "keys": self.keys,
+                "files": {"rows": {"name": self.rows_file, "bytes": self.rows_bytes, "sha256": self.rows_sha256},
+                          "keys": {"name": self.keys_file, "bytes": self.keys_bytes, "sha256": self.keys_sha256}}}
+
+    @classmethod
+    def from_dict(cls, table: str, data: dict[str, Any]) -> "TableIncrement":
+        files = data["files"]
+        return cls(table=table, key=str(data["key"]), columns=tuple(data["columns"]), rows=int(data["rows"]),
+                   keys=int(data["keys"]), rows_file=str(files["rows"]["name"]), keys_file=str(files["keys"]["name"]),
+                   rows_bytes=int(files["rows"]["bytes"]), keys_bytes=int(files["keys"]["bytes"]),
+                   rows_sha256=str(files["rows"]["sha256"]), keys_sha256=str(files["keys"]["sha256"]))
+
+
+@dataclass(frozen=True)
+class IncrementRecord:
+    """What ``take_increment`` kept (the manifest's content, plus where).
+
+    Fields: ``location`` (the increment's folder, an ``ObjectStoragePath`` URL);
+    ``storage_conn_id``; ``label``; ``since`` (the watermark it starts from, ``None``: the
+    whole tables); ``watermark`` (``xid8`` as text: the next increment's ``since``);
+    ``base``: ``"increment"`` or ``"full"`` (every row copied: no ``since``, or one that
+    cannot be trusted, ``full_reason`` says why); ``tables`` (``schema.table`` ->
+    ``TableIncrement``, in the order given); ``size_bytes`` (all kept files, compressed,
+    manifest included); ``duration_s`` (wall seconds: copy, keep, read back);
+    ``created_at`` (UTC, when the snapshot was read).
+    """
+
+    location: str
+    storage_conn_id: str | None
+    label: str
+    since: str | None
+    watermark: str
+    base: str
+    full_reason: str | None
+    tables: dict[str, TableIncrement]
+    size_bytes: int
+    duration_s: float
+    created_at: datetime
+
+    def manifest(self) -> dict[str, Any]:
+        """The ``manifest.json`` content (JSON types)."""
+        return {"format": FORMAT, "label": self.label, "since": self.since, "watermark": self.watermark,
+                "base": self.base, "full_reason": self.full_reason, "created_at": self.created_at.isoformat(),
+                "tables": {name: t.to_dict() for name, t in self.tables.items()}}
+
+
+def current_watermark(target: PgTarget) -> str:
+    """``pg_snapshot_xmin(pg_current_snapshot())`` of a new transaction on ``target``: an
+    ``xid8`` as text (e.g. ``"7531"``). Every transaction that had not finished when it
+    was read has an id at or above it, so a later reader that copies the rows whose
+    ``xmin`` is at or above it misses no change made after this moment.
+    Raises ``BackupError`` (scrubbed) when the server cannot be read."""
+    try:
+        conn = target.connect()
+    except Exception as exc:
+        raise BackupError(f"cannot connect to {target.describe()}: {target.scrub(str(exc)).strip()}") from None
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
+            return str(cur.fetchone()[0])
+    except Exception as exc:
+        raise BackupError(f"cannot read the watermark of {target.describe()}: {target.scrub(str(exc)).strip()}") \
+            from None
+    finally:
+        _rollback(conn)
+        conn.close()
+
+
+def take_increment(
+    target: PgTarget,
+    root: Any,
+    label: str,
+    tables: Sequence[str],
+    since: str | None,
+    *,
+    statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
+    conn_id: str | None = None,
+) -> IncrementRecord:
+    """Take, keep and verify the increment ``root / label /`` of ``tables`` since ``since``.
+
+    ``root``: an ``ObjectStoragePath`` (``backup_storage.plan_root(plan) / "incremental"``);
+    ``tables``: ``table`` (in ``public``) or ``schema.table``, literal names, each with a
+    one-column primary key; ``since``: a watermark (``current_watermark``, a previous
+    increment's, a ``BackupRecord.watermark``) or ``None`` for whole tables.
+    ``statement_timeout_ms``: per statement (ms).
+
+    One read-only REPEATABLE READ transaction (everything ``SET LOCAL``, rolled back: safe
+    behind a transaction pooler) reads the new watermark and then, per table, the rows with
+    ``changed_since`` and the key list, into zstd files in a private working folder;
+    each is kept (``backup_storage.keep``: partial name, read back, rename), the manifest
+    last, then the whole increment is read back through the storage (``verify_increment``).
+
+    A ``since`` ahead of the server's watermark (another cluster) or 2**31 or more
+    transactions behind it (xids wrapped) cannot select rows: every row is copied
+    (``base="full"``, ``full_reason``). Raises ``BackupError`` naming the table or step: a
+    table that does not exist or has no one-column primary key, a failed statement, a
+    storage failure, a kept file that does not read back; an increment already kept
+    under ``label``.
+    """
+    from migration_soak.backup_storage import keep, working_folder
+
+    started = time.monotonic()
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", label) or label.startswith("."):
+        raise BackupError(f"increment label {label!r} is not a plain file name (letters, digits, '._-')")
+    if not tables:
+        raise BackupError("tables: give at least one table")
+    names = [_split(t) for t in tables]
+    folder = root / label
+    try:
+        if (folder / MANIFEST).exists():
+            raise BackupError(f"an increment is already kept at {folder}")
+    except BackupError:
+        raise
+    except Exception as exc:
+        raise BackupError(f"cannot reach backup storage {root}: {type(exc).__name__}: {exc}") from None
+    with working_folder() as work:
+        watermark, created_at, limit, taken = _copy_out(target, names, since, statement_timeout_ms, work)
+        base, full_reason = ("increment", None) if limit is not None else ("full", _full_reason(since, watermark))
+        for item in taken.values():
+            keep(work / item.rows_file, folder / item.rows_file, item.rows_sha256)
+            keep(work / item.keys_file, folder / item.keys_file, item.keys_sha256)
+        record = IncrementRecord(
+            location=str(folder), storage_conn_id=conn_id, label=label, since=since, watermark=watermark, base=base,
+            full_reason=full_reason, tables=taken, size_bytes=0, duration_s=0.0, created_at=created_at)
+        manifest = work / MANIFEST
+        manifest.write_text(json.dumps(record.manifest(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        manifest_sha = hashlib.sha256(manifest.read_bytes()).hexdigest()
+        keep(manifest, folder / MANIFEST, manifest_sha)
+        size = manifest.stat().st_size + sum(t.rows_bytes + t.keys_bytes for t in taken.values())
+    verify_increment(folder)
+    duration = round(time.monotonic() - started, 3)
+    log.info("increment %s (%s since %s, watermark %s): %s; %d bytes, %.2f s", folder, base, since, watermark,
+             ", ".join(f"{t.table} {t.rows} rows / {t.keys} keys" for t in taken.values()), size, duration)
+    return replace(record, size_bytes=size, duration_s=duration)
+
+
+def changed_since(limit: int) -> sql.Composable:
+    """The predicate "this row version was written by a transaction at or after the
+    watermark": ``age(xmin) <= limit``, where ``limit`` is ``age()`` of the watermark's
+    32-bit xid read in the same transaction (``_age_limit``; ``age`` counts from one
+    transaction-stable xid, so both sides are measured from the same point).
+
+    Why it holds: every row version newer than the previous snapshot was written by a
+    transaction that snapshot did not see, whose id is at or above the snapshot's
+    ``xmin`` (the watermark: its ``xmin``, not its ``xmax``, so transactions still running
+    then are included). Unfrozen ``xmin`` values lie within 2**31 of now, where ``age``
+    orders them exactly. A frozen row keeps its ``xmin`` (PostgreSQL 9.4+; older servers
+    and pg_upgrade'd pages show ``2``, FrozenTransactionId, whose ``age`` is INT_MAX: left
+    out, rightly: such a row is older than any watermark); a frozen row older than 2**31
+    transactions may wrap and be copied again, which replay (an upsert) absorbs.
+    """
+    return sql.SQL("age(xmin) <= {}").format(sql.Literal(int(limit)))
+
+
+def verify_increment(location: Any, conn_id: str | None = None) -> dict[str, Any]:
+    """Read a kept increment back whole through its storage; returns its manifest.
+
+    ``location``: the increment's folder (``ObjectStoragePath`` or URL). Every file the
+    manifest names must exist, have the manifest's SHA-256, be one whole zstd frame, and
+    hold as many lines (COPY text: one per row) as the manifest counts (``rows``,
+    ``keys``). Raises ``BackupError`` naming the file and what differs.
+    """
+    folder = _path(location, conn_id)
+    manifest = read_manifest(folder)
+    for name, data in manifest["tables"].items():
+        t = TableIncrement.from_dict(name, data)
+        for file, sha, lines in ((t.rows_file, t.rows_sha256, t.rows), (t.keys_file, t.keys_sha256, t.keys)):
+            got_sha, got_lines = _read_back(folder / file)
+            if got_sha != sha:
+                raise BackupError(f"increment file {folder / file} has sha256 {got_sha}, the manifest says {sha}")
+            if got_lines != lines:
+                raise BackupError(f"increment file {folder / file} holds {got_lines} lines, the manifest counts "
+                                  f"{lines}")
+    return manifest
+
+
+def read_manifest(location: Any, conn_id: str | None = None) -> dict[str, Any]:
+    """The ``manifest.json`` of the increment at ``location``; ``BackupError`` when it is
+    missing or not an increment manifest (an increment without one was never finished)."""
+    folder = _path(location, conn_id)
+    try:
+        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BackupError(f"increment {folder} has no {MANIFEST}: it was never completed") from None
+    except Exception as exc:
+        raise BackupError(f"cannot read {folder / MANIFEST}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("tables"), dict):
+        raise BackupError(f"{folder / MANIFEST} is not an {FORMAT} manifest")
+    return data
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What ``apply_increment`` did to one table: ``upserted`` rows (inserted or updated),
+    ``deleted`` rows (keys absent from the increment's key list), ``duration_s``."""
+
+    table: str
+    upserted: int
+    deleted: int
+    duration_s: float
+
+
+def apply_increment(target: PgTarget, location: Any, table: str, *, conn_id: str | None = None) -> Applied:
+    """Replay one table of the increment at ``location`` on ``target`` (a restore: run it
+    on a copy, e.g. the pre-migration dump restored, then each increment in order).
+
+    One transaction: the rows and the key list go into temporary tables (dropped at
+    commit) by ``COPY FROM STDIN``, decompressed from the storage while their SHA-256 and
+    line counts are checked against the manifest; rows whose key is not in the key list
+    are deleted; the increment's rows are upserted by key (``INSERT ... ON CONFLICT
+    (<key>) DO UPDATE`` of the increment's columns only: columns the table has and the
+    increment lacks, e.g. columns the migration dropped, keep their values, or get their
+    defaults in new rows). Raises ``BackupError`` (nothing applied) when the table is not
+    in the increment, lacks one of its columns, a file does not match the manifest, or a
+    statement fails (e.g. another unique index, a foreign key).
+    """
+    started = time.monotonic()
+    folder = _path(location, conn_id)
+    manifest = read_manifest(folder)
+    schema, name = _split(table)
+    entry = manifest["tables"].get(f"{schema}.{name}")
+    if entry is None:
+        raise BackupError(f"increment {folder} holds no table {schema}.{name} (it holds "
+                          f"{', '.join(manifest['tables']) or 'none'})")
+    inc = TableIncrement.from_dict(f"{schema}.{name}", entry)
+    ident = sql.Identifier(schema, name)
+    cols = sql.SQL(", ").join(map(sql.Identifier, inc.columns))
+    key = sql.Identifier(inc.key)
+    conn = _connect(target)
+    try:
+        with conn.cursor() as cur:
+            for stmt in _OUTPUT:
+                cur.execute(stmt)
+            present = _columns(cur, schema, name)
+            if present is None:
+                raise BackupError(f"cannot apply the increment: table {schema}.{name} does not exist")
+            missing = [c for c in inc.columns if c not in present]
+            if missing:
+                raise BackupError(f"cannot apply the increment to {schema}.{name}: it has no column "
+                                  f"{', '.join(map(repr, missing))}")
+            cur.execute(sql.SQL("CREATE TEMP TABLE soak_inc_rows ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA")
+                        .format(cols, ident))
+            cur.execute(sql.SQL("CREATE TEMP TABLE soak_inc_keys ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA")
+                        .format(key, ident))
+            _copy_in(cur, folder / inc.rows_file, sql.SQL("COPY soak_inc_rows ({}) FROM STDIN").format(cols),
+                     inc.rows_sha256, inc.rows)
+            _copy_in(cur, folder / inc.keys_file, sql.SQL("COPY soak_inc_keys FROM STDIN"), inc.keys_sha256, inc.keys)
+            cur.execute(sql.SQL("CREATE INDEX ON soak_inc_keys ({})").format(key))
+            cur.execute("ANALYZE soak_inc_keys")
+            cur.execute(sql.SQL("DELETE FROM {} t WHERE NOT EXISTS (SELECT 1 FROM soak_inc_keys k WHERE k.{} = t.{})")
+                        .format(ident, key, key))
+            deleted = cur.rowcount
+            others = [c for c in inc.columns if c != inc.key]
+            action = (sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(
+                sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in others))
+                if others else sql.SQL("DO NOTHING"))
+            cur.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM soak_inc_rows ON CONFLICT ({}) {}")
+                        .format(ident, cols, cols, key, action))
+            upserted = cur.rowcount
+        conn.commit()
+    except BackupError:
+        _rollback(conn)
+        raise
+    except Exception as exc:
+        _rollback(conn)
+        raise BackupError(f"applying increment {folder} to {schema}.{name} failed: "
+                          f"{target.scrub(str(exc)).strip()}") from None
+    finally:
+        conn.close()
+    return Applied(table=f"{schema}.{name}", upserted=upserted, deleted=deleted,
+                   duration_s=round(time.monotonic() - started, 3))
+
+
+# ----------------------------------------------------------------------------- internals
+
+
+def _copy_out(target: PgTarget, names: list[tuple[str, str]], since: str | None, timeout_ms: int,
+              work: Path) -> tuple[str, datetime, int | None, dict[str, TableIncrement]]:
+    """The increment's one transaction: ``(watermark, created_at, age limit or None,
+    tables)``, the files written into ``work``."""
+    conn = _connect(target)
+    taken: dict[str, TableIncrement] = {}
+    current = ""
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            cur.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(int(timeout_ms))))
+            cur.execute(sql.SQL("SET LOCAL application_name = {}").format(sql.Literal(APPLICATION_NAME)))
+            for stmt in _OUTPUT:
+                cur.execute(stmt)
+            # The first statement that takes the snapshot: the data below is read in it too.
+            cur.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text, now()")
+            watermark, created_at = cur.fetchone()
+            limit = _age_limit(cur, since, int(watermark))
+            files: set[str] = set()
+            for schema, name in names:
+                current = f"{schema}.{name}"
+                columns, key = _shape(cur, schema, name)
+                stem = re.sub(r"[^A-Za-z0-9_.-]", "_", current)
+                if stem in files:
+                    raise BackupError(f"tables {current} and another map to the same file name {stem}")
+                files.add(stem)
+                ident = sql.Identifier(schema, name)
+                select = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(map(sql.Identifier, columns)), ident)
+                if limit is not None:
+                    select = sql.SQL("{} WHERE {}").format(select, changed_since(limit))
+                rows = _copy_to(cur, select, work / f"{stem}.rows.copy.zst")
+                keys = _copy_to(cur, sql.SQL("SELECT {} FROM {}").format(sql.Identifier(key), ident),
+                                work / f"{stem}.keys.copy.zst")
+                taken[current] = TableIncrement(
+                    table=current, key=key, columns=columns, rows=rows.lines, keys=keys.lines,
+                    rows_file=f"{stem}.rows.copy.zst", keys_file=f"{stem}.keys.copy.zst", rows_bytes=rows.size,
+                    keys_bytes=keys.size, rows_sha256=rows.digest.hexdigest(), keys_sha256=keys.digest.hexdigest())
+    except BackupError:
+        raise
+    except Exception as exc:
+        where = f" of {current}" if current else ""
+        raise BackupError(f"increment{where} on {target.describe()} failed: {target.scrub(str(exc)).strip()}") \
+            from None
+    finally:
+        _rollback(conn)
+        conn.close()
+    return str(watermark), created_at.astimezone(timezone.utc), limit, taken
+
+
+def _age_limit(cur: Any, since: str | None, watermark: int) -> int | None:
+    """``age()`` of the 32-bit xid of ``since`` in this transaction, or ``None`` (copy
+    every row) when there is no usable ``since``: none given, not an xid8, ahead of this
+    snapshot's watermark, or 2**31 or more transactions behind it."""
+    if since is None:
+        return None
+    try:
+        value = int(since)
+    except ValueError:
+        raise BackupError(f"since {since!r} is not a watermark (an xid8, e.g. '7531')") from None
+    if value > watermark or watermark - value >= _XID_HALF:
+        log.warning("watermark %s cannot select rows on a server at %s: copying every row", since, watermark)
+        return None
+    xid = max(value % _XID_SPAN, _FIRST_NORMAL_XID)
+    cur.execute("SELECT age(%s::text::xid)", (str(xid),))
+    return int(cur.fetchone()[0])
+
+
+def _full_reason(since: str | None, watermark: str) -> str:
+    if since is None:
+        return "no previous watermark"
+    try:
+        value = int(since)
+    except ValueError:
+        return f"since {since!r} is not a watermark"
+    if value > int(watermark):
+        return f"since {since} is ahead of the server's watermark {watermark} (another cluster?)"
+    return f"since {since} is 2**31 or more transactions behind the watermark {watermark}"
+
+
+def _shape(cur: Any, schema: str, name: str) -> tuple[tuple[str, ...], str]:
+    """``(columns, key)`` of the table: its columns in order (generated ones left out: they
+    cannot be written) and its one-column primary key. ``BackupError`` naming the table."""
+    cur.execute("SELECT to_regclass(%s)", (sql.Identifier(schema, name).as_string(cur),))
+    oid = cur.fetchone()[0]
+    if oid is None:
+        raise BackupError(f"table {schema}.{name} does not exist")
+    cur.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+                "AND NOT attisdropped AND attgenerated = '' ORDER BY attnum", (oid,))
+    columns = tuple(r[0] for r in cur.fetchall())
+    cur.execute("SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+                "AND a.attnum = ANY (i.indkey) WHERE i.indrelid = %s::regclass AND i.indisprimary", (oid,))
+    keys = [r[0] for r in cur.fetchall()]
+    if len(keys) != 1:
+        has = "no primary key" if not keys else f"a primary key of {len(keys)} columns ({', '.join(keys)})"
+        raise BackupError(f"table {schema}.{name} has {has}: an increment needs a one-column primary key "
+                          "(its key list is how deletions are known)")
+    return columns, keys[0]
+
+
+class _Sink:
+    """A file-like ``write`` target for ``copy_expert``: buffers COPY data, counts its
+    lines, compresses it (zstd, one frame with checksum) into ``path`` and hashes the bytes
+    written."""
+
+    def __init__(self, path: Path) -> None:
+        self.handle = open(path, "wb")
+        self.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).compressobj()
+        self.buffer = bytearray()
+        self.digest = hashlib.sha256()
+        self.lines = 0
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.buffer += data
+        if len(self.buffer) >= _BLOCK:
+            self._emit(self.compressor.compress(self._take()))
+        return len(data)
+
+    def close(self) -> None:
+        self._emit(self.compressor.compress(self._take()) + self.compressor.flush())
+        self.handle.close()
+
+    def _take(self) -> bytes:
+        block = bytes(self.buffer)
+        self.lines += block.count(b"\n")
+        self.buffer.clear()
+        return block
+
+    def _emit(self, out: bytes) -> None:
+        if out:
+            self.handle.write(out)
+            self.digest.update(out)
+            self.size += len(out)
+
+
+def _copy_to(cur: Any, select: sql.Composable, path: Path) -> _Sink:
+    sink = _Sink(path)
+    try:
+        cur.copy_expert(sql.SQL("COPY ({}) TO STDOUT").format(select).as_string(cur), sink)
+    finally:
+        sink.close()
+    return sink
+
+
+class _Source:
+    """A file-like ``read`` source for ``copy_expert``: the kept zstd file decompressed,
+    its compressed bytes hashed and its lines counted as they pass."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.frame = zstandard.ZstdDecompressor().decompressobj()
+        self.digest = hashlib.sha256()
+        self.lines = 0
+        self.error: str | None = None
+
+    def read(self, _size: int = -1) -> bytes:
+        """The next decompressed bytes; ``b""`` at the end, and at the first zstd error
+        (kept in ``error``: the reader, e.g. a ``COPY FROM``, then ends and ``problem``
+        says why the data is not to be used)."""
+        while self.error is None:
+            block = self.handle.read(_BLOCK)
+            if not block:
+                return b""
+            self.digest.update(block)
+            try:
+                out = self.frame.decompress(block)
+            except zstandard.ZstdError as exc:
+                self.error = f"not a whole zstd frame ({exc})"
+                return b""
+            if out:
+                self.lines += out.count(b"\n")
+                return out
+        return b""
+
+    def problem(self) -> str | None:
+        """Why the file read is not one whole zstd frame, or ``None``."""
+        if self.error is not None:
+            return self.error
+        if not self.frame.eof:
+            return "the zstd frame is cut short"
+        if self.frame.unused_data:
+            return f"{len(self.frame.unused_data)} bytes follow the end of the zstd frame"
+        return None
+
+
+def _copy_in(cur: Any, path: Any, copy: sql.Composable, sha256: str, lines: int) -> None:
+    try:
+        with path.open("rb") as handle:
+            source = _Source(handle)
+            cur.copy_expert(copy.as_string(cur), source, size=_BLOCK)
+    except FileNotFoundError:
+        raise BackupError(f"increment file {path} is missing") from None
+    problem = source.problem()
+    if problem:
+        raise BackupError(f"increment file {path} does not decompress: {problem}")
+    got = source.digest.hexdigest()
+    if got != sha256 or source.lines != lines:
+        raise BackupError(f"increment file {path} does not match its manifest: sha256 {got} (manifest {sha256}), "
+                          f"{source.lines} lines (manifest {lines})")
+
+
+def _read_back(path: Any) -> tuple[str, int]:
+    """``(sha256 of the bytes kept, lines decompressed)`` of a kept file; ``BackupError``
+    when it is missing, unreadable or not one whole zstd frame."""
+    try:
+        with path.open("rb") as handle:
+            source = _Source(handle)
+            while source.read():
+                pass
+    except FileNotFoundError:
+        raise BackupError(f"increment file {path} is missing") from None
+    except Exception as exc:
+        raise BackupError(f"cannot read increment file {path}: {type(exc).__name__}: {exc}") from None
+    problem = source.problem()
+    if problem:
+        raise BackupError(f"increment file {path} does not decompress: {problem}")
+    return source.digest.hexdigest(), source.lines
+
+
+def _columns(cur: Any, schema: str, name: str) -> set[str] | None:
+    cur.execute("SELECT to_regclass(%s)", (sql.Identifier(schema, name).as_string(cur),))
+    oid = cur.fetchone()[0]
+    if oid is None:
+        return None
+    cur.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                (oid,))
+    return {r[0] for r in cur.fetchall()}
+
+
+def _split(name: str) -> tuple[str, str]:
+    try:
+        return split_table(name, "public")
+    except ValueError as exc:
+        raise BackupError(str(exc)) from None
+
+
+def _path(location: Any, conn_id: str | None) -> Any:
+    if isinstance(location, str):
+        from airflow.sdk import ObjectStoragePath
+
+        return ObjectStoragePath(location, conn_id=conn_id)
+    return location
+
+
+def _rollback(conn: Any) -> None:
+    try:
+        conn.rollback()
+    except Exception:  # noqa: BLE001 - the connection is gone: nothing is left to undo
+        pass
+
+
+def _connect(target: PgTarget):
+    try:
+        return target.connect()
+    except Exception as exc:
+        raise BackupError(f"cannot connect to {target.describe()}: {target.scrub(str(exc)).strip()}") from None
