@@ -17,6 +17,8 @@ pages, the same indexes, nothing left over from the variant before):
 * ``project@<ref>``: ``restore_columns`` as of a git ref (``git show``, resolved once at
   the start), e.g. ``project@main``; ``project@14a35aa`` is the physical-order sweep that
   was measured and not kept (bench/README.md);
+* ``rebuild``: an experiment, not the project's code: a rebuild-and-swap without the
+  capture of concurrent writes (``rebuild_restore``; bench/README.md);
 * ``proto-order=key|ctid,batch=N,sync=on|off,walc=pglz``: an experiment, not the
   project's code: plain ``UPDATE ... FROM`` batches without row locks or checks, in key
   or physical (``ctid`` page range) order, with transaction-local ``synchronous_commit``
@@ -36,6 +38,7 @@ value matched.
     .venv/bin/python bench/rollback_scale.py                     # 2 000 000 users (~12 minutes)
     .venv/bin/python bench/rollback_scale.py --users 200000      # quicker (~1.5 minutes)
     .venv/bin/python bench/rollback_scale.py --variants naive project project-batch_size=100000
+    .venv/bin/python bench/rollback_scale.py --variants naive project rebuild
 """
 
 from __future__ import annotations
@@ -396,7 +399,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=2_000_000)
     parser.add_argument("--variants", nargs="+", default=["naive", "project"],
-                        help="naive, project, project-<kw>=<value>[,<kw>=<value>] (restore_columns keywords)")
+                        help="naive, project, project-<kw>=<value>[,<kw>=<value>] (restore_columns keywords), rebuild, "
+                             "proto-...")
     parser.add_argument("--sample-ms", type=float, default=10.0)
     parser.add_argument("--workdir", type=Path, default=None, help="data folder (default: a temporary one, removed)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")

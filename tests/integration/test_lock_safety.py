@@ -273,6 +273,9 @@ class AppWriter(threading.Thread):
         self.written: dict[str, str] = {}
         self.latencies: list[float] = []
         self.error: BaseException | None = None
+        # Held for each write, phase check included: whoever ends the copy phase takes it
+        # once to know that no write is in flight (none commits after the copy).
+        self.writing = threading.Lock()
 
     def run(self):
         try:
@@ -281,18 +284,18 @@ class AppWriter(threading.Thread):
             try:
                 n = 0
                 while not self.stop.is_set():
-                    if self.phase["name"] != "copy":
-                        time.sleep(0.005)
-                        continue
-                    n += 1
-                    user_id = f"usr_{(n * 7919) % 190_000 + 10_001:07d}"  # spread over the key range
-                    value = f"app-{n}"
-                    t0 = time.monotonic()
-                    with conn.cursor() as cur:
-                        cur.execute('UPDATE users SET "passwordHash" = %s WHERE id = %s', (value, user_id))
-                    self.latencies.append(time.monotonic() - t0)
-                    self.written[user_id] = value
-                    time.sleep(0.01)
+                    with self.writing:
+                        copying = self.phase["name"] == "copy"
+                        if copying:
+                            n += 1
+                            user_id = f"usr_{(n * 7919) % 190_000 + 10_001:07d}"  # spread over the key range
+                            value = f"app-{n}"
+                            t0 = time.monotonic()
+                            with conn.cursor() as cur:
+                                cur.execute('UPDATE users SET "passwordHash" = %s WHERE id = %s', (value, user_id))
+                            self.latencies.append(time.monotonic() - t0)
+                            self.written[user_id] = value
+                    time.sleep(0.01 if copying else 0.005)
             finally:
                 conn.close()
         except BaseException as exc:  # reported by the test
@@ -327,6 +330,8 @@ def test_the_batched_copy_never_holds_access_exclusive(seeded, pg_bin, tmp_path,
             return real_copy(*args, **kwargs)
         finally:
             phase["name"] = "verify"
+            with writer.writing:  # a write begun during the copy has committed: none after it
+                pass
 
     monkeypatch.setattr(rollback, "_readd", readd)
     monkeypatch.setattr(rollback, "_copy", copy)
