@@ -20,7 +20,7 @@ from typing import Any, Iterator, Sequence
 from psycopg2 import sql
 
 from migration_soak.exceptions import MeasurementError
-from migration_soak.pgconn import PgTarget, split_table
+from migration_soak.pgconn import STABLE_TEXT_OUTPUT, PgTarget, split_table
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +50,7 @@ _SAMPLE = 20  # keys shown as evidence
 _SESSION = (
     "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
     "SET LOCAL statement_timeout = %(timeout)s",
-    "SET LOCAL DateStyle = 'ISO, YMD'",
-    "SET LOCAL IntervalStyle = 'postgres'",
-    "SET LOCAL TimeZone = 'UTC'",
-    "SET LOCAL extra_float_digits = 1",
-    "SET LOCAL bytea_output = 'hex'",
+    *STABLE_TEXT_OUTPUT,
 )
 
 

@@ -35,7 +35,7 @@ import zstandard
 from psycopg2 import sql
 
 from migration_soak.exceptions import BackupError
-from migration_soak.pgconn import APPLICATION_NAME, PgTarget, split_table
+from migration_soak.pgconn import APPLICATION_NAME, STABLE_TEXT_OUTPUT, PgTarget, split_table
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +54,7 @@ _FIRST_NORMAL_XID = 3  # 0 invalid, 1 bootstrap, 2 frozen (transam.h)
 
 # Output settings of COPY text that make values read back to the same values (and the same
 # bytes at every increment); the replay sets them too.
-_OUTPUT = (
-    "SET LOCAL DateStyle = 'ISO, YMD'",
-    "SET LOCAL IntervalStyle = 'postgres'",
-    "SET LOCAL TimeZone = 'UTC'",
-    "SET LOCAL extra_float_digits = 1",
-    "SET LOCAL bytea_output = 'hex'",
-)
+_OUTPUT = STABLE_TEXT_OUTPUT
 
 
 @dataclass(frozen=True)

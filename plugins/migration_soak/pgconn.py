@@ -20,6 +20,16 @@ from typing import Any, Mapping, overload
 _LIBPQ_ENV = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGSERVICE")
 
 APPLICATION_NAME = "migration-soak"
+#: Transaction-local output settings under which a value's text is the same bytes at
+#: every reading and reads back to the same value (dates, intervals, time zone, floats,
+#: bytea): the fingerprint's ``ROW(...)::text`` and the increments' ``COPY`` use them.
+STABLE_TEXT_OUTPUT = (
+    "SET LOCAL DateStyle = 'ISO, YMD'",
+    "SET LOCAL IntervalStyle = 'postgres'",
+    "SET LOCAL TimeZone = 'UTC'",
+    "SET LOCAL extra_float_digits = 1",
+    "SET LOCAL bytea_output = 'hex'",
+)
 
 
 @dataclass(frozen=True)
