@@ -114,7 +114,8 @@ def readonly_transaction(conn_id: str, statement_timeout_ms: int | None = None) 
             began = True
         except Exception:  # noqa: BLE001 - dropped (idle timeout, restart, network): a new login
             log.info("connection %s kept from an earlier reading is gone; opening another", conn_id)
-            reused.pop(conn_id, None)
+            if reused is not None:
+                reused.pop(conn_id, None)
             _close_quietly(conn)
             conn = None
     if conn is None:
