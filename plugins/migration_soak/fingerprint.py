@@ -432,13 +432,15 @@ class _Scan:
         return cls(rows_total, rows_old, created_max, now.isoformat(), iblt, bucket_n, digest, non_null)
 
 
-# GROUPING(c1, c2, c3, b): a bit per argument *not* grouped by, the first one highest.
+# GROUPING(c1, c2, c3, b): a bit per argument *not* grouped by, the first one highest;
+# _TOTAL: the row folded from the bucket groups (all four bits, as for the empty set).
 _BUCKET, _TOTAL = 0b1110, 0b1111
 
 
 def _scan_sql(schema, name, key, columns, present, *, max_of, restrict, cells, buckets) -> sql.Composed:
     """The one statement that reads the table: a single pass with one hash table per IBLT
-    third, one for the buckets and a total (``GROUPING SETS``).
+    third and one for the buckets (``GROUPING SETS``), then a total row folded from the
+    bucket groups.
 
     ``columns``: the fingerprint's preserved columns in order; ``present``: ``{column:
     type}`` of the key and the preserved columns that exist (the others read as NULL; a
@@ -446,7 +448,11 @@ def _scan_sql(schema, name, key, columns, present, *, max_of, restrict, cells, b
     return (``None``: NULL). ``restrict``: the created column to compare with
     ``%(created_max)s`` (``None``: every row counts as old). Rows:
     ``grouping, idx, n, kx, vx, mx, cx, nn_1..nn_k, count_all, created_max, now``
-    (aggregates over old rows only, but ``count_all``)."""
+    (aggregates over old rows only, but ``count_all``; the total row last).
+
+    Rows that are not old land in cell and bucket ``-1`` instead of being filtered out of
+    each aggregate: one ``FILTER`` per aggregate and a fifth grouping set for the total
+    cost 15 % of the statement (1 M users, one core)."""
     def value(c: str) -> sql.Composable:
         if c not in present:
             return sql.SQL("NULL::text")
@@ -459,37 +465,54 @@ def _scan_sql(schema, name, key, columns, present, *, max_of, restrict, cells, b
         for i, v in enumerate(vals)
     )
     nn = sql.SQL(", ").join(
-        sql.SQL("count(*) FILTER (WHERE old AND mask & {bit} <> 0)").format(bit=sql.Literal(1 << i))
+        sql.SQL("count(*) FILTER (WHERE mask & {bit} <> 0) AS nn{i}").format(bit=sql.Literal(1 << i), i=sql.SQL(str(i)))
         for i in range(len(vals))
     )
-    old = (sql.SQL("({c} IS NULL OR {c} <= %(created_max)s)").format(c=sql.Identifier(restrict))
-           if restrict else sql.SQL("TRUE"))
+    nn_total = sql.SQL(", ").join(sql.SQL("NULL::bigint") for _ in vals)
+    nn_cols = sql.SQL(", ").join(sql.SQL("nn{}").format(sql.SQL(str(i))) for i in range(len(vals)))
     created = sql.Identifier(max_of) if max_of else sql.SQL("NULL::text")
-    m, s = sql.Literal(cells - 1), sql.Literal(cells)
+    m, s, bm = sql.Literal(cells - 1), sql.Literal(cells), sql.Literal(buckets - 1)
+    cell_exprs = [sql.SQL("vh & {m}"), sql.SQL("{s} + ((vh >> 20) & {m})"),
+                  sql.SQL("2 * {s} + ((vh >> 40) & {m})"), sql.SQL("kh & {bm}")]
+    cell_exprs = [e.format(m=m, s=s, bm=bm) for e in cell_exprs]
+    if restrict:
+        old = sql.SQL("({c} IS NULL OR {c} <= %(created_max)s)").format(c=sql.Identifier(restrict))
+        cell_exprs = [sql.SQL("CASE WHEN old THEN {e} ELSE -1 END").format(e=e) for e in cell_exprs]
+    else:
+        old = sql.SQL("TRUE")
+    c1, c2, c3, b = cell_exprs
     # OFFSET 0 keeps each subquery a separate plan node, so every per-row expression
     # (the row hash above all) is computed once, not once per reference.
     return sql.SQL("""
-SELECT GROUPING(c1, c2, c3, b), coalesce(c1, c2, c3, b),
-       count(*) FILTER (WHERE old), bit_xor(kh) FILTER (WHERE old), bit_xor(vh) FILTER (WHERE old),
-       bit_xor(mask) FILTER (WHERE old), bit_xor(chk) FILTER (WHERE old),
-       {nn},
-       count(*), max(created)::text, now()
-FROM (
-    SELECT kh, vh, mask, old, created, hashint8extended(vh, 2) AS chk,
-           vh & {m} AS c1, {s} + ((vh >> 20) & {m}) AS c2, 2 * {s} + ((vh >> 40) & {m}) AS c3, kh & {bm} AS b
+WITH g AS MATERIALIZED (
+    SELECT GROUPING(c1, c2, c3, b) AS grouping, coalesce(c1, c2, c3, b) AS idx,
+           count(*) AS n, bit_xor(kh) AS kx, bit_xor(vh) AS vx, bit_xor(mask) AS mx, bit_xor(chk) AS cx,
+           {nn}, max(created) AS cm
     FROM (
-        SELECT hashtextextended({key}::text, 0) AS kh,
-               hash_record_extended(ROW({keyval}, {vals}), 1) AS vh,
-               ({mask})::bigint AS mask,
-               {old} AS old,
-               {created} AS created
-        FROM {table} OFFSET 0
-    ) e OFFSET 0
-) s
-GROUP BY GROUPING SETS ((c1), (c2), (c3), (b), ())
+        SELECT kh, vh, mask, created, hashint8extended(vh, 2) AS chk,
+               {c1} AS c1, {c2} AS c2, {c3} AS c3, {b} AS b
+        FROM (
+            SELECT hashtextextended({key}::text, 0) AS kh,
+                   hash_record_extended(ROW({keyval}, {vals}), 1) AS vh,
+                   ({mask})::bigint AS mask,
+                   {old} AS old,
+                   {created} AS created
+            FROM {table} OFFSET 0
+        ) e OFFSET 0
+    ) s
+    GROUP BY GROUPING SETS ((c1), (c2), (c3), (b))
+)
+SELECT grouping, idx, n, kx, vx, mx, cx, {nn_cols}, NULL::bigint, NULL::text, NULL::timestamptz
+FROM g WHERE idx >= 0
+UNION ALL
+SELECT {total}, NULL, coalesce(sum(n) FILTER (WHERE grouping = {bucket} AND idx >= 0), 0)::bigint,
+       NULL, NULL, NULL, NULL, {nn_total},
+       coalesce(sum(n) FILTER (WHERE grouping = {bucket}), 0)::bigint, max(cm)::text, now()
+FROM g
 """).format(
         key=sql.Identifier(key), keyval=value(key), vals=sql.SQL(", ").join(vals), mask=mask, old=old, created=created,
-        table=_ident(schema, name), m=m, s=s, bm=sql.Literal(buckets - 1), nn=nn,
+        table=_ident(schema, name), nn=nn, nn_cols=nn_cols, nn_total=nn_total, c1=c1, c2=c2, c3=c3, b=b,
+        total=sql.Literal(_TOTAL), bucket=sql.Literal(_BUCKET),
     )
 
 

@@ -112,6 +112,20 @@ def test_a_dropped_table_loses_every_row(seeded):
     assert loss.rows_lost == SEED_USERS and loss.rows_now == 0
 
 
+def test_an_empty_table_fingerprints_to_nothing_and_loses_nothing_later(seeded):
+    """The scan has no total grouping set: its total row is folded from the bucket groups,
+    and must still come back (zero rows, no creation time) when the table is empty."""
+    query(seeded, "DELETE FROM execution_logs")
+    query(seeded, "DELETE FROM users")
+    fp = take(seeded, "users", "id", PRESERVED)
+    assert (fp.rows, fp.created_max, fp.non_null["email"]) == (0, None, 0) and fp.taken_at
+    seed_users(seeded, 1, 20)
+    loss = compare(fp, seeded)
+    # No creation time to cut at: every row counts as old, so the 20 are "appeared", not lost.
+    assert loss.exact and (loss.rows_before, loss.rows_now, loss.rows_lost, loss.rows_appeared) == (0, 20, 0, 20)
+    assert loss.lost == 0
+
+
 def test_unknown_table_or_column_is_a_measurement_error(seeded):
     with pytest.raises(MeasurementError, match="does not exist"):
         take(seeded, "accounts", "id", PRESERVED)
