@@ -199,13 +199,14 @@ def rebuild_columns(
         run.drop_leftovers()
         run.refuse()  # before anything of the table changes
         t0 = time.monotonic()
+        run.staged_once = True
         rows_streamed = _stage(conn, target, backup.path, pg_bin_dir, schema, table, key, columns, run.staged,
                                timeout_s)
         stage_s = time.monotonic() - t0
         t1 = time.monotonic()
         _readd(conn, down_text, down_path, qualified, schema, lock_timeout_s, lock_retries, run.attempts, _sleep)
         key_col, cols = _column_info(conn, run.tbl, schema, table, key, columns, down_path)
-        run.refuse()  # the down SQL may have added something
+        run.refuse(after_readd=True)  # the down SQL may have added something
         run.columns(key_col, cols)
         run.install_capture()
         t2 = time.monotonic()
@@ -280,7 +281,9 @@ class _Run:
         self.names: list[str] = []
         self.key_col: _Column | None = None
         self.cols: list[_Column] = []
-        self.new_created = False
+        self.new_created = False  # from the build on: the new table may exist
+        self.staged_once = False  # from the staging on: the scratch schema may exist
+        self.trigger_tried = False  # from the trigger's installation on: it may exist
 
     # ------------------------------------------------------------------ helpers
 
@@ -338,7 +341,7 @@ class _Run:
             self._once("drop leftover new table", lambda cur: cur.execute(
                 sql.SQL("DROP TABLE IF EXISTS {}").format(self.new)))
 
-    def refuse(self) -> None:
+    def refuse(self, after_readd: bool = False) -> None:
         """``RollbackError`` naming every object a swap would break or leave on the old table."""
         problems: list[str] = []
         with self.conn.cursor() as cur:
@@ -399,7 +402,9 @@ class _Run:
         self.conn.commit()
         if problems:
             raise RollbackError(
-                f"rebuild of {self.qualified} refused, nothing changed by the swap path: "
+                f"rebuild of {self.qualified} refused"
+                + (" after the down SQL (the columns stay re-added, empty): " if after_readd else
+                   ", nothing changed: ")
                 + "; ".join(problems)
                 + " (rollback_method 'copy' restores such a table in place)")
 
@@ -478,6 +483,7 @@ class _Run:
                                 "SET search_path = pg_catalog AS $soak$" + body + "$soak$").format(self.function))
             cur.execute(sql.SQL("REVOKE ALL ON FUNCTION {}() FROM PUBLIC").format(self.function))
         self.conn.commit()
+        self.trigger_tried = True
         self._once("capture trigger", lambda cur: cur.execute(
             sql.SQL("CREATE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {} FOR EACH ROW EXECUTE FUNCTION {}()")
             .format(sql.Identifier(CAPTURE_TRIGGER), self.tbl, self.function)))
@@ -529,8 +535,8 @@ class _Run:
                            "INCLUDING COMPRESSION INCLUDING COMMENTS)").format(new=self.new, tbl=self.tbl)
             if reloptions:
                 like = like + sql.SQL(" WITH ({})").format(sql.SQL(", ").join(sql.SQL(o) for o in reloptions))
-            cur.execute(like)
             self.new_created = True
+            cur.execute(like)
             cur.execute(sql.SQL("COMMENT ON TABLE {} IS %s").format(self.new), (MARKER,))
             cur.execute(sql.SQL("""SELECT count(*) FILTER (WHERE {nf}),
                                           coalesce(sum(({filled})) FILTER (WHERE {nf}), 0)
@@ -708,16 +714,19 @@ class _Run:
         """Before the swap committed: the trigger (retried under lock_timeout), the new
         table and the scratch schema removed; the live table as it was. Returns a note for
         the error when something could not be removed."""
-        notes = []
+        notes: list[str] = []
         try:
             if not self.conn.closed:
                 self.conn.rollback()
         except Exception:
             return "the connection is gone: a rerun removes the capture trigger and the new table"
+        if not self.staged_once:
+            return ""  # refused or failed before anything was created
         try:
-            self._once("drop capture trigger", lambda cur: cur.execute(
-                sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(CAPTURE_TRIGGER), self.tbl)),
-                retries=max(self.lock_retries, 5))
+            if self.trigger_tried:
+                self._once("drop capture trigger", lambda cur: cur.execute(
+                    sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(CAPTURE_TRIGGER), self.tbl)),
+                    retries=max(self.lock_retries, 5))
         except Exception as exc:
             # Neutralised without a lock on the table: the trigger then does nothing.
             try:
@@ -734,7 +743,7 @@ class _Run:
                 cur.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", (self.new.as_string(self.conn),))
                 row = cur.fetchone()
             self.conn.commit()
-            if row and row[0] == MARKER:
+            if self.new_created and row and row[0] == MARKER:
                 self._once("drop new table", lambda cur: cur.execute(
                     sql.SQL("DROP TABLE IF EXISTS {}").format(self.new)))
         except Exception as exc:
