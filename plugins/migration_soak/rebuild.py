@@ -255,7 +255,7 @@ def rebuild_columns(
         verify_s=round(verify_s, 3),
         method="rebuild",
         swap_s=round(swap_s, 3),
-        **counts,
+        **counts,  # type: ignore[arg-type]  # _verify's int counts
     )
     log.info("rebuild rollback of %s: %s", qualified, out.to_dict())
     return out
@@ -686,9 +686,13 @@ class _Run:
         for fk in [*self.shape.own_fks, *self.shape.incoming_fks]:
             if not fk.validated:
                 continue
-            constrained = self.tbl if fk in self.shape.own_fks else sql.SQL(fk.table)
-            self._once(f"validate {fk.name}", lambda cur, c=constrained, n=fk.name: cur.execute(
-                sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(c, sql.Identifier(n))))
+            constrained: sql.Composable = self.tbl if fk in self.shape.own_fks else sql.SQL(fk.table)
+            statement = sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(constrained, sql.Identifier(fk.name))
+
+            def validate(cur, statement: sql.Composable = statement) -> None:
+                cur.execute(statement)
+
+            self._once(f"validate {fk.name}", validate)
 
     def drop_old(self) -> None:
         old = sql.Identifier(self.schema, self.old_name)

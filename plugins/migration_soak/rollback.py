@@ -279,7 +279,7 @@ def restore_columns(
         ddl_s=round(ddl_s, 3),
         copy_s=round(copy_s, 3),
         verify_s=round(verify_s, 3),
-        **counts,
+        **counts,  # type: ignore[arg-type]  # _verify's int counts
     )
     log.info("rollback of %s: %s", qualified, out.to_dict())
     return out

@@ -13,10 +13,9 @@ import pytest
 
 from migration_soak import rebuild
 from migration_soak.exceptions import RollbackError
-from migration_soak.rebuild import CAPTURE_TRIGGER, rebuild_columns
+from migration_soak.rebuild import rebuild_columns
 
 from .conftest import DOWN_SQL, SEED_USERS, USERS_COLUMNS, query, snapshot
-from .test_lock_safety import LockSampler
 from .test_rollback import NEW_USERS, _column_defs, migrated  # noqa: F401  (fixture)
 
 DELETED = {"usr_0000007", "usr_0000008", "usr_0000009"}
@@ -50,7 +49,7 @@ def _foreign_keys(target):
 # ------------------------------------------------------------------- (a) every value
 
 
-def test_rebuild_restores_every_value_and_carries_the_table_over(migrated, pg_bin):
+def test_rebuild_restores_every_value_and_carries_the_table_over(migrated, pg_bin):  # noqa: F811
     target, backup, backend, before, definitions = migrated
     indexes, fks = _indexes(target), _foreign_keys(target)
     relid = _state(target)["relid"]
@@ -198,7 +197,7 @@ def _phased(monkeypatch, phase, pause_s=0.4):
 
 
 @pytest.mark.timeout(120)
-def test_writes_made_during_the_rebuild_all_survive(migrated, pg_bin, monkeypatch):
+def test_writes_made_during_the_rebuild_all_survive(migrated, pg_bin, monkeypatch):  # noqa: F811
     target, backup, _, before, _ = migrated
     phase = {"name": "stage"}
     started = _phased(monkeypatch, phase)
@@ -305,7 +304,7 @@ class ExclusiveWatcher(threading.Thread):
 
 
 @pytest.mark.timeout(120)
-def test_no_access_exclusive_on_users_is_held_for_a_second(migrated, pg_bin, monkeypatch):
+def test_no_access_exclusive_on_users_is_held_for_a_second(migrated, pg_bin, monkeypatch):  # noqa: F811
     """The watcher sees the ACCESS EXCLUSIVE of the down SQL and of the swap (the swap is
     slowed by 150 ms inside its transaction, so it is sampled); none lasts 1 s."""
     target, backup, _, _, _ = migrated
@@ -363,7 +362,7 @@ REFUSED = {
 
 
 @pytest.mark.parametrize("kind", list(REFUSED))
-def test_a_table_the_swap_would_break_is_refused_before_any_change(migrated, pg_bin, kind):
+def test_a_table_the_swap_would_break_is_refused_before_any_change(migrated, pg_bin, kind):  # noqa: F811
     target, backup, _, _, _ = migrated
     setup, message = REFUSED[kind]
     if kind == "unlogged":  # a logged table cannot reference an unlogged one
@@ -382,7 +381,7 @@ def test_a_table_the_swap_would_break_is_refused_before_any_change(migrated, pg_
 
 
 @pytest.mark.timeout(120)
-def test_foreign_keys_are_valid_and_grants_kept_after_the_swap(migrated, pg_bin):
+def test_foreign_keys_are_valid_and_grants_kept_after_the_swap(migrated, pg_bin):  # noqa: F811
     target, backup, _, _, _ = migrated
     role = f"soak_reader_{target.database[-20:]}"
     query(target, f'DROP ROLE IF EXISTS "{role}"')
@@ -427,7 +426,7 @@ def test_foreign_keys_are_valid_and_grants_kept_after_the_swap(migrated, pg_bin)
 
 
 @pytest.mark.timeout(120)
-def test_a_swap_that_cannot_get_its_lock_is_retried_then_undone(migrated, pg_bin, monkeypatch):
+def test_a_swap_that_cannot_get_its_lock_is_retried_then_undone(migrated, pg_bin, monkeypatch):  # noqa: F811
     """An application transaction holds ACCESS SHARE on users from the moment the swap
     starts, for 2.5 s: the swap's tries time out (0.3 s, one retry), the rebuild fails and
     removes its trigger (retried until the holder lets go), its new table and its scratch
@@ -473,3 +472,56 @@ def test_a_swap_that_cannot_get_its_lock_is_retried_then_undone(migrated, pg_bin
     after = snapshot(target)
     assert after["usr_0000001"] == (b"after-failure", before["usr_0000001"][1])
     assert all(after[k] == v for k, v in before.items() if k in after and k != "usr_0000001")
+
+
+# ----------------------------------------------------------- the plan's rollback_method
+
+
+def test_the_plan_chooses_the_method_and_copy_stays_the_default(monkeypatch):
+    from migration_soak import rollback
+    from migration_soak.plan import load_plan
+
+    plan = load_plan("default")
+    assert plan.migration.rollback_method == "copy"
+    rebuilt = plan.migration.model_copy(update={"rollback_method": "rebuild"})
+    assert rebuilt.rollback_method == "rebuild"
+    with pytest.raises(Exception, match="rollback_method"):
+        type(plan.migration).model_validate({**plan.migration.model_dump(), "rollback_method": "swap"})
+    called = []
+    monkeypatch.setattr(rollback, "restore_columns", lambda *a, **k: called.append(("copy", a, k)))
+    monkeypatch.setattr(rebuild, "rebuild_columns", lambda *a, **k: called.append(("rebuild", a, k)))
+    rollback.restore_by_method("copy", "t", "b", None, table="users")
+    rollback.restore_by_method("rebuild", "t", "b", None, table="users")
+    assert called == [("copy", ("t", "b", None), {"table": "users"}), ("rebuild", ("t", "b", None), {"table": "users"})]
+    with pytest.raises(RollbackError, match="unknown rollback_method 'swap'"):
+        rollback.restore_by_method("swap", "t", "b", None)
+
+
+def test_the_rehearsal_rehearses_the_rebuild_when_the_plan_says_so(seeded, pg_bin, tmp_path):
+    from migration_soak.backup import take_backup
+    from migration_soak.migrate import LedgerBackend
+    from migration_soak.plan import load_plan
+    from migration_soak.rehearsal import rehearse
+
+    from .conftest import MIGRATIONS
+
+    plan = load_plan("default")
+    plan = plan.model_copy(update={"migration": plan.migration.model_copy(update={"rollback_method": "rebuild"})})
+    backup = take_backup(seeded, tmp_path / "backups", pg_bin, "pre_rehearsal")
+    calls = []
+    real = rebuild.rebuild_columns
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append(out)
+        return out
+
+    try:
+        rebuild.rebuild_columns = spy
+        result = rehearse(plan, seeded, backup, pg_bin, run_id="manual__rebuild-rehearsal",
+                          backend_for=lambda t: LedgerBackend(t, MIGRATIONS, lock_retries=0))
+    finally:
+        rebuild.rebuild_columns = real
+    assert result.status == "passed" and result.values_restored == 2 * SEED_USERS and result.mismatches == 0
+    (restored,) = calls
+    assert restored.method == "rebuild" and restored.swap_s > 0
