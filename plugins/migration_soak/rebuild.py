@@ -343,62 +343,8 @@ class _Run:
 
     def refuse(self, after_readd: bool = False) -> None:
         """``RollbackError`` naming every object a swap would break or leave on the old table."""
-        problems: list[str] = []
         with self.conn.cursor() as cur:
-            cur.execute("SELECT set_config('search_path', 'pg_catalog', true)")
-            relid = self._relid(cur)
-            cur.execute("""SELECT relkind, relpersistence, reltablespace, relrowsecurity, relforcerowsecurity,
-                                  relispartition, reltype
-                           FROM pg_class WHERE oid = %s""", (relid,))
-            kind, persistence, tablespace, rls, force_rls, partition, reltype = cur.fetchone()
-            if kind != "r":
-                problems.append(f"it is not a plain table (relkind {kind!r}: partitioned or other)")
-            if persistence != "p":
-                problems.append("it is UNLOGGED" if persistence == "u" else f"relpersistence {persistence!r}")
-            if tablespace:
-                problems.append("it lives in a non-default tablespace")
-            if rls or force_rls:
-                problems.append("row-level security is enabled on it")
-            if partition:
-                problems.append("it is a partition")
-
-            def named(query: str, what: str, params=(relid,)) -> None:
-                cur.execute(query, params)
-                for (name,) in cur.fetchall():
-                    problems.append(f"{what} {name}")
-
-            named("SELECT inhparent::regclass::text FROM pg_inherits WHERE inhrelid = %s", "it inherits from")
-            named("SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = %s",
-                  "a table inherits from it (or is its partition):")
-            named("""SELECT DISTINCT r.ev_class::regclass::text FROM pg_depend d
-                     JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
-                     WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = %s AND r.ev_class <> %s""",
-                  "view or materialized view depends on it:", (relid, relid))
-            named("SELECT rulename FROM pg_rewrite WHERE ev_class = %s", "rule")
-            named("SELECT polname FROM pg_policy WHERE polrelid = %s", "row-level security policy")
-            named("""SELECT p.pubname FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid
-                     WHERE r.prrelid = %s""", "publication")
-            named("SELECT tgname FROM pg_trigger WHERE tgrelid = %s AND NOT tgisinternal AND tgname <> %s",
-                  "trigger", (relid, CAPTURE_TRIGGER))
-            named("""SELECT s.oid::regclass::text FROM pg_depend d JOIN pg_class s ON s.oid = d.objid
-                     WHERE d.classid = 'pg_class'::regclass AND s.relkind = 'S'
-                       AND d.refclassid = 'pg_class'::regclass AND d.refobjid = %s""",
-                  "sequence owned by it (serial or identity column):")
-            named("""SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped
-                       AND (attidentity <> '' OR attgenerated <> '')""", "identity or generated column")
-            named("""SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped
-                       AND attacl IS NOT NULL""", "column-level grant on column")
-            named("SELECT stxname FROM pg_statistic_ext WHERE stxrelid = %s", "extended statistics object")
-            named("SELECT conname FROM pg_constraint WHERE conrelid = %s AND contype NOT IN ('p', 'u', 'f', 'c', 'n')",
-                  "constraint (exclusion or other kind)")
-            named("""SELECT pg_describe_object(classid, objid, objsubid) FROM pg_depend
-                     WHERE refclassid = 'pg_type'::regclass AND refobjid = %s AND deptype = 'n'""",
-                  "object uses its row type:", (reltype,))
-            for name in (self.table + NEW_SUFFIX, self.old_name):
-                cur.execute("SELECT to_regclass(%s)", (sql.Identifier(self.schema, name).as_string(self.conn),))
-                if cur.fetchone()[0] is not None:
-                    problems.append(f"a relation {self.schema}.{name} already exists (a rebuild's leftover? "
-                                    "inspect it and drop it)")
+            problems = self._problems(cur, check_names=True)
         self.conn.commit()
         if problems:
             raise RollbackError(
@@ -407,6 +353,66 @@ class _Run:
                    ", nothing changed: ")
                 + "; ".join(problems)
                 + " (rollback_method 'copy' restores such a table in place)")
+
+    def _problems(self, cur, *, check_names: bool) -> list[str]:
+        """What ``refuse`` names, read in the caller's transaction (sets search_path =
+        pg_catalog for it)."""
+        problems: list[str] = []
+        cur.execute("SELECT set_config('search_path', 'pg_catalog', true)")
+        relid = self._relid(cur)
+        cur.execute("""SELECT relkind, relpersistence, reltablespace, relrowsecurity, relforcerowsecurity,
+                              relispartition, reltype
+                       FROM pg_class WHERE oid = %s""", (relid,))
+        kind, persistence, tablespace, rls, force_rls, partition, reltype = cur.fetchone()
+        if kind != "r":
+            problems.append(f"it is not a plain table (relkind {kind!r}: partitioned or other)")
+        if persistence != "p":
+            problems.append("it is UNLOGGED" if persistence == "u" else f"relpersistence {persistence!r}")
+        if tablespace:
+            problems.append("it lives in a non-default tablespace")
+        if rls or force_rls:
+            problems.append("row-level security is enabled on it")
+        if partition:
+            problems.append("it is a partition")
+
+        def named(query: str, what: str, params=(relid,)) -> None:
+            cur.execute(query, params)
+            for (name,) in cur.fetchall():
+                problems.append(f"{what} {name}")
+
+        named("SELECT inhparent::regclass::text FROM pg_inherits WHERE inhrelid = %s", "it inherits from")
+        named("SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = %s",
+              "a table inherits from it (or is its partition):")
+        named("""SELECT DISTINCT r.ev_class::regclass::text FROM pg_depend d
+                 JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+                 WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = %s AND r.ev_class <> %s""",
+              "view or materialized view depends on it:", (relid, relid))
+        named("SELECT rulename FROM pg_rewrite WHERE ev_class = %s", "rule")
+        named("SELECT polname FROM pg_policy WHERE polrelid = %s", "row-level security policy")
+        named("""SELECT pubname FROM pg_publication_tables WHERE schemaname = %s AND tablename = %s""",
+              "publication", (self.schema, self.table))
+        named("SELECT tgname FROM pg_trigger WHERE tgrelid = %s AND NOT tgisinternal AND tgname <> %s",
+              "trigger", (relid, CAPTURE_TRIGGER))
+        named("""SELECT s.oid::regclass::text FROM pg_depend d JOIN pg_class s ON s.oid = d.objid
+                 WHERE d.classid = 'pg_class'::regclass AND s.relkind = 'S'
+                   AND d.refclassid = 'pg_class'::regclass AND d.refobjid = %s""",
+              "sequence owned by it (serial or identity column):")
+        named("""SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped
+                   AND (attidentity <> '' OR attgenerated <> '')""", "identity or generated column")
+        named("""SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped
+                   AND attacl IS NOT NULL""", "column-level grant on column")
+        named("SELECT stxname FROM pg_statistic_ext WHERE stxrelid = %s", "extended statistics object")
+        named("SELECT conname FROM pg_constraint WHERE conrelid = %s AND contype NOT IN ('p', 'u', 'f', 'c', 'n')",
+              "constraint (exclusion or other kind)")
+        named("""SELECT pg_describe_object(classid, objid, objsubid) FROM pg_depend
+                 WHERE refclassid = 'pg_type'::regclass AND refobjid = %s AND deptype = 'n'""",
+              "object uses its row type:", (reltype,))
+        for name in (self.table + NEW_SUFFIX, self.old_name) if check_names else ():
+            cur.execute("SELECT to_regclass(%s)", (sql.Identifier(self.schema, name).as_string(self.conn),))
+            if cur.fetchone()[0] is not None:
+                problems.append(f"a relation {self.schema}.{name} already exists (a rebuild's leftover? "
+                                "inspect it and drop it)")
+        return problems
 
     def _read_shape(self, cur) -> _Shape:
         """The live table's owner, grants, indexes, constraints and foreign keys, names
@@ -603,21 +609,39 @@ class _Run:
 
         def body(cur) -> None:
             cur.execute(_TEXT_SETTINGS)
+            cur.execute("SELECT current_setting('search_path')")
+            search_path = cur.fetchone()[0]
             cur.execute("SELECT set_config('search_path', 'pg_catalog', true)")
+            relid = self._relid(cur)
             cur.execute("""SELECT DISTINCT conrelid::regclass::text FROM pg_constraint
-                           WHERE contype = 'f' AND confrelid = %s::regclass AND conrelid <> confrelid""",
-                        (self.tbl.as_string(self.conn),))
+                           WHERE contype = 'f' AND confrelid = %s AND conrelid <> confrelid""", (relid,))
             others = [r[0] for r in cur.fetchall()]
+            cur.execute("""SELECT DISTINCT confrelid::regclass::text FROM pg_constraint
+                           WHERE contype = 'f' AND conrelid = %s AND conrelid <> confrelid""", (relid,))
+            referenced = [r[0] for r in cur.fetchall() if r[0] not in others]
+            if referenced:  # the tables the new table's own foreign keys will reference: before users,
+                # so that ADD FOREIGN KEY does not wait for them while users is held
+                cur.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(
+                    sql.SQL(", ").join(sql.SQL(t) for t in referenced)))
             cur.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
                 sql.SQL(", ").join([self.tbl, *(sql.SQL(t) for t in others)])))
-            shape = self._read_shape(cur)  # under the lock: what the swap carries over
+            # Under the lock: nothing may have changed that the new table would miss.
+            problems = self._problems(cur, check_names=False)
+            if problems:
+                raise RollbackError(f"rebuild of {self.qualified} refused at the swap: " + "; ".join(problems))
+            shape = self._read_shape(cur)  # what the swap carries over
             if shape.index_keys() != built.index_keys():
                 raise RollbackError(f"the indexes of {self.qualified} changed during the rebuild; retry")
+            if self._columns_of(cur, self.tbl) != self._columns_of(cur, self.new):
+                raise RollbackError(f"the columns or CHECK constraints of {self.qualified} changed during the "
+                                    "rebuild; retry")
             locked = set(others)
             missing = [fk.table for fk in shape.incoming_fks if fk.table not in locked]
             if missing:
                 raise RollbackError(f"foreign keys to {self.qualified} appeared during the swap ({missing}); retry")
+            cur.execute("SELECT set_config('search_path', %s, true)", (search_path,))  # the types as read
             self._round(cur)
+            cur.execute("SELECT set_config('search_path', 'pg_catalog', true)")
             cur.execute(sql.SQL("DROP TRIGGER {} ON {}").format(sql.Identifier(CAPTURE_TRIGGER), self.tbl))
             for fk in shape.incoming_fks:
                 cur.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(sql.SQL(fk.table),
@@ -675,6 +699,19 @@ class _Run:
             self.shape = shape
 
         return self._once("swap", body)
+
+    def _columns_of(self, cur, table: sql.Composable) -> list[tuple]:
+        """(name, type, not null, default) of each column in order, and the CHECK
+        constraints' definitions: what the new table must share with the live one."""
+        cur.execute("""SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attcollation,
+                              pg_get_expr(d.adbin, d.adrelid)
+                       FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+                       WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+                       ORDER BY a.attnum""", (table.as_string(self.conn),))
+        columns = cur.fetchall()
+        cur.execute("""SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass
+                       AND contype = 'c' ORDER BY 1""", (table.as_string(self.conn),))
+        return [*columns, *cur.fetchall()]
 
     # ------------------------------------------------------- 6. after the swap
 

@@ -52,6 +52,9 @@ def _foreign_keys(target):
 def test_rebuild_restores_every_value_and_carries_the_table_over(migrated, pg_bin):  # noqa: F811
     target, backup, backend, before, definitions = migrated
     indexes, fks = _indexes(target), _foreign_keys(target)
+    constraints = "SELECT conname, contype, pg_get_constraintdef(oid) FROM pg_constraint " \
+                  "WHERE conrelid = 'public.users'::regclass AND conname NOT LIKE '%%Verified%%' ORDER BY 1"
+    constraints_before = query(target, constraints)
     relid = _state(target)["relid"]
     columns_before = query(target, """SELECT attname FROM pg_attribute WHERE attrelid = 'public.users'::regclass
                                       AND attnum > 0 AND NOT attisdropped ORDER BY attnum""")
@@ -81,6 +84,7 @@ def test_rebuild_restores_every_value_and_carries_the_table_over(migrated, pg_bi
     assert query(target, """SELECT attname FROM pg_attribute WHERE attrelid = 'public.users'::regclass
                             AND attnum > 0 AND NOT attisdropped ORDER BY attnum""")[:len(columns_before)] == columns_before
     assert _indexes(target) == indexes
+    assert query(target, constraints) == constraints_before  # names too (PostgreSQL 18's NOT NULL constraints)
     assert _foreign_keys(target) == fks and all(row[3] for row in fks)
     state = _state(target)
     assert state["relid"] != relid
@@ -525,3 +529,31 @@ def test_the_rehearsal_rehearses_the_rebuild_when_the_plan_says_so(seeded, pg_bi
     assert result.status == "passed" and result.values_restored == 2 * SEED_USERS and result.mismatches == 0
     (restored,) = calls
     assert restored.method == "rebuild" and restored.swap_s > 0
+
+
+# ------------------------------------------- a change made during the rebuild, at the swap
+
+
+@pytest.mark.parametrize("ddl, message", [
+    ("CREATE VIEW late_view AS SELECT id FROM users", "refused at the swap: view or materialized view.*late_view"),
+    ("ALTER TABLE users ADD COLUMN nickname text", "columns or CHECK constraints of public.users changed"),
+    ('CREATE INDEX users_created_idx ON users ("createdAt")', "indexes of public.users changed"),
+])
+def test_a_change_made_during_the_rebuild_is_caught_at_the_swap_and_undone(migrated, pg_bin, monkeypatch,  # noqa: F811
+                                                                          ddl, message):
+    """Someone changes the table while the new one is built: the swap, which re-reads the
+    table under its lock, refuses rather than leave the change on the old table; the
+    rebuild is undone and the live table keeps the change."""
+    target, backup, _, _, _ = migrated
+    relid = _state(target)["relid"]
+    real = rebuild._Run.catch_up
+
+    def catch_up(self):
+        query(target, ddl)
+        return real(self)
+
+    monkeypatch.setattr(rebuild._Run, "catch_up", catch_up)
+    with pytest.raises(RollbackError, match=message):
+        rebuild_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
+    assert _state(target) == {"relid": relid, "triggers": [], "new": [(None, None)], "scratch": [(None,)]}
+    assert query(target, 'SELECT count(*), count("passwordHash") FROM users') == [(SEED_USERS - 3 + NEW_USERS, 0)]
