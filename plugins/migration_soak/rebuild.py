@@ -744,12 +744,21 @@ class _Run:
             sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SCRATCH_SCHEMA))))
 
     def drop_scratch_after_swap(self) -> str:
+        """After the swap committed: the scratch schema dropped (the trigger went with the
+        swap); returns a note for the error."""
+        notes = ["the swap had committed: the restored table is in place"]
         try:
             self.conn.rollback()
+            with self.conn.cursor() as cur:
+                cur.execute("SELECT to_regclass(%s) IS NOT NULL",
+                            (sql.Identifier(self.schema, self.old_name).as_string(self.conn),))
+                if cur.fetchone()[0]:
+                    notes.append(f"{self.schema}.{self.old_name} is kept for inspection (drop it when done)")
+            self.conn.commit()
             self.drop_scratch()
         except Exception as exc:  # the original error matters more
-            return f"scratch schema {SCRATCH_SCHEMA} not dropped ({exc})"
-        return f"the swap had committed: {self.schema}.{self.old_name} is kept for inspection"
+            notes.append(f"scratch schema {SCRATCH_SCHEMA} not dropped ({exc})")
+        return "; ".join(notes)
 
     def undo(self) -> str:
         """Before the swap committed: the trigger (retried under lock_timeout), the new

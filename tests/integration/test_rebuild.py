@@ -557,3 +557,23 @@ def test_a_change_made_during_the_rebuild_is_caught_at_the_swap_and_undone(migra
         rebuild_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
     assert _state(target) == {"relid": relid, "triggers": [], "new": [(None, None)], "scratch": [(None,)]}
     assert query(target, 'SELECT count(*), count("passwordHash") FROM users') == [(SEED_USERS - 3 + NEW_USERS, 0)]
+
+
+def test_a_failure_after_the_swap_keeps_the_restored_table_and_the_old_one(migrated, pg_bin, monkeypatch):  # noqa: F811
+    """The verification fails after the swap committed: the restored table stays in place
+    (no undo of a committed swap), the old table is kept for inspection and named."""
+    target, backup, _, before, _ = migrated
+    relid = _state(target)["relid"]
+
+    def failing_verify(*args, **kwargs):
+        raise RollbackError("verification of public.users failed: (simulated)")
+
+    monkeypatch.setattr(rebuild, "_verify", failing_verify)
+    with pytest.raises(RollbackError, match=r"simulated\); the swap had committed: the restored table is in place; "
+                                            r"public.users_soak_old is kept for inspection"):
+        rebuild_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
+    state = _state(target)
+    assert state["relid"] != relid and state["triggers"] == [] and state["scratch"] == [(None,)]
+    assert query(target, "SELECT 'public.users_soak_old'::regclass::oid") == [(relid,)]
+    after = snapshot(target)
+    assert all(after[k] == v for k, v in before.items() if k not in DELETED)
