@@ -523,6 +523,7 @@ class _Run:
         and the ``INSERT ... SELECT``; then its indexes and ANALYZE. Returns (rows that
         take a backup value, values taken) as the copy counts them."""
         conn = self.conn
+        started = time.monotonic()
         with conn.cursor() as cur:
             self.shape = self._read_shape(cur)
             cur.execute("SELECT reloptions FROM pg_class WHERE oid = %s::regclass", (self.tbl.as_string(conn),))
@@ -549,18 +550,24 @@ class _Run:
                                    FROM {tbl} u JOIN {staged} b ON {join}""").format(
                 nf=needs_fill, filled=filled, tbl=self.tbl, staged=self.staged, join=self._join()), self._params())
             rows, values = cur.fetchone()
+            counted = time.monotonic()
             cur.execute(sql.SQL("INSERT INTO {new} ({names}) SELECT {select} FROM {tbl} u LEFT JOIN {staged} b ON {join}")
                         .format(new=self.new, names=sql.SQL(", ").join(map(sql.Identifier, self.names)),
                                 select=self._select(), tbl=self.tbl, staged=self.staged, join=self._join()),
                         self._params())
         conn.commit()
+        inserted = time.monotonic()
         with conn.cursor() as cur:
             for ix in self.shape.indexes:
                 cur.execute(sql.SQL("CREATE {u}INDEX {name} ON {new} ").format(
                     u=sql.SQL("UNIQUE " if ix.unique else ""), name=sql.Identifier(ix.temp_name), new=self.new)
                     + sql.SQL(ix.rest))
+            indexed = time.monotonic()
             cur.execute(sql.SQL("ANALYZE {}").format(self.new))
         conn.commit()
+        log.info("rebuild of %s: counted in %.2f s, inserted in %.2f s, %d indexes in %.2f s, analyzed in %.2f s",
+                 self.qualified, counted - started, inserted - counted, len(self.shape.indexes), indexed - inserted,
+                 time.monotonic() - indexed)
         return int(rows), int(values)
 
     # ------------------------------------------------------------ 4. catch-up
