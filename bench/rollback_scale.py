@@ -17,8 +17,14 @@ pages, the same indexes, nothing left over from the variant before):
 * ``project@<ref>``: ``restore_columns`` as of a git ref (``git show``, resolved once at
   the start), e.g. ``project@main``; ``project@14a35aa`` is the physical-order sweep that
   was measured and not kept (bench/README.md);
-* ``rebuild``: an experiment, not the project's code: a rebuild-and-swap without the
-  capture of concurrent writes (``rebuild_restore``; bench/README.md);
+* ``rebuild``: the project's ``rebuild.rebuild_columns`` (the plan's
+  ``migration.rollback_method: rebuild``): refusals, stage, re-add, a capture trigger, the
+  new table in one ``INSERT ... SELECT``, its indexes, catch-up rounds, the swap under
+  ``lock_timeout``, foreign keys validated after, verify (``ddl_s`` is the swap);
+  ``rebuild-<option>=<value>`` with a keyword changed, as for ``project``;
+* ``rebuild-experiment``: the experiment that preceded it, not the project's code: a
+  rebuild-and-swap without the capture of concurrent writes, grants or refusals
+  (``rebuild_restore``; bench/README.md's 5.98x at 2 M users was measured with it);
 * ``proto-order=key|ctid,batch=N,sync=on|off,walc=pglz``: an experiment, not the
   project's code: plain ``UPDATE ... FROM`` batches without row locks or checks, in key
   or physical (``ctid`` page range) order, with transaction-local ``synchronous_commit``
@@ -60,7 +66,7 @@ from psycopg2 import sql  # noqa: E402
 from bench.rollback_lock import DOWN_SQL, DROP, MIGRATIONS, App, Sampler, load_before  # noqa: E402
 from demo import postgres  # noqa: E402
 from demo.seed import create_staging  # noqa: E402
-from migration_soak import archive, rollback  # noqa: E402
+from migration_soak import archive, rebuild, rollback  # noqa: E402
 from migration_soak.backup import take_backup  # noqa: E402
 from migration_soak.migrate import LedgerBackend  # noqa: E402
 from migration_soak.pgconn import PgTarget  # noqa: E402
@@ -144,12 +150,15 @@ def naive_restore(target: PgTarget, backup, pg_bin, *, down_sql, **_ignored) -> 
             "rows_updated": updated, "values_restored": 2 * updated, "mismatches": mismatches, "staged": staged}
 
 
-def project_restore(module=rollback, **options):
+def project_restore(module=rollback, function: str = "restore_columns", **options):
+    """``module.<function>`` (``rollback.restore_columns``, ``rebuild.rebuild_columns``) with
+    ``options`` added to its keywords."""
     def restore(target, backup, pg_bin, **kwargs) -> dict:
-        result = module.restore_columns(target, backup, pg_bin, **kwargs, **options)
+        result = getattr(module, function)(target, backup, pg_bin, **kwargs, **options)
         return {"stage_s": result.stage_s, "ddl_s": result.ddl_s, "copy_s": result.copy_s,
                 "verify_s": result.verify_s, "batches": result.batches, "rows_updated": result.rows_updated,
-                "values_restored": result.values_restored, "mismatches": result.mismatches}
+                "values_restored": result.values_restored, "mismatches": result.mismatches,
+                "swap_s": getattr(result, "swap_s", 0.0)}  # project@<ref>: older RestoreResults lack it
     return restore
 
 
@@ -224,9 +233,10 @@ REBUILT = "users_rebuilt"
 
 
 def rebuild_restore(target: PgTarget, backup, pg_bin, *, down_sql, lock_timeout_s: float = 3.0, **_ignored) -> dict:
-    """An experiment, not the project's code: the cost of a rebuild-and-swap (what issue 14
-    item 4 names for the 3x goal), without the capture of concurrent writes that a real one
-    needs (the application here only reads). The staged typed copy and the down SQL as
+    """Variant ``rebuild-experiment``, kept to reproduce the figure it gave; the project's
+    code is ``rebuild.rebuild_columns`` (variant ``rebuild``). An experiment: the cost of a
+    rebuild-and-swap (what issue 14 item 4 names for the 3x goal), without the capture of
+    concurrent writes that a real one needs (the application here only reads). The staged typed copy and the down SQL as
     ``naive``, then: ``users_rebuilt`` built in one pass (``INSERT ... SELECT`` of users
     left-joined to the copy: every row written once, sequentially), its indexes built by
     sorting (the definitions of users' own), then one short transaction under
@@ -329,8 +339,12 @@ def _options(text: str) -> dict:
 def variant(name: str):
     if name == "naive":
         return naive_restore
-    if name == "rebuild":
+    if name == "rebuild-experiment":
         return rebuild_restore
+    if name == "rebuild":
+        return project_restore(rebuild, "rebuild_columns")
+    if name.startswith("rebuild-"):
+        return project_restore(rebuild, "rebuild_columns", **_options(name[len("rebuild-"):]))
     if name.startswith("proto"):
         return proto_restore(**_options(name[len("proto-"):])) if name != "proto" else proto_restore()
     if name == "project":
@@ -399,8 +413,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=2_000_000)
     parser.add_argument("--variants", nargs="+", default=["naive", "project"],
-                        help="naive, project, project-<kw>=<value>[,<kw>=<value>] (restore_columns keywords), rebuild, "
-                             "proto-...")
+                        help="naive, project, project-<kw>=<value>[,<kw>=<value>] (restore_columns keywords), rebuild "
+                             "(rebuild_columns), rebuild-<kw>=<value>, rebuild-experiment, proto-...")
     parser.add_argument("--sample-ms", type=float, default=10.0)
     parser.add_argument("--workdir", type=Path, default=None, help="data folder (default: a temporary one, removed)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")

@@ -484,6 +484,19 @@ class Migration(_Model):
     #: tried (0: fail at the first lock timeout); the worst case adds
     #: ``(lock_retries + 1) * lock_timeout_s`` plus the backoffs to the step
     lock_retries: int = Field(default=5, ge=0, le=20, description="retries of a DDL transaction after a lock timeout")
+    #: how the rollback restores the dropped columns' values (rollback step 2; both re-add
+    #: the columns with the down SQL first and keep values written after the re-add):
+    #: ``copy`` (``rollback.restore_columns``, the default) updates the rows in place in
+    #: batches of row-locked keys, the table stays the same object; ``rebuild``
+    #: (``rebuild.rebuild_columns``) writes a new table in one pass, catches up the
+    #: application's writes through a trigger and swaps it in under a short ACCESS
+    #: EXCLUSIVE (much less WAL and time on a large table, but the table's OID changes and
+    #: twice its disk is needed meanwhile); it refuses, before anything changes, a table
+    #: with views, rules, row-level security, publications, inheritance or partitions, other
+    #: triggers, owned sequences, identity or generated columns, column grants, a
+    #: tablespace or UNLOGGED (docs/design.md#rebuildpy)
+    rollback_method: Literal["copy", "rebuild"] = Field(
+        default="copy", description="copy: batched UPDATE in place; rebuild: new table, trigger catch-up, swap")
     #: the user's Prisma project folder (holds ``prisma.config.ts`` or ``package.json``
     #: with the CLI installed). When set, the real ``npx prisma migrate status`` runs there
     #: after the deploy (it must say the schema is up to date) and after the rollback (it

@@ -124,13 +124,14 @@ def rehearse(plan: Plan, staging: PgTarget, backup: BackupRecord, pg_bin_dir: Pa
                 raise RehearsalError("migrate", str(exc)) from None
         with _timed(times, "validate"):
             validations = _validate(scratch, _validation_checks(plan))
-        from migration_soak.rollback import restore_columns
+        from migration_soak.rollback import restore_by_method
 
         with _timed(times, "rollback"):
             try:
-                restored = restore_columns(scratch, backup, pg_bin_dir, down_sql=plan.path(m.down_sql), table=m.table,
-                                           columns=tuple(m.dropped_columns), key=m.key,
-                                           lock_timeout_s=m.lock_timeout_s, lock_retries=0, timeout_s=cfg.timeout_s)
+                restored = restore_by_method(m.rollback_method, scratch, backup, pg_bin_dir,
+                                             down_sql=plan.path(m.down_sql), table=m.table,
+                                             columns=tuple(m.dropped_columns), key=m.key,
+                                             lock_timeout_s=m.lock_timeout_s, lock_retries=0, timeout_s=cfg.timeout_s)
                 backend.mark_rolled_back(m.name)
             except SoakError as exc:  # restore_columns names its own sub-step
                 raise RehearsalError("rollback", str(exc)) from None

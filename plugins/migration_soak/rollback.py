@@ -84,6 +84,11 @@ class RestoreResult:
             included): the longest the table was held ACCESS EXCLUSIVE by this call.
         copy_s: seconds of the batched copy.
         verify_s: seconds of the final verification.
+        method: ``copy`` (``restore_columns``) or ``rebuild`` (``rebuild.rebuild_columns``:
+            ``batches`` are then its catch-up rounds, ``ddl_s`` its swap).
+        swap_s: ``rebuild`` only: seconds of the swap transaction (its lock wait
+            included), the longest ACCESS EXCLUSIVE on the table after the down SQL; 0.0
+            for ``copy``.
     """
 
     table: str
@@ -103,6 +108,8 @@ class RestoreResult:
     ddl_s: float = 0.0
     copy_s: float = 0.0
     verify_s: float = 0.0
+    method: str = "copy"
+    swap_s: float = 0.0
 
     @property
     def lock_retries(self) -> int:
@@ -272,10 +279,29 @@ def restore_columns(
         ddl_s=round(ddl_s, 3),
         copy_s=round(copy_s, 3),
         verify_s=round(verify_s, 3),
-        **counts,
+        **counts,  # type: ignore[arg-type]  # _verify's int counts
     )
     log.info("rollback of %s: %s", qualified, out.to_dict())
     return out
+
+
+#: The plan's ``migration.rollback_method`` values and what each runs.
+ROLLBACK_METHODS = ("copy", "rebuild")
+
+
+def restore_by_method(method: str, target: PgTarget, backup: BackupRecord, pg_bin_dir: Path | None,
+                      **kwargs: Any) -> RestoreResult:
+    """``restore_columns`` (``method == "copy"``) or ``rebuild.rebuild_columns``
+    (``"rebuild"``) with the same arguments; the one place the plan's
+    ``migration.rollback_method`` is dispatched (runbook step 2, the rehearsal). Raises
+    ``RollbackError`` for another method, and whatever the chosen function raises."""
+    if method == "copy":
+        return restore_columns(target, backup, pg_bin_dir, **kwargs)
+    if method == "rebuild":
+        from migration_soak.rebuild import rebuild_columns
+
+        return rebuild_columns(target, backup, pg_bin_dir, **kwargs)
+    raise RollbackError(f"unknown rollback_method {method!r} (one of {', '.join(ROLLBACK_METHODS)})")
 
 
 # ----------------------------------------------------------------------- steps

@@ -29,7 +29,7 @@ from migration_soak.pooler import require_direct
 from migration_soak.prisma_cli import PrismaCliBackend, confirm_status
 from migration_soak.rehearsal import RehearsalResult
 from migration_soak.rehearsal import rehearse as run_rehearsal
-from migration_soak.rollback import restore_columns, restore_summary
+from migration_soak.rollback import restore_by_method, restore_summary
 from migration_soak.store import Store
 
 #: Rows of a read-only query on the staging database (``sources.sql.run_readonly``).
@@ -298,9 +298,9 @@ def restore(plan: Plan, run_id: str, store: Store, *, fetch: Fetch, direct: PgTa
     m = plan.migration
     try:
         with fetch() as local:
-            result = restore_columns(direct, local, pg_bin_dir, table=m.table, columns=tuple(m.dropped_columns),
-                                     key=m.key, down_sql=plan.path(m.down_sql), lock_timeout_s=m.lock_timeout_s,
-                                     lock_retries=m.lock_retries)
+            result = restore_by_method(m.rollback_method, direct, local, pg_bin_dir, table=m.table,
+                                       columns=tuple(m.dropped_columns), key=m.key, down_sql=plan.path(m.down_sql),
+                                       lock_timeout_s=m.lock_timeout_s, lock_retries=m.lock_retries)
     except RollbackError as exc:
         store.add_event(run_id, "restore_failed", {"text": str(exc)[:2000], "lock_attempts": lock_attempts(exc)})
         raise
@@ -311,11 +311,16 @@ def restore(plan: Plan, run_id: str, store: Store, *, fetch: Fetch, direct: PgTa
 
 def restore_event(payload: dict) -> dict:
     """The ``restore`` event of a ``rollback.RestoreResult.to_dict()`` (rollback step 2)."""
+    if payload.get("method") == "rebuild":
+        how = (f"; rebuilt and swapped in: ACCESS EXCLUSIVE only for the re-add and the {payload.get('swap_s', 0):.2f} s "
+               f"swap, after {payload.get('batches', 0)} catch-up rounds")
+    else:
+        how = (f"; ACCESS EXCLUSIVE only for the {payload.get('ddl_s', 0):.2f} s re-add, then "
+               f"{payload.get('batches', 0)} row-locked batches")
     return {**payload, "text": (
         restore_summary(payload)
         + (f"; {payload['values_kept']} newer values written by the app kept" if payload.get("values_kept") else "")
-        + f"; ACCESS EXCLUSIVE only for the {payload.get('ddl_s', 0):.2f} s re-add, then "
-          f"{payload.get('batches', 0)} row-locked batches")}
+        + how)}
 
 
 def mark_rolled_back(plan: Plan, run_id: str, store: Store, migrations: MigrationBackend, direct: PgTarget) -> dict:

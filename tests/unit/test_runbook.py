@@ -260,6 +260,9 @@ def test_backup_and_restore_events_summarise_their_figures():
     assert runbook.restore_event(restored)["text"] == (
         "restored 10 values for 5 of 6 rows of accounts present at backup time; 0 mismatches; 2 newer values written "
         "by the app kept; ACCESS EXCLUSIVE only for the 0.03 s re-add, then 3 row-locked batches")
+    rebuilt = {**restored, "method": "rebuild", "swap_s": 0.0212, "batches": 2}
+    assert runbook.restore_event(rebuilt)["text"].endswith(
+        "kept; rebuilt and swapped in: ACCESS EXCLUSIVE only for the re-add and the 0.02 s swap, after 2 catch-up rounds")
     # an event stored before the counts were named for rows still reads
     old = {"table": "public.users", "values_restored": 4, "users_matched": 2, "users_at_backup": 3, "mismatches": 0}
     assert runbook.restore_event(old)["text"].startswith(
