@@ -170,7 +170,7 @@ def rebuild_columns(
     if batch_size < 1:
         raise RollbackError(f"batch_size must be at least 1, not {batch_size}")
     qualified = f"{schema}.{table}"
-    if len(table) + len(OLD_SUFFIX) > 63:
+    if len(table.encode("utf-8")) + len(OLD_SUFFIX) > 63:  # bytes: PostgreSQL truncates names at 63 bytes
         raise RollbackError(f"{qualified}: the name is too long for {table}{OLD_SUFFIX} (63 bytes at most)")
     if backup.path is None:
         raise RollbackError(f"backup {backup.location or '?'} has no local copy: fetch it first "
