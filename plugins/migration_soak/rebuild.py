@@ -772,11 +772,13 @@ class _Run:
         table and the scratch schema removed; the live table as it was. Returns a note for
         the error when something could not be removed."""
         notes: list[str] = []
+        gone = "the connection is gone: a rerun removes the capture trigger and the new table"
+        if self.conn.closed:  # killed (pg_terminate_backend, a network cut): nothing more can run on it
+            return gone
         try:
-            if not self.conn.closed:
-                self.conn.rollback()
+            self.conn.rollback()
         except Exception:
-            return "the connection is gone: a rerun removes the capture trigger and the new table"
+            return gone
         if not self.staged_once:
             return ""  # refused or failed before anything was created
         try:
