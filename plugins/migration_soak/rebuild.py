@@ -78,6 +78,7 @@ class _Index:
     deferrable: bool
     deferred: bool
     comment: str | None
+    constraint_comment: str | None = None  # COMMENT ON CONSTRAINT (the index's comment is another object)
 
     @property
     def temp_name(self) -> str:
@@ -94,6 +95,7 @@ class _ForeignKey:
     name: str
     definition: str  # pg_get_constraintdef, qualified names, without " NOT VALID"
     validated: bool
+    comment: str | None = None
 
 
 @dataclass
@@ -431,13 +433,15 @@ class _Run:
         prefix_table = sql.Identifier(self.schema, self.table).as_string(self.conn)
         cur.execute("""SELECT i.indexrelid, c.relname, quote_ident(c.relname), i.indisunique, pg_get_indexdef(i.indexrelid),
                               con.conname, con.contype, con.condeferrable, con.condeferred,
-                              obj_description(i.indexrelid, 'pg_class'), quote_ident(n.nspname) || '.' || quote_ident(t.relname)
+                              obj_description(i.indexrelid, 'pg_class'), quote_ident(n.nspname) || '.' || quote_ident(t.relname),
+                              obj_description(con.oid, 'pg_constraint')
                        FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
                        JOIN pg_class t ON t.oid = i.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace
                        LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid
                                                   AND con.contype IN ('p', 'u', 'x')
                        WHERE i.indrelid = %s ORDER BY c.relname""", (relid,))
-        for oid, name, quoted, unique, definition, conname, contype, deferrable, deferred, icomment, qtable in cur.fetchall():
+        for (oid, name, quoted, unique, definition, conname, contype, deferrable, deferred, icomment, qtable,
+             ccomment) in cur.fetchall():
             if contype == "x":
                 raise RollbackError(f"rebuild of {self.qualified} refused: exclusion constraint {conname}")
             prefix = f"CREATE {'UNIQUE ' if unique else ''}INDEX {quoted} ON {qtable} "
@@ -445,14 +449,15 @@ class _Run:
                 raise RollbackError(f"rebuild of {self.qualified} refused: index {name} has a definition the swap "
                                     f"cannot rebuild: {definition}")
             shape.indexes.append(_Index(int(oid), name, bool(unique), definition[len(prefix):], conname, contype,
-                                        bool(deferrable), bool(deferred), icomment))
+                                        bool(deferrable), bool(deferred), icomment, ccomment))
         del prefix_table
-        cur.execute("""SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid), convalidated, conrelid = %s
+        cur.execute("""SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid), convalidated, conrelid = %s,
+                              obj_description(oid, 'pg_constraint')
                        FROM pg_constraint WHERE contype = 'f' AND (conrelid = %s OR confrelid = %s)
                        ORDER BY conrelid::regclass::text, conname""", (relid, relid, relid))
-        for ctable, name, definition, validated, own in cur.fetchall():
+        for ctable, name, definition, validated, own, fcomment in cur.fetchall():
             definition = definition.removesuffix(" NOT VALID")
-            fk = _ForeignKey(ctable, name, definition, bool(validated))
+            fk = _ForeignKey(ctable, name, definition, bool(validated), fcomment)
             (shape.own_fks if own else shape.incoming_fks).append(fk)
         return shape
 
@@ -662,23 +667,27 @@ class _Run:
                 temp = sql.Identifier(self.schema, ix.temp_name)
                 if ix.constraint and ix.contype in ("p", "u"):
                     clause = "PRIMARY KEY" if ix.contype == "p" else "UNIQUE"
-                    clause += (" DEFERRABLE" if ix.deferrable else "") + (" INITIALLY DEFERRED" if ix.deferred else "")
-                    cur.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} " + clause + " USING INDEX {}").format(
-                        self.tbl, sql.Identifier(ix.constraint), sql.Identifier(ix.temp_name)))
+                    # ... USING INDEX <index> [DEFERRABLE] [INITIALLY DEFERRED]: the grammar's order
+                    timing = (" DEFERRABLE" if ix.deferrable else "") + (" INITIALLY DEFERRED" if ix.deferred else "")
+                    cur.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} " + clause + " USING INDEX {}" + timing)
+                                .format(self.tbl, sql.Identifier(ix.constraint), sql.Identifier(ix.temp_name)))
                     if ix.constraint != ix.name:
                         cur.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
                             sql.Identifier(self.schema, ix.constraint), sql.Identifier(ix.name)))
+                    if ix.constraint_comment is not None:
+                        cur.execute(sql.SQL("COMMENT ON CONSTRAINT {} ON {} IS %s").format(
+                            sql.Identifier(ix.constraint), self.tbl), (ix.constraint_comment,))
                 else:
                     cur.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(temp, sql.Identifier(ix.name)))
                 cur.execute(sql.SQL("COMMENT ON INDEX {} IS %s").format(sql.Identifier(self.schema, ix.name)),
                             (ix.comment,))
-            for fk in shape.own_fks:
-                cur.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} ").format(self.tbl, sql.Identifier(fk.name))
+            for fk in [*shape.own_fks, *shape.incoming_fks]:
+                constrained = self.tbl if fk in shape.own_fks else sql.SQL(fk.table)
+                cur.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} ").format(constrained, sql.Identifier(fk.name))
                             + sql.SQL(fk.definition + " NOT VALID"))
-            for fk in shape.incoming_fks:
-                cur.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} ").format(sql.SQL(fk.table),
-                                                                               sql.Identifier(fk.name))
-                            + sql.SQL(fk.definition + " NOT VALID"))
+                if fk.comment is not None:
+                    cur.execute(sql.SQL("COMMENT ON CONSTRAINT {} ON {} IS %s").format(
+                        sql.Identifier(fk.name), constrained), (fk.comment,))
             cur.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(self.tbl, sql.SQL(shape.owner)))
             cur.execute("""SELECT DISTINCT CASE WHEN a.grantee = 0 THEN NULL
                                                ELSE quote_ident(pg_get_userbyid(a.grantee)) END

@@ -362,7 +362,8 @@ def test_the_catalog_is_carried_over(migrated, pg_bin):  # noqa: F811
         assert result.mismatches == 0
         after = _catalog(target)
         for part in catalog:
-            assert after[part] == catalog[part], part
+            assert after[part] == catalog[part], (part, "lost:", [r for r in catalog[part] if r not in after[part]],
+                                                  "gained:", [r for r in after[part] if r not in catalog[part]])
     finally:
         query(target, f'REASSIGN OWNED BY "{role}" TO CURRENT_USER')
         query(target, f'DROP OWNED BY "{role}"')
