@@ -406,6 +406,19 @@ class _Run:
         named("SELECT stxname FROM pg_statistic_ext WHERE stxrelid = %s", "extended statistics object")
         named("SELECT conname FROM pg_constraint WHERE conrelid = %s AND contype NOT IN ('p', 'u', 'f', 'c', 'n')",
               "constraint (exclusion or other kind)")
+        cur.execute("SELECT attnotnull FROM pg_attribute WHERE attrelid = %s AND attname = %s AND NOT attisdropped",
+                    (relid, self.key))
+        key_row = cur.fetchone()
+        if key_row is not None and not key_row[0]:
+            problems.append(f"the key column {self.key} allows NULL (the catch-up finds rows by key: a row with a "
+                            "NULL key written during the rebuild would be lost)")
+        named("""SELECT conname FROM pg_constraint WHERE conrelid = %s AND contype IN ('c', 'n')
+                   AND NOT convalidated""",
+              "constraint NOT VALID (the new table would get it valid and fail on the old rows):")
+        named("""SELECT c.conname || ' of ' || c.conrelid::regclass::text FROM pg_constraint c
+                 JOIN pg_class r ON r.oid = c.conrelid
+                 WHERE c.contype = 'f' AND c.confrelid = %s AND r.relkind = 'p'""",
+              "foreign key of a partitioned table (its partitions' constraints cannot be re-created):")
         named("""SELECT pg_describe_object(classid, objid, objsubid) FROM pg_depend
                  WHERE refclassid = 'pg_type'::regclass AND refobjid = %s AND deptype = 'n'""",
               "object uses its row type:", (reltype,))
