@@ -335,10 +335,22 @@ class _Run:
             trigger = cur.fetchone() is not None
             cur.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", (self.new.as_string(self.conn),))
             row = cur.fetchone()
+            # Any table's trigger whose function is in the scratch schema (a killed rebuild of another
+            # table): the staging's DROP SCHEMA ... CASCADE would drop it waiting for that table's
+            # ACCESS EXCLUSIVE without lock_timeout.
+            cur.execute("SELECT set_config('search_path', 'pg_catalog', true)")
+            cur.execute("""SELECT t.tgrelid::regclass::text, t.tgname FROM pg_trigger t
+                           JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace n ON n.oid = p.pronamespace
+                           WHERE n.nspname = %s AND NOT t.tgisinternal AND t.tgrelid <> to_regclass(%s)""",
+                        (SCRATCH_SCHEMA, self.tbl.as_string(self.conn)))
+            others = cur.fetchall()
         self.conn.commit()
         if trigger:
             self._once("drop leftover capture trigger", lambda cur: cur.execute(
                 sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(CAPTURE_TRIGGER), self.tbl)))
+        for other, name in others:
+            self._once(f"drop leftover trigger {name} on {other}", lambda cur, other=other, name=name: cur.execute(
+                sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(name), sql.SQL(other))))
         if row and row[0] == MARKER:
             self._once("drop leftover new table", lambda cur: cur.execute(
                 sql.SQL("DROP TABLE IF EXISTS {}").format(self.new)))
