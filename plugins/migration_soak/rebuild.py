@@ -418,6 +418,9 @@ class _Run:
         named("SELECT stxname FROM pg_statistic_ext WHERE stxrelid = %s", "extended statistics object")
         named("SELECT conname FROM pg_constraint WHERE conrelid = %s AND contype NOT IN ('p', 'u', 'f', 'c', 'n')",
               "constraint (exclusion or other kind)")
+        named("""SELECT indexrelid::regclass::text FROM pg_index
+                 WHERE indrelid = %s AND NOT (indisvalid AND indisready AND indislive)""",
+              "INVALID index (a failed CREATE INDEX CONCURRENTLY? drop or re-create it first):")
         cur.execute("SELECT attnotnull FROM pg_attribute WHERE attrelid = %s AND attname = %s AND NOT attisdropped",
                     (relid, self.key))
         key_row = cur.fetchone()
@@ -795,6 +798,19 @@ class _Run:
                             (sql.Identifier(self.schema, self.old_name).as_string(self.conn),))
                 if cur.fetchone()[0]:
                     notes.append(f"{self.schema}.{self.old_name} is kept for inspection (drop it when done)")
+                # Foreign keys valid before, re-created NOT VALID by the swap and not validated yet: a
+                # later rebuild would read them as NOT VALID and leave them so.
+                pending = []
+                for fk in [*self.shape.own_fks, *self.shape.incoming_fks] if self.shape else []:
+                    constrained = self.tbl.as_string(self.conn) if fk in self.shape.own_fks else fk.table
+                    cur.execute("SELECT NOT convalidated FROM pg_constraint WHERE conrelid = %s::regclass "
+                                "AND conname = %s", (constrained, fk.name))
+                    row = cur.fetchone()
+                    if fk.validated and row and row[0]:
+                        pending.append(f"ALTER TABLE {constrained} VALIDATE CONSTRAINT "
+                                       f"{sql.Identifier(fk.name).as_string(self.conn)}")
+                if pending:
+                    notes.append("foreign keys still NOT VALID (valid before the swap): " + "; ".join(pending))
             self.conn.commit()
             self.drop_scratch()
         except Exception as exc:  # the original error matters more

@@ -500,3 +500,52 @@ def test_a_swap_that_fails_after_its_ddl_leaves_the_table_intact_and_a_rerun_com
     state = _state(target)
     assert state["triggers"] == [] and state["new"] == [(None, None)] and state["scratch"] == [(None,)]
     assert query(target, "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND NOT convalidated") == [(0,)]
+
+
+# ------------------------------------------------------ 9. more refusals and failures after the swap
+
+
+def test_an_invalid_index_is_refused_before_any_change(migrated, pg_bin):  # noqa: F811
+    """A failed ``CREATE UNIQUE INDEX CONCURRENTLY`` leaves an INVALID index: the build
+    would re-create it (valid) and fail on the duplicates after all the work, or turn a
+    broken index into a working one. Refused before the down SQL."""
+    target, backup, _, _, _ = migrated
+    conn = target.connect()
+    conn.autocommit = True
+    try:
+        with pytest.raises(Exception, match="could not create unique index"), conn.cursor() as cur:
+            cur.execute('CREATE UNIQUE INDEX CONCURRENTLY users_client_uq ON users ("clientId")')
+    finally:
+        conn.close()
+    assert query(target, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'users_client_uq'::regclass") == [(False,)]
+    with pytest.raises(RollbackError, match="refused, nothing changed.*users_client_uq") as err:
+        rebuild_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
+    assert err.value.lock_attempts == () and _column_defs(target) == []
+
+
+@pytest.mark.timeout(120)
+def test_a_validation_that_fails_after_the_swap_says_which_foreign_keys_are_left_not_valid(
+        migrated, pg_bin, monkeypatch):  # noqa: F811
+    """After the swap the foreign keys are NOT VALID until validated; when the validation
+    cannot get its lock the error must say so (a later rebuild reads them as NOT VALID
+    before and never validates them)."""
+    target, backup, _, _, _ = migrated
+    holder = target.connect(application_name="app-maintenance")
+    real = rebuild._Run.validate_foreign_keys
+
+    def validate(self):
+        with holder.cursor() as cur:
+            cur.execute("LOCK TABLE execution_logs IN SHARE UPDATE EXCLUSIVE MODE")
+        return real(self)
+
+    monkeypatch.setattr(rebuild._Run, "validate_foreign_keys", validate)
+    try:
+        with pytest.raises(RollbackError, match="the swap had committed") as err:
+            rebuild_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS,
+                            lock_timeout_s=0.3, lock_retries=0)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert query(target, """SELECT conname FROM pg_constraint WHERE contype = 'f' AND NOT convalidated""") == [
+        ("execution_logs_userId_fkey",)]
+    assert "NOT VALID" in str(err.value) and "execution_logs_userId_fkey" in str(err.value), str(err.value)
