@@ -43,7 +43,8 @@ from psycopg2 import sql
 
 from migration_soak.backup import BackupRecord, verify_backup
 from migration_soak.exceptions import BackupError, RollbackError
-from migration_soak.migrate import LockAttempt, describe_attempts, is_lock_timeout, run_with_lock_retries
+from migration_soak.migrate import (LOCK_NOT_AVAILABLE, LockAttempt, describe_attempts, is_lock_timeout,
+                                    run_with_lock_retries)
 from migration_soak.pgconn import PgTarget
 from migration_soak.rollback import (DEFAULT_BATCH_SIZE, SCRATCH_SCHEMA, RestoreResult, _at_readded, _Column,
                                      _column_info, _from_backup, _lock, _readd, _release, _set_local, _stage, _verify)
@@ -65,6 +66,16 @@ SMALL_ROUND = 1_000
 #: catch-up; the rebuild gives up (RollbackError) rather than hold the lock long.
 MAX_ROUNDS = 30
 _TEXT_SETTINGS = "SET LOCAL DateStyle = 'ISO'; SET LOCAL IntervalStyle = 'postgres'"
+_DEADLOCK_DETECTED = "40P01"
+
+
+class _DeadlockRetried(Exception):
+    """A deadlock with the application in one of our short lock-taking transactions (the
+    swap locks the referenced tables before the table, so an application transaction that
+    wrote the table and then writes one of them closes a cycle): a lock conflict like a
+    lock timeout, retried the same way (``pgcode`` is lock_not_available's)."""
+
+    pgcode = LOCK_NOT_AVAILABLE
 
 
 @dataclass(frozen=True)
@@ -300,8 +311,10 @@ class _Run:
                     _set_local(cur, self.lock_timeout_s)
                     body(cur)
                 conn.commit()
-            except BaseException:
+            except BaseException as exc:
                 conn.rollback()
+                if getattr(exc, "pgcode", None) == _DEADLOCK_DETECTED:
+                    raise _DeadlockRetried(f"deadlock detected (retried like a lock timeout): {exc}") from exc
                 raise
 
         mine: list[LockAttempt] = []

@@ -8,6 +8,7 @@ own; the outcome is compared with what ``rollback.restore_columns`` (``copy``) l
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from psycopg2 import sql
@@ -549,3 +550,49 @@ def test_a_validation_that_fails_after_the_swap_says_which_foreign_keys_are_left
     assert query(target, """SELECT conname FROM pg_constraint WHERE contype = 'f' AND NOT convalidated""") == [
         ("execution_logs_userId_fkey",)]
     assert "NOT VALID" in str(err.value) and "execution_logs_userId_fkey" in str(err.value), str(err.value)
+
+
+@pytest.mark.timeout(120)
+def test_a_deadlock_of_the_swap_with_the_application_is_retried_like_a_lock_timeout(migrated, pg_bin,  # noqa: F811
+                                                                                   monkeypatch):
+    """The swap locks the referenced table (clients, SHARE ROW EXCLUSIVE) before users: an
+    application transaction that wrote users and then writes clients closes a cycle. The
+    swap waited first, so the deadlock detector (deadlock_timeout 1 s < lock_timeout 3 s)
+    aborts the swap: that is a lock conflict with the application like a lock timeout,
+    and must be retried, not undo the whole rebuild."""
+    target, backup, _, _, _ = migrated
+    app = target.connect(application_name="app-deadlock")
+    real = rebuild._Run.swap
+    outcome: dict = {}
+
+    def second_write():
+        try:
+            with app.cursor() as cur:
+                cur.execute("UPDATE clients SET name = 'renamed' WHERE id = 'cli_1'")
+            app.commit()
+            outcome["app"] = "committed"
+        except Exception as exc:
+            app.rollback()
+            outcome["app"] = type(exc).__name__
+
+    def swap(self):
+        if "started" not in outcome:
+            outcome["started"] = True
+            with app.cursor() as cur:
+                cur.execute("UPDATE users SET email = 'deadlock@example.test' WHERE id = 'usr_0000050'")
+            threading.Timer(0.3, second_write).start()
+        return real(self)
+
+    monkeypatch.setattr(rebuild._Run, "swap", swap)
+    try:
+        result = rebuild_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
+    finally:
+        time.sleep(0.5)
+        app.close()
+    assert result.mismatches == 0
+    swaps = [a.outcome for a in result.lock_attempts if a.step == "swap"]
+    assert swaps[-1] == "ok" and len(swaps) >= 2, swaps
+    assert any("deadlock" in (a.error or "") for a in result.lock_attempts if a.step == "swap")
+    assert outcome.get("app") == "committed", outcome
+    if outcome.get("app") == "committed":
+        assert _row(target, "usr_0000050")[0] == "deadlock@example.test"
