@@ -688,6 +688,23 @@ class _Run:
             if self._columns_of(cur, self.tbl) != self._columns_of(cur, self.new):
                 raise RollbackError(f"the columns or CHECK constraints of {self.qualified} changed during the "
                                     "rebuild; retry")
+            relopts = []
+            for table in (self.tbl, self.new):
+                cur.execute("SELECT reloptions FROM pg_class WHERE oid = %s::regclass", (table.as_string(self.conn),))
+                relopts.append(cur.fetchone()[0])
+            if relopts[0] != relopts[1]:
+                raise RollbackError(f"the storage parameters (reloptions) of {self.qualified} changed during the "
+                                    "rebuild; retry")
+            comments = []
+            for table in (self.tbl, self.new):  # column comments: LIKE copied them when the build began
+                cur.execute("""SELECT attname, col_description(attrelid, attnum) FROM pg_attribute
+                               WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped""",
+                            (table.as_string(self.conn),))
+                comments.append(dict(cur.fetchall()))
+            for name, comment in comments[0].items():
+                if comments[1].get(name) != comment:
+                    cur.execute(sql.SQL("COMMENT ON COLUMN {}.{} IS %s").format(self.new, sql.Identifier(name)),
+                                (comment,))
             locked = set(others)
             missing = [fk.table for fk in shape.incoming_fks if fk.table not in locked]
             if missing:

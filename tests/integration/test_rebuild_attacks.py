@@ -628,3 +628,27 @@ def test_the_old_tables_foreign_keys_do_not_block_the_application_after_the_swap
     result = rebuild_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
     assert result.mismatches == 0
     assert seen["delete"] == "ok", seen
+
+
+@pytest.mark.timeout(120)
+def test_storage_parameters_and_column_comments_changed_during_the_rebuild_are_not_lost(migrated, pg_bin,  # noqa: F811
+                                                                                       monkeypatch):
+    """The build copies reloptions and column comments when it starts; the swap re-reads
+    owner, grants and comments but not these: a change made meanwhile must be carried
+    (or the swap refuses it, like an index change, and a retry carries it)."""
+    target, backup, _, _, _ = migrated
+    real = rebuild._Run.catch_up
+
+    def catch_up(self):
+        query(target, "ALTER TABLE users SET (fillfactor = 50); COMMENT ON COLUMN users.email IS 'changed'")
+        return real(self)
+
+    monkeypatch.setattr(rebuild._Run, "catch_up", catch_up)
+    try:
+        rebuild_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
+    except RollbackError as exc:
+        assert "changed during the rebuild; retry" in str(exc), str(exc)
+        monkeypatch.setattr(rebuild._Run, "catch_up", real)
+        rebuild_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
+    assert query(target, """SELECT reloptions, col_description('public.users'::regclass, 2)
+                            FROM pg_class WHERE oid = 'public.users'::regclass""") == [(["fillfactor=50"], "changed")]
