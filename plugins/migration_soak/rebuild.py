@@ -188,6 +188,10 @@ def rebuild_columns(
     if backup.path is None:
         raise RollbackError(f"backup {backup.location or '?'} has no local copy: fetch it first "
                             "(backup_storage.fetched)")
+    odd = [name for name in (schema, table, key, *columns) if "%" in name]
+    if odd:
+        raise RollbackError(f"rebuild of {qualified} refused, nothing changed: a '%' in the name(s) "
+                            f"{', '.join(odd)} (psycopg2 reads it in a query run with parameters)")
     try:
         verify_backup(backup.path, pg_bin_dir, expected_sha256=backup.sha256,
                       required_tables=(qualified,), timeout_s=timeout_s)
@@ -434,6 +438,11 @@ class _Run:
         named("""SELECT indexrelid::regclass::text FROM pg_index
                  WHERE indrelid = %s AND NOT (indisvalid AND indisready AND indislive)""",
               "INVALID index (a failed CREATE INDEX CONCURRENTLY? drop or re-create it first):")
+        if "%" in self.schema + self.table:
+            problems.append(f"a '%' in the name {self.qualified} (psycopg2 reads it in a query run with parameters)")
+        named("""SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped
+                   AND strpos(attname, '%%') > 0""",
+              "a '%' (psycopg2 reads it in a query run with parameters) in the name of column")
         cur.execute("SELECT attnotnull FROM pg_attribute WHERE attrelid = %s AND attname = %s AND NOT attisdropped",
                     (relid, self.key))
         key_row = cur.fetchone()

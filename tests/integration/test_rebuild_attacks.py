@@ -414,7 +414,9 @@ def _own_table(target, pg_bin, tmp_path, table, key, column):
 @pytest.mark.parametrize("table, key, column", [
     # no space in the table's name: backup.verify_backup reads `pg_restore -l` names up to a space
     ('Odd"Tbl;DROP_TABLE_clients--', 'My "Key"', "Pass Word"),
-    ("ü" * 30, "id", "secret"),  # 60 bytes: "<table>_soak_new" and "_soak_old" truncate to the same 63 bytes
+    ("ü" * 30, "id", "secret"),
+    ("pct%tbl", "k%(d0)s", "rate%s"),  # psycopg2 reads % in a query run with parameters
+    ("pct_tbl", "id", "rate%s"),  # only the restored column: refused before the down SQL too  # 60 bytes: "<table>_soak_new" and "_soak_old" truncate to the same 63 bytes
 ])
 @pytest.mark.timeout(120)
 def test_odd_names_rebuild_like_copy(target, pg_bin, tmp_path, table, key, column):
