@@ -654,3 +654,14 @@ def test_storage_parameters_and_column_comments_changed_during_the_rebuild_are_n
         rebuild_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
     assert query(target, """SELECT reloptions, col_description('public.users'::regclass, 2)
                             FROM pg_class WHERE oid = 'public.users'::regclass""") == [(["fillfactor=50"], "changed")]
+
+
+@pytest.mark.parametrize("identity", ["FULL", "NOTHING", "DEFAULT"])
+@pytest.mark.timeout(120)
+def test_replica_identity_is_carried_over(migrated, pg_bin, identity):  # noqa: F811
+    target, backup, _, _, _ = migrated
+    query(target, f"ALTER TABLE users REPLICA IDENTITY {identity}")
+    expected = query(target, "SELECT relreplident FROM pg_class WHERE oid = 'public.users'::regclass")
+    result = rebuild_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
+    assert result.mismatches == 0
+    assert query(target, "SELECT relreplident FROM pg_class WHERE oid = 'public.users'::regclass") == expected
