@@ -665,3 +665,37 @@ def test_replica_identity_is_carried_over(migrated, pg_bin, identity):  # noqa: 
     result = rebuild_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
     assert result.mismatches == 0
     assert query(target, "SELECT relreplident FROM pg_class WHERE oid = 'public.users'::regclass") == expected
+
+
+@pytest.mark.parametrize("step", ["build", "catch_up", "validate_foreign_keys"])
+@pytest.mark.timeout(120)
+def test_a_connection_killed_at_a_step_raises_rollback_error_and_a_rerun_completes(migrated, pg_bin,  # noqa: F811
+                                                                                   monkeypatch, step):
+    """pg_terminate_backend of the rebuild's session as ``step`` begins: a RollbackError
+    (not a psycopg2 error); before the swap the live table keeps its OID and takes writes,
+    and a rerun restores; after it the restored table is in place."""
+    target, backup, _, before, _ = migrated
+    relid = _state(target)["relid"]
+    real = getattr(rebuild._Run, step)
+
+    def killed(self, *args, **kwargs):
+        query(target, "SELECT pg_terminate_backend(%s)", (self.conn.get_backend_pid(),))
+        return real(self, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(rebuild._Run, step, killed)
+        with pytest.raises(RollbackError) as err:
+            rebuild_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
+    if step == "validate_foreign_keys":
+        assert "the swap had committed" in str(err.value), str(err.value)
+        assert _state(target)["relid"] != relid
+        after = snapshot(target)
+        assert all(after[k] == v for k, v in before.items() if k in after)
+        return
+    assert "the connection is gone" in str(err.value), str(err.value)
+    assert _state(target)["relid"] == relid
+    query(target, """UPDATE users SET "passwordHash" = 'between' WHERE id = 'usr_0000001'""")
+    result = rebuild_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
+    assert result.mismatches == 0 and result.values_kept == 1
+    state = _state(target)
+    assert state["triggers"] == [] and state["new"] == [(None, None)] and state["scratch"] == [(None,)]
