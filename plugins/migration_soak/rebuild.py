@@ -366,8 +366,12 @@ class _Run:
             self._once("drop leftover capture trigger", lambda cur: cur.execute(
                 sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(CAPTURE_TRIGGER), self.tbl)))
         for other, name in others:
-            self._once(f"drop leftover trigger {name} on {other}", lambda cur, other=other, name=name: cur.execute(
-                sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(name), sql.SQL(other))))
+            statement = sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(name), sql.SQL(other))
+
+            def drop(cur, statement: sql.Composable = statement) -> None:
+                cur.execute(statement)
+
+            self._once(f"drop leftover trigger {name} on {other}", drop)
         if row and row[0] == MARKER:
             self._once("drop leftover new table", lambda cur: cur.execute(
                 sql.SQL("DROP TABLE IF EXISTS {}").format(self.new)))
@@ -840,8 +844,9 @@ class _Run:
                 # Foreign keys valid before, re-created NOT VALID by the swap and not validated yet: a
                 # later rebuild would read them as NOT VALID and leave them so.
                 pending = []
-                for fk in [*self.shape.own_fks, *self.shape.incoming_fks] if self.shape else []:
-                    constrained = self.tbl.as_string(self.conn) if fk in self.shape.own_fks else fk.table
+                own = self.shape.own_fks if self.shape else []
+                for fk in [*own, *(self.shape.incoming_fks if self.shape else [])]:
+                    constrained = self.tbl.as_string(self.conn) if fk in own else fk.table
                     cur.execute("SELECT NOT convalidated FROM pg_constraint WHERE conrelid = %s::regclass "
                                 "AND conname = %s", (constrained, fk.name))
                     row = cur.fetchone()
