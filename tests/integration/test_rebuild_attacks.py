@@ -699,3 +699,29 @@ def test_a_connection_killed_at_a_step_raises_rollback_error_and_a_rerun_complet
     assert result.mismatches == 0 and result.values_kept == 1
     state = _state(target)
     assert state["triggers"] == [] and state["new"] == [(None, None)] and state["scratch"] == [(None,)]
+
+
+@pytest.mark.timeout(120)
+def test_a_self_referencing_foreign_key_is_carried_over_and_validated(migrated, pg_bin, monkeypatch):  # noqa: F811
+    target, backup, _, before, _ = migrated
+    query(target, """ALTER TABLE users ADD COLUMN "referrerId" text
+                     CONSTRAINT users_referrer_fkey REFERENCES users (id) ON DELETE SET NULL DEFERRABLE;
+                     UPDATE users SET "referrerId" = 'usr_0000001' WHERE id IN ('usr_0000002', 'usr_0000003')""")
+    real = rebuild._Run.catch_up
+
+    def catch_up(self):
+        query(target, """UPDATE users SET "referrerId" = 'usr_0000004' WHERE id = 'usr_0000005'""")
+        query(target, "DELETE FROM users WHERE id = 'usr_0000001'")  # SET NULL on its referrals
+        return real(self)
+
+    monkeypatch.setattr(rebuild._Run, "catch_up", catch_up)
+    result = rebuild_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
+    assert result.mismatches == 0
+    assert query(target, """SELECT id, "referrerId" FROM users WHERE "referrerId" IS NOT NULL OR id IN
+                            ('usr_0000002', 'usr_0000003') ORDER BY 1""") == [
+        ("usr_0000002", None), ("usr_0000003", None), ("usr_0000005", "usr_0000004")]
+    assert query(target, """SELECT conrelid::regclass::text, confrelid::regclass::text, convalidated, condeferrable
+                            FROM pg_constraint WHERE conname = 'users_referrer_fkey'""") == [
+        ("users", "users", True, True)]
+    with pytest.raises(Exception, match="users_referrer_fkey"):
+        query(target, """UPDATE users SET "referrerId" = 'nobody' WHERE id = 'usr_0000006'""")
