@@ -232,7 +232,7 @@ def rebuild_columns(
         copy_s = time.monotonic() - t2
         swap_s = run.swap()
         swapped = True
-        rounds += 1
+        rounds += 1 + run.rounds_between
         t3 = time.monotonic()
         run.validate_foreign_keys()
         counts = _verify(conn, qualified, run.tbl, run.staged, key_col, cols, rows_streamed)
@@ -301,10 +301,12 @@ class _Run:
         self.new_created = False  # from the build on: the new table may exist
         self.staged_once = False  # from the staging on: the scratch schema may exist
         self.trigger_tried = False  # from the trigger's installation on: it may exist
+        self.rounds_between = 0  # catch-up rounds run between the swap's tries
 
     # ------------------------------------------------------------------ helpers
 
-    def _once(self, step: str, body: Callable[[Any], object], *, retries: int | None = None) -> float:
+    def _once(self, step: str, body: Callable[[Any], object], *, retries: int | None = None,
+              between: Callable[[float], None] | None = None) -> float:
         """``body(cursor)`` in one transaction under ``lock_timeout``, lock timeouts retried;
         returns the seconds of the successful try."""
         conn = self.conn
@@ -324,7 +326,7 @@ class _Run:
         mine: list[LockAttempt] = []
         try:
             run_with_lock_retries(step, once, retries=self.lock_retries if retries is None else retries,
-                                  attempts=mine, sleep=self.sleep)
+                                  attempts=mine, sleep=between or self.sleep)
         except Exception as exc:
             self.attempts.extend(mine)
             if is_lock_timeout(exc):
@@ -785,7 +787,14 @@ class _Run:
             cur.execute(sql.SQL("COMMENT ON TABLE {} IS %s").format(self.tbl), (shape.comment,))
             self.shape = shape
 
-        return self._once("swap", body)
+        def between(seconds: float) -> None:
+            # After a lock timeout's backoff, before the next try: catch up on what the
+            # application wrote meanwhile outside the lock, so the round inside the swap
+            # stays small however long the retries took.
+            self.sleep(seconds)
+            self.rounds_between += self.catch_up()
+
+        return self._once("swap", body, between=between)
 
     def _columns_of(self, cur, table: sql.Composable) -> list[tuple]:
         """(name, type, not null, default) of each column in order, and the CHECK

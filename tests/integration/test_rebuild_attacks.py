@@ -725,3 +725,58 @@ def test_a_self_referencing_foreign_key_is_carried_over_and_validated(migrated, 
         ("users", "users", True, True)]
     with pytest.raises(Exception, match="users_referrer_fkey"):
         query(target, """UPDATE users SET "referrerId" = 'nobody' WHERE id = 'usr_0000006'""")
+
+
+@pytest.mark.timeout(120)
+def test_writes_during_the_swaps_lock_retries_are_caught_up_outside_its_lock(migrated, pg_bin, monkeypatch):  # noqa: F811
+    """The last catch-up round before the swap is small, but the swap's lock timeouts are
+    retried after backoffs (0.5, 1, 2 s ...): whatever the application wrote meanwhile
+    would be copied again inside the swap, under ACCESS EXCLUSIVE, however much it is.
+    The round inside the swap must stay small (SMALL_ROUND)."""
+    target, backup, _, _, _ = migrated
+    monkeypatch.setattr(rebuild, "SMALL_ROUND", 100)
+    holder = target.connect(application_name="app-long-report")
+    stop = threading.Event()
+    written = {"n": 0}
+
+    def writer():
+        conn = target.connect(application_name="app-writer")
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            while not stop.is_set():
+                written["n"] += 1
+                cur.execute("""INSERT INTO users (id, email, "updatedAt") VALUES (%s, %s, now())""",
+                            (f"burst_{written['n']:06d}", f"burst{written['n']}@example.test"))
+                time.sleep(0.002)
+        conn.close()
+
+    real_round, real_swap = rebuild._Run._round, rebuild._Run.swap
+    in_swap: list[int] = []
+
+    def round_(self, cur):
+        taken = real_round(self, cur)
+        if getattr(self, "_swapping", False):
+            in_swap.append(taken)
+        return taken
+
+    def swap(self):
+        with holder.cursor() as cur:
+            cur.execute("SELECT count(*) FROM users")
+        threading.Timer(3.0, holder.rollback).start()
+        self._swapping = True
+        return real_swap(self)
+
+    monkeypatch.setattr(rebuild._Run, "_round", round_)
+    monkeypatch.setattr(rebuild._Run, "swap", swap)
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        result = rebuild_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS,
+                                 lock_timeout_s=0.2, lock_retries=6)
+    finally:
+        stop.set()
+        thread.join(10)
+        holder.close()
+    assert result.mismatches == 0 and result.lock_retries >= 2
+    assert in_swap and in_swap[-1] <= 100, (in_swap, written)
+    assert query(target, "SELECT count(*) FROM users WHERE id LIKE 'burst_%%'") == [(written["n"],)]
