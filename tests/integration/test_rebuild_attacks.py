@@ -780,3 +780,32 @@ def test_writes_during_the_swaps_lock_retries_are_caught_up_outside_its_lock(mig
     assert result.mismatches == 0 and result.lock_retries >= 2
     assert in_swap and in_swap[-1] <= 100, (in_swap, written)
     assert query(target, "SELECT count(*) FROM users WHERE id LIKE 'burst_%%'") == [(written["n"],)]
+
+
+@pytest.mark.timeout(120)
+def test_nulls_in_a_unique_column_and_values_moved_between_rows_across_rounds(migrated, pg_bin,  # noqa: F811
+                                                                             monkeypatch):
+    """``authorizerId`` is UNIQUE and nullable: several rows go to NULL, and a value moves
+    from one row to another across two catch-up rounds (freed in one, taken in the next);
+    the new table's unique index holds at every round and the result is the live table."""
+    target, backup, _, _, _ = migrated
+    real_round = rebuild._Run._round
+    calls = {"n": 0}
+
+    def round_(self, cur):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            query(target, """UPDATE users SET "authorizerId" = NULL WHERE id IN ('usr_0000060', 'usr_0000061',
+                             'usr_0000062')""")
+        elif calls["n"] == 2:
+            query(target, """UPDATE users SET "authorizerId" = 'auth-60' WHERE id = 'usr_0000063';
+                             UPDATE users SET "authorizerId" = 'auth-63' WHERE id = 'usr_0000060'""")
+        taken = real_round(self, cur)
+        return max(taken, rebuild.SMALL_ROUND + 1) if calls["n"] <= 2 else taken  # force more rounds
+
+    monkeypatch.setattr(rebuild._Run, "_round", round_)
+    result = rebuild_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
+    assert result.mismatches == 0 and result.batches >= 4
+    assert query(target, """SELECT id, "authorizerId" FROM users WHERE id IN ('usr_0000060', 'usr_0000061',
+                            'usr_0000062', 'usr_0000063') ORDER BY 1""") == [
+        ("usr_0000060", "auth-63"), ("usr_0000061", None), ("usr_0000062", None), ("usr_0000063", "auth-60")]
