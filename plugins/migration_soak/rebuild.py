@@ -697,6 +697,12 @@ class _Run:
             problems = self._problems(cur, check_names=False)
             if problems:
                 raise RollbackError(f"rebuild of {self.qualified} refused at the swap: " + "; ".join(problems))
+            cur.execute("SELECT tgenabled FROM pg_trigger WHERE tgrelid = %s AND tgname = %s", (relid, CAPTURE_TRIGGER))
+            enabled = cur.fetchone()
+            if enabled is None or enabled[0] not in ("O", "A"):  # fires in a normal session: origin or always
+                raise RollbackError(f"the capture trigger {CAPTURE_TRIGGER} on {self.qualified} was "
+                                    f"{'dropped' if enabled is None else 'disabled'} during the rebuild: writes "
+                                    "made meanwhile may be missing from the new table; retry")
             shape = self._read_shape(cur)  # what the swap carries over
             if shape.index_keys() != built.index_keys():
                 raise RollbackError(f"the indexes of {self.qualified} changed during the rebuild; retry")

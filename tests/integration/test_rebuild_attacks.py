@@ -809,3 +809,29 @@ def test_nulls_in_a_unique_column_and_values_moved_between_rows_across_rounds(mi
     assert query(target, """SELECT id, "authorizerId" FROM users WHERE id IN ('usr_0000060', 'usr_0000061',
                             'usr_0000062', 'usr_0000063') ORDER BY 1""") == [
         ("usr_0000060", "auth-63"), ("usr_0000061", None), ("usr_0000062", None), ("usr_0000063", "auth-60")]
+
+
+@pytest.mark.timeout(120)
+def test_a_capture_trigger_disabled_during_the_rebuild_is_not_trusted_at_the_swap(migrated, pg_bin,  # noqa: F811
+                                                                                 monkeypatch):
+    """``ALTER TABLE users DISABLE TRIGGER ALL`` (a bulk load, a restore tool) during the
+    rebuild: writes made meanwhile are not captured. Still disabled at the swap: the swap
+    must not trust the capture (refused, undone) rather than lose them."""
+    target, backup, _, _, _ = migrated
+    relid = _state(target)["relid"]
+    real = rebuild._Run.catch_up
+
+    def catch_up(self):
+        query(target, """ALTER TABLE users DISABLE TRIGGER ALL;
+                         UPDATE users SET "passwordHash" = 'uncaptured' WHERE id = 'usr_0000070'""")
+        return real(self)
+
+    monkeypatch.setattr(rebuild._Run, "catch_up", catch_up)
+    try:
+        rebuild_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
+    except RollbackError as exc:
+        assert "disabled" in str(exc), str(exc)
+        assert _state(target)["relid"] == relid
+        assert _row(target, "usr_0000070")[1] == "uncaptured"
+        return
+    assert _row(target, "usr_0000070")[1] == "uncaptured"
