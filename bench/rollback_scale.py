@@ -412,7 +412,7 @@ def measure(name: str, restore, server, admin: PgTarget, relid: int, ids, interv
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=2_000_000)
-    parser.add_argument("--variants", nargs="+", default=["naive", "project"],
+    parser.add_argument("--variants", nargs="+", default=["naive", "project", "rebuild"],
                         help="naive, project, project-<kw>=<value>[,<kw>=<value>] (restore_columns keywords), rebuild "
                              "(rebuild_columns), rebuild-<kw>=<value>, rebuild-experiment, proto-...")
     parser.add_argument("--sample-ms", type=float, default=10.0)

@@ -47,7 +47,8 @@ from migration_soak.migrate import (LOCK_NOT_AVAILABLE, LockAttempt, describe_at
                                     run_with_lock_retries)
 from migration_soak.pgconn import PgTarget
 from migration_soak.rollback import (DEFAULT_BATCH_SIZE, SCRATCH_SCHEMA, RestoreResult, _at_readded, _Column,
-                                     _column_info, _from_backup, _lock, _readd, _release, _set_local, _stage, _verify)
+                                     _column_info, _from_backup, _lock, _readd, _release, _set_local, _stage, _verify,
+                                     drop_capture_triggers)
 
 log = logging.getLogger(__name__)
 
@@ -345,35 +346,14 @@ class _Run:
     # ------------------------------------------------------------ 1. refusals
 
     def drop_leftovers(self) -> None:
-        """A killed rebuild's trigger (a short transaction under lock_timeout: a scratch
-        schema dropped with CASCADE would otherwise wait on the table without one) and
-        its marked new table."""
+        """A killed rebuild's capture triggers, on this table or another
+        (``rollback.drop_capture_triggers``: each under lock_timeout), and its marked new
+        table."""
+        drop_capture_triggers(self.conn, self.lock_timeout_s, self.lock_retries, self.attempts, self.sleep)
         with self.conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(%s) AND tgname = %s",
-                        (self.tbl.as_string(self.conn), CAPTURE_TRIGGER))
-            trigger = cur.fetchone() is not None
             cur.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", (self.new.as_string(self.conn),))
             row = cur.fetchone()
-            # Any table's trigger whose function is in the scratch schema (a killed rebuild of another
-            # table): the staging's DROP SCHEMA ... CASCADE would drop it waiting for that table's
-            # ACCESS EXCLUSIVE without lock_timeout.
-            cur.execute("SELECT set_config('search_path', 'pg_catalog', true)")
-            cur.execute("""SELECT t.tgrelid::regclass::text, t.tgname FROM pg_trigger t
-                           JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace n ON n.oid = p.pronamespace
-                           WHERE n.nspname = %s AND NOT t.tgisinternal AND t.tgrelid <> to_regclass(%s)""",
-                        (SCRATCH_SCHEMA, self.tbl.as_string(self.conn)))
-            others = cur.fetchall()
         self.conn.commit()
-        if trigger:
-            self._once("drop leftover capture trigger", lambda cur: cur.execute(
-                sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(CAPTURE_TRIGGER), self.tbl)))
-        for other, name in others:
-            statement = sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(name), sql.SQL(other))
-
-            def drop(cur, statement: sql.Composable = statement) -> None:
-                cur.execute(statement)
-
-            self._once(f"drop leftover trigger {name} on {other}", drop)
         if row and row[0] == MARKER:
             self._once("drop leftover new table", lambda cur: cur.execute(
                 sql.SQL("DROP TABLE IF EXISTS {}").format(self.new)))

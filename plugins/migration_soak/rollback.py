@@ -234,10 +234,12 @@ def restore_columns(
     tbl = sql.Identifier(schema, table)
     encoding = conn.encoding
     attempts: list[LockAttempt] = []
-    locked = False
+    locked = staging = False
     try:
         _lock(conn, target)
         locked = True  # from here on the scratch schema is ours to drop
+        drop_capture_triggers(conn, lock_timeout_s, lock_retries, attempts, _sleep)
+        staging = True  # from here on the scratch schema may exist
         t0 = time.monotonic()
         rows_streamed = _stage(conn, target, backup.path, pg_bin_dir, schema, table, key, columns, scratch, timeout_s)
         stage_s = time.monotonic() - t0
@@ -254,13 +256,13 @@ def restore_columns(
         restore_s = time.monotonic() - t1
         _drop_scratch(conn)
     except RollbackError as exc:
-        if locked:
-            _drop_scratch_quietly(conn)
+        if locked and staging:
+            _drop_scratch_quietly(conn, lock_timeout_s)
         exc.lock_attempts = tuple(a.to_dict() for a in attempts)  # type: ignore[attr-defined]
         raise
     except Exception as exc:  # psycopg2 errors and the like
-        if locked:
-            _drop_scratch_quietly(conn)
+        if locked and staging:
+            _drop_scratch_quietly(conn, lock_timeout_s)
         error = RollbackError(f"rollback of {qualified} failed: {target.scrub(str(exc)).strip()}")
         error.lock_attempts = tuple(a.to_dict() for a in attempts)  # type: ignore[attr-defined]
         raise error from None
@@ -447,6 +449,54 @@ def _readd(conn, down_text, down_path, qualified, schema, lock_timeout_s, lock_r
         raise RollbackError(f"down SQL {down_path.name} failed: {str(exc).strip()}") from None
     attempts.extend(mine)
     return mine[-1].elapsed_s
+
+
+def drop_capture_triggers(conn, lock_timeout_s: float, lock_retries: int, attempts: list[LockAttempt],
+                          sleep: Callable[[float], None]) -> list[str]:
+    """Drop the triggers whose function lives in the scratch schema (a killed
+    ``rebuild``'s capture triggers, on any table), each in a short transaction under
+    ``lock_timeout`` (retried): the staging's ``DROP SCHEMA ... CASCADE`` would otherwise
+    drop them while queueing for their table's ACCESS EXCLUSIVE with no timeout, the
+    application's reads queued behind it. Returns ``"<table> <trigger>"`` of each dropped.
+    Raises ``RollbackError`` when one cannot get its lock in ``1 + lock_retries`` tries."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT set_config('search_path', 'pg_catalog', true)")
+        cur.execute("""SELECT t.tgrelid::regclass::text, t.tgname FROM pg_trigger t
+                       JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace n ON n.oid = p.pronamespace
+                       WHERE n.nspname = %s AND NOT t.tgisinternal ORDER BY 1, 2""", (SCRATCH_SCHEMA,))
+        found = cur.fetchall()
+    conn.commit()
+    dropped = []
+    for table, name in found:
+        statement = sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(name), sql.SQL(table))
+
+        def once(statement: sql.Composable = statement) -> None:
+            try:
+                with conn.cursor() as cur:
+                    _set_local(cur, lock_timeout_s)
+                    cur.execute(statement)
+                conn.commit()
+            except Exception:
+                conn.rollback()
+                raise
+
+        mine: list[LockAttempt] = []
+        try:
+            run_with_lock_retries(f"drop leftover trigger {name} on {table}", once, retries=lock_retries,
+                                  attempts=mine, sleep=sleep)
+        except Exception as exc:
+            attempts.extend(mine)
+            if is_lock_timeout(exc):
+                raise RollbackError(
+                    f"could not lock {table} to drop the trigger {name} a killed rebuild left, within "
+                    f"{lock_timeout_s:g} s (lock_timeout) in {describe_attempts(mine)}; the application holds it: "
+                    "retry") from None
+            raise RollbackError(f"dropping a killed rebuild's trigger {name} on {table} failed: "
+                                f"{str(exc).strip()}") from None
+        attempts.extend(mine)
+        log.warning("dropped trigger %s on %s, left by a killed rebuild", name, table)
+        dropped.append(f"{table} {name}")
+    return dropped
 
 
 def _column_info(conn, tbl, schema, table, key, columns, down_path) -> tuple[_Column, list[_Column]]:
@@ -664,16 +714,27 @@ def _drop_scratch(conn) -> None:
     conn.commit()
 
 
-def _drop_scratch_quietly(conn) -> None:
+def _drop_scratch_quietly(conn, lock_timeout_s: float) -> None:
+    """Drop the scratch schema after a failure, under ``lock_timeout`` (``CASCADE`` may
+    reach a table through a trigger left behind); a failure is only logged."""
     try:
         if conn.closed:
             return
         conn.rollback()
-        conn.autocommit = True
         with conn.cursor() as cur:
+            _set_local(cur, lock_timeout_s)
             cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SCRATCH_SCHEMA)))
+        conn.commit()
     except Exception:  # cleanup of a failure path: the original error matters more
+        _rollback_quietly(conn)
         log.warning("could not drop scratch schema %s after a failed rollback", SCRATCH_SCHEMA, exc_info=True)
+
+
+def _rollback_quietly(conn) -> None:
+    try:
+        conn.rollback()
+    except Exception:  # noqa: BLE001 - the connection is gone: nothing is left to undo
+        pass
 
 
 # -------------------------------------------------------------- COPY plumbing

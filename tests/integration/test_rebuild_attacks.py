@@ -207,11 +207,12 @@ def test_a_not_valid_check_constraint_is_kept_or_refused_before_any_change(migra
 
 
 @pytest.mark.timeout(60)
-def test_a_leftover_trigger_on_another_table_is_not_dropped_without_lock_timeout(migrated, pg_bin):  # noqa: F811
+@pytest.mark.parametrize("method", ["rebuild", "copy"])
+def test_a_leftover_trigger_on_another_table_is_not_dropped_without_lock_timeout(migrated, pg_bin, method):  # noqa: F811
     """A killed rebuild of ``execution_logs`` left its capture trigger (its function in the
-    scratch schema). The users rebuild's staging drops the scratch schema CASCADE, which
-    drops that trigger: ACCESS EXCLUSIVE on execution_logs, and it must not wait for it
-    without lock_timeout (queued, it blocks every reader of execution_logs)."""
+    scratch schema). The users rollback's staging (either method) drops the scratch schema
+    CASCADE, which drops that trigger: ACCESS EXCLUSIVE on execution_logs, and it must not
+    wait for it without lock_timeout (queued, it blocks every reader of execution_logs)."""
     target, backup, _, _, _ = migrated
     query(target, """CREATE SCHEMA soak_rollback; CREATE TABLE soak_rollback.execution_logs_capture (k text);
                      CREATE FUNCTION soak_rollback.execution_logs_capture_fn() RETURNS trigger LANGUAGE plpgsql
@@ -226,8 +227,8 @@ def test_a_leftover_trigger_on_another_table_is_not_dropped_without_lock_timeout
 
     def run():
         try:
-            out["result"] = rebuild_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS,
-                                            lock_timeout_s=0.3, lock_retries=1)
+            out["result"] = restore_by_method(method, target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS,
+                                              lock_timeout_s=0.3, lock_retries=1)
         except BaseException as exc:
             out["error"] = exc
 
@@ -243,7 +244,7 @@ def test_a_leftover_trigger_on_another_table_is_not_dropped_without_lock_timeout
     assert "result" in out or isinstance(out.get("error"), RollbackError), out
     if "error" in out:  # the holder has let go: a rerun drops the leftover and restores
         assert "could not lock" in str(out["error"]) and _column_defs(target) == [], out
-        result = rebuild_columns(target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
+        result = restore_by_method(method, target, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
         assert result.mismatches == 0
     assert query(target, "SELECT count(*) FROM pg_trigger WHERE tgname = 'soak_rebuild_capture'") == [(0,)]
 
