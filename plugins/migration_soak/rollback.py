@@ -422,15 +422,20 @@ def _set_local(cur, lock_timeout_s: float, search_path: str | None = None) -> No
         cur.execute("SELECT set_config('search_path', %s, true)", ('"' + search_path.replace('"', '""') + '"',))
 
 
-def _readd(conn, down_text, down_path, qualified, schema, lock_timeout_s, lock_retries, attempts, sleep) -> float:
-    """Step 2: the down SQL alone in a short transaction, lock timeouts retried.
-    Returns the seconds of the successful try (the ACCESS EXCLUSIVE window)."""
+def _short_transaction(conn, step: str, body: Callable[[Any], object], *, lock_timeout_s: float, lock_retries: int,
+                       attempts: list[LockAttempt], sleep: Callable[[float], None], locks: str, name: str | None = None,
+                       search_path: str | None = None) -> float:
+    """``body(cursor)`` alone in one transaction under ``lock_timeout`` (and ``search_path``),
+    lock timeouts retried (``run_with_lock_retries`` as ``name``, default ``step``); the
+    tries are appended to ``attempts``. Returns the seconds of the successful try. Raises
+    ``RollbackError``: "<step> could not lock <locks> within ..." after the last lock
+    timeout, "<step> failed: ..." for any other error."""
 
     def once() -> None:
         try:
             with conn.cursor() as cur:
-                _set_local(cur, lock_timeout_s, schema)
-                cur.execute(down_text)
+                _set_local(cur, lock_timeout_s, search_path)
+                body(cur)
             conn.commit()
         except Exception:
             conn.rollback()
@@ -438,17 +443,25 @@ def _readd(conn, down_text, down_path, qualified, schema, lock_timeout_s, lock_r
 
     mine: list[LockAttempt] = []
     try:
-        run_with_lock_retries("down_sql", once, retries=lock_retries, attempts=mine, sleep=sleep)
+        run_with_lock_retries(name or step, once, retries=lock_retries, attempts=mine, sleep=sleep)
     except Exception as exc:
         attempts.extend(mine)
         if is_lock_timeout(exc):
             raise RollbackError(
-                f"down SQL {down_path.name} could not lock {qualified} within {lock_timeout_s:g} s (lock_timeout) "
+                f"{step} could not lock {locks} within {lock_timeout_s:g} s (lock_timeout) "
                 f"in {describe_attempts(mine)}; the application holds it: retry"
             ) from None
-        raise RollbackError(f"down SQL {down_path.name} failed: {str(exc).strip()}") from None
+        raise RollbackError(f"{step} failed: {str(exc).strip()}") from None
     attempts.extend(mine)
     return mine[-1].elapsed_s
+
+
+def _readd(conn, down_text, down_path, qualified, schema, lock_timeout_s, lock_retries, attempts, sleep) -> float:
+    """Step 2: the down SQL alone in a short transaction, lock timeouts retried.
+    Returns the seconds of the successful try (the ACCESS EXCLUSIVE window)."""
+    return _short_transaction(conn, f"down SQL {down_path.name}", lambda cur: cur.execute(down_text),
+                              lock_timeout_s=lock_timeout_s, lock_retries=lock_retries, attempts=attempts,
+                              sleep=sleep, locks=qualified, name="down_sql", search_path=schema)
 
 
 def drop_capture_triggers(conn, lock_timeout_s: float, lock_retries: int, attempts: list[LockAttempt],
@@ -470,30 +483,12 @@ def drop_capture_triggers(conn, lock_timeout_s: float, lock_retries: int, attemp
     for table, name in found:
         statement = sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(name), sql.SQL(table))
 
-        def once(statement: sql.Composable = statement) -> None:
-            try:
-                with conn.cursor() as cur:
-                    _set_local(cur, lock_timeout_s)
-                    cur.execute(statement)
-                conn.commit()
-            except Exception:
-                conn.rollback()
-                raise
+        def drop(cur: Any, statement: sql.Composable = statement) -> None:
+            cur.execute(statement)
 
-        mine: list[LockAttempt] = []
-        try:
-            run_with_lock_retries(f"drop leftover trigger {name} on {table}", once, retries=lock_retries,
-                                  attempts=mine, sleep=sleep)
-        except Exception as exc:
-            attempts.extend(mine)
-            if is_lock_timeout(exc):
-                raise RollbackError(
-                    f"could not lock {table} to drop the trigger {name} a killed rebuild left, within "
-                    f"{lock_timeout_s:g} s (lock_timeout) in {describe_attempts(mine)}; the application holds it: "
-                    "retry") from None
-            raise RollbackError(f"dropping a killed rebuild's trigger {name} on {table} failed: "
-                                f"{str(exc).strip()}") from None
-        attempts.extend(mine)
+        _short_transaction(conn, f"dropping the trigger {name} a killed rebuild left on {table}", drop,
+                           lock_timeout_s=lock_timeout_s, lock_retries=lock_retries, attempts=attempts, sleep=sleep,
+                           locks=table)
         log.warning("dropped trigger %s on %s, left by a killed rebuild", name, table)
         dropped.append(f"{table} {name}")
     return dropped
