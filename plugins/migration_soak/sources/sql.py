@@ -131,8 +131,10 @@ def readonly_transaction(conn_id: str, statement_timeout_ms: int | None = None) 
             # connection never inherits them. The name keeps the soak's own queries out of
             # the database log's slow-query checks (the same name as PgTarget and the
             # pg_dump/pg_restore children).
-            cur.execute(f"SET LOCAL statement_timeout = {timeout_ms}")
-            cur.execute(f"SET LOCAL application_name = '{APPLICATION_NAME}'")
+            # set_config(..., true) is SET LOCAL; one statement for both saves a round trip
+            # (the guard runs two readings a minute for 24 h).
+            cur.execute("SELECT set_config('statement_timeout', %s, true), set_config('application_name', %s, true)",
+                        (str(timeout_ms), APPLICATION_NAME))
             yield cur
     finally:
         kept = False
@@ -166,9 +168,8 @@ def run_readonly(conn_id: str, sql: str, *, statement_timeout_ms: int | None = N
     except sql_guard.UnsafeSql as exc:
         raise MeasurementError(f"query refused before it ran: {exc}") from None
     with readonly_transaction(conn_id, timeout_ms) as cur:
-        cur.execute("SELECT now()::text")  # the transaction's start: changes if the file ends it
-        began = cur.fetchone()[0]
-        locks_before = _advisory_locks(cur)
+        # the transaction's start (changes if the file ends it) and our advisory locks
+        began, locks_before = _session_state(cur)
         cur.execute("SAVEPOINT migration_soak_check")
         failure: MeasurementError | None = None
         try:
@@ -182,13 +183,13 @@ def run_readonly(conn_id: str, sql: str, *, statement_timeout_ms: int | None = N
             failure = MeasurementError(_describe_sql_error(code, exc, timeout_ms))
             # Back to before the file, so what it left can still be looked at.
             cur.execute("ROLLBACK TO SAVEPOINT migration_soak_check")
-        cur.execute("SELECT now()::text")
-        if cur.fetchone()[0] != began:
+        now, locks_after = _session_state(cur)
+        if now != began:
             raise MeasurementError(
                 "query refused: it ended the soak's read-only transaction (COMMIT/ROLLBACK/END in the "
                 "SQL file); whatever it did inside that transaction may have been committed"
             )
-        leaked = _release_new_session_locks(cur, locks_before)
+        leaked = _release_new_session_locks(cur, locks_after - locks_before)
         if leaked:
             raise MeasurementError(
                 f"query refused: it took session-level advisory lock(s) {leaked}, which outlive the "
@@ -199,21 +200,26 @@ def run_readonly(conn_id: str, sql: str, *, statement_timeout_ms: int | None = N
     return columns, rows
 
 
-_ADVISORY_LOCKS = ("SELECT classid::bigint, objid::bigint, objsubid, mode FROM pg_locks "
-                   "WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted")
+# One row per advisory lock our backend holds (one row of NULLs when none), each with the
+# transaction's now(): one round trip before and one after the file.
+_SESSION_STATE = ("SELECT now()::text, l.classid::bigint, l.objid::bigint, l.objsubid, l.mode FROM (SELECT 1) o "
+                  "LEFT JOIN pg_locks l ON l.locktype = 'advisory' AND l.pid = pg_backend_pid() AND l.granted")
 
 
-def _advisory_locks(cur: Any) -> set[tuple]:
-    cur.execute(_ADVISORY_LOCKS)
-    return {tuple(r) for r in cur.fetchall()}
+def _session_state(cur: Any) -> tuple[str, set[tuple]]:
+    """``(now() as text, {(classid, objid, objsubid, mode)}: the advisory locks our backend
+    holds)``."""
+    cur.execute(_SESSION_STATE)
+    rows = cur.fetchall()
+    return rows[0][0], {tuple(r[1:]) for r in rows if r[1] is not None}
 
 
-def _release_new_session_locks(cur: Any, before: set[tuple]) -> list[str]:
-    """Release the session-level advisory locks our backend holds now and did not hold
-    before the file ran; returns their keys (transaction-level ones end with the rollback:
-    ``pg_advisory_unlock`` does not release those and returns false)."""
+def _release_new_session_locks(cur: Any, new: set[tuple]) -> list[str]:
+    """Release ``new``: the advisory locks our backend holds now and did not hold before the
+    file ran; returns the keys of those that were session-level (transaction-level ones end
+    with the rollback: ``pg_advisory_unlock`` does not release those and returns false)."""
     released = []
-    for classid, objid, objsubid, mode in sorted(_advisory_locks(cur) - before):
+    for classid, objid, objsubid, mode in sorted(new):
         shared = "_shared" if mode == "ShareLock" else ""
         if objsubid == 1:  # one bigint key: high and low halves
             key = (classid << 32) | objid
