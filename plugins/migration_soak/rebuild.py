@@ -48,18 +48,17 @@ from migration_soak.migrate import (LOCK_NOT_AVAILABLE, LockAttempt, describe_at
 from migration_soak.pgconn import PgTarget
 from migration_soak.rollback import (DEFAULT_BATCH_SIZE, SCRATCH_SCHEMA, RestoreResult, _at_readded, _Column,
                                      _column_info, _from_backup, _lock, _readd, _release, _set_local, _stage, _verify,
-                                     drop_capture_triggers)
+                                     drop_rebuild_leftovers)
+from migration_soak.rollback import REBUILD_MARKER as MARKER
+from migration_soak.rollback import REBUILD_NEW_SUFFIX as NEW_SUFFIX
 
 log = logging.getLogger(__name__)
 
 #: The capture trigger's name on the live table (ours: the only trigger a rebuild accepts).
 CAPTURE_TRIGGER = "soak_rebuild_capture"
-#: Suffixes of the table being built and of the table swapped out.
-NEW_SUFFIX, OLD_SUFFIX = "_soak_new", "_soak_old"
-#: Table comment of the table being built until the swap: marks it as ours (a leftover of a
-#: killed rebuild with this comment is dropped by the next one; any other table of that
-#: name is refused).
-MARKER = "migration-soak rebuild in progress; dropped by the next rollback"
+#: Suffix of the table swapped out (the table being built: ``NEW_SUFFIX``, marked with
+#: ``MARKER`` until the swap; both from rollback.py, whose ``copy`` drops such a leftover too).
+OLD_SUFFIX = "_soak_old"
 #: Catch-up rounds stop when a round re-copied at most this many keys (the last round runs
 #: inside the swap's ACCESS EXCLUSIVE, so it must be small).
 SMALL_ROUND = 1_000
@@ -346,17 +345,10 @@ class _Run:
     # ------------------------------------------------------------ 1. refusals
 
     def drop_leftovers(self) -> None:
-        """A killed rebuild's capture triggers, on this table or another
-        (``rollback.drop_capture_triggers``: each under lock_timeout), and its marked new
-        table."""
-        drop_capture_triggers(self.conn, self.lock_timeout_s, self.lock_retries, self.attempts, self.sleep)
-        with self.conn.cursor() as cur:
-            cur.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", (self.new.as_string(self.conn),))
-            row = cur.fetchone()
-        self.conn.commit()
-        if row and row[0] == MARKER:
-            self._once("drop leftover new table", lambda cur: cur.execute(
-                sql.SQL("DROP TABLE IF EXISTS {}").format(self.new)))
+        """A killed rebuild's capture triggers, on this table or another, and its marked new
+        table (``rollback.drop_rebuild_leftovers``: each under lock_timeout)."""
+        drop_rebuild_leftovers(self.conn, self.schema, self.table, self.lock_timeout_s, self.lock_retries,
+                               self.attempts, self.sleep)
 
     def refuse(self, after_readd: bool = False) -> None:
         """``RollbackError`` naming every object a swap would break or leave on the old table."""

@@ -29,6 +29,11 @@ from migration_soak.pgconn import PgTarget
 log = logging.getLogger(__name__)
 
 SCRATCH_SCHEMA = "soak_rollback"
+#: The table a ``rebuild`` builds is ``<table>`` + this suffix, with this table comment until
+#: the swap: a leftover that carries it (a killed rebuild's) is dropped by the next rollback
+#: of either method (:func:`drop_rebuild_leftovers`); any other table of that name is not ours.
+REBUILD_NEW_SUFFIX = "_soak_new"
+REBUILD_MARKER = "migration-soak rebuild in progress; dropped by the next rollback"
 #: Session advisory lock (two-key form) that keeps two rollbacks from sharing the scratch
 #: schema; distinct from Prisma's single-key 72707369. Released explicitly at the end.
 ROLLBACK_LOCK = (0x534F414B, 1)  # "SOAK", 1
@@ -238,7 +243,7 @@ def restore_columns(
     try:
         _lock(conn, target)
         locked = True  # from here on the scratch schema is ours to drop
-        drop_capture_triggers(conn, lock_timeout_s, lock_retries, attempts, _sleep)
+        drop_rebuild_leftovers(conn, schema, table, lock_timeout_s, lock_retries, attempts, _sleep)
         staging = True  # from here on the scratch schema may exist
         t0 = time.monotonic()
         rows_streamed = _stage(conn, target, backup.path, pg_bin_dir, schema, table, key, columns, scratch, timeout_s)
@@ -462,6 +467,33 @@ def _readd(conn, down_text, down_path, qualified, schema, lock_timeout_s, lock_r
     return _short_transaction(conn, f"down SQL {down_path.name}", lambda cur: cur.execute(down_text),
                               lock_timeout_s=lock_timeout_s, lock_retries=lock_retries, attempts=attempts,
                               sleep=sleep, locks=qualified, name="down_sql", search_path=schema)
+
+
+def drop_rebuild_leftovers(conn, schema: str, table: str, lock_timeout_s: float, lock_retries: int,
+                           attempts: list[LockAttempt], sleep: Callable[[float], None]) -> list[str]:
+    """What a killed ``rebuild`` left, dropped before either method starts: its capture
+    triggers (:func:`drop_capture_triggers`) and ``<table>_soak_new`` when it carries
+    ``REBUILD_MARKER`` (a full copy of the table; any other table of that name is left
+    alone), in a short transaction under ``lock_timeout`` (retried). Returns what was dropped
+    (``"<table> <trigger>"``, ``"<schema>.<table>_soak_new"``). Raises ``RollbackError`` when
+    a drop cannot get its lock in ``1 + lock_retries`` tries."""
+    dropped = drop_capture_triggers(conn, lock_timeout_s, lock_retries, attempts, sleep)
+    name = table + REBUILD_NEW_SUFFIX
+    new = sql.Identifier(schema, name)
+    with conn.cursor() as cur:
+        cur.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", (new.as_string(conn),))
+        row = cur.fetchone()
+    conn.commit()
+    if row and row[0] == REBUILD_MARKER:
+        def drop(cur: Any) -> None:
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(new))
+
+        _short_transaction(conn, f"dropping {schema}.{name}, a killed rebuild's table", drop,
+                           lock_timeout_s=lock_timeout_s, lock_retries=lock_retries, attempts=attempts, sleep=sleep,
+                           locks=f"{schema}.{name}")
+        log.warning("dropped %s.%s, left by a killed rebuild", schema, name)
+        dropped.append(f"{schema}.{name}")
+    return dropped
 
 
 def drop_capture_triggers(conn, lock_timeout_s: float, lock_retries: int, attempts: list[LockAttempt],
