@@ -22,7 +22,8 @@ inserted one by one) it writes a new table once:
    trigger, rename old -> ``<table>_soak_old`` and new -> ``<table>``, indexes and
    constraints to their names, foreign keys re-created ``NOT VALID``, owner, grants,
    replica identity, comment;
-7. after the commit: ``VALIDATE CONSTRAINT`` of those foreign keys, the value-by-value
+7. after the commit: drop the old table's own foreign keys, ``VALIDATE CONSTRAINT`` of those
+   foreign keys, the value-by-value
    verification (``rollback._verify``), drop the old table and the scratch schema.
 
 The swap changes the table's OID (docs/design.md#rebuildpy): this is why ``copy`` stays
@@ -234,6 +235,7 @@ def rebuild_columns(
         swapped = True
         rounds += 1 + run.rounds_between
         t3 = time.monotonic()
+        run.drop_old_foreign_keys()
         run.validate_foreign_keys()
         counts = _verify(conn, qualified, run.tbl, run.staged, key_col, cols, rows_streamed)
         verify_s = time.monotonic() - t3
@@ -804,6 +806,34 @@ class _Run:
                 cur.execute(statement)
 
             self._once(f"validate {fk.name}", validate)
+
+    def drop_old_foreign_keys(self) -> list[str]:
+        """Right after the swap: drop the swapped-out table's own foreign keys, each in a
+        short transaction under ``lock_timeout`` (ACCESS EXCLUSIVE on the old table and, for a
+        few ms, on the referenced table: what dropping the old table takes later anyway), so
+        that its rows no longer restrict or cascade into the referenced tables while the
+        restored table is validated and verified (or kept for inspection). Returns the names
+        dropped; one that cannot get its lock is left, with a warning (the restore stands)."""
+        old = sql.Identifier(self.schema, self.old_name)
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'f' "
+                        "ORDER BY conname", (old.as_string(self.conn),))
+            names = [r[0] for r in cur.fetchall()]
+        self.conn.commit()
+        dropped = []
+        for name in names:
+            statement = sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(old, sql.Identifier(name))
+
+            def drop(cur, statement: sql.Composable = statement) -> None:
+                cur.execute(statement)
+
+            try:
+                self._once(f"drop {name} of {self.old_name}", drop)
+                dropped.append(name)
+            except RollbackError as exc:
+                log.warning("rebuild of %s: could not drop foreign key %s of %s.%s (it acts until that table is "
+                            "dropped): %s", self.qualified, name, self.schema, self.old_name, exc)
+        return dropped
 
     def drop_old(self) -> None:
         old = sql.Identifier(self.schema, self.old_name)

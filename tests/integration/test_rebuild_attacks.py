@@ -597,10 +597,6 @@ def test_a_deadlock_of_the_swap_with_the_application_is_retried_like_a_lock_time
         assert _row(target, "usr_0000050")[0] == "deadlock@example.test"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "not fixed: until <table>_soak_old is dropped (after the validation and the verification, or never "
-    "when they fail: 'kept for inspection') its own foreign keys still act on the referenced tables; "
-    "dropping them in the swap needs ACCESS EXCLUSIVE on those tables (PostgreSQL 18)"))
 @pytest.mark.timeout(120)
 def test_the_old_tables_foreign_keys_do_not_block_the_application_after_the_swap(migrated, pg_bin,  # noqa: F811
                                                                                monkeypatch):
