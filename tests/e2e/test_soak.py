@@ -442,7 +442,9 @@ def test_distributed_soaks_run_on_both_namespaced_workers_backup_on_a(healthy, l
 def test_healthy_soak_survives_a_worker_killed_during_a_check_and_a_redis_restart(healthy):
     missed = [d for d in healthy.chaos.done if d["fault"] == "kill_missed"]
     assert len(missed) < KILL_ATTEMPTS, missed
-    kill, back, restart = [d for d in healthy.chaos.done if d["fault"] != "kill_missed"]
+    landed = [d for d in healthy.chaos.done if d["fault"] != "kill_missed"]
+    assert [d["fault"] for d in landed] == ["kill", "restart", "redis_restart"], healthy.chaos.done
+    kill, back, restart = landed
     assert kill["fault"] == "kill" and kill["task_id"].startswith("hour0.")
     assert back["fault"] == "restart" and back["worker"] == kill["worker"]
     assert restart["fault"] == "redis_restart" and restart["down_s"] < 30
