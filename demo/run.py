@@ -26,8 +26,8 @@ Exit codes (the run's final ``decision`` event, never the judge's verdict alone)
 0 GO (the run succeeded), 1 NO-GO (a breached criterion, or a rejected / unanswered
 QA sign-off), 2 INCONCLUSIVE (rolled back or kept), 3 the run stopped before a decision
 (or failed after it: the failing task's error is printed), 130 / 143 interrupted by
-Ctrl-C / SIGTERM (every child stopped: Airflow, the API server, the app, PostgreSQL).
-``make demo`` itself exits 2 on anything but 0 (GNU make); its "Error N" line and the
+Ctrl-C / SIGTERM (every child stopped: Airflow, the API server, the app, PostgreSQL), 64
+a bad argument (usage printed; nothing started). ``make demo`` itself exits 2 on anything but 0 (GNU make); its "Error N" line and the
 demo's last line carry the demo's code.
 """
 
@@ -47,7 +47,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NoReturn
 
 import requests
 import sqlalchemy as sa
@@ -65,8 +65,9 @@ from migration_soak.clock import TIME_SCALE_MAX, check_time_scale  # noqa: E402
 from migration_soak.rollback import restored_count, restored_table  # noqa: E402
 from migration_soak.store import Store  # noqa: E402
 
-#: The demo's exit codes (see the module docstring).
-EXIT_GO, EXIT_NO_GO, EXIT_INCONCLUSIVE, EXIT_NO_DECISION = 0, 1, 2, 3
+#: The demo's exit codes (see the module docstring); a bad argument exits ``EXIT_USAGE``
+#: (sysexits' EX_USAGE), not argparse's 2, which would read as INCONCLUSIVE.
+EXIT_GO, EXIT_NO_GO, EXIT_INCONCLUSIVE, EXIT_NO_DECISION, EXIT_USAGE = 0, 1, 2, 3, 64
 EXIT_MEANING = {EXIT_GO: "GO", EXIT_NO_GO: "NO-GO", EXIT_INCONCLUSIVE: "INCONCLUSIVE",
                 EXIT_NO_DECISION: "no final decision"}
 SIGN_OFF_OPTIONS = {"approve": "Approve", "reject": "Reject"}
@@ -893,10 +894,16 @@ def _time_scale(text: str) -> float:
                                          f"time_scale must be a number in (0, {TIME_SCALE_MAX}], got {text!r}") from None
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m demo.run", description=__doc__.splitlines()[0],
-                                     epilog="exit: 0 GO, 1 NO-GO, 2 INCONCLUSIVE, 3 no final decision "
-                                            "(the failing task's error is printed), 130/143 interrupted")
+    parser = _Parser(prog="python -m demo.run", description=__doc__.splitlines()[0],
+                     epilog="exit: 0 GO, 1 NO-GO, 2 INCONCLUSIVE, 3 no final decision "
+                            "(the failing task's error is printed), 64 a bad argument, 130/143 interrupted")
     parser.add_argument("--scenario", default="healthy", choices=sorted(SCENARIOS))
     parser.add_argument("--on-inconclusive", default="rollback", choices=["rollback", "go"],
                         help="what the unattended demo does with an INCONCLUSIVE verdict")

@@ -297,6 +297,9 @@ def judge(plan: Plan, observations: list[Observation]) -> Verdict:
     results = breaches + gos
     if stopped:
         return Verdict("NO_GO", [f"{r.id}: {r.detail}" for r in breaches if r.outcome == "breached"], results, checks)
+    if not gos:  # GO is "every GO criterion met": with none, nothing was required of the soak
+        return Verdict("INCONCLUSIVE", ["the plan states no GO criterion (go: []): nothing was required to call "
+                                        "GO; no NO-GO criterion breached"], results, checks)
     unmet = [r for r in gos if r.outcome != "met"]
     if unmet:
         return Verdict("INCONCLUSIVE", [f"{r.id}: {r.outcome}: {r.detail}" for r in unmet], results, checks)

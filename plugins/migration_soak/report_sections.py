@@ -44,6 +44,21 @@ from migration_soak.store import Observation
 # --- the top: banner, checkbox, monitoring period ----------------------------------------------
 
 
+def guard_cadence(plan: Plan, time_scale: float) -> str:
+    """How often the guard read its checks in this run (``clock.guard_every``: the plan's
+    ``every_minutes``, floored at ``min_wall_seconds`` of wall time on a fast clock)."""
+    from migration_soak.clock import guard_every
+
+    if plan.guard is None:
+        return "never (the plan has no guard)"
+    nominal = plan.guard.every_minutes
+    used = guard_every(plan, time_scale).total_seconds() / 60
+    if abs(used - nominal) < 1e-9:
+        return f"every {nominal:g} soak-min"
+    return (f"every {used:g} soak-min (the plan's {nominal:g} min, floored at {plan.guard.min_wall_seconds:g} s of "
+            f"wall time at time_scale {time_scale:g})")
+
+
 def banner(plan: Plan, time_scale: float) -> str | None:
     """The compressed/stretched clock warning; ``None`` in real time."""
     if time_scale == 1:
@@ -595,6 +610,12 @@ def rollback_duration(run: Run) -> str | None:
     if done:
         return f"{duration((done['at'] - started['at']).total_seconds())} (rollback started to rollback completed)"
     steps = run.rollback_events()
+    health = next((e for e in reversed(steps) if e["kind"] == "health"), None)
+    if health is not None and health["payload"].get("ok") is True:
+        # Runbook "Rollback", step 5 passed: what is left is step 6, the post-mortem, which
+        # records rollback_completed once it is written (so it never reads it itself).
+        return (f"{duration((health['at'] - started['at']).total_seconds())} to the post-rollback health check "
+                "passing (steps 1-5 done; step 6, the post-mortem, is written last)")
     if len(steps) == 1:
         return "not completed when this was written (only its start is recorded)"
     return (f"not completed when this was written; {duration((steps[-1]['at'] - started['at']).total_seconds())} "

@@ -57,6 +57,14 @@ def test_exit_code_for_user_follows_the_final_decision(decision, run_state, code
     assert _outcome(decision, run_state=run_state).exit_code_for_user == code
 
 
+@pytest.mark.parametrize("argv", [["--scenario", "legacy"], ["--no-such-option"], ["--time-scale"]])
+def test_a_bad_argument_exits_64_not_2_which_means_inconclusive(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        demo_run.main(argv)
+    assert exit_.value.code == demo_run.EXIT_USAGE == 64
+    assert "usage: python -m demo.run" in capsys.readouterr().err
+
+
 def test_a_rejected_sign_off_prints_no_go_and_the_judges_go():
     reason = "QA rejected the sign-off: demo: rejected on purpose"
     outcome = _outcome(_decision("NO_GO", "rollback", "person:admin", reason), verdict="GO",
@@ -148,7 +156,7 @@ def test_dag_id_matches_the_builder():
 def test_time_scale_outside_the_dags_range_is_refused(value, capsys):
     with pytest.raises(SystemExit) as exc:
         demo_run.main(["--time-scale", value])
-    assert exc.value.code == 2
+    assert exc.value.code == demo_run.EXIT_USAGE
     assert "time_scale must be a number in (0, 100000]" in capsys.readouterr().err
 
 
@@ -162,7 +170,7 @@ def test_runner_is_checked(capsys):
         demo_run.run_soak(Path("/nonexistent"), runner="docker")
     with pytest.raises(SystemExit) as exc:
         demo_run.main(["--runner", "docker"])
-    assert exc.value.code == 2
+    assert exc.value.code == demo_run.EXIT_USAGE
     assert "invalid choice: 'docker'" in capsys.readouterr().err
 
 

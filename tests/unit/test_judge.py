@@ -96,6 +96,16 @@ def test_healthy_soak_is_go_and_every_criterion_met():
     assert all(c.outcome == ("met" if c.kind == "go" else "clear") for c in v.criteria)
 
 
+def test_a_plan_without_go_criteria_is_never_go():
+    """``go: []`` (NO-GO criteria kept): nothing is required, so nothing can be called GO,
+    not even with no reading at all (a new user's run found it GO)."""
+    plan = PLAN.model_copy(update={"go": []})
+    for observations in ([], full_soak()):
+        v = judge(plan, observations)
+        assert v.decision == "INCONCLUSIVE", v.reasons
+        assert "states no GO criterion" in v.reasons[0]
+
+
 def test_the_seed_has_ten_go_and_eight_no_go_criteria():
     assert len(PLAN.go) + len(PLAN.human_gates) == 10
     assert len(PLAN.no_go) == 8

@@ -196,7 +196,8 @@ def test_rollback_section_lists_rollback_events_only():
     assert items[0].startswith("- 2026-03-02 09:00:10 UTC: Rollback started")
     assert len(items) == 6 and "Hora 0" not in section and "applications restarted\n" not in section
     assert "Applications restarted after the rollback" in section
-    assert "not completed when this was written" in section  # no rollback_completed yet
+    # no rollback_completed yet, but the health check (step 5) passed: only the post-mortem is left
+    assert "13 s to the post-rollback health check passing (steps 1-5 done" in section
     assert "**Decision:** ❌ NO-GO: not approved; rollback under way" in text
 
 

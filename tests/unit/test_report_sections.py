@@ -260,6 +260,13 @@ def test_rollback_lines_duration_and_state_from_the_rollback_events_only():
     only_start = run_of(events=events[:2])
     assert sections.rollback_duration(only_start) == "not completed when this was written (only its start is recorded)"
     assert sections.rollback_duration(run_of()) is None
+    # the post-mortem is step 6: written once step 5, the health check, passed, and before
+    # rollback_completed is recorded; a failed health check is not "done"
+    healthy = run_of(events=events + [ev("health", 2, ok=True, text="post-rollback health ok")])
+    assert sections.rollback_duration(healthy) == ("60 s to the post-rollback health check passing (steps 1-5 "
+                                                   "done; step 6, the post-mortem, is written last)")
+    failed = run_of(events=events + [ev("health", 2, ok=False, text="post-rollback health FAILED")])
+    assert sections.rollback_duration(failed).startswith("not completed when this was written; 60 s")
 
 
 def test_chart_marks_name_the_deciding_readings_and_the_stop_hour():
@@ -349,3 +356,13 @@ def test_analyse_finds_the_stop_where_and_lists_ghost_checks_and_odd_phases():
     r = run.results["old_check"]
     assert r.outcome == "not_enough_data" and r.unit == "count"
     assert r.detail == "1 reading of a check the plan does not have: not judged"
+
+
+def test_the_guard_cadence_is_the_one_the_run_used():
+    """At time_scale 300 the default guard's 1 soak-minute is floored at 3 s of wall time:
+    the report says 15 soak-minutes (a new user's run read "every 1 min" while the guard
+    read 96 times a check, not 1 440)."""
+    assert sections.guard_cadence(PLAN, 1.0) == "every 1 soak-min"
+    assert sections.guard_cadence(PLAN, 300.0) == ("every 15 soak-min (the plan's 1 min, floored at 3 s of wall time "
+                                                   "at time_scale 300)")
+    assert sections.guard_cadence(PLAN.model_copy(update={"guard": None}), 300.0) == "never (the plan has no guard)"
