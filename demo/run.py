@@ -797,7 +797,12 @@ def _shown(outcome: str | None) -> str:
 
 
 def _one_line(text: str, limit: int = 300) -> str:
-    return text.replace("\n", " | ")[:limit]
+    """``text`` on one line, at most ``limit`` characters, cut at a word and marked."""
+    line = text.replace("\n", " | ")
+    if len(line) <= limit:
+        return line
+    cut = line[:limit].rsplit(" ", 1)[0]
+    return f"{cut} ... ({len(line) - len(cut)} more characters: see the report)"
 
 
 def summary(outcome: SoakOutcome) -> list[str]:
@@ -879,7 +884,7 @@ def summary(outcome: SoakOutcome) -> list[str]:
     else:
         lines.append(f"soak wall time: {outcome.soak_seconds:.0f} s (airflow dags test); log: {outcome.log_path}")
     for text in outcome.slack:
-        lines.append("slack: " + _one_line(text, 300 if decision else 600))
+        lines.append("slack: " + _one_line(text, 600))  # the verdict's message whole: it says what a GO did not judge
     lines.append(f"exit: {code} ({EXIT_MEANING[code]}; run {outcome.run_id or 'not created'}, "
                  f"state {outcome.run_state or 'unknown'})")
     return lines

@@ -30,6 +30,8 @@ _FONT = 7.5
 _LEGEND_FONT = 7
 #: Width of one character of a ``_FONT`` pt label, in axes fractions (DejaVu Sans averages ~0.6 em).
 _CHAR = _FONT * 0.6 / 72 / (_SIZE_IN[0] * (_RIGHT - _LEFT))
+#: Characters of a 9.5 pt title that fit between the axes' left edge and the figure's right one.
+_TITLE_CHARS = 95
 #: Smallest y span drawn, per unit (in drawn units: % for ratios, MiB for bytes).
 _MIN_SPAN = {"ratio": 1.0, "bytes": 1.0, "ms": 5.0, "seconds": 1.0, "up": 1.0, "count": 2.0, "rows": 2.0,
              "per_minute": 10.0}
@@ -348,7 +350,9 @@ def _draw_phases(chart: _Chart, plan: Plan, left: float, taken: _Rows) -> None:
 def _label_axes(chart: _Chart, check: Check, left: float, any_value: bool) -> None:
     """Title, axis labels, tick size, grid; a note when no reading has a value."""
     ax = chart.ax
-    ax.set_title(f"{check.title}  [{check.id}]", fontsize=9.5, loc="left", pad=5)
+    title = f"{check.title}  [{check.id}]"
+    # one line across the figure: about _TITLE_CHARS at 9.5 pt, a longer title in a smaller font
+    ax.set_title(title, fontsize=min(9.5, 9.5 * _TITLE_CHARS / len(title)), loc="left", pad=5)
     ax.set_xlabel("soak hours from hour 0 (baseline: the hour before the migration)" if left < 0
                   else "soak hours from hour 0", fontsize=8)
     ax.set_ylabel({"ratio": "%", "bytes": "MiB", "up": "", "per_minute": "per minute"}.get(chart.unit, chart.unit),

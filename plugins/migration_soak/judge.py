@@ -23,7 +23,7 @@ from migration_soak.rules import format_change as format_change, format_value as
 from migration_soak.rules import wilson_lower as wilson_lower, wilson_upper as wilson_upper
 
 Decision = Literal["GO", "NO_GO", "INCONCLUSIVE"]
-Outcome = Literal["met", "not_met", "breached", "clear", "not_enough_data"]
+Outcome = Literal["met", "not_met", "breached", "clear", "not_judged", "not_enough_data"]
 PHASES_NOT_SCHEDULED = ("baseline", "guard")  # extra readings: they never count for coverage
 
 
@@ -58,7 +58,10 @@ class CheckResult:
 @dataclass(frozen=True)
 class CriterionResult:
     """One criterion judged: ``kind`` go / no_go / alert, the ``outcome``, a one-line
-    ``detail`` with the figures, and the observations that decided it (``deciding``)."""
+    ``detail`` with the figures, and the observations that decided it (``deciding``; for a
+    ``not_judged`` NO-GO: the readings beyond its bound on their own). ``too_sparse``: a
+    ``not_judged`` NO-GO whose every check had data points, none beyond the bound, just
+    too few or too far apart to cover its window (what a compressed clock's guard gives)."""
 
     id: str
     kind: str
@@ -68,6 +71,7 @@ class CriterionResult:
     detail: str
     checks: list[str]
     deciding: list[dict] = field(default_factory=list)
+    too_sparse: bool = False
 
 
 @dataclass(frozen=True)
@@ -178,8 +182,11 @@ def implicit_criteria(plan: Plan) -> tuple[list[Criterion], list[Criterion]]:
 
 
 def judge_breach(crit: Criterion | Alert, kind: str, obs: list[Observation]) -> CriterionResult:
-    """A NO-GO criterion (or an alert): ``breached`` when any of its checks shows the rule, else ``clear``."""
+    """A NO-GO criterion (or an alert): ``breached`` when any of its checks shows the rule;
+    ``not_judged`` when one of them could not have shown it (``RuleKind.unjudged``: no data,
+    no baseline, readings too far apart for the window); else ``clear``."""
     rule = rule_kind(crit.rule)
+    unjudged, beyond, sparse = [], [], True
     for cid in crit.checks:
         series = _series(obs, cid)
         base = baseline_of(obs, cid)
@@ -189,10 +196,23 @@ def judge_breach(crit: Criterion | Alert, kind: str, obs: list[Observation]) -> 
             return CriterionResult(crit.id, kind, crit.text, rule.text(unit), "breached",
                                    _breach_detail(rule, cid, hit, base, unit), list(crit.checks),
                                    [_describe(o, v) for o, v in hit])
+        why = rule.unjudged(series, base)
+        if why is not None:
+            over = rule.beyond(series, base)
+            unit = _unit_of(obs, cid)
+            unjudged.append(f"{cid}: {why}" + (f"; {plural(len(over), 'reading')} beyond the bound on "
+                                               f"{'its' if len(over) == 1 else 'their'} own "
+                                               f"({', '.join(rule.shown(v, unit) for _, v in over[:3])}"
+                                               f"{', ...' if len(over) > 3 else ''})" if over else ""))
+            beyond += [_describe(o, v) for o, v in over]
+            sparse = sparse and bool(rule.points(series, base)) and not over
+    unit = _unit_of(obs, crit.checks[0])
+    if unjudged:
+        return CriterionResult(crit.id, kind, crit.text, rule.text(unit), "not_judged",
+                               "not judged: " + "; ".join(unjudged), list(crit.checks), beyond, too_sparse=sparse)
     counts = ", ".join(f"{cid}: {plural(len(_series(obs, cid)), 'reading')} with a value" for cid in crit.checks)
-    note = "; no baseline measured" if rule.needs_baseline and all(baseline_of(obs, c) is None for c in crit.checks) else ""
-    return CriterionResult(crit.id, kind, crit.text, rule.text(_unit_of(obs, crit.checks[0])), "clear",
-                           f"no breach ({counts}){note}", list(crit.checks))
+    return CriterionResult(crit.id, kind, crit.text, rule.text(unit), "clear", f"no breach ({counts})",
+                           list(crit.checks))
 
 
 def _breach_detail(rule: RuleKind, cid: str, hit: list[Point], base: float | None, unit: str) -> str:
@@ -255,7 +275,7 @@ def _go_check(plan: Plan, rule: RuleKind, cid: str, obs: list[Observation], stop
     values = [v for _, v in rule.points(series, base)]
     rng = f"{rule.shown(min(values), unit)} to {rule.shown(max(values), unit)}"
     return "met", (f"{n_points} points {rule.text(unit)} (range {rng}, coverage {coverage:.0%}"
-                   f"{rule.range_note(base, unit)})"), None
+                   f"{rule.range_note(base, unit, cid)})"), None
 
 
 def no_go_breaches(plan: Plan, obs: list[Observation], checks: set[str] | None = None) -> list[CriterionResult]:
@@ -281,10 +301,13 @@ def stop_point(breaches: list[CriterionResult]) -> str | None:
     return None
 
 
-def judge(plan: Plan, observations: list[Observation]) -> Verdict:
+def judge(plan: Plan, observations: list[Observation], time_scale: float = 1.0) -> Verdict:
     """The verdict of a soak from all its observations (see the module doc), each carrying
     its soak time (``Store.observations`` on the run's clock) for the rules that speak of
-    minutes.
+    minutes. GO needs every GO criterion met and every NO-GO criterion judged ``clear``;
+    one exception, on a demonstration clock (``time_scale`` != 1, never an approval): a NO-GO
+    criterion whose readings were only too far apart for its window (``too_sparse``) is
+    named in the GO's reasons instead (docs/verdict.md#not-judged).
     """
     go, no_go = implicit_criteria(plan)
     breaches = [judge_breach(c, "no_go", observations) for c in no_go]
@@ -300,10 +323,18 @@ def judge(plan: Plan, observations: list[Observation]) -> Verdict:
     if not gos:  # GO is "every GO criterion met": with none, nothing was required of the soak
         return Verdict("INCONCLUSIVE", ["the plan states no GO criterion (go: []): nothing was required to call "
                                         "GO; no NO-GO criterion breached"], results, checks)
+    unjudged = [r for r in breaches if r.outcome == "not_judged"]
+    blind = [r for r in unjudged if time_scale == 1 or not r.too_sparse]
     unmet = [r for r in gos if r.outcome != "met"]
-    if unmet:
-        return Verdict("INCONCLUSIVE", [f"{r.id}: {r.outcome}: {r.detail}" for r in unmet], results, checks)
-    return Verdict("GO", [f"all {len(gos)} GO criteria met; no NO-GO criterion breached"], results, checks)
+    if unmet or blind:
+        return Verdict("INCONCLUSIVE", [f"{r.id}: {r.outcome}: {r.detail}" for r in unmet]
+                       + [f"{r.id}: {r.detail} (a NO-GO criterion that could not be breached is not clear)"
+                          for r in blind], results, checks)
+    reasons = [f"all {len(gos)} GO criteria met; no NO-GO criterion breached"]
+    if unjudged:
+        reasons.append(f"not judged on this demonstration clock (time_scale {time_scale:g}: readings too far apart "
+                       "for the window, each within the bound): " + ", ".join(f"{r.id} ({r.rule})" for r in unjudged))
+    return Verdict("GO", reasons, results, checks)
 
 
 def status_of(check_expect, check_no_go, value: float) -> Status:

@@ -36,6 +36,25 @@ Unit = Literal["count", "ratio", "ms", "bytes", "seconds", "up", "rows", "per_mi
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, data: Any) -> Any:
+        """YAML's ``true`` is not a number: pydantic would read ``lock_timeout_s: true`` as 1 s."""
+        if isinstance(data, dict):
+            for name, value in data.items():
+                field = cls.model_fields.get(name)
+                if isinstance(value, bool) and field is not None and _numeric(field.annotation):
+                    raise ValueError(f"{name} must be a number, got {str(value).lower()}")
+        return data
+
+
+def _numeric(annotation: Any) -> bool:
+    """``int``, ``float`` or an optional/union of them (never ``bool``)."""
+    if annotation in (int, float):
+        return True
+    args = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
+    return bool(args) and all(a in (int, float) for a in args)
+
 
 class Condition(_Model):
     """A comparison of an observed value with a constant, e.g. ``{op: "<", value: 0.001}``.
@@ -359,13 +378,26 @@ class BaselineRule(_Model):
     """Degradation relative to the baseline measured before the migration: ``(m - b) / b``
     where ``b`` is the baseline median and ``m`` the median of the observations in the last
     ``window_minutes`` of soak time ("degradación > 10%" / "> 30%"). A change smaller than
-    ``min_delta`` (in the check's unit) is noise and never counts as degradation."""
+    ``min_delta`` (in the check's unit) is noise and never counts as degradation: one
+    number for every check, or one per check id (``{login_p95: 50, auth_query_time: 2}``)
+    when the criterion reads checks of different scales."""
 
     kind: Literal["baseline"]
     op: Literal["<", "<=", ">", ">="]
     value: float = Field(description="ratio 0..1 (0.3 = 30 %)")
     window_minutes: float = Field(default=60, gt=0)
-    min_delta: float = Field(default=0, ge=0)
+    min_delta: float | dict[str, Annotated[float, Field(ge=0)]] = Field(default=0)
+
+    @field_validator("min_delta")
+    @classmethod
+    def _non_negative(cls, value: float | dict[str, float]) -> float | dict[str, float]:
+        if isinstance(value, (int, float)) and value < 0:
+            raise ValueError(f"must be >= 0, got {value:g}")
+        return value
+
+    def floor(self, check_id: str) -> float:
+        """The noise floor of ``check_id`` in its unit (0 for a check the mapping lacks)."""
+        return self.min_delta.get(check_id, 0.0) if isinstance(self.min_delta, dict) else self.min_delta
 
 
 class GrowthRule(_Model):
@@ -397,6 +429,11 @@ class Criterion(_Model):
     checks: list[str] = Field(min_length=1)
     rule: Rule
     min_coverage: float | None = Field(default=None, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _floors_per_check(self):
+        _require_floor_per_check(self.rule, self.checks)
+        return self
 
 
 class HumanGate(_Model):
@@ -439,6 +476,11 @@ class Alert(_Model):
     text: str
     checks: list[str] = Field(min_length=1)
     rule: Rule
+
+    @model_validator(mode="after")
+    def _floors_per_check(self):
+        _require_floor_per_check(self.rule, self.checks)
+        return self
 
 
 class Baseline(_Model):
@@ -756,6 +798,7 @@ class Plan(_Model):
         _require_known_phases(self.checks, names)
         _require_known_checks(self._check_references(), ids)
         _require_distinct_criteria(self.go + self.no_go)
+        _require_sane_levels(self.checks, self.go + self.no_go + self.alerts)
         _require_baseline_section(self.go + self.no_go + self.alerts, self.baseline)
         _require_counted_requests(self.report.requests, self.checks)
         _require_distinct_requirements(self.preflight.require)
@@ -847,6 +890,38 @@ def _require_known_phases(checks: list[Check], names: list[str]) -> None:
             unknown = [p for p in check.phases if p not in names + ["hour0"]]
             if unknown:
                 raise ValueError(f"check {check.id!r} names unknown phases {unknown} (known: {names})")
+
+
+def _require_floor_per_check(rule: Rule, checks: list[str]) -> None:
+    """A per-check ``min_delta`` gives exactly the rule's checks a floor; else ``ValueError``."""
+    floors = getattr(rule, "min_delta", None)
+    if isinstance(floors, dict) and set(floors) != set(checks):
+        missing, extra = [c for c in checks if c not in floors], [c for c in floors if c not in checks]
+        raise ValueError("rule.min_delta must give each of its checks a floor: "
+                         + "; ".join(([f"missing {missing}"] if missing else [])
+                                     + ([f"not among its checks {extra}"] if extra else [])))
+
+
+#: Units bounded by 1 (every unit of ``Unit`` is never negative).
+_RATIO_UNITS = ("ratio",)
+
+
+def _require_sane_levels(checks: list[Check], ruled: Sequence[Criterion | Alert]) -> None:
+    """Levels in the checks' units: none negative, a ``ratio`` within 0..1 (90 % is 0.9,
+    not 90: a level of 90 could never be reached and the rule would never fire). Checks'
+    ``expect``/``no_go`` and the ``threshold``/``sustained``/``window_count`` rules of
+    criteria and alerts; ``ValueError`` naming the field and value."""
+    units: dict[str, str] = {c.id: c.unit for c in checks}
+    levels: list[tuple[str, float, set[str]]] = [(f"check {c.id!r} {name}", cond.value, {c.unit})
+              for c in checks for name, cond in (("expect", c.expect), ("no_go", c.no_go)) if cond is not None]
+    levels += [(f"{type(r).__name__.lower()} {r.id!r} rule", r.rule.value, {units[c] for c in r.checks if c in units})
+               for r in ruled if r.rule.kind in ("threshold", "sustained", "window_count")]
+    for where, value, used in levels:
+        if value < 0:
+            raise ValueError(f"{where}: value {value:g} is negative; no {'/'.join(sorted(map(str, used)))} "
+                             "reading is")
+        if used & set(_RATIO_UNITS) and value > 1:
+            raise ValueError(f"{where}: value {value:g} is a ratio 0..1 (write {value / 100:g} for {value:g} %)")
 
 
 def _require_known_checks(refs: list[tuple[str, list[str]]], ids: list[str]) -> None:

@@ -183,7 +183,8 @@ def _unmet_line(run: Run, c: CriterionResult) -> str:
     """A GO criterion not met, with its deciding readings if any."""
     deciding = "; ".join(reading(run, c, d) for d in c.deciding)
     return (f"{MARK[c.outcome]} `{c.id}` \"{c.text}\": {OUTCOME_WORDS[c.outcome]}: "
-            + (f"deciding reading {deciding}; " if deciding else "") + c.detail)
+            + (f"deciding reading {deciding}; " if deciding and c.outcome != "not_judged" else "")
+            + c.detail.removeprefix("not judged: "))
 
 
 def deciding(run: Run) -> list[str]:
@@ -192,9 +193,16 @@ def deciding(run: Run) -> list[str]:
     if v.decision == "NO_GO":
         breached = sorted(run.breached(), key=lambda c: c is not run.stop_criterion)  # stable: the stop first
         return [_breach_line(run, c) for c in breached]
+    unjudged = [c for c in v.criteria if c.kind == "no_go" and c.outcome == "not_judged"]
     if v.decision == "INCONCLUSIVE":
-        return [_unmet_line(run, c) for c in v.criteria if c.kind == "go" and c.outcome != "met"]
-    return [f"✅ every GO criterion met and no NO-GO criterion breached ({len(v.criteria)} criteria judged)"]
+        return [_unmet_line(run, c) for c in v.criteria if c.kind == "go" and c.outcome != "met"] + \
+            [_unmet_line(run, c) for c in unjudged]
+    if not unjudged:
+        return [f"✅ every GO criterion met and no NO-GO criterion breached ({len(v.criteria)} criteria judged)"]
+    return ([f"✅ every GO criterion met and no NO-GO criterion breached ({len(v.criteria) - len(unjudged)} of "
+             f"{len(v.criteria)} criteria judged)"]
+            + [f"{_unmet_line(run, c)}: not holding this demonstration GO back, every reading being within the "
+               "bound (a real-time soak judges it)" for c in unjudged])
 
 
 # --- human gates ----------------------------------------------------------------------------------
@@ -260,9 +268,8 @@ def _check_figures(run: Run, c: CriterionResult, cid: str, r: CheckResult) -> st
         bvals = [o.value for o in run.observations if o.check_id == cid and o.phase == "baseline" and o.value is not None]
         text += (f" + {sum(base.values())} baseline (median {format_value(statistics.median(bvals), r.unit)})"
                  if base and bvals else "; no baseline")
-    if is_log_count(run.plan, cid):
-        lines = sum(o.value for o in run.after if o.check_id == cid and o.value is not None)
-        text += f", {format_value(lines, 'count')} log lines"
+    if is_log_count(run.plan, cid):  # each series (guard, phases) reads every line once: never their sum
+        text += f", {format_value(log_lines(run, cid)[0], 'count')} log lines"
     return text
 
 
@@ -298,8 +305,11 @@ def _go_line(run: Run, c: CriterionResult) -> str:
 def _no_go_total(run: Run) -> str:
     breached = run.breached()
     total = sum(1 for c in run.verdict.criteria if c.kind == "no_go")
-    return (f"{'❌' if breached else '✅'} NO-GO criteria breached: {len(breached)} of {total}"
-            + (": " + ", ".join(f"`{c.id}`" for c in breached) if breached else ""))
+    unjudged = [c for c in run.verdict.criteria if c.kind == "no_go" and c.outcome == "not_judged"]
+    mark = "❌" if breached else MARK["not_judged"] if unjudged else "✅"
+    return (f"{mark} NO-GO criteria breached: {len(breached)} of {total}"
+            + (": " + ", ".join(f"`{c.id}`" for c in breached) if breached else "")
+            + (f"; not judged: {len(unjudged)} (" + ", ".join(f"`{c.id}`" for c in unjudged) + ")" if unjudged else ""))
 
 
 def results(run: Run) -> list[str]:
@@ -353,7 +363,7 @@ def _noise_floors(plan: Plan) -> dict[str, tuple[float, float]]:
     for crit in plan.go + plan.no_go:
         if crit.rule.kind == "baseline":
             for cid in crit.checks:
-                floors[cid] = (max(floors.get(cid, (0.0, 0.0))[0], crit.rule.min_delta), crit.rule.window_minutes)
+                floors[cid] = (max(floors.get(cid, (0.0, 0.0))[0], crit.rule.floor(cid)), crit.rule.window_minutes)
     return floors
 
 

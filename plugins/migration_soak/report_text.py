@@ -13,9 +13,9 @@ from migration_soak.judge import format_value
 UTC = timezone.utc
 STATUSES = ("pass", "warn", "fail", "error")
 #: Marks of a check's or criterion's outcome.
-MARK = {"met": "✅", "clear": "✅", "not_met": "❌", "breached": "❌", "not_enough_data": "❔",
+MARK = {"met": "✅", "clear": "✅", "not_met": "❌", "breached": "❌", "not_enough_data": "❔", "not_judged": "❔",
         "not_measured": "⏹️", "partial": "◐"}
-OUTCOME_WORDS = {"met": "met", "clear": "clear", "not_met": "not met", "breached": "breached",
+OUTCOME_WORDS = {"met": "met", "clear": "clear", "not_met": "not met", "breached": "breached", "not_judged": "not judged",
                  "not_enough_data": "not enough data", "not_measured": "not measured",
                  "partial": "as expected until the stop"}
 #: Event kinds of the rollback group (``restart``/``prisma_status`` only after ``rollback_started``).

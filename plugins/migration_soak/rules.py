@@ -208,8 +208,8 @@ class RuleKind(ABC, Generic[Spec]):
         """Appended to a breach's detail (the baseline for relative kinds)."""
         return ""
 
-    def range_note(self, base: float | None, unit: str) -> str:
-        """Appended to a met GO criterion's range and coverage."""
+    def range_note(self, base: float | None, unit: str, check_id: str = "") -> str:
+        """Appended to a met GO criterion's range and coverage (of ``check_id``)."""
         return ""
 
     def clears(self, o: Observation) -> bool:
@@ -250,6 +250,44 @@ class RuleKind(ABC, Generic[Spec]):
             if len(run) >= 2 and soak_minutes(run[0][0], run[-1][0]) >= span:
                 return run
         return None
+
+    def unjudged(self, series: list[Observation], base: float | None) -> str | None:
+        """Why these readings could not show a breach, whatever their values, or None when
+        they could: no data point (:meth:`no_points`), or, for a kind with
+        :meth:`span_minutes`, no run of consecutive points could cover the span (readings
+        further apart than :meth:`max_gap_minutes`, or all within less than the span: a
+        compressed clock's guard, a stopped soak). A NO-GO that cannot be breached is not
+        "clear" (docs/verdict.md#not-judged)."""
+        points = self.points(series, base, confident=True)
+        if not points:
+            return self.no_points(series, base)
+        span, gap = self.span_minutes(), self.max_gap_minutes()
+        if span is None:
+            return None
+        start = points[0][0]
+        for (prev, _), (o, _) in zip(points, points[1:]):
+            if gap is not None and soak_minutes(prev, o) > gap + 1e-9:
+                start = o
+            elif soak_minutes(start, o) >= span:
+                return None
+        n = len(points)
+        if n < 2:
+            return f"1 reading; a breach needs readings spanning {_num(span)} min"
+        if gap is None:
+            return (f"{n} readings spanning {_num(soak_minutes(points[0][0], points[-1][0]))} soak-min; a breach "
+                    f"needs {_num(span)}")
+        spacing = statistics.median(d for d in (soak_minutes(a, b) for (a, _), (b, _) in zip(points, points[1:])) if d)
+        return (f"{n} readings, typically {_num(spacing)} soak-min apart; a {_num(span)}-min window needs readings "
+                f"at most {_num(gap)} min apart")
+
+    def no_points(self, series: list[Observation], base: float | None) -> str:
+        """Why the rule has no data point (:meth:`unjudged`)."""
+        return "no reading with a value"
+
+    def beyond(self, series: list[Observation], base: float | None) -> list[Point]:
+        """The points that meet the condition on their own (plain values): what a rule that
+        could not be judged may hide."""
+        return [(o, v) for o, v in self.points(series, base) if self.condition.holds(v)]
 
     def holds_throughout(self, series: list[Observation], base: float | None) -> tuple[bool, Point | None, int]:
         """(every point meets the condition, the first point that does not, number of points)."""
@@ -335,27 +373,38 @@ class Baseline(RuleKind[BaselineRule]):
 
     def points(self, series: list[Observation], base: float | None,
                confident: bool = False) -> list[Point]:
-        if base is None or base == 0:
+        if base is None or base == 0 or not series:
             return []
+        floor = self.spec.floor(series[0].check_id)
         points = []
         for o, window in _windows(series, self.spec.window_minutes, True):
             m = statistics.median(_value(p) for p in window)
-            points.append((o, 0.0 if abs(m - base) < self.spec.min_delta else (m - base) / base))
+            points.append((o, 0.0 if abs(m - base) < floor else (m - base) / base))
         return points
 
     def text(self, unit: str) -> str:
-        floor = format_value(self.spec.min_delta, unit) if unit else f"{self.spec.min_delta:g}"
+        floors = self.spec.min_delta
+        if isinstance(floors, dict):
+            noise = ", ".join(f"{format_value(v, unit) if unit else f'{v:g}'} for {cid}" for cid, v in floors.items())
+        else:
+            noise = format_value(floors, unit) if unit else f"{floors:g}"
         return (f"degradation vs baseline {self.spec.op} {self.spec.value:.0%} over {self.spec.window_minutes:g} min; "
-                f"changes under {floor} are noise")
+                f"changes under {noise} are noise")
 
     def shown(self, value: float, unit: str) -> str:
         return format_change(value)
 
+    def no_points(self, series: list[Observation], base: float | None) -> str:
+        if not series:
+            return "no reading with a value"
+        return "no baseline measured" if base is None else "the baseline is 0: a relative change has no meaning"
+
     def breach_note(self, base: float | None, unit: str) -> str:
         return f"; baseline {format_value(base, unit)}"
 
-    def range_note(self, base: float | None, unit: str) -> str:
-        return f"; baseline {format_value(base, unit)}, changes under {format_value(self.spec.min_delta, unit)} count as 0"
+    def range_note(self, base: float | None, unit: str, check_id: str = "") -> str:
+        return (f"; baseline {format_value(base, unit)}, changes under {format_value(self.spec.floor(check_id), unit)} "
+                "count as 0")
 
 
 class Growth(RuleKind[GrowthRule]):
@@ -392,6 +441,12 @@ class Growth(RuleKind[GrowthRule]):
 
     def span_minutes(self) -> float | None:
         return self.spec.minutes or None
+
+    def no_points(self, series: list[Observation], base: float | None) -> str:
+        if not series:
+            return "no reading with a value"
+        n = len(series)
+        return f"{n} reading{'' if n == 1 else 's'}, no two taken {self.spec.per_minutes:g} min apart: no growth measured"
 
 
 def rule_kind(spec: Rule) -> RuleKind[Any]:

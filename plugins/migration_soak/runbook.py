@@ -238,7 +238,7 @@ def recorded_decision(store: Store, run_id: str) -> Decision | None:
 def judge_soak(plan: Plan, run_id: str, store: Store, time_scale: float) -> Verdict:
     """Judge the soak from the store's observations alone (judge.py), recorded as the
     ``verdict`` event. ``time_scale``: the run's clock speed-up (the readings' soak time)."""
-    verdict = judge(plan, store.observations(run_id, clock=store.clock(run_id, time_scale)))
+    verdict = judge(plan, store.observations(run_id, clock=store.clock(run_id, time_scale)), time_scale)
     text = f"{verdict.decision}: {'; '.join(verdict.reasons)}"
     store.add_event(run_id, "verdict", {**verdict.to_dict(), "text": text})
     return verdict

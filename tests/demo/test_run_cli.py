@@ -79,6 +79,18 @@ def test_a_rejected_sign_off_prints_no_go_and_the_judges_go():
     assert lines[-1].startswith("exit: 1 (NO-GO")
 
 
+def test_a_slack_message_is_printed_whole_or_cut_at_a_word_and_marked():
+    go = (":large_green_circle: [staging] soak verdict: GO (compressed clock x300: demonstration evidence, not a "
+          "24-hour soak): all 8 GO criteria met; no NO-GO criterion breached; not judged on this demonstration clock "
+          "(time_scale 300: readings too far apart for the window, each within the bound): no_go_auth_error_rate (> 1% "
+          "sustained for 5 min), no_go_db_cpu (> 90% sustained for 10 min); report soak-manual__1.md")
+    outcome = _outcome(_decision("GO", "proceed"), run_state="success")
+    outcome.slack = [go, "word " * 200]
+    lines = [line for line in summary(outcome) if line.startswith("slack: ")]
+    assert lines[0] == f"slack: {go}"  # 400 characters: the GO's caveats are never cut off
+    assert lines[1].endswith("word ... (401 more characters: see the report)") and len(lines[1]) < 650
+
+
 def test_the_rehearsal_line_is_printed_passed_or_failed_with_its_step():
     text = "rollback rehearsed: 200000 values restored, 0 mismatches, 8.4 s (restore 1.7 s, ...)"
     lines = summary(_outcome(_decision("GO", "proceed"), rehearsal={"status": "passed", "text": text}))

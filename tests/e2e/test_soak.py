@@ -207,7 +207,16 @@ def test_healthy_soak_is_go_with_every_criterion_met(healthy):
     crit = _criteria(healthy)
     assert {c.id for c in PLAN.go} | {c.id for c in PLAN.no_go} == set(crit)
     assert all(crit[c.id]["outcome"] == "met" for c in PLAN.go)
-    assert all(crit[c.id]["outcome"] == "clear" for c in PLAN.no_go)
+    # the guard reads every 15 soak-min at time_scale 300: the 5- and 10-minute sustained
+    # windows cannot be judged; they are named as such, never "clear", and hold no GO back
+    # on this demonstration clock because every reading was within the bound
+    sparse = {"no_go_auth_error_rate", "no_go_db_cpu"}
+    assert {c.id: crit[c.id]["outcome"] for c in PLAN.no_go} == {
+        c.id: "not_judged" if c.id in sparse else "clear" for c in PLAN.no_go}
+    assert all(crit[cid]["too_sparse"] for cid in sparse)
+    reasons = healthy.events["verdict"]["payload"]["reasons"]
+    assert reasons[1].startswith("not judged on this demonstration clock (time_scale 300") and \
+        all(cid in reasons[1] for cid in sparse), reasons
     assert "no_go" not in healthy.events
 
 
@@ -413,7 +422,9 @@ def test_noisy_is_inconclusive_and_a_person_decides_through_the_api(soak_of):
     assert outcome.decision["outcome"] == "GO" and outcome.decision["by"].startswith("person:")
     assert outcome.run_state == "success"
     assert _criteria(outcome)["go_auth_error_rate"]["outcome"] == "not_met"
-    assert _criteria(outcome)["no_go_auth_error_rate"]["outcome"] == "clear"
+    # readings 15 soak-min apart cannot show a 5-minute window; each was within the bound
+    assert _criteria(outcome)["no_go_auth_error_rate"]["outcome"] == "not_judged"
+    assert _criteria(outcome)["no_go_auth_error_rate"]["too_sparse"]
     assert outcome.human_error is None and outcome.human_answer is not None
     assert outcome.events["human_decision"]["payload"]["chosen"] == ["GO"]
     assert "report" in outcome.events and "rollback_completed" not in outcome.events

@@ -202,6 +202,21 @@ def test_labels_never_overlap():
     assert legend.y1 <= ax.xaxis.label.get_window_extent(renderer).y0 + 1  # below the x label
 
 
+def test_every_title_of_the_default_plan_fits_in_its_figure():
+    """A new user found ``incremental_backup``'s title cut at the right edge."""
+    plan = load_plan("default")
+    for check in sorted(plan.checks, key=lambda c: -len(c.title))[:3]:
+        reading = Observation("r", "regular", check.id, 1, H0 + timedelta(hours=1), H0 + timedelta(hours=1), 1.0,
+                              check.unit, "pass")
+        fig = charts.figure(plan, check, [reading], H0, SCALE)
+        fig.canvas.draw()
+        title = fig.axes[0]._left_title  # set_title(loc="left"); matplotlib has no public getter of the artist
+        assert title.get_text().startswith(check.title)
+        box = title.get_window_extent(fig.canvas.get_renderer())
+        assert 0 <= box.x0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height, (check.id, box)
+        assert title.get_fontsize() >= 7
+
+
 # --- the layers one by one -----------------------------------------------------------------------
 
 def _chart(check_id: str, observations: list[Observation]) -> charts._Chart:

@@ -36,10 +36,12 @@ def obs(check_id, phase, tick, minute, value, status=None):
     return Observation("r", phase, check_id, tick, at, at, value, check.unit, status).on_clock(CLOCK)
 
 
-def full_soak(values=None):
-    """Every scheduled observation of the default plan plus a one-hour baseline, healthy."""
+def full_soak(values=None, guard_checks=("auth_error_rate", "db_cpu")):
+    """Every scheduled observation of the default plan plus a one-hour baseline, healthy,
+    and the guard's readings every soak-minute of ``guard_checks`` (by default those of the
+    sustained NO-GO criteria, which phase ticks 15 min apart cannot judge)."""
     values = {**GOOD, **(values or {})}
-    out = []
+    out = [o for cid in guard_checks for o in guard(cid, 1, 24 * 60, values[cid])]
     for cid in PLAN.baseline.checks:
         for k in range(1, 5):
             out.append(obs(cid, "baseline", k, -60 + 15 * k, GOOD[cid]))
@@ -130,13 +132,19 @@ def test_sustained_windows_need_readings_covering_them():
     """Two phase readings 15 minutes apart above 1 % do not show "> 1 % for 5 minutes":
     the error rate may have dropped in between. Only readings at most half the window
     apart (the guard's, every minute) cover it."""
-    sparse = set_value(full_soak(), "auth_error_rate", 60, 0.05)
-    assert criterion(sparse, "no_go_auth_error_rate").outcome == "clear"
+    sparse = set_value(full_soak(guard_checks=()), "auth_error_rate", 60, 0.05)
+    c = criterion(sparse, "no_go_auth_error_rate")
+    # not breached, and not "clear" either: these readings could not have shown a breach
+    assert c.outcome == "not_judged" and "soak-min apart; a 5-min window needs readings at most 2.5" in c.detail
+    assert "beyond the bound on their own (5%, 5%, 5%, ...)" in c.detail and not c.too_sparse
+    assert len(c.deciding) == len([o for o in sparse if o.check_id == "auth_error_rate" and o.value == 0.05])
+    assert judge(PLAN, sparse).decision == "INCONCLUSIVE"
     covered = add(sparse, *guard("auth_error_rate", 60, 65, 0.05))
     c = criterion(covered, "no_go_auth_error_rate")
     assert c.outcome == "breached" and "at most 2.5 min apart" in c.detail
     # readings 3 minutes apart (> 2.5) leave the 5-minute window uncovered
-    assert criterion(add(sparse, *guard("auth_error_rate", 60, 75, 0.05, every=3)), "no_go_auth_error_rate").outcome == "clear"
+    assert criterion(add(sparse, *guard("auth_error_rate", 60, 75, 0.05, every=3)),
+                     "no_go_auth_error_rate").outcome == "not_judged"
     # exactly half the window apart is enough
     assert criterion(add(sparse, *guard("auth_error_rate", 60, 75, 0.05, every=2.5)), "no_go_auth_error_rate").outcome == "breached"
 
@@ -146,7 +154,7 @@ def test_a_breach_is_seen_when_its_window_is_covered_not_before():
     on the reading at 605, the first whose window of breaching readings spans 5 minutes."""
     from migration_soak.judge import detect, _series
 
-    s = add(full_soak(), *guard("auth_error_rate", 590, 599, 0.0), *guard("auth_error_rate", 600, 605, 0.05),
+    s = add(full_soak(guard_checks=()), *guard("auth_error_rate", 590, 599, 0.0), *guard("auth_error_rate", 600, 605, 0.05),
             *guard("auth_error_rate", 606, 620, 0.0))
     rule = next(c for c in PLAN.no_go if c.id == "no_go_auth_error_rate").rule
     hit = detect(rule, _series(s, "auth_error_rate"), None)
@@ -158,10 +166,10 @@ def test_a_short_spike_does_not_trip_a_longer_window():
     nor the 5-minute alert; 10 minutes of it is."""
     from migration_soak.judge import firing_alerts
 
-    spike = add(full_soak(), *guard("db_cpu", 500, 502, 0.99), *guard("db_cpu", 503, 520, 0.2))
+    spike = add(full_soak(guard_checks=("auth_error_rate",)), *guard("db_cpu", 500, 502, 0.99), *guard("db_cpu", 503, 520, 0.2))
     assert criterion(spike, "no_go_db_cpu").outcome == "clear"
     assert [a.id for a in firing_alerts(PLAN, spike)] == []
-    long = add(full_soak(), *guard("db_cpu", 500, 510, 0.99))
+    long = add(full_soak(guard_checks=()), *guard("db_cpu", 500, 510, 0.99))
     assert criterion(long, "no_go_db_cpu").outcome == "breached"
     assert [a.id for a in firing_alerts(PLAN, long)] == ["db_cpu_high"]
 
@@ -191,7 +199,7 @@ def test_a_ratio_over_too_few_requests_is_a_gap_not_a_good_reading():
                          "evidence": {"numerator": 0, "denominator": 50}})
     many = Observation(**{**few.__dict__, "evidence": {"numerator": 0, "denominator": 5000}})
     assert wilson_upper(0, 50) > 0.01 > wilson_upper(0, 5000)
-    assert criterion(add(full_soak(), *burst, few), "no_go_auth_error_rate").outcome == "breached"
+    assert criterion(add(full_soak(guard_checks=()), *burst, few), "no_go_auth_error_rate").outcome == "breached"
     assert criterion(add(full_soak(), *burst, many), "no_go_auth_error_rate").outcome == "clear"
 
 
@@ -262,6 +270,16 @@ def test_performance_relative_threshold_just_below_and_above_thirty_percent():
     assert criterion(set_value(s, "login_p95", 0, 261), "go_performance_stable").outcome == "not_met"
 
 
+@pytest.mark.parametrize("ms, outcome", [(0.2 + 1.9, "clear"), (0.2 + 2.1, "breached"), (6.3, "breached")])
+def test_the_auth_lookup_has_its_own_noise_floor(ms, outcome):
+    """The lookup's EXPLAIN ANALYZE time (baseline 0.2 ms) under the p95s' 50 ms floor could
+    grow 30-fold unnoticed (a new user saw "+7 174 %" read as noise); its floor is 2 ms."""
+    s = set_value(full_soak(), "auth_query_time", 60, ms)
+    c = criterion(s, "no_go_performance")
+    assert c.outcome == outcome, c.detail
+    assert "changes under 50 ms for login_p95, 50 ms for verify_p95, 2 ms for auth_query_time are noise" in c.rule
+
+
 @pytest.mark.parametrize("rate, outcome", [(0.099, "clear"), (0.10, "clear"), (0.101, "breached")])
 def test_no_go_workflows_failing(rate, outcome):
     assert criterion(set_value(full_soak(), "workflow_error_rate", 300, rate), "no_go_workflows").outcome == outcome
@@ -318,6 +336,76 @@ def test_no_go_db_cpu_single_reading_is_not_sustained():
 def test_no_go_any_data_loss():
     assert criterion(set_value(full_soak(), "data_loss", 0, 0), "no_go_data_loss").outcome == "clear"
     assert criterion(set_value(full_soak(), "data_loss", 600, 1), "no_go_data_loss").outcome == "breached"
+
+
+# --- NO-GO criteria the readings could not judge -----------------------------------------------
+
+def sparse_guard_soak(cpu=GOOD["db_cpu"]):
+    """A healthy soak whose guard read every 15 soak-minutes (the default plan's guard at
+    time_scale 300: 3 s of wall time apart), ``db_cpu`` at ``cpu`` throughout."""
+    s = full_soak(guard_checks=())
+    return set_value(s, "db_cpu", 0, cpu) + [o for cid in ("auth_error_rate", "db_cpu")
+                                             for o in guard(cid, 15, 24 * 60, cpu if cid == "db_cpu" else 0.0,
+                                                            every=15)]
+
+
+def test_a_no_go_the_readings_could_not_breach_is_not_judged_and_holds_a_real_time_go_back():
+    """Readings 15 soak-min apart cannot show "> 90 % for 10 minutes": the criterion is not
+    judged, never "clear", and a real-time soak is INCONCLUSIVE and says why."""
+    s = sparse_guard_soak()
+    c = criterion(s, "no_go_db_cpu")
+    assert c.outcome == "not_judged" and c.too_sparse and c.deciding == []
+    assert "typically 15 soak-min apart; a 10-min window needs readings at most 5 min apart" in c.detail, c.detail
+    v = judge(PLAN, s)
+    assert v.decision == "INCONCLUSIVE"
+    assert {r.split(":")[0] for r in v.reasons} == {"no_go_auth_error_rate", "no_go_db_cpu"}, v.reasons
+    assert all("could not be breached is not clear" in r for r in v.reasons)
+
+
+def test_on_a_demonstration_clock_a_too_sparse_no_go_is_named_in_the_go():
+    """time_scale 300: the guard cannot read often enough for 5- and 10-minute windows; the
+    GO (never an approval on that clock) stands when each reading was within the bound, and
+    names what it did not judge. One reading beyond the bound on its own, and it does not."""
+    v = judge(PLAN, sparse_guard_soak(), time_scale=300)
+    assert v.decision == "GO", v.reasons
+    assert v.reasons[1] == ("not judged on this demonstration clock (time_scale 300: readings too far apart for "
+                            "the window, each within the bound): no_go_auth_error_rate (> 1% sustained for 5 min), "
+                            "no_go_db_cpu (> 90% sustained for 10 min)")
+    hot = sparse_guard_soak(cpu=0.95)
+    c = criterion(hot, "no_go_db_cpu")
+    assert c.outcome == "not_judged" and not c.too_sparse and len(c.deciding) > 90
+    assert "beyond the bound on their own (95%, 95%, 95%, ...)" in c.detail
+    v = judge(PLAN, hot, time_scale=300)
+    assert v.decision == "INCONCLUSIVE" and any(r.startswith("no_go_db_cpu: not judged") for r in v.reasons)
+
+
+def test_a_no_go_without_any_reading_is_not_judged_on_any_clock():
+    s = [o for o in full_soak() if o.check_id != "workflow_error_rate"]
+    c = criterion(s, "no_go_workflows")
+    assert (c.outcome, c.detail, c.too_sparse) == ("not_judged", "not judged: workflow_error_rate: no reading with a "
+                                                   "value", False)
+    assert judge(PLAN, s, time_scale=300).decision == "INCONCLUSIVE"
+
+
+def test_relative_and_growth_rules_without_their_reference_are_not_judged():
+    no_baseline = [o for o in full_soak() if o.phase != "baseline"]
+    c = criterion(no_baseline, "no_go_performance")
+    assert c.outcome == "not_judged" and "login_p95: no baseline measured" in c.detail
+    early = [o for o in full_soak() if (o.scheduled_at - T0) < timedelta(minutes=50)]
+    c = criterion(early, "no_go_memory_leak")
+    assert c.outcome == "not_judged" and "no two taken 60 min apart: no growth measured" in c.detail, c.detail
+
+
+def test_a_no_go_stop_shows_the_others_it_left_unjudged():
+    """The soak stopped at hour 2: the criteria with no reading yet are not judged, the
+    verdict is NO-GO all the same."""
+    s = [o for o in full_soak() if (o.scheduled_at - T0) <= timedelta(minutes=120)]
+    s = set_value(s, "users_without_authorizer_id", 30, 1)
+    v = judge(PLAN, s)
+    assert v.decision == "NO_GO", v.reasons
+    outcomes = {c.id: c.outcome for c in v.criteria if c.kind == "no_go"}
+    assert outcomes["no_go_users_without_authorizer_id"] == "breached"
+    assert outcomes["no_go_memory_leak"] == "not_judged"
 
 
 # --- GO criteria, one by one --------------------------------------------------------------------
@@ -436,7 +524,7 @@ def _brute_points(rule, series, base):
     for o in series:
         m = statistics.median([p.value for p in series
                                if 0 <= soak_minutes(p, o) <= rule.window_minutes])
-        out.append((o, 0.0 if abs(m - base) < rule.min_delta else (m - base) / base))
+        out.append((o, 0.0 if abs(m - base) < rule.floor(o.check_id) else (m - base) / base))
     return out
 
 

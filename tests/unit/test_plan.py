@@ -161,7 +161,22 @@ def _requirement_id_repeats(bad):
     bad["preflight"]["require"].append(dict(bad["preflight"]["require"][0]))
 
 
+def _ratio_as_percent(bad):
+    next(c for c in bad["no_go"] if c["id"] == "no_go_auth_error_rate")["rule"]["value"] = 1.5  # meant as 1.5 %
+
+
+def _check_level_as_percent(bad):
+    next(c for c in bad["checks"] if c["id"] == "cache_hit_rate")["expect"]["value"] = 90
+
+
+def _negative_level(bad):
+    next(c for c in bad["no_go"] if c["id"] == "no_go_critical_errors_per_hour")["rule"]["value"] = -5
+
+
 CROSS_FIELD_ERRORS = [
+    (_ratio_as_percent, "criterion 'no_go_auth_error_rate' rule: value 1.5 is a ratio 0..1 (write 0.015 for 1.5 %)"),
+    (_check_level_as_percent, "check 'cache_hit_rate' expect: value 90 is a ratio 0..1 (write 0.9 for 90 %)"),
+    (_negative_level, "criterion 'no_go_critical_errors_per_hour' rule: value -5 is negative; no count reading is"),
     (_first_phase_dup, "phase names repeat: ['intensive', 'intensive', 'passive']"),
     (_hour0_phase, "'hour0' is reserved for the checks at hour 0"),
     (_unknown_phase, "check 'users_without_authorizer_id' names unknown phases ['nightly'] "
@@ -277,3 +292,24 @@ def test_the_sampled_table_and_column_are_checked_names(raw):
         in str(err.value), str(err.value)
     assert "checks[authorizer_sync].source.authorizer_sync.table: String should have at most 63 characters" \
         in str(err.value), str(err.value)
+
+
+def test_a_boolean_is_not_a_number(raw):
+    """YAML's ``true`` would be read as 1 (s, %, ...); a new user's plan had ``lock_timeout_s: true``."""
+    bad = copy.deepcopy(raw)
+    bad["migration"]["lock_timeout_s"] = True
+    with pytest.raises(PlanError, match=r"migration.*lock_timeout_s must be a number, got true"):
+        parse_plan(bad, "p.yaml")
+
+
+def test_noise_floors_per_check_name_exactly_the_criterions_checks(raw):
+    plan = parse_plan(copy.deepcopy(raw), "p.yaml")
+    rule = next(c for c in plan.no_go if c.id == "no_go_performance").rule
+    assert (rule.floor("login_p95"), rule.floor("auth_query_time")) == (50, 2)
+    bad = copy.deepcopy(raw)
+    floors = next(c for c in bad["no_go"] if c["id"] == "no_go_performance")["rule"]["min_delta"]
+    del floors["auth_query_time"]
+    floors["login_p99"] = 50
+    with pytest.raises(PlanError, match=r"no_go\[no_go_performance\].*rule\.min_delta must give each of its checks a "
+                                        r"floor: missing \['auth_query_time'\]; not among its checks \['login_p99'\]"):
+        parse_plan(bad, "p.yaml")

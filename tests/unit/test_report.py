@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from migration_soak import report
+from migration_soak.clock import guard_every
 from migration_soak.judge import judge, status_of
 from migration_soak.plan import load_plan
 from migration_soak.store import Observation, RunClock
@@ -80,16 +81,17 @@ def full_soak(scale, values=None):
             continue
         for k, off in enumerate(PLAN.phase(phase).tick_offsets(), start=1):
             obs.append(reading(cid, phase, k, clock0 + off / scale, values[cid]))
-    for k in range(1, 97):
+    every = guard_every(PLAN, scale)  # the guard's cadence on this clock: 1 soak-min in real time, 15 at 300
+    for k in range(1, int(timedelta(hours=24) / every) + 1):
         for cid in PLAN.guard.checks:
-            obs.append(reading(cid, "guard", k, clock0 + timedelta(minutes=15 * k) / scale, values[cid]))
+            obs.append(reading(cid, "guard", k, clock0 + every * k / scale, values[cid]))
     events = early_events(scale) + [event("hour0", clock0, hour0=clock0.isoformat())]
     return obs, events
 
 
 def go_run(scale, sign_off=None):
     obs, events = full_soak(scale)
-    verdict = judge(PLAN, [o.on_clock(RunClock(T0 + HOUR0_CHECKS, scale)) for o in obs])
+    verdict = judge(PLAN, [o.on_clock(RunClock(T0 + HOUR0_CHECKS, scale)) for o in obs], scale)
     end = T0 + timedelta(hours=24) / scale + timedelta(seconds=20)
     events.append(event("verdict", end, **verdict.to_dict()))
     if sign_off:
@@ -214,6 +216,22 @@ def test_compressed_go_has_the_banner_and_never_says_approved():
            "(compressed clock, time_scale 300)" in text
     assert "Equipo de QA aprueba testing manual: not asked" in text
     assert "**Final decision:** **GO**, action **proceed**, decided by the judge" in text
+    # the guard read every 15 soak-min: the 5- and 10-minute windows were not judged, and say so
+    assert "✅ every GO criterion met and no NO-GO criterion breached (14 of 16 criteria judged)" in text
+    assert ("- ❔ `no_go_db_cpu` \"Database CPU > 90% sostenido por > 10 minutos\": not judged: db_cpu: 110 "
+            "readings, typically 15 soak-min apart; a 10-min window needs readings at most 5 min apart: not holding "
+            "this demonstration GO back") in text
+    assert "- ❔ NO-GO criteria breached: 0 of 8; not judged: 2 (`no_go_auth_error_rate`, `no_go_db_cpu`)" in text
+    row = next(line for line in text.splitlines() if line.startswith("| ") and "`no_go_auth_error_rate`" in line)
+    assert row.startswith("| ❔ |") and "| not judged |" in row
+
+
+def test_real_time_go_judges_every_no_go_criterion():
+    """The guard every soak-minute covers every sustained window: nothing is left unjudged."""
+    verdict, obs, events = go_run(1.0)
+    assert verdict.decision == "GO" and verdict.reasons == ["all 8 GO criteria met; no NO-GO criterion breached"]
+    text = report.render_report(PLAN, "run", verdict, obs, events, 1.0)
+    assert "not judged" not in text and "✅ NO-GO criteria breached: 0 of 8" in text
 
 
 def test_real_time_go_may_say_approved_and_names_the_sign_off():

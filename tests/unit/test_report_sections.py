@@ -136,6 +136,21 @@ def test_results_count_log_lines_once_the_larger_of_the_guard_and_the_phases():
         "4 readings after the migration; 1 reading failed, so at least this many")
 
 
+def test_criteria_figures_count_log_lines_once_too():
+    """The criteria table's figures agree with the results' count: the hour-0 reading's 5
+    lines and the guard's 16 (which began before it) are the same lines, not 21 (a new
+    user's legacy-code run)."""
+    readings = [obs("critical_errors", "hour0", 0, 0.1, 5), obs("critical_errors", "guard", 1, 0.2, 16)]
+    run = run_of(readings, criteria=[CRITICAL], decision="NO_GO")
+    assert sections.figures(run, CRITICAL) == "`critical_errors`: 2 readings, 16 log lines"
+
+
+def test_results_name_the_no_go_criteria_not_judged():
+    run = run_of(criteria=[crit("no_go_db_cpu", "no_go", "not_judged", ["db_cpu"]),
+                           crit("no_go_workflows", "no_go", "clear", ["workflow_error_rate"])])
+    assert "❔ NO-GO criteria breached: 0 of 2; not judged: 1 (`no_go_db_cpu`)" in sections.results(run)
+
+
 def test_results_end_with_the_no_go_total_and_the_human_gates():
     run = run_of(criteria=[CRITICAL, crit("no_go_workflows", "no_go", "clear", ["workflow_error_rate"])],
                  decision="NO_GO")

@@ -166,3 +166,15 @@ def test_the_checks_show_breached_then_unmet_then_the_rest_in_the_plans_order():
     assert "no reading yet" in cards[ids[2]] and "badge bad'>breached<" in cards[ids[2]]
     assert "badge warn'>not met<" in cards[ids[5]]
     assert "badge" not in cards[ids[1]]  # the judge says nothing of it: no badge, no figures
+
+
+def test_a_no_go_the_readings_could_not_judge_is_never_shown_clear():
+    """Live and after the run: "not judged" (yet), a waiting badge, never the green "clear"."""
+    from migration_soak.judge import CriterionResult
+
+    r = CriterionResult("no_go_db_cpu", "no_go", "CPU", "> 90% sustained for 10 min", "not_judged",
+                        "not judged: db_cpu: 3 readings, typically 15 soak-min apart", ["db_cpu"])
+    live = sv._criterion_row(snapshot(state="running"), r)
+    assert "data-outcome='not_judged'" in live and "badge wait'>not judged yet<" in live
+    ended = sv._criterion_row(snapshot(state="success"), r)
+    assert "badge wait'>not judged<" in ended and "good" not in ended

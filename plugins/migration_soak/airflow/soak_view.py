@@ -41,7 +41,9 @@ SOAK_DAG_PREFIX = "migration_soak"
 
 OUTCOME = {  # (label, css class) of a criterion's outcome, by kind
     ("no_go", "breached"): ("breached", "bad"), ("no_go", "clear"): ("clear", "good"),
+    ("no_go", "not_judged"): ("not judged", "wait"),
     ("alert", "breached"): ("firing", "warn"), ("alert", "clear"): ("quiet", "good"),
+    ("alert", "not_judged"): ("not judged", "wait"),
     ("go", "met"): ("met", "good"), ("go", "not_met"): ("not met", "bad"),
     ("go", "not_enough_data"): ("not enough data", "wait"),
 }
@@ -174,7 +176,7 @@ def _load_soak(snap: Snapshot) -> None:
     except Exception as exc:
         snap.store_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
         log.warning("soak view: store of %s not readable: %s", snap.run_id, exc)
-    snap.verdict = judge(snap.plan, snap.observations)
+    snap.verdict = judge(snap.plan, snap.observations, snap.time_scale)
     snap.analysis = report._analyse(snap.plan, snap.verdict, snap.observations, snap.events, snap.time_scale)
     snap.marks = report._chart_marks(snap.analysis)
 
@@ -488,8 +490,8 @@ def _criterion_row(snap: Snapshot, r: Any) -> str:
     from migration_soak import report
 
     label, cls = OUTCOME.get((r.kind, r.outcome), (r.outcome, "wait"))
-    if r.outcome == "not_enough_data" and snap.active:
-        label = "not enough data yet"
+    if r.outcome in ("not_enough_data", "not_judged") and snap.active:
+        label += " yet"
     return (f"<tr data-criterion='{e(r.id)}' data-outcome='{e(r.outcome)}'><td><span class='badge {cls}'>"
             f"{e(label)}</span></td><td>{CRITERION_KINDS[r.kind]}</td><td><code>{e(r.id)}</code><div class=mut>"
             f"{e(r.text)}</div></td><td>{e(report._rule(snap.plan, r))}</td><td class=fig>{e(r.detail)}</td></tr>")
