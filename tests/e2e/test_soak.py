@@ -331,6 +331,11 @@ def test_legacy_code_grid_and_report_say_only_what_was_measured(legacy):
     unmeasured = [r for r in rows if "not measured" in r]
     assert unmeasured and not any("met" in r.rsplit("|", 2)[-2] and "not" not in r.rsplit("|", 2)[-2]
                                   for r in unmeasured)
+    # no criterion with a check read 0 times is ticked: a NO-GO the stop left unread is
+    # "not judged", never "clear" (a new user's run found them ✅)
+    ticked = [line for line in report.splitlines() if line.startswith("| ✅ |")]
+    assert not [line for line in ticked if ": 0 readings" in line], ticked
+    assert any(line.startswith("| ❔ |") and "| not judged |" in line for line in report.splitlines())
     criterion = legacy.events["no_go"]["payload"]["criterion"]
     assert criterion in report  # the deciding observation is named
     post_mortem = Path(legacy.events["rollback_completed"]["payload"]["post_mortem"]).read_text()
@@ -422,9 +427,9 @@ def test_noisy_is_inconclusive_and_a_person_decides_through_the_api(soak_of):
     assert outcome.decision["outcome"] == "GO" and outcome.decision["by"].startswith("person:")
     assert outcome.run_state == "success"
     assert _criteria(outcome)["go_auth_error_rate"]["outcome"] == "not_met"
-    # readings 15 soak-min apart cannot show a 5-minute window; each was within the bound
+    # readings 15 soak-min apart cannot show a 5-minute window (one failure in a reading's
+    # ~50 requests is 2 % on its own): not judged, never "clear"
     assert _criteria(outcome)["no_go_auth_error_rate"]["outcome"] == "not_judged"
-    assert _criteria(outcome)["no_go_auth_error_rate"]["too_sparse"]
     assert outcome.human_error is None and outcome.human_answer is not None
     assert outcome.events["human_decision"]["payload"]["chosen"] == ["GO"]
     assert "report" in outcome.events and "rollback_completed" not in outcome.events
