@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from typing import Literal
 
+from migration_soak.clock import guard_every
 from migration_soak.plan import Condition, Criterion, Plan, ThresholdRule
 from migration_soak.store import Observation, Status
 from migration_soak.plan import Alert, Rule
@@ -181,11 +183,16 @@ def implicit_criteria(plan: Plan) -> tuple[list[Criterion], list[Criterion]]:
     return go, no_go
 
 
-def judge_breach(crit: Criterion | Alert, kind: str, obs: list[Observation]) -> CriterionResult:
+def judge_breach(crit: Criterion | Alert, kind: str, obs: list[Observation], plan: Plan | None = None,
+                 time_scale: float = 1.0) -> CriterionResult:
     """A NO-GO criterion (or an alert): ``breached`` when any of its checks shows the rule;
     ``not_judged`` when one of them could not have shown it (``RuleKind.unjudged``: no data,
-    no baseline, readings too far apart for the window); else ``clear``."""
+    no baseline, readings too far apart for the window) or, given the ``plan``, when less
+    than ``verdict.min_coverage`` of the readings due so far were measured (:func:`_due`);
+    else ``clear``. Without a plan (the stop decision) only ``breached`` is meaningful."""
     rule = rule_kind(crit.rule)
+    reach = _reach(obs) if plan is not None else None
+    min_cov = plan.verdict.min_coverage if plan is not None else 0.9
     unjudged, beyond, sparse = [], [], True
     for cid in crit.checks:
         series = _series(obs, cid)
@@ -196,16 +203,18 @@ def judge_breach(crit: Criterion | Alert, kind: str, obs: list[Observation]) -> 
             return CriterionResult(crit.id, kind, crit.text, rule.text(unit), "breached",
                                    _breach_detail(rule, cid, hit, base, unit), list(crit.checks),
                                    [_describe(o, v) for o, v in hit])
-        why = rule.unjudged(series, base)
-        if why is not None:
+        short = _short_of_due(plan, cid, series, reach, time_scale, min_cov) if plan is not None else None
+        why = rule.unjudged(series, base, reach, min_cov)
+        if short is not None or why is not None:
             over = rule.beyond(series, base)
             unit = _unit_of(obs, cid)
-            unjudged.append(f"{cid}: {why}" + (f"; {plural(len(over), 'reading')} beyond the bound on "
-                                               f"{'its' if len(over) == 1 else 'their'} own "
-                                               f"({', '.join(rule.shown(v, unit) for _, v in over[:3])}"
-                                               f"{', ...' if len(over) > 3 else ''})" if over else ""))
+            reason = why if not series else short or why  # nothing read at all: say that, not a coverage of 0 %
+            unjudged.append(f"{cid}: {reason}" + (
+                f"; {plural(len(over), 'reading')} beyond the bound on {'its' if len(over) == 1 else 'their'} own "
+                f"({', '.join(rule.shown(v, unit) for _, v in over[:3])}{', ...' if len(over) > 3 else ''})"
+                if over else ""))
             beyond += [_describe(o, v) for o, v in over]
-            sparse = sparse and bool(rule.points(series, base)) and not over
+            sparse = sparse and short is None and bool(rule.points(series, base)) and not over
     unit = _unit_of(obs, crit.checks[0])
     if unjudged:
         return CriterionResult(crit.id, kind, crit.text, rule.text(unit), "not_judged",
@@ -213,6 +222,38 @@ def judge_breach(crit: Criterion | Alert, kind: str, obs: list[Observation]) -> 
     counts = ", ".join(f"{cid}: {plural(len(_series(obs, cid)), 'reading')} with a value" for cid in crit.checks)
     return CriterionResult(crit.id, kind, crit.text, rule.text(unit), "clear", f"no breach ({counts})",
                            list(crit.checks))
+
+
+def _reach(obs: list[Observation]) -> float:
+    """Soak minutes from hour 0 to the latest reading after the migration (0 without one)."""
+    return max((o.soak_s / 60.0 for o in obs if o.phase != "baseline" and o.soak_s is not None), default=0.0)
+
+
+def _due(plan: Plan, cid: str, reach: float, time_scale: float) -> int:
+    """Readings of ``cid`` due in the first ``reach`` soak-minutes: hour 0, each phase tick
+    and each guard tick (at ``time_scale``'s cadence) at or before it."""
+    end = timedelta(minutes=reach) + timedelta(microseconds=1)
+    due = sum(1 for p, c in plan.schedule() if c == cid and p == "hour0")
+    due += sum(len([t for t in plan.phase(p).tick_offsets() if t <= end])
+               for p, c in plan.schedule() if c == cid and p != "hour0")
+    if plan.guard is not None and cid in plan.guard.checks:
+        due += int(end / guard_every(plan, time_scale))
+    return due
+
+
+def _short_of_due(plan: Plan, cid: str, series: list[Observation], reach: float | None, time_scale: float,
+                  min_cov: float) -> str | None:
+    """Why ``series`` is too few to judge a NO-GO on (``min_cov`` of the readings due by
+    ``reach``, :func:`_due`), or None. A check the plan does not know is not counted."""
+    try:
+        due = _due(plan, cid, reach or 0.0, time_scale)
+    except KeyError:
+        return None
+    measured = len(series)
+    if due == 0 or measured >= min_cov * due:
+        return None
+    return (f"{measured:,} of {due:,} reading{'' if due == 1 else 's'} due by soak minute {reach or 0:.0f} measured (coverage "
+            f"{measured / due:.0%} < {min_cov:.0%})")
 
 
 def _breach_detail(rule: RuleKind, cid: str, hit: list[Point], base: float | None, unit: str) -> str:
@@ -305,12 +346,12 @@ def judge(plan: Plan, observations: list[Observation], time_scale: float = 1.0) 
     """The verdict of a soak from all its observations (see the module doc), each carrying
     its soak time (``Store.observations`` on the run's clock) for the rules that speak of
     minutes. GO needs every GO criterion met and every NO-GO criterion judged ``clear``;
-    one exception, on a demonstration clock (``time_scale`` != 1, never an approval): a NO-GO
+    one exception, on a compressed clock (``time_scale`` > 1, never an approval): a NO-GO
     criterion whose readings were only too far apart for its window (``too_sparse``) is
     named in the GO's reasons instead (docs/verdict.md#not-judged).
     """
     go, no_go = implicit_criteria(plan)
-    breaches = [judge_breach(c, "no_go", observations) for c in no_go]
+    breaches = [judge_breach(c, "no_go", observations, plan, time_scale) for c in no_go]
     stopped = any(r.outcome == "breached" for r in breaches)
     gos = [judge_go(plan, c, observations, stopped) for c in go]
     from migration_soak.report_checks import summarize_check  # report work; imported here: it imports this module
@@ -324,7 +365,7 @@ def judge(plan: Plan, observations: list[Observation], time_scale: float = 1.0) 
         return Verdict("INCONCLUSIVE", ["the plan states no GO criterion (go: []): nothing was required to call "
                                         "GO; no NO-GO criterion breached"], results, checks)
     unjudged = [r for r in breaches if r.outcome == "not_judged"]
-    blind = [r for r in unjudged if time_scale == 1 or not r.too_sparse]
+    blind = [r for r in unjudged if time_scale <= 1 or not r.too_sparse]
     unmet = [r for r in gos if r.outcome != "met"]
     if unmet or blind:
         return Verdict("INCONCLUSIVE", [f"{r.id}: {r.outcome}: {r.detail}" for r in unmet]
@@ -332,7 +373,7 @@ def judge(plan: Plan, observations: list[Observation], time_scale: float = 1.0) 
                           for r in blind], results, checks)
     reasons = [f"all {len(gos)} GO criteria met; no NO-GO criterion breached"]
     if unjudged:
-        reasons.append(f"not judged on this demonstration clock (time_scale {time_scale:g}: readings too far apart "
+        reasons.append(f"not judged on this compressed clock (time_scale {time_scale:g}: readings too far apart "
                        "for the window, each within the bound): " + ", ".join(f"{r.id} ({r.rule})" for r in unjudged))
     return Verdict("GO", reasons, results, checks)
 

@@ -111,7 +111,9 @@ def decision_text(plan, final, time_scale: float, report_name: str) -> str:
     or ``None``). Says "verdict: GO" only for a GO that was decided (and signed off when
     asked); a compressed clock is named, since it proves less than 24 hours."""
     head = f"[{plan.environment}] soak of `{plan.migration.name}`"
-    clock = "" if time_scale == 1 else f" (compressed clock x{time_scale:g}: demonstration evidence, not a 24-hour soak)"
+    kind = "compressed" if time_scale > 1 else "stretched"  # report_text.clock_kind's words
+    clock = "" if time_scale == 1 else (f" ({kind} clock x{time_scale:g}: demonstration evidence, not a "
+                                        f"{plan.soak_hours():g}-hour soak)")
     if final is not None and final.is_go:
         return f":large_green_circle: {head} verdict: GO{clock}: {final.reason}; report {report_name}"
     if final is None:

@@ -34,7 +34,8 @@ Unit = Literal["count", "ratio", "ms", "bytes", "seconds", "up", "rows", "per_mi
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # .inf / .nan in YAML are floats: a level of .inf never breaches, .nan compares false
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -49,11 +50,8 @@ class _Model(BaseModel):
 
 
 def _numeric(annotation: Any) -> bool:
-    """``int``, ``float`` or an optional/union of them (never ``bool``)."""
-    if annotation in (int, float):
-        return True
-    args = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
-    return bool(args) and all(a in (int, float) for a in args)
+    """``int``, ``float`` or a union holding one of them (``float | None``, ``float | dict``)."""
+    return annotation in (int, float) or any(a in (int, float) for a in getattr(annotation, "__args__", ()))
 
 
 class Condition(_Model):
@@ -387,6 +385,15 @@ class BaselineRule(_Model):
     value: float = Field(description="ratio 0..1 (0.3 = 30 %)")
     window_minutes: float = Field(default=60, gt=0)
     min_delta: float | dict[str, Annotated[float, Field(ge=0)]] = Field(default=0)
+
+    @field_validator("min_delta", mode="before")
+    @classmethod
+    def _numbers_per_check(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            flags = [k for k, v in value.items() if isinstance(v, bool)]
+            if flags:
+                raise ValueError(f"the floor of {flags[0]} must be a number, got {str(value[flags[0]]).lower()}")
+        return value
 
     @field_validator("min_delta")
     @classmethod

@@ -201,8 +201,8 @@ def deciding(run: Run) -> list[str]:
         return [f"✅ every GO criterion met and no NO-GO criterion breached ({len(v.criteria)} criteria judged)"]
     return ([f"✅ every GO criterion met and no NO-GO criterion breached ({len(v.criteria) - len(unjudged)} of "
              f"{len(v.criteria)} criteria judged)"]
-            + [f"{_unmet_line(run, c)}: not holding this demonstration GO back, every reading being within the "
-               "bound (a real-time soak judges it)" for c in unjudged])
+            + [f"{_unmet_line(run, c)}: not holding this compressed clock's GO back, every reading being within "
+               "the bound (a real-time soak judges it)" for c in unjudged])
 
 
 # --- human gates ----------------------------------------------------------------------------------

@@ -251,34 +251,37 @@ class RuleKind(ABC, Generic[Spec]):
                 return run
         return None
 
-    def unjudged(self, series: list[Observation], base: float | None) -> str | None:
+    def unjudged(self, series: list[Observation], base: float | None, reach: float | None = None,
+                 min_cover: float = 0.9) -> str | None:
         """Why these readings could not show a breach, whatever their values, or None when
-        they could: no data point (:meth:`no_points`), or, for a kind with
-        :meth:`span_minutes`, no run of consecutive points could cover the span (readings
-        further apart than :meth:`max_gap_minutes`, or all within less than the span: a
-        compressed clock's guard, a stopped soak). A NO-GO that cannot be breached is not
-        "clear" (docs/verdict.md#not-judged)."""
+        they could: no data point (:meth:`no_points`); for a kind with :meth:`span_minutes`,
+        readings spanning less than it; with :meth:`max_gap_minutes` too, readings close
+        enough to each other covering less than ``min_cover`` (0..1) of the soak's first
+        ``reach`` soak-minutes (None: of the span of the readings), so that a breach could
+        hide in the rest (a compressed clock's guard, an outage). A NO-GO that could not be
+        breached is not "clear" (docs/verdict.md#not-judged)."""
         points = self.points(series, base, confident=True)
         if not points:
             return self.no_points(series, base)
         span, gap = self.span_minutes(), self.max_gap_minutes()
         if span is None:
             return None
-        start = points[0][0]
-        for (prev, _), (o, _) in zip(points, points[1:]):
-            if gap is not None and soak_minutes(prev, o) > gap + 1e-9:
-                start = o
-            elif soak_minutes(start, o) >= span:
-                return None
         n = len(points)
-        if n < 2:
-            return f"1 reading; a breach needs readings spanning {_num(span)} min"
+        first, last = points[0][0], points[-1][0]
+        spanned = soak_minutes(first, last)
         if gap is None:
-            return (f"{n} readings spanning {_num(soak_minutes(points[0][0], points[-1][0]))} soak-min; a breach "
-                    f"needs {_num(span)}")
-        spacing = statistics.median(d for d in (soak_minutes(a, b) for (a, _), (b, _) in zip(points, points[1:])) if d)
-        return (f"{n} readings, typically {_num(spacing)} soak-min apart; a {_num(span)}-min window needs readings "
-                f"at most {_num(gap)} min apart")
+            return None if spanned >= span else (f"{n} reading{'' if n == 1 else 's'} spanning {_num(spanned)} "
+                                                 f"soak-min; a breach needs {_num(span)}")
+        total = max(reach if reach is not None else spanned, span)
+        deltas = [soak_minutes(a, b) for (a, _), (b, _) in zip(points, points[1:])]
+        # 1e-9: readings exactly half the window apart cover it despite float rounding
+        covered = sum(d for d in deltas if d <= gap + 1e-9)
+        if covered >= min_cover * total - 1e-9:
+            return None
+        apart = [d for d in deltas if d > 0]
+        spacing = f"typically {_num(statistics.median(apart))} soak-min apart" if apart else "all at one soak time"
+        return (f"{n} reading{'' if n == 1 else 's'}, {spacing}: readings at most {_num(gap)} min apart (what a "
+                f"{_num(span)}-min window needs) cover {_num(covered)} of {_num(total)} soak-min")
 
     def no_points(self, series: list[Observation], base: float | None) -> str:
         """Why the rule has no data point (:meth:`unjudged`)."""

@@ -209,13 +209,13 @@ def test_healthy_soak_is_go_with_every_criterion_met(healthy):
     assert all(crit[c.id]["outcome"] == "met" for c in PLAN.go)
     # the guard reads every 15 soak-min at time_scale 300: the 5- and 10-minute sustained
     # windows cannot be judged; they are named as such, never "clear", and hold no GO back
-    # on this demonstration clock because every reading was within the bound
+    # on this compressed clock because every reading was within the bound
     sparse = {"no_go_auth_error_rate", "no_go_db_cpu"}
     assert {c.id: crit[c.id]["outcome"] for c in PLAN.no_go} == {
         c.id: "not_judged" if c.id in sparse else "clear" for c in PLAN.no_go}
     assert all(crit[cid]["too_sparse"] for cid in sparse)
     reasons = healthy.events["verdict"]["payload"]["reasons"]
-    assert reasons[1].startswith("not judged on this demonstration clock (time_scale 300") and \
+    assert reasons[1].startswith("not judged on this compressed clock (time_scale 300") and \
         all(cid in reasons[1] for cid in sparse), reasons
     assert "no_go" not in healthy.events
 

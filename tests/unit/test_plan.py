@@ -302,6 +302,25 @@ def test_a_boolean_is_not_a_number(raw):
         parse_plan(bad, "p.yaml")
 
 
+@pytest.mark.parametrize("path, value, message", [
+    (("no_go", "no_go_performance", "min_delta"), True, r"min_delta must be a number, got true"),
+    (("no_go", "no_go_performance", "min_delta", "login_p95"), True, r"the floor of login_p95 must be a number, got true"),
+    (("no_go", "no_go_data_loss", "value"), float("inf"), r"no_go\[no_go_data_loss\].*value.*finite number"),
+    (("no_go", "no_go_users_without_authorizer_id", "value"), float("nan"), r"value.*finite number"),
+])
+def test_booleans_infinities_and_nan_are_not_levels(raw, path, value, message):
+    """A new user's plans: ``min_delta: true`` read as 1 ms; ``value: .inf`` made a NO-GO
+    that 5 000 lost rows could not breach; ``.nan`` compares false with everything."""
+    bad = copy.deepcopy(raw)
+    section, cid, *keys = path
+    node = next(c for c in bad[section] if c["id"] == cid)["rule"]
+    for key in keys[:-1]:
+        node = node[key]
+    node[keys[-1]] = value
+    with pytest.raises(PlanError, match=message):
+        parse_plan(bad, "p.yaml")
+
+
 def test_noise_floors_per_check_name_exactly_the_criterions_checks(raw):
     plan = parse_plan(copy.deepcopy(raw), "p.yaml")
     rule = next(c for c in plan.no_go if c.id == "no_go_performance").rule

@@ -219,8 +219,8 @@ def test_compressed_go_has_the_banner_and_never_says_approved():
     # the guard read every 15 soak-min: the 5- and 10-minute windows were not judged, and say so
     assert "✅ every GO criterion met and no NO-GO criterion breached (14 of 16 criteria judged)" in text
     assert ("- ❔ `no_go_db_cpu` \"Database CPU > 90% sostenido por > 10 minutos\": not judged: db_cpu: 110 "
-            "readings, typically 15 soak-min apart; a 10-min window needs readings at most 5 min apart: not holding "
-            "this demonstration GO back") in text
+            "readings, typically 15 soak-min apart: readings at most 5 min apart (what a 10-min window needs) cover 0 "
+            "of 1,440 soak-min: not holding this compressed clock's GO back") in text
     assert "- ❔ NO-GO criteria breached: 0 of 8; not judged: 2 (`no_go_auth_error_rate`, `no_go_db_cpu`)" in text
     row = next(line for line in text.splitlines() if line.startswith("| ") and "`no_go_auth_error_rate`" in line)
     assert row.startswith("| ❔ |") and "| not judged |" in row
