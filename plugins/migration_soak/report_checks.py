@@ -16,6 +16,7 @@ from migration_soak.judge import (
     CriterionResult,
     _describe,  # the judge's form of a deciding reading: the report shows the same
     expected_observations,
+    implicit_criteria,
     format_change,
     format_condition,
     format_value,
@@ -116,14 +117,17 @@ def decided_detail(check: Check, r: CriterionResult, d: dict) -> str:
     return f"decided NO-GO {r.id} ({r.rule}): {shown} at {d['phase']} tick {d['tick']}"
 
 
-def fail_detail(check: Check, fails: list[Observation]) -> str:
-    """The first reading beyond the NO-GO level. Raises ``ValueError`` if the check has none."""
+def fail_detail(check: Check, fails: list[Observation], decides: bool = True) -> str:
+    """The first reading beyond the NO-GO level; ``decides`` False: no NO-GO criterion of
+    the plan reads the check, and the text says the level does not decide the verdict.
+    Raises ``ValueError`` if the check has no level."""
     if check.no_go is None:
         raise ValueError(f"{check.id}: a fail reading but no NO-GO level")
     o = fails[0]
     more = f" ({plural(len(fails), 'reading')})" if len(fails) > 1 else ""
+    unread = "" if decides else "; no NO-GO criterion of the plan reads this check: its level does not decide the verdict"
     return (f"{format_value(o.value, check.unit)} at {o.phase} tick {o.tick} meets its NO-GO level "
-            f"{format_condition(check.no_go, check.unit)}{more}")
+            f"{format_condition(check.no_go, check.unit)}{more}{unread}")
 
 
 def unmeasured_detail(t: _Tally, stopped: bool | str) -> str:
@@ -176,7 +180,8 @@ def summarize_check(plan: Plan, check: Check, obs: Sequence[Observation], stoppe
         return _result(check, t, "breached", decided_detail(check, *decided), deciding=decided[1])
     fails = [o for o in t.after if o.status == "fail"]
     if fails:
-        return _result(check, t, "breached", fail_detail(check, fails), deciding=_describe(fails[0]))
+        decides = any(check.id in c.checks for c in implicit_criteria(plan)[1])
+        return _result(check, t, "breached", fail_detail(check, fails, decides), deciding=_describe(fails[0]))
     if not t.values:
         return _result(check, t, "not_measured", unmeasured_detail(t, stopped))
     warns = [o for o in t.after if o.status == "warn"]
