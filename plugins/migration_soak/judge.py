@@ -2,7 +2,8 @@
 
 The plan states the seed's "Criterios de Éxito" as ``go`` and ``no_go`` criteria;
 :func:`judge` returns ``NO_GO``, ``GO`` or ``INCONCLUSIVE``. Missing data never breaches
-a NO-GO nor meets a GO; count ratios use a 95 % Wilson bound. Rule kinds are in
+a NO-GO nor meets a GO, and a NO-GO the readings could not breach is "not judged", never
+clear; count ratios use a 95 % Wilson bound. Rule kinds are in
 ``rules.py``; the decision table: docs/verdict.md.
 
 Design notes: docs/plans.md#the-verdict
@@ -193,7 +194,9 @@ def judge_breach(crit: Criterion | Alert, kind: str, obs: list[Observation], pla
     rule = rule_kind(crit.rule)
     reach = _reach(obs) if plan is not None else None
     min_cov = plan.verdict.min_coverage if plan is not None else 0.9
-    unjudged, beyond, sparse = [], [], True
+    unjudged: list[str] = []
+    beyond: list[dict] = []
+    sparse = True
     for cid in crit.checks:
         series = _series(obs, cid)
         base = baseline_of(obs, cid)
@@ -203,7 +206,9 @@ def judge_breach(crit: Criterion | Alert, kind: str, obs: list[Observation], pla
             return CriterionResult(crit.id, kind, crit.text, rule.text(unit), "breached",
                                    _breach_detail(rule, cid, hit, base, unit), list(crit.checks),
                                    [_describe(o, v) for o, v in hit])
-        short = _short_of_due(plan, cid, series, reach, time_scale, min_cov) if plan is not None else None
+        if plan is None:
+            continue  # the stop decision and the alerts: only a breach matters, and fast
+        short = _short_of_due(plan, cid, series, reach, time_scale, min_cov)
         why = rule.unjudged(series, base, reach, min_cov)
         if short is not None or why is not None:
             over = rule.beyond(series, base)
