@@ -334,14 +334,35 @@ class CeleryWorker:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        ns = self.network.namespaces[self.name]
-        for pid in _ip("netns", "pids", ns, check=False).stdout.split():
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
+        self._signal_all(signal.SIGKILL)
         self.proc.wait(timeout=30)
         self.proc = None
+
+    def _signal_all(self, sig: int) -> None:
+        """Send ``sig`` to every process in the worker's namespace (its task processes too),
+        listing again until no new one appeared (one forked meanwhile gets it as well)."""
+        sent: set[str] = set()
+        for _ in range(5):
+            pids = set(_ip("netns", "pids", self.network.namespaces[self.name], check=False).stdout.split())
+            if pids <= sent:
+                return
+            for pid in pids - sent:
+                try:
+                    os.kill(int(pid), sig)
+                except (ProcessLookupError, ValueError):
+                    pass
+            sent |= pids
+
+    def freeze(self) -> None:
+        """SIGSTOP every process in the worker's namespace: nothing it runs can change a task's
+        state until ``thaw`` or ``kill`` (a test's way to look, then kill without a race)."""
+        if self.running():
+            self._signal_all(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT what ``freeze`` stopped."""
+        if self.running():
+            self._signal_all(signal.SIGCONT)
 
     def terminate(self) -> None:
         """SIGTERM its process group (Celery's warm shutdown) without waiting."""

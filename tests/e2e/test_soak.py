@@ -28,7 +28,8 @@ TIME_SCALE = 300  # 24 h in 4.8 minutes: intensive ticks and guard readings 3 s 
 #: The backup on worker a, the rollback's restore on worker b (worker w consumes ``worker_<w>``).
 PINS = {"backup": "worker_a", "rollback.restore": "worker_b"}
 REDIS_RESTART_AT_H = 12  # soak hour of the healthy soak's Redis restart
-KILL_ATTEMPTS = 3  # kills of a worker that caught no task in flight before the healthy soak gives up
+KILL_ATTEMPTS = 10  # freezes of a worker that caught no task in flight before the healthy soak gives up
+FREEZE_SETTLE_S = 1.0  # seconds a frozen worker's last API calls get to land before we look
 
 
 def _secrets_absent(outcome, *texts):
@@ -99,19 +100,20 @@ class HealthyChaos(Chaos):
             if found is None:
                 return
             ti, worker = found
-            worker.kill()
-            killed_at = time.time()
+            # Freeze the worker, let its last API calls land, then look: what it runs now
+            # cannot defer or finish before the kill (the CI runs of 33a0993 and ffeb2fb
+            # killed a worker whose check had just deferred, between the poll and the kill).
+            worker.freeze()
+            time.sleep(FREEZE_SETTLE_S)
             running = sorted(t["task_id"] for t in all_task_instances(deployment.airflow, "migration_soak", run_id)
                              if t["state"] == "running" and t.get("hostname") == worker.address)
             if running:
+                worker.kill()
+                killed_at = time.time()
                 break
-            # The check read and deferred between the poll and the kill (it went on in the
-            # triggerer): the kill caught no task in flight. Start the worker again and kill
-            # it during another check (the CI run of 33a0993 failed on such a kill).
             self.done.append({"fault": "kill_missed", "worker": worker.name, "task_id": ti["task_id"],
-                              "at": killed_at})
-            worker.start()
-            worker.wait_ready()
+                              "at": time.time()})
+            worker.thaw()
         else:
             return
         self.done.append({"fault": "kill", "worker": worker.name, "address": worker.address,
