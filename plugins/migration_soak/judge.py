@@ -372,15 +372,25 @@ def judge(plan: Plan, observations: list[Observation], time_scale: float = 1.0) 
     unjudged = [r for r in breaches if r.outcome == "not_judged"]
     blind = [r for r in unjudged if time_scale <= 1 or not r.too_sparse]
     unmet = [r for r in gos if r.outcome != "met"]
-    if unmet or blind:
+    beyond = beyond_unread_levels(no_go, checks)
+    if unmet or blind or beyond:
         return Verdict("INCONCLUSIVE", [f"{r.id}: {r.outcome}: {r.detail}" for r in unmet]
                        + [f"{r.id}: {r.detail} (a NO-GO criterion that could not be breached is not clear)"
-                          for r in blind], results, checks)
+                          for r in blind]
+                       + [f"{r.check_id}: {r.detail}" for r in beyond], results, checks)
     reasons = [f"all {len(gos)} GO criteria met; no NO-GO criterion breached"]
     if unjudged:
         reasons.append(f"not judged on this compressed clock (time_scale {time_scale:g}: readings too far apart "
                        "for the window, each within the bound): " + ", ".join(f"{r.id} ({r.rule})" for r in unjudged))
     return Verdict("GO", reasons, results, checks)
+
+
+def beyond_unread_levels(no_go: list[Criterion], checks: list[CheckResult]) -> list[CheckResult]:
+    """Checks with a reading beyond their own ``no_go`` level (status ``fail``) that no NO-GO
+    criterion reads: the plan called that level a NO-GO, and its criteria cannot act on it,
+    so the verdict may not be GO; a person decides (docs/verdict.md#a-checks-own-no-go-level)."""
+    read = {cid for c in no_go for cid in c.checks}
+    return [r for r in checks if r.check_id not in read and r.counts.get("fail", 0) > 0]
 
 
 def status_of(check_expect, check_no_go, value: float) -> Status:

@@ -372,6 +372,22 @@ class WindowCountRule(_Model):
     minutes: float | None = Field(default=None, gt=0)
 
 
+#: Largest relative level a plan may state (1000 %): a bigger one is a percentage written
+#: as a ratio (``value: 30`` meant as 30 %), a rule that would never fire.
+_RELATIVE_MAX = 10.0
+
+
+def _relative_level(value: float) -> float:
+    """A change as a ratio (0.3 = +30 %): within -1..``_RELATIVE_MAX``; else ``ValueError``
+    naming the value (a reading never falls below -100 %)."""
+    if value > _RELATIVE_MAX:
+        raise ValueError(f"value {value:g} is a change as a ratio (0.3 = 30 %): write {value / 100:g} for "
+                         f"{value:g} %; levels above {_RELATIVE_MAX:g} ({_RELATIVE_MAX:.0%}) are refused")
+    if value < -1:
+        raise ValueError(f"value {value:g} is a change below -100 %: no reading can fall that far")
+    return value
+
+
 class BaselineRule(_Model):
     """Degradation relative to the baseline measured before the migration: ``(m - b) / b``
     where ``b`` is the baseline median and ``m`` the median of the observations in the last
@@ -402,6 +418,8 @@ class BaselineRule(_Model):
             raise ValueError(f"must be >= 0, got {value:g}")
         return value
 
+    _relative = field_validator("value")(classmethod(lambda cls, v: _relative_level(v)))
+
     def floor(self, check_id: str) -> float:
         """The noise floor of ``check_id`` in its unit (0 for a check the mapping lacks)."""
         return self.min_delta.get(check_id, 0.0) if isinstance(self.min_delta, dict) else self.min_delta
@@ -415,9 +433,11 @@ class GrowthRule(_Model):
 
     kind: Literal["growth"]
     op: Literal["<", "<=", ">", ">="]
-    value: float
+    value: float = Field(description="ratio per per_minutes (0.2 = 20 %)")
     per_minutes: float = Field(default=60, gt=0)
     minutes: float | None = Field(default=None, gt=0)
+
+    _relative = field_validator("value")(classmethod(lambda cls, v: _relative_level(v)))
 
 
 Rule = Annotated[Union[ThresholdRule, SustainedRule, WindowCountRule, BaselineRule, GrowthRule],
@@ -973,10 +993,18 @@ def _require_distinct_requirements(required: list[Requirement]) -> None:
         raise ValueError(f"preflight.require ids repeat: {dup}")
 
 
+#: How pydantic names a plain union's branch in an error's location.
+_TYPE_TAG = re.compile(r"(float|int|str|bool|dict\[.*\]|list\[.*\]|function-\w+\[.*\]|literal\[.*\])")
+
+
 def _field_path(data: Any, loc: tuple) -> tuple[str, Any]:
     """Dotted field path with list items named by their ``id``/``name``, and the value there."""
     parts, node = [], data
+    tagged = None  # the node whose branch tag was skipped (its next step is a field)
     for step in loc:
+        if isinstance(node, dict) and node.get("kind") == step and tagged is not node:
+            tagged = node  # a discriminated union's branch (e.g. 'sql', 'baseline'): no field of its own
+            continue
         if isinstance(node, list) and isinstance(step, int) and step < len(node):
             node = node[step]
             label = node.get("id") or node.get("name") if isinstance(node, dict) else None
@@ -985,8 +1013,9 @@ def _field_path(data: Any, loc: tuple) -> tuple[str, Any]:
             node = node[step]
             parts.append(f".{step}")
         else:
-            # pydantic's discriminated-union tag (e.g. 'sql') or a missing field
-            if isinstance(step, str) and not (isinstance(node, dict) and step in ("sql", "http", "openmetrics")):
+            # a plain union's branch ('float', 'dict[str,...]') names no field either; any
+            # other step is a missing field
+            if isinstance(step, str) and not _TYPE_TAG.fullmatch(step):
                 parts.append(f".{step}")
             node = None if not isinstance(node, dict) else node.get(step, node)
     return "".join(parts).lstrip("."), node

@@ -119,13 +119,14 @@ def decided_detail(check: Check, r: CriterionResult, d: dict) -> str:
 
 def fail_detail(check: Check, fails: list[Observation], decides: bool = True) -> str:
     """The first reading beyond the NO-GO level; ``decides`` False: no NO-GO criterion of
-    the plan reads the check, and the text says the level does not decide the verdict.
+    the plan reads the check, and the text says what the level does then (judge.beyond_unread_levels).
     Raises ``ValueError`` if the check has no level."""
     if check.no_go is None:
         raise ValueError(f"{check.id}: a fail reading but no NO-GO level")
     o = fails[0]
     more = f" ({plural(len(fails), 'reading')})" if len(fails) > 1 else ""
-    unread = "" if decides else "; no NO-GO criterion of the plan reads this check: its level does not decide the verdict"
+    unread = "" if decides else ("; no NO-GO criterion of the plan reads this check: it cannot roll back, "
+                                 "and keeps the verdict from GO (a person decides)")
     return (f"{format_value(o.value, check.unit)} at {o.phase} tick {o.tick} meets its NO-GO level "
             f"{format_condition(check.no_go, check.unit)}{more}{unread}")
 

@@ -112,6 +112,26 @@ def test_healthy_soak_is_go_and_every_criterion_met():
     assert all(c.outcome == ("met" if c.kind == "go" else "clear") for c in v.criteria)
 
 
+def test_a_checks_own_no_go_level_no_criterion_reads_keeps_the_verdict_from_go():
+    """The dropped columns found back at one regular reading: none of the runbook's NO-GO
+    criteria reads ``deprecated_columns_absent``, so nothing rolls back on it, but a GO
+    beside it would claim more than was measured (a new user saw exactly that)."""
+    soak = set_value(full_soak(), "deprecated_columns_absent", 5 * 60, 2)
+    v = judge(PLAN, soak)
+    assert v.decision == "INCONCLUSIVE", v.reasons
+    assert v.reasons == ["deprecated_columns_absent: 2 at regular tick 3 meets its NO-GO level > 0 (8 readings); "
+                         "no NO-GO criterion of the plan reads this check: it cannot roll back, and keeps the "
+                         "verdict from GO (a person decides)"]
+    assert all(c.outcome in ("met", "clear") for c in v.criteria)  # no criterion is called breached
+    assert judge(PLAN, full_soak()).decision == "GO"  # the same soak without those readings
+
+
+def test_without_stated_criteria_every_checks_level_is_a_no_go():
+    plan = PLAN.model_copy(update={"go": [], "no_go": []})
+    v = judge(plan, set_value(full_soak(), "deprecated_columns_absent", 5 * 60, 2))
+    assert v.decision == "NO_GO" and v.reasons[0].startswith("deprecated_columns_absent_no_go: "), v.reasons
+
+
 def test_a_plan_without_go_criteria_is_never_go():
     """``go: []`` (NO-GO criteria kept): nothing is required, so nothing can be called GO,
     not even with no reading at all (a new user's run found it GO)."""

@@ -30,7 +30,9 @@ def test_default_plan_thresholds_are_the_seeds():
     assert (auth.no_go.op, auth.no_go.value) == (">", 0.01)  # > 1 %
     assert plan.check("login_p95").expect.value == 500
     assert plan.check("verify_p95").expect.value == 200
-    assert plan.check("connection_usage").no_go.value == 0.9
+    # the runbook's 90 % is an alert, not a NO-GO: the check has no level of its own
+    assert plan.check("connection_usage").no_go is None
+    assert next(a for a in plan.alerts if a.checks == ["connection_usage"]).rule.value == 0.9
     assert plan.check("users_without_authorizer_id").no_go.holds(1)
     assert not plan.check("users_without_authorizer_id").no_go.holds(0)
 
@@ -59,7 +61,7 @@ def test_criteria_name_known_checks_and_baseline_rules_need_a_baseline(raw):
         parse_plan(bad, "p.yaml")
     bad = copy.deepcopy(raw)
     bad["go"][0]["rule"] = {"kind": "sustained", "op": ">", "value": 1}
-    with pytest.raises(PlanError, match=r"go\[go_no_critical_errors\]\.rule\.sustained\.minutes: required field is missing"):
+    with pytest.raises(PlanError, match=r"go\[go_no_critical_errors\]\.rule\.minutes: required field is missing"):
         parse_plan(bad, "p.yaml")
 
 
@@ -202,6 +204,38 @@ def test_each_cross_field_rule_names_what_is_wrong(raw, mutate, message):
     assert str(err.value) == f"p.yaml: {message}"
 
 
+def _criterion(data, cid):
+    return next(c for section in ("go", "no_go") for c in data[section] if c["id"] == cid)
+
+
+@pytest.mark.parametrize("cid, value, message", [
+    ("no_go_performance", 30, "no_go[no_go_performance].rule.value: value 30 is a change as a ratio (0.3 = 30 %): "
+                              "write 0.3 for 30 %; levels above 10 (1000%) are refused"),
+    ("go_no_memory_leak", 20, "go[go_no_memory_leak].rule.value: value 20 is a change as a ratio (0.3 = 30 %): "
+                              "write 0.2 for 20 %; levels above 10 (1000%) are refused"),
+    ("no_go_memory_leak", -2, "no_go[no_go_memory_leak].rule.value: value -2 is a change below -100 %: no reading "
+                              "can fall that far"),
+])
+def test_a_relative_level_written_as_a_percentage_is_refused(raw, cid, value, message):
+    """``baseline`` and ``growth`` levels are changes as ratios: ``value: 30`` meant as 30 %
+    is +3000 %, a rule that would never fire. The path names no pydantic union branch."""
+    bad = copy.deepcopy(raw)
+    _criterion(bad, cid)["rule"]["value"] = value
+    with pytest.raises(PlanError) as err:
+        parse_plan(bad, "p.yaml")
+    assert str(err.value) == f"p.yaml: {message}"
+    _criterion(bad, cid)["rule"]["value"] = 2.5  # +250 %: a level a plan may mean
+    assert parse_plan(bad, "p.yaml")
+
+
+def test_a_source_field_error_names_the_field_not_the_union_branch(raw):
+    bad = copy.deepcopy(raw)
+    bad["checks"][0]["source"]["sql"] = 5  # the sql source's own field 'sql'
+    with pytest.raises(PlanError) as err:
+        parse_plan(bad, "p.yaml")
+    assert str(err.value) == "p.yaml: checks[users_without_authorizer_id].source.sql: Input should be a valid string (got 5)"
+
+
 def test_check_ids_repeat_lists_each_repeated_id_once_sorted(raw):
     bad = copy.deepcopy(raw)
     bad["checks"] += [copy.deepcopy(bad["checks"][1]), copy.deepcopy(bad["checks"][0]),
@@ -288,9 +322,9 @@ def test_the_sampled_table_and_column_are_checked_names(raw):
     sync["source"]["table"] = "x" * 64
     with pytest.raises(PlanError) as err:
         parse_plan(bad, "p.yaml")
-    assert "checks[authorizer_sync].source.authorizer_sync.column: String should have at least 1 character (got '')" \
+    assert "checks[authorizer_sync].source.column: String should have at least 1 character (got '')" \
         in str(err.value), str(err.value)
-    assert "checks[authorizer_sync].source.authorizer_sync.table: String should have at most 63 characters" \
+    assert "checks[authorizer_sync].source.table: String should have at most 63 characters" \
         in str(err.value), str(err.value)
 
 

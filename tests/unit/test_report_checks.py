@@ -64,12 +64,12 @@ def test_a_fail_reading_meets_the_no_go_level():
 
 def test_a_fail_reading_no_no_go_criterion_reads_says_it_does_not_decide():
     """``deprecated_columns_absent`` has a level (> 0) but none of the runbook's eight NO-GO
-    criteria reads it: the line must not read as if it decided a NO-GO (a new user saw it
-    beside a GO)."""
+    criteria reads it: the line must not read as if it decided a NO-GO, and says what it does
+    (a new user saw it beside a GO)."""
     r = summary("deprecated_columns_absent", [obs("deprecated_columns_absent", "regular", 3, 3.0)])
     assert r.outcome == "breached"
     assert r.detail == ("3 at regular tick 3 meets its NO-GO level > 0; no NO-GO criterion of the plan reads this "
-                        "check: its level does not decide the verdict")
+                        "check: it cannot roll back, and keeps the verdict from GO (a person decides)")
 
 
 def test_a_fail_reading_of_a_check_without_no_go_level_is_an_error():
