@@ -64,7 +64,8 @@ class CriterionResult:
     ``detail`` with the figures, and the observations that decided it (``deciding``; for a
     ``not_judged`` NO-GO: the readings beyond its bound on their own). ``too_sparse``: a
     ``not_judged`` NO-GO whose every check had data points, none beyond the bound, just
-    too few or too far apart to cover its window (what a compressed clock's guard gives)."""
+    too few, too far apart or over too few requests to cover its window (what a compressed
+    clock's guard gives: each reading holds a few seconds of wall time)."""
 
     id: str
     kind: str
@@ -208,7 +209,11 @@ def judge_breach(crit: Criterion | Alert, kind: str, obs: list[Observation], pla
                                    [_describe(o, v) for o, v in hit])
         if plan is None:
             continue  # the stop decision and the alerts: only a breach matters, and fast
-        short = _short_of_due(plan, cid, series, reach, time_scale, min_cov)
+        # a one-reading rule (threshold) counts only readings that rule the bound out: 0
+        # failures in 20 runs does not show a rate under 10 % (windowed kinds treat such a
+        # reading as a gap in their run instead)
+        weak = [] if rule.span_minutes() is not None else [o for o in series if not rule.clears(o)]
+        short = _short_of_due(plan, cid, series, reach, time_scale, min_cov, weak=len(weak))
         why = rule.unjudged(series, base, reach, min_cov)
         if short is not None or why is not None:
             over = rule.beyond(series, base)
@@ -247,18 +252,21 @@ def _due(plan: Plan, cid: str, reach: float, time_scale: float) -> int:
 
 
 def _short_of_due(plan: Plan, cid: str, series: list[Observation], reach: float | None, time_scale: float,
-                  min_cov: float) -> str | None:
+                  min_cov: float, weak: int = 0) -> str | None:
     """Why ``series`` is too few to judge a NO-GO on (``min_cov`` of the readings due by
-    ``reach``, :func:`_due`), or None. A check the plan does not know is not counted."""
+    ``reach``, :func:`_due`), or None. ``weak``: readings of ``series`` counted as missing
+    (a count-based ratio over too few requests to rule the bound out). A check the plan
+    does not know is not counted."""
     try:
         due = _due(plan, cid, reach or 0.0, time_scale)
     except KeyError:
         return None
-    measured = len(series)
+    measured = len(series) - weak
     if due == 0 or measured >= min_cov * due:
         return None
+    few = f"; {plural(weak, 'reading')} over too few requests to rule the bound out" if weak else ""
     return (f"{measured:,} of {due:,} reading{'' if due == 1 else 's'} due by soak minute {reach or 0:.0f} measured (coverage "
-            f"{measured / due:.0%} < {min_cov:.0%})")
+            f"{measured / due:.0%} < {min_cov:.0%}){few}")
 
 
 def _breach_detail(rule: RuleKind, cid: str, hit: list[Point], base: float | None, unit: str) -> str:
@@ -267,7 +275,7 @@ def _breach_detail(rule: RuleKind, cid: str, hit: list[Point], base: float | Non
     last_o, last_v = hit[-1]
     run = f" ({len(hit)} consecutive readings{rule.run_phrase()})" if len(hit) > 1 else ""
     return (f"{cid}: {rule.shown(last_v, unit)} {rule.window_phrase} {last_o.phase} tick {last_o.tick} "
-            f"meets {rule.text(unit)}{run}{rule.breach_note(base, unit)}")
+            f"meets {rule.text(unit)}{run}{rule.breach_note(base, unit)}{rule.pooled_note(hit)}")
 
 
 #: A GO criterion reading several checks takes the worst of their outcomes.
@@ -352,7 +360,7 @@ def judge(plan: Plan, observations: list[Observation], time_scale: float = 1.0) 
     its soak time (``Store.observations`` on the run's clock) for the rules that speak of
     minutes. GO needs every GO criterion met and every NO-GO criterion judged ``clear``;
     one exception, on a compressed clock (``time_scale`` > 1, never an approval): a NO-GO
-    criterion whose readings were only too far apart for its window (``too_sparse``) is
+    criterion whose readings were only too far apart (or over too few requests) for its window (``too_sparse``) is
     named in the GO's reasons instead (docs/verdict.md#not-judged).
     """
     go, no_go = implicit_criteria(plan)
@@ -380,8 +388,8 @@ def judge(plan: Plan, observations: list[Observation], time_scale: float = 1.0) 
                        + [f"{r.check_id}: {r.detail}" for r in beyond], results, checks)
     reasons = [f"all {len(gos)} GO criteria met; no NO-GO criterion breached"]
     if unjudged:
-        reasons.append(f"not judged on this compressed clock (time_scale {time_scale:g}: readings too far apart "
-                       "for the window, each within the bound): " + ", ".join(f"{r.id} ({r.rule})" for r in unjudged))
+        reasons.append(f"not judged on this compressed clock (time_scale {time_scale:g}: readings too far apart, "
+                       "or over too few requests, for the window, each within the bound): " + ", ".join(f"{r.id} ({r.rule})" for r in unjudged))
     return Verdict("GO", reasons, results, checks)
 
 

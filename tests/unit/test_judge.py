@@ -251,26 +251,58 @@ def test_one_good_reading_inside_the_window_clears_it():
     assert [a.id for a in firing_alerts(PLAN, add(soak, *one_good))] == ["connection_pool_exhausted"]
 
 
-def test_a_ratio_from_few_requests_does_not_breach_but_a_confident_one_does():
+def test_a_ratio_from_few_requests_is_judged_on_the_requests_pooled_over_its_window():
+    """Each guard reading holds a minute's requests: 1 failure in 45 (2.2 %) does not show
+    more than 1 % on its own (lower limit 0.39 %); ten such minutes in a row do (10 in 450:
+    1.2 %). The runbook's alert reads the same way ("error_rate > 1%, window 5 minutes")."""
     from migration_soak.judge import wilson_lower
 
-    def with_counts(s, num, den):
+    def with_counts(s, num, den, minute_from=60, minute_to=24 * 60, clean=(0, 5000)):
+        """auth_error_rate after the migration: ``num``/``den`` from ``minute_from`` to
+        ``minute_to``, ``clean`` counts elsewhere."""
         out = []
-        for o in s + guard("auth_error_rate", 60, 70, 0.0):
-            if o.check_id == "auth_error_rate" and o.phase != "baseline" and (o.scheduled_at - T0) >= timedelta(minutes=60):
-                o = Observation(**{**o.__dict__, "value": num / den, "status": "fail", "evidence": {"numerator": num, "denominator": den}})
+        for o in s:
+            if o.check_id == "auth_error_rate" and o.phase != "baseline":
+                n, d = (num, den) if minute_from <= o.soak_s / 60 <= minute_to else clean
+                o = Observation(**{**o.__dict__, "value": n / d, "status": status_of(
+                    PLAN.check("auth_error_rate").expect, PLAN.check("auth_error_rate").no_go, n / d),
+                    "evidence": {"numerator": n, "denominator": d}})
             out.append(o)
         return out
 
-    # 1 failure in 45 requests, every reading: 2.2 % measured, but not > 1 % with confidence
-    assert wilson_lower(1, 45) < 0.01 < 1 / 45
-    assert criterion(with_counts(full_soak(), 1, 45), "no_go_auth_error_rate").outcome == "clear"
+    assert wilson_lower(1, 45) < 0.01 < 1 / 45 and wilson_lower(10, 450) > 0.01
+    c = criterion(with_counts(full_soak(), 1, 45), "no_go_auth_error_rate")
+    assert c.outcome == "breached", c.detail
+    # from minute 60 to 65: six guard minutes (6 in 270: lower limit 1.02 %) and a phase reading
+    assert [(d["phase"], d["tick"]) for d in c.deciding] == [("guard", 60), ("intensive", 4)] + [
+        ("guard", t) for t in range(61, 66)], c.deciding
+    assert c.detail == ("auth_error_rate: 2.22% at guard tick 65 meets > 1% sustained for 5 min (7 consecutive "
+                        "readings, at most 2.5 min apart); pooled over the run: 6 of 270 failed, at least 1.02% "
+                        "(95 % confidence)")
+    # 4 minutes of it: not sustained for 5; 8 minutes at 1 in 45 (8 in 360: lower limit 1.13 %): breached
+    assert criterion(with_counts(full_soak(), 1, 45, 60, 63), "no_go_auth_error_rate").outcome == "clear"
+    assert criterion(with_counts(full_soak(), 1, 45, 60, 67), "no_go_auth_error_rate").outcome == "breached"
     assert criterion(with_counts(full_soak(), 1, 45), "go_auth_error_rate").outcome == "not_met"
-    # 20 failures in 100 (legacy code): breached
-    assert criterion(with_counts(full_soak(), 20, 100), "no_go_auth_error_rate").outcome == "breached"
-    # 25 in 1000 (2.5 %, lower limit 1.7 %): breached; 12 in 1000 (1.2 %, lower limit 0.69 %): not proven
-    assert criterion(with_counts(full_soak(), 25, 1000), "no_go_auth_error_rate").outcome == "breached"
-    assert criterion(with_counts(full_soak(), 12, 1000), "no_go_auth_error_rate").outcome == "clear"
+    # 12 in 1000 a minute (1.2 %) for the whole soak: breached; for 5 minutes (60 in 5 000:
+    # lower limit 0.93 %) not proven, and not clear either: those minutes rule nothing out
+    assert criterion(with_counts(full_soak(), 12, 1000), "no_go_auth_error_rate").outcome == "breached"
+    short = criterion(with_counts(full_soak(), 12, 1000, 60, 64), "no_go_auth_error_rate")
+    assert short.outcome == "clear", short.detail  # 10 readings of 1 440 are not 10 % of the soak
+
+
+def test_a_soak_of_too_few_requests_is_not_judged_on_the_auth_error_rate():
+    """0 failures in 50 requests a minute never rules out 1 % (upper limit 7.1 %), nor does a
+    5-minute window of them (0 in 250: 1.5 %): a quiet staging cannot call the NO-GO clear.
+    0 in 300 a minute (0 in 1 500 a window: 0.26 %) can."""
+    def counted(s, n, d):
+        return [Observation(**{**o.__dict__, "value": n / d, "evidence": {"numerator": n, "denominator": d}})
+                if o.check_id == "auth_error_rate" and o.phase != "baseline" else o for o in s]
+
+    quiet = criterion(counted(full_soak(), 0, 50), "no_go_auth_error_rate")
+    assert quiet.outcome == "not_judged" and quiet.detail == (
+        "not judged: auth_error_rate: 1,459 of 1,459 readings over too few requests to rule the bound out"), quiet.detail
+    assert judge(PLAN, counted(full_soak(), 0, 50)).decision == "INCONCLUSIVE"  # on a real clock, never GO
+    assert criterion(counted(full_soak(), 0, 300), "no_go_auth_error_rate").outcome == "clear"
 
 
 def test_no_go_auth_error_rate_one_spike_is_not_sustained():
@@ -321,6 +353,31 @@ def test_the_auth_lookup_has_its_own_noise_floor(ms, outcome):
 @pytest.mark.parametrize("rate, outcome", [(0.099, "clear"), (0.10, "clear"), (0.101, "breached")])
 def test_no_go_workflows_failing(rate, outcome):
     assert criterion(set_value(full_soak(), "workflow_error_rate", 300, rate), "no_go_workflows").outcome == outcome
+
+
+def _with_counts(observations, check_id, failed, total):
+    """``check_id``'s readings after the migration as a count-based ratio ``failed``/``total``."""
+    return [Observation(**{**o.__dict__, "value": failed / total, "evidence": {"numerator": failed, "denominator": total}})
+            if o.check_id == check_id and o.phase != "baseline" else o for o in observations]
+
+
+def test_no_go_workflows_is_not_clear_on_runs_too_few_to_rule_it_out():
+    """0 failures in 20 workflow runs an hour: each reading's 95 % upper limit is 16 %, so no
+    reading shows the rate was under 10 %; the NO-GO is not judged, the verdict not GO. With
+    500 runs an hour (upper limit 0.8 %) it is clear."""
+    few = _with_counts(full_soak(), "workflow_error_rate", 0, 20)
+    c = criterion(few, "no_go_workflows")
+    assert c.outcome == "not_judged" and not c.too_sparse
+    assert c.detail == ("not judged: workflow_error_rate: 0 of 18 readings due by soak minute 1440 measured (coverage "
+                        "0% < 90%); 18 readings over too few requests to rule the bound out")
+    assert judge(PLAN, few).decision == "INCONCLUSIVE"
+    assert judge(PLAN, few, time_scale=300).decision == "INCONCLUSIVE"  # no compressed-clock exception either
+    many = _with_counts(full_soak(), "workflow_error_rate", 0, 500)
+    assert criterion(many, "no_go_workflows").outcome == "clear" and judge(PLAN, many).decision == "GO"
+    # one hour of 25 failures in 100 runs still breaches (lower limit 17.6 % > 10 %)
+    burst = [Observation(**{**o.__dict__, "value": 0.25, "status": "fail", "evidence": {"numerator": 25, "denominator": 100}})
+             if o.check_id == "workflow_error_rate" and o.phase == "regular" and o.tick == 2 else o for o in many]
+    assert criterion(burst, "no_go_workflows").outcome == "breached"
 
 
 def _memory_series(growth_per_hour):
@@ -414,8 +471,8 @@ def test_on_a_demonstration_clock_a_too_sparse_no_go_is_named_in_the_go():
     names what it did not judge. One reading beyond the bound on its own, and it does not."""
     v = judge(PLAN, sparse_guard_soak(), time_scale=300)
     assert v.decision == "GO", v.reasons
-    assert v.reasons[1] == ("not judged on this compressed clock (time_scale 300: readings too far apart for "
-                            "the window, each within the bound): no_go_auth_error_rate (> 1% sustained for 5 min), "
+    assert v.reasons[1] == ("not judged on this compressed clock (time_scale 300: readings too far apart, or over "
+                            "too few requests, for the window, each within the bound): no_go_auth_error_rate (> 1% sustained for 5 min), "
                             "no_go_db_cpu (> 90% sustained for 10 min)")
     hot = sparse_guard_soak(cpu=0.95)
     c = criterion(hot, "no_go_db_cpu")
