@@ -167,9 +167,12 @@ def holds_throughout(rule: Rule, series: list[Observation], base: float | None) 
 
 # --- criteria -------------------------------------------------------------------------------
 
-def expected_observations(plan: Plan, check_id: str) -> int:
-    """Scheduled observations of a check over the whole soak: hour 0 and each phase tick it is in."""
-    return sum(1 if p == "hour0" else len(plan.phase(p).tick_offsets()) for p, c in plan.schedule() if c == check_id)
+def expected_observations(plan: Plan, check_id: str, reach: float | None = None) -> int:
+    """Scheduled observations of a check: hour 0 and each phase tick it is in, over the
+    whole soak or (``reach``) those at or before soak minute ``reach``."""
+    end = None if reach is None else timedelta(minutes=reach) + timedelta(microseconds=1)
+    return sum(1 if p == "hour0" else len([t for t in plan.phase(p).tick_offsets() if end is None or t <= end])
+               for p, c in plan.schedule() if c == check_id)
 
 
 def implicit_criteria(plan: Plan) -> tuple[list[Criterion], list[Criterion]]:
@@ -242,12 +245,9 @@ def _reach(obs: list[Observation]) -> float:
 def _due(plan: Plan, cid: str, reach: float, time_scale: float) -> int:
     """Readings of ``cid`` due in the first ``reach`` soak-minutes: hour 0, each phase tick
     and each guard tick (at ``time_scale``'s cadence) at or before it."""
-    end = timedelta(minutes=reach) + timedelta(microseconds=1)
-    due = sum(1 for p, c in plan.schedule() if c == cid and p == "hour0")
-    due += sum(len([t for t in plan.phase(p).tick_offsets() if t <= end])
-               for p, c in plan.schedule() if c == cid and p != "hour0")
+    due = expected_observations(plan, cid, reach)
     if plan.guard is not None and cid in plan.guard.checks:
-        due += int(end / guard_every(plan, time_scale))
+        due += int((timedelta(minutes=reach) + timedelta(microseconds=1)) / guard_every(plan, time_scale))
     return due
 
 
