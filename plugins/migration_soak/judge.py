@@ -3,8 +3,9 @@
 The plan states the seed's "Criterios de Éxito" as ``go`` and ``no_go`` criteria;
 :func:`judge` returns ``NO_GO``, ``GO`` or ``INCONCLUSIVE``. Missing data never breaches
 a NO-GO nor meets a GO, and a NO-GO the readings could not breach is "not judged", never
-clear; count ratios use a 95 % Wilson bound. Rule kinds are in
-``rules.py``; the decision table: docs/verdict.md.
+clear; count ratios are judged on their requests (95 % Wilson bounds, pooled where a
+window or a GO needs them), and a check's own NO-GO level no criterion compares with
+keeps GO away. Rule kinds are in ``rules.py``; the decision table: docs/verdict.md.
 
 Design notes: docs/plans.md#the-verdict
 """
@@ -20,7 +21,7 @@ from migration_soak.clock import guard_every
 from migration_soak.plan import Condition, Criterion, Plan, ThresholdRule
 from migration_soak.store import Observation, Status
 from migration_soak.plan import Alert, Rule
-from migration_soak.rules import Point, RuleKind, rule_kind
+from migration_soak.rules import Point, RuleKind, Threshold, rule_kind
 # judge's API before rules.py existed: report, charts and tests import them from here
 from migration_soak.rules import format_change as format_change, format_value as format_value
 from migration_soak.rules import wilson_lower as wilson_lower, wilson_upper as wilson_upper
@@ -326,6 +327,9 @@ def _go_check(plan: Plan, rule: RuleKind, cid: str, obs: list[Observation], stop
         errors = len([o for o in obs if o.check_id == cid and o.status == "error" and o.phase != "baseline"])
         return "not_enough_data", (f"{measured} of {expected} scheduled readings measured (coverage {coverage:.0%} "
                                    f"< {min_cov:.0%}; {errors} errors)"), None
+    unshown = rule.unshown(series) if isinstance(rule, Threshold) else None
+    if unshown is not None:
+        return "not_enough_data", unshown, None
     values = [v for _, v in rule.points(series, base)]
     rng = f"{rule.shown(min(values), unit)} to {rule.shown(max(values), unit)}"
     return "met", (f"{n_points} points {rule.text(unit)} (range {rng}, coverage {coverage:.0%}"
@@ -378,14 +382,13 @@ def judge(plan: Plan, observations: list[Observation], time_scale: float = 1.0) 
         return Verdict("INCONCLUSIVE", ["the plan states no GO criterion (go: []): nothing was required to call "
                                         "GO; no NO-GO criterion breached"], results, checks)
     unjudged = [r for r in breaches if r.outcome == "not_judged"]
-    blind = [r for r in unjudged if time_scale <= 1 or not r.too_sparse]
+    blind = [r for r in unjudged if time_scale <= 1 or not r.too_sparse or not clock_only(plan, r)]
     unmet = [r for r in gos if r.outcome != "met"]
-    beyond = beyond_unread_levels(no_go, checks)
-    if unmet or blind or beyond:
+    levels = unread_levels(plan, no_go, observations, checks, time_scale)
+    if unmet or blind or levels:
         return Verdict("INCONCLUSIVE", [f"{r.id}: {r.outcome}: {r.detail}" for r in unmet]
                        + [f"{r.id}: {r.detail} (a NO-GO criterion that could not be breached is not clear)"
-                          for r in blind]
-                       + [f"{r.check_id}: {r.detail}" for r in beyond], results, checks)
+                          for r in blind] + levels, results, checks)
     reasons = [f"all {len(gos)} GO criteria met; no NO-GO criterion breached"]
     if unjudged:
         reasons.append(f"not judged on this compressed clock (time_scale {time_scale:g}: readings too far apart, "
@@ -393,12 +396,45 @@ def judge(plan: Plan, observations: list[Observation], time_scale: float = 1.0) 
     return Verdict("GO", reasons, results, checks)
 
 
-def beyond_unread_levels(no_go: list[Criterion], checks: list[CheckResult]) -> list[CheckResult]:
-    """Checks with a reading beyond their own ``no_go`` level (status ``fail``) that no NO-GO
-    criterion reads: the plan called that level a NO-GO, and its criteria cannot act on it,
-    so the verdict may not be GO; a person decides (docs/verdict.md#a-checks-own-no-go-level)."""
-    read = {cid for c in no_go for cid in c.checks}
-    return [r for r in checks if r.check_id not in read and r.counts.get("fail", 0) > 0]
+def clock_only(plan: Plan, r: CriterionResult) -> bool:
+    """Whether a real-time soak of ``plan`` reads the checks of the ``too_sparse`` NO-GO
+    ``r`` closely enough for its window: each in the guard, whose real-time cadence is at
+    most the rule's largest gap. Only then is "too sparse" the compressed clock's doing; a
+    plan without a guard, or with a slow one, cannot judge the rule on any clock."""
+    crit = next((c for c in plan.no_go if c.id == r.id), None)
+    if crit is None or plan.guard is None:
+        return False
+    gap = rule_kind(crit.rule).max_gap_minutes()
+    real = guard_every(plan, 1.0).total_seconds() / 60
+    return all(c in plan.guard.checks for c in crit.checks) and (gap is None or real <= gap + 1e-9)
+
+
+def unread_levels(plan: Plan, no_go: list[Criterion], obs: list[Observation], checks: list[CheckResult],
+                  time_scale: float = 1.0) -> list[str]:
+    """Why a check's own ``no_go`` level keeps the verdict from GO, one line a check (none:
+    it does not): the plan called that level a NO-GO, and no NO-GO criterion compares the
+    check's readings with a level (a ``baseline`` or ``growth`` rule reads only their
+    change), so nothing rolls back on it; a person decides. A reading beyond the level
+    (status ``fail``), or the level not judged (``judge_breach`` of it as a threshold: no
+    reading, too few), keeps GO away (docs/verdict.md#a-checks-own-no-go-level)."""
+    read = {cid for c in no_go if c.rule.kind not in ("baseline", "growth") for cid in c.checks}
+    results = {r.check_id: r for r in checks}
+    lines = []
+    for check in plan.checks:
+        if check.no_go is None or check.id in read:
+            continue
+        summary = results.get(check.id)
+        if summary is not None and summary.counts.get("fail", 0) > 0:
+            lines.append(f"{check.id}: {summary.detail}")
+            continue
+        level = Criterion(id=check.id, text=f"{check.title} {check.no_go}", checks=[check.id],
+                          rule=ThresholdRule(kind="threshold", op=check.no_go.op, value=check.no_go.value))
+        r = judge_breach(level, "no_go", obs, plan, time_scale)
+        if r.outcome != "clear":
+            lines.append(f"{check.id}: its own NO-GO level {format_condition(check.no_go, check.unit)} "
+                         f"{r.detail}; no NO-GO criterion of the plan compares it with a level, so nothing "
+                         "else judged it (a person decides)")
+    return lines
 
 
 def status_of(check_expect, check_no_go, value: float) -> Status:

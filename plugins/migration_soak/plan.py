@@ -35,7 +35,7 @@ Unit = Literal["count", "ratio", "ms", "bytes", "seconds", "up", "rows", "per_mi
 
 class _Model(BaseModel):
     # .inf / .nan in YAML are floats: a level of .inf never breaches, .nan compares false
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -321,7 +321,8 @@ class Phase(_Model):
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,30}$")]
     start_hour: float = Field(ge=0)
     end_hour: float = Field(gt=0)
-    every_minutes: float = Field(gt=0)
+    # one Airflow check task per check and tick: a faster cadence is the guard's job
+    every_minutes: float = Field(ge=1)
 
     @model_validator(mode="after")
     def _window(self):
@@ -455,10 +456,13 @@ class Criterion(_Model):
     text: str
     checks: list[str] = Field(min_length=1)
     rule: Rule
-    min_coverage: float | None = Field(default=None, ge=0, le=1)
+    min_coverage: float | None = Field(default=None, ge=0.5, le=1)
 
     @model_validator(mode="after")
     def _floors_per_check(self):
+        dup = _repeated(self.checks)
+        if dup:
+            raise ValueError(f"checks repeat: {dup}")
         _require_floor_per_check(self.rule, self.checks)
         return self
 
@@ -467,9 +471,9 @@ class HumanGate(_Model):
     """A GO criterion only a person can judge (QA sign-off, support tickets): asked in the
     Airflow UI before GO when the run requires sign-off."""
 
-    id: str
-    text: str
-    why: str
+    id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,62}$")]
+    text: str = Field(min_length=1)
+    why: str = Field(min_length=1)
 
 
 class Guard(_Model):
@@ -517,6 +521,13 @@ class Baseline(_Model):
     minutes: float = Field(gt=0)
     every_minutes: float = Field(gt=0)
     checks: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_reading_at_least(self):
+        if self.every_minutes > self.minutes:
+            raise ValueError(f"every_minutes {self.every_minutes:g} is longer than minutes {self.minutes:g}: "
+                             "no baseline reading would be taken")
+        return self
 
     def tick_offsets(self) -> list[timedelta]:
         """Offsets of the baseline ticks from the baseline's start."""
@@ -624,7 +635,8 @@ class Verdict(_Model):
     the run is not a GO (docs/verdict.md).
     """
 
-    min_coverage: float = Field(default=0.9, ge=0, le=1)
+    # below half the scheduled readings a GO would rest on a fraction of the soak
+    min_coverage: float = Field(default=0.9, ge=0.5, le=1)
     on_inconclusive: Literal["ask", "rollback", "go"] = "ask"
     human_timeout_hours: float = Field(default=4, gt=0)
     on_sign_off_rejected: Literal["rollback", "keep"] = "rollback"
@@ -827,6 +839,8 @@ class Plan(_Model):
         _require_distinct_criteria(self.go + self.no_go)
         _require_sane_levels(self.checks, self.go + self.no_go + self.alerts)
         _require_baseline_section(self.go + self.no_go + self.alerts, self.baseline)
+        _require_no_go_with_go(self.go, self.no_go)
+        _require_cheap_guard(self.guard, self.checks)
         _require_counted_requests(self.report.requests, self.checks)
         _require_distinct_requirements(self.preflight.require)
         return self
@@ -949,6 +963,33 @@ def _require_sane_levels(checks: list[Check], ruled: Sequence[Criterion | Alert]
                              "reading is")
         if used & set(_RATIO_UNITS) and value > 1:
             raise ValueError(f"{where}: value {value:g} is a ratio 0..1 (write {value / 100:g} for {value:g} %)")
+    conditions: list[tuple[str, str, float, set[str]]] = [
+        (f"check {c.id!r} {name}", cond.op, cond.value, {c.unit})
+        for c in checks for name, cond in (("expect", c.expect), ("no_go", c.no_go)) if cond is not None]
+    conditions += [(f"{type(r).__name__.lower()} {r.id!r} rule", r.rule.op, r.rule.value,
+                    {units[c] for c in r.checks if c in units})
+                   for r in ruled if r.rule.kind in ("threshold", "sustained", "window_count")]
+    for where, op, value, used in conditions:
+        never = _never_holds(op, value, used)
+        if never:
+            raise ValueError(f"{where}: {op} {value:g} can never hold ({never}): a rule that cannot fire")
+
+
+#: Units whose readings are at most 1 (``up`` is 0 or 1).
+_AT_MOST_ONE = ("ratio", "up")
+
+
+def _never_holds(op: str, value: float, units: set[str]) -> str | None:
+    """Why ``op value`` holds for no reading in ``units`` (every unit is never negative;
+    ratio and up are at most 1, up is 0 or 1), or None."""
+    if op == "<" and value <= 0:
+        return "no reading is below 0"
+    capped = bool(units) and units <= set(_AT_MOST_ONE)
+    if capped and (op == ">" and value >= 1 or op == ">=" and value > 1):
+        return f"no {'/'.join(sorted(units))} reading is above 1"
+    if units == {"up"} and op == "==" and value not in (0, 1):
+        return "an up reading is 0 or 1"
+    return None
 
 
 def _require_known_checks(refs: list[tuple[str, list[str]]], ids: list[str]) -> None:
@@ -969,9 +1010,39 @@ def _require_distinct_criteria(criteria: list[Criterion]) -> None:
 
 def _require_baseline_section(ruled: Sequence[Criterion | Alert], baseline: Baseline | None) -> None:
     """A ``baseline`` rule (in a criterion or an alert) compares with the baseline
-    measurements, so it needs the plan's ``baseline`` section; else ``ValueError``."""
-    if any(r.rule.kind == "baseline" for r in ruled) and not baseline:
+    measurements, so it needs the plan's ``baseline`` section, measuring each of its
+    checks; else ``ValueError`` (such a rule could never be judged)."""
+    relative = [r for r in ruled if r.rule.kind == "baseline"]
+    if relative and not baseline:
         raise ValueError("a 'baseline' rule needs a 'baseline' section")
+    for r in relative:
+        missing = [c for c in r.checks if baseline is not None and c not in baseline.checks]
+        if missing:
+            raise ValueError(f"{type(r).__name__.lower()} {r.id!r}: its 'baseline' rule reads {missing}, which "
+                             "baseline.checks does not measure: it could never be judged")
+
+
+def _require_no_go_with_go(go: list[Criterion], no_go: list[Criterion]) -> None:
+    """GO criteria without NO-GO criteria: nothing could stop the soak or roll it back;
+    ``ValueError`` (a plan with neither gets each check's levels, ``judge.implicit_criteria``)."""
+    if go and not no_go:
+        raise ValueError("the plan states GO criteria but no NO-GO criterion (no_go: []): nothing could stop the "
+                         "soak or roll it back; state the NO-GO criteria, or neither (each check's levels then)")
+
+
+#: Sources too heavy for the guard, which reads its checks every minute: a full-table
+#: fingerprint, a backup.
+_HEAVY_SOURCES = ("fingerprint", "backup")
+
+
+def _require_cheap_guard(guard: Guard | None, checks: list[Check]) -> None:
+    """The guard's checks are cheap (``Guard``); ``ValueError`` naming a heavy one."""
+    by_id = {c.id: c for c in checks}
+    for cid in guard.checks if guard else []:
+        kind = by_id[cid].source.kind if cid in by_id else None
+        if kind in _HEAVY_SOURCES:
+            raise ValueError(f"guard: check {cid!r} reads a {kind} source, too heavy to run every guard interval; "
+                             "give it phase ticks instead")
 
 
 def _require_counted_requests(requests: list[RequestCount], checks: list[Check]) -> None:

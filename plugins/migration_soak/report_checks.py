@@ -119,14 +119,15 @@ def decided_detail(check: Check, r: CriterionResult, d: dict) -> str:
 
 def fail_detail(check: Check, fails: list[Observation], decides: bool = True) -> str:
     """The first reading beyond the NO-GO level; ``decides`` False: no NO-GO criterion of
-    the plan reads the check, and the text says what the level does then (judge.beyond_unread_levels).
+    the plan compares the check with a level, and the text says what the level does then
+    (judge.unread_levels).
     Raises ``ValueError`` if the check has no level."""
     if check.no_go is None:
         raise ValueError(f"{check.id}: a fail reading but no NO-GO level")
     o = fails[0]
     more = f" ({plural(len(fails), 'reading')})" if len(fails) > 1 else ""
-    unread = "" if decides else ("; no NO-GO criterion of the plan reads this check: it cannot roll back, "
-                                 "and keeps the verdict from GO (a person decides)")
+    unread = "" if decides else ("; no NO-GO criterion of the plan compares this check with a level: it cannot "
+                                 "roll back, and keeps the verdict from GO (a person decides)")
     return (f"{format_value(o.value, check.unit)} at {o.phase} tick {o.tick} meets its NO-GO level "
             f"{format_condition(check.no_go, check.unit)}{more}{unread}")
 
@@ -181,7 +182,8 @@ def summarize_check(plan: Plan, check: Check, obs: Sequence[Observation], stoppe
         return _result(check, t, "breached", decided_detail(check, *decided), deciding=decided[1])
     fails = [o for o in t.after if o.status == "fail"]
     if fails:
-        decides = any(check.id in c.checks for c in implicit_criteria(plan)[1])
+        decides = any(check.id in c.checks for c in implicit_criteria(plan)[1]
+                      if c.rule.kind not in ("baseline", "growth"))  # as judge.unread_levels
         return _result(check, t, "breached", fail_detail(check, fails, decides), deciding=_describe(fails[0]))
     if not t.values:
         return _result(check, t, "not_measured", unmeasured_detail(t, stopped))

@@ -335,11 +335,18 @@ def _reading_totals(run: Run) -> str:
 
 def counted_requests(after: list[Observation], check_id: str) -> tuple[float, float, int]:
     """(requests, failed, readings) summed over ``check_id``'s readings in ``after`` that
-    carry counts (``evidence`` ``denominator``/``numerator`` of a ``counter_ratio``)."""
-    counted = [o for o in after if o.check_id == check_id and "denominator" in (o.evidence or {})]
-    total = sum(float(o.evidence["denominator"]) for o in counted)
-    failed = sum(float(o.evidence["numerator"]) for o in counted) if total else 0.0
-    return total, failed, len(counted)
+    carry counts (``evidence`` ``denominator``/``numerator`` of a ``counter_ratio``), in
+    one series: the guard's readings and the phases' each count every request once (each
+    starts where its own series last read), so the one that saw more is taken, never both."""
+    best: tuple[float, float, int] = (0.0, 0.0, 0)
+    for guard in (True, False):
+        counted = [o for o in after if o.check_id == check_id and (o.phase == "guard") == guard
+                   and "denominator" in (o.evidence or {})]
+        total = sum(float(o.evidence["denominator"]) for o in counted)
+        failed = sum(float(o.evidence["numerator"]) for o in counted) if total else 0.0
+        if total > best[0]:
+            best = (total, failed, len(counted))
+    return best
 
 
 def request_lines(run: Run, seen: str, with_readings: bool = True) -> list[str]:

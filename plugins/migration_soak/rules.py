@@ -319,6 +319,20 @@ class Threshold(RuleKind[ThresholdRule]):
     def text(self, unit: str) -> str:
         return f"{self.spec.op} {format_value(self.spec.value, unit)}"
 
+    def unshown(self, series: list[Observation]) -> str | None:
+        """Why readings of a count-based ratio, each under an upper bound (a GO's "< 0.1 %"),
+        do not show it: their requests pooled (one series, :func:`_pooled_counts`) leave a
+        95 % upper limit at or over it (0 failures in 2 000 requests do not show < 0.1 %:
+        upper limit 0.19 %). None when they show it, or the readings carry no counts."""
+        if self.spec.op not in ("<", "<="):
+            return None
+        counts = _pooled_counts(series, lower=False)
+        if counts is None or self.condition.holds(wilson_upper(*counts)):
+            return None
+        n, d = counts
+        return (f"{_num(n)} of {_num(d)} requests failed, too few to show {self.text('ratio')}: "
+                f"95 % upper limit {format_value(wilson_upper(n, d), 'ratio')}")
+
 
 class Sustained(RuleKind[SustainedRule]):
     """The bound met on consecutive readings covering ``minutes`` of soak time (runbook
@@ -395,15 +409,17 @@ class Sustained(RuleKind[SustainedRule]):
         return None if why is None else f"{why}; {few}"
 
 
-def _pooled_counts(readings: list[Observation]) -> tuple[float, float] | None:
-    """The counts (failed, requests) pooled over ``readings``' most telling series (largest
-    lower limit; see :func:`_pooled`), or None when none carries counts."""
+def _pooled_counts(readings: list[Observation], lower: bool = True) -> tuple[float, float] | None:
+    """The counts (failed, requests) pooled over ``readings``' most telling series (the
+    largest lower limit, or with ``lower`` False the smallest upper one; see
+    :func:`_pooled`), or None when none carries counts."""
     best: tuple[float, float] | None = None
     for part in ([o for o in readings if o.phase == "guard"], [o for o in readings if o.phase != "guard"]):
         counted = [c for c in (_counts(o, ">") for o in part) if c is not None]
         if counted:
             pooled = (sum(n for n, _ in counted), sum(d for _, d in counted))
-            if best is None or wilson_lower(*pooled) > wilson_lower(*best):
+            if best is None or (wilson_lower(*pooled) > wilson_lower(*best) if lower
+                                else wilson_upper(*pooled) < wilson_upper(*best)):
                 best = pooled
     return best
 

@@ -120,10 +120,53 @@ def test_a_checks_own_no_go_level_no_criterion_reads_keeps_the_verdict_from_go()
     v = judge(PLAN, soak)
     assert v.decision == "INCONCLUSIVE", v.reasons
     assert v.reasons == ["deprecated_columns_absent: 2 at regular tick 3 meets its NO-GO level > 0 (8 readings); "
-                         "no NO-GO criterion of the plan reads this check: it cannot roll back, and keeps the "
-                         "verdict from GO (a person decides)"]
+                         "no NO-GO criterion of the plan compares this check with a level: it cannot roll back, "
+                         "and keeps the verdict from GO (a person decides)"]
     assert all(c.outcome in ("met", "clear") for c in v.criteria)  # no criterion is called breached
     assert judge(PLAN, full_soak()).decision == "GO"  # the same soak without those readings
+
+
+def test_a_checks_own_level_never_measured_keeps_the_verdict_from_go():
+    """``deprecated_columns_absent`` failing at every reading (its SQL broke on staging): no
+    reading ever showed the columns gone, and nothing else judges it (a new user's demo
+    ended GO on it)."""
+    broken = [obs(o.check_id, o.phase, o.tick, o.soak_s / 60, None) if o.check_id == "deprecated_columns_absent"
+              else o for o in full_soak()]
+    v = judge(PLAN, broken)
+    assert v.decision == "INCONCLUSIVE", v.reasons
+    assert v.reasons == ["deprecated_columns_absent: its own NO-GO level > 0 not judged: deprecated_columns_absent: "
+                         "no reading with a value; no NO-GO criterion of the plan compares it with a level, so "
+                         "nothing else judged it (a person decides)"]
+    assert judge(PLAN, broken, time_scale=300).decision == "INCONCLUSIVE"  # on any clock
+
+
+def test_a_level_read_only_by_a_relative_criterion_still_keeps_the_verdict_from_go():
+    """``login_p95`` at 5 000 ms all soak long against a 4 800 ms baseline: no degradation
+    (``no_go_performance`` reads only the change), but every reading is beyond the check's
+    own 1 000 ms level (a new user's probe: GO)."""
+    slow = [Observation(**{**o.__dict__, "value": 4800.0}) if o.check_id == "login_p95" and o.phase == "baseline"
+            else o for o in full_soak({"login_p95": 5000})]
+    v = judge(PLAN, slow)
+    assert next(c for c in v.criteria if c.id == "no_go_performance").outcome == "clear"
+    assert v.decision == "INCONCLUSIVE" and len(v.reasons) == 1, v.reasons
+    assert v.reasons[0].startswith("login_p95: 5,000 ms at ") and "compares this check with a level" in v.reasons[0]
+
+
+def test_a_plan_without_a_close_guard_gets_no_compressed_clock_exception():
+    """The exception names the compressed clock: it holds only where a real-time soak of the
+    same plan reads the checks closely enough (the guard, every minute). Without a guard, or
+    with one reading every 30 minutes, no clock judges a 5-minute window: INCONCLUSIVE."""
+    s = sparse_guard_soak()
+    assert judge(PLAN, s, time_scale=300).decision == "GO"
+    slow_guard = PLAN.model_copy(update={"guard": PLAN.guard.model_copy(update={"every_minutes": 30})})
+    v = judge(slow_guard, s, time_scale=300)
+    assert v.decision == "INCONCLUSIVE", v.reasons
+    assert {r.split(":")[0] for r in v.reasons} == {"no_go_auth_error_rate", "no_go_db_cpu"}
+    no_guard = PLAN.model_copy(update={"guard": None})
+    phases_only = [o for o in s if o.phase != "guard"]
+    v = judge(no_guard, phases_only, time_scale=300)
+    assert v.decision == "INCONCLUSIVE" and {r.split(":")[0] for r in v.reasons} >= {"no_go_auth_error_rate",
+                                                                                    "no_go_db_cpu"}, v.reasons
 
 
 def test_without_stated_criteria_every_checks_level_is_a_no_go():
@@ -361,6 +404,21 @@ def _with_counts(observations, check_id, failed, total):
             if o.check_id == check_id and o.phase != "baseline" else o for o in observations]
 
 
+def test_a_go_on_a_count_ratio_needs_the_requests_to_show_it():
+    """"Error rate < 0.1 %" from 0 failures in 2 requests a minute: every reading is 0 %,
+    but 2 880 requests cannot show a rate under 0.1 % (upper limit 0.13 %); 20 a minute
+    (28 800) can. A new user's probe found it met on 2 a minute."""
+    def counted(n, d):
+        return [Observation(**{**o.__dict__, "value": n / d, "evidence": {"numerator": n, "denominator": d}})
+                if o.check_id == "auth_error_rate" and o.phase != "baseline" else o for o in full_soak()]
+
+    c = criterion(counted(0, 2), "go_auth_error_rate")
+    assert (c.outcome, c.detail) == ("not_enough_data", "auth_error_rate: 0 of 2,880 requests failed, too few to "
+                                                        "show < 0.1%: 95 % upper limit 0.133%")
+    assert judge(PLAN, counted(0, 2)).decision == "INCONCLUSIVE"
+    assert criterion(counted(0, 20), "go_auth_error_rate").outcome == "met"
+
+
 def test_no_go_workflows_is_not_clear_on_runs_too_few_to_rule_it_out():
     """0 failures in 20 workflow runs an hour: each reading's 95 % upper limit is 16 %, so no
     reading shows the rate was under 10 %; the NO-GO is not judged, the verdict not GO. With
@@ -458,8 +516,10 @@ def test_a_no_go_the_readings_could_not_breach_is_not_judged_and_holds_a_real_ti
     assert v.decision == "INCONCLUSIVE"
     assert {r.split(":")[0] for r in v.reasons} == {
         "no_go_auth_error_rate", "no_go_users_without_authorizer_id", "no_go_performance", "no_go_db_cpu",
-        "no_go_critical_errors_per_hour"}, v.reasons  # the NO-GO criteria reading a guard check
-    assert all("could not be breached is not clear" in r and "due by soak minute 1440" in r for r in v.reasons)
+        "no_go_critical_errors_per_hour", "login_p95"}, v.reasons  # the NO-GO criteria reading a guard check
+    # and login_p95's own level, which only a relative criterion reads
+    assert all(("could not be breached is not clear" in r or r.startswith("login_p95: its own NO-GO level"))
+               and "due by soak minute 1440" in r for r in v.reasons)
     early = [o for o in full_soak() if not (o.check_id == "db_cpu" and o.phase == "guard" and o.soak_s > 600)]
     c = criterion(set_value(early, "db_cpu", 11, 0.99), "no_go_db_cpu")
     assert c.outcome == "not_judged" and not c.too_sparse and len(c.deciding) > 10

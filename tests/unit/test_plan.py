@@ -175,7 +175,44 @@ def _negative_level(bad):
     next(c for c in bad["no_go"] if c["id"] == "no_go_critical_errors_per_hour")["rule"]["value"] = -5
 
 
+def _never_firing_ratio(bad):
+    next(c for c in bad["no_go"] if c["id"] == "no_go_workflows")["rule"]["value"] = 1  # > 100 %
+
+
+def _below_zero_count(bad):
+    next(c for c in bad["go"] if c["id"] == "go_no_critical_errors")["rule"].update(op="<", value=0)
+
+
+def _up_is_two(bad):
+    next(c for c in bad["checks"] if c["id"] == "gateway_health")["expect"]["value"] = 2
+
+
+def _go_without_no_go(bad):
+    bad["no_go"] = []
+
+
+def _fingerprint_in_the_guard(bad):
+    bad["guard"]["checks"].append("data_loss")
+
+
+def _baseline_rule_check_not_in_the_baseline(bad):
+    bad["baseline"]["checks"] = ["app_memory"]
+
+
 CROSS_FIELD_ERRORS = [
+    (_never_firing_ratio, "criterion 'no_go_workflows' rule: > 1 can never hold (no ratio reading is above 1): "
+                          "a rule that cannot fire"),
+    (_below_zero_count, "criterion 'go_no_critical_errors' rule: < 0 can never hold (no reading is below 0): "
+                        "a rule that cannot fire"),
+    (_up_is_two, "check 'gateway_health' expect: == 2 can never hold (an up reading is 0 or 1): a rule that "
+                 "cannot fire"),
+    (_go_without_no_go, "the plan states GO criteria but no NO-GO criterion (no_go: []): nothing could stop the "
+                        "soak or roll it back; state the NO-GO criteria, or neither (each check's levels then)"),
+    (_fingerprint_in_the_guard, "guard: check 'data_loss' reads a fingerprint source, too heavy to run every guard "
+                                "interval; give it phase ticks instead"),
+    (_baseline_rule_check_not_in_the_baseline, "criterion 'go_performance_stable': its 'baseline' rule reads "
+                                               "['login_p95', 'verify_p95', 'auth_query_time'], which "
+                                               "baseline.checks does not measure: it could never be judged"),
     (_ratio_as_percent, "criterion 'no_go_auth_error_rate' rule: value 1.5 is a ratio 0..1 (write 0.015 for 1.5 %)"),
     (_check_level_as_percent, "check 'cache_hit_rate' expect: value 90 is a ratio 0..1 (write 0.9 for 90 %)"),
     (_negative_level, "criterion 'no_go_critical_errors_per_hour' rule: value -5 is negative; no count reading is"),
@@ -234,6 +271,36 @@ def test_a_source_field_error_names_the_field_not_the_union_branch(raw):
     with pytest.raises(PlanError) as err:
         parse_plan(bad, "p.yaml")
     assert str(err.value) == "p.yaml: checks[users_without_authorizer_id].source.sql: Input should be a valid string (got 5)"
+
+
+@pytest.mark.parametrize("where, value, message", [
+    (("verdict", "min_coverage"), 0, "verdict.min_coverage: Input should be greater than or equal to 0.5 (got 0)"),
+    (("verdict", "min_coverage"), "0.9", "verdict.min_coverage: Input should be a valid number (got '0.9')"),
+    (("rehearsal", "enabled"), "yes", "rehearsal.enabled: Input should be a valid boolean (got 'yes')"),
+    (("baseline", "minutes"), 1, "baseline: every_minutes 15 is longer than minutes 1: no baseline reading would "
+                                 "be taken"),
+    (("phases", 0), {"name": "intensive", "start_hour": 0, "end_hour": 2, "every_minutes": 0.001},
+     "phases[intensive].every_minutes: Input should be greater than or equal to 1 (got 0.001)"),
+    (("human_gates", 0), {"id": "", "text": "", "why": "x"},
+     "human_gates[0].id: String should match pattern '^[a-z][a-z0-9_]{1,62}$' (got '')\n"
+     "p.yaml: human_gates[0].text: String should have at least 1 character (got '')"),
+])
+def test_values_pydantic_would_coerce_or_that_leave_nothing_to_judge_are_refused(raw, where, value, message):
+    """Strict types (a YAML string is no number, "yes" no boolean), a coverage under half the
+    readings, a baseline with no reading: each named with its value."""
+    bad = copy.deepcopy(raw)
+    bad[where[0]][where[1]] = value
+    with pytest.raises(PlanError) as err:
+        parse_plan(bad, "p.yaml")
+    assert str(err.value) == f"p.yaml: {message}"
+
+
+def test_a_criterion_naming_a_check_twice_is_refused(raw):
+    bad = copy.deepcopy(raw)
+    _criterion(bad, "no_go_data_loss")["checks"] = ["data_loss", "data_loss"]
+    with pytest.raises(PlanError) as err:
+        parse_plan(bad, "p.yaml")
+    assert str(err.value) == "p.yaml: no_go[no_go_data_loss]: checks repeat: ['data_loss']"
 
 
 def test_check_ids_repeat_lists_each_repeated_id_once_sorted(raw):

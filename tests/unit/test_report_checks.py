@@ -57,9 +57,20 @@ def test_a_deciding_reading_makes_the_check_breached_even_when_only_a_warn():
 
 
 def test_a_fail_reading_meets_the_no_go_level():
+    r = summary("users_without_authorizer_id", [obs("users_without_authorizer_id", "regular", 3, 4.0),
+                                                 obs("users_without_authorizer_id", "regular", 4, 2.0)])
+    assert r.outcome == "breached"
+    assert r.detail == "4 at regular tick 3 meets its NO-GO level > 0 (2 readings)"
+
+
+def test_a_level_only_a_relative_criterion_reads_says_it_keeps_the_verdict_from_go():
+    """``no_go_performance`` reads ``login_p95``'s change against the baseline, never its
+    level: 1 500 ms is beyond the check's own 1 000 ms whatever the baseline was."""
     r = summary("login_p95", [obs("login_p95", "regular", 3, 1500.0), obs("login_p95", "regular", 4, 1200.0)])
     assert r.outcome == "breached"
-    assert r.detail == "1,500 ms at regular tick 3 meets its NO-GO level > 1,000 ms (2 readings)"
+    assert r.detail == ("1,500 ms at regular tick 3 meets its NO-GO level > 1,000 ms (2 readings); no NO-GO criterion "
+                        "of the plan compares this check with a level: it cannot roll back, and keeps the verdict "
+                        "from GO (a person decides)")
 
 
 def test_a_fail_reading_no_no_go_criterion_reads_says_it_does_not_decide():
@@ -68,8 +79,8 @@ def test_a_fail_reading_no_no_go_criterion_reads_says_it_does_not_decide():
     (a new user saw it beside a GO)."""
     r = summary("deprecated_columns_absent", [obs("deprecated_columns_absent", "regular", 3, 3.0)])
     assert r.outcome == "breached"
-    assert r.detail == ("3 at regular tick 3 meets its NO-GO level > 0; no NO-GO criterion of the plan reads this "
-                        "check: it cannot roll back, and keeps the verdict from GO (a person decides)")
+    assert r.detail == ("3 at regular tick 3 meets its NO-GO level > 0; no NO-GO criterion of the plan compares this "
+                        "check with a level: it cannot roll back, and keeps the verdict from GO (a person decides)")
 
 
 def test_a_fail_reading_of_a_check_without_no_go_level_is_an_error():

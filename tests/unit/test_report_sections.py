@@ -172,6 +172,16 @@ def test_final_metrics_totals_requests_and_a_check_without_baseline():
                for line in lines)
 
 
+def test_requests_the_guard_and_the_phases_both_counted_are_counted_once():
+    """Each series counts every request since its own previous reading: adding the guard's
+    to the phases' would claim twice the traffic (a demo report said 10,411 for ~5,200)."""
+    readings = [obs("auth_error_rate", "intensive", k, 15 * k, 0.0, numerator=0, denominator=2500) for k in (1, 2)]
+    readings += [obs("auth_error_rate", "guard", k, k, 0.0, numerator=1 if k == 3 else 0, denominator=170)
+                 for k in range(1, 31)]
+    lines = sections.final_metrics(run_of(readings))
+    assert "Authentication requests seen after the migration: 5,100, 1 answered 5xx (0.0196%), over 30 readings" in lines
+
+
 def test_the_headline_requests_come_from_the_plan_not_a_check_id():
     readings = [obs("login_error_rate", "regular", 1, 60, 0.01, numerator=3, denominator=300),
                 obs("auth_error_rate", "regular", 1, 60, 0.002, numerator=10, denominator=5000)]
