@@ -276,7 +276,7 @@ def _breach_detail(rule: RuleKind, cid: str, hit: list[Point], base: float | Non
     last_o, last_v = hit[-1]
     run = f" ({len(hit)} consecutive readings{rule.run_phrase()})" if len(hit) > 1 else ""
     return (f"{cid}: {rule.shown(last_v, unit)} {rule.window_phrase} {last_o.phase} tick {last_o.tick} "
-            f"meets {rule.text(unit)}{run}{rule.breach_note(base, unit)}{rule.pooled_note(hit)}")
+            f"meets {rule.text(unit)}{run}{rule.breach_note(base, unit)}")
 
 
 #: A GO criterion reading several checks takes the worst of their outcomes.
@@ -382,7 +382,7 @@ def judge(plan: Plan, observations: list[Observation], time_scale: float = 1.0) 
         return Verdict("INCONCLUSIVE", ["the plan states no GO criterion (go: []): nothing was required to call "
                                         "GO; no NO-GO criterion breached"], results, checks)
     unjudged = [r for r in breaches if r.outcome == "not_judged"]
-    blind = [r for r in unjudged if time_scale <= 1 or not r.too_sparse or not clock_only(plan, r)]
+    blind = [r for r in unjudged if time_scale <= 1 or not r.too_sparse or not clock_only(plan, r, time_scale)]
     unmet = [r for r in gos if r.outcome != "met"]
     levels = unread_levels(plan, no_go, observations, checks, time_scale)
     if unmet or blind or levels:
@@ -396,17 +396,22 @@ def judge(plan: Plan, observations: list[Observation], time_scale: float = 1.0) 
     return Verdict("GO", reasons, results, checks)
 
 
-def clock_only(plan: Plan, r: CriterionResult) -> bool:
-    """Whether a real-time soak of ``plan`` reads the checks of the ``too_sparse`` NO-GO
-    ``r`` closely enough for its window: each in the guard, whose real-time cadence is at
-    most the rule's largest gap. Only then is "too sparse" the compressed clock's doing; a
-    plan without a guard, or with a slow one, cannot judge the rule on any clock."""
+def clock_only(plan: Plan, r: CriterionResult, time_scale: float) -> bool:
+    """Whether the ``too_sparse`` NO-GO ``r`` is sparse because of this clock: a real-time
+    soak of ``plan`` reads its checks closely enough for the window (each in the guard,
+    whose real-time cadence is at most the rule's largest gap) and ``time_scale``'s guard
+    cadence does not. A plan without a guard, or with a slow one, cannot judge the rule on
+    any clock; a clock barely compressed reads as close as real time."""
     crit = next((c for c in plan.no_go if c.id == r.id), None)
     if crit is None or plan.guard is None:
         return False
     gap = rule_kind(crit.rule).max_gap_minutes()
+    if gap is None:
+        return False
     real = guard_every(plan, 1.0).total_seconds() / 60
-    return all(c in plan.guard.checks for c in crit.checks) and (gap is None or real <= gap + 1e-9)
+    here = guard_every(plan, time_scale).total_seconds() / 60
+    # real time reads closely enough, this clock does not (time_scale 1.0001 changes nothing)
+    return all(c in plan.guard.checks for c in crit.checks) and real <= gap + 1e-9 < here
 
 
 def unread_levels(plan: Plan, no_go: list[Criterion], obs: list[Observation], checks: list[CheckResult],

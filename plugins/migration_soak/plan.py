@@ -841,6 +841,7 @@ class Plan(_Model):
         _require_baseline_section(self.go + self.no_go + self.alerts, self.baseline)
         _require_no_go_with_go(self.go, self.no_go)
         _require_cheap_guard(self.guard, self.checks)
+        _require_judgeable_windows(self.no_go, self.guard)
         _require_counted_requests(self.report.requests, self.checks)
         _require_distinct_requirements(self.preflight.require)
         return self
@@ -1028,6 +1029,24 @@ def _require_no_go_with_go(go: list[Criterion], no_go: list[Criterion]) -> None:
     if go and not no_go:
         raise ValueError("the plan states GO criteria but no NO-GO criterion (no_go: []): nothing could stop the "
                          "soak or roll it back; state the NO-GO criteria, or neither (each check's levels then)")
+
+
+def _require_judgeable_windows(no_go: list[Criterion], guard: Guard | None) -> None:
+    """A ``sustained`` NO-GO is judged on readings at most half its window apart: only the
+    guard reads that often, so each of its checks must be a guard check read at least
+    every ``minutes / 2`` (real time); else ``ValueError`` (every soak, even a real-time
+    one, would leave it not judged)."""
+    for c in no_go:
+        if c.rule.kind != "sustained":
+            continue
+        half = c.rule.minutes / 2
+        outside = [cid for cid in c.checks if guard is None or cid not in guard.checks]
+        if outside:
+            raise ValueError(f"no_go[{c.id}]: a {c.rule.minutes:g}-minute sustained rule needs readings at most "
+                             f"{half:g} min apart, which only the guard takes: add {outside} to guard.checks")
+        if guard is not None and guard.every_minutes > half + 1e-9:
+            raise ValueError(f"no_go[{c.id}]: a {c.rule.minutes:g}-minute sustained rule needs readings at most "
+                             f"{half:g} min apart; guard.every_minutes is {guard.every_minutes:g}")
 
 
 #: Sources too heavy for the guard, which reads its checks every minute: a full-table

@@ -80,17 +80,30 @@ def wilson_upper(successes: float, trials: float, z: float = 1.96) -> float:
 
 
 def _counts(o: Observation, op: str) -> tuple[float, float] | None:
-    """(numerator, denominator) of a count-based ratio compared by ``>``/``>=``, else None."""
+    """(numerator, denominator) of a count-based ratio compared by an order (``>``, ``>=``,
+    ``<``, ``<=``), else None."""
     ev = o.evidence or {}
-    if o.unit == "ratio" and op in (">", ">=") and "numerator" in ev and "denominator" in ev:
+    if o.unit == "ratio" and op in (">", ">=", "<", "<=") and "numerator" in ev and "denominator" in ev:
         return float(ev["numerator"]), float(ev["denominator"])
     return None
 
 
 def _breach_value(o: Observation, op: str) -> float:
-    """The value a NO-GO bound is compared with: a count-based ratio's confident lower limit."""
+    """The value a bound ``op`` is compared with to show it holds: a count-based ratio's
+    confident limit on the far side (the lower limit for ``>``, the upper one for ``<``)."""
     counts = _counts(o, op)
-    return wilson_lower(*counts) if counts else _value(o)
+    if counts is None:
+        return _value(o)
+    return wilson_lower(*counts) if op in (">", ">=") else wilson_upper(*counts)
+
+
+def _clear_value(o: Observation, op: str) -> float:
+    """The value that shows a bound ``op`` does not hold: a count-based ratio's confident
+    limit on the near side (the upper limit for ``>``, the lower one for ``<``)."""
+    counts = _counts(o, op)
+    if counts is None:
+        return _value(o)
+    return wilson_upper(*counts) if op in (">", ">=") else wilson_lower(*counts)
 
 
 def _windows(series: list[Observation], minutes: float,
@@ -208,10 +221,6 @@ class RuleKind(ABC, Generic[Spec]):
         """Appended to a breach's detail (the baseline for relative kinds)."""
         return ""
 
-    def pooled_note(self, hit: list[Point]) -> str:
-        """Appended to a breach's detail: the counts pooled over its run (count-based ratios)."""
-        return ""
-
     def range_note(self, base: float | None, unit: str, check_id: str = "") -> str:
         """Appended to a met GO criterion's range and coverage (of ``check_id``)."""
         return ""
@@ -221,8 +230,7 @@ class RuleKind(ABC, Generic[Spec]):
         count-based ratio only when its confident upper limit is within the bound (0 errors
         in 50 requests does not show an error rate under 1 %; in 5 000 it does). A reading
         that shows neither is no evidence: inside a run it is a gap."""
-        counts = _counts(o, self.spec.op)
-        return counts is None or not self.condition.holds(wilson_upper(*counts))
+        return _counts(o, self.spec.op) is None or not self.condition.holds(_clear_value(o, self.spec.op))
 
     def detect(self, series: list[Observation], base: float | None) -> list[Point] | None:
         """The points that show the condition is met (as a NO-GO or alert reads it), or None:
@@ -319,19 +327,33 @@ class Threshold(RuleKind[ThresholdRule]):
     def text(self, unit: str) -> str:
         return f"{self.spec.op} {format_value(self.spec.value, unit)}"
 
+    def holds_throughout(self, series: list[Observation], base: float | None) -> tuple[bool, Point | None, int]:
+        """As :meth:`RuleKind.holds_throughout`; a count-based ratio's reading fails the bound
+        only when its 95 % limit on the bound's side does too (1 failure in 1 000 requests
+        is 0.1 %, but does not show a rate of 0.1 % or more); the soak's pooled requests
+        must then show the bound (:meth:`unshown`)."""
+        points = self.points(series, base)
+        bad = next(((o, v) for o, v in points if not self.condition.holds(_clear_value(o, self.spec.op))), None)
+        return bad is None, bad, len(points)
+
     def unshown(self, series: list[Observation]) -> str | None:
-        """Why readings of a count-based ratio, each under an upper bound (a GO's "< 0.1 %"),
-        do not show it: their requests pooled (one series, :func:`_pooled_counts`) leave a
-        95 % upper limit at or over it (0 failures in 2 000 requests do not show < 0.1 %:
-        upper limit 0.19 %). None when they show it, or the readings carry no counts."""
-        if self.spec.op not in ("<", "<="):
+        """Why readings of a count-based ratio, each consistent with a GO's bound ("< 0.1 %",
+        "> 90 %"), do not show it: their requests pooled (one series, :func:`_pooled_counts`)
+        leave the 95 % limit on the far side of it (0 failures in 2 000 requests do not show
+        < 0.1 %: upper limit 0.19 %). None when they show it, or carry no counts."""
+        op = self.spec.op
+        if op not in ("<", "<=", ">", ">="):
             return None
-        counts = _pooled_counts(series, lower=False)
-        if counts is None or self.condition.holds(wilson_upper(*counts)):
+        below = op in ("<", "<=")
+        counts = _pooled_counts(series, lower=not below)
+        if counts is None:
             return None
         n, d = counts
-        return (f"{_num(n)} of {_num(d)} requests failed, too few to show {self.text('ratio')}: "
-                f"95 % upper limit {format_value(wilson_upper(n, d), 'ratio')}")
+        limit = wilson_upper(n, d) if below else wilson_lower(n, d)
+        if self.condition.holds(limit):
+            return None
+        return (f"pooled counts {_num(n)} of {_num(d)}: too few to show {self.text('ratio')} (95 % "
+                f"{'upper' if below else 'lower'} limit {format_value(limit, 'ratio')})")
 
 
 class Sustained(RuleKind[SustainedRule]):
@@ -354,41 +376,23 @@ class Sustained(RuleKind[SustainedRule]):
     def span_minutes(self) -> float | None:
         return self.spec.minutes
 
-    # Count-based ratios (failures out of requests): one reading of a minute's few requests
-    # rarely shows 2 % against 1 % with 95 % confidence, the window's pooled requests do
-    # (6 in 300 a minute: lower limit 0.9 %; 30 in 1 500 over 5 minutes: 1.4 %). The
-    # runbook's alerts read the same way ("error_rate > 1%, window 5 minutes").
+    # Count-based ratios (failures out of requests): a breach needs each reading of the run
+    # over the bound with 95 % confidence (a healthy 0.5 % at 60 requests a minute must not
+    # roll back); a window is clear only when its requests, pooled, rule the bound out
+    # (0 failures in 5 x 50 requests do not), else it is not judged.
 
     def detect(self, series: list[Observation], base: float | None) -> list[Point] | None:
-        """Plain readings: :meth:`RuleKind.detect`. Count-based ratios: the first covered run
-        of readings each over the bound on its own rate whose pooled counts are over it at
-        95 % (:func:`_pooled`); a reading under the bound that :meth:`clears` restarts the
-        run, one that does not is a gap."""
+        """Plain readings: :meth:`RuleKind.detect`. Count-based ratios: the same, each series
+        on its own (a phase reading counts the requests of its 15 minutes, not an instant:
+        it must not break or join a run of the guard's minutes); the earliest breach."""
         if not any(_counts(o, self.spec.op) for o in series):
             return super().detect(series, base)
-        gap, span = self.spec.minutes / 2, self.spec.minutes
-        run: list[Point] = []
-        for o in series:
-            v = _value(o)
-            if not self.condition.holds(v):
-                if self.clears(o):
-                    run = []
-                continue
-            if run and soak_minutes(run[-1][0], o) > gap + 1e-9:
-                run = []
-            run.append((o, v))
-            if (len(run) >= 2 and soak_minutes(run[0][0], run[-1][0]) >= span
-                    and self.condition.holds(_pooled([p for p, _ in run], wilson_lower))):
-                return run
-        return None
-
-    def pooled_note(self, hit: list[Point]) -> str:
-        counts = _pooled_counts([o for o, _ in hit])
-        if counts is None or len(hit) < 2:
-            return ""
-        n, d = counts
-        return (f"; pooled over the run: {_num(n)} of {_num(d)} failed, "
-                f"at least {format_value(wilson_lower(n, d), 'ratio')} (95 % confidence)")
+        hits = []
+        for part in _parts(series):
+            hit = super().detect(part, base)
+            if hit:
+                hits.append(hit)
+        return min(hits, key=lambda h: h[-1][0].scheduled_at) if hits else None
 
     def unjudged(self, series: list[Observation], base: float | None, reach: float | None = None,
                  min_cover: float = 0.9) -> str | None:
@@ -406,7 +410,13 @@ class Sustained(RuleKind[SustainedRule]):
         if not kept:
             return few
         why = super().unjudged(kept, base, reach, min_cover)
-        return None if why is None else f"{why}; {few}"
+        return None if why is None else f"{few}; of the other {len(kept):,}, {why}"
+
+
+def _parts(readings: list[Observation]) -> list[list[Observation]]:
+    """``readings`` as their series: the guard's, the phases' (each counts every request
+    since its own previous reading); empty ones left out."""
+    return [p for p in ([o for o in readings if o.phase == "guard"], [o for o in readings if o.phase != "guard"]) if p]
 
 
 def _pooled_counts(readings: list[Observation], lower: bool = True) -> tuple[float, float] | None:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from migration_soak.judge import expected_observations, judge, no_go_breaches, status_of
+from migration_soak.judge import expected_observations, firing_alerts, judge, no_go_breaches, status_of
 from migration_soak.plan import load_plan
 from migration_soak.store import Observation, RunClock
 
@@ -158,6 +158,8 @@ def test_a_plan_without_a_close_guard_gets_no_compressed_clock_exception():
     with one reading every 30 minutes, no clock judges a 5-minute window: INCONCLUSIVE."""
     s = sparse_guard_soak()
     assert judge(PLAN, s, time_scale=300).decision == "GO"
+    # a clock barely compressed reads the guard every minute, as real time: no exception
+    assert judge(PLAN, s, time_scale=1.0001).decision == "INCONCLUSIVE"
     slow_guard = PLAN.model_copy(update={"guard": PLAN.guard.model_copy(update={"every_minutes": 30})})
     v = judge(slow_guard, s, time_scale=300)
     assert v.decision == "INCONCLUSIVE", v.reasons
@@ -294,43 +296,48 @@ def test_one_good_reading_inside_the_window_clears_it():
     assert [a.id for a in firing_alerts(PLAN, add(soak, *one_good))] == ["connection_pool_exhausted"]
 
 
-def test_a_ratio_from_few_requests_is_judged_on_the_requests_pooled_over_its_window():
-    """Each guard reading holds a minute's requests: 1 failure in 45 (2.2 %) does not show
-    more than 1 % on its own (lower limit 0.39 %); ten such minutes in a row do (10 in 450:
-    1.2 %). The runbook's alert reads the same way ("error_rate > 1%, window 5 minutes")."""
-    from migration_soak.judge import wilson_lower
+def _auth_counts(per_minute, soak=None):
+    """The soak with every ``auth_error_rate`` reading after the migration counted:
+    ``per_minute(minute) -> (failed, requests)`` for a guard minute; a phase reading counts
+    the 15 minutes since its own previous one."""
+    out = []
+    for o in soak or full_soak():
+        if o.check_id == "auth_error_rate" and o.phase != "baseline":
+            minute = max(1, int(round(o.soak_s / 60)))
+            span = [minute] if o.phase == "guard" else range(max(1, minute - 14), minute + 1)
+            n, d = (sum(x) for x in zip(*(per_minute(m) for m in span)))
+            o = Observation(**{**o.__dict__, "value": n / d, "status": status_of(
+                PLAN.check("auth_error_rate").expect, PLAN.check("auth_error_rate").no_go, n / d),
+                "evidence": {"numerator": n, "denominator": d}})
+        out.append(o)
+    return out
 
-    def with_counts(s, num, den, minute_from=60, minute_to=24 * 60, clean=(0, 5000)):
-        """auth_error_rate after the migration: ``num``/``den`` from ``minute_from`` to
-        ``minute_to``, ``clean`` counts elsewhere."""
-        out = []
-        for o in s:
-            if o.check_id == "auth_error_rate" and o.phase != "baseline":
-                n, d = (num, den) if minute_from <= o.soak_s / 60 <= minute_to else clean
-                o = Observation(**{**o.__dict__, "value": n / d, "status": status_of(
-                    PLAN.check("auth_error_rate").expect, PLAN.check("auth_error_rate").no_go, n / d),
-                    "evidence": {"numerator": n, "denominator": d}})
-            out.append(o)
-        return out
 
-    assert wilson_lower(1, 45) < 0.01 < 1 / 45 and wilson_lower(10, 450) > 0.01
-    c = criterion(with_counts(full_soak(), 1, 45), "no_go_auth_error_rate")
+def test_a_sustained_count_ratio_breaches_only_on_readings_each_confidently_over():
+    """A breach needs every reading of a covered run over 1 % at 95 %: 20 in 100 a minute
+    (lower limit 13 %) is one; a healthy 0.5 % at 60 requests a minute (1 failure every
+    other minute: 1.7 % on its own) must never roll back (a new user's probe pooled only
+    the bad minutes and rolled back a healthy service)."""
+    legacy = _auth_counts(lambda m: (20, 100) if m >= 60 else (0, 5000))
+    assert criterion(legacy, "no_go_auth_error_rate").outcome == "breached"
+    healthy = _auth_counts(lambda m: (1, 60) if m % 2 == 0 else (0, 60))
+    c = criterion(healthy, "no_go_auth_error_rate")
+    # nor clear: 5 minutes of 60 requests cannot rule out 1 % (2 in 300: upper limit 2.4 %)
+    assert c.outcome == "not_judged" and "readings over too few requests to rule the bound out" in c.detail
+    assert [a.id for a in firing_alerts(PLAN, healthy)] == []
+    # at 1 000 requests a minute the same 0.5 % is clear (25 in 5 000: upper limit 0.74 %)
+    busy = _auth_counts(lambda m: (5, 1000))
+    assert criterion(busy, "no_go_auth_error_rate").outcome == "clear"
+
+
+def test_a_phase_reading_does_not_break_the_guards_run():
+    """A 2 % spell over minutes 11-19 at 1 000 requests a minute: the phase reading at minute
+    15 counts its 15 minutes (100 in 15 000, under 1 %), but it is no instant of the guard's
+    minutes: the run holds and the NO-GO is breached (a new user's probe: it was clear)."""
+    spell = _auth_counts(lambda m: (20, 1000) if 11 <= m <= 19 else (0, 1000))
+    c = criterion(spell, "no_go_auth_error_rate")
     assert c.outcome == "breached", c.detail
-    # from minute 60 to 65: six guard minutes (6 in 270: lower limit 1.02 %) and a phase reading
-    assert [(d["phase"], d["tick"]) for d in c.deciding] == [("guard", 60), ("intensive", 4)] + [
-        ("guard", t) for t in range(61, 66)], c.deciding
-    assert c.detail == ("auth_error_rate: 2.22% at guard tick 65 meets > 1% sustained for 5 min (7 consecutive "
-                        "readings, at most 2.5 min apart); pooled over the run: 6 of 270 failed, at least 1.02% "
-                        "(95 % confidence)")
-    # 4 minutes of it: not sustained for 5; 8 minutes at 1 in 45 (8 in 360: lower limit 1.13 %): breached
-    assert criterion(with_counts(full_soak(), 1, 45, 60, 63), "no_go_auth_error_rate").outcome == "clear"
-    assert criterion(with_counts(full_soak(), 1, 45, 60, 67), "no_go_auth_error_rate").outcome == "breached"
-    assert criterion(with_counts(full_soak(), 1, 45), "go_auth_error_rate").outcome == "not_met"
-    # 12 in 1000 a minute (1.2 %) for the whole soak: breached; for 5 minutes (60 in 5 000:
-    # lower limit 0.93 %) not proven, and not clear either: those minutes rule nothing out
-    assert criterion(with_counts(full_soak(), 12, 1000), "no_go_auth_error_rate").outcome == "breached"
-    short = criterion(with_counts(full_soak(), 12, 1000, 60, 64), "no_go_auth_error_rate")
-    assert short.outcome == "clear", short.detail  # 10 readings of 1 440 are not 10 % of the soak
+    assert {d["phase"] for d in c.deciding} == {"guard"}
 
 
 def test_a_soak_of_too_few_requests_is_not_judged_on_the_auth_error_rate():
@@ -413,10 +420,28 @@ def test_a_go_on_a_count_ratio_needs_the_requests_to_show_it():
                 if o.check_id == "auth_error_rate" and o.phase != "baseline" else o for o in full_soak()]
 
     c = criterion(counted(0, 2), "go_auth_error_rate")
-    assert (c.outcome, c.detail) == ("not_enough_data", "auth_error_rate: 0 of 2,880 requests failed, too few to "
-                                                        "show < 0.1%: 95 % upper limit 0.133%")
+    assert (c.outcome, c.detail) == ("not_enough_data", "auth_error_rate: pooled counts 0 of 2,880: too few to "
+                                                        "show < 0.1% (95 % upper limit 0.133%)")
     assert judge(PLAN, counted(0, 2)).decision == "INCONCLUSIVE"
     assert criterion(counted(0, 20), "go_auth_error_rate").outcome == "met"
+
+
+def test_a_go_on_a_count_ratio_reads_each_minute_by_its_confidence_and_the_soak_pooled():
+    """1 failure in 1 000 requests every tenth minute (0.01 % over the soak): a minute at
+    0.1 % does not show a rate of 0.1 % or more (lower limit 0.018 %), and 144 in 1 440 000
+    show < 0.1 %: met (a new user's probe: not met, so no real soak could pass it). 1 hit in
+    1 request is no "> 90 %" cache hit rate."""
+    rare = _auth_counts(lambda m: (1, 1000) if m % 10 == 0 else (0, 1000))
+    assert criterion(rare, "go_auth_error_rate").outcome == "met"
+    assert judge(PLAN, rare).decision == "GO"
+    ten = _auth_counts(lambda m: (10, 1000) if m == 600 else (0, 1000))  # 1 %: lower limit 0.54 %
+    c = criterion(ten, "go_auth_error_rate")
+    assert c.outcome == "not_met" and "1% at guard tick 600 does not meet < 0.1%" in c.detail, c.detail
+    one_hit = [Observation(**{**o.__dict__, "value": 1.0, "evidence": {"numerator": 1, "denominator": 1}})
+               if o.check_id == "cache_hit_rate" and o.phase != "baseline" else o for o in full_soak()]
+    c = criterion(one_hit, "go_cache_hit_rate")
+    assert (c.outcome, c.detail) == ("not_enough_data", "cache_hit_rate: pooled counts 18 of 18: too few to show "
+                                                        "> 90% (95 % lower limit 82.4%)")
 
 
 def test_no_go_workflows_is_not_clear_on_runs_too_few_to_rule_it_out():

@@ -199,7 +199,19 @@ def _baseline_rule_check_not_in_the_baseline(bad):
     bad["baseline"]["checks"] = ["app_memory"]
 
 
+def _slow_guard(bad):
+    bad["guard"]["every_minutes"] = 30
+
+
+def _sustained_off_the_guard(bad):
+    bad["guard"]["checks"].remove("db_cpu")
+
+
 CROSS_FIELD_ERRORS = [
+    (_slow_guard, "no_go[no_go_auth_error_rate]: a 5-minute sustained rule needs readings at most 2.5 min apart; "
+                  "guard.every_minutes is 30"),
+    (_sustained_off_the_guard, "no_go[no_go_db_cpu]: a 10-minute sustained rule needs readings at most 5 min "
+                               "apart, which only the guard takes: add ['db_cpu'] to guard.checks"),
     (_never_firing_ratio, "criterion 'no_go_workflows' rule: > 1 can never hold (no ratio reading is above 1): "
                           "a rule that cannot fire"),
     (_below_zero_count, "criterion 'go_no_critical_errors' rule: < 0 can never hold (no reading is below 0): "

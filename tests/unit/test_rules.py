@@ -14,7 +14,7 @@ from migration_soak.rules import (
     Threshold,
     WindowCount,
     rule_kind,
-    wilson_lower,
+    wilson_lower, wilson_upper,
 )
 from migration_soak.store import Observation, RunClock
 
@@ -41,15 +41,16 @@ def values(points):
 
 # --- threshold ---------------------------------------------------------------------------------
 
-def test_threshold_breach_reads_a_count_ratio_by_its_lower_limit_a_go_by_its_value():
+def test_threshold_breach_reads_a_count_ratio_by_its_limit_on_the_far_side():
     above = rule_kind(ThresholdRule(kind="threshold", op=">", value=0.01))
     series = [reading(0, 0.0), reading(15, 1 / 45, counts=(1, 45)), reading(30, 0.2, counts=(20, 100))]
     assert values(above.points(series, None)) == [0.0, 1 / 45, 0.2]
     assert values(above.points(series, None, confident=True)) == [0.0, wilson_lower(1, 45), wilson_lower(20, 100)]
     assert minutes(above.detect(series, None)) == [30]  # 1 failure in 45 requests proves nothing
-    # a GO-direction bound (<) never reads confidence limits, even for a breach
+    # a bound the other way (a NO-GO "success rate < 50 %") by the upper limit: 0 in 1 is no breach
     below = rule_kind(ThresholdRule(kind="threshold", op="<", value=0.05))
-    assert values(below.points(series, None, confident=True)) == [0.0, 1 / 45, 0.2]
+    assert values(below.points(series, None)) == [0.0, 1 / 45, 0.2]
+    assert values(below.points(series, None, confident=True)) == [0.0, wilson_upper(1, 45), wilson_upper(20, 100)]
 
 
 def test_threshold_holds_throughout_names_the_first_reading_that_does_not_meet_it():
