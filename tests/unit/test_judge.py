@@ -444,10 +444,11 @@ def test_a_go_on_a_count_ratio_reads_each_minute_by_its_confidence_and_the_soak_
                                                         "> 90% (95 % lower limit 82.4%)")
 
 
-def test_no_go_workflows_is_not_clear_on_runs_too_few_to_rule_it_out():
-    """0 failures in 20 workflow runs an hour: each reading's 95 % upper limit is 16 %, so no
-    reading shows the rate was under 10 %; the NO-GO is not judged, the verdict not GO. With
-    500 runs an hour (upper limit 0.8 %) it is clear."""
+def test_a_threshold_no_go_on_counts_is_not_clear_on_too_few_to_rule_it_out():
+    """A threshold NO-GO (``no_go_workflows``, > 10 %) on readings carrying counts, as an
+    ``openmetrics`` ``counter_ratio`` does (the default plan's ``sql`` ratio does not:
+    docs/verdict.md): 0 failures in 20 each, upper limit 16 %, no reading shows the rate
+    was under 10 %; not judged, the verdict not GO. 0 in 500 (upper limit 0.8 %): clear."""
     few = _with_counts(full_soak(), "workflow_error_rate", 0, 20)
     c = criterion(few, "no_go_workflows")
     assert c.outcome == "not_judged" and not c.too_sparse
