@@ -227,9 +227,9 @@ class RuleKind(ABC, Generic[Spec]):
 
     def clears(self, o: Observation) -> bool:
         """Whether a reading that does not show the condition shows it does not hold: a
-        count-based ratio only when its confident upper limit is within the bound (0 errors
-        in 50 requests does not show an error rate under 1 %; in 5 000 it does). A reading
-        that shows neither is no evidence: inside a run it is a gap."""
+        count-based ratio only when its 95 % limit on the near side is within the bound (0
+        errors in 50 requests does not show an error rate under 1 %; in 5 000 it does). A
+        reading that shows neither is no evidence: inside a run it is a gap."""
         return _counts(o, self.spec.op) is None or not self.condition.holds(_clear_value(o, self.spec.op))
 
     def detect(self, series: list[Observation], base: float | None) -> list[Point] | None:
@@ -402,7 +402,7 @@ class Sustained(RuleKind[SustainedRule]):
         if not any(_counts(o, self.spec.op) for o in series):
             return super().unjudged(series, base, reach, min_cover)
         weak = {id(o) for o, window in _windows(series, self.spec.minutes, True)
-                if self.condition.holds(_pooled(window, wilson_upper))}
+                if self.condition.holds(_pooled_upper(window))}
         if not weak:
             return super().unjudged(series, base, reach, min_cover)
         kept = [o for o in series if id(o) not in weak]
@@ -422,9 +422,9 @@ def _parts(readings: list[Observation]) -> list[list[Observation]]:
 def _pooled_counts(readings: list[Observation], lower: bool = True) -> tuple[float, float] | None:
     """The counts (failed, requests) pooled over ``readings``' most telling series (the
     largest lower limit, or with ``lower`` False the smallest upper one; see
-    :func:`_pooled`), or None when none carries counts."""
+    :func:`_pooled_upper`), or None when none carries counts."""
     best: tuple[float, float] | None = None
-    for part in ([o for o in readings if o.phase == "guard"], [o for o in readings if o.phase != "guard"]):
+    for part in _parts(readings):
         counted = [c for c in (_counts(o, ">") for o in part) if c is not None]
         if counted:
             pooled = (sum(n for n, _ in counted), sum(d for _, d in counted))
@@ -434,21 +434,19 @@ def _pooled_counts(readings: list[Observation], lower: bool = True) -> tuple[flo
     return best
 
 
-def _pooled(readings: list[Observation], bound) -> float:
-    """``bound`` (``wilson_lower`` / ``wilson_upper``) of the counts pooled over ``readings``,
-    within one series: the guard's readings and the phases' each count every request once
-    (each starts where its own series last read), so pooling across both would count
-    requests twice. The most telling series decides (the largest lower limit, the smallest
-    upper one); a reading without counts stands for itself at its value."""
-    values = []
-    for part in ([o for o in readings if o.phase == "guard"], [o for o in readings if o.phase != "guard"]):
+def _pooled_upper(readings: list[Observation]) -> float:
+    """The 95 % upper limit of the rate pooled over ``readings``, within one series: the
+    guard's readings and the phases' each count every request once (each starts where its
+    own series last read), so pooling across both would count requests twice. The most
+    telling series decides (the smallest limit); a reading without counts stands for
+    itself at its value."""
+    limits = []
+    for part in _parts(readings):
         counted = [c for c in (_counts(o, ">") for o in part) if c is not None]
         if counted:
-            values.append(bound(sum(n for n, _ in counted), sum(d for _, d in counted)))
-        values += [_value(o) for o in part if _counts(o, ">") is None]
-    if not values:
-        raise ValueError("no readings to pool")
-    return max(values) if bound is wilson_lower else min(values)
+            limits.append(wilson_upper(sum(n for n, _ in counted), sum(d for _, d in counted)))
+        limits += [_value(o) for o in part if _counts(o, ">") is None]
+    return min(limits)
 
 
 class WindowCount(RuleKind[WindowCountRule]):
