@@ -30,6 +30,7 @@ PINS = {"backup": "worker_a", "rollback.restore": "worker_b"}
 REDIS_RESTART_AT_H = 12  # soak hour of the healthy soak's Redis restart
 KILL_ATTEMPTS = 10  # freezes of a worker that caught no task in flight before the healthy soak gives up
 FREEZE_SETTLE_S = 1.0  # seconds a frozen worker's last API calls get to land before we look
+FREEZE_CALM_S = 8.0  # seconds a frozen worker waits for the queue to drain (heartbeat timeout: 20 s)
 
 
 def _secrets_absent(outcome, *texts):
@@ -94,19 +95,39 @@ class HealthyChaos(Chaos):
     clock start too late for their first ticks), then restart Redis at soak hour
     ``REDIS_RESTART_AT_H``."""
 
+    @staticmethod
+    def freeze_and_look(deployment, run_id, worker, stop, calm_within_s=FREEZE_CALM_S) -> list[str]:
+        """Freeze ``worker`` (SIGSTOP: what it runs can neither defer nor finish), let its last
+        API calls land, then wait up to ``calm_within_s`` for the other worker to take every
+        queued task (a task this one fetched but had not started would show as queued, and
+        a kill would strand it for ``task_queued_timeout``). Returns the task ids it runs
+        then, all hour-0 checks; empty: nothing to kill here (the CI runs of 33a0993, ffeb2fb
+        and 7131b1f killed a worker whose check had just deferred, or found no calm moment
+        afterwards)."""
+        worker.freeze()
+        time.sleep(FREEZE_SETTLE_S)
+        deadline = time.monotonic() + calm_within_s
+        while not stop.is_set():
+            tis = all_task_instances(deployment.airflow, "migration_soak", run_id)
+            running = sorted(t["task_id"] for t in tis if t["state"] == "running" and t.get("hostname") == worker.address)
+            if not running or not all(t.startswith("hour0.") for t in running):
+                return []
+            if not any(t["state"] == "queued" for t in tis):
+                return running
+            if time.monotonic() > deadline:
+                return []
+            time.sleep(0.2)
+        return []
+
     def play(self, deployment, run_id, stop):
         for _attempt in range(KILL_ATTEMPTS):
-            found = self.wait_for(deployment, run_id, stop, lambda t: t.startswith("hour0."))
+            # any moment an hour-0 check runs on a worker, queued tasks or not: the worker
+            # is frozen first, then the rest of the run is waited for (below)
+            found = self.wait_for(deployment, run_id, stop, lambda t: t.startswith("hour0."), calm=False)
             if found is None:
                 return
             ti, worker = found
-            # Freeze the worker, let its last API calls land, then look: what it runs now
-            # cannot defer or finish before the kill (the CI runs of 33a0993 and ffeb2fb
-            # killed a worker whose check had just deferred, between the poll and the kill).
-            worker.freeze()
-            time.sleep(FREEZE_SETTLE_S)
-            running = sorted(t["task_id"] for t in all_task_instances(deployment.airflow, "migration_soak", run_id)
-                             if t["state"] == "running" and t.get("hostname") == worker.address)
+            running = self.freeze_and_look(deployment, run_id, worker, stop)
             if running:
                 worker.kill()
                 killed_at = time.time()
@@ -114,6 +135,7 @@ class HealthyChaos(Chaos):
             self.done.append({"fault": "kill_missed", "worker": worker.name, "task_id": ti["task_id"],
                               "at": time.time()})
             worker.thaw()
+            time.sleep(2)  # let it heartbeat and work before the next freeze (timeout: 20 s)
         else:
             return
         self.done.append({"fault": "kill", "worker": worker.name, "address": worker.address,
