@@ -213,7 +213,10 @@ class LogsSource(_Model):
     Exactly one reader: ``file`` (new lines since the previous observation; a file that
     shrank was rotated and is read from the start), ``command`` (an argv, no shell: its
     stdout is the log, e.g. the last 500 lines), or ``http`` (a JSON log API). The value
-    is the count of matching lines (seed "Logs a Revisar").
+    is the count of matching lines (seed "Logs a Revisar"); with ``per_minute`` (a regex
+    whose one group captures a line's minute, e.g. ``^(\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d)``)
+    it is the most matching lines in one minute (seed Dashboard 2 "Slow Queries Count < 5
+    por minuto"), matching lines without a minute added to that busiest minute.
     """
 
     kind: Literal["logs"]
@@ -222,17 +225,20 @@ class LogsSource(_Model):
     http: HttpLogs | None = None
     patterns: list[str] = Field(min_length=1)
     exclude: list[str] = Field(default_factory=list)
+    per_minute: str | None = Field(default=None, description="regex; its one group captures a log line's minute")
 
     @model_validator(mode="after")
     def _one_reader(self):
         readers = [r for r in (self.file, self.command, self.http) if r]
         if len(readers) != 1:
             raise ValueError("give exactly one of 'file', 'command', 'http'")
-        for pattern in self.patterns + self.exclude:
+        for pattern in self.patterns + self.exclude + ([self.per_minute] if self.per_minute is not None else []):
             try:
                 re.compile(pattern)
             except re.error as exc:
                 raise ValueError(f"bad regular expression {pattern!r}: {exc}") from None
+        if self.per_minute is not None and re.compile(self.per_minute).groups != 1:
+            raise ValueError(f"per_minute {self.per_minute!r} must have exactly one group (the line's minute)")
         return self
 
 
@@ -309,6 +315,15 @@ class Check(_Model):
     no_go: Condition | None = None
     phases: list[str] | Literal["all"] = "all"
     rule: str = Field(description="Where the rule comes from: the seed section and its wording.")
+
+    @model_validator(mode="after")
+    def _rate_unit(self):
+        # A count of lines since the previous reading is not a rate: compared with a
+        # "per minute" level it would read hours of log as one minute.
+        if isinstance(self.source, LogsSource) and (self.source.per_minute is not None) != (self.unit == "per_minute"):
+            raise ValueError(f"unit {self.unit!r}: a logs source gives 'per_minute' only with source.per_minute "
+                             "(the most matching lines in one minute), and 'count' or 'rows' without it")
+        return self
 
 
 class Phase(_Model):

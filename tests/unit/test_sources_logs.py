@@ -361,3 +361,65 @@ def test_http_errors(log_api, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_SOAK_AUTHORIZER", json.dumps({**conn, "port": 1}))
     with pytest.raises(MeasurementError, match="unreachable"):
         logs.measure(http_check(), SourceContext())
+
+
+# -- per minute (seed Dashboard 2 "Slow Queries Count < 5 por minuto") --------------------
+
+MINUTE = r"^(\d{4}-\d\d-\d\d \d\d:\d\d)"
+
+
+def slow_check(**source) -> Check:
+    return Check.model_validate({
+        "id": "db_slow_queries", "title": "t", "unit": "per_minute", "rule": "test", "expect": {"op": "<", "value": 5},
+        "source": {"kind": "logs", "patterns": [r"duration: \d+\.\d+ ms"], "per_minute": MINUTE, **source},
+    })
+
+
+def slow(minute: str, n: int) -> list[str]:
+    return [f"2026-12-05 {minute}:{i:02d}.000 UTC [7] app@staging LOG:  duration: 150.{i} ms" for i in range(n)]
+
+
+def test_per_minute_reads_the_busiest_minute_not_the_count_since_the_previous_reading(tmp_path):
+    log = tmp_path / "pg.log"
+    # 12 slow queries over three hours: 4 in each of three minutes, never 5 in one.
+    append(log, *slow("10:00", 4), "2026-12-05 10:30:00.000 UTC [7] LOG:  checkpoint", *slow("11:00", 4),
+           *slow("13:00", 4))
+    m = logs.measure(slow_check(file=str(log)), SourceContext())
+    assert m.value == 4 and m.evidence["matches"] == 12
+    assert (m.evidence["busiest_minute"], m.evidence["minutes_with_matches"]) == ("2026-12-05 13:00", 3)
+    append(log, *slow("13:05", 6))
+    later = logs.measure(slow_check(file=str(log)), SourceContext(previous=m.evidence))
+    assert later.value == 6 and later.evidence["busiest_minute"] == "2026-12-05 13:05"
+
+
+def test_a_minute_split_between_two_readings_is_counted_whole(tmp_path):
+    log = tmp_path / "pg.log"
+    append(log, *slow("10:00", 3))
+    c = slow_check(file=str(log))
+    first = logs.measure(c, SourceContext())
+    assert first.value == 3
+    nothing = logs.measure(c, SourceContext(previous=first.evidence))  # no new line: the minute may go on
+    assert nothing.value == 0 and nothing.evidence["last_minute_matches"] == 3
+    append(log, *slow("10:00", 3), *slow("10:01", 1))
+    second = logs.measure(c, SourceContext(previous=nothing.evidence))
+    assert second.value == 6 and second.evidence["busiest_minute"] == "2026-12-05 10:00"
+
+
+def test_a_matching_line_without_a_minute_counts_in_the_busiest_minute(tmp_path):
+    log = tmp_path / "pg.log"
+    append(log, *slow("10:00", 2), "LOG:  duration: 900.1 ms  (no prefix)", "duration: 101.0 ms")
+    m = logs.measure(slow_check(file=str(log)), SourceContext())
+    assert m.value == 4 and m.evidence["untimed_matches"] == 2
+
+
+def test_per_minute_needs_one_group_and_the_per_minute_unit():
+    with pytest.raises(ValueError, match="exactly one group"):
+        slow_check(file="x.log", per_minute=r"^\d{4}")
+    with pytest.raises(ValueError, match="unit 'count'"):
+        Check.model_validate({"id": "db_slow_queries", "title": "t", "unit": "count", "rule": "r",
+                              "expect": {"op": "<", "value": 5},
+                              "source": {"kind": "logs", "file": "x", "patterns": ["d"], "per_minute": MINUTE}})
+    with pytest.raises(ValueError, match="unit 'per_minute'"):  # a count since the last reading is no rate
+        Check.model_validate({"id": "app_log_errors", "title": "t", "unit": "per_minute", "rule": "r",
+                              "expect": {"op": "<", "value": 5}, "source": {"kind": "logs", "file": "x",
+                                                                            "patterns": ["d"]}})

@@ -304,7 +304,9 @@ def measure(check: Check, ctx: SourceContext) -> Measurement:
     ``file`` reader starts where ``ctx.previous`` left off.
 
     Evidence: ``reader``, the reader's own figures (``offset``/``inode``/``head``,
-    ``command``, ``endpoint``...), ``lines_read``, ``matches``, ``samples`` (masked).
+    ``command``, ``endpoint``...), ``lines_read``, ``matches``, ``samples`` (masked);
+    with ``per_minute`` (the value: :func:`busiest_minute`) also ``busiest_minute``,
+    ``busiest_minute_matches``, ``minutes_with_matches``, ``untimed_matches``.
     Raises ``MeasurementError`` when the reader cannot read its log.
     """
     src = spec_of(check, LogsSource)
@@ -319,6 +321,53 @@ def measure(check: Check, ctx: SourceContext) -> Measurement:
         lines, evidence = read_http(src.http)
     else:  # LogsSource's validator requires exactly one reader
         raise MeasurementError(f"{check.id}: no log reader (file, command or http)")
+    if src.per_minute is None:
+        read, matched, samples = count(lines, src.patterns, src.exclude)
+        return Measurement(float(matched), {"reader": reader, **evidence, "lines_read": read, "matches": matched,
+                                            "samples": samples})
+    lines = list(lines)
     read, matched, samples = count(lines, src.patterns, src.exclude)
-    return Measurement(float(matched), {"reader": reader, **evidence, "lines_read": read, "matches": matched,
-                                        "samples": samples})
+    # The file reader resumes where the previous reading stopped: a minute split between
+    # the two readings is counted whole (its earlier matches carried over).
+    prev = ctx.previous or {}
+    carry = (prev.get("last_minute"), int(prev.get("last_minute_matches") or 0)) if reader == "file" else None
+    per, last, untimed = per_minute_counts(lines, src.patterns, src.exclude, src.per_minute, carry)
+    if last is None and carry and carry[0]:  # no stamped line: the carried minute may go on
+        last, per_last = carry
+    else:
+        per_last = per.get(last, 0) if last else 0
+    top = max(per, key=lambda k: (per[k], k)) if per else None
+    busiest = per[top] if top else 0
+    return Measurement(float(busiest + untimed), {
+        "reader": reader, **evidence, "lines_read": read, "matches": matched, "samples": samples,
+        "busiest_minute": top, "busiest_minute_matches": busiest, "minutes_with_matches": len(per),
+        "untimed_matches": untimed, "last_minute": last, "last_minute_matches": per_last})
+
+
+def per_minute_counts(lines: Iterable[str], patterns: list[str], exclude: list[str], minute: str,
+                      carry: tuple[str | None, int] | None = None) -> tuple[dict[str, int], str | None, int]:
+    """``({minute: matching lines}, the last line's minute, matching lines without one)``.
+
+    ``minute``: a regex whose group 1 captures a line's minute (``LogsSource.per_minute``);
+    ``carry``: ``(minute, matches)`` already counted in that minute by the previous
+    reading, added when this reading's lines start in the same minute. The reading is the
+    busiest minute plus the lines without one (counted there: the value never understates
+    a minute)."""
+    stamp = re.compile(minute)
+    wanted = [re.compile(p, re.IGNORECASE) for p in patterns]
+    unwanted = [re.compile(p, re.IGNORECASE) for p in exclude]
+    per: dict[str, int] = {}
+    untimed, last, first = 0, None, True
+    for line in lines:
+        m = stamp.search(line)
+        if m is not None and m.group(1):
+            last = m.group(1)
+            if first and carry and carry[0] == last and carry[1] > 0:
+                per[last] = carry[1]
+            first = False
+        if any(p.search(line) for p in wanted) and not any(p.search(line) for p in unwanted):
+            if m is None or not m.group(1):
+                untimed += 1
+            else:
+                per[last] = per.get(last, 0) + 1
+    return per, last, untimed
