@@ -360,14 +360,14 @@ def per_minute_counts(lines: Iterable[str], patterns: list[str], exclude: list[s
     untimed, last, first = 0, None, True
     for line in lines:
         m = stamp.search(line)
-        if m is not None and m.group(1):
-            last = m.group(1)
-            if first and carry and carry[0] == last and carry[1] > 0:
-                per[last] = carry[1]
-            first = False
+        now: str | None = m.group(1) if m is not None and m.group(1) else None
+        if now is not None:
+            if first and carry and carry[0] == now and carry[1] > 0:
+                per[now] = carry[1]
+            last, first = now, False
         if any(p.search(line) for p in wanted) and not any(p.search(line) for p in unwanted):
-            if m is None or not m.group(1):
+            if now is None:
                 untimed += 1
             else:
-                per[last] = per.get(last, 0) + 1
+                per[now] = per.get(now, 0) + 1
     return per, last, untimed
