@@ -107,7 +107,11 @@ class SqlSource(_Model):
     ``sql`` is a file under ``include/sql/``. ``column`` picks the cell (default: the
     first column); ``measure: rows`` takes the row count instead (seed query 2 expects
     "0 rows"); ``measure: explain_ms`` runs an ``EXPLAIN ANALYZE`` file and takes its
-    "Execution Time" in ms (seed query 3).
+    "Execution Time" in ms (seed query 3); ``measure: ratio`` divides two cells. With
+    ``window_minutes`` both cells count events of the last ``window_minutes`` of wall time
+    (e.g. executions in the last hour): the ratio is then a rate estimated from those
+    counts and judged by their 95 % limits, like a request ratio (docs/verdict.md); without
+    it the ratio is a state taken as exact (e.g. connections in use over the maximum).
     """
 
     kind: Literal["sql"]
@@ -116,6 +120,7 @@ class SqlSource(_Model):
     measure: Literal["cell", "rows", "explain_ms", "ratio"] = "cell"
     numerator: str | None = None
     denominator: str | None = None
+    window_minutes: float | None = Field(default=None, gt=0, description="the counted events' window (wall minutes)")
 
     @field_validator("sql")
     @classmethod
@@ -126,6 +131,9 @@ class SqlSource(_Model):
     def _ratio_columns(self):
         if self.measure == "ratio" and not (self.numerator and self.denominator):
             raise ValueError("measure 'ratio' needs 'numerator' and 'denominator' column names")
+        if self.window_minutes is not None and self.measure != "ratio":
+            raise ValueError(f"window_minutes {self.window_minutes:g}: only a ratio of two event counts has a window "
+                             f"(measure is {self.measure!r})")
         return self
 
 

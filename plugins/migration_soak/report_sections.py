@@ -12,6 +12,7 @@ from typing import Any
 
 from migration_soak.judge import CheckResult, CriterionResult, format_change, format_condition, format_value, plural
 from migration_soak.plan import Check, Plan
+from migration_soak.rules import disjoint_windows
 from migration_soak.report_run import (
     Run,
     count_text,
@@ -337,11 +338,14 @@ def counted_requests(after: list[Observation], check_id: str) -> tuple[float, fl
     """(requests, failed, readings) summed over ``check_id``'s readings in ``after`` that
     carry counts (``evidence`` ``denominator``/``numerator`` of a ``counter_ratio``), in
     one series: the guard's readings and the phases' each count every request once (each
-    starts where its own series last read), so the one that saw more is taken, never both."""
+    starts where its own series last read), so the one that saw more is taken, never both;
+    readings that count a window of wall time only where the windows do not overlap
+    (``rules.disjoint_windows``)."""
     best: tuple[float, float, int] = (0.0, 0.0, 0)
     for guard in (True, False):
-        counted = [o for o in after if o.check_id == check_id and (o.phase == "guard") == guard
-                   and "denominator" in (o.evidence or {})]
+        counted = [o for o in disjoint_windows([o for o in after if o.check_id == check_id
+                                                and (o.phase == "guard") == guard])
+                   if "denominator" in (o.evidence or {})]
         total = sum(float(o.evidence["denominator"]) for o in counted)
         failed = sum(float(o.evidence["numerator"]) for o in counted) if total else 0.0
         if total > best[0]:

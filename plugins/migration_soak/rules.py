@@ -14,6 +14,7 @@ import statistics
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cached_property
 from typing import Any, Generic, TypeVar
 
@@ -419,12 +420,30 @@ def _parts(readings: list[Observation]) -> list[list[Observation]]:
     return [p for p in ([o for o in readings if o.phase == "guard"], [o for o in readings if o.phase != "guard"]) if p]
 
 
+def disjoint_windows(part: list[Observation]) -> list[Observation]:
+    """``part`` to pool: readings that count a fixed window of wall time (evidence
+    ``window_s``: "executions in the last hour") only where their windows do not overlap a
+    later kept one (the latest is kept), since overlapping windows would count the same
+    events again; readings that count since their previous one, all."""
+    kept: list[Observation] = []
+    start = None  # the earliest kept window's start
+    for o in sorted(part, key=lambda o: o.measured_at, reverse=True):
+        window = (o.evidence or {}).get("window_s")
+        if window is None:
+            kept.append(o)
+            continue
+        if start is None or o.measured_at <= start:
+            kept.append(o)
+            start = o.measured_at - timedelta(seconds=float(window))
+    return sorted(kept, key=lambda o: o.measured_at)
+
+
 def _pooled_counts(readings: list[Observation], lower: bool = True) -> tuple[float, float] | None:
     """The counts (failed, requests) pooled over ``readings``' most telling series (the
     largest lower limit, or with ``lower`` False the smallest upper one; see
     :func:`_pooled_upper`), or None when none carries counts."""
     best: tuple[float, float] | None = None
-    for part in _parts(readings):
+    for part in map(disjoint_windows, _parts(readings)):
         counted = [c for c in (_counts(o, ">") for o in part) if c is not None]
         if counted:
             pooled = (sum(n for n, _ in counted), sum(d for _, d in counted))
@@ -441,7 +460,7 @@ def _pooled_upper(readings: list[Observation]) -> float:
     telling series decides (the smallest limit); a reading without counts stands for
     itself at its value."""
     limits = []
-    for part in _parts(readings):
+    for part in map(disjoint_windows, _parts(readings)):
         counted = [c for c in (_counts(o, ">") for o in part) if c is not None]
         if counted:
             limits.append(wilson_upper(sum(n for n, _ in counted), sum(d for _, d in counted)))

@@ -259,3 +259,34 @@ def test_format_value_reads_every_unit():
         (0.125, "ratio"), (12.5, "percent"), (3 * 2**20, "bytes"), (4.5, "ms"), (2, "seconds"), (7, "per_minute"),
         (0, "up"), (1, "up"), (0.5, "up"), (3, "rows"), (2.5, "count"), (1.23456, "other"), (None, "ms"),
     ]] == ["12.5%", "12.5%", "3 MiB", "4.5 ms", "2 s", "7/min", "down", "up", "0.5", "3", "2.5", "1.235", "n/a"]
+
+
+def windowed(minute, failed, events, window_min=60):
+    """A phase reading of an SQL ratio counting the events of the last ``window_min`` wall
+    minutes (``executions_last_hour``), taken ``minute`` minutes after T0."""
+    o = reading(minute, failed / events, counts=(failed, events))
+    o.evidence["window_s"] = window_min * 60
+    return Observation("r", "regular", "workflow_error_rate", int(minute), o.scheduled_at, o.measured_at, o.value,
+                       "ratio", "pass", o.evidence).on_clock(REAL_TIME)
+
+
+def test_overlapping_last_hour_windows_are_not_pooled_as_if_each_counted_new_events():
+    """Four readings 15 minutes apart, each "0 errors in the last hour's 40 executions", saw
+    the same 40 or so executions: pooled as 0 of 160 they would show < 5 % (upper limit
+    2.3 %); the 40 of one hour do not (upper limit 8.8 %)."""
+    go = rule_kind(ThresholdRule(kind="threshold", op="<", value=0.05))
+    overlapping = [windowed(m, 0, 40) for m in (0, 15, 30, 45)]
+    assert go.holds_throughout(overlapping, None)[0] is True  # each reading is consistent with the bound
+    assert go.unshown(overlapping) == ("pooled counts 0 of 40: too few to show < 5% (95 % upper limit 8.76%)")
+    # Windows an hour apart count different executions: they pool.
+    apart = [windowed(m, 0, 40) for m in (0, 60, 120, 180)]
+    assert go.unshown(apart) is None
+
+
+def test_one_failed_workflow_in_three_is_no_proof_of_a_ten_percent_error_rate():
+    """NO-GO "Workflows críticos fallando (> 10% error rate)": 1 of 3 executions is 33 %
+    but its 95 % lower limit is 6 %: noise on a quiet staging, not a rollback; 10 of 30
+    (lower limit 19 %) is."""
+    no_go = rule_kind(ThresholdRule(kind="threshold", op=">", value=0.10))
+    assert no_go.detect([windowed(60, 1, 3)], None) is None
+    assert no_go.detect([windowed(60, 10, 30)], None) is not None

@@ -55,6 +55,21 @@ def test_explain_ms_reads_the_execution_time_and_keeps_the_plan_not_the_rows():
 def test_a_ratio_divides_two_cells_of_the_first_row():
     m = value_of(check(measure="ratio", numerator="bad", denominator="all"), ["all", "bad"], [(200, 10), (1, 1)])
     assert m.value == pytest.approx(0.05) and m.evidence["rows"] == [[200, 10], [1, 1]]
+    # A state (connections in use of the maximum) is exact: no counts for the rules.
+    assert "numerator" not in m.evidence and "denominator" not in m.evidence
+
+
+def test_a_ratio_of_event_counts_in_a_window_carries_its_counts_for_the_rules():
+    m = value_of(check(measure="ratio", numerator="bad", denominator="all", window_minutes=60), ["all", "bad"],
+                 [(3, 1)])
+    assert m.value == pytest.approx(1 / 3)
+    assert (m.evidence["numerator"], m.evidence["denominator"], m.evidence["window_s"]) == (1.0, 3.0, 3600)
+    assert PLAN.check("workflow_error_rate").source.window_minutes == 60
+
+
+def test_only_a_ratio_has_a_window():
+    with pytest.raises(ValueError, match="window_minutes 60: only a ratio of two event counts has a window"):
+        type(BASE.source).model_validate({**BASE.source.model_dump(), "measure": "cell", "window_minutes": 60})
 
 
 @pytest.mark.parametrize(("row", "message"), [

@@ -313,7 +313,11 @@ def value_of(check: Check, columns: list[str], rows: list[tuple]) -> Measurement
         raise MeasurementError(f"{check.id}: {src.sql} returned no row")
     row = dict(zip(columns, rows[0]))
     if src.measure == "ratio":
-        return Measurement(_ratio(check, src, columns, row), evidence)
+        num, den = _ratio(check, src, columns, row)
+        if src.window_minutes is not None:
+            # event counts: the rules judge the rate by their 95 % limits (rules._counts)
+            evidence.update(numerator=num, denominator=den, window_s=src.window_minutes * 60)
+        return Measurement(num / den, evidence)
     return Measurement(_cell(check, src, columns, row), evidence)
 
 
@@ -327,8 +331,8 @@ def _explain_ms(check: Check, src: SqlSource, rows: list[tuple]) -> Measurement:
     return Measurement(float(found.group(1)), {"sql": src.sql, "plan": plan_text[-2000:]})
 
 
-def _ratio(check: Check, src: SqlSource, columns: list[str], row: dict[str, Any]) -> float:
-    """``numerator / denominator`` of the first ``row`` (column name -> cell). Raises
+def _ratio(check: Check, src: SqlSource, columns: list[str], row: dict[str, Any]) -> tuple[float, float]:
+    """``(numerator, denominator)`` of the first ``row`` (column name -> cell). Raises
     ``MeasurementError`` when either is missing or NULL, or the denominator is 0."""
     # Plan validation requires both names for a ratio; a missing one reads as absent.
     num = row.get(src.numerator) if src.numerator else None
@@ -337,7 +341,7 @@ def _ratio(check: Check, src: SqlSource, columns: list[str], row: dict[str, Any]
         raise MeasurementError(f"{check.id}: columns {src.numerator!r}/{src.denominator!r} not in {columns}")
     if den == 0:
         raise MeasurementError(f"{check.id}: {src.denominator} is 0, the ratio is undefined")
-    return float(num) / float(den)
+    return float(num), float(den)
 
 
 def _cell(check: Check, src: SqlSource, columns: list[str], row: dict[str, Any]) -> float:
