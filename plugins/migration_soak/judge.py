@@ -217,7 +217,8 @@ def judge_breach(crit: Criterion | Alert, kind: str, obs: list[Observation], pla
         # failures in 20 runs does not show a rate under 10 % (windowed kinds treat such a
         # reading as a gap in their run instead)
         weak = [] if rule.span_minutes() is not None else [o for o in series if not rule.clears(o)]
-        short = _short_of_due(plan, cid, series, reach, time_scale, min_cov, weak=len(weak))
+        short = (_short_of_due(plan, cid, series, reach, time_scale, min_cov, weak=len(weak))
+                 or end_unread(plan, cid, series, reach))
         why = rule.unjudged(series, base, reach, min_cov)
         if short is not None or why is not None:
             over = rule.beyond(series, base)
@@ -268,6 +269,42 @@ def _short_of_due(plan: Plan, cid: str, series: list[Observation], reach: float 
     few = f"; {plural(weak, 'reading')} over too few requests to rule the bound out" if weak else ""
     return (f"{measured:,} of {due:,} reading{'' if due == 1 else 's'} due by soak minute {reach or 0:.0f} measured (coverage "
             f"{measured / due:.0%} < {min_cov:.0%}){few}")
+
+
+def _last_due(plan: Plan, cid: str, reach: float | None) -> tuple[str, int, float] | None:
+    """``(phase, tick, soak minute)`` of ``cid``'s latest scheduled reading (hour 0 or a
+    phase tick) at or before soak minute ``reach`` (``None``: the whole soak), or None."""
+    end = None if reach is None else timedelta(minutes=reach) + timedelta(microseconds=1)
+    last: tuple[str, int, float] | None = None
+    for p, c in plan.schedule():
+        if c != cid:
+            continue
+        ticks = [(0, timedelta(0))] if p == "hour0" else list(enumerate(plan.phase(p).tick_offsets(), start=1))
+        for tick, at in ticks:
+            if (end is None or at <= end) and (last is None or at.total_seconds() / 60 > last[2]):
+                last = (p, tick, at.total_seconds() / 60)
+    return last
+
+
+def end_unread(plan: Plan, cid: str, series: list[Observation], reach: float | None) -> str | None:
+    """Why the end of what ``series`` should cover is unread, or None: no reading with a
+    value at or after ``cid``'s latest scheduled one due by ``reach`` (:func:`_last_due`;
+    that tick itself, or any reading at or after its soak time when the readings carry it).
+    Coverage counts readings; this asks for time: a missed last reading of a 4-hour phase
+    leaves the soak's last 4 hours unread (and the soak-end exact compare of ``data_loss``
+    untaken) with 10 of 11 readings measured."""
+    try:
+        last = _last_due(plan, cid, reach)
+    except KeyError:
+        return None
+    if last is None:
+        return None
+    phase, tick, minute = last
+    if any((o.phase, o.tick) == (phase, tick) or (o.soak_s is not None and o.soak_s / 60 >= minute - 1e-6)
+           for o in series):
+        return None
+    return (f"no reading with a value at or after its last one due ({phase} tick {tick}, soak minute {minute:.0f}): "
+            "the end is unread")
 
 
 def _breach_detail(rule: RuleKind, cid: str, hit: list[Point], base: float | None, unit: str) -> str:
@@ -324,9 +361,14 @@ def _go_check(plan: Plan, rule: RuleKind, cid: str, obs: list[Observation], stop
     if coverage < min_cov or n_points == 0:
         if rule.needs_baseline and base is None:
             return "not_enough_data", "no baseline measured", None
+        if n_points == 0 and coverage >= min_cov:  # readings enough, but none the rule can read
+            return "not_enough_data", rule.no_points(series, base), None
         errors = len([o for o in obs if o.check_id == cid and o.status == "error" and o.phase != "baseline"])
         return "not_enough_data", (f"{measured} of {expected} scheduled readings measured (coverage {coverage:.0%} "
                                    f"< {min_cov:.0%}; {errors} errors)"), None
+    unread = end_unread(plan, cid, series, None)
+    if unread is not None:
+        return "not_enough_data", unread, None
     unshown = rule.unshown(series) if isinstance(rule, Threshold) else None
     if unshown is not None:
         return "not_enough_data", unshown, None

@@ -88,11 +88,15 @@ def previous_reading(store: Store, run_id: str, check_id: str, phase: str) -> Ob
     its own series' last reading. A phase reading starting at a guard reading taken a second
     earlier held a handful of requests or none (an ``error``), and a log count would miss the
     lines the guard had read. After the migration no window starts before it: a window
-    spanning the migration would blur the very change the soak looks for.
+    spanning the migration would blur the very change the soak looks for. ``error``
+    readings (a missed tick, a log briefly unreadable) are passed over: the window starts at
+    the series' last reading with a value, so the lines and requests since then are counted
+    once, neither lost to a fresh tail read nor counted again.
     """
     if phase == "guard":
-        return store.latest(run_id, check_id, phases=("guard",))
-    return store.latest(run_id, check_id, exclude_phases=("guard",) if phase == "baseline" else ("baseline", "guard"))
+        return store.latest(run_id, check_id, phases=("guard",), valued=True)
+    return store.latest(run_id, check_id, exclude_phases=("guard",) if phase == "baseline" else ("baseline", "guard"),
+                        valued=True)
 
 
 def take(plan: Plan, check_id: str, phase: str, tick: clock.Tick, run_id: str, store: Store) -> Observation:
@@ -102,7 +106,7 @@ def take(plan: Plan, check_id: str, phase: str, tick: clock.Tick, run_id: str, s
     """
     check = plan.check(check_id)
     previous = previous_reading(store, run_id, check_id, phase)
-    prev_evidence = previous.evidence if previous and previous.status != "error" else None
+    prev_evidence = previous.evidence if previous else None
     status: Status
     try:
         m = sources.measure(check, plan, prev_evidence, sources.Context(run_id, store, phase, tick.index))

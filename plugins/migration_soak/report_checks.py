@@ -15,6 +15,7 @@ from migration_soak.judge import (
     CheckResult,
     CriterionResult,
     _describe,  # the judge's form of a deciding reading: the report shows the same
+    end_unread,
     expected_observations,
     implicit_criteria,
     format_change,
@@ -22,7 +23,8 @@ from migration_soak.judge import (
     format_value,
     plural,
 )
-from migration_soak.plan import Check, Plan
+from migration_soak.plan import Check, Plan, ThresholdRule
+from migration_soak.rules import Threshold
 from migration_soak.store import Observation
 
 _STATUSES = ("pass", "warn", "fail", "error")
@@ -174,7 +176,8 @@ def summarize_check(plan: Plan, check: Check, obs: Sequence[Observation], stoppe
     ``breached`` even when each reading alone was only a ``warn``. A check without a
     measured value is ``not_measured``, never ``met``. The first that applies wins:
     decided a NO-GO, a ``fail`` reading, no value, a ``warn`` reading, stopped, short of
-    ``min_coverage``, met.
+    ``min_coverage``, the end unread (``judge.end_unread``), a count ratio's pooled counts
+    that do not show the expectation (``rules.Threshold.unshown``), met.
     """
     t = tally(plan, check, obs)
     decided = decided_by(check, breaches)
@@ -196,5 +199,13 @@ def summarize_check(plan: Plan, check: Check, obs: Sequence[Observation], stoppe
         return _result(check, t, "not_enough_data", f"{t.measured} of {t.expected} scheduled readings measured "
                                                     f"({t.coverage:.0%} < {plan.verdict.min_coverage:.0%}); "
                                                     f"{t.counts['error']} errors")
+    valued = [o for o in t.after if o.value is not None and o.status != "error"]
+    unread = end_unread(plan, check.id, valued, None)
+    if unread is not None:
+        return _result(check, t, "not_enough_data", unread)
+    if check.expect.op in ("<", "<=", ">", ">="):  # a count ratio's readings must show it, as the judge asks
+        unshown = Threshold(ThresholdRule(kind="threshold", op=check.expect.op, value=check.expect.value)).unshown(valued)
+        if unshown is not None:
+            return _result(check, t, "not_enough_data", unshown)
     return _result(check, t, "met", f"all {plural(len(t.values), 'reading')} "
                                     f"{format_condition(check.expect, check.unit)} ({value_range(check, t.values)})")

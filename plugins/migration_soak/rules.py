@@ -151,24 +151,38 @@ _UNITS: dict[str, tuple[float, str]] = {
 }
 
 
-def format_value(value: float | None, unit: str) -> str:
+def format_value(value: float | None, unit: str, sig: int = 3) -> str:
     """A reading as people read it: ``ratio`` 0..1 in %, ``bytes`` in MiB, ``ms``/``seconds``
-    with their unit, ``up`` as up/down, counts as integers; ``n/a`` for ``None``."""
+    with their unit, ``up`` as up/down, counts as integers; ``n/a`` for ``None``. About
+    ``sig`` significant digits."""
     if value is None:
         return "n/a"
     if unit in _UNITS:
         scale, suffix = _UNITS[unit]
-        return f"{_num(value * scale)}{suffix}"
+        return f"{_num(value * scale, sig, max(4, sig))}{suffix}"
     if unit == "up" and value in (0, 1):
         return "up" if value == 1 else "down"
     if unit in ("count", "rows") and float(value).is_integer():
         return f"{int(value):,}"
-    return _num(value, 4)
+    return _num(value, sig + 1, max(4, sig))
 
 
-def format_change(ratio: float) -> str:
+def format_change(ratio: float, sig: int = 3) -> str:
     """A relative change (0.079 -> ``+7.9%``)."""
-    return ("+" if ratio > 0 else "") + f"{_num(ratio * 100)}%"
+    return ("+" if ratio > 0 else "") + f"{_num(ratio * 100, sig, max(4, sig))}%"
+
+
+def format_apart(value: float, bound: float, fmt=format_value, *args: Any) -> str:
+    """``fmt(value, *args)`` with as many more digits as it takes not to read as ``bound``
+    when it is not ``bound`` (10.04 % against "> 10%" reads "10.04%", not "10%"); at most 9."""
+    text = fmt(value, *args)
+    if value == bound or text != fmt(bound, *args):
+        return text
+    for sig in range(4, 10):
+        text = fmt(value, *args, sig=sig)
+        if text != fmt(bound, *args, sig=sig):
+            break
+    return text
 
 
 # --- the rule kinds ----------------------------------------------------------------------------
@@ -202,8 +216,9 @@ class RuleKind(ABC, Generic[Spec]):
         """The rule in words, values in the checks' ``unit`` (e.g. ``> 1% sustained for 5 min``)."""
 
     def shown(self, value: float, unit: str) -> str:
-        """One data point in words: the value in ``unit`` (relative kinds: the change)."""
-        return format_value(value, unit)
+        """One data point in words: the value in ``unit`` (relative kinds: the change), never
+        written as the bound it is not (:func:`format_apart`)."""
+        return format_apart(value, self.spec.value, format_value, unit)
 
     def max_gap_minutes(self) -> float | None:
         """The longest soak-time gap accepted between two readings of a breaching run; None: no limit."""
@@ -487,10 +502,32 @@ class WindowCount(RuleKind[WindowCountRule]):
                 continue
             if self.spec.minutes is None:
                 points.append((part[-1], sum(_value(o) for o in part)))
-            else:
+            elif not confident:
                 points.extend((o, sum(_value(p) for p in window))
                               for o, window in _windows(part, self.spec.minutes, False))
+            else:
+                points.extend((o, self._shown_in(window, o, part)) for o, window in _windows(part, self.spec.minutes, False))
         return sorted(points, key=lambda p: p[0].scheduled_at)
+
+    def _shown_in(self, window: list[Observation], end: Observation, part: list[Observation]) -> float:
+        """The count a NO-GO may read in the window ending at ``end``: what is sure to lie in
+        it. A reading counts what its series logged since its previous reading (its span,
+        observe.previous_reading); one whose span reaches back before the window may have
+        logged it all before, and when that is ``end`` itself (a 4-hour passive reading
+        against "in any hour") only its densest ``minutes`` are sure: at least
+        ``ceil(count / ceil(span / minutes))`` lines (six lines over four hours do not show
+        "> 5 in any hour"). The first reading of a series has no known span: counted whole."""
+        minutes = self.spec.minutes or 0.0
+        before = {id(b): a for a, b in zip(part, part[1:])}
+        total = 0.0
+        for p in window:
+            prev = before.get(id(p))
+            span = soak_minutes(prev, p) if prev is not None else 0.0
+            if soak_minutes(p, end) + span <= minutes + 1e-9:
+                total += _value(p)
+            elif p is end:
+                total += math.ceil(_value(p) / math.ceil(span / minutes - 1e-9))
+        return total
 
     def text(self, unit: str) -> str:
         over = f"in any {self.spec.minutes:g} min" if self.spec.minutes else "over the soak"
@@ -526,7 +563,7 @@ class Baseline(RuleKind[BaselineRule]):
                 f"changes under {noise} are noise")
 
     def shown(self, value: float, unit: str) -> str:
-        return format_change(value)
+        return format_apart(value, self.spec.value, format_change)
 
     def no_points(self, series: list[Observation], base: float | None) -> str:
         if not series:
@@ -571,7 +608,7 @@ class Growth(RuleKind[GrowthRule]):
                 + (f", sustained {self.spec.minutes:g} min" if self.spec.minutes else ""))
 
     def shown(self, value: float, unit: str) -> str:
-        return format_change(value)
+        return format_apart(value, self.spec.value, format_change)
 
     def span_minutes(self) -> float | None:
         return self.spec.minutes or None

@@ -202,9 +202,9 @@ class Store:
         return RunClock(datetime(1970, 1, 1, tzinfo=timezone.utc), float(time_scale))
 
     def latest(self, run_id: str, check_id: str, phases: Collection[str] | None = None,
-               exclude_phases: Collection[str] = ()) -> Observation | None:
+               exclude_phases: Collection[str] = (), valued: bool = False) -> Observation | None:
         """The most recent observation of a check in a run, in ``phases`` (None: any) but
-        none of ``exclude_phases``."""
+        none of ``exclude_phases``; with ``valued`` the most recent that is not an ``error``."""
         q = (
             sa.select(observations)
             .where(observations.c.run_id == run_id, observations.c.check_id == check_id)
@@ -215,6 +215,8 @@ class Store:
             q = q.where(observations.c.phase.in_(list(phases)))
         if exclude_phases:
             q = q.where(observations.c.phase.not_in(list(exclude_phases)))
+        if valued:
+            q = q.where(observations.c.status != "error")
         with self.engine.connect() as conn:
             r = conn.execute(q).first()
         return Observation(**{k: v for k, v in r._mapping.items() if k != "id"}) if r else None

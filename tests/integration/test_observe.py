@@ -45,6 +45,20 @@ def test_ticks_missed_during_an_outage_are_errors_not_invented_values(store, sta
     assert p.next_at == at(75)
 
 
+def test_a_reading_after_an_error_starts_its_window_at_the_last_reading_with_a_value(store):
+    """Log offsets and scrape counters resume from the series' last good reading: an
+    ``error`` (a missed tick) carries none, and a fresh start would lose or recount lines."""
+    good = Observation("r8", "regular", "critical_errors", 1, at(120), at(120), 0.0, "count", "pass", {"offset": 42})
+    store.record(good)
+    store.record(Observation("r8", "regular", "critical_errors", 2, at(240), at(240), None, "count", "error",
+                             {"error": "missed"}))
+    store.record(Observation("r8", "guard", "critical_errors", 1, at(241), at(241), 0.0, "count", "pass",
+                             {"offset": 99}))
+    previous = observe.previous_reading(store, "r8", "critical_errors", "regular")
+    assert (previous.tick, previous.evidence) == (1, {"offset": 42})
+    assert store.latest("r8", "critical_errors", exclude_phases=("guard",)).status == "error"
+
+
 def test_a_late_tick_within_the_grace_is_measured_then_the_next_one_at_once(store, staging):
     grace = timedelta(minutes=20) / SCALE  # a tick may be measured until 20 soak-minutes after its successor
     p = observe.observe_due(PLAN, store, "r6", "intensive", "users_without_authorizer_id", H0, SCALE, now=at(31), late_grace=grace)

@@ -115,9 +115,12 @@ def test_short_coverage_is_not_enough_data_and_full_coverage_is_met():
     full = every_scheduled("login_p95", 210.0)
     r = summary("login_p95", full[:3])
     assert r.outcome == "not_enough_data" and r.detail.startswith(f"3 of {len(full)} scheduled readings measured (")
-    r = summary("login_p95", full[:-1] + [obs("login_p95", "passive", 99, 250.0)])
-    assert r.outcome == "met" and r.detail == f"all {len(full)} readings < 500 ms (range 210 ms to 250 ms)"
+    r = summary("login_p95", full + [obs("login_p95", "passive", 99, 250.0)])
+    assert r.outcome == "met" and r.detail == f"all {len(full) + 1} readings < 500 ms (range 210 ms to 250 ms)"
     assert (r.min, r.max, r.last) == (210.0, 250.0, 250.0)
+    # Every reading but the soak's last: coverage is enough, the end is not read.
+    r = summary("login_p95", full[:-1])
+    assert r.outcome == "not_enough_data" and r.detail.startswith("no reading with a value at or after its last one due (passive tick")
 
 
 def test_data_loss_says_what_its_exact_and_its_key_only_readings_prove():

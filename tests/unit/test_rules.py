@@ -127,8 +127,22 @@ def test_window_count_sums_the_last_minutes_half_open():
     # at 60 the reading of minute 0 is out (age 60), both readings of minute 60 are in
     assert values(rule.points(series, None)) == [3, 5, 4, 4]
     assert rule.detect(series, None) is None
-    hit = rule.detect(series + [reading(61, 2, "count")], None)
-    assert minutes(hit) == [61] and values(hit) == [6]
+    # A NO-GO reads only what is sure to lie in the window: each reading counts the lines
+    # since its previous one, so minute 59's two lines (logged between minutes 0 and 59)
+    # may all lie before the window ending at 61.
+    assert rule.detect(series + [reading(61, 2, "count")], None) is None
+    every_minute = [reading(m, 0, "count") for m in range(56)] + [reading(m, 2, "count") for m in (56, 57, 58)]
+    hit = rule.detect(every_minute, None)
+    assert minutes(hit) == [58] and values(hit) == [6]
+
+
+def test_a_window_count_no_go_reads_a_reading_longer_than_its_window_by_its_densest_part():
+    """Six lines over a 4-hour reading do not show "> 5 in any hour" (at least 2 fell in one
+    hour); 21 do (at least 6)."""
+    rule = rule_kind(WindowCountRule(kind="window_count", op=">", value=5, minutes=60))
+    assert rule.detect([reading(480, 0, "count"), reading(720, 6, "count")], None) is None
+    hit = rule.detect([reading(480, 0, "count"), reading(720, 21, "count")], None)
+    assert minutes(hit) == [720] and values(hit) == [6]
 
 
 def test_window_count_without_minutes_counts_the_whole_soak():
@@ -290,3 +304,11 @@ def test_one_failed_workflow_in_three_is_no_proof_of_a_ten_percent_error_rate():
     no_go = rule_kind(ThresholdRule(kind="threshold", op=">", value=0.10))
     assert no_go.detect([windowed(60, 1, 3)], None) is None
     assert no_go.detect([windowed(60, 10, 30)], None) is not None
+
+
+def test_a_value_near_the_bound_is_written_with_the_digits_that_tell_them_apart():
+    assert rule_kind(ThresholdRule(kind="threshold", op=">", value=0.9)).shown(0.90004, "ratio") == "90.004%"
+    assert rule_kind(ThresholdRule(kind="threshold", op=">", value=0.1)).shown(0.1004, "ratio") == "10.04%"
+    assert rule_kind(ThresholdRule(kind="threshold", op=">", value=0.1)).shown(0.1, "ratio") == "10%"
+    assert rule_kind(ThresholdRule(kind="threshold", op=">", value=0.1)).shown(0.2, "ratio") == "20%"
+    assert rule_kind(ThresholdRule(kind="threshold", op=">", value=1000)).shown(1000.2, "ms") == "1,000.2 ms"
