@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, TypeVar, runtime_checkable
 
 from migration_soak.exceptions import MigrationError
-from migration_soak.pgconn import PgTarget
+from migration_soak.pgconn import PgTarget, split_table
 
 log = logging.getLogger(__name__)
 
@@ -702,6 +702,60 @@ def verify_applied(
         return finished_at
     finally:
         conn.close()
+
+
+def destroyed_by(script: str) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
+    """What ``script`` destroys, parsed by PostgreSQL's grammar (pglast): ``(columns,
+    tables)``, each column ``(schema, table, column)`` of an ``ALTER TABLE ... DROP
+    COLUMN``, each table ``(schema, table)`` of a ``DROP TABLE``; an unqualified name is in
+    ``public``. Raises ``MigrationError`` when the script does not parse."""
+    from pglast import parse_sql
+    from pglast.enums import AlterTableType, ObjectType
+    from pglast.parser import ParseError
+
+    try:
+        statements = parse_sql(script)
+    except ParseError as exc:
+        raise MigrationError(f"the migration's SQL does not parse: {exc}") from None
+    columns: list[tuple[str, str, str]] = []
+    tables: list[tuple[str, str]] = []
+    for raw in statements:
+        st: Any = raw.stmt
+        if type(st).__name__ == "AlterTableStmt" and st.objtype == ObjectType.OBJECT_TABLE:
+            where = (st.relation.schemaname or "public", st.relation.relname)
+            columns += [(*where, c.name) for c in st.cmds or () if c.subtype == AlterTableType.AT_DropColumn]
+        elif type(st).__name__ == "DropStmt" and st.removeType == ObjectType.OBJECT_TABLE:
+            for name in st.objects:
+                parts = [p.sval for p in name]
+                tables.append((parts[-2] if len(parts) > 1 else "public", parts[-1]))
+    return columns, tables
+
+
+def check_drops(script: str, table: str, dropped_columns: Sequence[str]) -> None:
+    """The plan's ``migration.table`` and ``dropped_columns`` against what the migration's
+    ``script`` destroys (:func:`destroyed_by`): the rollback restores those columns of that
+    table from the backup and nothing else, so a column it drops and the plan does not
+    list would come back with the down SQL's default instead of its values, with "0
+    mismatches" (only the listed columns are compared). Raises ``MigrationError`` naming
+    the field and the column: one dropped and not listed, one listed and not dropped, a
+    column of another table, a dropped table."""
+    schema, name = split_table(table, "public")
+    columns, tables = destroyed_by(script)
+    others = [f"{s}.{t}.{c}" for s, t, c in columns if (s, t) != (schema, name)]
+    if tables or others:
+        what = ", ".join([f"table {s}.{t}" for s, t in tables] + [f"column {x}" for x in others])
+        raise MigrationError(f"migration.table is {table!r}, but the migration drops {what}: the rollback can restore "
+                             f"only the dropped_columns of {table!r}")
+    dropped = [c for _, _, c in columns]
+    unlisted = [c for c in dropped if c not in dropped_columns]
+    if unlisted:
+        raise MigrationError(f"migration.dropped_columns {list(dropped_columns)} leaves out {unlisted}, which the "
+                             "migration drops: the rollback would bring them back empty (the down SQL's default), "
+                             "not with their values")
+    kept = [c for c in dropped_columns if c not in dropped]
+    if kept:
+        raise MigrationError(f"migration.dropped_columns lists {kept}, which the migration does not drop "
+                             f"(it drops {dropped or 'no column'} of {table!r})")
 
 
 # -------------------------------------------------------------------- internals

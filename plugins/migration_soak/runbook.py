@@ -11,6 +11,7 @@ named below are the seed runbook's ("Pre-requisitos para Staging", "Hora 0",
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
@@ -22,7 +23,7 @@ from migration_soak.decision import Decision
 from migration_soak.exceptions import (BackupError, LintError, MigrationError, PlanError, RehearsalError, RollbackError,
                                        SoakError)
 from migration_soak.judge import Verdict, judge
-from migration_soak.migrate import LedgerBackend, MigrationBackend
+from migration_soak.migrate import LedgerBackend, MigrationBackend, check_drops
 from migration_soak.pgconn import PgTarget
 from migration_soak.plan import Check, Plan, Requirement
 from migration_soak.pooler import require_direct
@@ -123,6 +124,21 @@ def lint(plan: Plan, run_id: str, store: Store, names: list[str]) -> None:
     store.add_event(run_id, "lint", linted.to_dict())
 
 
+def drops(plan: Plan, names: list[str]) -> None:
+    """What the migrations ``names`` drop (deploy applies them all: whatever they drop, the
+    rollback must give back) against the plan's ``migration.table`` and
+    ``dropped_columns`` (``migrate.check_drops``). Raises ``MigrationError`` naming the
+    field and the column, or a ``migration.sql`` that cannot be read."""
+    m = plan.migration
+    scripts = []
+    for name in names:
+        try:
+            scripts.append((plan.path(m.migrations_dir) / name / "migration.sql").read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise MigrationError(f"migration {name!r}: cannot read its migration.sql ({exc.strerror})") from None
+    check_drops("\n;\n".join(scripts), m.table, m.dropped_columns)
+
+
 def require(requirement: Requirement, query: Query) -> float:
     """One of the plan's ``preflight.require`` ("Pre-requisitos para Staging"): its query's
     first cell, which must be a number meeting ``requirement.expect``; returns it. Raises
@@ -148,7 +164,8 @@ def preflight(plan: Plan, run_id: str, store: Store, *, direct: PgTarget, direct
               migrations: MigrationBackend, query: Query, health_status: Callable[[str], int]) -> dict:
     """Before touching anything ("Pre-requisitos para Staging"): the connection for DDL
     (``direct``, named ``direct_field``) not behind a transaction pooler, the migration
-    pending, its SQL linted, the plan's ``preflight.require`` in order (the default plan:
+    pending, its SQL linted, what it drops exactly the plan's ``migration.dropped_columns``
+    (``migrate.check_drops``), the plan's ``preflight.require`` in order (the default plan:
     no user without ``authorizerId``, "Horas 1-2" query 1), the gateway and authorizer
     ``/health`` (``health_status(conn_id)`` -> HTTP status) 200.
 
@@ -161,7 +178,9 @@ def preflight(plan: Plan, run_id: str, store: Store, *, direct: PgTarget, direct
         states = {s.name: s.state for s in migrations.status()}
     except MigrationError as exc:
         raise MigrationError(f"migration status: {exc}") from exc
-    lint(plan, run_id, store, applicable(plan, states))
+    names = applicable(plan, states)
+    lint(plan, run_id, store, names)
+    drops(plan, names)
     for requirement in plan.preflight.require:
         require(requirement, query)
     for conn_id in {plan.connections.gateway, plan.connections.authorizer}:
@@ -235,10 +254,18 @@ def recorded_decision(store: Store, run_id: str) -> Decision | None:
     return Decision.from_event(events[-1]["payload"]) if events else None
 
 
-def judge_soak(plan: Plan, run_id: str, store: Store, time_scale: float) -> Verdict:
+def judge_soak(plan: Plan, run_id: str, store: Store, time_scale: float, failed: Sequence[str] = ()) -> Verdict:
     """Judge the soak from the store's observations alone (judge.py), recorded as the
-    ``verdict`` event. ``time_scale``: the run's clock speed-up (the readings' soak time)."""
+    ``verdict`` event. ``time_scale``: the run's clock speed-up (the readings' soak time).
+    ``failed``: tasks of the run that failed (or could not run) after the migration: the
+    soak did not run as planned, so a GO becomes INCONCLUSIVE (a NO-GO stands: a breach
+    was read)."""
     verdict = judge(plan, store.observations(run_id, clock=store.clock(run_id, time_scale)), time_scale)
+    if failed and verdict.decision != "NO_GO":
+        why = (f"task{'s' if len(failed) > 1 else ''} {', '.join(failed[:8])}{', ...' if len(failed) > 8 else ''} "
+               f"failed or could not run after the migration: the soak did not run as planned")
+        reasons = [why] + (list(verdict.reasons) if verdict.decision == "INCONCLUSIVE" else [])
+        verdict = replace(verdict, decision="INCONCLUSIVE", reasons=reasons)
     text = f"{verdict.decision}: {'; '.join(verdict.reasons)}"
     store.add_event(run_id, "verdict", {**verdict.to_dict(), "text": text})
     return verdict

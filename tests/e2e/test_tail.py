@@ -2,7 +2,7 @@
 
 One deployment for the whole module (``demo.airflow_local``: ``airflow api-server``,
 ``dag-processor``, ``scheduler``, ``triggerer``, LocalExecutor, PostgreSQL metadata
-database) runs eleven soaks side by side, one per path:
+database) runs twelve soaks side by side, one per path:
 
 ==========================  ======================================================
 path                        how it gets there
@@ -21,6 +21,8 @@ inconclusive_ask_go         one such user with no_go > 1: INCONCLUSIVE; a person
 inconclusive_ask_rollback   the same; the person answers Roll back
 inconclusive_go             INCONCLUSIVE, on_inconclusive=go: kept, not a GO
 inconclusive_rollback       INCONCLUSIVE, on_inconclusive=rollback
+restart_failure             restart_apps fails after the migration (404): judged
+                            INCONCLUSIVE, rolled back by the policy
 ==========================  ======================================================
 
 Each path is its own copy of ``plans/tail.yaml`` (dag ``migration_soak__tail_<path>``),
@@ -120,6 +122,19 @@ def _down_sql_with_a_typo(plan: dict, root: Path) -> None:
     plan["rehearsal"] = {"enabled": False}
 
 
+def _restart_endpoint_missing(plan: dict, root: Path) -> None:
+    # The gateway answers 404: restart_apps fails right after the migration, and so does
+    # the rollback's restart (the same endpoint).
+    plan["restart"]["endpoint"] = "/admin/no-such-endpoint"
+
+
+def _after_restart_apps_failed() -> dict[str, str]:
+    """The tasks between restart_apps and the judge: none of them could run."""
+    plan = load_plan(str(BASE_PLAN))
+    return {"restart_apps": FAIL, "start_clock": UPSTREAM, **{f"{p}.{c}": UPSTREAM for p, c in plan.schedule()},
+            **({"guard": UPSTREAM} if plan.guard else {})}
+
+
 @dataclass(frozen=True)
 class TailPath:
     """One path of the tail: how to drive it and what it must end in."""
@@ -176,6 +191,12 @@ PATHS = [
              drift=1, no_go_over=1, on_inconclusive="go"),
     TailPath("inconclusive_rollback", tail_states(rollback=OK), FAIL, "INCONCLUSIVE", ("INCONCLUSIVE", "rollback"),
              drift=1, no_go_over=1, on_inconclusive="rollback"),
+    # A task failing after the migration is judged, not left with the columns dropped and
+    # no decision: INCONCLUSIVE, then the policy (here: roll back; the rollback's own
+    # restart fails the same way, after the columns are restored).
+    TailPath("restart_failure", {**tail_states(rollback=[OK, OK, OK, FAIL, UPSTREAM, UPSTREAM]),
+                                 **_after_restart_apps_failed()}, FAIL, "INCONCLUSIVE", ("INCONCLUSIVE", "rollback"),
+             on_inconclusive="rollback", tweak=_restart_endpoint_missing),
 ]
 BY_NAME = {p.name: p for p in PATHS}
 
@@ -479,6 +500,15 @@ def test_restore_failure_stops_the_rollback_and_says_why(tail):
     assert 'type \\"boolen\\" does not exist' in o.log("rollback.restore"), o.log("rollback.restore", 2500)
     assert o.kinds("restore") == [] and o.kinds("rollback_completed") == []
     assert o.kinds("rollback_started")
+
+
+def test_a_task_failed_after_the_migration_is_judged_and_the_columns_come_back(tail):
+    o = tail["restart_failure"]
+    reason = o.kinds("verdict")[0]["reasons"][0]
+    assert "restart_apps" in reason and reason.endswith("failed or could not run after the migration: the soak did "
+                                                         "not run as planned"), reason
+    assert o.observations == []  # nothing was read: the checks could not start
+    assert [r["mismatches"] for r in o.kinds("restore")] == [0], o.kinds("restore")
 
 
 def test_a_person_decides_an_inconclusive_soak(tail):

@@ -77,6 +77,7 @@ def checks(monkeypatch):
         return FakeLint()
 
     monkeypatch.setattr(runbook.lint_mod, "check", lint)
+    monkeypatch.setattr(runbook, "drops", lambda plan, names: calls.setdefault("drops", list(names)))
     return calls
 
 
@@ -98,7 +99,7 @@ def test_preflight_passes_records_the_states_and_lints_every_pending_migration(c
     store = FakeStore()
     out, asked = run_preflight(store, states={INIT: "applied", NAME: "rolled_back", "later": "pending"})
     assert out == {"migrations": {INIT: "applied", NAME: "rolled_back", "later": "pending"}}
-    assert checks == {"direct": "connections.staging_direct", "lint": [NAME, "later"]}
+    assert checks == {"direct": "connections.staging_direct", "lint": [NAME, "later"], "drops": [NAME, "later"]}
     assert sorted(asked) == ["soak_authorizer", "soak_gateway"]
     assert store.kinds() == ["lint", "preflight"]
     assert store.recorded[-1][2] == {**out, "text": "all prerequisites hold"}
@@ -289,3 +290,53 @@ def test_hour0_is_the_lead_after_the_checklist_and_a_retry_keeps_it():
     assert before + timedelta(seconds=10) <= at <= datetime.now(timezone.utc) + timedelta(seconds=10)
     assert runbook.moment(store, "r", "hour0", "hour0", "clock", lead_s=99) == at.isoformat()
     assert store.kinds() == ["hour0"]
+
+
+class ObservedStore(FakeStore):
+    """FakeStore with readings: the healthy 24 h soak of tests/unit/test_judge.py."""
+
+    def __init__(self, obs):
+        super().__init__()
+        self.obs = obs
+
+    def observations(self, run_id, clock=None):
+        return self.obs
+
+    def clock(self, run_id, time_scale):
+        return None
+
+
+@pytest.mark.parametrize("failed", [["restart_apps", "hour0.auth_error_rate"], ["regular.login_p95"]])
+def test_a_task_that_failed_after_the_migration_turns_a_go_into_inconclusive(failed):
+    """A GO needs the soak as planned: with a task failed after the migration (a check task
+    out of retries, restart_apps) the run is judged, never left without a decision, and at
+    best INCONCLUSIVE, the failed tasks named first."""
+    from test_judge import PLAN as JPLAN, full_soak
+
+    assert runbook.judge_soak(JPLAN, "r", ObservedStore(full_soak()), 1.0).decision == "GO"
+    store = ObservedStore(full_soak())
+    v = runbook.judge_soak(JPLAN, "r", store, 1.0, failed=failed)
+    assert v.decision == "INCONCLUSIVE"
+    assert v.reasons == [f"task{'s' if len(failed) > 1 else ''} {', '.join(failed)} failed or could not run after the "
+                         "migration: the soak did not run as planned"]
+    assert store.events("r", "verdict")[0]["payload"]["decision"] == "INCONCLUSIVE"
+
+
+def test_a_no_go_stands_when_a_task_failed_too():
+    from test_judge import PLAN as JPLAN, full_soak, set_value
+
+    soak = set_value(full_soak(), "users_without_authorizer_id", 60, 3)
+    assert runbook.judge_soak(JPLAN, "r", ObservedStore(soak), 1.0, failed=["guard"]).decision == "NO_GO"
+
+
+def test_the_default_plan_lists_exactly_what_its_migration_drops():
+    runbook.drops(PLAN, [NAME])  # passwordHash and emailVerified of users
+
+
+def test_a_plan_that_leaves_out_a_dropped_column_is_refused_before_the_migration():
+    """The down SQL re-adds "emailVerified" with DEFAULT false: unlisted, its values would
+    come back false with "0 mismatches" (only listed columns are compared)."""
+    m = PLAN.migration.model_copy(update={"dropped_columns": ["passwordHash"]})
+    with pytest.raises(MigrationError, match=r"migration.dropped_columns \['passwordHash'\] leaves out "
+                                             r"\['emailVerified'\], which the migration drops"):
+        runbook.drops(PLAN.model_copy(update={"migration": m}), [NAME])

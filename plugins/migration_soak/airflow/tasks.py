@@ -159,17 +159,36 @@ def restart_apps(_hour0: str) -> int:
     return restart("restart", "applications restarted")
 
 
-@task.branch(trigger_rule="none_failed")  # after skipped check tasks (no reading), never after a failed one
+@task.branch(trigger_rule="all_done")
 def judge_soak() -> list[str]:
-    """``runbook.judge_soak``; INCONCLUSIVE goes to a person when ``on_inconclusive`` is ``ask``."""
+    """``runbook.judge_soak``; INCONCLUSIVE goes to a person when ``on_inconclusive`` is ``ask``.
+
+    Runs whatever happened upstream: once ``migrate`` succeeded, a task that failed after it
+    (``verify``, ``restart_apps``, a check task out of retries) must not leave the columns
+    dropped with no decision; the soak is judged on what it read and is at best
+    INCONCLUSIVE (``runbook.judge_soak``'s ``failed``). Skipped when the migration was not
+    applied: there is nothing to judge or roll back (``conclude`` fails the run)."""
     ctx, plan, run_id, store = run_context()
-    verdict = runbook.judge_soak(plan, run_id, store, float(ctx["params"]["time_scale"]))
+    states = task_states(ctx)
+    if states.get("migrate") != "success":
+        raise AirflowSkipException(f"the migration was not applied (migrate: {states.get('migrate') or 'not run'}): "
+                                   "nothing to judge or roll back")
+    failed = sorted(tid for tid, state in states.items() if state in ("failed", "upstream_failed"))
+    verdict = runbook.judge_soak(plan, run_id, store, float(ctx["params"]["time_scale"]), failed=failed)
     log.info("verdict: %s: %s", verdict.decision, "; ".join(verdict.reasons))
     ctx["ti"].xcom_push(key="verdict", value=verdict.to_dict())
     if lifecycle.asks_a_person(verdict, ctx["params"]["on_inconclusive"]):
         notify.send(notify.inconclusive_text(plan, verdict.reasons), plan.connections.slack)
         return ["human_decision"]
     return ["ask_sign_off"]
+
+
+def task_states(ctx) -> dict[str, str]:
+    """``{task_id: state}`` of this DAG run's task instances (the Execution API's
+    ``get_task_states``); states as Airflow names them (``success``, ``failed``, ...)."""
+    ti = ctx["ti"]
+    found = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id])
+    return {str(k): str(getattr(v, "value", v)) for k, v in (found.get(ti.run_id) or {}).items()}
 
 
 @task.branch(trigger_rule="none_failed_min_one_success")

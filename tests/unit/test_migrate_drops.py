@@ -1,0 +1,26 @@
+"""migrate.check_drops: the plan's dropped_columns against what the migration's SQL drops (pglast)."""
+
+import pytest
+
+from migration_soak.exceptions import MigrationError
+
+
+@pytest.mark.parametrize(("script", "listed", "message"), [
+    ('ALTER TABLE "users" DROP COLUMN "a", DROP COLUMN "b";', ["a", "b"], None),
+    ('ALTER TABLE public.users DROP COLUMN IF EXISTS "b" CASCADE; ALTER TABLE users DROP COLUMN a', ["b", "a"], None),
+    ('ALTER TABLE "users" DROP COLUMN "a", DROP COLUMN "b";', ["a"], r"leaves out \['b'\]"),
+    ('ALTER TABLE "users" DROP COLUMN "a";', ["a", "c"], r"lists \['c'\], which the migration does not drop"),
+    ('ALTER TABLE "users" DROP COLUMN "a"; ALTER TABLE orders DROP COLUMN note;', ["a"],
+     r"drops column public.orders.note: the rollback can restore only"),
+    ('ALTER TABLE "users" DROP COLUMN "a"; DROP TABLE legacy.sessions;', ["a"], r"drops table legacy.sessions"),
+    ('ALTER TABLE "users" ADD COLUMN "a" text', ["a"], r"lists \['a'\], which the migration does not drop"),
+    ('ALTER TABLE "users" DROP COLUMN', ["a"], "does not parse"),
+])
+def test_check_drops_holds_the_plan_to_what_the_migration_drops(script, listed, message):
+    from migration_soak.migrate import check_drops
+
+    if message is None:
+        check_drops(script, "users", listed)
+    else:
+        with pytest.raises(MigrationError, match=message):
+            check_drops(script, "users", listed)
