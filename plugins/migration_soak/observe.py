@@ -99,6 +99,19 @@ def previous_reading(store: Store, run_id: str, check_id: str, phase: str) -> Ob
                         valued=True)
 
 
+def log_mark(store: Store, run_id: str, check_id: str, phase: str) -> dict[str, Any] | None:
+    """Where a series after the migration starts reading the check's log when it has no
+    reading yet: the position recorded just before the DDL (``runbook.mark_logs``), or None
+    (the baseline, a check without a mark, a mark that could not be taken)."""
+    if phase == "baseline":
+        return None
+    for event in reversed(store.events(run_id, "log_marks")):
+        position = ((event.get("payload") or {}).get("marks") or {}).get(check_id)
+        if isinstance(position, dict) and "offset" in position:
+            return position
+    return None
+
+
 def take(plan: Plan, check_id: str, phase: str, tick: clock.Tick, run_id: str, store: Store) -> Observation:
     """Measure ``check_id`` now for ``tick`` and return the observation (not yet stored).
 
@@ -106,7 +119,7 @@ def take(plan: Plan, check_id: str, phase: str, tick: clock.Tick, run_id: str, s
     """
     check = plan.check(check_id)
     previous = previous_reading(store, run_id, check_id, phase)
-    prev_evidence = previous.evidence if previous else None
+    prev_evidence = previous.evidence if previous else log_mark(store, run_id, check_id, phase)
     status: Status
     try:
         m = sources.measure(check, plan, prev_evidence, sources.Context(run_id, store, phase, tick.index))

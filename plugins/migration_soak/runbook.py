@@ -20,8 +20,8 @@ from migration_soak import lint as lint_mod
 from migration_soak import report
 from migration_soak.backup import BackupRecord
 from migration_soak.decision import Decision
-from migration_soak.exceptions import (BackupError, LintError, MigrationError, PlanError, RehearsalError, RollbackError,
-                                       SoakError)
+from migration_soak.exceptions import (BackupError, LintError, MeasurementError, MigrationError, PlanError,
+                                       RehearsalError, RollbackError, SoakError)
 from migration_soak.judge import Verdict, judge
 from migration_soak.migrate import LedgerBackend, MigrationBackend, check_drops
 from migration_soak.pgconn import PgTarget
@@ -210,6 +210,31 @@ def backup_event(record: BackupRecord) -> dict:
 def lock_attempts(exc: Exception) -> list[dict]:
     """The lock-timeout attempts a ``MigrationError``/``RollbackError`` carries, as dicts."""
     return [a.to_dict() for a in getattr(exc, "lock_attempts", ()) or ()]
+
+
+def mark_logs(plan: Plan, run_id: str, store: Store) -> dict[str, dict]:
+    """Just before the migration: where each ``logs`` check's file ends
+    (``sources.logs.mark``), recorded as the ``log_marks`` event (``marks``: ``{check_id: position}``)
+    (``{"error": ...}`` when the file cannot be read now: its first reading then says why).
+    The first reading after the migration of each series starts there
+    (``observe.previous_reading``)."""
+    from migration_soak.sources import logs
+
+    marks: dict[str, dict] = {}
+    for check in plan.checks:
+        if check.source.kind != "logs":
+            continue
+        try:
+            position = logs.mark(check)
+        except MeasurementError as exc:
+            marks[check.id] = {"error": str(exc)[:500]}
+            continue
+        if position is not None:
+            marks[check.id] = position
+    if marks:
+        store.add_event(run_id, "log_marks", {"marks": marks,
+                                              "text": f"log positions of {', '.join(marks)} before the DDL"})
+    return marks
 
 
 def deploy(run_id: str, store: Store, migrations: MigrationBackend) -> dict:

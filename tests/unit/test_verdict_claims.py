@@ -159,3 +159,39 @@ def test_a_zero_baseline_is_not_reported_as_missing_coverage():
     crit = next(c for c in judge(PLAN, soak).criteria if c.id == "go_performance_stable")
     assert crit.outcome == "not_enough_data"
     assert "coverage 100% <" not in crit.detail, crit.detail
+
+
+class _MarkedStore(_Store):
+    """No reading yet; the ``log_marks`` event ``runbook.mark_logs`` recorded."""
+
+    def __init__(self):
+        super().__init__()
+        self.recorded = []
+
+    def add_event(self, run_id, kind, payload):
+        self.recorded.append({"kind": kind, "payload": payload})
+
+    def events(self, run_id, kind=None):
+        return [e for e in self.recorded if kind in (None, e["kind"])]
+
+
+def test_the_first_log_reading_after_the_migration_starts_where_the_log_was_at_the_ddl(tmp_path, monkeypatch):
+    """Without a mark the hour-0 reading took the last 500 lines, whatever their time: here
+    lines from before the DDL (which the soak must not blame on the migration) and, on a
+    busy log, not the first lines after it."""
+    from migration_soak import runbook
+
+    log = tmp_path / "app.log"
+    log.write_text("".join(f"ERROR CRITICAL before the migration {i}\n" for i in range(3)))
+    monkeypatch.setenv("SOAK_APP_LOG", str(log))
+    monkeypatch.setenv("SOAK_DB_LOG", str(tmp_path / "missing.log"))
+    store = _MarkedStore()
+    marks = runbook.mark_logs(PLAN, "r", store)
+    assert marks["critical_errors"]["offset"] == log.stat().st_size
+    assert "does not exist" in marks["db_errors"]["error"]  # said, and the readings will say it too
+    with log.open("a") as f:
+        f.write("ERROR CRITICAL after the migration\n" + "".join(f"INFO ok {i}\n" for i in range(600)))
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    for phase in ("hour0", "guard"):  # each series starts at the mark
+        o = observe.take(PLAN, "critical_errors", phase, Tick(phase, 0, timedelta(0), t0), "r", store)
+        assert (o.value, o.evidence["lines_read"], o.evidence.get("first_read")) == (1, 601, None), o.evidence

@@ -108,8 +108,10 @@ def rehearse(backup_record: dict) -> dict:
 
 @task
 def migrate(backup_record: dict) -> dict:
-    """``runbook.deploy`` (Hora 0 step 2); takes the backup record only to run after it."""
+    """``runbook.mark_logs``, then ``runbook.deploy`` (Hora 0 step 2); takes the backup
+    record only to run after it."""
     ctx, plan, run_id, store = run_context()
+    runbook.mark_logs(plan, run_id, store)
     with failing(MigrationError, prefix="migration failed: "):
         return runbook.deploy(run_id, store, backend(plan))
 

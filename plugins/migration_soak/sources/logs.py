@@ -299,6 +299,21 @@ def read_http(src: HttpLogs) -> tuple[list[str], dict[str, Any]]:
     return lines, {"endpoint": src.endpoint, "entries": len(entries), "where": dict(src.where), "kept": len(kept)}
 
 
+def mark(check: Check) -> dict[str, Any] | None:
+    """Where the check's log file ends now (``{"file", "offset", "inode", "head"}``, as a
+    reading's evidence), for the first reading after the migration to start at; None for
+    a ``command`` or ``http`` reader (they have no position). Taken just before the
+    migration (``runbook.mark_logs``): without it that reading took the last 500 lines,
+    whatever their time, mixing lines from before the DDL with some after it, or missing
+    the first ones after it on a busy log. Raises ``MeasurementError`` as a reading does."""
+    src = spec_of(check, LogsSource)
+    if not src.file:
+        return None
+    _, evidence = read_file(src.file, None)
+    evidence.pop("first_read", None)
+    return evidence
+
+
 def measure(check: Check, ctx: SourceContext) -> Measurement:
     """Count the matching lines the check's reader gives (see the module doc); the
     ``file`` reader starts where ``ctx.previous`` left off.
