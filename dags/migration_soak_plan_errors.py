@@ -14,7 +14,7 @@ Reads only the plan files; nothing connects anywhere at import.
 from __future__ import annotations
 
 from migration_soak import plan as _plan
-from migration_soak.airflow.builder import dag_id_for
+from migration_soak.airflow.builder import dag_id_for, unusable_name
 from migration_soak.exceptions import PlanError
 
 
@@ -22,7 +22,14 @@ def _broken_plans() -> dict[str, str]:
     """``{file name: PlanError text}`` of every plan in the plans folder that does not load
     (the same files, in the same order, as ``builder.build_all``)."""
     broken = {}
+    if not _plan.PLANS_DIR.is_dir():  # a typo in MIGRATION_SOAK_PLANS_DIR would hide every soak DAG silently
+        return {str(_plan.PLANS_DIR): f"the plans folder {_plan.PLANS_DIR} does not exist (MIGRATION_SOAK_PLANS_DIR?): "
+                                      "no soak DAG is built"}
     for path in sorted(_plan.PLANS_DIR.glob("*.yaml")):
+        why = unusable_name(path)
+        if why is not None:
+            broken[path.name] = f"{path.name}: {why}"
+            continue
         try:
             _plan.load_plan(str(path))
         except PlanError as exc:

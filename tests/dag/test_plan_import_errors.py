@@ -62,6 +62,25 @@ def test_a_wrong_value_is_named_with_its_value(tmp_path, monkeypatch):
     assert "typo.yaml" in text and "min_coverage" in text and "7" in text
 
 
+def test_a_plan_file_whose_name_makes_no_dag_id_is_an_import_error_and_hides_nothing(tmp_path, monkeypatch):
+    """``my plan.yaml`` (a space: Airflow refuses the dag id) made the soak DAGs' file raise:
+    every soak DAG, the default one too, was gone and nothing said why."""
+    plans = _plans(tmp_path, broken=False)
+    (plans / "my plan.yaml").write_text((plans / "default.yaml").read_text())
+    bag = _bag(monkeypatch, plans)
+    assert set(bag.dag_ids) == {"migration_soak"}
+    (text,) = bag.import_errors.values()
+    assert "my plan.yaml: its name makes the DAG id 'migration_soak__my plan', which Airflow refuses" in text
+    assert "rename the file" in text
+
+
+def test_a_plans_folder_that_does_not_exist_is_an_import_error(tmp_path, monkeypatch):
+    bag = _bag(monkeypatch, tmp_path / "no-such-folder")
+    assert bag.dag_ids == [] or set(bag.dag_ids) == set()
+    (text,) = bag.import_errors.values()
+    assert "no-such-folder does not exist (MIGRATION_SOAK_PLANS_DIR?)" in text
+
+
 def test_only_good_plans_no_import_errors(tmp_path, monkeypatch):
     bag = _bag(monkeypatch, _plans(tmp_path, broken=False))
     assert bag.import_errors == {}

@@ -9,6 +9,7 @@ backup -> rollback rehearsal -> migrate deploy -> verify -> restart apps -> hour
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,18 @@ CHECK_RETRIES = 2
 def dag_id_for(plan_stem: str) -> str:
     """``migration_soak`` for the default plan, ``migration_soak__<name>`` for others."""
     return "migration_soak" if plan_stem == "default" else f"migration_soak__{plan_stem}"
+
+
+def unusable_name(path: Path) -> str | None:
+    """Why the plan file ``path`` cannot have a DAG (its name makes no valid dag id:
+    Airflow allows letters, digits, ``_``, ``-`` and ``.``, at most 250 characters), or None.
+    Such a file is left out (no DAG can stand in for it) and reported as an import error of
+    ``dags/migration_soak_plan_errors.py``; the other plans' DAGs stay."""
+    dag_id = dag_id_for(path.stem)
+    if re.fullmatch(r"[A-Za-z0-9_.-]{1,250}", dag_id):
+        return None
+    return (f"its name makes the DAG id {dag_id!r}, which Airflow refuses (letters, digits, '_', '-' and '.' only, "
+            "at most 250 characters): rename the file")
 
 
 def build_dag(plan_stem: str, plan: Plan) -> DAG:
@@ -202,6 +215,10 @@ def build_all(plans_dir: Path | None = None) -> dict[str, DAG]:
 
     dags = {}
     for path in sorted((plans_dir or plan_module.PLANS_DIR).glob("*.yaml")):
+        why = unusable_name(path)
+        if why is not None:
+            log.error("plan %s has no DAG: %s", path, why)
+            continue
         try:
             dags[dag_id_for(path.stem)] = build_dag(path.stem, load_plan(path))
         except PlanError as exc:
