@@ -325,6 +325,19 @@ class Check(_Model):
     rule: str = Field(description="Where the rule comes from: the seed section and its wording.")
 
     @model_validator(mode="after")
+    def _levels_apart(self):
+        # status_of reads no_go first: a reading meeting both would be a NO-GO "as expected".
+        if self.no_go is not None:
+            e, n = self.expect.value, self.no_go.value
+            step = max(abs(e), abs(n), 1.0) * 1e-9
+            both = next((v for v in (e, n, (e + n) / 2, e - step, e + step, n - step, n + step, min(e, n) - 1e9,
+                                     max(e, n) + 1e9) if self.expect.holds(v) and self.no_go.holds(v)), None)
+            if both is not None:
+                raise ValueError(f"expect {self.expect} and no_go {self.no_go} both hold for {both:g}: a reading "
+                                 "would be as expected and a NO-GO at once")
+        return self
+
+    @model_validator(mode="after")
     def _rate_unit(self):
         # A count of lines since the previous reading is not a rate: compared with a
         # "per minute" level it would read hours of log as one minute.
@@ -825,7 +838,8 @@ class Plan(_Model):
 
     name: str
     description: str = ""
-    environment: str = "staging"
+    environment: str = Field(default="staging", min_length=1, pattern=r"\S",
+                             description="the soaked environment's name (Slack, the lease, reports)")
     migration: Migration
     connections: Connections = Connections()
     #: where backups are kept (``backup_storage``): a path (relative to the repository
@@ -928,13 +942,19 @@ def _repeated(ids: list[str]) -> list[str]:
 def _phase_names(phases: list[Phase]) -> list[str]:
     """The phase names in plan order.
 
-    Raises ``ValueError`` when a name repeats, or when one is ``hour0`` (reserved for the
-    checks at hour 0)."""
+    Raises ``ValueError`` when a name repeats, when one is ``hour0`` (reserved for the
+    checks at hour 0), or when two phases overlap (each soak hour has one cadence: the
+    runbook's phases follow each other)."""
     names = [p.name for p in phases]
     if len(set(names)) != len(names):
         raise ValueError(f"phase names repeat: {names}")
     if "hour0" in names:
         raise ValueError("'hour0' is reserved for the checks at hour 0")
+    ordered = sorted(phases, key=lambda p: p.start_hour)
+    for a, b in zip(ordered, ordered[1:]):
+        if b.start_hour < a.end_hour:
+            raise ValueError(f"phases {a.name!r} (hours {a.start_hour:g}-{a.end_hour:g}) and {b.name!r} (hours "
+                             f"{b.start_hour:g}-{b.end_hour:g}) overlap")
     return names
 
 

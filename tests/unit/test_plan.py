@@ -96,6 +96,22 @@ def test_phase_window_and_repeats_are_checked(raw):
         parse_plan(bad, "p.yaml")
 
 
+def test_overlapping_phases_an_empty_environment_and_levels_that_both_hold_are_refused(raw):
+    bad = copy.deepcopy(raw)
+    bad["phases"][1]["start_hour"] = 1  # regular from hour 1, intensive until hour 2
+    with pytest.raises(PlanError, match=r"phases 'intensive' \(hours 0-2\) and 'regular' \(hours 1-8\) overlap"):
+        parse_plan(bad, "p.yaml")
+    bad = copy.deepcopy(raw)
+    bad["environment"] = " "
+    with pytest.raises(PlanError, match="environment"):
+        parse_plan(bad, "p.yaml")
+    bad = copy.deepcopy(raw)
+    check = next(c for c in bad["checks"] if c["id"] == "login_p95")
+    check["expect"], check["no_go"] = {"op": "<", "value": 2000}, {"op": ">", "value": 1000}
+    with pytest.raises(PlanError, match=r"checks\[login_p95\].*expect < 2000 and no_go > 1000 both hold for 1500: a reading"):
+        parse_plan(bad, "p.yaml")
+
+
 def test_unknown_plan_lists_known_ones():
     with pytest.raises(PlanError, match=r"no plan 'nope'.*known plans: \['default'"):
         load_plan("nope")
