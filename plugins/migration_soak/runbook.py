@@ -139,6 +139,20 @@ def drops(plan: Plan, names: list[str]) -> None:
     check_drops("\n;\n".join(scripts), m.table, m.dropped_columns)
 
 
+def logs_readable(plan: Plan) -> None:
+    """Every ``logs`` check's file can be read now (its ``$VARIABLE`` set, the file there):
+    found only at the first reading, after the DDL, it would leave the soak INCONCLUSIVE
+    with the columns already dropped. Raises ``MigrationError`` naming the check."""
+    from migration_soak.sources import logs
+
+    for check in plan.checks:
+        if check.source.kind == "logs":
+            try:
+                logs.mark(check)
+            except MeasurementError as exc:
+                raise MigrationError(f"checks[{check.id}].source.file: {exc}: the migration must not start") from None
+
+
 def require(requirement: Requirement, query: Query) -> float:
     """One of the plan's ``preflight.require`` ("Pre-requisitos para Staging"): its query's
     first cell, which must be a number meeting ``requirement.expect``; returns it. Raises
@@ -165,7 +179,8 @@ def preflight(plan: Plan, run_id: str, store: Store, *, direct: PgTarget, direct
     """Before touching anything ("Pre-requisitos para Staging"): the connection for DDL
     (``direct``, named ``direct_field``) not behind a transaction pooler, the migration
     pending, its SQL linted, what it drops exactly the plan's ``migration.dropped_columns``
-    (``migrate.check_drops``), the plan's ``preflight.require`` in order (the default plan:
+    (``migrate.check_drops``), every ``logs`` check's file readable (``logs_readable``),
+    the plan's ``preflight.require`` in order (the default plan:
     no user without ``authorizerId``, "Horas 1-2" query 1), the gateway and authorizer
     ``/health`` (``health_status(conn_id)`` -> HTTP status) 200.
 
@@ -181,6 +196,7 @@ def preflight(plan: Plan, run_id: str, store: Store, *, direct: PgTarget, direct
     names = applicable(plan, states)
     lint(plan, run_id, store, names)
     drops(plan, names)
+    logs_readable(plan)
     for requirement in plan.preflight.require:
         require(requirement, query)
     for conn_id in {plan.connections.gateway, plan.connections.authorizer}:

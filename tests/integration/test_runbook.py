@@ -21,6 +21,15 @@ def staging_rows(sql: str) -> list[tuple]:
     return run_readonly(PLAN.connections.staging, sql)[1]
 
 
+@pytest.fixture(autouse=True)
+def readable_logs(tmp_path, monkeypatch):
+    """The default plan's logs checks read these files (preflight checks they can)."""
+    log = tmp_path / "app.log"
+    log.write_text("ready\n")
+    monkeypatch.setenv("SOAK_APP_LOG", str(log))
+    monkeypatch.setenv("SOAK_DB_LOG", str(log))
+
+
 def preflight(store, target, run_id: str) -> dict:
     return runbook.preflight(PLAN, run_id, store, direct=target, direct_field="connections.staging_direct",
                              migrations=runbook.backend(PLAN, target), query=staging_rows,

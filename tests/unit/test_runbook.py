@@ -78,6 +78,7 @@ def checks(monkeypatch):
 
     monkeypatch.setattr(runbook.lint_mod, "check", lint)
     monkeypatch.setattr(runbook, "drops", lambda plan, names: calls.setdefault("drops", list(names)))
+    monkeypatch.setattr(runbook, "logs_readable", lambda plan: calls.setdefault("logs", True))
     return calls
 
 
@@ -99,7 +100,8 @@ def test_preflight_passes_records_the_states_and_lints_every_pending_migration(c
     store = FakeStore()
     out, asked = run_preflight(store, states={INIT: "applied", NAME: "rolled_back", "later": "pending"})
     assert out == {"migrations": {INIT: "applied", NAME: "rolled_back", "later": "pending"}}
-    assert checks == {"direct": "connections.staging_direct", "lint": [NAME, "later"], "drops": [NAME, "later"]}
+    assert checks == {"direct": "connections.staging_direct", "lint": [NAME, "later"], "drops": [NAME, "later"],
+                      "logs": True}
     assert sorted(asked) == ["soak_authorizer", "soak_gateway"]
     assert store.kinds() == ["lint", "preflight"]
     assert store.recorded[-1][2] == {**out, "text": "all prerequisites hold"}
@@ -340,3 +342,14 @@ def test_a_plan_that_leaves_out_a_dropped_column_is_refused_before_the_migration
     with pytest.raises(MigrationError, match=r"migration.dropped_columns \['passwordHash'\] leaves out "
                                              r"\['emailVerified'\], which the migration drops"):
         runbook.drops(PLAN.model_copy(update={"migration": m}), [NAME])
+
+
+def test_a_log_file_that_cannot_be_read_stops_the_soak_before_the_migration(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOAK_APP_LOG", str(tmp_path / "app.log"))
+    monkeypatch.delenv("SOAK_DB_LOG", raising=False)
+    (tmp_path / "app.log").write_text("ok\n")
+    with pytest.raises(MigrationError, match=r"checks\[db_slow_queries\].source.file: log file '\$SOAK_DB_LOG': "
+                                             "environment variable not set: the migration must not start"):
+        runbook.logs_readable(PLAN)
+    monkeypatch.setenv("SOAK_DB_LOG", str(tmp_path / "app.log"))
+    runbook.logs_readable(PLAN)
