@@ -899,6 +899,30 @@ def _time_scale(text: str) -> float:
                                          f"time_scale must be a number in (0, {TIME_SCALE_MAX}], got {text!r}") from None
 
 
+def _users(text: str) -> int:
+    """argparse type: how many users to seed, at least 1."""
+    try:
+        users = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"users must be a whole number, got {text!r}") from None
+    if users < 1:
+        raise argparse.ArgumentTypeError(f"users must be at least 1, got {users}")
+    return users
+
+
+def _known_plan(parser: argparse.ArgumentParser, plan: str, plans_dir: str | None) -> None:
+    """``--plan`` names a plan file that loads (else exit 64 with the plan's own error:
+    the unknown name and the known ones, or the broken file's field and value)."""
+    from migration_soak.exceptions import PlanError
+    from migration_soak.plan import load_plan
+
+    folder = Path(plans_dir) if plans_dir else None
+    try:
+        load_plan(str(folder / f"{plan}.yaml") if folder else plan)
+    except PlanError as exc:
+        parser.error(f"--plan {plan!r}: {exc}")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
@@ -923,7 +947,7 @@ def main(argv: list[str] | None = None) -> int:
                                                    "'demo: rejected on purpose')")
     parser.add_argument("--time-scale", type=_time_scale, default=300.0,
                         help=f"soak clock speed-up in (0, {TIME_SCALE_MAX}] (300: 24 h in 4.8 min)")
-    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--users", type=_users, default=100_000)
     parser.add_argument("--plan", default="default", help="plan name (DAG migration_soak[__<plan>])")
     parser.add_argument("--plans-dir", help="plans folder (MIGRATION_SOAK_PLANS_DIR; default include/plans)")
     parser.add_argument("--workdir", default=str(ROOT / ".state" / "demo"))
@@ -936,6 +960,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallelism", type=int, default=PARALLELISM,
                         help=f"the airflow runner's LocalExecutor task slots (default {PARALLELISM})")
     args = parser.parse_args(argv)
+    _known_plan(parser, args.plan, args.plans_dir)  # before anything starts: seeding takes a minute
     require_sign_off = args.require_sign_off or args.sign_off is not None
     comment = args.sign_off_comment
     if comment is None and args.sign_off:

@@ -57,12 +57,17 @@ def test_exit_code_for_user_follows_the_final_decision(decision, run_state, code
     assert _outcome(decision, run_state=run_state).exit_code_for_user == code
 
 
-@pytest.mark.parametrize("argv", [["--scenario", "legacy"], ["--no-such-option"], ["--time-scale"]])
-def test_a_bad_argument_exits_64_not_2_which_means_inconclusive(argv, capsys):
+@pytest.mark.parametrize(("argv", "said"), [
+    (["--scenario", "legacy"], "invalid choice"), (["--no-such-option"], "unrecognized"), (["--time-scale"], "expected"),
+    (["--users", "0"], "users must be at least 1, got 0"),
+    (["--plan", "nope"], "--plan 'nope': plan: no plan 'nope'"),  # before seeding a stack for it
+])
+def test_a_bad_argument_exits_64_not_2_which_means_inconclusive(argv, said, capsys):
     with pytest.raises(SystemExit) as exit_:
         demo_run.main(argv)
     assert exit_.value.code == demo_run.EXIT_USAGE == 64
-    assert "usage: python -m demo.run" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "usage: python -m demo.run" in err and said in err
 
 
 def test_a_rejected_sign_off_prints_no_go_and_the_judges_go():
