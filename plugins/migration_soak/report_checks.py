@@ -70,15 +70,27 @@ def _by_phase(mine: list[Observation]) -> dict[str, dict[str, int]]:
     return by_phase
 
 
+def sampled_ids(after: Sequence[Observation]) -> tuple[int, int] | None:
+    """``(ids looked up, readings)`` of a sampling check (evidence ``sampled``:
+    ``authorizer_sync``), or None for other checks."""
+    counted = [int((o.evidence or {})["sampled"]) for o in after
+               if o.status != "error" and isinstance((o.evidence or {}).get("sampled"), int)]
+    return (sum(counted), len(counted)) if counted else None
+
+
 def proof_note(after: Sequence[Observation]) -> str:
     """What the readings of a check that reads two ways proved (``data_loss``: evidence
     ``reading`` ``values`` or ``keys``), e.g. "2 exact readings (...); 9 key-only readings
-    (...)"; "" for other checks. A key-only reading is never counted as proving values."""
+    (...)"; a sampling check's sample (:func:`sampled_ids`); "" for other checks. A
+    key-only reading is never counted as proving values."""
     kinds = {"values": 0, "keys": 0}
     for o in after:
         kind = (o.evidence or {}).get("reading") if o.status != "error" else None
         if kind in kinds:
             kinds[kind] += 1
+    sampled = sampled_ids(after)
+    if sampled is not None:
+        return f"a sample: {sampled[0]:,} ids looked up over {plural(sampled[1], 'reading')}, not every row"
     if not any(kinds.values()):
         return ""
     parts = []

@@ -12,6 +12,7 @@ from typing import Any
 
 from migration_soak.judge import CheckResult, CriterionResult, format_change, format_condition, format_value, plural
 from migration_soak.plan import Check, Plan
+from migration_soak.report_checks import sampled_ids
 from migration_soak.rules import disjoint_windows
 from migration_soak.report_run import (
     Run,
@@ -271,6 +272,9 @@ def _check_figures(run: Run, c: CriterionResult, cid: str, r: CheckResult) -> st
                  if base and bvals else "; no baseline")
     if is_log_count(run.plan, cid):  # each series (guard, phases) reads every line once: never their sum
         text += f", {format_value(log_lines(run, cid)[0], 'count')} log lines"
+    sampled = sampled_ids([o for o in run.after if o.check_id == cid])
+    if sampled is not None:  # "100 % de usuarios": the readings looked up a sample, say how big
+        text += f", {sampled[0]:,} sampled ids in all (not every row)"
     return text
 
 

@@ -140,3 +140,14 @@ def test_data_loss_says_what_its_exact_and_its_key_only_readings_prove():
     readings[1] = replace(readings[1], value=None, status="error")
     assert "8 key-only readings" in summary("data_loss", readings).detail
     assert "key-only" not in summary("login_p95", every_scheduled("login_p95", 200.0)).detail
+
+
+def test_a_sampling_check_says_its_sample_not_every_row():
+    """authorizer_sync backs "100% de usuarios con authorizerId válido" with 50 ids a
+    reading: the row says how many were looked up."""
+    from dataclasses import replace
+
+    full = [replace(o, evidence={"sampled": 50, "unknown_count": 0}) for o in every_scheduled("authorizer_sync", 0.0)]
+    r = summary("authorizer_sync", full)
+    assert r.outcome == "met"
+    assert r.detail.endswith(f"; a sample: {50 * len(full):,} ids looked up over {len(full)} readings, not every row")
