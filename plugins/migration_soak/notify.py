@@ -113,7 +113,9 @@ def decision_text(plan, final, time_scale: float, report_name: str) -> str:
     head = f"[{plan.environment}] soak of `{plan.migration.name}`"
     kind = "compressed" if time_scale > 1 else "stretched"  # report_text.clock_kind's words
     clock = "" if time_scale == 1 else (f" ({kind} clock x{time_scale:g}: demonstration evidence, not a "
-                                        f"{plan.soak_hours():g}-hour soak)")
+                                        f"{plan.soak_hours():g}-hour soak)" if time_scale > 1 else
+                                        f" ({kind} clock x{time_scale:g}: not the plan's soak, its readings "
+                                        f"{1 / time_scale:g} times further apart in wall time)")
     if final is not None and final.is_go:
         return f":large_green_circle: {head} verdict: GO{clock}: {final.reason}; report {report_name}"
     if final is None:

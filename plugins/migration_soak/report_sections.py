@@ -69,9 +69,30 @@ def banner(plan: Plan, time_scale: float) -> str | None:
     wall_min = soak_h * 60 / time_scale
     took = f"{wall_min:.1f} min" if wall_min < 120 else f"{wall_min / 60:.1f} h"
     kind = clock_kind(time_scale)
-    return (f"⚠️ **{kind} clock ({soak_h:g} h in {took}): demonstration evidence, not a {soak_h:g}-hour soak.** "
-            f"time_scale {time_scale:g}: one soak hour took {duration(3600 / time_scale)} of wall time. "
-            f"Nothing here approves going to production.")
+    what = (f"demonstration evidence, not a {soak_h:g}-hour soak" if time_scale > 1 else
+            "not the plan's soak: its cadences and windows are soak time, so its readings were "
+            f"{1 / time_scale:g} times further apart in wall time than the plan's")
+    return (f"⚠️ **{kind} clock ({soak_h:g} h in {took}): {what}.** "
+            f"time_scale {time_scale:g}: one soak hour took {duration(3600 / time_scale)} of wall time."
+            + "".join(f" {note}" for note in wall_windows(plan, time_scale))
+            + " Nothing here approves going to production.")
+
+
+def wall_windows(plan: Plan, time_scale: float) -> list[str]:
+    """Per ``sql`` check counting a window of wall time (``window_minutes``: "in the last
+    hour") on a compressed clock: how much soak time that window spans, so its readings
+    reach back before the migration (the SQL's ``NOW() - INTERVAL`` does not scale)."""
+    notes = []
+    for check in plan.checks:
+        window = getattr(check.source, "window_minutes", None)
+        if window and time_scale > 1:
+            soak_min = window * time_scale
+            reach = ("every reading includes events from before the migration" if soak_min >= plan.soak_hours() * 60
+                     else f"readings in the first {duration(soak_min * 60)} of soak time include events from "
+                          "before the migration")
+            notes.append(f"`{check.id}` counts the last {window:g} wall minutes (its SQL): on this clock "
+                         f"{duration(soak_min * 60)} of soak time, so {reach}.")
+    return notes
 
 
 def checkbox(run: Run, time_scale: float) -> str:

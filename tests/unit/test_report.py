@@ -188,6 +188,10 @@ def test_nogo_at_hour0_says_not_measured_never_met_and_the_real_period():
     assert "critical errors (NO-GO breaches)" not in text
     assert rows["critical_errors"][-1] == "❌ breached (decided NO-GO)"
     assert "- [ ] Run" in text and "- [x]" not in text
+    # on a compressed clock the GO table does not read as a production go-ahead
+    assert "**GO criteria (on this clock: demonstration only, not for production)**" in text
+    assert "proceed to production" not in text
+    assert "**GO: proceed to production if**" in report.render_report(PLAN, "run", verdict, obs, events, 1.0)
 
 
 def test_rollback_section_lists_rollback_events_only():

@@ -55,7 +55,14 @@ def test_banner_only_off_real_time_and_says_how_long_a_soak_hour_took():
     text = sections.banner(PLAN, 300.0)
     assert text.startswith("⚠️ **compressed clock (24 h in 4.8 min): demonstration evidence, not a 24-hour soak.**")
     assert "one soak hour took 12 s of wall time" in text
-    assert sections.banner(PLAN, 0.5).startswith("⚠️ **stretched clock (24 h in 48.0 h)")
+    assert sections.banner(PLAN, 0.5).startswith("⚠️ **stretched clock (24 h in 48.0 h): not the plan's soak: its "
+                                                  "cadences and windows are soak time, so its readings were 2 times "
+                                                  "further apart in wall time than the plan's.**")
+    # the SQL's "last hour" is wall time: on this clock it spans the whole soak and more
+    assert ("`workflow_error_rate` counts the last 60 wall minutes (its SQL): on this clock 300 h 00 min of soak time, "
+            "so every reading includes events from before the migration.") in text
+    assert "before the migration" in sections.banner(PLAN, 4.0) and "workflow_error_rate" not in \
+        sections.banner(PLAN, 0.5)
 
 
 def test_checkbox_lists_every_reason_the_task_is_not_done():
