@@ -669,6 +669,9 @@ class Verdict(_Model):
     ``on_sign_off_rejected``: when a required QA sign-off is rejected or not given within
     ``sign_off_timeout_hours``, ``rollback`` (default) or ``keep`` the migration; either way
     the run is not a GO (docs/verdict.md).
+    ``sign_off_by``: the Airflow user ids (as the auth manager names them) who may answer
+    the QA sign-off ("Equipo de QA aprueba testing manual"); empty: any user who may act on
+    the run's tasks. ``decided_by``: the same for the INCONCLUSIVE question.
     """
 
     # below half the scheduled readings a GO would rest on a fraction of the soak
@@ -677,6 +680,8 @@ class Verdict(_Model):
     human_timeout_hours: float = Field(default=4, gt=0)
     on_sign_off_rejected: Literal["rollback", "keep"] = "rollback"
     sign_off_timeout_hours: float = Field(default=24, gt=0)
+    sign_off_by: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    decided_by: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
 
 
 class LintAccept(_Model):

@@ -115,6 +115,19 @@ def test_human_questions_default_to_the_safe_answer_on_timeout(dag):
     assert human.defaults == ["Roll back"] and sign_off.defaults == ["Reject"]
     assert sign_off.options == ["Approve", "Reject"] and "comment" in sign_off.params
     assert sign_off.response_timeout.total_seconds() == plan.verdict.sign_off_timeout_hours * 3600
+    assert human.assigned_users is None and sign_off.assigned_users is None  # the default plan names nobody
+
+
+def test_the_qa_sign_off_is_answered_only_by_the_users_the_plan_names():
+    from migration_soak.airflow.builder import build_dag
+    from migration_soak.plan import load_plan
+
+    plan = load_plan("default")
+    verdict = plan.verdict.model_copy(update={"sign_off_by": ["qa-lead", "qa-2"], "decided_by": ["oncall"]})
+    dag = build_dag("default", plan.model_copy(update={"verdict": verdict}))
+    assert dag.task_dict["sign_off"].assigned_users == [{"id": "qa-lead", "name": "qa-lead"},
+                                                        {"id": "qa-2", "name": "qa-2"}]
+    assert dag.task_dict["human_decision"].assigned_users == [{"id": "oncall", "name": "oncall"}]
 
 
 def test_trigger_form_params(dag):

@@ -145,6 +145,7 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
             options=[GO_OPTION, ROLLBACK_OPTION],
             defaults=[ROLLBACK_OPTION],  # no answer in time: the safe way back
             response_timeout=timedelta(hours=plan.verdict.human_timeout_hours),
+            assigned_users=_users(plan.verdict.decided_by),
         )
         ask = t.ask_sign_off()
         judged >> [human, ask]
@@ -159,6 +160,7 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
             defaults=[REJECT_OPTION],  # applied by the scheduler when nobody answers in time
             params={"comment": Param("", type="string", description="Why (required reading for a rejection)")},
             response_timeout=timedelta(hours=plan.verdict.sign_off_timeout_hours),
+            assigned_users=_users(plan.verdict.sign_off_by),  # only QA's answer is the QA sign-off
         )
         decision = t.decide()
         # ask_sign_off always picks decide; decide waits for sign_off when it was asked.
@@ -177,6 +179,12 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
         decision >> [report, rollback]
         [report, rollback] >> t.release() >> t.conclude()
     return dag
+
+
+def _users(ids: list[str]) -> list[Any] | None:
+    """``assigned_users`` of a HITL task: only these Airflow users may answer (None: anyone
+    who may act on the run's tasks)."""
+    return [{"id": u, "name": u} for u in ids] or None
 
 
 def build_plan_error_dag(plan_stem: str, error: str) -> DAG:
