@@ -425,6 +425,14 @@ def _relative_level(value: float) -> float:
     return value
 
 
+def _can_fall(rule: Any) -> Any:
+    """A relative rule ``< -1`` never holds (a reading would have to fall below 0);
+    ``ValueError`` naming it."""
+    if rule.op == "<" and rule.value <= -1:
+        raise ValueError(f"< {rule.value:g} can never hold: a change below -100 % needs a reading below 0")
+    return rule
+
+
 class BaselineRule(_Model):
     """Degradation relative to the baseline measured before the migration: ``(m - b) / b``
     where ``b`` is the baseline median and ``m`` the median of the observations in the last
@@ -456,6 +464,7 @@ class BaselineRule(_Model):
         return value
 
     _relative = field_validator("value")(classmethod(lambda cls, v: _relative_level(v)))
+    _falls = model_validator(mode="after")(lambda self: _can_fall(self))
 
     def floor(self, check_id: str) -> float:
         """The noise floor of ``check_id`` in its unit (0 for a check the mapping lacks)."""
@@ -475,6 +484,7 @@ class GrowthRule(_Model):
     minutes: float | None = Field(default=None, gt=0)
 
     _relative = field_validator("value")(classmethod(lambda cls, v: _relative_level(v)))
+    _falls = model_validator(mode="after")(lambda self: _can_fall(self))
 
 
 Rule = Annotated[Union[ThresholdRule, SustainedRule, WindowCountRule, BaselineRule, GrowthRule],
@@ -1038,6 +1048,8 @@ def _never_holds(op: str, value: float, units: set[str]) -> str | None:
         return f"no {'/'.join(sorted(units))} reading is above 1"
     if units == {"up"} and op == "==" and value not in (0, 1):
         return "an up reading is 0 or 1"
+    if units and units <= {"count", "rows"} and op == "==" and not float(value).is_integer():
+        return f"a {'/'.join(sorted(units))} reading is a whole number"
     return None
 
 

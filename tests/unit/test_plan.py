@@ -461,3 +461,21 @@ def test_noise_floors_per_check_name_exactly_the_criterions_checks(raw):
     with pytest.raises(PlanError, match=r"no_go\[no_go_performance\].*rule\.min_delta must give each of its checks a "
                                         r"floor: missing \['auth_query_time'\]; not among its checks \['login_p99'\]"):
         parse_plan(bad, "p.yaml")
+
+
+def test_levels_no_reading_can_meet_are_refused():
+    from migration_soak.plan import BaselineRule, GrowthRule
+
+    with pytest.raises(ValueError, match=r"< -1 can never hold: a change below -100 % needs a reading below 0"):
+        BaselineRule(kind="baseline", op="<", value=-1)
+    with pytest.raises(ValueError, match=r"< -1 can never hold"):
+        GrowthRule(kind="growth", op="<", value=-1)
+    GrowthRule(kind="growth", op="<=", value=-1)  # a reading of 0 meets it
+
+
+def test_a_count_level_that_is_not_a_whole_number_cannot_be_equalled(raw):
+    bad = copy.deepcopy(raw)
+    check = next(c for c in bad["checks"] if c["id"] == "critical_errors")
+    check["expect"] = {"op": "==", "value": 0.5}
+    with pytest.raises(PlanError, match=r"== 0.5 can never hold \(a count reading is a whole number\)"):
+        parse_plan(bad, "p.yaml")
