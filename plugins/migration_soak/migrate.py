@@ -707,8 +707,10 @@ def verify_applied(
 def destroyed_by(script: str) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
     """What ``script`` destroys, parsed by PostgreSQL's grammar (pglast): ``(columns,
     tables)``, each column ``(schema, table, column)`` of an ``ALTER TABLE ... DROP
-    COLUMN``, each table ``(schema, table)`` of a ``DROP TABLE``; an unqualified name is in
-    ``public``. Raises ``MigrationError`` when the script does not parse."""
+    COLUMN``, each table ``(schema, table)`` of a ``DROP TABLE``, also inside a ``DO``
+    block (function bodies do not run with the migration); an unqualified name is in
+    ``public``. Raises ``MigrationError`` when the script does not parse or a ``DO`` block
+    cannot be read (:func:`_do_block_sql`)."""
     from pglast import parse_sql
     from pglast.enums import AlterTableType, ObjectType
     from pglast.parser import ParseError
@@ -721,7 +723,12 @@ def destroyed_by(script: str) -> tuple[list[tuple[str, str, str]], list[tuple[st
     tables: list[tuple[str, str]] = []
     for raw in statements:
         st: Any = raw.stmt
-        if type(st).__name__ == "AlterTableStmt" and st.objtype == ObjectType.OBJECT_TABLE:
+        if type(st).__name__ == "DoStmt":  # runs with the migration: what it drops counts
+            for query in _do_block_sql(st):
+                more_columns, more_tables = destroyed_by(query)
+                columns += more_columns
+                tables += more_tables
+        elif type(st).__name__ == "AlterTableStmt" and st.objtype == ObjectType.OBJECT_TABLE:
             where = (st.relation.schemaname or "public", st.relation.relname)
             columns += [(*where, c.name) for c in st.cmds or () if c.subtype == AlterTableType.AT_DropColumn]
         elif type(st).__name__ == "DropStmt" and st.removeType == ObjectType.OBJECT_TABLE:
@@ -729,6 +736,47 @@ def destroyed_by(script: str) -> tuple[list[tuple[str, str, str]], list[tuple[st
                 parts = [p.sval for p in name]
                 tables.append((parts[-2] if len(parts) > 1 else "public", parts[-1]))
     return columns, tables
+
+
+def _do_block_sql(st: Any) -> list[str]:
+    """The static SQL statements of a ``DO`` block (PL/pgSQL, parsed by pglast). Raises
+    ``MigrationError`` when what it drops cannot be read: another language, or dynamic SQL
+    (``EXECUTE``) that mentions ``DROP``."""
+    import json
+    import re
+
+    from pglast import parse_plpgsql
+
+    args = {a.defname: a.arg.sval for a in st.args or ()}
+    language = args.get("language", "plpgsql")
+    if language != "plpgsql":
+        raise MigrationError(f"the migration has a DO block in {language}: what it drops cannot be read")
+    body = args.get("as", "")
+    tag = "$soak_do$"
+    while tag in body:
+        tag = tag[:-1] + "x$"
+    try:
+        tree = parse_plpgsql(f"CREATE FUNCTION soak_do() RETURNS void LANGUAGE plpgsql AS {tag}{body}{tag}")
+    except Exception as exc:  # noqa: BLE001 - pglast's errors: the server would refuse the block too
+        raise MigrationError(f"the migration's DO block does not parse: {exc}") from None
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "PLpgSQL_stmt_execsql":
+                    found.append(value["sqlstmt"]["PLpgSQL_expr"]["query"])
+                elif key.startswith("PLpgSQL_stmt_dyn") and re.search(r"\bdrop\b", json.dumps(value), re.I):
+                    raise MigrationError("the migration's DO block runs dynamic SQL (EXECUTE) that mentions DROP: "
+                                         "what it drops cannot be read, so the plan's dropped_columns cannot be "
+                                         "checked against it")
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(tree)
+    return found
 
 
 def check_drops(script: str, table: str, dropped_columns: Sequence[str]) -> None:

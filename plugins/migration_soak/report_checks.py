@@ -24,7 +24,7 @@ from migration_soak.judge import (
     plural,
 )
 from migration_soak.plan import Check, Plan, ThresholdRule
-from migration_soak.rules import Threshold
+from migration_soak.rules import Threshold, format_apart
 from migration_soak.store import Observation
 
 _STATUSES = ("pass", "warn", "fail", "error")
@@ -123,7 +123,8 @@ def decided_by(check: Check, breaches: Sequence[CriterionResult]) -> tuple[Crite
 
 def decided_detail(check: Check, r: CriterionResult, d: dict) -> str:
     """``decided NO-GO <criterion> (<rule>): <value> (<derived>) at <phase> tick <n>``."""
-    shown = format_value(d["value"], check.unit)
+    shown = format_apart(d["value"], check.no_go.value, format_value, check.unit) if check.no_go else \
+        format_value(d["value"], check.unit)
     if "derived" in d and r.rule.startswith("degradation"):
         shown += f" ({format_change(d['derived'])} vs baseline)"
     elif "derived" in d and r.rule.startswith("count"):
@@ -142,7 +143,8 @@ def fail_detail(check: Check, fails: list[Observation], decides: bool = True) ->
     more = f" ({plural(len(fails), 'reading')})" if len(fails) > 1 else ""
     unread = "" if decides else ("; no NO-GO criterion of the plan compares this check with a level: it cannot "
                                  "roll back, and keeps the verdict from GO (a person decides)")
-    return (f"{format_value(o.value, check.unit)} at {o.phase} tick {o.tick} meets its NO-GO level "
+    shown = format_apart(o.value, check.no_go.value, format_value, check.unit) if o.value is not None else "n/a"
+    return (f"{shown} at {o.phase} tick {o.tick} meets its NO-GO level "
             f"{format_condition(check.no_go, check.unit)}{more}{unread}")
 
 

@@ -233,9 +233,12 @@ def log_lines(run: Run, check_id: str) -> tuple[int, int, int]:
     """(matching log lines, readings, failed readings) of a ``logs`` check after the migration.
 
     Lines: the larger of the guard's sum and the phases' sum (each series reads every line
-    once; adding them would count each line twice, see ``rules.WindowCount``)."""
+    once; adding them would count each line twice, see ``rules.WindowCount``), from each
+    reading's ``matches`` (its value, except for a ``per_minute`` check, whose value is its
+    busiest minute)."""
     mine = [o for o in run.after if o.check_id == check_id]
-    lines = max(sum(o.value for o in mine if o.value is not None and (o.phase == "guard") == guard)
+    lines = max(sum((o.evidence or {}).get("matches", o.value) for o in mine
+                    if o.value is not None and (o.phase == "guard") == guard)
                 for guard in (True, False))
     return int(lines), len(mine), sum(1 for o in mine if o.status == "error")
 

@@ -516,13 +516,19 @@ class WindowCount(RuleKind[WindowCountRule]):
         logged it all before, and when that is ``end`` itself (a 4-hour passive reading
         against "in any hour") only its densest ``minutes`` are sure: at least
         ``ceil(count / ceil(span / minutes))`` lines (six lines over four hours do not show
-        "> 5 in any hour"). The first reading of a series has no known span: counted whole."""
+        "> 5 in any hour"). A series' first reading counts from the migration (it starts at
+        the log position recorded before the DDL, observe.log_mark): its span is its soak
+        time since hour 0; one that read the log's last lines instead (evidence
+        ``first_read``, no mark) has no known span and is counted whole."""
         minutes = self.spec.minutes or 0.0
         before = {id(b): a for a, b in zip(part, part[1:])}
         total = 0.0
         for p in window:
             prev = before.get(id(p))
-            span = soak_minutes(prev, p) if prev is not None else 0.0
+            if prev is not None:
+                span = soak_minutes(prev, p)
+            else:
+                span = 0.0 if (p.evidence or {}).get("first_read") else max(_soak(p, "soak_s") / 60.0, 0.0)
             if soak_minutes(p, end) + span <= minutes + 1e-9:
                 total += _value(p)
             elif p is end:

@@ -231,7 +231,8 @@ def lock_attempts(exc: Exception) -> list[dict]:
 def mark_logs(plan: Plan, run_id: str, store: Store) -> dict[str, dict]:
     """Just before the migration: where each ``logs`` check's file ends
     (``sources.logs.mark``), recorded as the ``log_marks`` event (``marks``: ``{check_id: position}``)
-    (``{"error": ...}`` when the file cannot be read now: its first reading then says why).
+    (``{"error": ...}`` when the file cannot be read now, which preflight's ``logs_readable``
+    refused already; a series without a mark reads the log's last 500 lines, saying so).
     The first reading after the migration of each series starts there
     (``observe.previous_reading``)."""
     from migration_soak.sources import logs

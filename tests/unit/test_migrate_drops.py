@@ -24,3 +24,25 @@ def test_check_drops_holds_the_plan_to_what_the_migration_drops(script, listed, 
     else:
         with pytest.raises(MigrationError, match=message):
             check_drops(script, "users", listed)
+
+
+@pytest.mark.parametrize(("script", "message"), [
+    ('ALTER TABLE users DROP COLUMN a; DO $$ BEGIN IF true THEN ALTER TABLE users DROP COLUMN b; END IF; END $$;',
+     r"leaves out \['b'\]"),
+    ("ALTER TABLE users DROP COLUMN a; DO $$ BEGIN EXECUTE 'ALTER TABLE users DROP COLUMN ' || 'b'; END $$;",
+     "dynamic SQL .* mentions DROP"),
+    ("ALTER TABLE users DROP COLUMN a; DO LANGUAGE plperl $$ 1; $$;", "DO block in plperl"),
+])
+def test_a_do_block_is_read_as_part_of_the_migration(script, message):
+    from migration_soak.migrate import check_drops
+
+    with pytest.raises(MigrationError, match=message):
+        check_drops(script, "users", ["a"])
+
+
+def test_a_do_block_without_drops_and_a_function_body_are_fine():
+    from migration_soak.migrate import check_drops
+
+    check_drops("ALTER TABLE users DROP COLUMN a; DO $$ BEGIN UPDATE users SET x = 1; "
+                "EXECUTE 'ANALYZE users'; END $$; CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $f$ "
+                "BEGIN ALTER TABLE users DROP COLUMN b; END $f$;", "users", ["a"])

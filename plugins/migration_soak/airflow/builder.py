@@ -50,7 +50,7 @@ def unusable_name(path: Path) -> str | None:
     Such a file is left out (no DAG can stand in for it) and reported as an import error of
     ``dags/migration_soak_plan_errors.py``; the other plans' DAGs stay."""
     dag_id = dag_id_for(path.stem)
-    if re.fullmatch(r"[A-Za-z0-9_.-]{1,250}", dag_id):
+    if re.fullmatch(r"[\w.-]{1,250}", dag_id):  # Airflow's KEY_REGEX (Unicode letters allowed) and its 250
         return None
     return (f"its name makes the DAG id {dag_id!r}, which Airflow refuses (letters, digits, '_', '-' and '.' only, "
             "at most 250 characters): rename the file")
