@@ -4,27 +4,14 @@ level, plan file names."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from migration_soak import report_postmortem as pm
-from migration_soak.judge import Verdict, status_of
-from migration_soak.plan import load_plan
+from migration_soak.judge import Verdict
 from migration_soak.report_run import analyse
-from migration_soak.store import Observation
 
-PLAN = load_plan("default")
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
-
-
-def obs(cid: str, phase: str, tick: int, minutes: float, value: float | None, status: str | None = None,
-        **evidence) -> Observation:
-    check = PLAN.check(cid)
-    if status is None:
-        status = "error" if value is None else status_of(check.expect, check.no_go, value)
-    at = T0 + timedelta(minutes=minutes)
-    return Observation("r", phase, cid, tick, at, at + timedelta(seconds=1), value, check.unit, status, evidence)
+from test_report_sections import PLAN, obs  # a reading minutes after T0, status from the plan's levels
 
 
 def test_postmortem_does_not_call_summed_busiest_minutes_log_lines():
