@@ -506,34 +506,42 @@ class WindowCount(RuleKind[WindowCountRule]):
                 points.extend((o, sum(_value(p) for p in window))
                               for o, window in _windows(part, self.spec.minutes, False))
             else:
-                points.extend((o, self._shown_in(window, o, part)) for o, window in _windows(part, self.spec.minutes, False))
+                points.extend(self._sure_counts(part))
         return sorted(points, key=lambda p: p[0].scheduled_at)
 
-    def _shown_in(self, window: list[Observation], end: Observation, part: list[Observation]) -> float:
-        """The count a NO-GO may read in the window ending at ``end``: what is sure to lie in
-        it. A reading counts what its series logged since its previous reading (its span,
-        observe.previous_reading); one whose span reaches back before the window may have
-        logged it all before, and when that is ``end`` itself (a 4-hour passive reading
-        against "in any hour") only its densest ``minutes`` are sure: at least
+    def _sure_counts(self, part: list[Observation]) -> list[Point]:
+        """Per reading of one series, the count a NO-GO may read in the window ending at it:
+        what is sure to lie in it. A reading counts what its series logged since its previous
+        reading (its span, observe.previous_reading). Within a window every reading's span
+        starts at the reading before it, inside the window, except the first one's: when that
+        span reaches back before the window, its lines may all lie before it and are left
+        out, and when that reading is the window's last too (a 4-hour passive reading against
+        "in any hour") only its densest ``minutes`` are sure: at least
         ``ceil(count / ceil(span / minutes))`` lines (six lines over four hours do not show
         "> 5 in any hour"). A series' first reading counts from the migration (it starts at
         the log position recorded before the DDL, observe.log_mark): its span is its soak
         time since hour 0; one that read the log's last lines instead (evidence
         ``first_read``, no mark) has no known span and is counted whole."""
         minutes = self.spec.minutes or 0.0
-        before = {id(b): a for a, b in zip(part, part[1:])}
-        total = 0.0
-        for p in window:
-            prev = before.get(id(p))
-            if prev is not None:
-                span = soak_minutes(prev, p)
+        sums = [0.0]
+        for o in part:
+            sums.append(sums[-1] + _value(o))
+        at = {id(o): i for i, o in enumerate(part)}
+        points: list[Point] = []
+        for o, window in _windows(part, minutes, False):
+            first, last = at[id(window[0])], at[id(window[-1])]
+            total = sums[last + 1] - sums[first]
+            p = window[0]
+            if first > 0:
+                span = soak_minutes(part[first - 1], p)
             else:
                 span = 0.0 if (p.evidence or {}).get("first_read") else max(_soak(p, "soak_s") / 60.0, 0.0)
-            if soak_minutes(p, end) + span <= minutes + 1e-9:
-                total += _value(p)
-            elif p is end:
-                total += math.ceil(_value(p) / math.ceil(span / minutes - 1e-9))
-        return total
+            if soak_minutes(p, o) + span > minutes + 1e-9:  # its lines may lie before the window
+                total -= _value(p)
+                if p is o:
+                    total += math.ceil(_value(p) / math.ceil(span / minutes - 1e-9))
+            points.append((o, total))
+        return points
 
     def text(self, unit: str) -> str:
         over = f"in any {self.spec.minutes:g} min" if self.spec.minutes else "over the soak"
