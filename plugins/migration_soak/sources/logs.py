@@ -320,7 +320,7 @@ def measure(check: Check, ctx: SourceContext) -> Measurement:
 
     Evidence: ``reader``, the reader's own figures (``offset``/``inode``/``head``,
     ``command``, ``endpoint``...), ``lines_read``, ``matches``, ``samples`` (masked);
-    with ``per_minute`` (the value: :func:`busiest_minute`) also ``busiest_minute``,
+    with ``per_minute`` (the value: the busiest minute, :func:`per_minute_counts`) also ``busiest_minute``,
     ``busiest_minute_matches``, ``minutes_with_matches``, ``untimed_matches``.
     Raises ``MeasurementError`` when the reader cannot read its log.
     """
