@@ -896,6 +896,7 @@ class Plan(_Model):
         _require_judgeable_windows(self.no_go, self.guard)
         _require_counted_requests(self.report.requests, self.checks)
         _require_distinct_requirements(self.preflight.require)
+        _require_preserved_fingerprint(self.checks, self.migration)
         return self
 
     def _check_references(self) -> list[tuple[str, list[str]]]:
@@ -1122,6 +1123,25 @@ def _require_cheap_guard(guard: Guard | None, checks: list[Check]) -> None:
         if kind in _HEAVY_SOURCES:
             raise ValueError(f"guard: check {cid!r} reads a {kind} source, too heavy to run every guard interval; "
                              "give it phase ticks instead")
+
+
+def _require_preserved_fingerprint(checks: list[Check], migration: Migration) -> None:
+    """A ``fingerprint`` check of the migration's table watches columns the migration keeps:
+    one that fingerprints a dropped column (or keys rows by one) would read every value of
+    it as lost at hour 0, a NO-GO the migration itself causes. ``ValueError`` naming the
+    check and the column."""
+    from migration_soak.pgconn import split_table
+
+    dropped = set(migration.dropped_columns)
+    for c in checks:
+        src = c.source
+        if isinstance(src, FingerprintSource) and split_table(src.table, "public") == split_table(migration.table,
+                                                                                                     "public"):
+            hit = [col for col in (src.key, *src.columns) if col in dropped]
+            if hit:
+                raise ValueError(f"checks[{c.id}].source: fingerprints {', '.join(map(repr, hit))} of "
+                                 f"{src.table}, which migration.dropped_columns drops: list only the columns the "
+                                 "migration keeps")
 
 
 def _require_counted_requests(requests: list[RequestCount], checks: list[Check]) -> None:

@@ -153,6 +153,31 @@ def logs_readable(plan: Plan) -> None:
                 raise MigrationError(f"checks[{check.id}].source.file: {exc}: the migration must not start") from None
 
 
+def fingerprint_columns(plan: Plan, query: Query) -> None:
+    """Every ``fingerprint`` check's table has its ``key`` and ``columns`` now: found only
+    by the fingerprint task, after the backup, it would cost the backup's time. Raises
+    ``MigrationError`` naming the check and the missing table or columns."""
+    from migration_soak.pgconn import split_table
+    from migration_soak.plan import FingerprintSource
+
+    for check in plan.checks:
+        src = check.source
+        if not isinstance(src, FingerprintSource):
+            continue
+        schema, name = split_table(src.table)
+        ident = ".".join('"' + part.replace('"', '""') + '"' for part in (schema, name) if part is not None)
+        rows = query("SELECT attname FROM pg_attribute WHERE attrelid = to_regclass("
+                     f"{_sql_literal(ident)}) AND attnum > 0 AND NOT attisdropped")
+        present = {str(r[0]) for r in rows}
+        if not present:
+            raise MigrationError(f"checks[{check.id}].source.table: {src.table!r} does not exist: "
+                                 "the migration must not start")
+        missing = [c for c in (src.key, *src.columns) if c not in present]
+        if missing:
+            raise MigrationError(f"checks[{check.id}].source: {src.table} has no column "
+                                 f"{', '.join(map(repr, missing))}: the migration must not start")
+
+
 def require(requirement: Requirement, query: Query) -> float:
     """One of the plan's ``preflight.require`` ("Pre-requisitos para Staging"): its query's
     first cell, which must be a number meeting ``requirement.expect``; returns it. Raises
@@ -180,6 +205,7 @@ def preflight(plan: Plan, run_id: str, store: Store, *, direct: PgTarget, direct
     (``direct``, named ``direct_field``) not behind a transaction pooler, the migration
     pending, its SQL linted, what it drops exactly the plan's ``migration.dropped_columns``
     (``migrate.check_drops``), every ``logs`` check's file readable (``logs_readable``),
+    every ``fingerprint`` check's table and columns there (``fingerprint_columns``),
     the plan's ``preflight.require`` in order (the default plan:
     no user without ``authorizerId``, "Horas 1-2" query 1), the gateway and authorizer
     ``/health`` (``health_status(conn_id)`` -> HTTP status) 200.
@@ -197,6 +223,7 @@ def preflight(plan: Plan, run_id: str, store: Store, *, direct: PgTarget, direct
     lint(plan, run_id, store, names)
     drops(plan, names)
     logs_readable(plan)
+    fingerprint_columns(plan, query)
     for requirement in plan.preflight.require:
         require(requirement, query)
     for conn_id in {plan.connections.gateway, plan.connections.authorizer}:

@@ -5,11 +5,12 @@ the ledger marked rolled back."""
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from migration_soak import runbook
 from migration_soak.exceptions import MigrationError, RollbackError
 from migration_soak.migrate import LedgerBackend
-from migration_soak.plan import load_plan
+from migration_soak.plan import PLANS_DIR, Plan, load_plan, parse_plan
 from migration_soak.sources.sql import run_readonly
 
 from .conftest import DROP, INIT, MIGRATIONS, query
@@ -67,3 +68,19 @@ def test_the_ledger_reads_pending_again_and_health_sees_the_columns(store, stagi
     out = runbook.post_rollback_health(PLAN, "h1", store, measure=lambda check: 1.0, query=staging_rows)
     assert out["columns_back"] == ["emailVerified", "passwordHash"]
     assert [e["payload"]["ok"] for e in store.events("h1", "health")] == [False, True]
+
+
+def test_preflight_refuses_a_fingerprint_column_the_table_lacks_before_the_backup(store, staging):
+    """Found by the fingerprint task only, after the backup; preflight reads the catalog."""
+    def plan_with(**source) -> Plan:
+        raw = yaml.safe_load((PLANS_DIR / "default.yaml").read_text())
+        next(c for c in raw["checks"] if c["id"] == "data_loss")["source"].update(source)
+        return parse_plan(raw, "p.yaml")
+
+    columns = [*PLAN.check("data_loss").source.columns, "emial"]
+    with pytest.raises(MigrationError, match=r"^checks\[data_loss\]\.source: users has no column 'emial': the "
+                                             r"migration must not start$"):
+        runbook.fingerprint_columns(plan_with(columns=columns), staging_rows)
+    with pytest.raises(MigrationError, match=r"^checks\[data_loss\]\.source\.table: 'public\.usres' does not exist"):
+        runbook.fingerprint_columns(plan_with(table="public.usres"), staging_rows)
+    runbook.fingerprint_columns(PLAN, staging_rows)  # the default plan's columns are there

@@ -112,6 +112,22 @@ def test_overlapping_phases_an_empty_environment_and_levels_that_both_hold_are_r
         parse_plan(bad, "p.yaml")
 
 
+def test_a_fingerprint_of_a_column_the_migration_drops_is_refused(raw):
+    """Every value of a dropped column reads as lost at hour 0: a NO-GO the migration causes."""
+    for table in ("users", "public.users"):
+        bad = copy.deepcopy(raw)
+        check = next(c for c in bad["checks"] if c["id"] == "data_loss")
+        check["source"]["table"] = table
+        check["source"]["columns"].append("emailVerified")
+        with pytest.raises(PlanError, match=r"checks\[data_loss\]\.source: fingerprints 'emailVerified' of "
+                                            rf"{table}, which migration\.dropped_columns drops"):
+            parse_plan(bad, "p.yaml")
+    other = copy.deepcopy(raw)  # the same column name in another table is not dropped
+    check = next(c for c in other["checks"] if c["id"] == "data_loss")
+    check["source"]["table"], check["source"]["columns"] = "archive.users", ["passwordHash"]
+    parse_plan(other, "p.yaml")
+
+
 def test_unknown_plan_lists_known_ones():
     with pytest.raises(PlanError, match=r"no plan 'nope'.*known plans: \['default'"):
         load_plan("nope")

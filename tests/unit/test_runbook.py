@@ -79,6 +79,7 @@ def checks(monkeypatch):
     monkeypatch.setattr(runbook.lint_mod, "check", lint)
     monkeypatch.setattr(runbook, "drops", lambda plan, names: calls.setdefault("drops", list(names)))
     monkeypatch.setattr(runbook, "logs_readable", lambda plan: calls.setdefault("logs", True))
+    monkeypatch.setattr(runbook, "fingerprint_columns", lambda plan, query: calls.setdefault("fingerprint", True))
     return calls
 
 
@@ -101,7 +102,7 @@ def test_preflight_passes_records_the_states_and_lints_every_pending_migration(c
     out, asked = run_preflight(store, states={INIT: "applied", NAME: "rolled_back", "later": "pending"})
     assert out == {"migrations": {INIT: "applied", NAME: "rolled_back", "later": "pending"}}
     assert checks == {"direct": "connections.staging_direct", "lint": [NAME, "later"], "drops": [NAME, "later"],
-                      "logs": True}
+                      "logs": True, "fingerprint": True}
     assert sorted(asked) == ["soak_authorizer", "soak_gateway"]
     assert store.kinds() == ["lint", "preflight"]
     assert store.recorded[-1][2] == {**out, "text": "all prerequisites hold"}
