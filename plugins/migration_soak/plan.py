@@ -944,6 +944,17 @@ class Plan(_Model):
         """Length of the soak in hours: the end of the last phase."""
         return max(p.end_hour for p in self.phases)
 
+    def phase_gaps(self) -> list[tuple[float, float]]:
+        """``[(start_hour, end_hour)]`` of soak time no phase covers, in order (the runbook's
+        phases follow each other: none). Only hour 0's checks, the guard and readings that
+        count since their previous one (logs, counters) see such a stretch."""
+        gaps, reached = [], 0.0
+        for p in sorted(self.phases, key=lambda p: p.start_hour):
+            if p.start_hour > reached:
+                gaps.append((reached, p.start_hour))
+            reached = max(reached, p.end_hour)
+        return gaps
+
     def path(self, relative: str) -> Path:
         """A plan path resolved against the repository root (absolute paths stay)."""
         p = Path(relative)

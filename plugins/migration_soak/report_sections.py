@@ -125,6 +125,11 @@ def _soak_time(run: Run, time_scale: float) -> str:
         soak += f" (stopped at {run.stop_where})"
     if time_scale != 1:
         soak += f", on a {clock_kind(time_scale)} clock (time_scale {time_scale:g})"
+    gaps = [(a, b) for a, b in run.plan.phase_gaps() if a < (run.reached or 0.0)]
+    if gaps:
+        soak += ("; no phase read soak hours " + ", ".join(f"{a:g}-{b:g}" for a, b in gaps)
+                 + " (the plan's phases leave them out: only the guard and readings that count since their "
+                 "previous one cover them)")
     return soak
 
 

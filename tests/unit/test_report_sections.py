@@ -87,6 +87,23 @@ def test_period_without_readings_and_with_a_stop_before_the_soak_clock():
     assert p["soak"] == "the soak clock never started: the soak stopped during the Hora 0 checks (hour0 tick 0)"
 
 
+def test_soak_time_names_the_hours_no_phase_read():
+    """A plan whose phases leave a stretch out still "covers 24:00 of 24 h": the line says which."""
+    gapped = PLAN.model_copy(update={"phases": [PLAN.phases[0], PLAN.phases[1].model_copy(update={"end_hour": 6.0}),
+                                                PLAN.phases[2]]})
+    assert gapped.phase_gaps() == [(6.0, 8.0)] and PLAN.phase_gaps() == []
+    late = gapped.phases[2].tick_offsets()[-1]
+    reading = obs("login_p95", gapped.phases[2].name, len(gapped.phases[2].tick_offsets()), late.total_seconds() / 60,
+                  200.0)
+    started = [ev("verified", 0, at=T0.isoformat()), ev("hour0", 0, at=T0.isoformat())]
+    run = analyse(gapped, Verdict("GO", [], []), [reading], started, 1.0)
+    assert sections.period(run, 1.0)["soak"].endswith(
+        "soak time covered 24:00 of 24 h; no phase read soak hours 6-8 (the plan's phases leave them out: only the "
+        "guard and readings that count since their previous one cover them)")
+    early = analyse(gapped, Verdict("GO", [], []), [obs("login_p95", "hour0", 0, 0, 200.0)], started, 1.0)
+    assert "no phase read" not in sections.period(early, 1.0)["soak"]  # the gap lies beyond what was reached
+
+
 # --- the decision ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("payload, scale, closing", [
