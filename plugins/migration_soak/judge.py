@@ -12,6 +12,7 @@ Design notes: docs/plans.md#the-verdict
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -105,12 +106,13 @@ class Verdict:
 def _series(obs: list[Observation], check_id: str) -> list[Observation]:
     """Measured observations of a check after the migration, in time order."""
     return sorted((o for o in obs if o.check_id == check_id and o.phase != "baseline" and o.value is not None
-                   and o.status != "error"), key=lambda o: o.scheduled_at)
+                   and math.isfinite(o.value) and o.status != "error"), key=lambda o: o.scheduled_at)
 
 
 def baseline_of(obs: list[Observation], check_id: str) -> float | None:
     """Median of the check's baseline observations (before the migration), if any."""
-    values = [o.value for o in obs if o.check_id == check_id and o.phase == "baseline" and o.value is not None]
+    values = [o.value for o in obs if o.check_id == check_id and o.phase == "baseline" and o.value is not None
+              and math.isfinite(o.value)]
     return statistics.median(values) if values else None
 
 

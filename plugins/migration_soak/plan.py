@@ -13,6 +13,7 @@ from __future__ import annotations
 import operator
 import os
 import re
+import string
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Sequence, Union
@@ -274,6 +275,20 @@ class AuthorizerSyncSource(_Model):
     sample: int = Field(default=50, ge=1, le=10_000)
     table: Identifier = "users"
     column: Identifier = "authorizerId"
+
+    @field_validator("endpoint")
+    @classmethod
+    def _one_id(cls, v: str) -> str:
+        """Exactly one ``{id}`` and no other field: without it every id would be "looked up"
+        at the same URL (a list endpoint answers 200: nothing unknown, a GO without one lookup)."""
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(v) if f is not None]
+        except ValueError as exc:
+            raise ValueError(f"endpoint {v!r} is not a URL template ({exc})") from None
+        if fields != ["id"]:
+            raise ValueError(f"endpoint {v!r} must hold '{{id}}' exactly once and no other field "
+                             f"(it holds {fields or 'none'})")
+        return v
 
 
 class FingerprintSource(_Model):

@@ -140,17 +140,25 @@ def drops(plan: Plan, names: list[str]) -> None:
 
 
 def logs_readable(plan: Plan) -> None:
-    """Every ``logs`` check's file can be read now (its ``$VARIABLE`` set, the file there):
-    found only at the first reading, after the DDL, it would leave the soak INCONCLUSIVE
-    with the columns already dropped. Raises ``MigrationError`` naming the check."""
+    """Every ``logs`` check's reader works now: its file can be read (its ``$VARIABLE`` set,
+    the file there), its command runs and exits 0 (run once, as a reading runs it). Found
+    only at the first reading, after the DDL, it would leave the soak INCONCLUSIVE with the
+    columns already dropped. Raises ``MigrationError`` naming the check and the field."""
+    from migration_soak.plan import LogsSource
     from migration_soak.sources import logs
 
     for check in plan.checks:
-        if check.source.kind == "logs":
+        src = check.source
+        if isinstance(src, LogsSource):
+            field = "command" if src.command else "file"
             try:
-                logs.mark(check)
+                if src.command:
+                    logs.read_command(src.command)
+                else:
+                    logs.mark(check)
             except MeasurementError as exc:
-                raise MigrationError(f"checks[{check.id}].source.file: {exc}: the migration must not start") from None
+                raise MigrationError(f"checks[{check.id}].source.{field}: {exc}: the migration must not "
+                                     "start") from None
 
 
 def fingerprint_columns(plan: Plan, query: Query) -> None:

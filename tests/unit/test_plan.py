@@ -1,6 +1,7 @@
 """Plan loading and validation: the default plan encodes the seed; bad plans name file, field, value."""
 
 import copy
+import re
 
 import pytest
 import yaml
@@ -126,6 +127,20 @@ def test_a_fingerprint_of_a_column_the_migration_drops_is_refused(raw):
     check = next(c for c in other["checks"] if c["id"] == "data_loss")
     check["source"]["table"], check["source"]["columns"] = "archive.users", ["passwordHash"]
     parse_plan(other, "p.yaml")
+
+
+@pytest.mark.parametrize("endpoint, holds", [("/admin/users", "none"), ("/admin/users/{user_id}", "['user_id']"),
+                                              ("/admin/users/{0}", "['0']"), ("/u/{id}?again={id}", "['id', 'id']")])
+def test_an_authorizer_endpoint_must_hold_the_id_once(raw, endpoint, holds):
+    """'/admin/users'.format(id=...) is '/admin/users': every sampled id "looked up" at a list
+    endpoint answering 200, nothing unknown, a GO without one lookup; '{user_id}' failed at
+    the first reading, after the DDL."""
+    check = next(c for c in raw["checks"] if c["id"] == "authorizer_sync")
+    check["source"]["endpoint"] = endpoint
+    with pytest.raises(PlanError, match=r"checks\[authorizer_sync\]\.source\.endpoint: endpoint "
+                                        + re.escape(f"'{endpoint}' must hold '{{id}}' exactly once and no other "
+                                                    f"field (it holds {holds})")):
+        parse_plan(raw, "p.yaml")
 
 
 def test_unknown_plan_lists_known_ones():

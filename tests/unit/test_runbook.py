@@ -354,3 +354,24 @@ def test_a_log_file_that_cannot_be_read_stops_the_soak_before_the_migration(tmp_
         runbook.logs_readable(PLAN)
     monkeypatch.setenv("SOAK_DB_LOG", str(tmp_path / "app.log"))
     runbook.logs_readable(PLAN)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["no-such-log-tool", "--since", "1h"], r"log command not found: 'no-such-log-tool'"),
+    (["sh", "-c", "echo nope >&2; exit 3"], r"log command exited 3: .*nope"),
+])
+def test_a_log_command_that_does_not_run_stops_the_soak_before_the_migration(tmp_path, monkeypatch, argv, message):
+    """A command reader was found broken only at its first reading, after the DDL."""
+    monkeypatch.setenv("SOAK_APP_LOG", str(tmp_path / "app.log"))
+    monkeypatch.setenv("SOAK_DB_LOG", str(tmp_path / "app.log"))
+    (tmp_path / "app.log").write_text("ok\n")
+    check = PLAN.check("critical_errors")
+    source = check.source.model_copy(update={"file": None, "command": argv})
+    plan = PLAN.model_copy(update={"checks": [check.model_copy(update={"source": source}) if c.id == check.id else c
+                                              for c in PLAN.checks]})
+    with pytest.raises(MigrationError, match=r"^checks\[critical_errors\]\.source\.command: " + message
+                                             + ": the migration must not start$"):
+        runbook.logs_readable(plan)
+    ok = source.model_copy(update={"command": ["echo", "ready"]})
+    runbook.logs_readable(PLAN.model_copy(update={"checks": [check.model_copy(update={"source": ok})
+                                                             if c.id == check.id else c for c in PLAN.checks]}))

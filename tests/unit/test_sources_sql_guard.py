@@ -24,6 +24,7 @@ def test_the_plan_sql_files_pass(path):
     "SELECT pg_advisory_xact_lock(1)",
     "SHOW statement_timeout",
     "WITH x AS (SELECT 1) SELECT * FROM x",
+    "SELECT ts_rewrite('a & b'::tsquery, 'a'::tsquery, 'c'::tsquery)",  # three tsqueries: no SQL text
 ])
 def test_allowed(sql):
     check(sql)
@@ -60,6 +61,13 @@ def test_allowed(sql):
     ("PREPARE q AS SELECT 1", 1, "prepared statements"),
     ("DISCARD ALL", 1, "DISCARD"),
     ("LOAD 'auto_explain'", 1, "LOAD"),
+    # SQL run from text: set_config out of the parser's sight (found by review: ts_stat's
+    # query switched the timeout off for the rest of the file)
+    ("SELECT * FROM ts_stat('SELECT to_tsvector(set_config(''statement_timeout'',''0'',false))'); "
+     "SELECT pg_sleep(2)", 1, "ts_stat() runs SQL given as text"),
+    ("SELECT ts_rewrite('a & b'::tsquery, 'SELECT t, s FROM aliases')", 1, "ts_rewrite() runs SQL"),
+    ("SELECT query_to_xml('SELECT 1', true, false, '')", 1, "query_to_xml() runs SQL"),
+    ("SELECT * FROM dblink('dbname=x', 'SELECT 1') AS t(a int)", 1, "dblink() runs SQL"),
 ])
 def test_refused(sql, number, why):
     with pytest.raises(UnsafeSql) as err:

@@ -10,6 +10,7 @@ latter as an ``error`` observation, which never counts as a pass.
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
@@ -23,6 +24,15 @@ class Measurement:
 
     value: float
     evidence: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # NaN compares false with every bound: a NO-GO would read "clear" on it. Not a reading.
+        if not math.isfinite(self.value):
+            raise NotFinite(f"the value read is {self.value!r}, not a finite number")
+
+
+class NotFinite(MeasurementError):
+    """A source read NaN or an infinity (an exporter's 0/0, a SQL ``'NaN'::float``)."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +159,8 @@ def measure(check: Check, plan: Plan, previous: dict[str, Any] | None = None, co
             phase=context.phase if context else None, tick=context.tick if context else None,
         )
         return source_for(kind)(check, ctx)
+    except NotFinite as exc:
+        raise MeasurementError(f"{check.id}: {exc}") from None
     except MeasurementError:
         raise
     except Exception as exc:  # any failure to measure is an error observation, with its reason
