@@ -280,9 +280,16 @@ class Applied:
     duration_s: float
 
 
-def apply_increment(target: PgTarget, location: Any, table: str, *, conn_id: str | None = None) -> Applied:
+def apply_increment(target: PgTarget, location: Any, table: str, *, after: str | None,
+                    conn_id: str | None = None) -> Applied:
     """Replay one table of the increment at ``location`` on ``target`` (a restore: run it
     on a copy, e.g. the pre-migration dump restored, then each increment in order).
+
+    ``after``: the watermark of what ``target`` holds now: the dump's
+    (``BackupRecord.watermark``) or the last increment applied's ``watermark``. The
+    increment must start there (its ``since``); one taken later would leave the changes in
+    between unapplied (stale rows, rows wrongly deleted). A ``full`` increment (every row)
+    applies over anything. Raises ``BackupError`` otherwise, before anything changes.
 
     One transaction: the rows and the key list go into temporary tables (dropped at
     commit) by ``COPY FROM STDIN``, decompressed from the storage while their SHA-256 and
@@ -297,6 +304,9 @@ def apply_increment(target: PgTarget, location: Any, table: str, *, conn_id: str
     started = time.monotonic()
     folder = _path(location, conn_id)
     manifest = read_manifest(folder)
+    if manifest.get("base") != "full" and manifest.get("since") != after:
+        raise BackupError(f"increment {folder} starts at watermark {manifest.get('since')}, but the target holds "
+                          f"the state at {after}: apply the increments in order, from the one whose since is {after}")
     schema, name = _split(table)
     entry = manifest["tables"].get(f"{schema}.{name}")
     if entry is None:

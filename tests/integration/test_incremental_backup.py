@@ -215,11 +215,15 @@ def test_the_chain_restores_the_tables_as_they_are_now(seeded, pg_server, pg_bin
     recreate_database(pg_server, restored.database)
     archive.run_restore([str(pg_bin / "pg_restore"), "--no-owner", f"--dbname={restored.database}"], backup.path,
                         timeout_s=120, env=restored.child_env(), what="restore")
-    for inc in (one, two):
+    with pytest.raises(BackupError, match=rf"starts at watermark {one.watermark}, but the target holds the state "
+                                          rf"at {backup.watermark}: apply the increments in order"):
+        apply_increment(restored, two.location, "users", after=backup.watermark)  # inc_1 skipped: refused
+    for inc, after in ((one, backup.watermark), (two, one.watermark)):
         for table in tables:
-            applied = apply_increment(restored, inc.location, table)
+            applied = apply_increment(restored, inc.location, table, after=after)
             assert applied.upserted == inc.tables[f"public.{table}"].rows
-    assert apply_increment(restored, two.location, "users").deleted == 0  # replaying again changes nothing
+    # replaying the last one again changes nothing
+    assert apply_increment(restored, two.location, "users", after=one.watermark).deleted == 0
 
     for table in tables:
         columns = two.tables[f"public.{table}"].columns
@@ -259,7 +263,7 @@ def test_a_corrupted_kept_file_fails_verification_and_is_not_applied(seeded, tmp
         verify_increment(inc.location)
     before = query(seeded, "SELECT count(*) FROM users")
     with pytest.raises(BackupError, match="does not decompress|does not match its manifest"):
-        apply_increment(seeded, inc.location, "users")
+        apply_increment(seeded, inc.location, "users", after=None)
     assert query(seeded, "SELECT count(*) FROM users") == before
 
     rows.write_bytes(bytes(data[: len(data) // 3]))  # cut short
