@@ -48,8 +48,8 @@ from migration_soak.migrate import (LOCK_NOT_AVAILABLE, LockAttempt, describe_at
                                     run_with_lock_retries)
 from migration_soak.pgconn import PgTarget
 from migration_soak.rollback import (DEFAULT_BATCH_SIZE, SCRATCH_SCHEMA, RestoreResult, _at_readded, _Column,
-                                     _column_info, _from_backup, _lock, _readd, _release, _set_local, _stage, _verify,
-                                     drop_rebuild_leftovers)
+                                     _column_info, _from_backup, _lock, _overlay, _readd, _release, _set_local, _stage,
+                                     _staged_rows, _verify, drop_rebuild_leftovers)
 from migration_soak.rollback import REBUILD_MARKER as MARKER
 from migration_soak.rollback import REBUILD_NEW_SUFFIX as NEW_SUFFIX
 
@@ -140,6 +140,7 @@ def rebuild_columns(
     lock_retries: int = 5,
     batch_size: int = DEFAULT_BATCH_SIZE,
     timeout_s: float = 6 * 3600.0,
+    topup: Any = None,
     _sleep: Callable[[float], None] = time.sleep,
 ) -> RestoreResult:
     """Re-add ``columns`` of ``schema.table`` and restore their values from ``backup`` by
@@ -211,6 +212,7 @@ def rebuild_columns(
     run = _Run(conn, schema, table, key, lock_timeout_s, lock_retries, _sleep)
     encoding = conn.encoding
     locked = swapped = False
+    topup_rows = 0
     try:
         _lock(conn, target)
         locked = True
@@ -220,6 +222,9 @@ def rebuild_columns(
         run.staged_once = True
         rows_streamed = _stage(conn, target, backup.path, pg_bin_dir, schema, table, key, columns, run.staged,
                                timeout_s)
+        if topup is not None:
+            topup_rows = _overlay(conn, run.staged, schema, table, key, columns, topup)
+            rows_streamed = _staged_rows(conn, run.staged)
         stage_s = time.monotonic() - t0
         t1 = time.monotonic()
         _readd(conn, down_text, down_path, qualified, schema, lock_timeout_s, lock_retries, run.attempts, _sleep)
@@ -274,6 +279,8 @@ def rebuild_columns(
         verify_s=round(verify_s, 3),
         method="rebuild",
         swap_s=round(swap_s, 3),
+        topup_rows=topup_rows,
+        topup_taken_at=topup.taken_at if topup is not None else None,
         **counts,  # type: ignore[arg-type]  # _verify's int counts
     )
     log.info("rebuild rollback of %s: %s", qualified, out.to_dict())

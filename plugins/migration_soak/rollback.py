@@ -94,6 +94,10 @@ class RestoreResult:
         swap_s: ``rebuild`` only: seconds of the swap transaction (its lock wait
             included), the longest ACCESS EXCLUSIVE on the table after the down SQL; 0.0
             for ``copy``.
+        topup_rows: rows whose values came from the top-up (written after the backup,
+            copied just before the DDL: ``topup.py``), counted in ``rows_at_backup``.
+        topup_taken_at: when the top-up's snapshot was read (ISO-8601 UTC); ``None``:
+            no top-up (values written between the backup and the DDL are not restored).
     """
 
     table: str
@@ -115,6 +119,8 @@ class RestoreResult:
     verify_s: float = 0.0
     method: str = "copy"
     swap_s: float = 0.0
+    topup_rows: int = 0
+    topup_taken_at: str | None = None
 
     @property
     def lock_retries(self) -> int:
@@ -149,11 +155,26 @@ def restored_table(payload: dict[str, Any]) -> str:
 
 
 def restore_summary(payload: dict[str, Any]) -> str:
-    """``restored 200000 values for 100000 of 100000 rows of users present at backup time;
-    0 mismatches`` from a ``RestoreResult.to_dict()`` (the restore event, the post-mortem)."""
-    return (f"restored {payload.get('values_restored')} values for {restored_count(payload, 'rows_matched')} of "
-            f"{restored_count(payload, 'rows_at_backup')} rows of {restored_table(payload)} present at backup time; "
-            f"{payload.get('mismatches')} mismatches")
+    """``restored 200000 values for 100000 of 100000 rows of users present at backup time
+    or written up to the top-up ...; 0 mismatches`` from a ``RestoreResult.to_dict()`` (the
+    restore event, the post-mortem): what came back, from what, and what could not."""
+    t = restored_table(payload)
+    text = (f"restored {payload.get('values_restored')} values for {restored_count(payload, 'rows_matched')} of "
+            f"{restored_count(payload, 'rows_at_backup')} rows of {t} present at backup time")
+    after = "the backup"
+    if payload.get("topup_taken_at"):
+        text += (f" or written up to the top-up read just before the migration ({payload['topup_taken_at']}; "
+                 f"{payload.get('topup_rows', 0)} rows from it)")
+        after = "the top-up"
+    text += f"; {payload.get('mismatches')} mismatches"
+    if not payload.get("topup_taken_at") and "topup_taken_at" in payload:  # older events have no such key
+        text += "; no top-up was taken: values written between the backup and the migration are not restored"
+    not_in = restored_count(payload, "rows_not_in_backup")
+    if not_in:
+        text += f"; {not_in} rows of {t} inserted after {after} keep NULL or the column default"
+    if payload.get("values_kept"):
+        text += f"; {payload['values_kept']} newer values written by the app after the re-add kept"
+    return text
 
 
 @dataclass(frozen=True)
@@ -177,6 +198,7 @@ def restore_columns(
     lock_retries: int = 5,
     batch_size: int = DEFAULT_BATCH_SIZE,
     timeout_s: float = 6 * 3600.0,
+    topup: Any = None,
     _sleep: Callable[[float], None] = time.sleep,
 ) -> RestoreResult:
     """Re-add ``columns`` of ``schema.table`` and restore their values from ``backup``.
@@ -199,6 +221,8 @@ def restore_columns(
             tried, after 0.5, 1, 2, ... s (the plan's ``migration.lock_retries``).
         batch_size: keys per copy batch (one transaction each).
         timeout_s: bound (seconds) on the ``pg_restore`` read-back.
+        topup: the ``topup.TopUp`` the ``migrate`` task took just before the DDL (rows
+            written after the backup: their values come from it), or ``None``.
 
     Rows present now but absent from the backup keep NULL/defaults; rows deleted since
     the backup stay deleted; values written after the re-add are kept (docs/design.md#rollbackpy).
@@ -240,6 +264,7 @@ def restore_columns(
     encoding = conn.encoding
     attempts: list[LockAttempt] = []
     locked = staging = False
+    topup_rows = 0
     try:
         _lock(conn, target)
         locked = True  # from here on the scratch schema is ours to drop
@@ -247,6 +272,9 @@ def restore_columns(
         staging = True  # from here on the scratch schema may exist
         t0 = time.monotonic()
         rows_streamed = _stage(conn, target, backup.path, pg_bin_dir, schema, table, key, columns, scratch, timeout_s)
+        if topup is not None:
+            topup_rows = _overlay(conn, scratch, schema, table, key, columns, topup)
+            rows_streamed = _staged_rows(conn, scratch)
         stage_s = time.monotonic() - t0
         t1 = time.monotonic()
         ddl_s = _readd(conn, down_text, down_path, qualified, schema, lock_timeout_s, lock_retries, attempts, _sleep)
@@ -286,6 +314,8 @@ def restore_columns(
         ddl_s=round(ddl_s, 3),
         copy_s=round(copy_s, 3),
         verify_s=round(verify_s, 3),
+        topup_rows=topup_rows,
+        topup_taken_at=topup.taken_at if topup is not None else None,
         **counts,  # type: ignore[arg-type]  # _verify's int counts
     )
     log.info("rollback of %s: %s", qualified, out.to_dict())
@@ -418,6 +448,37 @@ def _stage(conn, target, dump: Path, pg_bin_dir, schema, table, key, columns, sc
         cur.execute(sql.SQL("ANALYZE {}").format(scratch))
     conn.commit()
     return body.rows
+
+
+def _overlay(conn, scratch, schema: str, table: str, key: str, columns: Sequence[str], topup: Any) -> int:
+    """The top-up (``topup.TopUp``: the dropped columns of rows written after the backup,
+    copied just before the DDL) laid over the staged backup: those rows' staged values
+    replaced, rows inserted since the backup added. Returns the top-up's rows. Raises
+    ``RollbackError`` when it is of another table or columns, or does not read back whole."""
+    from migration_soak.increment import _copy_in
+    from migration_soak.topup import open_file
+
+    if topup.table != f"{schema}.{table}" or topup.key != key or tuple(topup.columns) != tuple(columns):
+        raise RollbackError(f"the top-up {topup.location} holds {topup.table} ({topup.key}, "
+                            f"{', '.join(topup.columns)}), not {schema}.{table} ({key}, {', '.join(columns)})")
+    part = sql.Identifier(SCRATCH_SCHEMA, f"{table}_topup")
+    cols = sql.SQL(", ").join(map(sql.Identifier, (key, *columns)))
+    conn.set_client_encoding(topup.encoding)  # the COPY text's own encoding
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("CREATE TABLE {} ({})").format(
+                part, sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(c)) for c in (key, *columns))))
+            _copy_in(cur, open_file(topup), sql.SQL("COPY {} FROM STDIN").format(part), topup.sha256, topup.rows)
+            cur.execute(sql.SQL("DELETE FROM {s} s USING {p} t WHERE s.{k} = t.{k}").format(
+                s=scratch, p=part, k=sql.Identifier(key)))
+            cur.execute(sql.SQL("INSERT INTO {s} ({c}) SELECT {c} FROM {p}").format(s=scratch, c=cols, p=part))
+            cur.execute(sql.SQL("DROP TABLE {}").format(part))
+            cur.execute(sql.SQL("ANALYZE {}").format(scratch))
+        conn.commit()
+    except BackupError as exc:
+        _rollback_quietly(conn)
+        raise RollbackError(f"the top-up of {schema}.{table} cannot be read, nothing restored: {exc}") from None
+    return int(topup.rows)
 
 
 def _set_local(cur, lock_timeout_s: float, search_path: str | None = None) -> None:
@@ -733,6 +794,14 @@ def _verify(conn, qualified, tbl, scratch, key: _Column, cols, staged_rows) -> d
         "mismatches": mismatches,
         "values_kept": int(values_kept),
     }
+
+
+def _staged_rows(conn, scratch) -> int:
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(scratch))
+        n = int(cur.fetchone()[0])
+    conn.commit()
+    return n
 
 
 def _drop_scratch(conn) -> None:

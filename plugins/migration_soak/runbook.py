@@ -289,6 +289,30 @@ def mark_logs(plan: Plan, run_id: str, store: Store) -> dict[str, dict]:
     return marks
 
 
+def take_topup(plan: Plan, run_id: str, store: Store, target: PgTarget, backup_record: dict) -> dict | None:
+    """Hora 0 between steps 1 and 2: the dropped columns of the rows written since the
+    backup (its ``watermark``), kept next to it (``topup.take``) just before the DDL, so
+    the rollback gives back values written while the rehearsal and the fingerprint ran.
+    Recorded as the ``topup`` event; returns it, or ``None`` when the columns are already
+    gone (a retried ``migrate`` task: the first try's top-up stands). Raises
+    ``BackupError``: then the migration must not start."""
+    from migration_soak.backup_storage import plan_root
+    from migration_soak.report import safe_name
+    from migration_soak.topup import take
+
+    m = plan.migration
+    label = f"topup_{safe_name(run_id)}_{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
+    taken = take(target, plan_root(plan), label, m.table, m.key, m.dropped_columns, backup_record.get("watermark"),
+                 conn_id=plan.connections.backup_storage)
+    if taken is None:
+        return None
+    since = f"since the backup (watermark {taken.since})" if taken.since else "(every row: the backup has no watermark)"
+    payload = {**taken.to_dict(), "text": f"top-up of {taken.table}: {taken.rows} rows written {since}, their "
+                                          f"{', '.join(taken.columns)} kept just before the migration"}
+    store.add_event(run_id, "topup", payload)
+    return payload
+
+
 def deploy(run_id: str, store: Store, migrations: MigrationBackend) -> dict:
     """Apply the pending migrations (Hora 0 step 2, ``prisma migrate deploy``); returns
     the ``DeployResult`` as a dict, recorded as the ``migrate`` event. A ``MigrationError``
@@ -396,15 +420,20 @@ def rehearse(plan: Plan, run_id: str, store: Store, *, fetch: Fetch, staging: Pg
 def restore(plan: Plan, run_id: str, store: Store, *, fetch: Fetch, direct: PgTarget,
             pg_bin_dir: Path | None) -> dict:
     """Rollback step 2: re-add the dropped columns on ``direct`` and copy every value back
-    from the backup ``fetch()`` yields locally (rollback.py); returns the result as a dict,
+    from the backup ``fetch()`` yields locally, the run's ``topup`` laid over it (rows
+    written after the backup; rollback.py); returns the result as a dict,
     recorded as the ``restore`` event. A ``RollbackError`` is recorded as ``restore_failed``
     (with its lock attempts) and re-raised; a ``BackupError`` (nothing restored) is not."""
+    from migration_soak.topup import TopUp
+
     m = plan.migration
+    topups = store.events(run_id, "topup")
+    topup = TopUp.from_dict(topups[-1]["payload"]) if topups else None
     try:
         with fetch() as local:
             result = restore_by_method(m.rollback_method, direct, local, pg_bin_dir, table=m.table,
                                        columns=tuple(m.dropped_columns), key=m.key, down_sql=plan.path(m.down_sql),
-                                       lock_timeout_s=m.lock_timeout_s, lock_retries=m.lock_retries)
+                                       lock_timeout_s=m.lock_timeout_s, lock_retries=m.lock_retries, topup=topup)
     except RollbackError as exc:
         store.add_event(run_id, "restore_failed", {"text": str(exc)[:2000], "lock_attempts": lock_attempts(exc)})
         raise
@@ -422,9 +451,7 @@ def restore_event(payload: dict) -> dict:
         how = (f"; ACCESS EXCLUSIVE only for the {payload.get('ddl_s', 0):.2f} s re-add, then "
                f"{payload.get('batches', 0)} row-locked batches")
     return {**payload, "text": (
-        restore_summary(payload)
-        + (f"; {payload['values_kept']} newer values written by the app kept" if payload.get("values_kept") else "")
-        + how)}
+        restore_summary(payload) + how)}
 
 
 def mark_rolled_back(plan: Plan, run_id: str, store: Store, migrations: MigrationBackend, direct: PgTarget) -> dict:

@@ -263,7 +263,7 @@ def test_backup_and_restore_events_summarise_their_figures():
                 "mismatches": 0, "values_kept": 2, "ddl_s": 0.0312, "batches": 3}
     assert runbook.restore_event(restored)["text"] == (
         "restored 10 values for 5 of 6 rows of accounts present at backup time; 0 mismatches; 2 newer values written "
-        "by the app kept; ACCESS EXCLUSIVE only for the 0.03 s re-add, then 3 row-locked batches")
+        "by the app after the re-add kept; ACCESS EXCLUSIVE only for the 0.03 s re-add, then 3 row-locked batches")
     rebuilt = {**restored, "method": "rebuild", "swap_s": 0.0212, "batches": 2}
     assert runbook.restore_event(rebuilt)["text"].endswith(
         "kept; rebuilt and swapped in: ACCESS EXCLUSIVE only for the re-add and the 0.02 s swap, after 2 catch-up rounds")

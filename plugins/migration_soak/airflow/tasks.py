@@ -108,10 +108,12 @@ def rehearse(backup_record: dict) -> dict:
 
 @task
 def migrate(backup_record: dict) -> dict:
-    """``runbook.mark_logs``, then ``runbook.deploy`` (Hora 0 step 2); takes the backup
-    record only to run after it."""
+    """``runbook.mark_logs``, ``runbook.take_topup`` (the dropped columns of rows written
+    since ``backup_record``'s watermark), then ``runbook.deploy`` (Hora 0 step 2)."""
     ctx, plan, run_id, store = run_context()
     runbook.mark_logs(plan, run_id, store)
+    with failing(BackupError, prefix="top-up failed, the migration will not start: "):
+        runbook.take_topup(plan, run_id, store, direct(plan), backup_record)
     with failing(MigrationError, prefix="migration failed: "):
         return runbook.deploy(run_id, store, backend(plan))
 

@@ -1,0 +1,74 @@
+"""The top-up (topup.py): values of the dropped columns written between the pre-migration
+backup and the DDL (the rehearsal and the fingerprint run meanwhile) come back with the
+rollback, by either method; without a top-up the restore says they do not."""
+
+from __future__ import annotations
+
+import pytest
+from airflow.sdk import ObjectStoragePath
+
+from migration_soak import runbook, topup
+from migration_soak.backup import take_backup
+from migration_soak.exceptions import RollbackError
+from migration_soak.migrate import LedgerBackend
+from migration_soak.rollback import restore_by_method
+
+from .conftest import DOWN_SQL, MIGRATIONS, SEED_USERS, USERS_COLUMNS, query, seed_users, snapshot
+
+
+def root(tmp_path) -> ObjectStoragePath:
+    return ObjectStoragePath((tmp_path / "kept").resolve().as_uri())
+
+
+def written_after_the_backup(target) -> None:
+    """What the app writes while the rehearsal runs: a password change, a sign-up (values
+    of both dropped columns), and a change that leaves them alone."""
+    query(target, """UPDATE users SET "passwordHash" = 'changed-after-backup', "emailVerified" = true
+                     WHERE id = 'usr_0000001'""")
+    query(target, """UPDATE users SET email = 'moved@example.test' WHERE id = 'usr_0000002'""")
+    seed_users(target, SEED_USERS + 1, SEED_USERS + 1)
+
+
+@pytest.mark.parametrize("method", ["copy", "rebuild"])
+def test_values_written_between_the_backup_and_the_ddl_come_back(seeded, pg_bin, tmp_path, method):
+    backup = take_backup(seeded, tmp_path / "b", pg_bin, "pre")
+    written_after_the_backup(seeded)
+    kept = topup.take(seeded, root(tmp_path), "topup_1", "users", "id", USERS_COLUMNS["columns"], backup.watermark)
+    assert kept is not None and kept.rows == 3 and kept.since == backup.watermark  # the three rows, no other
+    assert topup.TopUp.from_dict(kept.to_dict()) == kept
+    at_drop = snapshot(seeded)  # what the migration destroys
+    LedgerBackend(seeded, MIGRATIONS).deploy()
+    # a retried migrate task after the DDL: the columns are gone, the first top-up stands
+    assert topup.take(seeded, root(tmp_path), "topup_2", "users", "id", USERS_COLUMNS["columns"],
+                      backup.watermark) is None
+    result = restore_by_method(method, seeded, backup, pg_bin, down_sql=DOWN_SQL, topup=kept, **USERS_COLUMNS)
+    assert snapshot(seeded) == at_drop  # every value as it was at the DDL, the three rows included
+    assert (result.mismatches, result.topup_rows, result.rows_at_backup) == (0, 3, SEED_USERS + 1)
+    text = runbook.restore_event(result.to_dict())["text"]
+    assert f"or written up to the top-up read just before the migration ({kept.taken_at}; 3 rows from it)" in text
+
+
+def test_without_a_top_up_the_restore_says_what_it_could_not_give_back(seeded, pg_bin, tmp_path):
+    backup = take_backup(seeded, tmp_path / "b", pg_bin, "pre")
+    written_after_the_backup(seeded)
+    LedgerBackend(seeded, MIGRATIONS).deploy()
+    result = restore_by_method("copy", seeded, backup, pg_bin, down_sql=DOWN_SQL, **USERS_COLUMNS)
+    assert query(seeded, """SELECT "passwordHash" FROM users WHERE id = 'usr_0000001'""") != [("changed-after-backup",)]
+    text = runbook.restore_event(result.to_dict())["text"]
+    assert "; no top-up was taken: values written between the backup and the migration are not restored" in text
+    assert "; 1 rows of users inserted after the backup keep NULL or the column default" in text
+
+
+def test_a_damaged_top_up_restores_nothing(seeded, pg_bin, tmp_path):
+    backup = take_backup(seeded, tmp_path / "b", pg_bin, "pre")
+    written_after_the_backup(seeded)
+    kept = topup.take(seeded, root(tmp_path), "topup_1", "users", "id", USERS_COLUMNS["columns"], backup.watermark)
+    LedgerBackend(seeded, MIGRATIONS).deploy()
+    path = ObjectStoragePath(kept.location)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(RollbackError, match="the top-up of public.users cannot be read, nothing restored"):
+        restore_by_method("copy", seeded, backup, pg_bin, down_sql=DOWN_SQL, topup=kept, **USERS_COLUMNS)
+    assert query(seeded, """SELECT count(*) FROM information_schema.columns WHERE table_name = 'users'
+                            AND column_name = 'passwordHash'""") == [(0,)]  # not even re-added
