@@ -620,7 +620,10 @@ class Migration(_Model):
     table: str = "users"
     key: str = "id"
     dropped_columns: list[str] = Field(min_length=1)
-    lock_timeout_s: float = Field(default=3, gt=0, description="seconds the DDL may wait for a lock")
+    #: at most 2147483 s: PostgreSQL's ``lock_timeout`` is an int of milliseconds (max
+    #: 2147483647, PostgreSQL docs "lock_timeout"); a larger value passed validation and
+    #: failed at the first ``set_config`` on staging
+    lock_timeout_s: float = Field(default=3, gt=0, le=2147483, description="seconds the DDL may wait for a lock")
     #: how many more times a DDL transaction or copy batch that hit ``lock_timeout_s`` is
     #: tried (0: fail at the first lock timeout); the worst case adds
     #: ``(lock_retries + 1) * lock_timeout_s`` plus the backoffs to the step
@@ -644,6 +647,28 @@ class Migration(_Model):
     #: must list the migration as pending): seed "Hora 0" step 3 and rollback step 3.
     prisma_project: str | None = None
     prisma_timeout_s: float = Field(default=300, gt=0, description="seconds one Prisma CLI run may take")
+
+    @field_validator("down_sql")
+    @classmethod
+    def _down_sql_readable(cls, value: str) -> str:
+        # Read at plan load: otherwise the first reader can be the NO-GO rollback, after
+        # the columns were dropped (preflight then parses it: runbook.down_sql).
+        path = Path(value) if Path(value).is_absolute() else REPO_ROOT / value
+        if not path.is_file():
+            raise ValueError(f"no such file {value!r}")
+        try:
+            path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{value!r} cannot be read: {exc}") from None
+        return value
+
+    @field_validator("prisma_project")
+    @classmethod
+    def _prisma_project_exists(cls, value: str | None) -> str | None:
+        # First used by `migrate status` after the deploy: a wrong folder failed after the DDL.
+        if value is not None and not (Path(value) if Path(value).is_absolute() else REPO_ROOT / value).is_dir():
+            raise ValueError(f"no such folder {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _cli_needs_a_project(self):

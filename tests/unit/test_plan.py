@@ -510,3 +510,49 @@ def test_a_count_level_that_is_not_a_whole_number_cannot_be_equalled(raw):
     check["expect"] = {"op": "==", "value": 0.5}
     with pytest.raises(PlanError, match=r"== 0.5 can never hold \(a count reading is a whole number\)"):
         parse_plan(bad, "p.yaml")
+
+
+def test_a_down_sql_that_does_not_exist_is_a_plan_error(raw):
+    """Nothing read migration.down_sql before the migration unless the rehearsal ran
+    (rehearsal.enabled false, or staging above rehearsal.max_database_mb): the first
+    reader was the NO-GO rollback, after the columns were dropped."""
+    bad = copy.deepcopy(raw)
+    bad["rehearsal"] = {"enabled": False}
+    bad["migration"]["down_sql"] = "include/sql/rollback/no_such.down.sql"
+    with pytest.raises(PlanError, match=r"x\.yaml: migration\.down_sql: no such file "
+                                        r"'include/sql/rollback/no_such\.down\.sql'"):
+        parse_plan(bad, "x.yaml")
+    bad["migration"]["down_sql"] = "include/sql/rollback"  # a folder is no file either
+    with pytest.raises(PlanError, match=r"migration\.down_sql: no such file 'include/sql/rollback'"):
+        parse_plan(bad, "x.yaml")
+
+
+def test_a_down_sql_that_is_not_utf8_is_a_plan_error(raw, tmp_path):
+    down = tmp_path / "down.sql"
+    down.write_bytes(b"ALTER TABLE users ADD COLUMN \xff text;")
+    bad = copy.deepcopy(raw)
+    bad["migration"]["down_sql"] = str(down)
+    with pytest.raises(PlanError, match=rf"migration\.down_sql: '{down}' cannot be read: 'utf-8' codec"):
+        parse_plan(bad, "x.yaml")
+
+
+def test_a_prisma_project_that_does_not_exist_is_a_plan_error(raw):
+    """With the ledger backend the Prisma project was first used by `migrate status`, after the DDL."""
+    bad = copy.deepcopy(raw)
+    bad["migration"]["prisma_project"] = "include/no_such_prisma"
+    with pytest.raises(PlanError, match=r"migration\.prisma_project: no such folder 'include/no_such_prisma'"):
+        parse_plan(bad, "x.yaml")
+    del bad["migration"]["prisma_project"]  # optional: no project, no check
+    assert parse_plan(bad, "x.yaml").migration.prisma_project is None
+
+
+def test_a_lock_timeout_postgresql_cannot_take_is_a_plan_error(raw):
+    """lock_timeout is an int of milliseconds (max 2147483647): 3,000,000 s passed `gt=0`
+    and failed at the ledger backend's set_config on staging."""
+    bad = copy.deepcopy(raw)
+    bad["migration"]["lock_timeout_s"] = 3_000_000
+    with pytest.raises(PlanError, match=r"migration\.lock_timeout_s: Input should be less than or equal to 2147483 "
+                                        r"\(got 3000000\)"):
+        parse_plan(bad, "x.yaml")
+    bad["migration"]["lock_timeout_s"] = 2147483
+    assert parse_plan(bad, "x.yaml").migration.lock_timeout_s == 2147483
