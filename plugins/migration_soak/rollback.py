@@ -588,40 +588,54 @@ def drop_capture_triggers(conn, lock_timeout_s: float, lock_retries: int, attemp
 
 
 def _column_info(conn, tbl, schema, table, key, columns, down_path) -> tuple[_Column, list[_Column]]:
-    """The key's and the restored columns' types, and the value the re-add gave rows."""
+    """The key's and the restored columns' types, and the value the re-add gave existing rows.
+
+    That value is read from the catalog, not worked out again: ``ADD COLUMN ... DEFAULT``
+    with a non-volatile default stores the value it gave the rows already there in
+    ``pg_attribute.attmissingval`` (``atthasmissing``; PostgreSQL 11+, docs "ALTER TABLE",
+    Notes), written once in the down SQL's transaction; evaluating the default again later
+    gives another value for ``now()``/``CURRENT_TIMESTAMP`` and matches no row. A column
+    without a default was re-added NULL (``readded`` None). Called right after the down SQL
+    committed.
+
+    Raises ``RollbackError`` (nothing restored yet) when a column is missing, or has a
+    default but no stored missing value: a volatile default (``gen_random_uuid()``,
+    ``random()``, ``clock_timestamp()``: the table was rewritten, each row got its own
+    value) or a table rewritten since the re-add; its re-added values cannot be told from
+    values the application wrote."""
     qualified = f"{schema}.{table}"
     with conn.cursor() as cur:
         cur.execute(
             """SELECT a.attname, format_type(a.atttypid, a.atttypmod), pg_get_expr(d.adbin, d.adrelid),
-                      EXISTS (SELECT 1 FROM pg_depend dep JOIN pg_proc p ON p.oid = dep.refobjid
-                              WHERE dep.classid = 'pg_attrdef'::regclass AND dep.objid = d.oid
-                                AND dep.refclassid = 'pg_proc'::regclass AND p.provolatile = 'v')
+                      a.atthasmissing, CASE WHEN a.atthasmissing THEN a.attmissingval::text END
                FROM pg_attribute a
                LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
                WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
                  AND a.attname = ANY(%s)""",
             (tbl.as_string(conn), [key, *columns]),
         )
-        found = {name: (typ, default, volatile) for name, typ, default, volatile in cur.fetchall()}
-        missing = [c for c in (key, *columns) if c not in found]
-        if missing:
+        found = {name: (typ, default, hasmissing, missing) for name, typ, default, hasmissing, missing in cur.fetchall()}
+        missing_cols = [c for c in (key, *columns) if c not in found]
+        if missing_cols:
             raise RollbackError(
-                f"{qualified} has no column(s) {', '.join(missing)} after the down SQL {down_path.name}"
+                f"{qualified} has no column(s) {', '.join(missing_cols)} after the down SQL {down_path.name}"
             )
         cols = []
         for name in columns:
-            typ, default, volatile = found[name]
-            if volatile:
-                raise RollbackError(
-                    f"{qualified}.{name} has a volatile default ({default}): its re-added values cannot be told "
-                    "from values written since; give the down SQL a constant default or none"
-                )
+            typ, default, hasmissing, missing = found[name]
             readded = None
-            if default is not None:
-                # The default's expression as the catalog renders it (not a value of ours):
-                # evaluated once, then compared as a typed parameter.
-                cur.execute(sql.SQL("SELECT ({})::text").format(sql.SQL(default)))
+            if hasmissing:
+                # attmissingval is a one-element array of the column's type, as text;
+                # read back through the type's own input (the catalog's type name).
+                cur.execute(sql.SQL("SELECT (%s::{}[])[1]::text").format(sql.SQL(typ)), (missing,))
                 readded = cur.fetchone()[0]
+            elif default is not None:
+                raise RollbackError(
+                    f"{qualified}.{name} has a default ({default}) but no value stored for the rows the down SQL "
+                    f"{down_path.name} re-added it to (pg_attribute.atthasmissing is false): a volatile default, or "
+                    "the table was rewritten since; its re-added values cannot be told from values written since, "
+                    "so nothing is restored: give the down SQL a constant default or none"
+                )
             cols.append(_Column(name, typ, readded))
     conn.commit()
     return _Column(key, found[key][0], None), cols
