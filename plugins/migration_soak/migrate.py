@@ -379,6 +379,8 @@ class LedgerBackend:
                     warnings.append(text)
             pending = [m for m in local if m.name not in live]
             already = tuple(m.name for m in local if m.name in live)
+            for mig in pending:  # before any of them runs: nothing recorded, nothing changed
+                check_own_timeouts(_decoded(mig), f"{mig.path}")
             for mig in pending:
                 self._apply(conn, mig, attempts)
                 applied.append(mig.name)
@@ -575,12 +577,20 @@ class LedgerBackend:
     def _apply(self, conn, mig: _Local, attempts: list[LockAttempt]) -> None:
         """Apply one migration: record it started, run its script (retrying lock
         timeouts), record it finished; or leave the row failed and raise P3018."""
-        try:
-            script = mig.script.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise MigrationError(f"{mig.path} is not UTF-8: {exc}") from None
+        script = _decoded(mig)
         row_id = str(uuid.uuid4())
+        lock_timeout = f"{max(1, int(self.lock_timeout_s * 1000))}ms"
         with conn.cursor() as cur:
+            # The settings tried first, transaction-local (autocommit: they end with this
+            # statement): a value PostgreSQL refuses fails here, before the ledger row.
+            try:
+                cur.execute("SELECT set_config('lock_timeout', %s, true), set_config('search_path', %s, true)",
+                            (lock_timeout, _quote_ident(self.schema)))
+            except Exception as exc:
+                raise MigrationError(
+                    f"migration {mig.name} not started, nothing recorded in {LEDGER_TABLE}: PostgreSQL refuses "
+                    f"lock_timeout {lock_timeout} (lock_timeout_s {self.lock_timeout_s:g}) or search_path "
+                    f"{self.schema!r}: {_first_line(exc)}") from None
             # Prisma's record_migration_started: committed before the script runs.
             cur.execute(
                 f"INSERT INTO {self._ledger} (id, checksum, started_at, migration_name) VALUES (%s, %s, now(), %s)",
@@ -598,7 +608,7 @@ class LedgerBackend:
             # script's); transaction-local unless the script commits on its own.
             prefix = cur.mogrify(
                 "SELECT set_config('lock_timeout', %s, %s), set_config('search_path', %s, %s); ",
-                (f"{max(1, int(self.lock_timeout_s * 1000))}ms", not own_tx, _quote_ident(self.schema), not own_tx),
+                (lock_timeout, not own_tx, _quote_ident(self.schema), not own_tx),
             ).decode(_python_encoding(conn))
 
         def run_script() -> None:
@@ -806,6 +816,206 @@ def check_drops(script: str, table: str, dropped_columns: Sequence[str]) -> None
                              f"(it drops {dropped or 'no column'} of {table!r})")
 
 
+#: Settings a migration or down SQL may not touch: the soak sets them itself for the DDL's
+#: transaction (``migration.lock_timeout_s``), and a script's own value would replace it for
+#: the rest of the script (``SET lock_timeout = 0`` lets the DDL queue the application's
+#: queries without bound; a session-level ``SET`` outlives the transaction on a pooled
+#: server connection). PostgreSQL docs, "SET" and "set_config".
+OWN_TIMEOUTS = ("lock_timeout", "statement_timeout")
+
+
+def _statements(script: str, what: str) -> list[tuple[dict, str]]:
+    """``script``'s top-level statements as ``(parse tree as JSON dict, statement text)``,
+    parsed by PostgreSQL's grammar (pglast; locations are UTF-8 byte offsets). Raises
+    ``MigrationError`` naming ``what`` when it does not parse."""
+    import json
+
+    from pglast.parser import ParseError, parse_sql_json
+
+    try:
+        tree = json.loads(parse_sql_json(script))
+    except ParseError as exc:
+        at = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else -1  # pglast: (message, index)
+        line = ""
+        if 0 <= at <= len(script):
+            number = script.count("\n", 0, at) + 1
+            line = f" (line {number}: {_shown(script.splitlines()[number - 1] if script.splitlines() else '')})"
+        raise MigrationError(f"{what} does not parse: {exc}{line}") from None
+    data = script.encode("utf-8")
+    out = []
+    for raw in tree.get("stmts", ()):
+        start = raw.get("stmt_location", 0)
+        length = raw.get("stmt_len", 0) or len(data) - start
+        out.append((raw["stmt"], data[start:start + length].decode("utf-8", "replace").strip()))
+    return out
+
+
+def _shown(statement: str, limit: int = 120) -> str:
+    text = " ".join(statement.split())
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _nodes(node: Any, kind: str):
+    """Every ``{kind: ...}`` value under the JSON parse tree ``node``."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == kind:
+                yield value
+            yield from _nodes(value, kind)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _nodes(item, kind)
+
+
+def _body_text(stmt: dict) -> str | None:
+    """The body of a ``DO`` block or ``CREATE FUNCTION``/``PROCEDURE`` (its ``AS`` text),
+    else ``None``."""
+    for kind, key in (("DoStmt", "args"), ("CreateFunctionStmt", "options")):
+        if kind in stmt:
+            parts = []
+            for elem in _nodes(stmt[kind].get(key, []), "DefElem"):
+                if elem.get("defname") == "as":
+                    parts += [s.get("sval", "") for s in _nodes(elem.get("arg"), "String")]
+            return "\n".join(parts)
+    return None
+
+
+def own_timeout_statements(script: str, what: str = "the script") -> list[str]:
+    """The statements of ``script`` that set or reset ``lock_timeout`` or
+    ``statement_timeout`` (:data:`OWN_TIMEOUTS`), each as its text: ``SET``/``SET LOCAL``/
+    ``RESET`` of them and ``RESET ALL`` (also as a function's ``SET`` clause or in ``ALTER
+    ROLE/DATABASE ... SET``), a ``set_config()`` call naming one of them or whose setting
+    name is not a literal, and a ``DO`` block or function body that mentions either name
+    (PL/pgSQL and dynamic SQL are not followed: any mention counts). Parsed by
+    PostgreSQL's grammar (pglast). Raises ``MigrationError`` naming ``what`` when the
+    script does not parse."""
+    import re
+
+    found = []
+    for stmt, text in _statements(script, what):
+        hit = False
+        # ALTER ROLE/DATABASE ... SET holds its VariableSetStmt unwrapped, as "setstmt".
+        for node in [*_nodes(stmt, "VariableSetStmt"), *_nodes(stmt, "setstmt")]:
+            if node.get("kind") == "VAR_RESET_ALL" or str(node.get("name", "")).lower() in OWN_TIMEOUTS:
+                hit = True
+        for call in _nodes(stmt, "FuncCall"):
+            name = [s.get("sval") for s in _nodes(call.get("funcname", []), "String")]
+            if name and str(name[-1]).lower() == "set_config":
+                first = (call.get("args") or [{}])[0]
+                setting = first.get("A_Const", {}).get("sval", {}).get("sval")
+                if setting is None or setting.strip().lower() in OWN_TIMEOUTS:
+                    hit = True
+        body = _body_text(stmt)
+        if body is not None and re.search(r"\b(lock_timeout|statement_timeout)\b", body, re.I):
+            hit = True
+        if hit:
+            found.append(text)
+    return found
+
+
+def check_own_timeouts(script: str, what: str) -> None:
+    """Refuse a script (``what`` names it: the file) that sets ``lock_timeout`` or
+    ``statement_timeout`` itself (:func:`own_timeout_statements`): the soak runs every DDL
+    transaction with ``lock_timeout = migration.lock_timeout_s`` (the product rule "no DDL
+    may queue the application longer than one ``lock_timeout``"), and a later ``SET`` in
+    the script would replace it. Raises ``MigrationError`` naming ``what`` and the first
+    such statement, or when the script does not parse."""
+    found = own_timeout_statements(script, what)
+    if found:
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise MigrationError(
+            f"{what} sets its own timeout: {_shown(found[0])}{more}; the soak runs the DDL with lock_timeout = "
+            "migration.lock_timeout_s, which this would replace: remove the statement (set "
+            "migration.lock_timeout_s instead)")
+
+
+def transaction_statements(script: str, what: str = "the script") -> list[str]:
+    """The transaction-control statements of ``script`` (``BEGIN``, ``COMMIT``,
+    ``ROLLBACK``, ``SAVEPOINT``, ``PREPARE TRANSACTION``, ...) at top level, and ``DO``
+    blocks or procedure bodies that ``COMMIT``/``ROLLBACK`` (text search), each as its
+    text. Raises ``MigrationError`` naming ``what`` when the script does not parse."""
+    import re
+
+    found = []
+    for stmt, text in _statements(script, what):
+        body = _body_text(stmt) if "DoStmt" in stmt else None
+        if "TransactionStmt" in stmt or (body is not None and re.search(r"\b(commit|rollback)\b", body, re.I)):
+            found.append(text)
+    return found
+
+
+def _is_constant(expr: dict) -> bool:
+    """A literal, possibly cast (``false``, ``'x'::text``, ``NULL``, ``-1``)."""
+    while "TypeCast" in expr:
+        expr = expr["TypeCast"].get("arg", {})
+    return "A_Const" in expr
+
+
+def readded_defaults(script: str, table: str, columns: Sequence[str], schema: str = "public",
+                     what: str = "the down SQL") -> list[tuple[str, str]]:
+    """``(column, DEFAULT expression)`` of each ``ALTER TABLE table ADD COLUMN`` in
+    ``script`` that re-adds one of ``columns`` with a DEFAULT that is not a constant (a
+    literal, possibly cast): ``now()``, ``CURRENT_TIMESTAMP``, ``gen_random_uuid()``... The
+    rollback tells a row the re-add filled from one the application wrote by the value
+    the re-add gave existing rows (``pg_attribute.attmissingval``); a volatile default
+    rewrites the table under ACCESS EXCLUSIVE and gives every row another value, a
+    stable one gives a value no one can name in advance. An unqualified table is in
+    ``schema`` (the down SQL runs with ``search_path`` = ``schema``). Raises
+    ``MigrationError`` naming ``what`` when the script does not parse."""
+    want_schema, want_table = split_table(table, schema)
+    found = []
+    for stmt, text in _statements(script, what):
+        for alter in _nodes(stmt, "AlterTableStmt"):
+            rel = alter.get("relation", {})
+            if (rel.get("schemaname") or want_schema, rel.get("relname")) != (want_schema, want_table):
+                continue
+            for cmd in _nodes(alter.get("cmds", []), "AlterTableCmd"):
+                col = cmd.get("def", {}).get("ColumnDef")
+                if cmd.get("subtype") != "AT_AddColumn" or not col or col.get("colname") not in columns:
+                    continue
+                for con in _nodes(col.get("constraints", []), "Constraint"):
+                    expr = con.get("raw_expr")
+                    if con.get("contype") == "CONSTR_DEFAULT" and expr and not _is_constant(expr):
+                        found.append((col["colname"], _default_text(text, col["colname"])))
+    return found
+
+
+def _default_text(statement: str, column: str) -> str:
+    """The DEFAULT clause's text of ``column`` in ``statement`` (for the message)."""
+    import re
+
+    at = statement.find(f'"{column}"')
+    at = statement.find(column) if at < 0 else at
+    match = re.search(r"\bDEFAULT\s+(.*?)(?=,\s*ADD\b|\s+NOT\s+NULL\b|\s+NULL\b|\s+CHECK\b|\s+REFERENCES\b|"
+                      r"\s+UNIQUE\b|\s+PRIMARY\b|\s+COLLATE\b|\s*;|\s*$)", statement[max(at, 0):], re.I | re.S)
+    return " ".join(match.group(1).split()) if match else "?"
+
+
+def check_down_sql(script: str, what: str, table: str, columns: Sequence[str], schema: str = "public") -> None:
+    """The rollback's down SQL (``what`` names the file) before it runs, in preflight and
+    again in the rollback: it parses (PostgreSQL's grammar, pglast); it has no
+    transaction control (a ``COMMIT`` would end the transaction that carries
+    ``lock_timeout``: what follows would queue the application without bound); it sets
+    no ``lock_timeout``/``statement_timeout`` (:func:`check_own_timeouts`); it re-adds
+    none of ``columns`` of ``table`` with a DEFAULT that is not a constant
+    (:func:`readded_defaults`). Raises ``MigrationError`` naming the file and the
+    statement, column or expression."""
+    tx = transaction_statements(script, what)
+    if tx:
+        raise MigrationError(
+            f"{what} has its own transaction control: {_shown(tx[0])}; the rollback runs the down SQL as one "
+            "transaction with lock_timeout = migration.lock_timeout_s, and what follows a COMMIT would run without "
+            "it: remove BEGIN/COMMIT/ROLLBACK")
+    check_own_timeouts(script, what)
+    bad = readded_defaults(script, table, columns, schema, what)
+    if bad:
+        column, expr = bad[0]
+        raise MigrationError(
+            f"{what} re-adds {table}.{column} with DEFAULT {expr}, not a constant (a volatile or stable default: "
+            "it rewrites the table under ACCESS EXCLUSIVE, or gives existing rows a value the rollback cannot tell "
+            "from the application's writes): give the column a literal default (e.g. false, 'x'::text) or none")
+
+
 # -------------------------------------------------------------------- internals
 
 
@@ -820,6 +1030,13 @@ def _ends_its_own_transaction(script: str) -> bool:
         return any(type(raw.stmt).__name__ == "TransactionStmt" for raw in parse_sql(script))
     except ParseError:
         return False
+
+
+def _decoded(mig: _Local) -> str:
+    try:
+        return mig.script.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MigrationError(f"{mig.path} is not UTF-8: {exc}") from None
 
 
 def _first_line(exc: BaseException) -> str:

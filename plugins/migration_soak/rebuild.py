@@ -227,7 +227,8 @@ def rebuild_columns(
             rows_streamed = _staged_rows(conn, run.staged)
         stage_s = time.monotonic() - t0
         t1 = time.monotonic()
-        _readd(conn, down_text, down_path, qualified, schema, lock_timeout_s, lock_retries, run.attempts, _sleep)
+        _readd(conn, down_text, down_path, qualified, schema, lock_timeout_s, lock_retries, run.attempts, _sleep,
+               columns=columns)
         key_col, cols = _column_info(conn, run.tbl, schema, table, key, columns, down_path)
         run.refuse(after_readd=True)  # the down SQL may have added something
         run.columns(key_col, cols)

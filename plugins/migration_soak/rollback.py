@@ -23,7 +23,9 @@ from psycopg2 import sql
 from migration_soak import archive
 from migration_soak.backup import BackupRecord, tool_path, verify_backup
 from migration_soak.exceptions import BackupError, RollbackError
-from migration_soak.migrate import LockAttempt, describe_attempts, is_lock_timeout, run_with_lock_retries
+from migration_soak.exceptions import MigrationError
+from migration_soak.migrate import (LockAttempt, check_down_sql, describe_attempts, is_lock_timeout,
+                                    run_with_lock_retries)
 from migration_soak.pgconn import PgTarget
 
 log = logging.getLogger(__name__)
@@ -277,7 +279,8 @@ def restore_columns(
             rows_streamed = _staged_rows(conn, scratch)
         stage_s = time.monotonic() - t0
         t1 = time.monotonic()
-        ddl_s = _readd(conn, down_text, down_path, qualified, schema, lock_timeout_s, lock_retries, attempts, _sleep)
+        ddl_s = _readd(conn, down_text, down_path, qualified, schema, lock_timeout_s, lock_retries, attempts, _sleep,
+                       columns=columns)
         key_col, cols = _column_info(conn, tbl, schema, table, key, columns, down_path)
         t2 = time.monotonic()
         batches, rows_updated, values_restored = _copy(
@@ -522,9 +525,20 @@ def _short_transaction(conn, step: str, body: Callable[[Any], object], *, lock_t
     return mine[-1].elapsed_s
 
 
-def _readd(conn, down_text, down_path, qualified, schema, lock_timeout_s, lock_retries, attempts, sleep) -> float:
+def _readd(conn, down_text, down_path, qualified, schema, lock_timeout_s, lock_retries, attempts, sleep, *,
+           columns: Sequence[str]) -> float:
     """Step 2: the down SQL alone in a short transaction, lock timeouts retried.
-    Returns the seconds of the successful try (the ACCESS EXCLUSIVE window)."""
+    Returns the seconds of the successful try (the ACCESS EXCLUSIVE window).
+
+    Before it runs, the down SQL is checked as preflight checks it (``migrate.check_down_sql``):
+    no transaction control (what follows a ``COMMIT`` would run without ``lock_timeout``), no
+    ``lock_timeout``/``statement_timeout`` of its own, no non-constant DEFAULT on a re-added
+    ``columns`` column. Raises ``RollbackError`` naming the file and the statement (the table
+    not touched), or as ``_short_transaction`` does."""
+    try:
+        check_down_sql(down_text, f"down SQL {down_path}", qualified[len(schema) + 1:], columns, schema)
+    except MigrationError as exc:
+        raise RollbackError(f"{exc}; refused before it ran: {qualified} unchanged") from None
     return _short_transaction(conn, f"down SQL {down_path.name}", lambda cur: cur.execute(down_text),
                               lock_timeout_s=lock_timeout_s, lock_retries=lock_retries, attempts=attempts,
                               sleep=sleep, locks=qualified, name="down_sql", search_path=schema)

@@ -23,7 +23,7 @@ from migration_soak.decision import Decision
 from migration_soak.exceptions import (BackupError, LintError, MeasurementError, MigrationError, PlanError,
                                        RehearsalError, RollbackError, SoakError)
 from migration_soak.judge import Verdict, judge
-from migration_soak.migrate import LedgerBackend, MigrationBackend, check_drops
+from migration_soak.migrate import LedgerBackend, MigrationBackend, check_down_sql, check_drops, check_own_timeouts
 from migration_soak.pgconn import PgTarget
 from migration_soak.plan import Check, Plan, Requirement
 from migration_soak.pooler import require_direct
@@ -139,6 +139,46 @@ def drops(plan: Plan, names: list[str]) -> None:
     check_drops("\n;\n".join(scripts), m.table, m.dropped_columns)
 
 
+def own_timeouts(plan: Plan, names: list[str]) -> None:
+    """With the ledger backend, no migration ``names`` sets ``lock_timeout`` or
+    ``statement_timeout`` itself (``migrate.check_own_timeouts``): the backend runs each
+    script with ``lock_timeout = migration.lock_timeout_s``, which a script's own ``SET``
+    would replace (a ``SET lock_timeout = 0`` let the DROP wait without bound, the
+    application's queries queued behind it). With ``prisma_cli`` nothing else sets a
+    ``lock_timeout``: a script's own is then the only bound and is left alone. Raises
+    ``MigrationError`` naming the file and the statement."""
+    m = plan.migration
+    if m.backend != "ledger":
+        return
+    for name in names:
+        path = plan.path(m.migrations_dir) / name / "migration.sql"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise MigrationError(f"migration {name!r}: cannot read its migration.sql ({exc})") from None
+        check_own_timeouts(text, f"{m.migrations_dir}/{name}/migration.sql")
+
+
+def down_sql(plan: Plan) -> None:
+    """The rollback's ``migration.down_sql`` read and checked before the migration: the
+    first to read it would otherwise be the NO-GO rollback, after the columns were dropped.
+    It must parse (PostgreSQL's grammar), hold no transaction control and no
+    ``lock_timeout``/``statement_timeout`` of its own, and re-add no dropped column with a
+    DEFAULT that is not a constant (``migrate.check_down_sql``; the rollback checks the same
+    again before running it). Raises ``MigrationError`` naming the field, the file and the
+    statement."""
+    m = plan.migration
+    where = f"migration.down_sql {m.down_sql}"
+    try:
+        text = plan.path(m.down_sql).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MigrationError(f"{where}: cannot be read ({exc}): the migration must not start") from None
+    try:
+        check_down_sql(text, where, m.table, m.dropped_columns)
+    except MigrationError as exc:
+        raise MigrationError(f"{exc}: the migration must not start") from None
+
+
 def logs_readable(plan: Plan) -> None:
     """Every ``logs`` check's reader works now: its file can be read (its ``$VARIABLE`` set,
     the file there), its command runs and exits 0 (run once, as a reading runs it). Found
@@ -212,7 +252,9 @@ def preflight(plan: Plan, run_id: str, store: Store, *, direct: PgTarget, direct
     """Before touching anything ("Pre-requisitos para Staging"): the connection for DDL
     (``direct``, named ``direct_field``) not behind a transaction pooler, the migration
     pending, its SQL linted, what it drops exactly the plan's ``migration.dropped_columns``
-    (``migrate.check_drops``), every ``logs`` check's file readable (``logs_readable``),
+    (``migrate.check_drops``), no script setting its own ``lock_timeout``/``statement_timeout``
+    (``own_timeouts``), the down SQL readable and safe to run (``down_sql``), every
+    ``logs`` check's file readable (``logs_readable``),
     every ``fingerprint`` check's table and columns there (``fingerprint_columns``),
     the plan's ``preflight.require`` in order (the default plan:
     no user without ``authorizerId``, "Horas 1-2" query 1), the gateway and authorizer
@@ -230,6 +272,8 @@ def preflight(plan: Plan, run_id: str, store: Store, *, direct: PgTarget, direct
     names = applicable(plan, states)
     lint(plan, run_id, store, names)
     drops(plan, names)
+    own_timeouts(plan, names)
+    down_sql(plan)
     logs_readable(plan)
     fingerprint_columns(plan, query)
     for requirement in plan.preflight.require:

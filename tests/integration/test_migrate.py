@@ -266,3 +266,52 @@ def test_verify_applied_checks_the_columns(target):
     query(target, 'ALTER TABLE users ADD COLUMN "emailVerified" boolean')  # someone re-added one
     with pytest.raises(MigrationError, match="still has column.*emailVerified"):
         verify_applied(target, DROP, "users", DROPPED)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("setting", ["SET lock_timeout = 0;", "SET LOCAL lock_timeout = '1h';",
+                                     "SELECT set_config('lock_timeout', '0', false);",
+                                     "SET statement_timeout = 0;"])
+def test_the_scripts_own_lock_timeout_does_not_let_the_ddl_queue_the_app(seeded, tmp_path, setting):
+    """squawk's require-lock-timeout tells authors to put a SET lock_timeout in the script;
+    any value there replaced migration.lock_timeout_s (0.3 s): the DROP waited ~5 s for the
+    app's open read of users. The backend refuses such a script before recording or running it."""
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, migrations)
+    script = migrations / DROP / "migration.sql"
+    script.write_text(setting + "\n" + script.read_text())
+    holder = seeded.connect(application_name="app-long-report")  # the app's open read of users
+    with holder.cursor() as cur:
+        cur.execute("SELECT count(*) FROM users")
+    release = threading.Timer(5.0, holder.rollback)
+    release.start()
+    started = time.monotonic()
+    try:
+        backend = LedgerBackend(seeded, migrations, lock_timeout_s=0.3, lock_retries=0, _sleep=lambda s: None)
+        with pytest.raises(MigrationError, match=rf"{DROP}/migration\.sql sets its own timeout: "
+                                                 rf"['\"]{setting[:10]}") as err:
+            backend.deploy()  # the DDL must give up after ~0.3 s, not wait for the reader
+    finally:
+        waited = time.monotonic() - started
+        release.cancel()
+        holder.rollback()
+        holder.close()
+    assert waited < 3, f"the DROP COLUMN waited {waited:.1f} s in the lock queue (lock_timeout_s 0.3)"
+    assert query(seeded, "SELECT count(*) FROM _prisma_migrations WHERE migration_name = %s", (DROP,)) == [(0,)], \
+        err.value
+    assert query(seeded, """SELECT count(*) FROM information_schema.columns
+                            WHERE table_name = 'users' AND column_name = 'passwordHash'""") == [(1,)]
+
+
+@pytest.mark.timeout(60)
+def test_a_lock_timeout_postgresql_refuses_leaves_no_failed_ledger_row(seeded):
+    """3,000,000 s is 3e9 ms, above PostgreSQL's int limit: the ledger row was inserted
+    before set_config failed, finished_at NULL (P3009 at the next deploy)."""
+    backend = LedgerBackend(seeded, MIGRATIONS, lock_timeout_s=3_000_000, lock_retries=0, _sleep=lambda s: None)
+    with pytest.raises(MigrationError, match=rf"migration {DROP} not started, nothing recorded in _prisma_migrations: "
+                                             "PostgreSQL refuses lock_timeout 3000000000ms") as err:
+        backend.deploy()
+    rows = query(seeded, "SELECT migration_name, finished_at IS NULL FROM _prisma_migrations "
+                         "WHERE migration_name = %s", (DROP,))
+    assert rows == [], f"{err.value}\nledger rows left on staging: {rows}"
+    LedgerBackend(seeded, MIGRATIONS, lock_timeout_s=3).deploy()  # nothing failed is left: deploy works

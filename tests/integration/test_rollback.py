@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import io
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from migration_soak import archive
+from migration_soak import archive, runbook
 from migration_soak.backup import take_backup
 from migration_soak.exceptions import RollbackError
 from migration_soak.migrate import LedgerBackend, verify_applied
-from migration_soak.rollback import CopyBody, parse_copy_header, pg_restore_data_argv, restore_columns
+from migration_soak.rollback import (CopyBody, _column_info, parse_copy_header, pg_restore_data_argv, restore_by_method,
+                                     restore_columns)
 
 from .conftest import DOWN_SQL, DROP, MIGRATIONS, SEED_USERS, USERS_COLUMNS, plain_backup, query, snapshot
 
@@ -226,3 +229,128 @@ def test_a_second_concurrent_rollback_is_refused_and_leaves_the_first_alone(migr
         assert _column_defs(target) == []
     finally:
         first.close()
+
+
+DOWN_TEXT = DOWN_SQL.read_text()
+
+
+def test_a_down_sql_with_its_own_commit_is_refused_before_it_runs(migrated, pg_bin, tmp_path):
+    """What followed the down SQL's own COMMIT ran with no lock_timeout: it queued for
+    ACCESS EXCLUSIVE on execution_logs behind an open application read, with no bound,
+    and the application queued behind it (reviewer's reproduction)."""
+    seeded, backup = migrated[:2]
+    down = tmp_path / "down.sql"
+    down.write_text('BEGIN;\n' + DOWN_TEXT + 'COMMIT;\n'
+                    'ALTER TABLE "execution_logs" ADD COLUMN IF NOT EXISTS "note" TEXT;\n')
+    app = seeded.connect()  # an application transaction that read execution_logs and is still open
+    with app.cursor() as cur:
+        cur.execute("SELECT count(*) FROM execution_logs")
+    outcome: list = []
+
+    def run():
+        try:
+            outcome.append(restore_columns(seeded, backup, pg_bin, down_sql=down, lock_timeout_s=0.5,
+                                           lock_retries=0, **USERS_COLUMNS))
+        except Exception as exc:  # noqa: BLE001
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(8)
+    queued = query(seeded, """SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'
+                              AND query LIKE '%%ADD COLUMN IF NOT EXISTS "note"%%'""")[0][0]
+    app.rollback()  # let it through
+    app.close()
+    worker.join(30)
+    assert not queued, ("8 s after start (lock_timeout 0.5 s, no retries) the down SQL's statement after its "
+                        f"COMMIT still waits for ACCESS EXCLUSIVE with no lock_timeout; outcome: {outcome!r}")
+    assert len(outcome) == 1 and isinstance(outcome[0], RollbackError), outcome
+    assert "has its own transaction control: 'BEGIN'" in str(outcome[0])
+    assert "refused before it ran: public.users unchanged" in str(outcome[0])
+    assert _column_defs(seeded) == []  # nothing re-added
+
+
+@pytest.mark.parametrize("method", ["copy", "rebuild"])
+def test_a_now_default_on_the_readded_column_is_refused_before_the_down_sql_runs(target, pg_bin, tmp_path, method):
+    """The re-added value was worked out by running the default again later: for
+    CURRENT_TIMESTAMP no row matched it, nothing was restored, and the result said
+    0 mismatches (reviewer's reproduction)."""
+    query(target, """CREATE TABLE sessions (id text PRIMARY KEY, "lastSeenAt" timestamp NOT NULL
+                                            DEFAULT CURRENT_TIMESTAMP, note text)""")
+    query(target, """INSERT INTO sessions SELECT 's' || g, timestamp '2025-01-01' + g * interval '1 hour', 'n'
+                     FROM generate_series(1, 200) g""")
+    before = dict(query(target, 'SELECT id, "lastSeenAt" FROM sessions'))
+    backup = take_backup(target, tmp_path / "b", pg_bin, "pre", required_tables=("public.sessions",))
+    query(target, 'ALTER TABLE sessions DROP COLUMN "lastSeenAt"')  # the migration
+    down = tmp_path / "down.sql"
+    # The column's original definition, as Prisma writes @default(now()).
+    down.write_text('ALTER TABLE "sessions" ADD COLUMN IF NOT EXISTS "lastSeenAt" TIMESTAMP NOT NULL '
+                    'DEFAULT CURRENT_TIMESTAMP;\n')
+    try:
+        result = restore_by_method(method, target, backup, pg_bin, down_sql=down, table="sessions",
+                                   columns=("lastSeenAt",))
+    except RollbackError as exc:
+        assert 're-adds sessions.lastSeenAt with DEFAULT CURRENT_TIMESTAMP, not a constant' in str(exc)
+        assert query(target, """SELECT count(*) FROM information_schema.columns
+                                WHERE table_name = 'sessions' AND column_name = 'lastSeenAt'""") == [(0,)]
+        return
+    after = dict(query(target, 'SELECT id, "lastSeenAt" FROM sessions'))
+    wrong = [k for k in before if after[k] != before[k]]
+    text = runbook.restore_event(result.to_dict())["text"]
+    raise AssertionError(f"not refused; {len(wrong)} of {len(before)} values not restored; the result says: {text!r}")
+
+
+def test_a_builtin_volatile_default_is_refused_before_the_table_is_rewritten(migrated, pg_bin, tmp_path):
+    """The volatile check looked in pg_depend, where built-ins never appear: the down SQL
+    rewrote users under ACCESS EXCLUSIVE and nothing was restored (reviewer's reproduction)."""
+    seeded, backup = migrated[:2]
+    node = query(seeded, "SELECT pg_relation_filenode('users')")[0][0]
+    down = tmp_path / "down.sql"
+    down.write_text(DOWN_TEXT.replace('"passwordHash" TEXT', '"passwordHash" TEXT DEFAULT gen_random_uuid()::text'))
+    with pytest.raises(RollbackError, match=r"re-adds users.passwordHash with DEFAULT gen_random_uuid\(\)::text, "
+                                            r"not a constant \(a volatile"):
+        restore_columns(seeded, backup, pg_bin, down_sql=down, **USERS_COLUMNS)
+    assert query(seeded, "SELECT pg_relation_filenode('users')")[0][0] == node  # not rewritten
+    assert _column_defs(seeded) == []
+
+
+def _info(target, ddl: str):
+    from psycopg2 import sql
+
+    query(target, "CREATE TABLE t (id int PRIMARY KEY)")
+    query(target, "INSERT INTO t SELECT generate_series(1, 3)")
+    query(target, ddl)
+    conn = target.connect()
+    try:
+        return _column_info(conn, sql.Identifier("public", "t"), "public", "t", "id", ("c",), Path("down.sql"))
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(("ddl", "readded"), [
+    ("ALTER TABLE t ADD COLUMN c boolean NOT NULL DEFAULT false", "false"),
+    ("ALTER TABLE t ADD COLUMN c text DEFAULT 'a \"b\", {c}'", 'a "b", {c}'),
+    ("ALTER TABLE t ADD COLUMN c varchar(5) DEFAULT 'x'::text", "x"),
+    ("ALTER TABLE t ADD COLUMN c text", None),
+    ("ALTER TABLE t ADD COLUMN c text DEFAULT NULL", None),
+])
+def test_the_readded_value_is_the_one_the_catalog_stored_for_existing_rows(target, ddl, readded):
+    _, (col,) = _info(target, ddl)
+    assert col.readded == readded
+    if readded is not None:
+        assert query(target, "SELECT DISTINCT c::text FROM t") == [(readded,)]
+
+
+def test_a_stable_default_reads_the_value_the_rows_got_not_a_new_one(target):
+    """now() evaluated again later matched no row; attmissingval holds the value the rows got."""
+    _, (col,) = _info(target, "ALTER TABLE t ADD COLUMN c timestamptz DEFAULT now()")
+    time.sleep(0.05)
+    assert query(target, "SELECT DISTINCT c::text FROM t") == [(col.readded,)]
+
+
+@pytest.mark.parametrize("ddl", ["ALTER TABLE t ADD COLUMN c text DEFAULT gen_random_uuid()::text",
+                                 "ALTER TABLE t ADD COLUMN c float8 DEFAULT random()"])
+def test_a_default_with_no_stored_value_is_refused(target, ddl):
+    with pytest.raises(RollbackError, match=r"public\.t\.c has a default \(.*\) but no value stored for the rows "
+                                            r"the down SQL down\.sql re-added it to .*a volatile default"):
+        _info(target, ddl)

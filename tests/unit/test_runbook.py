@@ -78,6 +78,8 @@ def checks(monkeypatch):
 
     monkeypatch.setattr(runbook.lint_mod, "check", lint)
     monkeypatch.setattr(runbook, "drops", lambda plan, names: calls.setdefault("drops", list(names)))
+    monkeypatch.setattr(runbook, "own_timeouts", lambda plan, names: calls.setdefault("own_timeouts", list(names)))
+    monkeypatch.setattr(runbook, "down_sql", lambda plan: calls.setdefault("down_sql", True))
     monkeypatch.setattr(runbook, "logs_readable", lambda plan: calls.setdefault("logs", True))
     monkeypatch.setattr(runbook, "fingerprint_columns", lambda plan, query: calls.setdefault("fingerprint", True))
     return calls
@@ -102,7 +104,7 @@ def test_preflight_passes_records_the_states_and_lints_every_pending_migration(c
     out, asked = run_preflight(store, states={INIT: "applied", NAME: "rolled_back", "later": "pending"})
     assert out == {"migrations": {INIT: "applied", NAME: "rolled_back", "later": "pending"}}
     assert checks == {"direct": "connections.staging_direct", "lint": [NAME, "later"], "drops": [NAME, "later"],
-                      "logs": True, "fingerprint": True}
+                      "own_timeouts": [NAME, "later"], "down_sql": True, "logs": True, "fingerprint": True}
     assert sorted(asked) == ["soak_authorizer", "soak_gateway"]
     assert store.kinds() == ["lint", "preflight"]
     assert store.recorded[-1][2] == {**out, "text": "all prerequisites hold"}
@@ -375,3 +377,45 @@ def test_a_log_command_that_does_not_run_stops_the_soak_before_the_migration(tmp
     ok = source.model_copy(update={"command": ["echo", "ready"]})
     runbook.logs_readable(PLAN.model_copy(update={"checks": [check.model_copy(update={"source": ok})
                                                              if c.id == check.id else c for c in PLAN.checks]}))
+
+
+def _with_down_sql(tmp_path, text: str):
+    down = tmp_path / "down.sql"
+    down.write_text(text)
+    return PLAN.model_copy(update={"migration": PLAN.migration.model_copy(update={"down_sql": str(down)})})
+
+
+def test_the_default_plans_down_sql_and_migration_pass_preflight():
+    runbook.down_sql(PLAN)
+    runbook.own_timeouts(PLAN, [INIT, NAME])
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("ALTER TABLE users ADD COLUMN", r"migration\.down_sql .*down\.sql does not parse: syntax error at end of input"),
+    ('BEGIN; ALTER TABLE "users" ADD COLUMN "passwordHash" TEXT; COMMIT;', "has its own transaction control: 'BEGIN'"),
+    ("SET LOCAL lock_timeout = '1h'; ALTER TABLE users ADD COLUMN \"passwordHash\" TEXT;",
+     "sets its own timeout: \"SET LOCAL lock_timeout = '1h'\""),
+    ('ALTER TABLE "users" ADD COLUMN "emailVerified" BOOLEAN NOT NULL DEFAULT (random() > 0.5);',
+     r"re-adds users\.emailVerified with DEFAULT \(random\(\) > 0\.5\), not a constant"),
+])
+def test_a_down_sql_that_cannot_run_safely_stops_the_soak_before_the_migration(tmp_path, text, message):
+    with pytest.raises(MigrationError, match=message + ".*: the migration must not start"):
+        runbook.down_sql(_with_down_sql(tmp_path, text))
+
+
+def test_a_down_sql_removed_after_the_plan_loaded_stops_the_soak_before_the_migration(tmp_path):
+    plan = _with_down_sql(tmp_path, "SELECT 1;")
+    (tmp_path / "down.sql").unlink()
+    with pytest.raises(MigrationError, match=r"migration\.down_sql .*down\.sql: cannot be read \(.*No such file"):
+        runbook.down_sql(plan)
+
+
+def test_a_migration_that_sets_its_own_lock_timeout_stops_the_soak_before_the_migration(tmp_path):
+    folder = tmp_path / "migrations" / NAME
+    folder.mkdir(parents=True)
+    (folder / "migration.sql").write_text('SET lock_timeout = 0;\nALTER TABLE "users" DROP COLUMN "passwordHash";')
+    m = PLAN.migration.model_copy(update={"migrations_dir": str(tmp_path / "migrations")})
+    with pytest.raises(MigrationError, match=rf"{NAME}/migration\.sql sets its own timeout: 'SET lock_timeout = 0'"):
+        runbook.own_timeouts(PLAN.model_copy(update={"migration": m}), [NAME])
+    cli = m.model_copy(update={"backend": "prisma_cli"})  # Prisma sets none: the script's own is the only bound
+    runbook.own_timeouts(PLAN.model_copy(update={"migration": cli}), [NAME])
