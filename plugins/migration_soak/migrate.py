@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, TypeVar, runtime_checkable
 
 from migration_soak.exceptions import MigrationError
-from migration_soak.pgconn import PgTarget, split_table
+from migration_soak.pgconn import PgTarget, server_error_text, split_table
 
 log = logging.getLogger(__name__)
 
@@ -1040,9 +1040,9 @@ def _decoded(mig: _Local) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
-    """The first line of the server's message (or of ``str(exc)``)."""
-    text = (getattr(exc, "pgerror", None) or str(exc) or repr(exc)).strip()
-    return text.splitlines()[0] if text else repr(exc)
+    """The server's primary message and SQLSTATE, values removed (``pgconn.server_error_text``:
+    a ``LockAttempt`` goes into events and reports), or the first line of ``str(exc)``."""
+    return server_error_text(exc)
 
 
 def _python_encoding(conn) -> str:

@@ -11,6 +11,7 @@ Design notes: docs/design.md#pgconnpy
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, overload
@@ -30,6 +31,70 @@ STABLE_TEXT_OUTPUT = (
     "SET LOCAL extra_float_digits = 1",
     "SET LOCAL bytea_output = 'hex'",
 )
+
+#: SQLSTATE classes whose primary message may quote the data that failed: 22 (data
+#: exception: ``invalid input syntax for type uuid: "<the value>"``) and 23 (integrity
+#: constraint violation; its key values are in DETAIL, never shown). Class P0 (PL/pgSQL
+#: ``RAISE``, e.g. an application trigger's) is free text and is not shown at all.
+_DATA_CLASSES = ("22", "23")
+#: A quoted word right after one of these is a name, kept (``column "passwordHash"``);
+#: any other quoted text in a data-class message is taken for a value.
+_NAME_NOUNS = frozenset({"relation", "table", "column", "constraint", "index", "type", "encoding", "schema",
+                         "function", "trigger", "sequence", "parameter", "database", "role", "domain", "view",
+                         "collation", "operator", "enum"})
+_HEX_BYTES = re.compile(r"0x[0-9A-Fa-f]{2}(?: 0x[0-9A-Fa-f]{2})*")
+
+
+def _without_values(message: str) -> str:
+    """``message`` with every quoted value replaced by ``"…"`` (from its opening quote to
+    the message's last quote: a value may itself contain quotes) and byte sequences
+    (``0xe2 0x82``) by ``…``; quoted names after a ``_NAME_NOUNS`` word are kept."""
+    out, pos = [], 0
+    while True:
+        start = message.find('"', pos)
+        if start < 0:
+            out.append(message[pos:])
+            break
+        before = message[pos:start]
+        words = before.split()
+        end = message.find('"', start + 1)
+        if words and words[-1].lower() in _NAME_NOUNS and end > start and "\n" not in message[start:end]:
+            out.append(message[pos:end + 1])
+            pos = end + 1
+            continue
+        last = message.rfind('"')
+        out.append(before + '"…"')
+        pos = last + 1 if last > start else len(message)
+    return _HEX_BYTES.sub("…", "".join(out))
+
+
+def server_error_text(exc: BaseException) -> str:
+    """What may be said of a database error in an exception, a log line, an event, a
+    report or Slack: the server's primary message and its SQLSTATE, e.g. ``invalid input
+    syntax for type uuid: "…" (SQLSTATE 22P02)``; never DETAIL, HINT or CONTEXT (they
+    quote key values, failing rows and COPY lines), quoted values removed from data-class
+    messages (``_DATA_CLASSES``), PL/pgSQL ``RAISE`` text withheld; a class 42 (syntax,
+    unknown name) error keeps libpq's ``LINE n: ...`` excerpt of the statement (a down
+    SQL's typo must be findable; statements carry no row values). An error without
+    SQLSTATE (connection lost, a client-side error): the first line of ``str(exc)``.
+    Callers still pass the result through :meth:`PgTarget.scrub`."""
+    code = getattr(exc, "pgcode", None)
+    if not code:
+        text = str(exc).strip()
+        return text.splitlines()[0].strip() if text else type(exc).__name__
+    primary = getattr(getattr(exc, "diag", None), "message_primary", None)
+    if primary is None:  # the first line of the text libpq built: "ERROR:  <primary>"
+        lines = (getattr(exc, "pgerror", None) or str(exc)).strip().splitlines()
+        primary = re.sub(r"^[A-Z]+:\s+", "", lines[0]) if lines else ""
+    where = ""
+    if code.startswith("P0"):
+        primary = "message not shown (a PL/pgSQL RAISE, e.g. a trigger's: it may quote row values)"
+    elif code[:2] in _DATA_CLASSES:
+        primary = _without_values(primary)
+    elif code.startswith("42"):  # syntax or name error: libpq's "LINE n: ..." quotes the statement (SQL, not rows)
+        line = next((x for x in (getattr(exc, "pgerror", None) or "").splitlines() if x.startswith("LINE ")), "")
+        where = f" at {' '.join(line.split())[:300]}" if line else ""
+    return f"{' '.join(primary.split())} (SQLSTATE {code}){where}"
 
 
 @dataclass(frozen=True)

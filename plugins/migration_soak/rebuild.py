@@ -46,7 +46,7 @@ from migration_soak.backup import BackupRecord, verify_backup
 from migration_soak.exceptions import BackupError, RollbackError
 from migration_soak.migrate import (LOCK_NOT_AVAILABLE, LockAttempt, describe_attempts, is_lock_timeout,
                                     run_with_lock_retries)
-from migration_soak.pgconn import PgTarget
+from migration_soak.pgconn import PgTarget, server_error_text
 from migration_soak.rollback import (DEFAULT_BATCH_SIZE, SCRATCH_SCHEMA, RestoreResult, _at_readded, _Column,
                                      _column_info, _from_backup, _lock, _overlay, _readd, _release, _set_local, _stage,
                                      _staged_rows, _verify, drop_rebuild_leftovers)
@@ -259,7 +259,7 @@ def rebuild_columns(
                 exc.args = (f"{exc}; {note}",)
             exc.lock_attempts = tuple(a.to_dict() for a in run.attempts)  # type: ignore[attr-defined]
             raise
-        error = RollbackError(f"rebuild of {qualified} failed: {target.scrub(str(exc)).strip()}"
+        error = RollbackError(f"rebuild of {qualified} failed: {target.scrub(server_error_text(exc))}"
                               + (f"; {note}" if note else ""))
         error.lock_attempts = tuple(a.to_dict() for a in run.attempts)  # type: ignore[attr-defined]
         raise error from None
@@ -330,7 +330,8 @@ class _Run:
             except BaseException as exc:
                 conn.rollback()
                 if getattr(exc, "pgcode", None) == _DEADLOCK_DETECTED:
-                    raise _DeadlockRetried(f"deadlock detected (retried like a lock timeout): {exc}") from exc
+                    raise _DeadlockRetried(f"deadlock detected (retried like a lock timeout): "
+                                           f"{server_error_text(exc)}") from exc
                 raise
 
         mine: list[LockAttempt] = []
@@ -883,7 +884,7 @@ class _Run:
             self.conn.commit()
             self.drop_scratch()
         except Exception as exc:  # the original error matters more
-            notes.append(f"scratch schema {SCRATCH_SCHEMA} not dropped ({exc})")
+            notes.append(f"scratch schema {SCRATCH_SCHEMA} not dropped ({server_error_text(exc)})")
         return "; ".join(notes)
 
     def undo(self) -> str:
@@ -914,7 +915,8 @@ class _Run:
                 self.conn.commit()
             except Exception:
                 self.conn.rollback()
-            return (f"the capture trigger {CAPTURE_TRIGGER} on {self.qualified} could not be dropped ({exc}); it "
+            return (f"the capture trigger {CAPTURE_TRIGGER} on {self.qualified} could not be dropped "
+                    f"({server_error_text(exc)}); it "
                     f"now does nothing; a rerun drops it, or DROP TRIGGER {CAPTURE_TRIGGER} ON {self.qualified}")
         try:
             with self.conn.cursor() as cur:
@@ -925,9 +927,10 @@ class _Run:
                 self._once("drop new table", lambda cur: cur.execute(
                     sql.SQL("DROP TABLE IF EXISTS {}").format(self.new)))
         except Exception as exc:
-            notes.append(f"the new table {self.new.as_string(self.conn)} could not be dropped ({exc})")
+            notes.append(f"the new table {self.new.as_string(self.conn)} could not be dropped "
+                         f"({server_error_text(exc)})")
         try:
             self.drop_scratch()
         except Exception as exc:
-            notes.append(f"scratch schema {SCRATCH_SCHEMA} not dropped ({exc})")
+            notes.append(f"scratch schema {SCRATCH_SCHEMA} not dropped ({server_error_text(exc)})")
         return "; ".join(notes)

@@ -26,7 +26,7 @@ from migration_soak.exceptions import BackupError, RollbackError
 from migration_soak.exceptions import MigrationError
 from migration_soak.migrate import (LockAttempt, check_down_sql, describe_attempts, is_lock_timeout,
                                     run_with_lock_retries)
-from migration_soak.pgconn import PgTarget
+from migration_soak.pgconn import PgTarget, server_error_text
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +299,7 @@ def restore_columns(
     except Exception as exc:  # psycopg2 errors and the like
         if locked and staging:
             _drop_scratch_quietly(conn, lock_timeout_s)
-        error = RollbackError(f"rollback of {qualified} failed: {target.scrub(str(exc)).strip()}")
+        error = RollbackError(f"rollback of {qualified} failed: {target.scrub(server_error_text(exc))}")
         error.lock_attempts = tuple(a.to_dict() for a in attempts)  # type: ignore[attr-defined]
         raise error from None
     finally:
@@ -371,7 +371,7 @@ def _release(conn, target: PgTarget, locked: bool, encoding: str) -> None:
             if conn.encoding != encoding:
                 conn.set_client_encoding(encoding)
     except Exception as exc:  # the session is gone: so are its lock and settings
-        log.warning("could not release the rollback's session cleanly: %s", target.scrub(str(exc)).strip())
+        log.warning("could not release the rollback's session cleanly: %s", target.scrub(server_error_text(exc)))
     finally:
         conn.close()
 
@@ -520,7 +520,7 @@ def _short_transaction(conn, step: str, body: Callable[[Any], object], *, lock_t
                 f"{step} could not lock {locks} within {lock_timeout_s:g} s (lock_timeout) "
                 f"in {describe_attempts(mine)}; the application holds it: retry"
             ) from None
-        raise RollbackError(f"{step} failed: {str(exc).strip()}") from None
+        raise RollbackError(f"{step} failed: {server_error_text(exc)}") from None
     attempts.extend(mine)
     return mine[-1].elapsed_s
 
