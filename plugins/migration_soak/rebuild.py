@@ -47,9 +47,10 @@ from migration_soak.exceptions import BackupError, RollbackError
 from migration_soak.migrate import (LOCK_NOT_AVAILABLE, LockAttempt, describe_attempts, is_lock_timeout,
                                     run_with_lock_retries)
 from migration_soak.pgconn import PgTarget, server_error_text
-from migration_soak.rollback import (DEFAULT_BATCH_SIZE, SCRATCH_SCHEMA, RestoreResult, _at_readded, _Column,
-                                     _column_info, _from_backup, _lock, _overlay, _readd, _release, _set_local, _stage,
-                                     _staged_rows, _verify, drop_rebuild_leftovers)
+from migration_soak.rollback import (DEFAULT_BATCH_SIZE, DUMP_TEXT_OUTPUT, SCRATCH_SCHEMA, RestoreResult, _at_readded,
+                                     _Column, _column_info, _differs, _from_backup, _lock, _needs_fill, _overlay,
+                                     _readd, _release, _set_local, _stage, _staged_rows, _verify, describe_lost,
+                                     drop_rebuild_leftovers)
 from migration_soak.rollback import REBUILD_MARKER as MARKER
 from migration_soak.rollback import REBUILD_NEW_SUFFIX as NEW_SUFFIX
 
@@ -66,7 +67,7 @@ SMALL_ROUND = 1_000
 #: More rounds than this without a small one: the application writes faster than the
 #: catch-up; the rebuild gives up (RollbackError) rather than hold the lock long.
 MAX_ROUNDS = 30
-_TEXT_SETTINGS = "SET LOCAL DateStyle = 'ISO'; SET LOCAL IntervalStyle = 'postgres'"
+_TEXT_SETTINGS = DUMP_TEXT_OUTPUT  # the staged text is read (and the build's check compares it) as pg_dump wrote it
 _DEADLOCK_DETECTED = "40P01"
 
 
@@ -573,10 +574,14 @@ class _Run:
             cur.execute("SELECT reloptions FROM pg_class WHERE oid = %s::regclass", (self.tbl.as_string(conn),))
             reloptions = cur.fetchone()[0]
         conn.commit()
-        needs_fill = sql.SQL(" OR ").join(
-            sql.SQL("({at} AND {b} IS DISTINCT FROM {p}::{t})").format(
-                at=_at_readded("u", c, f"d{i}"), b=_from_backup(c), p=sql.Placeholder(f"d{i}"), t=sql.SQL(c.type))
-            for i, c in enumerate(self.cols))
+        needs_fill = _needs_fill(self.cols)
+        # Values the build would take from the backup that the re-added type cannot hold
+        # (their cast does not read back as the backup's text: truncated, rounded): refused
+        # here, before the swap, rather than found by the verification after it.
+        lossy = [sql.SQL("count(*) FILTER (WHERE {at} AND {differs})").format(
+            at=_at_readded("u", c, f"d{i}"),
+            differs=_differs(_from_backup(c), sql.SQL("b.{}").format(sql.Identifier(c.name)), c))
+            for i, c in enumerate(self.cols)]
         filled = sql.SQL(" + ").join(sql.SQL("({})::int").format(_at_readded("u", c, f"d{i}"))
                                      for i, c in enumerate(self.cols))
         with conn.cursor() as cur:
@@ -590,10 +595,17 @@ class _Run:
             cur.execute(like)
             cur.execute(sql.SQL("COMMENT ON TABLE {} IS %s").format(self.new), (MARKER,))
             cur.execute(sql.SQL("""SELECT count(*) FILTER (WHERE {nf}),
-                                          coalesce(sum(({filled})) FILTER (WHERE {nf}), 0)
+                                          coalesce(sum(({filled})) FILTER (WHERE {nf}), 0), {lossy}
                                    FROM {tbl} u JOIN {staged} b ON {join}""").format(
-                nf=needs_fill, filled=filled, tbl=self.tbl, staged=self.staged, join=self._join()), self._params())
-            rows, values = cur.fetchone()
+                nf=needs_fill, filled=filled, lossy=sql.SQL(", ").join(lossy), tbl=self.tbl, staged=self.staged,
+                join=self._join()), self._params())
+            rows, values, *per_column = cur.fetchone()
+            if any(per_column):
+                raise RollbackError(
+                    f"rebuild of {self.qualified} refused before the build (the columns stay re-added, empty): "
+                    f"{sum(per_column)} backup values do not read back as the backup's in the re-added type "
+                    f"({describe_lost(self.cols, per_column)}): the cast would truncate or round them; give the "
+                    "column its type at backup time and rerun")
             counted = time.monotonic()
             cur.execute(sql.SQL("INSERT INTO {new} ({names}) SELECT {select} FROM {tbl} u LEFT JOIN {staged} b ON {join}")
                         .format(new=self.new, names=sql.SQL(", ").join(map(sql.Identifier, self.names)),

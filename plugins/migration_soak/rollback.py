@@ -11,6 +11,7 @@ Design notes: docs/design.md#rollbackpy
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import tempfile
 import time
@@ -41,8 +42,17 @@ REBUILD_MARKER = "migration-soak rebuild in progress; dropped by the next rollba
 ROLLBACK_LOCK = (0x534F414B, 1)  # "SOAK", 1
 #: Keys per copy batch (one transaction each).
 DEFAULT_BATCH_SIZE = 20_000
+#: pg_dump's output settings (pg_dump.c, ``setup_connection``): the staged backup text was
+#: written under them, so under them a restored value's ``::text`` is comparable with it
+#: byte for byte (the verification's rule, ``_differs``). pg_dump leaves TimeZone and
+#: bytea_output as the session has them; so do we, and ``_differs`` compares values of
+#: those types as values when their text differs.
+DUMP_TEXT_OUTPUT = "SET LOCAL DateStyle = 'ISO'; SET LOCAL IntervalStyle = 'postgres'; SET LOCAL extra_float_digits = 3"
+#: Base types (no typmod) whose text depends on a setting pg_dump does not pin.
+_SESSION_TEXT_TYPES = ("timestamp with time zone", "bytea")
 #: Transaction-local settings of each copy batch (they end with its transaction):
-#: - the staged text is typed input: pg_dump writes dates in ISO;
+#: - the staged text is typed input and the batch's check compares text: pg_dump's
+#:   output settings (``DUMP_TEXT_OUTPUT``);
 #: - the batch's plan is index lookups on the key (staged key range -> table key -> table
 #:   key): left alone, the planner hashed the batch and read the whole table twice per
 #:   batch (bench/README.md#rollback_scalepy-the-rollback-at-scale-against-the-naive-path);
@@ -51,7 +61,7 @@ DEFAULT_BATCH_SIZE = 20_000
 #:   ``wal_writer_delay``): only our own restored values, which a rerun fills again (the
 #:   copy is resumable); the caller's next synchronous commit (the ledger's mark) flushes
 #:   them first.
-_BATCH_SETTINGS = ("SET LOCAL DateStyle = 'ISO'; SET LOCAL IntervalStyle = 'postgres'; "
+_BATCH_SETTINGS = (DUMP_TEXT_OUTPUT + "; "
                    "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; "
                    "SET LOCAL synchronous_commit = off")
 _HEADER_LINES_MAX = 10_000
@@ -77,8 +87,11 @@ class RestoreResult:
             row's columns that still held the re-added value).
         values_kept: values that differ from the backup because they were written after
             the columns were re-added; left as found (docs/design.md#rollbackpy).
-        mismatches: matched rows where a restored column still holds the re-added value
-            but the backup's value differs; always 0 in a returned result.
+        mismatches: matched rows where a restored column's value (not one written since
+            the re-add) does not read back as the backup's text: still the re-added value,
+            or the backup's changed by the cast to the re-added type (a narrower
+            ``varchar(n)``, a rounding ``numeric``/``timestamp`` precision); always 0 in a
+            returned result (``_verify`` raises instead).
         batches: copy batches run (``batch_size`` keys each).
         lock_attempts: ``LockAttempt``s of the down SQL (every try) and of the copy
             batches that hit a lock timeout (their tries); the down SQL's last one is
@@ -663,7 +676,57 @@ def _at_readded(alias: str, col: _Column, param: str) -> sql.Composable:
 
 
 def _from_backup(col: _Column) -> sql.Composable:
+    """The backup's value cast to the re-added type (``b.col::type``: an explicit cast, which
+    truncates ``varchar(n)`` and rounds numerics and timestamps: never the proof)."""
     return sql.SQL("b.{c}::{t}").format(c=sql.Identifier(col.name), t=sql.SQL(col.type))
+
+
+def _differs(value: sql.Composable, text: sql.Composable, col: _Column) -> sql.Composable:
+    """``value`` (of the re-added type) does not read back as the backup's ``text`` (the
+    staged dump text; NULL for NULL): the value's output text (``format('%s', v)``: the
+    type's output function, as COPY writes it; ``v::text`` is not that for every type:
+    boolean gives ``true``, not ``t``, ``char(n)`` drops trailing spaces, inet adds
+    ``/32``) differs from it under ``DUMP_TEXT_OUTPUT``, so a lossy cast (``varchar(12)``,
+    ``timestamp(0)``, ``numeric(10,2)``, another type) counts. For types whose text depends
+    on a setting pg_dump leaves to the session (``_SESSION_TEXT_TYPES``) a differing text
+    still equals when the values are equal in the unconstrained type (the same instant
+    written in another time zone; bytea in escape format)."""
+    differs = sql.SQL("(CASE WHEN ({v}) IS NULL THEN NULL ELSE format('%%s', {v}) END) IS DISTINCT FROM {b}").format(
+        v=value, b=text)
+    base = re.sub(r"\([^)]*\)", "", col.type)
+    if base in _SESSION_TEXT_TYPES:
+        differs = sql.SQL("({d} AND ({v}) IS DISTINCT FROM ({b})::{t})").format(d=differs, v=value, b=text,
+                                                                            t=sql.SQL(base))
+    return differs
+
+
+def _lost(alias: str, col: _Column, param: str) -> sql.Composable:
+    """Row ``alias`` (joined to staged row ``b``) holds, in ``col``, the re-added value or
+    the backup's value as cast, and that does not read back as the backup's text: a value
+    the restore did not give back (a value written since the re-add is neither, and kept)."""
+    return sql.SQL("(({at} OR {a}.{c} IS NOT DISTINCT FROM {b}) AND {differs})").format(
+        at=_at_readded(alias, col, param), a=sql.Identifier(alias), c=sql.Identifier(col.name), b=_from_backup(col),
+        differs=_differs(sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(col.name)),
+                         sql.SQL("b.{}").format(sql.Identifier(col.name)), col))
+
+
+def _needs_fill(cols: Sequence[_Column]) -> sql.Composable:
+    """Live row ``u`` (joined to staged row ``b``) still holds the re-added value in a column
+    where that does not read back as the backup's text: the rows a restore writes."""
+    return sql.SQL(" OR ").join(
+        sql.SQL("({at} AND {differs})").format(
+            at=_at_readded("u", c, f"d{i}"),
+            differs=_differs(sql.SQL("u.{}").format(sql.Identifier(c.name)), sql.SQL("b.{}").format(
+                sql.Identifier(c.name)), c))
+        for i, c in enumerate(cols)
+    )
+
+
+def describe_lost(cols: Sequence[_Column], counts: Sequence[int]) -> str:
+    """``passwordHash: 3900 values (re-added as character varying(12))``: how many values of
+    which column differ from the backup's, never the values."""
+    return "; ".join(f"{c.name}: {n} value{'s' if n != 1 else ''} (re-added as {c.type})"
+                     for c, n in zip(cols, counts) if n)
 
 
 def _copy(conn, qualified, tbl, scratch, key: _Column, cols, batch_size, lock_timeout_s, lock_retries,
@@ -673,15 +736,13 @@ def _copy(conn, qualified, tbl, scratch, key: _Column, cols, batch_size, lock_ti
     params = {f"d{i}": c.readded for i, c in enumerate(cols)}
     k = sql.Identifier(key.name)
     join = sql.SQL("u.{k} = b.{k}::{t}").format(k=k, t=sql.SQL(key.type))
-    needs_fill = sql.SQL(" OR ").join(
-        sql.SQL("({at} AND {b} IS DISTINCT FROM {p}::{t})").format(
-            at=_at_readded("u", c, f"d{i}"), b=_from_backup(c), p=sql.Placeholder(f"d{i}"), t=sql.SQL(c.type))
-        for i, c in enumerate(cols)
-    )
+    needs_fill = _needs_fill(cols)
     # todo: the batch's rows that still need a value, locked (FOR UPDATE re-reads a row a
     # concurrent writer changed, so f<i> says whether column i still holds the re-added
     # value when we hold the row); written: those columns set from the backup, the others
-    # kept; RETURNING reads the stored row (after any BEFORE trigger) to prove it.
+    # kept; RETURNING reads the stored row (after any BEFORE trigger) to prove it: its text
+    # must be the backup's (r<i>, the staged text; ``_differs``), so neither a trigger nor a
+    # lossy cast to the re-added type passes.
     batch_sql = sql.SQL(
         """WITH todo AS (
                SELECT u.{k} AS k, {todo_cols}
@@ -690,16 +751,17 @@ def _copy(conn, qualified, tbl, scratch, key: _Column, cols, batch_size, lock_ti
                FOR UPDATE OF u
            ), written AS (
                UPDATE {tbl} u SET {assign} FROM todo WHERE u.{k} = todo.k
-               RETURNING ({bad}) AS bad, {filled} AS filled
+               RETURNING {bad}, {filled} AS filled
            )
-           SELECT count(*), coalesce(sum(filled), 0), count(*) FILTER (WHERE bad) FROM written"""
+           SELECT count(*), coalesce(sum(filled), 0), count(*) FILTER (WHERE {any_bad}), {bad_counts}
+           FROM written"""
     )
     parts = dict(
         k=k, tbl=tbl, scratch=scratch, join=join, needs_fill=needs_fill,
         todo_cols=sql.SQL(", ").join(
-            sql.SQL("{b} AS {v}, {at} AS {f}").format(
-                b=_from_backup(c), v=sql.Identifier(f"v{i}"), at=_at_readded("u", c, f"d{i}"),
-                f=sql.Identifier(f"f{i}"))
+            sql.SQL("{b} AS {v}, b.{c} AS {r}, {at} AS {f}").format(
+                b=_from_backup(c), v=sql.Identifier(f"v{i}"), c=sql.Identifier(c.name), r=sql.Identifier(f"r{i}"),
+                at=_at_readded("u", c, f"d{i}"), f=sql.Identifier(f"f{i}"))
             for i, c in enumerate(cols)
         ),
         assign=sql.SQL(", ").join(
@@ -707,11 +769,16 @@ def _copy(conn, qualified, tbl, scratch, key: _Column, cols, batch_size, lock_ti
                 c=sql.Identifier(c.name), f=sql.Identifier(f"f{i}"), v=sql.Identifier(f"v{i}"))
             for i, c in enumerate(cols)
         ),
-        bad=sql.SQL(" OR ").join(
-            sql.SQL("(todo.{f} AND u.{c} IS DISTINCT FROM todo.{v})").format(
-                f=sql.Identifier(f"f{i}"), c=sql.Identifier(c.name), v=sql.Identifier(f"v{i}"))
+        bad=sql.SQL(", ").join(
+            sql.SQL("(todo.{f} AND {differs}) AS {bad}").format(
+                f=sql.Identifier(f"f{i}"), bad=sql.Identifier(f"bad{i}"),
+                differs=_differs(sql.SQL("u.{}").format(sql.Identifier(c.name)),
+                                 sql.SQL("todo.{}").format(sql.Identifier(f"r{i}")), c))
             for i, c in enumerate(cols)
         ),
+        any_bad=sql.SQL(" OR ").join(sql.Identifier(f"bad{i}") for i in range(len(cols))),
+        bad_counts=sql.SQL(", ").join(sql.SQL("count(*) FILTER (WHERE {})").format(sql.Identifier(f"bad{i}"))
+                                      for i in range(len(cols))),
         filled=sql.SQL(" + ").join(sql.SQL("todo.{}::int").format(sql.Identifier(f"f{i}")) for i in range(len(cols))),
     )
     # The first batch has no lower bound (any text, '' too, may be a key).
@@ -743,13 +810,15 @@ def _copy(conn, qualified, tbl, scratch, key: _Column, cols, batch_size, lock_ti
                     _set_local(cur, lock_timeout_s)
                     cur.execute(_BATCH_SETTINGS)
                     cur.execute(first_batch if lo is None else next_batch, bounds)
-                    written, filled, bad = cur.fetchone()
+                    written, filled, bad, *per_column = cur.fetchone()
                 if bad:
                     raise RollbackError(
                         f"verification of {qualified} failed in copy batch {batches} (keys {lo_text} to {hi!r}), "
                         f"batch not committed: {bad} rows differ from the backup after the UPDATE "
-                        f"({written} updated); the columns stay re-added and earlier batches stay, a rerun "
-                        "completes the copy"
+                        f"({written} updated; values that do not read back as the backup's: "
+                        f"{describe_lost(cols, per_column)}): a trigger rewrote them, or the re-added type cannot "
+                        "hold them (truncated, rounded: give the column its type at backup time); the columns stay "
+                        "re-added and earlier batches stay, a rerun completes the copy once the cause is gone"
                     )
                 conn.commit()
                 return written, filled, bad
@@ -780,15 +849,12 @@ def _copy(conn, qualified, tbl, scratch, key: _Column, cols, batch_size, lock_ti
 
 
 def _verify(conn, qualified, tbl, scratch, key: _Column, cols, staged_rows) -> dict[str, int]:
-    """Step 4: one snapshot over the staged copy: 0 values still at the re-added value
-    where the backup differs; the counts."""
+    """Step 4: one snapshot over the staged copy: every value not written since the re-add
+    reads back as the backup's text (``_lost``: 0 of them still at the re-added value where
+    the backup differs, 0 changed by the cast to the re-added type); the counts."""
     params = {f"d{i}": c.readded for i, c in enumerate(cols)}
     join = sql.SQL("u.{k} = b.{k}::{t}").format(k=sql.Identifier(key.name), t=sql.SQL(key.type))
-    unfilled = sql.SQL(" OR ").join(
-        sql.SQL("({at} AND {b} IS DISTINCT FROM {p}::{t})").format(
-            at=_at_readded("u", c, f"d{i}"), b=_from_backup(c), p=sql.Placeholder(f"d{i}"), t=sql.SQL(c.type))
-        for i, c in enumerate(cols)
-    )
+    lost = [_lost("u", c, f"d{i}") for i, c in enumerate(cols)]
     kept = sql.SQL(" + ").join(
         sql.SQL("(u.{c} IS DISTINCT FROM {b} AND NOT {at})::int").format(
             c=sql.Identifier(c.name), b=_from_backup(c), at=_at_readded("u", c, f"d{i}"))
@@ -796,24 +862,27 @@ def _verify(conn, qualified, tbl, scratch, key: _Column, cols, staged_rows) -> d
     )
     with conn.cursor() as cur:
         cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        cur.execute("SET LOCAL DateStyle = 'ISO'")
-        cur.execute("SET LOCAL IntervalStyle = 'postgres'")
+        cur.execute(DUMP_TEXT_OUTPUT)
         cur.execute(sql.SQL("SELECT count(*) FROM {}").format(scratch))
         at_backup = cur.fetchone()[0]
         cur.execute(sql.SQL("SELECT count(*) FROM {}").format(tbl))
         now_total = cur.fetchone()[0]
         cur.execute(
-            sql.SQL("""SELECT count(*), count(*) FILTER (WHERE {unfilled}), coalesce(sum({kept}), 0)
+            sql.SQL("""SELECT count(*), count(*) FILTER (WHERE {any_lost}), coalesce(sum({kept}), 0), {per_column}
                        FROM {tbl} u JOIN {scratch} b ON {join}""").format(
-                unfilled=unfilled, kept=kept, tbl=tbl, scratch=scratch, join=join),
+                any_lost=sql.SQL(" OR ").join(lost), kept=kept, tbl=tbl, scratch=scratch, join=join,
+                per_column=sql.SQL(", ").join(sql.SQL("count(*) FILTER (WHERE {})").format(x) for x in lost)),
             params,
         )
-        matched, mismatches, values_kept = cur.fetchone()
+        matched, mismatches, values_kept, *per_column = cur.fetchone()
     conn.commit()
     if mismatches or at_backup != staged_rows:
+        lost_text = (f" ({describe_lost(cols, per_column)}): still the re-added value, or the backup's value changed "
+                     "by the cast to the re-added type (truncated, rounded) or by a trigger") if mismatches else ""
         raise RollbackError(
-            f"verification of {qualified} failed: {mismatches} rows still hold the re-added value where the backup "
-            f"has another one ({matched} matched, {at_backup} staged of {staged_rows}); a rerun completes the copy"
+            f"verification of {qualified} failed: {mismatches} rows hold values that do not read back as the "
+            f"backup's{lost_text} ({matched} matched, {at_backup} staged of {staged_rows}); a rerun completes a "
+            "copy that stopped, a type that cannot hold the backup's values needs the column's type at backup time"
         )
     return {
         "rows_at_backup": at_backup,
