@@ -399,14 +399,29 @@ def recorded_decision(store: Store, run_id: str) -> Decision | None:
     return Decision.from_event(events[-1]["payload"]) if events else None
 
 
-def judge_soak(plan: Plan, run_id: str, store: Store, time_scale: float, failed: Sequence[str] = ()) -> Verdict:
+def dropped_already(plan: Plan, query: Query) -> list[str]:
+    """Which of ``migration.dropped_columns`` ``migration.table`` lacks now (read-only
+    catalog query): after a failed ``migrate``, a non-empty answer means the migration
+    committed part of its change (two pending migrations, the first one done; a script
+    with its own transactions) and the run must go on to a decision and a rollback."""
+    present = {str(r[0]) for r in query(columns_present_sql(plan.migration.table, plan.migration.dropped_columns))}
+    return [c for c in plan.migration.dropped_columns if c not in present]
+
+
+def judge_soak(plan: Plan, run_id: str, store: Store, time_scale: float, failed: Sequence[str] = (),
+               partial: Sequence[str] = ()) -> Verdict:
     """Judge the soak from the store's observations alone (judge.py), recorded as the
     ``verdict`` event. ``time_scale``: the run's clock speed-up (the readings' soak time).
     ``failed``: tasks of the run that failed (or could not run) after the migration: the
     soak did not run as planned, so a GO becomes INCONCLUSIVE (a NO-GO stands: a breach
-    was read)."""
+    was read). ``partial``: dropped columns already gone after ``migrate`` failed
+    (``dropped_already``): NO-GO, the rollback gives them back."""
     verdict = judge(plan, store.observations(run_id, clock=store.clock(run_id, time_scale)), time_scale)
-    if failed and verdict.decision != "NO_GO":
+    if partial:
+        why = (f"the migration failed after committing part of its change: {plan.migration.table}."
+               f"{', '.join(partial)} already dropped; roll back to give the values back")
+        verdict = replace(verdict, decision="NO_GO", reasons=[why])
+    elif failed and verdict.decision != "NO_GO":
         why = (f"task{'s' if len(failed) > 1 else ''} {', '.join(failed[:8])}{', ...' if len(failed) > 8 else ''} "
                f"failed or could not run after the migration: the soak did not run as planned")
         reasons = [why] + (list(verdict.reasons) if verdict.decision == "INCONCLUSIVE" else [])

@@ -170,15 +170,21 @@ def judge_soak() -> list[str]:
     Runs whatever happened upstream: once ``migrate`` succeeded, a task that failed after it
     (``verify``, ``restart_apps``, a check task out of retries) must not leave the columns
     dropped with no decision; the soak is judged on what it read and is at best
-    INCONCLUSIVE (``runbook.judge_soak``'s ``failed``). Skipped when the migration was not
-    applied: there is nothing to judge or roll back (``conclude`` fails the run)."""
+    INCONCLUSIVE (``runbook.judge_soak``'s ``failed``). When ``migrate`` did not succeed it
+    reads the table first: a column it drops already gone (a migration that committed part
+    of its change) is a NO-GO and a rollback; else the migration was not applied, there is
+    nothing to judge or roll back, and it skips (``conclude`` fails the run)."""
     ctx, plan, run_id, store = run_context()
     states = task_states(ctx)
+    partial: list[str] = []
     if states.get("migrate") != "success":
-        raise AirflowSkipException(f"the migration was not applied (migrate: {states.get('migrate') or 'not run'}): "
-                                   "nothing to judge or roll back")
+        partial = runbook.dropped_already(plan, query(plan))
+        if not partial:
+            raise AirflowSkipException(f"the migration was not applied (migrate: {states.get('migrate') or 'not run'}; "
+                                       "every column it drops is still there): nothing to judge or roll back")
     failed = sorted(tid for tid, state in states.items() if state in ("failed", "upstream_failed"))
-    verdict = runbook.judge_soak(plan, run_id, store, float(ctx["params"]["time_scale"]), failed=failed)
+    verdict = runbook.judge_soak(plan, run_id, store, float(ctx["params"]["time_scale"]), failed=failed,
+                                 partial=partial)
     log.info("verdict: %s: %s", verdict.decision, "; ".join(verdict.reasons))
     ctx["ti"].xcom_push(key="verdict", value=verdict.to_dict())
     if lifecycle.asks_a_person(verdict, ctx["params"]["on_inconclusive"]):
