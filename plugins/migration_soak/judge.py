@@ -288,6 +288,21 @@ def _last_due(plan: Plan, cid: str, reach: float | None) -> tuple[str, int, floa
     return last
 
 
+def read_partly(series: list[Observation], op: str) -> str | None:
+    """Why readings of ``series`` cannot show an upper bound (``op`` ``<``, ``<=``, ``==``),
+    or None: a logs reading that left bytes unread (evidence ``skipped_bytes``: more than
+    ``sources.logs.MAX_READ_BYTES`` written since its previous one) counted only what it
+    read, a lower bound: it can show "> 5" but not "0 errores críticos"."""
+    if op not in ("<", "<=", "=="):
+        return None
+    partial = [o for o in series if int((o.evidence or {}).get("skipped_bytes") or 0) > 0]
+    if not partial:
+        return None
+    skipped = sum(int(o.evidence["skipped_bytes"]) for o in partial)
+    return (f"{plural(len(partial), 'reading')} left {skipped} bytes of log unread (first: {partial[0].phase} tick "
+            f"{partial[0].tick}): their counts are lower bounds")
+
+
 def end_unread(plan: Plan, cid: str, series: list[Observation], reach: float | None) -> str | None:
     """Why the end of what ``series`` should cover is unread, or None: no reading with a
     value at or after ``cid``'s latest scheduled one due by ``reach`` (:func:`_last_due`;
@@ -368,7 +383,7 @@ def _go_check(plan: Plan, rule: RuleKind, cid: str, obs: list[Observation], stop
         errors = len([o for o in obs if o.check_id == cid and o.status == "error" and o.phase != "baseline"])
         return "not_enough_data", (f"{measured} of {expected} scheduled readings measured (coverage {coverage:.0%} "
                                    f"< {min_cov:.0%}; {errors} errors)"), None
-    unread = end_unread(plan, cid, series, None)
+    unread = end_unread(plan, cid, series, None) or read_partly(series, rule.condition.op)
     if unread is not None:
         return "not_enough_data", unread, None
     unshown = rule.unshown(series) if isinstance(rule, Threshold) else None

@@ -22,6 +22,7 @@ from migration_soak.judge import (
     format_condition,
     format_value,
     plural,
+    read_partly,
 )
 from migration_soak.plan import Check, Plan, ThresholdRule
 from migration_soak.rules import Threshold, format_apart
@@ -190,7 +191,8 @@ def summarize_check(plan: Plan, check: Check, obs: Sequence[Observation], stoppe
     ``breached`` even when each reading alone was only a ``warn``. A check without a
     measured value is ``not_measured``, never ``met``. The first that applies wins:
     decided a NO-GO, a ``fail`` reading, no value, a ``warn`` reading, stopped, short of
-    ``min_coverage``, the end unread (``judge.end_unread``), a count ratio's pooled counts
+    ``min_coverage``, the end unread (``judge.end_unread``) or log left unread
+    (``judge.read_partly``), a count ratio's pooled counts
     that do not show the expectation (``rules.Threshold.unshown``), met.
     """
     t = tally(plan, check, obs)
@@ -214,7 +216,7 @@ def summarize_check(plan: Plan, check: Check, obs: Sequence[Observation], stoppe
                                                     f"({t.coverage:.0%} < {plan.verdict.min_coverage:.0%}); "
                                                     f"{t.counts['error']} errors")
     valued = [o for o in t.after if o.value is not None and o.status != "error"]
-    unread = end_unread(plan, check.id, valued, None)
+    unread = end_unread(plan, check.id, valued, None) or read_partly(valued, check.expect.op)
     if unread is not None:
         return _result(check, t, "not_enough_data", unread)
     if check.expect.op in ("<", "<=", ">", ">="):  # a count ratio's readings must show it, as the judge asks
