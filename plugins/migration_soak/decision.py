@@ -9,7 +9,7 @@ Design notes: docs/verdict.md
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 Outcome = Literal["GO", "NO_GO", "INCONCLUSIVE"]
@@ -49,12 +49,18 @@ class Answer:
 @dataclass(frozen=True)
 class Decision:
     """What the run claims (``outcome``), what it does (``action``), who decided (``by``:
-    ``judge``, ``person:<name>``, ``policy:<field>=<value>``, ``timeout``) and why."""
+    ``judge``, ``person:<name>``, ``policy:<field>=<value>``, ``timeout``) and why.
+
+    ``verdict``: the judge's verdict the decision started from; ``overridden_by``: the
+    person who chose GO over a verdict that was not GO (kept after the sign-off, which
+    changes ``by``). Both ``""`` in decisions recorded before they were kept: unknown."""
 
     outcome: Outcome
     action: Action
     by: str
     reason: str
+    verdict: str = ""
+    overridden_by: str = ""
 
     @property
     def is_go(self) -> bool:
@@ -78,26 +84,33 @@ def candidate(verdict: str, human: Answer | None, on_inconclusive: str, reasons:
     """
     why = "; ".join(reasons or [])
     if verdict == "GO":
-        return Decision("GO", "proceed", "judge", why or "every GO criterion met; no NO-GO criterion breached")
+        return Decision("GO", "proceed", "judge", why or "every GO criterion met; no NO-GO criterion breached", "GO")
     if verdict == "NO_GO":
-        return Decision("NO_GO", "rollback", "judge", why or "a NO-GO criterion was breached")
+        return Decision("NO_GO", "rollback", "judge", why or "a NO-GO criterion was breached", "NO_GO")
     if verdict != "INCONCLUSIVE":
         raise ValueError(f"verdict must be GO, NO_GO or INCONCLUSIVE, got {verdict!r}")
     if human is not None:
         if human.timed_out:
             return Decision("INCONCLUSIVE", "rollback", "timeout",
-                            "nobody answered the INCONCLUSIVE question in time: rolled back (the safe default)")
-        if human.chosen == GO_OPTION:
-            return Decision("GO", "proceed", f"person:{human.by}", f"{human.by} chose GO on an INCONCLUSIVE verdict")
-        return Decision("INCONCLUSIVE", "rollback", f"person:{human.by}", f"{human.by} chose to roll back")
+                            "nobody answered the INCONCLUSIVE question in time: rolled back (the safe default)", verdict)
+        if human.chosen == GO_OPTION:  # the judge's reasons stay: what the person overrode
+            return Decision("GO", "proceed", f"person:{human.by}",
+                            override_prefix(str(human.by), verdict) + (f": {why}" if why else ""), verdict, str(human.by))
+        return Decision("INCONCLUSIVE", "rollback", f"person:{human.by}", f"{human.by} chose to roll back", verdict)
     if on_inconclusive == "go":
         return Decision("INCONCLUSIVE", "keep", "policy:on_inconclusive=go",
-                        "INCONCLUSIVE and nobody was asked: the migration is kept, but this is not a GO")
+                        "INCONCLUSIVE and nobody was asked: the migration is kept, but this is not a GO", verdict)
     if on_inconclusive in ("rollback", "ask"):
         # "ask" without an answer only happens when the question could not be asked.
         return Decision("INCONCLUSIVE", "rollback", f"policy:on_inconclusive={on_inconclusive}",
-                        "INCONCLUSIVE, rolled back unattended" + (f": {why}" if why else ""))
+                        "INCONCLUSIVE, rolled back unattended" + (f": {why}" if why else ""), verdict)
     raise ValueError(f"on_inconclusive must be ask, rollback or go, got {on_inconclusive!r}")
+
+
+def override_prefix(person: str, verdict: str) -> str:
+    """The start of the reason of a GO a person chose over the judge's ``verdict``
+    (the judge's reasons follow it after ": ")."""
+    return f"{person} chose GO on an {verdict} verdict"
 
 
 def needs_sign_off(before: Decision, require_sign_off: bool) -> bool:
@@ -124,12 +137,13 @@ def decide(before: Decision, require_sign_off: bool, sign_off: Answer | None, on
         reason, by = "the QA sign-off timed out without an answer", "timeout"
     elif sign_off.chosen == APPROVE_OPTION:
         note = f" ({sign_off.comment})" if sign_off.comment else ""
-        return Decision("GO", "proceed", f"person:{sign_off.by}",
-                        f"{before.reason}; QA sign-off approved by {sign_off.by}{note}")
+        return replace(before, by=f"person:{sign_off.by}",
+                       reason=f"{before.reason}; QA sign-off approved by {sign_off.by}{note}")
     else:
         reason = f"QA rejected the sign-off: {sign_off.comment or '(no comment)'}"
         by = f"person:{sign_off.by}"
-    return Decision("NO_GO", "rollback" if on_sign_off_rejected == "rollback" else "keep", by, reason)
+    return replace(before, outcome="NO_GO", action="rollback" if on_sign_off_rejected == "rollback" else "keep",
+                   by=by, reason=reason)
 
 
 def human_event(human: Answer) -> dict:

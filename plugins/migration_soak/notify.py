@@ -106,22 +106,63 @@ def inconclusive_text(plan, reasons: list[str]) -> str:
             f"{'; '.join(reasons)[:600]} — decide in the Airflow UI (Required actions)")
 
 
-def decision_text(plan, final, time_scale: float, report_name: str) -> str:
-    """Slack: the final decision when the migration stays (``final``: ``decision.Decision``
-    or ``None``). Says "verdict: GO" only for a GO that was decided (and signed off when
-    asked); a compressed clock is named, since it proves less than 24 hours."""
-    head = f"[{plan.environment}] soak of `{plan.migration.name}`"
+def clock_caveat(plan, time_scale: float) -> str:
+    """" (compressed clock x300: demonstration evidence, not a 24-hour soak)" ("" in real time)."""
+    if time_scale == 1:
+        return ""
     kind = "compressed" if time_scale > 1 else "stretched"  # report_text.clock_kind's words
-    clock = "" if time_scale == 1 else (f" ({kind} clock x{time_scale:g}: demonstration evidence, not a "
-                                        f"{plan.soak_hours():g}-hour soak)" if time_scale > 1 else
-                                        f" ({kind} clock x{time_scale:g}: not the plan's soak, its readings "
-                                        f"{1 / time_scale:g} times further apart in wall time)")
-    if final is not None and final.is_go:
-        return f":large_green_circle: {head} verdict: GO{clock}: {final.reason}; report {report_name}"
+    if time_scale > 1:
+        return f" ({kind} clock x{time_scale:g}: demonstration evidence, not a {plan.soak_hours():g}-hour soak)"
+    return (f" ({kind} clock x{time_scale:g}: not the plan's soak, its readings {1 / time_scale:g} times further "
+            "apart in wall time)")
+
+
+def decision_text(plan, final, time_scale: float, report_name: str, sign_off: dict | None = None) -> str:
+    """Slack: the final decision when the migration stays (``final``: ``decision.Decision``
+    or ``None``; ``sign_off``: the ``sign_off`` event's payload, ``None`` when not asked).
+
+    Says "verdict: GO" only for the judge's own GO; a GO a person chose over an
+    INCONCLUSIVE verdict is "decision: GO by <person> over an INCONCLUSIVE verdict:
+    <the judge's reasons>". A real-time GO is "approved for production" only when every
+    human gate of the plan (runbook "Criterios de Éxito") was approved; otherwise each gate
+    and its state is named. A compressed clock is named, since it proves less than 24 hours.
+    """
+    head = f"[{plan.environment}] soak of `{plan.migration.name}`"
+    clock = clock_caveat(plan, time_scale)
     if final is None:
         return f":warning: {head}: no decision recorded; report {report_name}"
-    return (f":large_yellow_circle: {head} ended {final.outcome.replace('_', '-')}: the migration is kept "
-            f"without a GO: {final.reason}; report {report_name}")
+    if not final.is_go:
+        return (f":large_yellow_circle: {head} ended {final.outcome.replace('_', '-')}: the migration is kept "
+                f"without a GO: {final.reason}; report {report_name}")
+    verdict, person = getattr(final, "verdict", ""), getattr(final, "overridden_by", "")
+    gates = gates_text(plan, time_scale, sign_off)
+    if person:
+        from migration_soak.decision import override_prefix
+
+        what = (f"decision: GO by {person} over an {verdict} verdict{clock}: "
+                + final.reason.removeprefix(override_prefix(person, verdict) + ": "))
+    elif verdict == "GO" or (not verdict and getattr(final, "by", "judge") == "judge"):
+        what = (f"GO on the measured criteria: {final.reason}" if gates.startswith("; not approved")
+                else f"verdict: GO{clock}: {final.reason}")
+    else:  # a decision recorded before the judge's verdict was kept in it
+        what = f"decision: GO{clock}: {final.reason}"
+    return f":large_green_circle: {head} {what}{gates}; report {report_name}"
+
+
+def gates_text(plan, time_scale: float, sign_off: dict | None) -> str:
+    """After a real-time GO: "; approved for production (<gate>: approved by <who>; ...)" when
+    every human gate of the plan was approved (the QA sign-off), else "; not approved for
+    production: <gate>: <state>; ..." ("" on another clock: its caveat already says it is
+    demonstration evidence, which approves nothing)."""
+    if time_scale != 1:
+        return ""
+    approved = bool(sign_off and sign_off.get("state") == "approved")
+    state = (f"approved by {sign_off.get('by')}" if sign_off and approved else
+             str((sign_off or {}).get("state") or "not asked").replace("_", " "))
+    gates = "; ".join(f"{g.text}: {state}" for g in plan.human_gates)
+    if approved or not plan.human_gates:
+        return f"; approved for production ({gates})" if gates else "; approved for production"
+    return f"; not approved for production: {gates}"
 
 
 def rollback_reason(final) -> str:

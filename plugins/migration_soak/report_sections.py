@@ -149,17 +149,20 @@ def period(run: Run, time_scale: float) -> dict[str, str]:
 
 
 def _go_closing(run: Run, p: dict) -> str:
-    """The closing line of a GO/proceed decision: an approval only on a real-time clock."""
+    """The closing line of a GO/proceed decision: an approval only on a real-time clock and
+    only when every human gate of the plan (runbook "Criterios de Éxito") was approved."""
     if run.time_scale != 1:
         return (f"✅ GO on a {clock_kind(run.time_scale or 0)} clock (time_scale {run.time_scale:g}): "
                 "demonstration evidence only, not an approval for production; that takes a real-time soak "
                 "(time_scale 1)")
-    via = "" if run.verdict.decision == "GO" else f" (by {who(p.get('by'))} on a {run.verdict.decision} verdict)"
-    closing = f"✅ APPROVED to proceed to production{via}"
-    if run.plan.human_gates and not gate_ok(run):
-        closing += ("; the human gates were not approved (" + "; ".join(
-            f"{g.text}: {gate_state(run)}" for g in run.plan.human_gates) + ")")
-    return closing
+    person = p.get("overridden_by") or p.get("by")
+    via = "" if run.verdict.decision == "GO" else f" (by {who(person)} on an {run.verdict.decision} verdict)"
+    if not run.plan.human_gates or gate_ok(run):
+        return f"✅ APPROVED to proceed to production{via}"
+    what = ("GO on the measured criteria" if run.verdict.decision == "GO" else
+            f"GO by {who(person)} over an {run.verdict.decision} verdict")
+    return (f"❔ {what}; not approved for production: "
+            + "; ".join(f"{g.text}: {gate_state(run)}" for g in run.plan.human_gates))
 
 
 def final(run: Run) -> dict[str, str]:

@@ -108,3 +108,14 @@ def test_health_fails_the_task_when_a_column_is_missing(run, monkeypatch):
     assert str(err.value) == ("post-rollback health failed: {'gateway_health': 1.0, 'authorizer_health': 1.0, "
                               "'columns_back': ['passwordHash']}")
     assert run.recorded[-1][1] == "health" and run.recorded[-1][2]["ok"] is False
+
+
+def test_the_report_task_tells_slack_the_sign_off_it_recorded(run, monkeypatch):
+    monkeypatch.setattr(t, "write_report", lambda: "/reports/soak-r1.md")
+    run.add_event("r1", "sign_off", {"state": "approved", "by": "qa", "comment": "", "text": "approved"})
+    run.add_event("r1", "decision", decision_event(Decision("GO", "proceed", "person:qa", "all met; QA sign-off "
+                                                            "approved by qa", "GO")))
+    t.report.function()
+    assert run.posted == [f":large_green_circle: [staging] soak of `{PLAN.migration.name}` verdict: GO: all met; QA "
+                          "sign-off approved by qa; approved for production (Equipo de QA aprueba testing manual: "
+                          "approved by qa; No hay tickets de soporte relacionados: approved by qa); report soak-r1.md"]

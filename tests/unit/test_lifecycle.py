@@ -109,7 +109,8 @@ def test_a_person_is_asked_only_for_inconclusive_with_ask():
 def test_the_candidate_records_the_persons_answer():
     store = Store()
     before = lifecycle.candidate(store, "r1", INCONCLUSIVE, Answer(GO_OPTION, "ana"), "ask")
-    assert before == Decision("GO", "proceed", "person:ana", "ana chose GO on an INCONCLUSIVE verdict")
+    assert before == Decision("GO", "proceed", "person:ana", "ana chose GO on an INCONCLUSIVE verdict: go_x: not_enough_data",
+                              verdict="INCONCLUSIVE", overridden_by="ana")
     assert store.kinds() == ["human_decision"]
     assert lifecycle.candidate(Store(), "r1", INCONCLUSIVE, None, "rollback").action == "rollback"
 

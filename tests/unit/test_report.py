@@ -381,7 +381,8 @@ def test_real_time_go_without_sign_off_says_the_gates_were_not_approved():
     verdict, obs, events = go_run(1.0)
     text = report.render_report(PLAN, "run", verdict, obs, events, 1.0)
     closing = text.split("**Decision:**")[1]
-    assert "APPROVED to proceed to production; the human gates were not approved" in closing
+    assert "❔ GO on the measured criteria; not approved for production: " in closing
+    assert "APPROVED" not in closing
     assert "Equipo de QA aprueba testing manual: not asked" in closing
 
 

@@ -234,11 +234,14 @@ def write_report() -> str:
 
 @task
 def report() -> str:
-    """The report when the migration stays; only then, after any sign-off, Slack hears "verdict: GO"."""
+    """The report when the migration stays; only then, after any sign-off, Slack hears the GO
+    (``notify.decision_text``: whose GO, and whether the human gates approved it)."""
     ctx, plan, run_id, store = run_context()
     path = write_report()
+    signed = store.events(run_id, "sign_off")
     notify.send(notify.decision_text(plan, runbook.recorded_decision(store, run_id), float(ctx["params"]["time_scale"]),
-                                     Path(path).name), plan.connections.slack)
+                                     Path(path).name, sign_off=signed[-1]["payload"] if signed else None),
+                plan.connections.slack)
     return path
 
 
