@@ -117,6 +117,31 @@ def clock_caveat(plan, time_scale: float) -> str:
             "apart in wall time)")
 
 
+def sign_off_question(plan, before, time_scale: float) -> str:
+    """The body of the QA sign-off question (Markdown), from the decision it would confirm
+    (``before``: ``decision.Decision``, a GO): the judge's own GO, or a person's GO over
+    another verdict with what the judge found; the clock when it is not real time; the
+    runbook's human GO criteria QA vouches for. Pushed by ``ask_sign_off``; the ``sign_off``
+    task's ``body`` template pulls it."""
+    from migration_soak.decision import override_prefix
+
+    clock = clock_caveat(plan, time_scale)
+    verdict, person = before.verdict, before.overridden_by
+    if person:
+        found = before.reason.removeprefix(override_prefix(person, verdict)).removeprefix(": ")
+        head = (f"The judge's verdict is **{verdict}**, not GO{clock}: **{person} overrode it and chose GO**. "
+                f"What the judge found: {found or '(no reason recorded)'}.")
+    elif verdict == "GO":
+        head = f"The judge's verdict is GO{clock}: {before.reason}."
+    else:
+        head = f"The decision so far is {before.outcome} (by {before.by}){clock}: {before.reason}."
+    gates = "; ".join(f"\"{g.text}\"" for g in plan.human_gates)
+    ask = ("Approve only if manual testing passed and no related support ticket is open (runbook, Criterios de Éxito"
+           + (f": {gates}" if gates else "") + "). Rejecting, or no answer within "
+           f"{plan.verdict.sign_off_timeout_hours:g} h, is not a GO: {plan.verdict.on_sign_off_rejected}.")
+    return f"{head}\n\n{ask}"
+
+
 def decision_text(plan, final, time_scale: float, report_name: str, sign_off: dict | None = None) -> str:
     """Slack: the final decision when the migration stays (``final``: ``decision.Decision``
     or ``None``; ``sign_off``: the ``sign_off`` event's payload, ``None`` when not asked).

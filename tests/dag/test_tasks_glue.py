@@ -110,6 +110,20 @@ def test_health_fails_the_task_when_a_column_is_missing(run, monkeypatch):
     assert run.recorded[-1][1] == "health" and run.recorded[-1][2]["ok"] is False
 
 
+def test_ask_sign_off_pushes_the_question_built_from_the_verdict_and_the_person_s_go(run):
+    """The sign_off task's body pulls this: after a person's GO over an INCONCLUSIVE verdict
+    it names the person and what was inconclusive, never "met its GO criteria"."""
+    from migration_soak.judge import Verdict
+
+    run.ti.xcoms[("judge_soak", "verdict")] = Verdict("INCONCLUSIVE", ["go_cache_hit_rate: not_met: 0.42"], [],
+                                                      []).to_dict()
+    run.ti.xcoms[("human_decision", "return_value")] = {"chosen_options": ["GO"], "responded_by_user": "alice"}
+    assert t.ask_sign_off.function() == ["sign_off", "decide"]
+    question = run.ti.pushed["sign_off_question"]
+    assert "**alice overrode it and chose GO**" in question and "go_cache_hit_rate: not_met: 0.42" in question
+    assert "met its GO criteria" not in question
+
+
 def test_the_report_task_tells_slack_the_sign_off_it_recorded(run, monkeypatch):
     monkeypatch.setattr(t, "write_report", lambda: "/reports/soak-r1.md")
     run.add_event("r1", "sign_off", {"state": "approved", "by": "qa", "comment": "", "text": "approved"})

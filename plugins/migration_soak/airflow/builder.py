@@ -39,6 +39,12 @@ CLOCK_LEAD_S = 10.0
 CHECK_RETRIES = 2
 
 
+#: The sign-off question's body if ask_sign_off pushed none (it always does before asking):
+#: it claims nothing about the soak.
+NO_QUESTION = ("The question could not be built: read the judge_soak and ask_sign_off task logs (the verdict and "
+               "who decided GO) before answering. Rejecting is not a GO.")
+
+
 def dag_id_for(plan_stem: str) -> str:
     """``migration_soak`` for the default plan, ``migration_soak__<name>`` for others."""
     return "migration_soak" if plan_stem == "default" else f"migration_soak__{plan_stem}"
@@ -153,9 +159,9 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
         sign_off = HITLOperator(
             task_id="sign_off",
             subject=f"QA sign-off: approve GO for {plan.migration.name}?",
-            body="The soak met its GO criteria. Approve only if manual testing passed and no related support "
-                 "ticket is open (runbook, Criterios de Éxito). Rejecting, or no answer within "
-                 f"{plan.verdict.sign_off_timeout_hours:g} h, is not a GO: {plan.verdict.on_sign_off_rejected}.",
+            # Rendered when the task runs (``body`` is a template field): the question
+            # ask_sign_off built from the recorded verdict and decision (notify.sign_off_question).
+            body="{{ ti.xcom_pull(task_ids='ask_sign_off', key='sign_off_question') or '" + NO_QUESTION + "' }}",
             options=[APPROVE_OPTION, REJECT_OPTION],
             defaults=[REJECT_OPTION],  # applied by the scheduler when nobody answers in time
             params={"comment": Param("", type="string", description="Why (required reading for a rejection)")},

@@ -209,6 +209,8 @@ def ask_sign_off() -> list[str]:
                                  ctx["params"]["on_inconclusive"])
     ctx["ti"].xcom_push(key="candidate", value=before.to_dict())
     if decision_mod.needs_sign_off(before, bool(ctx["params"]["require_sign_off"])):
+        ctx["ti"].xcom_push(key="sign_off_question",
+                            value=notify.sign_off_question(plan, before, float(ctx["params"]["time_scale"])))
         return ["sign_off", "decide"]  # decide waits for sign_off, its other upstream
     return ["decide"]
 
