@@ -108,7 +108,7 @@ def render_postmortem(
     day: datetime = pm.day(run)
     return _ENV.get_template("postmortem.md.j2").render(
         plan=plan, run_id=run_id, verdict=verdict, date=f"{day:%Y-%m-%d}", final=sections.final(run),
-        scale=run.time_scale, deciding=sections.deciding(run), samples=samples, figures=figures,
+        scale=run.time_scale, deciding=pm.why(run), samples=samples, figures=figures,
         stop_where=run.stop_where, impact=pm.impact(run), durations=pm.durations(run), timeline=pm.timeline(run),
     )
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from migration_soak.judge import plural
 from migration_soak.report_run import Run, deciding_check, is_log_count, log_lines
-from migration_soak.report_sections import reading, request_lines, rollback_duration
-from migration_soak.report_text import LABELS, UTC, duration, mask, soak_clock, utc, when
+from migration_soak.report_sections import deciding, gate_state, reading, request_lines, rollback_duration
+from migration_soak.report_text import LABELS, UTC, duration, mask, soak_clock, utc, when, who
 from migration_soak.rollback import restore_summary
 
 
@@ -54,6 +54,34 @@ def infer_scale(run: Run) -> float | None:
 def day(run: Run) -> datetime:
     """The incident's date: the stop, else the rollback's start, else the decision, else now."""
     return (run.stop or run.first("rollback_started") or run.decision or {"at": datetime.now(UTC)})["at"]
+
+
+# --- why ----------------------------------------------------------------------------------------------
+
+
+def _cause(run: Run) -> str | None:
+    """What rolled back when it was not the judge's verdict alone: a QA sign-off rejected or
+    timed out, a person's or the policy's choice, a decision that differs from the verdict."""
+    p = (run.decision or {}).get("payload") or {}
+    final = (f": the final decision is {str(p.get('outcome')).replace('_', '-')}, {p.get('action')}"
+             if p else "")
+    state = ((run.sign_off or {}).get("payload") or {}).get("state")
+    if state in ("rejected", "timed_out"):
+        return f"❌ The QA sign-off {'was ' if state == 'rejected' else ''}{gate_state(run)}{final}"
+    if p and (p.get("by") != "judge" or p.get("outcome") != run.verdict.decision):
+        return (f"❌ {str(p.get('outcome')).replace('_', '-')}, {p.get('action')}, decided by {who(p.get('by'))}: "
+                f"{p.get('reason', '')}")
+    return None
+
+
+def why(run: Run) -> list[str]:
+    """The post-mortem's "Why": what caused the rollback first (:func:`_cause`), then what
+    decided the judge's verdict (``report_sections.deciding``)."""
+    cause = _cause(run)
+    judged = deciding(run)
+    if cause is None:
+        return judged
+    return [cause, f"The judge's verdict was {run.verdict.decision.replace('_', '-')}; what decided it follows"] + judged
 
 
 # --- durations -------------------------------------------------------------------------------------

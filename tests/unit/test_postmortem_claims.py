@@ -1,0 +1,64 @@
+"""The post-mortem says what caused the rollback and when, as the report does."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from migration_soak import report
+from migration_soak import report_postmortem as pm
+
+from test_report import PLAN, event, go_run
+from test_report_sections import CRITICAL, T0, ev, obs, run_of
+
+
+def _rejected_postmortem():
+    verdict, obs_, events = go_run(300.0, sign_off={"state": "rejected", "by": "bob", "comment": "checkout broken"})
+    at = events[-1]["at"]
+    events.append(event("decision", at + timedelta(seconds=1), outcome="NO_GO", action="rollback", by="person:bob",
+                        reason="QA rejected the sign-off: checkout broken", verdict="GO"))
+    events.append(event("rollback_started", at + timedelta(seconds=2),
+                        text="ROLLBACK INITIATED - Reason: NO_GO: QA rejected the sign-off"))
+    return report.render_postmortem(PLAN, "run", verdict, obs_, events)
+
+
+def test_post_mortem_of_a_sign_off_rejection_names_the_rejection_under_why():
+    """(review h-claims) make demo DEMO_ARGS="--require-sign-off --sign-off reject": the
+    post-mortem's "## Why" listed only "✅ every GO criterion met and no NO-GO criterion
+    breached"; the rejection that caused the rollback was absent, and the follow-up said
+    "Fix the cause named above"."""
+    verdict, obs_, events = go_run(300.0, sign_off={"state": "rejected", "by": "bob", "comment": "checkout broken"})
+    start = events[-1]["at"] + timedelta(seconds=1)
+    events.append(event("rollback_started", start, text="ROLLBACK INITIATED - Reason: NO_GO: QA rejected the sign-off"))
+    text = report.render_postmortem(PLAN, "run", verdict, obs_, events)
+    why = text.split("## Why", 1)[1].split("## Deciding evidence", 1)[0]
+    assert "sign-off" in why or "QA" in why, why
+
+
+def test_the_rejection_comes_first_under_why_with_who_and_the_comment():
+    why = _rejected_postmortem().split("## Why", 1)[1].split("## Deciding evidence", 1)[0]
+    items = [line for line in why.splitlines() if line.startswith("- ")]
+    assert items[0].startswith("- ❌ The QA sign-off was rejected by bob at "), items
+    assert '("checkout broken")' in items[0] and "NO-GO, rollback" in items[0]
+    assert "The judge's verdict was GO" in items[1], items
+
+
+def test_a_person_s_rollback_choice_comes_first_under_why():
+    from migration_soak.judge import Verdict
+
+    events = [ev("verified", 0, at=T0.isoformat()),
+              ev("human_decision", 30, chosen=["Roll back"], by="alice", timed_out=False, text="alice chose Roll back"),
+              ev("decision", 31, outcome="INCONCLUSIVE", action="rollback", by="person:alice",
+                 reason="alice chose to roll back", verdict="INCONCLUSIVE")]
+    run = run_of(events=events, decision="INCONCLUSIVE")
+    run.verdict = Verdict("INCONCLUSIVE", ["go_x: not met"], [], [])
+    lines = pm.why(run)
+    assert lines[0] == "❌ INCONCLUSIVE, rollback, decided by alice: alice chose to roll back", lines
+
+
+def test_the_judge_s_no_go_is_the_why_without_a_line_repeating_it():
+    run = run_of([obs("critical_errors", "hour0", 0, 0, 13)],
+                 [ev("verified", 0, at=T0.isoformat()), ev("no_go", 0.1, criterion=CRITICAL.id),
+                  ev("decision", 0.2, outcome="NO_GO", action="rollback", by="judge", reason="x", verdict="NO_GO")],
+                 [CRITICAL], "NO_GO")
+    lines = pm.why(run)
+    assert lines[0].startswith("❌ `no_go_critical_errors_per_hour`") and len(lines) == 1, lines
