@@ -87,17 +87,35 @@ def why(run: Run) -> list[str]:
 # --- durations -------------------------------------------------------------------------------------
 
 
+def _deciding_reading(run: Run):
+    """The stored reading that stopped the soak (the stop criterion's last deciding entry), or None."""
+    c = run.stop_criterion
+    if c is None or not c.deciding:
+        return None
+    d = c.deciding[-1]
+    return run.observation(d, deciding_check(c, d))
+
+
 def _detection(run: Run, start: datetime) -> list[str]:
-    """From the migration verified to the NO-GO (wall, and on the soak clock), or to the decision."""
+    """From the migration verified to the NO-GO (wall), and on the soak clock: the deciding
+    reading's soak time (the report's stop point, ``stop_where``), then when the stop was
+    recorded, each named; or from the migration verified to the decision."""
     if run.stop:
         lines = [f"Detection: {duration((run.stop['at'] - start).total_seconds())} from the migration "
-                 f"verified ({when(start)}) to the NO-GO ({when(run.stop['at'])})"]
+                 f"verified ({when(start)}) to the NO-GO stop recorded at {when(run.stop['at'])}"]
         if run.clock0:
             wall = (run.stop["at"] - run.clock0).total_seconds()
-            soak = (f", soak time {soak_clock(wall * run.time_scale / 3600)}"
-                    if run.time_scale and run.time_scale != 1 else "")
-            lines.append(f"Detection on the soak clock: {duration(wall)} of wall time from the soak clock's hour 0 "
-                         f"at {when(run.clock0)}{soak}")
+            recorded = (f"the NO-GO stop was recorded {duration(wall)} of wall time after the soak clock's hour 0 "
+                        f"at {when(run.clock0)}"
+                        + (f" (soak time {soak_clock(wall * run.time_scale / 3600)} when the stop was recorded)"
+                           if run.time_scale and run.time_scale != 1 else ""))
+            o = _deciding_reading(run)
+            hours = run.soak_hours_of(o) if o is not None else None
+            if o is not None and hours is not None:
+                lines.append(f"Detection on the soak clock: soak time {soak_clock(hours)} at the deciding reading "
+                             f"({run.stop_where}, scheduled {when(o.scheduled_at)}); {recorded}")
+            else:
+                lines.append(f"Detection on the soak clock: the deciding reading's soak time is unknown; {recorded}")
         return lines
     if run.decision:
         return [f"Decision: {duration((run.decision['at'] - start).total_seconds())} from the migration "

@@ -62,3 +62,34 @@ def test_the_judge_s_no_go_is_the_why_without_a_line_repeating_it():
                  [CRITICAL], "NO_GO")
     lines = pm.why(run)
     assert lines[0].startswith("❌ `no_go_critical_errors_per_hour`") and len(lines) == 1, lines
+
+
+def _guard_stop_run():
+    """A 300x soak stopped by the guard: its deciding reading (guard tick 1) was scheduled at
+    soak time 0:15 (3 s of wall time after hour 0); the ``no_go`` event was recorded 2 s
+    later, at soak time 0:25."""
+    from test_report_sections import crit
+
+    scale = 300.0
+    reading = obs("critical_errors", "guard", 1, 3 / 60, 13)
+    breach = crit("no_go_critical_errors_per_hour", "no_go", "breached", ["critical_errors"], "count > 5 in any 60 min",
+                  [{"check_id": "critical_errors", "phase": "guard", "tick": 1, "value": 13,
+                    "measured_at": reading.measured_at.isoformat()}])
+    events = [ev("verified", -1, at=(T0 - timedelta(minutes=1)).isoformat()), ev("hour0", 0, hour0=T0.isoformat()),
+              ev("no_go", 5 / 60, criterion=breach.id)]
+    return run_of([reading], events, [breach], "NO_GO", scale=scale)
+
+
+def test_post_mortem_detection_is_the_deciding_reading_s_soak_time_as_in_the_report():
+    """Legacy-code demo: the report said "0:15 (stopped at guard tick 1)", the post-mortem
+    "Detection on the soak clock ... soak time 0:25" (when the stop event was recorded)."""
+    from migration_soak import report_sections as sections
+
+    run = _guard_stop_run()
+    assert "soak time covered 0:15 of 24 h (stopped at guard tick 1)" in sections.period(run, 300.0)["soak"]
+    detection = pm.durations(run)[1]
+    assert detection.startswith("Detection on the soak clock: soak time 0:15 at the deciding reading (guard tick 1, "
+                                "scheduled 2026-03-02 09:00:03 UTC)"), detection
+    # the stop's recording time may be shown, but says what it is
+    assert "the NO-GO stop was recorded 5 s of wall time after the soak clock's hour 0" in detection, detection
+    assert detection.endswith("(soak time 0:25 when the stop was recorded)"), detection

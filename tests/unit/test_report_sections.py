@@ -346,9 +346,11 @@ def test_durations_detection_on_the_soak_clock_and_no_rollback():
               ev("no_go", 6, criterion="x")]
     run = run_of(events=events, scale=300.0)
     assert pm.durations(run) == [
-        "Detection: 7.0 min from the migration verified (2026-03-02 08:59:00 UTC) to the NO-GO (2026-03-02 09:06:00 UTC)",
-        "Detection on the soak clock: 6.0 min of wall time from the soak clock's hour 0 at 2026-03-02 09:00:00 UTC, "
-        "soak time 30:00",
+        "Detection: 7.0 min from the migration verified (2026-03-02 08:59:00 UTC) to the NO-GO stop recorded at "
+        "2026-03-02 09:06:00 UTC",
+        "Detection on the soak clock: the deciding reading's soak time is unknown; the NO-GO stop was recorded "
+        "6.0 min of wall time after the soak clock's hour 0 at 2026-03-02 09:00:00 UTC (soak time 30:00 when the "
+        "stop was recorded)",
         "Rollback: not started when this was written",
     ]
 
