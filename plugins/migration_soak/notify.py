@@ -49,10 +49,13 @@ client_log.addFilter(_RedactWebhookPath())
 
 
 def _mask(text: str) -> str:
-    """Remove known secrets (Airflow's masker knows every connection password it loaded)."""
+    """Remove known secrets (Airflow's masker knows every connection password it loaded)
+    and any URL's password (``redis://:pw@host`` in an exception's first line)."""
     from airflow.sdk._shared.secrets_masker import redact
 
-    return str(redact(text))
+    from migration_soak.sources.logs import URL_CREDENTIALS
+
+    return str(redact(URL_CREDENTIALS.sub(r"\1***@", text)))
 
 
 def send(text: str, conn_id: str = DEFAULT_CONN, *, timeout_s: float | None = None) -> bool:

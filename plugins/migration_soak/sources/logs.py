@@ -32,6 +32,11 @@ _BLOCK = 64 * 1024
 #: Bytes at the start of the file whose hash tells the same file from a new one.
 HEAD_BYTES = 128
 
+#: The password of a URL's user info, with or without a user name (``redis://:pw@host``),
+#: up to the token's last ``@``: a password may hold ``/`` or ``@`` unencoded (a text with
+#: another ``@`` later in the same token loses a little more than the password).
+URL_CREDENTIALS = re.compile(r"(://[^\s/:@]*:)\S+@")
+
 _MASKS = (
     # Authorization: Bearer <token> / Basic <credentials>
     (re.compile(r"\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=-]{4,}", re.IGNORECASE), r"\1\2***"),
@@ -41,8 +46,8 @@ _MASKS = (
         r"""["']?\s*[:=]\s*["']?)(?!(?:bearer|basic)\s)(?!\*\*\*)[^\s"'&,;]+""",
         re.IGNORECASE,
     ), r"\1***"),
-    # scheme://user:password@host
-    (re.compile(r"(://[^\s/:@]+:)[^\s/@]+@"), r"\1***@"),
+    # scheme://user:password@host, and scheme://:password@host (no user: Redis' usual form)
+    (URL_CREDENTIALS, r"\1***@"),
 )
 
 
