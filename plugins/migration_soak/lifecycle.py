@@ -111,12 +111,15 @@ def decide(plan: Plan, store: Store, run_id: str, before: Decision, require_sign
     return final
 
 
-def start_rollback(plan: Plan, store: Store, run_id: str) -> str:
-    """Rollback step 1: "ROLLBACK INITIATED - Reason: ..." recorded as the
-    ``rollback_started`` event; returns the Slack message."""
+def start_rollback(plan: Plan, store: Store, run_id: str, send: Callable[[str], bool]) -> bool:
+    """Rollback step 1: "ROLLBACK INITIATED - Reason: ..." sent to the team (``send(message)``:
+    ``notify.send``, True when Slack accepted it), then recorded as the ``rollback_started``
+    event with ``notified``: what Slack said, so the report never says "team notified" for a
+    message Slack never got. Returns ``notified``."""
     text = notify.rollback_reason(runbook.recorded_decision(store, run_id))
-    store.add_event(run_id, "rollback_started", {"text": text})
-    return notify.rollback_text(plan, text)
+    sent = bool(send(notify.rollback_text(plan, text)))
+    store.add_event(run_id, "rollback_started", {"text": text, "notified": sent})
+    return sent
 
 
 def kept_backup(store: Store, run_id: str) -> BackupRecord:

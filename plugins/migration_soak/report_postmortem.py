@@ -13,7 +13,7 @@ from typing import Any
 from migration_soak.judge import plural
 from migration_soak.report_run import Run, deciding_check, is_log_count, log_lines
 from migration_soak.report_sections import deciding, gate_state, reading, request_lines, rollback_duration
-from migration_soak.report_text import LABELS, UTC, duration, mask, soak_clock, utc, when, who
+from migration_soak.report_text import LABELS, UTC, duration, label, mask, soak_clock, utc, when, who
 from migration_soak.rollback import restore_summary
 
 
@@ -248,12 +248,12 @@ def evidence_lines(run: Run) -> tuple[list[str], list[str]]:
 
 def _event_entry(run: Run, pos: int, e: dict, after_start: int) -> dict[str, Any]:
     """One event as a timeline entry: restarts and status checks after the rollback's start say so."""
-    label = LABELS.get(e["kind"], e["kind"])
+    name = label(e)
     if e["kind"] in ("restart", "prisma_status") and pos > after_start:
-        label = LABELS["rollback_restart"] if e["kind"] == "restart" else "prisma migrate status after the rollback"
+        name = LABELS["rollback_restart"] if e["kind"] == "restart" else "prisma migrate status after the rollback"
     text = mask(str(e["payload"].get("text", "")))
     text = "" if text == e["kind"] else text  # an event whose text is its kind says nothing more
-    return {"at": e["at"], "label": label, "text": text[:300] + ("…" if len(text) > 300 else "")}
+    return {"at": e["at"], "label": name, "text": text[:300] + ("…" if len(text) > 300 else "")}
 
 
 def timeline(run: Run) -> list[dict[str, Any]]:

@@ -32,7 +32,9 @@ from migration_soak.report_text import (
     OUTCOME_WORDS,
     clock_kind,
     duration,
+    label,
     mask,
+    notified,
     soak_clock,
     span,
     ticks,
@@ -619,8 +621,10 @@ def incidents(run: Run) -> list[str]:
 
 
 def alerts(run: Run) -> list[str]:
-    """``<time>: <alert id>: <masked text>`` per ``alert`` event."""
+    """``<time>: <alert id>: <masked text>`` per ``alert`` event, then whether Slack got it
+    (`` (team notified)``, `` (Slack notification FAILED)``) when the event says."""
     return [f"{when(e['at'])}: {e['payload'].get('alert', '')}: {mask(str(e['payload'].get('text', '')))}"
+            + (f" ({notified(e['payload'])})" if notified(e["payload"]) else "")
             for e in run.events if e["kind"] == "alert"]
 
 
@@ -634,6 +638,10 @@ def stop(run: Run) -> str | None:
 # --- the rollback ------------------------------------------------------------------------------------
 
 
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
 def rollback_state(run: Run) -> str:
     """Rolled back, under way (last step), or decided and not started."""
     done, started = run.first("rollback_completed"), run.first("rollback_started")
@@ -642,7 +650,7 @@ def rollback_state(run: Run) -> str:
     if started:
         steps = run.rollback_events()
         return (f"rollback under way when this was written (started {when(started['at'])}, last step: "
-                f"{LABELS.get(steps[-1]['kind'], steps[-1]['kind']).lower()} at {when(steps[-1]['at'])})")
+                f"{_lower_first(label(steps[-1]))} at {when(steps[-1]['at'])})")
     return "rollback decided, not started when this was written"
 
 
@@ -650,9 +658,9 @@ def rollback_lines(run: Run) -> list[str]:
     """``<time>: <label>: <masked text>`` per rollback event."""
     lines = []
     for e in run.rollback_events():
-        label = LABELS["rollback_restart"] if e["kind"] == "restart" else LABELS.get(e["kind"], e["kind"])
+        name = LABELS["rollback_restart"] if e["kind"] == "restart" else label(e)
         text = mask(str(e["payload"].get("text", "")))
-        lines.append(f"{when(e['at'])}: {label}" + (f": {text}" if text else ""))
+        lines.append(f"{when(e['at'])}: {name}" + (f": {text}" if text else ""))
     return lines
 
 

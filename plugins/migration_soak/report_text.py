@@ -39,13 +39,35 @@ LABELS = {
     "sign_off": "QA sign-off",
     "decision": "Final decision",
     "report": "Report written",
-    "rollback_started": "Rollback started, team notified",
+    "rollback_started": "Rollback started",
     "restore": "Columns and values restored from the backup",
     "ledger": "Migration marked rolled back in the ledger",
     "rollback_restart": "Applications restarted after the rollback",
     "health": "Post-rollback health check",
     "rollback_completed": "Rollback completed",
 }
+#: Event kinds whose Slack message is sent as they are recorded; their payload's
+#: ``notified`` says whether Slack accepted it (events recorded before it existed have none).
+NOTIFIED_KINDS = ("rollback_started", "alert")
+
+
+def notified(payload: dict) -> str:
+    """Whether the team was told on Slack, as an event's payload recorded it: ``team
+    notified``, ``Slack notification FAILED``, or "" when the event does not say."""
+    sent = payload.get("notified")
+    if sent is True:
+        return "team notified"
+    if sent is False:
+        return "Slack notification FAILED"
+    return ""
+
+
+def label(e: dict) -> str:
+    """An event's label (``LABELS``), with whether Slack accepted its message for the kinds
+    that send one (``Rollback started; Slack notification FAILED``)."""
+    text = LABELS.get(e["kind"], e["kind"])
+    said = notified(e.get("payload") or {}) if e["kind"] in NOTIFIED_KINDS else ""
+    return f"{text}; {said}" if said else text
 
 
 def utc(value: Any) -> datetime | None:

@@ -56,8 +56,16 @@ def test_decide_records_the_sign_off_and_the_decision_and_branches(run):
                                           "(decided by person:qa)")
     rb.notify_rollback.function()
     reason = "ROLLBACK INITIATED - Reason: NO_GO: QA rejected the sign-off: broken"
-    assert run.recorded[-1] == ("r1", "rollback_started", {"text": reason})
+    assert run.recorded[-1] == ("r1", "rollback_started", {"text": reason, "notified": True})
     assert run.posted == [f":rotating_light: [staging] {PLAN.migration.name}: {reason}"]
+
+
+def test_the_rollback_goes_on_when_slack_is_down_and_its_start_says_so(run, monkeypatch):
+    run.add_event("r1", "decision", decision_event(Decision("NO_GO", "rollback", "judge", "errors 2%")))
+    monkeypatch.setattr(notify, "send", lambda text, conn_id=None, **kw: False)  # what send says when Slack is down
+    rb.notify_rollback.function()
+    assert run.recorded[-1] == ("r1", "rollback_started", {"text": "ROLLBACK INITIATED - Reason: NO_GO: errors 2%",
+                                                           "notified": False})
 
 
 def test_an_approved_go_goes_to_the_report(run):

@@ -126,13 +126,20 @@ def test_decide_records_the_sign_off_only_when_it_was_needed():
     assert store.kinds() == ["decision"]
 
 
-def test_the_rollback_start_is_recorded_and_worded_for_slack():
-    store = Store()
+@pytest.mark.parametrize("accepted", [True, False])
+def test_the_rollback_start_is_worded_for_slack_sent_then_recorded_with_what_slack_said(accepted):
+    store, sent = Store(), []
     store.add_event("r1", "decision", decision_event(Decision("NO_GO", "rollback", "judge", "errors 2%")))
-    text = lifecycle.start_rollback(PLAN, store, "r1")
+
+    def send(text):
+        assert store.kinds() == ["decision"]  # recorded after sending: the event knows the outcome
+        sent.append(text)
+        return accepted
+
+    assert lifecycle.start_rollback(PLAN, store, "r1", send) is accepted
     reason = "ROLLBACK INITIATED - Reason: NO_GO: errors 2%"
-    assert store.recorded[-1] == ("r1", "rollback_started", {"text": reason})
-    assert text == notify.rollback_text(PLAN, reason)
+    assert sent == [notify.rollback_text(PLAN, reason)]
+    assert store.recorded[-1] == ("r1", "rollback_started", {"text": reason, "notified": accepted})
 
 
 def test_the_kept_backup_is_the_last_recorded():

@@ -298,7 +298,7 @@ def test_rollback_lines_duration_and_state_from_the_rollback_events_only():
     events = [ev("restart", 0.5, text="hora 0 restart"), ev("rollback_started", 1, text="go back"),
               ev("restart", 1.5, text="")]
     run = run_of(events=events)
-    assert sections.rollback_lines(run) == ["2026-03-02 09:01:00 UTC: Rollback started, team notified: go back",
+    assert sections.rollback_lines(run) == ["2026-03-02 09:01:00 UTC: Rollback started: go back",
                                             "2026-03-02 09:01:30 UTC: Applications restarted after the rollback"]
     assert sections.rollback_duration(run) == ("not completed when this was written; 30 s from its start to the last "
                                                "recorded step")
@@ -390,7 +390,7 @@ def test_timeline_relabels_rollback_restarts_and_adds_the_deciding_reading_in_ti
     timeline = pm.timeline(run_of([obs("critical_errors", "hour0", 0, 0, 13)], events[::-1], [CRITICAL], "NO_GO"))
     labels = [t["label"] for t in timeline]
     assert labels == ["Applications restarted (Hora 0)", "Migration verified (hour 0)", "Deciding reading",
-                      "NO-GO, the soak stops", "Rollback started, team notified",
+                      "NO-GO, the soak stops", "Rollback started",
                       "Applications restarted after the rollback", "late"]
     assert timeline[2]["text"] == "`critical_errors` = 13 at hour0 tick 0 (13 in the window)"
     assert timeline[-1]["at"] == "n/a" and timeline[0]["text"] == ""  # text equal to its kind says nothing

@@ -3,6 +3,7 @@ thin TaskFlow glue over runbook.py and lifecycle.py, like ``tasks.py``."""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from airflow.sdk import task
@@ -14,12 +15,16 @@ from migration_soak.airflow.tasks import restart, write_report
 from migration_soak.backup_storage import fetched
 from migration_soak.exceptions import BackupError, MigrationError, RollbackError
 
+log = logging.getLogger(__name__)
+
 
 @task
 def notify_rollback() -> None:
-    """``lifecycle.start_rollback``: Slack "ROLLBACK INITIATED - Reason: ..." (rollback step 1)."""
+    """``lifecycle.start_rollback``: Slack "ROLLBACK INITIATED - Reason: ..." (rollback step 1),
+    recorded with whether Slack accepted it. An unreachable Slack does not stop the rollback."""
     ctx, plan, run_id, store = run_context()
-    notify.send(lifecycle.start_rollback(plan, store, run_id), plan.connections.slack)
+    if not lifecycle.start_rollback(plan, store, run_id, lambda text: notify.send(text, plan.connections.slack)):
+        log.warning("rollback started; the Slack notification was not accepted (see the warning above)")
 
 
 #: Tries of ``restore`` after the first: a worker lost mid-restore (SIGKILL, a node gone) is

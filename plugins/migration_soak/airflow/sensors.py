@@ -208,13 +208,14 @@ class GuardSensor(SoakSensor):
         self.wait(context, None, progress.next_at, self.deadline(plan, origin, scale), "guard")
 
     def _post(self, plan: Plan, store: Store, run_id: str, alerts: list[dict]) -> None:
-        """Post each alert the run never notified to Slack and record it (``alert`` event)."""
+        """Post each alert the run never recorded to Slack, then record it (``alert`` event)
+        with ``notified``: whether Slack accepted it (an alert is posted once, either way)."""
         from migration_soak import notify
 
-        notified = {e["payload"].get("alert") for e in store.events(run_id, "alert")}
+        recorded = {e["payload"].get("alert") for e in store.events(run_id, "alert")}
         for alert in alerts:
-            if alert["alert"] in notified:
+            if alert["alert"] in recorded:
                 continue
-            store.add_event(run_id, "alert", {"alert": alert["alert"], "text": alert["text"]})
-            notify.send(f":warning: [{plan.environment}] {alert['text']}", plan.connections.slack)
+            sent = notify.send(f":warning: [{plan.environment}] {alert['text']}", plan.connections.slack)
+            store.add_event(run_id, "alert", {"alert": alert["alert"], "text": alert["text"], "notified": sent})
             self.log.warning("%s", alert["text"])

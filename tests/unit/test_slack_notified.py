@@ -1,0 +1,65 @@
+"""What the report and the post-mortem say about Slack: "team notified" only when Slack
+accepted the message (the event's ``notified``, recorded after sending), "Slack
+notification FAILED" when it did not, and neither for events recorded before the key
+existed."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from migration_soak import report
+from migration_soak.report_text import label
+
+from test_report import PLAN, event, go_run, nogo_hour0_run
+from test_report_sections import NO_GO_STOP, ev, run_of
+from migration_soak import report_sections as sections
+
+
+def _rejected_run(**started):
+    verdict, obs, events = go_run(300.0, sign_off={"state": "rejected", "by": "bob", "comment": "broken"})
+    start = events[-1]["at"] + timedelta(seconds=1)
+    events.append(event("rollback_started", start, text="ROLLBACK INITIATED - Reason: NO_GO: QA rejected", **started))
+    return verdict, obs, events
+
+
+def test_report_does_not_say_team_notified_when_slack_never_received_the_rollback_message():
+    """notify_rollback ignored notify.send's result; the report labelled the event 'team notified'."""
+    verdict, obs, events = _rejected_run()  # recorded before ``notified`` existed: says neither
+    text = report.render_report(PLAN, "run", verdict, obs, events, 300.0)
+    assert "team notified" not in text, [line for line in text.splitlines() if "notified" in line]
+    assert "Slack notification FAILED" not in text
+
+
+@pytest.mark.parametrize("sent, said, not_said", [(False, "Slack notification FAILED", "team notified"),
+                                                  (True, "team notified", "Slack notification FAILED")])
+def test_report_and_post_mortem_say_what_slack_said_of_the_rollback_start(sent, said, not_said):
+    verdict, obs, events = _rejected_run(notified=sent)
+    text = report.render_report(PLAN, "run", verdict, obs, events, 300.0)
+    assert f"Rollback started; {said}: ROLLBACK INITIATED" in text
+    verdict, obs, events = nogo_hour0_run()
+    events = events + [event("rollback_started", events[-1]["at"] + timedelta(seconds=1), notified=sent)]
+    pm = report.render_postmortem(PLAN, "run", verdict, obs, events)
+    assert f"Rollback started; {said}" in pm and not_said not in pm
+
+
+def test_the_rollback_under_way_names_a_failed_notification():
+    run = run_of(events=[ev("rollback_started", 1, text="go back", notified=False)])
+    assert sections.rollback_state(run) == (
+        "rollback under way when this was written (started 2026-03-02 09:01:00 UTC, last step: rollback started; "
+        "Slack notification FAILED at 2026-03-02 09:01:00 UTC)")
+
+
+def test_an_alert_slack_never_got_says_so():
+    run = run_of(events=NO_GO_STOP + [ev("alert", 0.05, alert="a1", text="ALERT x", notified=False),
+                                      ev("alert", 0.06, alert="a2", text="ALERT y", notified=True),
+                                      ev("alert", 0.07, alert="a3", text="ALERT z")])
+    assert sections.alerts(run) == ["2026-03-02 09:00:03 UTC: a1: ALERT x (Slack notification FAILED)",
+                                    "2026-03-02 09:00:03 UTC: a2: ALERT y (team notified)",
+                                    "2026-03-02 09:00:04 UTC: a3: ALERT z"]
+    assert label(ev("alert", 0, notified=False)) == "Alert fired; Slack notification FAILED"
+
+
+def test_only_events_that_send_a_message_speak_of_slack():
+    assert label({"kind": "report", "payload": {"notified": False}}) == "Report written"
