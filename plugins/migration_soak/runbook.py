@@ -408,6 +408,18 @@ def dropped_already(plan: Plan, query: Query) -> list[str]:
     return [c for c in plan.migration.dropped_columns if c not in present]
 
 
+def with_failed_tasks(verdict: Verdict, failed: Sequence[str]) -> Verdict:
+    """``verdict`` when no task failed; else at best INCONCLUSIVE, naming the ``failed``
+    tasks (a NO-GO stands: a breach was read). ``judge_soak``'s rule, also the soak view's
+    provisional judgement while a run has no verdict yet."""
+    if not failed or verdict.decision == "NO_GO":
+        return verdict
+    why = (f"task{'s' if len(failed) > 1 else ''} {', '.join(failed[:8])}{', ...' if len(failed) > 8 else ''} "
+           f"failed or could not run after the migration: the soak did not run as planned")
+    reasons = [why] + (list(verdict.reasons) if verdict.decision == "INCONCLUSIVE" else [])
+    return replace(verdict, decision="INCONCLUSIVE", reasons=reasons)
+
+
 def judge_soak(plan: Plan, run_id: str, store: Store, time_scale: float, failed: Sequence[str] = (),
                partial: Sequence[str] = ()) -> Verdict:
     """Judge the soak from the store's observations alone (judge.py), recorded as the
@@ -421,11 +433,8 @@ def judge_soak(plan: Plan, run_id: str, store: Store, time_scale: float, failed:
         why = (f"the migration failed after committing part of its change: {plan.migration.table}."
                f"{', '.join(partial)} already dropped; roll back to give the values back")
         verdict = replace(verdict, decision="NO_GO", reasons=[why])
-    elif failed and verdict.decision != "NO_GO":
-        why = (f"task{'s' if len(failed) > 1 else ''} {', '.join(failed[:8])}{', ...' if len(failed) > 8 else ''} "
-               f"failed or could not run after the migration: the soak did not run as planned")
-        reasons = [why] + (list(verdict.reasons) if verdict.decision == "INCONCLUSIVE" else [])
-        verdict = replace(verdict, decision="INCONCLUSIVE", reasons=reasons)
+    else:
+        verdict = with_failed_tasks(verdict, failed)
     text = f"{verdict.decision}: {'; '.join(verdict.reasons)}"
     store.add_event(run_id, "verdict", {**verdict.to_dict(), "text": text})
     return verdict

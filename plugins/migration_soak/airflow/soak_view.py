@@ -1,9 +1,10 @@
 """The soak view: a live page per soak run inside the Airflow UI (issue 12).
 
 A FastAPI app the API server mounts at ``/soak`` (registered by
-``plugins/soak_view_plugin.py``). Criteria come from ``judge.judge()`` (as
-``judge_soak``), charts from ``charts.py``. Every route requires an Airflow user and read
-access to the run's DAG. Read-only: metadata database, store, report files.
+``plugins/soak_view_plugin.py``). The verdict and criteria are the ones ``judge_soak``
+recorded; before it did, a provisional ``judge.judge()`` (with the failed tasks, as
+``judge_soak`` counts them), labelled so. Charts from ``charts.py``. Every route requires
+an Airflow user and read access to the run's DAG. Read-only: metadata database, store, report files.
 
 Design notes: docs/design.md#airflowsoak_viewpy
 """
@@ -71,7 +72,7 @@ class Snapshot:
     time_scale: float = 1.0
     observations: list = field(default_factory=list)
     events: list[dict] = field(default_factory=list)
-    verdict: Any = None
+    verdict: Any = None  # judge.Verdict: the recorded one once judge_soak ran, else provisional
     analysis: Any = None  # report._Run: the report's own reading of the run (chart marks, hour 0)
     marks: tuple = ({}, None, "")
     tasks: dict[str, str | None] = field(default_factory=dict)
@@ -176,9 +177,38 @@ def _load_soak(snap: Snapshot) -> None:
     except Exception as exc:
         snap.store_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
         log.warning("soak view: store of %s not readable: %s", snap.run_id, exc)
-    snap.verdict = judge(snap.plan, snap.observations, snap.time_scale)
+    snap.verdict = shown_verdict(snap, judge(snap.plan, snap.observations, snap.time_scale))
     snap.analysis = report._analyse(snap.plan, snap.verdict, snap.observations, snap.events, snap.time_scale)
     snap.marks = report._chart_marks(snap.analysis)
+
+
+def failed_tasks(snap: Snapshot) -> list[str]:
+    """The run's tasks that failed or could not run (``judge_soak``'s ``failed``), mapped
+    ones once by name."""
+    return sorted({t.split("[", 1)[0] for t, s in snap.tasks.items() if s in ("failed", "upstream_failed")})
+
+
+def shown_verdict(snap: Snapshot, live: Any) -> Any:
+    """The verdict the page shows: the one ``judge_soak`` recorded (the run's last
+    ``verdict`` event: it also counted the failed tasks), else ``live`` (``judge()`` on
+    the readings so far) after the failed tasks as ``judge_soak`` would count them: a
+    provisional judgement, never the run's verdict. A recorded verdict stored without its
+    results keeps ``live``'s criteria and checks, with the recorded decision and reasons."""
+    from dataclasses import replace
+
+    from migration_soak.judge import Verdict
+    from migration_soak.runbook import with_failed_tasks
+
+    recorded = snap.last("verdict")
+    if recorded is None:
+        return with_failed_tasks(live, failed_tasks(snap))
+    p = recorded.get("payload") or {}
+    if p.get("criteria") and "reasons" in p:
+        try:
+            return Verdict.from_dict(p)
+        except (TypeError, KeyError):  # stored by another version of the judge: its decision and reasons only
+            pass
+    return replace(live, decision=p.get("decision"), reasons=list(p.get("reasons") or [str(p.get("text", ""))]))
 
 
 # --- the soak clock -----------------------------------------------------------------------------
@@ -296,7 +326,8 @@ def summary(snap: Snapshot) -> dict:
                   "next_in_s": c.next_in_s, "progress": c.progress, "total_hours": c.total_hours},
         "readings": len(after), "errors": sum(1 for o in after if o.status == "error"),
         "breaches": sum(1 for o in after if o.status == "fail"),
-        "judge_now": snap.verdict.decision,
+        "judge_now": snap.verdict.decision,  # the recorded verdict once there is one, else provisional
+        "verdict_provisional": verdict is None,
         "criteria": [{"id": r.id, "kind": r.kind, "outcome": r.outcome, "detail": r.detail}
                      for r in snap.verdict.criteria + _alerts(snap)],
         "recorded_verdict": verdict["payload"].get("decision") if verdict else None,
@@ -335,6 +366,9 @@ bottom:0;left:0;background:rgba(21,101,192,.25)}.now{position:absolute;top:0;bot
 .charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(440px,1fr));gap:12px}.chart img{width:100%;
 height:auto;aspect-ratio:720/288;display:block}.chart .head{display:flex;justify-content:space-between;gap:8px;
 font-size:12.5px;margin-bottom:4px}.err{color:var(--bad)}code{font-size:12.5px}
+.badge.prov{background:#fff;border:1.5px dashed currentColor}.prov.good{color:var(--good)}.prov.bad{color:var(--bad)}
+.prov.warn{color:var(--warn)}.prov.wait{color:var(--wait)}.banner{border-color:var(--warn);background:#fff8e1;
+margin-bottom:12px}.banner p{margin:0}.closing{margin-top:4px;font-weight:600}
 """
 
 REFRESH_JS = """
@@ -399,7 +433,7 @@ def _live(snap: Snapshot) -> str:
     one chart per check and the events. Needs ``snap.plan`` and ``snap.verdict``."""
     c = soak_clock(snap)
     base = _run_path(snap.dag_id, snap.run_id)
-    parts = [f"<div id=live data-active={'true' if snap.active else 'false'}>",
+    parts = [f"<div id=live data-active={'true' if snap.active else 'false'}>", _clock_banner(snap),
              "<div class=row>" + "".join(_cards(snap, c)) + "</div>", _bar(snap.plan, c)]
     links = _links(snap, base)
     if links:
@@ -418,7 +452,7 @@ def _cards(snap: Snapshot, c: Clock) -> list[str]:
     cards = [_run_card(snap), _clock_card(c), _readings_card(snap), _judge_card(snap)]
     decision = snap.last("decision")
     if decision:
-        cards.append(_decision_card(decision["payload"]))
+        cards.append(_decision_card(snap, decision["payload"]))
     return cards
 
 
@@ -452,21 +486,57 @@ def _readings_card(snap: Snapshot) -> str:
 
 
 def _judge_card(snap: Snapshot) -> str:
-    """The judge's decision on the readings so far and the verdict ``judge_soak`` recorded."""
+    """The verdict ``judge_soak`` recorded and the final decision once there is one; before
+    that, the judge on the readings so far (and the failed tasks: ``snap.verdict``),
+    labelled provisional and drawn as such: it is not the run's verdict."""
     recorded = snap.last("verdict")
-    return (f"<div class=card id=judge><div class=mut>{'the judge on the readings so far' if snap.active else 'the judge'}"
-            "</div><div class=big>"
-            f"{_verdict_badge(snap.verdict.decision)}</div>"
-            + (f"<div>recorded verdict: {_verdict_badge(recorded['payload'].get('decision'))}</div>" if recorded else
-               "<div class=mut>no verdict recorded yet (judge_soak)</div>")
-            + "</div>")
+    if recorded is not None:
+        p = recorded.get("payload") or {}
+        decided = snap.last("decision")
+        outcome = (f"<div>final decision: {_verdict_badge(decided['payload'].get('outcome'))} "
+                   f"{e(decided['payload'].get('action'))}</div>" if decided else
+                   "<div class=mut>no final decision recorded yet</div>")
+        return (f"<div class=card id=judge data-verdict='{e(p.get('decision'))}'><div class=mut>verdict recorded by "
+                f"judge_soak</div><div class=big>{_verdict_badge(p.get('decision'))}</div>{outcome}"
+                f"<div class='mut fig'>{e(_cut(str(p.get('text', '')), 240))}</div></div>")
+    head = ("provisional: the judge on the readings so far" if snap.active else
+            "no verdict recorded: the judge on the readings alone")
+    return (f"<div class=card id=judge data-verdict=provisional><div class=mut>{head}</div><div class=big>"
+            f"{_verdict_badge(snap.verdict.decision, provisional=True)}</div><div class=mut>not a verdict: "
+            f"{'judge_soak records it when the soak ends' if snap.active else 'judge_soak recorded none'}</div></div>")
 
 
-def _decision_card(payload: dict) -> str:
-    """The recorded decision (a ``decision`` event's payload: outcome, action, by, reason)."""
+def _cut(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _decision_card(snap: Snapshot, payload: dict) -> str:
+    """The recorded decision (a ``decision`` event's payload: outcome, action, by, reason)
+    and the report's closing line for it (``report_sections.final``: a GO on a compressed
+    clock is demonstration evidence only, not an approval for production)."""
+    closing = _closing(snap)
     return (f"<div class=card id=decision><div class=mut>decision</div><div class=big>"
             f"{_verdict_badge(payload.get('outcome'))} {e(payload.get('action'))}</div><div class=mut>by "
-            f"{e(payload.get('by'))}: {e(payload.get('reason', ''))}</div></div>")
+            f"{e(payload.get('by'))}: {e(payload.get('reason', ''))}</div>"
+            + (f"<div class=closing>{e(closing)}</div>" if closing else "") + "</div>")
+
+
+def _closing(snap: Snapshot) -> str:
+    """The report's closing line for the run's recorded decision, as the report words it
+    ("" without the report's analysis of the run)."""
+    from migration_soak.report_run import Run
+    from migration_soak.report_sections import final
+
+    return final(snap.analysis)["closing"] if isinstance(snap.analysis, Run) else ""
+
+
+def _clock_banner(snap: Snapshot) -> str:
+    """On a compressed or stretched clock, the report's banner (``report_sections.banner``):
+    what the run's evidence is worth; "" in real time."""
+    from migration_soak.report_sections import banner
+
+    text = banner(snap.plan, snap.time_scale)
+    return f"<div class='card banner' id=clock-banner>{_markdown(text)}</div>" if text else ""
 
 
 # --- the page's sections ------------------------------------------------------------------------
@@ -475,10 +545,18 @@ CRITERION_KINDS = {"no_go": "NO-GO", "go": "GO", "alert": "alert"}  # heading of
 
 
 def _criteria_section(snap: Snapshot) -> str:
-    """Every criterion and alert as the judge sees it now, NO-GO first, then GO, then alerts."""
-    intro = ("<h2 id=criteria-head>Criteria</h2><p class=mut>Computed now from the store by the same judge as "
-             "<code>judge_soak</code>; a GO criterion needs " f"{snap.plan.verdict.min_coverage:.0%} of its scheduled "
-             "readings, so it has <em>not enough data yet</em> until the soak is nearly over.</p>")
+    """Every criterion as ``judge_soak`` recorded it, or, before its verdict, as the judge
+    sees it now (provisional); then the alerts (on the readings now). NO-GO first, then GO."""
+    recorded = snap.last("verdict")
+    if recorded is not None:
+        intro = (f"<h2 id=criteria-head>Criteria</h2><p class=mut>As <code>judge_soak</code> judged them for the "
+                 f"verdict it recorded at {e(recorded['at'].strftime('%H:%M:%S') if recorded.get('at') else '?')} UTC"
+                 "; the alerts on the readings now.</p>")
+    else:
+        intro = ("<h2 id=criteria-head>Criteria</h2><p class=mut>Provisional: computed now from the store by the same "
+                 "judge as <code>judge_soak</code>, which records the verdict when the soak ends; a GO criterion needs "
+                 f"{snap.plan.verdict.min_coverage:.0%} of its scheduled readings, so it has <em>not enough data "
+                 "yet</em> until the soak is nearly over.</p>")
     order = list(CRITERION_KINDS)
     results = sorted(snap.verdict.criteria + _alerts(snap), key=lambda r: order.index(r.kind))
     return (intro + "<table id=criteria><tr><th>state</th><th>kind</th><th>criterion</th><th>rule</th>"
@@ -490,7 +568,7 @@ def _criterion_row(snap: Snapshot, r: Any) -> str:
     from migration_soak import report
 
     label, cls = OUTCOME.get((r.kind, r.outcome), (r.outcome, "wait"))
-    if r.outcome in ("not_enough_data", "not_judged") and snap.active:
+    if r.outcome in ("not_enough_data", "not_judged") and snap.active and snap.last("verdict") is None:
         label += " yet"
     return (f"<tr data-criterion='{e(r.id)}' data-outcome='{e(r.outcome)}'><td><span class='badge {cls}'>"
             f"{e(label)}</span></td><td>{CRITERION_KINDS[r.kind]}</td><td><code>{e(r.id)}</code><div class=mut>"
@@ -537,22 +615,31 @@ def _events_section(snap: Snapshot) -> str:
 
 def _event_row(ev: dict, clock0: datetime | None, time_scale: float) -> str:
     """One row of the events table: wall time, soak time (``before`` hour 0; blank without
-    a soak clock), kind and the payload's ``text`` (cut at 600 characters)."""
+    a soak clock), kind and the payload's ``text`` (cut at 600 characters), and whether
+    Slack got the message of an event that sends one (``report_text.notified``)."""
+    from migration_soak.report_text import NOTIFIED_KINDS, notified
+
     at = ev["at"]
     soak = ""
     if clock0 is not None and at is not None:
         h = _soak_hours(at, clock0, time_scale)
         soak = _hhmm(h) if h >= 0 else "before"
-    text = (ev.get("payload") or {}).get("text", "")
+    payload = ev.get("payload") or {}
+    text = str(payload.get("text", ""))[:600]
+    if ev["kind"] in NOTIFIED_KINDS and notified(payload):
+        text += f" ({notified(payload)})"
     return (f"<tr data-kind='{e(ev['kind'])}'><td>{e(at.strftime('%H:%M:%S') if at else '')}</td>"
             f"<td>{e(soak)}</td><td><span class='badge {EVENT_CLASS.get(ev['kind'], 'state')}'>"
-            f"{e(ev['kind'])}</span></td><td class=fig>{e(str(text)[:600])}</td></tr>")
+            f"{e(ev['kind'])}</span></td><td class=fig>{e(text)}</td></tr>")
 
 
-def _verdict_badge(value: str | None) -> str:
+def _verdict_badge(value: str | None, provisional: bool = False) -> str:
+    """A decision's badge; ``provisional``: outlined and saying so (not a recorded verdict)."""
     if not value:
         return "<span class='badge wait'>none</span>"
     cls = {"GO": "good", "NO_GO": "bad", "INCONCLUSIVE": "warn"}.get(value, "wait")
+    if provisional:
+        return f"<span class='badge prov {cls}'>{e(value.replace('NO_GO', 'NO-GO'))} (provisional)</span>"
     return f"<span class='badge {cls}'>{e(value.replace('NO_GO', 'NO-GO'))}</span>"
 
 

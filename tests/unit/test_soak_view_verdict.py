@@ -1,0 +1,115 @@
+"""The soak view claims no more than the run recorded: once ``judge_soak`` recorded a
+verdict the page shows it (and the final decision), a re-judgement of the readings is
+shown only before that and labelled provisional, and a compressed clock's GO carries the
+report's own caveat (its banner and closing line)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from types import SimpleNamespace
+
+from migration_soak.airflow import soak_view as sv
+from migration_soak.judge import Verdict
+from migration_soak.report_run import analyse
+from migration_soak.report_sections import banner, chart_marks, final
+
+from test_report import PLAN, T0, go_run
+
+FAILED_TEXT = ("INCONCLUSIVE: task regular.login_p50 failed or could not run after the migration: the soak did not "
+               "run as planned")
+
+
+def _big(card: str) -> str:
+    return card.split("<div class=big>", 1)[1].split("</div>", 1)[0]
+
+
+def _finished(scale: float, state="success", **kw):
+    verdict, obs, events = go_run(scale, **kw)
+    snap = sv.Snapshot("migration_soak", "run", state, {"time_scale": scale}, events[-1]["at"] + timedelta(minutes=1),
+                       plan=PLAN, time_scale=scale, events=events, tasks={"conclude": "success"}, observations=obs)
+    snap.verdict = sv.shown_verdict(snap, verdict)
+    snap.analysis = analyse(PLAN, snap.verdict, obs, events, scale)
+    snap.marks = chart_marks(snap.analysis)
+    return snap
+
+
+def test_soak_view_of_an_ended_run_does_not_show_a_green_go_the_run_never_had():
+    """judge_soak turned GO into INCONCLUSIVE (a check task no criterion reads failed out of
+    retries); the view re-judged the readings alone and its "the judge" card showed a big
+    green GO for the ended run."""
+    verdict, obs, events = go_run(300.0)
+    assert verdict.decision == "GO"
+    recorded = {"kind": "verdict", "at": events[-1]["at"], "payload": {"decision": "INCONCLUSIVE", "text": FAILED_TEXT}}
+    snap = sv.Snapshot("migration_soak", "run", "failed", {}, T0, plan=PLAN, time_scale=300.0,
+                       events=[recorded], tasks={"regular.login_p50": "failed"}, observations=obs)
+    snap.verdict = verdict  # what _load_soak computed: judge(plan, observations, time_scale)
+    snap.analysis = SimpleNamespace(clock0=T0)
+    card = sv._judge_card(snap)
+    big = _big(card)
+    assert "GO</span>" not in big or "INCONCLUSIVE" in big, card
+    assert "badge warn'>INCONCLUSIVE</span>" in big and "verdict recorded by judge_soak" in card
+    assert "regular.login_p50 failed" in card and "no final decision recorded yet" in card
+
+
+def test_the_page_of_a_run_with_a_recorded_verdict_uses_it_for_the_criteria_too():
+    verdict, obs, events = go_run(300.0)
+    recorded = {"kind": "verdict", "at": events[-1]["at"], "payload": {"decision": "INCONCLUSIVE", "text": FAILED_TEXT}}
+    snap = sv.Snapshot("migration_soak", "run", "failed", {}, T0, plan=PLAN, time_scale=300.0, events=[recorded],
+                       tasks={"regular.login_p50": "failed"}, observations=obs)
+    shown = sv.shown_verdict(snap, verdict)  # stored without its results: the live ones, the recorded decision
+    assert (shown.decision, shown.reasons, shown.criteria) == ("INCONCLUSIVE", [FAILED_TEXT], verdict.criteria)
+    full = {**Verdict("INCONCLUSIVE", ["why"], verdict.criteria[:1], verdict.checks[:1]).to_dict(), "text": "x"}
+    snap.events = [{**recorded, "payload": full}]
+    assert sv.shown_verdict(snap, verdict) == Verdict("INCONCLUSIVE", ["why"], verdict.criteria[:1],
+                                                      verdict.checks[:1])
+    snap.verdict, snap.analysis = sv.shown_verdict(snap, verdict), SimpleNamespace(clock0=T0)
+    section = sv._criteria_section(snap)
+    assert "As <code>judge_soak</code> judged them" in section and "Provisional" not in section
+
+
+def test_before_its_verdict_the_judge_card_is_provisional_and_counts_the_failed_tasks():
+    verdict, obs, events = go_run(300.0)
+    events = [ev for ev in events if ev["kind"] not in ("verdict", "decision", "report", "sign_off")]
+    snap = sv.Snapshot("migration_soak", "run", "running", {}, T0, plan=PLAN, time_scale=300.0, events=events,
+                       tasks={"guard": "running"}, observations=obs)
+    snap.verdict, snap.analysis = sv.shown_verdict(snap, verdict), SimpleNamespace(clock0=T0)
+    card = sv._judge_card(snap)
+    assert "provisional: the judge on the readings so far" in card and "not a verdict" in card
+    assert _big(card) == "<span class='badge prov good'>GO (provisional)</span>"
+    assert "Provisional: computed now" in sv._criteria_section(snap)
+
+    snap.tasks["regular.login_p50"] = "failed"  # judge_soak will not call this GO
+    snap.verdict = sv.shown_verdict(snap, verdict)
+    assert _big(sv._judge_card(snap)) == "<span class='badge prov warn'>INCONCLUSIVE (provisional)</span>"
+    assert snap.verdict.reasons[0].startswith("task regular.login_p50 failed")
+
+    snap.state = "failed"  # ended with no verdict: still not one
+    assert "no verdict recorded: the judge on the readings alone" in sv._judge_card(snap)
+
+
+def test_soak_view_of_a_compressed_go_carries_the_demonstration_caveat():
+    """The Soak tab of a finished time_scale-300 run stated GO (judge card, decision card)
+    without the report's "demonstration evidence, not a 24-hour soak"."""
+    snap = _finished(300.0)
+    html = sv._live(snap)
+    assert "badge good'>GO</span>" in html  # the page states GO...
+    assert "demonstration" in html or "not a 24-hour soak" in html or "not an approval" in html, \
+        "no compressed-clock caveat next to the GO"
+    assert sv._markdown(banner(PLAN, 300.0)) in html  # ...with the report's banner, word for word
+    decision = html.split("id=decision>", 1)[1].split("</div></div>", 1)[0]
+    closing = final(snap.analysis)["closing"]
+    assert "not an approval for production" in closing and f"<div class=closing>{sv.e(closing)}" in decision
+
+
+def test_a_real_time_page_has_no_clock_banner_and_closes_as_the_report_does():
+    snap = _finished(1.0)
+    html = sv._live(snap)
+    assert "clock-banner" not in html and "demonstration" not in html
+    assert f"<div class=closing>{sv.e(final(snap.analysis)['closing'])}" in html
+
+
+def test_the_events_table_says_when_slack_never_got_the_rollback_message():
+    started = {"kind": "rollback_started", "at": T0, "payload": {"text": "ROLLBACK INITIATED", "notified": False}}
+    assert "ROLLBACK INITIATED (Slack notification FAILED)</td>" in sv._event_row(started, T0, 1.0)
+    before = {**started, "payload": {"text": "ROLLBACK INITIATED"}}  # recorded before ``notified``: says nothing
+    assert "ROLLBACK INITIATED</td>" in sv._event_row(before, T0, 1.0)
