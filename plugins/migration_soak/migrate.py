@@ -906,7 +906,8 @@ def own_timeout_statements(script: str, what: str = "the script") -> list[str]:
                 if setting is None or setting.strip().lower() in OWN_TIMEOUTS:
                     hit = True
         body = _body_text(stmt)
-        if body is not None and re.search(r"\b(lock_timeout|statement_timeout)\b", body, re.I):
+        if body is not None and re.search(r"\b(lock_timeout|statement_timeout)\b", _code_only(body, strings=False),
+                                          re.I):
             hit = True
         if hit:
             found.append(text)
@@ -939,16 +940,40 @@ def transaction_statements(script: str, what: str = "the script") -> list[str]:
     found = []
     for stmt, text in _statements(script, what):
         body = _body_text(stmt) if "DoStmt" in stmt else None
-        if "TransactionStmt" in stmt or (body is not None and re.search(r"\b(commit|rollback)\b", body, re.I)):
+        if "TransactionStmt" in stmt or (body is not None and re.search(r"\b(commit|rollback)\b", _code_only(body),
+                                                                        re.I)):
             found.append(text)
     return found
 
 
 def _is_constant(expr: dict) -> bool:
-    """A literal, possibly cast (``false``, ``'x'::text``, ``NULL``, ``-1``)."""
+    """A literal, possibly cast (``false``, ``'x'::text``, ``NULL``, ``-1``), or an array
+    of them (``ARRAY[]::text[]``)."""
     while "TypeCast" in expr:
         expr = expr["TypeCast"].get("arg", {})
+    if "A_ArrayExpr" in expr:
+        return all(_is_constant(e) for e in expr["A_ArrayExpr"].get("elements", []))
     return "A_Const" in expr
+
+
+def is_constant_sql(expression: str) -> bool:
+    """Whether the SQL ``expression`` (e.g. ``pg_get_expr`` of a column default) is a
+    constant in :func:`_is_constant`'s sense; False when it does not parse."""
+    try:
+        stmts = _statements(f"SELECT ({expression})", "the expression")
+    except MigrationError:
+        return False
+    targets = stmts[0][0].get("SelectStmt", {}).get("targetList", []) if len(stmts) == 1 else []
+    return len(targets) == 1 and _is_constant(targets[0].get("ResTarget", {}).get("val", {}))
+
+
+def _code_only(body: str, strings: bool = True) -> str:
+    """A procedural body without its comments (and, with ``strings``, its string literals):
+    a word in a comment or a notice is not a statement."""
+    import re
+
+    pattern = r"--[^\n]*|/\*.*?\*/" + (r"|'(?:[^']|'')*'" if strings else "")
+    return re.sub(pattern, " ", body, flags=re.S)
 
 
 def readded_defaults(script: str, table: str, columns: Sequence[str], schema: str = "public",

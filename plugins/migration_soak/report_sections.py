@@ -221,15 +221,18 @@ def _unmet_line(run: Run, c: CriterionResult) -> str:
 
 
 def deciding(run: Run) -> list[str]:
-    """What decided the verdict: breached NO-GO criteria (the stop first), or unmet GO ones."""
+    """What decided the verdict: breached NO-GO criteria (the stop first), or unmet GO ones;
+    the verdict's own reasons when no criterion decided it (a migration that failed
+    part-way, tasks that failed after the migration)."""
     v = run.verdict
+    marks = {"NO_GO": "❌", "INCONCLUSIVE": "❔"}
     if v.decision == "NO_GO":
         breached = sorted(run.breached(), key=lambda c: c is not run.stop_criterion)  # stable: the stop first
-        return [_breach_line(run, c) for c in breached]
+        return [_breach_line(run, c) for c in breached] or [f"{marks['NO_GO']} {r}" for r in v.reasons]
     unjudged = [c for c in v.criteria if c.kind == "no_go" and c.outcome == "not_judged"]
     if v.decision == "INCONCLUSIVE":
-        return [_unmet_line(run, c) for c in v.criteria if c.kind == "go" and c.outcome != "met"] + \
-            [_unmet_line(run, c) for c in unjudged]
+        return ([_unmet_line(run, c) for c in v.criteria if c.kind == "go" and c.outcome != "met"]
+                + [_unmet_line(run, c) for c in unjudged]) or [f"{marks['INCONCLUSIVE']} {r}" for r in v.reasons]
     if not unjudged:
         return [f"✅ every GO criterion met and no NO-GO criterion breached ({len(v.criteria)} criteria judged)"]
     return ([f"✅ every GO criterion met and no NO-GO criterion breached ({len(v.criteria) - len(unjudged)} of "

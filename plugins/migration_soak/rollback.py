@@ -25,7 +25,7 @@ from migration_soak import archive
 from migration_soak.backup import BackupRecord, tool_path, verify_backup
 from migration_soak.exceptions import BackupError, RollbackError
 from migration_soak.exceptions import MigrationError
-from migration_soak.migrate import (LockAttempt, check_down_sql, describe_attempts, is_lock_timeout,
+from migration_soak.migrate import (LockAttempt, check_down_sql, describe_attempts, is_constant_sql, is_lock_timeout,
                                     run_with_lock_retries)
 from migration_soak.pgconn import PgTarget, server_error_text
 
@@ -625,8 +625,13 @@ def _column_info(conn, tbl, schema, table, key, columns, down_path) -> tuple[_Co
     without a default was re-added NULL (``readded`` None). Called right after the down SQL
     committed.
 
+    A column this run's down SQL did not re-add (it was never dropped: a migration that
+    failed part-way; or the rebuilt table of an earlier run) has no stored missing value:
+    a constant default (``migrate.is_constant_sql``) is then evaluated, as it gives the
+    same value at any time.
+
     Raises ``RollbackError`` (nothing restored yet) when a column is missing, or has a
-    default but no stored missing value: a volatile default (``gen_random_uuid()``,
+    non-constant default but no stored missing value: a volatile default (``gen_random_uuid()``,
     ``random()``, ``clock_timestamp()``: the table was rewritten, each row got its own
     value) or a table rewritten since the re-add; its re-added values cannot be told from
     values the application wrote."""
@@ -655,6 +660,11 @@ def _column_info(conn, tbl, schema, table, key, columns, down_path) -> tuple[_Co
                 # attmissingval is a one-element array of the column's type, as text;
                 # read back through the type's own input (the catalog's type name).
                 cur.execute(sql.SQL("SELECT (%s::{}[])[1]::text").format(sql.SQL(typ)), (missing,))
+                readded = cur.fetchone()[0]
+            elif default is not None and is_constant_sql(default):
+                # not re-added by this run's down SQL (never dropped: a partial migration;
+                # or a rebuilt table on a rerun): a constant default is the same value now
+                cur.execute(sql.SQL("SELECT (({})::{})::text").format(sql.SQL(default), sql.SQL(typ)))
                 readded = cur.fetchone()[0]
             elif default is not None:
                 raise RollbackError(

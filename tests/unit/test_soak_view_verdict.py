@@ -71,7 +71,7 @@ def test_before_its_verdict_the_judge_card_is_provisional_and_counts_the_failed_
     verdict, obs, events = go_run(300.0)
     events = [ev for ev in events if ev["kind"] not in ("verdict", "decision", "report", "sign_off")]
     snap = sv.Snapshot("migration_soak", "run", "running", {}, T0, plan=PLAN, time_scale=300.0, events=events,
-                       tasks={"guard": "running"}, observations=obs)
+                       tasks={"migrate": "success", "guard": "running"}, observations=obs)
     snap.verdict, snap.analysis = sv.shown_verdict(snap, verdict), SimpleNamespace(clock0=T0)
     card = sv._judge_card(snap)
     assert "provisional: the judge on the readings so far" in card and "not a verdict" in card
