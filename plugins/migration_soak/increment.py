@@ -373,14 +373,7 @@ def _copy_out(target: PgTarget, names: list[tuple[str, str]], since: str | None,
     current = ""
     try:
         with conn.cursor() as cur:
-            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            cur.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(int(timeout_ms))))
-            cur.execute(sql.SQL("SET LOCAL application_name = {}").format(sql.Literal(APPLICATION_NAME)))
-            for stmt in _OUTPUT:
-                cur.execute(stmt)
-            # The first statement that takes the snapshot: the data below is read in it too.
-            cur.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text, now()")
-            watermark, created_at = cur.fetchone()
+            watermark, created_at = snapshot_read(cur, timeout_ms)
             limit = _age_limit(cur, since, int(watermark))
             files: set[str] = set()
             for schema, name in names:
@@ -411,6 +404,22 @@ def _copy_out(target: PgTarget, names: list[tuple[str, str]], since: str | None,
         _rollback(conn)
         conn.close()
     return str(watermark), created_at.astimezone(timezone.utc), limit, taken
+
+
+def snapshot_read(cur: Any, timeout_ms: int) -> tuple[str, datetime]:
+    """Open a read-only REPEATABLE READ transaction on ``cur`` (``statement_timeout``
+    ``timeout_ms``, the soak's application name, stable COPY text output; all ``SET LOCAL``)
+    and take its snapshot: returns ``(watermark, now())``, the watermark an ``xid8`` as
+    text. Everything read next in the transaction is of that snapshot."""
+    cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    cur.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(int(timeout_ms))))
+    cur.execute(sql.SQL("SET LOCAL application_name = {}").format(sql.Literal(APPLICATION_NAME)))
+    for stmt in _OUTPUT:
+        cur.execute(stmt)
+    # The first statement that takes the snapshot.
+    cur.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text, now()")
+    watermark, now = cur.fetchone()
+    return str(watermark), now
 
 
 def _age_limit(cur: Any, since: str | None, watermark: int) -> int | None:

@@ -31,8 +31,8 @@ from psycopg2 import sql
 
 from migration_soak.exceptions import BackupError
 from migration_soak.increment import (STATEMENT_TIMEOUT_MS, _age_limit, _connect, _copy_to, _read_back, _rollback,
-                                      changed_since)
-from migration_soak.pgconn import APPLICATION_NAME, STABLE_TEXT_OUTPUT, PgTarget, split_table
+                                      changed_since, snapshot_read)
+from migration_soak.pgconn import PgTarget, split_table
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +95,7 @@ def take(target: PgTarget, root: Any, label: str, table: str, key: str, columns:
         encoding = conn.encoding
         try:
             with conn.cursor() as cur:
-                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                cur.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(int(statement_timeout_ms))))
-                cur.execute(sql.SQL("SET LOCAL application_name = {}").format(sql.Literal(APPLICATION_NAME)))
-                for stmt in STABLE_TEXT_OUTPUT:
-                    cur.execute(stmt)
-                cur.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text, now()")
-                watermark, taken_at = cur.fetchone()
+                watermark, taken_at = snapshot_read(cur, statement_timeout_ms)
                 cur.execute("SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
                             "AND NOT attisdropped", (sql.Identifier(schema, name).as_string(cur),))
                 present = {r[0] for r in cur.fetchall()}
