@@ -26,6 +26,7 @@ LABELS = {
     "baseline_start": "Baseline readings started (before the migration)",
     "backup": "Backup taken and read back",
     "fingerprint": "Data fingerprint taken",
+    "topup": "Top-up kept (dropped columns of rows written since the backup)",
     "migrate": "Migration applied",
     "migrate_failed": "Migration FAILED",
     "prisma_status": "prisma migrate status",

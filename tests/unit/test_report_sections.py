@@ -236,7 +236,12 @@ def test_backup_migration_and_rehearsal_lines():
     run = run_of(events=[ev("backup", -1, path="/b.dump", size_bytes=3 * 2**20, sha256="ab", duration_s=1.25),
                          ev("migrate", 0, applied=[]), ev("verified", 0, at=T0.isoformat()),
                          ev("rehearsal_failed", -5, step="restore", text="boom")])
-    assert sections.backup(run) == {"where": "/b.dump", "size": "3 MiB", "sha256": "ab", "seconds": 1.25}
+    assert sections.backup(run) == {"where": "/b.dump", "size": "3 MiB", "sha256": "ab", "seconds": 1.25, "topup": ""}
+    topped = run_of(events=[ev("backup", -1, path="/b.dump", size_bytes=1, sha256="ab", duration_s=1.0),
+                            ev("topup", -0.5, rows=3, taken_at="2026-03-02T08:59:30+00:00", location="/t/topup.copy.zst")])
+    assert sections.backup(topped)["topup"] == (
+        "; just before the migration, the dropped columns of 3 rows written since the backup were kept too (top-up "
+        "read 2026-03-02T08:59:30+00:00, `/t/topup.copy.zst`)")
     assert sections.migration(run) == "nothing pending; verified 2026-03-02 09:00:00 UTC (hour 0)"
     assert sections.rehearsal(run) == "failed at restore: boom"
     assert sections.rehearsal(run_of()) == "not run"
