@@ -333,24 +333,30 @@ def mark_logs(plan: Plan, run_id: str, store: Store) -> dict[str, dict]:
     return marks
 
 
-def take_topup(plan: Plan, run_id: str, store: Store, target: PgTarget, backup_record: dict) -> dict | None:
+def take_topup(plan: Plan, run_id: str, store: Store, target: PgTarget) -> dict | None:
     """Hora 0 between steps 1 and 2: the dropped columns of the rows written since the
-    backup (its ``watermark``), kept next to it (``topup.take``) just before the DDL, so
-    the rollback gives back values written while the rehearsal and the fingerprint ran.
-    Recorded as the ``topup`` event; returns it, or ``None`` when the columns are already
-    gone (a retried ``migrate`` task: the first try's top-up stands). Raises
-    ``BackupError``: then the migration must not start."""
+    run's backup (the ``watermark`` of its last ``backup`` event), kept next to it
+    (``topup.take``) just before the DDL, so the rollback gives back values written while
+    the rehearsal and the fingerprint ran. Recorded as the ``topup`` event; returns it, or
+    ``None`` when the columns are already gone (a retried ``migrate`` task: the first try's
+    top-up stands). Raises ``BackupError`` (then the migration must not start), also when
+    the run recorded no backup."""
     from migration_soak.backup_storage import plan_root
     from migration_soak.report import safe_name
     from migration_soak.topup import take
 
+    backups = store.events(run_id, "backup")
+    if not backups:
+        raise BackupError("no backup recorded for this run: the top-up has nothing to start from")
+    watermark = (backups[-1].get("payload") or {}).get("watermark")
     m = plan.migration
     label = f"topup_{safe_name(run_id)}_{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
-    taken = take(target, plan_root(plan), label, m.table, m.key, m.dropped_columns, backup_record.get("watermark"),
+    taken = take(target, plan_root(plan), label, m.table, m.key, m.dropped_columns, watermark,
                  conn_id=plan.connections.backup_storage)
     if taken is None:
         return None
-    since = f"since the backup (watermark {taken.since})" if taken.since else "(every row: the backup has no watermark)"
+    since = (f"since the backup (watermark {taken.since})" if taken.since
+             else "(every row: the backup recorded no watermark that selects rows here)")
     payload = {**taken.to_dict(), "text": f"top-up of {taken.table}: {taken.rows} rows written {since}, their "
                                           f"{', '.join(taken.columns)} kept just before the migration"}
     store.add_event(run_id, "topup", payload)

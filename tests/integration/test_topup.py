@@ -9,7 +9,7 @@ from airflow.sdk import ObjectStoragePath
 
 from migration_soak import runbook, topup
 from migration_soak.backup import take_backup
-from migration_soak.exceptions import RollbackError
+from migration_soak.exceptions import BackupError, RollbackError
 from migration_soak.migrate import LedgerBackend
 from migration_soak.rollback import restore_by_method
 
@@ -72,3 +72,22 @@ def test_a_damaged_top_up_restores_nothing(seeded, pg_bin, tmp_path):
         restore_by_method("copy", seeded, backup, pg_bin, down_sql=DOWN_SQL, topup=kept, **USERS_COLUMNS)
     assert query(seeded, """SELECT count(*) FROM information_schema.columns WHERE table_name = 'users'
                             AND column_name = 'passwordHash'""") == [(0,)]  # not even re-added
+
+
+def test_the_migrate_task_tops_up_from_the_backup_it_recorded(seeded, store, pg_bin, tmp_path):
+    """The migrate task's argument is the fingerprint task's output, not the backup record:
+    the top-up reads the watermark from the run's backup event (it had copied every row,
+    saying "the backup has no watermark", in the first demo after it was written)."""
+    from migration_soak.plan import load_plan
+
+    plan = load_plan("default").model_copy(update={"backup_location": str(tmp_path / "kept")})
+    with pytest.raises(BackupError, match="no backup recorded for this run"):
+        runbook.take_topup(plan, "r1", store, seeded)
+    backup = take_backup(seeded, tmp_path / "b", pg_bin, "pre")
+    store.add_event("r1", "backup", runbook.backup_event(backup))
+    written_after_the_backup(seeded)
+    event = runbook.take_topup(plan, "r1", store, seeded)
+    assert event["rows"] == 3 and event["since"] == backup.watermark
+    assert event["text"] == (f"top-up of public.users: 3 rows written since the backup (watermark {backup.watermark}), "
+                             "their passwordHash, emailVerified kept just before the migration")
+    assert store.events("r1", "topup")[-1]["payload"]["rows"] == 3

@@ -107,13 +107,14 @@ def rehearse(backup_record: dict) -> dict:
 
 
 @task
-def migrate(backup_record: dict) -> dict:
+def migrate(_fingerprinted: dict) -> dict:
     """``runbook.mark_logs``, ``runbook.take_topup`` (the dropped columns of rows written
-    since ``backup_record``'s watermark), then ``runbook.deploy`` (Hora 0 step 2)."""
+    since the backup's watermark), then ``runbook.deploy`` (Hora 0 step 2); runs after the
+    fingerprint task."""
     ctx, plan, run_id, store = run_context()
     runbook.mark_logs(plan, run_id, store)
     with failing(BackupError, prefix="top-up failed, the migration will not start: "):
-        runbook.take_topup(plan, run_id, store, direct(plan), backup_record)
+        runbook.take_topup(plan, run_id, store, direct(plan))
     with failing(MigrationError, prefix="migration failed: "):
         return runbook.deploy(run_id, store, backend(plan))
 
