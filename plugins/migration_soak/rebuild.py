@@ -48,9 +48,9 @@ from migration_soak.migrate import (LOCK_NOT_AVAILABLE, LockAttempt, describe_at
                                     run_with_lock_retries)
 from migration_soak.pgconn import PgTarget, server_error_text
 from migration_soak.rollback import (DEFAULT_BATCH_SIZE, DUMP_TEXT_OUTPUT, SCRATCH_SCHEMA, RestoreResult, _at_readded,
-                                     _Column, _column_info, _differs, _from_backup, _lock, _needs_fill, _overlay,
-                                     _readd, _release, _set_local, _stage, _staged_rows, _verify, describe_lost,
-                                     drop_rebuild_leftovers)
+                                     _Column, _column_info, _lock, _needs_fill, _overlay, _readd, _release,
+                                     _set_local, _stage, _staged_rows, _verify, describe_lost, drop_rebuild_leftovers,
+                                     lossy_counts)
 from migration_soak.rollback import REBUILD_MARKER as MARKER
 from migration_soak.rollback import REBUILD_NEW_SUFFIX as NEW_SUFFIX
 
@@ -578,10 +578,6 @@ class _Run:
         # Values the build would take from the backup that the re-added type cannot hold
         # (their cast does not read back as the backup's text: truncated, rounded): refused
         # here, before the swap, rather than found by the verification after it.
-        lossy = [sql.SQL("count(*) FILTER (WHERE {at} AND {differs})").format(
-            at=_at_readded("u", c, f"d{i}"),
-            differs=_differs(_from_backup(c), sql.SQL("b.{}").format(sql.Identifier(c.name)), c))
-            for i, c in enumerate(self.cols)]
         filled = sql.SQL(" + ").join(sql.SQL("({})::int").format(_at_readded("u", c, f"d{i}"))
                                      for i, c in enumerate(self.cols))
         with conn.cursor() as cur:
@@ -597,7 +593,7 @@ class _Run:
             cur.execute(sql.SQL("""SELECT count(*) FILTER (WHERE {nf}),
                                           coalesce(sum(({filled})) FILTER (WHERE {nf}), 0), {lossy}
                                    FROM {tbl} u JOIN {staged} b ON {join}""").format(
-                nf=needs_fill, filled=filled, lossy=sql.SQL(", ").join(lossy), tbl=self.tbl, staged=self.staged,
+                nf=needs_fill, filled=filled, lossy=lossy_counts(self.cols), tbl=self.tbl, staged=self.staged,
                 join=self._join()), self._params())
             rows, values, *per_column = cur.fetchone()
             if any(per_column):

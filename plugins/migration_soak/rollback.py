@@ -295,6 +295,7 @@ def restore_columns(
         ddl_s = _readd(conn, down_text, down_path, qualified, schema, lock_timeout_s, lock_retries, attempts, _sleep,
                        columns=columns)
         key_col, cols = _column_info(conn, tbl, schema, table, key, columns, down_path)
+        _refuse_lossy(conn, qualified, tbl, scratch, key_col, cols)
         t2 = time.monotonic()
         batches, rows_updated, values_restored = _copy(
             conn, qualified, tbl, scratch, key_col, cols, batch_size, lock_timeout_s, lock_retries, attempts, _sleep)
@@ -730,6 +731,41 @@ def _needs_fill(cols: Sequence[_Column]) -> sql.Composable:
                 sql.Identifier(c.name)), c))
         for i, c in enumerate(cols)
     )
+
+
+def lossy_counts(cols: Sequence[_Column]) -> sql.Composable:
+    """Per column, ``count(*)`` of live rows ``u`` (joined to staged row ``b``) still at the
+    re-added value whose backup value, cast to the re-added type, does not read back as the
+    backup's text (truncated, rounded, another type): values a restore would lose. Run under
+    ``DUMP_TEXT_OUTPUT``, params ``d<i>`` the re-added values."""
+    return sql.SQL(", ").join(
+        sql.SQL("count(*) FILTER (WHERE {at} AND {differs})").format(
+            at=_at_readded("u", c, f"d{i}"),
+            differs=_differs(_from_backup(c), sql.SQL("b.{}").format(sql.Identifier(c.name)), c))
+        for i, c in enumerate(cols))
+
+
+def _refuse_lossy(conn, qualified, tbl, scratch, key: _Column, cols) -> None:
+    """Step 2b: before the first copy batch, refuse when the re-added type cannot hold
+    every backup value (``lossy_counts``): found per batch, the batches before the first
+    lossy value would stay committed. Raises ``RollbackError`` naming columns and counts,
+    never a value; nothing copied, the columns stay re-added."""
+    join = sql.SQL("u.{k} = b.{k}::{t}").format(k=sql.Identifier(key.name), t=sql.SQL(key.type))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(DUMP_TEXT_OUTPUT)
+            cur.execute(sql.SQL("SELECT {lossy} FROM {tbl} u JOIN {scratch} b ON {join}").format(
+                lossy=lossy_counts(cols), tbl=tbl, scratch=scratch, join=join),
+                {f"d{i}": c.readded for i, c in enumerate(cols)})
+            per_column = cur.fetchone()
+    finally:
+        conn.rollback()
+    if any(per_column):
+        raise RollbackError(
+            f"restore of {qualified} refused before the copy (the columns stay re-added, nothing copied): "
+            f"{sum(per_column)} backup values do not read back as the backup's in the re-added type "
+            f"({describe_lost(cols, per_column)}): the cast would truncate or round them; give the column its "
+            "type at backup time and rerun")
 
 
 def describe_lost(cols: Sequence[_Column], counts: Sequence[int]) -> str:

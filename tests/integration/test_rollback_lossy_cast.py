@@ -21,8 +21,8 @@ METHODS = ["copy", "rebuild"]
 def test_a_narrower_readded_type_fails_the_restore_naming_the_column_and_count(seeded, pg_bin, tmp_path, method):
     """Reviewer's reproduction (test_a_narrower_readded_type_truncates_values_and_still_reports_0_mismatches):
     with ``VARCHAR(12)`` 3900 of 5000 hashes were truncated and the result said 0 mismatches.
-    Now nothing truncated is kept: the copy's batch check does not commit the batch, the
-    rebuild refuses before its build; the error counts the values and names the column and
+    Now nothing truncated is kept: the copy refuses before its first batch, the rebuild
+    before its build; the error counts the values and names the column and
     type, never a value."""
     before = snapshot(seeded)
     longer = sum(1 for h, _ in before.values() if len(h.decode()) > 12)
@@ -38,7 +38,7 @@ def test_a_narrower_readded_type_fails_the_restore_naming_the_column_and_count(s
     assert f"passwordHash: {longer} values (re-added as character varying(12))" in text, text
     assert "emailVerified:" not in text  # its values read back whole
     if method == "copy":
-        assert "failed in copy batch 1" in text and "batch not committed" in text
+        assert "refused before the copy (the columns stay re-added, nothing copied)" in text
     else:
         assert "refused before the build (the columns stay re-added, empty)" in text
         assert query(seeded, "SELECT 'public.users'::regclass::oid")[0][0] == relid
@@ -107,3 +107,22 @@ def test_values_whose_text_depends_on_the_session_verify_in_another_time_zone(ta
     result = restore_by_method(method, target, backup, pg_bin, down_sql=down, table="kinds", columns=columns)
     assert result.mismatches == 0 and result.values_restored == 300 * len(columns)
     assert query(target, read) == before
+
+
+def test_the_copy_refuses_a_lossy_type_before_its_first_batch(target, pg_bin, tmp_path):
+    """The copy found a lossy cast per batch: with the one value too long for ``VARCHAR(3)``
+    in the last batch, the batches before it stayed committed (``'xy'`` restored) and the
+    table was left half restored. Now the copy checks every backup value against the
+    re-added type before its first batch: nothing copied, the error names column and count."""
+    query(target, "CREATE TABLE items (id text PRIMARY KEY, v text, note text)")
+    query(target, "INSERT INTO items VALUES ('a', 'xy', 'n'), ('b', NULL, 'n'), ('c', 'abcdef', 'n')")
+    backup = take_backup(target, tmp_path / "b", pg_bin, "pre", required_tables=("public.items",))
+    query(target, "ALTER TABLE items DROP COLUMN v")
+    down = tmp_path / "down.sql"
+    down.write_text('ALTER TABLE "items" ADD COLUMN IF NOT EXISTS "v" VARCHAR(3);\n')
+    with pytest.raises(RollbackError, match=r"refused before the copy .*nothing copied.*\(v: 1 value \(re-added as "
+                                            r"character varying\(3\)\)\)") as caught:
+        restore_by_method("copy", target, backup, pg_bin, down_sql=down, table="items", columns=("v",),
+                          batch_size=1)
+    assert "abcdef" not in str(caught.value)
+    assert sorted(query(target, "SELECT id, v FROM items")) == [("a", None), ("b", None), ("c", None)]
