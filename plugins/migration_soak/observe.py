@@ -9,6 +9,7 @@ Design notes: docs/design.md#observepy
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -235,11 +236,31 @@ class GuardProgress:
         return self.stopped_by is not None or self.next_at is None
 
 
+#: Posts of one alert Slack refused before the guard gives up on it (one a guard wake-up;
+#: each recorded as an ``alert`` event with ``notified: false``).
+ALERT_TRIES = 3
+
+
+def alerts_settled(store: Store, run_id: str) -> set[str]:
+    """Ids of alerts not to post again: Slack accepted one of their posts (or the event
+    predates ``notified``), or refused ``ALERT_TRIES`` of them."""
+    refused: Counter[str] = Counter()
+    settled: set[str] = set()
+    for e in store.events(run_id, "alert"):
+        alert = e["payload"].get("alert")
+        if e["payload"].get("notified") is False:
+            refused[alert] += 1
+        else:
+            settled.add(alert)
+    return settled | {a for a, n in refused.items() if n >= ALERT_TRIES}
+
+
 def new_alerts(plan: Plan, store: Store, run_id: str, obs: list[Observation], checks: set[str]) -> list[dict]:
-    """Alerts reading ``checks`` whose rule ``obs`` meet and that the run never notified."""
-    notified = {e["payload"].get("alert") for e in store.events(run_id, "alert")}
+    """Alerts reading ``checks`` whose rule ``obs`` meet and that are not settled
+    (``alerts_settled``: never notified, or refused fewer than ``ALERT_TRIES`` times)."""
+    settled = alerts_settled(store, run_id)
     return [{"alert": a.id, "text": f"ALERT {a.text}: {a.detail}", "detail": a.detail}
-            for a in judge.firing_alerts(plan, obs, checks) if a.id not in notified]
+            for a in judge.firing_alerts(plan, obs, checks) if a.id not in settled]
 
 
 def guard_due(plan: Plan, store: Store, run_id: str, hour0: datetime, time_scale: float,

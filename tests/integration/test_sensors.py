@@ -15,6 +15,7 @@ from airflow.sdk.exceptions import (
     TaskDeferred,
 )
 
+from migration_soak import observe
 from migration_soak.airflow import sensors
 from migration_soak.airflow.builder import build_dag
 from migration_soak.airflow.triggers import CheckTrigger, GuardTrigger
@@ -131,3 +132,27 @@ def test_the_guard_defers_to_its_trigger_and_posts_alerts_it_hands_back(dag, mon
     assert [e["payload"]["alert"] for e in dag_store().events("s5", "alert")] == ["pool_busy"]
     with pytest.raises(DownstreamTasksSkipped):  # the NO-GO it recorded: stop the checks that did not start
         guard.execute_complete(ctx("s5"), {"kind": "no_go", "criterion": "x", "text": "NO-GO: x"})
+
+
+def test_an_alert_slack_refused_is_posted_again_a_few_times(dag, monkeypatch):
+    """An alert Slack refused (rate limit, outage) was recorded ``notified: false`` and never
+    posted again: nobody heard of it. Now each wake-up that hands it back posts it again,
+    ``observe.ALERT_TRIES`` times in all; once Slack accepts one, it is settled."""
+    answers = [False, True]
+    posted = []
+    monkeypatch.setattr("migration_soak.notify.send",
+                        lambda text, conn_id=None, **kw: posted.append(text) or answers.pop(0))
+    guard = sensor(dag, "guard", now())
+    alert = {"alert": "pool_busy", "text": "ALERT connection usage high: 95%", "detail": "95%"}
+    for _ in range(3):
+        with pytest.raises(TaskDeferred):
+            guard.execute_complete(ctx("s6"), {"kind": "alerts", "alerts": [alert]})
+    assert len(posted) == 2 and answers == []
+    assert [e["payload"]["notified"] for e in dag_store().events("s6", "alert")] == [False, True]
+
+    monkeypatch.setattr("migration_soak.notify.send", lambda text, conn_id=None, **kw: posted.append(text) or False)
+    for _ in range(observe.ALERT_TRIES + 2):
+        with pytest.raises(TaskDeferred):
+            guard.execute_complete(ctx("s7"), {"kind": "alerts", "alerts": [alert]})
+    assert [e["payload"]["notified"] for e in dag_store().events("s7", "alert")] == [False] * observe.ALERT_TRIES
+    assert observe.alerts_settled(dag_store(), "s7") == {"pool_busy"}

@@ -208,13 +208,14 @@ class GuardSensor(SoakSensor):
         self.wait(context, None, progress.next_at, self.deadline(plan, origin, scale), "guard")
 
     def _post(self, plan: Plan, store: Store, run_id: str, alerts: list[dict]) -> None:
-        """Post each alert the run never recorded to Slack, then record it (``alert`` event)
-        with ``notified``: whether Slack accepted it (an alert is posted once, either way)."""
+        """Post each alert that is not settled to Slack, then record it (``alert`` event) with
+        ``notified``: whether Slack accepted it. An alert Slack accepted is posted once; one it
+        refused is posted again at the next wake-ups, ``observe.ALERT_TRIES`` times in all."""
         from migration_soak import notify
 
-        recorded = {e["payload"].get("alert") for e in store.events(run_id, "alert")}
+        settled = observe.alerts_settled(store, run_id)
         for alert in alerts:
-            if alert["alert"] in recorded:
+            if alert["alert"] in settled:
                 continue
             sent = notify.send(f":warning: [{plan.environment}] {alert['text']}", plan.connections.slack)
             store.add_event(run_id, "alert", {"alert": alert["alert"], "text": alert["text"], "notified": sent})
