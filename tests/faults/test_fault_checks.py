@@ -126,6 +126,44 @@ def test_explain_analyze_runs_in_a_rolled_back_read_only_transaction(seeded, tmp
     assert xid_after == xid_before + 1  # only the probe's own transaction in between
 
 
+@pytest.mark.timeout(60)
+def test_a_function_out_of_the_guards_list_cannot_switch_the_timeout_off_for_the_rest_of_the_file(
+        seeded, tmp_path, monkeypatch, as_staging_connection):
+    """sql_guard refuses the built-in functions that run SQL from text by name (a list); an
+    application's own function that does the same (here ``app_exec``: PL/pgSQL ``EXECUTE``)
+    is out of the parser's sight. Whatever runs it, no statement of the file may run
+    without the soak's statement_timeout, and a file that changed the soak's settings gives
+    no reading: an error naming the check, the statement and the setting."""
+    conn_id = as_staging_connection(seeded)
+    query(seeded, "CREATE FUNCTION app_exec(q text) RETURNS int LANGUAGE plpgsql AS $$ BEGIN EXECUTE q; RETURN 1; END $$")
+
+    # On main the second statement slept its 2 s (timeout 300 ms) and the file gave a reading.
+    started = time.monotonic()
+    with pytest.raises(MeasurementError) as err:
+        sql_source.run_readonly(conn_id, "SELECT app_exec('SET statement_timeout = 0');\nSELECT pg_sleep(2)",
+                                statement_timeout_ms=300)
+    assert time.monotonic() - started < 1.5
+    text = str(err.value)
+    assert "statement 1 of 2 (line 1: SELECT app_exec(" in text and "statement_timeout" in text, text
+    assert "'300ms'" in text and "'0'" in text, text
+    # In the same statement, the timer armed when the statement started still fires.
+    with pytest.raises(MeasurementError, match="cancelled after statement_timeout 300 ms"):
+        sql_source.run_readonly(conn_id, "SELECT app_exec('SET statement_timeout = 0'), pg_sleep(2)",
+                                statement_timeout_ms=300)
+    # The last statement changing a setting (here the application name, which keeps the
+    # soak's queries out of the slow-query checks) is no reading either.
+    with pytest.raises(MeasurementError, match=r"statement 1 of 1 .*application_name 'migration-soak' -> 'app'"):
+        sql_source.run_readonly(conn_id, "SELECT app_exec('SET application_name = app')")
+    # Through sources.measure: an error observation naming the check and its file.
+    check = _sql_check(tmp_path, monkeypatch, "SELECT app_exec('SET LOCAL statement_timeout = 0');\n"
+                                              "SELECT pg_sleep(2)::text::int AS users_without_authorizer_id")
+    with pytest.raises(MeasurementError, match=r"^users_without_authorizer_id: fault_.*statement 1 of 2"):
+        sources.measure(check, PLAN)
+    # Several statements still give the last result-bearing statement's rows.
+    assert sql_source.run_readonly(conn_id, "SET LOCAL work_mem = '8MB';\nSELECT current_setting('work_mem') AS w") \
+        == (["w"], [("8MB",)])
+
+
 def _slack_conn(monkeypatch, port: int) -> str:
     monkeypatch.setenv("AIRFLOW_CONN_SOAK_SLACK", json.dumps(
         {"conn_type": "slackwebhook", "host": f"127.0.0.1:{port}", "schema": "http", "password": "T0/B0/secret-token"}))

@@ -95,7 +95,9 @@ def test_check_queries_through_the_pooler_leave_nothing(seeded, pooled):
     query(seeded, """CREATE FUNCTION soak_hidden_lock() RETURNS int LANGUAGE sql
                      AS 'SELECT pg_advisory_lock(4242); SELECT 1';
                      CREATE FUNCTION soak_hidden_lock_then_fail() RETURNS int LANGUAGE plpgsql
-                     AS $$ BEGIN PERFORM pg_advisory_lock(4343); RETURN 1 / 0; END $$""")
+                     AS $$ BEGIN PERFORM pg_advisory_lock(4343); RETURN 1 / 0; END $$;
+                     CREATE FUNCTION app_exec(q text) RETURNS int LANGUAGE plpgsql
+                     AS $$ BEGIN EXECUTE q; RETURN 1; END $$""")
 
     # Every SQL check of the default plan, through the pooler, on the one server connection.
     measured = {}
@@ -114,6 +116,14 @@ def test_check_queries_through_the_pooler_leave_nothing(seeded, pooled):
     for function, key in (("soak_hidden_lock", "4242"), ("soak_hidden_lock_then_fail", "4343")):
         with pytest.raises(MeasurementError, match=rf"session-level advisory lock\(s\) \['{key}'\].*released"):
             sql_source.run_readonly("soak_staging", f"SELECT {function}()")
+
+    # A session-wide SET through a function the guard cannot see: the reading is refused
+    # and the rollback takes the setting back off the pooled server connection.
+    for setting in ("statement_timeout = 0", "application_name = x"):
+        with pytest.raises(MeasurementError, match=r"statement 1 of 2 .* changed (statement_timeout|application_name)"):
+            sql_source.run_readonly("soak_staging", f"SELECT app_exec('SET {setting}'); SELECT 1")
+    # One the soak does not rely on is rolled back with the rest.
+    sql_source.run_readonly("soak_staging", "SELECT app_exec('SET default_transaction_read_only = on')")
 
     # The application's next client gets the same server connection, with nothing on it.
     assert _next_app_client(pooled) == _clean(pid)

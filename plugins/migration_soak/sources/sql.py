@@ -1,6 +1,7 @@
 """``sql`` source: the seed's validation queries, run read-only on the staging database.
 
-Each query runs in a read-only transaction with transaction-local settings and is
+Each query runs in a read-only transaction with transaction-local settings, one
+statement at a time with the settings checked after each, and is
 rolled back (``run_readonly``); files that would escape it are refused first by
 ``sources.sql_guard``. Not for hostile authors: give the role only ``SELECT``.
 
@@ -149,33 +150,61 @@ def readonly_transaction(conn_id: str, statement_timeout_ms: int | None = None) 
 
 
 def run_readonly(conn_id: str, sql: str, *, statement_timeout_ms: int | None = None) -> tuple[list[str], list[tuple]]:
-    """Run ``sql`` read-only on the Postgres connection ``conn_id``; returns (columns, rows).
+    """Run ``sql`` read-only on the Postgres connection ``conn_id``; returns (columns, rows)
+    of its last statement that returns rows (``([], [])`` when none does).
 
-    ``statement_timeout_ms``: milliseconds before the server cancels the statement
+    ``statement_timeout_ms``: milliseconds before the server cancels a statement
     (default ``STATEMENT_TIMEOUT_MS``). The transaction is :func:`readonly_transaction`'s.
+
+    The file runs one top-level statement at a time (split by PostgreSQL's grammar,
+    ``sql_guard.texts``), under a savepoint. After each statement the soak's settings
+    (:data:`WATCHED`: ``statement_timeout``, ``transaction_read_only``,
+    ``application_name``, the role) must be as the soak set them: a statement that changed
+    one (through a function ``sql_guard`` cannot see into) fails the reading before the
+    next statement starts, so no statement runs without the soak's ``statement_timeout``
+    whatever the file calls (the statement that changed it was already bounded: the
+    server arms the timeout when a statement starts). The rollback undoes the change.
 
     Raises ``MeasurementError`` when ``sql`` is refused before it runs
     (``sql_guard.check``: ``query refused before it ran: statement N of M (line L: ...):
-    why``; nothing is sent to the database), and when the database refuses or cancels the
-    query: a write (``... in a read-only transaction``, SQLSTATE 25006), the timeout
-    (SQLSTATE 57014), any other SQL error (with its SQLSTATE and first line). Connection
-    failures propagate as the driver raises them (``sources.measure`` turns them into a
-    ``MeasurementError``).
+    why``; nothing is sent to the database), when a statement changed the soak's settings
+    (``query refused: statement N of M (...) changed ...``), and when the database refuses
+    or cancels the query: a write (``... in a read-only transaction``, SQLSTATE 25006),
+    the timeout (SQLSTATE 57014), any other SQL error (with its SQLSTATE and first line).
+    Connection failures propagate as the driver raises them (``sources.measure`` turns
+    them into a ``MeasurementError``).
     """
     timeout_ms = _timeout_ms(statement_timeout_ms)
     try:
         sql_guard.check(sql)
+        texts = sql_guard.texts(sql)
     except sql_guard.UnsafeSql as exc:
         raise MeasurementError(f"query refused before it ran: {exc}") from None
+    columns: list[str] = []
+    rows: list[tuple] = []
     with readonly_transaction(conn_id, timeout_ms) as cur:
-        # the transaction's start (changes if the file ends it) and our advisory locks
-        began, locks_before = _session_state(cur)
+        # the transaction's start (changes if the file ends it), our advisory locks and
+        # the soak's settings as set for this transaction
+        began, locks_before, settings = _session_state(cur)
         cur.execute("SAVEPOINT migration_soak_check")
         failure: MeasurementError | None = None
+        changed: str | None = None
+        locks_after: set[tuple] = locks_before
+        now = began
         try:
-            cur.execute(sql)
-            columns = [d.name for d in cur.description] if cur.description else []
-            rows = cur.fetchall() if cur.description else []
+            for number, text in enumerate(texts, start=1):
+                cur.execute(text)
+                if cur.description:
+                    columns = [d.name for d in cur.description]
+                    rows = cur.fetchall()
+                # One round trip a statement: after the last one it is also the final check.
+                now, locks_after, after = _session_state(cur)
+                changed = _changed_settings(settings, after)
+                if changed or now != began:
+                    if changed:
+                        stmt = sql_guard.statements(sql)[number - 1]
+                        changed = f"{stmt.describe(len(texts))} changed {changed}"
+                    break
         except Exception as exc:
             code = _sqlstate(exc)
             if code is None:
@@ -183,13 +212,20 @@ def run_readonly(conn_id: str, sql: str, *, statement_timeout_ms: int | None = N
             failure = MeasurementError(_describe_sql_error(code, exc, timeout_ms))
             # Back to before the file, so what it left can still be looked at.
             cur.execute("ROLLBACK TO SAVEPOINT migration_soak_check")
-        now, locks_after = _session_state(cur)
+            now, locks_after, _ = _session_state(cur)
         if now != began:
             raise MeasurementError(
                 "query refused: it ended the soak's read-only transaction (COMMIT/ROLLBACK/END in the "
                 "SQL file); whatever it did inside that transaction may have been committed"
             )
         leaked = _release_new_session_locks(cur, locks_after - locks_before)
+        if changed:
+            raise MeasurementError(
+                f"query refused: {changed}, which the soak sets for its read-only transaction (through a "
+                "function the guard cannot see into): no reading is taken from a file that turns the soak's "
+                "settings off; the rest of the file did not run and the rollback undid the change"
+                + (f" (it also took session-level advisory lock(s) {leaked}, released again)" if leaked else "")
+            )
         if leaked:
             raise MeasurementError(
                 f"query refused: it took session-level advisory lock(s) {leaked}, which outlive the "
@@ -200,18 +236,33 @@ def run_readonly(conn_id: str, sql: str, *, statement_timeout_ms: int | None = N
     return columns, rows
 
 
+#: The settings a check file must leave as the soak set them (``readonly_transaction``),
+#: read after each of its statements; the role too (``SET ROLE`` through a function).
+WATCHED = ("statement_timeout", "transaction_read_only", "application_name", "role")
+
 # One row per advisory lock our backend holds (one row of NULLs when none), each with the
-# transaction's now(): one round trip before and one after the file.
-_SESSION_STATE = ("SELECT now()::text, l.classid::bigint, l.objid::bigint, l.objsubid, l.mode FROM (SELECT 1) o "
+# transaction's now() and the WATCHED settings: one round trip before the file and one
+# after each of its statements.
+_SESSION_STATE = ("SELECT now()::text, current_setting('statement_timeout'), current_setting('transaction_read_only'), "
+                  "current_setting('application_name'), current_user::text, "
+                  "l.classid::bigint, l.objid::bigint, l.objsubid, l.mode FROM (SELECT 1) o "
                   "LEFT JOIN pg_locks l ON l.locktype = 'advisory' AND l.pid = pg_backend_pid() AND l.granted")
+_SETTINGS = slice(1, 1 + len(WATCHED))
 
 
-def _session_state(cur: Any) -> tuple[str, set[tuple]]:
+def _session_state(cur: Any) -> tuple[str, set[tuple], tuple[str, ...]]:
     """``(now() as text, {(classid, objid, objsubid, mode)}: the advisory locks our backend
-    holds)``."""
+    holds, the WATCHED settings' values)``."""
     cur.execute(_SESSION_STATE)
     rows = cur.fetchall()
-    return rows[0][0], {tuple(r[1:]) for r in rows if r[1] is not None}
+    first = rows[0]
+    return first[0], {tuple(r[_SETTINGS.stop:]) for r in rows if r[_SETTINGS.stop] is not None}, tuple(first[_SETTINGS])
+
+
+def _changed_settings(before: tuple[str, ...], after: tuple[str, ...]) -> str | None:
+    """``"statement_timeout '300ms' -> '0'"`` (each WATCHED setting that differs), else ``None``."""
+    diffs = [f"{name} {a!r} -> {b!r}" for name, a, b in zip(WATCHED, before, after) if a != b]
+    return ", ".join(diffs) or None
 
 
 def _release_new_session_locks(cur: Any, new: set[tuple]) -> list[str]:

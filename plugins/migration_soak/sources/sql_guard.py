@@ -37,7 +37,10 @@ SESSION_LOCK_FUNCTIONS = frozenset({
 
 #: Functions that run SQL given to them as text, out of the parser's sight (what they run
 #: could call set_config or take a session lock); ``ts_rewrite`` only in its two-argument
-#: form (a query text), ``dblink*`` from the extension.
+#: form (a query text), ``dblink*`` from the extension. A list, so only the known ones,
+#: refused early (at plan load): what keeps the ``statement_timeout`` on is
+#: ``sources.sql.run_readonly``, which runs the file a statement at a time and fails the
+#: reading when one changed the soak's settings.
 QUERY_TEXT_FUNCTIONS = frozenset({
     "ts_stat", "ts_rewrite", "query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema",
     "cursor_to_xml", "cursor_to_xmlschema", "dblink", "dblink_exec", "dblink_open", "dblink_send_query",
@@ -108,6 +111,18 @@ def statements(sql: str) -> list[Statement]:
 
 
 @lru_cache(maxsize=256)
+def _parsed(sql: str) -> tuple[Statement, ...]:
+    """:func:`statements`, cached by text (a ``UnsafeSql`` is not cached)."""
+    return tuple(statements(sql))
+
+
+def texts(sql: str) -> tuple[str, ...]:
+    """The text of each top-level statement of ``sql`` (as :func:`statements`; cached by
+    text): what ``sources.sql.run_readonly`` sends, one statement at a time."""
+    return tuple(stmt.text for stmt in _parsed(sql))
+
+
+@lru_cache(maxsize=256)
 def check(sql: str) -> int:
     """Refuse (``UnsafeSql``) a check query that would end the soak's transaction, turn its
     guard off or leave something on the server connection (see the module doc); returns
@@ -116,7 +131,7 @@ def check(sql: str) -> int:
     Cached by text (a safe file is parsed once per process, not at each of the guard's
     2 880 readings a soak: the parse was a quarter of a guard reading's time); a refusal
     is not cached and is raised again at each call."""
-    found = statements(sql)
+    found = _parsed(sql)
     for stmt in found:
         reason = refusal(stmt.node)
         if reason:
