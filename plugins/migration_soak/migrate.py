@@ -714,13 +714,57 @@ def verify_applied(
         conn.close()
 
 
-def destroyed_by(script: str) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
+def destroyed_by(script: str, schema: str = "public") -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
     """What ``script`` destroys, parsed by PostgreSQL's grammar (pglast): ``(columns,
     tables)``, each column ``(schema, table, column)`` of an ``ALTER TABLE ... DROP
     COLUMN``, each table ``(schema, table)`` of a ``DROP TABLE``, also inside a ``DO``
-    block (function bodies do not run with the migration); an unqualified name is in
-    ``public``. Raises ``MigrationError`` when the script does not parse or a ``DO`` block
-    cannot be read (:func:`_do_block_sql`)."""
+    block (function bodies do not run with the migration).
+
+    An unqualified name is in the schema the script's ``search_path`` points to at that
+    statement: ``schema`` (the backend's: both run the script with ``search_path`` =
+    ``schema``, ``public``) until the script changes it with ``SET [LOCAL] search_path``
+    or ``set_config('search_path', ...)`` to one literal schema, which is then followed.
+    Raises ``MigrationError`` when the script does not parse, a ``DO`` block cannot be
+    read (:func:`_do_block_sql`), or an unqualified name is dropped after the script set a
+    ``search_path`` whose schema for it the SQL does not decide (several schemas,
+    ``$user``, ``RESET``/``DEFAULT``, a computed value, a ``DO`` block that mentions
+    ``search_path``): the error names that statement and asks for qualified names."""
+    path = _SearchPath(schema)
+    return _destroyed(script, path)
+
+
+@dataclass
+class _SearchPath:
+    """The schema unqualified names resolve to in a migration script, as far as its SQL
+    says: ``schema``, or ``None`` with ``why`` (the statement that made it unknown)."""
+
+    schema: str | None
+    why: str = ""
+
+    def of(self, qualifier: str | None, what: str) -> str:
+        if qualifier:
+            return qualifier
+        if self.schema is None:
+            raise MigrationError(
+                f"the migration runs {self.why} and then {what} without a schema: which schema that name is in "
+                "depends on the search_path, which the SQL does not decide, so what it drops cannot be held "
+                "to migration.table; qualify the table name (schema.table) or set search_path to one schema")
+        return self.schema
+
+    def unknown(self, why: str) -> None:
+        self.schema, self.why = None, why
+
+    def set_to(self, value: str, statement: str) -> None:
+        """``value``: a ``search_path`` string (``'app'``, ``'"App", public'``)."""
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        if len(parts) == 1 and parts[0] != "$user":
+            name = parts[0]
+            self.schema = name[1:-1].replace('""', '"') if name.startswith('"') and name.endswith('"') else name.lower()
+        else:
+            self.unknown(statement)
+
+
+def _destroyed(script: str, path: _SearchPath) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
     from pglast import parse_sql
     from pglast.enums import AlterTableType, ObjectType
     from pglast.parser import ParseError
@@ -733,19 +777,89 @@ def destroyed_by(script: str) -> tuple[list[tuple[str, str, str]], list[tuple[st
     tables: list[tuple[str, str]] = []
     for raw in statements:
         st: Any = raw.stmt
+        start = raw.stmt_location or 0
+        text = _shown(script[start:start + raw.stmt_len] if raw.stmt_len else script[start:], 80)
         if type(st).__name__ == "DoStmt":  # runs with the migration: what it drops counts
+            body_mentions_path = "search_path" in _do_block_text(st).lower()
             for query in _do_block_sql(st):
-                more_columns, more_tables = destroyed_by(query)
+                more_columns, more_tables = _destroyed(query, path)
                 columns += more_columns
                 tables += more_tables
+            if body_mentions_path:  # PERFORM set_config(...), an assignment, EXECUTE: not followed
+                path.unknown(f"a DO block that mentions search_path ({text})")
+        elif type(st).__name__ == "VariableSetStmt" and (st.name or "").lower() == "search_path":
+            kind = st.kind.name
+            values = [_literal(a) for a in st.args or ()]
+            if kind == "VAR_SET_VALUE" and values and all(isinstance(v, str) for v in values):
+                path.set_to(", ".join(_quoted_if_needed(v) for v in values), text)
+            else:
+                path.unknown(text)
+        elif type(st).__name__ == "VariableSetStmt" and st.kind.name == "VAR_RESET_ALL":
+            path.unknown(text)
         elif type(st).__name__ == "AlterTableStmt" and st.objtype == ObjectType.OBJECT_TABLE:
-            where = (st.relation.schemaname or "public", st.relation.relname)
-            columns += [(*where, c.name) for c in st.cmds or () if c.subtype == AlterTableType.AT_DropColumn]
+            drops = [c.name for c in st.cmds or () if c.subtype == AlterTableType.AT_DropColumn]
+            if drops:
+                where = (path.of(st.relation.schemaname, text), st.relation.relname)
+                columns += [(*where, c) for c in drops]
         elif type(st).__name__ == "DropStmt" and st.removeType == ObjectType.OBJECT_TABLE:
             for name in st.objects:
                 parts = [p.sval for p in name]
-                tables.append((parts[-2] if len(parts) > 1 else "public", parts[-1]))
+                tables.append((path.of(parts[-2] if len(parts) > 1 else None, text), parts[-1]))
+        for call in _calls(st, "set_config"):
+            args: Sequence[Any] = call.get("args") or ()
+            setting = _literal_dict(args[0]) if args else None
+            if not isinstance(setting, str):
+                path.unknown(f"{text} (set_config with a computed setting name)")
+            elif setting.lower() == "search_path":
+                value = _literal_dict(args[1]) if len(args) > 1 else None
+                if isinstance(value, str):
+                    path.set_to(value, text)
+                else:
+                    path.unknown(text)
     return columns, tables
+
+
+def _literal(node: Any) -> Any:
+    """The value of a pglast ``A_Const`` string node, else ``None``."""
+    return _literal_dict(node(skip_none=True)) if node is not None else None
+
+
+def _literal_dict(arg: Any) -> Any:
+    """The string of a literal (``'x'``, ``'x'::text``) in pglast's dict form, else ``None``."""
+    while isinstance(arg, dict) and arg.get("@") == "TypeCast":
+        arg = arg.get("arg")
+    if isinstance(arg, dict) and arg.get("@") == "A_Const":
+        val = arg.get("val") or {}
+        if val.get("@") == "String":
+            return val.get("sval")
+    return None
+
+
+def _quoted_if_needed(name: str) -> str:
+    """A ``SET search_path`` argument (already an identifier's value) as a search_path item."""
+    return name if name == "$user" else '"' + name.replace('"', '""') + '"'
+
+
+def _calls(node: Any, name: str) -> list[dict]:
+    """Every call of the built-in function ``name`` (bare or ``pg_catalog.``) under ``node``."""
+    found = []
+    stack = [node(skip_none=True)]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if item.get("@") == "FuncCall":
+                parts = [p.get("sval", "") for p in item.get("funcname") or () if isinstance(p, dict)]
+                if parts and parts[-1].lower() == name and (len(parts) == 1 or parts[0].lower() == "pg_catalog"):
+                    found.append(item)
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return found
+
+
+def _do_block_text(st: Any) -> str:
+    """The body of a ``DO`` block as written."""
+    return "\n".join(a.arg.sval for a in st.args or () if a.defname == "as")
 
 
 def _do_block_sql(st: Any) -> list[str]:
@@ -798,7 +912,7 @@ def check_drops(script: str, table: str, dropped_columns: Sequence[str]) -> None
     the field and the column: one dropped and not listed, one listed and not dropped, a
     column of another table, a dropped table."""
     schema, name = split_table(table, "public")
-    columns, tables = destroyed_by(script)
+    columns, tables = destroyed_by(script, "public")
     others = [f"{s}.{t}.{c}" for s, t, c in columns if (s, t) != (schema, name)]
     if tables or others:
         what = ", ".join([f"table {s}.{t}" for s, t in tables] + [f"column {x}" for x in others])

@@ -315,3 +315,32 @@ def test_a_lock_timeout_postgresql_refuses_leaves_no_failed_ledger_row(seeded):
                          "WHERE migration_name = %s", (DROP,))
     assert rows == [], f"{err.value}\nledger rows left on staging: {rows}"
     LedgerBackend(seeded, MIGRATIONS, lock_timeout_s=3).deploy()  # nothing failed is left: deploy works
+
+
+def test_a_script_that_moves_its_search_path_drops_there_and_check_drops_says_so(target, tmp_path):
+    """The backend runs a script with search_path = public, but the script's own ``SET
+    search_path`` moves its unqualified names: here ``ALTER TABLE users DROP COLUMN`` drops
+    app.users' column, not public.users'. On main check_drops read it as public.users and
+    accepted a plan whose migration.table is ``users`` (public): the soak would have backed up
+    and restored public.users while the drop hit app.users."""
+    from migration_soak.migrate import check_drops
+
+    migrations = tmp_path / "m"
+    migrations.mkdir()
+    shutil.copy2(MIGRATIONS / "migration_lock.toml", migrations)
+    shutil.copytree(MIGRATIONS / INIT, migrations / INIT)
+    (migrations / "20250601000000_app").mkdir()
+    (migrations / "20250601000000_app" / "migration.sql").write_text(
+        'CREATE SCHEMA app;\nCREATE TABLE app.users ("id" TEXT PRIMARY KEY, "passwordHash" TEXT);\n')
+    moved = 'SET search_path TO app;\nALTER TABLE "users" DROP COLUMN "passwordHash";\n'
+    (migrations / "20250701000000_drop").mkdir()
+    (migrations / "20250701000000_drop" / "migration.sql").write_text(moved)
+
+    with pytest.raises(MigrationError, match=r"drops column app\.users\.passwordHash"):
+        check_drops(moved, "users", ["passwordHash"])
+    check_drops(moved, "app.users", ["passwordHash"])
+
+    LedgerBackend(target, migrations).deploy()
+    assert "passwordHash" in columns_of(target)  # public.users: untouched
+    assert query(target, "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'app' "
+                         "AND table_name = 'users' AND column_name = 'passwordHash'") == [(0,)]

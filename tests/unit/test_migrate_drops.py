@@ -46,3 +46,43 @@ def test_a_do_block_without_drops_and_a_function_body_are_fine():
     check_drops("ALTER TABLE users DROP COLUMN a; DO $$ BEGIN UPDATE users SET x = 1; "
                 "EXECUTE 'ANALYZE users'; END $$; CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $f$ "
                 "BEGIN ALTER TABLE users DROP COLUMN b; END $f$;", "users", ["a"])
+
+
+@pytest.mark.parametrize(("script", "table", "message"), [
+    # The migration moves its own search_path: its unqualified names are then in that schema
+    # (both backends run it with search_path = the plan's schema, public, first). On main
+    # these two passed: check_drops read public.users while the DDL dropped app.users' column.
+    ('SET search_path TO app;\nALTER TABLE "users" DROP COLUMN "a";', "users", r"drops column app\.users\.a"),
+    ("SELECT pg_catalog.set_config('search_path', 'app', false); ALTER TABLE users DROP COLUMN a", "users",
+     r"drops column app\.users\.a"),
+    ("SET search_path TO app; DROP TABLE sessions; ALTER TABLE users DROP COLUMN a", "app.users",
+     r"drops table app\.sessions"),
+    # A path whose first schema is not certain, or one the SQL does not say: refused, named.
+    ("SET search_path TO app, public; ALTER TABLE users DROP COLUMN a", "users",
+     r"'SET search_path TO app, public'.*ALTER TABLE users DROP COLUMN a.*qualify"),
+    ("SET search_path = '$user'; ALTER TABLE users DROP COLUMN a", "users", "search_path"),
+    ("RESET search_path; ALTER TABLE users DROP COLUMN a", "users", r"RESET search_path.*qualify"),
+    ("SET LOCAL search_path TO DEFAULT; ALTER TABLE users DROP COLUMN a", "users", "qualify"),
+    ("SELECT set_config(name, 'app', false) FROM (VALUES ('search_path')) v(name); ALTER TABLE users DROP COLUMN a",
+     "users", "qualify"),
+    ("DO $$ BEGIN PERFORM set_config('search_path', 'app', false); END $$; ALTER TABLE users DROP COLUMN a", "users",
+     r"DO block.*search_path.*qualify"),
+])
+def test_unqualified_names_follow_the_migrations_own_search_path(script, table, message):
+    from migration_soak.migrate import check_drops
+
+    with pytest.raises(MigrationError, match=message):
+        check_drops(script, table, ["a"])
+
+
+@pytest.mark.parametrize(("script", "table"), [
+    ("SET search_path TO app; ALTER TABLE public.users DROP COLUMN a", "users"),
+    ("SET search_path TO app; ALTER TABLE users DROP COLUMN a", "app.users"),
+    ('SET search_path = "public"; ALTER TABLE users DROP COLUMN a', "users"),
+    ("SET search_path TO app; SET search_path TO public; ALTER TABLE users DROP COLUMN a", "users"),
+    ("SET search_path TO app, public; ALTER TABLE public.users DROP COLUMN a", "users"),
+])
+def test_a_search_path_that_decides_nothing_or_one_schema_is_fine(script, table):
+    from migration_soak.migrate import check_drops
+
+    check_drops(script, table, ["a"])
