@@ -62,7 +62,7 @@ PRISMA_ENV = {
 #: Inherited variables removed from the child's environment: another database's URL or
 #: libpq settings must never leak into the run.
 _DROPPED_ENV = ("DATABASE_URL", "DIRECT_URL", "SHADOW_DATABASE_URL", "PGHOST", "PGHOSTADDR", "PGPORT",
-                "PGDATABASE", "PGUSER", "PGPASSWORD", "PGPASSFILE", "PGSERVICE")
+                "PGDATABASE", "PGUSER", "PGPASSWORD", "PGPASSFILE", "PGSERVICE", "PGOPTIONS")
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _CODE = re.compile(r"\bError:\s*(P\d{4})\b")
@@ -280,6 +280,14 @@ class PrismaCliBackend:
         migrations_dir: the migrations folder, for local names and checksums (default
             ``project_dir/migrations``, else ``project_dir/prisma/migrations``).
         kill_grace_s: seconds between SIGTERM and SIGKILL of the process group.
+        lock_timeout_s: PostgreSQL ``lock_timeout`` (seconds) of the CLI's own
+            connections (the plan's ``migration.lock_timeout_s``; ``None``: none). The CLI
+            cannot take the ledger's ``SET LOCAL``, so it goes in as a startup option,
+            ``options=-c lock_timeout=<ms>`` in ``DATABASE_URL`` (Prisma's Rust engine,
+            quaint, and node-postgres both read it) and ``PGOPTIONS`` (node-postgres, when
+            an adapter builds its connection without the URL): it is the session default
+            of those connections only, nothing else on the server sees it. A script's own
+            ``SET lock_timeout`` still replaces it for the rest of that script.
     """
 
     target: PgTarget
@@ -289,6 +297,7 @@ class PrismaCliBackend:
     schema: str = "public"
     migrations_dir: Path | None = None
     kill_grace_s: float = 5.0
+    lock_timeout_s: float | None = None
 
     # ----------------------------------------------------------------- public
 
@@ -368,19 +377,32 @@ class PrismaCliBackend:
         auth = f"{user}:{quote(t.password, safe='')}@" if t.password is not None else f"{user}@"
         db = quote(t.database, safe="")
         params = f"schema={quote(self.schema, safe='')}"
+        options = self.session_options()
+        if options:
+            params += f"&options={quote(options, safe='')}"
         if t.host.startswith("/"):  # a Unix socket directory
             return f"postgresql://{auth}localhost:{t.port}/{db}?host={quote(t.host, safe='')}&{params}"
         host = f"[{t.host}]" if ":" in t.host else t.host
         return f"postgresql://{auth}{host}:{t.port}/{db}?{params}"
 
+    def session_options(self) -> str | None:
+        """The startup options of the CLI's connections (``-c lock_timeout=3000``), or ``None``."""
+        if self.lock_timeout_s is None:
+            return None
+        return f"-c lock_timeout={max(1, int(self.lock_timeout_s * 1000))}"
+
     def child_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
         """The CLI's environment: ``base`` (default ``os.environ``) without inherited
-        database variables, plus ``DATABASE_URL`` and ``PRISMA_ENV``."""
+        database variables, plus ``DATABASE_URL``, ``PGOPTIONS`` (with ``lock_timeout_s``)
+        and ``PRISMA_ENV``."""
         env = dict(os.environ if base is None else base)
         for name in _DROPPED_ENV:
             env.pop(name, None)
         env.update(PRISMA_ENV)
         env["DATABASE_URL"] = self.database_url()
+        options = self.session_options()
+        if options:
+            env["PGOPTIONS"] = options
         return env
 
     def run_cli(self, *args: str) -> CliRun:

@@ -53,7 +53,7 @@ def prisma(plan: Plan, target: PgTarget) -> PrismaCliBackend | None:
     if not m.prisma_project:
         return None
     return PrismaCliBackend(target, plan.path(m.prisma_project), timeout_s=m.prisma_timeout_s,
-                            migrations_dir=plan.path(m.migrations_dir))
+                            migrations_dir=plan.path(m.migrations_dir), lock_timeout_s=m.lock_timeout_s)
 
 
 def backend(plan: Plan, target: PgTarget) -> MigrationBackend:
@@ -144,8 +144,10 @@ def own_timeouts(plan: Plan, names: list[str]) -> None:
     ``statement_timeout`` itself (``migrate.check_own_timeouts``): the backend runs each
     script with ``lock_timeout = migration.lock_timeout_s``, which a script's own ``SET``
     would replace (a ``SET lock_timeout = 0`` let the DROP wait without bound, the
-    application's queries queued behind it). With ``prisma_cli`` nothing else sets a
-    ``lock_timeout``: a script's own is then the only bound and is left alone. Raises
+    application's queries queued behind it). With ``prisma_cli`` the soak's
+    ``lock_timeout`` is a startup option of the CLI's connections
+    (``PrismaCliBackend.lock_timeout_s``), which a custom driver adapter may not read, and
+    lint asks those scripts for their own: a script's own is left alone. Raises
     ``MigrationError`` naming the file and the statement."""
     m = plan.migration
     if m.backend != "ledger":

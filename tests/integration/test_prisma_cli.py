@@ -164,3 +164,64 @@ def test_missing_npx_raises_migration_error(tmp_path):
     backend = PrismaCliBackend(PgTarget("127.0.0.1", 1, "db", "u", "pw"), tmp_path, npx=str(tmp_path / "nope"))
     with pytest.raises(MigrationError, match="cannot run"):
         backend.migrate_status()
+
+
+@real_cli
+@pytest.mark.timeout(120)
+def test_the_clis_ddl_waits_at_most_the_plans_lock_timeout_behind_an_app_reader(seeded, tmp_path):
+    """The Prisma CLI cannot take the ledger's ``SET LOCAL lock_timeout``; the plan's
+    ``lock_timeout_s`` reaches its own connection as a startup option (``options=-c
+    lock_timeout=...`` in its DATABASE_URL, also PGOPTIONS), so its DDL stops waiting after
+    that long and the application's queries queued behind it wait no longer. On main the
+    ALTER waited behind the reader until the CLI's own timeout killed it (15 s here), and
+    the application's SELECT queued behind it 20 s, until its own statement_timeout: killing
+    the CLI did not end the ALTER, whose server backend kept waiting for the lock. ``prisma db execute`` runs
+    the DDL through the same driver as ``migrate deploy``, which the JavaScript engine of
+    the test project cannot run yet (prisma/orm#27403)."""
+    import threading
+
+    from migration_soak import runbook
+    from migration_soak.plan import load_plan
+
+    plan = load_plan("default")
+    m = plan.migration.model_copy(update={"backend": "prisma_cli", "prisma_project": str(PROJECT),
+                                          "lock_timeout_s": 1.0, "prisma_timeout_s": 15})
+    backend = runbook.backend(plan.model_copy(update={"migration": m}), seeded)
+    ddl = tmp_path / "ddl.sql"
+    ddl.write_text('ALTER TABLE "users" ADD COLUMN "soak_probe" INTEGER;\n')
+
+    reader = seeded.connect(application_name="app-reader")  # a long read: ACCESS SHARE on users
+    reader.cursor().execute("SELECT count(*) FROM users")
+    outcome: dict = {}
+    cli = threading.Thread(target=lambda: outcome.update(run=backend.run_cli(
+        "db", "execute", "--file", str(ddl), "--schema", "schema.prisma")))
+    try:
+        cli.start()
+        waiting = []
+        for _ in range(300):  # node's start-up: until the ALTER waits for its lock
+            waiting = query(seeded, "SELECT pid FROM pg_locks WHERE relation = 'users'::regclass AND NOT granted")
+            if waiting:
+                break
+            time.sleep(0.05)
+        assert waiting, "the CLI's ALTER never waited for its lock"
+        app = seeded.connect(application_name="app")
+        started = time.monotonic()
+        with app.cursor() as cur:
+            cur.execute("SET statement_timeout = '20s'")
+            try:
+                cur.execute("SELECT count(*) FROM users")  # queued behind the waiting ALTER
+            except Exception as exc:  # noqa: BLE001 - main: still queued after 20 s
+                assert "statement timeout" in str(exc)
+        app_wait = time.monotonic() - started
+        app.close()
+        cli.join(30)
+    finally:
+        reader.rollback()
+        reader.close()
+    run = outcome["run"]
+    assert app_wait < 1.0 + 0.5, app_wait
+    assert run.returncode != 0 and "lock timeout" in run.stderr + run.stdout, (run.stdout, run.stderr)
+    assert run.duration_s < 10, run.duration_s
+    assert query(seeded, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'soak_probe'") == [(0,)]
+    # Only the CLI's own connection: the server's default is untouched.
+    assert query(seeded, "SELECT current_setting('lock_timeout')") == [("0",)]

@@ -170,3 +170,22 @@ def test_applied_migrations_are_the_tree_folders_and_need_exit_code_zero():
     code, stdout, stderr = load("synthetic_deploy_applied")
     assert kind_code_names(0, stdout + f"  └─ {DROP}/\n", stderr) == ("up_to_date", None, [DROP])
     assert kind_code_names(1, stdout, stderr) == ("error", None, [])
+
+
+def test_the_plans_lock_timeout_reaches_the_clis_connections_as_a_startup_option(tmp_path):
+    from migration_soak import runbook
+    from migration_soak.pgconn import PgTarget
+    from migration_soak.plan import load_plan
+
+    target = PgTarget(host="db", port=5432, database="app", user="soak", password="s3cret")
+    plan = load_plan("default")
+    m = plan.migration.model_copy(update={"backend": "prisma_cli", "prisma_project": str(tmp_path),
+                                          "lock_timeout_s": 2.5})
+    backend = runbook.backend(plan.model_copy(update={"migration": m}), target)
+    env = backend.child_env({"PGOPTIONS": "-c lock_timeout=0", "PATH": "/bin"})
+    assert env["DATABASE_URL"] == ("postgresql://soak:s3cret@db:5432/app?schema=public"
+                                   "&options=-c%20lock_timeout%3D2500")
+    assert env["PGOPTIONS"] == "-c lock_timeout=2500"
+    # Without one (a bare backend), an inherited PGOPTIONS does not reach the CLI either.
+    bare = type(backend)(target, tmp_path)
+    assert "options=" not in bare.database_url() and "PGOPTIONS" not in bare.child_env({"PGOPTIONS": "-c x=1"})
