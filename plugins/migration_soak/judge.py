@@ -22,7 +22,7 @@ from migration_soak.clock import guard_every
 from migration_soak.plan import Condition, Criterion, Plan, ThresholdRule
 from migration_soak.store import Observation, Status
 from migration_soak.plan import Alert, Rule
-from migration_soak.rules import Point, RuleKind, Threshold, rule_kind
+from migration_soak.rules import GO_WINDOW_MINUTES, Point, RuleKind, Threshold, rule_kind
 # judge's API before rules.py existed: report, charts and tests import them from here
 from migration_soak.rules import format_change as format_change, format_value as format_value
 from migration_soak.rules import wilson_lower as wilson_lower, wilson_upper as wilson_upper
@@ -373,6 +373,14 @@ def _go_check(plan: Plan, rule: RuleKind, cid: str, obs: list[Observation], stop
         o, v = bad
         return "not_met", f"{rule.shown(v, unit)} at {o.phase} tick {o.tick} does not meet {rule.text(unit)}", \
             _describe(o, v)
+    window = rule.bad_window(series) if isinstance(rule, Threshold) else None
+    if window is not None:
+        o, rate, n, d = window
+        return "not_met", (f"{rule.shown(rate, unit)} ({n:,.0f} of {d:,.0f}) pooled over the {GO_WINDOW_MINUTES:g} min "
+                           f"ending at {o.phase} tick {o.tick} does not meet {rule.text(unit)} (95 % "
+                           f"{'lower' if rule.condition.op in ('<', '<=') else 'upper'} limit "
+                           f"{format_value(wilson_lower(n, d) if rule.condition.op in ('<', '<=') else wilson_upper(n, d), unit)})"), \
+            _describe(o, rate)
     if stopped:
         return "not_met", f"soak stopped early ({measured} of {expected} scheduled readings taken)", None
     if coverage < min_cov or n_points == 0:

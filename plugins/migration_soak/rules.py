@@ -327,6 +327,11 @@ class RuleKind(ABC, Generic[Spec]):
         return bad is None, bad, len(points)
 
 
+#: The window a GO on a count-based ratio must hold in, pooled (:meth:`Threshold.bad_window`):
+#: the runbook's coarsest check of a metric after Horas 1-2 is hourly ("Checklist Horaria").
+GO_WINDOW_MINUTES = 60.0
+
+
 def _readings(series: list[Observation], op: str, confident: bool) -> list[Point]:
     """Each reading as a point (confident: a count-based ratio by its lower limit)."""
     return [(o, _breach_value(o, op) if confident else _value(o)) for o in series]
@@ -351,6 +356,38 @@ class Threshold(RuleKind[ThresholdRule]):
         points = self.points(series, base)
         bad = next(((o, v) for o, v in points if not self.condition.holds(_clear_value(o, self.spec.op))), None)
         return bad is None, bad, len(points)
+
+    def bad_window(self, series: list[Observation],
+                   minutes: float = GO_WINDOW_MINUTES) -> tuple[Observation, float, float, float] | None:
+        """The worst window of ``minutes`` soak-minutes whose pooled requests show a GO's
+        bound on a count-based ratio does not hold (95 % limit on the near side), as
+        ``(its last reading, rate, failed, requests)``, or None. Each series on its own (the
+        guard's, the phases'), windows of "the last hour" readings pooled where they do not
+        overlap (:func:`disjoint_windows`). The runbook checks "< 0.1%" at every check of its
+        schedule (15 minutes, then hourly): a bad hour must not hide in the soak's pool, where
+        23 good hours dilute it (0.2 % for an hour of 60 000 requests is 0.008 % of the day).
+        A window of one reading is that reading, judged by :meth:`holds_throughout`."""
+        op = self.spec.op
+        if op not in ("<", "<=", ">", ">=") or not any(_counts(o, op) for o in series):
+            return None
+        found: tuple[Observation, float, float, float, float] | None = None
+        below = op in ("<", "<=")
+
+        def worse(a: float, b: float) -> bool:
+            return a > b if below else a < b
+
+        for part in _parts(series):
+            for o, window in _windows(part, minutes, False):
+                counted = [c for c in (_counts(p, op) for p in disjoint_windows(window)) if c is not None]
+                if len(counted) < 2:
+                    continue
+                n, d = sum(c[0] for c in counted), sum(c[1] for c in counted)
+                if d <= 0:
+                    continue
+                near = wilson_lower(n, d) if below else wilson_upper(n, d)
+                if not self.condition.holds(near) and (found is None or worse(near, found[4])):
+                    found = (o, n / d, n, d, near)
+        return None if found is None else found[:4]
 
     def unshown(self, series: list[Observation]) -> str | None:
         """Why readings of a count-based ratio, each consistent with a GO's bound ("< 0.1 %",

@@ -1,0 +1,73 @@
+"""The judge against the runbook's windows and edges (review of the verdict logic): a GO on a
+count ratio is not met by pooling a bad hour into the whole soak; readings on boundaries,
+after the verdict, duplicated, in other units."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from migration_soak.judge import judge
+
+from test_judge import PLAN, full_soak, guard, others
+
+RPM = 1000  # authentication requests a soak-minute
+
+
+def _counted(o, n, d):
+    return replace(o, value=n / d, evidence={"numerator": n, "denominator": d},
+                   status="pass" if n / d < 0.001 else "warn")
+
+
+def auth_soak(bad_from=0, bad_to=0, bad_per_min=0):
+    """A whole default soak whose auth_error_rate readings carry their counts (RPM requests
+    a minute; ``bad_per_min`` of them failed in soak minutes ``bad_from < m <= bad_to``):
+    each phase reading counts since the series' previous one, each guard reading its minute."""
+    def failed(a, b):
+        return sum(bad_per_min for m in range(int(a) + 1, int(b) + 1) if bad_from < m <= bad_to)
+
+    out, last = [], None
+    for o in sorted(full_soak(guard_checks=others("auth_error_rate")), key=lambda o: o.soak_s):
+        if o.check_id != "auth_error_rate" or o.phase == "guard":
+            out.append(o)
+            continue
+        m = o.soak_s / 60
+        start = last if last is not None else m - 1
+        out.append(_counted(o, failed(start, m), (m - start) * RPM))
+        last = m
+    for g in guard("auth_error_rate", 1, 24 * 60, 0.0):
+        m = g.soak_s / 60
+        out.append(_counted(g, failed(m - 1, m), RPM))
+    return out
+
+
+def _crit(v, cid):
+    return next(c for c in v.criteria if c.id == cid)
+
+
+def test_a_bad_hour_of_auth_errors_in_the_passive_phase_is_not_diluted_into_a_go():
+    """Hour 13-14: 2 of every 1 000 authentication requests fail (0.2 %, 120 of 60 000: the
+    hour's 95 % lower limit is 0.17 %, over "< 0.1 %"). No single guard minute shows it (2 of
+    1 000: lower limit 0.055 %), the passive reading at hour 16 dilutes it in 4 hours (0.05 %),
+    and the whole soak pooled (120 of 1.44 M) is far under 0.1 %: the judge said GO, "range 0%
+    to 0.2%". The runbook checks "< 0.1%" at every check, hourly at the coarsest."""
+    assert judge(PLAN, auth_soak()).decision == "GO"  # the control: no failure at all
+    v = judge(PLAN, auth_soak(13 * 60, 14 * 60, 2))
+    c = _crit(v, "go_auth_error_rate")
+    assert c.outcome == "not_met", c.detail
+    assert "60 min" in c.detail and "120 of 60,000" in c.detail, c.detail
+    assert v.decision == "INCONCLUSIVE", v.reasons
+
+
+def test_a_bad_hour_split_across_two_clock_hours_is_still_one_hour():
+    """The same 0.2 % hour from minute 790 to 850: any 60 minutes, not the soak's clock hours."""
+    c = _crit(judge(PLAN, auth_soak(790, 850, 2)), "go_auth_error_rate")
+    assert c.outcome == "not_met", c.detail
+
+
+def test_a_healthy_rate_close_to_the_bound_is_not_a_bad_hour():
+    """0.05 % all soak long (1 failure every 2 minutes): no hour shows 0.1 % or more, GO stands."""
+    soak = auth_soak()
+    soak = [_counted(o, 1, RPM) if o.check_id == "auth_error_rate" and o.phase == "guard" and o.tick % 2 == 0 else o
+            for o in soak]
+    v = judge(PLAN, soak)
+    assert _crit(v, "go_auth_error_rate").outcome == "met", _crit(v, "go_auth_error_rate").detail
