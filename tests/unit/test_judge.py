@@ -694,6 +694,11 @@ def test_worse_observations_never_improve_the_verdict(changes):
         # login p95 of 201 ms that breaches only the baseline rule: it stays bad.)
         if how == "error" and (s[idx].status != "pass" or idx in made_bad):
             continue
+        if how == "bad" and s[idx].status == "error":
+            # a value where an error was is more data, not worse: 201 ms at login_p95's
+            # passive tick 1 breaches nothing (the hour's median is the guard's 20 ms) and
+            # brings its coverage back to 17 of 18 (hypothesis found error, error, "bad")
+            continue
         if how == "bad":
             made_bad.add(idx)
         s[idx] = worse(s[idx], how)
