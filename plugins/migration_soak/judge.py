@@ -116,6 +116,23 @@ def baseline_of(obs: list[Observation], check_id: str) -> float | None:
     return statistics.median(values) if values else None
 
 
+def thin_baseline(plan: Plan, obs: list[Observation], check_id: str, min_cov: float) -> str | None:
+    """Why ``check_id``'s baseline is too thin a reference, or None: fewer than ``min_cov`` of
+    the plan's baseline readings (``baseline.minutes / every_minutes``) have a value. A
+    relative rule compares with their median: one reading of four, a spike or a lull,
+    would make the soak's change what that one reading says. No baseline at all is
+    :func:`baseline_of`'s None (the rule has no points)."""
+    if plan.baseline is None or check_id not in plan.baseline.checks:
+        return None
+    due = len(plan.baseline.tick_offsets())
+    measured = len([o for o in obs if o.check_id == check_id and o.phase == "baseline" and o.value is not None
+                    and math.isfinite(o.value) and o.status != "error"])
+    if measured == 0 or due == 0 or measured >= min_cov * due - 1e-9:
+        return None
+    return (f"{measured} of {due} baseline readings measured ({measured / due:.0%} < {min_cov:.0%}): "
+            "too thin a reference for a relative change")
+
+
 def format_condition(cond: Condition, unit: str) -> str:
     """``< 0.001`` on a ratio -> ``< 0.1%``."""
     return f"{cond.op} {format_value(cond.value, unit)}"
@@ -222,6 +239,8 @@ def judge_breach(crit: Criterion | Alert, kind: str, obs: list[Observation], pla
         short = (_short_of_due(plan, cid, series, reach, time_scale, min_cov, weak=len(weak))
                  or end_unread(plan, cid, series, reach))
         why = rule.unjudged(series, base, reach, min_cov)
+        if why is None and rule.needs_baseline:
+            why = thin_baseline(plan, obs, cid, min_cov)
         if short is not None or why is not None:
             over = rule.beyond(series, base)
             unit = _unit_of(obs, cid)
@@ -391,7 +410,8 @@ def _go_check(plan: Plan, rule: RuleKind, cid: str, obs: list[Observation], stop
         errors = len([o for o in obs if o.check_id == cid and o.status == "error" and o.phase != "baseline"])
         return "not_enough_data", (f"{measured} of {expected} scheduled readings measured (coverage {coverage:.0%} "
                                    f"< {min_cov:.0%}; {errors} errors)"), None
-    unread = end_unread(plan, cid, series, None) or read_partly(series, rule.condition.op)
+    unread = (end_unread(plan, cid, series, None) or read_partly(series, rule.condition.op)
+              or (thin_baseline(plan, obs, cid, min_cov) if rule.needs_baseline else None))
     if unread is not None:
         return "not_enough_data", unread, None
     unshown = rule.unshown(series) if isinstance(rule, Threshold) else None

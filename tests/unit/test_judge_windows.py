@@ -71,3 +71,36 @@ def test_a_healthy_rate_close_to_the_bound_is_not_a_bad_hour():
             for o in soak]
     v = judge(PLAN, soak)
     assert _crit(v, "go_auth_error_rate").outcome == "met", _crit(v, "go_auth_error_rate").detail
+
+
+# --- the baseline a relative criterion compares with ----------------------------------------------
+
+def _thin_baseline(value_after):
+    """login_p95's baseline hour measured once of its 4 readings (the others errors), a
+    400 ms spike; every reading after the migration ``value_after``."""
+    from test_judge import obs, set_value
+
+    soak = [o for o in full_soak() if not (o.check_id == "login_p95" and o.phase == "baseline")]
+    soak += [obs("login_p95", "baseline", 1, -45, 400)] + [obs("login_p95", "baseline", k, -60 + 15 * k, None)
+                                                          for k in (2, 3, 4)]
+    return set_value(soak, "login_p95", 0, value_after)
+
+
+def test_a_baseline_measured_once_of_four_is_not_a_reference_for_a_go():
+    """Three of the four baseline readings of login_p95 failed; the one left, a 400 ms
+    spike, became the reference: 420 ms all soak long read as +5 %, "Performance estable"
+    met and GO, on a quarter of the baseline hour."""
+    v = judge(PLAN, _thin_baseline(420))
+    go = _crit(v, "go_performance_stable")
+    assert go.outcome == "not_enough_data", go.detail
+    assert "1 of 4 baseline readings" in go.detail, go.detail
+    assert _crit(v, "no_go_performance").outcome == "not_judged", _crit(v, "no_go_performance").detail
+    assert v.decision == "INCONCLUSIVE", v.reasons
+
+
+def test_a_breach_of_a_thin_baseline_still_stops_the_soak():
+    """NO-GO detection is not slowed by the baseline's coverage: 2 000 ms against its one
+    400 ms reading is a degradation > 30 %."""
+    v = judge(PLAN, _thin_baseline(2000))
+    assert _crit(v, "no_go_performance").outcome == "breached"
+    assert v.decision == "NO_GO"
