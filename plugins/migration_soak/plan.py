@@ -930,6 +930,7 @@ class Plan(_Model):
         _require_known_checks(self._check_references(), ids)
         _require_distinct_criteria(self.go + self.no_go)
         _require_sane_levels(self.checks, self.go + self.no_go + self.alerts)
+        _require_one_unit(self.checks, self.go + self.no_go + self.alerts)
         _require_baseline_section(self.go + self.no_go + self.alerts, self.baseline)
         _require_no_go_with_go(self.go, self.no_go)
         _require_cheap_guard(self.guard, self.checks)
@@ -1084,6 +1085,24 @@ def _require_sane_levels(checks: list[Check], ruled: Sequence[Criterion | Alert]
         never = _never_holds(op, value, used)
         if never:
             raise ValueError(f"{where}: {op} {value:g} can never hold ({never}): a rule that cannot fire")
+
+
+def _require_one_unit(checks: list[Check], ruled: Sequence[Criterion | Alert]) -> None:
+    """A ``threshold``/``sustained``/``window_count`` rule (of a criterion or an alert)
+    states one level, in one unit: its checks must share it. ``< 500`` over a p95 in ms
+    and one in seconds holds for any second reading below 500 s, so a GO on it could be
+    met by a latency of minutes. ``ValueError`` naming the rule and each check's unit.
+    (``baseline`` and ``growth`` rules compare changes, which have no unit.)"""
+    units: dict[str, str] = {c.id: c.unit for c in checks}
+    for r in ruled:
+        if r.rule.kind not in ("threshold", "sustained", "window_count"):
+            continue
+        used = {units[c] for c in r.checks if c in units}
+        if len(used) > 1:
+            each = ", ".join(f"{c}: {units[c]}" for c in r.checks if c in units)
+            raise ValueError(f"{type(r).__name__.lower()} {r.id!r} rule: value {r.rule.value:g} is compared with "
+                             f"checks in different units ({each}): one level cannot be in both; split it into "
+                             "one rule a unit")
 
 
 #: Units whose readings are at most 1 (``up`` is 0 or 1).

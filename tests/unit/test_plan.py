@@ -234,6 +234,15 @@ def _up_is_two(bad):
     next(c for c in bad["checks"] if c["id"] == "gateway_health")["expect"]["value"] = 2
 
 
+def _mixed_units(bad):
+    bad["checks"].append({"id": "login_p95_s", "title": "/auth/login p95 (seconds)", "unit": "seconds",
+                          "source": {"kind": "openmetrics", "connection": "soak_gateway", "measure": "gauge",
+                                     "metric": "login_p95_seconds"},
+                          "expect": {"op": "<", "value": 0.5}, "phases": ["regular"], "rule": "Dashboard 1 P95"})
+    bad["go"].append({"id": "go_login_fast", "text": "login < 500 ms", "checks": ["login_p95", "login_p95_s"],
+                      "rule": {"kind": "threshold", "op": "<", "value": 500}})
+
+
 def _go_without_no_go(bad):
     bad["no_go"] = []
 
@@ -265,6 +274,8 @@ CROSS_FIELD_ERRORS = [
                         "a rule that cannot fire"),
     (_up_is_two, "check 'gateway_health' expect: == 2 can never hold (an up reading is 0 or 1): a rule that "
                  "cannot fire"),
+    (_mixed_units, "criterion 'go_login_fast' rule: value 500 is compared with checks in different units "
+                   "(login_p95: ms, login_p95_s: seconds): one level cannot be in both; split it into one rule a unit"),
     (_go_without_no_go, "the plan states GO criteria but no NO-GO criterion (no_go: []): nothing could stop the "
                         "soak or roll it back; state the NO-GO criteria, or neither (each check's levels then)"),
     (_fingerprint_in_the_guard, "guard: check 'data_loss' reads a fingerprint source, too heavy to run every guard "
