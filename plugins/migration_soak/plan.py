@@ -931,6 +931,7 @@ class Plan(_Model):
         _require_distinct_criteria(self.go + self.no_go)
         _require_sane_levels(self.checks, self.go + self.no_go + self.alerts)
         _require_one_unit(self.checks, self.go + self.no_go + self.alerts)
+        _require_failable_go(self.checks, self.go, self.no_go)
         _require_baseline_section(self.go + self.no_go + self.alerts, self.baseline)
         _require_no_go_with_go(self.go, self.no_go)
         _require_cheap_guard(self.guard, self.checks)
@@ -1085,6 +1086,32 @@ def _require_sane_levels(checks: list[Check], ruled: Sequence[Criterion | Alert]
         never = _never_holds(op, value, used)
         if never:
             raise ValueError(f"{where}: {op} {value:g} can never hold ({never}): a rule that cannot fire")
+
+
+def _require_failable_go(checks: list[Check], go: Sequence[Criterion], no_go: Sequence[Criterion]) -> None:
+    """A GO level (a GO criterion's ``threshold``/``sustained``/``window_count`` rule, or,
+    in a plan without criteria, a check's ``expect``: its GO) that every reading meets is
+    refused, naming the field and value: its GO would be met without the readings saying
+    anything. ``>= 0`` (no reading is below 0), ``<= 1`` on a ratio or up/down check, and
+    ``< 1`` on a ratio: 1 is 100 %, so "Error rate < 1" written for 1 % was met by any
+    error rate short of every request failing. ``ValueError``."""
+    units: dict[str, str] = {c.id: c.unit for c in checks}
+    levels: list[tuple[str, str, float, set[str]]] = [
+        (f"check {c.id!r} expect", c.expect.op, c.expect.value, {c.unit}) for c in checks if not (go or no_go)]
+    levels += [(f"criterion {r.id!r} rule", r.rule.op, r.rule.value, {units[c] for c in r.checks if c in units})
+               for r in go if r.rule.kind in ("threshold", "sustained", "window_count")]
+    for where, op, value, used in levels:
+        capped = bool(used) and used <= set(_AT_MOST_ONE)
+        if op == ">=" and value <= 0:
+            why = "every reading is 0 or more"
+        elif op == "<=" and capped and value >= 1:
+            why = f"every {'/'.join(sorted(used))} reading is 1 or less"
+        elif op == "<" and used == {"ratio"} and value >= 1:
+            why = "1 is 100 %: every ratio reading short of all of it meets it"
+        else:
+            continue
+        hint = f" (write {value / 100:g} for {value:g} %)" if used == {"ratio"} and value >= 1 else ""
+        raise ValueError(f"{where}: {op} {value:g} always holds ({why}){hint}: a GO no reading can fail")
 
 
 def _require_one_unit(checks: list[Check], ruled: Sequence[Criterion | Alert]) -> None:

@@ -243,6 +243,19 @@ def _mixed_units(bad):
                       "rule": {"kind": "threshold", "op": "<", "value": 500}})
 
 
+def _go_ratio_as_percent_one(bad):
+    next(c for c in bad["go"] if c["id"] == "go_auth_error_rate")["rule"]["value"] = 1  # meant as 1 %
+
+
+def _go_always_met(bad):
+    next(c for c in bad["go"] if c["id"] == "go_cache_hit_rate")["rule"].update(op=">=", value=0)
+
+
+def _expect_always_met(bad):
+    bad["go"], bad["no_go"] = [], []  # each check's expect is then a GO criterion
+    next(c for c in bad["checks"] if c["id"] == "connection_usage")["expect"].update(op="<=", value=1)
+
+
 def _go_without_no_go(bad):
     bad["no_go"] = []
 
@@ -276,6 +289,12 @@ CROSS_FIELD_ERRORS = [
                  "cannot fire"),
     (_mixed_units, "criterion 'go_login_fast' rule: value 500 is compared with checks in different units "
                    "(login_p95: ms, login_p95_s: seconds): one level cannot be in both; split it into one rule a unit"),
+    (_go_ratio_as_percent_one, "criterion 'go_auth_error_rate' rule: < 1 always holds (1 is 100 %: every ratio "
+                               "reading short of all of it meets it) (write 0.01 for 1 %): a GO no reading can fail"),
+    (_go_always_met, "criterion 'go_cache_hit_rate' rule: >= 0 always holds (every reading is 0 or more): a GO no "
+                     "reading can fail"),
+    (_expect_always_met, "check 'connection_usage' expect: <= 1 always holds (every ratio reading is 1 or less) "
+                         "(write 0.01 for 1 %): a GO no reading can fail"),
     (_go_without_no_go, "the plan states GO criteria but no NO-GO criterion (no_go: []): nothing could stop the "
                         "soak or roll it back; state the NO-GO criteria, or neither (each check's levels then)"),
     (_fingerprint_in_the_guard, "guard: check 'data_loss' reads a fingerprint source, too heavy to run every guard "
