@@ -284,12 +284,44 @@ def _short_of_due(plan: Plan, cid: str, series: list[Observation], reach: float 
         due = _due(plan, cid, reach or 0.0, time_scale)
     except KeyError:
         return None
-    measured = len(series) - weak
+    measured = len(series) - weak - _unscheduled(plan, cid, series)
     if due == 0 or measured >= min_cov * due:
         return None
     few = f"; {plural(weak, 'reading')} over too few requests to rule the bound out" if weak else ""
     return (f"{measured:,} of {due:,} reading{'' if due == 1 else 's'} due by soak minute {reach or 0:.0f} measured (coverage "
             f"{measured / due:.0%} < {min_cov:.0%}){few}")
+
+
+def scheduled_ticks(plan: Plan, cid: str) -> dict[tuple[str, int], float]:
+    """``{(phase, tick): soak minute}`` of ``cid``'s scheduled readings: hour 0 (tick 0) and
+    each tick of its phases. ``KeyError`` for a check the plan does not know."""
+    plan.check(cid)
+    ticks: dict[tuple[str, int], float] = {}
+    for p, c in plan.schedule():
+        if c != cid:
+            continue
+        if p == "hour0":
+            ticks[("hour0", 0)] = 0.0
+            continue
+        for tick, at in enumerate(plan.phase(p).tick_offsets(), start=1):
+            ticks[(p, tick)] = at.total_seconds() / 60
+    return ticks
+
+
+def soak_end_minute(plan: Plan) -> float:
+    """The soak's last minute: the end of its last phase (1 440 in the default plan)."""
+    return max((p.end_hour for p in plan.phases), default=0.0) * 60
+
+
+def _unscheduled(plan: Plan, cid: str, series: list[Observation]) -> int:
+    """Phase readings of ``series`` the schedule does not owe: a tick the plan does not have
+    (tick 5 of a 4-tick phase, at hour 25, stored after the verdict). They are read (a
+    breach in one is a breach) but never count as coverage."""
+    try:
+        ticks = scheduled_ticks(plan, cid)
+    except KeyError:
+        return 0
+    return len([o for o in series if o.phase not in PHASES_NOT_SCHEDULED and (o.phase, o.tick) not in ticks])
 
 
 def _last_due(plan: Plan, cid: str, reach: float | None) -> tuple[str, int, float] | None:
@@ -336,8 +368,9 @@ def end_unread(plan: Plan, cid: str, series: list[Observation], reach: float | N
     if last is None:
         return None
     phase, tick, minute = last
-    if any((o.phase, o.tick) == (phase, tick) or (o.soak_s is not None and o.soak_s / 60 >= minute - 1e-6)
-           for o in series):
+    end = soak_end_minute(plan)  # a reading after the soak's end (after the verdict) is no reading of it
+    if any((o.phase, o.tick) == (phase, tick)
+           or (o.soak_s is not None and minute - 1e-6 <= o.soak_s / 60 <= end + 1e-6) for o in series):
         return None
     return (f"no reading with a value at or after its last one due ({phase} tick {tick}, soak minute {minute:.0f}): "
             "the end is unread")
@@ -374,7 +407,8 @@ def judge_go(plan: Plan, crit: Criterion, obs: list[Observation], stopped: bool)
 
 def _coverage(plan: Plan, cid: str, series: list[Observation]) -> tuple[int, int, float]:
     """(scheduled readings measured, scheduled readings, coverage 0..1) of one check's ``series``."""
-    measured = len([o for o in series if o.phase not in PHASES_NOT_SCHEDULED])
+    ticks = scheduled_ticks(plan, cid)
+    measured = len({(o.phase, o.tick) for o in series if (o.phase, o.tick) in ticks})  # each owed reading once
     expected = expected_observations(plan, cid)
     return measured, expected, measured / expected if expected else 0.0
 

@@ -104,3 +104,46 @@ def test_a_breach_of_a_thin_baseline_still_stops_the_soak():
     v = judge(PLAN, _thin_baseline(2000))
     assert _crit(v, "no_go_performance").outcome == "breached"
     assert v.decision == "NO_GO"
+
+
+# --- readings the schedule does not owe ---------------------------------------------------------
+
+def _end_missed_then_read_late(check_id):
+    """``check_id``'s hour-24 reading (passive tick 4, the soak's last) an error, and a
+    reading at hour 25 (passive tick 5, a tick the schedule does not have: stored after the
+    verdict) with a good value."""
+    from test_judge import obs
+
+    soak = full_soak()
+    last = max((o for o in soak if o.check_id == check_id), key=lambda o: o.soak_s)
+    assert (last.phase, last.tick, last.soak_s) == ("passive", 4, 24 * 3600)
+    soak = [obs(check_id, o.phase, o.tick, o.soak_s / 60, None) if o is last else o for o in soak]
+    return soak + [obs(check_id, "passive", 5, 25 * 60, 0)]
+
+
+def test_a_reading_after_the_soak_does_not_stand_for_its_unread_end():
+    """data_loss's soak-end exact compare failed; a reading an hour after the soak's end
+    counted as "at or after the last one due" and filled the 11th reading: "Cualquier
+    pérdida de datos detectada" was clear and the verdict GO."""
+    v = judge(PLAN, _end_missed_then_read_late("data_loss"))
+    c = _crit(v, "no_go_data_loss")
+    assert c.outcome == "not_judged" and "the end is unread" in c.detail, c.detail
+    assert v.decision == "INCONCLUSIVE", v.reasons
+
+
+def test_a_tick_the_schedule_does_not_have_is_no_coverage_for_a_go():
+    """The same for authorizer_sync: "No hay usuarios sin authorizerId" was met with its
+    hour-24 reading missing, on 10 of 10 readings (one of them owed by no schedule)."""
+    v = judge(PLAN, _end_missed_then_read_late("authorizer_sync"))
+    c = _crit(v, "go_no_users_without_authorizer_id")
+    assert c.outcome == "not_enough_data", c.detail
+    assert v.decision == "INCONCLUSIVE", v.reasons
+
+
+def test_a_breach_after_the_soak_is_still_a_breach():
+    """Readings the schedule does not owe still breach: rows lost at hour 25 are a NO-GO."""
+    from test_judge import obs
+
+    v = judge(PLAN, full_soak() + [obs("data_loss", "passive", 5, 25 * 60, 3)])
+    assert _crit(v, "no_go_data_loss").outcome == "breached"
+    assert v.decision == "NO_GO"
