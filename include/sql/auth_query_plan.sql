@@ -2,6 +2,6 @@
 -- Runs inside a read-only transaction that is rolled back (EXPLAIN ANALYZE executes the query).
 EXPLAIN ANALYZE
 SELECT u.*, c.name as client_name
-FROM users u
+FROM public.users u
 LEFT JOIN clients c ON u."clientId" = c.id
 WHERE u."authorizerId" = 'test-auth-id';

@@ -212,7 +212,7 @@ def pg_dump_argv(pg_dump: Path, lock_wait_timeout_s: float, tables: Sequence[str
 def _split(name: str) -> tuple[str, str]:
     """``pgconn.split_table`` in ``public`` by default; ``BackupError`` for a bad name."""
     try:
-        return split_table(name, "public")
+        return split_table(name)
     except ValueError as exc:
         raise BackupError(str(exc)) from None
 

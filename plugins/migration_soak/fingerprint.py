@@ -59,7 +59,8 @@ class Fingerprint:
     """A table's rows summarised before the migration; JSON-able (``to_dict``) for a store event.
 
     Fields:
-        table: ``table`` or ``schema.table`` (literal names, no case folding).
+        table: ``table`` (in ``public``: ``pgconn.split_table``, whatever the connection's
+            search path says) or ``schema.table`` (literal names, no case folding).
         key: the primary-key column.
         columns: the preserved columns (literal names, e.g. ``authorizerId``).
         created_column: the row-creation timestamp column restricting later comparisons to
@@ -757,8 +758,9 @@ def _check_shape(columns: Sequence[str], cells: int, buckets: int) -> None:
             raise ValueError(f"fingerprint: {what} must be a power of two in [2, {top}], got {n}")
 
 
-def _ident(schema: str | None, name: str) -> sql.Identifier:
-    return sql.Identifier(schema, name) if schema else sql.Identifier(name)
+def _ident(schema: str, name: str) -> sql.Identifier:
+    """``schema.table`` as ``split_table`` resolved it: never the connection's search path."""
+    return sql.Identifier(schema, name)
 
 
 @contextmanager
@@ -793,7 +795,7 @@ def _session(cur, timeout_ms: int) -> None:
         cur.execute(stmt, {"timeout": int(timeout_ms)} if "%(" in stmt else None)
 
 
-def _columns_of(cur, schema: str | None, name: str) -> dict[str, str] | None:
+def _columns_of(cur, schema: str, name: str) -> dict[str, str] | None:
     """``{column: type}`` of the table (the type as ``regtype`` prints it, no modifier:
     ``timestamp without time zone``), or ``None`` when it does not exist (resolved like the scan)."""
     cur.execute("SELECT to_regclass(%s)", (_ident(schema, name).as_string(cur),))

@@ -604,7 +604,7 @@ def _columns(cur: Any, schema: str, name: str) -> set[str] | None:
 
 def _split(name: str) -> tuple[str, str]:
     try:
-        return split_table(name, "public")
+        return split_table(name)
     except ValueError as exc:
         raise BackupError(str(exc)) from None
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, TypeVar, runtime_checkable
 
 from migration_soak.exceptions import MigrationError
-from migration_soak.pgconn import PgTarget, server_error_text, split_table
+from migration_soak.pgconn import PLAN_SCHEMA, PgTarget, server_error_text, split_table
 
 log = logging.getLogger(__name__)
 
@@ -911,8 +911,8 @@ def check_drops(script: str, table: str, dropped_columns: Sequence[str]) -> None
     mismatches" (only the listed columns are compared). Raises ``MigrationError`` naming
     the field and the column: one dropped and not listed, one listed and not dropped, a
     column of another table, a dropped table."""
-    schema, name = split_table(table, "public")
-    columns, tables = destroyed_by(script, "public")
+    schema, name = split_table(table)
+    columns, tables = destroyed_by(script, PLAN_SCHEMA)
     others = [f"{s}.{t}.{c}" for s, t, c in columns if (s, t) != (schema, name)]
     if tables or others:
         what = ", ".join([f"table {s}.{t}" for s, t in tables] + [f"column {x}" for x in others])

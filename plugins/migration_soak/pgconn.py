@@ -14,7 +14,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, overload
+from typing import Any, Mapping
 
 #: Where libpq reads connection parameters from in a child process (libpq docs,
 #: "Environment Variables"). We clear inherited ones so a child never mixes targets.
@@ -251,20 +251,33 @@ def write_passfile(path: Path, target: PgTarget) -> Path:
     return Path(path)
 
 
-@overload
-def split_table(name: str) -> tuple[str | None, str]: ...
-@overload
-def split_table(name: str, default_schema: str) -> tuple[str, str]: ...
+#: The schema of a plan's unqualified table name (``migration.table``, a ``fingerprint``
+#: check's ``table``, an increment's ``tables``): the schema the ledger, the backup, the
+#: top-up and the rollback work in. Never the connection's ``search_path``: a staging role
+#: or database whose path puts another schema's ``users`` first (``ALTER ROLE ... SET
+#: search_path``) would have the fingerprint read one table and the migration drop another.
+PLAN_SCHEMA = "public"
 
 
-def split_table(name: str, default_schema: str | None = None) -> tuple[str | None, str]:
+def split_table(name: str, default_schema: str = PLAN_SCHEMA) -> tuple[str, str]:
     """``(schema, table)`` of a plan's table name: ``schema.table`` splits at the first dot,
-    a bare ``table`` is in ``default_schema`` (None: whichever the search path finds). Names
-    are literal (``User`` is ``"User"``). ``ValueError`` for an empty part."""
-    schema: str | None
+    a bare ``table`` is in ``default_schema`` (``PLAN_SCHEMA``, ``public``; never whichever
+    the search path finds). Names are literal (``User`` is ``"User"``). ``ValueError`` for
+    an empty part. Every reader of a plan's table resolves it here."""
     schema, dot, table = name.partition(".")
     if not dot:
         schema, table = default_schema, name
-    if schema == "" or not table:
+    if not schema or not table:
         raise ValueError(f"table name {name!r} is not 'table' or 'schema.table'")
     return schema, table
+
+
+def qualified_table(name: str) -> str:
+    """``schema.table`` (unquoted, literal) of a plan's table name: ``split_table``'s answer."""
+    return ".".join(split_table(name))
+
+
+def table_identifier(name: str) -> str:
+    """A plan's table name as SQL text, both parts quoted (``"public"."users"``), for
+    ``to_regclass`` or a statement built as text: ``split_table``'s answer."""
+    return ".".join('"' + part.replace('"', '""') + '"' for part in split_table(name))

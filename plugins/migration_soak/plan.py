@@ -261,7 +261,8 @@ class AuthorizerSyncSource(_Model):
     """Sampled ``<table>.<column>`` ids (default ``users."authorizerId"``) that the
     Authorizer does not know.
 
-    ``sample`` ids are drawn from the staging database's ``table`` (on its search path): a
+    ``sample`` ids are drawn from the staging database's ``public.<table>`` (``pgconn.PLAN_SCHEMA``,
+    not the role's search path: the table the migration changes): a
     ``TABLESAMPLE SYSTEM`` draw of about two pages per id, or ``ORDER BY random()`` over
     the whole table when that draw yields fewer (small tables); each is looked up with ``GET endpoint`` (``{id}``
     replaced) on the Authorizer's admin API, the connection's password being the admin
@@ -1232,8 +1233,7 @@ def _require_preserved_fingerprint(checks: list[Check], migration: Migration) ->
     dropped = set(migration.dropped_columns)
     for c in checks:
         src = c.source
-        if isinstance(src, FingerprintSource) and split_table(src.table, "public") == split_table(migration.table,
-                                                                                                     "public"):
+        if isinstance(src, FingerprintSource) and split_table(src.table) == split_table(migration.table):
             hit = [col for col in (src.key, *src.columns) if col in dropped]
             if hit:
                 raise ValueError(f"checks[{c.id}].source: fingerprints {', '.join(map(repr, hit))} of "

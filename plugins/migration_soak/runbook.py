@@ -207,15 +207,14 @@ def fingerprint_columns(plan: Plan, query: Query) -> None:
     """Every ``fingerprint`` check's table has its ``key`` and ``columns`` now: found only
     by the fingerprint task, after the backup, it would cost the backup's time. Raises
     ``MigrationError`` naming the check and the missing table or columns."""
-    from migration_soak.pgconn import split_table
+    from migration_soak.pgconn import table_identifier
     from migration_soak.plan import FingerprintSource
 
     for check in plan.checks:
         src = check.source
         if not isinstance(src, FingerprintSource):
             continue
-        schema, name = split_table(src.table)
-        ident = ".".join('"' + part.replace('"', '""') + '"' for part in (schema, name) if part is not None)
+        ident = table_identifier(src.table)
         rows = query("SELECT attname FROM pg_attribute WHERE attrelid = to_regclass("
                      f"{_sql_literal(ident)}) AND attnum > 0 AND NOT attisdropped")
         present = {str(r[0]) for r in rows}
@@ -294,8 +293,11 @@ def preflight(plan: Plan, run_id: str, store: Store, *, direct: PgTarget, direct
 def backup_required_tables(plan: Plan) -> tuple[str, ...]:
     """The tables (``schema.table``) whose data a pre-migration backup must hold (Hora 0
     step 1): the plan's migration table, in ``public`` as the rollback restores it
-    (``restore_columns``' schema). A dump without them cannot roll this plan back."""
-    return (f"public.{plan.migration.table}",)
+    (``restore_columns``' schema; ``pgconn.qualified_table``). A dump without them cannot
+    roll this plan back."""
+    from migration_soak.pgconn import qualified_table
+
+    return (qualified_table(plan.migration.table),)
 
 
 def backup_event(record: BackupRecord) -> dict:
@@ -554,10 +556,17 @@ def _sql_literal(text: str) -> str:
 def columns_present_sql(table: str, columns: Sequence[str]) -> str:
     """The read-only query listing which of ``columns`` ``table`` has (``column_name``
     rows), from ``information_schema.columns``: "Horas 1-2" query 2 for any plan's
-    ``migration.table`` and ``dropped_columns`` (rollback step 5: they are back)."""
+    ``migration.table`` and ``dropped_columns`` (rollback step 5: they are back). The
+    table in its schema (``pgconn.split_table``: ``public`` for a bare name), as the
+    migration and the rollback change it: a ``users`` of another schema (first on the
+    role's search path, or anywhere) is not read."""
+    from migration_soak.pgconn import split_table
+
+    schema, name = split_table(table)
     names = ", ".join(_sql_literal(c) for c in columns)
     return ("SELECT column_name FROM information_schema.columns "
-            f"WHERE table_name = {_sql_literal(table)} AND column_name IN ({names})")
+            f"WHERE table_schema = {_sql_literal(schema)} AND table_name = {_sql_literal(name)} "
+            f"AND column_name IN ({names})")
 
 
 def health_ok(results: dict[str, Any], dropped_columns: list[str]) -> bool:

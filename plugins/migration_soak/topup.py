@@ -88,7 +88,7 @@ def take(target: PgTarget, root: Any, label: str, table: str, key: str, columns:
     started = time.monotonic()
     if not re.fullmatch(r"[A-Za-z0-9._-]+", label) or label.startswith("."):
         raise BackupError(f"top-up label {label!r} is not a plain file name (letters, digits, '._-')")
-    schema, name = split_table(table, "public")
+    schema, name = split_table(table)
     dest = root / label / FILE
     with working_folder() as work:
         conn = _connect(target)

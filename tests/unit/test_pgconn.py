@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from migration_soak.pgconn import split_table
+from migration_soak.pgconn import qualified_table, split_table, table_identifier
 
 
 def test_split_table_splits_at_the_first_dot_and_defaults_the_schema():
-    assert split_table("users") == (None, "users")  # the search path finds it
+    assert split_table("users") == ("public", "users")  # never the search path's
+    assert qualified_table("users") == "public.users" and table_identifier('a."b') == '"a"."""b"'
     assert split_table("users", "public") == ("public", "users")
     assert split_table("audit.Log") == ("audit", "Log")
     assert split_table("audit.Log", "public") == ("audit", "Log")

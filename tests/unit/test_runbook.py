@@ -152,8 +152,9 @@ def test_a_requirement_runs_the_plans_query_and_refuses_a_cell_that_is_not_a_num
 
 def test_the_columns_back_query_names_the_plans_table_and_columns_quoted():
     assert runbook.columns_present_sql("users", ["passwordHash", "emailVerified"]) == (
-        "SELECT column_name FROM information_schema.columns WHERE table_name = 'users' "
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 'users' "
         "AND column_name IN ('passwordHash', 'emailVerified')")
+    assert "table_schema = 'app' AND table_name = 'users'" in runbook.columns_present_sql("app.users", ["a"])
     assert "table_name = 'o''brien'" in runbook.columns_present_sql("o'brien", ["a"])
     with pytest.raises(PlanError, match="NUL"):
         runbook.columns_present_sql("users", ["a\x00b"])

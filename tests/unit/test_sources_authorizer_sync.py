@@ -11,7 +11,7 @@ def test_the_sample_is_about_two_pages_per_id_and_the_whole_table_when_small():
 
 def test_the_plans_table_and_column_are_quoted_identifiers():
     sampled, full = sample_queries('Odd "Accounts"', "external Id", 0.05)
-    assert sampled == ('SELECT "external Id"::text FROM "Odd ""Accounts""" TABLESAMPLE SYSTEM (0.050000) '
+    assert sampled == ('SELECT "external Id"::text FROM "public"."Odd ""Accounts""" TABLESAMPLE SYSTEM (0.050000) '
                        'WHERE "external Id" IS NOT NULL ORDER BY random() LIMIT %s')
-    assert full == ('SELECT "external Id"::text FROM "Odd ""Accounts""" WHERE "external Id" IS NOT NULL '
+    assert full == ('SELECT "external Id"::text FROM "public"."Odd ""Accounts""" WHERE "external Id" IS NOT NULL '
                     'ORDER BY random() LIMIT %s')

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from migration_soak.exceptions import MeasurementError
 from migration_soak.migrate import _quote_ident
+from migration_soak.pgconn import PLAN_SCHEMA
 from migration_soak.plan import AuthorizerSyncSource, Check
 from migration_soak.sources import Measurement, SourceContext, _http, spec_of
 from migration_soak.sources.sql import readonly_transaction
@@ -31,12 +32,18 @@ PAGES_SQL = "SELECT pg_relation_size(%s::regclass) / current_setting('block_size
 def sample_queries(table: str, column: str, percent: float) -> tuple[str, str]:
     """(the ``TABLESAMPLE SYSTEM (percent)`` query, the ``ORDER BY random()`` one), both
     taking the wanted count as their one parameter; ``table`` and ``column`` quoted as
-    identifiers (any case, any character but NUL, which the plan refuses)."""
-    col, tbl = _quote_ident(column), _quote_ident(table)
+    identifiers (any case, any character but NUL, which the plan refuses), the table in
+    ``public`` (``pgconn.PLAN_SCHEMA``, as every reader of a plan's table: never the
+    role's search path)."""
+    col, tbl = _quote_ident(column), _table(table)
     sampled = (f"SELECT {col}::text FROM {tbl} TABLESAMPLE SYSTEM ({percent:.6f}) WHERE {col} IS NOT NULL "
                "ORDER BY random() LIMIT %s")
     full = f"SELECT {col}::text FROM {tbl} WHERE {col} IS NOT NULL ORDER BY random() LIMIT %s"
     return sampled, full
+
+
+def _table(table: str) -> str:
+    return f"{_quote_ident(PLAN_SCHEMA)}.{_quote_ident(table)}"
 
 
 def sample_percent(pages: int, n: int) -> float:
@@ -50,7 +57,7 @@ def sample_ids(conn_id: str, n: int, table: str, column: str) -> tuple[list[str]
     database (read-only), and how they were drawn: ``tablesample <p>%`` or ``random`` (the whole
     table: a small one, or a draw that found fewer than ``n``). Database errors propagate."""
     with readonly_transaction(conn_id) as cur:
-        cur.execute(PAGES_SQL, (_quote_ident(table),))
+        cur.execute(PAGES_SQL, (_table(table),))
         percent = sample_percent(int(cur.fetchone()[0] or 0), n)
         sampled, full = sample_queries(table, column, percent)
         if percent < 100.0:

@@ -140,16 +140,15 @@ def _has_column(target: PgTarget, table: str, column: str) -> bool:
     from migration_soak.sources.sql import STATEMENT_TIMEOUT_MS
 
     schema, name = split_table(table)
-    schema = schema or ""
     conn = target.connect()
     try:
         with conn.cursor() as cur:
             cur.execute("SET TRANSACTION READ ONLY")
             cur.execute(f"SET LOCAL statement_timeout = {int(STATEMENT_TIMEOUT_MS)}")
             cur.execute(
-                "SELECT 1 FROM information_schema.columns WHERE table_name = %s AND column_name = %s"
-                " AND (table_schema = %s OR (%s = '' AND table_schema = ANY(current_schemas(false))))",
-                (name, column, schema, schema),
+                "SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = %s"
+                " AND column_name = %s",
+                (schema, name, column),
             )
             return cur.fetchone() is not None
     finally:
