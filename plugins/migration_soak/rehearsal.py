@@ -218,32 +218,31 @@ def _validation_checks(plan: Plan) -> list[Check]:
 
 
 def _validate(scratch: PgTarget, checks: list[Check]) -> list[dict[str, Any]]:
-    from migration_soak.sources.sql import value_of
+    """Each check's file through ``sources.sql.run_readonly``, the path the soak's own
+    readings take: read-only, the checks' ``statement_timeout``, one statement at a time
+    with the soak's settings read back after each, ``sql_guard`` first. A file refused,
+    cut short or failing there fails the step naming the check (the error as the soak's
+    reading would record it)."""
+    from migration_soak.sources.sql import run_readonly, value_of
 
     out = []
-    conn = scratch.connect()
-    try:
-        conn.set_session(readonly=True)
-        for check in checks:
-            src = check.source
-            if not isinstance(src, SqlSource):
-                raise RehearsalError("validate", f"{check.id} is a {src.kind} check; the rehearsal runs SQL checks only")
-            with conn.cursor() as cur:
-                cur.execute((SQL_DIR / src.sql).read_text(encoding="utf-8"))
-                columns = [d.name for d in cur.description or []]
-                rows = cur.fetchall() if cur.description else []
-            conn.rollback()
-            try:
-                value = value_of(check, columns, rows).value
-            except MeasurementError as exc:
-                raise RehearsalError("validate", str(exc)) from None
-            ok = check.expect.holds(value)
-            out.append({"check": check.id, "value": value, "expect": str(check.expect), "ok": ok})
-            if not ok:
-                raise RehearsalError("validate", f"{check.id} is {value:g} after the migration on the copy, "
-                                                 f"expected {check.expect} ({src.sql})")
-    finally:
-        conn.close()
+    for check in checks:
+        src = check.source
+        if not isinstance(src, SqlSource):
+            raise RehearsalError("validate", f"{check.id} is a {src.kind} check; the rehearsal runs SQL checks only")
+        try:
+            columns, rows = run_readonly(scratch, (SQL_DIR / src.sql).read_text(encoding="utf-8"))
+            value = value_of(check, columns, rows).value
+        except MeasurementError as exc:
+            raise RehearsalError("validate", f"{check.id} ({src.sql}): {scratch.scrub(str(exc))}") from None
+        except Exception as exc:  # connection failures propagate from run_readonly as the driver raises them
+            raise RehearsalError("validate", f"{check.id} ({src.sql}): {scratch.scrub(str(exc)).strip()} "
+                                             f"(on {scratch.describe()})") from None
+        ok = check.expect.holds(value)
+        out.append({"check": check.id, "value": value, "expect": str(check.expect), "ok": ok})
+        if not ok:
+            raise RehearsalError("validate", f"{check.id} is {value:g} after the migration on the copy, "
+                                             f"expected {check.expect} ({src.sql})")
     return out
 
 

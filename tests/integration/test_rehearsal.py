@@ -3,6 +3,8 @@ SQL or a validation failure is caught there and staging is left exactly as it wa
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from migration_soak import archive
@@ -131,3 +133,51 @@ def test_a_leftover_scratch_database_from_a_killed_try_is_replaced(backed_up, pg
     assert _rehearse(_plan(), staging, backup, pg_bin).status == "passed"
     assert not _scratch_exists(staging)
 
+
+
+def _with_validation_sql(plan, monkeypatch, tmp_path, text: str):
+    """``plan`` whose hour-0 check ``users_without_authorizer_id`` reads ``text`` instead
+    of its file (written to a copy of include/sql/, which the readers are pointed at)."""
+    import shutil
+
+    from migration_soak import rehearsal
+    from migration_soak.plan import SQL_DIR
+    from migration_soak.sources import sql as sql_source
+
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(SQL_DIR, sql_dir)
+    (sql_dir / "users_without_authorizer_id.sql").write_text(text)
+    monkeypatch.setattr(rehearsal, "SQL_DIR", sql_dir)
+    monkeypatch.setattr(sql_source, "SQL_DIR", sql_dir)
+    return plan
+
+
+def test_a_validation_query_past_the_statement_timeout_is_cut_short(backed_up, pg_bin, monkeypatch, tmp_path):
+    """The rehearsal's validation queries run as the soak's checks run (sources.sql.run_readonly):
+    with its statement_timeout; on main they ran without one: a 3 s query slept 3 s and read 0 (passed)."""
+    from migration_soak.sources import sql as sql_source
+
+    staging, backup = backed_up
+    monkeypatch.setattr(sql_source, "STATEMENT_TIMEOUT_MS", 300)
+    plan = _with_validation_sql(_plan(), monkeypatch, tmp_path, "SELECT 0 FROM pg_sleep(30)")
+    t0 = time.monotonic()
+    with pytest.raises(RehearsalError) as err:
+        _rehearse(plan, staging, backup, pg_bin)
+    assert err.value.step == "validate" and "users_without_authorizer_id" in str(err.value)
+    assert "statement_timeout" in str(err.value) or "cancel" in str(err.value)
+    assert time.monotonic() - t0 < 15  # the restore, migrate and drop take the rest (0.75 s here)
+    assert not _scratch_exists(staging)
+
+
+def test_a_validation_file_that_turns_the_timeout_off_is_refused(backed_up, pg_bin, monkeypatch, tmp_path):
+    """The per-statement read-back: a function the guard cannot see into switched the
+    timeout off for the rest of the file; the rehearsal took its reading on main."""
+    staging, backup = backed_up
+    query(staging, "CREATE FUNCTION app_exec(text) RETURNS void LANGUAGE plpgsql AS $$ BEGIN EXECUTE $1; END $$")
+    backup = take_backup(staging, backup.path.parent, pg_bin, "pre_rehearsal_2")
+    plan = _with_validation_sql(_plan(), monkeypatch, tmp_path,
+                                "SELECT app_exec('SET statement_timeout = 0');\nSELECT 0 AS n")
+    with pytest.raises(RehearsalError) as err:
+        _rehearse(plan, staging, backup, pg_bin)
+    assert err.value.step == "validate" and "changed statement_timeout" in str(err.value)
+    assert not _scratch_exists(staging)

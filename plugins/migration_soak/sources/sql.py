@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from migration_soak.exceptions import MeasurementError
-from migration_soak.pgconn import APPLICATION_NAME
+from migration_soak.pgconn import APPLICATION_NAME, PgTarget
 from migration_soak.plan import SQL_DIR, Check, SqlSource
 from migration_soak.sources import Measurement, SourceContext, spec_of, sql_guard
 
@@ -89,8 +89,10 @@ def _timeout_ms(given: int | None) -> int:
 
 
 @contextmanager
-def readonly_transaction(conn_id: str, statement_timeout_ms: int | None = None) -> Iterator[Any]:
-    """A cursor in a read-only transaction on the Postgres connection ``conn_id``.
+def readonly_transaction(conn_id: str | PgTarget, statement_timeout_ms: int | None = None) -> Iterator[Any]:
+    """A cursor in a read-only transaction on the Postgres connection ``conn_id``, or on a
+    ``PgTarget`` (a database without an Airflow connection: the rollback rehearsal's
+    scratch copy; its own psycopg2 connection, never kept by :func:`one_connection`).
 
     ``statement_timeout_ms``: milliseconds before the server cancels a statement
     (default ``STATEMENT_TIMEOUT_MS``, read at each call); ``ValueError`` unless positive.
@@ -103,10 +105,12 @@ def readonly_transaction(conn_id: str, statement_timeout_ms: int | None = None) 
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
     timeout_ms = _timeout_ms(statement_timeout_ms)
-    reused = _REUSED.get()
+    # A PgTarget's connection is its own (never kept): only Airflow connection ids are shared.
+    key = conn_id if isinstance(conn_id, str) else ""
+    reused = _REUSED.get() if isinstance(conn_id, str) else None
     # Any: a psycopg2 or psycopg 3 connection; the provider's CompatConnection protocol
     # does not declare rollback() or close(), which both drivers have.
-    conn: Any = reused.get(conn_id) if reused is not None else None
+    conn: Any = reused.get(key) if reused is not None else None
     began = False
     if conn is not None:
         try:  # a connection kept from an earlier transaction: the server may have closed it since
@@ -114,15 +118,18 @@ def readonly_transaction(conn_id: str, statement_timeout_ms: int | None = None) 
                 cur.execute("SET TRANSACTION READ ONLY")
             began = True
         except Exception:  # noqa: BLE001 - dropped (idle timeout, restart, network): a new login
-            log.info("connection %s kept from an earlier reading is gone; opening another", conn_id)
+            log.info("connection %s kept from an earlier reading is gone; opening another", key)
             if reused is not None:
-                reused.pop(conn_id, None)
+                reused.pop(key, None)
             _close_quietly(conn)
             conn = None
     if conn is None:
-        conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
-        if reused is not None:
-            reused[conn_id] = conn
+        if isinstance(conn_id, PgTarget):
+            conn = conn_id.connect()
+        else:
+            conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
+            if reused is not None:
+                reused[key] = conn
     try:
         with conn.cursor() as cur:
             if not began:
@@ -141,17 +148,19 @@ def readonly_transaction(conn_id: str, statement_timeout_ms: int | None = None) 
         kept = False
         try:
             conn.rollback()
-            kept = reused is not None and reused.get(conn_id) is conn
+            kept = reused is not None and reused.get(key) is conn
         finally:
             if not kept:
-                if reused is not None and reused.get(conn_id) is conn:
-                    del reused[conn_id]
+                if reused is not None and reused.get(key) is conn:
+                    del reused[key]
                 conn.close()
 
 
-def run_readonly(conn_id: str, sql: str, *, statement_timeout_ms: int | None = None) -> tuple[list[str], list[tuple]]:
-    """Run ``sql`` read-only on the Postgres connection ``conn_id``; returns (columns, rows)
-    of its last statement that returns rows (``([], [])`` when none does).
+def run_readonly(conn_id: str | PgTarget, sql: str, *, statement_timeout_ms: int | None = None) -> tuple[list[str], list[tuple]]:
+    """Run ``sql`` read-only on the Postgres connection ``conn_id`` (or a ``PgTarget``: the
+    rollback rehearsal's scratch copy runs its validation queries here too, with the same
+    timeout and read-back); returns (columns, rows) of its last statement that returns rows
+    (``([], [])`` when none does).
 
     ``statement_timeout_ms``: milliseconds before the server cancels a statement
     (default ``STATEMENT_TIMEOUT_MS``). The transaction is :func:`readonly_transaction`'s.
