@@ -258,7 +258,10 @@ def _acceptance(plan: "Plan", finding: Finding) -> tuple[str | None, int | None]
     """The reason ``finding`` is accepted and the ``lint.accept`` index that did it
     (``None`` for session settings), or ``(None, None)``."""
     m = plan.migration
-    if finding.rule in SESSION_RULES and plan.lint.session_settings_count and m.backend == "ledger":
+    if finding.rule in SESSION_RULES and plan.lint.session_settings_count:
+        if m.backend == "prisma_cli":
+            return (f"session settings: the Prisma CLI's connections get lock_timeout = {m.lock_timeout_s:g} s "
+                    "(migration.lock_timeout_s) as a startup option"), None
         return (f"session settings: the ledger backend runs the script with lock_timeout = "
                 f"{m.lock_timeout_s:g} s (migration.lock_timeout_s) set on its DDL transaction"), None
     if finding.rule == "syntax-error":

@@ -773,10 +773,11 @@ class Lint(_Model):
 
     ``accept``: the findings the plan accepts, each with its reason.
     ``session_settings_count``: whether the soak's own session settings count for
-    squawk's ``require-lock-timeout``. They do with ``migration.backend: ledger``:
-    ``LedgerBackend`` sets ``lock_timeout = migration.lock_timeout_s`` on its DDL
-    transaction, so those findings are accepted with that reason. With ``backend:
-    prisma_cli`` they do not (Prisma sets no ``lock_timeout``), nor when this is false.
+    squawk's ``require-lock-timeout``. They do with either backend: ``LedgerBackend``
+    sets ``lock_timeout = migration.lock_timeout_s`` on its DDL transaction, and the
+    Prisma CLI's connections get it as a startup option (``prisma_cli.py``), so those
+    findings are accepted with that reason (and preflight refuses a script's own ``SET
+    lock_timeout``, which would replace it). Not when this is false.
     No backend sets ``statement_timeout``: ``require-statement-timeout`` is never covered
     by session settings; accept it with a reason or set it in the migration.
     ``assume_in_transaction``: lint each script as run inside one transaction (squawk's

@@ -140,18 +140,15 @@ def drops(plan: Plan, names: list[str]) -> None:
 
 
 def own_timeouts(plan: Plan, names: list[str]) -> None:
-    """With the ledger backend, no migration ``names`` sets ``lock_timeout`` or
-    ``statement_timeout`` itself (``migrate.check_own_timeouts``): the backend runs each
-    script with ``lock_timeout = migration.lock_timeout_s``, which a script's own ``SET``
-    would replace (a ``SET lock_timeout = 0`` let the DROP wait without bound, the
-    application's queries queued behind it). With ``prisma_cli`` the soak's
-    ``lock_timeout`` is a startup option of the CLI's connections
-    (``PrismaCliBackend.lock_timeout_s``), which a custom driver adapter may not read, and
-    lint asks those scripts for their own: a script's own is left alone. Raises
+    """No migration ``names`` sets ``lock_timeout`` or ``statement_timeout`` itself
+    (``migrate.check_own_timeouts``), with either backend: the ledger runs each script
+    with ``lock_timeout = migration.lock_timeout_s`` on its transaction, the Prisma CLI's
+    connections get it as a startup option (``PrismaCliBackend.lock_timeout_s``), and a
+    script's own ``SET`` replaces either for the rest of the script (a ``SET lock_timeout
+    = 0`` let the DDL wait without bound, the application's queries queued behind it:
+    with the real CLI, still waiting 3 s into a 1 s ``lock_timeout_s``). Raises
     ``MigrationError`` naming the file and the statement."""
     m = plan.migration
-    if m.backend != "ledger":
-        return
     for name in names:
         path = plan.path(m.migrations_dir) / name / "migration.sql"
         try:

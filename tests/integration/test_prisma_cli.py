@@ -225,3 +225,56 @@ def test_the_clis_ddl_waits_at_most_the_plans_lock_timeout_behind_an_app_reader(
     assert query(seeded, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'soak_probe'") == [(0,)]
     # Only the CLI's own connection: the server's default is untouched.
     assert query(seeded, "SELECT current_setting('lock_timeout')") == [("0",)]
+
+
+@real_cli
+def test_a_scripts_own_lock_timeout_replaces_the_startup_option_so_preflight_refuses_it(seeded, tmp_path):
+    """The startup option is the CLI session's default only: a script's own ``SET
+    lock_timeout = 0`` replaces it, and the CLI's ALTER waits behind the app's reader
+    without bound again (here: still waiting after 3 s with a 1 s lock_timeout_s), the
+    application's queries queued behind it. So preflight refuses such a script with this
+    backend too (``runbook.own_timeouts``; on main it was left alone)."""
+    import threading
+
+    from migration_soak import runbook
+    from migration_soak.plan import load_plan
+
+    plan = load_plan("default")
+    m = plan.migration.model_copy(update={"backend": "prisma_cli", "prisma_project": str(PROJECT),
+                                          "lock_timeout_s": 1.0, "prisma_timeout_s": 15,
+                                          "migrations_dir": str(tmp_path / "migrations")})
+    cli_plan = plan.model_copy(update={"migration": m})
+    backend = runbook.backend(cli_plan, seeded)
+    script = 'SET lock_timeout = 0;\nALTER TABLE "users" ADD COLUMN "soak_probe" INTEGER;\n'
+    ddl = tmp_path / "ddl.sql"
+    ddl.write_text(script)
+
+    reader = seeded.connect(application_name="app-reader")
+    reader.cursor().execute("SELECT count(*) FROM users")
+    outcome: dict = {}
+    cli = threading.Thread(target=lambda: outcome.update(run=backend.run_cli(
+        "db", "execute", "--file", str(ddl), "--schema", "schema.prisma")))
+    try:
+        cli.start()
+        waiting: list = []
+        for _ in range(300):
+            waiting = query(seeded, "SELECT pid FROM pg_locks WHERE relation = 'users'::regclass AND NOT granted")
+            if waiting:
+                break
+            time.sleep(0.05)
+        assert waiting, "the CLI's ALTER never waited for its lock"
+        time.sleep(3.0)  # three lock_timeout_s later
+        still = query(seeded, "SELECT count(*) FROM pg_locks WHERE relation = 'users'::regclass AND NOT granted")
+    finally:
+        reader.rollback()  # the ALTER gets its lock and runs
+        reader.close()
+        cli.join(30)
+    assert still == [(1,)], still
+    assert outcome["run"].returncode == 0  # it waited and then ran: nothing bounded it
+    query(seeded, 'ALTER TABLE "users" DROP COLUMN "soak_probe"')
+
+    folder = tmp_path / "migrations" / DROP
+    folder.mkdir(parents=True)
+    (folder / "migration.sql").write_text(script)
+    with pytest.raises(MigrationError, match=rf"{DROP}/migration\.sql sets its own timeout: 'SET lock_timeout = 0'"):
+        runbook.own_timeouts(cli_plan, [DROP])

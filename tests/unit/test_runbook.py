@@ -418,7 +418,8 @@ def test_a_migration_that_sets_its_own_lock_timeout_stops_the_soak_before_the_mi
     m = PLAN.migration.model_copy(update={"migrations_dir": str(tmp_path / "migrations")})
     with pytest.raises(MigrationError, match=rf"{NAME}/migration\.sql sets its own timeout: 'SET lock_timeout = 0'"):
         runbook.own_timeouts(PLAN.model_copy(update={"migration": m}), [NAME])
-    # The CLI's lock_timeout is a startup option a custom adapter may not read, and lint asks
-    # prisma_cli scripts for their own: left alone.
-    cli = m.model_copy(update={"backend": "prisma_cli"})
-    runbook.own_timeouts(PLAN.model_copy(update={"migration": cli}), [NAME])
+    # The CLI's lock_timeout is a startup option, which the script's own SET replaces just
+    # the same: refused with prisma_cli too (on main it was left alone).
+    cli = m.model_copy(update={"backend": "prisma_cli", "prisma_project": str(tmp_path)})
+    with pytest.raises(MigrationError, match=rf"{NAME}/migration\.sql sets its own timeout: 'SET lock_timeout = 0'"):
+        runbook.own_timeouts(PLAN.model_copy(update={"migration": cli}), [NAME])
