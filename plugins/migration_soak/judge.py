@@ -58,6 +58,7 @@ class CheckResult:
     detail: str
     deciding: dict | None = None
     by_phase: dict[str, dict[str, int]] = field(default_factory=dict)
+    unread: str = ""  # a met check's readings of a fixed window leave soak hours unread: WindowCoverage.text
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,9 @@ class CriterionResult:
     ``not_judged`` NO-GO: the readings beyond its bound on their own). ``too_sparse``: a
     ``not_judged`` NO-GO whose every check had data points, none beyond the bound, just
     too few, too far apart or over too few requests to cover its window (what a compressed
-    clock's guard gives: each reading holds a few seconds of wall time)."""
+    clock's guard gives: each reading holds a few seconds of wall time). ``unread``: for a
+    ``met`` / ``clear`` outcome, ``<check>: <WindowCoverage.text>`` per check whose readings
+    each count a fixed window that leaves soak hours unread (none when they read it all)."""
 
     id: str
     kind: str
@@ -78,6 +81,7 @@ class CriterionResult:
     checks: list[str]
     deciding: list[dict] = field(default_factory=list)
     too_sparse: bool = False
+    unread: list[str] = field(default_factory=list)  # met / clear on windows leaving soak hours unread (read_in_part)
 
 
 @dataclass(frozen=True)
@@ -255,9 +259,13 @@ def judge_breach(crit: Criterion | Alert, kind: str, obs: list[Observation], pla
     if unjudged:
         return CriterionResult(crit.id, kind, crit.text, rule.text(unit), "not_judged",
                                "not judged: " + "; ".join(unjudged), list(crit.checks), beyond, too_sparse=sparse)
-    counts = ", ".join(f"{cid}: {plural(len(_series(obs, cid)), 'reading')} with a value" for cid in crit.checks)
+    covered = {cid: window_coverage(plan, cid, _series(obs, cid), time_scale, reach) if plan is not None else None
+               for cid in crit.checks}
+    partly = {cid: cov.text() for cid, cov in covered.items() if cov is not None and not cov.full}
+    counts = ", ".join(f"{cid}: clear on {partly[cid]}" if cid in partly
+                       else f"{cid}: {plural(len(_series(obs, cid)), 'reading')} with a value" for cid in crit.checks)
     return CriterionResult(crit.id, kind, crit.text, rule.text(unit), "clear", f"no breach ({counts})",
-                           list(crit.checks))
+                           list(crit.checks), unread=[f"{cid}: {t}" for cid, t in partly.items()])
 
 
 def _reach(obs: list[Observation]) -> float:
@@ -376,6 +384,152 @@ def end_unread(plan: Plan, cid: str, series: list[Observation], reach: float | N
             "the end is unread")
 
 
+@dataclass(frozen=True)
+class WindowCoverage:
+    """How much of the soak the readings of a check that each count a fixed window of wall
+    time (evidence ``window_s``: the ``sql`` ratio's "executions in the last hour") read:
+    ``readings`` of a ``window_min`` soak-minute window each (``window_s`` times the clock's
+    ``time_scale``, ending when the reading was taken) cover ``covered_min`` of the first
+    ``total_min`` soak-minutes; ``unread``: the spans they never read, ``(from, to, why)``
+    in soak minutes, ``why`` the schedule's reason ("the passive phase reads the last hour
+    every 4 hours") or the scheduled readings that had no value. ``so_far``: the soak has
+    not reached its end."""
+
+    readings: int
+    window_min: float
+    covered_min: float
+    total_min: float
+    unread: tuple[tuple[float, float, str], ...] = ()
+    so_far: bool = False
+
+    @property
+    def full(self) -> bool:
+        """The windows read the whole soak (so far): nothing to add to a ``met`` / ``clear``."""
+        return not self.unread
+
+    def text(self) -> str:
+        """``18 readings whose 60-min windows cover 12:00 of 24:00 soak hours (hours 8-11,
+        12-15, 16-19 and 20-23 not read: the passive phase reads the last hour every 4 hours)``."""
+        by_why: dict[str, list[str]] = {}
+        for a, b, why in self.unread:
+            by_why.setdefault(why, []).append(f"{_hour(a)}-{_hour(b)}")
+        spans = "; ".join(f"hours {_and(s)} not read: {why}" for why, s in by_why.items())
+        return (f"{plural(self.readings, 'reading')} whose {self.window_min:g}-min windows cover "
+                f"{_clock(self.covered_min)} of {_clock(self.total_min)} soak hours{' so far' if self.so_far else ''}"
+                f" ({spans})")
+
+
+def _clock(minutes: float) -> str:
+    """``12:00`` (soak hours and minutes)."""
+    m = round(minutes)
+    return f"{m // 60}:{m % 60:02d}"
+
+
+def _hour(minutes: float) -> str:
+    """Soak hour ``12`` or ``12:30``."""
+    m = round(minutes)
+    return f"{m // 60}" if m % 60 == 0 else f"{m // 60}:{m % 60:02d}"
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _dur(minutes: float) -> str:
+    """``hour``, ``4 hours``, ``90 minutes`` (after "the last" / "every")."""
+    if minutes == 60:
+        return "hour"
+    return f"{minutes / 60:g} hours" if minutes % 60 == 0 else f"{minutes:g} minutes"
+
+
+#: Unread spans shorter than this many soak-minutes are a reading's seconds of lateness, not unread hours.
+WINDOW_SLACK_MINUTES = 1.0
+
+
+def window_coverage(plan: Plan, cid: str, series: list[Observation], time_scale: float = 1.0,
+                    reach: float | None = None) -> WindowCoverage | None:
+    """How much of the soak ``cid``'s readings of a fixed window (evidence ``window_s``) read
+    (:class:`WindowCoverage`), or None when none of ``series`` counts a fixed window
+    (readings that count since their previous one read every minute between them).
+
+    The verdict's rules stay the runbook's schedule's: this judges nothing, it says how
+    much a ``met`` / ``clear`` stands on. Each reading reads the ``window_s`` of wall time
+    before it was taken (``time_scale`` times that of soak time: at ×300 one wall hour is
+    300 soak hours and every reading covers the soak); the windows, clipped to the soak's
+    first ``reach`` soak-minutes (None: the whole soak, :func:`soak_end_minute`), leave
+    spans unread: the passive phase reading "the last hour" every 4 hours reads 4 of its 16
+    hours. ``series``: :func:`_series` of one check (measured readings after the migration)."""
+    spans = []
+    for o in series:
+        w = (o.evidence or {}).get("window_s")
+        at = o.measured_soak_s if o.measured_soak_s is not None else o.soak_s
+        if w is None or at is None:
+            continue
+        end = at / 60
+        spans.append((end - float(w) * time_scale / 60, end))
+    if not spans:
+        return None
+    end_of_soak = soak_end_minute(plan)
+    total = min(reach, end_of_soak) if reach is not None else end_of_soak
+    if total <= 0:
+        return None
+    window = round(max(b - a for a, b in spans), 1)
+    covered, gaps, edge = 0.0, [], 0.0
+    for a, b in sorted(spans):
+        a, b = max(a, 0.0), min(b, total)
+        if b <= edge:
+            continue
+        if a - edge >= WINDOW_SLACK_MINUTES:
+            gaps.append((edge, a))
+        covered += b - max(a, edge)
+        edge = b
+    if total - edge >= WINDOW_SLACK_MINUTES:
+        gaps.append((edge, total))
+    if not gaps:
+        return WindowCoverage(len(spans), window, total, total, (), total < end_of_soak)
+    read = {(o.phase, o.tick) for o in series}
+    return WindowCoverage(len(spans), window, covered, total,
+                          tuple((a, b, _why_unread(plan, cid, a, b, window, read)) for a, b in gaps), total < end_of_soak)
+
+
+def _why_unread(plan: Plan, cid: str, a: float, b: float, window: float, read: set[tuple[str, int]]) -> str:
+    """Why soak minutes ``a``-``b`` were not read by ``cid``'s readings of a ``window``
+    soak-minute window: scheduled readings (not among ``read``) whose window would have
+    read part of it had no value, or the phase the span falls in reads less often than
+    its window."""
+    try:
+        ticks = scheduled_ticks(plan, cid)
+    except KeyError:
+        ticks = {}
+    slack = WINDOW_SLACK_MINUTES
+    missed = sorted((m, p, k) for (p, k), m in ticks.items()
+                    if (p, k) not in read and a + slack <= m and m - window <= b - slack)
+    if missed:
+        return "no value at " + _and([f"{p} tick {k}" for _, p, k in missed])
+    mid = (a + b) / 2
+    for phase in plan.phases:
+        if phase.start_hour * 60 <= mid <= phase.end_hour * 60 and any(p == phase.name for p, _ in ticks):
+            if phase.every_minutes > window:
+                return f"the {phase.name} phase reads the last {_dur(window)} every {_dur(phase.every_minutes)}"
+    if b >= max(ticks.values(), default=0.0):
+        return "no reading after them"
+    return "no reading scheduled there"
+
+
+def read_in_part(criteria: list[CriterionResult]) -> list[str]:
+    """One line per check whose readings of a fixed window left soak hours unread under a
+    ``met`` GO or a ``clear`` NO-GO criterion (their ``unread``), naming those criteria:
+    ``read in part: workflow_error_rate: 18 readings whose 60-min windows cover 12:00 of
+    24:00 soak hours (...) (go_workflows, no_go_workflows)``. The verdict's GO reasons, the
+    report and the post-mortem say it with the outcome, so no "met" claims the unread hours."""
+    by_text: dict[str, list[str]] = {}
+    for r in criteria:
+        if r.outcome in ("met", "clear"):
+            for part in r.unread:
+                by_text.setdefault(part, []).append(r.id)
+    return [f"read in part: {part} ({', '.join(ids)})" for part, ids in by_text.items()]
+
+
 def _breach_detail(rule: RuleKind, cid: str, hit: list[Point], base: float | None, unit: str) -> str:
     """``<cid>: <value> at <phase> tick <n> meets <rule>``, the run's length and spacing, and
     the baseline for relative rules."""
@@ -389,20 +543,29 @@ def _breach_detail(rule: RuleKind, cid: str, hit: list[Point], base: float | Non
 _GO_RANK: dict[Outcome, int] = {"met": 0, "not_enough_data": 1, "not_met": 2}
 
 
-def judge_go(plan: Plan, crit: Criterion, obs: list[Observation], stopped: bool) -> CriterionResult:
-    """A GO criterion: ``met`` only with enough data and the rule holding throughout."""
+def judge_go(plan: Plan, crit: Criterion, obs: list[Observation], stopped: bool,
+             time_scale: float = 1.0) -> CriterionResult:
+    """A GO criterion: ``met`` only with enough data and the rule holding throughout. A
+    check met on readings of a fixed window that leave soak hours unread says so
+    (:func:`window_coverage` on the run's ``time_scale``; ``unread``): the rule is the
+    runbook's schedule's, the claim is what its readings read."""
     min_cov = crit.min_coverage if crit.min_coverage is not None else plan.verdict.min_coverage
     rule = rule_kind(crit.rule)
     outcome: Outcome = "met"
-    details, deciding = [], []
+    details, deciding, unread = [], [], []
     for cid in crit.checks:
         check_outcome, detail, decided = _go_check(plan, rule, cid, obs, stopped, min_cov)
         outcome = max(outcome, check_outcome, key=_GO_RANK.__getitem__)
+        cov = window_coverage(plan, cid, _series(obs, cid), time_scale) if check_outcome == "met" else None
+        if cov is not None and not cov.full:
+            detail += f"; met on {cov.text()}"
+            unread.append(f"{cid}: {cov.text()}")
         details.append(f"{cid}: {detail}")
         if decided is not None:
             deciding.append(decided)
     return CriterionResult(crit.id, "go", crit.text, rule.text(plan.check(crit.checks[0]).unit), outcome,
-                           "; ".join(details), list(crit.checks), deciding)
+                           "; ".join(details), list(crit.checks), deciding,
+                           unread=unread if outcome == "met" else [])
 
 
 def _coverage(plan: Plan, cid: str, series: list[Observation]) -> tuple[int, int, float]:
@@ -483,18 +646,20 @@ def stop_point(breaches: list[CriterionResult]) -> str | None:
 def judge(plan: Plan, observations: list[Observation], time_scale: float = 1.0) -> Verdict:
     """The verdict of a soak from all its observations (see the module doc), each carrying
     its soak time (``Store.observations`` on the run's clock) for the rules that speak of
-    minutes. GO needs every GO criterion met and every NO-GO criterion judged ``clear``;
-    one exception, on a compressed clock (``time_scale`` > 1, never an approval): a NO-GO
+    minutes. GO needs every GO criterion met and every NO-GO criterion judged ``clear``
+    at the readings the plan's schedule takes (a ``met`` / ``clear`` on readings of a fixed
+    window that leave soak hours unread says which, and the GO's reasons name them:
+    :func:`read_in_part`); one exception, on a compressed clock (``time_scale`` > 1, never an approval): a NO-GO
     criterion whose readings were only too far apart (or over too few requests) for its window (``too_sparse``) is
     named in the GO's reasons instead (docs/verdict.md#not-judged).
     """
     go, no_go = implicit_criteria(plan)
     breaches = [judge_breach(c, "no_go", observations, plan, time_scale) for c in no_go]
     stopped = any(r.outcome == "breached" for r in breaches)
-    gos = [judge_go(plan, c, observations, stopped) for c in go]
+    gos = [judge_go(plan, c, observations, stopped, time_scale) for c in go]
     from migration_soak.report_checks import summarize_check  # report work; imported here: it imports this module
 
-    checks = [summarize_check(plan, c, observations, stop_point(breaches) or stopped, breaches)
+    checks = [summarize_check(plan, c, observations, stop_point(breaches) or stopped, breaches, time_scale)
               for c in plan.checks]
     results = breaches + gos
     if stopped:
@@ -510,7 +675,7 @@ def judge(plan: Plan, observations: list[Observation], time_scale: float = 1.0) 
         return Verdict("INCONCLUSIVE", [f"{r.id}: {r.outcome}: {r.detail}" for r in unmet]
                        + [f"{r.id}: {r.detail} (a NO-GO criterion that could not be breached is not clear)"
                           for r in blind] + levels, results, checks)
-    reasons = [f"all {len(gos)} GO criteria met; no NO-GO criterion breached"]
+    reasons = [f"all {len(gos)} GO criteria met; no NO-GO criterion breached"] + read_in_part(results)
     if unjudged:
         reasons.append(f"not judged on this compressed clock (time_scale {time_scale:g}: readings too far apart, "
                        "or over too few requests, for the window, each within the bound): " + ", ".join(f"{r.id} ({r.rule})" for r in unjudged))

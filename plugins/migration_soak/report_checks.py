@@ -6,6 +6,7 @@ and which outcome the report shows (``judge.judge`` also fills ``Verdict.checks`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -23,6 +24,7 @@ from migration_soak.judge import (
     format_value,
     plural,
     read_partly,
+    window_coverage,
 )
 from migration_soak.plan import Check, Plan, ThresholdRule
 from migration_soak.rules import Threshold, format_apart
@@ -104,15 +106,19 @@ def proof_note(after: Sequence[Observation]) -> str:
     return "; ".join(parts)
 
 
-def _result(check: Check, t: _Tally, outcome: Outcome, detail: str, deciding: dict | None = None) -> CheckResult:
+def _result(check: Check, t: _Tally, outcome: Outcome, detail: str, deciding: dict | None = None,
+            unread: str = "") -> CheckResult:
     note = proof_note(t.after)
     if note:
         detail = f"{detail}; {note}"
+    if unread:
+        detail = f"{detail}; met on {unread}"
     return CheckResult(
         check_id=check.id, title=check.title, unit=check.unit, rule=check.rule, outcome=outcome,
         expected=t.expected, measured=t.measured, errors=t.counts["error"], coverage=t.coverage, counts=t.counts,
         min=min(t.values) if t.values else None, max=max(t.values) if t.values else None,
         last=t.values[-1] if t.values else None, detail=detail, deciding=deciding, by_phase=t.by_phase,
+        unread=unread,
     )
 
 
@@ -183,7 +189,7 @@ def partial_detail(check: Check, t: _Tally, stopped: bool | str) -> str:
 
 
 def summarize_check(plan: Plan, check: Check, obs: Sequence[Observation], stopped: bool | str,
-                    breaches: Sequence[CriterionResult] = ()) -> CheckResult:
+                    breaches: Sequence[CriterionResult] = (), time_scale: float = 1.0) -> CheckResult:
     """One check over the soak, for the report (see :class:`CheckResult`).
 
     ``stopped``: the soak stopped early (a string says where, e.g. ``hour0 tick 0``);
@@ -193,7 +199,9 @@ def summarize_check(plan: Plan, check: Check, obs: Sequence[Observation], stoppe
     decided a NO-GO, a ``fail`` reading, no value, a ``warn`` reading, stopped, short of
     ``min_coverage``, the end unread (``judge.end_unread``) or log left unread
     (``judge.read_partly``), a count ratio's pooled counts
-    that do not show the expectation (``rules.Threshold.unshown``), met.
+    that do not show the expectation (``rules.Threshold.unshown``), met. A ``met`` on
+    readings of a fixed window that leave soak hours unread on the run's ``time_scale``
+    says which (``judge.window_coverage``; ``unread``).
     """
     t = tally(plan, check, obs)
     decided = decided_by(check, breaches)
@@ -223,5 +231,7 @@ def summarize_check(plan: Plan, check: Check, obs: Sequence[Observation], stoppe
         unshown = Threshold(ThresholdRule(kind="threshold", op=check.expect.op, value=check.expect.value)).unshown(valued)
         if unshown is not None:
             return _result(check, t, "not_enough_data", unshown)
+    cov = window_coverage(plan, check.id, [o for o in valued if o.value is not None and math.isfinite(o.value)], time_scale)
     return _result(check, t, "met", f"all {plural(len(t.values), 'reading')} "
-                                    f"{format_condition(check.expect, check.unit)} ({value_range(check, t.values)})")
+                                    f"{format_condition(check.expect, check.unit)} ({value_range(check, t.values)})",
+                   unread=cov.text() if cov is not None and not cov.full else "")

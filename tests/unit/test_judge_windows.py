@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from migration_soak.judge import judge
+from migration_soak.judge import Verdict, judge
 
 from test_judge import PLAN, full_soak, guard, others
 
@@ -146,4 +146,74 @@ def test_a_breach_after_the_soak_is_still_a_breach():
 
     v = judge(PLAN, full_soak() + [obs("data_loss", "passive", 5, 25 * 60, 3)])
     assert _crit(v, "no_go_data_loss").outcome == "breached"
+    assert v.decision == "NO_GO"
+
+
+# --- readings of "the last hour": what a met / clear stands on ---------------------------------------
+
+def _workflow_windows(soak, n=2, d=100):
+    """workflow_error_rate's readings as the sql source gives them: counts of the last hour's
+    executions (evidence window_s 3 600: both cells count ``NOW() - INTERVAL '1 hour'``)."""
+    return [replace(o, value=n / d, evidence={"numerator": n, "denominator": d, "window_s": 3600})
+            if o.check_id == "workflow_error_rate" and o.value is not None else o for o in soak]
+
+
+PASSIVE_UNREAD = ("18 readings whose 60-min windows cover 12:00 of 24:00 soak hours (hours 8-11, 12-15, 16-19 and "
+                  "20-23 not read: the passive phase reads the last hour every 4 hours)")
+
+
+def test_last_hour_readings_every_four_hours_say_which_soak_hours_they_did_not_read():
+    """workflow_error_rate counts the last hour's executions at each tick: the intensive and
+    regular ticks read hours 0-8 whole, the passive ticks (hours 12, 16, 20, 24) hours 11-12,
+    15-16, 19-20 and 23-24 only. The runbook's schedule reads it so ("Horas 9-24": the last
+    hour every 2-4 hours), and the verdict keeps its rules; but "Todos los workflows
+    críticos funcionando" was "met" and "> 10% error rate" "clear" with nothing said of the
+    12 hours no reading saw."""
+    v = judge(PLAN, _workflow_windows(full_soak()))
+    assert v.decision == "GO", v.reasons  # the rules stay the runbook's schedule's
+    go, no_go = _crit(v, "go_workflows"), _crit(v, "no_go_workflows")
+    assert go.outcome == "met" and f"met on {PASSIVE_UNREAD}" in go.detail, go.detail
+    assert go.unread == [f"workflow_error_rate: {PASSIVE_UNREAD}"]
+    assert no_go.outcome == "clear" and f"workflow_error_rate: clear on {PASSIVE_UNREAD}" in no_go.detail, no_go.detail
+    assert no_go.unread == go.unread
+    assert v.reasons == ["all 8 GO criteria met; no NO-GO criterion breached",
+                         f"read in part: workflow_error_rate: {PASSIVE_UNREAD} (no_go_workflows, go_workflows)"]
+    check = next(c for c in v.checks if c.check_id == "workflow_error_rate")
+    assert check.outcome == "met" and check.unread == PASSIVE_UNREAD and f"met on {PASSIVE_UNREAD}" in check.detail
+    # other checks read since their previous reading: nothing is added to them
+    assert all(not c.unread for c in v.criteria if c.id not in ("go_workflows", "no_go_workflows"))
+    assert Verdict.from_dict(v.to_dict()) == v  # the stored verdict keeps it (report, soak view, post-mortem)
+
+
+def test_a_missing_last_hour_reading_is_named_as_the_hours_it_left_unread():
+    """Passive tick 2 (hour 16) failed: 17 of 18 readings is coverage enough, but hours 12-19
+    were read by nobody, and the text says why: that tick had no value."""
+    soak = [replace(o, value=None, status="error") if o.check_id == "workflow_error_rate" and o.phase == "passive"
+            and o.tick == 2 else o for o in full_soak()]
+    go = _crit(judge(PLAN, _workflow_windows(soak)), "go_workflows")
+    assert go.outcome == "met", go.detail
+    assert ("17 readings whose 60-min windows cover 11:00 of 24:00 soak hours (hours 8-11 and 20-23 not read: the "
+            "passive phase reads the last hour every 4 hours; hours 12-19 not read: no value at passive tick 2)") \
+        in go.detail, go.detail
+
+
+def test_last_hour_readings_on_a_compressed_clock_cover_the_soak_and_say_nothing_more():
+    """At time_scale 300 one wall hour is 300 soak hours: every reading covers the soak (the
+    report's clock banner says what that means); the texts are as before."""
+    v = judge(PLAN, _workflow_windows(full_soak()), time_scale=300)
+    go, no_go = _crit(v, "go_workflows"), _crit(v, "no_go_workflows")
+    assert go.outcome == "met" and "soak hours" not in go.detail and not go.unread, go.detail
+    assert no_go.detail == "no breach (workflow_error_rate: 18 readings with a value)" and not no_go.unread
+    assert v.reasons == ["all 8 GO criteria met; no NO-GO criterion breached"]
+    assert not next(c for c in v.checks if c.check_id == "workflow_error_rate").unread
+
+
+def test_a_workflow_breach_still_stops_the_soak():
+    """The note judges nothing: a reading over 10 % at 95 % is a breach, NO-GO."""
+    soak = _workflow_windows(full_soak())
+    soak = [replace(o, value=0.3, evidence={"numerator": 30, "denominator": 100, "window_s": 3600})
+            if o.check_id == "workflow_error_rate" and o.phase == "regular" and o.tick == 2 else o for o in soak]
+    v = judge(PLAN, soak)
+    assert _crit(v, "no_go_workflows").outcome == "breached"
+    assert not _crit(v, "no_go_workflows").unread
     assert v.decision == "NO_GO"
