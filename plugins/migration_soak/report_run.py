@@ -15,7 +15,7 @@ from migration_soak.judge import CheckResult, CriterionResult, Verdict, plural, 
 from migration_soak.plan import Check, Plan
 from migration_soak.report_checks import summarize_check
 from migration_soak.report_text import ROLLBACK_KINDS, STATUSES, UTC, utc
-from migration_soak.store import Observation
+from migration_soak.store import Observation, RunClock
 
 #: Units a check may have; readings of a check the plan lost keep theirs if it is one.
 UNITS = ("count", "ratio", "ms", "bytes", "seconds", "up", "rows", "per_minute")
@@ -159,7 +159,11 @@ def _ghost(cid: str, unit: str) -> Check:
 def _summaries(run: Run, stopped: bool | str) -> dict[str, CheckResult]:
     """Per check of the plan (plan order), then per unknown check id (sorted): its summary."""
     breached = run.breached()
-    results = {check.id: summarize_check(run.plan, check, run.observations, stopped, breached)
+    scale = run.time_scale or 1.0  # the post-mortem's clock is inferred later; it shows no check's "met"
+    start = run.clock0 or run.verified  # as Store.clock: readings of a window are placed on the soak clock
+    clocked = [o if o.soak_s is not None or start is None else o.on_clock(RunClock(start, scale))
+               for o in run.observations]
+    results = {check.id: summarize_check(run.plan, check, clocked, stopped, breached, scale)
                for check in run.plan.checks}
     known = {c.id for c in run.plan.checks}
     for cid in sorted({o.check_id for o in run.observations} - known):  # readings of checks the plan no longer has

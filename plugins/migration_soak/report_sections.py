@@ -10,7 +10,15 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from migration_soak.judge import CheckResult, CriterionResult, format_change, format_condition, format_value, plural
+from migration_soak.judge import (
+    CheckResult,
+    CriterionResult,
+    format_change,
+    format_condition,
+    format_value,
+    plural,
+    read_in_part,
+)
 from migration_soak.plan import Check, Plan
 from migration_soak.report_checks import sampled_ids
 from migration_soak.rules import disjoint_windows
@@ -233,10 +241,11 @@ def deciding(run: Run) -> list[str]:
     if v.decision == "INCONCLUSIVE":
         return ([_unmet_line(run, c) for c in v.criteria if c.kind == "go" and c.outcome != "met"]
                 + [_unmet_line(run, c) for c in unjudged]) or [f"{marks['INCONCLUSIVE']} {r}" for r in v.reasons]
+    partly = [f"⚠️ {line}" for line in read_in_part(v.criteria)]  # met / clear on windows that left hours unread
     if not unjudged:
-        return [f"✅ every GO criterion met and no NO-GO criterion breached ({len(v.criteria)} criteria judged)"]
+        return [f"✅ every GO criterion met and no NO-GO criterion breached ({len(v.criteria)} criteria judged)"] + partly
     return ([f"✅ every GO criterion met and no NO-GO criterion breached ({len(v.criteria) - len(unjudged)} of "
-             f"{len(v.criteria)} criteria judged)"]
+             f"{len(v.criteria)} criteria judged)"] + partly
             + [f"{_unmet_line(run, c)}: not holding this compressed clock's GO back, every reading being within "
                "the bound (a real-time soak judges it)" for c in unjudged])
 
@@ -338,7 +347,13 @@ def _go_line(run: Run, c: CriterionResult) -> str:
     if unjudged(run, c):
         return (f"{MARK['not_measured']} {c.text}: not met, not judged: the soak stopped at {run.stop_where} "
                 f"first ({figures(run, c)})")
-    return f"{MARK[c.outcome]} {c.text}: {OUTCOME_WORDS[c.outcome]} ({figures(run, c)})"
+    return f"{MARK[c.outcome]} {c.text}: {OUTCOME_WORDS[c.outcome]} ({figures(run, c)}){_in_part(c)}"
+
+
+def _in_part(c: CriterionResult) -> str:
+    """``; read in part: <check>: <readings whose windows cover ...>`` for a met / clear
+    criterion whose readings of a fixed window left soak hours unread ("" otherwise)."""
+    return f"; read in part: {'; '.join(c.unread)}" if c.outcome in ("met", "clear") and c.unread else ""
 
 
 def _no_go_total(run: Run) -> str:
@@ -346,9 +361,11 @@ def _no_go_total(run: Run) -> str:
     total = sum(1 for c in run.verdict.criteria if c.kind == "no_go")
     unjudged = [c for c in run.verdict.criteria if c.kind == "no_go" and c.outcome == "not_judged"]
     mark = "❌" if breached else MARK["not_judged"] if unjudged else "✅"
+    partly = [c for c in run.verdict.criteria if c.kind == "no_go" and c.outcome == "clear" and c.unread]
     return (f"{mark} NO-GO criteria breached: {len(breached)} of {total}"
             + (": " + ", ".join(f"`{c.id}`" for c in breached) if breached else "")
-            + (f"; not judged: {len(unjudged)} (" + ", ".join(f"`{c.id}`" for c in unjudged) + ")" if unjudged else ""))
+            + (f"; not judged: {len(unjudged)} (" + ", ".join(f"`{c.id}`" for c in unjudged) + ")" if unjudged else "")
+            + "".join(f"; `{c.id}` clear{_in_part(c)}" for c in partly))
 
 
 def results(run: Run) -> list[str]:
@@ -534,6 +551,8 @@ def _outcome_cell(r: CheckResult) -> str:
     outcome = f"{MARK[r.outcome]} {OUTCOME_WORDS[r.outcome]}"
     if r.outcome == "breached" and r.detail.startswith("decided NO-GO"):
         outcome += " (decided NO-GO)"
+    if r.outcome == "met" and r.unread:  # windows that left soak hours unread (judge.window_coverage)
+        outcome += f" on {r.unread}"
     return outcome
 
 
