@@ -41,7 +41,7 @@ class TI:
         self.migrate, self.pushed = migrate, {}
 
     def get_task_states(self, dag_id, run_ids):
-        return {"r1": {"migrate": self.migrate, "verify": "upstream_failed"}}
+        return {"r1": {"verify": "upstream_failed"} | ({"migrate": self.migrate} if self.migrate else {})}
 
     def xcom_push(self, key, value):
         self.pushed[key] = value
@@ -71,3 +71,18 @@ def test_a_migration_that_changed_nothing_is_still_not_judged(seeded, store, mon
     with pytest.raises(AirflowSkipException, match=r"the migration was not applied \(migrate: failed; every column it "
                                                    r"drops is still there\): nothing to judge or roll back"):
         judge(monkeypatch, seeded, store, "failed")
+
+
+@pytest.mark.parametrize("migrate", ["upstream_failed", "skipped", None])
+def test_columns_another_run_dropped_are_not_judged_when_this_run_never_migrated(seeded, store, monkeypatch, migrate):
+    # Found by review: a run refused at load (another run holds staging) or whose preflight
+    # failed (the migration was already applied by an earlier GO run) never reaches migrate,
+    # yet judge_soak (all_done) read the columns gone and judged NO-GO "the migration failed
+    # after committing part of its change": Slack "ROLLBACK INITIATED", then a rollback with
+    # no backup of this run, against a schema another run is soaking or already approved.
+    LedgerBackend(seeded, MIGRATIONS).deploy()  # an earlier or concurrent run's migration
+    assert runbook.dropped_already(PLAN, lambda text: query(seeded, text)) == ["passwordHash", "emailVerified"]
+    with pytest.raises(AirflowSkipException, match=r"this run did not start the migration \(migrate: "
+                                                   + (migrate or "not run") + r"\)"):
+        judge(monkeypatch, seeded, store, migrate)
+    assert store.events("r1", "verdict") == []

@@ -174,10 +174,18 @@ def judge_soak() -> list[str]:
     INCONCLUSIVE (``runbook.judge_soak``'s ``failed``). When ``migrate`` did not succeed it
     reads the table first: a column it drops already gone (a migration that committed part
     of its change) is a NO-GO and a rollback; else the migration was not applied, there is
-    nothing to judge or roll back, and it skips (``conclude`` fails the run)."""
+    nothing to judge or roll back, and it skips (``conclude`` fails the run). When ``migrate``
+    never ran (``load`` refused the run because another holds staging, ``preflight`` failed
+    because the migration is already applied) it skips without reading the table: columns
+    gone then are another run's doing, never this run's to roll back."""
     ctx, plan, run_id, store = run_context()
     states = task_states(ctx)
     partial: list[str] = []
+    if states.get("migrate") not in ("success", "failed"):
+        # migrate never ran (load refused the run, preflight failed, ...): columns gone now
+        # were dropped by another run (one soaking staging, or an earlier GO), not this one.
+        raise AirflowSkipException(f"this run did not start the migration (migrate: {states.get('migrate') or 'not run'}"
+                                   "): nothing of its own to judge or roll back")
     if states.get("migrate") != "success":
         partial = runbook.dropped_already(plan, query(plan))
         if not partial:
