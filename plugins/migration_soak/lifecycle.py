@@ -101,12 +101,22 @@ def candidate(store: Store, run_id: str, verdict: Verdict, human: Answer | None,
 def decide(plan: Plan, store: Store, run_id: str, before: Decision, require_sign_off: bool,
            sign_off: Answer | None) -> Decision:
     """``decision.decide``, recorded as the run's single ``decision`` event (after the
-    ``sign_off`` event when the sign-off was asked and answered)."""
+    ``sign_off`` event when the sign-off was asked and answered).
+
+    Once the run started rolling back (a ``rollback_started`` event: ``decide`` or the
+    questions before it cleared and answered again in the UI), only a rollback may be
+    decided again: the migration is no longer applied, so a GO or a keep would claim a
+    migration that is not there (``SoakError``, nothing recorded)."""
     if not decision.needs_sign_off(before, require_sign_off):
         sign_off = None
+    final = decision.decide(before, require_sign_off, sign_off, plan.verdict.on_sign_off_rejected)
+    started = store.events(run_id, "rollback_started")
+    if started and final.action != "rollback":
+        raise SoakError(f"this run already started rolling back ({started[0]['payload'].get('text')}): the migration "
+                        f"is no longer applied, so a new decision ({final.outcome.replace('_', '-')}, {final.action}: "
+                        f"{final.reason}) cannot stand; trigger a new run to soak it again")
     if sign_off is not None:
         store.add_event(run_id, "sign_off", decision.sign_off_event(sign_off))
-    final = decision.decide(before, require_sign_off, sign_off, plan.verdict.on_sign_off_rejected)
     store.add_event(run_id, "decision", decision.decision_event(final))
     return final
 

@@ -60,6 +60,37 @@ def test_decide_records_the_sign_off_and_the_decision_and_branches(run):
     assert run.posted == [f":rotating_light: [staging] {PLAN.migration.name}: {reason}"]
 
 
+@pytest.mark.parametrize("on_rejected", ["rollback", "keep"])
+def test_a_decide_cleared_after_the_rollback_started_cannot_turn_it_into_go_or_keep(run, monkeypatch, on_rejected):
+    # Found by review: QA rejected, the rollback gave the columns back; then the operator
+    # cleared sign_off (and its downstream) in the UI and QA approved: decide recorded GO,
+    # report posted "verdict: GO" and conclude turned the run green for a migration that
+    # is no longer applied.
+    rejected = Decision("NO_GO", "rollback", "person:qa", "QA rejected the sign-off: broken", "GO")
+    run.add_event("r1", "decision", decision_event(rejected))
+    run.add_event("r1", "rollback_started", {"text": "ROLLBACK INITIATED - Reason: NO_GO: broken", "notified": True})
+    run.add_event("r1", "rollback_completed", {})
+    run.ti.xcoms[("ask_sign_off", "candidate")] = Decision("GO", "proceed", "judge", "all met", "GO").to_dict()
+    run.ti.xcoms[("sign_off", "return_value")] = {"chosen_options": [APPROVE_OPTION], "responded_by_user": "qa"}
+    plan = PLAN.model_copy(update={"verdict": PLAN.verdict.model_copy(update={"on_sign_off_rejected": on_rejected})})
+    monkeypatch.setattr(t, "load_plan", lambda name: plan)
+    monkeypatch.setattr(c, "load_plan", lambda name: plan)
+    with pytest.raises(AirflowFailException) as err:
+        t.decide.function()
+    assert str(err.value) == (
+        "this run already started rolling back (ROLLBACK INITIATED - Reason: NO_GO: broken): the migration is no "
+        "longer applied, so a new decision (GO, proceed: all met; QA sign-off approved by qa) cannot stand; trigger a "
+        "new run to soak it again")
+    assert runbook.recorded_decision(run, "r1") == rejected
+    with pytest.raises(AirflowFailException, match="^NO-GO: QA rejected the sign-off: broken; rollback completed$"):
+        t.conclude.function()
+    # The same decision again (the rollback group re-run, which is idempotent) is allowed.
+    run.ti.xcoms[("sign_off", "return_value")] = {"chosen_options": ["Reject"], "responded_by_user": "qa",
+                                                  "params_input": {"comment": "broken"}}
+    if on_rejected == "rollback":
+        assert t.decide.function() == ["rollback.notify_rollback"]
+
+
 def test_the_rollback_goes_on_when_slack_is_down_and_its_start_says_so(run, monkeypatch):
     run.add_event("r1", "decision", decision_event(Decision("NO_GO", "rollback", "judge", "errors 2%")))
     monkeypatch.setattr(notify, "send", lambda text, conn_id=None, **kw: False)  # what send says when Slack is down

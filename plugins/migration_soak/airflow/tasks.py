@@ -229,8 +229,9 @@ def decide() -> list[str]:
     """``lifecycle.decide``, recorded as the run's single ``decision`` event: report or rollback."""
     ctx, plan, run_id, store = run_context()
     before = decision_mod.Decision(**ctx["ti"].xcom_pull(task_ids="ask_sign_off", key="candidate"))
-    final = lifecycle.decide(plan, store, run_id, before, bool(ctx["params"]["require_sign_off"]),
-                             answer(ctx, "sign_off"))
+    with failing(SoakError):
+        final = lifecycle.decide(plan, store, run_id, before, bool(ctx["params"]["require_sign_off"]),
+                                 answer(ctx, "sign_off"))
     log.info("decision: %s", final)
     return ["rollback.notify_rollback"] if final.action == "rollback" else ["report"]
 
