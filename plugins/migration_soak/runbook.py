@@ -91,10 +91,18 @@ def admit(plan: Plan, run_id: str, store: Store, *, environment: str, plan_param
     if environment != plan.environment:
         raise PlanError(f"environment: the plan {plan.name!r} is for {plan.environment!r}, "
                         f"the run asked for {environment!r}")
+    hold(plan, run_id, store, plan_param, "this run is refused")
+
+
+def hold(plan: Plan, run_id: str, store: Store, plan_param: str, refused: str) -> None:
+    """Hold the environment's lease for ``run_id`` (taken again when free: a task of a
+    finished run cleared in the UI); ``SoakError`` naming the run that holds it, then
+    ``refused``. Every task that changes staging calls it first, so a cleared task of an
+    old run never restores, migrates or restarts under another run's soak."""
     lease = store.take_lease(plan.environment, run_id, plan_param)
     if lease["run_id"] != run_id:
         raise SoakError(f"environment {plan.environment!r} is being soaked by run {lease['run_id']} (plan "
-                        f"{lease['plan']}, since {lease['taken_at']:%Y-%m-%d %H:%M UTC}); this run is refused")
+                        f"{lease['plan']}, since {lease['taken_at']:%Y-%m-%d %H:%M UTC}); {refused}")
 
 
 # ------------------------------------------------------------------ preflight

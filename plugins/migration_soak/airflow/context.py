@@ -13,6 +13,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from migration_soak import runbook
 from migration_soak.decision import Answer
+from migration_soak.exceptions import SoakError
 from migration_soak.judge import Verdict
 from migration_soak.migrate import MigrationBackend
 from migration_soak.pgconn import PgTarget
@@ -36,6 +37,17 @@ def run_context() -> tuple[Any, Plan, str, Store]:
     ctx = get_current_context()
     plan = load_plan(ctx["params"]["plan"])
     return ctx, plan, ctx["run_id"], Store.from_airflow(plan.connections.store)
+
+
+def staging_context(task: str) -> tuple[Any, Plan, str, Store]:
+    """:func:`run_context` of a task that changes staging (``task``: what it does), after
+    making sure the run holds the environment's lease (``runbook.hold``): a task of a
+    finished run cleared in the UI fails, naming the run that soaks staging now, before
+    touching anything."""
+    ctx, plan, run_id, store = run_context()
+    with failing(SoakError):
+        runbook.hold(plan, run_id, store, ctx["params"]["plan"], f"this run's {task} does not touch it")
+    return ctx, plan, run_id, store
 
 
 def direct(plan: Plan) -> PgTarget:

@@ -9,7 +9,7 @@ from datetime import timedelta
 from airflow.sdk import task
 
 from migration_soak import lifecycle, notify, runbook, sources
-from migration_soak.airflow.context import backend, direct, failing, query, run_context
+from migration_soak.airflow.context import backend, direct, failing, query, run_context, staging_context
 from migration_soak.airflow.context import verdict as pushed_verdict
 from migration_soak.airflow.tasks import restart, write_report
 from migration_soak.backup_storage import fetched
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 def notify_rollback() -> None:
     """``lifecycle.start_rollback``: Slack "ROLLBACK INITIATED - Reason: ..." (rollback step 1),
     recorded with whether Slack accepted it. An unreachable Slack does not stop the rollback."""
-    ctx, plan, run_id, store = run_context()
+    ctx, plan, run_id, store = staging_context("notify_rollback")
     if not lifecycle.start_rollback(plan, store, run_id, lambda text: notify.send(text, plan.connections.slack)):
         log.warning("rollback started; the Slack notification was not accepted (see the warning above)")
 
@@ -37,7 +37,7 @@ RESTORE_RETRIES = 2
 @task(retries=RESTORE_RETRIES, retry_delay=timedelta(seconds=5))
 def restore() -> dict:
     """``runbook.restore`` (rollback step 2) from the backup recorded by ``backup``."""
-    ctx, plan, run_id, store = run_context()
+    ctx, plan, run_id, store = staging_context("restore")
     record = lifecycle.kept_backup(store, run_id)
     # The backup may have been taken on another worker: fetched from its storage.
     with failing(BackupError, prefix="rollback cannot read the backup, nothing restored: "), \
@@ -49,7 +49,7 @@ def restore() -> dict:
 @task
 def mark_ledger(_restored: dict) -> None:
     """``runbook.mark_rolled_back`` and Prisma's agreement (rollback step 3)."""
-    ctx, plan, run_id, store = run_context()
+    ctx, plan, run_id, store = staging_context("mark_ledger")
     with failing(MigrationError, prefix=f"marking {plan.migration.name} rolled back: "):
         runbook.mark_rolled_back(plan, run_id, store, backend(plan), direct(plan))
     with failing(MigrationError):

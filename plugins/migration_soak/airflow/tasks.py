@@ -18,7 +18,8 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from migration_soak import decision as decision_mod
 from migration_soak import lifecycle, notify, runbook
-from migration_soak.airflow.context import answer, backend, direct, direct_field, failing, http, query, run_context
+from migration_soak.airflow.context import (answer, backend, direct, direct_field, failing, http, query, run_context,
+                                            staging_context)
 from migration_soak.airflow.context import verdict as pushed_verdict
 from migration_soak.backup import BackupRecord
 from migration_soak.backup_storage import fetched, plan_root, probe, take_kept_backup
@@ -111,7 +112,7 @@ def migrate(_fingerprinted: dict) -> dict:
     """``runbook.mark_logs``, ``runbook.take_topup`` (the dropped columns of rows written
     since the backup's watermark), then ``runbook.deploy`` (Hora 0 step 2); runs after the
     fingerprint task."""
-    ctx, plan, run_id, store = run_context()
+    ctx, plan, run_id, store = staging_context("migrate")
     runbook.mark_logs(plan, run_id, store)
     with failing(BackupError, prefix="top-up failed, the migration will not start: "):
         runbook.take_topup(plan, run_id, store, direct(plan))
@@ -154,7 +155,7 @@ def fingerprint(_rehearsal: dict | None) -> dict:
 
 def restart(kind: str, text: str) -> int:
     """``lifecycle.restart``: the plan's restart action; its HTTP status (raises on non-2xx)."""
-    ctx, plan, run_id, store = run_context()
+    ctx, plan, run_id, store = staging_context(kind)
     return lifecycle.restart(plan, run_id, store, kind, text, partial(http, timeout=60))
 
 
