@@ -8,8 +8,10 @@ recomputes where it is and never restarts the clock.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from migration_soak.plan import Plan
 
@@ -36,6 +38,20 @@ def check_time_scale(time_scale: float) -> float:
     if not isinstance(time_scale, (int, float)) or isinstance(time_scale, bool) or not 0 < time_scale <= TIME_SCALE_MAX:
         raise ValueError(f"time_scale must be a number in (0, {TIME_SCALE_MAX}], got {time_scale!r}")
     return float(time_scale)
+
+
+#: The largest ``clock_lead_s`` the trigger form accepts (wall seconds).
+CLOCK_LEAD_MAX_S = 600
+
+
+def check_clock_lead(lead_s: Any) -> float:
+    """Validate the trigger form's ``clock_lead_s``, in [0, ``CLOCK_LEAD_MAX_S``]; raises
+    ``ValueError`` naming the field and value. NaN passes the form's JSON schema (it is
+    neither below the minimum nor above the maximum), so it is refused here."""
+    if (not isinstance(lead_s, (int, float)) or isinstance(lead_s, bool) or not math.isfinite(lead_s)
+            or not 0 <= lead_s <= CLOCK_LEAD_MAX_S):
+        raise ValueError(f"clock_lead_s must be a number of seconds in [0, {CLOCK_LEAD_MAX_S}], got {lead_s!r}")
+    return float(lead_s)
 
 
 def wall(hour0: datetime, offset: timedelta, time_scale: float) -> datetime:

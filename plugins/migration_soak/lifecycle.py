@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from migration_soak import decision, notify, runbook
 from migration_soak.backup import BackupRecord
-from migration_soak.clock import check_time_scale
+from migration_soak.clock import check_clock_lead, check_time_scale
 from migration_soak.decision import Answer, Decision
 from migration_soak.exceptions import SoakError, SoakStopped
 from migration_soak.judge import Verdict
@@ -27,13 +27,15 @@ from migration_soak.store import Store
 
 
 def open_run(plan: Plan, run_id: str, store: Store, *, environment: str, plan_param: str, time_scale: Any,
-             probe: Callable[[], object]) -> None:
+             probe: Callable[[], object], clock_lead_s: Any = 0.0) -> None:
     """Create the store's tables (first: ``release``, which always runs, reads the lease
-    table), check the trigger form's ``time_scale`` (``ValueError``) and the backup storage
+    table), check the trigger form's ``time_scale`` and ``clock_lead_s`` (``ValueError``:
+    ``start_clock`` reads the lead only after the migration) and the backup storage
     (``probe()``: an unusable ``backup_location`` fails now, not after the baseline hour;
     ``BackupError``), then ``runbook.admit`` (``PlanError``/``SoakError``)."""
     store.create_schema()
     check_time_scale(time_scale)
+    check_clock_lead(clock_lead_s)
     probe()
     runbook.admit(plan, run_id, store, environment=environment, plan_param=plan_param)
 

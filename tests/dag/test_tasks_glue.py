@@ -172,3 +172,22 @@ def test_the_report_task_tells_slack_the_sign_off_it_recorded(run, monkeypatch):
     assert run.posted == [f":large_green_circle: [staging] soak of `{PLAN.migration.name}` verdict: GO: all met; QA "
                           "sign-off approved by qa; approved for production (Equipo de QA aprueba testing manual: "
                           "approved by qa; No hay tickets de soporte relacionados: approved by qa); report soak-r1.md"]
+
+
+@pytest.mark.parametrize("lead", [float("nan"), -1.0, 601.0, "10", True])
+def test_load_refuses_a_clock_lead_that_start_clock_cannot_use_before_anything_touches_staging(run, monkeypatch, lead):
+    # Found by review: NaN passes the Param's JSON schema (NaN < 0 and NaN > 600 are both
+    # false) and `airflow dags trigger -c '{"clock_lead_s": NaN}'` sends it; load did not
+    # look at clock_lead_s, so backup and migrate ran and start_clock failed after the
+    # columns were dropped ("cannot convert float NaN to integer").
+    monkeypatch.setattr(t, "probe", lambda root: None)
+    monkeypatch.setattr(t, "plan_root", lambda plan: None)
+    run.create_schema = lambda: None
+    ctx = t.get_current_context()
+    ctx["params"]["clock_lead_s"] = lead
+    with pytest.raises(AirflowFailException) as err:
+        t.load.function()
+    assert str(err.value) == f"clock_lead_s must be a number of seconds in [0, 600], got {lead!r}"
+    assert run.lease is None  # refused before the lease, like time_scale
+    ctx["params"]["clock_lead_s"] = 0
+    assert t.load.function() == PLAN.name and run.lease["run_id"] == "r1"

@@ -20,7 +20,7 @@ from airflow.sdk import DAG, Param, TaskGroup
 from migration_soak import notify
 from migration_soak.airflow import rollback_tasks as rb
 from migration_soak.airflow import tasks as t
-from migration_soak.clock import TIME_SCALE_MAX
+from migration_soak.clock import CLOCK_LEAD_MAX_S, TIME_SCALE_MAX
 from migration_soak.decision import APPROVE_OPTION, GO_OPTION, REJECT_OPTION, ROLLBACK_OPTION
 from migration_soak.airflow.sensors import CheckSensor, GuardSensor
 from migration_soak.exceptions import PlanError
@@ -80,7 +80,7 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
                                  description="The environment the plan soaks."),
             "time_scale": Param(1.0, type="number", exclusiveMinimum=0, maximum=TIME_SCALE_MAX,
                                 description="Soak clock speed-up: 1 = real time (24 h); 360 = 24 h in 4 minutes."),
-            "clock_lead_s": Param(CLOCK_LEAD_S, type="number", minimum=0, maximum=600,
+            "clock_lead_s": Param(CLOCK_LEAD_S, type="number", minimum=0, maximum=CLOCK_LEAD_MAX_S,
                                   description="Wall seconds from the end of the Hora 0 checklist to hour 0 of the "
                                               "soak clock, so every check task is waiting before its first tick "
                                               "(on a 300x clock the first intensive tick is 1 s after hour 0)."),

@@ -51,7 +51,8 @@ def load() -> str:
     with failing(SoakError, ValueError):
         lifecycle.open_run(plan, ctx["run_id"], Store.from_airflow(plan.connections.store),
                            environment=params["environment"], plan_param=params["plan"],
-                           time_scale=params["time_scale"], probe=lambda: probe(plan_root(plan)))
+                           time_scale=params["time_scale"], probe=lambda: probe(plan_root(plan)),
+                           clock_lead_s=params.get("clock_lead_s", 0))
     return plan.name
 
 
