@@ -525,6 +525,19 @@ def restore(plan: Plan, run_id: str, store: Store, *, fetch: Fetch, direct: PgTa
     return payload
 
 
+def restored_already(plan: Plan, run_id: str, store: Store, query: Query) -> dict | None:
+    """The payload of this run's completed restore (its ``restore`` event) when the dropped
+    columns are all on the table now (read-only ``query``), else None. A restore run again
+    after that (the rollback group cleared in the UI, ``decide`` re-run) must not copy: the
+    copy takes a row still holding the re-added value (NULL, ``false``) for one never
+    filled, so it would write the backup's old value over what the application wrote
+    since the rollback (a verification reset, a password removed)."""
+    done = store.events(run_id, "restore")
+    if not done or dropped_already(plan, query):
+        return None
+    return {k: v for k, v in done[-1]["payload"].items() if k != "text"}
+
+
 def restore_event(payload: dict) -> dict:
     """The ``restore`` event of a ``rollback.RestoreResult.to_dict()`` (rollback step 2)."""
     if payload.get("method") == "rebuild":

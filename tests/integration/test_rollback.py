@@ -354,3 +354,34 @@ def test_a_default_with_no_stored_value_is_refused(target, ddl):
     with pytest.raises(RollbackError, match=r"public\.t\.c has a default \(.*\) but no value stored for the rows "
                                             r"the down SQL down\.sql re-added it to .*a volatile default"):
         _info(target, ddl)
+
+
+def test_the_restore_task_run_again_after_a_completed_restore_keeps_what_the_application_wrote_since(
+        seeded, store, pg_bin, tmp_path, monkeypatch):
+    # Found by review: the rollback completed, the application wrote on the restored columns
+    # (a verification reset to false, a password removed: the values the re-add gives), then
+    # the rollback group ran again (cleared in the UI, or decide re-run): the copy took those
+    # rows for never-filled ones and wrote the backup's old values over them (2 rows).
+    from migration_soak import lifecycle
+    from migration_soak.airflow import rollback_tasks as rb
+    from migration_soak.plan import load_plan
+
+    plan = load_plan("default")
+    record = take_backup(seeded, tmp_path / "b", pg_bin, "pre")
+    store.add_event("r1", "backup", runbook.backup_event(record))
+    LedgerBackend(seeded, MIGRATIONS).deploy()
+    ctx = {"params": {"plan": "default"}, "run_id": "r1"}
+    monkeypatch.setattr(rb, "staging_context", lambda task: (ctx, plan, "r1", store))
+    monkeypatch.setattr(rb, "direct", lambda p: seeded)
+    monkeypatch.setattr(rb, "query", lambda p: lambda text: query(seeded, text), raising=False)
+    monkeypatch.setattr(runbook, "pg_bin_dir", lambda p: pg_bin)
+    first = rb.restore.function()
+    assert first["mismatches"] == 0 and lifecycle.kept_backup(store, "r1").sha256 == record.sha256
+    query(seeded, """UPDATE users SET "emailVerified" = false WHERE id = 'usr_0000003'""")
+    query(seeded, """UPDATE users SET "passwordHash" = NULL WHERE id = 'usr_0000001'""")
+    written = snapshot(seeded)
+
+    again = rb.restore.function()
+    assert again == first  # the completed restore's result, nothing copied again
+    assert snapshot(seeded) == written
+    assert [e["payload"]["values_restored"] for e in store.events("r1", "restore")] == [first["values_restored"]]

@@ -14,6 +14,7 @@ from migration_soak.airflow.context import verdict as pushed_verdict
 from migration_soak.airflow.tasks import restart, write_report
 from migration_soak.backup_storage import fetched
 from migration_soak.exceptions import BackupError, MigrationError, RollbackError
+from migration_soak.rollback import restore_summary as rollback_summary
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,11 @@ RESTORE_RETRIES = 2
 def restore() -> dict:
     """``runbook.restore`` (rollback step 2) from the backup recorded by ``backup``."""
     ctx, plan, run_id, store = staging_context("restore")
+    done = runbook.restored_already(plan, run_id, store, query(plan))
+    if done is not None:
+        log.warning("this run's restore already completed and the columns are there: nothing copied again (values "
+                    "written since the rollback are the application's); its result: %s", rollback_summary(done))
+        return done
     record = lifecycle.kept_backup(store, run_id)
     # The backup may have been taken on another worker: fetched from its storage.
     with failing(BackupError, prefix="rollback cannot read the backup, nothing restored: "), \
