@@ -140,10 +140,13 @@ def kept_backup(store: Store, run_id: str) -> BackupRecord:
 
 
 def conclude(store: Store, run_id: str) -> str:
-    """The run's outcome when it is green (a GO whose report was written); else
-    ``SoakError`` with ``decision.failure``'s reason."""
+    """The run's outcome when it is green (a GO whose report was written after it: a
+    report of an earlier decision, before a question was cleared and answered again in the
+    UI, is not this GO's); else ``SoakError`` with ``decision.failure``'s reason."""
     final = runbook.recorded_decision(store, run_id)
-    why = decision.failure(final, report_written=bool(store.events(run_id, "report")),
+    kinds = [e["kind"] for e in store.events(run_id)]
+    decided = max((i for i, k in enumerate(kinds) if k == "decision"), default=-1)
+    why = decision.failure(final, report_written="report" in kinds[decided + 1:],
                            rollback_completed=bool(store.events(run_id, "rollback_completed")))
     if why is not None:
         raise SoakError(why)

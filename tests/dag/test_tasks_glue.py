@@ -122,6 +122,21 @@ def test_conclude_fails_with_the_reason(run, events, message):
     assert str(err.value) == message
 
 
+def test_conclude_wants_the_report_of_the_last_decision_not_an_earlier_one(run):
+    # Found by review: QA rejected with on_sign_off_rejected=keep, so report wrote the
+    # report of that NO-GO; the operator cleared sign_off, QA approved, decide recorded GO,
+    # and the report task failed this time: conclude found the earlier report event and
+    # turned the run green for a GO whose report (and Slack GO) never came.
+    kept = Decision("NO_GO", "keep", "person:qa", "QA rejected the sign-off: wait for the fix", "GO")
+    run.add_event("r1", "decision", decision_event(kept))
+    run.add_event("r1", "report", {"path": "x"})
+    run.add_event("r1", "decision", decision_event(Decision("GO", "proceed", "person:qa", "ok", "GO")))
+    with pytest.raises(AirflowFailException, match="^GO was decided but the report was not written"):
+        t.conclude.function()
+    run.add_event("r1", "report", {"path": "y"})
+    assert t.conclude.function() == "GO"
+
+
 def test_conclude_succeeds_for_a_go_with_its_report(run):
     run.add_event("r1", "decision", decision_event(Decision("GO", "proceed", "judge", "ok")))
     run.add_event("r1", "report", {"path": "x"})
