@@ -42,7 +42,7 @@ def old_run(monkeypatch):
     def touch(*a, **kw):
         raise Touched()
 
-    for module, name in ((t, "direct"), (t, "backend"), (t, "http"), (rb, "direct"), (rb, "backend"),
+    for module, name in ((t, "direct"), (t, "backend"), (t, "http"), (rb, "direct"), (rb, "backend"), (rb, "query"),
                          (runbook, "mark_logs"), (lifecycle, "kept_backup"), (lifecycle, "restart"), (notify, "send")):
         monkeypatch.setattr(module, name, touch)
     return store

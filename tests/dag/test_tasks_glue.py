@@ -206,3 +206,24 @@ def test_load_refuses_a_clock_lead_that_start_clock_cannot_use_before_anything_t
     assert run.lease is None  # refused before the lease, like time_scale
     ctx["params"]["clock_lead_s"] = 0
     assert t.load.function() == PLAN.name and run.lease["run_id"] == "r1"
+
+
+def test_mark_ledger_refuses_when_the_columns_are_not_back(run, monkeypatch):
+    # Found by review: restore marked success in the UI (it hung on a lock) restored
+    # nothing; mark_ledger then marked the migration rolled back in _prisma_migrations, so
+    # the ledger and `prisma migrate status` said "pending" while users had no
+    # passwordHash/emailVerified: a green task and a ledger claiming a rollback not done.
+    marked: list[str] = []
+    monkeypatch.setattr(rb, "direct", lambda plan: None)
+    monkeypatch.setattr(rb, "backend", lambda plan: None)
+    monkeypatch.setattr(runbook, "mark_rolled_back", lambda *a, **kw: marked.append("ledger"))
+    monkeypatch.setattr(runbook, "confirm_with_prisma", lambda *a, **kw: marked.append("prisma"))
+    monkeypatch.setattr(rb, "query", lambda plan: lambda text: [("emailVerified",)])
+    with pytest.raises(AirflowFailException) as err:
+        rb.mark_ledger.function(None)
+    assert str(err.value) == (f"marking {PLAN.migration.name} rolled back: users still lacks passwordHash (restore "
+                              "did not give it back: was it marked success?); the ledger is left as it is")
+    assert marked == []
+    monkeypatch.setattr(rb, "query", lambda plan: lambda text: [("emailVerified",), ("passwordHash",)])
+    rb.mark_ledger.function({"mismatches": 0})
+    assert marked == ["ledger", "prisma"]

@@ -7,6 +7,7 @@ import logging
 from datetime import timedelta
 
 from airflow.sdk import task
+from airflow.sdk.exceptions import AirflowFailException
 
 from migration_soak import lifecycle, notify, runbook, sources
 from migration_soak.airflow.context import backend, direct, failing, query, run_context, staging_context
@@ -56,6 +57,12 @@ def restore() -> dict:
 def mark_ledger(_restored: dict) -> None:
     """``runbook.mark_rolled_back`` and Prisma's agreement (rollback step 3)."""
     ctx, plan, run_id, store = staging_context("mark_ledger")
+    missing = runbook.dropped_already(plan, query(plan))
+    if missing:  # restore marked success in the UI, or the columns dropped again since
+        raise AirflowFailException(
+            f"marking {plan.migration.name} rolled back: {plan.migration.table} still lacks {', '.join(missing)} "
+            f"(restore did not give {'it' if len(missing) == 1 else 'them'} back: was it marked success?); the ledger "
+            "is left as it is")
     with failing(MigrationError, prefix=f"marking {plan.migration.name} rolled back: "):
         runbook.mark_rolled_back(plan, run_id, store, backend(plan), direct(plan))
     with failing(MigrationError):
