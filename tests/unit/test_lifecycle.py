@@ -44,6 +44,23 @@ def test_open_run_creates_the_schema_first_then_checks_the_form_the_storage_and_
                            probe=lambda: None)
 
 
+@pytest.mark.parametrize("time_scale", [1e-7, 1e-9, 1e-300])
+def test_open_run_refuses_a_time_scale_whose_soak_no_clock_can_hold(time_scale):
+    # Found by review: a tiny positive time_scale passed the form (exclusiveMinimum 0) and
+    # load; the first check task then raised "OverflowError: date value out of range"
+    # (24 h / 1e-7 is past year 9999), after the migration for a plan without a baseline.
+    store = Store()
+    with pytest.raises(ValueError) as err:
+        lifecycle.open_run(PLAN, "r1", store, environment="staging", plan_param="default", time_scale=time_scale,
+                           probe=lambda: None)
+    assert str(err.value) == (f"time_scale {time_scale!r} stretches the plan's 24 h soak past the year 9999, which "
+                              "no clock can hold: use 1 for real time (a value below 1 stretches the soak)")
+    assert store.lease is None
+    lifecycle.open_run(PLAN, "r1", store, environment="staging", plan_param="default", time_scale=1e-3,
+                       probe=lambda: None)  # 2.7 years, but a clock can hold it
+    assert store.lease["run_id"] == "r1"
+
+
 def test_a_disabled_rehearsal_is_recorded_with_its_reason():
     store = Store()
     assert lifecycle.rehearsal_disabled(PLAN, "r1", store) is None and store.kinds() == []
