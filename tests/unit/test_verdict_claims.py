@@ -195,3 +195,25 @@ def test_the_first_log_reading_after_the_migration_starts_where_the_log_was_at_t
     for phase in ("hour0", "guard"):  # each series starts at the mark
         o = observe.take(PLAN, "critical_errors", phase, Tick(phase, 0, timedelta(0), t0), "r", store)
         assert (o.value, o.evidence["lines_read"], o.evidence.get("first_read")) == (1, 601, None), o.evidence
+
+
+def test_a_migrate_run_again_after_the_ddl_keeps_the_first_log_marks(tmp_path, monkeypatch):
+    """Found by review: migrate cleared in the UI and run again (with its downstream: verify
+    had failed) marked the logs again; the first reading of each series then started there,
+    so the critical errors the application logged between the DDL and the re-run (the
+    columns gone, the apps not restarted) were never read and "0 errores críticos" held."""
+    from migration_soak import runbook
+
+    log = tmp_path / "app.log"
+    log.write_text("INFO before the migration\n")
+    monkeypatch.setenv("SOAK_APP_LOG", str(log))
+    monkeypatch.setenv("SOAK_DB_LOG", str(tmp_path / "missing.log"))
+    store = _MarkedStore()
+    first = runbook.mark_logs(PLAN, "r", store)
+    store.add_event("r", "migrate", {"applied": [PLAN.migration.name]})  # the DDL committed
+    with log.open("a") as f:
+        f.write("ERROR CRITICAL column users.passwordHash does not exist\n")
+    assert runbook.mark_logs(PLAN, "r", store) == first  # the run again: nothing re-marked
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    o = observe.take(PLAN, "critical_errors", "hour0", Tick("hour0", 0, timedelta(0), t0), "r", store)
+    assert o.value == 1, o.evidence
