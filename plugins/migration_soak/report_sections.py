@@ -508,10 +508,13 @@ def backup(run: Run) -> dict[str, Any] | None:
 
 
 def migration(run: Run) -> str | None:
-    """What the migration applied and when it was verified; ``None``: not applied."""
-    p = run.payload("migrate")
-    if not p:
+    """What the migration applied and when it was verified; ``None``: not applied. A
+    ``migrate`` run again after its DDL (cleared in the UI) records "nothing pending"
+    last: the line names what the run applied, from the last event that applied any."""
+    found = [e["payload"] for e in run.events if e["kind"] == "migrate" and e.get("payload")]
+    if not found:
         return None
+    p = next((q for q in reversed(found) if q.get("applied")), found[-1])
     text = ", ".join(f"`{m}` applied" for m in p.get("applied", [])) or "nothing pending"
     if run.verified:
         text += f"; verified {when(run.verified)} (hour 0)"

@@ -247,6 +247,16 @@ def test_backup_migration_and_rehearsal_lines():
     assert sections.rehearsal(run_of()) == "not run"
 
 
+def test_the_migration_line_keeps_what_was_applied_when_migrate_ran_again():
+    # Found by review: migrate cleared in the UI and run again after its DDL finds nothing
+    # pending and records a second migrate event; the report read the last one and said
+    # "Migration: nothing pending" for the run that dropped the columns.
+    name = PLAN.migration.name
+    run = run_of(events=[ev("migrate", 0, applied=[name]), ev("migrate", 30, applied=[]),
+                         ev("verified", 0, at=T0.isoformat())])
+    assert sections.migration(run) == f"`{name}` applied; verified 2026-03-02 09:00:00 UTC (hour 0)"
+
+
 # --- the tables -----------------------------------------------------------------------------------------
 
 def test_rows_cells_say_missing_not_reached_or_not_scheduled():
