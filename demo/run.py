@@ -891,12 +891,29 @@ def summary(outcome: SoakOutcome) -> list[str]:
 
 
 def _time_scale(text: str) -> float:
-    """argparse type: the soak clock's speed-up, in the DAG's own range (0, TIME_SCALE_MAX]."""
+    """argparse type: the soak clock's speed-up, in the DAG's own range (0, TIME_SCALE_MAX],
+    and at least 1 for the demo (below 1 stretches the soak past its 24 h: a value such as
+    1e-9 started the whole stack for a run ``load`` then refused)."""
     try:
-        return check_time_scale(float(text))
+        scale = check_time_scale(float(text))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc) if "time_scale" in str(exc) else
                                          f"time_scale must be a number in (0, {TIME_SCALE_MAX}], got {text!r}") from None
+    if scale < 1:
+        raise argparse.ArgumentTypeError(f"time_scale {scale:g} stretches the soak past 24 h: the demo runs at real "
+                                         f"time (1) or faster, up to {TIME_SCALE_MAX}")
+    return scale
+
+
+def _parallelism(text: str) -> int:
+    """argparse type: the LocalExecutor's task slots, at least 1."""
+    try:
+        slots = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"parallelism must be a whole number, got {text!r}") from None
+    if slots < 1:
+        raise argparse.ArgumentTypeError(f"parallelism must be at least 1, got {slots}")
+    return slots
 
 
 def _users(text: str) -> int:
@@ -946,7 +963,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sign-off-comment", help="the sign-off's comment (default: 'demo: approved' / "
                                                    "'demo: rejected on purpose')")
     parser.add_argument("--time-scale", type=_time_scale, default=300.0,
-                        help=f"soak clock speed-up in (0, {TIME_SCALE_MAX}] (300: 24 h in 4.8 min)")
+                        help=f"soak clock speed-up in [1, {TIME_SCALE_MAX}] (300: 24 h in 4.8 min)")
     parser.add_argument("--users", type=_users, default=100_000)
     parser.add_argument("--plan", default="default", help="plan name (DAG migration_soak[__<plan>])")
     parser.add_argument("--plans-dir", help="plans folder (MIGRATION_SOAK_PLANS_DIR; default include/plans)")
@@ -957,7 +974,7 @@ def main(argv: list[str] | None = None) -> int:
                              "`airflow dags test`, one task at a time; celery: the real components with the "
                              "CeleryExecutor, 2 workers in their own network namespaces, backups in S3 "
                              "(demo/celery_cluster.py; root)")
-    parser.add_argument("--parallelism", type=int, default=PARALLELISM,
+    parser.add_argument("--parallelism", type=_parallelism, default=PARALLELISM,
                         help=f"the airflow runner's LocalExecutor task slots (default {PARALLELISM})")
     args = parser.parse_args(argv)
     _known_plan(parser, args.plan, args.plans_dir)  # before anything starts: seeding takes a minute

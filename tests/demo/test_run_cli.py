@@ -177,6 +177,19 @@ def test_time_scale_outside_the_dags_range_is_refused(value, capsys):
     assert "time_scale must be a number in (0, 100000]" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("args, said", [(["--time-scale", "1e-9"], "time_scale 1e-09 stretches the soak past 24 h"),
+                                        (["--time-scale", "0.5"], "time_scale 0.5 stretches the soak past 24 h"),
+                                        (["--parallelism", "0"], "parallelism must be at least 1, got 0"),
+                                        (["--parallelism", "-3"], "parallelism must be at least 1, got -3")])
+def test_a_demo_that_could_not_run_is_refused_before_anything_starts(args, said, capsys):
+    """``--time-scale 1e-9`` passed the demo's check and started the whole stack for a run
+    ``load`` then refused (exit 3); ``--parallelism 0`` or ``-3`` passed without a word."""
+    with pytest.raises(SystemExit) as exc:
+        demo_run.main(args)
+    assert exc.value.code == demo_run.EXIT_USAGE
+    assert said in capsys.readouterr().err
+
+
 def test_sign_off_value_is_checked():
     with pytest.raises(ValueError, match="sign_off"):
         demo_run.run_soak(Path("/nonexistent"), sign_off="maybe")
