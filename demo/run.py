@@ -905,26 +905,21 @@ def _time_scale(text: str) -> float:
     return scale
 
 
-def _parallelism(text: str) -> int:
-    """argparse type: the LocalExecutor's task slots, at least 1."""
-    try:
-        slots = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"parallelism must be a whole number, got {text!r}") from None
-    if slots < 1:
-        raise argparse.ArgumentTypeError(f"parallelism must be at least 1, got {slots}")
-    return slots
+def _at_least_1(name: str) -> Callable[[str], int]:
+    """argparse type: a whole number of ``name``, at least 1 (the error names both)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be at least 1, got {value}")
+        return value
+    return parse
 
 
-def _users(text: str) -> int:
-    """argparse type: how many users to seed, at least 1."""
-    try:
-        users = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"users must be a whole number, got {text!r}") from None
-    if users < 1:
-        raise argparse.ArgumentTypeError(f"users must be at least 1, got {users}")
-    return users
+#: How many users to seed; the airflow runner's LocalExecutor task slots.
+_users, _parallelism = _at_least_1("users"), _at_least_1("parallelism")
 
 
 def _known_plan(parser: argparse.ArgumentParser, plan: str, plans_dir: str | None) -> None:

@@ -8,8 +8,10 @@ missing install fails them. The timeout test needs no Prisma: a fake ``npx`` sle
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import threading
 import time
 from pathlib import Path
 
@@ -178,8 +180,6 @@ def test_the_clis_ddl_waits_at_most_the_plans_lock_timeout_behind_an_app_reader(
     the CLI did not end the ALTER, whose server backend kept waiting for the lock. ``prisma db execute`` runs
     the DDL through the same driver as ``migrate deploy``, which the JavaScript engine of
     the test project cannot run yet (prisma/orm#27403)."""
-    import threading
-
     from migration_soak import runbook
     from migration_soak.plan import load_plan
 
@@ -190,20 +190,7 @@ def test_the_clis_ddl_waits_at_most_the_plans_lock_timeout_behind_an_app_reader(
     ddl = tmp_path / "ddl.sql"
     ddl.write_text('ALTER TABLE "users" ADD COLUMN "soak_probe" INTEGER;\n')
 
-    reader = seeded.connect(application_name="app-reader")  # a long read: ACCESS SHARE on users
-    reader.cursor().execute("SELECT count(*) FROM users")
-    outcome: dict = {}
-    cli = threading.Thread(target=lambda: outcome.update(run=backend.run_cli(
-        "db", "execute", "--file", str(ddl), "--schema", "schema.prisma")))
-    try:
-        cli.start()
-        waiting = []
-        for _ in range(300):  # node's start-up: until the ALTER waits for its lock
-            waiting = query(seeded, "SELECT pid FROM pg_locks WHERE relation = 'users'::regclass AND NOT granted")
-            if waiting:
-                break
-            time.sleep(0.05)
-        assert waiting, "the CLI's ALTER never waited for its lock"
+    with _cli_behind_a_reader(seeded, backend, ddl) as outcome:
         app = seeded.connect(application_name="app")
         started = time.monotonic()
         with app.cursor() as cur:
@@ -214,10 +201,6 @@ def test_the_clis_ddl_waits_at_most_the_plans_lock_timeout_behind_an_app_reader(
                 assert "statement timeout" in str(exc)
         app_wait = time.monotonic() - started
         app.close()
-        cli.join(30)
-    finally:
-        reader.rollback()
-        reader.close()
     run = outcome["run"]
     assert app_wait < 1.0 + 0.5, app_wait
     assert run.returncode != 0 and "lock timeout" in run.stderr + run.stdout, (run.stdout, run.stderr)
@@ -234,8 +217,6 @@ def test_a_scripts_own_lock_timeout_replaces_the_startup_option_so_preflight_ref
     without bound again (here: still waiting after 3 s with a 1 s lock_timeout_s), the
     application's queries queued behind it. So preflight refuses such a script with this
     backend too (``runbook.own_timeouts``; on main it was left alone)."""
-    import threading
-
     from migration_soak import runbook
     from migration_soak.plan import load_plan
 
@@ -249,26 +230,9 @@ def test_a_scripts_own_lock_timeout_replaces_the_startup_option_so_preflight_ref
     ddl = tmp_path / "ddl.sql"
     ddl.write_text(script)
 
-    reader = seeded.connect(application_name="app-reader")
-    reader.cursor().execute("SELECT count(*) FROM users")
-    outcome: dict = {}
-    cli = threading.Thread(target=lambda: outcome.update(run=backend.run_cli(
-        "db", "execute", "--file", str(ddl), "--schema", "schema.prisma")))
-    try:
-        cli.start()
-        waiting: list = []
-        for _ in range(300):
-            waiting = query(seeded, "SELECT pid FROM pg_locks WHERE relation = 'users'::regclass AND NOT granted")
-            if waiting:
-                break
-            time.sleep(0.05)
-        assert waiting, "the CLI's ALTER never waited for its lock"
+    with _cli_behind_a_reader(seeded, backend, ddl) as outcome:
         time.sleep(3.0)  # three lock_timeout_s later
         still = query(seeded, "SELECT count(*) FROM pg_locks WHERE relation = 'users'::regclass AND NOT granted")
-    finally:
-        reader.rollback()  # the ALTER gets its lock and runs
-        reader.close()
-        cli.join(30)
     assert still == [(1,)], still
     assert outcome["run"].returncode == 0  # it waited and then ran: nothing bounded it
     query(seeded, 'ALTER TABLE "users" DROP COLUMN "soak_probe"')
@@ -278,3 +242,30 @@ def test_a_scripts_own_lock_timeout_replaces_the_startup_option_so_preflight_ref
     (folder / "migration.sql").write_text(script)
     with pytest.raises(MigrationError, match=rf"{DROP}/migration\.sql sets its own timeout: 'SET lock_timeout = 0'"):
         runbook.own_timeouts(cli_plan, [DROP])
+
+
+@contextlib.contextmanager
+def _cli_behind_a_reader(seeded, backend, ddl):
+    """An app reader holds ACCESS SHARE on ``users`` while the real CLI runs ``ddl`` (``prisma
+    db execute``) in a thread; yields the dict the CLI's run lands in (``run``) once its
+    ALTER waits for its lock; on exit the reader ends (the ALTER may then run) and the CLI
+    is joined."""
+    reader = seeded.connect(application_name="app-reader")  # a long read: ACCESS SHARE on users
+    reader.cursor().execute("SELECT count(*) FROM users")
+    outcome: dict = {}
+    cli = threading.Thread(target=lambda: outcome.update(run=backend.run_cli(
+        "db", "execute", "--file", str(ddl), "--schema", "schema.prisma")))
+    try:
+        cli.start()
+        waiting: list = []
+        for _ in range(300):  # node's start-up: until the ALTER waits for its lock
+            waiting = query(seeded, "SELECT pid FROM pg_locks WHERE relation = 'users'::regclass AND NOT granted")
+            if waiting:
+                break
+            time.sleep(0.05)
+        assert waiting, "the CLI's ALTER never waited for its lock"
+        yield outcome
+    finally:
+        reader.rollback()
+        reader.close()
+        cli.join(30)

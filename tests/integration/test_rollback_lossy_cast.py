@@ -50,11 +50,11 @@ def test_a_narrower_readded_type_fails_the_restore_naming_the_column_and_count(s
     assert query(seeded, "SELECT to_regnamespace('soak_rollback')") == [(None,)]
 
 
-def _small_table(target, tmp_path, pg_bin):
-    """``items(id, v text)``: one value longer than 3 characters, one shorter, one NULL;
-    backed up, then ``v`` dropped (the migration)."""
+def _small_table(target, tmp_path, pg_bin, values="('a', 'abcdef', 'n'), ('b', 'xy', 'n'), ('c', NULL, 'n')"):
+    """``items(id, v text)``: by default one value longer than 3 characters, one shorter, one
+    NULL; backed up, then ``v`` dropped (the migration); the down SQL re-adds ``VARCHAR(3)``."""
     query(target, "CREATE TABLE items (id text PRIMARY KEY, v text, note text)")
-    query(target, "INSERT INTO items VALUES ('a', 'abcdef', 'n'), ('b', 'xy', 'n'), ('c', NULL, 'n')")
+    query(target, f"INSERT INTO items VALUES {values}")
     backup = take_backup(target, tmp_path / "b", pg_bin, "pre", required_tables=("public.items",))
     query(target, "ALTER TABLE items DROP COLUMN v")
     down = tmp_path / "down.sql"
@@ -114,12 +114,7 @@ def test_the_copy_refuses_a_lossy_type_before_its_first_batch(target, pg_bin, tm
     in the last batch, the batches before it stayed committed (``'xy'`` restored) and the
     table was left half restored. Now the copy checks every backup value against the
     re-added type before its first batch: nothing copied, the error names column and count."""
-    query(target, "CREATE TABLE items (id text PRIMARY KEY, v text, note text)")
-    query(target, "INSERT INTO items VALUES ('a', 'xy', 'n'), ('b', NULL, 'n'), ('c', 'abcdef', 'n')")
-    backup = take_backup(target, tmp_path / "b", pg_bin, "pre", required_tables=("public.items",))
-    query(target, "ALTER TABLE items DROP COLUMN v")
-    down = tmp_path / "down.sql"
-    down.write_text('ALTER TABLE "items" ADD COLUMN IF NOT EXISTS "v" VARCHAR(3);\n')
+    backup, down = _small_table(target, tmp_path, pg_bin, "('a', 'xy', 'n'), ('b', NULL, 'n'), ('c', 'abcdef', 'n')")
     with pytest.raises(RollbackError, match=r"refused before the copy .*nothing copied.*\(v: 1 value \(re-added as "
                                             r"character varying\(3\)\)\)") as caught:
         restore_by_method("copy", target, backup, pg_bin, down_sql=down, table="items", columns=("v",),

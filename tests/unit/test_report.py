@@ -89,8 +89,12 @@ def full_soak(scale, values=None):
     return obs, events
 
 
-def go_run(scale, sign_off=None):
+def go_run(scale, sign_off=None, readings=None):
+    """A whole soak judged GO (``readings``: a function of the observations applied first),
+    the verdict, any ``sign_off`` and the decision recorded."""
     obs, events = full_soak(scale)
+    if readings is not None:
+        obs = readings(obs)
     verdict = judge(PLAN, [o.on_clock(RunClock(T0 + HOUR0_CHECKS, scale)) for o in obs], scale)
     end = T0 + timedelta(hours=24) / scale + timedelta(seconds=20)
     events.append(event("verdict", end, **verdict.to_dict()))

@@ -12,12 +12,10 @@ from datetime import timedelta
 from migration_soak import notify, report
 from migration_soak.airflow import soak_view as sv
 from migration_soak.decision import candidate
-from migration_soak.judge import judge
 from migration_soak.report_run import analyse
 from migration_soak.report_sections import chart_marks
-from migration_soak.store import RunClock
 
-from test_report import HOUR0_CHECKS, PLAN, T0, event, full_soak
+from test_report import PLAN, event, go_run
 
 UNREAD = ("18 readings whose 60-min windows cover 12:00 of 24:00 soak hours (hours 8-11, 12-15, 16-19 and 20-23 "
           "not read: the passive phase reads the last hour every 4 hours)")
@@ -26,24 +24,17 @@ UNREAD = ("18 readings whose 60-min windows cover 12:00 of 24:00 soak hours (hou
 def windowed_run(scale, sign_off=None):
     """A healthy whole soak whose workflow_error_rate readings count the last hour's
     executions (200 failed of 10 000: 2 %, as the sql source records them), judged on the
-    run's clock; the verdict, the sign-off and the decision recorded."""
-    obs, events = full_soak(scale)
-    obs = [replace(o, value=0.02, evidence={"numerator": 200, "denominator": 10_000, "window_s": 3600})
-           if o.check_id == "workflow_error_rate" else o for o in obs]
-    verdict = judge(PLAN, [o.on_clock(RunClock(T0 + HOUR0_CHECKS, scale)) for o in obs], scale)
-    end = T0 + timedelta(hours=24) / scale + timedelta(seconds=20)
-    events.append(event("verdict", end, **verdict.to_dict()))
-    if sign_off:
-        events.append(event("sign_off", end + timedelta(minutes=5), **sign_off))
-    decided = end + timedelta(minutes=6)
-    if sign_off and sign_off["state"] != "approved":
-        events.append(event("decision", decided, outcome="NO_GO", action="rollback", by=f"person:{sign_off['by']}",
-                            reason=f"QA rejected the sign-off: {sign_off['comment']}"))
-        for k, kind in enumerate(("rollback_started", "restore", "health"), start=1):
-            events.append(event(kind, decided + timedelta(seconds=k), ok=True))
+    run's clock; the verdict, the sign-off and the decision recorded (a GO's reason is the
+    verdict's; a rejection rolled back)."""
+    verdict, obs, events = go_run(scale, sign_off, readings=lambda obs: [
+        replace(o, value=0.02, evidence={"numerator": 200, "denominator": 10_000, "window_s": 3600})
+        if o.check_id == "workflow_error_rate" else o for o in obs])
+    decision = events[-1]
+    if decision["payload"]["outcome"] == "GO":
+        decision["payload"]["reason"] = "; ".join(verdict.reasons)
     else:
-        events.append(event("decision", decided, outcome="GO", action="proceed", by="judge",
-                            reason="; ".join(verdict.reasons)))
+        for k, kind in enumerate(("rollback_started", "restore", "health"), start=1):
+            events.append(event(kind, decision["at"] + timedelta(seconds=k), ok=True))
     return verdict, obs, events
 
 
