@@ -147,13 +147,18 @@ def durations(run: Run) -> list[str]:
 
 
 def _schema_live(run: Run) -> list[str]:
-    """How long the migrated schema was live: from hour 0 to the rollback."""
+    """How long the migrated schema was live: from the migration applied (its ``migrate``
+    event; the application reads the new schema from then, before hour 0, the migration
+    verified) to the rollback; from hour 0 when no ``migrate`` event names what it applied."""
     done, started = run.first("rollback_completed"), run.first("rollback_started")
-    if not (run.start and (done or started)):
+    applied = run.last("migrate")
+    since, label = ((applied["at"], " (the migration applied)") if applied and applied["payload"].get("applied")
+                    else (run.start, ""))
+    if not (since and (done or started)):
         return []
     until = done or run.rollback_events()[-1]
-    return [f"The migrated schema was live in {run.plan.environment} from {when(run.start)} until the rollback "
-            f"({when(until['at'])}): {duration((until['at'] - run.start).total_seconds())}"]
+    return [f"The migrated schema was live in {run.plan.environment} from {when(since)}{label} until the rollback "
+            f"({when(until['at'])}): {duration((until['at'] - since).total_seconds())}"]
 
 
 def _log_impact(run: Run) -> list[str]:

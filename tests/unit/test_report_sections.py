@@ -432,3 +432,13 @@ def test_the_guard_cadence_is_the_one_the_run_used():
     assert sections.guard_cadence(PLAN, 300.0) == ("every 15 soak-min (the plan's 1 min, floored at 3 s of wall time "
                                                    "at time_scale 300)")
     assert sections.guard_cadence(PLAN.model_copy(update={"guard": None}), 300.0) == "never (the plan has no guard)"
+
+
+def test_impact_counts_the_schema_live_from_the_migration_applied_not_verified():
+    """The app failed on the dropped columns between the migration applied and its verification
+    (legacy-code demo: errors at 05:10:02.6, verified 05:10:04): the schema was live from the
+    ``migrate`` event, not from hour 0."""
+    events = [ev("migrate", -2, applied=["m1"])] + NO_GO_STOP + [ev("rollback_started", 1), ev("rollback_completed", 3)]
+    lines = pm.impact(run_of([obs("critical_errors", "hour0", 0, 0, 13)], events, [CRITICAL], "NO_GO"))
+    assert lines[0] == ("The migrated schema was live in staging from 2026-03-02 08:58:00 UTC (the migration applied) "
+                        "until the rollback (2026-03-02 09:03:00 UTC): 5.0 min")
