@@ -81,7 +81,7 @@ def render_report(
         charts, chart_note = _draw_charts(run, time_scale, chart_dir)
     return _ENV.get_template("report.md.j2").render(
         plan=plan, run_id=run_id, verdict=verdict, verdict_reasons=verdict.reasons, phases=run.phases, cell=cell,
-        banner=sections.banner(plan, time_scale), guard_cadence=sections.guard_cadence(plan, time_scale),
+        banner=sections.banner(plan, time_scale), guard_cadence=sections.guard_cadence(plan, time_scale), guard_span=sections.guard_span(run),
         checkbox=sections.checkbox(run, time_scale),
         period=sections.period(run, time_scale), final=sections.final(run), deciding=sections.deciding(run),
         human_gates=sections.human_gates(run), results=sections.results(run),

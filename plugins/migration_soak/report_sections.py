@@ -71,6 +71,19 @@ def guard_cadence(plan: Plan, time_scale: float) -> str:
             f"wall time at time_scale {time_scale:g})")
 
 
+def guard_span(run: Run) -> str:
+    """After :func:`guard_cadence`: over what the guard read, from its readings and the stop:
+    `` for the whole soak``, `` until the soak stopped at hour0 tick 0 (3 readings)``, or
+    ``, but took no reading: the soak stopped at ... before its first`` ("" without a guard)."""
+    if run.plan.guard is None:
+        return ""
+    n = sum(1 for o in run.after if o.phase == "guard")
+    where = f"the soak stopped at {run.stop_where}" if run.stop else ""
+    if n == 0:
+        return f", but took no reading: {where} before its first" if where else ", but took no reading"
+    return f" until {where} ({plural(n, 'reading')})" if where else " for the whole soak"
+
+
 def banner(plan: Plan, time_scale: float) -> str | None:
     """The compressed/stretched clock warning; ``None`` in real time."""
     if time_scale == 1:

@@ -9,6 +9,7 @@ import pytest
 
 from migration_soak import report_postmortem as pm
 from migration_soak import report_sections as sections
+from migration_soak.report import render_report
 from migration_soak.judge import CriterionResult, Verdict, status_of
 from migration_soak.plan import Report, RequestCount, Trend, load_plan
 from migration_soak.report_run import Run, analyse, log_lines
@@ -442,3 +443,18 @@ def test_impact_counts_the_schema_live_from_the_migration_applied_not_verified()
     lines = pm.impact(run_of([obs("critical_errors", "hour0", 0, 0, 13)], events, [CRITICAL], "NO_GO"))
     assert lines[0] == ("The migrated schema was live in staging from 2026-03-02 08:58:00 UTC (the migration applied) "
                         "until the rollback (2026-03-02 09:03:00 UTC): 5.0 min")
+
+
+def test_the_guard_is_not_said_to_have_read_the_whole_soak_when_it_stopped_first():
+    """legacy-code demo: the soak stopped at hour0 tick 0, every guard cell "not reached",
+    yet the per-check table's note said the guard read its checks "for the whole soak"."""
+    stopped = run_of([obs("critical_errors", "hour0", 0, 0, 13)], NO_GO_STOP, [CRITICAL], "NO_GO")
+    assert stopped.stop_where == "hour0 tick 0"
+    assert sections.guard_span(stopped) == ", but took no reading: the soak stopped at hour0 tick 0 before its first"
+    guarded = run_of([obs("critical_errors", "hour0", 0, 0, 13), obs("login_p95", "guard", 1, 1, 5.0),
+                      obs("login_p95", "guard", 2, 2, 5.0)], NO_GO_STOP, [CRITICAL], "NO_GO")
+    assert sections.guard_span(guarded) == " until the soak stopped at hour0 tick 0 (2 readings)"
+    assert sections.guard_span(run_of([obs("login_p95", "guard", 1, 1, 5.0)])) == " for the whole soak"
+    assert sections.guard_span(run_of()) == ", but took no reading"
+    assert "for the whole soak" not in render_report(PLAN, "r", Verdict("NO_GO", [], [CRITICAL]),
+                                                     [obs("critical_errors", "hour0", 0, 0, 13)], NO_GO_STOP, 300.0)
