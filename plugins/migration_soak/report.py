@@ -83,7 +83,7 @@ def render_report(
         plan=plan, run_id=run_id, verdict=verdict, verdict_reasons=verdict.reasons, phases=run.phases, cell=cell,
         banner=sections.banner(plan, time_scale), guard_cadence=sections.guard_cadence(plan, time_scale), guard_span=sections.guard_span(run),
         checkbox=sections.checkbox(run, time_scale),
-        period=sections.period(run, time_scale), final=sections.final(run), deciding=sections.deciding(run),
+        period=sections.period(run, time_scale), final=sections.final(run), deciding=pm.why(run),
         human_gates=sections.human_gates(run), results=sections.results(run),
         final_metrics=sections.final_metrics(run), backup=sections.backup(run), rehearsal=sections.rehearsal(run),
         migration=sections.migration(run), lint=run.payload("lint"), rows=sections.rows(run),

@@ -60,23 +60,26 @@ def day(run: Run) -> datetime:
 
 
 def _cause(run: Run) -> str | None:
-    """What rolled back when it was not the judge's verdict alone: a QA sign-off rejected or
-    timed out, a person's or the policy's choice, a decision that differs from the verdict."""
+    """What decided the final decision when it was not the judge's verdict alone: a QA
+    sign-off rejected or timed out, a person's or the policy's choice, a decision that
+    differs from the verdict (the post-mortem's "Why" and the report's "What decided it")."""
     p = (run.decision or {}).get("payload") or {}
     final = (f": the final decision is {str(p.get('outcome')).replace('_', '-')}, {p.get('action')}"
              if p else "")
     state = ((run.sign_off or {}).get("payload") or {}).get("state")
     if state in ("rejected", "timed_out"):
         return f"❌ The QA sign-off {'was ' if state == 'rejected' else ''}{gate_state(run)}{final}"
-    if p and (p.get("by") != "judge" or p.get("outcome") != run.verdict.decision):
-        return (f"❌ {str(p.get('outcome')).replace('_', '-')}, {p.get('action')}, decided by {who(p.get('by'))}: "
+    if p and (p.get("outcome") != run.verdict.decision or (p.get("by") != "judge" and state != "approved")):
+        mark = "⚠️" if p.get("outcome") == "GO" else "❌"  # a person's GO over another verdict (the report's "What decided it")
+        return (f"{mark} {str(p.get('outcome')).replace('_', '-')}, {p.get('action')}, decided by {who(p.get('by'))}: "
                 f"{p.get('reason', '')}")
     return None
 
 
 def why(run: Run) -> list[str]:
-    """The post-mortem's "Why": what caused the rollback first (:func:`_cause`), then what
-    decided the judge's verdict (``report_sections.deciding``)."""
+    """The post-mortem's "Why" and the report's "What decided it": what decided the final
+    decision first when not the judge's verdict alone (:func:`_cause`), then what decided
+    the judge's verdict (``report_sections.deciding``)."""
     cause = _cause(run)
     judged = deciding(run)
     if cause is None:

@@ -425,3 +425,21 @@ def test_the_rollback_rehearsal_line_says_what_was_rehearsed_or_why_not():
     assert line(event("rehearsal_failed", T0, step="rollback", text="rollback: syntax error")).endswith(
         "failed at rollback: rollback: syntax error")
     assert line().endswith("not run")
+
+
+def test_what_decided_a_rejected_go_names_the_sign_off_first():
+    """Demo healthy with --sign-off reject: the final decision was NO-GO (QA rejected), but the
+    report's "What decided it" listed only "✅ every GO criterion met ...", the judge's GO."""
+    sign = {"state": "rejected", "by": "bob", "comment": "login page broken"}
+    verdict, obs, events = go_run(300.0, sign_off=sign)
+    text = report.render_report(PLAN, "run", verdict, obs, events, 300.0)
+    decided = text.split("**What decided it:**\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert decided[0].startswith("- ❌ The QA sign-off was rejected by bob at ")
+    assert decided[0].endswith(": the final decision is NO-GO, rollback")
+    assert decided[1] == "- The judge's verdict was GO; what decided it follows"
+    assert decided[2].startswith("- ✅ every GO criterion met")
+    go_text = report.render_report(PLAN, "run", *go_run(300.0), 300.0)
+    assert go_text.split("**What decided it:**\n", 1)[1].startswith("- ✅ every GO criterion met")
+    approved = report.render_report(PLAN, "run", *go_run(1.0, sign_off={"state": "approved", "by": "alice",
+                                                                         "comment": "ok"}), 1.0)
+    assert approved.split("**What decided it:**\n", 1)[1].startswith("- ✅ every GO criterion met")
