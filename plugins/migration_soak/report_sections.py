@@ -271,6 +271,14 @@ def gate_ok(run: Run) -> bool:
     return bool(run.sign_off and run.sign_off["payload"].get("state") == "approved")
 
 
+def gate_mark(run: Run) -> str:
+    """✅ the QA sign-off approved, ❌ rejected or timed out (not a GO), ❔ not asked or unanswered."""
+    if gate_ok(run):
+        return "✅"
+    state = (run.sign_off or {}).get("payload", {}).get("state")
+    return "❌" if state in ("rejected", "timed_out") else "❔"
+
+
 def gate_state(run: Run) -> str:
     """The QA sign-off's state: approved by / rejected (comment) / timed out / not asked."""
     if run.sign_off is None:
@@ -387,7 +395,7 @@ def results(run: Run) -> list[str]:
     return (_log_count_lines(run)
             + [_go_line(run, c) for c in run.verdict.criteria if c.kind == "go"]
             + [_no_go_total(run)]
-            + [f"{'✅' if gate_ok(run) else '❔'} {g.text}: {gate_state(run)}" for g in run.plan.human_gates])
+            + [f"{gate_mark(run)} {g.text}: {gate_state(run)}" for g in run.plan.human_gates])
 
 
 # --- final metrics ---------------------------------------------------------------------------------

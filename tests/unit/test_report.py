@@ -443,3 +443,12 @@ def test_what_decided_a_rejected_go_names_the_sign_off_first():
     approved = report.render_report(PLAN, "run", *go_run(1.0, sign_off={"state": "approved", "by": "alice",
                                                                          "comment": "ok"}), 1.0)
     assert approved.split("**What decided it:**\n", 1)[1].startswith("- ✅ every GO criterion met")
+
+
+def test_a_rejected_sign_off_is_marked_not_met_in_the_results():
+    """The results listed "❔ Equipo de QA aprueba testing manual: rejected by ...": a rejected
+    gate is decided, not unknown."""
+    sign = {"state": "rejected", "by": "bob", "comment": "login page broken"}
+    text = report.render_report(PLAN, "run", *go_run(300.0, sign_off=sign), 300.0)
+    assert "- ❌ Equipo de QA aprueba testing manual: rejected by bob at " in text
+    assert "- ❔ Equipo de QA aprueba testing manual: not asked" in report.render_report(PLAN, "run", *go_run(300.0), 300.0)
