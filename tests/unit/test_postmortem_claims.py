@@ -93,3 +93,10 @@ def test_post_mortem_detection_is_the_deciding_reading_s_soak_time_as_in_the_rep
     # the stop's recording time may be shown, but says what it is
     assert "the NO-GO stop was recorded 5 s of wall time after the soak clock's hour 0" in detection, detection
     assert detection.endswith("(soak time 0:25 when the stop was recorded)"), detection
+
+
+def test_the_summary_of_a_soak_not_stopped_is_a_sentence():
+    """--sign-off reject: the summary read "The staging soak of `...` (run `...`)." and stopped
+    there; a soak with no NO-GO stop says so."""
+    text = _rejected_postmortem()
+    assert "The staging soak of `20251202020032_update_user_schema_final` (run `run`) was not stopped by a NO-GO criterion." in text
