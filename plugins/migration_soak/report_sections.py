@@ -672,11 +672,27 @@ def incidents(run: Run) -> list[str]:
 
 
 def alerts(run: Run) -> list[str]:
-    """``<time>: <alert id>: <masked text>`` per ``alert`` event, then whether Slack got it
-    (`` (team notified)``, `` (Slack notification FAILED)``) when the event says."""
-    return [f"{when(e['at'])}: {e['payload'].get('alert', '')}: {mask(str(e['payload'].get('text', '')))}"
-            + (f" ({notified(e['payload'])})" if notified(e["payload"]) else "")
-            for e in run.events if e["kind"] == "alert"]
+    """``<time>: <alert id>: <masked text>`` per alert, at its first ``alert`` event, then
+    whether Slack got it when the events say: `` (team notified)``, `` (Slack notification
+    FAILED)``; an alert posted again after refusals (observe.ALERT_TRIES) is one line:
+    `` (Slack refused 2 posts; team notified at <time>)`` or `` (Slack notification FAILED,
+    3 posts)``."""
+    posts: dict[str, list[dict]] = {}
+    for e in run.events:
+        if e["kind"] == "alert":
+            posts.setdefault(str(e["payload"].get("alert", "")), []).append(e)
+    lines = []
+    for alert, tries in posts.items():
+        first = tries[0]
+        said = notified(first["payload"])
+        if len(tries) > 1:
+            refused = sum(1 for e in tries if e["payload"].get("notified") is False)
+            accepted = next((e for e in tries if e["payload"].get("notified") is True), None)
+            said = (f"Slack refused {refused} post{'s' if refused != 1 else ''}; team notified at "
+                    f"{when(accepted['at'])}" if accepted else f"Slack notification FAILED, {len(tries)} posts")
+        lines.append(f"{when(first['at'])}: {alert}: {mask(str(first['payload'].get('text', '')))}"
+                     + (f" ({said})" if said else ""))
+    return lines
 
 
 def stop(run: Run) -> str | None:

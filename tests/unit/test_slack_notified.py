@@ -63,3 +63,17 @@ def test_an_alert_slack_never_got_says_so():
 
 def test_only_events_that_send_a_message_speak_of_slack():
     assert label({"kind": "report", "payload": {"notified": False}}) == "Report written"
+
+
+def test_an_alert_posted_again_after_refusals_is_one_line_naming_them():
+    """The guard posts an alert Slack refused again (observe.ALERT_TRIES): the report lists
+    the alert once, with the refusals and when Slack took it, or that every post failed."""
+    run = run_of(events=NO_GO_STOP + [ev("alert", 0.05, alert="a1", text="ALERT x", notified=False),
+                                      ev("alert", 0.06, alert="a2", text="ALERT y", notified=False),
+                                      ev("alert", 0.07, alert="a1", text="ALERT x", notified=False),
+                                      ev("alert", 0.08, alert="a1", text="ALERT x", notified=True),
+                                      ev("alert", 0.09, alert="a2", text="ALERT y", notified=False),
+                                      ev("alert", 0.10, alert="a2", text="ALERT y", notified=False)])
+    assert sections.alerts(run) == [
+        "2026-03-02 09:00:03 UTC: a1: ALERT x (Slack refused 2 posts; team notified at 2026-03-02 09:00:04 UTC)",
+        "2026-03-02 09:00:03 UTC: a2: ALERT y (Slack notification FAILED, 3 posts)"]
