@@ -28,7 +28,6 @@ links of owners that are gone (a crashed run) before it creates its own, and its
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import shutil
@@ -44,8 +43,6 @@ PREFIX = "msk"
 #: The workers' networks are 10.213.<n>.0/24, n the first free one on this host.
 SUPERNET = "10.213"
 WORKERS = ("a", "b")
-#: Held while a cluster picks its subnet (``WorkerNetwork.__enter__``).
-NETWORK_LOCK = "/tmp/msk-network.lock"
 
 
 def worker_hostname() -> str:
@@ -123,16 +120,12 @@ class WorkerNetwork:
         if os.geteuid() != 0:
             raise PermissionError("the Celery cluster's network namespaces need root (ip netns)")
         self.removed_leftovers = remove_leftovers()
+        used = set(re.findall(rf"inet {re.escape(SUPERNET)}\.(\d+)\.", _ip("-4", "-o", "addr").stdout))
+        n = next(i for i in range(1, 255) if str(i) not in used)
+        self.host, self.cidr = f"{SUPERNET}.{n}.1", f"{SUPERNET}.{n}.0/24"
         try:
-            # two clusters at once (the tests' two pytest-xdist workers): one picks its
-            # subnet and claims it on its bridge before the other looks
-            with open(NETWORK_LOCK, "a") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                used = set(re.findall(rf"inet {re.escape(SUPERNET)}\.(\d+)\.", _ip("-4", "-o", "addr").stdout))
-                n = next(i for i in range(1, 255) if str(i) not in used)
-                self.host, self.cidr = f"{SUPERNET}.{n}.1", f"{SUPERNET}.{n}.0/24"
-                _ip("link", "add", self.bridge, "type", "bridge")
-                _ip("addr", "add", f"{self.host}/24", "dev", self.bridge)
+            _ip("link", "add", self.bridge, "type", "bridge")
+            _ip("addr", "add", f"{self.host}/24", "dev", self.bridge)
             _ip("link", "set", self.bridge, "up")
             for i, w in enumerate(self.workers):
                 ns, outside, inside = self.namespaces[w], f"{self.tag}{w}h", f"{self.tag}{w}n"

@@ -9,8 +9,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # Airflow reads its configuration at first import: point it at a project-local home
 # before anything imports it, so tests never touch ~/airflow.
 os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".state" / "test-airflow"))
-if os.environ.get("PYTEST_XDIST_WORKER"):  # one home per pytest-xdist worker: its metadata DB is SQLite
-    os.environ["AIRFLOW_HOME"] += "-" + os.environ["PYTEST_XDIST_WORKER"]  # the controller's home, inherited
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
@@ -19,26 +17,6 @@ os.environ.setdefault("XDG_RUNTIME_DIR", str(ROOT / ".state" / "runtime"))
 import pytest  # noqa: E402
 
 from demo import postgres  # noqa: E402
-
-
-#: Test files by wall time, longest first (CI's --durations): pytest-xdist (``--dist loadfile
-#: --no-loadscope-reorder``) hands whole files to its two workers in collection order, so the
-#: longest soaks start at once and the short files fill the other worker around them.
-LONGEST_FIRST = (
-    "tests/e2e/test_soak.py",
-    "tests/e2e/test_tail.py",
-    "tests/faults/test_scheduler_restart.py",
-    "tests/demo/test_run_cli.py",
-    "tests/browser/test_ui.py",
-    "tests/e2e/test_rehearsal.py",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    """Put the files of ``LONGEST_FIRST`` first, in that order (a stable sort: the tests in a
-    file and the other files keep their order)."""
-    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
 
 
 @pytest.fixture(scope="session")
