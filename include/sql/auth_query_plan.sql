@@ -3,5 +3,5 @@
 EXPLAIN ANALYZE
 SELECT u.*, c.name as client_name
 FROM public.users u
-LEFT JOIN clients c ON u."clientId" = c.id
+LEFT JOIN public.clients c ON u."clientId" = c.id
 WHERE u."authorizerId" = 'test-auth-id';

@@ -12,7 +12,7 @@ SELECT
   END as total_users,
   c.reltuples >= 0 as total_users_estimated,
   (SELECT COUNT(*) FROM public.users WHERE "authorizerId" IS NULL) as users_without_auth_id,
-  (SELECT COUNT(*) FROM execution_logs WHERE "createdAt" > NOW() - INTERVAL '1 hour') as executions_last_hour,
-  (SELECT COUNT(*) FROM execution_logs WHERE status = 'ERROR' AND "createdAt" > NOW() - INTERVAL '1 hour') as errors_last_hour
+  (SELECT COUNT(*) FROM public.execution_logs WHERE "createdAt" > NOW() - INTERVAL '1 hour') as executions_last_hour,
+  (SELECT COUNT(*) FROM public.execution_logs WHERE status = 'ERROR' AND "createdAt" > NOW() - INTERVAL '1 hour') as errors_last_hour
 FROM pg_class c
 WHERE c.oid = 'public.users'::regclass;

@@ -86,3 +86,22 @@ def test_authorizer_sync_samples_public_users(shadowed):
     query(shadowed, "UPDATE shadow.users SET \"authorizerId\" = 'shadow-' || id")
     ids, _ = sample_ids(PLAN.connections.staging, 50, "users", "authorizerId")
     assert len(ids) == 50 and not [i for i in ids if i.startswith("shadow-")]
+
+
+def test_the_plans_sql_checks_read_public_execution_logs_and_clients(shadowed, store):
+    """The default plan's other tables are ``public``'s too: a ``shadow.execution_logs`` of
+    failed runs and a ``shadow.clients`` without ``name`` first on the database's search_path
+    must change no reading (before: a 100 % error rate, and the query plan check an error)."""
+    ctx = sources.Context("run-1", store)
+    query(shadowed, 'INSERT INTO public.execution_logs (id, "userId", "workflowId", status, "startedAt", "endedAt", '
+                    '"createdAt") SELECT \'ex_\' || g, \'usr_0000001\', \'wf\', \'SUCCESS\', now() - interval '
+                    '\'2 s\', now(), now() FROM generate_series(1, 20) g')
+    query(shadowed, "CREATE TABLE shadow.execution_logs (LIKE public.execution_logs INCLUDING ALL); "
+                    "CREATE TABLE shadow.clients (id text PRIMARY KEY); "
+                    "INSERT INTO shadow.execution_logs SELECT * FROM public.execution_logs; "
+                    "UPDATE shadow.execution_logs SET status = 'ERROR'")
+    values = {cid: sources.measure(PLAN.check(cid), PLAN, None, ctx).value
+              for cid in ("recent_executions", "executions_last_hour", "workflow_error_rate")}
+    assert values == {"recent_executions": 20, "executions_last_hour": 20, "workflow_error_rate": 0.0}
+    explain = PLAN.check(next(c.id for c in PLAN.checks if getattr(c.source, "sql", None) == "auth_query_plan.sql"))
+    assert sources.measure(explain, PLAN, None, ctx).value >= 0  # raised before: shadow.clients has no "name"
