@@ -896,7 +896,7 @@ class Plan(_Model):
     name: str
     description: str = ""
     environment: str = Field(default="staging", min_length=1, pattern=r"\S",
-                             description="the soaked environment's name (Slack, the lease, reports)")
+                             description="the soaked environment's name (Slack, reports; the lease follows the database)")
     migration: Migration
     connections: Connections = Connections()
     #: where backups are kept (``backup_storage``): a path (relative to the repository

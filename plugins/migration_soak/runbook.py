@@ -22,6 +22,7 @@ from migration_soak.backup import BackupRecord
 from migration_soak.decision import Decision
 from migration_soak.exceptions import (BackupError, LintError, MeasurementError, MigrationError, PlanError,
                                        RehearsalError, RollbackError, SoakError)
+from migration_soak.identity import DatabaseIdentity
 from migration_soak.judge import Verdict, judge
 from migration_soak.migrate import LedgerBackend, MigrationBackend, check_down_sql, check_drops, check_own_timeouts
 from migration_soak.pgconn import PgTarget
@@ -84,25 +85,66 @@ def moment(store: Store, run_id: str, kind: str, key: str, text: str, lead_s: fl
     return at
 
 
-def admit(plan: Plan, run_id: str, store: Store, *, environment: str, plan_param: str) -> None:
+#: The database a run's plan changes (``identity.identify`` on its direct connection).
+Identify = Callable[[], DatabaseIdentity]
+#: The same for another plan, by the name its runs pass as the ``plan`` param.
+IdentifyPlan = Callable[[str], DatabaseIdentity]
+
+
+def admit(plan: Plan, run_id: str, store: Store, *, environment: str, plan_param: str,
+          identify: Identify, identify_plan: IdentifyPlan) -> None:
     """The trigger form's ``environment`` must be the plan's (``PlanError`` otherwise); then
-    take the environment's lease: one soak per environment, since two would migrate, judge
-    and roll back each other (``SoakError`` naming the run that holds it)."""
+    take the lease of the staging database the run changes (``identify()``: read from the
+    server, ``identity.py``): one soak per database, since two would migrate, judge and roll
+    back each other's tables, whatever their plans' environment names
+    (``SoakError`` naming both runs, both plans and the database)."""
     if environment != plan.environment:
         raise PlanError(f"environment: the plan {plan.name!r} is for {plan.environment!r}, "
                         f"the run asked for {environment!r}")
-    hold(plan, run_id, store, plan_param, "this run is refused")
+    _take(plan, run_id, store, plan_param, identify(), identify_plan,
+          f"this run {run_id} (plan {plan_param}, environment {plan.environment!r}) is refused")
 
 
-def hold(plan: Plan, run_id: str, store: Store, plan_param: str, refused: str) -> None:
-    """Hold the environment's lease for ``run_id`` (taken again when free: a task of a
-    finished run cleared in the UI); ``SoakError`` naming the run that holds it, then
-    ``refused``. Every task that changes staging calls it first, so a cleared task of an
-    old run never restores, migrates or restarts under another run's soak."""
-    lease = store.take_lease(plan.environment, run_id, plan_param)
+def hold(plan: Plan, run_id: str, store: Store, plan_param: str, refused: str, *,
+         identify: Identify, identify_plan: IdentifyPlan) -> None:
+    """Hold the staging database's lease for ``run_id``: nothing to do while the run holds
+    it; otherwise (a task of a finished run cleared in the UI, or a soak started before the
+    upgrade) its database is read again (``identify()``) and its lease taken when free.
+    ``SoakError`` naming the run that holds it, then ``refused``. Every task that changes
+    staging calls it first, so a cleared task of an old run never restores, migrates or
+    restarts under another run's soak, whatever that run's plan calls its environment."""
+    if store.lease_of(run_id, plan_param) is not None:
+        return
+    _take(plan, run_id, store, plan_param, identify(), identify_plan, refused)
+
+
+def _take(plan: Plan, run_id: str, store: Store, plan_param: str, ident: DatabaseIdentity,
+          identify_plan: IdentifyPlan, refused: str) -> None:
+    """Take ``ident``'s lease for the run, or raise ``SoakError`` (see :func:`admit`).
+
+    A lease taken before the upgrade (keyed on an environment name,
+    ``store.legacy_leases``) by another run refuses too when it names this plan's
+    environment, or when its plan's database (``identify_plan``) is ``ident`` or cannot be
+    read: a soak started before the upgrade keeps its database."""
+    for old in store.legacy_leases():
+        if (old["run_id"], old["plan"]) == (run_id, plan_param):
+            continue
+        held = (f"run {old['run_id']} (plan {old['plan']}, environment {old['environment']!r}, since "
+                f"{old['taken_at']:%Y-%m-%d %H:%M UTC}) holds a lease taken before leases followed the database")
+        if old["environment"] == plan.environment:
+            raise SoakError(f"{held}, on this plan's environment; {refused} ({ident})")
+        try:
+            theirs = identify_plan(old["plan"]).key
+        except Exception as exc:  # noqa: BLE001 - whatever failed, we cannot tell: refuse
+            raise SoakError(f"{held}, and which database it soaks cannot be read ({type(exc).__name__}: {exc}); "
+                            f"{refused} ({ident}) until it is released") from None
+        if theirs == ident.key:
+            raise SoakError(f"{ident} is being soaked: {held}; {refused}")
+    lease = store.take_lease(ident.key, str(ident), run_id, plan_param, plan.environment)
     if lease["run_id"] != run_id:
-        raise SoakError(f"environment {plan.environment!r} is being soaked by run {lease['run_id']} (plan "
-                        f"{lease['plan']}, since {lease['taken_at']:%Y-%m-%d %H:%M UTC}); {refused}")
+        raise SoakError(f"{lease['database']} is being soaked by run {lease['run_id']} (plan {lease['plan']}, "
+                        f"environment {lease['environment']!r}, since {lease['taken_at']:%Y-%m-%d %H:%M UTC}); "
+                        f"{refused}")
 
 
 # ------------------------------------------------------------------ preflight

@@ -65,6 +65,22 @@ query_results = sa.Table(
 )
 
 
+#: One soak per staging database: the row of the run that soaks it, keyed on the
+#: database's identity as its server reports it (``identity.DatabaseIdentity.key``).
+database_leases = sa.Table(
+    "soak_database_leases",
+    metadata,
+    sa.Column("database_key", sa.Text, primary_key=True),
+    sa.Column("database", sa.Text, nullable=False),  # str(DatabaseIdentity): for messages, no secret
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Column("plan", sa.Text, nullable=False),
+    sa.Column("environment", sa.Text, nullable=False),
+    sa.Column("taken_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+#: The leases of releases before the lease followed the database: keyed on the plan's
+#: environment NAME. Never written now; read so that a soak that took one before an
+#: upgrade keeps its database (``runbook.admit``), and emptied by ``release_lease``.
 leases = sa.Table(
     "soak_leases",
     metadata,
@@ -271,24 +287,44 @@ class Store:
                                           measured_at=measured_at, result=result).on_conflict_do_nothing())
             return result, measured_at, True
 
-    def take_lease(self, environment: str, run_id: str, plan: str) -> dict[str, Any]:
-        """Hold ``environment`` for ``run_id``: one soak per environment at a time, whatever
-        DAG (plan) it comes from. Returns the lease row; it belongs to another run when the
-        environment is already held (the caller refuses to start). Taking it again from the
-        same run is a no-op (a retried task)."""
-        stmt = insert(leases).values(environment=environment, run_id=run_id, plan=plan,
-                                     taken_at=datetime.now(timezone.utc)).on_conflict_do_nothing()
+    def take_lease(self, database_key: str, database: str, run_id: str, plan: str,
+                   environment: str) -> dict[str, Any]:
+        """Hold the staging database ``database_key`` (``DatabaseIdentity.key``; ``database``:
+        how messages name it) for ``run_id`` of ``plan``: one soak per database at a time,
+        whatever DAG (plan) or environment name it comes from. Returns the lease row; it
+        belongs to another run when the database is already held (the caller refuses to
+        start). Taking it again from the same run is a no-op (a retried task)."""
+        stmt = insert(database_leases).values(database_key=database_key, database=database, run_id=run_id,
+                                              plan=plan, environment=environment,
+                                              taken_at=datetime.now(timezone.utc)).on_conflict_do_nothing()
         with self.engine.begin() as conn:
             conn.execute(stmt)
-            row = conn.execute(sa.select(leases).where(leases.c.environment == environment)).one()
+            row = conn.execute(sa.select(database_leases)
+                               .where(database_leases.c.database_key == database_key)).one()
         return dict(row._mapping)
 
-    def release_lease(self, environment: str, run_id: str) -> bool:
-        """Give ``environment`` back if ``run_id`` holds it; True when released."""
+    def lease_of(self, run_id: str, plan: str) -> dict[str, Any] | None:
+        """The lease ``run_id`` of ``plan`` holds now, if any."""
+        t = database_leases
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t).where(t.c.run_id == run_id, t.c.plan == plan)).first()
+        return dict(row._mapping) if row else None
+
+    def legacy_leases(self) -> list[dict[str, Any]]:
+        """Leases taken before the lease followed the database (keyed on an environment
+        name; ``soak_leases``), oldest first."""
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(sa.select(leases).order_by(leases.c.taken_at))]
+
+    def release_lease(self, run_id: str, plan: str) -> bool:
+        """Give back what ``run_id`` of ``plan`` holds (its database lease and a lease taken
+        before the upgrade); True when something was released."""
         with self.engine.begin() as conn:
-            res = conn.execute(leases.delete().where(leases.c.environment == environment, leases.c.run_id == run_id)
-                               .returning(leases.c.run_id))
-            return res.first() is not None
+            t = database_leases
+            new = conn.execute(t.delete().where(t.c.run_id == run_id, t.c.plan == plan).returning(t.c.run_id)).all()
+            old = conn.execute(leases.delete().where(leases.c.run_id == run_id, leases.c.plan == plan)
+                               .returning(leases.c.run_id)).all()
+            return bool(new or old)
 
     def no_go(self, run_id: str) -> dict[str, Any] | None:
         """The run's first recorded NO-GO breach (the stop signal), as its event payload."""

@@ -4,8 +4,9 @@ and Debian's Chromium driven by Playwright.
 
 The small runs are triggered through the REST API as soon as Airflow is up, so they soak
 while the first tests log in and use the trigger form; each has its own environment
-(the per-environment lease lets them run side by side) and its own staging database (a
-``TEMPLATE`` copy of one seeded database, with its own Airflow connection):
+and its own staging database (a ``TEMPLATE`` copy of one seeded database on the default
+plan's server, with its own Airflow connection: the lease is per database, so they run
+side by side, next to the default plan's own database):
 
 =========  ==========================================================================
 run        how it gets there

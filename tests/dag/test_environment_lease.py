@@ -1,5 +1,5 @@
-"""One soak per environment, for tasks cleared in the UI: a task that changes staging
-(migrate, the restarts, the rollback group) re-checks the environment's lease first."""
+"""One soak per staging database, for tasks cleared in the UI: a task that changes staging
+(migrate, the restarts, the rollback group) re-checks the database's lease first."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from migration_soak.airflow import context as c
 from migration_soak.airflow import rollback_tasks as rb
 from migration_soak.airflow import tasks as t
 from migration_soak.decision import Decision, decision_event
-from tests.unit.test_runbook import FakeStore
+from tests.unit.test_runbook import STAGING, FakeStore
 
-OTHER = {"environment": "staging", "run_id": "r2", "plan": "default",
-         "taken_at": datetime(2026, 12, 6, 4, 0, tzinfo=timezone.utc)}
+OTHER = {"database_key": STAGING.key, "database": str(STAGING), "environment": "staging", "run_id": "r2",
+         "plan": "default", "taken_at": datetime(2026, 12, 6, 4, 0, tzinfo=timezone.utc)}
 
 
 class FakeTI:
@@ -38,6 +38,7 @@ def old_run(monkeypatch):
     ctx = {"params": {"plan": "default", "environment": "staging", "time_scale": 1.0}, "run_id": "r1", "ti": FakeTI()}
     monkeypatch.setattr(c, "get_current_context", lambda: ctx)
     monkeypatch.setattr(c.Store, "from_airflow", classmethod(lambda cls, conn_id: store))
+    monkeypatch.setattr(c, "identity", lambda plan: STAGING)  # what the server says, read before anything changes
 
     def touch(*a, **kw):
         raise Touched()
@@ -64,8 +65,9 @@ def test_a_cleared_task_of_a_finished_run_does_not_touch_staging_another_run_soa
     with pytest.raises(AirflowFailException) as err:
         TASKS[task]()
     step = {"restart_apps": "restart", "restart_after_rollback": "rollback_restart"}.get(task, task)
-    assert str(err.value) == ("environment 'staging' is being soaked by run r2 (plan default, since 2026-12-06 04:00 "
-                              f"UTC); this run's {step} does not touch it")
+    assert str(err.value) == ("database 'staging' of PostgreSQL system 7400000000000000001 (reached as "
+                              "soak@db.internal:5432/staging) is being soaked by run r2 (plan default, environment "
+                              f"'staging', since 2026-12-06 04:00 UTC); this run's {step} does not touch it")
     assert old_run.kinds() == ["decision", "backup"]  # nothing recorded either
 
 

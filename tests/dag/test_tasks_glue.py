@@ -13,7 +13,7 @@ from migration_soak.airflow import tasks as t
 from migration_soak.decision import APPROVE_OPTION, Decision, decision_event
 from migration_soak.exceptions import MigrationError
 from migration_soak.plan import load_plan
-from tests.unit.test_runbook import FakeStore
+from tests.unit.test_runbook import STAGING, FakeStore
 
 PLAN = load_plan("default")
 
@@ -39,6 +39,8 @@ def run(monkeypatch):
     monkeypatch.setattr(t, "get_current_context", lambda: ctx)
     monkeypatch.setattr(c, "get_current_context", lambda: ctx)
     monkeypatch.setattr(t.Store, "from_airflow", classmethod(lambda cls, conn_id: store))
+    monkeypatch.setattr(c, "identity", lambda plan: STAGING)
+    monkeypatch.setattr(t, "identity", lambda plan: STAGING)
     posted: list[str] = []
     monkeypatch.setattr(notify, "send", lambda text, conn_id=None, **kw: posted.append(text) or True)
     store.ti, store.posted = ti, posted

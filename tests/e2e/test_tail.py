@@ -26,9 +26,9 @@ restart_failure             restart_apps fails after the migration (404): judged
 ==========================  ======================================================
 
 Each path is its own copy of ``plans/tail.yaml`` (dag ``migration_soak__tail_<path>``),
-its own ``environment`` (so the per-environment lease lets them run at once), its own
-staging database (a ``CREATE DATABASE ... TEMPLATE`` copy of one seeded database, with
-its own Airflow connection) and its own Slack sink. The verdict comes from the data: the
+its own ``environment``, its own staging database (a ``CREATE DATABASE ... TEMPLATE``
+copy of one seeded database, with its own Airflow connection: the lease is per database,
+so they run at once) and its own Slack sink. The verdict comes from the data: the
 test inserts users without authorizerId in a path's database once its migration has run;
 the soak tick reads them four tasks later (verify, restart_apps, hour 0, start_clock).
 

@@ -15,7 +15,7 @@ Issue 4, fault list:
   pass and the run reaches a verdict;
 - a second run of the same plan and environment while one is active is not started:
   ``max_active_runs=1`` keeps it queued with no task started; once the first run is gone
-  the second one's ``load`` refuses (the environment's lease is still held).
+  the second one's ``load`` refuses (the staging database's lease is still held).
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ def test_second_run_while_one_is_active_is_refused(tmp_path):
             time.sleep(1)
         assert store.events(second) == []
         # The first run ends (here: marked failed by an operator, so its release task never
-        # ran); the second starts, and its load refuses: the environment is still held.
+        # ran); the second starts, and its load refuses: the staging database is still held.
         af.api("PATCH", f"/dags/{DAG_ID}/dagRuns/{first}", json={"state": "failed"})
         run = af.wait_for_run(DAG_ID, second, timeout=180)
         states = af.task_states(DAG_ID, second)

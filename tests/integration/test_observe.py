@@ -147,15 +147,20 @@ def test_the_guard_and_the_phase_checks_each_start_their_window_at_their_own_las
     assert observe.previous_reading(store, "r6", "critical_errors", "guard").evidence == {"offset": 6}
 
 
-def test_one_soak_per_environment_whatever_the_plan(store):
-    first = store.take_lease("staging", "run-a", "default")
-    assert first["run_id"] == "run-a"
-    assert store.take_lease("staging", "run-a", "default")["run_id"] == "run-a"  # a retried task
-    assert store.take_lease("staging", "run-b", "other")["run_id"] == "run-a"  # refused: held by run-a
-    assert store.take_lease("preprod", "run-b", "other")["run_id"] == "run-b"  # another environment
-    assert store.release_lease("staging", "run-b") is False  # only the holder releases
-    assert store.release_lease("staging", "run-a") is True
-    assert store.take_lease("staging", "run-b", "other")["run_id"] == "run-b"
+def test_one_soak_per_database_whatever_the_plan(store):
+    def take(key, run_id, plan):
+        return store.take_lease(key, f"database {key}", run_id, plan, "staging")
+
+    first = take("system 1/staging", "run-a", "default")
+    assert first["run_id"] == "run-a" and first["database"] == "database system 1/staging"
+    assert take("system 1/staging", "run-a", "default")["run_id"] == "run-a"  # a retried task
+    assert take("system 1/staging", "run-b", "other")["run_id"] == "run-a"  # refused: held by run-a
+    assert take("system 1/preprod", "run-b", "other")["run_id"] == "run-b"  # another database
+    assert store.lease_of("run-a", "default")["database_key"] == "system 1/staging"
+    assert store.release_lease("run-a", "other") is False  # only the holder releases
+    assert store.release_lease("run-a", "default") is True
+    assert store.lease_of("run-a", "default") is None
+    assert take("system 1/staging", "run-b", "other")["run_id"] == "run-b"
 
 
 # --- the guard -----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from migration_soak.decision import APPROVE_OPTION, GO_OPTION, Answer, Decision,
 from migration_soak.exceptions import PlanError, SoakError, SoakStopped
 from migration_soak.judge import Verdict
 from migration_soak.plan import load_plan
-from tests.unit.test_runbook import FakeStore
+from tests.unit.test_runbook import IDENTIFY, FakeStore
 
 PLAN = load_plan("default")
 
@@ -31,17 +31,17 @@ class Store(FakeStore):
 def test_open_run_creates_the_schema_first_then_checks_the_form_the_storage_and_the_lease():
     store, probed = Store(), []
     lifecycle.open_run(PLAN, "r1", store, environment="staging", plan_param="default", time_scale=300,
-                       probe=lambda: probed.append(1))
+                       probe=lambda: probed.append(1), **IDENTIFY)
     assert store.schema_created and probed == [1] and store.lease["run_id"] == "r1"
 
     store, probed = Store(), []
     with pytest.raises(ValueError, match="time_scale must be a number"):
         lifecycle.open_run(PLAN, "r1", store, environment="staging", plan_param="default", time_scale=0,
-                           probe=lambda: probed.append(1))
+                           probe=lambda: probed.append(1), **IDENTIFY)
     assert store.schema_created and probed == [] and store.lease is None  # release can still read the table
     with pytest.raises(PlanError, match="environment"):
         lifecycle.open_run(PLAN, "r1", Store(), environment="prod", plan_param="default", time_scale=1,
-                           probe=lambda: None)
+                           probe=lambda: None, **IDENTIFY)
 
 
 @pytest.mark.parametrize("time_scale", [1e-7, 1e-9, 1e-300])
@@ -52,12 +52,12 @@ def test_open_run_refuses_a_time_scale_whose_soak_no_clock_can_hold(time_scale):
     store = Store()
     with pytest.raises(ValueError) as err:
         lifecycle.open_run(PLAN, "r1", store, environment="staging", plan_param="default", time_scale=time_scale,
-                           probe=lambda: None)
+                           probe=lambda: None, **IDENTIFY)
     assert str(err.value) == (f"time_scale {time_scale!r} stretches the plan's 24 h soak past the year 9999, which "
                               "no clock can hold: use 1 for real time (a value below 1 stretches the soak)")
     assert store.lease is None
     lifecycle.open_run(PLAN, "r1", store, environment="staging", plan_param="default", time_scale=1e-3,
-                       probe=lambda: None)  # 2.7 years, but a clock can hold it
+                       probe=lambda: None, **IDENTIFY)  # 2.7 years, but a clock can hold it
     assert store.lease["run_id"] == "r1"
 
 

@@ -11,20 +11,26 @@ from migration_soak import notify, runbook
 from migration_soak.backup import BackupRecord
 from migration_soak.decision import Decision
 from migration_soak.exceptions import LintError, MigrationError, PlanError, RollbackError, SoakError
+from migration_soak.identity import DatabaseIdentity
 from migration_soak.migrate import DeployResult, LockAttempt, MigrationState
 from migration_soak.plan import SQL_DIR, load_plan
 
 PLAN = load_plan("default")
 NAME = PLAN.migration.name
 INIT = "20250101000000_init"
+#: The staging database as its server names it (identity.identify), and the lease's
+#: identify callables of a run whose plans all reach it.
+STAGING = DatabaseIdentity("system 7400000000000000001/staging", "staging", "soak@db.internal:5432/staging")
+IDENTIFY = {"identify": lambda: STAGING, "identify_plan": lambda name: STAGING}
 
 
 class FakeStore:
     """The ``Store`` methods the runbook uses, in memory."""
 
-    def __init__(self, lease: dict | None = None):
+    def __init__(self, lease: dict | None = None, legacy: list[dict] | None = None):
         self.recorded: list[tuple[str, str, dict]] = []
-        self.lease = lease
+        self.lease = lease  # the one staging database's lease
+        self.legacy = list(legacy or [])  # leases taken before the upgrade (keyed on an environment name)
 
     def add_event(self, run_id, kind, payload):
         self.recorded.append((run_id, kind, payload))
@@ -32,11 +38,18 @@ class FakeStore:
     def events(self, run_id, kind=None):
         return [{"kind": k, "payload": p} for r, k, p in self.recorded if r == run_id and kind in (None, k)]
 
-    def take_lease(self, environment, run_id, plan):
+    def take_lease(self, database_key, database, run_id, plan, environment):
         if self.lease is None:
-            self.lease = {"environment": environment, "run_id": run_id, "plan": plan,
-                          "taken_at": datetime(2026, 1, 2, 3, 4, tzinfo=timezone.utc)}
+            self.lease = {"database_key": database_key, "database": database, "run_id": run_id, "plan": plan,
+                          "environment": environment, "taken_at": datetime(2026, 1, 2, 3, 4, tzinfo=timezone.utc)}
         return self.lease
+
+    def lease_of(self, run_id, plan):
+        held = self.lease is not None and (self.lease["run_id"], self.lease["plan"]) == (run_id, plan)
+        return self.lease if held else None
+
+    def legacy_leases(self):
+        return list(self.legacy)
 
     def kinds(self) -> list[str]:
         return [k for _, k, _ in self.recorded]
@@ -224,14 +237,19 @@ def test_moment_keeps_the_first_recorded_time():
 
 def test_admit_refuses_another_environment_and_a_held_lease():
     with pytest.raises(PlanError) as err:
-        runbook.admit(PLAN, "r1", FakeStore(), environment="prod", plan_param="default")
+        runbook.admit(PLAN, "r1", FakeStore(), environment="prod", plan_param="default", **IDENTIFY)
     assert str(err.value) == f"environment: the plan {PLAN.name!r} is for 'staging', the run asked for 'prod'"
-    runbook.admit(PLAN, "r1", FakeStore(), environment="staging", plan_param="default")  # free: taken
-    held = FakeStore(lease={"run_id": "other", "plan": "canary", "taken_at": datetime(2026, 1, 2, 3, 4)})
+    store = FakeStore()
+    runbook.admit(PLAN, "r1", store, environment="staging", plan_param="default", **IDENTIFY)  # free: taken
+    assert store.lease["database_key"] == "system 7400000000000000001/staging"
+    held = FakeStore(lease={"database": str(STAGING), "run_id": "other", "plan": "canary", "environment": "canary",
+                            "taken_at": datetime(2026, 1, 2, 3, 4)})
     with pytest.raises(SoakError) as err:
-        runbook.admit(PLAN, "r1", held, environment="staging", plan_param="default")
-    assert str(err.value) == ("environment 'staging' is being soaked by run other (plan canary, "
-                              "since 2026-01-02 03:04 UTC); this run is refused")
+        runbook.admit(PLAN, "r1", held, environment="staging", plan_param="default", **IDENTIFY)
+    assert str(err.value) == ("database 'staging' of PostgreSQL system 7400000000000000001 (reached as "
+                              "soak@db.internal:5432/staging) is being soaked by run other (plan canary, environment "
+                              "'canary', since 2026-01-02 03:04 UTC); this run r1 (plan default, environment "
+                              "'staging') is refused")
 
 
 def test_deploy_records_lock_timeouts_and_a_failure_with_its_attempts():

@@ -14,6 +14,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from migration_soak import runbook
 from migration_soak.decision import Answer
 from migration_soak.exceptions import SoakError
+from migration_soak.identity import DatabaseIdentity, identify
 from migration_soak.judge import Verdict
 from migration_soak.migrate import MigrationBackend
 from migration_soak.pgconn import PgTarget
@@ -41,13 +42,25 @@ def run_context() -> tuple[Any, Plan, str, Store]:
 
 def staging_context(task: str) -> tuple[Any, Plan, str, Store]:
     """:func:`run_context` of a task that changes staging (``task``: what it does), after
-    making sure the run holds the environment's lease (``runbook.hold``): a task of a
-    finished run cleared in the UI fails, naming the run that soaks staging now, before
-    touching anything."""
+    making sure the run holds the staging database's lease (``runbook.hold``): a task of a
+    finished run cleared in the UI fails, naming the run that soaks that database now,
+    before touching anything."""
     ctx, plan, run_id, store = run_context()
     with failing(SoakError):
-        runbook.hold(plan, run_id, store, ctx["params"]["plan"], f"this run's {task} does not touch it")
+        runbook.hold(plan, run_id, store, ctx["params"]["plan"], f"this run's {task} does not touch it",
+                     identify=lambda: identity(plan), identify_plan=plan_identity)
     return ctx, plan, run_id, store
+
+
+def identity(plan: Plan) -> DatabaseIdentity:
+    """The staging database the plan changes (:func:`direct`), as its server names it: the
+    lease's key (``identity.identify``; ``SoakError`` when it cannot be read)."""
+    return identify(direct(plan), direct_field(plan))
+
+
+def plan_identity(name: str) -> DatabaseIdentity:
+    """:func:`identity` of plan ``name`` (a lease taken before the upgrade names only its plan)."""
+    return identity(load_plan(name))
 
 
 def direct(plan: Plan) -> PgTarget:

@@ -18,8 +18,8 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from migration_soak import decision as decision_mod
 from migration_soak import lifecycle, notify, runbook
-from migration_soak.airflow.context import (answer, backend, direct, direct_field, failing, http, query, run_context,
-                                            staging_context)
+from migration_soak.airflow.context import (answer, backend, direct, direct_field, failing, http, identity,
+                                            plan_identity, query, run_context, staging_context)
 from migration_soak.airflow.context import verdict as pushed_verdict
 from migration_soak.backup import BackupRecord
 from migration_soak.backup_storage import fetched, plan_root, probe, take_kept_backup
@@ -52,20 +52,21 @@ def load() -> str:
         lifecycle.open_run(plan, ctx["run_id"], Store.from_airflow(plan.connections.store),
                            environment=params["environment"], plan_param=params["plan"],
                            time_scale=params["time_scale"], probe=lambda: probe(plan_root(plan)),
+                           identify=lambda: identity(plan), identify_plan=plan_identity,
                            clock_lead_s=params.get("clock_lead_s", 0))
     return plan.name
 
 
 @task(trigger_rule="all_done")
 def release() -> None:
-    """Give the environment back, however the run went (it always runs, before ``conclude``)."""
+    """Give the staging database back, however the run went (it always runs, before ``conclude``)."""
     try:
         ctx, plan, run_id, store = run_context()
     except PlanError as exc:  # the plan never loaded, so no lease was taken
         log.info("no lease to release: the plan does not load (%s)", exc)
         return
-    if store.release_lease(plan.environment, run_id):
-        log.info("environment %s released by %s", plan.environment, run_id)
+    if store.release_lease(run_id, ctx["params"]["plan"]):
+        log.info("the staging database of environment %s released by %s", plan.environment, run_id)
 
 
 @task

@@ -1,0 +1,152 @@
+"""One soak per staging DATABASE, on the real embedded PostgreSQL: the lease follows the
+database the soak changes (its server's identity and ``current_database()``), not the
+plan's environment name, nor how a connection spells the host.
+
+Found by review: the lease was keyed on the plan's ``environment`` name. Two plans with
+different environment names pointing at one staging database (``staging`` and
+``canary``, or one connection through ``localhost`` and the other through ``127.0.0.1``)
+were both admitted: both migrated, judged and possibly rolled back the same ``users``
+table, so one run's GO could be judged while the other's rollback rewrote the table.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from migration_soak import runbook
+from migration_soak.exceptions import SoakError
+from migration_soak.identity import identify
+from migration_soak.pgconn import PgTarget
+from migration_soak.plan import load_plan
+from migration_soak.store import leases
+from tests.conftest import recreate_database
+
+DEFAULT = load_plan("default")
+CANARY = DEFAULT.model_copy(update={"name": "canary", "environment": "canary"})
+
+
+def _admit(plan, run_id, store, plan_param, target, plans):
+    runbook.admit(plan, run_id, store, environment=plan.environment, plan_param=plan_param,
+                  identify=lambda: identify(target, "connections.staging_direct"),
+                  identify_plan=lambda name: identify(plans[name], "connections.staging_direct"))
+
+
+def _hold(plan, run_id, store, plan_param, target, plans):
+    runbook.hold(plan, run_id, store, plan_param, "this run's restore does not touch it",
+                 identify=lambda: identify(target, "connections.staging_direct"),
+                 identify_plan=lambda name: identify(plans[name], "connections.staging_direct"))
+
+
+@pytest.fixture
+def other_db(pg_server, fresh_db) -> str:
+    """A second database on the same server (as the browser and tail tests give each plan)."""
+    name = f"{fresh_db[:50]}_b"
+    recreate_database(pg_server, name)
+    return name
+
+
+def test_two_plans_with_different_environment_names_cannot_soak_one_database_at_once(store, target):
+    # The same database, spelled two ways: canary's connection says localhost.
+    spelled = PgTarget(host="localhost", port=target.port, database=target.database, user=target.user,
+                       password=target.password)
+    plans = {"default": target, "canary": spelled}
+    assert identify(target, "f").key == identify(spelled, "f").key
+    _admit(DEFAULT, "manual__a", store, "default", target, plans)
+    with pytest.raises(SoakError) as err:
+        _admit(CANARY, "manual__b", store, "canary", spelled, plans)
+    text = str(err.value)
+    assert text.startswith(f"database '{target.database}' of PostgreSQL system ")
+    assert f"(reached as postgres@127.0.0.1:{target.port}/{target.database}) is being soaked by run manual__a " \
+           "(plan default, environment 'staging', since " in text
+    assert text.endswith("; this run manual__b (plan canary, environment 'canary') is refused")
+    assert target.password not in text
+    # a task of canary's run cleared later is refused the same way, touching nothing
+    with pytest.raises(SoakError, match=r"is being soaked by run manual__a .*; this run's restore does not touch it$"):
+        _hold(CANARY, "manual__b", store, "canary", spelled, plans)
+    # the holder's own tasks go on; once it releases, canary's run is admitted
+    _hold(DEFAULT, "manual__a", store, "default", target, plans)
+    assert store.release_lease("manual__b", "canary") is False  # only the holder releases
+    assert store.release_lease("manual__a", "default") is True
+    _admit(CANARY, "manual__b", store, "canary", spelled, plans)
+
+
+def test_two_plans_on_two_databases_of_one_server_soak_side_by_side(store, target, other_db):
+    # What the browser and tail tests do: one server, one database per plan.
+    other = PgTarget(host=target.host, port=target.port, database=other_db, user=target.user,
+                     password=target.password)
+    plans = {"default": target, "canary": other}
+    _admit(DEFAULT, "manual__a", store, "default", target, plans)
+    _admit(CANARY, "manual__b", store, "canary", other, plans)
+    assert store.lease_of("manual__a", "default")["database_key"] != store.lease_of("manual__b", "canary")[
+        "database_key"]
+
+
+def test_the_lease_key_is_the_servers_through_a_transaction_pooler(target, pgbouncer):
+    pooled = pgbouncer.target(target.database)
+    assert (pooled.host, pooled.port) != (target.host, target.port)
+    assert identify(pooled, "connections.staging").key == identify(target, "connections.staging_direct").key
+
+
+def test_a_lease_taken_before_the_upgrade_keeps_its_database(store, target, other_db):
+    # A soak started before the upgrade holds a row keyed on its environment NAME; it must
+    # not lose its database to a plan with another name, nor be refused its own tasks.
+    other = PgTarget(host=target.host, port=target.port, database=other_db, user=target.user,
+                     password=target.password)
+    with store.engine.begin() as conn:
+        conn.execute(leases.insert().values(environment="staging", run_id="manual__old", plan="default",
+                                            taken_at=datetime(2026, 12, 5, 22, 0, tzinfo=timezone.utc)))
+    plans = {"default": target, "canary": target, "elsewhere": other}
+    with pytest.raises(SoakError) as err:
+        _admit(CANARY, "manual__new", store, "canary", target, plans)
+    assert str(err.value) == (
+        f"{identify(target, 'connections.staging_direct')} is being soaked: run manual__old (plan default, "
+        "environment 'staging', since 2026-12-05 22:00 UTC) holds a lease taken before leases followed the "
+        "database; this run manual__new (plan canary, environment 'canary') is refused")
+    # a plan on another database is not held back by it
+    _admit(CANARY.model_copy(update={"name": "elsewhere", "environment": "elsewhere"}), "manual__x", store,
+           "elsewhere", other, plans)
+    # the old soak's own tasks go on, and now hold the database's lease
+    _hold(DEFAULT, "manual__old", store, "default", target, plans)
+    assert store.lease_of("manual__old", "default")["database_key"] == identify(target, "f").key
+    # its plan's database unreadable: refused rather than guessed
+    plans_broken = {**plans, "default": PgTarget(host="127.0.0.1", port=1, database="x", user="u", password="pw")}
+    store.release_lease("manual__x", "elsewhere")
+    with pytest.raises(SoakError, match=r"which database it soaks cannot be read \(SoakError: .*\); this run "
+                                        r"manual__x .* until it is released$"):
+        _admit(CANARY.model_copy(update={"name": "elsewhere", "environment": "elsewhere"}), "manual__x", store,
+               "elsewhere", other, plans_broken)
+    assert store.release_lease("manual__old", "default") is True
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(leases)).scalar() == 0
+
+
+def test_a_role_that_cannot_read_the_system_identifier_keys_on_the_servers_address(target):
+    admin = target.connect()  # functions' privileges are per database
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute("DROP ROLE IF EXISTS lease_reader")
+            cur.execute("CREATE ROLE lease_reader LOGIN PASSWORD 'lease-reader-pw'")
+            cur.execute("REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC")
+        weak = PgTarget(host=target.host, port=target.port, database=target.database, user="lease_reader",
+                        password="lease-reader-pw")
+        found = identify(weak, "connections.staging_direct")
+        assert found.key == f"address 127.0.0.1:{target.port}/{target.database}"
+        assert "lease-reader-pw" not in str(found)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute("GRANT EXECUTE ON FUNCTION pg_control_system() TO PUBLIC")
+            cur.execute("DROP ROLE IF EXISTS lease_reader")
+        admin.close()
+
+
+def test_an_unreachable_staging_database_is_named_without_its_password():
+    gone = PgTarget(host="127.0.0.1", port=1, database="staging", user="soak", password="s3cret-pw")
+    with pytest.raises(SoakError) as err:
+        identify(gone, "connections.staging_direct")
+    assert str(err.value).startswith("connections.staging_direct: cannot connect to soak@127.0.0.1:1/staging to "
+                                     "read which database it is (the lease follows the database): ")
+    assert "s3cret-pw" not in str(err.value)
