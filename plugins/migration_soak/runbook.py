@@ -102,7 +102,7 @@ def admit(plan: Plan, run_id: str, store: Store, *, environment: str, plan_param
         raise PlanError(f"environment: the plan {plan.name!r} is for {plan.environment!r}, "
                         f"the run asked for {environment!r}")
     _take(plan, run_id, store, plan_param, identify(), identify_plan,
-          f"this run {run_id} (plan {plan_param}, environment {plan.environment!r}) is refused")
+          f"this run {run_id} (plan {plan_param}, environment {plan.environment!r}) is refused", opening=True)
 
 
 def hold(plan: Plan, run_id: str, store: Store, plan_param: str, refused: str, *,
@@ -115,17 +115,29 @@ def hold(plan: Plan, run_id: str, store: Store, plan_param: str, refused: str, *
     restarts under another run's soak, whatever that run's plan calls its environment."""
     if store.lease_of(run_id, plan_param) is not None:
         return
-    _take(plan, run_id, store, plan_param, identify(), identify_plan, refused)
+    _take(plan, run_id, store, plan_param, identify(), identify_plan, refused, opening=False)
 
 
 def _take(plan: Plan, run_id: str, store: Store, plan_param: str, ident: DatabaseIdentity,
-          identify_plan: IdentifyPlan, refused: str) -> None:
+          identify_plan: IdentifyPlan, refused: str, *, opening: bool) -> None:
     """Take ``ident``'s lease for the run, or raise ``SoakError`` (see :func:`admit`).
 
     A lease taken before the upgrade (keyed on an environment name,
     ``store.legacy_leases``) by another run refuses too when it names this plan's
     environment, or when its plan's database (``identify_plan``) is ``ident`` or cannot be
-    read: a soak started before the upgrade keeps its database."""
+    read: a soak started before the upgrade keeps its database.
+
+    First the run id must be this plan's in the store (``store.claim_run``; ``opening``:
+    from ``admit``): Airflow's run ids are unique per DAG only, and a run of another plan
+    with the same id would read and write that run's readings, events, report and backups
+    (``SoakError``)."""
+    owner = store.claim_run(run_id, plan_param, opening=opening)
+    if owner is not None:
+        whose = (f"plan {owner['plan']} (since {owner['claimed_at']:%Y-%m-%d %H:%M UTC})" if owner["plan"]
+                 else f"an earlier run ({owner['events']} events recorded)")
+        raise SoakError(f"run id {run_id!r} is already used in the observation store by {whose}: readings, events, "
+                        f"the report and the backups are keyed on the run id, so this run of plan {plan_param} "
+                        "touches nothing; trigger it again with another run id")
     for old in store.legacy_leases():
         if (old["run_id"], old["plan"]) == (run_id, plan_param):
             continue
@@ -141,7 +153,7 @@ def _take(plan: Plan, run_id: str, store: Store, plan_param: str, ident: Databas
         if theirs == ident.key:
             raise SoakError(f"{ident} is being soaked: {held}; {refused}")
     lease = store.take_lease(ident.key, str(ident), run_id, plan_param, plan.environment)
-    if lease["run_id"] != run_id:
+    if (lease["run_id"], lease["plan"]) != (run_id, plan_param):
         raise SoakError(f"{lease['database']} is being soaked by run {lease['run_id']} (plan {lease['plan']}, "
                         f"environment {lease['environment']!r}, since {lease['taken_at']:%Y-%m-%d %H:%M UTC}); "
                         f"{refused}")

@@ -78,6 +78,17 @@ database_leases = sa.Table(
     sa.Column("taken_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+#: Which plan (DAG) each run id belongs to. Airflow's run ids are unique per DAG only,
+#: while readings, events, the report's and the backups' names are keyed on the run id
+#: alone: the first run to open claims it, another plan's run with that id is refused.
+runs = sa.Table(
+    "soak_runs",
+    metadata,
+    sa.Column("run_id", sa.Text, primary_key=True),
+    sa.Column("plan", sa.Text, nullable=False),
+    sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 #: The leases of releases before the lease followed the database: keyed on the plan's
 #: environment NAME. Never written now; read so that a soak that took one before an
 #: upgrade keeps its database (``runbook.admit``), and emptied by ``release_lease``.
@@ -286,6 +297,26 @@ class Store:
             conn.execute(insert(t).values(run_id=run_id, sql_file=sql_file, phase=phase, tick=tick,
                                           measured_at=measured_at, result=result).on_conflict_do_nothing())
             return result, measured_at, True
+
+    def claim_run(self, run_id: str, plan: str, *, opening: bool) -> dict[str, Any] | None:
+        """Claim ``run_id`` for ``plan`` (its ``plan`` param); None when it is that plan's
+        (claimed now, or before: a retried task). Otherwise what holds it, nothing claimed:
+        the claim row of another plan, or, when ``opening`` (the run's first task, which
+        records nothing before), ``{"plan": None, "events": n}`` if the store already holds
+        events of that run id that nobody claimed (a run opened before claims existed).
+        Not ``opening``, unclaimed events are the run's own (opened before the upgrade)."""
+        with self.engine.begin() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+                         {"k": f"migration_soak.run\x1f{run_id}"})
+            row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).first()
+            if row is None:
+                known = conn.execute(sa.select(sa.func.count()).select_from(events)
+                                     .where(events.c.run_id == run_id)).scalar()
+                if known and opening:
+                    return {"plan": None, "events": int(known)}
+                conn.execute(insert(runs).values(run_id=run_id, plan=plan, claimed_at=datetime.now(timezone.utc)))
+                return None
+            return None if row.plan == plan else dict(row._mapping)
 
     def take_lease(self, database_key: str, database: str, run_id: str, plan: str,
                    environment: str) -> dict[str, Any]:

@@ -150,3 +150,45 @@ def test_an_unreachable_staging_database_is_named_without_its_password():
     assert str(err.value).startswith("connections.staging_direct: cannot connect to soak@127.0.0.1:1/staging to "
                                      "read which database it is (the lease follows the database): ")
     assert "s3cret-pw" not in str(err.value)
+
+
+@pytest.mark.parametrize("same_database", [True, False])
+def test_a_run_id_another_plan_already_uses_is_refused(store, target, other_db, same_database):
+    # Found by review: Airflow's run ids are unique per DAG only (`airflow dags trigger -r
+    # soak-1`, the REST API's dag_run_id), while the store keys readings and events, and the
+    # report, the post-mortem, the backups and the rehearsal's scratch database their names,
+    # on the run id alone. A run of `canary` with the run id of a `default` run was admitted
+    # (on the same database it passed for the lease's holder: the lease compared run ids
+    # only), then read default's events (its decision, its backup) and wrote into them.
+    other = target if same_database else PgTarget(host=target.host, port=target.port, database=other_db,
+                                                   user=target.user, password=target.password)
+    plans = {"default": target, "canary": other}
+    _admit(DEFAULT, "soak-1", store, "default", target, plans)
+    store.add_event("soak-1", "backup", {"text": "default's backup"})
+    with pytest.raises(SoakError) as err:
+        _admit(CANARY, "soak-1", store, "canary", other, plans)
+    assert str(err.value).startswith("run id 'soak-1' is already used in the observation store by plan default "
+                                     "(since ")
+    assert str(err.value).endswith("): readings, events, the report and the backups are keyed on the run id, so this "
+                                   "run of plan canary touches nothing; trigger it again with another run id")
+    assert store.lease_of("soak-1", "canary") is None
+    with pytest.raises(SoakError, match="^run id 'soak-1' is already used"):  # a cleared task of it, later
+        _hold(CANARY, "soak-1", store, "canary", other, plans)
+    assert store.release_lease("soak-1", "canary") is False  # its release leaves default's lease alone
+    assert store.lease_of("soak-1", "default") is not None
+    assert [e["payload"]["text"] for e in store.events("soak-1")] == ["default's backup"]
+
+
+def test_a_run_id_with_events_from_before_the_upgrade_is_not_reused(store, target, other_db):
+    # A run opened before runs were claimed has events but no claim: a new run with its id
+    # is refused, while that run's own later tasks go on (and claim it).
+    other = PgTarget(host=target.host, port=target.port, database=other_db, user=target.user,
+                     password=target.password)
+    plans = {"default": target, "canary": other}
+    store.add_event("soak-old", "backup", {"text": "before the upgrade"})
+    with pytest.raises(SoakError, match=r"^run id 'soak-old' is already used in the observation store by an earlier "
+                                        r"run \(1 events recorded\)"):
+        _admit(CANARY, "soak-old", store, "canary", other, plans)
+    _hold(DEFAULT, "soak-old", store, "default", target, plans)
+    with pytest.raises(SoakError, match="by plan default"):
+        _admit(CANARY, "soak-old", store, "canary", other, plans)

@@ -44,6 +44,11 @@ class FakeStore:
                           "environment": environment, "taken_at": datetime(2026, 1, 2, 3, 4, tzinfo=timezone.utc)}
         return self.lease
 
+    def claim_run(self, run_id, plan, *, opening):
+        self.claims = getattr(self, "claims", {})
+        owner = self.claims.setdefault(run_id, {"plan": plan, "claimed_at": datetime(2026, 1, 2, 3, 4)})
+        return None if owner["plan"] == plan else owner
+
     def lease_of(self, run_id, plan):
         held = self.lease is not None and (self.lease["run_id"], self.lease["plan"]) == (run_id, plan)
         return self.lease if held else None
