@@ -131,7 +131,13 @@ def _take(plan: Plan, run_id: str, store: Store, plan_param: str, ident: Databas
     from ``admit``): Airflow's run ids are unique per DAG only, and a run of another plan
     with the same id would read and write that run's readings, events, report and backups
     (``SoakError``)."""
-    owner = store.claim_run(run_id, plan_param, opening=opening)
+    name = report.safe_name(run_id)
+    owner = store.claim_run(run_id, plan_param, file_name=name, opening=opening)
+    if owner is not None and owner["run_id"] != run_id:
+        raise SoakError(f"run id {run_id!r} names its files as run {owner['run_id']!r} of plan {owner['plan']} "
+                        f"(since {owner['claimed_at']:%Y-%m-%d %H:%M UTC}) does (report soak-{name}.md, backup "
+                        f"pre_{name}.dump): one would overwrite or reuse the other's, so this run of plan "
+                        f"{plan_param} touches nothing; trigger it again with another run id")
     if owner is not None:
         whose = (f"plan {owner['plan']} (since {owner['claimed_at']:%Y-%m-%d %H:%M UTC})" if owner["plan"]
                  else f"an earlier run ({owner['events']} events recorded)")

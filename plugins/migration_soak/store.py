@@ -86,6 +86,8 @@ runs = sa.Table(
     metadata,
     sa.Column("run_id", sa.Text, primary_key=True),
     sa.Column("plan", sa.Text, nullable=False),
+    # report.safe_name(run_id): what the run's files are named by (two ids may share one)
+    sa.Column("file_name", sa.Text, nullable=False, unique=True),
     sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=False),
 )
 
@@ -298,25 +300,31 @@ class Store:
                                           measured_at=measured_at, result=result).on_conflict_do_nothing())
             return result, measured_at, True
 
-    def claim_run(self, run_id: str, plan: str, *, opening: bool) -> dict[str, Any] | None:
-        """Claim ``run_id`` for ``plan`` (its ``plan`` param); None when it is that plan's
-        (claimed now, or before: a retried task). Otherwise what holds it, nothing claimed:
-        the claim row of another plan, or, when ``opening`` (the run's first task, which
+    def claim_run(self, run_id: str, plan: str, *, file_name: str, opening: bool) -> dict[str, Any] | None:
+        """Claim ``run_id`` for ``plan`` (its ``plan`` param), its files named by
+        ``file_name`` (``report.safe_name(run_id)``); None when it is that plan's (claimed
+        now, or before: a retried task). Otherwise what holds it, nothing claimed: the claim
+        row of another plan's run with this id, or of another run whose files are named the
+        same (``soak:1`` and ``soak_1``), or, when ``opening`` (the run's first task, which
         records nothing before), ``{"plan": None, "events": n}`` if the store already holds
         events of that run id that nobody claimed (a run opened before claims existed).
         Not ``opening``, unclaimed events are the run's own (opened before the upgrade)."""
         with self.engine.begin() as conn:
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
-                         {"k": f"migration_soak.run\x1f{run_id}"})
+                         {"k": f"migration_soak.run\x1f{file_name}"})
             row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).first()
-            if row is None:
-                known = conn.execute(sa.select(sa.func.count()).select_from(events)
-                                     .where(events.c.run_id == run_id)).scalar()
-                if known and opening:
-                    return {"plan": None, "events": int(known)}
-                conn.execute(insert(runs).values(run_id=run_id, plan=plan, claimed_at=datetime.now(timezone.utc)))
-                return None
-            return None if row.plan == plan else dict(row._mapping)
+            if row is not None:
+                return None if row.plan == plan else dict(row._mapping)
+            twin = conn.execute(sa.select(runs).where(runs.c.file_name == file_name)).first()
+            if twin is not None:
+                return dict(twin._mapping)
+            known = conn.execute(sa.select(sa.func.count()).select_from(events)
+                                 .where(events.c.run_id == run_id)).scalar()
+            if known and opening:
+                return {"run_id": run_id, "plan": None, "events": int(known)}
+            conn.execute(insert(runs).values(run_id=run_id, plan=plan, file_name=file_name,
+                                             claimed_at=datetime.now(timezone.utc)))
+            return None
 
     def take_lease(self, database_key: str, database: str, run_id: str, plan: str,
                    environment: str) -> dict[str, Any]:

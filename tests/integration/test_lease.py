@@ -43,7 +43,8 @@ def _hold(plan, run_id, store, plan_param, target, plans):
 @pytest.fixture
 def other_db(pg_server, fresh_db) -> str:
     """A second database on the same server (as the browser and tail tests give each plan)."""
-    name = f"{fresh_db[:50]}_b"
+    name = f"{fresh_db[:45]}_other"
+    assert name != fresh_db
     recreate_database(pg_server, name)
     return name
 
@@ -192,3 +193,26 @@ def test_a_run_id_with_events_from_before_the_upgrade_is_not_reused(store, targe
     _hold(DEFAULT, "soak-old", store, "default", target, plans)
     with pytest.raises(SoakError, match="by plan default"):
         _admit(CANARY, "soak-old", store, "canary", other, plans)
+
+
+def test_two_run_ids_that_name_the_same_files_do_not_both_soak(store, target, other_db):
+    # Found by review: the report (soak-<name>.md), the post-mortem and the backup
+    # (<backup_location>/<environment>/pre_<name>.dump) are named by the run id made
+    # file-safe, which maps 'soak:1' and 'soak_1' to one name. Two plans called `staging`
+    # on two databases (now allowed side by side) share the backup folder: the second run's
+    # backup task found 'pre_soak_1.dump', took it for its own retried dump and reused it,
+    # so its rollback would have restored the OTHER database's values; its report
+    # overwrote the first one's.
+    other = PgTarget(host=target.host, port=target.port, database=other_db, user=target.user,
+                     password=target.password)
+    twin = CANARY.model_copy(update={"environment": "staging"})
+    plans = {"default": target, "canary": other}
+    _admit(DEFAULT, "soak:1", store, "default", target, plans)
+    with pytest.raises(SoakError) as err:
+        _admit(twin, "soak_1", store, "canary", other, plans)
+    assert str(err.value).startswith("run id 'soak_1' names its files as run 'soak:1' of plan default (since ")
+    assert str(err.value).endswith(") does (report soak-soak_1.md, backup pre_soak_1.dump): one would overwrite or "
+                                   "reuse the other's, so this run of plan canary touches nothing; trigger it again "
+                                   "with another run id")
+    assert store.lease_of("soak_1", "canary") is None
+    _admit(twin, "soak-2", store, "canary", other, plans)  # another id: side by side
