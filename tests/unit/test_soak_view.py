@@ -178,3 +178,21 @@ def test_a_no_go_the_readings_could_not_judge_is_never_shown_clear():
     assert "data-outcome='not_judged'" in live and "badge wait'>not judged yet<" in live
     ended = sv._criterion_row(snapshot(state="success"), r)
     assert "badge wait'>not judged<" in ended and "good" not in ended
+
+
+def test_the_run_card_names_the_plans_soak_length_not_24_hours():
+    """(h-ui) The Soak tab of a browser-plan run (a 30-minute soak) at time_scale 45 read
+    "time_scale 45: 24 h in 32.0 min" beside "soak 00:17 of 00:30": the card said the
+    compressed clock ran a 24 h soak; the run soaked 30 minutes in 40 s."""
+    from pathlib import Path
+
+    short = load_plan(Path(__file__).resolve().parents[1] / "browser" / "plans" / "browser.yaml")
+    assert short.soak_hours() == 0.5
+    card = sv._run_card(sv.Snapshot("migration_soak__browser", "run", "running", {}, H0, plan=short, time_scale=45.0))
+    assert "24 h" not in card, card
+    assert "compressed clock: 30 min of soak in 40 s" in card, card
+    card = sv._run_card(snapshot(time_scale=300.0))  # the default plan: 24 h
+    assert "compressed clock: 24 h of soak in 4.8 min" in card, card
+    assert "time_scale 1 (real time)" in sv._run_card(snapshot(time_scale=1.0))
+    stretched = sv._run_card(snapshot(time_scale=0.5))
+    assert "stretched clock: 24 h of soak in 48 h 00 min" in stretched, stretched
