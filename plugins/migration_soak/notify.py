@@ -103,10 +103,28 @@ def on_task_failure(context) -> None:
     send(text, slack_conn_of(params.get("plan", "default")))
 
 
-def inconclusive_text(plan, reasons: list[str]) -> str:
-    """Slack: the soak is INCONCLUSIVE and waits for a person in the Airflow UI."""
-    return (f":grey_question: [{plan.environment}] soak of `{plan.migration.name}` is INCONCLUSIVE: "
-            f"{'; '.join(reasons)[:600]} — decide in the Airflow UI (Required actions)")
+def inconclusive_text(plan, reasons: list[str], time_scale: float = 1.0) -> str:
+    """Slack: the soak is INCONCLUSIVE and waits for a person in the Airflow UI (with the
+    clock's caveat when it is not real time)."""
+    return (f":grey_question: [{plan.environment}] soak of `{plan.migration.name}` is INCONCLUSIVE"
+            f"{clock_caveat(plan, time_scale)}: {'; '.join(reasons)[:600]} — decide in the Airflow UI "
+            "(Required actions)")
+
+
+def inconclusive_question(plan, reasons: list[str], time_scale: float) -> str:
+    """The body of the INCONCLUSIVE question (Markdown): the verdict, the clock when it is
+    not real time (a GO on a compressed clock is demonstration evidence, never an approval
+    for production), the judge's reasons one per list item, and what each answer does.
+    Pushed by ``judge_soak``; the ``human_decision`` task's ``body`` template pulls it."""
+    clock = clock_caveat(plan, time_scale)
+    head = f"The judge's verdict is **INCONCLUSIVE**{clock}: its readings decide neither GO nor NO-GO."
+    if time_scale > 1:
+        head += " A GO here keeps the migration on staging; it is not an approval for production."
+    why = "\n".join(f"- {r}" for r in reasons) or "- (no reason recorded)"
+    answers = ("**GO** keeps the migration (a person's GO over the judge's verdict, named as such in the report and "
+               "on Slack); **Roll back** gives every dropped value back. No answer within "
+               f"{plan.verdict.human_timeout_hours:g} h: **Roll back**.")
+    return f"{head}\n\nWhat the judge found:\n\n{why}\n\n{answers}"
 
 
 def clock_caveat(plan, time_scale: float) -> str:

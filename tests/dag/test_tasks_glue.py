@@ -229,3 +229,19 @@ def test_mark_ledger_refuses_when_the_columns_are_not_back(run, monkeypatch):
     monkeypatch.setattr(rb, "query", lambda plan: lambda text: [("emailVerified",), ("passwordHash",)])
     rb.mark_ledger.function({"mismatches": 0})
     assert marked == ["ledger", "prisma"]
+
+
+def test_judge_soak_asks_a_person_with_the_clock_named_in_the_question_and_on_slack(run, monkeypatch):
+    """(h-ui) The human_decision body pulls this: at time_scale 300 it says the soak is
+    demonstration evidence, as the sign-off question does."""
+    from migration_soak.judge import Verdict
+
+    run.ti.xcoms.clear()
+    monkeypatch.setitem(c.get_current_context()["params"], "time_scale", 300.0)
+    monkeypatch.setattr(t, "task_states", lambda ctx: {"migrate": "success"})
+    monkeypatch.setattr(runbook, "judge_soak", lambda *a, **kw: Verdict("INCONCLUSIVE", ["go_x: not_met: 0.4"], [], []))
+    assert t.judge_soak.function() == ["human_decision"]
+    question = run.ti.pushed["human_question"]
+    assert "compressed clock x300: demonstration evidence, not a 24-hour soak" in question
+    assert "\n- go_x: not_met: 0.4" in question
+    assert "compressed clock x300" in run.posted[-1] and "Required actions" in run.posted[-1]

@@ -45,6 +45,11 @@ NO_QUESTION = ("The question could not be built: read the judge_soak and ask_sig
                "who decided GO) before answering. Rejecting is not a GO.")
 
 
+#: The INCONCLUSIVE question's body if judge_soak pushed none (it always does before asking).
+NO_HUMAN_QUESTION = ("The question could not be built: read the judge_soak task log (the verdict and its reasons) "
+                     "before answering. Roll back is the safe answer.")
+
+
 def dag_id_for(plan_stem: str) -> str:
     """``migration_soak`` for the default plan, ``migration_soak__<name>`` for others."""
     return "migration_soak" if plan_stem == "default" else f"migration_soak__{plan_stem}"
@@ -147,7 +152,9 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
         human = HITLOperator(
             task_id="human_decision",
             subject=f"The soak of {plan.migration.name} is INCONCLUSIVE: GO or roll back?",
-            body="{{ ti.xcom_pull(task_ids='judge_soak', key='verdict')['reasons'] | join('\n') }}",
+            # Rendered when the task runs: the question judge_soak built from its verdict and
+            # the run's clock (notify.inconclusive_question).
+            body="{{ ti.xcom_pull(task_ids='judge_soak', key='human_question') or '" + NO_HUMAN_QUESTION + "' }}",
             options=[GO_OPTION, ROLLBACK_OPTION],
             defaults=[ROLLBACK_OPTION],  # no answer in time: the safe way back
             response_timeout=timedelta(hours=plan.verdict.human_timeout_hours),

@@ -200,7 +200,9 @@ def judge_soak() -> list[str]:
     log.info("verdict: %s: %s", verdict.decision, "; ".join(verdict.reasons))
     ctx["ti"].xcom_push(key="verdict", value=verdict.to_dict())
     if lifecycle.asks_a_person(verdict, ctx["params"]["on_inconclusive"]):
-        notify.send(notify.inconclusive_text(plan, verdict.reasons), plan.connections.slack)
+        time_scale = float(ctx["params"]["time_scale"])
+        ctx["ti"].xcom_push(key="human_question", value=notify.inconclusive_question(plan, verdict.reasons, time_scale))
+        notify.send(notify.inconclusive_text(plan, verdict.reasons, time_scale), plan.connections.slack)
         return ["human_decision"]
     return ["ask_sign_off"]
 
