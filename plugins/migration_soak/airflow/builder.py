@@ -84,7 +84,7 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
             "environment": Param(plan.environment, type="string", enum=[plan.environment],
                                  description="The environment the plan soaks."),
             "time_scale": Param(1.0, type="number", exclusiveMinimum=0, maximum=TIME_SCALE_MAX,
-                                description="Soak clock speed-up: 1 = real time (24 h); 360 = 24 h in 4 minutes."),
+                                description=_time_scale_text(plan)),
             "clock_lead_s": Param(CLOCK_LEAD_S, type="number", minimum=0, maximum=CLOCK_LEAD_MAX_S,
                                   description="Wall seconds from the end of the Hora 0 checklist to hour 0 of the "
                                               "soak clock, so every check task is waiting before its first tick "
@@ -192,6 +192,18 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
         decision >> [report, rollback]
         [report, rollback] >> t.release() >> t.conclude()
     return dag
+
+
+def _time_scale_text(plan: Plan) -> str:
+    """The trigger form's ``time_scale`` description: the plan's own soak length, and what
+    a compressed run proves (report_sections.banner's words)."""
+    from migration_soak.report_text import duration
+
+    hours = plan.soak_hours()
+    length = f"{hours * 60:g} min" if hours < 1 else f"{hours:g} h"
+    return (f"Soak clock speed-up: 1 = real time, the plan's {length} soak; 300 = {length} in "
+            f"{duration(hours * 3600 / 300)}. Above 1 the run is demonstration evidence, not a {hours:g}-hour soak, "
+            "and never an approval for production.")
 
 
 def _users(ids: list[str]) -> list[Any] | None:

@@ -1,0 +1,29 @@
+"""The trigger form (the DAG's params) tells a new user what a value does before the run
+starts: a compressed clock is not the plan's soak, an unattended "go" is never a GO."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from migration_soak.airflow.builder import build_dag
+from migration_soak.plan import load_plan
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _param(plan_stem: str, plan, name: str):
+    return build_dag(plan_stem, plan).params.get_param(name)
+
+
+def test_time_scale_says_a_compressed_clock_is_demonstration_evidence_of_the_plans_length():
+    """(h-ui) The form read 'Soak clock speed-up: 1 = real time (24 h); 360 = 24 h in 4
+    minutes.' for every plan (the browser plan soaks 30 minutes) and nothing of what a
+    compressed run proves: 300 reads as a 24 h soak done quickly."""
+    text = _param("default", load_plan("default"), "time_scale").description
+    assert "1 = real time, the plan's 24 h soak" in text, text
+    assert "300 = 24 h in 4.8 min" in text, text
+    assert "demonstration evidence, not a 24-hour soak" in text and "never an approval for production" in text
+    short = load_plan(ROOT / "tests" / "browser" / "plans" / "browser.yaml")
+    text = _param("browser", short, "time_scale").description
+    assert "24 h" not in text and "the plan's 30 min soak" in text and "300 = 30 min in 6 s" in text, text
+
