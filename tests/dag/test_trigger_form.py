@@ -27,3 +27,14 @@ def test_time_scale_says_a_compressed_clock_is_demonstration_evidence_of_the_pla
     text = _param("browser", short, "time_scale").description
     assert "24 h" not in text and "the plan's 30 min soak" in text and "300 = 30 min in 6 s" in text, text
 
+
+def test_on_inconclusive_go_reads_as_keeping_the_migration_without_a_go():
+    """(h-ui) The dropdown offered 'go' described as 'decide unattended': an INCONCLUSIVE
+    run with it keeps the migration as INCONCLUSIVE and fails (decision.candidate), never
+    a GO, which the form did not say."""
+    param = _param("default", load_plan("default"), "on_inconclusive")
+    shown = param.schema["values_display"]
+    assert set(shown) == {"ask", "rollback", "go"}
+    assert "never a GO" in shown["go"] and "keep" in shown["go"], shown["go"]
+    assert "4 h" in shown["ask"] and "Roll back" in shown["ask"], shown["ask"]
+    assert "never a GO" in param.description

@@ -93,8 +93,10 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
                                       description="Ask QA to approve in the UI before GO; a rejected or unanswered "
                                                   f"sign-off is not a GO ({plan.verdict.on_sign_off_rejected})."),
             "on_inconclusive": Param(plan.verdict.on_inconclusive, type="string", enum=["ask", "rollback", "go"],
+                                     values_display=_on_inconclusive_labels(plan),
                                      description="When the verdict is INCONCLUSIVE: ask a person in the UI, or "
-                                                 "decide unattended."),
+                                                 "decide unattended; an unattended go keeps the migration but is "
+                                                 "never a GO (the run fails)."),
         },
     ) as dag:
         loaded = t.load()
@@ -204,6 +206,15 @@ def _time_scale_text(plan: Plan) -> str:
     return (f"Soak clock speed-up: 1 = real time, the plan's {length} soak; 300 = {length} in "
             f"{duration(hours * 3600 / 300)}. Above 1 the run is demonstration evidence, not a {hours:g}-hour soak, "
             "and never an approval for production.")
+
+
+def _on_inconclusive_labels(plan: Plan) -> dict[str, str]:
+    """What the trigger form's ``on_inconclusive`` dropdown shows for each value
+    (decision.candidate)."""
+    return {"ask": f"ask a person in Required actions (no answer in {plan.verdict.human_timeout_hours:g} h: "
+                   "Roll back)",
+            "rollback": "roll back unattended",
+            "go": "keep the migration unattended: INCONCLUSIVE, never a GO (the run fails)"}
 
 
 def _users(ids: list[str]) -> list[Any] | None:
