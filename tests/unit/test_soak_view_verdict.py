@@ -113,3 +113,28 @@ def test_the_events_table_says_when_slack_never_got_the_rollback_message():
     assert "ROLLBACK INITIATED (Slack notification FAILED)</td>" in sv._event_row(started, T0, 1.0)
     before = {**started, "payload": {"text": "ROLLBACK INITIATED"}}  # recorded before ``notified``: says nothing
     assert "ROLLBACK INITIATED</td>" in sv._event_row(before, T0, 1.0)
+
+
+def test_before_its_verdict_no_criterion_or_check_reads_met_or_clear_as_if_decided():
+    """(h-ui) Mid-soak the Soak tab showed a solid green "clear" for a NO-GO criterion read
+    once (browser run at soak 00:17 of 00:30: "no breach (users_without_authorizer_id: 1
+    reading with a value)"), and between the last tick and judge_soak's verdict solid green
+    "met" badges, the same as a recorded verdict's: nothing was decided yet. Before the
+    verdict they are outlined (provisional) and say "so far"."""
+    verdict, obs, events = go_run(300.0)
+    events = [ev for ev in events if ev["kind"] not in ("verdict", "decision", "report", "sign_off")]
+    snap = sv.Snapshot("migration_soak", "run", "running", {}, T0, plan=PLAN, time_scale=300.0, events=events,
+                       tasks={"migrate": "success", "guard": "running"}, observations=obs)
+    snap.verdict, snap.analysis = sv.shown_verdict(snap, verdict), analyse(PLAN, verdict, obs, events, 300.0)
+    snap.marks = chart_marks(snap.analysis)
+    assert {r.outcome for r in snap.verdict.criteria} >= {"met", "clear"}
+    html = sv._criteria_section(snap) + sv._checks_section(snap, "/soak/x")
+    for solid in ("badge good'>met<", "badge good'>clear<"):  # an alert's "quiet" is the readings now, as ever
+        assert solid not in html, solid
+    assert "badge prov good'>met so far<" in html and "badge prov good'>clear so far<" in html
+    snap.state = "failed"  # ended without a verdict: still not decided
+    html = sv._criteria_section(snap) + sv._checks_section(snap, "/soak/x")
+    assert "badge good'>met<" not in html and "badge prov good'>met (no verdict)<" in html
+    recorded = _finished(300.0)  # once judge_soak recorded it: solid, as judged
+    html = sv._criteria_section(recorded) + sv._checks_section(recorded, "/soak/x")
+    assert "badge good'>met<" in html and "so far" not in html

@@ -582,9 +582,20 @@ def _criterion_row(snap: Snapshot, r: Any) -> str:
     label, cls = OUTCOME.get((r.kind, r.outcome), (r.outcome, "wait"))
     if r.outcome in ("not_enough_data", "not_judged") and snap.active and snap.last("verdict") is None:
         label += " yet"
+    if r.kind != "alert":  # an alert's state is the readings now, never a verdict's
+        label, cls = _undecided(snap, label, cls)
     return (f"<tr data-criterion='{e(r.id)}' data-outcome='{e(r.outcome)}'><td><span class='badge {cls}'>"
             f"{e(label)}</span></td><td>{CRITERION_KINDS[r.kind]}</td><td><code>{e(r.id)}</code><div class=mut>"
             f"{e(r.text)}</div></td><td>{e(report._rule(snap.plan, r))}</td><td class=fig>{e(r.detail)}</td></tr>")
+
+
+def _undecided(snap: Snapshot, label: str, cls: str) -> tuple[str, str]:
+    """A green outcome (met, clear) before ``judge_soak`` recorded a verdict: outlined as
+    provisional and saying "so far" (the run ended without a verdict: "(no verdict)");
+    nothing is decided until the verdict is. Other outcomes and recorded ones as they are."""
+    if cls != "good" or snap.last("verdict") is not None:
+        return label, cls
+    return label + (" so far" if snap.active else " (no verdict)"), "prov good"
 
 
 def _checks_section(snap: Snapshot, base: str) -> str:
@@ -601,8 +612,10 @@ def _checks_section(snap: Snapshot, base: str) -> str:
 def _check_card(snap: Snapshot, base: str, check: Any, result: Any, measured: bool) -> str:
     """A check's card: its id, title, the judge's ``result`` (a ``CheckResult`` or None)
     and its chart, or "no reading yet" unless ``measured``."""
-    badge = (f"<span class='badge {CHECK_OUTCOME.get(result.outcome, 'wait')}'>"
-             f"{e(result.outcome.replace('_', ' '))}</span>") if result else ""
+    badge = ""
+    if result:
+        label, cls = _undecided(snap, result.outcome.replace("_", " "), CHECK_OUTCOME.get(result.outcome, "wait"))
+        badge = f"<span class='badge {cls}'>{e(label)}</span>"
     if measured:
         img = (f"<img loading=lazy alt='chart of {e(check.id)}' "
                f"src='{base}/charts/{quote(check.id)}.png?v={_chart_key(snap, check.id)}'>")
