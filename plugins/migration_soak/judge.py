@@ -489,23 +489,30 @@ def window_coverage(plan: Plan, cid: str, series: list[Observation], time_scale:
         return WindowCoverage(len(spans), window, total, total, (), total < end_of_soak)
     read = {(o.phase, o.tick) for o in series}
     return WindowCoverage(len(spans), window, covered, total,
-                          tuple((a, b, _why_unread(plan, cid, a, b, window, read)) for a, b in gaps), total < end_of_soak)
+                          tuple((a, b, _why_unread(plan, cid, a, b, window, read, total)) for a, b in gaps),
+                          total < end_of_soak)
 
 
-def _why_unread(plan: Plan, cid: str, a: float, b: float, window: float, read: set[tuple[str, int]]) -> str:
+def _why_unread(plan: Plan, cid: str, a: float, b: float, window: float, read: set[tuple[str, int]],
+                now: float | None = None) -> str:
     """Why soak minutes ``a``-``b`` were not read by ``cid``'s readings of a ``window``
     soak-minute window: scheduled readings (not among ``read``) whose window would have
-    read part of it had no value, or the phase the span falls in reads less often than
-    its window."""
+    read part of it had no value, the next such reading is not due yet (after ``now``, the
+    soak minute judged so far), or the phase the span falls in reads less often than its
+    window."""
     try:
         ticks = scheduled_ticks(plan, cid)
     except KeyError:
         ticks = {}
     slack = WINDOW_SLACK_MINUTES
-    missed = sorted((m, p, k) for (p, k), m in ticks.items()
-                    if (p, k) not in read and a + slack <= m and m - window <= b - slack)
+    would = sorted((m, p, k) for (p, k), m in ticks.items()
+                   if (p, k) not in read and a + slack <= m and m - window <= b - slack)
+    missed = [t for t in would if now is None or t[0] <= now + slack]
     if missed:
         return "no value at " + _and([f"{p} tick {k}" for _, p, k in missed])
+    if would:  # mid-soak: the reading that will read it is not due yet
+        m, p, k = would[0]
+        return f"the reading that reads them is not due yet ({p} tick {k} at soak {_clock(m)})"
     mid = (a + b) / 2
     for phase in plan.phases:
         if phase.start_hour * 60 <= mid <= phase.end_hour * 60 and any(p == phase.name for p, _ in ticks):

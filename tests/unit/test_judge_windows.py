@@ -217,3 +217,18 @@ def test_a_workflow_breach_still_stops_the_soak():
     assert _crit(v, "no_go_workflows").outcome == "breached"
     assert not _crit(v, "no_go_workflows").unread
     assert v.decision == "NO_GO"
+
+
+def test_mid_soak_a_span_not_read_yet_is_not_blamed_on_readings_not_due_yet():
+    """(h-ui) The Soak tab of a time_scale-300 run at soak 02:21 read for no_go_workflows
+    'clear on 8 readings whose 18000-min windows cover 2:01 of 2:15 soak hours so far (hours
+    2:01-2:15 not read: no value at regular tick 1, regular tick 2, ..., passive tick 4)':
+    ten readings not due for hours yet named as readings that had no value."""
+    so_far = [o for o in _workflow_windows(full_soak()) if o.soak_s <= 135 * 60]
+    for scale in (1, 300):
+        v = judge(PLAN, so_far, time_scale=scale)
+        no_go = _crit(v, "no_go_workflows")
+        assert no_go.outcome == "clear", no_go.detail
+        assert "no value at" not in no_go.detail and "passive tick" not in no_go.detail, no_go.detail
+        assert ("hours 2-2:15 not read: the reading that reads them is not due yet (regular tick 1 at soak "
+                "3:00)") in no_go.detail, no_go.detail
