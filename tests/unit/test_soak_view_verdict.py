@@ -138,3 +138,20 @@ def test_before_its_verdict_no_criterion_or_check_reads_met_or_clear_as_if_decid
     recorded = _finished(300.0)  # once judge_soak recorded it: solid, as judged
     html = sv._criteria_section(recorded) + sv._checks_section(recorded, "/soak/x")
     assert "badge good'>met<" in html and "so far" not in html
+
+
+def test_a_recorded_go_waiting_for_the_qa_sign_off_says_it_is_not_final():
+    """(h-ui) While QA had not answered, the Soak tab's judge card showed a big green GO over
+    'no final decision recorded yet': a Reject (or no answer in 24 h) makes it a NO-GO and a
+    rollback. It now says the GO waits for the sign-off and what a rejection does."""
+    snap = _finished(300.0)
+    snap.events = [ev for ev in snap.events if ev["kind"] not in ("decision", "report")]
+    snap.state, snap.tasks = "running", {"sign_off": "awaiting_input"}
+    card = sv._judge_card(snap)
+    assert "no final decision recorded yet" not in card, card
+    assert ("not final: waiting for the QA sign-off (sign_off, in Required actions); a rejection, or no answer "
+            "within 24 h, is not a GO") in card, card
+    snap.tasks = {"human_decision": "awaiting_input"}
+    assert "not final: waiting for a person to answer human_decision in Required actions" in sv._judge_card(snap)
+    snap.tasks = {}
+    assert "no final decision recorded yet" in sv._judge_card(snap)

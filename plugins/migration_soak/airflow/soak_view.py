@@ -506,8 +506,7 @@ def _judge_card(snap: Snapshot) -> str:
         p = recorded.get("payload") or {}
         decided = snap.last("decision")
         outcome = (f"<div>final decision: {_verdict_badge(decided['payload'].get('outcome'))} "
-                   f"{e(decided['payload'].get('action'))}</div>" if decided else
-                   "<div class=mut>no final decision recorded yet</div>")
+                   f"{e(decided['payload'].get('action'))}</div>" if decided else _waiting(snap))
         return (f"<div class=card id=judge data-verdict='{e(p.get('decision'))}'><div class=mut>verdict recorded by "
                 f"judge_soak</div><div class=big>{_verdict_badge(p.get('decision'))}</div>{outcome}"
                 f"<div class='mut fig'>{e(_cut(str(p.get('text', '')), 240))}</div></div>")
@@ -516,6 +515,19 @@ def _judge_card(snap: Snapshot) -> str:
     return (f"<div class=card id=judge data-verdict=provisional><div class=mut>{head}</div><div class=big>"
             f"{_verdict_badge(snap.verdict.decision, provisional=True)}</div><div class=mut>not a verdict: "
             f"{'judge_soak records it when the soak ends' if snap.active else 'judge_soak recorded none'}</div></div>")
+
+
+def _waiting(snap: Snapshot) -> str:
+    """The judge card's line for a recorded verdict without a final decision: what it waits
+    for (a person's answer; the QA sign-off's rejection or timeout is not a GO)."""
+    asking = sorted(t for t, s in snap.tasks.items() if s == "awaiting_input")
+    if "sign_off" in asking:
+        return (f"<div><strong>not final: waiting for the QA sign-off (sign_off, in Required actions); a rejection, "
+                f"or no answer within {snap.plan.verdict.sign_off_timeout_hours:g} h, is not a GO</strong></div>")
+    if asking:
+        return (f"<div><strong>not final: waiting for a person to answer {e(', '.join(asking))} in Required actions"
+                "</strong></div>")
+    return "<div class=mut>no final decision recorded yet</div>"
 
 
 def _cut(text: str, n: int) -> str:
