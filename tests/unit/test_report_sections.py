@@ -458,3 +458,14 @@ def test_the_guard_is_not_said_to_have_read_the_whole_soak_when_it_stopped_first
     assert sections.guard_span(run_of()) == ", but took no reading"
     assert "for the whole soak" not in render_report(PLAN, "r", Verdict("NO_GO", [], [CRITICAL]),
                                                      [obs("critical_errors", "hour0", 0, 0, 13)], NO_GO_STOP, 300.0)
+
+
+def test_banner_of_a_clock_faster_than_a_minute_a_day_gives_its_real_figures():
+    """(h-ui) At time_scale 100 000 (the form's maximum) the Soak tab and the report read
+    'compressed clock (24 h in 0.0 min) ... one soak hour took 0 s of wall time': the soak
+    took 0.86 s, a soak hour 36 ms."""
+    text = sections.banner(PLAN, 100_000.0)
+    assert "0.0 min" not in text and "took 0 s" not in text, text
+    assert text.startswith("⚠️ **compressed clock (24 h in 0.86 s): demonstration evidence"), text
+    assert "one soak hour took 36 ms of wall time" in text, text
+    assert sections.banner(PLAN, 3000.0).startswith("⚠️ **compressed clock (24 h in 29 s)")  # under a minute
