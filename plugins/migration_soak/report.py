@@ -88,7 +88,7 @@ def render_report(
         final_metrics=sections.final_metrics(run), backup=sections.backup(run), rehearsal=sections.rehearsal(run),
         migration=sections.migration(run), lint=run.payload("lint"), rows=sections.rows(run),
         criteria=sections.criteria(run), checks=sections.check_lines(run, charts), chart_note=chart_note,
-        incidents=sections.incidents(run), alerts=sections.alerts(run), stop=sections.stop(run),
+        incidents=sections.incidents(run), no_incidents=sections.no_incidents(run), alerts=sections.alerts(run), stop=sections.stop(run),
         rollback=sections.rollback_lines(run), rollback_duration=sections.rollback_duration(run),
     )
 

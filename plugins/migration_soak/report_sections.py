@@ -680,6 +680,19 @@ def incidents(run: Run) -> list[str]:
     return [_incident_line(run, key, obs) for key, obs in groups]
 
 
+def no_incidents(run: Run) -> str:
+    """The incidents list's one line when it is empty: ``none``, or under a NO-GO decided by a
+    criterion's rule on readings within their checks' own levels (a degradation, a growth, a
+    count in a window), what that "none" does not mean: a NO-GO stop right above a bare
+    "none" read as a contradiction."""
+    breached = run.breached()
+    if not breached:
+        return "none"
+    rules = ", ".join(f"`{c.id}` ({rule_of(run.plan, c)})" for c in breached)
+    return ("none: every reading was measured and none was beyond its check's own NO-GO level; the NO-GO above was "
+            f"decided by the rule of {rules}, not by such a level")
+
+
 def alerts(run: Run) -> list[str]:
     """``<time>: <alert id>: <masked text>`` per alert, at its first ``alert`` event, then
     whether Slack got it when the events say: `` (team notified)``, `` (Slack notification

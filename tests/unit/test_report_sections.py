@@ -303,6 +303,22 @@ def test_incidents_group_fails_by_tick_and_say_no_criterion_breached_by_them():
     assert error.startswith("`login_p95` regular tick 1 (1 reading, ") and "not measured: token=***" in error
 
 
+def test_no_incident_under_a_no_go_stop_says_the_stop_is_its_criterion_not_a_level():
+    """slow-auth demo: NO-GO on login_p95's degradation (195 ms, its own level > 1 000 ms), and
+    under "NO-GO stop" the report said "Readings beyond a NO-GO level or not measured: none"."""
+    readings = [obs("critical_errors", "hour0", 0, 0, 13)]
+    run = run_of(readings, NO_GO_STOP, [CRITICAL], "NO_GO", 300.0)
+    assert sections.incidents(run) == []
+    assert sections.no_incidents(run) == (
+        "none: every reading was measured and none was beyond its check's own NO-GO level; the NO-GO above was "
+        "decided by the rule of `no_go_critical_errors_per_hour` (count > 5 in any 60 min), not by such a level")
+    text = render_report(PLAN, "r", Verdict("NO_GO", [], [CRITICAL]), readings, NO_GO_STOP, 300.0)
+    section = text.split("**Readings beyond a NO-GO level or not measured**")[1].split("##")[0]
+    assert "- none\n" not in section and "- none: every reading was measured" in section
+    # no NO-GO: nothing to explain
+    assert sections.no_incidents(run_of([obs("critical_errors", "hour0", 0, 0, 0)])) == "none"
+
+
 def test_alerts_and_the_stop_are_masked():
     run = run_of(events=NO_GO_STOP + [ev("alert", 0.05, alert="high_auth_error_rate", text="password=hunter2")])
     assert sections.alerts(run) == ["2026-03-02 09:00:03 UTC: high_auth_error_rate: password=***"]
