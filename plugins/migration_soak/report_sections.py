@@ -13,6 +13,7 @@ from typing import Any
 from migration_soak.judge import (
     CheckResult,
     CriterionResult,
+    baseline_of,
     format_change,
     format_condition,
     format_value,
@@ -20,7 +21,7 @@ from migration_soak.judge import (
     read_in_part,
 )
 from migration_soak.plan import Check, Plan
-from migration_soak.report_checks import sampled_ids
+from migration_soak.report_checks import criterion_window, degradation_change, sampled_ids
 from migration_soak.rules import disjoint_windows
 from migration_soak.report_run import (
     Run,
@@ -226,9 +227,18 @@ def reading(run: Run, c: CriterionResult, d: dict, with_time: bool = True) -> st
     if "derived" in d:
         if c.rule.startswith("count"):
             text += f" ({format_value(d['derived'], unit)} in the window)"
-        elif c.rule.startswith(("degradation", "growth")):
-            text += f" ({format_change(d['derived'])}" + (" vs baseline)" if c.rule.startswith("degradation") else " growth)")
+        elif c.rule.startswith("degradation"):
+            text += f" ({_degradation(run, c, d)})"
+        elif c.rule.startswith("growth"):
+            text += f" ({format_change(d['derived'])} growth)"
     return text
+
+
+def _degradation(run: Run, c: CriterionResult, d: dict, short: bool = False) -> str:
+    """A degradation's deciding figure with the window median it belongs to (report_checks.degradation_change)."""
+    cid = deciding_check(c, d)
+    return degradation_change(d["derived"], baseline_of(run.observations, cid), criterion_window(run.plan, c.id),
+                              run.results[cid].unit if cid in run.results else "", short)
 
 
 def _breach_line(run: Run, c: CriterionResult) -> str:
@@ -779,12 +789,12 @@ def rollback_duration(run: Run) -> str | None:
 DecidingMarks = dict[str, list[tuple[str, int, str]]]
 
 
-def _derived_label(c: CriterionResult, d: dict) -> str:
+def _derived_label(run: Run, c: CriterionResult, d: dict) -> str:
     """The derived figure of a deciding reading as its chart labels it (``+48% vs baseline``)."""
     if "derived" not in d:
         return ""
     if c.rule.startswith("degradation"):
-        return f"{format_change(d['derived'])} vs baseline"
+        return _degradation(run, c, d, short=True)
     if c.rule.startswith("growth"):
         return f"{format_change(d['derived'])} growth"
     if c.rule.startswith("count"):
@@ -809,7 +819,7 @@ def chart_marks(run: Run) -> tuple[DecidingMarks, float | None, str]:
     for c in run.breached():
         if c.deciding:
             d = c.deciding[-1]
-            marks.setdefault(deciding_check(c, d), []).append((d["phase"], d["tick"], _derived_label(c, d)))
+            marks.setdefault(deciding_check(c, d), []).append((d["phase"], d["tick"], _derived_label(run, c, d)))
     label = ""
     if run.stop:
         label = "NO-GO stop" + (", then rollback" if run.first("rollback_started") else "")

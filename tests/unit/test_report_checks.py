@@ -50,10 +50,12 @@ def test_a_deciding_reading_makes_the_check_breached_even_when_only_a_warn():
     deciding = {"check_id": "login_p95", "phase": "intensive", "tick": 2, "value": 450.0, "derived": 0.48}
     breach = CriterionResult("no_go_performance", "no_go", "t", "degradation vs baseline > 30%", "breached", "",
                              ["login_p95"], [deciding])
-    r = summary("login_p95", [obs("login_p95", "intensive", 2, 450.0)], "intensive tick 2", [breach])
+    r = summary("login_p95", [obs("login_p95", "baseline", 1, 200.0), obs("login_p95", "intensive", 2, 450.0)],
+                "intensive tick 2", [breach])
     assert r.outcome == "breached" and r.deciding == deciding
-    assert r.detail == ("decided NO-GO no_go_performance (degradation vs baseline > 30%): 450 ms (+48% vs baseline) "
-                        "at intensive tick 2")
+    # the +48 % is the 60-min median's change from the baseline median (200 ms), not 450 ms's (+125 %)
+    assert r.detail == ("decided NO-GO no_go_performance (degradation vs baseline > 30%): 450 ms (median of the 60 min "
+                        "ending there 296 ms: +48% vs the baseline median 200 ms) at intensive tick 2")
 
 
 def test_a_fail_reading_meets_the_no_go_level():
