@@ -583,6 +583,21 @@ def _coverage(plan: Plan, cid: str, series: list[Observation]) -> tuple[int, int
     return measured, expected, measured / expected if expected else 0.0
 
 
+def not_measured(obs: list[Observation], cid: str) -> str:
+    """``; 482 readings not measured (error), 480 of them the guard's`` ("" when none): the
+    readings of ``cid`` after the migration whose source did not answer. Never "482 errors":
+    next to an error rate that reads as 482 failed requests (the metrics-outage demo's
+    "auth_error_rate: ... (coverage 89% < 90%; 34 errors)" at 0 %), and the guard's share
+    reconciles the count with the "N of M scheduled readings" before it."""
+    errors = [o for o in obs if o.check_id == cid and o.status == "error" and o.phase != "baseline"]
+    if not errors:
+        return ""
+    guard = sum(1 for o in errors if o.phase == "guard")
+    return (f"; {plural(len(errors), 'reading')} not measured (error)"
+            + (f", {guard} of them the guard's" if guard and guard < len(errors) else
+               ", all the guard's" if guard else ""))
+
+
 def _go_check(plan: Plan, rule: RuleKind, cid: str, obs: list[Observation], stopped: bool, min_cov: float) -> tuple[Outcome, str, dict | None]:
     """One check of a GO criterion: (outcome, detail without the check id, the reading
     that decided a ``not_met`` or None). A stopped soak is ``not_met`` unless a reading
@@ -611,9 +626,8 @@ def _go_check(plan: Plan, rule: RuleKind, cid: str, obs: list[Observation], stop
             return "not_enough_data", "no baseline measured", None
         if n_points == 0 and coverage >= min_cov:  # readings enough, but none the rule can read
             return "not_enough_data", rule.no_points(series, base), None
-        errors = len([o for o in obs if o.check_id == cid and o.status == "error" and o.phase != "baseline"])
         return "not_enough_data", (f"{measured} of {expected} scheduled readings measured (coverage {coverage:.0%} "
-                                   f"< {min_cov:.0%}; {errors} errors)"), None
+                                   f"< {min_cov:.0%}){not_measured(obs, cid)}"), None
     unread = (end_unread(plan, cid, series, None) or read_partly(series, rule.condition.op)
               or (thin_baseline(plan, obs, cid, min_cov) if rule.needs_baseline else None))
     if unread is not None:

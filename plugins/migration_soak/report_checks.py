@@ -20,6 +20,7 @@ from migration_soak.judge import (
     end_unread,
     expected_observations,
     implicit_criteria,
+    not_measured,
     format_change,
     format_condition,
     format_value,
@@ -251,8 +252,8 @@ def summarize_check(plan: Plan, check: Check, obs: Sequence[Observation], stoppe
         return _result(check, t, "partial", partial_detail(check, t, stopped))
     if t.coverage < plan.verdict.min_coverage:
         return _result(check, t, "not_enough_data", f"{t.measured} of {t.expected} scheduled readings measured "
-                                                    f"({t.coverage:.0%} < {plan.verdict.min_coverage:.0%}); "
-                                                    f"{t.counts['error']} errors")
+                                                    f"({t.coverage:.0%} < {plan.verdict.min_coverage:.0%})"
+                                                    f"{not_measured(list(obs), check.id)}")
     valued = [o for o in t.after if o.value is not None and o.status != "error"]
     unread = end_unread(plan, check.id, valued, None) or read_partly(valued, check.expect.op)
     if unread is not None:

@@ -344,7 +344,7 @@ def human_gates(run: Run) -> list[str]:
 def _check_figures(run: Run, c: CriterionResult, cid: str, r: CheckResult) -> str:
     """``login_p95`: 114 readings, 200–215 ms + 4 baseline (median 202 ms)`` for one check."""
     errors = r.counts["error"]
-    text = f"`{cid}`: {plural(sum(r.counts.values()), 'reading')}" + (f" ({plural(errors, 'error')})" if errors else "")
+    text = f"`{cid}`: {plural(sum(r.counts.values()), 'reading')}" + (f" ({errors} not measured)" if errors else "")
     vals = values_of(run.after, cid)
     if vals and not is_log_count(run.plan, cid):
         text += f", {span(min(vals), max(vals), r.unit)}"

@@ -108,3 +108,30 @@ def test_decided_row_does_not_write_the_deciding_value_as_the_no_go_bound():
     assert breach.outcome == "breached"
     row = summarize_check(PLAN, check, [reading], "regular tick 1", [breach])
     assert ": 10% at" not in row.detail, row.detail
+
+
+def test_readings_not_measured_are_not_called_errors_next_to_an_error_rate():
+    """metrics-outage demo: /metrics answered 503 for soak hours 8-16, and the verdict, Slack's
+    rollback reason, the report and the post-mortem said "auth_error_rate: 17 of 19 scheduled
+    readings measured (coverage 89% < 90%; 34 errors)" and "Error rate < 0.1% en
+    autenticación: not enough data (auth_error_rate: 114 readings (34 errors), 0%)": 34
+    authentication errors at 0 %? They were 34 readings the scrape could not take, 32 of them
+    the guard's (which the "of 19 scheduled" does not count)."""
+    from test_judge import full_soak, obs as jobs
+
+    from migration_soak import report_sections as sections
+    from migration_soak.judge import judge
+
+    def outage(o) -> bool:  # /metrics down from soak hour 8 to hour 16
+        return o.check_id == "auth_error_rate" and o.phase != "baseline" and 8 * 3600 <= o.soak_s < 16 * 3600
+
+    soak = [jobs(o.check_id, o.phase, o.tick, o.soak_s / 60, None) if outage(o) else o for o in full_soak()]
+    down = [o for o in soak if outage(o)]
+    guard = sum(o.phase == "guard" for o in down)
+    assert len(down) - guard == 2 and guard == 480  # regular tick 6 (hour 8), passive tick 1 (hour 12)
+    verdict = judge(PLAN, soak)
+    go = next(c for c in verdict.criteria if c.id == "go_auth_error_rate")
+    assert "errors)" not in go.detail and f"{len(down)} readings not measured (error), {guard} of them the guard's" in go.detail, \
+        go.detail
+    figures = sections.figures(analyse(PLAN, verdict, soak, [], 1.0), go)
+    assert f"({len(down)} not measured)" in figures and "errors)" not in figures, figures
