@@ -588,11 +588,18 @@ def _phase_cell(run: Run, cid: str, r: CheckResult, check: Check | None, phase: 
     return "·"
 
 
-def _outcome_cell(r: CheckResult) -> str:
+def _beyond_level(r: CheckResult) -> bool:
+    """Readings beyond the check's own NO-GO level that decided no NO-GO (report_checks.fail_detail)."""
+    return r.outcome == "breached" and not r.detail.startswith("decided NO-GO")
+
+
+def _outcome_cell(run: Run, cid: str, r: CheckResult) -> str:
     if r.outcome == "not_measured":
         return f"{MARK[r.outcome]} {r.detail}"
+    if _beyond_level(r):  # "❌ breached" beside "NO-GO criteria breached: 0 of 8" (the noisy demo) read as a NO-GO
+        return f"{MARK[r.outcome]} beyond its NO-GO level{_not_breached_by(run, cid)}"
     outcome = f"{MARK[r.outcome]} {OUTCOME_WORDS[r.outcome]}"
-    if r.outcome == "breached" and r.detail.startswith("decided NO-GO"):
+    if r.outcome == "breached":
         outcome += " (decided NO-GO)"
     if r.outcome == "met" and r.unread:  # windows that left soak hours unread (judge.window_coverage)
         outcome += f" on {r.unread}"
@@ -610,7 +617,7 @@ def rows(run: Run) -> list[dict]:
             "expect": format_condition(check.expect, r.unit) if check else "-",
             "no_go": format_condition(check.no_go, r.unit) if check and check.no_go else "-",
             "cells": [_phase_cell(run, cid, r, check, p) for p in run.phases],
-            "total": count_text(counts(r.by_phase, after_phases)), "outcome": _outcome_cell(r),
+            "total": count_text(counts(r.by_phase, after_phases)), "outcome": _outcome_cell(run, cid, r),
         })
     return out
 
@@ -631,7 +638,8 @@ def check_lines(run: Run, charts: dict[str, str]) -> list[str]:
     lines = []
     for cid, r in run.results.items():
         link = f" Chart: [{cid}.png]({charts[cid]})" if cid in charts else ""
-        lines.append(f"**`{cid}`** {r.title}: {MARK[r.outcome]} {r.detail}. Source of the rule: {r.rule}.{link}")
+        detail = r.detail + (_not_breached_by(run, cid) if _beyond_level(r) else "")
+        lines.append(f"**`{cid}`** {r.title}: {MARK[r.outcome]} {detail}. Source of the rule: {r.rule}.{link}")
     return lines
 
 

@@ -341,6 +341,28 @@ def test_a_degradation_names_the_window_median_its_change_belongs_to():
     assert "(+39.3% growth)" in sections.reading(run_of(criteria=[grow], decision="NO_GO"), grow, grow.deciding[0])
 
 
+def test_a_check_beyond_its_level_that_breached_no_criterion_is_not_called_breached():
+    """noisy demo: 22 auth_error_rate readings beyond its 1 % level, none sustained long enough
+    for no_go_auth_error_rate (not judged), "NO-GO criteria breached: 0 of 8", and the per-check
+    table's outcome said "❌ breached", its line "meets its NO-GO level" and nothing more."""
+    readings = [obs("auth_error_rate", "guard", k, k, 0.0339) for k in (4, 6, 8)]
+    run = run_of(readings, criteria=[crit("no_go_auth_error_rate", "no_go", "not_judged", ["auth_error_rate"])],
+                 decision="INCONCLUSIVE")
+    row = next(r for r in sections.rows(run) if r["id"] == "auth_error_rate")
+    assert row["outcome"] == ("❌ beyond its NO-GO level; no NO-GO criterion breached by them "
+                              "(`no_go_auth_error_rate` not judged)"), row["outcome"]
+    line = next(t for t in sections.check_lines(run, {}) if t.startswith("**`auth_error_rate`**"))
+    assert "meets its NO-GO level > 1% (3 readings); no NO-GO criterion breached by them " \
+        "(`no_go_auth_error_rate` not judged)." in line, line
+    # the check that decided a NO-GO keeps its words
+    decided = {"check_id": "auth_error_rate", "phase": "guard", "tick": 8, "value": 0.0339,
+               "measured_at": (T0 + timedelta(minutes=8)).isoformat()}
+    stop = run_of(readings, criteria=[crit("no_go_auth_error_rate", "no_go", "breached", ["auth_error_rate"],
+                                           deciding=[decided])], decision="NO_GO")
+    assert next(r for r in sections.rows(stop) if r["id"] == "auth_error_rate")["outcome"] == \
+        "❌ breached (decided NO-GO)"
+
+
 def test_alerts_and_the_stop_are_masked():
     run = run_of(events=NO_GO_STOP + [ev("alert", 0.05, alert="high_auth_error_rate", text="password=hunter2")])
     assert sections.alerts(run) == ["2026-03-02 09:00:03 UTC: high_auth_error_rate: password=***"]

@@ -154,7 +154,7 @@ def test_an_event_row_without_a_clock_time_or_payload_stays_blank_and_its_text_i
 def test_the_checks_show_breached_then_unmet_then_the_rest_in_the_plans_order():
     ids = [c.id for c in PLAN.checks]
     outcomes = {ids[5]: "not_met", ids[9]: "breached", ids[2]: "breached", ids[0]: "met"}
-    verdict = SimpleNamespace(checks=[SimpleNamespace(check_id=c, outcome=o, detail=f"d {c}") for c, o in outcomes.items()])
+    verdict = SimpleNamespace(checks=[SimpleNamespace(check_id=c, outcome=o, detail=("decided NO-GO " if o == "breached" else "d ") + c) for c, o in outcomes.items()])
     snap = snapshot(verdict=verdict, observations=[reading(ids[9], "guard", "fail")])
     snap.marks = ({}, None, "")
     html = sv._checks_section(snap, "/soak/x")
@@ -196,3 +196,13 @@ def test_the_run_card_names_the_plans_soak_length_not_24_hours():
     assert "time_scale 1 (real time)" in sv._run_card(snapshot(time_scale=1.0))
     stretched = sv._run_card(snapshot(time_scale=0.5))
     assert "stretched clock: 24 h of soak in 48 h 00 min" in stretched, stretched
+
+
+def test_a_check_beyond_its_level_that_decided_nothing_is_not_badged_breached():
+    """noisy demo: auth_error_rate's 22 readings beyond its 1 % level decided no NO-GO; its card
+    said "breached" beside a verdict with no NO-GO criterion breached."""
+    beyond = SimpleNamespace(outcome="breached", detail="3.39% at intensive tick 4 meets its NO-GO level > 1%")
+    card = sv._check_card(snapshot(), "/b", PLAN.check("auth_error_rate"), beyond, True)
+    assert ">beyond its NO-GO level</span>" in card and ">breached</span>" not in card
+    decided = SimpleNamespace(outcome="breached", detail="decided NO-GO no_go_auth_error_rate (> 1%): 3.39%")
+    assert ">breached</span>" in sv._check_card(snapshot(), "/b", PLAN.check("auth_error_rate"), decided, True)

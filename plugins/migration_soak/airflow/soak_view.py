@@ -626,7 +626,10 @@ def _check_card(snap: Snapshot, base: str, check: Any, result: Any, measured: bo
     and its chart, or "no reading yet" unless ``measured``."""
     badge = ""
     if result:
-        label, cls = _undecided(snap, result.outcome.replace("_", " "), CHECK_OUTCOME.get(result.outcome, "wait"))
+        words = result.outcome.replace("_", " ")
+        if result.outcome == "breached" and not str(result.detail).startswith("decided NO-GO"):
+            words = "beyond its NO-GO level"  # decided no NO-GO (report_sections._beyond_level)
+        label, cls = _undecided(snap, words, CHECK_OUTCOME.get(result.outcome, "wait"))
         badge = f"<span class='badge {cls}'>{e(label)}</span>"
     if measured:
         img = (f"<img loading=lazy alt='chart of {e(check.id)}' "
