@@ -197,6 +197,19 @@ def _rollback_impact(run: Run) -> list[str]:
     if health:
         lines.append(f"Post-rollback health: {'ok' if health.get('ok') else 'FAILED'}"
                      + (f"; columns back: {', '.join(health['columns_back'])}" if health.get("columns_back") else ""))
+        for cid, r in (health.get("read_again") or {}).items():
+            if not isinstance(r, dict):
+                continue
+            if "error" in r:
+                lines.append(f"Read again after the rollback: `{cid}` could not be read ({r['error']}): whether what "
+                             "decided the NO-GO outlived the rollback is not known")
+            elif r.get("still"):
+                lines.append(f"Read again after the rollback: `{cid}` {r.get('shown')}, still meets the NO-GO "
+                             f"{r.get('no_go')}: what decided the NO-GO outlived the rollback, so the migration may "
+                             "not be its cause")
+            else:
+                lines.append(f"Read again after the rollback: `{cid}` {r.get('shown')}, no longer meets the NO-GO "
+                             f"{r.get('no_go')}")
     return lines
 
 

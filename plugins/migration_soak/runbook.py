@@ -23,10 +23,10 @@ from migration_soak.decision import Decision
 from migration_soak.exceptions import (BackupError, LintError, MeasurementError, MigrationError, PlanError,
                                        RehearsalError, RollbackError, SoakError)
 from migration_soak.identity import DatabaseIdentity
-from migration_soak.judge import Verdict, judge
+from migration_soak.judge import Verdict, format_condition, format_value, implicit_criteria, judge
 from migration_soak.migrate import LedgerBackend, MigrationBackend, check_down_sql, check_drops, check_own_timeouts
 from migration_soak.pgconn import PgTarget
-from migration_soak.plan import Check, Plan, Requirement
+from migration_soak.plan import Check, Condition, Plan, Requirement
 from migration_soak.pooler import require_direct
 from migration_soak.prisma_cli import PrismaCliBackend, confirm_status
 from migration_soak.rehearsal import RehearsalResult
@@ -660,11 +660,62 @@ def health_ok(results: dict[str, Any], dropped_columns: list[str]) -> bool:
         sorted(results["columns_back"]) == sorted(dropped_columns)
 
 
+def rechecks(plan: Plan, verdict: Verdict) -> dict[str, Condition]:
+    """The checks to read again after a rollback, with the NO-GO condition each met: every
+    ``sql`` check whose reading decided a breached ``threshold`` NO-GO criterion (one reading
+    can show such a rule; not a degradation, a growth, a sustained or windowed count). The
+    rollback gives back the dropped columns, not what such a check found (the sync-drift
+    demo's 5 users without authorizerId), and the runbook's step 5 script counts it again."""
+    criteria = {c.id: c for c in implicit_criteria(plan)[1]}
+    out: dict[str, Condition] = {}
+    for c in verdict.criteria:
+        crit = criteria.get(c.id)
+        if c.kind != "no_go" or c.outcome != "breached" or crit is None or crit.rule.kind != "threshold":
+            continue
+        for d in c.deciding:
+            cid = str(d.get("check_id"))
+            if cid in crit.checks and plan.check(cid).source.kind == "sql":
+                out[cid] = Condition(op=crit.rule.op, value=crit.rule.value)
+    return out
+
+
+def _read_again(plan: Plan, measure: Callable[[Check], float], recheck: dict[str, Condition]) -> dict[str, dict]:
+    """``{check id: {"value", "still", "no_go"} | {"error"}}``: ``recheck`` read once more; a
+    failure to read is recorded (its exception class only: a text may carry a DSN), never raised."""
+    out: dict[str, dict] = {}
+    for cid, cond in recheck.items():
+        check = plan.check(cid)
+        try:
+            value = float(measure(check))
+        except Exception as exc:  # step 5 reports it; the restored columns are what it must not fail on
+            out[cid] = {"error": type(exc).__name__}
+            continue
+        out[cid] = {"value": value, "still": cond.holds(value), "no_go": format_condition(cond, check.unit),
+                    "shown": format_value(value, check.unit)}
+    return out
+
+
+def read_again_text(again: dict[str, dict]) -> str:
+    """``; read again after the rollback: `users_without_authorizer_id` 5, still meets the NO-GO > 0 (...)``."""
+    parts = []
+    for cid, r in again.items():
+        if "error" in r:
+            parts.append(f"`{cid}` could not be read: {r['error']}")
+        elif r["still"]:
+            parts.append(f"`{cid}` {r['shown']}, still meets the NO-GO {r['no_go']} (the rollback gave back the "
+                         "dropped columns, not this)")
+        else:
+            parts.append(f"`{cid}` {r['shown']}, no longer meets the NO-GO {r['no_go']}")
+    return "; read again after the rollback: " + "; ".join(parts) if parts else ""
+
+
 def post_rollback_health(plan: Plan, run_id: str, store: Store, *, measure: Callable[[Check], float],
-                         query: Query) -> dict:
+                         query: Query, recheck: dict[str, Condition] | None = None) -> dict:
     """Rollback step 5, "Validar que sistema volvió a estado previo": the plan's ``http``
     checks (``measure(check)`` -> 1.0 up, 0.0 down) and the plan's dropped columns back on
-    its migration table (query 2, ``columns_present_sql``).
+    its migration table (query 2, ``columns_present_sql``); then ``recheck`` (``rechecks``:
+    what decided the NO-GO) read again, said in the event's text and kept under
+    ``read_again``, which does not change ``ok``: the rollback is of the migration.
 
     Returns ``{check_id: value, ..., "columns_back": [sorted names]}``, recorded as the
     ``health`` event with ``ok``. Raises ``RollbackError`` when not ok; measurement and
@@ -674,7 +725,9 @@ def post_rollback_health(plan: Plan, run_id: str, store: Store, *, measure: Call
     results["columns_back"] = sorted(r[0] for r in query(columns_present_sql(plan.migration.table,
                                                                             plan.migration.dropped_columns)))
     ok = health_ok(results, plan.migration.dropped_columns)
-    store.add_event(run_id, "health", {**results, "ok": ok, "text": f"post-rollback health {'ok' if ok else 'FAILED'}"})
+    again = _read_again(plan, measure, recheck or {}) if ok else {}
+    store.add_event(run_id, "health", {**results, "ok": ok, **({"read_again": again} if again else {}),
+                                       "text": f"post-rollback health {'ok' if ok else 'FAILED'}{read_again_text(again)}"})
     if not ok:
         raise RollbackError(f"post-rollback health failed: {results}")
     return results

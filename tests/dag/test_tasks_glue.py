@@ -245,3 +245,20 @@ def test_judge_soak_asks_a_person_with_the_clock_named_in_the_question_and_on_sl
     assert "compressed clock x300: demonstration evidence, not a 24-hour soak" in question
     assert "\n- go_x: not_met: 0.4" in question
     assert "compressed clock x300" in run.posted[-1] and "Required actions" in run.posted[-1]
+
+
+def test_health_reads_again_what_decided_the_no_go(run, monkeypatch):
+    """sync-drift: step 5 reads users_without_authorizer_id again; the task glue hands it the
+    verdict judge_soak pushed (none pushed: nothing read again, as the test above)."""
+    from migration_soak.judge import CriterionResult, Verdict
+
+    run.ti.xcoms[("judge_soak", "verdict")] = Verdict("NO_GO", ["x"], [CriterionResult(
+        "no_go_users_without_authorizer_id", "no_go", "t", "> 0", "breached", "", ["users_without_authorizer_id"],
+        [{"check_id": "users_without_authorizer_id", "phase": "guard", "tick": 12, "value": 5.0}])]).to_dict()
+    monkeypatch.setattr(rb.sources, "measure", lambda check, plan: type("M", (), {
+        "value": 5.0 if check.id == "users_without_authorizer_id" else 1.0})())
+    monkeypatch.setattr(c, "run_readonly", lambda conn_id, sql: (["column_name"], [("passwordHash",), ("emailVerified",)]))
+    rb.health.function(200)
+    payload = run.recorded[-1][2]
+    assert payload["ok"] is True and "read again after the rollback: `users_without_authorizer_id` 5, still meets " \
+        "the NO-GO > 0" in payload["text"], payload

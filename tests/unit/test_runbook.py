@@ -446,3 +446,48 @@ def test_a_migration_that_sets_its_own_lock_timeout_stops_the_soak_before_the_mi
     cli = m.model_copy(update={"backend": "prisma_cli", "prisma_project": str(tmp_path)})
     with pytest.raises(MigrationError, match=rf"{NAME}/migration\.sql sets its own timeout: 'SET lock_timeout = 0'"):
         runbook.own_timeouts(PLAN.model_copy(update={"migration": cli}), [NAME])
+
+
+def test_what_decided_a_threshold_no_go_is_read_again_after_the_rollback_and_said():
+    """sync-drift demo: NO-GO on 5 users without authorizerId; the rollback gave back the dropped
+    columns, not their authorizerId, and step 5 ("Validar que sistema volvió a estado previo";
+    the runbook's health-check script counts users_without_auth_id) said only "post-rollback
+    health ok", the post-mortem "Post-rollback health: ok" and "Fix the cause ... before
+    scheduling the migration again", as if the rollback had undone what the soak found."""
+    from migration_soak.judge import CriterionResult, Verdict
+    from migration_soak.report_postmortem import impact
+    from migration_soak.report_run import analyse
+
+    decided = {"check_id": "users_without_authorizer_id", "phase": "regular", "tick": 1, "value": 5.0}
+    verdict = Verdict("NO_GO", ["x"], [
+        CriterionResult("no_go_users_without_authorizer_id", "no_go", "t", "> 0", "breached", "", 
+                        ["users_without_authorizer_id"], [decided]),
+        CriterionResult("no_go_performance", "no_go", "t", "degradation", "breached", "", ["login_p95"],
+                        [{"check_id": "login_p95", "phase": "regular", "tick": 1, "value": 200.0, "derived": 1.0}])])
+    again = runbook.rechecks(PLAN, verdict)
+    assert list(again) == ["users_without_authorizer_id"]  # one reading cannot show a degradation
+    store = FakeStore()
+    out = runbook.post_rollback_health(PLAN, "r1", store, measure=measured({"gateway_health": 1.0, "authorizer_health": 1.0,
+                                                                            "users_without_authorizer_id": 5.0}),
+                                       query=lambda sql: [("passwordHash",), ("emailVerified",)], recheck=again)
+    assert out == {"gateway_health": 1.0, "authorizer_health": 1.0, "columns_back": ["emailVerified", "passwordHash"]}
+    (_, kind, payload), = store.recorded
+    assert payload["ok"] is True and payload["text"] == (
+        "post-rollback health ok; read again after the rollback: `users_without_authorizer_id` 5, still meets the "
+        "NO-GO > 0 (the rollback gave back the dropped columns, not this)")
+    at = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+    lines = impact(analyse(PLAN, verdict, [], [{"kind": kind, "at": at, "payload": payload}], 1.0))
+    assert ("Read again after the rollback: `users_without_authorizer_id` 5, still meets the NO-GO > 0: what decided "
+            "the NO-GO outlived the rollback, so the migration may not be its cause") in lines, lines
+    # a value back within the rule, and a check that cannot be read, are said as such; health stays ok
+    store = FakeStore()
+
+    def broken(check):
+        if check.id == "users_without_authorizer_id":
+            raise RuntimeError("connection refused")
+        return 1.0
+
+    runbook.post_rollback_health(PLAN, "r1", store, measure=broken, recheck=again,
+                                 query=lambda sql: [("passwordHash",), ("emailVerified",)])
+    assert store.recorded[0][2]["text"] == ("post-rollback health ok; read again after the rollback: "
+                                           "`users_without_authorizer_id` could not be read: RuntimeError")

@@ -79,9 +79,12 @@ def restart_after_rollback() -> int:
 def health(_restarted: int) -> dict:
     """``runbook.post_rollback_health`` (step 5); returns its results."""
     ctx, plan, run_id, store = run_context()
+    # what decided a NO-GO, read again (runbook.rechecks); no verdict pushed: nothing to read again
+    pushed = ctx["ti"].xcom_pull(task_ids="judge_soak", key="verdict")
+    recheck = runbook.rechecks(plan, pushed_verdict(ctx)) if pushed else {}
     with failing(RollbackError):
         return runbook.post_rollback_health(plan, run_id, store, query=query(plan),
-                                            measure=lambda check: sources.measure(check, plan).value)
+                                            measure=lambda check: sources.measure(check, plan).value, recheck=recheck)
 
 
 @task
