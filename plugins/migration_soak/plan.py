@@ -112,7 +112,10 @@ class SqlSource(_Model):
     ``window_minutes`` both cells count events of the last ``window_minutes`` of wall time
     (e.g. executions in the last hour): the ratio is then a rate estimated from those
     counts and judged by their 95 % limits, like a request ratio (docs/verdict.md); without
-    it the ratio is a state taken as exact (e.g. connections in use over the maximum).
+    it the ratio is a state taken as exact (e.g. connections in use over the maximum). A
+    ``cell`` with ``window_minutes`` counts the events of that window ("executions in the
+    last hour"): its readings carry the window, so the report says which soak hours none
+    of them read (judge.window_coverage).
     """
 
     kind: Literal["sql"]
@@ -132,9 +135,9 @@ class SqlSource(_Model):
     def _ratio_columns(self):
         if self.measure == "ratio" and not (self.numerator and self.denominator):
             raise ValueError("measure 'ratio' needs 'numerator' and 'denominator' column names")
-        if self.window_minutes is not None and self.measure != "ratio":
-            raise ValueError(f"window_minutes {self.window_minutes:g}: only a ratio of two event counts has a window "
-                             f"(measure is {self.measure!r})")
+        if self.window_minutes is not None and self.measure not in ("ratio", "cell"):
+            raise ValueError(f"window_minutes {self.window_minutes:g}: only a count of events (a cell) or a ratio of "
+                             f"two has a window (measure is {self.measure!r})")
         return self
 
 

@@ -115,16 +115,21 @@ def wall_windows(plan: Plan, time_scale: float) -> list[str]:
     """Per ``sql`` check counting a window of wall time (``window_minutes``: "in the last
     hour") on a compressed clock: how much soak time that window spans, so its readings
     reach back before the migration (the SQL's ``NOW() - INTERVAL`` does not scale)."""
-    notes = []
+    by_window: dict[float, list[str]] = {}  # one sentence per window, naming every check counting it
     for check in plan.checks:
         window = getattr(check.source, "window_minutes", None)
         if window and time_scale > 1:
-            soak_min = window * time_scale
-            reach = ("every reading includes events from before the migration" if soak_min >= plan.soak_hours() * 60
-                     else f"readings in the first {duration(soak_min * 60)} of soak time include events from "
-                          "before the migration")
-            notes.append(f"`{check.id}` counts the last {window:g} wall minutes (its SQL): on this clock "
-                         f"{duration(soak_min * 60)} of soak time, so {reach}.")
+            by_window.setdefault(float(window), []).append(f"`{check.id}`")
+    notes = []
+    for window, ids in by_window.items():
+        soak_min = window * time_scale
+        reach = ("every reading includes events from before the migration" if soak_min >= plan.soak_hours() * 60
+                 else f"readings in the first {duration(soak_min * 60)} of soak time include events from "
+                      "before the migration")
+        who = ids[0] if len(ids) == 1 else ", ".join(ids[:-1]) + f" and {ids[-1]}"
+        notes.append(f"{who} {'counts' if len(ids) == 1 else 'count'} the last {window:g} wall minutes "
+                     f"({'its' if len(ids) == 1 else 'their'} SQL): on this clock {duration(soak_min * 60)} of soak "
+                     f"time, so {reach}.")
     return notes
 
 

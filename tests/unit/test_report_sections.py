@@ -60,8 +60,9 @@ def test_banner_only_off_real_time_and_says_how_long_a_soak_hour_took():
                                                   "cadences and windows are soak time, so its readings were 2 times "
                                                   "further apart in wall time than the plan's.**")
     # the SQL's "last hour" is wall time: on this clock it spans the whole soak and more
-    assert ("`workflow_error_rate` counts the last 60 wall minutes (its SQL): on this clock 300 h 00 min of soak time, "
-            "so every reading includes events from before the migration.") in text
+    assert ("`recent_executions`, `executions_last_hour` and `workflow_error_rate` count the last 60 wall minutes "
+            "(their SQL): on this clock 300 h 00 min of soak time, so every reading includes events from before the "
+            "migration.") in text
     assert "before the migration" in sections.banner(PLAN, 4.0) and "workflow_error_rate" not in \
         sections.banner(PLAN, 0.5)
 

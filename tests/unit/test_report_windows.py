@@ -103,3 +103,25 @@ def test_a_compressed_report_says_nothing_more():
     text = report.render_report(PLAN, "run", verdict, obs, events, 300.0)
     assert "read in part" not in text and "soak hours" not in text
     assert "| ✅ met |" in _line(text, "| `workflow_error_rate`")
+
+
+def test_counts_of_the_last_hour_say_which_soak_hours_they_did_not_read():
+    """executions_last_hour and recent_executions count the last hour's executions too (the
+    SQL's NOW() - INTERVAL '1 hour'), but without window_minutes their readings carried no
+    window: a real-time report said "✅ met" for executions_last_hour, read every 4 hours in
+    the passive phase, with no word of the 12 passive hours no reading saw."""
+    from migration_soak.sources.sql import value_of
+
+    columns = {"executions_last_hour": "executions_last_hour", "recent_executions": "total_executions"}
+    evidence = {cid: value_of(PLAN.check(cid), [col], [(120,)]).evidence for cid, col in columns.items()}
+    assert {cid: e.get("window_s") for cid, e in evidence.items()} == {cid: 3600 for cid in columns}
+    verdict, obs, events = go_run(1.0, readings=lambda obs: [
+        replace(o, evidence=evidence[o.check_id]) if o.check_id in columns else o for o in obs])
+    text = report.render_report(PLAN, "run", verdict, obs, events, 1.0)
+    for cid in columns:
+        row = _line(text, f"| `{cid}`")
+        assert "✅ met on" in row and "readings whose 60-min windows cover" in row and "not read" in row, row
+    verdict, obs, events = go_run(300.0, readings=lambda obs: [
+        replace(o, evidence=evidence[o.check_id]) if o.check_id in columns else o for o in obs])
+    compressed = report.render_report(PLAN, "run", verdict, obs, events, 300.0)
+    assert _line(compressed, "| `executions_last_hour`").endswith("| ✅ met |")  # every wall hour spans the soak

@@ -67,9 +67,13 @@ def test_a_ratio_of_event_counts_in_a_window_carries_its_counts_for_the_rules():
     assert PLAN.check("workflow_error_rate").source.window_minutes == 60
 
 
-def test_only_a_ratio_has_a_window():
-    with pytest.raises(ValueError, match="window_minutes 60: only a ratio of two event counts has a window"):
-        type(BASE.source).model_validate({**BASE.source.model_dump(), "measure": "cell", "window_minutes": 60})
+def test_only_a_count_or_a_ratio_has_a_window():
+    for measure in ("rows", "explain_ms"):
+        with pytest.raises(ValueError, match="window_minutes 60: only a count of events .a cell. or a ratio of two "
+                                             "has a window"):
+            type(BASE.source).model_validate({**BASE.source.model_dump(), "measure": measure, "window_minutes": 60})
+    cell = value_of(check(measure="cell", column="n", window_minutes=60), ["n"], [(7,)])
+    assert cell.value == 7.0 and cell.evidence["window_s"] == 3600 and "numerator" not in cell.evidence
 
 
 @pytest.mark.parametrize(("row", "message"), [

@@ -378,6 +378,8 @@ def value_of(check: Check, columns: list[str], rows: list[tuple]) -> Measurement
             # event counts: the rules judge the rate by their 95 % limits (rules._counts)
             evidence.update(numerator=num, denominator=den, window_s=src.window_minutes * 60)
         return Measurement(num / den, evidence)
+    if src.window_minutes is not None:  # a count of the window's events: judge.window_coverage reads it
+        evidence["window_s"] = src.window_minutes * 60
     return Measurement(_cell(check, src, columns, row), evidence)
 
 
