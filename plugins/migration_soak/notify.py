@@ -103,12 +103,30 @@ def on_task_failure(context) -> None:
     send(text, slack_conn_of(params.get("plan", "default")))
 
 
+#: Characters of the verdict's reasons the INCONCLUSIVE message shows (whole reasons only).
+INCONCLUSIVE_REASONS_CHARS = 600
+
+
 def inconclusive_text(plan, reasons: list[str], time_scale: float = 1.0) -> str:
     """Slack: the soak is INCONCLUSIVE and waits for a person in the Airflow UI (with the
-    clock's caveat when it is not real time)."""
+    clock's caveat when it is not real time). Whole reasons up to ``INCONCLUSIVE_REASONS_CHARS``
+    (at least the first, cut with "…" only if it alone is longer), then how many more there
+    are: a cut mid-reason ended the metrics-outage's message on "(coverage 8" and said
+    nothing of the other reasons."""
+    shown: list[str] = []
+    for reason in reasons:
+        if shown and len("; ".join(shown + [reason])) > INCONCLUSIVE_REASONS_CHARS:
+            break
+        shown.append(reason)
+    text = "; ".join(shown)
+    if len(text) > INCONCLUSIVE_REASONS_CHARS:
+        text = text[:INCONCLUSIVE_REASONS_CHARS - 1].rstrip() + "…"
+    left = len(reasons) - len(shown)
+    if left:
+        text += (f"; (and {left} more reason{'s' if left != 1 else ''}: the question in the Airflow UI and the soak "
+                 f"view list {'them all' if left != 1 else 'it'})")
     return (f":grey_question: [{plan.environment}] soak of `{plan.migration.name}` is INCONCLUSIVE"
-            f"{clock_caveat(plan, time_scale)}: {'; '.join(reasons)[:600]} — decide in the Airflow UI "
-            "(Required actions)")
+            f"{clock_caveat(plan, time_scale)}: {text} — decide in the Airflow UI (Required actions)")
 
 
 def inconclusive_question(plan, reasons: list[str], time_scale: float) -> str:

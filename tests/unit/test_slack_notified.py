@@ -77,3 +77,20 @@ def test_an_alert_posted_again_after_refusals_is_one_line_naming_them():
     assert sections.alerts(run) == [
         "2026-03-02 09:00:03 UTC: a1: ALERT x (Slack refused 2 posts; team notified at 2026-03-02 09:00:04 UTC)",
         "2026-03-02 09:00:03 UTC: a2: ALERT y (Slack notification FAILED, 3 posts)"]
+
+
+def test_the_inconclusive_message_never_cuts_a_reason_or_a_figure_in_half():
+    """metrics-outage with a person to ask: the verdict's 9 reasons were 1 916 characters and
+    Slack's INCONCLUSIVE message kept the first 600 of them, ending mid-word ("...; go_cache_hit_rate:
+    not_enoug") with no word of the rest; a cut can as well fall in a figure."""
+    from migration_soak import notify
+
+    reasons = [f"go_{k}: not_enough_data: login_p95: 16 of 18 scheduled readings measured (coverage 89% < 90%, "
+               "2 readings not measured)" for k in range(9)]
+    text = notify.inconclusive_text(PLAN, reasons)
+    shown = text.split("is INCONCLUSIVE: ", 1)[1].split(" — decide in the Airflow UI", 1)[0]
+    kept = shown.split("; (")[0].split("; ")
+    assert all(r in reasons for r in kept), kept  # whole reasons only
+    assert shown.endswith(f"; (and {9 - len(kept)} more reasons: the question in the Airflow UI and the soak view list them all)")
+    assert len(shown) <= 700
+    assert notify.inconclusive_text(PLAN, reasons[:1]).count(reasons[0]) == 1  # a short list whole, nothing added
