@@ -857,6 +857,9 @@ def summary(outcome: SoakOutcome) -> list[str]:
                      f"{r['mismatches']} mismatches")
         if "rollback_completed" in ev:
             lines.append(f"post-mortem: {ev['rollback_completed']['payload']['post_mortem']}")
+        if "health" in ev:  # step 5, with what decided the NO-GO read again (runbook.read_again_text)
+            lines.append("post-rollback health: " + str(ev["health"]["payload"].get("text", ""))
+                         .removeprefix("post-rollback health "))
         lines.append(f"/auth/login after rollback: HTTP {outcome.login_status_after}")
     elif "rollback_started" in ev:
         lines.append("rollback: INCOMPLETE (started, nothing restored)")

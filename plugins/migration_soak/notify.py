@@ -240,9 +240,15 @@ def rollback_text(plan, reason: str) -> str:
     return f":rotating_light: [{plan.environment}] {plan.migration.name}: {reason}"
 
 
-def rollback_done_text(plan, post_mortem_name: str) -> str:
-    """Slack: the rollback completed (step 6), naming the post-mortem file."""
-    return (f":white_check_mark: [{plan.environment}] rollback of {plan.migration.name} completed; "
+def rollback_done_text(plan, post_mortem_name: str, health: dict | None = None) -> str:
+    """Slack: the rollback completed (step 6), naming the post-mortem file; with step 5's
+    ``health`` payload, what it read again after the rollback (runbook.read_again_text:
+    what decided the NO-GO may outlive the rollback, as the sync-drift demo's users without
+    authorizerId do)."""
+    from migration_soak.runbook import read_again_text
+
+    again = read_again_text((health or {}).get("read_again") or {})
+    return (f":white_check_mark: [{plan.environment}] rollback of {plan.migration.name} completed{again}; "
             f"post-mortem {post_mortem_name}")
 
 

@@ -493,3 +493,14 @@ def test_the_harness_settings_pin_tasks_to_queues_only_when_asked(tmp_path):
     assert out.stdout.strip().splitlines()[-1] == "worker_a worker_b default", out.stderr[-2000:]
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "default default default", out.stderr[-2000:]
+
+
+def test_a_rollback_prints_what_was_read_again_after_it():
+    """sync-drift demo: the terminal said "rollback: completed" and "/auth/login after rollback:
+    HTTP 200", nothing of the 5 users without authorizerId still there."""
+    text = ("post-rollback health ok; read again after the rollback: `users_without_authorizer_id` 5, still meets "
+            "the NO-GO > 0 (the rollback gave back the dropped columns, not this)")
+    outcome = _outcome(_decision("NO_GO", "rollback"), verdict="NO_GO",
+                       restore={"values_restored": 10, "rows_matched": 5, "rows_at_backup": 5, "mismatches": 0},
+                       health={"ok": True, "text": text})
+    assert f"post-rollback health: {text.removeprefix('post-rollback health ')}" in summary(outcome)

@@ -491,3 +491,16 @@ def test_what_decided_a_threshold_no_go_is_read_again_after_the_rollback_and_sai
                                  query=lambda sql: [("passwordHash",), ("emailVerified",)])
     assert store.recorded[0][2]["text"] == ("post-rollback health ok; read again after the rollback: "
                                            "`users_without_authorizer_id` could not be read: RuntimeError")
+
+
+def test_slack_says_what_decided_the_no_go_outlived_the_rollback():
+    """sync-drift demo: Slack said only ":white_check_mark: rollback of ... completed;
+    post-mortem ..." while the 5 users without authorizerId it rolled back for were still there
+    (the post-mortem's Impact said so, Slack did not)."""
+    health = {"ok": True, "read_again": {"users_without_authorizer_id": {
+        "value": 5.0, "still": True, "no_go": "> 0", "shown": "5"}}}
+    assert notify.rollback_done_text(PLAN, "pm.md", health) == (
+        f":white_check_mark: [staging] rollback of {NAME} completed; read again after the rollback: "
+        "`users_without_authorizer_id` 5, still meets the NO-GO > 0 (the rollback gave back the dropped columns, "
+        "not this); post-mortem pm.md")
+    assert notify.rollback_done_text(PLAN, "pm.md", {"ok": True}) == notify.rollback_done_text(PLAN, "pm.md")

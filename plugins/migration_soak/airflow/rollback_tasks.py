@@ -92,5 +92,7 @@ def post_mortem(_health: dict) -> str:
     """The report plus ``runbook.write_post_mortem`` (step 6); returns the post-mortem's path."""
     ctx, plan, run_id, store = run_context()
     path = runbook.write_post_mortem(plan, run_id, store, pushed_verdict(ctx), write_report())
-    notify.send(notify.rollback_done_text(plan, path.name), plan.connections.slack)
+    health = store.events(run_id, "health")
+    notify.send(notify.rollback_done_text(plan, path.name, health[-1]["payload"] if health else None),
+                plan.connections.slack)
     return str(path)
