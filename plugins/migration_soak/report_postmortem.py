@@ -70,9 +70,14 @@ def _cause(run: Run) -> str | None:
     if state in ("rejected", "timed_out"):
         return f"❌ The QA sign-off {'was ' if state == 'rejected' else ''}{gate_state(run)}{final}"
     if p and (p.get("outcome") != run.verdict.decision or (p.get("by") != "judge" and state != "approved")):
-        mark = "⚠️" if p.get("outcome") == "GO" else "❌"  # a person's GO over another verdict (the report's "What decided it")
+        # a person's GO over another verdict is ⚠️ (the report's "What decided it"), an INCONCLUSIVE ❔
+        mark = {"GO": "⚠️", "INCONCLUSIVE": "❔"}.get(str(p.get("outcome")), "❌")
+        reason = str(p.get("reason", ""))
+        judged = "; ".join(run.verdict.reasons)
+        if judged and reason.endswith(f": {judged}"):  # the judge's reasons follow, once (deciding)
+            reason = reason.removesuffix(f": {judged}")
         return (f"{mark} {str(p.get('outcome')).replace('_', '-')}, {p.get('action')}, decided by {who(p.get('by'))}: "
-                f"{p.get('reason', '')}")
+                f"{reason}")
     return None
 
 

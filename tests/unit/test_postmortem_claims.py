@@ -52,7 +52,7 @@ def test_a_person_s_rollback_choice_comes_first_under_why():
     run = run_of(events=events, decision="INCONCLUSIVE")
     run.verdict = Verdict("INCONCLUSIVE", ["go_x: not met"], [], [])
     lines = pm.why(run)
-    assert lines[0] == "❌ INCONCLUSIVE, rollback, decided by alice: alice chose to roll back", lines
+    assert lines[0] == "❔ INCONCLUSIVE, rollback, decided by alice: alice chose to roll back", lines
 
 
 def test_the_judge_s_no_go_is_the_why_without_a_line_repeating_it():

@@ -364,6 +364,30 @@ def test_a_check_beyond_its_level_that_breached_no_criterion_is_not_called_breac
         "❌ breached (decided NO-GO)"
 
 
+def test_an_unattended_rollback_of_an_inconclusive_soak_is_not_its_reasons_twice():
+    """metrics-outage demo: "What decided it" and the post-mortem's "Why" opened with "❌
+    INCONCLUSIVE, rollback, decided by the policy `on_inconclusive=rollback`: INCONCLUSIVE,
+    rolled back unattended: " and the judge's nine reasons (2 800 characters), then "The
+    judge's verdict was INCONCLUSIVE; what decided it follows" and the same nine again; and
+    ❌ marked an INCONCLUSIVE."""
+    reasons = ["go_auth_error_rate: not_enough_data: auth_error_rate: 17 of 19", "no_go_db_cpu: not judged: db_cpu"]
+    crits = [crit("go_auth_error_rate", "go", "not_enough_data", ["auth_error_rate"], detail="17 of 19"),
+             crit("no_go_db_cpu", "no_go", "not_judged", ["db_cpu"], detail="not judged: db_cpu")]
+    decided = ev("decision", 5, outcome="INCONCLUSIVE", action="rollback", by="policy:on_inconclusive=rollback",
+                 reason="INCONCLUSIVE, rolled back unattended: " + "; ".join(reasons))
+    run = analyse(PLAN, Verdict("INCONCLUSIVE", reasons, crits), [], [decided], 300.0)
+    lines = pm.why(run)
+    assert lines[0] == ("❔ INCONCLUSIVE, rollback, decided by the policy `on_inconclusive=rollback`: INCONCLUSIVE, "
+                        "rolled back unattended"), lines[0]
+    assert lines[1] == "The judge's verdict was INCONCLUSIVE; what decided it follows"
+    assert sum(reasons[0].split(": ")[-1] in line for line in lines) == 1  # "17 of 19" once
+    # a person's GO over it: their words, then the judge's reasons once
+    chose = ev("decision", 5, outcome="GO", action="proceed", by="person:ana",
+               reason="ana chose GO on an INCONCLUSIVE verdict: " + "; ".join(reasons))
+    lines = pm.why(analyse(PLAN, Verdict("INCONCLUSIVE", reasons, crits), [], [chose], 300.0))
+    assert lines[0] == "⚠️ GO, proceed, decided by ana: ana chose GO on an INCONCLUSIVE verdict", lines[0]
+
+
 def test_alerts_and_the_stop_are_masked():
     run = run_of(events=NO_GO_STOP + [ev("alert", 0.05, alert="high_auth_error_rate", text="password=hunter2")])
     assert sections.alerts(run) == ["2026-03-02 09:00:03 UTC: high_auth_error_rate: password=***"]
