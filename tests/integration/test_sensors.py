@@ -156,3 +156,25 @@ def test_an_alert_slack_refused_is_posted_again_a_few_times(dag, monkeypatch):
             guard.execute_complete(ctx("s7"), {"kind": "alerts", "alerts": [alert]})
     assert [e["payload"]["notified"] for e in dag_store().events("s7", "alert")] == [False] * observe.ALERT_TRIES
     assert observe.alerts_settled(dag_store(), "s7") == {"pool_busy"}
+
+
+def test_a_phase_task_that_measured_nothing_fails_and_a_gate_before_the_clock_does_not(dag):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    store = dag_store()
+    hour0 = now() - timedelta(seconds=6.5)  # the soak phase's two ticks are past
+    for tick in (1, 2):
+        at = hour0 + timedelta(seconds=3 * tick)
+        store.record(Observation("s9", "soak", "users_without_authorizer_id", tick, at, at, None, "count", "error",
+                                 {"error": "HTTP 503"}))
+    task = sensor(dag, "soak.users_without_authorizer_id", hour0)
+    with pytest.raises(AirflowFailException, match="0 of 2 readings measured, every one an error .*HTTP 503"):
+        task.execute(ctx("s9", user="dag_test"))  # under dag.test(): the end is on the worker
+    with pytest.raises(AirflowFailException, match="0 of 2 readings measured"):  # the trigger's hand-back
+        task.execute_complete(ctx("s9"), {"kind": "unmeasured", "text": "users_without_authorizer_id soak: 0 of 2 "
+                                                                        "readings measured, every one an error"})
+    # hour 0's one reading as an error: counted as missing, the clock still starts
+    store.record(Observation("s9", "hour0", "users_without_authorizer_id", 0, hour0, hour0, None, "count", "error",
+                             {"error": "HTTP 503"}))
+    assert observe.unmeasured(store, "s9", "hour0", "users_without_authorizer_id") is None
+    assert observe.unmeasured(store, "s9", "soak", "connection_usage") is None  # took no reading

@@ -180,3 +180,27 @@ def test_guard_trigger_stops_when_someone_else_stopped_the_soak(on_store, stagin
         return await asyncio.wait_for(waiting, 5)
 
     assert isinstance(asyncio.run(go()), TaskSkippedEvent)  # before its first tick: no reading
+
+
+def _errors(store, run_id: str, phase: str, check_id: str, ticks, hour0: datetime, why: str = "HTTP 503") -> None:
+    for tick in ticks:
+        at = hour0 + timedelta(seconds=3 * tick)
+        store.record(Observation(run_id, phase, check_id, tick, at, at, None, "count", "error", {"error": why}))
+
+
+def test_check_trigger_hands_a_task_that_measured_nothing_back_to_fail(on_store, staging, tmp_path):
+    path, plan = guard_plan(tmp_path, alert_above=0.99)
+    hour0 = now() - timedelta(seconds=6.5)  # both ticks past, each read as an error
+    _errors(on_store, "c9", "soak", "users_without_authorizer_id", (1, 2), hour0,
+            why="connection to postgresql://soak:hunter2@db:5432/staging refused")
+    event = first_event(CheckTrigger("c9", str(path), hour0, 60, "c", "soak", "users_without_authorizer_id"))
+    assert not isinstance(event, TaskSuccessEvent) and event.payload["kind"] == "unmeasured"
+    text = event.payload["text"]
+    assert text.startswith("users_without_authorizer_id soak: 0 of 2 readings measured, every one an error")
+    assert "refused" in text and "hunter2" not in text and "never as passes" in text
+    # one reading measured among the errors: the task did watch something, and ends success
+    _errors(on_store, "c10", "soak", "users_without_authorizer_id", (1,), hour0)
+    at = hour0 + timedelta(seconds=6)
+    on_store.record(Observation("c10", "soak", "users_without_authorizer_id", 2, at, at, 0.0, "count", "pass"))
+    assert isinstance(first_event(CheckTrigger("c10", str(path), hour0, 60, "c", "soak",
+                                               "users_without_authorizer_id")), TaskSuccessEvent)

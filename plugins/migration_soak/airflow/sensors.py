@@ -15,6 +15,7 @@ from typing import Any
 
 from airflow.sdk.bases.sensor import BaseSensorOperator
 from airflow.sdk.exceptions import (
+    AirflowFailException,
     AirflowRescheduleException,
     AirflowSensorTimeout,
     AirflowSkipException,
@@ -87,6 +88,13 @@ class SoakSensor(BaseSensorOperator):
             raise AirflowRescheduleException(until)
         self.defer(trigger=trigger, method_name="execute_complete", timeout=deadline - now)
 
+    def end_done(self, store: Store, run_id: str, phase: str, check_id: str | None) -> None:
+        """Every tick is recorded: end success, or failed (no retry) when every reading was
+        an error (``observe.unmeasured``): the verdict counts them as missing either way."""
+        text = observe.unmeasured(store, run_id, phase, check_id)
+        if text is not None:
+            raise AirflowFailException(text)
+
     def stop(self, context, store: Store, took: bool, breach: dict) -> None:
         """The soak stopped. A task that took no reading ends skipped; one that did ends
         success and skips the check tasks that never took a reading and are not running
@@ -145,6 +153,7 @@ class CheckSensor(SoakSensor):
             self.stop(context, store, bool(mine), progress.stopped_by)
             return
         if progress.done or progress.next_at is None:  # not done always has a next tick
+            self.end_done(store, context["run_id"], self.phase, self.check_id)
             return
         self.wait(context, trigger, progress.next_at, deadline, what)
 
@@ -155,6 +164,8 @@ class CheckSensor(SoakSensor):
             plan, store, origin, scale = self._clock()
             self.stop(context, store, True, {"criterion": event.get("criterion"), "text": event.get("text")})
             return
+        if isinstance(event, dict) and event.get("kind") == "unmeasured":
+            raise AirflowFailException(event.get("text"))
         self.execute(context)
 
 
@@ -183,6 +194,8 @@ class GuardSensor(SoakSensor):
         if kind == "alerts":
             self._post(plan, store, run_id, event["alerts"])
             self._defer(context)
+        elif kind == "unmeasured":
+            raise AirflowFailException(event.get("text"))
         elif kind == "no_go":
             self.stop(context, store, True, {"criterion": event.get("criterion"), "text": event.get("text")})
 
@@ -204,6 +217,7 @@ class GuardSensor(SoakSensor):
             return
         self._post(plan, store, run_id, progress.alerts)
         if progress.next_at is None:
+            self.end_done(store, run_id, "guard", None)
             return
         self.wait(context, None, progress.next_at, self.deadline(plan, origin, scale), "guard")
 

@@ -103,6 +103,19 @@ async def _sleep_until(moment: datetime, conn_id: str, run_id: str, poll: float)
         await asyncio.sleep(min(remaining, poll))
 
 
+async def _end_done(conn_id: str, run_id: str, phase: str, check_id: str | None) -> TriggerEvent:
+    """The event that ends a task whose last tick is recorded: ``success`` without a worker,
+    or ``{"kind": "unmeasured", "text"}`` when every reading was an error (the worker fails
+    the task, so Airflow's failure callback tells Slack: ``observe.unmeasured``)."""
+    def why():
+        from migration_soak.observe import unmeasured
+
+        return unmeasured(_store(conn_id), run_id, phase, check_id)
+
+    text = await in_thread(why)
+    return TaskSuccessEvent() if text is None else TriggerEvent({"kind": "unmeasured", "text": text})
+
+
 async def _end_stopped(trigger: BaseTrigger, conn_id: str, run_id: str, phase: str, check_id: str | None,
                        breach: dict) -> TriggerEvent:
     """The event that ends a stopped task without a worker: ``success`` if it took a
@@ -189,7 +202,7 @@ class CheckTrigger(BaseTrigger):
                 return
             if progress.done:
                 self.log.info("%s: every tick of the phase is recorded", what)
-                yield TaskSuccessEvent()
+                yield await _end_done(self.store_conn_id, self.run_id, self.phase, self.check_id)
                 return
             breach = await _sleep_until(progress.next_at, self.store_conn_id, self.run_id, self.poll_seconds)
             if breach is not None:
@@ -271,7 +284,7 @@ class GuardTrigger(BaseTrigger):
                 return
             if progress.next_at is None:
                 self.log.info("guard: the soak's last guard tick is recorded")
-                yield TaskSuccessEvent()
+                yield await _end_done(self.store_conn_id, self.run_id, "guard", None)
                 return
             breach = await _sleep_until(progress.next_at, self.store_conn_id, self.run_id, self.poll_seconds)
             if breach is not None:
