@@ -300,6 +300,18 @@ def _short_of_due(plan: Plan, cid: str, series: list[Observation], reach: float 
             f"{measured / due:.0%} < {min_cov:.0%}){few}")
 
 
+def short_of_readings(plan: Plan, cid: str, obs: list[Observation], time_scale: float, min_cov: float) -> str | None:
+    """Why ``cid``'s readings in ``obs`` are too few for any claim about the soak, or None:
+    :func:`_short_of_due` of its measured readings against the readings due by the run's
+    latest reading (hour 0, phase ticks and the guard's ticks at ``time_scale``'s cadence).
+    The NO-GO side's coverage test, and the GO side's and the check row's too: readings too
+    few to judge "no user without authorizerId was seen" are too few to say "none all
+    soak" (the metrics-outage demo's GO criterion was met on 19 of 19 scheduled readings
+    while its NO-GO, on the same check with the guard's missed minutes counted, was not
+    judged at 87 %)."""
+    return _short_of_due(plan, cid, _series(obs, cid), _reach(obs), time_scale, min_cov)
+
+
 def scheduled_ticks(plan: Plan, cid: str) -> dict[tuple[str, int], float]:
     """``{(phase, tick): soak minute}`` of ``cid``'s scheduled readings: hour 0 (tick 0) and
     each tick of its phases. ``KeyError`` for a check the plan does not know."""
@@ -561,7 +573,7 @@ def judge_go(plan: Plan, crit: Criterion, obs: list[Observation], stopped: bool,
     outcome: Outcome = "met"
     details, deciding, unread = [], [], []
     for cid in crit.checks:
-        check_outcome, detail, decided = _go_check(plan, rule, cid, obs, stopped, min_cov)
+        check_outcome, detail, decided = _go_check(plan, rule, cid, obs, stopped, min_cov, time_scale)
         outcome = max(outcome, check_outcome, key=_GO_RANK.__getitem__)
         cov = window_coverage(plan, cid, _series(obs, cid), time_scale) if check_outcome == "met" else None
         if cov is not None and not cov.full:
@@ -598,10 +610,12 @@ def not_measured(obs: list[Observation], cid: str) -> str:
                ", all the guard's" if guard else ""))
 
 
-def _go_check(plan: Plan, rule: RuleKind, cid: str, obs: list[Observation], stopped: bool, min_cov: float) -> tuple[Outcome, str, dict | None]:
+def _go_check(plan: Plan, rule: RuleKind, cid: str, obs: list[Observation], stopped: bool, min_cov: float,
+              time_scale: float = 1.0) -> tuple[Outcome, str, dict | None]:
     """One check of a GO criterion: (outcome, detail without the check id, the reading
     that decided a ``not_met`` or None). A stopped soak is ``not_met`` unless a reading
-    already failed the rule."""
+    already failed the rule. ``met`` needs ``min_cov`` of the scheduled readings and of
+    the readings due, the guard's included (:func:`short_of_readings`, the NO-GO side's test)."""
     series = _series(obs, cid)
     measured, expected, coverage = _coverage(plan, cid, series)
     base = baseline_of(obs, cid)
@@ -628,6 +642,9 @@ def _go_check(plan: Plan, rule: RuleKind, cid: str, obs: list[Observation], stop
             return "not_enough_data", rule.no_points(series, base), None
         return "not_enough_data", (f"{measured} of {expected} scheduled readings measured (coverage {coverage:.0%} "
                                    f"< {min_cov:.0%}){not_measured(obs, cid)}"), None
+    short = short_of_readings(plan, cid, obs, time_scale, min_cov)
+    if short is not None:
+        return "not_enough_data", f"{short}{not_measured(obs, cid)}", None
     unread = (end_unread(plan, cid, series, None) or read_partly(series, rule.condition.op)
               or (thin_baseline(plan, obs, cid, min_cov) if rule.needs_baseline else None))
     if unread is not None:

@@ -26,6 +26,7 @@ from migration_soak.judge import (
     format_value,
     plural,
     read_partly,
+    short_of_readings,
     window_coverage,
 )
 from migration_soak.plan import Check, Plan, ThresholdRule
@@ -254,6 +255,9 @@ def summarize_check(plan: Plan, check: Check, obs: Sequence[Observation], stoppe
         return _result(check, t, "not_enough_data", f"{t.measured} of {t.expected} scheduled readings measured "
                                                     f"({t.coverage:.0%} < {plan.verdict.min_coverage:.0%})"
                                                     f"{not_measured(list(obs), check.id)}")
+    short = short_of_readings(plan, check.id, list(obs), time_scale, plan.verdict.min_coverage)
+    if short is not None:  # the readings due, the guard's included: what the NO-GO side asks (judge._go_check)
+        return _result(check, t, "not_enough_data", f"{short}{not_measured(list(obs), check.id)}")
     valued = [o for o in t.after if o.value is not None and o.status != "error"]
     unread = end_unread(plan, check.id, valued, None) or read_partly(valued, check.expect.op)
     if unread is not None:
