@@ -13,7 +13,9 @@ Design notes: docs/plans.md#the-verdict
 from __future__ import annotations
 
 import math
+import re
 import statistics
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Literal
@@ -249,7 +251,7 @@ def judge_breach(crit: Criterion | Alert, kind: str, obs: list[Observation], pla
             over = rule.beyond(series, base)
             unit = _unit_of(obs, cid)
             reason = why if not series else short or why  # nothing read at all: say that, not a coverage of 0 %
-            unjudged.append(f"{cid}: {reason}" + (
+            unjudged.append(f"{cid}: {reason}{not_measured(obs, cid)}" + (
                 f"; {plural(len(over), 'reading')} beyond the bound on {'its' if len(over) == 1 else 'their'} own "
                 f"({', '.join(rule.shown(v, unit) for _, v in over[:3])}{', ...' if len(over) > 3 else ''})"
                 if over else ""))
@@ -595,9 +597,32 @@ def _coverage(plan: Plan, cid: str, series: list[Observation]) -> tuple[int, int
     return measured, expected, measured / expected if expected else 0.0
 
 
+#: A timestamp in an error's text (a missed tick's "due at 2026-...") and the " at" before it.
+_STAMP = re.compile(r"(?:\s+at)?\s*\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?")
+#: Characters of an error's cause the verdict's reasons show.
+CAUSE_CHARS = 120
+
+
+def error_cause(o: Observation) -> str | None:
+    """What an ``error`` reading's evidence says went wrong, as the verdict's reasons name it:
+    its first line, credentials masked (``sources.logs.mask``), timestamps left out (each
+    missed tick's message holds its own), at most ``CAUSE_CHARS`` characters; None when
+    none was recorded."""
+    from migration_soak.sources.logs import mask  # the log source's masking; imported late: it imports plan
+
+    text = str((o.evidence or {}).get("error") or "").strip()
+    if not text:
+        return None
+    text = " ".join(_STAMP.sub("", mask(text.splitlines()[0])).split())
+    return text if len(text) <= CAUSE_CHARS else text[:CAUSE_CHARS - 1].rstrip() + "…"
+
+
 def not_measured(obs: list[Observation], cid: str) -> str:
-    """``; 482 readings not measured (error), 480 of them the guard's`` ("" when none): the
-    readings of ``cid`` after the migration whose source did not answer. Never "482 errors":
+    """``; 482 readings not measured (error), 480 of them the guard's: 'scrape of /metrics
+    answered HTTP 503'`` ("" when none): the readings of ``cid`` after the migration whose
+    source did not answer, and why (:func:`error_cause`; with several causes the most
+    frequent, ``most often '...' (480 of 482)``): the report's incidents said "HTTP 503 from
+    Prometheus", the verdict's reasons a person decides on did not. Never "482 errors":
     next to an error rate that reads as 482 failed requests (the metrics-outage demo's
     "auth_error_rate: ... (coverage 89% < 90%; 34 errors)" at 0 %), and the guard's share
     reconciles the count with the "N of M scheduled readings" before it."""
@@ -605,9 +630,14 @@ def not_measured(obs: list[Observation], cid: str) -> str:
     if not errors:
         return ""
     guard = sum(1 for o in errors if o.phase == "guard")
+    causes = Counter(c for c in map(error_cause, errors) if c is not None)
+    why = ""
+    if causes:
+        cause, n = causes.most_common(1)[0]
+        why = f": '{cause}'" if n == len(errors) else f", most often '{cause}' ({n} of {len(errors)})"
     return (f"; {plural(len(errors), 'reading')} not measured (error)"
             + (f", {guard} of them the guard's" if guard and guard < len(errors) else
-               ", all the guard's" if guard else ""))
+               ", all the guard's" if guard else "") + why)
 
 
 def _go_check(plan: Plan, rule: RuleKind, cid: str, obs: list[Observation], stopped: bool, min_cov: float,

@@ -135,7 +135,7 @@ def test_a_checks_own_level_never_measured_keeps_the_verdict_from_go():
     v = judge(PLAN, broken)
     assert v.decision == "INCONCLUSIVE", v.reasons
     assert v.reasons == ["deprecated_columns_absent: its own NO-GO level > 0 not judged: deprecated_columns_absent: "
-                         "no reading with a value; no NO-GO criterion of the plan compares it with a level, so "
+                         "no reading with a value; 19 readings not measured (error); no NO-GO criterion of the plan compares it with a level, so "
                          "nothing else judged it (a person decides)"]
     assert judge(PLAN, broken, time_scale=300).decision == "INCONCLUSIVE"  # on any clock
 

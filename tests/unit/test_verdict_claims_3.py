@@ -42,3 +42,57 @@ def test_a_go_criterion_is_met_when_the_no_go_side_has_its_readings():
     by_id = {c.id: c for c in judge(PLAN, soak).criteria}
     assert by_id["no_go_users_without_authorizer_id"].outcome == "clear"
     assert by_id["go_no_users_without_authorizer_id"].outcome == "met", by_id["go_no_users_without_authorizer_id"].detail
+
+
+def _failed(soak, check_id: str, minute_from: float, minute_to: float, error):
+    """``soak`` with ``check_id``'s readings after the migration from ``minute_from`` to
+    ``minute_to`` not measured, their evidence saying ``error`` (as observe.take records it;
+    a callable: of the reading's soak minute)."""
+    from dataclasses import replace
+
+    return [replace(jobs(o.check_id, o.phase, o.tick, o.soak_s / 60, None),
+                    evidence={"error": error(o.soak_s / 60) if callable(error) else error})
+            if o.check_id == check_id and o.phase != "baseline" and minute_from <= o.soak_s / 60 <= minute_to else o
+            for o in soak]
+
+
+def test_the_verdicts_reasons_name_the_cause_of_readings_not_measured():
+    """metrics-outage demo: /metrics answered 503 for soak hours 8-16. The report's incidents
+    said "not measured: scrape of /metrics answered HTTP 503", but the verdict's reasons (the
+    INCONCLUSIVE question, Slack, the report's "What decided it") said only "482 readings not
+    measured (error), 480 of them the guard's": a person deciding GO or rollback could not
+    tell a metrics outage from a broken application."""
+    from migration_soak import notify
+
+    soak = _failed(full_soak(), "auth_error_rate", 8 * 60, 16 * 60 - 1, "scrape of /metrics answered HTTP 503")
+    verdict = judge(PLAN, soak)
+    assert verdict.decision == "INCONCLUSIVE"
+    go = next(r for r in verdict.reasons if r.startswith("go_auth_error_rate:"))
+    no_go = next(r for r in verdict.reasons if r.startswith("no_go_auth_error_rate:"))
+    assert "scrape of /metrics answered HTTP 503" in go, go
+    assert "scrape of /metrics answered HTTP 503" in no_go, no_go
+    slack = notify.inconclusive_text(PLAN, verdict.reasons)
+    assert "HTTP 503" in slack, slack
+
+
+def test_the_cause_named_is_the_most_frequent_short_and_without_secrets():
+    """Two causes: the most frequent is named with its share, masked (no password from a
+    DSN), on one line, cut short; a missed tick's timestamp is not part of its cause."""
+    from migration_soak.judge import not_measured
+
+    soak = _failed(full_soak(), "users_without_authorizer_id", 8 * 60, 12 * 60,
+                   "connection to postgresql://soak:s3cret-pw@db:5432/app failed: canceling statement due to "
+                   "statement timeout\nCONTEXT: SQL statement \"SELECT count(*) FROM users WHERE ...\"")
+    soak = _failed(soak, "users_without_authorizer_id", 12 * 60 + 1, 12 * 60 + 30,
+                   "missed: tick was due at 2026-01-01T12:01:00+00:00 and no task ran before the next tick (+30 s grace)")
+    text = not_measured(soak, "users_without_authorizer_id")
+    assert "s3cret" not in text and "\n" not in text and "CONTEXT" not in text, text
+    assert "statement timeout" in text and "most often" in text, text
+    assert len(text) < 260, (len(text), text)
+    missed = _failed(full_soak(), "users_without_authorizer_id", 8 * 60, 8 * 60 + 30,
+                     lambda m: f"missed: tick was due at 2026-01-01T08:{m - 480:02.0f}:00+00:00 and no task ran before "
+                               "the next tick (+30 s grace)")
+    text = not_measured(missed, "users_without_authorizer_id")
+    assert "most often" not in text and "2026-01-01" not in text, text
+    assert "missed: tick was due and no task ran before the next tick (+30 s grace)" in text, text
+
