@@ -603,6 +603,13 @@ _STAMP = re.compile(r"(?:\s+at)?\s*\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\
 CAUSE_CHARS = 120
 
 
+def drop_times(text: str) -> str:
+    """``text`` without its timestamps (and the `` at`` before one), spaces collapsed: a
+    missed tick's "missed: tick was due at 2026-12-06T05:10:29+00:00 and no task ran ..."
+    reads "missed: tick was due and no task ran ...", the same for every missed tick."""
+    return " ".join(_STAMP.sub("", text).split())
+
+
 def error_cause(o: Observation) -> str | None:
     """What an ``error`` reading's evidence says went wrong, as the verdict's reasons name it:
     its first line, credentials masked (``sources.logs.mask``), timestamps left out (each
@@ -613,7 +620,7 @@ def error_cause(o: Observation) -> str | None:
     text = str((o.evidence or {}).get("error") or "").strip()
     if not text:
         return None
-    text = " ".join(_STAMP.sub("", mask(text.splitlines()[0])).split())
+    text = drop_times(mask(text.splitlines()[0]))
     return text if len(text) <= CAUSE_CHARS else text[:CAUSE_CHARS - 1].rstrip() + "…"
 
 

@@ -14,6 +14,7 @@ from migration_soak.judge import (
     CheckResult,
     CriterionResult,
     baseline_of,
+    drop_times,
     format_change,
     format_condition,
     format_value,
@@ -654,13 +655,16 @@ IncidentKey = tuple[str, str, str, str]  # check id, phase, status (fail/error),
 
 
 def _incident_groups(run: Run) -> dict[IncidentKey, list[Observation]]:
-    """``fail`` and ``error`` readings grouped by check, phase, status and error message."""
+    """``fail`` and ``error`` readings grouped by check, phase, status and error message
+    (its timestamps left out: ``judge.drop_times``)."""
     groups: dict[IncidentKey, list[Observation]] = {}
     for o in sorted(run.observations, key=lambda o: (o.scheduled_at, o.check_id)):
         if o.status == "fail":
             key = (o.check_id, o.phase, "fail", "")
         elif o.status == "error":
-            key = (o.check_id, o.phase, "error", str(o.evidence.get("error", "no reason recorded"))[:200])
+            # without its timestamps: each missed tick's message holds its own, and 40 missed
+            # ticks were 40 lines of "(1 reading, ...)"; the line says the first and last time
+            key = (o.check_id, o.phase, "error", drop_times(str(o.evidence.get("error", "no reason recorded")))[:200])
         else:
             continue
         groups.setdefault(key, []).append(o)

@@ -4,6 +4,8 @@ evidence test for both sides of a check, the cause of readings not measured, mis
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from test_judge import PLAN, full_soak, obs as jobs
 
 from migration_soak.judge import judge
@@ -96,3 +98,22 @@ def test_the_cause_named_is_the_most_frequent_short_and_without_secrets():
     assert "most often" not in text and "2026-01-01" not in text, text
     assert "missed: tick was due and no task ran before the next tick (+30 s grace)" in text, text
 
+
+
+def test_missed_ticks_are_one_incident_line_with_a_count_and_first_and_last_time():
+    """observe.missed_observation writes "missed: tick was due at <its time> and no task ran
+    before the next tick (+30 s grace)": the report grouped incidents by that message, so 40
+    missed guard ticks of a check were 40 lines, each "(1 reading, ...)"."""
+    from test_report_sections import obs as robs, run_of, T0 as RT0
+
+    from migration_soak import report_sections as sections
+
+    readings = [robs("login_p95", "guard", k, k, None,
+                     error=f"missed: tick was due at {(RT0 + timedelta(minutes=k)).isoformat()} and no task ran before "
+                           "the next tick (+30 s grace)") for k in range(10, 50)]
+    readings += [robs("login_p95", "guard", 50, 50, None, error="scrape of /metrics answered HTTP 503")]
+    lines = sections.incidents(run_of(readings))
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("`login_p95` guard ticks 10–49 (40 readings, 2026-03-02 09:10:01 UTC to 09:49:01 UTC): "
+                               "not measured: missed: tick was due and no task ran before the next tick (+30 s grace)"), \
+        lines[0]
