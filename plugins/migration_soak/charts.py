@@ -181,7 +181,8 @@ def _draw_statuses(chart: _Chart, measured: list[_Point], decided: dict[tuple[st
 
 
 def _draw_errors(chart: _Chart, observations: list[Observation]) -> None:
-    """Layer: readings without a value as red crosses along the bottom edge."""
+    """Layer: readings without a value as red crosses along the bottom edge, "not measured
+    (N)" in the legend (never "error (N)": on an error rate's chart it read as failed requests)."""
     from matplotlib.lines import Line2D
 
     errors = [o for o in observations if o.status == "error" or o.value is None]
@@ -190,7 +191,7 @@ def _draw_errors(chart: _Chart, observations: list[Observation]) -> None:
                          color=COLORS["error"], transform=chart.ax.get_xaxis_transform(), zorder=3, linewidths=1.4,
                          clip_on=False)
         chart.handles.append(Line2D([], [], ls="", marker="x", ms=6, color=COLORS["error"],
-                                    label=f"error ({len(errors)})"))
+                                    label=f"not measured ({len(errors)})"))
 
 
 def _draw_deciding(chart: _Chart, measured: list[_Point], decided: dict[tuple[str, int], str]) -> None:

@@ -167,7 +167,7 @@ def test_legend_counts_add_up_to_the_readings():
         mine = [o for o in readings if o.check_id == check_id]
         labels = _labels(_fig(check_id, mine, deciding=[("passive", 5, "")]))
         counted = sum(int(label.rsplit("(", 1)[1].rstrip(")")) for label in labels
-                      if label.split(" (")[0] in ("pass", "warn", "fail", "error"))
+                      if label.split(" (")[0] in ("pass", "warn", "fail", "not measured"))
         stars = sum(1 for label in labels if label.startswith("decided NO-GO"))
         assert counted + stars == len(mine), labels
 
@@ -247,7 +247,7 @@ def test_readings_layers_count_each_reading_once_in_the_legend():
     charts._draw_errors(chart, readings)
     charts._draw_deciding(chart, measured, decided)
     assert [h.get_label() for h in chart.handles] == [
-        "pass (3)", "error (1)", "decided NO-GO: 600 ms at intensive tick 4 (+190% vs baseline)"]
+        "pass (3)", "not measured (1)", "decided NO-GO: 600 ms at intensive tick 4 (+190% vs baseline)"]
     assert len(chart.ax.collections) == 3
 
 

@@ -133,7 +133,7 @@ def test_the_readings_card_counts_only_readings_after_the_migration():
            reading("db_cpu", "guard", "pass"), reading("db_cpu", "guard", "error")]
     card = sv._readings_card(snapshot(observations=obs))
     assert "data-readings=4>4</div>" in card
-    assert "2 errors · 1 at a NO-GO level" in card
+    assert "2 not measured (error) · 1 at a NO-GO level" in card
 
 
 def test_an_event_row_shows_the_soak_time_or_before_hour0():

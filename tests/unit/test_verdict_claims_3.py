@@ -117,3 +117,23 @@ def test_missed_ticks_are_one_incident_line_with_a_count_and_first_and_last_time
     assert lines[0].startswith("`login_p95` guard ticks 10–49 (40 readings, 2026-03-02 09:10:01 UTC to 09:49:01 UTC): "
                                "not measured: missed: tick was due and no task ran before the next tick (+30 s grace)"), \
         lines[0]
+
+
+def test_the_soak_view_and_the_charts_say_not_measured_not_errors():
+    """The soak view's readings card said "34 errors · 0 at a NO-GO level" and each chart's
+    legend "error (32)" for readings whose source did not answer: beside an error rate that
+    reads as 34 failed requests. The report says "not measured (error)"; so do they."""
+    from test_charts import _chart, obs as cobs
+    from test_soak_view import reading, snapshot
+
+    from migration_soak import charts
+    from migration_soak.airflow import soak_view as sv
+
+    obs = [reading("auth_error_rate", "guard", "error"), reading("auth_error_rate", "intensive", "error"),
+           reading("auth_error_rate", "hour0", "fail"), reading("auth_error_rate", "guard", "pass")]
+    card = sv._readings_card(snapshot(observations=obs))
+    assert "2 not measured (error) · 1 at a NO-GO level" in card and "errors" not in card, card
+    readings = [cobs("auth_error_rate", "guard", 1, 0.1, 0.0, "pass"), cobs("auth_error_rate", "guard", 2, 0.2, None, "error")]
+    chart = _chart("auth_error_rate", readings)
+    charts._draw_errors(chart, readings)
+    assert [h.get_label() for h in chart.handles] == ["not measured (1)"]

@@ -488,13 +488,14 @@ def _clock_card(c: Clock) -> str:
 
 def _readings_card(snap: Snapshot) -> str:
     """How many readings the run took after the migration (not ``baseline``), how many are
-    ``error`` and how many at a NO-GO level (``fail``)."""
+    ``error`` ("not measured (error)", as the report says: "34 errors" beside an error rate
+    read as 34 failed requests) and how many at a NO-GO level (``fail``)."""
     after = [o for o in snap.observations if o.phase != "baseline"]
     breaches = sum(1 for o in after if o.status == "fail")
     errors = sum(1 for o in after if o.status == "error")
     return (f"<div class=card id=readings><div class=mut>readings after the migration</div>"
             f"<div class=big data-readings={len(after)}>{len(after)}</div>"
-            f"<div class=mut>{errors} errors · {breaches} at a NO-GO level</div></div>")
+            f"<div class=mut>{errors} not measured (error) · {breaches} at a NO-GO level</div></div>")
 
 
 def _judge_card(snap: Snapshot) -> str:
@@ -579,7 +580,8 @@ def _criteria_section(snap: Snapshot) -> str:
     else:
         intro = ("<h2 id=criteria-head>Criteria</h2><p class=mut>Provisional: computed now from the store by the same "
                  "judge as <code>judge_soak</code>, which records the verdict when the soak ends; a GO criterion needs "
-                 f"{snap.plan.verdict.min_coverage:.0%} of its scheduled readings, so it has <em>not enough data "
+                 f"{snap.plan.verdict.min_coverage:.0%} of its scheduled readings (and of the readings due, the "
+                 "guard's included, as its NO-GO side), so it has <em>not enough data "
                  "yet</em> until the soak is nearly over.</p>")
     order = list(CRITERION_KINDS)
     results = sorted(snap.verdict.criteria + _alerts(snap), key=lambda r: order.index(r.kind))
