@@ -96,6 +96,15 @@ def test_trigger_form_refuses_a_bad_time_scale_then_starts_migration_soak(page, 
     why.scroll_into_view_if_needed()
     shot(page, "02-trigger-form-refused")
     assert runs() == before, "a run was created with time_scale 0"
+    # 100001 is beyond its maximum (100000): left as typed when the field loses focus (a
+    # schema's own maximum is clamped to there: 100001 ran at 100000, unsaid) and refused
+    time_scale.fill("100001")
+    time_scale.blur()
+    assert time_scale.input_value().replace(",", "") == "100001", time_scale.input_value()
+    trigger.dispatch_event("click")  # the "Failed to Trigger Dag" toast still covers the button
+    dialog.get_by_text(re.compile(r"time_scale.*100001 is greater than the maximum of 100000", re.S)).first.wait_for(
+        timeout=30_000)
+    assert runs() == before, "a run was created with time_scale 100001"
     time_scale.fill("300")
     trigger.dispatch_event("click")  # the "Failed to Trigger Dag" toast still covers the button
     run_id = soak.wait("the run the form triggered", lambda: runs() - before, timeout=30)

@@ -38,3 +38,36 @@ def test_on_inconclusive_go_reads_as_keeping_the_migration_without_a_go():
     assert "never a GO" in shown["go"] and "keep" in shown["go"], shown["go"]
     assert "4 h" in shown["ask"] and "Roll back" in shown["ask"], shown["ask"]
     assert "never a GO" in param.description
+
+
+def test_an_out_of_range_number_is_refused_by_the_form_not_clamped_to_its_bound():
+    """The trigger form's time_scale 100001 ran at 100000, unsaid: Airflow 3.3's form gives a
+    number param's schema ``minimum`` / ``maximum`` to its number field (FieldNumber.tsx:
+    ``max={param.schema.maximum}``), which clamps a value beyond them on blur, so the run
+    never saw what was typed. The bounds stay in the schema Airflow validates on trigger
+    (under allOf, which the field does not read): the value typed reaches that validation and
+    is refused, naming the param and the bound, as time_scale 0 is (exclusiveMinimum)."""
+    import pytest
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    dag = build_dag("default", load_plan("default"))
+    for name in ("time_scale", "clock_lead_s"):
+        schema = dag.params.get_param(name).schema
+        assert "maximum" not in schema and "minimum" not in schema, (name, schema)  # what the form clamps to
+
+    serialized = DagSerialization.from_dict(DagSerialization.to_dict(dag))  # what the api-server triggers
+
+    def validate(**conf):  # as its create_dagrun does (a ParamValidationError is the form's HTTP 400)
+        return serialized.params.deep_merge(conf).validate()
+
+    assert validate(time_scale=100000)["time_scale"] == 100000 and validate(time_scale=300)["time_scale"] == 300
+    with pytest.raises(Exception, match=r"time_scale.*100001 is greater than the maximum of 100000"):
+        validate(time_scale=100001)
+    with pytest.raises(Exception, match=r"time_scale.*0 is less than or equal to the minimum of 0"):
+        validate(time_scale=0)
+    assert validate(clock_lead_s=0)["clock_lead_s"] == 0
+    with pytest.raises(Exception, match=r"clock_lead_s.*-1 is less than the minimum of 0"):
+        validate(clock_lead_s=-1)
+    with pytest.raises(Exception, match=r"clock_lead_s.*601 is greater than the maximum of 600"):
+        validate(clock_lead_s=601)
+    assert "at most 100,000: a value beyond is refused" in dag.params.get_param("time_scale").description

@@ -83,9 +83,14 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
                           description="The plan this DAG was built from (include/plans/<plan>.yaml)."),
             "environment": Param(plan.environment, type="string", enum=[plan.environment],
                                  description="The environment the plan soaks."),
-            "time_scale": Param(1.0, type="number", exclusiveMinimum=0, maximum=TIME_SCALE_MAX,
+            # Bounds under allOf, not as the schema's own minimum / maximum: Airflow 3.3's
+            # trigger form gives those to its number field, which clamps a value beyond them
+            # on blur (time_scale 100001 ran at 100000, unsaid); under allOf the form sends
+            # what was typed and Airflow's validation of the params refuses it, naming the
+            # param and the bound, as it refuses time_scale 0 (exclusiveMinimum: not clamped).
+            "time_scale": Param(1.0, type="number", exclusiveMinimum=0, allOf=[{"maximum": TIME_SCALE_MAX}],
                                 description=_time_scale_text(plan)),
-            "clock_lead_s": Param(CLOCK_LEAD_S, type="number", minimum=0, maximum=CLOCK_LEAD_MAX_S,
+            "clock_lead_s": Param(CLOCK_LEAD_S, type="number", allOf=[{"minimum": 0, "maximum": CLOCK_LEAD_MAX_S}],
                                   description="Wall seconds from the end of the Hora 0 checklist to hour 0 of the "
                                               "soak clock, so every check task is waiting before its first tick "
                                               "(on a 300x clock the first intensive tick is 1 s after hour 0)."),
@@ -205,7 +210,8 @@ def _time_scale_text(plan: Plan) -> str:
     length = f"{hours * 60:g} min" if hours < 1 else f"{hours:g} h"
     return (f"Soak clock speed-up: 1 = real time, the plan's {length} soak; 300 = {length} in "
             f"{duration(hours * 3600 / 300)}. Above 1 the run is demonstration evidence, not a {hours:g}-hour soak, "
-            "and never an approval for production.")
+            f"and never an approval for production. More than 0, at most {TIME_SCALE_MAX:,}: a value beyond is "
+            "refused, never run at the bound.")
 
 
 def _on_inconclusive_labels(plan: Plan) -> dict[str, str]:
