@@ -637,14 +637,20 @@ def not_measured(obs: list[Observation], cid: str) -> str:
     if not errors:
         return ""
     guard = sum(1 for o in errors if o.phase == "guard")
-    causes = Counter(c for c in map(error_cause, errors) if c is not None)
-    why = ""
-    if causes:
-        cause, n = causes.most_common(1)[0]
-        why = f": '{cause}'" if n == len(errors) else f", most often '{cause}' ({n} of {len(errors)})"
     return (f"; {plural(len(errors), 'reading')} not measured (error)"
             + (f", {guard} of them the guard's" if guard and guard < len(errors) else
-               ", all the guard's" if guard else "") + why)
+               ", all the guard's" if guard else "") + main_cause(errors))
+
+
+def main_cause(errors: list[Observation]) -> str:
+    """The most frequent :func:`error_cause` of ``errors`` as it follows their count:
+    ``: '<cause>'`` when it is every one's, ``, most often '<cause>' (480 of 482)``
+    otherwise, "" when none recorded one."""
+    causes = Counter(c for c in map(error_cause, errors) if c is not None)
+    if not causes:
+        return ""
+    cause, n = causes.most_common(1)[0]
+    return f": '{cause}'" if n == len(errors) else f", most often '{cause}' ({n} of {len(errors)})"
 
 
 def _go_check(plan: Plan, rule: RuleKind, cid: str, obs: list[Observation], stopped: bool, min_cov: float,

@@ -20,6 +20,7 @@ from migration_soak.judge import (
     end_unread,
     expected_observations,
     implicit_criteria,
+    main_cause,
     not_measured,
     format_change,
     format_condition,
@@ -186,9 +187,11 @@ def fail_detail(check: Check, fails: list[Observation], decides: bool = True) ->
 
 
 def unmeasured_detail(t: _Tally, stopped: bool | str) -> str:
-    """Why a check has no value: failed readings, the stop, or nothing recorded."""
+    """Why a check has no value: failed readings and their cause (``judge.main_cause``), the
+    stop, or nothing recorded."""
     errors = t.counts["error"]
-    why = [f"{plural(errors, 'reading')} failed"] if errors else []
+    why = [f"{plural(errors, 'reading')} failed{main_cause([o for o in t.after if o.status == 'error'])}"] \
+        if errors else []
     if isinstance(stopped, str):
         why.append(f"soak stopped at {stopped}")
     elif stopped:

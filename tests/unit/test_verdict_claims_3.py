@@ -137,3 +137,14 @@ def test_the_soak_view_and_the_charts_say_not_measured_not_errors():
     chart = _chart("auth_error_rate", readings)
     charts._draw_errors(chart, readings)
     assert [h.get_label() for h in chart.handles] == ["not measured (1)"]
+
+
+def test_a_check_never_measured_names_why_in_its_row():
+    """A check whose every reading failed: its row in the report and its soak-view card said
+    "not measured (19 readings failed)" and nothing of why; the cause is the verdict's."""
+    soak = _failed(full_soak(), "deprecated_columns_absent", 0, 24 * 60,
+                   "connection to postgresql://soak:s3cret@db/app failed: canceling statement due to statement timeout")
+    row = next(c for c in judge(PLAN, soak).checks if c.check_id == "deprecated_columns_absent")
+    assert row.outcome == "not_measured"
+    assert row.detail.startswith("not measured (19 readings failed: 'connection to postgresql://soak:***@db/app "
+                                 "failed: canceling statement due to statement timeout')"), row.detail
