@@ -16,6 +16,7 @@ import math
 import re
 import statistics
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Literal
@@ -270,9 +271,12 @@ def judge_breach(crit: Criterion | Alert, kind: str, obs: list[Observation], pla
                            list(crit.checks), unread=[f"{cid}: {t}" for cid, t in partly.items()])
 
 
-def _reach(obs: list[Observation]) -> float:
+def _reach(obs: Sequence[Observation]) -> float:
     """Soak minutes from hour 0 to the latest reading after the migration (0 without one)."""
     return max((o.soak_s / 60.0 for o in obs if o.phase != "baseline" and o.soak_s is not None), default=0.0)
+
+
+latest_minute = _reach  # the report's name for it (report_checks.summarize_check)
 
 
 def _due(plan: Plan, cid: str, reach: float, time_scale: float) -> int:
@@ -302,16 +306,18 @@ def _short_of_due(plan: Plan, cid: str, series: list[Observation], reach: float 
             f"{measured / due:.0%} < {min_cov:.0%}){few}")
 
 
-def short_of_readings(plan: Plan, cid: str, obs: list[Observation], time_scale: float, min_cov: float) -> str | None:
+def short_of_readings(plan: Plan, cid: str, obs: list[Observation], time_scale: float, min_cov: float,
+                      reach: float | None = None) -> str | None:
     """Why ``cid``'s readings in ``obs`` are too few for any claim about the soak, or None:
     :func:`_short_of_due` of its measured readings against the readings due by the run's
-    latest reading (hour 0, phase ticks and the guard's ticks at ``time_scale``'s cadence).
+    latest reading (``reach``, soak minutes: :func:`_reach` of ``obs`` when None; hour 0,
+    phase ticks and the guard's ticks at ``time_scale``'s cadence).
     The NO-GO side's coverage test, and the GO side's and the check row's too: readings too
     few to judge "no user without authorizerId was seen" are too few to say "none all
     soak" (the metrics-outage demo's GO criterion was met on 19 of 19 scheduled readings
     while its NO-GO, on the same check with the guard's missed minutes counted, was not
     judged at 87 %)."""
-    return _short_of_due(plan, cid, _series(obs, cid), _reach(obs), time_scale, min_cov)
+    return _short_of_due(plan, cid, _series(obs, cid), _reach(obs) if reach is None else reach, time_scale, min_cov)
 
 
 def scheduled_ticks(plan: Plan, cid: str) -> dict[tuple[str, int], float]:
@@ -574,8 +580,9 @@ def judge_go(plan: Plan, crit: Criterion, obs: list[Observation], stopped: bool,
     rule = rule_kind(crit.rule)
     outcome: Outcome = "met"
     details, deciding, unread = [], [], []
+    reach = _reach(obs)
     for cid in crit.checks:
-        check_outcome, detail, decided = _go_check(plan, rule, cid, obs, stopped, min_cov, time_scale)
+        check_outcome, detail, decided = _go_check(plan, rule, cid, obs, stopped, min_cov, time_scale, reach)
         outcome = max(outcome, check_outcome, key=_GO_RANK.__getitem__)
         cov = window_coverage(plan, cid, _series(obs, cid), time_scale) if check_outcome == "met" else None
         if cov is not None and not cov.full:
@@ -654,7 +661,7 @@ def main_cause(errors: list[Observation]) -> str:
 
 
 def _go_check(plan: Plan, rule: RuleKind, cid: str, obs: list[Observation], stopped: bool, min_cov: float,
-              time_scale: float = 1.0) -> tuple[Outcome, str, dict | None]:
+              time_scale: float = 1.0, reach: float | None = None) -> tuple[Outcome, str, dict | None]:
     """One check of a GO criterion: (outcome, detail without the check id, the reading
     that decided a ``not_met`` or None). A stopped soak is ``not_met`` unless a reading
     already failed the rule. ``met`` needs ``min_cov`` of the scheduled readings and of
@@ -685,7 +692,7 @@ def _go_check(plan: Plan, rule: RuleKind, cid: str, obs: list[Observation], stop
             return "not_enough_data", rule.no_points(series, base), None
         return "not_enough_data", (f"{measured} of {expected} scheduled readings measured (coverage {coverage:.0%} "
                                    f"< {min_cov:.0%}){not_measured(obs, cid)}"), None
-    short = short_of_readings(plan, cid, obs, time_scale, min_cov)
+    short = _short_of_due(plan, cid, series, _reach(obs) if reach is None else reach, time_scale, min_cov)
     if short is not None:
         return "not_enough_data", f"{short}{not_measured(obs, cid)}", None
     unread = (end_unread(plan, cid, series, None) or read_partly(series, rule.condition.op)
@@ -740,7 +747,8 @@ def judge(plan: Plan, observations: list[Observation], time_scale: float = 1.0) 
     gos = [judge_go(plan, c, observations, stopped, time_scale) for c in go]
     from migration_soak.report_checks import summarize_check  # report work; imported here: it imports this module
 
-    checks = [summarize_check(plan, c, observations, stop_point(breaches) or stopped, breaches, time_scale)
+    reach = _reach(observations)
+    checks = [summarize_check(plan, c, observations, stop_point(breaches) or stopped, breaches, time_scale, reach)
               for c in plan.checks]
     results = breaches + gos
     if stopped:

@@ -20,6 +20,7 @@ from migration_soak.judge import (
     end_unread,
     expected_observations,
     implicit_criteria,
+    latest_minute,
     main_cause,
     not_measured,
     format_change,
@@ -222,11 +223,13 @@ def partial_detail(check: Check, t: _Tally, stopped: bool | str) -> str:
 
 
 def summarize_check(plan: Plan, check: Check, obs: Sequence[Observation], stopped: bool | str,
-                    breaches: Sequence[CriterionResult] = (), time_scale: float = 1.0) -> CheckResult:
+                    breaches: Sequence[CriterionResult] = (), time_scale: float = 1.0,
+                    reach: float | None = None) -> CheckResult:
     """One check over the soak, for the report (see :class:`CheckResult`).
 
     ``stopped``: the soak stopped early (a string says where, e.g. ``hour0 tick 0``);
-    ``breaches``: breached NO-GO criteria, whose deciding readings of this check make it
+    ``reach``: the soak minute of the run's latest reading after the migration
+    (``judge.latest_minute`` of ``obs``, computed when None). ``breaches``: breached NO-GO criteria, whose deciding readings of this check make it
     ``breached`` even when each reading alone was only a ``warn``. A check without a
     measured value is ``not_measured``, never ``met``. The first that applies wins:
     decided a NO-GO, a ``fail`` reading, no value, a ``warn`` reading, stopped, short of
@@ -258,7 +261,9 @@ def summarize_check(plan: Plan, check: Check, obs: Sequence[Observation], stoppe
         return _result(check, t, "not_enough_data", f"{t.measured} of {t.expected} scheduled readings measured "
                                                     f"({t.coverage:.0%} < {plan.verdict.min_coverage:.0%})"
                                                     f"{not_measured(list(obs), check.id)}")
-    short = short_of_readings(plan, check.id, list(obs), time_scale, plan.verdict.min_coverage)
+    # the check's readings (t.after) against those due by the run's latest reading of any check
+    short = short_of_readings(plan, check.id, t.after, time_scale, plan.verdict.min_coverage,
+                              latest_minute(obs) if reach is None else reach)
     if short is not None:  # the readings due, the guard's included: what the NO-GO side asks (judge._go_check)
         return _result(check, t, "not_enough_data", f"{short}{not_measured(list(obs), check.id)}")
     valued = [o for o in t.after if o.value is not None and o.status != "error"]
