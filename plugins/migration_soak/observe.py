@@ -86,7 +86,8 @@ def unmeasured(store: Store, run_id: str, phase: str, check_id: str | None = Non
     """Why a check task that took every tick measured nothing: each reading of (``phase``,
     ``check_id``; every guard check when None) an ``error``. None when one was measured or
     none was taken. Such a task ends failed, not green (docs/verdict.md, "What the grid
-    shows"): a green task says it watched something. The error text is masked. Always None
+    shows"): a green task says it watched something. The cause is the verdict's
+    (``judge.main_cause``: masked, no timestamps). Always None
     for the one-reading gates before the clock (``baseline``, ``hour0``): failing one would
     stop the soak on a scrape hiccup; the verdict counts that reading as missing."""
     if phase in ("baseline", "hour0"):
@@ -94,11 +95,8 @@ def unmeasured(store: Store, run_id: str, phase: str, check_id: str | None = Non
     taken = store.observations(run_id, phase=phase, check_id=check_id)
     if not taken or any(o.status != "error" for o in taken):
         return None
-    from migration_soak.report_text import mask  # the report's masking; report_text imports heavier modules
-
     what = check_id if check_id else f"the guard ({len({o.check_id for o in taken})} checks)"
-    last = mask(str(taken[-1].evidence.get("error") or "no reason recorded"))[:200]
-    return (f"{what} {phase}: 0 of {len(taken)} readings measured, every one an error (the last: {last}); "
+    return (f"{what} {phase}: 0 of {len(taken)} readings measured, every one an error{judge.main_cause(taken)}; "
             f"the verdict counts them as missing, never as passes")
 
 

@@ -197,7 +197,7 @@ def test_check_trigger_hands_a_task_that_measured_nothing_back_to_fail(on_store,
     assert not isinstance(event, TaskSuccessEvent) and event.payload["kind"] == "unmeasured"
     text = event.payload["text"]
     assert text.startswith("users_without_authorizer_id soak: 0 of 2 readings measured, every one an error")
-    assert "refused" in text and "hunter2" not in text and "never as passes" in text
+    assert "refused" in text and "hunter2" not in text and "never as passes" in text and "error: '" in text
     # one reading measured among the errors: the task did watch something, and ends success
     _errors(on_store, "c10", "soak", "users_without_authorizer_id", (1,), hour0)
     at = hour0 + timedelta(seconds=6)
