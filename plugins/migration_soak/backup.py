@@ -11,6 +11,7 @@ Design notes: docs/design.md#backuppy
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -24,7 +25,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from migration_soak import archive
-from migration_soak.exceptions import BackupError
+from migration_soak.exceptions import BackupError, SoakError
+from migration_soak.identity import DatabaseIdentity, identify
 from migration_soak.increment import current_watermark
 from migration_soak.pgconn import PgTarget, split_table
 
@@ -38,6 +40,15 @@ _TOC_DATA = re.compile(r"^\d+; \d+ \d+ TABLE DATA (\S+) (\S+) ")
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 _DUMPED_BY = re.compile(r"^;\s+Dumped by pg_dump version:\s+(\S+)", re.M)
 _DUMPED_FROM = re.compile(r"^;\s+Dumped from database version:\s+(\S+)", re.M)
+_DBNAME = re.compile(r"^;\s+dbname:\s+(.*)$", re.M | re.I)
+
+
+def source_name(label: str) -> str:
+    """The file that records which database ``<label>.dump`` was taken from:
+    ``<label>.source.json`` (``{"key", "database", "reached_as"}``, ``identity.DatabaseIdentity``;
+    no secret). Written before the dump gets its final name, so a kept dump always has the
+    source of the attempt that wrote it."""
+    return f"{label}.source.json"
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,9 @@ class BackupRecord:
             written by a transaction at or above it, so the first increment since it
             completes the chain. ``None`` in records from before, in a reused record, or
             when it could not be read (the first increment is then whole tables).
+        source: the lease key (``identity.DatabaseIdentity.key``) of the database the dump
+            was taken from, read from the server; a reused dump is reused only when it
+            equals the target's (``take_backup``). ``None`` in records from before.
     """
 
     path: Path | None
@@ -86,6 +100,7 @@ class BackupRecord:
     location: str = ""
     storage_conn_id: str | None = None
     watermark: str | None = None
+    source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON types only: ``path`` as str (or ``None``), ``tables`` as list, ``created_at`` ISO 8601."""
@@ -102,6 +117,7 @@ class BackupRecord:
             "location": self.location,
             "storage_conn_id": self.storage_conn_id,
             "watermark": self.watermark,
+            "source": self.source,
         }
 
     @classmethod
@@ -121,6 +137,7 @@ class BackupRecord:
                 location=str(data.get("location") or ""),
                 storage_conn_id=data.get("storage_conn_id"),
                 watermark=None if data.get("watermark") is None else str(data["watermark"]),
+                source=None if data.get("source") is None else str(data["source"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BackupError(f"not a backup record: {type(exc).__name__}: {exc}") from None
@@ -133,7 +150,8 @@ class BackupCheck:
     Fields: ``path``; ``size_bytes`` (bytes); ``sha256`` (hex); ``tables`` (``schema.table``
     of every ``TABLE DATA`` TOC entry, sorted); ``duration_s`` (seconds);
     ``dumped_by`` / ``dumped_from``: the ``pg_dump`` and server versions the dump's
-    header names (``"18.4"``; empty when the header lacks them).
+    header names (``"18.4"``; empty when the header lacks them); ``dbname``: the
+    database name the header names (empty when it lacks one).
     """
 
     path: Path
@@ -143,6 +161,7 @@ class BackupCheck:
     duration_s: float = field(default=0.0)
     dumped_by: str = ""
     dumped_from: str = ""
+    dbname: str = ""
 
 
 def tool_path(name: str, pg_bin_dir: Path | None) -> Path:
@@ -266,7 +285,14 @@ def take_backup(
     same label. When ``<label>.dump`` already exists and ``verify_backup`` reads it back
     whole with the required tables, it is **reused**: nothing is dumped, the record has
     ``reused=True``, and the file, its SHA-256 and any record already stored for it stay
-    valid. Dumping again instead would replace the pre-migration dump with a
+    valid. It must also come from the same database: the source recorded with it
+    (``source_name``) must have the target's lease key (``identity.identify``, read from
+    the server), or, for a dump kept before sources were recorded, the name in its header
+    must be the target's ``current_database()``. A dump of another database (a run id
+    re-created, a connection re-pointed between tries) is refused with ``BackupError``
+    naming both and left in place: neither reused (the rollback would restore the other
+    database's values) nor replaced (it may be that database's only backup).
+    Dumping again instead would replace the pre-migration dump with a
     post-migration one if the task were re-run after ``migrate`` (the dropped columns'
     values would be gone from the only backup the rollback reads). An existing file that
     does not verify is not a backup: a new dump replaces it (atomically, only once the
@@ -286,8 +312,9 @@ def take_backup(
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     final = dest_dir / f"{label}.dump"
+    source = _identity(target)
     if final.exists():
-        reused = _reuse(final, pg_bin_dir, required_tables, timeout_s, started)
+        reused = _reuse(final, pg_bin_dir, required_tables, timeout_s, started, source)
         if reused is not None:
             return reused
     pg_dump = tool_path("pg_dump", pg_bin_dir)
@@ -311,6 +338,7 @@ def take_backup(
         written = archive.write_and_read_back(argv, target.child_env(), tmp, pg_restore, timeout_s=timeout_s,
                                               dump_what=f"pg_dump of {target.describe()}", scrub=target.scrub)
         check = _checked_toc(tmp, pg_restore, written.size, written.sha256, required_tables, started, timeout_s)
+        _write_source(dest_dir / source_name(label), source)
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -325,6 +353,7 @@ def take_backup(
         tables=check.tables,
         created_at=datetime.now(timezone.utc),
         watermark=watermark,
+        source=source.key,
     )
     log.info(
         "backup %s: %d bytes (archive %d bytes uncompressed), sha256 %s, %d tables with data, %.1f s",
@@ -344,14 +373,72 @@ def _watermark(target: PgTarget) -> str | None:
         return None
 
 
+def _identity(target: PgTarget) -> DatabaseIdentity:
+    """``identity.identify`` of the database to dump; ``BackupError`` when it cannot be read."""
+    try:
+        return identify(target, "backup")
+    except BackupError:
+        raise
+    except SoakError as exc:
+        raise BackupError(str(exc)) from None
+
+
+def _write_source(path: Path, source: DatabaseIdentity) -> None:
+    """Write ``source_name``'s file whole (temporary file, then rename)."""
+    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:12]}")
+    try:
+        tmp.write_text(json.dumps(source.to_dict(), sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _recorded_source(path: Path) -> dict[str, Any] | None:
+    """The source recorded next to a dump (``source_name``), or ``None`` when there is
+    none; ``BackupError`` when it is there but unreadable."""
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or not isinstance(data.get("key"), str):
+            raise ValueError("no key")
+        return data
+    except (OSError, ValueError) as exc:
+        raise BackupError(f"{path}: cannot read which database the backup next to it was taken from "
+                          f"({type(exc).__name__}: {exc}); move both files away to take a new backup") from None
+
+
 def _reuse(final: Path, pg_bin_dir: Path | None, required_tables: Sequence[str], timeout_s: float,
-           started: float) -> BackupRecord | None:
-    """The record of a complete earlier ``final`` dump, or ``None`` when it does not verify."""
+           started: float, source: DatabaseIdentity) -> BackupRecord | None:
+    """The record of a complete earlier ``final`` dump of ``source``, or ``None`` when it
+    does not verify. Raises ``BackupError`` when it is a dump of another database."""
     try:
         check = verify_backup(final, pg_bin_dir, required_tables=required_tables, timeout_s=timeout_s)
     except BackupError as exc:
         log.warning("existing %s does not verify, taking a new backup to replace it: %s", final, exc)
         return None
+    label = final.name[: -len(".dump")]
+    recorded = _recorded_source(final.with_name(source_name(label)))
+    if recorded is not None and recorded["key"] != source.key:
+        raise BackupError(
+            f"backup {final.name} already exists and was taken from database {recorded.get('database')!r} "
+            f"({recorded['key']}, reached as {recorded.get('reached_as')}), but this run's staging is "
+            f"{source} ({source.key}): it is not reused (a rollback would restore the other database's values) "
+            "nor replaced. A run id re-created, or the staging connection re-pointed between tries? Move "
+            f"{final.name} and {source_name(label)} out of the backup location (keep them if that database may "
+            "need them), or trigger a run with a new run id"
+        )
+    if recorded is None:
+        if check.dbname != source.database:
+            raise BackupError(
+                f"backup {final.name} already exists and its header names database {check.dbname!r}, but this "
+                f"run's staging is {source}: it is not reused (a rollback would restore the other database's "
+                f"values) nor replaced. Move {final.name} out of the backup location (keep it if that database "
+                "may need it), or trigger a run with a new run id"
+            )
+        log.warning("backup %s records no source server (taken before sources were recorded): reused because its "
+                    "header names database %r, the server is not checked", final, check.dbname)
     record = BackupRecord(
         path=final,
         size_bytes=check.size_bytes,
@@ -362,6 +449,7 @@ def _reuse(final: Path, pg_bin_dir: Path | None, required_tables: Sequence[str],
         tables=check.tables,
         created_at=datetime.fromtimestamp(final.stat().st_mtime, timezone.utc),
         reused=True,
+        source=None if recorded is None else recorded["key"],
     )
     log.info("backup %s already taken (%d bytes, sha256 %s, written %s): reused, not dumped again",
              final, record.size_bytes, record.sha256, record.created_at.isoformat())
@@ -419,10 +507,11 @@ def _checked_toc(path: Path, pg_restore: Path, size: int, sha: str, required_tab
             f"backup {path} holds no table data for {', '.join(missing)} "
             f"(TABLE DATA entries: {', '.join(tables) or 'none'})"
         )
-    by, source = _DUMPED_BY.search(listing), _DUMPED_FROM.search(listing)
+    by, source, dbname = _DUMPED_BY.search(listing), _DUMPED_FROM.search(listing), _DBNAME.search(listing)
     return BackupCheck(path=path, size_bytes=size, sha256=sha, tables=tables,
                        duration_s=round(time.monotonic() - started, 3),
-                       dumped_by=by.group(1) if by else "", dumped_from=source.group(1) if source else "")
+                       dumped_by=by.group(1) if by else "", dumped_from=source.group(1) if source else "",
+                       dbname=dbname.group(1).strip() if dbname else "")
 
 
 def toc_table_data(lines: Iterable[str]) -> list[str]:

@@ -21,7 +21,7 @@ from typing import Iterator, Sequence
 
 from airflow.sdk import ObjectStoragePath
 
-from migration_soak.backup import BackupRecord, sha256_file, take_backup
+from migration_soak.backup import BackupRecord, sha256_file, source_name, take_backup
 from migration_soak.exceptions import BackupError
 from migration_soak.pgconn import PgTarget
 
@@ -158,24 +158,32 @@ def take_kept_backup(
 
     A label names one backup (the DAG uses ``pre_<run id>``): when ``<label>.dump`` is
     already kept (a retried task), it is fetched and read back whole, and reused when it
-    verifies (``reused=True``, nothing dumped or written); a kept file that does not
-    verify is replaced by a new dump. Returns the record with ``location`` (the URL)
+    verifies and was taken from the same database (``reused=True``, nothing dumped or
+    written; ``take_backup`` checks the source kept next to it, ``backup.source_name``,
+    and refuses a dump of another database); a kept file that does not verify is
+    replaced by a new dump. Returns the record with ``location`` (the URL)
     and ``storage_conn_id`` set and ``path`` ``None`` (the working copy is gone).
     Raises ``BackupError`` (``take_backup``'s, or the storage's).
     """
     dest = root / f"{label}.dump"
+    source = root / source_name(label)
     with working_folder() as work:
         local = work / f"{label}.dump"
         try:
             present = dest.exists()
+            source_present = present and source.exists()
         except Exception as exc:
             raise BackupError(f"cannot reach backup storage {root}: {type(exc).__name__}: {exc}") from None
         if present:
             fetch(dest, local)
+        if source_present:
+            fetch(source, work / source_name(label))
         record = take_backup(target, work, pg_bin_dir, label, tables=tables, required_tables=required_tables)
         if not record.reused:
             if record.path is None:  # take_backup always names its file; never keep nothing
                 raise BackupError(f"the backup of {label} has no local file to keep at {dest}")
+            recorded = work / source_name(label)
+            keep(recorded, source, sha256_file(recorded)[0])  # before the dump: a kept dump has its source
             keep(record.path, dest, record.sha256)
     return replace(record, path=None, location=str(dest), storage_conn_id=conn_id)
 

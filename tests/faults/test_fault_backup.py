@@ -252,7 +252,7 @@ def test_task_retried_after_backup_is_idempotent(seeded, pg_bin, tmp_path):
     assert first.path.read_bytes() == first_bytes and first.path.stat().st_mtime_ns == first_mtime
     assert BackupRecord.from_dict(again.to_dict()) == again
     assert BackupRecord.from_dict({k: v for k, v in first.to_dict().items() if k != "reused"}) == first
-    assert _left_in(dest) == ["pre_run1.dump"]
+    assert _left_in(dest) == ["pre_run1.dump", "pre_run1.source.json"]
     verify_backup(first.path, pg_bin, expected_sha256=first.sha256)  # the first record stays valid
 
     # Re-run after the migration dropped the columns: still the pre-migration dump.
@@ -269,7 +269,7 @@ def test_task_retried_after_backup_is_idempotent(seeded, pg_bin, tmp_path):
     fresh = take_backup(seeded, dest, pg_bin, "pre_run1")
     assert fresh.reused is False and fresh.sha256 != first.sha256
     verify_backup(fresh.path, pg_bin, expected_sha256=fresh.sha256)
-    assert _left_in(dest) == ["pre_run1.dump"]
+    assert _left_in(dest) == ["pre_run1.dump", "pre_run1.source.json"]
 
 
 _KEPT_BACKUP_CHILD = r"""
@@ -317,6 +317,6 @@ def test_backup_task_killed_mid_dump_then_retried(seeded, pg_bin, tmp_path):
     from migration_soak.backup_storage import fetched, storage_root, take_kept_backup
 
     retried = take_kept_backup(seeded, storage_root(str(store)), pg_bin, "pre_run1")
-    assert not retried.reused and _left_in(store) == ["pre_run1.dump"]
+    assert not retried.reused and _left_in(store) == ["pre_run1.dump", "pre_run1.source.json"]
     with fetched(retried) as local:
         assert verify_backup(local.path, pg_bin, expected_sha256=retried.sha256).tables == retried.tables

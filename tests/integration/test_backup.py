@@ -26,7 +26,7 @@ def test_take_backup_writes_a_verified_dump_atomically(seeded, pg_bin, tmp_path)
     record = take_backup(seeded, dest, pg_bin, "pre_migration")
 
     assert record.path == dest / "pre_migration.dump"
-    assert sorted(p.name for p in dest.iterdir()) == ["pre_migration.dump"]  # no partial file left
+    assert sorted(p.name for p in dest.iterdir()) == ["pre_migration.dump", "pre_migration.source.json"]  # no partial
     data = record.path.read_bytes()
     assert record.size_bytes == len(data) > 0
     assert record.sha256 == hashlib.sha256(data).hexdigest()

@@ -53,7 +53,8 @@ def test_backup_kept_in_s3_on_one_worker_is_restored_on_another(s3, seeded, pg_b
     assert record.location == f"s3://{CONN_ID}@{BUCKET}/restore-test/staging/pre_run1.dump"
     assert record.storage_conn_id == CONN_ID and record.path is None and not record.reused
     kept = _objects(s3, "restore-test/")
-    assert list(kept) == ["restore-test/staging/pre_run1.dump"]  # no partial or probe object left
+    assert list(kept) == ["restore-test/staging/pre_run1.dump",  # no partial or probe object left
+                          "restore-test/staging/pre_run1.source.json"]
     assert hashlib.sha256(kept["restore-test/staging/pre_run1.dump"]).hexdigest() == record.sha256
     assert list(disk_a.iterdir()) == []  # nothing stays on worker a
 

@@ -41,7 +41,7 @@ def test_backup_kept_on_one_worker_is_restored_on_another(seeded, pg_bin, tmp_pa
     record = take_kept_backup(seeded, root, pg_bin, "pre_run1")
     kept = shared / "staging" / "pre_run1.dump"
     assert record.location == kept.as_uri() and record.path is None and not record.reused
-    assert sorted(p.name for p in kept.parent.iterdir()) == ["pre_run1.dump"]  # no partial object left
+    assert sorted(p.name for p in kept.parent.iterdir()) == ["pre_run1.dump", "pre_run1.source.json"]  # no partial
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600  # it holds password hashes
     assert list(disk_a.iterdir()) == []  # the working copy is gone: nothing stays on worker a
     assert record.size_bytes == kept.stat().st_size
@@ -141,3 +141,30 @@ def test_probe_fails_at_once_for_storage_that_cannot_hold_backups(tmp_path):
     blocker.write_text("")
     with pytest.raises(BackupError, match=r"a-file/backups is not usable for backups"):
         probe(storage_root(str(blocker / "backups")))
+
+
+def test_a_kept_dump_of_another_database_is_not_reused(seeded, pg_server, pg_bin, tmp_path, worker, request):
+    """A run id re-created, or the staging connection re-pointed between tries, finds a
+    ``pre_<run>.dump`` taken from another database: reusing it would let the rollback
+    restore that database's passwordHash values. It is refused, naming both, and kept."""
+    from dataclasses import replace as _replace
+
+    from tests.conftest import recreate_database
+
+    worker("w")
+    root = storage_root(str(tmp_path / "store"))
+    first = take_kept_backup(seeded, root, pg_bin, "pre_run1")
+    kept = tmp_path / "store" / "pre_run1.dump"
+    data = kept.read_bytes()
+
+    other = _replace(seeded, database=seeded.database + "_other")
+    recreate_database(pg_server, other.database)
+    with pytest.raises(BackupError) as caught:
+        take_kept_backup(other, root, pg_bin, "pre_run1")
+    message = str(caught.value)
+    assert "pre_run1.dump" in message and repr(seeded.database) in message and repr(other.database) in message
+    assert kept.read_bytes() == data  # the other database's backup is not replaced
+
+    again = take_kept_backup(seeded, root, pg_bin, "pre_run1")  # the same database still reuses it
+    assert again.reused and again.sha256 == first.sha256 and again.source == first.source
+    assert first.source and first.source.endswith("/" + seeded.database)
