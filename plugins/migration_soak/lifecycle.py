@@ -29,13 +29,14 @@ from migration_soak.store import Store
 
 def open_run(plan: Plan, run_id: str, store: Store, *, environment: str, plan_param: str, time_scale: Any,
              probe: Callable[[], object], identify: runbook.Identify, identify_plan: runbook.IdentifyPlan,
-             clock_lead_s: Any = 0.0) -> None:
+             clock_lead_s: Any = 0.0, dag_run: str | None = None) -> None:
     """Create the store's tables (first: ``release``, which always runs, reads the lease
     table), check the trigger form's ``time_scale`` and ``clock_lead_s`` (``ValueError``:
     ``start_clock`` reads the lead only after the migration) and the backup storage
     (``probe()``: an unusable ``backup_location`` fails now, not after the baseline hour;
     ``BackupError``), then ``runbook.admit`` (``PlanError``/``SoakError``; ``identify``,
-    ``identify_plan``: the staging database's identity, the lease's key)."""
+    ``identify_plan``: the staging database's identity, the lease's key; ``dag_run``: which
+    Airflow dag run this is, ``context.dag_run_key``)."""
     store.create_schema()
     check_time_scale(time_scale)
     try:  # the sensors add their timeout after the last tick: a day of margin
@@ -47,7 +48,7 @@ def open_run(plan: Plan, run_id: str, store: Store, *, environment: str, plan_pa
     check_clock_lead(clock_lead_s)
     probe()
     runbook.admit(plan, run_id, store, environment=environment, plan_param=plan_param, identify=identify,
-                  identify_plan=identify_plan)
+                  identify_plan=identify_plan, dag_run=dag_run)
 
 
 def rehearsal_disabled(plan: Plan, run_id: str, store: Store) -> str | None:

@@ -92,30 +92,54 @@ IdentifyPlan = Callable[[str], DatabaseIdentity]
 
 
 def admit(plan: Plan, run_id: str, store: Store, *, environment: str, plan_param: str,
-          identify: Identify, identify_plan: IdentifyPlan) -> None:
+          identify: Identify, identify_plan: IdentifyPlan, dag_run: str | None = None) -> None:
     """The trigger form's ``environment`` must be the plan's (``PlanError`` otherwise); then
     take the lease of the staging database the run changes (``identify()``: read from the
     server, ``identity.py``): one soak per database, since two would migrate, judge and roll
     back each other's tables, whatever their plans' environment names
-    (``SoakError`` naming both runs, both plans and the database)."""
+    (``SoakError`` naming both runs, both plans and the database). ``dag_run``: which
+    Airflow dag run this is (``context.dag_run_key``); see :func:`_claim`."""
     if environment != plan.environment:
         raise PlanError(f"environment: the plan {plan.name!r} is for {plan.environment!r}, "
                         f"the run asked for {environment!r}")
+    _claim(run_id, store, plan_param, opening=True, dag_run=dag_run)
     _take(plan, run_id, store, plan_param, identify(), identify_plan,
           f"this run {run_id} (plan {plan_param}, environment {plan.environment!r}) is refused", opening=True)
 
 
 def hold(plan: Plan, run_id: str, store: Store, plan_param: str, refused: str, *,
-         identify: Identify, identify_plan: IdentifyPlan) -> None:
+         identify: Identify, identify_plan: IdentifyPlan, dag_run: str | None = None) -> None:
     """Hold the staging database's lease for ``run_id``: nothing to do while the run holds
     it; otherwise (a task of a finished run cleared in the UI, or a soak started before the
     upgrade) its database is read again (``identify()``) and its lease taken when free.
     ``SoakError`` naming the run that holds it, then ``refused``. Every task that changes
     staging calls it first, so a cleared task of an old run never restores, migrates or
-    restarts under another run's soak, whatever that run's plan calls its environment."""
+    restarts under another run's soak, whatever that run's plan calls its environment.
+    The run id must be this dag run's first (:func:`_claim`; ``dag_run``), lease or not."""
+    _claim(run_id, store, plan_param, opening=False, dag_run=dag_run)
     if store.lease_of(run_id, plan_param) is not None:
         return
     _take(plan, run_id, store, plan_param, identify(), identify_plan, refused, opening=False)
+
+
+def _claim(run_id: str, store: Store, plan_param: str, *, opening: bool, dag_run: str | None) -> None:
+    """The run id must be this Airflow dag run's in the store (``store.claim_run``;
+    ``dag_run``: its ``run_after``): a run deleted in Airflow and triggered again with the
+    same id in the same plan would read the first one's events (its backup, its
+    migration, its decision) as its own and add its readings to that run's report
+    (``SoakError`` naming both dag runs; nothing is claimed). Without ``dag_run`` only the
+    plan is compared (:func:`_take`)."""
+    if dag_run is None:
+        return
+    owner = store.claim_run(run_id, plan_param, file_name=report.safe_name(run_id), opening=opening, dag_run=dag_run)
+    if owner is None or owner["run_id"] != run_id or owner["plan"] != plan_param:
+        return  # another plan's or a twin's claim: _take says so
+    first = owner.get("dag_run") or "before dag runs were recorded"
+    raise SoakError(f"run id {run_id!r} of plan {plan_param} was already used by another Airflow run (created "
+                    f"{first}, claimed {owner['claimed_at']:%Y-%m-%d %H:%M UTC}); this run, created {dag_run}, "
+                    "would read and add to that run's readings, events, report and backup "
+                    f"(pre_{report.safe_name(run_id)}.dump) as its own, so it touches nothing; trigger it again "
+                    "with another run id (the first run's evidence stays in the store)")
 
 
 def _take(plan: Plan, run_id: str, store: Store, plan_param: str, ident: DatabaseIdentity,

@@ -80,7 +80,10 @@ database_leases = sa.Table(
 
 #: Which plan (DAG) each run id belongs to. Airflow's run ids are unique per DAG only,
 #: while readings, events, the report's and the backups' names are keyed on the run id
-#: alone: the first run to open claims it, another plan's run with that id is refused.
+#: alone: the first run to open claims it, another plan's run with that id is refused,
+#: and so is a later Airflow run of the same plan with that id (one deleted and
+#: triggered again): ``dag_run`` names the Airflow dag run that claimed it (its
+#: ``run_after``, ISO 8601; NULL in claims from before).
 runs = sa.Table(
     "soak_runs",
     metadata,
@@ -89,6 +92,7 @@ runs = sa.Table(
     # report.safe_name(run_id): what the run's files are named by (two ids may share one)
     sa.Column("file_name", sa.Text, nullable=False, unique=True),
     sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("dag_run", sa.Text),
 )
 
 #: The leases of releases before the lease followed the database: keyed on the plan's
@@ -188,6 +192,8 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('migration_soak.store.schema'))"))
             metadata.create_all(conn, checkfirst=True)
+            # columns added since the table was first created (create_all adds no column)
+            conn.execute(sa.text("ALTER TABLE soak_runs ADD COLUMN IF NOT EXISTS dag_run text"))
 
     def record(self, obs: Observation) -> bool:
         """Store ``obs``; returns False (and keeps the first) if its tick is already recorded."""
@@ -300,7 +306,8 @@ class Store:
                                           measured_at=measured_at, result=result).on_conflict_do_nothing())
             return result, measured_at, True
 
-    def claim_run(self, run_id: str, plan: str, *, file_name: str, opening: bool) -> dict[str, Any] | None:
+    def claim_run(self, run_id: str, plan: str, *, file_name: str, opening: bool,
+                  dag_run: str | None = None) -> dict[str, Any] | None:
         """Claim ``run_id`` for ``plan`` (its ``plan`` param), its files named by
         ``file_name`` (``report.safe_name(run_id)``); None when it is that plan's (claimed
         now, or before: a retried task). Otherwise what holds it, nothing claimed: the claim
@@ -308,13 +315,27 @@ class Store:
         same (``soak:1`` and ``soak_1``), or, when ``opening`` (the run's first task, which
         records nothing before), ``{"plan": None, "events": n}`` if the store already holds
         events of that run id that nobody claimed (a run opened before claims existed).
-        Not ``opening``, unclaimed events are the run's own (opened before the upgrade)."""
+        Not ``opening``, unclaimed events are the run's own (opened before the upgrade).
+
+        ``dag_run``: which Airflow dag run asks (``context.dag_run_key``: its ``run_after``),
+        recorded with the claim. The claim of this plan made by another dag run (this run id
+        deleted in Airflow and triggered again) is returned, not taken for this one's; a claim
+        from before dag runs were recorded is adopted by a later task of the run (not
+        ``opening``) and refused to a run that opens."""
         with self.engine.begin() as conn:
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
                          {"k": f"migration_soak.run\x1f{file_name}"})
             row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).first()
             if row is not None:
-                return None if row.plan == plan else dict(row._mapping)
+                if row.plan != plan:
+                    return dict(row._mapping)
+                if dag_run is None or row.dag_run == dag_run:
+                    return None
+                if row.dag_run is None and not opening:
+                    conn.execute(runs.update().where(runs.c.run_id == run_id, runs.c.dag_run.is_(None))
+                                 .values(dag_run=dag_run))
+                    return None
+                return dict(row._mapping)
             twin = conn.execute(sa.select(runs).where(runs.c.file_name == file_name)).first()
             if twin is not None:
                 return dict(twin._mapping)
@@ -323,7 +344,7 @@ class Store:
             if known and opening:
                 return {"run_id": run_id, "plan": None, "events": int(known)}
             conn.execute(insert(runs).values(run_id=run_id, plan=plan, file_name=file_name,
-                                             claimed_at=datetime.now(timezone.utc)))
+                                             claimed_at=datetime.now(timezone.utc), dag_run=dag_run))
             return None
 
     def take_lease(self, database_key: str, database: str, run_id: str, plan: str,

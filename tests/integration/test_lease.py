@@ -28,16 +28,16 @@ DEFAULT = load_plan("default")
 CANARY = DEFAULT.model_copy(update={"name": "canary", "environment": "canary"})
 
 
-def _admit(plan, run_id, store, plan_param, target, plans):
+def _admit(plan, run_id, store, plan_param, target, plans, **dag_run):
     runbook.admit(plan, run_id, store, environment=plan.environment, plan_param=plan_param,
                   identify=lambda: identify(target, "connections.staging_direct"),
-                  identify_plan=lambda name: identify(plans[name], "connections.staging_direct"))
+                  identify_plan=lambda name: identify(plans[name], "connections.staging_direct"), **dag_run)
 
 
-def _hold(plan, run_id, store, plan_param, target, plans):
+def _hold(plan, run_id, store, plan_param, target, plans, **dag_run):
     runbook.hold(plan, run_id, store, plan_param, "this run's restore does not touch it",
                  identify=lambda: identify(target, "connections.staging_direct"),
-                 identify_plan=lambda name: identify(plans[name], "connections.staging_direct"))
+                 identify_plan=lambda name: identify(plans[name], "connections.staging_direct"), **dag_run)
 
 
 @pytest.fixture
@@ -216,3 +216,28 @@ def test_two_run_ids_that_name_the_same_files_do_not_both_soak(store, target, ot
                                    "with another run id")
     assert store.lease_of("soak_1", "canary") is None
     _admit(twin, "soak-2", store, "canary", other, plans)  # another id: side by side
+
+
+def test_a_run_id_deleted_and_re_created_in_the_same_plan_is_refused(store, target):
+    # Found by review: a run deleted in Airflow and triggered again with the same run id
+    # (`airflow dags trigger -r soak-1`) in the same plan passed the claim (same plan: taken
+    # for a retried task of that run), so the new run read the old run's events (its
+    # backup, its migrate, its decision) as its own and the report mixed both runs'
+    # readings. The claim now records which Airflow dag run made it (its run_after).
+    plans = {"default": target}
+    first, again = "2026-12-06T09:00:00+00:00", "2026-12-06T10:30:00+00:00"
+    _admit(DEFAULT, "soak-1", store, "default", target, plans, dag_run=first)
+    store.add_event("soak-1", "backup", {"text": "the first run's backup"})
+    _admit(DEFAULT, "soak-1", store, "default", target, plans, dag_run=first)  # its load, retried
+    _hold(DEFAULT, "soak-1", store, "default", target, plans, dag_run=first)  # its own later task
+    for call in (_admit, _hold):
+        with pytest.raises(SoakError) as err:
+            call(DEFAULT, "soak-1", store, "default", target, plans, dag_run=again)
+        assert str(err.value).startswith(
+            "run id 'soak-1' of plan default was already used by another Airflow run (created "
+            "2026-12-06T09:00:00+00:00, claimed ")
+        assert str(err.value).endswith(
+            "; this run, created 2026-12-06T10:30:00+00:00, would read and add to that run's readings, events, "
+            "report and backup (pre_soak-1.dump) as its own, so it touches nothing; trigger it again with another "
+            "run id (the first run's evidence stays in the store)")
+    assert [e["payload"]["text"] for e in store.events("soak-1")] == ["the first run's backup"]

@@ -44,7 +44,7 @@ class FakeStore:
                           "environment": environment, "taken_at": datetime(2026, 1, 2, 3, 4, tzinfo=timezone.utc)}
         return self.lease
 
-    def claim_run(self, run_id, plan, *, file_name, opening):
+    def claim_run(self, run_id, plan, *, file_name, opening, dag_run=None):
         self.claims = getattr(self, "claims", {})
         owner = self.claims.setdefault(run_id, {"run_id": run_id, "plan": plan, "claimed_at": datetime(2026, 1, 2)})
         return None if owner["plan"] == plan else owner

@@ -6,6 +6,7 @@ plan and store, the plan's connections, the XCom of earlier tasks, an HTTP call;
 from __future__ import annotations
 
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, Iterator
 
 from airflow.sdk import get_current_context
@@ -48,8 +49,19 @@ def staging_context(task: str) -> tuple[Any, Plan, str, Store]:
     ctx, plan, run_id, store = run_context()
     with failing(SoakError):
         runbook.hold(plan, run_id, store, ctx["params"]["plan"], f"this run's {task} does not touch it",
-                     identify=lambda: identity(plan), identify_plan=plan_identity)
+                     identify=lambda: identity(plan), identify_plan=plan_identity, dag_run=dag_run_key(ctx))
     return ctx, plan, run_id, store
+
+
+def dag_run_key(ctx: Any) -> str | None:
+    """Which Airflow dag run the task belongs to, beyond its run id: the dag run's
+    ``run_after`` (ISO 8601), set when it is created and kept when it is cleared, so a run
+    deleted and triggered again with the same run id has another (``runbook.admit``).
+    None when the context has no dag run."""
+    when: Any = getattr(ctx.get("dag_run"), "run_after", None) if hasattr(ctx, "get") else None
+    if when is None:
+        return None
+    return when.isoformat() if isinstance(when, datetime) else str(when)
 
 
 def identity(plan: Plan) -> DatabaseIdentity:

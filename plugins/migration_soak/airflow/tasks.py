@@ -18,7 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from migration_soak import decision as decision_mod
 from migration_soak import lifecycle, notify, runbook
-from migration_soak.airflow.context import (answer, backend, direct, direct_field, failing, http, identity,
+from migration_soak.airflow.context import (answer, backend, dag_run_key, direct, direct_field, failing, http, identity,
                                             plan_identity, query, run_context, staging_context)
 from migration_soak.airflow.context import verdict as pushed_verdict
 from migration_soak.backup import BackupRecord
@@ -53,7 +53,7 @@ def load() -> str:
                            environment=params["environment"], plan_param=params["plan"],
                            time_scale=params["time_scale"], probe=lambda: probe(plan_root(plan)),
                            identify=lambda: identity(plan), identify_plan=plan_identity,
-                           clock_lead_s=params.get("clock_lead_s", 0))
+                           clock_lead_s=params.get("clock_lead_s", 0), dag_run=dag_run_key(ctx))
     return plan.name
 
 
