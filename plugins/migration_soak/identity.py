@@ -38,6 +38,16 @@ class DatabaseIdentity:
     database: str
     reached_as: str
 
+    @property
+    def strong(self) -> bool:
+        """True when ``key`` is the server's ``system`` identifier (not its address or host)."""
+        return self.key.startswith("system ")
+
+    @property
+    def role(self) -> str:
+        """The role of the connection that read it (``reached_as``'s ``user``)."""
+        return self.reached_as.rsplit("@", 1)[0]
+
     def __str__(self) -> str:
         server = self.key.rsplit("/", 1)[0]
         return f"database {self.database!r} of PostgreSQL {server} (reached as {self.reached_as})"

@@ -836,9 +836,16 @@ class Requirement(_Model):
 
 class Preflight(_Model):
     """What preflight requires of the staging database besides the migration being
-    pending and linted (``runbook.preflight``): ``require``, each checked in order."""
+    pending and linted (``runbook.preflight``): ``require``, each checked in order.
+
+    ``allow_address_lease``: admit the run when the soak's role cannot read the server's
+    system identifier (``pg_control_system()``), so that the lease keys on the server's
+    address (``identity.py``). Off by default: such a key never meets the ``system`` key of
+    a plan whose role can read it, so two plans on one database would both soak it; turn
+    it on only when every plan that soaks this database keys on its address."""
 
     require: list[Requirement] = Field(default_factory=list)
+    allow_address_lease: bool = False
 
 
 class RequestCount(_Model):

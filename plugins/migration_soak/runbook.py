@@ -10,6 +10,7 @@ named below are the seed runbook's ("Pre-requisitos para Staging", "Hora 0",
 
 from __future__ import annotations
 
+import re
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -168,6 +169,15 @@ def _take(plan: Plan, run_id: str, store: Store, plan_param: str, ident: Databas
         raise SoakError(f"run id {run_id!r} is already used in the observation store by {whose}: readings, events, "
                         f"the report and the backups are keyed on the run id, so this run of plan {plan_param} "
                         "touches nothing; trigger it again with another run id")
+    if not ident.strong and not plan.preflight.allow_address_lease:
+        field = "connections.staging_direct" if plan.connections.staging_direct else "connections.staging"
+        role = ident.role if re.fullmatch(r"[a-z_][a-z0-9_$]*", ident.role) else '"' + ident.role.replace('"', '""') + '"'
+        raise SoakError(f"{field}: role {ident.role!r} cannot read the server's system identifier "
+                        f"(pg_control_system()), so the lease would key on {ident.key.rsplit('/', 1)[0]}, which a "
+                        "plan whose role can read it never sees as the same database: both would soak it. Run "
+                        f"GRANT EXECUTE ON FUNCTION pg_control_system() TO {role} in database {ident.database!r} "
+                        "(docs/operations.md), or set preflight.allow_address_lease: true in the plan when every "
+                        f"plan that soaks this database keys on its address; {refused}")
     for old in store.legacy_leases():
         if (old["run_id"], old["plan"]) == (run_id, plan_param):
             continue

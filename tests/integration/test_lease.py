@@ -241,3 +241,47 @@ def test_a_run_id_deleted_and_re_created_in_the_same_plan_is_refused(store, targ
             "report and backup (pre_soak-1.dump) as its own, so it touches nothing; trigger it again with another "
             "run id (the first run's evidence stays in the store)")
     assert [e["payload"]["text"] for e in store.events("soak-1")] == ["the first run's backup"]
+
+
+@pytest.fixture
+def weak_role(target):
+    """A login role of ``target``'s database without EXECUTE on pg_control_system() (an
+    operator revoked it from PUBLIC): its identity keys on the server's address."""
+    admin = target.connect()
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("DROP ROLE IF EXISTS lease_weak")
+        cur.execute("CREATE ROLE lease_weak LOGIN PASSWORD 'lease-weak-pw'")
+        cur.execute("REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC")
+    try:
+        yield PgTarget(host=target.host, port=target.port, database=target.database, user="lease_weak",
+                       password="lease-weak-pw")
+    finally:
+        with admin.cursor() as cur:
+            cur.execute("GRANT EXECUTE ON FUNCTION pg_control_system() TO PUBLIC")
+            cur.execute("DROP ROLE IF EXISTS lease_weak")
+        admin.close()
+
+
+def test_a_role_that_keys_the_lease_on_the_address_is_refused_unless_the_plan_opts_in(store, target, weak_role):
+    # Found by review: the lease key of a role that can read pg_control_system() ('system
+    # <id>/<db>') and of one that cannot ('address <ip>:<port>/<db>') never collide, so two
+    # plans on ONE database whose roles differ (default as the superuser, canary as
+    # lease_weak) were both admitted: both migrated, judged and rolled back one users table.
+    plans = {"default": target, "canary": weak_role}
+    _admit(DEFAULT, "manual__a", store, "default", target, plans)
+    with pytest.raises(SoakError) as err:
+        _admit(CANARY, "manual__b", store, "canary", weak_role, plans)
+    message = str(err.value)
+    assert message.startswith("connections.staging_direct: role 'lease_weak' cannot read the server's system "
+                              "identifier (pg_control_system())")
+    assert "GRANT EXECUTE ON FUNCTION pg_control_system() TO lease_weak" in message
+    assert "preflight.allow_address_lease" in message and "lease-weak-pw" not in message
+    assert store.lease_of("manual__b", "canary") is None
+
+    # A plan that opts in (every plan of that database keys the same way) is admitted on a
+    # database nobody soaks, and then excludes another weak-keyed plan.
+    store.release_lease("manual__a", "default")
+    opted = CANARY.model_copy(update={"preflight": CANARY.preflight.model_copy(update={"allow_address_lease": True})})
+    _admit(opted, "manual__c", store, "canary", weak_role, plans)
+    assert store.lease_of("manual__c", "canary")["database_key"].startswith("address ")
