@@ -291,6 +291,13 @@ def apply_increment(target: PgTarget, location: Any, table: str, *, after: str |
     between unapplied (stale rows, rows wrongly deleted). A ``full`` increment (every row)
     applies over anything. Raises ``BackupError`` otherwise, before anything changes.
 
+    ``after`` is checked, not trusted: each increment applied is recorded in the target, in
+    the same transaction (``APPLIED``: table, label, location, since, watermark), and the
+    table's last one must be where this increment starts (or be this very increment: applying
+    it again changes nothing). A table with none applied yet is the dump's: an increment
+    that starts where another increment kept beside it (same folder) ends is refused, since
+    that one would be skipped.
+
     One transaction: the rows and the key list go into temporary tables (dropped at
     commit) by ``COPY FROM STDIN``, decompressed from the storage while their SHA-256 and
     line counts are checked against the manifest; rows whose key is not in the key list
@@ -328,6 +335,7 @@ def apply_increment(target: PgTarget, location: Any, table: str, *, after: str |
             if missing:
                 raise BackupError(f"cannot apply the increment to {schema}.{name}: it has no column "
                                   f"{', '.join(map(repr, missing))}")
+            _check_chain(cur, folder, manifest, f"{schema}.{name}", after)
             cur.execute(sql.SQL("CREATE TEMP TABLE soak_inc_rows ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA")
                         .format(cols, ident))
             cur.execute(sql.SQL("CREATE TEMP TABLE soak_inc_keys ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA")
@@ -347,6 +355,14 @@ def apply_increment(target: PgTarget, location: Any, table: str, *, after: str |
             cur.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM soak_inc_rows ON CONFLICT ({}) {}")
                         .format(ident, cols, cols, key, action))
             upserted = cur.rowcount
+            cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+                                "table_name text NOT NULL, label text, location text NOT NULL, since text, "
+                                "watermark text, applied_at timestamptz NOT NULL DEFAULT now())")
+                        .format(sql.Identifier(*APPLIED)))
+            cur.execute(sql.SQL("INSERT INTO {} (table_name, label, location, since, watermark) "
+                                "VALUES (%s, %s, %s, %s, %s)").format(sql.Identifier(*APPLIED)),
+                        (f"{schema}.{name}", manifest.get("label"), str(folder), manifest.get("since"),
+                         manifest.get("watermark")))
         conn.commit()
     except BackupError:
         _rollback(conn)
@@ -590,6 +606,46 @@ def _read_back(path: Any) -> tuple[str, int]:
     if problem:
         raise BackupError(f"increment file {path} does not decompress: {problem}")
     return source.digest.hexdigest(), source.lines
+
+
+#: The table of the increments applied to a target (``apply_increment``), in the target.
+APPLIED = ("public", "_soak_increments_applied")
+
+
+def _check_chain(cur: Any, folder: Any, manifest: dict[str, Any], table: str, after: str | None) -> None:
+    """``apply_increment``'s check of what the target's ``table`` holds (``APPLIED``)
+    against the increment ``manifest`` at ``folder``; ``BackupError`` when it does not fit."""
+    since, full = manifest.get("since"), manifest.get("base") == "full"
+    cur.execute("SELECT to_regclass(%s)", (sql.Identifier(*APPLIED).as_string(cur),))
+    last = None
+    if cur.fetchone()[0] is not None:
+        cur.execute(sql.SQL("SELECT label, location, watermark, applied_at FROM {} WHERE table_name = %s "
+                            "ORDER BY id DESC LIMIT 1").format(sql.Identifier(*APPLIED)), (table,))
+        last = cur.fetchone()
+    if last is not None:
+        label, location, watermark, applied_at = last
+        if full or since == watermark or (location == str(folder) and watermark == manifest.get("watermark")):
+            return
+        raise BackupError(f"{table} of the target holds the state at watermark {watermark} (increment {label} "
+                          f"applied {applied_at:%Y-%m-%d %H:%M:%S UTC}, {location}), not at {after} as after says: "
+                          f"apply the increment whose since is {watermark} next; {folder} starts at {since}")
+    if full or since is None:
+        return
+    try:
+        siblings = [p for p in folder.parent.iterdir() if p.name != folder.name]
+    except Exception as exc:  # noqa: BLE001 - cannot list: cannot tell, refuse
+        raise BackupError(f"cannot list {folder.parent} to check that no increment before {folder} is "
+                          f"skipped: {type(exc).__name__}: {exc}") from None
+    for sibling in siblings:
+        try:
+            other = read_manifest(sibling)
+        except BackupError:
+            continue  # not an increment, or one never completed
+        if other.get("watermark") == since:
+            raise BackupError(f"no increment was applied to {table} of the target yet, but {folder} starts at "
+                              f"watermark {since}, where increment {other.get('label')} ({sibling}) ends: apply it "
+                              "first (a target restored from the dump takes the first increment since the dump's "
+                              "watermark)")
 
 
 def _columns(cur: Any, schema: str, name: str) -> set[str] | None:

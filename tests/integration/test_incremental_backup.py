@@ -366,3 +366,47 @@ def test_a_failed_backup_is_an_error_observation(staging, store, pg_bin, tmp_pat
     assert (obs.status, obs.value) == ("error", None)
     assert "no_such_table" in obs.evidence["error"] and staging.password not in obs.evidence["error"]
     assert not any((tmp_path / "backups" / "staging" / "incremental").glob("*/manifest.json"))
+
+
+def test_apply_increment_checks_what_the_target_holds_instead_of_trusting_after(seeded, pg_server, pg_bin, tmp_path):
+    # Found by review: `after` was the caller's word for what the target holds; an
+    # increment whose since equalled it was applied. A copy restored from the dump, given
+    # inc_2 with after=inc_1's watermark (inc_1 forgotten), kept the dump's authorizerId of
+    # usr_0000100, changed after the dump and held only by inc_1; a copy that holds inc_1,
+    # given inc_3 with after=inc_2's watermark, kept usr_0000101's stale value the same way.
+    backup = take_backup(seeded, tmp_path / "pre", pg_bin, "pre_chain")
+    root = storage(tmp_path)
+    users_changes(seeded, updated=["usr_0000100"])
+    one = take_increment(seeded, root, "inc_1", ["users"], backup.watermark)
+    users_changes(seeded, updated=["usr_0000101"])
+    two = take_increment(seeded, root, "inc_2", ["users"], one.watermark)
+    users_changes(seeded, updated=["usr_0000102"])
+    three = take_increment(seeded, root, "inc_3", ["users"], two.watermark)
+
+    restored = replace(seeded, database=f"{seeded.database[:40]}_verify")
+    recreate_database(pg_server, restored.database)
+    archive.run_restore([str(pg_bin / "pg_restore"), "--no-owner", f"--dbname={restored.database}"], backup.path,
+                        timeout_s=120, env=restored.child_env(), what="restore")
+    changed = """SELECT id, "authorizerId" FROM users WHERE id IN ('usr_0000100', 'usr_0000101', 'usr_0000102')
+                 ORDER BY id"""
+    before = query(restored, changed)
+
+    with pytest.raises(BackupError) as err:
+        apply_increment(restored, two.location, "users", after=one.watermark)
+    assert f"no increment was applied to public.users of the target yet, but {two.location} starts at watermark " \
+           f"{one.watermark}, where increment inc_1 ({one.location}) ends: apply it first" in str(err.value)
+    assert query(restored, changed) == before  # nothing applied
+
+    apply_increment(restored, one.location, "users", after=backup.watermark)
+    apply_increment(restored, one.location, "users", after=backup.watermark)  # the same one again: no change
+    with pytest.raises(BackupError) as err:
+        apply_increment(restored, three.location, "users", after=two.watermark)
+    assert (f"public.users of the target holds the state at watermark {one.watermark} (increment inc_1 applied "
+            in str(err.value))
+    assert f"not at {two.watermark} as after says: apply the increment whose since is {one.watermark} next" \
+           in str(err.value)
+    assert query(restored, changed) == [("usr_0000100", "changed-usr_0000100"), before[1], before[2]]
+
+    apply_increment(restored, two.location, "users", after=one.watermark)
+    apply_increment(restored, three.location, "users", after=two.watermark)
+    assert query(restored, changed) == [(k, f"changed-{k}") for k in ("usr_0000100", "usr_0000101", "usr_0000102")]
