@@ -91,3 +91,25 @@ def test_the_migrate_task_tops_up_from_the_backup_it_recorded(seeded, store, pg_
     assert event["text"] == (f"top-up of public.users: 3 rows written since the backup (watermark {backup.watermark}), "
                              "their passwordHash, emailVerified kept just before the migration")
     assert store.events("r1", "topup")[-1]["payload"]["rows"] == 3
+
+
+@pytest.mark.xfail(strict=True, reason="known gap, not closed: a value of a dropped column written between the "
+                                       "top-up's snapshot and the DDL's lock is in neither the backup, the top-up "
+                                       "nor the table (topup.py, 'What it does not capture')")
+def test_a_value_written_between_the_top_up_and_the_ddl_is_not_restored(seeded, pg_bin, tmp_path):
+    """Measures the gap the migrate task leaves: it takes the top-up, keeps it and reads it
+    back, then deploys; the application keeps writing meanwhile. A password changed in
+    that window is lost by the rollback. Strict xfail: closing the gap (a last top-up under
+    the DDL's own lock) turns this into a failure to remove the marker."""
+    import time
+    from datetime import datetime, timezone
+
+    backup = take_backup(seeded, tmp_path / "b", pg_bin, "pre")
+    kept = topup.take(seeded, root(tmp_path), "topup_1", "users", "id", USERS_COLUMNS["columns"], backup.watermark)
+    query(seeded, """UPDATE users SET "passwordHash" = 'changed-in-the-gap' WHERE id = 'usr_0000003'""")
+    started = time.monotonic()
+    LedgerBackend(seeded, MIGRATIONS).deploy()
+    window_s = (datetime.now(timezone.utc) - datetime.fromisoformat(kept.taken_at)).total_seconds()
+    print(f"top-up snapshot -> DDL committed: {window_s:.3f} s (deploy alone {time.monotonic() - started:.3f} s)")
+    restore_by_method("copy", seeded, backup, pg_bin, down_sql=DOWN_SQL, topup=kept, **USERS_COLUMNS)
+    assert query(seeded, """SELECT "passwordHash" FROM users WHERE id = 'usr_0000003'""") == [("changed-in-the-gap",)]
