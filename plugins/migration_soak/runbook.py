@@ -407,7 +407,7 @@ def backup_event(record: BackupRecord) -> dict:
 
 def lock_attempts(exc: Exception) -> list[dict]:
     """The lock-timeout attempts a ``MigrationError``/``RollbackError`` carries, as dicts."""
-    return [a.to_dict() for a in getattr(exc, "lock_attempts", ()) or ()]
+    return [a if isinstance(a, dict) else a.to_dict() for a in getattr(exc, "lock_attempts", ()) or ()]
 
 
 def mark_logs(plan: Plan, run_id: str, store: Store) -> dict[str, dict]:

@@ -270,6 +270,14 @@ def test_deploy_records_lock_timeouts_and_a_failure_with_its_attempts():
     assert err.value is failure
     assert store.events("r2") == [{"kind": "migrate_failed", "payload": {
         "text": "lock timeout 3 times", "lock_attempts": [waited.to_dict()]}}]
+    # LedgerBackend's error carries its attempts as dicts (migrate.py): the event was lost
+    # to an AttributeError ('dict' object has no attribute 'to_dict') that hid the error
+    ledger = MigrationError("lock timeout, retries exhausted")
+    ledger.lock_attempts = (waited.to_dict(),)  # type: ignore[attr-defined]
+    with pytest.raises(MigrationError) as err:
+        runbook.deploy("r3", store, FakeBackend(error=ledger))
+    assert err.value is ledger
+    assert store.events("r3")[0]["payload"]["lock_attempts"] == [waited.to_dict()]
 
 
 def test_confirm_with_prisma_without_a_project_does_nothing():
