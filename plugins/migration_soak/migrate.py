@@ -311,6 +311,11 @@ class LedgerBackend:
             left failed (the plan's ``migration.lock_retries``; 0: no retry).
         advisory_lock_wait_s: how long to wait for Prisma's advisory lock (seconds;
             Prisma's own timeout is 10 s).
+        before_script: ``{migration name: callable(cursor)}`` run inside that
+            migration's transaction, after its ``lock_timeout`` is set and before its
+            script (``topup.Closing``: the last top-up, under the lock the DDL needs);
+            not for a script with its own ``BEGIN``/``COMMIT``. Its lock timeout is retried
+            as the script's.
 
     Give it a direct connection (not through PgBouncer in transaction mode): the advisory
     lock is a session lock, as in Prisma (``directUrl``).
@@ -322,6 +327,7 @@ class LedgerBackend:
     lock_timeout_s: float = 10.0
     lock_retries: int = 5
     advisory_lock_wait_s: float = 10.0
+    before_script: dict[str, Callable[[Any], None]] = field(default_factory=dict, repr=False)
     _poll_s: float = field(default=0.1, repr=False)
     _sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
 
@@ -611,12 +617,24 @@ class LedgerBackend:
                 (lock_timeout, not own_tx, _quote_ident(self.schema), not own_tx),
             ).decode(_python_encoding(conn))
 
+        before = None if own_tx else self.before_script.get(mig.name)
+        if before is not None:
+            with conn.cursor() as cur:  # after the hook: its lock_timeout (what is left of it) stands
+                hooked = cur.mogrify("SELECT set_config('search_path', %s, true); ",
+                                     (_quote_ident(self.schema),)).decode(_python_encoding(conn))
+
         def run_script() -> None:
             try:
                 with conn.cursor() as cur:
+                    if before is not None:  # one explicit transaction: the hook, then the script
+                        cur.execute("BEGIN")
+                        cur.execute(prefix)
+                        before(cur)
                     # No parameters: psycopg2 sends the text as one simple query, which
                     # the server runs in one implicit transaction.
-                    cur.execute(prefix + script)
+                    cur.execute((prefix if before is None else hooked) + script)
+                    if before is not None:
+                        cur.execute("COMMIT")
             except Exception:
                 if not conn.closed and conn.get_transaction_status() != _TX_IDLE:
                     with conn.cursor() as cur:  # a script with its own BEGIN left a transaction open

@@ -10,7 +10,10 @@ named below are the seed runbook's ("Pre-requisitos para Staging", "Hora 0",
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
+import time
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -34,6 +37,8 @@ from migration_soak.rehearsal import RehearsalResult
 from migration_soak.rehearsal import rehearse as run_rehearsal
 from migration_soak.rollback import restore_by_method, restore_summary
 from migration_soak.store import Store
+
+log = logging.getLogger(__name__)
 
 #: Rows of a read-only query on the staging database (``sources.sql.run_readonly``).
 Query = Callable[[str], list[tuple]]
@@ -472,19 +477,75 @@ def take_topup(plan: Plan, run_id: str, store: Store, target: PgTarget) -> dict 
     return payload
 
 
-def deploy(run_id: str, store: Store, migrations: MigrationBackend) -> dict:
+def deploy(run_id: str, store: Store, migrations: MigrationBackend, plan: Plan | None = None) -> dict:
     """Apply the pending migrations (Hora 0 step 2, ``prisma migrate deploy``); returns
     the ``DeployResult`` as a dict, recorded as the ``migrate`` event. A ``MigrationError``
-    is recorded as ``migrate_failed`` (with its lock attempts) and re-raised."""
-    try:
-        payload = migrations.deploy().to_dict()
-    except MigrationError as exc:
-        store.add_event(run_id, "migrate_failed", {"text": str(exc)[:2000], "lock_attempts": lock_attempts(exc)})
-        raise
+    is recorded as ``migrate_failed`` (with its lock attempts) and re-raised.
+
+    With ``plan`` and a run that took a top-up (:func:`take_topup`), the gap between that
+    top-up's snapshot and the DDL's lock is closed on the ledger backend: ``topup.Closing``
+    copies the dropped columns again inside the migration's transaction, under the lock,
+    and once the migration committed that copy is kept and recorded as the run's last
+    ``topup`` event (the one the rollback overlays). When it cannot be (the Prisma CLI
+    backend, the copy past ``lock_timeout_s``, the storage failing) the first top-up
+    stands and a ``topup_gap`` event says values written between it and the DDL are not
+    restored."""
+    closing, started = None, time.monotonic()
+    topups = store.events(run_id, "topup") if plan is not None else []
+    with contextlib.ExitStack() as stack:
+        if plan is not None and topups:
+            from migration_soak.backup_storage import working_folder
+            from migration_soak.topup import Closing
+
+            first = topups[-1]["payload"]
+            if isinstance(migrations, LedgerBackend):
+                m = plan.migration
+                closing = Closing(m.table, m.key, m.dropped_columns, first.get("since"),
+                                  stack.enter_context(working_folder()), int(m.lock_timeout_s * 1000))
+                migrations.before_script[m.name] = closing
+            else:
+                _topup_gap(run_id, store, first, "the Prisma CLI runs the DDL in a transaction of its own")
+        try:
+            payload = migrations.deploy().to_dict()
+        except MigrationError as exc:
+            store.add_event(run_id, "migrate_failed", {"text": str(exc)[:2000], "lock_attempts": lock_attempts(exc)})
+            raise
+        if closing is not None and plan is not None:
+            _keep_closing(plan, run_id, store, closing, topups[-1]["payload"], started)
     waits = [a for a in payload.get("attempts", []) if a.get("outcome") == "lock_timeout"]
     store.add_event(run_id, "migrate", {**payload, "text": f"applied {payload.get('applied')}"
                                         + (f" after {len(waits)} lock timeout(s), retried" if waits else "")})
     return payload
+
+
+def _keep_closing(plan: Plan, run_id: str, store: Store, closing: Any, first: dict, started: float) -> None:
+    """:func:`deploy`'s last top-up kept and recorded (or the gap recorded)."""
+    from migration_soak.backup_storage import plan_root
+    from migration_soak.report import safe_name
+
+    if closing.taken is None:
+        if closing.skipped:  # else the hook never ran: nothing applied now (a retried task), or no drop
+            _topup_gap(run_id, store, first, closing.skipped)
+        return
+    label = f"topup_{safe_name(run_id)}_{datetime.now(timezone.utc):%Y%m%dT%H%M%S}_closing"
+    try:
+        taken = closing.keep(plan_root(plan), label, plan.connections.backup_storage, started)
+    except BackupError as exc:
+        _topup_gap(run_id, store, first, f"the copy taken under the lock could not be kept: {exc}")
+        return
+    if taken is None:
+        return
+    since = f"since the backup (watermark {taken.since})" if taken.since else "(every row)"
+    store.add_event(run_id, "topup", {**taken.to_dict(), "closing": True,
+                                      "text": f"top-up of {taken.table}: {taken.rows} rows written {since}, their "
+                                              f"{', '.join(taken.columns)} copied under the migration's lock"})
+
+
+def _topup_gap(run_id: str, store: Store, first: dict, why: str) -> None:
+    text = (f"values of {', '.join(first.get('columns') or [])} written between the top-up ({first.get('taken_at')}) "
+            f"and the migration's lock are not restored by a rollback: {why}")
+    log.warning("%s", text)
+    store.add_event(run_id, "topup_gap", {"why": why, "text": text})
 
 
 def confirm_with_prisma(run_id: str, store: Store, cli: PrismaCliBackend | None, name: str,

@@ -11,9 +11,16 @@ that filter, no lock beyond ACCESS SHARE), into one zstd file kept next to the b
 read back whole. The rollback overlays it on the staged backup (``rollback._stage``): those
 rows' values are the top-up's, rows inserted since the backup are added.
 
-What it does not capture: values written between the top-up's snapshot and the moment the
-DDL holds its lock (the DDL's own wait: at most ``lock_timeout_s`` per try). The ``topup``
-event records the snapshot time so the restore can say so.
+What the first top-up does not capture: values written between its snapshot and the
+moment the DDL holds its lock (0.23 s on the embedded server, plus any lock-timeout
+retries). With the ledger backend the gap is closed by :class:`Closing`: inside the
+migration's own transaction, under ``LOCK ... IN SHARE MODE`` (the application's writes
+wait, its reads go on; the DDL then takes its ACCESS EXCLUSIVE lock in the same
+transaction), the same rows are copied again, and that top-up, kept after the DDL
+committed, is the one the rollback overlays. The lock's wait, the copy and the DDL's wait
+share one ``lock_timeout_s``, so the application's writes queue no longer
+than without it; a copy that does not fit, or the Prisma CLI backend (its transaction is
+not ours), leaves the first top-up standing and a ``topup_gap`` event says so.
 
 Design notes: docs/design.md#topuppy
 """
@@ -32,7 +39,7 @@ from psycopg2 import sql
 from migration_soak.exceptions import BackupError
 from migration_soak.increment import (STATEMENT_TIMEOUT_MS, _age_limit, _connect, _copy_to, _read_back, _rollback,
                                       changed_since, snapshot_read)
-from migration_soak.pgconn import PgTarget, split_table
+from migration_soak.pgconn import STABLE_TEXT_OUTPUT, PgTarget, split_table
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +142,84 @@ def take(target: PgTarget, root: Any, label: str, table: str, key: str, columns:
     log.info("top-up of %s: %d rows written since watermark %s, %d bytes, %.2f s", out.table, out.rows, since,
              out.bytes, out.duration_s)
     return out
+
+
+class Closing:
+    """The last top-up, taken inside the migration's transaction (``LedgerBackend.before_script``):
+    ``LOCK <table> IN SHARE MODE`` (under the script's ``lock_timeout``: a timeout is
+    retried as the DDL's own), then, in a savepoint rolled back afterwards (its
+    ``SET LOCAL`` settings end there; the lock, taken before it, stays), the ``key`` and
+    ``columns`` of the rows written since ``since`` copied to ``work / FILE``.
+
+    ``timeout_ms`` (the migration's ``lock_timeout``) is the whole time the application's
+    writes may queue behind this transaction: the lock's wait, then the copy (bounded by
+    half of what is left, ``statement_timeout``), then the DDL's own wait (``lock_timeout``
+    set to the rest). A copy that does not fit is given up: the transaction goes on to
+    the DDL without it. ``taken``: ``(watermark, taken_at, rows, bytes, sha256, encoding)``
+    once copied; ``None`` when not, ``skipped`` says why."""
+
+    def __init__(self, table: str, key: str, columns: Sequence[str], since: str | None, work: Any, timeout_ms: int):
+        self.schema, self.name = split_table(table)
+        self.key, self.columns, self.since, self.work = key, tuple(columns), since, work
+        self.timeout_ms = max(1, int(timeout_ms))
+        self.taken: tuple[str, str, int, int, str, str] | None = None
+        self.skipped: str | None = None
+
+    def __call__(self, cur: Any) -> None:
+        import psycopg2
+
+        self.taken, self.skipped = None, None
+        ident = sql.Identifier(self.schema, self.name)
+        started = time.monotonic()
+        cur.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(ident))
+        left_ms = self.timeout_ms - int((time.monotonic() - started) * 1000)
+        if left_ms < 2:
+            self.skipped = f"the lock took the whole {self.timeout_ms} ms the application's writes may wait"
+            log.warning("closing top-up of %s.%s skipped: %s", self.schema, self.name, self.skipped)
+            return
+        cur.execute("SAVEPOINT soak_closing_topup")
+        try:
+            cur.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(max(1, left_ms // 2))))
+            for stmt in STABLE_TEXT_OUTPUT:
+                cur.execute(stmt)
+            cur.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text, now()")
+            watermark, taken_at = cur.fetchone()
+            limit = _age_limit(cur, self.since, int(watermark))
+            select = sql.SQL("SELECT {} FROM {}").format(
+                sql.SQL(", ").join(map(sql.Identifier, (self.key, *self.columns))), ident)
+            if limit is not None:
+                select = sql.SQL("{} WHERE {}").format(select, changed_since(limit))
+            sink = _copy_to(cur, select, self.work / FILE)
+            self.taken = (str(watermark), taken_at.astimezone(timezone.utc).isoformat(), sink.lines, sink.size,
+                          sink.digest.hexdigest(), cur.connection.encoding)
+        except psycopg2.errors.QueryCanceled as exc:
+            self.skipped = f"the copy under the lock did not finish within {self.timeout_ms} ms ({exc.pgerror or exc})"
+            log.warning("closing top-up of %s.%s skipped: %s", self.schema, self.name, self.skipped)
+        finally:
+            cur.execute("ROLLBACK TO SAVEPOINT soak_closing_topup")
+            cur.execute("RELEASE SAVEPOINT soak_closing_topup")
+            rest = max(1, self.timeout_ms - int((time.monotonic() - started) * 1000))
+            cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{rest}ms",))
+
+    def keep(self, root: Any, label: str, conn_id: str | None, started: float) -> "TopUp | None":
+        """After the migration committed: keep what :meth:`__call__` copied at
+        ``root / label / FILE`` and read it back whole; its ``TopUp`` (``None`` when
+        nothing was copied). Raises ``BackupError``."""
+        from migration_soak.backup_storage import keep
+
+        if self.taken is None:
+            return None
+        watermark, taken_at, rows, size, digest, encoding = self.taken
+        dest = root / label / FILE
+        keep(self.work / FILE, dest, digest)
+        got_sha, got_rows = _read_back(dest)
+        if got_sha != digest or got_rows != rows:
+            raise BackupError(f"top-up file {dest} reads back as sha256 {got_sha} with {got_rows} lines, not "
+                              f"{digest} with {rows}")
+        return TopUp(location=str(dest), storage_conn_id=conn_id, table=f"{self.schema}.{self.name}", key=self.key,
+                     columns=self.columns, since=self.since, watermark=watermark, rows=rows, bytes=size,
+                     sha256=digest, taken_at=taken_at, duration_s=round(time.monotonic() - started, 3),
+                     encoding=encoding)
 
 
 def open_file(topup: TopUp) -> Any:

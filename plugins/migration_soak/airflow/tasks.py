@@ -119,7 +119,7 @@ def migrate(_fingerprinted: dict) -> dict:
     with failing(BackupError, prefix="top-up failed, the migration will not start: "):
         runbook.take_topup(plan, run_id, store, direct(plan))
     with failing(MigrationError, prefix="migration failed: "):
-        return runbook.deploy(run_id, store, backend(plan))
+        return runbook.deploy(run_id, store, backend(plan), plan)
 
 
 @task
