@@ -682,7 +682,11 @@ def restore(plan: Plan, run_id: str, store: Store, *, fetch: Fetch, direct: PgTa
         store.add_event(run_id, "restore_failed", {"text": str(exc)[:2000], "lock_attempts": lock_attempts(exc)})
         raise
     payload = result.to_dict()
-    store.add_event(run_id, "restore", restore_event(payload))
+    event = restore_event(payload)
+    kinds = [e["kind"] for e in store.events(run_id) if e["kind"] in ("topup", "topup_gap")]
+    if kinds and kinds[-1] == "topup_gap":  # the gap before the DDL stayed open (runbook.deploy)
+        event["text"] += "; " + store.events(run_id, "topup_gap")[-1]["payload"]["text"]
+    store.add_event(run_id, "restore", event)
     return payload
 
 

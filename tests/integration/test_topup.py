@@ -172,3 +172,29 @@ def test_the_closing_top_up_waits_for_its_lock_no_longer_than_the_ddl_would(seed
     assert query(seeded, """SELECT count(*) FROM information_schema.columns WHERE table_name = 'users'
                             AND column_name = 'passwordHash'""") == [(1,)]
     assert [e["payload"].get("closing") for e in store.events("r1", "topup")] == [None]
+
+
+def test_the_restore_says_when_the_gap_before_the_migration_stayed_open(seeded, store, pg_bin, tmp_path):
+    """The Prisma CLI backend runs the DDL in its own transaction: the closing top-up cannot
+    be taken, and the rollback's restore says which values it does not give back."""
+    from migration_soak.backup_storage import fetched
+    from migration_soak.plan import load_plan
+
+    class Cli:  # a backend that is not the ledger's, as PrismaCliBackend
+        def __init__(self, target):
+            self.inner = LedgerBackend(target, MIGRATIONS)
+
+        def deploy(self):
+            return self.inner.deploy()
+
+    plan = load_plan("default").model_copy(update={"backup_location": str(tmp_path / "kept")})
+    backup = take_backup(seeded, tmp_path / "b", pg_bin, "pre")
+    store.add_event("r1", "backup", runbook.backup_event(backup))
+    first = runbook.take_topup(plan, "r1", store, seeded)
+    runbook.deploy("r1", store, Cli(seeded), plan)
+    gap = store.events("r1", "topup_gap")[-1]["payload"]["text"]
+    assert gap == (f"values of passwordHash, emailVerified written between the top-up ({first['taken_at']}) and the "
+                   "migration's lock are not restored by a rollback: the Prisma CLI runs the DDL in a transaction of "
+                   "its own")
+    runbook.restore(plan, "r1", store, fetch=lambda: fetched(backup), direct=seeded, pg_bin_dir=pg_bin)
+    assert store.events("r1", "restore")[-1]["payload"]["text"].endswith("; " + gap)
