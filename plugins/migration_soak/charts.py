@@ -9,7 +9,6 @@ Design notes: docs/design.md#chartspy
 
 from __future__ import annotations
 
-import statistics
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any, NamedTuple
 
 from migration_soak.judge import format_condition, format_value
 from migration_soak.plan import Check, Plan
+from migration_soak.rules import baseline_value
 from migration_soak.store import Observation
 
 COLORS = {"pass": "#2e7d32", "warn": "#ef6c00", "fail": "#c62828", "error": "#c62828"}
@@ -239,15 +239,15 @@ def _draw_thresholds(chart: _Chart, check: Check, measured: list[_Point],
     return lo, hi, above, below
 
 
-def _draw_median(chart: _Chart, median: float | None) -> None:
-    """Layer: the baseline median as a dotted blue line."""
+def _draw_median(chart: _Chart, median: float | None, label: str = "baseline median") -> None:
+    """Layer: the baseline (its median, or its requests' pooled quantile) as a dotted blue line."""
     from matplotlib.lines import Line2D
 
     if median is None:
         return
     chart.ax.axhline(median, color="#1565c0", ls=":", lw=1.3, zorder=2)
     chart.handles.append(Line2D([], [], color="#1565c0", ls=":", lw=1.3,
-                                label=f"baseline median {format_value(median / chart.k, chart.unit)}"))
+                                label=f"{label} {format_value(median / chart.k, chart.unit)}"))
 
 
 def _set_y_axis(chart: _Chart, lo: float, hi: float, room_above: bool, room_below: bool) -> None:
@@ -401,10 +401,13 @@ def figure(
     _draw_statuses(chart, measured, decided)
     _draw_errors(chart, observations)
     _draw_deciding(chart, measured, decided)
-    base = [p.value for p in measured if p.o.phase == "baseline"]
-    median = statistics.median(base) * chart.k if base else None
+    # the baseline the relative rules compare with: the baseline's requests pooled (p95s
+    # with histograms), else the median of its readings
+    baseline = baseline_value([p.o for p in measured if p.o.phase == "baseline"])
+    median = baseline * chart.k if baseline is not None else None
     lo, hi, above, below = _draw_thresholds(chart, check, measured, median)
-    _draw_median(chart, median)
+    _draw_median(chart, median, "baseline median" if baseline is None or baseline.pooled is None
+                 else f"baseline p{baseline.pooled.quantile * 100:g} of its requests")
     _set_y_axis(chart, lo, hi, bool(above), bool(below))
     left = _set_x_axis(chart, plan)
     taken = _draw_edge_arrows(chart, above, below)

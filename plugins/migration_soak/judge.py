@@ -25,7 +25,7 @@ from migration_soak.clock import guard_every
 from migration_soak.plan import Condition, Criterion, Plan, ThresholdRule
 from migration_soak.store import Observation, Status
 from migration_soak.plan import Alert, Rule
-from migration_soak.rules import GO_WINDOW_MINUTES, Point, RuleKind, Threshold, rule_kind
+from migration_soak.rules import GO_WINDOW_MINUTES, Point, RuleKind, Threshold, baseline_value, rule_kind
 # judge's API before rules.py existed: report, charts and tests import them from here
 from migration_soak.rules import format_change as format_change, format_value as format_value
 from migration_soak.rules import wilson_lower as wilson_lower, wilson_upper as wilson_upper
@@ -117,10 +117,11 @@ def _series(obs: list[Observation], check_id: str) -> list[Observation]:
 
 
 def baseline_of(obs: list[Observation], check_id: str) -> float | None:
-    """Median of the check's baseline observations (before the migration), if any."""
-    values = [o.value for o in obs if o.check_id == check_id and o.phase == "baseline" and o.value is not None
-              and math.isfinite(o.value)]
-    return statistics.median(values) if values else None
+    """The check's baseline (before the migration), if any: the quantile of the baseline
+    readings' requests when they recorded their histograms, else their median
+    (``rules.baseline_value``)."""
+    return baseline_value(sorted((o for o in obs if o.check_id == check_id and o.phase == "baseline"
+                                  and o.value is not None and math.isfinite(o.value)), key=lambda o: o.scheduled_at))
 
 
 def thin_baseline(plan: Plan, obs: list[Observation], check_id: str, min_cov: float) -> str | None:
@@ -235,7 +236,7 @@ def judge_breach(crit: Criterion | Alert, kind: str, obs: list[Observation], pla
         if hit:
             unit = series[0].unit if series else ""
             return CriterionResult(crit.id, kind, crit.text, rule.text(unit), "breached",
-                                   _breach_detail(rule, cid, hit, base, unit), list(crit.checks),
+                                   _breach_detail(rule, cid, hit, base, unit, series), list(crit.checks),
                                    [_describe(o, v) for o, v in hit])
         if plan is None:
             continue  # the stop decision and the alerts: only a breach matters, and fast
@@ -557,12 +558,14 @@ def read_in_part(criteria: list[CriterionResult]) -> list[str]:
     return [f"read in part: {part} ({', '.join(ids)})" for part, ids in by_text.items()]
 
 
-def _breach_detail(rule: RuleKind, cid: str, hit: list[Point], base: float | None, unit: str) -> str:
+def _breach_detail(rule: RuleKind, cid: str, hit: list[Point], base: float | None, unit: str,
+                   series: list[Observation] | None = None) -> str:
     """``<cid>: <value> at <phase> tick <n> meets <rule>``, the run's length and spacing, and
-    the baseline for relative rules."""
+    for relative rules what the point compared and the baseline."""
     last_o, last_v = hit[-1]
     run = f" ({len(hit)} consecutive readings{rule.run_phrase()})" if len(hit) > 1 else ""
-    return (f"{cid}: {rule.shown(last_v, unit)} {rule.window_phrase} {last_o.phase} tick {last_o.tick} "
+    note = rule.point_note(series, last_o, base, unit) if series else ""
+    return (f"{cid}: {rule.shown(last_v, unit)} {rule.window_phrase} {last_o.phase} tick {last_o.tick}{note} "
             f"meets {rule.text(unit)}{run}{rule.breach_note(base, unit)}")
 
 
@@ -673,8 +676,10 @@ def _go_check(plan: Plan, rule: RuleKind, cid: str, obs: list[Observation], stop
     unit = plan.check(cid).unit
     if bad is not None:
         o, v = bad
-        return "not_met", f"{rule.shown(v, unit)} at {o.phase} tick {o.tick} does not meet {rule.text(unit)}", \
-            _describe(o, v)
+        return "not_met", (f"{rule.shown(v, unit)} {rule.window_phrase if rule.needs_baseline else 'at'} "
+                           f"{o.phase} tick {o.tick}"
+                           f"{rule.point_note(series, o, base, unit)} does not meet {rule.text(unit)}"
+                           f"{rule.breach_note(base, unit)}"), _describe(o, v)
     window = rule.bad_window(series) if isinstance(rule, Threshold) else None
     if window is not None:
         o, rate, n, d = window

@@ -454,8 +454,10 @@ def _can_fall(rule: Any) -> Any:
 
 class BaselineRule(_Model):
     """Degradation relative to the baseline measured before the migration: ``(m - b) / b``
-    where ``b`` is the baseline median and ``m`` the median of the observations in the last
-    ``window_minutes`` of soak time ("degradación > 10%" / "> 30%"). A change smaller than
+    over the last ``window_minutes`` of soak time ("degradación > 10%" / "> 30%"): for
+    quantile readings that record their histogram buckets, ``m`` is the quantile of the
+    window's requests and ``b`` the baseline's (buckets pooled; no change while ``m`` is in
+    ``b``'s bucket), else the medians of the readings (``rules.Baseline``). A change smaller than
     ``min_delta`` (in the check's unit) is noise and never counts as degradation: one
     number for every check, or one per check id (``{login_p95: 50, auth_query_time: 2}``)
     when the criterion reads checks of different scales."""

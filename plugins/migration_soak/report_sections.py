@@ -21,9 +21,10 @@ from migration_soak.judge import (
     plural,
     read_in_part,
 )
-from migration_soak.plan import Check, Plan
+from migration_soak.plan import BaselineRule, Check, Plan
 from migration_soak.report_checks import criterion_window, degradation_change, sampled_ids
-from migration_soak.rules import disjoint_windows
+from migration_soak.rules import Base, Baseline, disjoint_windows, soak_minutes
+from migration_soak.store import RunClock
 from migration_soak.report_run import (
     Run,
     count_text,
@@ -356,9 +357,12 @@ def _check_figures(run: Run, c: CriterionResult, cid: str, r: CheckResult) -> st
         text += f", {span(min(vals), max(vals), r.unit)}"
     base = r.by_phase.get("baseline")
     if c.rule.startswith("degradation"):
-        bvals = [o.value for o in run.observations if o.check_id == cid and o.phase == "baseline" and o.value is not None]
-        text += (f" + {sum(base.values())} baseline (median {format_value(statistics.median(bvals), r.unit)})"
-                 if base and bvals else "; no baseline")
+        b = baseline_of(run.observations, cid)
+        pooled = b.pooled if isinstance(b, Base) else None
+        text += ("; no baseline" if not base or b is None else
+                 f" + {sum(base.values())} baseline (median {format_value(b, r.unit)})" if pooled is None else
+                 f" + {sum(base.values())} baseline (p{pooled.quantile * 100:g} of their {pooled.requests:,.0f} "
+                 f"requests {format_value(b, r.unit)})")
     if is_log_count(run.plan, cid):  # each series (guard, phases) reads every line once: never their sum
         text += f", {format_value(log_lines(run, cid)[0], 'count')} log lines"
     sampled = sampled_ids([o for o in run.after if o.check_id == cid])
@@ -469,49 +473,78 @@ def request_lines(run: Run, seen: str, with_readings: bool = True) -> list[str]:
     return lines
 
 
-def _noise_floors(plan: Plan) -> dict[str, tuple[float, float]]:
-    """Per check a ``baseline`` rule reads: (largest ``min_delta``, ``window_minutes`` of the last such rule)."""
-    floors: dict[str, tuple[float, float]] = {}
+def _noise_floors(plan: Plan) -> dict[str, BaselineRule]:
+    """Per check a ``baseline`` rule reads: that rule with the check's largest ``min_delta``
+    and the ``window_minutes`` of the last such rule."""
+    rules: dict[str, BaselineRule] = {}
     for crit in plan.go + plan.no_go:
-        if crit.rule.kind == "baseline":
+        if isinstance(crit.rule, BaselineRule):
             for cid in crit.checks:
-                floors[cid] = (max(floors.get(cid, (0.0, 0.0))[0], crit.rule.floor(cid)), crit.rule.window_minutes)
-    return floors
+                floor = max(rules[cid].floor(cid) if cid in rules else 0.0, crit.rule.floor(cid))
+                rules[cid] = crit.rule.model_copy(update={"min_delta": floor})
+    return rules
 
 
-def _recent_vs_baseline(r: CheckResult, mine: list[Observation], b: float, floor: float, window: float,
-                        time_scale: float) -> str:
-    """``; median of the last 60 soak minutes 212 ms: +10.6 ms (+5.26%) vs baseline, within ...``
-    (``window`` in soak minutes; ``mine``: measured readings in schedule order)."""
-    last = mine[-1].scheduled_at
-    recent = [o.value for o in mine if o.value is not None
-              and (last - o.scheduled_at).total_seconds() * time_scale / 60 <= window]
-    m = statistics.median(recent)
+def _recent_vs_baseline(r: CheckResult, mine: list[Observation], b: float, rule: BaselineRule) -> str:
+    """What the relative rules compared last: ``; p95 of the last 60 soak minutes' 6,000
+    requests (histogram buckets pooled) 212 ms: +10.6 ms (+5.26%) vs baseline, beyond the
+    baseline's 100 ms to 200 ms bucket`` or, for readings without histograms, ``; median
+    of the last 60 soak minutes' 61 readings 212 ms: ...`` (``mine``: measured readings on
+    the soak clock, in schedule order)."""
+    kind = Baseline(rule)
+    floor, window = rule.floor(r.check_id), rule.window_minutes
+    latest = kind.latest_window(mine, b)
+    if latest is not None:
+        p = latest
+        what = (f"{_quantile_word(mine)} of the last {window:g} soak minutes' {p.requests:,.0f} requests "
+                f"(histogram buckets pooled, {plural(p.readings, 'reading')})")
+        m = p.value
+    else:
+        last = mine[-1]
+        recent = [o.value for o in mine if o.value is not None and 0 <= soak_minutes(o, last) <= window]
+        m = statistics.median(recent)
+        what = f"median of the last {window:g} soak minutes' {plural(len(recent), 'reading')}"
     delta = m - b
-    noise = "within" if abs(delta) < floor else "beyond"
-    return (f"; median of the last {window:g} soak minutes {format_value(m, r.unit)}: "
-            f"{'+' if delta > 0 else ''}{format_value(delta, r.unit)}"
-            + (f" ({format_change(delta / b)})" if b else "")
-            + f" vs baseline, {noise} the {format_value(floor, r.unit)} noise floor")
+    notes = []
+    if latest is not None:
+        lo, hi = latest.bucket
+        inside = lo < b <= hi
+        notes.append(f"{'within' if inside else 'beyond'} the baseline's {format_value(lo, r.unit)} to "
+                     f"{format_value(hi, r.unit)} bucket" + (" (no change the histogram can show)" if inside else ""))
+    if floor:
+        notes.append(f"{'within' if abs(delta) < floor else 'beyond'} the {format_value(floor, r.unit)} noise floor")
+    return (f"; {what} {format_value(m, r.unit)}: {'+' if delta > 0 else ''}{format_value(delta, r.unit)}"
+            + (f" ({format_change(delta / b)})" if b else "") + " vs baseline"
+            + "".join(f", {n}" for n in notes))
 
 
-def _baseline_line(run: Run, cid: str, floor: float, window: float) -> str | None:
-    """One baseline-compared check: its range, last value, baseline median and recent median."""
+def _quantile_word(mine: list[Observation]) -> str:
+    q = (mine[-1].evidence or {}).get("quantile") if mine else None
+    return f"p{float(q) * 100:g}" if isinstance(q, (int, float)) else "quantile"
+
+
+def _baseline_line(run: Run, cid: str, rule: BaselineRule) -> str | None:
+    """One baseline-compared check: its range, last value, the baseline as the relative rules
+    compare with it (the baseline's requests pooled, or its readings' median) and the last
+    window as they read it."""
     r = run.results.get(cid)
-    mine = sorted((o for o in run.after if o.check_id == cid and o.value is not None and o.status != "error"),
+    start = run.clock0 or run.verified
+    scale = run.time_scale
+    clocked = [o if o.soak_s is not None or start is None or not scale else o.on_clock(RunClock(start, scale))
+               for o in run.observations if o.check_id == cid]
+    mine = sorted((o for o in clocked if o.phase != "baseline" and o.value is not None and o.status != "error"),
                   key=lambda o: o.scheduled_at)
     if r is None or not mine:
         return None
     vals = [o.value for o in mine if o.value is not None]
     text = (f"{r.title}: {plural(len(vals), 'reading')}, {span(min(vals), max(vals), r.unit)}, "
             f"last {format_value(vals[-1], r.unit)}")
-    bvals = [o.value for o in run.observations if o.phase == "baseline" and o.check_id == cid and o.value is not None]
-    if not bvals:
+    b = baseline_of(clocked, cid)
+    if b is None:
         return text + "; no baseline measured"
-    b = statistics.median(bvals)
-    text += f"; baseline median {format_value(b, r.unit)} ({plural(len(bvals), 'reading')} before the migration)"
-    if run.time_scale:  # soak minutes need the clock's speed
-        text += _recent_vs_baseline(r, mine, b, floor, window, run.time_scale)
+    text += f"; {Baseline(rule).base_text(b, r.unit)}, measured before the migration"
+    if scale and all(o.soak_s is not None for o in mine):  # soak minutes need the clock's speed
+        text += _recent_vs_baseline(r, mine, b, rule)
     return text
 
 
@@ -531,7 +564,7 @@ def _first_last_lines(run: Run) -> list[str]:
 
 def final_metrics(run: Run) -> list[str]:
     """Totals, the plan's counted requests, baseline-compared checks, drift checks."""
-    baseline_lines = [_baseline_line(run, cid, floor, window) for cid, (floor, window) in _noise_floors(run.plan).items()]
+    baseline_lines = [_baseline_line(run, cid, rule) for cid, rule in _noise_floors(run.plan).items()]
     return ([_reading_totals(run)] + request_lines(run, "after the migration") + [line for line in baseline_lines if line]
             + _first_last_lines(run))
 

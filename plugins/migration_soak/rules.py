@@ -27,6 +27,7 @@ from migration_soak.plan import (
     ThresholdRule,
     WindowCountRule,
 )
+from migration_soak.sources.openmetrics import histogram_quantile
 from migration_soak.store import Observation
 
 #: One data point of a rule: the reading and the value compared (in the check's unit, or a
@@ -235,6 +236,10 @@ class RuleKind(ABC, Generic[Spec]):
 
     def breach_note(self, base: float | None, unit: str) -> str:
         """Appended to a breach's detail (the baseline for relative kinds)."""
+        return ""
+
+    def point_note(self, series: list[Observation], o: Observation, base: float | None, unit: str) -> str:
+        """Appended to the point at ``o`` in words: what it compared (relative kinds)."""
         return ""
 
     def range_note(self, base: float | None, unit: str, check_id: str = "") -> str:
@@ -585,48 +590,221 @@ class WindowCount(RuleKind[WindowCountRule]):
         return f"count {self.spec.op} {format_value(self.spec.value, unit)} {over}"
 
 
+def _histogram(o: Observation) -> tuple[float, list[tuple[float, float]]] | None:
+    """(quantile, [(bucket bound, cumulative requests)]) of a quantile reading that recorded
+    its requests per bucket (openmetrics ``histogram_quantile``: evidence ``quantile`` and
+    ``buckets``, the requests since its series' previous reading, bounds in seconds), bounds
+    in the reading's unit (ms when ``unit`` is ``ms``); None without them."""
+    ev = o.evidence or {}
+    raw, q = ev.get("buckets"), ev.get("quantile")
+    if not isinstance(raw, list) or not raw or not isinstance(q, (int, float)):
+        return None
+    scale = 1000.0 if o.unit == "ms" else 1.0
+    try:
+        return float(q), [(math.inf if str(le).lower() in ("+inf", "inf", "infinity") else float(le) * scale, float(n))
+                          for le, n in raw]
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class Pooled:
+    """A quantile of the requests of several readings: ``value`` (the readings' unit),
+    ``requests``, ``readings``, the bucket ``(lower, upper)`` bounds it lies in and the
+    ``quantile`` (0.95)."""
+
+    value: float
+    requests: float
+    readings: int
+    bucket: tuple[float, float]
+    quantile: float = 0.95
+
+
+def pooled_quantile(readings: list[Observation]) -> Pooled | None:
+    """The quantile of the requests counted by ``readings`` (each counts the requests since
+    its series' previous reading, so a series' readings count every request once), their
+    buckets summed, as PromQL's ``histogram_quantile`` of the summed increase; None when a
+    reading has no histogram, the quantiles or bucket bounds differ, or nothing was counted."""
+    hists = [_histogram(o) for o in readings]
+    if not hists or any(h is None for h in hists):
+        return None
+    quantiles = {h[0] for h in hists if h is not None}
+    bounds = {tuple(le for le, _ in h[1]) for h in hists if h is not None}
+    if len(quantiles) != 1 or len(bounds) != 1:
+        return None
+    summed: dict[float, float] = {}
+    for h in hists:
+        for le, n in h[1] if h is not None else ():
+            summed[le] = summed.get(le, 0.0) + n
+    buckets = sorted(summed.items())
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    q = quantiles.pop()
+    value = histogram_quantile(q, buckets)
+    return Pooled(value, buckets[-1][1], len(readings), bucket_of(value, [le for le, _ in buckets]), q)
+
+
+def bucket_of(value: float, bounds: list[float]) -> tuple[float, float]:
+    """The histogram bucket ``(lower, upper]`` holding ``value`` among the upper ``bounds``."""
+    lower = 0.0
+    for le in sorted(bounds):
+        if value <= le:
+            return lower, le
+        lower = le
+    return lower, math.inf
+
+
+class Base(float):
+    """A baseline (a float: the baseline's value) that says how it was measured: ``pooled``
+    when it is the quantile of the baseline readings' requests (:func:`pooled_quantile`),
+    else the median of ``readings`` values."""
+
+    pooled: Pooled | None
+    readings: int
+
+    def __new__(cls, value: float, readings: int, pooled: Pooled | None = None) -> "Base":
+        base = super().__new__(cls, value)
+        base.pooled, base.readings = pooled, readings
+        return base
+
+
+def baseline_value(readings: list[Observation]) -> Base | None:
+    """The baseline of a relative rule from the baseline readings: the quantile of their
+    requests when they recorded their histograms (:func:`pooled_quantile`), else the median
+    of their values; None without a reading."""
+    values = [_value(o) for o in readings]
+    if not values:
+        return None
+    pooled = pooled_quantile(readings)
+    if pooled is not None:
+        return Base(pooled.value, len(readings), pooled)
+    return Base(statistics.median(values), len(readings))
+
+
 class Baseline(RuleKind[BaselineRule]):
-    """Degradation ``(m - b) / b`` of the median ``m`` of the last ``window_minutes`` (ages
-    ``0 <= age <= window_minutes``) from the baseline median ``b`` (runbook "degradación >
-    10%" / "> 30%"); a change under ``min_delta`` (check unit) counts as 0. No points
-    without a baseline, or with a baseline of 0."""
+    """Degradation ``(m - b) / b`` of the last ``window_minutes`` from the baseline ``b``
+    (runbook "degradación > 10%" / "> 30%"). For quantile readings that recorded their
+    histograms (the p95s): ``m`` is the quantile of the requests of each series' readings
+    of the ``window_minutes`` ending at each reading (ages ``0 <= age < window_minutes``:
+    each reading counts the requests since its series' previous one), their buckets pooled,
+    and ``b`` the baseline readings' requests pooled the same way; a change that leaves the
+    window's quantile in the baseline's histogram bucket counts as 0 (the histogram cannot
+    tell values within one bucket apart: inside it the quantile is a linear interpolation).
+    Otherwise ``m`` is the median of the readings of the window (``0 <= age <=
+    window_minutes``) and ``b`` the baseline readings' median. Either way a change under
+    ``min_delta`` (check unit) counts as 0. No points without a baseline, or with a
+    baseline of 0."""
 
     needs_baseline = True
+
+    @property
+    def window_phrase(self) -> str:  # type: ignore[override]
+        return f"in the {self.spec.window_minutes:g} min ending at"
 
     def points(self, series: list[Observation], base: float | None,
                confident: bool = False) -> list[Point]:
         if base is None or base == 0 or not series:
             return []
         floor = self.spec.floor(series[0].check_id)
+        pooled = isinstance(base, Base) and base.pooled is not None
+        if pooled and all(_histogram(o) is not None for o in series):
+            points = [(o, self._change(p.value, base, floor, p.bucket)) for o, p in self._pooled_windows(series)]
+            return sorted(points, key=lambda p: p[0].scheduled_at)
         points = []
         for o, window in _windows(series, self.spec.window_minutes, True):
             m = statistics.median(_value(p) for p in window)
             points.append((o, 0.0 if abs(m - base) < floor else (m - base) / base))
         return points
 
+    def _pooled_windows(self, series: list[Observation]) -> Iterator[tuple[Observation, Pooled]]:
+        """Each reading with the quantile of its series' requests in the window ending at it."""
+        for part in _parts(series):
+            for o, window in _windows(part, self.spec.window_minutes, False):
+                p = pooled_quantile(window)
+                if p is not None:
+                    yield o, p
+
+    def latest_window(self, series: list[Observation], base: float | None) -> Pooled | None:
+        """The pooled window ending at the latest reading of the series that counted the most
+        requests there (the guard's, the phases'), as :meth:`points` compares it; None when
+        the rule reads the readings' median (no histograms, or a baseline without)."""
+        if not (isinstance(base, Base) and base.pooled is not None) or not series:
+            return None
+        if not all(_histogram(o) is not None for o in series):
+            return None
+        last: dict[bool, Pooled] = {}
+        for o, p in self._pooled_windows(series):
+            last[o.phase == "guard"] = p
+        return max(last.values(), key=lambda p: p.requests, default=None)
+
+    @staticmethod
+    def _change(m: float, base: float, floor: float, bucket: tuple[float, float]) -> float:
+        """The relative change of ``m`` from ``base``: 0 under ``floor`` or when ``m`` lies in
+        the baseline's bucket (``m``'s ``bucket`` holds the baseline too)."""
+        if abs(m - base) < floor or bucket[0] < base <= bucket[1]:
+            return 0.0
+        return (m - base) / base
+
     def text(self, unit: str) -> str:
         floors = self.spec.min_delta
         if isinstance(floors, dict):
             noise = ", ".join(f"{format_value(v, unit) if unit else f'{v:g}'} for {cid}" for cid, v in floors.items())
         else:
-            noise = format_value(floors, unit) if unit else f"{floors:g}"
-        return (f"degradation vs baseline {self.spec.op} {self.spec.value:.0%} over {self.spec.window_minutes:g} min; "
-                f"changes under {noise} are noise")
+            noise = format_value(floors, unit) if unit else f"{floors:g}" if floors else ""
+        return (f"degradation vs baseline {self.spec.op} {self.spec.value:.0%} over {self.spec.window_minutes:g} min "
+                "(a quantile with histograms: of the window's requests, buckets pooled, against the baseline's, no "
+                "change while in the baseline's bucket; other readings: the window's median against the baseline's)"
+                + (f"; changes under {noise} are noise" if noise else ""))
 
     def shown(self, value: float, unit: str) -> str:
         return format_apart(value, self.spec.value, format_change)
+
+    def point_note(self, series: list[Observation], o: Observation, base: float | None, unit: str) -> str:
+        """What the point at ``o`` compared: the window's pooled quantile and its requests, or
+        the median of its readings."""
+        if isinstance(base, Base) and base.pooled is not None:
+            p = next((p for r, p in self._pooled_windows(series) if r is o), None)
+            if p is not None:
+                return (f" ({_quantile_name(series)} {format_value(p.value, unit)} of {p.requests:,.0f} requests, "
+                        "their histogram buckets pooled)")
+        window = next((w for r, w in _windows(series, self.spec.window_minutes, True) if r is o), [])
+        if not window:
+            return ""
+        return f" (median of {len(window):,} readings: {format_value(statistics.median(_value(p) for p in window), unit)})"
 
     def no_points(self, series: list[Observation], base: float | None) -> str:
         if not series:
             return "no reading with a value"
         return "no baseline measured" if base is None else "the baseline is 0: a relative change has no meaning"
 
+    def base_text(self, base: float | None, unit: str, check_id: str = "") -> str:
+        """The baseline as compared: ``baseline p95 175 ms of 6,000 requests (4 baseline
+        readings, their histogram buckets pooled), in the 100 ms to 200 ms bucket`` or
+        ``baseline median 200 ms of 4 readings``."""
+        if isinstance(base, Base) and base.pooled is not None:
+            p, (lo, hi) = base.pooled, base.pooled.bucket
+            return (f"baseline p{p.quantile * 100:g} {format_value(base, unit)} of {p.requests:,.0f} requests "
+                    f"({plural_of(base.readings, 'baseline reading')}, their histogram buckets pooled), in the "
+                    f"{format_value(lo, unit)} to {format_value(hi, unit)} bucket")
+        readings = f" of {plural_of(base.readings, 'reading')}" if isinstance(base, Base) else ""
+        return f"baseline median {format_value(base, unit)}{readings}"
+
     def breach_note(self, base: float | None, unit: str) -> str:
-        return f"; baseline {format_value(base, unit)}"
+        return f"; {self.base_text(base, unit)}"
 
     def range_note(self, base: float | None, unit: str, check_id: str = "") -> str:
-        return (f"; baseline {format_value(base, unit)}, changes under {format_value(self.spec.floor(check_id), unit)} "
-                "count as 0")
+        floor = self.spec.floor(check_id)
+        return f"; {self.base_text(base, unit)}" + (
+            f", changes under {format_value(floor, unit)} count as 0" if floor else "")
+
+
+def _quantile_name(series: list[Observation]) -> str:
+    h = _histogram(series[0]) if series else None
+    return f"p{h[0] * 100:g}" if h is not None else "quantile"
+
+
+def plural_of(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
 class Growth(RuleKind[GrowthRule]):

@@ -1,6 +1,7 @@
 """The judge on the default plan: each GO and NO-GO criterion of the seed at, just below
 and just above its threshold; the verdict rules; property tests."""
 
+import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -778,3 +779,84 @@ def test_readings_at_one_soak_time_are_judged_without_error():
     assert firing_alerts(PLAN, same, {"auth_error_rate"}) == []
     c = criterion(same, "no_go_auth_error_rate")
     assert c.outcome == "not_judged" and "all at one soak time" in c.detail
+
+
+# --- latency p95s judged on their requests (histogram buckets pooled) -------------------------------
+
+#: the demo gateway's bucket bounds (seconds), the +Inf bucket last
+BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, "+Inf")
+
+
+def histogram(per_bucket, scale=1):
+    """A p95 reading's evidence as the openmetrics source records it: ``per_bucket`` maps a
+    bucket's upper bound (s) to the requests in it (times ``scale``); cumulative counts."""
+    total, buckets = 0.0, []
+    for le in BOUNDS:
+        total += per_bucket.get(le, 0) * scale
+        buckets.append([le, total])
+    return {"observations": total, "quantile": 0.95, "buckets": buckets}
+
+
+def with_histogram(o, evidence):
+    """``o`` carrying ``evidence``'s histogram, its value the histogram's p95 (ms)."""
+    from migration_soak.sources.openmetrics import histogram_quantile
+
+    value = histogram_quantile(0.95, [(float(le), c) for le, c in evidence["buckets"]]) * 1000
+    check = PLAN.check(o.check_id)
+    return Observation(**{**o.__dict__, "value": value, "evidence": evidence,
+                          "status": status_of(check.expect, check.no_go, value)})
+
+
+#: 100 requests a minute: 80 under 100 ms, 20 in 100-200 ms (p95 175 ms)
+HEALTHY_MINUTE = {0.1: 80, 0.2: 20}
+#: a slow minute: 80 under 200 ms, 20 in 200-500 ms (p95 425 ms)
+SLOW_MINUTE = {0.2: 80, 0.5: 20}
+
+
+def p95_soak(minute_of, check_id="login_p95"):
+    """A healthy soak whose ``check_id`` readings carry histograms: the baseline's four
+    readings healthy (15 minutes of requests each), every later reading its requests since
+    its series' previous reading, minute by minute as ``minute_of(soak minute)`` says."""
+    def span(a, b):
+        pooled: dict = {}
+        for m in range(int(a), int(b)):
+            for le, n in minute_of(m).items():
+                pooled[le] = pooled.get(le, 0) + n
+        return pooled
+
+    out, last = [], {}
+    for o in sorted(full_soak(), key=lambda o: o.scheduled_at):
+        if o.check_id != check_id:
+            out.append(o)
+            continue
+        if o.phase == "baseline":
+            out.append(with_histogram(o, histogram(HEALTHY_MINUTE, 15)))
+            continue
+        series = "guard" if o.phase == "guard" else "phases"
+        minute = o.soak_s / 60
+        start = last.get(series, minute - 1)
+        last[series] = minute
+        out.append(with_histogram(o, histogram(span(start, minute))))
+    return out
+
+
+def test_a_slowdown_in_part_of_every_hour_is_in_the_hours_p95():
+    """/auth/login slow 25 minutes of every hour: 42 % of the hour's requests, so the hour's
+    p95 is 320 ms against the baseline's 175 ms (+83 %). The median of the hour's 60
+    one-minute p95s is a healthy minute's (175 ms), which made the soak GO with
+    "Performance estable"; the hour's p95 comes from its requests, pooled per bucket."""
+    soak = p95_soak(lambda m: SLOW_MINUTE if m % 60 >= 35 else HEALTHY_MINUTE)
+    v = judge(PLAN, soak)
+    c = next(c for c in v.criteria if c.id == "no_go_performance")
+    assert v.decision == "NO_GO" and c.outcome == "breached", (v.decision, c.detail)
+    assert re.search(r"^login_p95: \+\d+(\.\d+)?% in the 60 min ending at (guard|intensive) tick \d+ \(p95 \d+(\.\d+)? ms of "
+                     r"[\d,]+ requests, their histogram buckets pooled\) meets ", c.detail), c.detail
+    assert c.detail.endswith("; baseline p95 175 ms of 6,000 requests (4 baseline readings, their histogram buckets "
+                             "pooled), in the 100 ms to 200 ms bucket"), c.detail
+    # the hour itself: 42 % of its requests twice as slow
+    hour = next(p for p in judge(PLAN, soak[:]).criteria if p.id == "go_performance_stable")
+    assert hour.outcome == "not_met"
+
+
+def test_a_steady_soak_with_histograms_stays_go():
+    assert judge(PLAN, p95_soak(lambda m: HEALTHY_MINUTE)).decision == "GO"

@@ -1,5 +1,7 @@
 """openmetrics source: rates and quantiles between two scrapes, as PromQL computes them."""
 
+from datetime import datetime, timezone
+
 import pytest
 
 from migration_soak.exceptions import MeasurementError
@@ -131,7 +133,30 @@ def test_a_quantile_in_seconds_unless_the_unit_is_ms_and_its_figures():
     new = page(0, 0, 0, zip(BUCKETS, [50, 40, 10, 0, 0]))
     value, _, figures = compute(src, "s", None, new)  # no previous page: every observation is in the window
     assert value == pytest.approx(0.35)
-    assert figures == {"observations": 100, "quantile": src.quantile}
+    assert figures == {"observations": 100, "quantile": src.quantile,
+                       "buckets": [[0.1, 50], [0.2, 90], [0.5, 100], [1.0, 100], ["+Inf", 100]]}
+
+
+def test_a_quantile_records_the_windows_requests_per_bucket_for_the_judge_to_pool():
+    """The judge compares the p95 of an hour's requests with the baseline's: it needs each
+    reading's requests per bucket (the increase since the previous scrape), JSON-safe."""
+    import json
+
+    from migration_soak.rules import pooled_quantile
+    from migration_soak.store import Observation
+
+    src = PLAN.check("login_p95").source
+    before = select(page(0, 0, 0, zip(BUCKETS, [50, 40, 10, 0, 0])), "http_request_duration_seconds_bucket", src.match)
+    value, _, figures = compute(src, "ms", before, page(0, 0, 0, zip(BUCKETS, [50, 40, 10, 0, 0 + 100])))
+    assert figures["buckets"] == [[0.1, 0], [0.2, 0], [0.5, 0], [1.0, 0], ["+Inf", 100]]
+    assert value == pytest.approx(1000.0)  # every request of the window over the largest bound
+    assert json.loads(json.dumps(figures, allow_nan=False)) == figures
+    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    _, _, first = compute(src, "ms", None, page(0, 0, 0, zip(BUCKETS, [50, 40, 10, 0, 0])))
+    readings = [Observation("r", "guard", "login_p95", k, at, at, 1.0, "ms", "pass", f) for k, f in enumerate([first, figures])]
+    pooled = pooled_quantile(readings)
+    # 200 requests: 50 under 100 ms, 90 under 200 ms, 100 under 500 ms, 100 over 1 s
+    assert pooled is not None and pooled.requests == 200 and pooled.value == pytest.approx(1000.0)
 
 
 def test_a_quantile_without_quantile_is_an_error():
