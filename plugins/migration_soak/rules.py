@@ -748,7 +748,7 @@ class Baseline(RuleKind[BaselineRule]):
     def text(self, unit: str) -> str:
         floors = self.spec.min_delta
         if isinstance(floors, dict):
-            noise = ", ".join(f"{format_value(v, unit) if unit else f'{v:g}'} for {cid}" for cid, v in floors.items())
+            noise = ", ".join(f"{format_value(v, unit) if unit else f'{v:g}'} for {cid}" for cid, v in floors.items() if v)
         else:
             noise = format_value(floors, unit) if unit else f"{floors:g}" if floors else ""
         return (f"degradation vs baseline {self.spec.op} {self.spec.value:.0%} over {self.spec.window_minutes:g} min "
