@@ -497,7 +497,8 @@ def _recent_vs_baseline(r: CheckResult, mine: list[Observation], b: float, rule:
     if latest is not None:
         p = latest
         what = (f"{_quantile_word(mine)} of the last {window:g} soak minutes' {p.requests:,.0f} requests "
-                f"(histogram buckets pooled, {plural(p.readings, 'reading')})")
+                f"(histogram buckets pooled, {plural(p.readings, 'reading')}; 95 % limits "
+                f"{format_value(p.low, r.unit)} to {format_value(p.high, r.unit)})")
         m = p.value
     else:
         last = mine[-1]
@@ -506,11 +507,12 @@ def _recent_vs_baseline(r: CheckResult, mine: list[Observation], b: float, rule:
         what = f"median of the last {window:g} soak minutes' {plural(len(recent), 'reading')}"
     delta = m - b
     notes = []
-    if latest is not None:
-        lo, hi = latest.bucket
-        inside = lo < b <= hi
-        notes.append(f"{'within' if inside else 'beyond'} the baseline's {format_value(lo, r.unit)} to "
-                     f"{format_value(hi, r.unit)} bucket" + (" (no change the histogram can show)" if inside else ""))
+    if latest is not None and isinstance(b, Base) and b.pooled is not None:
+        lo, hi = b.pooled.bucket
+        shown = Baseline._change(latest, b, floor)
+        notes.append(f"change shown at 95 %: {format_change(shown)}" if shown else
+                     f"no change shown at 95 % out of the baseline's {format_value(lo, r.unit)} to "
+                     f"{format_value(hi, r.unit)} bucket")
     if floor:
         notes.append(f"{'within' if abs(delta) < floor else 'beyond'} the {format_value(floor, r.unit)} noise floor")
     return (f"; {what} {format_value(m, r.unit)}: {'+' if delta > 0 else ''}{format_value(delta, r.unit)}"

@@ -610,14 +610,18 @@ def _histogram(o: Observation) -> tuple[float, list[tuple[float, float]]] | None
 @dataclass(frozen=True)
 class Pooled:
     """A quantile of the requests of several readings: ``value`` (the readings' unit),
-    ``requests``, ``readings``, the bucket ``(lower, upper)`` bounds it lies in and the
-    ``quantile`` (0.95)."""
+    ``requests``, ``readings``, the bucket ``(lower, upper)`` bounds it lies in, the
+    ``quantile`` (0.95), and ``low``/``high``: its 95 % confidence limits from the
+    requests' count (the quantiles at ranks ``q +- 1.96 sqrt(q (1 - q) / n)``, read from
+    the same buckets): 100 requests put a p95 between their p90.7 and p99.3."""
 
     value: float
     requests: float
     readings: int
     bucket: tuple[float, float]
     quantile: float = 0.95
+    low: float = 0.0
+    high: float = math.inf
 
 
 def pooled_quantile(readings: list[Observation]) -> Pooled | None:
@@ -640,8 +644,12 @@ def pooled_quantile(readings: list[Observation]) -> Pooled | None:
     if not buckets or buckets[-1][1] <= 0:
         return None
     q = quantiles.pop()
+    n = buckets[-1][1]
     value = histogram_quantile(q, buckets)
-    return Pooled(value, buckets[-1][1], len(readings), bucket_of(value, [le for le, _ in buckets]), q)
+    margin = 1.96 * math.sqrt(q * (1 - q) / n)
+    low = histogram_quantile(max(q - margin, 0.0), buckets)
+    high = histogram_quantile(min(q + margin, 1.0), buckets)
+    return Pooled(value, n, len(readings), bucket_of(value, [le for le, _ in buckets]), q, low, high)
 
 
 def bucket_of(value: float, bounds: list[float]) -> tuple[float, float]:
@@ -687,9 +695,11 @@ class Baseline(RuleKind[BaselineRule]):
     histograms (the p95s): ``m`` is the quantile of the requests of each series' readings
     of the ``window_minutes`` ending at each reading (ages ``0 <= age < window_minutes``:
     each reading counts the requests since its series' previous one), their buckets pooled,
-    and ``b`` the baseline readings' requests pooled the same way; a change that leaves the
-    window's quantile in the baseline's histogram bucket counts as 0 (the histogram cannot
-    tell values within one bucket apart: inside it the quantile is a linear interpolation).
+    and ``b`` the baseline readings' requests pooled the same way; the change is the one
+    their 95 % limits show (:class:`Pooled`: a p95 of 100 requests is their p90.7 to p99.3),
+    and 0 unless the window's p95 is shown out of the baseline p95's histogram bucket (the
+    histogram cannot tell values within one bucket apart: inside it the quantile is a
+    linear interpolation).
     Otherwise ``m`` is the median of the readings of the window (``0 <= age <=
     window_minutes``) and ``b`` the baseline readings' median. Either way a change under
     ``min_delta`` (check unit) counts as 0. No points without a baseline, or with a
@@ -708,7 +718,8 @@ class Baseline(RuleKind[BaselineRule]):
         floor = self.spec.floor(series[0].check_id)
         pooled = isinstance(base, Base) and base.pooled is not None
         if pooled and all(_histogram(o) is not None for o in series):
-            points = [(o, self._change(p.value, base, floor, p.bucket)) for o, p in self._pooled_windows(series)]
+            assert isinstance(base, Base)
+            points = [(o, self._change(p, base, floor)) for o, p in self._pooled_windows(series)]
             return sorted(points, key=lambda p: p[0].scheduled_at)
         points = []
         for o, window in _windows(series, self.spec.window_minutes, True):
@@ -738,12 +749,22 @@ class Baseline(RuleKind[BaselineRule]):
         return max(last.values(), key=lambda p: p.requests, default=None)
 
     @staticmethod
-    def _change(m: float, base: float, floor: float, bucket: tuple[float, float]) -> float:
-        """The relative change of ``m`` from ``base``: 0 under ``floor`` or when ``m`` lies in
-        the baseline's bucket (``m``'s ``bucket`` holds the baseline too)."""
-        if abs(m - base) < floor or bucket[0] < base <= bucket[1]:
+    def _change(window: Pooled, base: Base, floor: float) -> float:
+        """The change the window's requests show from the baseline's at 95 %: its lower limit
+        over the baseline's upper one when above it (its upper limit under the baseline's
+        lower one when below); 0 when the window's p95 is not shown out of the baseline p95's
+        bucket (inside a bucket the quantile is an interpolation, not a measurement), or
+        moved less than ``floor``."""
+        assert base.pooled is not None
+        b = base.pooled
+        lo, hi = b.bucket
+        if window.low > max(b.high, hi):
+            change = (window.low - b.high) / b.high
+        elif window.high < min(b.low, lo) and b.low > 0:
+            change = (window.high - b.low) / b.low
+        else:
             return 0.0
-        return (m - base) / base
+        return 0.0 if abs(window.value - b.value) < floor else change
 
     def text(self, unit: str) -> str:
         floors = self.spec.min_delta
@@ -752,8 +773,9 @@ class Baseline(RuleKind[BaselineRule]):
         else:
             noise = format_value(floors, unit) if unit else f"{floors:g}" if floors else ""
         return (f"degradation vs baseline {self.spec.op} {self.spec.value:.0%} over {self.spec.window_minutes:g} min "
-                "(a quantile with histograms: of the window's requests, buckets pooled, against the baseline's, no "
-                "change while in the baseline's bucket; other readings: the window's median against the baseline's)"
+                "(a quantile with histograms: of the window's requests, buckets pooled, against the baseline's, the "
+                "change their 95 % limits show, none while not shown out of the baseline's bucket; other readings: "
+                "the window's median against the baseline's)"
                 + (f"; changes under {noise} are noise" if noise else ""))
 
     def shown(self, value: float, unit: str) -> str:
@@ -766,7 +788,7 @@ class Baseline(RuleKind[BaselineRule]):
             p = next((p for r, p in self._pooled_windows(series) if r is o), None)
             if p is not None:
                 return (f" ({_quantile_name(series)} {format_value(p.value, unit)} of {p.requests:,.0f} requests, "
-                        "their histogram buckets pooled)")
+                        f"{_limits(p, unit)}, their histogram buckets pooled)")
         window = next((w for r, w in _windows(series, self.spec.window_minutes, True) if r is o), [])
         if not window:
             return ""
@@ -784,8 +806,8 @@ class Baseline(RuleKind[BaselineRule]):
         if isinstance(base, Base) and base.pooled is not None:
             p, (lo, hi) = base.pooled, base.pooled.bucket
             return (f"baseline p{p.quantile * 100:g} {format_value(base, unit)} of {p.requests:,.0f} requests "
-                    f"({plural_of(base.readings, 'baseline reading')}, their histogram buckets pooled), in the "
-                    f"{format_value(lo, unit)} to {format_value(hi, unit)} bucket")
+                    f"({_limits(p, unit)}; {plural_of(base.readings, 'baseline reading')}, their histogram buckets "
+                    f"pooled), in the {format_value(lo, unit)} to {format_value(hi, unit)} bucket")
         readings = f" of {plural_of(base.readings, 'reading')}" if isinstance(base, Base) else ""
         return f"baseline median {format_value(base, unit)}{readings}"
 
@@ -796,6 +818,11 @@ class Baseline(RuleKind[BaselineRule]):
         floor = self.spec.floor(check_id)
         return f"; {self.base_text(base, unit)}" + (
             f", changes under {format_value(floor, unit)} count as 0" if floor else "")
+
+
+def _limits(p: Pooled, unit: str) -> str:
+    """``95 % limits 4.5 ms to 4.95 ms`` of a pooled quantile."""
+    return f"95 % limits {format_value(p.low, unit)} to {format_value(p.high, unit)}"
 
 
 def _quantile_name(series: list[Observation]) -> str:

@@ -197,8 +197,9 @@ def test_baseline_has_no_points_without_a_baseline_and_ignores_small_changes():
 
 def test_baseline_text_shows_changes():
     rule = rule_kind(DEGRADATION)
-    how = ("(a quantile with histograms: of the window's requests, buckets pooled, against the baseline's, no change "
-           "while in the baseline's bucket; other readings: the window's median against the baseline's)")
+    how = ("(a quantile with histograms: of the window's requests, buckets pooled, against the baseline's, the change "
+           "their 95 % limits show, none while not shown out of the baseline's bucket; other readings: the window's "
+           "median against the baseline's)")
     assert rule.text("ms") == f"degradation vs baseline > 30% over 60 min {how}; changes under 50 ms are noise"
     assert rule.text("") == f"degradation vs baseline > 30% over 60 min {how}; changes under 50 are noise"
     assert rule.shown(0.305, "ms") == "+30.5%" and rule.breach_note(200.0, "ms") == "; baseline median 200 ms"
