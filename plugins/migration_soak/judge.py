@@ -25,7 +25,8 @@ from migration_soak.clock import guard_every
 from migration_soak.plan import Condition, Criterion, Plan, ThresholdRule
 from migration_soak.store import Observation, Status
 from migration_soak.plan import Alert, Rule
-from migration_soak.rules import GO_WINDOW_MINUTES, Point, RuleKind, Threshold, baseline_value, rule_kind
+from migration_soak.rules import (GO_WINDOW_MINUTES, Base, Baseline, Point, RuleKind, Threshold, baseline_value,
+                                  rule_kind)
 # judge's API before rules.py existed: report, charts and tests import them from here
 from migration_soak.rules import format_change as format_change, format_value as format_value
 from migration_soak.rules import wilson_lower as wilson_lower, wilson_upper as wilson_upper
@@ -85,6 +86,7 @@ class CriterionResult:
     deciding: list[dict] = field(default_factory=list)
     too_sparse: bool = False
     unread: list[str] = field(default_factory=list)  # met / clear on windows leaving soak hours unread (read_in_part)
+    compared: list[str] = field(default_factory=list)  # a met relative GO on pooled p95s: what it compared (performance)
 
 
 @dataclass(frozen=True)
@@ -582,7 +584,7 @@ def judge_go(plan: Plan, crit: Criterion, obs: list[Observation], stopped: bool,
     min_cov = crit.min_coverage if crit.min_coverage is not None else plan.verdict.min_coverage
     rule = rule_kind(crit.rule)
     outcome: Outcome = "met"
-    details, deciding, unread = [], [], []
+    details, deciding, unread, compared = [], [], [], []
     reach = _reach(obs)
     for cid in crit.checks:
         check_outcome, detail, decided = _go_check(plan, rule, cid, obs, stopped, min_cov, time_scale, reach)
@@ -594,9 +596,33 @@ def judge_go(plan: Plan, crit: Criterion, obs: list[Observation], stopped: bool,
         details.append(f"{cid}: {detail}")
         if decided is not None:
             deciding.append(decided)
+        line = _compared(plan, rule, cid, obs) if check_outcome == "met" else None
+        if line is not None:
+            compared.append(line)
     return CriterionResult(crit.id, "go", crit.text, rule.text(plan.check(crit.checks[0]).unit), outcome,
                            "; ".join(details), list(crit.checks), deciding,
-                           unread=unread if outcome == "met" else [])
+                           unread=unread if outcome == "met" else [], compared=compared if outcome == "met" else [])
+
+
+def _compared(plan: Plan, rule: RuleKind, cid: str, obs: list[Observation]) -> str | None:
+    """For a check met by a relative rule on pooled quantiles (the p95s with histograms):
+    what the GO compared, in the runbook's results terms ("latencia p95: XXXms"): the
+    baseline's pooled p95, the largest change shown at 95 % and the last window's p95;
+    None for other rules and readings without histograms."""
+    if not isinstance(rule, Baseline):
+        return None
+    series, base = _series(obs, cid), baseline_of(obs, cid)
+    latest = rule.latest_window(series, base)
+    if latest is None or not isinstance(base, Base) or base.pooled is None:
+        return None
+    unit = plan.check(cid).unit
+    worst = max((v for _, v in rule.points(series, base)), default=0.0)
+    name = f"p{latest.quantile * 100:g}"
+    return (f"{cid}: {name} of each {rule.spec.window_minutes:g} min's requests (histogram buckets pooled) against "
+            f"the baseline's {format_value(base, unit)} ({base.pooled.requests:,.0f} requests): largest change shown "
+            f"at 95 % {format_change(worst) if worst else 'none'}; latest: {name} {format_value(latest.value, unit)} of "
+            f"the {latest.requests:,.0f} requests counted by the last {rule.spec.window_minutes:g} min's "
+            f"{plural(latest.readings, 'reading')}")
 
 
 def _coverage(plan: Plan, cid: str, series: list[Observation]) -> tuple[int, int, float]:
@@ -773,6 +799,7 @@ def judge(plan: Plan, observations: list[Observation], time_scale: float = 1.0) 
     if unjudged:
         reasons.append(f"not judged on this compressed clock (time_scale {time_scale:g}: readings too far apart, "
                        "or over too few requests, for the window, each within the bound): " + ", ".join(f"{r.id} ({r.rule})" for r in unjudged))
+    reasons += [f"compared ({r.id}): {line}" for r in gos for line in r.compared]  # last: what the GO compared
     return Verdict("GO", reasons, results, checks)
 
 

@@ -736,8 +736,8 @@ class Baseline(RuleKind[BaselineRule]):
                     yield o, p
 
     def latest_window(self, series: list[Observation], base: float | None) -> Pooled | None:
-        """The pooled window ending at the latest reading of the series that counted the most
-        requests there (the guard's, the phases'), as :meth:`points` compares it; None when
+        """The pooled window ending at the latest reading of the series with the most readings
+        there (the guard's, the phases'), as :meth:`points` compares it; None when
         the rule reads the readings' median (no histograms, or a baseline without)."""
         if not (isinstance(base, Base) and base.pooled is not None) or not series:
             return None
@@ -746,7 +746,9 @@ class Baseline(RuleKind[BaselineRule]):
         last: dict[bool, Pooled] = {}
         for o, p in self._pooled_windows(series):
             last[o.phase == "guard"] = p
-        return max(last.values(), key=lambda p: p.requests, default=None)
+        # the series read most often: its window is closest to the last window_minutes' requests
+        # (a passive reading counts 4 hours of them)
+        return max(last.values(), key=lambda p: (p.readings, p.requests), default=None)
 
     @staticmethod
     def _change(window: Pooled, base: Base, floor: float) -> float:

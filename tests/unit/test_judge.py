@@ -863,8 +863,14 @@ def test_a_slowdown_in_part_of_every_hour_is_in_the_hours_p95():
     assert hour.outcome == "not_met"
 
 
-def test_a_steady_soak_with_histograms_stays_go():
-    assert judge(PLAN, p95_soak(lambda m: HEALTHY_MINUTE)).decision == "GO"
+def test_a_steady_soak_with_histograms_stays_go_and_says_what_it_compared():
+    """The runbook's results say "Performance estable (latencia p95: XXXms)": the GO's
+    reasons (Slack's "verdict: GO", the QA sign-off question) name the p95 compared."""
+    v = judge(PLAN, p95_soak(lambda m: HEALTHY_MINUTE))
+    assert v.decision == "GO", v.reasons
+    assert ("compared (go_performance_stable): login_p95: p95 of each 60 min's requests (histogram buckets pooled) "
+            "against the baseline's 175 ms (6,000 requests): largest change shown at 95 % none; latest: p95 175 ms of "
+            "the 6,000 requests counted by the last 60 min's 60 readings") in v.reasons, v.reasons
 
 
 @pytest.mark.parametrize("minute, outcome, go", [
