@@ -622,7 +622,7 @@ def _compared(plan: Plan, rule: RuleKind, cid: str, obs: list[Observation]) -> s
             f"the baseline's {format_value(base, unit)} ({base.pooled.requests:,.0f} requests): largest change shown "
             f"at 95 % {format_change(worst) if worst else 'none'}; latest: {name} {format_value(latest.value, unit)} of "
             f"the {latest.requests:,.0f} requests counted by the last {rule.spec.window_minutes:g} min's "
-            f"{plural(latest.readings, 'reading')}")
+            f"{plural(latest.readings, 'reading')}" + (" but its slowest" if latest.trimmed else ""))
 
 
 def _coverage(plan: Plan, cid: str, series: list[Observation]) -> tuple[int, int, float]:

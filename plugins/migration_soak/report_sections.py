@@ -497,7 +497,8 @@ def _recent_vs_baseline(r: CheckResult, mine: list[Observation], b: float, rule:
     if latest is not None:
         p = latest
         what = (f"{_quantile_word(mine)} of the {p.requests:,.0f} requests counted by the last {window:g} soak "
-                f"minutes' {plural(p.readings, 'reading')} (histogram buckets pooled; 95 % limits "
+                f"minutes' {plural(p.readings, 'reading')}{' but its slowest' if p.trimmed else ''} (histogram "
+                f"buckets pooled; 95 % limits "
                 f"{format_value(p.low, r.unit)} to {format_value(p.high, r.unit)})")
         m = p.value
     else:

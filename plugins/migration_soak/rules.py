@@ -13,7 +13,7 @@ import math
 import statistics
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import cached_property
 from typing import Any, Generic, TypeVar
@@ -622,6 +622,7 @@ class Pooled:
     quantile: float = 0.95
     low: float = 0.0
     high: float = math.inf
+    trimmed: bool = False  # a window's pool without its slowest reading (Baseline._pooled_windows)
 
 
 def pooled_quantile(readings: list[Observation]) -> Pooled | None:
@@ -728,9 +729,20 @@ class Baseline(RuleKind[BaselineRule]):
         return points
 
     def _pooled_windows(self, series: list[Observation]) -> Iterator[tuple[Observation, Pooled]]:
-        """Each reading with the quantile of its series' requests in the window ending at it."""
+        """Each reading with the quantile of its series' requests in the window ending at it,
+        the window's slowest reading (highest quantile) left out when it holds more than one:
+        one reading's burst (a minute in real time; 3 wall seconds, 15 soak-minutes, of a
+        busy demo machine at ``time_scale`` 300) is not a degraded hour, and must not roll a
+        soak back on its own. A slowdown of a few minutes shows in the other readings."""
         for part in _parts(series):
             for o, window in _windows(part, self.spec.window_minutes, False):
+                if len(window) > 1:
+                    slowest = max(range(len(window)), key=lambda i: _value(window[i]))
+                    window = window[:slowest] + window[slowest + 1:]
+                    p = pooled_quantile(window)
+                    if p is not None:
+                        yield o, replace(p, trimmed=True)
+                    continue
                 p = pooled_quantile(window)
                 if p is not None:
                     yield o, p
@@ -790,7 +802,7 @@ class Baseline(RuleKind[BaselineRule]):
             p = next((p for r, p in self._pooled_windows(series) if r is o), None)
             if p is not None:
                 return (f" ({_quantile_name(series)} {format_value(p.value, unit)} of {p.requests:,.0f} requests, "
-                        f"{_limits(p, unit)}, their histogram buckets pooled)")
+                        f"{_limits(p, unit)}, their histogram buckets pooled{_but_slowest(p)})")
         window = next((w for r, w in _windows(series, self.spec.window_minutes, True) if r is o), [])
         if not window:
             return ""
@@ -820,6 +832,11 @@ class Baseline(RuleKind[BaselineRule]):
         floor = self.spec.floor(check_id)
         return f"; {self.base_text(base, unit)}" + (
             f", changes under {format_value(floor, unit)} count as 0" if floor else "")
+
+
+def _but_slowest(p: Pooled) -> str:
+    """How a window's pool was made: `` over N readings but the window's slowest``."""
+    return f" over {plural_of(p.readings, 'reading')} but the window's slowest" if p.trimmed else ""
 
 
 def _limits(p: Pooled, unit: str) -> str:

@@ -854,7 +854,8 @@ def test_a_slowdown_in_part_of_every_hour_is_in_the_hours_p95():
     c = next(c for c in v.criteria if c.id == "no_go_performance")
     assert v.decision == "NO_GO" and c.outcome == "breached", (v.decision, c.detail)
     assert re.search(r"^login_p95: \+\d+(\.\d+)?% in the 60 min ending at (guard|intensive) tick \d+ \(p95 \d+(\.\d+)? ms of "
-                     r"[\d,]+ requests, 95 % limits \d+ ms to \d+ ms, their histogram buckets pooled\) meets ", c.detail), \
+                     r"[\d,]+ requests, 95 % limits \d+ ms to \d+ ms, their histogram buckets pooled over \d+ readings but the "
+                     r"window's slowest\) meets ", c.detail), \
         c.detail
     assert c.detail.endswith("; baseline p95 175 ms of 6,000 requests (95 % limits 172 ms to 178 ms; 4 baseline readings, "
                              "their histogram buckets pooled), in the 100 ms to 200 ms bucket"), c.detail
@@ -870,7 +871,7 @@ def test_a_steady_soak_with_histograms_stays_go_and_says_what_it_compared():
     assert v.decision == "GO", v.reasons
     assert ("compared (go_performance_stable): login_p95: p95 of each 60 min's requests (histogram buckets pooled) "
             "against the baseline's 175 ms (6,000 requests): largest change shown at 95 % none; latest: p95 175 ms of "
-            "the 6,000 requests counted by the last 60 min's 60 readings") in v.reasons, v.reasons
+            "the 5,900 requests counted by the last 60 min's 59 readings but its slowest") in v.reasons, v.reasons
 
 
 @pytest.mark.parametrize("minute, outcome, go", [
@@ -910,3 +911,21 @@ def test_a_p95_of_few_requests_is_judged_with_their_sampling_error():
     assert v.decision == "GO", v.reasons
     c = next(c for c in v.criteria if c.id == "go_performance_stable")
     assert "baseline p95 4.95 ms of 100 requests (95 % limits 4.73 ms to 9.09 ms; 4 baseline readings" in c.detail, c.detail
+
+
+def test_one_readings_burst_is_not_a_degraded_hour():
+    """The healthy demo on a shared 2-core machine: one guard reading (3 wall seconds, 15
+    soak-minutes at time_scale 300) caught a burst of /auth/login requests over 50 ms
+    against a 9 ms baseline; the hour's 33 requests then showed +95 % and rolled the soak
+    back. A window is pooled without its slowest reading; a slowdown of several
+    readings still shows (test_a_slowdown_in_part_of_every_hour_is_in_the_hours_p95)."""
+    burst = {0.1: 40}  # a busy minute: 40 requests (8 a minute otherwise), all over 50 ms
+
+    def soak_with(minutes):
+        return [with_histogram(o, histogram({0.005: 7, 0.01: 1}, 15))
+                if o.check_id == "login_p95" and o.phase == "baseline" else o
+                for o in p95_soak(lambda m: burst if m in minutes else {0.005: 7, 0.01: 1})]
+
+    v = judge(PLAN, soak_with({600}))
+    assert v.decision == "GO", v.reasons
+    assert judge(PLAN, soak_with(set(range(600, 606)))).decision == "NO_GO"  # six minutes of it are the hour's

@@ -469,8 +469,8 @@ def test_the_report_says_what_the_performance_rules_compared():
     text = report.render_report(PLAN, "run", verdict, obs, events, 300.0)
     line = next(x for x in text.splitlines() if x.startswith("- /auth/login response time p95:"))
     assert ("; baseline p95 175 ms of 400 requests (95 % limits 164 ms to 186 ms; 4 baseline readings, their histogram "
-            "buckets pooled), in the 100 ms to 200 ms bucket, measured before the migration; p95 of the 400 requests "
-            "counted by the last 60 soak minutes' 4 readings (histogram buckets pooled; 95 % limits 164 ms to 186 ms) "
-            "175 ms: 0 ms (0%) "
+            "buckets pooled), in the 100 ms to 200 ms bucket, measured before the migration; p95 of the 300 requests "
+            "counted by the last 60 soak minutes' 3 readings but its slowest (histogram buckets pooled; 95 % limits "
+            "163 ms to 187 ms) 175 ms: 0 ms (0%) "
             "vs baseline, no change shown at 95 % out of the baseline's 100 ms to 200 ms bucket") in line, line
     assert "`login_p95`: " in text and " + 4 baseline (p95 of their 400 requests 175 ms)" in text
