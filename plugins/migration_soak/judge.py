@@ -618,10 +618,11 @@ def _compared(plan: Plan, rule: RuleKind, cid: str, obs: list[Observation]) -> s
     unit = plan.check(cid).unit
     worst = max((v for _, v in rule.points(series, base)), default=0.0)
     name = f"p{latest.quantile * 100:g}"
-    return (f"{cid}: {name} of each {rule.spec.window_minutes:g} min's requests (histogram buckets pooled) against "
+    window, stretch = rule.window(series, base), rule.stretch_note(series, base)
+    return (f"{cid}: {name} of each {window:g} min's requests (histogram buckets pooled{stretch}) against "
             f"the baseline's {format_value(base, unit)} ({base.pooled.requests:,.0f} requests): largest change shown "
             f"at 95 % {format_change(worst) if worst else 'none'}; latest: {name} {format_value(latest.value, unit)} of "
-            f"the {latest.requests:,.0f} requests counted by the last {rule.spec.window_minutes:g} min's "
+            f"the {latest.requests:,.0f} requests counted by the last {window:g} min's "
             f"{plural(latest.readings, 'reading')}" + (" but its slowest" if latest.trimmed else ""))
 
 

@@ -466,6 +466,12 @@ class BaselineRule(_Model):
     op: Literal["<", "<=", ">", ">="]
     value: float = Field(description="ratio 0..1 (0.3 = 30 %)")
     window_minutes: float = Field(default=60, gt=0)
+    min_window_wall_s: float = Field(
+        default=120, ge=0,
+        description="wall seconds a window covers at least: on a compressed clock (time_scale 300: 60 "
+                    "soak-min are 12 wall s) the window stretches to this many wall seconds (600 soak-min "
+                    "at 300), so a few busy seconds of the machine are not a degraded hour; in real time "
+                    "window_minutes is longer and this does nothing")
     min_delta: float | dict[str, Annotated[float, Field(ge=0)]] = Field(default=0)
 
     @field_validator("min_delta", mode="before")

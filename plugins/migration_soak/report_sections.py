@@ -492,20 +492,22 @@ def _recent_vs_baseline(r: CheckResult, mine: list[Observation], b: float, rule:
     of the last 60 soak minutes' 61 readings 212 ms: ...`` (``mine``: measured readings on
     the soak clock, in schedule order)."""
     kind = Baseline(rule)
-    floor, window = rule.floor(r.check_id), rule.window_minutes
+    floor, window = rule.floor(r.check_id), kind.window(mine, b)
+    stretch = kind.stretch_note(mine, b)
     latest = kind.latest_window(mine, b)
     if latest is not None:
         p = latest
         what = (f"{_quantile_word(mine)} of the {p.requests:,.0f} requests counted by the last {window:g} soak "
                 f"minutes' {plural(p.readings, 'reading')}{' but its slowest' if p.trimmed else ''} (histogram "
                 f"buckets pooled; 95 % limits "
-                f"{format_value(p.low, r.unit)} to {format_value(p.high, r.unit)})")
+                f"{format_value(p.low, r.unit)} to {format_value(p.high, r.unit)}{stretch})")
         m = p.value
     else:
         last = mine[-1]
         recent = [o.value for o in mine if o.value is not None and 0 <= soak_minutes(o, last) <= window]
         m = statistics.median(recent)
-        what = f"median of the last {window:g} soak minutes' {plural(len(recent), 'reading')}"
+        what = (f"median of the last {window:g} soak minutes' {plural(len(recent), 'reading')}"
+                + (f" ({stretch[2:]})" if stretch else ""))
     delta = m - b
     notes = []
     if latest is not None and isinstance(b, Base) and b.pooled is not None:

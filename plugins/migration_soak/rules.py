@@ -14,7 +14,7 @@ import statistics
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any, Generic, TypeVar
 
@@ -670,10 +670,14 @@ class Base(float):
 
     pooled: Pooled | None
     readings: int
+    #: (wall time, soak seconds) of a baseline reading: with the soak's readings, the run's pace
+    #: (:func:`clock_pace`) before the soak has two readings of its own
+    anchor: tuple[datetime, float] | None
 
-    def __new__(cls, value: float, readings: int, pooled: Pooled | None = None) -> "Base":
+    def __new__(cls, value: float, readings: int, pooled: Pooled | None = None,
+                anchor: tuple[datetime, float] | None = None) -> "Base":
         base = super().__new__(cls, value)
-        base.pooled, base.readings = pooled, readings
+        base.pooled, base.readings, base.anchor = pooled, readings, anchor
         return base
 
 
@@ -685,9 +689,11 @@ def baseline_value(readings: list[Observation]) -> Base | None:
     if not values:
         return None
     pooled = pooled_quantile(readings)
+    first = min(readings, key=lambda o: o.scheduled_at)
+    anchor = (first.scheduled_at, first.soak_s) if first.soak_s is not None else None
     if pooled is not None:
-        return Base(pooled.value, len(readings), pooled)
-    return Base(statistics.median(values), len(readings))
+        return Base(pooled.value, len(readings), pooled, anchor)
+    return Base(statistics.median(values), len(readings), anchor=anchor)
 
 
 class Baseline(RuleKind[BaselineRule]):
@@ -720,22 +726,29 @@ class Baseline(RuleKind[BaselineRule]):
         pooled = isinstance(base, Base) and base.pooled is not None
         if pooled and all(_histogram(o) is not None for o in series):
             assert isinstance(base, Base)
-            points = [(o, self._change(p, base, floor)) for o, p in self._pooled_windows(series)]
+            points = [(o, self._change(p, base, floor)) for o, p in self._pooled_windows(series, base)]
             return sorted(points, key=lambda p: p[0].scheduled_at)
         points = []
-        for o, window in _windows(series, self.spec.window_minutes, True):
+        start = self.judged_from(series, base)
+        for o, window in _windows(series, self.window(series, base), True):
+            if _soak(o, "soak_s") < start:
+                continue
             m = statistics.median(_value(p) for p in window)
             points.append((o, 0.0 if abs(m - base) < floor else (m - base) / base))
         return points
 
-    def _pooled_windows(self, series: list[Observation]) -> Iterator[tuple[Observation, Pooled]]:
+    def _pooled_windows(self, series: list[Observation],
+                        base: float | None = None) -> Iterator[tuple[Observation, Pooled]]:
         """Each reading with the quantile of its series' requests in the window ending at it,
         the window's slowest reading (highest quantile) left out when it holds more than one:
         one reading's burst (a minute in real time; 3 wall seconds, 15 soak-minutes, of a
         busy demo machine at ``time_scale`` 300) is not a degraded hour, and must not roll a
         soak back on its own. A slowdown of a few minutes shows in the other readings."""
+        minutes, start = self.window(series, base), self.judged_from(series, base)
         for part in _parts(series):
-            for o, window in _windows(part, self.spec.window_minutes, False):
+            for o, window in _windows(part, minutes, False):
+                if _soak(o, "soak_s") < start:
+                    continue
                 if len(window) > 1:
                     slowest = max(range(len(window)), key=lambda i: _value(window[i]))
                     window = window[:slowest] + window[slowest + 1:]
@@ -756,11 +769,43 @@ class Baseline(RuleKind[BaselineRule]):
         if not all(_histogram(o) is not None for o in series):
             return None
         last: dict[bool, Pooled] = {}
-        for o, p in self._pooled_windows(series):
+        for o, p in self._pooled_windows(series, base):
             last[o.phase == "guard"] = p
         # the series read most often: its window is closest to the last window_minutes' requests
         # (a passive reading counts 4 hours of them)
         return max(last.values(), key=lambda p: (p.readings, p.requests), default=None)
+
+    def window(self, series: list[Observation], base: float | None = None) -> float:
+        """The soak minutes each window of ``series`` covers: ``window_minutes``, or
+        ``min_window_wall_s`` of wall time when that is longer, i.e. on a compressed clock
+        (its pace from the series' own readings, soak seconds per wall second: at
+        ``time_scale`` 300, 120 wall s are 600 soak-min). At x300 one soak hour is 12 wall
+        seconds, so a few seconds of a busy machine (slow requests, real latency, correlated
+        across requests) would be a whole degraded hour; in real time they are diluted in
+        3,600 s. The stretch keeps a compressed clock's windows as hard to tip by such a
+        hiccup as real ones, and does nothing in real time (60 min > 120 s)."""
+        pace = clock_pace(series, base)
+        return max(self.spec.window_minutes, self.spec.min_window_wall_s * pace / 60.0)
+
+    def judged_from(self, series: list[Observation], base: float | None = None) -> float:
+        """The soak second from which a reading's window is compared: on a clock whose
+        windows :meth:`window` stretches, ``min_window_wall_s`` of wall time after hour 0
+        (600 soak-min at x300), so no window holds less wall time than that: the first
+        readings after hour 0 (12 wall seconds at x300 are the first soak hour) are compared
+        pooled with the later ones in the first window that does. 0 when nothing is
+        stretched (real time: the first minutes are judged as they come, as before)."""
+        if self.window(series, base) <= self.spec.window_minutes:
+            return 0.0
+        return self.spec.min_window_wall_s * clock_pace(series, base)
+
+    def stretch_note(self, series: list[Observation], base: float | None = None) -> str:
+        """`` over the 600 soak-min (10 h) ending there: the 60 min stretched to 120 wall s on
+        this x300 clock`` when :meth:`window` is longer than ``window_minutes``, else empty."""
+        minutes = self.window(series, base)
+        if minutes <= self.spec.window_minutes:
+            return ""
+        return (f"; window {_num(minutes)} soak-min ({_num(minutes / 60)} h): the {self.spec.window_minutes:g} min "
+                f"stretched to {self.spec.min_window_wall_s:g} wall s on this x{_num(clock_pace(series, base))} clock")
 
     @staticmethod
     def _change(window: Pooled, base: Base, floor: float) -> float:
@@ -799,14 +844,16 @@ class Baseline(RuleKind[BaselineRule]):
         """What the point at ``o`` compared: the window's pooled quantile and its requests, or
         the median of its readings."""
         if isinstance(base, Base) and base.pooled is not None:
-            p = next((p for r, p in self._pooled_windows(series) if r is o), None)
+            p = next((p for r, p in self._pooled_windows(series, base) if r is o), None)
             if p is not None:
                 return (f" ({_quantile_name(series)} {format_value(p.value, unit)} of {p.requests:,.0f} requests, "
-                        f"{_limits(p, unit)}, their histogram buckets pooled{_but_slowest(p)})")
-        window = next((w for r, w in _windows(series, self.spec.window_minutes, True) if r is o), [])
+                        f"{_limits(p, unit)}, their histogram buckets pooled{_but_slowest(p)}"
+                        f"{self.stretch_note(series, base)})")
+        window = next((w for r, w in _windows(series, self.window(series, base), True) if r is o), [])
         if not window:
             return ""
-        return f" (median of {len(window):,} readings: {format_value(statistics.median(_value(p) for p in window), unit)})"
+        return (f" (median of {len(window):,} readings{self.stretch_note(series, base)}: "
+                f"{format_value(statistics.median(_value(p) for p in window), unit)})")
 
     def no_points(self, series: list[Observation], base: float | None) -> str:
         if not series:
@@ -832,6 +879,24 @@ class Baseline(RuleKind[BaselineRule]):
         floor = self.spec.floor(check_id)
         return f"; {self.base_text(base, unit)}" + (
             f", changes under {format_value(floor, unit)} count as 0" if floor else "")
+
+
+def clock_pace(series: list[Observation], base: float | None = None) -> float:
+    """Soak seconds per wall second of the run that took ``series`` (its ``time_scale``),
+    from the earliest and latest (wall time, soak time) the readings (scheduled and taken)
+    and the baseline's ``anchor`` give; 1 when they cannot tell (no wall time between them,
+    or readings without soak time)."""
+    marks = [(o.scheduled_at, o.soak_s) for o in series] + [(o.measured_at, o.measured_soak_s) for o in series]
+    if isinstance(base, Base) and base.anchor is not None:
+        marks.append(base.anchor)
+    timed = [(t, s) for t, s in marks if s is not None]
+    if len(timed) < 2:
+        return 1.0
+    (t0, s0), (t1, s1) = min(timed, key=lambda m: m[0]), max(timed, key=lambda m: m[0])
+    wall = (t1 - t0).total_seconds()
+    if wall <= 0:
+        return 1.0
+    return round(max((s1 - s0) / wall, 1.0), 3)
 
 
 def _but_slowest(p: Pooled) -> str:

@@ -320,7 +320,8 @@ def test_units_read_as_people_read_them():
     assert rows["login_p95"][3] == "> 1,000 ms" and "212 ms" in rows["login_p95"][6]
     assert "7 MiB" in text  # the backup's size
     assert ("/auth/login response time p95: 114 readings, 212 ms, last 212 ms; baseline median 202 ms of 4 readings, "
-            "measured before the migration; median of the last 60 soak minutes' 6 readings 212 ms: +10.6 ms (+5.26%) "
+            "measured before the migration; median of the last 600 soak minutes' 44 readings (window 600 soak-min (10 h): "
+            "the 60 min stretched to 120 wall s on this x300 clock) 212 ms: +10.6 ms (+5.26%) "
             "vs baseline\n") in text  # the p95s have no fixed noise floor any more
 
 
@@ -469,8 +470,9 @@ def test_the_report_says_what_the_performance_rules_compared():
     text = report.render_report(PLAN, "run", verdict, obs, events, 300.0)
     line = next(x for x in text.splitlines() if x.startswith("- /auth/login response time p95:"))
     assert ("; baseline p95 175 ms of 400 requests (95 % limits 164 ms to 186 ms; 4 baseline readings, their histogram "
-            "buckets pooled), in the 100 ms to 200 ms bucket, measured before the migration; p95 of the 300 requests "
-            "counted by the last 60 soak minutes' 3 readings but its slowest (histogram buckets pooled; 95 % limits "
-            "163 ms to 187 ms) 175 ms: 0 ms (0%) "
+            "buckets pooled), in the 100 ms to 200 ms bucket, measured before the migration; p95 of the 3,900 requests "
+            "counted by the last 600 soak minutes' 39 readings but its slowest (histogram buckets pooled; 95 % limits "
+            "172 ms to 178 ms; window 600 soak-min (10 h): the 60 min stretched to 120 wall s on this x300 clock) "
+            "175 ms: 0 ms (0%) "
             "vs baseline, no change shown at 95 % out of the baseline's 100 ms to 200 ms bucket") in line, line
     assert "`login_p95`: " in text and " + 4 baseline (p95 of their 400 requests 175 ms)" in text
