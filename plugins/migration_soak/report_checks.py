@@ -16,6 +16,7 @@ from migration_soak.judge import (
     CheckResult,
     CriterionResult,
     _describe,  # the judge's form of a deciding reading: the report shows the same
+    _series,
     baseline_of,
     end_unread,
     expected_observations,
@@ -31,8 +32,8 @@ from migration_soak.judge import (
     short_of_readings,
     window_coverage,
 )
-from migration_soak.plan import Check, Plan, ThresholdRule
-from migration_soak.rules import Threshold, format_apart
+from migration_soak.plan import BaselineRule, Check, Plan, ThresholdRule
+from migration_soak.rules import Base, Baseline, Threshold, format_apart
 from migration_soak.store import Observation
 
 _STATUSES = ("pass", "warn", "fail", "error")
@@ -133,10 +134,16 @@ def decided_by(check: Check, breaches: Sequence[CriterionResult]) -> tuple[Crite
     return decided[-1] if decided else None
 
 
-def criterion_window(plan: Plan, criterion_id: str) -> float | None:
-    """The ``window_minutes`` of a plan criterion's rule (a degradation's 60 min), or None."""
+def criterion_window(plan: Plan, criterion_id: str, obs: Sequence[Observation] = (),
+                     check_id: str = "") -> float | None:
+    """The soak minutes of a plan criterion's window (a degradation's 60 min; with ``obs``
+    and ``check_id``, as its rule compared that check's readings: 600 soak-min at x300,
+    ``rules.Baseline.window``), or None."""
     crit = next((x for x in list(plan.go) + list(plan.no_go) + list(plan.alerts) if x.id == criterion_id), None)
-    window = getattr(getattr(crit, "rule", None), "window_minutes", None)
+    rule = getattr(crit, "rule", None)
+    if isinstance(rule, BaselineRule) and obs and check_id:
+        return Baseline(rule).window(_series(list(obs), check_id), baseline_of(list(obs), check_id))
+    window = getattr(rule, "window_minutes", None)
     return float(window) if window else None
 
 
@@ -148,10 +155,25 @@ def degradation_change(derived: float, base: float | None, window: float | None,
     baseline is +4,005%, the +3,426% shown is its 60-min median's, 167 ms. ``median of the 60
     min ending there 167 ms: +3,426% vs the baseline median 4.75 ms`` (``short``: ``60-min
     median 167 ms: +3,426% vs baseline 4.75 ms``, the charts' legend); ``+3,426% vs
-    baseline`` when the baseline or the window is unknown."""
+    baseline`` when the baseline or the window is unknown. Against a pooled p95
+    (``rules.Base.pooled``) the change is the one the 95 % limits show (rules.Baseline._change):
+    ``p95 of the 600 min ending there at least 35.7 ms (its lower 95 % limit): +43% over the
+    baseline p95's upper limit 25 ms`` (``short``: ``600-min p95 >= 35.7 ms: +43% vs baseline
+    p95 <= 25 ms``)."""
     change = format_change(derived)
     if not window or not base or not derived:
         return f"{change} vs baseline"
+    if isinstance(base, Base) and base.pooled is not None:
+        up = derived > 0
+        limit = base.pooled.high if up else base.pooled.low
+        if limit and math.isfinite(limit):
+            shown, lim = format_value(limit * (1 + derived), unit), format_value(limit, unit)
+            if short:
+                return (f"{window:g}-min p95 {'>=' if up else '<='} {shown}: {change} vs baseline p95 "
+                        f"{'<=' if up else '>='} {lim}")
+            return (f"p95 of the {window:g} min ending there at {'least' if up else 'most'} {shown} (its "
+                    f"{'lower' if up else 'upper'} 95 % limit): {change} {'over' if up else 'under'} the baseline "
+                    f"p95's {'upper' if up else 'lower'} limit {lim}")
     median, baseline = format_value(base * (1 + derived), unit), format_value(base, unit)
     if short:
         return f"{window:g}-min median {median}: {change} vs baseline {baseline}"
@@ -243,7 +265,7 @@ def summarize_check(plan: Plan, check: Check, obs: Sequence[Observation], stoppe
     decided = decided_by(check, breaches)
     if decided:
         return _result(check, t, "breached", decided_detail(check, *decided, base=baseline_of(list(obs), check.id),
-                                                            window=criterion_window(plan, decided[0].id)),
+                                                            window=criterion_window(plan, decided[0].id, obs, check.id)),
                        deciding=decided[1])
     fails = [o for o in t.after if o.status == "fail"]
     if fails:

@@ -242,9 +242,10 @@ def reading(run: Run, c: CriterionResult, d: dict, with_time: bool = True) -> st
 
 
 def _degradation(run: Run, c: CriterionResult, d: dict, short: bool = False) -> str:
-    """A degradation's deciding figure with the window median it belongs to (report_checks.degradation_change)."""
+    """A degradation's deciding figure with the window it belongs to (report_checks.degradation_change)."""
     cid = deciding_check(c, d)
-    return degradation_change(d["derived"], baseline_of(run.observations, cid), criterion_window(run.plan, c.id),
+    return degradation_change(d["derived"], baseline_of(run.observations, cid),
+                              criterion_window(run.plan, c.id, run.observations, cid),
                               run.results[cid].unit if cid in run.results else "", short)
 
 

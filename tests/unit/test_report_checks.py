@@ -153,3 +153,20 @@ def test_a_sampling_check_says_its_sample_not_every_row():
     r = summary("authorizer_sync", full)
     assert r.outcome == "met"
     assert r.detail.endswith(f"; a sample: {50 * len(full):,} ids looked up over {len(full)} readings, not every row")
+
+
+def test_a_pooled_p95s_degradation_names_the_limits_its_change_is_of():
+    """A p95 judged on its requests (histograms pooled) changes by its window's lower 95 %
+    limit over the baseline's upper one (rules.Baseline._change): the report read 'median of
+    the 60 min ending there 25.3 ms: +43% vs the baseline median 17.7 ms', a median that
+    was never compared (17.7 ms x 1.43), for a window of 600 soak-min at x300."""
+    from migration_soak.report_checks import degradation_change
+    from migration_soak.rules import Base, Pooled
+
+    base = Base(17.7, 4, Pooled(17.7, 29, 4, (10.0, 25.0), 0.95, 8.75, 25.0))
+    assert degradation_change(0.43, base, 600, "ms") == (
+        "p95 of the 600 min ending there at least 35.8 ms (its lower 95 % limit): +43% over the baseline p95's "
+        "upper limit 25 ms")
+    assert degradation_change(0.43, base, 600, "ms", short=True) == "600-min p95 >= 35.8 ms: +43% vs baseline p95 <= 25 ms"
+    assert degradation_change(0.43, 17.7, 60, "ms") == (
+        "median of the 60 min ending there 25.3 ms: +43% vs the baseline median 17.7 ms")  # readings without histograms
