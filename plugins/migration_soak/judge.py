@@ -567,7 +567,8 @@ def _breach_detail(rule: RuleKind, cid: str, hit: list[Point], base: float | Non
     last_o, last_v = hit[-1]
     run = f" ({len(hit)} consecutive readings{rule.run_phrase()})" if len(hit) > 1 else ""
     note = rule.point_note(series, last_o, base, unit) if series else ""
-    return (f"{cid}: {rule.shown(last_v, unit)} {rule.window_phrase} {last_o.phase} tick {last_o.tick}{note} "
+    words = rule.window_words(series, base) if series else rule.window_phrase
+    return (f"{cid}: {rule.shown(last_v, unit)} {words} {last_o.phase} tick {last_o.tick}{note} "
             f"meets {rule.text(unit)}{run}{rule.breach_note(base, unit)}")
 
 
@@ -703,7 +704,7 @@ def _go_check(plan: Plan, rule: RuleKind, cid: str, obs: list[Observation], stop
     unit = plan.check(cid).unit
     if bad is not None:
         o, v = bad
-        return "not_met", (f"{rule.shown(v, unit)} {rule.window_phrase if rule.needs_baseline else 'at'} "
+        return "not_met", (f"{rule.shown(v, unit)} {rule.window_words(series, base) if rule.needs_baseline else 'at'} "
                            f"{o.phase} tick {o.tick}"
                            f"{rule.point_note(series, o, base, unit)} does not meet {rule.text(unit)}"
                            f"{rule.breach_note(base, unit)}"), _describe(o, v)

@@ -156,13 +156,21 @@ def _ghost(cid: str, unit: str) -> Check:
     })
 
 
+def on_soak_clock(run: Run) -> list[Observation]:
+    """The run's readings with their soak times (as Store.clock: readings of a window are
+    placed on the soak clock from hour 0, else from the verified migration, at the run's
+    ``time_scale``); those already on a clock as they are."""
+    scale = run.time_scale or 1.0
+    start = run.clock0 or run.verified
+    return [o if o.soak_s is not None or start is None else o.on_clock(RunClock(start, scale))
+            for o in run.observations]
+
+
 def _summaries(run: Run, stopped: bool | str) -> dict[str, CheckResult]:
     """Per check of the plan (plan order), then per unknown check id (sorted): its summary."""
     breached = run.breached()
     scale = run.time_scale or 1.0  # the post-mortem's clock is inferred later; it shows no check's "met"
-    start = run.clock0 or run.verified  # as Store.clock: readings of a window are placed on the soak clock
-    clocked = [o if o.soak_s is not None or start is None else o.on_clock(RunClock(start, scale))
-               for o in run.observations]
+    clocked = on_soak_clock(run)
     results = {check.id: summarize_check(run.plan, check, clocked, stopped, breached, scale)
                for check in run.plan.checks}
     known = {c.id for c in run.plan.checks}

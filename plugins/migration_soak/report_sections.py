@@ -32,6 +32,7 @@ from migration_soak.report_run import (
     deciding_check,
     is_log_count,
     log_lines,
+    on_soak_clock,
     rule_of,
     scheduled_in,
     unjudged,
@@ -245,7 +246,7 @@ def _degradation(run: Run, c: CriterionResult, d: dict, short: bool = False) -> 
     """A degradation's deciding figure with the window it belongs to (report_checks.degradation_change)."""
     cid = deciding_check(c, d)
     return degradation_change(d["derived"], baseline_of(run.observations, cid),
-                              criterion_window(run.plan, c.id, run.observations, cid),
+                              criterion_window(run.plan, c.id, on_soak_clock(run), cid),
                               run.results[cid].unit if cid in run.results else "", short)
 
 

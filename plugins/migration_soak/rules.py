@@ -201,6 +201,10 @@ class RuleKind(ABC, Generic[Spec]):
     #: how a breach names its reading: ``at`` a reading, or ``in the window ending`` at one
     window_phrase = "at"
 
+    def window_words(self, series: list[Observation], base: float | None) -> str:
+        """:attr:`window_phrase` for the window the rule compared on ``series``."""
+        return self.window_phrase
+
     @cached_property  # built once: the loops below compare every reading with it
     def condition(self) -> Condition:
         return Condition(op=self.spec.op, value=self.spec.value)
@@ -717,6 +721,11 @@ class Baseline(RuleKind[BaselineRule]):
     @property
     def window_phrase(self) -> str:  # type: ignore[override]
         return f"in the {self.spec.window_minutes:g} min ending at"
+
+    def window_words(self, series: list[Observation], base: float | None) -> str:
+        """``in the 600 min ending at`` when :meth:`window` stretched the window, else
+        :attr:`window_phrase`."""
+        return f"in the {_num(self.window(series, base))} min ending at"
 
     def points(self, series: list[Observation], base: float | None,
                confident: bool = False) -> list[Point]:

@@ -988,3 +988,4 @@ def test_a_compressed_clocks_slowdown_is_still_a_no_go(slow):
     c = next(c for c in v.criteria if c.id == "no_go_performance")
     assert v.decision == "NO_GO" and c.outcome == "breached", (v.decision, c.detail)
     assert "window 600 soak-min (10 h): the 60 min stretched to 120 wall s on this x300 clock" in c.detail, c.detail
+    assert re.match(r"login_p95: \+[\d,.]+% in the 600 min ending at guard tick \d+ \(p95 ", c.detail), c.detail

@@ -322,7 +322,9 @@ def test_no_incident_under_a_no_go_stop_says_the_stop_is_its_criterion_not_a_lev
 
 def test_a_degradation_names_the_window_median_its_change_belongs_to():
     """slow-auth demo: "deciding reading `login_p95` = 195 ms ... (+3,426% vs baseline)" on a
-    4.75 ms baseline, where 195 ms is +4,005%: +3,426% is the 60-min median's (167 ms) change."""
+    4.75 ms baseline, where 195 ms is +4,005%: +3,426% is the window median's (167 ms) change.
+    At time_scale 300 that window is 600 soak-min (rules.Baseline.window: 120 wall seconds);
+    the report read the readings off the soak clock and said 60."""
     readings = [obs("login_p95", "baseline", k, -60 + 15 * k, 4.75) for k in range(4)]
     readings += [obs("login_p95", "intensive", 6, 90, 195.0)]
     decided = {"check_id": "login_p95", "phase": "intensive", "tick": 6, "value": 195.0, "derived": 34.26,
@@ -333,9 +335,9 @@ def test_a_degradation_names_the_window_median_its_change_belongs_to():
     run = run_of(readings, stop, [perf], "NO_GO", 300.0)
     line = pm.why(run)[0]
     assert ("deciding reading `login_p95` = **195 ms** at intensive tick 6, 2026-03-02 10:30:00 UTC (median of the "
-            "60 min ending there 167 ms: +3,426% vs the baseline median 4.75 ms)") in line, line
+            "600 min ending there 167 ms: +3,426% vs the baseline median 4.75 ms)") in line, line
     marks, _, _ = sections.chart_marks(run)
-    assert marks == {"login_p95": [("intensive", 6, "60-min median 167 ms: +3,426% vs baseline 4.75 ms")]}
+    assert marks == {"login_p95": [("intensive", 6, "600-min median 167 ms: +3,426% vs baseline 4.75 ms")]}
     # a growth keeps its own figure: it is the reading's own change per hour
     grow = crit("no_go_memory_leak", "no_go", "breached", ["app_memory"], "growth",
                 [{**decided, "check_id": "app_memory", "value": 1284.0, "derived": 0.393}])
