@@ -26,7 +26,7 @@ from migration_soak.backup import BackupRecord
 from migration_soak.decision import Decision
 from migration_soak.exceptions import (BackupError, LintError, MeasurementError, MigrationError, PlanError,
                                        RehearsalError, RollbackError, SoakError)
-from migration_soak.identity import DatabaseIdentity
+from migration_soak.identity import DatabaseIdentity, identify
 from migration_soak.judge import Verdict, format_condition, format_value, implicit_criteria, judge
 from migration_soak.migrate import LedgerBackend, MigrationBackend, check_down_sql, check_drops, check_own_timeouts
 from migration_soak.pgconn import PgTarget
@@ -662,12 +662,14 @@ def rehearse(plan: Plan, run_id: str, store: Store, *, fetch: Fetch, staging: Pg
 
 
 def restore(plan: Plan, run_id: str, store: Store, *, fetch: Fetch, direct: PgTarget,
-            pg_bin_dir: Path | None) -> dict:
+            pg_bin_dir: Path | None, direct_field: str = "connections.staging_direct") -> dict:
     """Rollback step 2: re-add the dropped columns on ``direct`` and copy every value back
     from the backup ``fetch()`` yields locally, the run's ``topup`` laid over it (rows
     written after the backup; rollback.py); returns the result as a dict,
     recorded as the ``restore`` event. A ``RollbackError`` is recorded as ``restore_failed``
-    (with its lock attempts) and re-raised; a ``BackupError`` (nothing restored) is not."""
+    (with its lock attempts) and re-raised; a ``BackupError`` (nothing restored) is not.
+    A backup of another database than ``direct``'s (``same_database``; ``direct_field``:
+    the plan field naming it) is refused before anything is touched."""
     from migration_soak.topup import TopUp
 
     m = plan.migration
@@ -675,6 +677,7 @@ def restore(plan: Plan, run_id: str, store: Store, *, fetch: Fetch, direct: PgTa
     topup = TopUp.from_dict(topups[-1]["payload"]) if topups else None
     try:
         with fetch() as local:
+            same_database(local, direct, direct_field)
             result = restore_by_method(m.rollback_method, direct, local, pg_bin_dir, table=m.table,
                                        columns=tuple(m.dropped_columns), key=m.key, down_sql=plan.path(m.down_sql),
                                        lock_timeout_s=m.lock_timeout_s, lock_retries=m.lock_retries, topup=topup)
@@ -688,6 +691,33 @@ def restore(plan: Plan, run_id: str, store: Store, *, fetch: Fetch, direct: PgTa
         event["text"] += "; " + store.events(run_id, "topup_gap")[-1]["payload"]["text"]
     store.add_event(run_id, "restore", event)
     return payload
+
+
+def same_database(backup: BackupRecord, direct: PgTarget, field: str = "connections.staging_direct") -> None:
+    """Refuse, before anything is touched, to restore ``backup`` into a database other than
+    the one it was taken from: its ``source`` (the lease key read from the server when it
+    was dumped, ``identity.identify``) must be ``direct``'s key now. A connection
+    re-pointed since the backup, or a run id re-created, would otherwise give the table
+    another database's values of the dropped columns. A backup recorded before sources
+    were kept (``source`` None) is restored as before, with a warning. Raises
+    ``RollbackError`` (recorded by ``restore`` as ``restore_failed``)."""
+    name = backup.path.name if backup.path is not None else (backup.location or "the backup")
+    if not backup.source:
+        log.warning("backup %s records no source database (taken before sources were recorded): restored into %s "
+                    "without checking it came from there", name, direct.describe())
+        return
+    try:
+        here = identify(direct, field)
+    except SoakError as exc:
+        raise RollbackError(f"cannot tell which database the rollback would restore into, nothing restored: {exc}") \
+            from None
+    if here.key != backup.source:
+        taken = backup.source.rsplit("/", 1)[-1]
+        raise RollbackError(
+            f"backup {name} was taken from database {taken!r} ({backup.source}), but the rollback would restore "
+            f"it into {here} ({here.key}): nothing restored (it would give {here.database!r} the other database's "
+            f"values). Point {field} at the database the backup was taken from and clear the "
+            "restore task; the table is as the migration left it")
 
 
 def restored_already(plan: Plan, run_id: str, store: Store, query: Query) -> dict | None:

@@ -10,7 +10,7 @@ from airflow.sdk import task
 from airflow.sdk.exceptions import AirflowFailException
 
 from migration_soak import lifecycle, notify, runbook, sources
-from migration_soak.airflow.context import backend, direct, failing, query, run_context, staging_context
+from migration_soak.airflow.context import backend, direct, direct_field, failing, query, run_context, staging_context
 from migration_soak.airflow.context import verdict as pushed_verdict
 from migration_soak.airflow.tasks import restart, write_report
 from migration_soak.backup_storage import fetched
@@ -50,7 +50,7 @@ def restore() -> dict:
     with failing(BackupError, prefix="rollback cannot read the backup, nothing restored: "), \
             failing(RollbackError, prefix="restore failed: "):
         return runbook.restore(plan, run_id, store, fetch=lambda: fetched(record), direct=direct(plan),
-                               pg_bin_dir=runbook.pg_bin_dir(plan))
+                               pg_bin_dir=runbook.pg_bin_dir(plan), direct_field=direct_field(plan))
 
 
 @task
