@@ -196,7 +196,7 @@ def _rollback_impact(run: Run) -> list[str]:
     lines = []
     restore = run.payload("restore")
     if restore:
-        summary = restore_summary(restore)
+        summary = restore_summary(restore) + (f"; {run.topup_gap}" if run.topup_gap else "")
         lines.append(summary[:1].upper() + summary[1:])
     health = run.payload("health")
     if health:

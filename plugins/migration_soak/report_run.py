@@ -52,6 +52,14 @@ class Run:
         return (self.last(kind) or {}).get("payload")
 
     @property
+    def topup_gap(self) -> str:
+        """The ``topup_gap`` event's text when it is the run's last word on its top-ups
+        (``runbook.deploy``: values written between the top-up and the migration's lock are
+        not restorable), else "" (no gap, or a closing top-up kept after it)."""
+        last = next((e for e in reversed(self.events) if e["kind"] in ("topup", "topup_gap")), None)
+        return str((last.get("payload") or {}).get("text") or "") if last and last["kind"] == "topup_gap" else ""
+
+    @property
     def after(self) -> list[Observation]:
         """Readings after the migration (every phase but the baseline)."""
         return [o for o in self.observations if o.phase != "baseline"]

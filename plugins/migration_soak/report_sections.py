@@ -581,7 +581,8 @@ def final_metrics(run: Run) -> list[str]:
 
 def backup(run: Run) -> dict[str, Any] | None:
     """The last backup: where, size (MiB), sha256, seconds, and ``topup``: the top-up taken
-    just before the migration (``topup.py``), as a phrase ("" when none was recorded);
+    just before the migration (``topup.py``), as a phrase ("" when none was recorded), with
+    the values it could not keep when the run recorded a ``topup_gap`` (``Run.topup_gap``);
     ``None`` if no backup was recorded."""
     p = run.payload("backup")
     if not p:
@@ -589,6 +590,8 @@ def backup(run: Run) -> dict[str, Any] | None:
     t = run.payload("topup")
     topup = (f"; just before the migration, the dropped columns of {t.get('rows', 0)} rows written since the backup "
              f"were kept too (top-up read {t.get('taken_at')}, `{t.get('location')}`)" if t else "")
+    if run.topup_gap:
+        topup += "; " + run.topup_gap
     return {"where": p.get("location") or p.get("path"), "size": format_value(float(p.get("size_bytes") or 0), "bytes"),
             "sha256": p.get("sha256", ""), "seconds": float(p.get("duration_s") or 0), "topup": topup}
 

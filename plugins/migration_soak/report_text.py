@@ -27,6 +27,7 @@ LABELS = {
     "backup": "Backup taken and read back",
     "fingerprint": "Data fingerprint taken",
     "topup": "Top-up kept (dropped columns of rows written since the backup)",
+    "topup_gap": "Values written between the top-up and the migration's lock are not restorable",
     "migrate": "Migration applied",
     "migrate_failed": "Migration FAILED",
     "prisma_status": "prisma migrate status",

@@ -100,3 +100,21 @@ def test_the_summary_of_a_soak_not_stopped_is_a_sentence():
     there; a soak with no NO-GO stop says so."""
     text = _rejected_postmortem()
     assert "The staging soak of `20251202020032_update_user_schema_final` (run `run`) was not stopped by a NO-GO criterion." in text
+
+
+def test_the_post_mortem_says_which_values_the_rollback_could_not_give_back():
+    """The restore's impact line (restore_summary) said what came back from the backup and
+    the top-up, and nothing of the ``topup_gap`` the run recorded: values written between
+    the top-up and the migration's lock were silently missing from the post-mortem."""
+    from test_report_sections import GAP
+
+    restored = dict(table="public.users", columns=["passwordHash", "emailVerified"], rows_at_backup=10,
+                    rows_matched=10, rows_not_in_backup=0, values_restored=20, mismatches=0,
+                    topup_taken_at="2026-03-02T08:59:30+00:00", topup_rows=3)
+    events = [ev("backup", -1, path="/b.dump", size_bytes=1, sha256="ab", duration_s=1.0),
+              ev("topup", -0.5, rows=3, taken_at="2026-03-02T08:59:30+00:00", location="/t/topup.copy.zst"),
+              ev("topup_gap", -0.4, why="the Prisma CLI runs the DDL in a transaction of its own", text=GAP),
+              ev("verified", 0, at=T0.isoformat()), ev("restore", 60, **restored)]
+    lines = pm.impact(run_of(events=events))
+    restore_line = next(line for line in lines if line.startswith("Restored "))
+    assert restore_line.endswith("; " + GAP), restore_line

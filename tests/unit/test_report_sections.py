@@ -556,3 +556,22 @@ def test_banner_of_a_clock_faster_than_a_minute_a_day_gives_its_real_figures():
     assert text.startswith("⚠️ **compressed clock (24 h in 0.86 s): demonstration evidence"), text
     assert "one soak hour took 36 ms of wall time" in text, text
     assert sections.banner(PLAN, 3000.0).startswith("⚠️ **compressed clock (24 h in 29 s)")  # under a minute
+
+
+GAP = ("values of passwordHash, emailVerified written between the top-up (2026-03-02T08:59:30+00:00) and the "
+       "migration's lock are not restored by a rollback: the Prisma CLI runs the DDL in a transaction of its own")
+
+
+def test_the_backup_line_says_which_values_the_top_up_left_out():
+    """A ``topup_gap`` (Prisma CLI backend, or a closing top-up past its lock budget) left
+    values written between the top-up and the DDL out of every backup: the report's backup
+    line said only that the top-up's rows 'were kept too', as if the backup were whole."""
+    events = [ev("backup", -1, path="/b.dump", size_bytes=1, sha256="ab", duration_s=1.0),
+              ev("topup", -0.5, rows=3, taken_at="2026-03-02T08:59:30+00:00", location="/t/topup.copy.zst"),
+              ev("topup_gap", -0.4, why="the Prisma CLI runs the DDL in a transaction of its own", text=GAP)]
+    line = sections.backup(run_of(events=events))["topup"]
+    assert line.endswith("; " + GAP[:1].upper() + GAP[1:]) or line.endswith("; " + GAP), line
+    # a closing top-up recorded after the gap (a later, successful try) is the run's last word: no gap
+    closed = events + [ev("topup", -0.3, rows=4, taken_at="2026-03-02T08:59:40+00:00", location="/t/c.copy.zst",
+                          closing=True)]
+    assert "not restored" not in sections.backup(run_of(events=closed))["topup"]
