@@ -162,6 +162,20 @@ class Observation:
 _ENGINES: dict[str, sa.Engine] = {}
 
 
+def _add_new_columns(conn: sa.Connection) -> None:
+    """Add the columns of ``soak_runs`` added since it was first created (``create_all``
+    adds no column) when the store lacks them: ``create_schema`` (a run's first task) and
+    ``claim_run`` (any staging task: a run claimed before the upgrade may have none left
+    to run ``create_schema``). Read first, so the usual call takes no ACCESS EXCLUSIVE
+    lock on the table; the ``ALTER`` (metadata only: a nullable column without default)
+    runs once per store."""
+    missing = conn.execute(sa.text(
+        "SELECT to_regclass('soak_runs') IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('soak_runs') "
+        "AND attname = 'dag_run' AND NOT attisdropped)")).scalar()
+    if missing:
+        conn.execute(sa.text("ALTER TABLE soak_runs ADD COLUMN IF NOT EXISTS dag_run text"))
+
+
 class Store:
     """Read and write observations and events for soak runs.
 
@@ -192,8 +206,7 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('migration_soak.store.schema'))"))
             metadata.create_all(conn, checkfirst=True)
-            # columns added since the table was first created (create_all adds no column)
-            conn.execute(sa.text("ALTER TABLE soak_runs ADD COLUMN IF NOT EXISTS dag_run text"))
+            _add_new_columns(conn)
 
     def record(self, obs: Observation) -> bool:
         """Store ``obs``; returns False (and keeps the first) if its tick is already recorded."""
@@ -323,6 +336,8 @@ class Store:
         from before dag runs were recorded is adopted by a later task of the run (not
         ``opening``) and refused to a run that opens."""
         with self.engine.begin() as conn:
+            # a run claimed before the upgrade whose next task is not a load (create_schema)
+            _add_new_columns(conn)
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
                          {"k": f"migration_soak.run\x1f{file_name}"})
             row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).first()

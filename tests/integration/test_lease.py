@@ -285,3 +285,21 @@ def test_a_role_that_keys_the_lease_on_the_address_is_refused_unless_the_plan_op
     opted = CANARY.model_copy(update={"preflight": CANARY.preflight.model_copy(update={"allow_address_lease": True})})
     _admit(opted, "manual__c", store, "canary", weak_role, plans)
     assert store.lease_of("manual__c", "canary")["database_key"].startswith("address ")
+
+
+def test_a_run_in_flight_across_the_upgrade_goes_on_before_any_load_adds_the_column(store, target):
+    # Found by review: soak_runs.dag_run is added by create_schema, which only a run's
+    # first task (load) calls. A run claimed before the upgrade (no dag_run column yet)
+    # whose next staging task ran on the new code failed in claim_run with "column
+    # soak_runs.dag_run does not exist" (every task that changes staging, the rollback's
+    # included) until another run's load happened to upgrade the store.
+    import sqlalchemy as sa
+
+    plans = {"default": target}
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE soak_runs DROP COLUMN dag_run"))  # the store before the upgrade
+        conn.execute(sa.text("INSERT INTO soak_runs (run_id, plan, file_name, claimed_at) "
+                             "VALUES ('soak-1', 'default', 'soak-1', now())"))
+    _hold(DEFAULT, "soak-1", store, "default", target, plans, dag_run="2026-12-06T09:00:00+00:00")  # adopted
+    with pytest.raises(SoakError, match="already used by another Airflow run"):
+        _hold(DEFAULT, "soak-1", store, "default", target, plans, dag_run="2026-12-06T10:30:00+00:00")
