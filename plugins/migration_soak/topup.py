@@ -176,6 +176,8 @@ class Closing:
         if left_ms < 2:
             self.skipped = f"the lock took the whole {self.timeout_ms} ms the application's writes may wait"
             log.warning("closing top-up of %s.%s skipped: %s", self.schema, self.name, self.skipped)
+            # the DDL's wait gets what is left too, not a whole lock_timeout again
+            cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{max(1, left_ms)}ms",))
             return
         cur.execute("SAVEPOINT soak_closing_topup")
         try:
