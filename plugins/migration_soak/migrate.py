@@ -315,7 +315,8 @@ class LedgerBackend:
             migration's transaction, after its ``lock_timeout`` is set and before its
             script (``topup.Closing``: the last top-up, under the lock the DDL needs);
             not for a script with its own ``BEGIN``/``COMMIT``. Its lock timeout is retried
-            as the script's.
+            as the script's. A hook with an ``on_commit()`` method has it called once that
+            transaction committed (a later migration of the deploy may still fail).
 
     Give it a direct connection (not through PgBouncer in transaction mode): the advisory
     lock is a session lock, as in Prisma (``directUrl``).
@@ -635,6 +636,9 @@ class LedgerBackend:
                     cur.execute((prefix if before is None else hooked) + script)
                     if before is not None:
                         cur.execute("COMMIT")
+                        committed = getattr(before, "on_commit", None)
+                        if callable(committed):  # the hook's work now stands with the script's
+                            committed()
             except Exception:
                 if not conn.closed and conn.get_transaction_status() != _TX_IDLE:
                     with conn.cursor() as cur:  # a script with its own BEGIN left a transaction open

@@ -508,6 +508,13 @@ def deploy(run_id: str, store: Store, migrations: MigrationBackend, plan: Plan |
         try:
             payload = migrations.deploy().to_dict()
         except MigrationError as exc:
+            if closing is not None and closing.committed and plan is not None:
+                # the drop committed, a later migration of the deploy failed: the rollback needs this copy
+                try:
+                    _keep_closing(plan, run_id, store, closing, topups[-1]["payload"], started)
+                except Exception as keep_exc:  # noqa: BLE001 - the migration's failure is what is raised
+                    _topup_gap(run_id, store, topups[-1]["payload"],
+                               f"the copy taken under the lock could not be kept: {keep_exc}")
             store.add_event(run_id, "migrate_failed", {"text": str(exc)[:2000], "lock_attempts": lock_attempts(exc)})
             raise
         if closing is not None and plan is not None:

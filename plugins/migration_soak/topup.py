@@ -164,11 +164,18 @@ class Closing:
         self.timeout_ms = max(1, int(timeout_ms))
         self.taken: tuple[str, str, int, int, str, str] | None = None
         self.skipped: str | None = None
+        #: the migration's transaction committed after this top-up ran (``on_commit``)
+        self.committed = False
+
+    def on_commit(self) -> None:
+        """Called by ``LedgerBackend`` once the migration's transaction committed: the copy
+        (or the gap) is the run's, even if a later migration of the deploy fails."""
+        self.committed = True
 
     def __call__(self, cur: Any) -> None:
         import psycopg2
 
-        self.taken, self.skipped = None, None
+        self.taken, self.skipped, self.committed = None, None, False
         ident = sql.Identifier(self.schema, self.name)
         started = time.monotonic()
         cur.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(ident))

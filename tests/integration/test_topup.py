@@ -198,3 +198,36 @@ def test_the_restore_says_when_the_gap_before_the_migration_stayed_open(seeded, 
                    "its own")
     runbook.restore(plan, "r1", store, fetch=lambda: fetched(backup), direct=seeded, pg_bin_dir=pg_bin)
     assert store.events("r1", "restore")[-1]["payload"]["text"].endswith("; " + gap)
+
+
+def test_the_closing_top_up_is_kept_when_a_later_migration_of_the_same_deploy_fails(seeded, store, pg_bin, tmp_path):
+    """Found by review: the deploy applies the drop, then a later pending migration fails.
+    The drop committed (columns gone: a NO-GO, the rollback runs), but deploy raised before
+    the closing top-up taken under the drop's lock was kept, and no topup_gap was recorded:
+    the rollback overlaid the first top-up and gave usr_0000003 its older password back,
+    saying nothing of the gap."""
+    import shutil
+
+    from migration_soak.backup_storage import fetched
+    from migration_soak.exceptions import MigrationError
+    from migration_soak.plan import load_plan
+
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, migrations)
+    (migrations / "20251203000000_later_and_broken").mkdir()
+    (migrations / "20251203000000_later_and_broken" / "migration.sql").write_text("SELECT 1/0;\n")
+    plan = load_plan("default").model_copy(update={"backup_location": str(tmp_path / "kept")})
+    backup = take_backup(seeded, tmp_path / "b", pg_bin, "pre")
+    store.add_event("r1", "backup", runbook.backup_event(backup))
+    runbook.take_topup(plan, "r1", store, seeded)
+    query(seeded, """UPDATE users SET "passwordHash" = 'changed-in-the-gap' WHERE id = 'usr_0000003'""")
+    at_drop = snapshot(seeded)
+    with pytest.raises(MigrationError, match="later_and_broken"):
+        runbook.deploy("r1", store, LedgerBackend(seeded, migrations, lock_timeout_s=plan.migration.lock_timeout_s,
+                                                  lock_retries=0), plan)
+    assert query(seeded, """SELECT count(*) FROM information_schema.columns WHERE table_name = 'users'
+                            AND column_name = 'passwordHash'""") == [(0,)]  # the drop committed
+    last = [e for e in store.events("r1") if e["kind"] in ("topup", "topup_gap")][-1]
+    assert last["kind"] == "topup" and last["payload"].get("closing") is True, last
+    runbook.restore(plan, "r1", store, fetch=lambda: fetched(backup), direct=seeded, pg_bin_dir=pg_bin)
+    assert snapshot(seeded) == at_drop
