@@ -84,7 +84,8 @@ def measured_pairs(store: Store, run_id: str) -> set[tuple[str, str]]:
 
 def unmeasured(store: Store, run_id: str, phase: str, check_id: str | None = None) -> str | None:
     """Why a check task that took every tick measured nothing: each reading of (``phase``,
-    ``check_id``; every guard check when None) an ``error``. None when one was measured or
+    ``check_id``) an ``error``; for the guard (``check_id`` None), each reading of any one
+    of its checks (the others' readings do not watch it). None when one was measured or
     none was taken. Such a task ends failed, not green (docs/verdict.md, "What the grid
     shows"): a green task says it watched something. The cause is the verdict's
     (``judge.main_cause``: masked, no timestamps). Always None
@@ -93,7 +94,18 @@ def unmeasured(store: Store, run_id: str, phase: str, check_id: str | None = Non
     if phase in ("baseline", "hour0"):
         return None
     taken = store.observations(run_id, phase=phase, check_id=check_id)
-    if not taken or any(o.status != "error" for o in taken):
+    if not taken:
+        return None
+    if check_id is None:  # the guard: a check of it read never was not watched, whatever the others read
+        by_check: dict[str, list[Observation]] = {}
+        for o in taken:
+            by_check.setdefault(o.check_id, []).append(o)
+        dead = {c: obs for c, obs in by_check.items() if all(o.status == "error" for o in obs)}
+        if dead and len(dead) < len(by_check):
+            parts = [f"{c}: 0 of {len(obs)} readings measured, every one an error{judge.main_cause(obs)}"
+                     for c, obs in sorted(dead.items())]
+            return f"the guard's {'; '.join(parts)}; the verdict counts them as missing, never as passes"
+    if any(o.status != "error" for o in taken):
         return None
     what = check_id if check_id else f"the guard ({len({o.check_id for o in taken})} checks)"
     return (f"{what} {phase}: 0 of {len(taken)} readings measured, every one an error{judge.main_cause(taken)}; "

@@ -178,3 +178,20 @@ def test_a_phase_task_that_measured_nothing_fails_and_a_gate_before_the_clock_do
                              {"error": "HTTP 503"}))
     assert observe.unmeasured(store, "s9", "hour0", "users_without_authorizer_id") is None
     assert observe.unmeasured(store, "s9", "soak", "connection_usage") is None  # took no reading
+
+
+def test_a_guard_check_that_measured_nothing_fails_the_guard_though_others_did(store):
+    # Found by review: the guard ended failed only when every reading of every guard check
+    # was an error; with db_disk_io's 1 440 guard readings all 'HTTP 503' and the other
+    # checks read, it ended green, as if it had watched the "> 90 % sustained" NO-GO on it.
+    hour0 = now() - timedelta(minutes=10)
+    for tick in (1, 2, 3):
+        at = hour0 + timedelta(minutes=tick)
+        store.record(Observation("g1", "guard", "db_disk_io", tick, at, at, None, "ratio", "error",
+                                 {"error": "scrape of /metrics answered HTTP 503"}))
+        store.record(Observation("g1", "guard", "db_cpu", tick, at, at, 0.2, "ratio", "pass"))
+    text = observe.unmeasured(store, "g1", "guard")
+    assert text == ("the guard's db_disk_io: 0 of 3 readings measured, every one an error: 'scrape of /metrics "
+                    "answered HTTP 503'; the verdict counts them as missing, never as passes"), text
+    store.record(Observation("g1", "guard", "db_disk_io", 4, hour0, hour0, 0.1, "ratio", "pass"))
+    assert observe.unmeasured(store, "g1", "guard") is None  # one measured: it watched it
