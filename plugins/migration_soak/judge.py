@@ -138,7 +138,7 @@ def thin_baseline(plan: Plan, obs: list[Observation], check_id: str, min_cov: fl
                     and math.isfinite(o.value) and o.status != "error"])
     if measured == 0 or due == 0 or measured >= min_cov * due - 1e-9:
         return None
-    return (f"{measured} of {due} baseline readings measured ({measured / due:.0%} < {min_cov:.0%}): "
+    return (f"{measured} of {due} baseline readings measured ({below(measured / due, min_cov)}): "
             "too thin a reference for a relative change")
 
 
@@ -150,6 +150,19 @@ def format_condition(cond: Condition, unit: str) -> str:
 def rule_text(rule: Rule, unit: str = "") -> str:
     """Human form of a rule in the checks' ``unit``, e.g. ``> 1% sustained for 5 min``."""
     return rule_kind(rule).text(unit)
+
+
+def below(share: float, bar: float) -> str:
+    """``"89.7% < 90%"``: a coverage ``share`` under the ``bar`` (both 0..1) as the reasons
+    show it. Whole percents, unless rounding would show the share at the bar or above it
+    (1,309 of 1,459 is 89.7 %, not "90% < 90%"): then the digits that keep it under,
+    rounded down."""
+    limit = f"{bar:.0%}" if round(bar * 100, 6) == round(bar * 100) else f"{bar * 100:g}%"
+    for digits in (0, 1, 2, 3):
+        shown = math.floor(share * 100 * 10 ** digits + 1e-9) / 10 ** digits if digits else round(share * 100)
+        if shown < bar * 100 - 1e-9:
+            return f"{shown:.{digits}f}% < {limit}"
+    return f"{share * 100:.4f}% < {limit}"
 
 
 def plural(n: int, word: str) -> str:
@@ -305,7 +318,7 @@ def _short_of_due(plan: Plan, cid: str, series: list[Observation], reach: float 
         return None
     few = f"; {plural(weak, 'reading')} over too few requests to rule the bound out" if weak else ""
     return (f"{measured:,} of {due:,} reading{'' if due == 1 else 's'} due by soak minute {reach or 0:.0f} measured (coverage "
-            f"{measured / due:.0%} < {min_cov:.0%}){few}")
+            f"{below(measured / due, min_cov)}){few}")
 
 
 def short_of_readings(plan: Plan, cid: str, obs: list[Observation], time_scale: float, min_cov: float,
@@ -722,8 +735,8 @@ def _go_check(plan: Plan, rule: RuleKind, cid: str, obs: list[Observation], stop
             return "not_enough_data", "no baseline measured", None
         if n_points == 0 and coverage >= min_cov:  # readings enough, but none the rule can read
             return "not_enough_data", rule.no_points(series, base), None
-        return "not_enough_data", (f"{measured} of {expected} scheduled readings measured (coverage {coverage:.0%} "
-                                   f"< {min_cov:.0%}){not_measured(obs, cid)}"), None
+        return "not_enough_data", (f"{measured} of {expected} scheduled readings measured (coverage "
+                                   f"{below(coverage, min_cov)}){not_measured(obs, cid)}"), None
     short = _short_of_due(plan, cid, series, _reach(obs) if reach is None else reach, time_scale, min_cov)
     if short is not None:
         return "not_enough_data", f"{short}{not_measured(obs, cid)}", None

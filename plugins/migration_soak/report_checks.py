@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from migration_soak.judge import (
+    below,
     PHASES_NOT_SCHEDULED,
     CheckResult,
     CriterionResult,
@@ -281,7 +282,7 @@ def summarize_check(plan: Plan, check: Check, obs: Sequence[Observation], stoppe
         return _result(check, t, "partial", partial_detail(check, t, stopped))
     if t.coverage < plan.verdict.min_coverage:
         return _result(check, t, "not_enough_data", f"{t.measured} of {t.expected} scheduled readings measured "
-                                                    f"({t.coverage:.0%} < {plan.verdict.min_coverage:.0%})"
+                                                    f"({below(t.coverage, plan.verdict.min_coverage)})"
                                                     f"{not_measured(list(obs), check.id)}")
     # the check's readings (t.after) against those due by the run's latest reading of any check
     short = short_of_readings(plan, check.id, t.after, time_scale, plan.verdict.min_coverage,
