@@ -14,12 +14,12 @@ rows' values are the top-up's, rows inserted since the backup are added.
 What the first top-up does not capture: values written between its snapshot and the
 moment the DDL holds its lock (0.23 s on the embedded server, plus any lock-timeout
 retries). With the ledger backend the gap is closed by :class:`Closing`: inside the
-migration's own transaction, under ``LOCK ... IN SHARE MODE`` (the application's writes
-wait, its reads go on; the DDL then takes its ACCESS EXCLUSIVE lock in the same
-transaction), the same rows are copied again, and that top-up, kept after the DDL
-committed, is the one the rollback overlays. The lock's wait, the copy and the DDL's wait
-share one ``lock_timeout_s``, so the application's writes queue no longer
-than without it; a copy that does not fit, or the Prisma CLI backend (its transaction is
+migration's own transaction, under ``LOCK ... IN ACCESS EXCLUSIVE MODE``, the lock the
+DDL takes anyway, taken first (a weaker lock upgraded by the DDL would deadlock with an
+application transaction that read the table and then writes it), the same rows are
+copied again, and that top-up, kept after the DDL committed, is the one the rollback
+overlays. The lock's wait and the copy share one ``lock_timeout_s`` (the copy at most half
+of what is left), so the application queues no longer than behind the DDL alone; a copy that does not fit, or the Prisma CLI backend (its transaction is
 not ours), leaves the first top-up standing and a ``topup_gap`` event says so.
 
 Design notes: docs/design.md#topuppy
@@ -146,15 +146,17 @@ def take(target: PgTarget, root: Any, label: str, table: str, key: str, columns:
 
 class Closing:
     """The last top-up, taken inside the migration's transaction (``LedgerBackend.before_script``):
-    ``LOCK <table> IN SHARE MODE`` (under the script's ``lock_timeout``: a timeout is
-    retried as the DDL's own), then, in a savepoint rolled back afterwards (its
+    ``LOCK <table> IN ACCESS EXCLUSIVE MODE``, the DDL's own lock taken first (under the
+    script's ``lock_timeout``: a timeout is retried as the DDL's own; never a weaker lock
+    the DDL would upgrade: an application transaction that read the table, then writes it,
+    would deadlock with that upgrade, and PostgreSQL would abort one of them), then, in a savepoint rolled back afterwards (its
     ``SET LOCAL`` settings end there; the lock, taken before it, stays), the ``key`` and
     ``columns`` of the rows written since ``since`` copied to ``work / FILE``.
 
-    ``timeout_ms`` (the migration's ``lock_timeout``) is the whole time the application's
-    writes may queue behind this transaction: the lock's wait, then the copy (bounded by
-    half of what is left, ``statement_timeout``), then the DDL's own wait (``lock_timeout``
-    set to the rest). A copy that does not fit is given up: the transaction goes on to
+    ``timeout_ms`` (the migration's ``lock_timeout``) is the whole time the application
+    may queue behind this transaction: the lock's wait, then the copy (bounded by half of
+    what is left, ``statement_timeout``); the DDL, its lock held already, does not wait
+    (``lock_timeout`` set to the rest all the same, for any other table it locks). A copy that does not fit is given up: the transaction goes on to
     the DDL without it. ``taken``: ``(watermark, taken_at, rows, bytes, sha256, encoding)``
     once copied; ``None`` when not, ``skipped`` says why."""
 
@@ -178,7 +180,7 @@ class Closing:
         self.taken, self.skipped, self.committed = None, None, False
         ident = sql.Identifier(self.schema, self.name)
         started = time.monotonic()
-        cur.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(ident))
+        cur.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(ident))
         left_ms = self.timeout_ms - int((time.monotonic() - started) * 1000)
         if left_ms < 2:
             self.skipped = f"the lock took the whole {self.timeout_ms} ms the application's writes may wait"

@@ -231,3 +231,49 @@ def test_the_closing_top_up_is_kept_when_a_later_migration_of_the_same_deploy_fa
     assert last["kind"] == "topup" and last["payload"].get("closing") is True, last
     runbook.restore(plan, "r1", store, fetch=lambda: fetched(backup), direct=seeded, pg_bin_dir=pg_bin)
     assert snapshot(seeded) == at_drop
+
+
+def test_an_app_transaction_that_reads_then_writes_users_does_not_deadlock_the_migration(seeded, store, pg_bin,
+                                                                                         tmp_path):
+    """Found by review: the closing top-up took LOCK users IN SHARE MODE, then the DDL
+    upgraded it to ACCESS EXCLUSIVE. An application transaction that had read users (ACCESS
+    SHARE, granted beside SHARE) and then wrote it (ROW EXCLUSIVE, which SHARE blocks) made
+    a hard deadlock: after deadlock_timeout PostgreSQL aborted the migration ('deadlock
+    detected', not retried like a lock timeout: P3018) or the application's transaction.
+    Without the hook the same application transaction was let ahead of the DDL's queued lock
+    and both went through."""
+    import threading
+    import time
+
+    from migration_soak.plan import load_plan
+
+    plan = load_plan("default").model_copy(update={"backup_location": str(tmp_path / "kept")})
+    backup = take_backup(seeded, tmp_path / "b", pg_bin, "pre")
+    store.add_event("r1", "backup", runbook.backup_event(backup))
+    runbook.take_topup(plan, "r1", store, seeded)
+    app = seeded.connect()
+    outcome: dict = {}
+    try:
+        with app.cursor() as cur:
+            cur.execute("""SELECT email FROM users WHERE id = 'usr_0000001'""")  # the app reads users ...
+
+        def migrate() -> None:
+            try:
+                runbook.deploy("r1", store, runbook.backend(plan, seeded), plan)
+                outcome["deploy"] = "ok"
+            except Exception as exc:  # noqa: BLE001
+                outcome["deploy"] = str(exc)
+
+        worker = threading.Thread(target=migrate)
+        worker.start()
+        time.sleep(0.4)  # the migration is waiting for its lock now
+        with app.cursor() as cur:  # ... then writes it, in the same transaction
+            cur.execute("""UPDATE users SET "passwordHash" = 'changed-by-the-app' WHERE id = 'usr_0000001'""")
+        app.commit()
+        worker.join(30)
+    finally:
+        app.rollback()
+        app.close()
+    assert outcome.get("deploy") == "ok", outcome
+    last = store.events("r1", "topup")[-1]["payload"]
+    assert last.get("closing") is True  # the app's write came before the lock: in the closing copy
