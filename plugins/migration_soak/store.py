@@ -391,10 +391,18 @@ class Store:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(sa.select(leases).order_by(leases.c.taken_at))]
 
-    def release_lease(self, run_id: str, plan: str) -> bool:
+    def release_lease(self, run_id: str, plan: str, dag_run: str | None = None) -> bool:
         """Give back what ``run_id`` of ``plan`` holds (its database lease and a lease taken
-        before the upgrade); True when something was released."""
+        before the upgrade); True when something was released. ``dag_run``: the Airflow dag
+        run asking (``claim_run``'s): nothing is released when the run id of this plan is
+        claimed by another dag run (this one deleted and triggered again, refused by
+        ``load``: the lease is the first dag run's, kept like that of a run stopped by hand)."""
         with self.engine.begin() as conn:
+            if dag_run is not None:
+                _add_new_columns(conn)
+                claim = conn.execute(sa.select(runs.c.plan, runs.c.dag_run).where(runs.c.run_id == run_id)).first()
+                if claim is not None and claim.plan == plan and claim.dag_run not in (None, dag_run):
+                    return False
             t = database_leases
             new = conn.execute(t.delete().where(t.c.run_id == run_id, t.c.plan == plan).returning(t.c.run_id)).all()
             old = conn.execute(leases.delete().where(leases.c.run_id == run_id, leases.c.plan == plan)

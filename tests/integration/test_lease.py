@@ -303,3 +303,19 @@ def test_a_run_in_flight_across_the_upgrade_goes_on_before_any_load_adds_the_col
     _hold(DEFAULT, "soak-1", store, "default", target, plans, dag_run="2026-12-06T09:00:00+00:00")  # adopted
     with pytest.raises(SoakError, match="already used by another Airflow run"):
         _hold(DEFAULT, "soak-1", store, "default", target, plans, dag_run="2026-12-06T10:30:00+00:00")
+
+
+def test_a_refused_re_created_run_does_not_release_the_first_runs_lease(store, target):
+    # Found by review: the release task always runs; a run id deleted in Airflow mid-soak
+    # and triggered again was refused by load ("touches nothing"), yet its release deleted
+    # the lease the first dag run held under the same run id and plan, though a run stopped
+    # by hand keeps its lease on purpose (its database may be half migrated).
+    plans = {"default": target}
+    first, again = "2026-12-06T09:00:00+00:00", "2026-12-06T10:30:00+00:00"
+    _admit(DEFAULT, "soak-1", store, "default", target, plans, dag_run=first)
+    with pytest.raises(SoakError):
+        _admit(DEFAULT, "soak-1", store, "default", target, plans, dag_run=again)
+    assert store.release_lease("soak-1", "default", dag_run=again) is False
+    assert store.lease_of("soak-1", "default") is not None
+    assert store.release_lease("soak-1", "default", dag_run=first) is True  # its own run gives it back
+    assert store.lease_of("soak-1", "default") is None

@@ -65,7 +65,7 @@ def release() -> None:
     except PlanError as exc:  # the plan never loaded, so no lease was taken
         log.info("no lease to release: the plan does not load (%s)", exc)
         return
-    if store.release_lease(run_id, ctx["params"]["plan"]):
+    if store.release_lease(run_id, ctx["params"]["plan"], dag_run=dag_run_key(ctx)):
         log.info("the staging database of environment %s released by %s", plan.environment, run_id)
 
 
