@@ -150,10 +150,18 @@ def kept_backup(store: Store, run_id: str) -> BackupRecord:
     return BackupRecord.from_dict(store.events(run_id, "backup")[-1]["payload"] | {})
 
 
-def conclude(store: Store, run_id: str) -> str:
+def conclude(store: Store, run_id: str, plan: str | None = None, dag_run: str | None = None) -> str:
     """The run's outcome when it is green (a GO whose report was written after it: a
     report of an earlier decision, before a question was cleared and answered again in the
-    UI, is not this GO's); else ``SoakError`` with ``decision.failure``'s reason."""
+    UI, is not this GO's); else ``SoakError`` with ``decision.failure``'s reason. ``plan``
+    (the plan param) and ``dag_run`` (``context.dag_run_key``): a run id of this plan
+    claimed by another Airflow dag run (this one deleted and triggered again, refused by
+    ``load``) is never concluded from that run's decision."""
+    claim = store.run_claim(run_id) if plan is not None and dag_run is not None else None
+    if claim is not None and claim["plan"] == plan and claim["dag_run"] not in (None, dag_run):
+        raise SoakError(f"run id {run_id!r} of plan {plan} belongs to another Airflow run (created "
+                        f"{claim['dag_run']}): this run, created {dag_run}, was refused and decided nothing; "
+                        "that run's decision is not its outcome")
     final = runbook.recorded_decision(store, run_id)
     kinds = [e["kind"] for e in store.events(run_id)]
     decided = max((i for i, k in enumerate(kinds) if k == "decision"), default=-1)

@@ -362,6 +362,13 @@ class Store:
                                              claimed_at=datetime.now(timezone.utc), dag_run=dag_run))
             return None
 
+    def run_claim(self, run_id: str) -> dict[str, Any] | None:
+        """The claim of ``run_id`` (``soak_runs``: plan, file name, claimed_at, dag_run), or None."""
+        with self.engine.begin() as conn:
+            _add_new_columns(conn)
+            row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).first()
+        return None if row is None else dict(row._mapping)
+
     def take_lease(self, database_key: str, database: str, run_id: str, plan: str,
                    environment: str) -> dict[str, Any]:
         """Hold the staging database ``database_key`` (``DatabaseIdentity.key``; ``database``:

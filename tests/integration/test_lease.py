@@ -319,3 +319,22 @@ def test_a_refused_re_created_run_does_not_release_the_first_runs_lease(store, t
     assert store.lease_of("soak-1", "default") is not None
     assert store.release_lease("soak-1", "default", dag_run=first) is True  # its own run gives it back
     assert store.lease_of("soak-1", "default") is None
+
+
+def test_a_refused_re_created_run_does_not_conclude_with_the_first_runs_go(store, target):
+    # Found by review: conclude (the run's last task, after release) read the store's
+    # decision and report for the run id alone, so a run id re-created after its first
+    # dag run ended GO, refused by load, ended green with 'GO': a GO nobody measured.
+    from migration_soak import lifecycle
+    from migration_soak.decision import Decision, decision_event
+
+    plans = {"default": target}
+    first, again = "2026-12-06T09:00:00+00:00", "2026-12-06T10:30:00+00:00"
+    _admit(DEFAULT, "soak-1", store, "default", target, plans, dag_run=first)
+    store.add_event("soak-1", "decision", decision_event(Decision("GO", "proceed", "judge", "ok")))
+    store.add_event("soak-1", "report", {"path": "soak-soak-1.md"})
+    with pytest.raises(SoakError, match=r"^run id 'soak-1' of plan default belongs to another Airflow run \(created "
+                                        r"2026-12-06T09:00:00\+00:00\): this run, created 2026-12-06T10:30:00\+00:00, "
+                                        "was refused and decided nothing"):
+        lifecycle.conclude(store, "soak-1", plan="default", dag_run=again)
+    assert lifecycle.conclude(store, "soak-1", plan="default", dag_run=first) == "GO"

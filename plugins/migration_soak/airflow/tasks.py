@@ -267,4 +267,4 @@ def conclude() -> str:
     """``lifecycle.conclude``: success only for a GO that completed, else fail with ``decision.failure``."""
     ctx, plan, run_id, store = run_context()
     with failing(SoakError):
-        return lifecycle.conclude(store, run_id)
+        return lifecycle.conclude(store, run_id, plan=ctx["params"]["plan"], dag_run=dag_run_key(ctx))
