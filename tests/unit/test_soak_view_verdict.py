@@ -155,3 +155,44 @@ def test_a_recorded_go_waiting_for_the_qa_sign_off_says_it_is_not_final():
     assert "not final: waiting for a person to answer human_decision in Required actions" in sv._judge_card(snap)
     snap.tasks = {}
     assert "no final decision recorded yet" in sv._judge_card(snap)
+
+
+def test_the_view_of_a_re_created_run_id_does_not_show_the_first_runs_evidence(monkeypatch):
+    """Found by review: the soak view read the store by run id alone, so a run id deleted in
+    Airflow after its GO and triggered again (refused by load: it measured nothing) showed
+    the first dag run's readings, its recorded GO and its decision as its own."""
+    from datetime import datetime, timezone
+
+    from migration_soak import store as store_mod
+
+    verdict, obs, events = go_run(300.0)
+    first = datetime(2026, 12, 6, 9, 0, tzinfo=timezone.utc)
+    recorded = {"kind": "verdict", "at": events[-1]["at"], "payload": {"decision": "GO", "text": "GO: all met"}}
+
+    class Store:
+        def clock(self, run_id, time_scale):
+            return None
+
+        def observations(self, run_id, clock=None):
+            return []  # the readings are the judge's business here; the recorded verdict is what shows
+
+        def events(self, run_id):
+            return events + [recorded]
+
+        def run_claim(self, run_id):
+            return {"run_id": run_id, "plan": "default", "dag_run": first.isoformat()}
+
+    monkeypatch.setattr(store_mod.Store, "from_airflow", classmethod(lambda cls, conn_id: Store()))
+    monkeypatch.setattr("migration_soak.plan.load_plan", lambda name: PLAN)
+
+    def snap(run_after):
+        s = sv.Snapshot("migration_soak", "soak-1", "failed", {"plan": "default", "time_scale": 300.0}, T0,
+                        tasks={"load": "failed"}, run_after=run_after)
+        sv._load_soak(s)
+        return s
+
+    again = snap(datetime(2026, 12, 6, 10, 30, tzinfo=timezone.utc))
+    assert again.events == [] and again.verdict.decision != "GO"
+    assert "another Airflow run (created 2026-12-06T09:00:00+00:00)" in (again.foreign or "")
+    own = snap(first)  # the first dag run still sees its own evidence
+    assert own.events[-1] == recorded and own.verdict.decision == "GO" and own.foreign is None

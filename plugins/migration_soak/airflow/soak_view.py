@@ -77,6 +77,8 @@ class Snapshot:
     marks: tuple = ({}, None, "")
     tasks: dict[str, str | None] = field(default_factory=dict)
     store_error: str | None = None
+    run_after: datetime | None = None  # the dag run's: whose claim the run id's evidence is (store.run_claim)
+    foreign: str | None = None  # why the run id's evidence is another dag run's, not shown (_claimed_by_another)
 
     @property
     def active(self) -> bool:
@@ -107,8 +109,8 @@ def _plain(state: Any) -> str | None:
     return state.value if hasattr(state, "value") else state
 
 
-def _dag_run(dag_id: str, run_id: str) -> tuple[str | None, dict, dict[str, str | None]] | None:
-    """(state, conf, task states) of a run from Airflow's metadata database, or None."""
+def _dag_run(dag_id: str, run_id: str) -> tuple[str | None, dict, dict[str, str | None], datetime | None] | None:
+    """(state, conf, task states, run_after) of a run from Airflow's metadata database, or None."""
     from sqlalchemy import select
 
     from airflow.models.dagrun import DagRun
@@ -116,15 +118,15 @@ def _dag_run(dag_id: str, run_id: str) -> tuple[str | None, dict, dict[str, str 
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        row = session.execute(select(DagRun.state, DagRun.conf).where(DagRun.dag_id == dag_id,
-                                                                      DagRun.run_id == run_id)).first()
+        row = session.execute(select(DagRun.state, DagRun.conf, DagRun.run_after).where(
+            DagRun.dag_id == dag_id, DagRun.run_id == run_id)).first()
         if row is None:
             return None
         tis = session.execute(select(TaskInstance.task_id, TaskInstance.map_index, TaskInstance.state).where(
             TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)).all()
     state = _plain(row[0])
     tasks = {(t if i is None or i < 0 else f"{t}[{i}]"): _plain(s) for t, i, s in tis}
-    return state, dict(row[1] or {}), tasks
+    return state, dict(row[1] or {}), tasks, row[2]
 
 
 def read_snapshot(dag_id: str, run_id: str) -> Snapshot:
@@ -138,8 +140,8 @@ def read_snapshot(dag_id: str, run_id: str) -> Snapshot:
     found = _dag_run(dag_id, run_id)
     if found is None:
         raise HTTPException(404, f"no run {run_id!r} of DAG {dag_id!r}")
-    state, conf, tasks = found
-    snap = Snapshot(dag_id, run_id, state, conf, datetime.now(UTC), tasks=tasks)
+    state, conf, tasks, run_after = found
+    snap = Snapshot(dag_id, run_id, state, conf, datetime.now(UTC), tasks=tasks, run_after=run_after)
     _load_soak(snap)
     with _LOCK:
         _CACHE[key] = (now, snap)
@@ -170,8 +172,10 @@ def _load_soak(snap: Snapshot) -> None:
         snap.time_scale = 1.0
     try:
         store = Store.from_airflow(snap.plan.connections.store)
-        snap.observations = store.observations(snap.run_id, clock=store.clock(snap.run_id, snap.time_scale))
-        snap.events = store.events(snap.run_id)
+        snap.foreign = _claimed_by_another(snap, store.run_claim(snap.run_id))
+        if not snap.foreign:
+            snap.observations = store.observations(snap.run_id, clock=store.clock(snap.run_id, snap.time_scale))
+            snap.events = store.events(snap.run_id)
     except sa.exc.ProgrammingError:  # the run's load task has not created the store's tables yet
         pass
     except Exception as exc:
@@ -180,6 +184,25 @@ def _load_soak(snap: Snapshot) -> None:
     snap.verdict = shown_verdict(snap, judge(snap.plan, snap.observations, snap.time_scale))
     snap.analysis = report._analyse(snap.plan, snap.verdict, snap.observations, snap.events, snap.time_scale)
     snap.marks = report._chart_marks(snap.analysis)
+
+
+def _claimed_by_another(snap: Snapshot, claim: dict | None) -> str | None:
+    """Why the store's evidence of ``snap``'s run id is not this dag run's (its id claimed
+    by another dag run of the plan: one deleted and triggered again, ``runbook._claim``),
+    else None. Compared as instants: the claim holds ``context.dag_run_key``'s ISO text."""
+    if claim is None or snap.run_after is None or not claim.get("dag_run"):
+        return None
+    if claim.get("plan") != _plan_name(snap.dag_id, snap.conf):
+        return None
+    try:
+        theirs = datetime.fromisoformat(str(claim["dag_run"]))
+    except ValueError:
+        return None
+    ours = snap.run_after if snap.run_after.tzinfo else snap.run_after.replace(tzinfo=UTC)
+    if (theirs if theirs.tzinfo else theirs.replace(tzinfo=UTC)) == ours:
+        return None
+    return (f"run id {snap.run_id!r} belongs to another Airflow run (created {claim['dag_run']}); this one was "
+            "refused and measured nothing: that run's readings, events and verdict are not shown as its own")
 
 
 def failed_tasks(snap: Snapshot) -> list[str]:
@@ -335,7 +358,7 @@ def summary(snap: Snapshot) -> dict:
                      for r in snap.verdict.criteria + _alerts(snap)],
         "recorded_verdict": verdict["payload"].get("decision") if verdict else None,
         "decision": decision and {k: decision["payload"].get(k) for k in ("outcome", "action", "by", "reason")},
-        "events": len(snap.events), "store_error": snap.store_error,
+        "events": len(snap.events), "store_error": snap.store_error, "foreign": snap.foreign,
     }
 
 
@@ -443,6 +466,8 @@ def _live(snap: Snapshot) -> str:
         parts.append(f"<p>{links}</p>")
     if snap.store_error:
         parts.append(f"<p class=err>The store is not readable: {e(snap.store_error)}</p>")
+    if snap.foreign:
+        parts.append(f"<p class=err>{e(snap.foreign)}</p>")
     parts += [_criteria_section(snap), _checks_section(snap, base), _events_section(snap)]
     return "".join(parts)
 
