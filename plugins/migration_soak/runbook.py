@@ -518,6 +518,10 @@ def deploy(run_id: str, store: Store, migrations: MigrationBackend, plan: Plan |
             store.add_event(run_id, "migrate_failed", {"text": str(exc)[:2000], "lock_attempts": lock_attempts(exc)})
             raise
         if closing is not None and plan is not None:
+            if closing.taken is None and not closing.skipped and plan.migration.name in (payload.get("applied") or []):
+                # applied, yet the hook never ran: LedgerBackend runs none for a script with its own BEGIN/COMMIT
+                closing.skipped = ("the migration's script opens its own transaction (BEGIN/COMMIT), so no copy "
+                                   "could be taken under its lock")
             _keep_closing(plan, run_id, store, closing, topups[-1]["payload"], started)
     waits = [a for a in payload.get("attempts", []) if a.get("outcome") == "lock_timeout"]
     store.add_event(run_id, "migrate", {**payload, "text": f"applied {payload.get('applied')}"

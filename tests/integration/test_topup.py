@@ -277,3 +277,30 @@ def test_an_app_transaction_that_reads_then_writes_users_does_not_deadlock_the_m
     assert outcome.get("deploy") == "ok", outcome
     last = store.events("r1", "topup")[-1]["payload"]
     assert last.get("closing") is True  # the app's write came before the lock: in the closing copy
+
+
+def test_a_migration_with_its_own_transaction_records_the_gap_it_leaves(seeded, store, pg_bin, tmp_path):
+    """Found by review: the closing top-up runs only inside a transaction the ledger opens;
+    a migration script with its own BEGIN/COMMIT gets none, and deploy recorded nothing, so
+    the restore and the report said values were restored 'up to the top-up read just before
+    the migration' with no word of the gap (the Prisma CLI backend records a topup_gap)."""
+    import shutil
+
+    from migration_soak.plan import load_plan
+
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, migrations)
+    drop = migrations / "20251202020032_update_user_schema_final" / "migration.sql"
+    drop.write_text("BEGIN;\n" + drop.read_text() + "\nCOMMIT;\n")
+    plan = load_plan("default").model_copy(update={"backup_location": str(tmp_path / "kept")})
+    backup = take_backup(seeded, tmp_path / "b", pg_bin, "pre")
+    store.add_event("r1", "backup", runbook.backup_event(backup))
+    first = runbook.take_topup(plan, "r1", store, seeded)
+    runbook.deploy("r1", store, LedgerBackend(seeded, migrations), plan)
+    assert query(seeded, """SELECT count(*) FROM information_schema.columns WHERE table_name = 'users'
+                            AND column_name = 'passwordHash'""") == [(0,)]
+    gaps = store.events("r1", "topup_gap")
+    assert [g["payload"]["text"] for g in gaps] == [
+        f"values of passwordHash, emailVerified written between the top-up ({first['taken_at']}) and the migration's "
+        "lock are not restored by a rollback: the migration's script opens its own transaction (BEGIN/COMMIT), so "
+        "no copy could be taken under its lock"]
