@@ -82,6 +82,10 @@ def measured_pairs(store: Store, run_id: str) -> set[tuple[str, str]]:
     return store.measured_pairs(run_id)
 
 
+#: How a failed unmeasured task's message ends (the judge names the task without it).
+UNMEASURED_TAIL = "; the verdict counts them as missing, never as passes"
+
+
 def unmeasured(store: Store, run_id: str, phase: str, check_id: str | None = None) -> str | None:
     """Why a check task that took every tick measured nothing: each reading of (``phase``,
     ``check_id``) an ``error``; for the guard (``check_id`` None), each reading of any one
@@ -104,12 +108,20 @@ def unmeasured(store: Store, run_id: str, phase: str, check_id: str | None = Non
         if dead and len(dead) < len(by_check):
             parts = [f"{c}: 0 of {len(obs)} readings measured, every one an error{judge.main_cause(obs)}"
                      for c, obs in sorted(dead.items())]
-            return f"the guard's {'; '.join(parts)}; the verdict counts them as missing, never as passes"
+            return f"the guard's {'; '.join(parts)}{UNMEASURED_TAIL}"
     if any(o.status != "error" for o in taken):
         return None
     what = check_id if check_id else f"the guard ({len({o.check_id for o in taken})} checks)"
-    return (f"{what} {phase}: 0 of {len(taken)} readings measured, every one an error{judge.main_cause(taken)}; "
-            f"the verdict counts them as missing, never as passes")
+    return f"{what} {phase}: 0 of {len(taken)} readings measured, every one an error{judge.main_cause(taken)}{UNMEASURED_TAIL}"
+
+
+def unmeasured_task(store: Store, run_id: str, task_id: str) -> str | None:
+    """:func:`unmeasured` of a check task or the guard by its Airflow ``task_id``
+    (``<phase>.<check>``, ``guard``), without its closing clause: what ``judge_soak`` names
+    for such a failed task. None for any other task."""
+    phase, _, check_id = task_id.partition(".")
+    text = unmeasured(store, run_id, phase, check_id or None) if check_id or task_id == "guard" else None
+    return text[:-len(UNMEASURED_TAIL)] if text and text.endswith(UNMEASURED_TAIL) else text
 
 
 def previous_reading(store: Store, run_id: str, check_id: str, phase: str) -> Observation | None:

@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 from migration_soak import lint as lint_mod
 from migration_soak import report
@@ -595,15 +595,22 @@ def dropped_already(plan: Plan, query: Query) -> list[str]:
     return [c for c in plan.migration.dropped_columns if c not in present]
 
 
-def with_failed_tasks(verdict: Verdict, failed: Sequence[str]) -> Verdict:
+def with_failed_tasks(verdict: Verdict, failed: Sequence[str], unmeasured: Mapping[str, str] | None = None) -> Verdict:
     """``verdict`` when no task failed; else at best INCONCLUSIVE, naming the ``failed``
-    tasks (a NO-GO stands: a breach was read). ``judge_soak``'s rule, also the soak view's
+    tasks (a NO-GO stands: a breach was read). ``unmeasured``: failed check tasks that
+    measured nothing, by task id, with what they read (``observe.unmeasured_task``): named
+    with it, not as "failed or could not run". ``judge_soak``'s rule, also the soak view's
     provisional judgement while a run has no verdict yet."""
     if not failed or verdict.decision == "NO_GO":
         return verdict
-    why = (f"task{'s' if len(failed) > 1 else ''} {', '.join(failed[:8])}{', ...' if len(failed) > 8 else ''} "
-           f"failed or could not run after the migration: the soak did not run as planned")
-    reasons = [why] + (list(verdict.reasons) if verdict.decision == "INCONCLUSIVE" else [])
+    unmeasured = unmeasured or {}
+    others = [t for t in failed if t not in unmeasured]
+    why = [f"task {t} measured nothing ({unmeasured[t]}): the soak did not run as planned"
+           for t in failed if t in unmeasured]
+    if others:
+        why.insert(0, f"task{'s' if len(others) > 1 else ''} {', '.join(others[:8])}{', ...' if len(others) > 8 else ''} "
+                      f"failed or could not run after the migration: the soak did not run as planned")
+    reasons = why + (list(verdict.reasons) if verdict.decision == "INCONCLUSIVE" else [])
     return replace(verdict, decision="INCONCLUSIVE", reasons=reasons)
 
 
@@ -621,7 +628,10 @@ def judge_soak(plan: Plan, run_id: str, store: Store, time_scale: float, failed:
                f"{', '.join(partial)} already dropped; roll back to give the values back")
         verdict = replace(verdict, decision="NO_GO", reasons=[why])
     else:
-        verdict = with_failed_tasks(verdict, failed)
+        from migration_soak.observe import unmeasured_task
+
+        named = {t: said for t in failed if (said := unmeasured_task(store, run_id, t))}
+        verdict = with_failed_tasks(verdict, failed, named)
     text = f"{verdict.decision}: {'; '.join(verdict.reasons)}"
     store.add_event(run_id, "verdict", {**verdict.to_dict(), "text": text})
     return verdict

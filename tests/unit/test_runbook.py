@@ -336,8 +336,8 @@ class ObservedStore(FakeStore):
         super().__init__()
         self.obs = obs
 
-    def observations(self, run_id, clock=None):
-        return self.obs
+    def observations(self, run_id, phase=None, check_id=None, clock=None):
+        return [o for o in self.obs if phase in (None, o.phase) and check_id in (None, o.check_id)]
 
     def clock(self, run_id, time_scale):
         return None
@@ -357,6 +357,24 @@ def test_a_task_that_failed_after_the_migration_turns_a_go_into_inconclusive(fai
     assert v.reasons == [f"task{'s' if len(failed) > 1 else ''} {', '.join(failed)} failed or could not run after the "
                          "migration: the soak did not run as planned"]
     assert store.events("r", "verdict")[0]["payload"]["decision"] == "INCONCLUSIVE"
+
+
+def test_a_check_task_that_measured_nothing_is_named_with_what_it_read():
+    """A check task failed because every reading was an error (observe.unmeasured): the
+    INCONCLUSIVE names it with its readings and their cause, not as "failed or could not run"."""
+    from dataclasses import replace
+
+    from test_judge import PLAN as JPLAN, full_soak
+
+    soak = [replace(o, value=None, status="error", evidence={"error": "scrape of /metrics answered HTTP 503"})
+            if (o.phase, o.check_id) == ("regular", "login_p95") else o for o in full_soak()]
+    n = sum(1 for o in soak if (o.phase, o.check_id) == ("regular", "login_p95"))
+    v = runbook.judge_soak(JPLAN, "r", ObservedStore(soak), 1.0, failed=["regular.login_p95", "restart_apps"])
+    assert v.decision == "INCONCLUSIVE" and n > 1
+    assert v.reasons[:2] == [
+        "task restart_apps failed or could not run after the migration: the soak did not run as planned",
+        f"task regular.login_p95 measured nothing (login_p95 regular: 0 of {n} readings measured, every one an "
+        "error: 'scrape of /metrics answered HTTP 503'): the soak did not run as planned"]
 
 
 def test_a_no_go_stands_when_a_task_failed_too():
