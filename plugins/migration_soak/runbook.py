@@ -489,7 +489,8 @@ def deploy(run_id: str, store: Store, migrations: MigrationBackend, plan: Plan |
     ``topup`` event (the one the rollback overlays). When it cannot be (the Prisma CLI
     backend, the copy past ``lock_timeout_s``, the storage failing) the first top-up
     stands and a ``topup_gap`` event says values written between it and the DDL are not
-    restored."""
+    restored. The copy is not tried when the first top-up took longer than half of
+    ``lock_timeout_s`` (a large table): it scans the same rows and would not fit."""
     closing, started = None, time.monotonic()
     topups = store.events(run_id, "topup") if plan is not None else []
     with contextlib.ExitStack() as stack:
@@ -498,8 +499,15 @@ def deploy(run_id: str, store: Store, migrations: MigrationBackend, plan: Plan |
             from migration_soak.topup import Closing
 
             first = topups[-1]["payload"]
-            if isinstance(migrations, LedgerBackend):
-                m = plan.migration
+            m = plan.migration
+            scan_s = float(first.get("duration_s") or 0.0)
+            if isinstance(migrations, LedgerBackend) and scan_s > m.lock_timeout_s / 2:
+                # the copy under the lock scans what the first top-up scanned: it would not fit
+                # its half of the budget, and the application would wait behind the lock for nothing
+                _topup_gap(run_id, store, first,
+                           f"the first top-up took {scan_s:.2f} s; its copy under the migration's lock may take "
+                           f"{m.lock_timeout_s / 2:g} s (half of migration.lock_timeout_s), so it was not tried")
+            elif isinstance(migrations, LedgerBackend):
                 closing = Closing(m.table, m.key, m.dropped_columns, first.get("since"),
                                   stack.enter_context(working_folder()), int(m.lock_timeout_s * 1000))
                 migrations.before_script[m.name] = closing

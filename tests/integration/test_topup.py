@@ -304,3 +304,24 @@ def test_a_migration_with_its_own_transaction_records_the_gap_it_leaves(seeded, 
         f"values of passwordHash, emailVerified written between the top-up ({first['taken_at']}) and the migration's "
         "lock are not restored by a rollback: the migration's script opens its own transaction (BEGIN/COMMIT), so "
         "no copy could be taken under its lock"]
+
+
+def test_a_closing_top_up_that_cannot_fit_its_budget_is_not_tried(seeded, store, pg_bin, tmp_path):
+    """The copy under the lock scans what the first top-up scanned: when that took longer
+    than half of lock_timeout_s (a large table) the copy is not tried, so the application
+    does not wait behind the lock for a copy given up; the gap is recorded and says why."""
+    from migration_soak.plan import load_plan
+
+    plan = load_plan("default")
+    plan = plan.model_copy(update={"backup_location": str(tmp_path / "kept"), "migration": plan.migration.model_copy(
+        update={"lock_timeout_s": 0.002})})  # 1 ms for the copy: less than any top-up takes
+    backup = take_backup(seeded, tmp_path / "b", pg_bin, "pre")
+    store.add_event("r1", "backup", runbook.backup_event(backup))
+    first = runbook.take_topup(plan, "r1", store, seeded)
+    assert first["duration_s"] > 0.001
+    runbook.deploy("r1", store, runbook.backend(plan, seeded), plan)
+    assert query(seeded, """SELECT count(*) FROM information_schema.columns WHERE table_name = 'users'
+                            AND column_name = 'passwordHash'""") == [(0,)]  # the migration ran
+    assert [e["payload"].get("closing") for e in store.events("r1", "topup")] == [None]  # no copy under the lock
+    gap = store.events("r1", "topup_gap")[-1]["payload"]["text"]
+    assert f"the first top-up took {first['duration_s']:.2f} s" in gap and "0.001 s (half of" in gap, gap
