@@ -1028,17 +1028,34 @@ def _repeated(ids: list[str]) -> list[str]:
     return sorted({i for i in ids if ids.count(i) > 1})
 
 
+#: The soak DAG's own top-level tasks and task groups (airflow/builder.py; ``plan_error`` is
+#: the stand-in of a broken plan). Each phase is a task group named after it, so a phase of
+#: one of these names made building the DAG raise DuplicateTaskIdFound in the soak DAGs'
+#: file: every plan's DAG was gone, and the plan itself loaded (no import error named it).
+#: ``baseline`` and ``guard`` also label readings that never count as scheduled ones
+#: (judge.PHASES_NOT_SCHEDULED). tests/unit/test_plan.py checks this against the built DAG.
+DAG_OWN_NAMES = frozenset({
+    "load", "preflight", "start_baseline", "baseline", "backup", "rehearse", "fingerprint", "migrate", "verify",
+    "restart_apps", "start_clock", "guard", "judge_soak", "human_decision", "ask_sign_off", "sign_off", "decide",
+    "report", "rollback", "release", "conclude", "plan_error",
+})
+
+
 def _phase_names(phases: list[Phase]) -> list[str]:
     """The phase names in plan order.
 
     Raises ``ValueError`` when a name repeats, when one is ``hour0`` (reserved for the
-    checks at hour 0), or when two phases overlap (each soak hour has one cadence: the
-    runbook's phases follow each other)."""
+    checks at hour 0) or one of the DAG's own tasks (``DAG_OWN_NAMES``), or when two
+    phases overlap (each soak hour has one cadence: the runbook's phases follow each other)."""
     names = [p.name for p in phases]
     if len(set(names)) != len(names):
         raise ValueError(f"phase names repeat: {names}")
     if "hour0" in names:
         raise ValueError("'hour0' is reserved for the checks at hour 0")
+    for name in names:
+        if name in DAG_OWN_NAMES:
+            raise ValueError(f"phases[{name}].name: {name!r} names one of the soak DAG's own tasks or task groups: "
+                             "the phase's task group would clash with it (no DAG would load); name the phase otherwise")
     ordered = sorted(phases, key=lambda p: p.start_hour)
     for a, b in zip(ordered, ordered[1:]):
         if b.start_hour < a.end_hour:

@@ -106,3 +106,18 @@ def test_airflow_dags_list_import_errors_shows_the_broken_plan(tmp_path):
     rows = json.loads(line)
     assert [Path(r["filepath"]).name for r in rows] == [ERRORS_FILE], rows
     assert "canary.yaml" in rows[0]["error"] and "report_locaton: Extra inputs are not permitted" in rows[0]["error"]
+
+
+def test_a_phase_named_like_a_soak_task_is_an_import_error_and_hides_nothing(tmp_path, monkeypatch):
+    """A phase named ``rollback`` made building its DAG raise DuplicateTaskIdFound in the soak
+    DAGs' file: every soak DAG, the default one too, was gone, and the import error named
+    no plan, field or value."""
+    plans = _plans(tmp_path, broken=False)
+    text = (plans / "default.yaml").read_text()
+    assert text.count("passive") > 3
+    (plans / "clash.yaml").write_text(text.replace("passive", "rollback"))
+    bag = _bag(monkeypatch, plans)
+    assert set(bag.dag_ids) == {"migration_soak", "migration_soak__clash"}
+    assert len(bag.dags["migration_soak"].tasks) > 40
+    (text,) = bag.import_errors.values()
+    assert "clash.yaml" in text and "phases[rollback].name: 'rollback' names one of the soak DAG's own tasks" in text

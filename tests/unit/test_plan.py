@@ -586,3 +586,31 @@ def test_a_lock_timeout_postgresql_cannot_take_is_a_plan_error(raw):
         parse_plan(bad, "x.yaml")
     bad["migration"]["lock_timeout_s"] = 2147483
     assert parse_plan(bad, "x.yaml").migration.lock_timeout_s == 2147483
+
+
+def _renamed_phase(raw, old: str, new: str) -> dict:
+    bad = copy.deepcopy(raw)
+    next(p for p in bad["phases"] if p["name"] == old)["name"] = new
+    for check in bad["checks"]:
+        if isinstance(check["phases"], list):
+            check["phases"] = [new if p == old else p for p in check["phases"]]
+    return bad
+
+
+def test_a_phase_named_like_a_task_of_the_soak_dag_is_refused_naming_the_phase(raw):
+    """A phase named ``rollback`` (or ``guard``, ``report``, ``baseline``...) passed the plan
+    and then made the DAG's task group clash with the soak's own (DuplicateTaskIdFound while
+    building the DAG): the DAG file failed to import, every plan's DAG was gone, and the
+    import errors file said nothing (the plan itself loaded)."""
+    from migration_soak.airflow.builder import build_dag
+
+    built = build_dag("default", load_plan("default"))
+    own = {task_id.split(".")[0] for task_id in built.task_ids} - {p.name for p in load_plan("default").phases}
+    assert {"rollback", "guard", "report", "baseline", "load", "decide"} <= own
+    for name in sorted(own - {"hour0"}):
+        with pytest.raises(PlanError) as err:
+            parse_plan(_renamed_phase(raw, "passive", name), "p.yaml")
+        assert str(err.value) == (f"p.yaml: phases[{name}].name: {name!r} names one of the soak DAG's own tasks or "
+                                  "task groups: the phase's task group would clash with it (no DAG would load); "
+                                  "name the phase otherwise"), name
+    parse_plan(_renamed_phase(raw, "passive", "nightly"), "p.yaml")  # any other name is a phase
