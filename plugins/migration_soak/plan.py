@@ -674,6 +674,15 @@ class Migration(_Model):
             raise ValueError(f"{value!r} cannot be read: {exc}") from None
         return value
 
+    @field_validator("migrations_dir")
+    @classmethod
+    def _migrations_dir_exists(cls, value: str) -> str:
+        # First read by preflight, after a trigger ("migrations folder /abs/path does not
+        # exist", no field named); the plan's migration in it: _require_migration_in_folder.
+        if not (Path(value) if Path(value).is_absolute() else REPO_ROOT / value).is_dir():
+            raise ValueError(f"no such folder {value!r}")
+        return value
+
     @field_validator("prisma_project")
     @classmethod
     def _prisma_project_exists(cls, value: str | None) -> str | None:
@@ -959,6 +968,7 @@ class Plan(_Model):
         _require_counted_requests(self.report.requests, self.checks)
         _require_distinct_requirements(self.preflight.require)
         _require_preserved_fingerprint(self.checks, self.migration)
+        _require_migration_in_folder(self.migration)
         return self
 
     def _check_references(self) -> list[tuple[str, list[str]]]:
@@ -1257,6 +1267,21 @@ def _require_cheap_guard(guard: Guard | None, checks: list[Check]) -> None:
         if kind in _HEAVY_SOURCES:
             raise ValueError(f"guard: check {cid!r} reads a {kind} source, too heavy to run every guard interval; "
                              "give it phase ticks instead")
+
+
+def _require_migration_in_folder(migration: Migration) -> None:
+    """``migration.name`` is a migration of ``migration.migrations_dir`` (its
+    ``<name>/migration.sql``, as Prisma lays them out): a typo in the name loaded and was
+    first found by preflight after a trigger. ``ValueError`` naming both and the folder's
+    migrations."""
+    folder = Path(migration.migrations_dir)
+    folder = folder if folder.is_absolute() else REPO_ROOT / folder
+    if (folder / migration.name / "migration.sql").is_file():
+        return
+    there = sorted(p.name for p in folder.iterdir() if (p / "migration.sql").is_file())
+    raise ValueError(f"migration.name: no migration {migration.name!r} in migration.migrations_dir "
+                     f"{migration.migrations_dir!r} (no {migration.name}/migration.sql there; its migrations: "
+                     f"{there})")
 
 
 def _require_preserved_fingerprint(checks: list[Check], migration: Migration) -> None:

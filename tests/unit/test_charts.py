@@ -17,7 +17,7 @@ SCALE = 360.0  # the demo's: 24 soak hours in 4 wall minutes
 
 PLAN = parse_plan({
     "name": "charts",
-    "migration": {"name": "m", "migrations_dir": "include/prisma/migrations",
+    "migration": {"name": "20251202020032_update_user_schema_final", "migrations_dir": "include/prisma/migrations",
                   "down_sql": "include/sql/rollback/20251202020032_update_user_schema_final.down.sql",
                   "dropped_columns": ["passwordHash"]},
     "restart": {"connection": "soak_gateway", "endpoint": "/admin/reload"},

@@ -133,7 +133,11 @@ def test_sql_squawk_cannot_parse_is_an_unaccepted_finding(migrations):
 
 
 def test_missing_sql_squawk_missing_or_failing_are_lint_errors(migrations, monkeypatch, tmp_path):
-    plan = plan_with(migration={"migrations_dir": str(migrations.root)})
+    # the plan refuses a migration its folder does not hold at load (test_plan.py); a file
+    # gone since the plan loaded (a worker's own copy of include/) is lint's to say
+    default = load_plan("default")
+    plan = default.model_copy(update={"migration": default.migration.model_copy(
+        update={"migrations_dir": str(migrations.root)})})
     with pytest.raises(LintError, match=rf"migration {DEFAULT_MIGRATION}: cannot read .*migration\.sql"):
         lint.check(plan)
     # squawk itself refuses the arguments (exit 2): its message, not a silent pass

@@ -614,3 +614,36 @@ def test_a_phase_named_like_a_task_of_the_soak_dag_is_refused_naming_the_phase(r
                                   "task groups: the phase's task group would clash with it (no DAG would load); "
                                   "name the phase otherwise"), name
     parse_plan(_renamed_phase(raw, "passive", "nightly"), "p.yaml")  # any other name is a phase
+
+
+def test_a_migrations_dir_or_migration_that_does_not_exist_is_a_plan_error(raw, tmp_path):
+    """A plan pointing at a missing migrations folder, or naming a migration it does not
+    hold, loaded and built its DAG; the first to notice was preflight, after a trigger,
+    with 'migrations folder /abs/path does not exist' (no field named). Like down_sql and
+    prisma_project, they are read at load now."""
+    bad = copy.deepcopy(raw)
+    bad["migration"]["migrations_dir"] = "include/prisma/migration"  # a typo
+    with pytest.raises(PlanError) as err:
+        parse_plan(bad, "x.yaml")
+    assert str(err.value) == "x.yaml: migration.migrations_dir: no such folder 'include/prisma/migration'"
+    bad["migration"]["migrations_dir"] = "include/plans/default.yaml"  # a file is no folder
+    with pytest.raises(PlanError, match=r"x\.yaml: migration\.migrations_dir: no such folder "
+                                        r"'include/plans/default\.yaml'"):
+        parse_plan(bad, "x.yaml")
+    bad = copy.deepcopy(raw)
+    bad["migration"]["name"] = "20251202020032_update_user_schema_fnal"
+    with pytest.raises(PlanError) as err:
+        parse_plan(bad, "x.yaml")
+    assert str(err.value) == (
+        "x.yaml: migration.name: no migration '20251202020032_update_user_schema_fnal' in migration.migrations_dir "
+        "'include/prisma/migrations' (no 20251202020032_update_user_schema_fnal/migration.sql there; its "
+        "migrations: ['20250101000000_init', '20251202020032_update_user_schema_final'])")
+    folder = tmp_path / "migrations"
+    (folder / "20260101000000_drop").mkdir(parents=True)  # a folder without its migration.sql
+    bad["migration"].update(name="20260101000000_drop", migrations_dir=str(folder))
+    with pytest.raises(PlanError, match=r"migration\.name: no migration '20260101000000_drop' in "
+                                        r"migration\.migrations_dir .*\(no 20260101000000_drop/migration\.sql there; "
+                                        r"its migrations: \[\]\)"):
+        parse_plan(bad, "x.yaml")
+    (folder / "20260101000000_drop" / "migration.sql").write_text('ALTER TABLE "users" DROP COLUMN "x";\n')
+    assert parse_plan(bad, "x.yaml").migration.migrations_dir == str(folder)
