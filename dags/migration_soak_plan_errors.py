@@ -25,6 +25,9 @@ def _broken_plans() -> dict[str, str]:
     if not _plan.PLANS_DIR.is_dir():  # a typo in MIGRATION_SOAK_PLANS_DIR would hide every soak DAG silently
         return {str(_plan.PLANS_DIR): f"the plans folder {_plan.PLANS_DIR} does not exist (MIGRATION_SOAK_PLANS_DIR?): "
                                       "no soak DAG is built"}
+    for path in sorted(_plan.PLANS_DIR.glob("*.yml")):  # builder.build_all reads *.yaml only
+        broken[path.name] = (f"{path.name}: a plan file's name ends in .yaml: this one builds no DAG; rename it "
+                             f"{path.stem}.yaml")
     for path in sorted(_plan.PLANS_DIR.glob("*.yaml")):
         why = unusable_name(path)
         if why is not None:

@@ -121,3 +121,14 @@ def test_a_phase_named_like_a_soak_task_is_an_import_error_and_hides_nothing(tmp
     assert len(bag.dags["migration_soak"].tasks) > 40
     (text,) = bag.import_errors.values()
     assert "clash.yaml" in text and "phases[rollback].name: 'rollback' names one of the soak DAG's own tasks" in text
+
+
+def test_a_plan_file_ending_in_yml_is_an_import_error_not_silently_ignored(tmp_path, monkeypatch):
+    """``cp default.yaml mine.yml`` (the other YAML suffix, which load_plan accepts by path)
+    built no DAG and no import error: the plan was just not there."""
+    plans = _plans(tmp_path, broken=False)
+    (plans / "mine.yml").write_text((plans / "default.yaml").read_text())
+    bag = _bag(monkeypatch, plans)
+    assert set(bag.dag_ids) == {"migration_soak"}
+    (text,) = bag.import_errors.values()
+    assert "mine.yml: a plan file's name ends in .yaml: this one builds no DAG; rename it mine.yaml" in text
