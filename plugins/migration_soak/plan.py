@@ -969,6 +969,7 @@ class Plan(_Model):
         _require_distinct_requirements(self.preflight.require)
         _require_preserved_fingerprint(self.checks, self.migration)
         _require_migration_in_folder(self.migration)
+        _require_read_checks(self.checks, self.go, self.no_go, self.guard, self.baseline)
         return self
 
     def _check_references(self) -> list[tuple[str, list[str]]]:
@@ -1267,6 +1268,29 @@ def _require_cheap_guard(guard: Guard | None, checks: list[Check]) -> None:
         if kind in _HEAVY_SOURCES:
             raise ValueError(f"guard: check {cid!r} reads a {kind} source, too heavy to run every guard interval; "
                              "give it phase ticks instead")
+
+
+def _require_read_checks(checks: list[Check], go: list[Criterion], no_go: list[Criterion], guard: Guard | None,
+                         baseline: Baseline | None) -> None:
+    """A check with ``phases: []`` has no scheduled reading: a GO criterion on it (or its own
+    ``expect``, in a plan without criteria) could never be met, since guard readings never
+    count as coverage (judge.PHASES_NOT_SCHEDULED): every soak would end INCONCLUSIVE after
+    its whole length; one that neither the guard nor the baseline reads is never measured.
+    ``ValueError`` naming the criterion or the check."""
+    for c in checks:
+        if c.phases != []:
+            continue
+        for crit in go:
+            if c.id in crit.checks:
+                raise ValueError(f"go[{crit.id}]: check {c.id!r} has no scheduled reading (phases: []): the GO "
+                                 "criterion could never be met (guard readings never count as its coverage); "
+                                 "give it phases")
+        if not go and not no_go:
+            raise ValueError(f"checks[{c.id}]: no scheduled reading (phases: []) and its expect is a GO criterion "
+                             "(the plan states none): it could never be met; give it phases")
+        if c.id not in (guard.checks if guard else []) and c.id not in (baseline.checks if baseline else []):
+            raise ValueError(f"checks[{c.id}].phases: [] and neither guard nor baseline reads it: the check would "
+                             "never be measured")
 
 
 def _require_migration_in_folder(migration: Migration) -> None:

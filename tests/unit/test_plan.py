@@ -647,3 +647,35 @@ def test_a_migrations_dir_or_migration_that_does_not_exist_is_a_plan_error(raw, 
         parse_plan(bad, "x.yaml")
     (folder / "20260101000000_drop" / "migration.sql").write_text('ALTER TABLE "users" DROP COLUMN "x";\n')
     assert parse_plan(bad, "x.yaml").migration.migrations_dir == str(folder)
+
+
+def test_a_check_no_tick_reads_is_refused_where_it_could_never_be_judged(raw):
+    """``phases: []`` loaded: a GO criterion on such a check could never be met (guard
+    readings never count as coverage), so every soak of the plan ended INCONCLUSIVE after
+    its 24 hours; a check nothing reads at all was silently never measured."""
+    bad = copy.deepcopy(raw)
+    next(c for c in bad["checks"] if c["id"] == "cache_hit_rate")["phases"] = []
+    with pytest.raises(PlanError) as err:
+        parse_plan(bad, "p.yaml")
+    assert str(err.value) == ("p.yaml: go[go_cache_hit_rate]: check 'cache_hit_rate' has no scheduled reading "
+                              "(phases: []): the GO criterion could never be met (guard readings never count as its "
+                              "coverage); give it phases")
+    bad = copy.deepcopy(raw)
+    bad["go"], bad["no_go"] = [], []  # each check's expect is then a GO
+    bad["checks"] = [c for c in bad["checks"] if c["id"] in ("critical_errors", "cache_hit_rate")]
+    for key in ("guard", "baseline", "report", "alerts"):
+        bad.pop(key, None)
+    next(c for c in bad["checks"] if c["id"] == "cache_hit_rate")["phases"] = []
+    with pytest.raises(PlanError, match=r"p\.yaml: checks\[cache_hit_rate\]: no scheduled reading \(phases: \[\]\) "
+                                        r"and its expect is a GO criterion \(the plan states none\): it could never "
+                                        r"be met; give it phases"):
+        parse_plan(bad, "p.yaml")
+    bad = copy.deepcopy(raw)
+    next(c for c in bad["checks"] if c["id"] == "login_p99")["phases"] = []  # no criterion reads it
+    with pytest.raises(PlanError) as err:
+        parse_plan(bad, "p.yaml")
+    assert str(err.value) == ("p.yaml: checks[login_p99].phases: [] and neither guard nor baseline reads it: the "
+                              "check would never be measured")
+    bad = copy.deepcopy(raw)  # the guard alone may read a check no GO criterion names
+    next(c for c in bad["checks"] if c["id"] == "db_memory")["phases"] = []
+    assert parse_plan(bad, "p.yaml").check("db_memory").phases == []
