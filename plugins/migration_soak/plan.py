@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Sequence, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from migration_soak.exceptions import PlanError
 
@@ -260,6 +260,21 @@ class LogsSource(_Model):
 Identifier = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[^\x00]+$")]
 
 
+def _table_name(value: str) -> str:
+    """A plan's table name as ``pgconn.split_table`` reads it (``table`` or ``schema.table``,
+    no empty part): ``migration.table: ''`` was refused by a cross-field rule naming no
+    field, and ``public.`` loaded. ``ValueError`` with split_table's message."""
+    from migration_soak.pgconn import split_table
+
+    split_table(value)
+    return value
+
+
+#: A table name of the plan (``migration.table``, a ``fingerprint`` check's ``table``, a
+#: ``backup`` check's ``tables``), checked at load (:func:`_table_name`).
+TableName = Annotated[str, AfterValidator(_table_name)]
+
+
 class AuthorizerSyncSource(_Model):
     """Sampled ``<table>.<column>`` ids (default ``users."authorizerId"``) that the
     Authorizer does not know.
@@ -304,9 +319,9 @@ class FingerprintSource(_Model):
     """
 
     kind: Literal["fingerprint"]
-    table: str
-    key: str = "id"
-    columns: list[str] = Field(min_length=1)
+    table: TableName
+    key: Identifier = "id"
+    columns: list[Identifier] = Field(min_length=1)
 
 
 class BackupSource(_Model):
@@ -316,7 +331,7 @@ class BackupSource(_Model):
     when it verified (a failure is an ``error`` observation)."""
 
     kind: Literal["backup"]
-    tables: list[str] = Field(min_length=1)
+    tables: list[TableName] = Field(min_length=1)
 
 
 Source = Annotated[
@@ -629,9 +644,9 @@ class Migration(_Model):
     backend: Literal["ledger", "prisma_cli"] = "ledger"
     migrations_dir: str
     down_sql: str
-    table: str = "users"
-    key: str = "id"
-    dropped_columns: list[str] = Field(min_length=1)
+    table: TableName = "users"
+    key: Identifier = "id"
+    dropped_columns: list[Identifier] = Field(min_length=1)
     #: at most 2147483 s: PostgreSQL's ``lock_timeout`` is an int of milliseconds (max
     #: 2147483647, PostgreSQL docs "lock_timeout"); a larger value passed validation and
     #: failed at the first ``set_config`` on staging

@@ -679,3 +679,29 @@ def test_a_check_no_tick_reads_is_refused_where_it_could_never_be_judged(raw):
     bad = copy.deepcopy(raw)  # the guard alone may read a check no GO criterion names
     next(c for c in bad["checks"] if c["id"] == "db_memory")["phases"] = []
     assert parse_plan(bad, "p.yaml").check("db_memory").phases == []
+
+
+@pytest.mark.parametrize("where, value, message", [
+    (("migration", "table"), "", "migration.table: table name '' is not 'table' or 'schema.table'"),
+    (("migration", "table"), "public.", "migration.table: table name 'public.' is not 'table' or 'schema.table'"),
+    (("migration", "key"), "", "migration.key: String should have at least 1 character (got '')"),
+    (("migration", "dropped_columns"), ["passwordHash", ""],
+     "migration.dropped_columns[1]: String should have at least 1 character (got '')"),
+    (("data_loss", "table"), ".users", "checks[data_loss].source.table: table name '.users' is not 'table' or 'schema.table'"),
+    (("data_loss", "key"), "", "checks[data_loss].source.key: String should have at least 1 character (got '')"),
+    (("incremental_backup", "tables"), ["users", ""],
+     "checks[incremental_backup].source.tables[1]: table name '' is not 'table' or 'schema.table'"),
+])
+def test_an_empty_table_key_or_column_name_is_refused_naming_its_field(raw, where, value, message):
+    """migration.table '' was refused as "table name '' is not 'table' or 'schema.table'",
+    naming no field (a cross-field rule tripped over it), 'public.' or a fingerprint's
+    '.users' loaded, and an empty migration.key or dropped column loaded as well."""
+    bad = copy.deepcopy(raw)
+    section, field = where
+    if section == "migration":
+        bad["migration"][field] = value
+    else:
+        next(c for c in bad["checks"] if c["id"] == section)["source"][field] = value
+    with pytest.raises(PlanError) as err:
+        parse_plan(bad, "p.yaml")
+    assert message in str(err.value).splitlines()[0], str(err.value)
