@@ -1420,13 +1420,21 @@ def plan_file(name_or_path: str | Path) -> Path:
     Raises ``PlanError`` naming the value when no such plan exists.
     """
     candidate = Path(name_or_path)
-    if candidate.suffix not in (".yaml", ".yml"):
+    by_name = candidate.suffix not in (".yaml", ".yml")
+    if by_name:
         candidate = PLANS_DIR / f"{name_or_path}.yaml"
     elif not candidate.is_absolute():
         candidate = REPO_ROOT / candidate
     if not candidate.is_file():
-        known = sorted(p.stem for p in PLANS_DIR.glob("*.yaml"))
-        raise PlanError(f"plan: no plan {name_or_path!r} (looked for {candidate}; known plans: {known})")
+        # the plans of the folder looked in (a path's own, e.g. demo.run --plans-dir), not
+        # always PLANS_DIR's: those listed the very plan not found as known
+        folder = candidate.parent
+        if not folder.is_dir():
+            there = f"the folder {folder} does not exist"
+        else:
+            known = sorted(p.stem for p in folder.glob("*.yaml"))
+            there = f"known plans: {known}" if by_name else f"plans in {folder}: {known}"
+        raise PlanError(f"plan: no plan {name_or_path!r} (looked for {candidate}; {there})")
     return candidate
 
 

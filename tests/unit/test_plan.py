@@ -705,3 +705,17 @@ def test_an_empty_table_key_or_column_name_is_refused_naming_its_field(raw, wher
     with pytest.raises(PlanError) as err:
         parse_plan(bad, "p.yaml")
     assert message in str(err.value).splitlines()[0], str(err.value)
+
+
+def test_a_plan_path_that_does_not_exist_lists_the_plans_of_its_own_folder(tmp_path):
+    """``python -m demo.run --plans-dir /nope`` said "no plan '/nope/default.yaml' (...; known
+    plans: ['default'])": the known plans were include/plans', not the folder looked in,
+    so the plan it could not find was listed as known."""
+    with pytest.raises(PlanError) as err:
+        load_plan(str(tmp_path / "nope" / "default.yaml"))
+    assert str(err.value) == (f"plan: no plan '{tmp_path}/nope/default.yaml' (looked for {tmp_path}/nope/default.yaml; "
+                              f"the folder {tmp_path}/nope does not exist)")
+    (tmp_path / "mine.yaml").write_text("name: x\n")
+    with pytest.raises(PlanError) as err:
+        load_plan(str(tmp_path / "other.yaml"))
+    assert str(err.value).endswith(f"(looked for {tmp_path}/other.yaml; plans in {tmp_path}: ['mine'])")
