@@ -973,6 +973,7 @@ class Plan(_Model):
         _require_known_phases(self.checks, names)
         _require_known_checks(self._check_references(), ids)
         _require_distinct_criteria(self.go + self.no_go)
+        _require_distinct_alerts(self.alerts)
         _require_sane_levels(self.checks, self.go + self.no_go + self.alerts)
         _require_one_unit(self.checks, self.go + self.no_go + self.alerts)
         _require_failable_go(self.checks, self.go, self.no_go)
@@ -1228,6 +1229,15 @@ def _require_distinct_criteria(criteria: list[Criterion]) -> None:
     dup = _repeated([c.id for c in criteria])
     if dup:
         raise ValueError(f"criterion ids repeat: {dup}")
+
+
+def _require_distinct_alerts(alerts: list[Alert]) -> None:
+    """Alert ids are unique: the guard posts each alert id once a run (observe.alerts_settled),
+    so a second alert of an id that fired would never reach Slack. ``ValueError`` listing them."""
+    dup = _repeated([a.id for a in alerts])
+    if dup:
+        raise ValueError(f"alert ids repeat: {dup}: Slack hears each alert id once a run, so one of them would never "
+                         "be posted")
 
 
 def _require_baseline_section(ruled: Sequence[Criterion | Alert], baseline: Baseline | None) -> None:

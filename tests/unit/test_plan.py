@@ -719,3 +719,16 @@ def test_a_plan_path_that_does_not_exist_lists_the_plans_of_its_own_folder(tmp_p
     with pytest.raises(PlanError) as err:
         load_plan(str(tmp_path / "other.yaml"))
     assert str(err.value).endswith(f"(looked for {tmp_path}/other.yaml; plans in {tmp_path}: ['mine'])")
+
+
+def test_alert_ids_may_not_repeat(raw):
+    """Two alerts of one id loaded; the guard posts an alert once per id (observe.alerts_settled
+    keys on it), so once one fired the other, a different rule, could never reach Slack."""
+    bad = copy.deepcopy(raw)
+    cpu = next(a for a in bad["alerts"] if a["id"] == "db_cpu_high")
+    bad["alerts"].append({**copy.deepcopy(cpu), "text": "Alert if CPU > 95% for 5 minutes",
+                          "rule": {**cpu["rule"], "value": 0.95}})
+    with pytest.raises(PlanError) as err:
+        parse_plan(bad, "p.yaml")
+    assert str(err.value) == ("p.yaml: alert ids repeat: ['db_cpu_high']: Slack hears each alert id once a run, so "
+                              "one of them would never be posted")
