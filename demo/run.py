@@ -949,8 +949,8 @@ def main(argv: list[str] | None = None) -> int:
                      epilog="exit: 0 GO, 1 NO-GO, 2 INCONCLUSIVE, 3 no final decision "
                             "(the failing task's error is printed), 64 a bad argument, 130/143 interrupted")
     parser.add_argument("--scenario", default="healthy", choices=sorted(SCENARIOS))
-    parser.add_argument("--on-inconclusive", default="rollback", choices=["rollback", "go"],
-                        help="what the unattended demo does with an INCONCLUSIVE verdict")
+    parser.add_argument("--on-inconclusive", choices=["rollback", "go"],
+                        help="what the unattended demo does with an INCONCLUSIVE verdict (default rollback)")
     parser.add_argument("--human-choice", choices=["GO", "Roll back"],
                         help="ask in the UI on INCONCLUSIVE and answer through the API server")
     parser.add_argument("--require-sign-off", action="store_true",
@@ -976,6 +976,16 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"the airflow runner's LocalExecutor task slots (default {PARALLELISM})")
     args = parser.parse_args(argv)
     _known_plan(parser, args.plan, args.plans_dir)  # before anything starts: seeding takes a minute
+    # flags the run would drop without a word: the comment of an answer the demo does not
+    # give, an unattended policy for a question it asks
+    if args.sign_off_comment is not None and args.sign_off is None:
+        parser.error("--sign-off-comment needs --sign-off approve|reject: without it you answer the sign-off in the "
+                     "UI, with your own comment")
+    if args.on_inconclusive is not None and args.human_choice is not None:
+        parser.error(f"--on-inconclusive {args.on_inconclusive}: with --human-choice the run asks on INCONCLUSIVE "
+                     "(on_inconclusive ask) and answers it; give one of the two")
+    if args.on_inconclusive is None:
+        args.on_inconclusive = "rollback"
     require_sign_off = args.require_sign_off or args.sign_off is not None
     comment = args.sign_off_comment
     if comment is None and args.sign_off:

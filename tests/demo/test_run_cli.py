@@ -61,8 +61,18 @@ def test_exit_code_for_user_follows_the_final_decision(decision, run_state, code
     (["--scenario", "legacy"], "invalid choice"), (["--no-such-option"], "unrecognized"), (["--time-scale"], "expected"),
     (["--users", "0"], "users must be at least 1, got 0"),
     (["--plan", "nope"], "--plan 'nope': plan: no plan 'nope'"),  # before seeding a stack for it
+    # flags the demo would have ignored without a word (the comment of an answer it does not
+    # give; an unattended policy for a question it asks): the demo ran and dropped them
+    (["--require-sign-off", "--sign-off-comment", "looks good"],
+     "--sign-off-comment needs --sign-off approve|reject: without it you answer the sign-off in the UI"),
+    (["--human-choice", "GO", "--on-inconclusive", "rollback"],
+     "--on-inconclusive rollback: with --human-choice the run asks on INCONCLUSIVE (on_inconclusive ask)"),
 ])
-def test_a_bad_argument_exits_64_not_2_which_means_inconclusive(argv, said, capsys):
+def test_a_bad_argument_exits_64_not_2_which_means_inconclusive(argv, said, capsys, monkeypatch):
+    def started(*args, **kwargs):
+        raise AssertionError(f"{argv} started a soak")
+
+    monkeypatch.setattr(demo_run, "run_soak", started)  # nothing may start
     with pytest.raises(SystemExit) as exit_:
         demo_run.main(argv)
     assert exit_.value.code == demo_run.EXIT_USAGE == 64
