@@ -81,7 +81,7 @@ EXECUTOR_OF = {RUNNER_AIRFLOW: "local", RUNNER_CELERY: "celery"}
 PARALLELISM = 12
 #: Wall seconds from the end of the Hora 0 checklist to hour 0 (the run's ``clock_lead_s``),
 #: per runner: the ~80 check tasks must be waiting in the triggerer before their first tick
-#: (1 s after hour 0 at 300x). ``airflow dags test`` starts them one by one after the clock
+#: (3 s after hour 0 at 300x). ``airflow dags test`` starts them one by one after the clock
 #: anyway. LocalExecutor (tasks forked from a scheduler that pre-imported the DAG's modules,
 #: demo/preload): the intensive tasks were all deferred 4.4 s after start_clock on 2 cores.
 #: Celery: workers in their own namespaces parse cold; the trigger form's default, 10 s.

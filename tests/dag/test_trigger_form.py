@@ -71,3 +71,16 @@ def test_an_out_of_range_number_is_refused_by_the_form_not_clamped_to_its_bound(
     with pytest.raises(Exception, match=r"clock_lead_s.*601 is greater than the maximum of 600"):
         validate(clock_lead_s=601)
     assert "at most 100,000: a value beyond is refused" in dag.params.get_param("time_scale").description
+
+
+def test_clock_lead_s_names_when_the_plans_first_tick_falls_on_a_300x_clock():
+    """The form said 'on a 300x clock the first intensive tick is 1 s after hour 0': the
+    default plan's first tick (intensive at soak minute 15, the guard floored at 15 soak
+    minutes on that clock) falls 3 s after hour 0; 1 s held for no plan here."""
+    text = _param("default", load_plan("default"), "clock_lead_s").description
+    assert "1 s after hour 0" not in text, text
+    assert "on a 300x clock the plan's first tick (soak minute 15) is 3 s after hour 0" in text, text
+    short = load_plan(ROOT / "tests" / "browser" / "plans" / "browser.yaml")
+    first = min(p.tick_offsets()[0] for p in short.phases).total_seconds() / 60
+    text = _param("browser", short, "clock_lead_s").description
+    assert f"(soak minute {first:g})" in text, text

@@ -93,7 +93,7 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
             "clock_lead_s": Param(CLOCK_LEAD_S, type="number", allOf=[{"minimum": 0, "maximum": CLOCK_LEAD_MAX_S}],
                                   description="Wall seconds from the end of the Hora 0 checklist to hour 0 of the "
                                               "soak clock, so every check task is waiting before its first tick "
-                                              "(on a 300x clock the first intensive tick is 1 s after hour 0)."),
+                                              f"({_first_tick_text(plan)})."),
             "require_sign_off": Param(False, type="boolean",
                                       description="Ask QA to approve in the UI before GO; a rejected or unanswered "
                                                   f"sign-off is not a GO ({plan.verdict.on_sign_off_rejected})."),
@@ -212,6 +212,20 @@ def _time_scale_text(plan: Plan) -> str:
             f"{duration(hours * 3600 / 300)}. Above 1 the run is demonstration evidence, not a {hours:g}-hour soak, "
             f"and never an approval for production. More than 0, at most {TIME_SCALE_MAX:,}: a value beyond is "
             "refused, never run at the bound.")
+
+
+def _first_tick_text(plan: Plan, time_scale: float = 300) -> str:
+    """When the plan's first tick after hour 0 falls on a ``time_scale`` clock (its phases'
+    first ticks, the guard's cadence on that clock): the form said "the first intensive tick
+    is 1 s after hour 0" for every plan, 3 s in the default plan at 300x."""
+    from migration_soak.clock import guard_every
+
+    firsts = [p.tick_offsets()[0] for p in plan.phases if p.tick_offsets()]
+    if plan.guard is not None:
+        firsts.append(guard_every(plan, time_scale))
+    minute = min(firsts).total_seconds() / 60
+    return (f"on a {time_scale:g}x clock the plan's first tick (soak minute {minute:g}) is "
+            f"{round(minute * 60 / time_scale, 1):g} s after hour 0")
 
 
 def _on_inconclusive_labels(plan: Plan) -> dict[str, str]:
