@@ -102,6 +102,33 @@ def _checked_sql_file(name: str) -> str:
     return name
 
 
+def _require_explain_analyze(name: str) -> None:
+    """``measure: explain_ms`` reads the "Execution Time" line of an ``EXPLAIN ANALYZE`` in
+    text format (sources/sql.py): on a file whose last statement is anything else every
+    reading was an error, and a GO on the check could never be met. ``ValueError`` naming the
+    file, the statement and what it lacks (``name`` already passed ``_checked_sql_file``)."""
+    from migration_soak.sources.sql_guard import statements
+
+    found = statements((SQL_DIR / name).read_text(encoding="utf-8"))
+    last = found[-1]
+    where = f"include/sql/{name}'s last {last.describe(len(found))}"
+    if type(last.node).__name__ != "ExplainStmt":
+        why = "is no EXPLAIN"
+    else:
+        options = {o.defname.lower(): o.arg for o in (last.node.options or [])}
+
+        def value(arg: Any) -> str:  # an option's argument as written: none is "true"
+            return "true" if arg is None else str(getattr(arg, "sval", getattr(arg, "boolval", arg))).lower()
+
+        if "analyze" not in options or value(options["analyze"]) not in ("true", "on", "1", "yes", "t", "y"):
+            why = "does not ANALYZE: a plan without it has no 'Execution Time'"
+        elif "format" in options and value(options["format"]) != "text":
+            why = f"is in FORMAT {value(options['format']).upper()}: the reading parses the text format"
+        else:
+            return
+    raise ValueError(f"measure 'explain_ms' reads the 'Execution Time' of an EXPLAIN ANALYZE: {where} {why}")
+
+
 class SqlSource(_Model):
     """A read-only query of the staging database; the value is one cell of the first row.
 
@@ -133,6 +160,8 @@ class SqlSource(_Model):
 
     @model_validator(mode="after")
     def _ratio_columns(self):
+        if self.measure == "explain_ms":
+            _require_explain_analyze(self.sql)
         if self.measure == "ratio" and not (self.numerator and self.denominator):
             raise ValueError("measure 'ratio' needs 'numerator' and 'denominator' column names")
         if self.window_minutes is not None and self.measure not in ("ratio", "cell"):

@@ -732,3 +732,32 @@ def test_alert_ids_may_not_repeat(raw):
         parse_plan(bad, "p.yaml")
     assert str(err.value) == ("p.yaml: alert ids repeat: ['db_cpu_high']: Slack hears each alert id once a run, so "
                               "one of them would never be posted")
+
+
+@pytest.mark.parametrize("sql, why", [
+    ("SELECT count(*) FROM public.users;\n", "statement 1 of 1 (line 1: SELECT count(*) FROM public.users) is no EXPLAIN"),
+    ("EXPLAIN SELECT 1;\n", "statement 1 of 1 (line 1: EXPLAIN SELECT 1) does not ANALYZE: a plan without it has no "
+                            "'Execution Time'"),
+    ("EXPLAIN (ANALYZE false) SELECT 1;\n", "does not ANALYZE"),
+    ("EXPLAIN (ANALYZE, FORMAT JSON) SELECT 1;\n", "is in FORMAT JSON: the reading parses the text format"),
+])
+def test_explain_ms_on_a_file_that_is_no_explain_analyze_is_a_plan_error(raw, tmp_path, monkeypatch, sql, why):
+    """measure: explain_ms on a file whose last statement is not EXPLAIN ANALYZE (text)
+    loaded; every reading was then an error ("no 'Execution Time' in the EXPLAIN ANALYZE
+    output"), so go_performance_stable could never be met: INCONCLUSIVE after 24 h."""
+    import migration_soak.plan as plan_module
+
+    monkeypatch.setattr(plan_module, "SQL_DIR", tmp_path)
+    for f in plan_module.REPO_ROOT.joinpath("include", "sql").glob("*.sql"):
+        (tmp_path / f.name).write_text(f.read_text())
+    (tmp_path / "mine.sql").write_text(sql)
+    bad = copy.deepcopy(raw)
+    next(c for c in bad["checks"] if c["id"] == "auth_query_time")["source"]["sql"] = "mine.sql"
+    with pytest.raises(PlanError) as err:
+        parse_plan(bad, "p.yaml")
+    text = str(err.value)
+    assert text.startswith("p.yaml: checks[auth_query_time].source: measure 'explain_ms' reads the 'Execution Time' "
+                           "of an EXPLAIN ANALYZE: include/sql/mine.sql's last "), text
+    assert why in text, text
+    (tmp_path / "mine.sql").write_text("EXPLAIN (ANALYZE on, BUFFERS) SELECT 1;\n")
+    parse_plan(bad, "p.yaml")
