@@ -269,6 +269,44 @@ def evidence_lines(run: Run) -> tuple[list[str], list[str]]:
     return [mask(s).replace("```", "'''")[:400] for s in samples[:10]], [mask(f) for f in figures]
 
 
+# --- follow-up ---------------------------------------------------------------------------------------
+
+
+def follow_up(run: Run) -> list[str]:
+    """What is left to do, and the ledger's and Prisma's word on the migration only as the run
+    recorded it after the rollback started (the ``ledger`` and ``prisma_status`` events): the
+    post-mortem ended "The migration reads as pending in the ledger; `prisma migrate status`
+    lists it again." whatever was read, also for a plan without ``migration.prisma_project``,
+    where the CLI never runs."""
+    started = run.first("rollback_started")
+    after = run.events[run.events.index(started) + 1:] if started else []
+    name = run.plan.migration.name
+    lines = ["Fix the cause named under \"Why\" before scheduling the migration again."]
+    ledger = next((e for e in reversed(after) if e["kind"] == "ledger"), None)
+    if ledger is not None:
+        state = (ledger["payload"].get("migrations") or {}).get(name, "unknown")
+        again = ", so a deploy applies it again" if state in ("pending", "rolled_back") else ""  # runbook.APPLICABLE
+        lines.append(f"The rollback marked the migration: the ledger reads {name} as {state} (recorded "
+                     f"{when(utc(ledger['at']))}){again}.")
+    else:
+        lines.append(f"No ledger event after the rollback started: check how the ledger reads {name} before "
+                     "deploying again.")
+    prisma = next((e for e in reversed(after) if e["kind"] == "prisma_status"
+                   and e["payload"].get("expect") == "pending"), None)
+    if prisma is None:
+        why = ("the plan names no migration.prisma_project" if not run.plan.migration.prisma_project
+               else "no prisma_status event after the rollback started")
+        lines.append(f"`prisma migrate status` was not run after the rollback ({why}): run it in your Prisma project "
+                     "before scheduling the migration again.")
+    elif prisma["payload"].get("agrees"):
+        lines.append(f"`prisma migrate status` lists it as pending again: {mask(str(prisma['payload'].get('text', '')))} "
+                     f"({when(utc(prisma['at']))}).")
+    else:
+        lines.append(f"`prisma migrate status` did not list it as pending: {mask(str(prisma['payload'].get('text', '')))}"
+                     f" ({when(utc(prisma['at']))}).")
+    return lines
+
+
 # --- timeline ----------------------------------------------------------------------------------------
 
 

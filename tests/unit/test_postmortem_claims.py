@@ -118,3 +118,39 @@ def test_the_post_mortem_says_which_values_the_rollback_could_not_give_back():
     lines = pm.impact(run_of(events=events))
     restore_line = next(line for line in lines if line.startswith("Restored "))
     assert restore_line.endswith("; " + GAP), restore_line
+
+
+def _follow_up(text: str) -> list[str]:
+    return [line for line in text.split("## Follow-up", 1)[1].splitlines() if line.startswith("- ")]
+
+
+def test_the_follow_up_claims_the_ledger_and_prisma_only_as_recorded():
+    """The Follow-up always ended "The migration reads as pending in the ledger; `prisma
+    migrate status` lists it again.", a fixed sentence: with a plan without
+    migration.prisma_project the CLI never ran (confirm_with_prisma is a no-op), and no
+    event said the ledger was marked."""
+    verdict, obs_, events = go_run(300.0, sign_off={"state": "rejected", "by": "bob", "comment": "checkout broken"})
+    at = events[-1]["at"]
+    events.append(event("decision", at + timedelta(seconds=1), outcome="NO_GO", action="rollback", by="person:bob",
+                        reason="QA rejected the sign-off: checkout broken", verdict="GO"))
+    events.append(event("rollback_started", at + timedelta(seconds=2), text="ROLLBACK INITIATED"))
+    follow = _follow_up(report.render_postmortem(PLAN, "run", verdict, obs_, events))
+    assert not any("lists it again" in line or "reads as pending in the ledger" in line for line in follow), follow
+    assert any("prisma migrate status` was not run after the rollback" in line for line in follow), follow
+    assert any("No ledger event after the rollback started" in line for line in follow), follow
+    no_cli = PLAN.model_copy(update={"migration": PLAN.migration.model_copy(update={"prisma_project": None})})
+    follow = _follow_up(report.render_postmortem(no_cli, "run", verdict, obs_, events))
+    assert any("was not run after the rollback (the plan names no migration.prisma_project)" in line
+               for line in follow), follow
+
+    events.append(event("ledger", at + timedelta(seconds=20), migrations={PLAN.migration.name: "rolled_back"},
+                        text=f"{PLAN.migration.name} is rolled_back again"))
+    events.append(event("prisma_status", at + timedelta(seconds=22), expect="pending", agrees=True, kind="pending",
+                        migrations=[PLAN.migration.name],
+                        text=f"after the rollback, prisma migrate status says pending ({PLAN.migration.name})"))
+    follow = _follow_up(report.render_postmortem(PLAN, "run", verdict, obs_, events))
+    stamp = f"{at + timedelta(seconds=20):%Y-%m-%d %H:%M:%S} UTC"
+    assert any(f"the ledger reads {PLAN.migration.name} as rolled_back (recorded {stamp}" in line
+               for line in follow), follow
+    assert any("prisma migrate status` lists it as pending again: after the rollback, prisma migrate status says "
+               f"pending ({PLAN.migration.name})" in line for line in follow), follow
