@@ -704,6 +704,16 @@ class Migration(_Model):
     prisma_project: str | None = None
     prisma_timeout_s: float = Field(default=300, gt=0, description="seconds one Prisma CLI run may take")
 
+    @field_validator("dropped_columns")
+    @classmethod
+    def _distinct_columns(cls, value: list[str]) -> list[str]:
+        # check_drops compares membership, so a repeat passed preflight; the rollback's
+        # health (runbook.health_ok) then never matched the columns back with the list
+        dup = _repeated(value)
+        if dup:
+            raise ValueError(f"{dup} listed twice: each column is dropped, backed up and restored once")
+        return value
+
     @field_validator("down_sql")
     @classmethod
     def _down_sql_readable(cls, value: str) -> str:

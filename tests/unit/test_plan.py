@@ -761,3 +761,20 @@ def test_explain_ms_on_a_file_that_is_no_explain_analyze_is_a_plan_error(raw, tm
     assert why in text, text
     (tmp_path / "mine.sql").write_text("EXPLAIN (ANALYZE on, BUFFERS) SELECT 1;\n")
     parse_plan(bad, "p.yaml")
+
+
+def test_dropped_columns_may_not_repeat(raw):
+    """dropped_columns [passwordHash, emailVerified, passwordHash] loaded (preflight's
+    check_drops compares membership, so it passed too); the rollback's health then compared
+    the columns back (two) with the list (three) and could never pass
+    (runbook.health_ok), after every value had been restored."""
+    from migration_soak.runbook import health_ok
+
+    listed = ["passwordHash", "emailVerified", "passwordHash"]
+    assert not health_ok({"columns_back": ["emailVerified", "passwordHash"]}, listed)  # what the dup did
+    bad = copy.deepcopy(raw)
+    bad["migration"]["dropped_columns"] = listed
+    with pytest.raises(PlanError) as err:
+        parse_plan(bad, "p.yaml")
+    assert str(err.value) == ("p.yaml: migration.dropped_columns: ['passwordHash'] listed twice: each column is "
+                              "dropped, backed up and restored once")
