@@ -593,6 +593,17 @@ class HumanGate(_Model):
     why: str = Field(min_length=1)
 
 
+def _distinct_checks(ids: list[str]) -> list[str]:
+    """A section's check list without repeats: a check named twice in ``baseline.checks`` made
+    building the DAG raise DuplicateTaskIdFound ('baseline.login_p95'), hiding every plan's
+    DAG (the guard reads its checks as a set: a repeat there is a typo). ``ValueError``
+    naming the repeated ids."""
+    dup = _repeated(ids)
+    if dup:
+        raise ValueError(f"{dup} named twice")
+    return ids
+
+
 class Guard(_Model):
     """Checks measured at a short cadence for the whole soak, in parallel with the phases
     (seed "Alertas Críticas"), by a trigger in Airflow's triggerer (docs/guard.md): every
@@ -614,6 +625,11 @@ class Guard(_Model):
     every_minutes: float = Field(default=1.0, gt=0)
     min_wall_seconds: float = Field(default=3.0, ge=0)
     checks: list[str] = Field(min_length=1)
+
+    @field_validator("checks")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        return _distinct_checks(value)
 
 
 class Alert(_Model):
@@ -638,6 +654,11 @@ class Baseline(_Model):
     minutes: float = Field(gt=0)
     every_minutes: float = Field(gt=0)
     checks: list[str] = Field(min_length=1)
+
+    @field_validator("checks")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        return _distinct_checks(value)
 
     @model_validator(mode="after")
     def _one_reading_at_least(self):

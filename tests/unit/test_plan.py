@@ -778,3 +778,15 @@ def test_dropped_columns_may_not_repeat(raw):
         parse_plan(bad, "p.yaml")
     assert str(err.value) == ("p.yaml: migration.dropped_columns: ['passwordHash'] listed twice: each column is "
                               "dropped, backed up and restored once")
+
+
+@pytest.mark.parametrize("section, check", [("baseline", "login_p95"), ("guard", "db_cpu")])
+def test_a_check_named_twice_in_the_baseline_or_the_guard_is_refused(raw, section, check):
+    """baseline.checks [..., login_p95, login_p95] loaded, and building its DAG raised
+    DuplicateTaskIdFound ('baseline.login_p95'): the DAG file failed to import and every
+    plan's DAG was gone."""
+    bad = copy.deepcopy(raw)
+    bad[section]["checks"].append(check)
+    with pytest.raises(PlanError) as err:
+        parse_plan(bad, "p.yaml")
+    assert str(err.value) == f"p.yaml: {section}.checks: [{check!r}] named twice"
