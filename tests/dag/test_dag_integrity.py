@@ -161,3 +161,35 @@ def test_an_invalid_plan_file_does_not_hide_the_other_soaks(tmp_path):
     assert "report_locaton" in broken.doc_md
     with pytest.raises(AirflowFailException, match=r"canary.yaml: report_locaton: Extra inputs are not permitted"):
         broken.get_task("plan_error").python_callable(*broken.get_task("plan_error").op_args)
+
+
+def test_a_plan_whose_dag_cannot_be_built_does_not_hide_the_other_soaks(tmp_path, monkeypatch):
+    """Only a PlanError got the stand-in: any other error while building one plan's DAG
+    (a phase called 'rollback' and a check named twice in baseline.checks both raised
+    DuplicateTaskIdFound before the plan refused them) escaped build_all, and the DAG file
+    lost every soak DAG, the default one too."""
+    import shutil
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from migration_soak.airflow import builder
+    from migration_soak.plan import PLANS_DIR
+
+    shutil.copy(PLANS_DIR / "default.yaml", tmp_path / "default.yaml")
+    shutil.copy(PLANS_DIR / "default.yaml", tmp_path / "odd.yaml")
+    real = builder.build_dag
+
+    def build(stem, plan):
+        if stem == "odd":
+            raise KeyError("something no plan rule foresaw")
+        return real(stem, plan)
+
+    monkeypatch.setattr(builder, "build_dag", build)
+    dags = builder.build_all(tmp_path)
+    assert set(dags) == {"migration_soak", "migration_soak__odd"}
+    assert len(dags["migration_soak"].tasks) > 40
+    broken = dags["migration_soak__odd"]
+    assert [t.task_id for t in broken.tasks] == ["plan_error"]
+    with pytest.raises(AirflowFailException, match=r"odd.yaml: its DAG could not be built: KeyError: 'something no "
+                                                    r"plan rule foresaw'"):
+        broken.get_task("plan_error").python_callable(*broken.get_task("plan_error").op_args)

@@ -288,4 +288,10 @@ def build_all(plans_dir: Path | None = None) -> dict[str, DAG]:
         except PlanError as exc:
             log.error("plan %s is invalid, its DAG only reports the error: %s", path, exc)
             dags[dag_id_for(path.stem)] = build_plan_error_dag(path.stem, str(exc))
+        except Exception as exc:  # noqa: BLE001 - one plan's DAG must not take every soak DAG down
+            # a plan that loads but whose DAG does not build (a rule the plan does not know
+            # of yet): the same stand-in, naming the file and the error
+            log.exception("plan %s loads but its DAG could not be built; its DAG only reports the error", path)
+            dags[dag_id_for(path.stem)] = build_plan_error_dag(
+                path.stem, f"{path}: its DAG could not be built: {type(exc).__name__}: {exc}")
     return dags
