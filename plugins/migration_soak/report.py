@@ -110,7 +110,7 @@ def render_postmortem(
         plan=plan, run_id=run_id, verdict=verdict, date=f"{day:%Y-%m-%d}", final=sections.final(run),
         scale=run.time_scale, deciding=pm.why(run), samples=samples, figures=figures,
         stop_where=run.stop_where, impact=pm.impact(run), durations=pm.durations(run), timeline=pm.timeline(run),
-        follow_up=pm.follow_up(run),
+        follow_up=pm.follow_up(run), samples_heading=pm.samples_heading(run, len(samples)),
     )
 
 

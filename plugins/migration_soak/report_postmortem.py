@@ -259,6 +259,22 @@ def _other_log_samples(run: Run) -> list[str]:
     return samples
 
 
+def samples_heading(run: Run, shown: int) -> str:
+    """The heading over the ``shown`` matching log lines: how many of the lines their readings
+    matched they are (a reading keeps at most ``sources.logs.SAMPLES``; the legacy-code demo
+    showed 10 lines under a reading of 11 matches as if they were all of them)."""
+    c = run.stop_criterion
+    found = [run.observation(d, deciding_check(c, d)) for d in c.deciding] if c is not None else []
+    readings = [o for o in found if o is not None and (o.evidence or {}).get("samples")]
+    if not readings:
+        readings = [o for o in run.after if is_log_count(run.plan, o.check_id) and o.value
+                    and (o.evidence or {}).get("samples")]
+    matched = sum(int((o.evidence or {}).get("matches") or 0) for o in readings)
+    if matched > shown:
+        return f"Matching log lines ({shown} of the {matched:,} matching lines, as the readings kept them; credentials masked):"
+    return "Matching log lines (credentials masked):"
+
+
 def evidence_lines(run: Run) -> tuple[list[str], list[str]]:
     """(masked log lines, other figures) behind the deciding readings; log lines from the
     soak's other ``logs`` readings when the deciding check is not a log check. At most 10

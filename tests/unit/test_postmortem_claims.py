@@ -154,3 +154,15 @@ def test_the_follow_up_claims_the_ledger_and_prisma_only_as_recorded():
                for line in follow), follow
     assert any("prisma migrate status` lists it as pending again: after the rollback, prisma migrate status says "
                f"pending ({PLAN.migration.name})" in line for line in follow), follow
+
+
+def test_the_matching_log_lines_say_how_many_of_the_matches_they_are():
+    """make demo SCENARIO=legacy-code: "`critical_errors` hour0 tick 0: ..., matches 11" and
+    under "Matching log lines (credentials masked):" ten lines (the log source keeps at most
+    10 a reading): shown as if they were the matches. Now the heading says which share."""
+    from test_report import nogo_hour0_run
+
+    verdict, obs_, events = nogo_hour0_run()  # 13 matches, 2 lines kept
+    text = report.render_postmortem(PLAN, "run", verdict, obs_, events)
+    assert "Matching log lines (2 of the 13 matching lines, as the readings kept them; credentials masked):" in text
+    assert "Matching log lines (credentials masked):" not in text
