@@ -164,8 +164,12 @@ def _schema_live(run: Run) -> list[str]:
                     else (run.start, ""))
     if not (since and (done or started)):
         return []
-    until = done or run.rollback_events()[-1]
-    return [f"The migrated schema was live in {run.plan.environment} from {when(since)}{label} until the rollback "
+    restored = run.last("restore") if started else None  # the columns and their values back
+    if restored is not None and started is not None and restored["at"] >= started["at"]:
+        until, what = restored, "the rollback's restore gave its columns and values back"
+    else:  # not restored (yet): the rollback's last step recorded
+        until, what = done or run.rollback_events()[-1], "the rollback"
+    return [f"The migrated schema was live in {run.plan.environment} from {when(since)}{label} until {what} "
             f"({when(until['at'])}): {duration((until['at'] - since).total_seconds())}"]
 
 

@@ -575,3 +575,16 @@ def test_the_backup_line_says_which_values_the_top_up_left_out():
     closed = events + [ev("topup", -0.3, rows=4, taken_at="2026-03-02T08:59:40+00:00", location="/t/c.copy.zst",
                           closing=True)]
     assert "not restored" not in sections.backup(run_of(events=closed))["topup"]
+
+
+def test_the_schema_was_live_until_the_restore_gave_the_columns_back_not_until_the_last_rollback_step():
+    """legacy-code demo: migrate 11:35:54, the restore (columns and values back) 11:36:04, the
+    post-mortem 'until the rollback (11:36:06): 12 s', the ledger mark, Prisma's status, the
+    restart and the health check counted as schema downtime."""
+    events = [ev("migrate", -2, applied=["m1"])] + NO_GO_STOP + [
+        ev("rollback_started", 1), ev("restore", 2, values_restored=10, rows_matched=5, rows_at_backup=5, mismatches=0),
+        ev("ledger", 2.5), ev("health", 2.8, ok=True), ev("rollback_completed", 3)]
+    lines = pm.impact(run_of([obs("critical_errors", "hour0", 0, 0, 13)], events, [CRITICAL], "NO_GO"))
+    assert lines[0] == ("The migrated schema was live in staging from 2026-03-02 08:58:00 UTC (the migration applied) "
+                        "until the rollback's restore gave its columns and values back (2026-03-02 09:02:00 UTC): "
+                        "4.0 min"), lines[0]
