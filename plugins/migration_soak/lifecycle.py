@@ -24,7 +24,7 @@ from migration_soak.pgconn import PgTarget
 from migration_soak.plan import Plan
 from migration_soak.prisma_cli import PrismaCliBackend
 from migration_soak.sources.data_loss import record_baseline
-from migration_soak.store import Store
+from migration_soak.store import Store, other_dag_run
 
 
 def open_run(plan: Plan, run_id: str, store: Store, *, environment: str, plan_param: str, time_scale: Any,
@@ -158,7 +158,7 @@ def conclude(store: Store, run_id: str, plan: str | None = None, dag_run: str | 
     claimed by another Airflow dag run (this one deleted and triggered again, refused by
     ``load``) is never concluded from that run's decision."""
     claim = store.run_claim(run_id) if plan is not None and dag_run is not None else None
-    if claim is not None and claim["plan"] == plan and claim["dag_run"] not in (None, dag_run):
+    if claim is not None and claim["plan"] == plan and other_dag_run(claim, dag_run):
         raise SoakError(f"run id {run_id!r} of plan {plan} belongs to another Airflow run (created "
                         f"{claim['dag_run']}): this run, created {dag_run}, was refused and decided nothing; "
                         "that run's decision is not its outcome")

@@ -130,7 +130,7 @@ def hold(plan: Plan, run_id: str, store: Store, plan_param: str, refused: str, *
 
 def _claim(run_id: str, store: Store, plan_param: str, *, opening: bool, dag_run: str | None) -> None:
     """The run id must be this Airflow dag run's in the store (``store.claim_run``;
-    ``dag_run``: its ``run_after``): a run deleted in Airflow and triggered again with the
+    ``dag_run``: its ``run_after``, ``start_date`` and ``clear_number``, ``store.DagRunKey``): a run deleted in Airflow and triggered again with the
     same id in the same plan would read the first one's events (its backup, its
     migration, its decision) as its own and add its readings to that run's report
     (``SoakError`` naming both dag runs; nothing is claimed). Without ``dag_run`` only the
@@ -141,8 +141,13 @@ def _claim(run_id: str, store: Store, plan_param: str, *, opening: bool, dag_run
     if owner is None or owner["run_id"] != run_id or owner["plan"] != plan_param:
         return  # another plan's or a twin's claim: _take says so
     first = owner.get("dag_run") or "before dag runs were recorded"
+    if owner.get("dag_run_started") is not None:
+        first += f", started {owner['dag_run_started']:%Y-%m-%d %H:%M:%S UTC}"
+    this = str(dag_run)
+    if getattr(dag_run, "started", None) is not None:
+        this += f", started {dag_run.started:%Y-%m-%d %H:%M:%S UTC}"  # type: ignore[attr-defined]
     raise SoakError(f"run id {run_id!r} of plan {plan_param} was already used by another Airflow run (created "
-                    f"{first}, claimed {owner['claimed_at']:%Y-%m-%d %H:%M UTC}); this run, created {dag_run}, "
+                    f"{first}, claimed {owner['claimed_at']:%Y-%m-%d %H:%M UTC}); this run, created {this}, "
                     "would read and add to that run's readings, events, report and backup "
                     f"(pre_{report.safe_name(run_id)}.dump) as its own, so it touches nothing; trigger it again "
                     "with another run id (the first run's evidence stays in the store)")

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
-from typing import Any, Callable, Literal
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Literal, Mapping
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, insert
@@ -83,7 +83,10 @@ database_leases = sa.Table(
 #: alone: the first run to open claims it, another plan's run with that id is refused,
 #: and so is a later Airflow run of the same plan with that id (one deleted and
 #: triggered again): ``dag_run`` names the Airflow dag run that claimed it (its
-#: ``run_after``, ISO 8601; NULL in claims from before).
+#: ``run_after``, ISO 8601; NULL in claims from before), ``dag_run_started`` and
+#: ``dag_run_clears`` its ``start_date`` and ``clear_number`` as its latest task saw them
+#: (NULL in claims from before: :class:`DagRunKey`), ``dag_run_superseded`` when another
+#: dag run with this run id and ``run_after`` was first refused (the claiming one is gone).
 runs = sa.Table(
     "soak_runs",
     metadata,
@@ -93,7 +96,78 @@ runs = sa.Table(
     sa.Column("file_name", sa.Text, nullable=False, unique=True),
     sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("dag_run", sa.Text),
+    sa.Column("dag_run_started", sa.DateTime(timezone=True)),
+    sa.Column("dag_run_clears", sa.Integer),
+    sa.Column("dag_run_superseded", sa.DateTime(timezone=True)),
 )
+
+#: The columns of ``soak_runs`` added since it was first created, with their SQL types.
+_NEW_RUN_COLUMNS = {"dag_run": "text", "dag_run_started": "timestamptz", "dag_run_clears": "integer",
+                    "dag_run_superseded": "timestamptz"}
+
+#: How much the worker's clock (a claim's ``claimed_at``) may lag the scheduler's (a dag
+#: run's ``start_date``) before a claim recorded with ``run_after`` only is taken for
+#: another dag run's (:func:`other_dag_run`).
+CLOCK_SKEW = timedelta(seconds=60)
+
+
+class DagRunKey(str):
+    """Which Airflow dag run asks (``context.dag_run_key``): the string is its ``run_after``
+    (ISO 8601), what claims recorded before; ``started`` and ``clears`` are its
+    ``start_date`` and ``clear_number`` (None when unknown).
+
+    ``run_after`` alone does not tell two dag runs apart: a REST trigger may give the run
+    id and the ``run_after`` of a deleted run. Neither the task context nor the REST API
+    exposes the dag run's primary key; its ``start_date`` is set when it starts running
+    (before any of its tasks) and changes only when a finished run is cleared, which also
+    raises ``clear_number``. So a dag run re-created after its namesake was deleted starts
+    after that run's claim, with another ``start_date`` and a ``clear_number`` of 0."""
+
+    started: datetime | None
+    clears: int | None
+
+    def __new__(cls, run_after: str, started: datetime | None = None, clears: int | None = None) -> "DagRunKey":
+        self = super().__new__(cls, run_after)
+        self.started, self.clears = started, clears
+        return self
+
+
+def _instant(text: Any) -> Any:
+    """``text`` (ISO 8601) as an aware datetime, to compare instants; as is when not one."""
+    try:
+        when = datetime.fromisoformat(str(text))
+    except ValueError:
+        return text
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def other_dag_run(claim: Mapping[str, Any], dag_run: str | None) -> bool:
+    """Whether ``claim`` (a ``soak_runs`` row) was made by another Airflow dag run than
+    ``dag_run`` (:class:`DagRunKey`, or a plain ``run_after``). False when it cannot be told:
+    no ``dag_run``, or a claim recorded before dag runs were (``claim_run`` decides those).
+
+    Another run when: its ``run_after`` differs; or the claim's dag run was already
+    superseded (another dag run with its ``run_after`` was refused: the first is gone) and
+    this one's start differs; or the claim recorded a ``start_date`` and this one's differs
+    without a higher ``clear_number`` (a clear would have raised it); or the claim recorded
+    ``run_after`` only and this dag run, never cleared, started after the claim was made
+    (beyond :data:`CLOCK_SKEW`): a dag run's tasks run after its start."""
+    if dag_run is None or claim.get("dag_run") is None:
+        return False
+    if _instant(claim["dag_run"]) != _instant(dag_run):
+        return True
+    started, clears = getattr(dag_run, "started", None), getattr(dag_run, "clears", None)
+    if started is None:
+        return False
+    recorded = claim.get("dag_run_started")
+    if recorded is not None and started == recorded:
+        return False
+    if claim.get("dag_run_superseded") is not None:
+        return True
+    if recorded is None:
+        return bool(clears == 0 and claim.get("claimed_at") is not None and started > claim["claimed_at"] + CLOCK_SKEW)
+    was = claim.get("dag_run_clears")
+    return not (clears is not None and was is not None and clears > was)
 
 #: The leases of releases before the lease followed the database: keyed on the plan's
 #: environment NAME. Never written now; read so that a soak that took one before an
@@ -169,11 +243,20 @@ def _add_new_columns(conn: sa.Connection) -> None:
     to run ``create_schema``). Read first, so the usual call takes no ACCESS EXCLUSIVE
     lock on the table; the ``ALTER`` (metadata only: a nullable column without default)
     runs once per store."""
-    missing = conn.execute(sa.text(
-        "SELECT to_regclass('soak_runs') IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('soak_runs') "
-        "AND attname = 'dag_run' AND NOT attisdropped)")).scalar()
-    if missing:
-        conn.execute(sa.text("ALTER TABLE soak_runs ADD COLUMN IF NOT EXISTS dag_run text"))
+    present = set(conn.execute(sa.text(
+        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass('soak_runs') AND attnum > 0 "
+        "AND NOT attisdropped")).scalars())
+    if not present:
+        return
+    for column, kind in _NEW_RUN_COLUMNS.items():
+        if column not in present:
+            conn.execute(sa.text(f"ALTER TABLE soak_runs ADD COLUMN IF NOT EXISTS {column} {kind}"))
+
+
+def _seen(dag_run: str | None) -> dict[str, Any]:
+    """The ``soak_runs`` values of what ``dag_run`` (a :class:`DagRunKey`) says of its start."""
+    started = getattr(dag_run, "started", None)
+    return {} if started is None else {"dag_run_started": started, "dag_run_clears": getattr(dag_run, "clears", None)}
 
 
 class Store:
@@ -330,11 +413,14 @@ class Store:
         events of that run id that nobody claimed (a run opened before claims existed).
         Not ``opening``, unclaimed events are the run's own (opened before the upgrade).
 
-        ``dag_run``: which Airflow dag run asks (``context.dag_run_key``: its ``run_after``),
-        recorded with the claim. The claim of this plan made by another dag run (this run id
-        deleted in Airflow and triggered again) is returned, not taken for this one's; a claim
-        from before dag runs were recorded is adopted by a later task of the run (not
-        ``opening``) and refused to a run that opens."""
+        ``dag_run``: which Airflow dag run asks (``context.dag_run_key``, a :class:`DagRunKey`:
+        its ``run_after``, ``start_date`` and ``clear_number``), recorded with the claim. The
+        claim of this plan made by another dag run (this run id deleted in Airflow and
+        triggered again, even with the same ``run_after``: :func:`other_dag_run`) is returned,
+        not taken for this one's, and marked superseded; this dag run's own claim records its
+        latest ``start_date`` and ``clear_number`` (a clear moves them). A claim from before
+        dag runs were recorded is adopted by a later task of the run (not ``opening``) and
+        refused to a run that opens."""
         with self.engine.begin() as conn:
             # a run claimed before the upgrade whose next task is not a load (create_schema)
             _add_new_columns(conn)
@@ -344,13 +430,22 @@ class Store:
             if row is not None:
                 if row.plan != plan:
                     return dict(row._mapping)
-                if dag_run is None or row.dag_run == dag_run:
+                if dag_run is None:
                     return None
-                if row.dag_run is None and not opening:
-                    conn.execute(runs.update().where(runs.c.run_id == run_id, runs.c.dag_run.is_(None))
-                                 .values(dag_run=dag_run))
-                    return None
-                return dict(row._mapping)
+                if row.dag_run is None and opening:
+                    return dict(row._mapping)
+                if other_dag_run(dict(row._mapping), dag_run):
+                    if row.dag_run_superseded is None and _instant(row.dag_run) == _instant(dag_run):
+                        # the same run_after, another dag run: the one that claimed is gone for good
+                        conn.execute(runs.update().where(runs.c.run_id == run_id)
+                                     .values(dag_run_superseded=datetime.now(timezone.utc)))
+                    return dict(row._mapping)
+                seen = _seen(dag_run)
+                if row.dag_run is None or (seen and (row.dag_run_started, row.dag_run_clears)
+                                           != (seen["dag_run_started"], seen["dag_run_clears"])):
+                    conn.execute(runs.update().where(runs.c.run_id == run_id)
+                                 .values(dag_run=row.dag_run or str(dag_run), **seen))
+                return None
             twin = conn.execute(sa.select(runs).where(runs.c.file_name == file_name)).first()
             if twin is not None:
                 return dict(twin._mapping)
@@ -359,7 +454,8 @@ class Store:
             if known and opening:
                 return {"run_id": run_id, "plan": None, "events": int(known)}
             conn.execute(insert(runs).values(run_id=run_id, plan=plan, file_name=file_name,
-                                             claimed_at=datetime.now(timezone.utc), dag_run=dag_run))
+                                             claimed_at=datetime.now(timezone.utc),
+                                             dag_run=None if dag_run is None else str(dag_run), **_seen(dag_run)))
             return None
 
     def run_claim(self, run_id: str) -> dict[str, Any] | None:
@@ -407,8 +503,8 @@ class Store:
         with self.engine.begin() as conn:
             if dag_run is not None:
                 _add_new_columns(conn)
-                claim = conn.execute(sa.select(runs.c.plan, runs.c.dag_run).where(runs.c.run_id == run_id)).first()
-                if claim is not None and claim.plan == plan and claim.dag_run not in (None, dag_run):
+                claim = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).first()
+                if claim is not None and claim.plan == plan and other_dag_run(dict(claim._mapping), dag_run):
                     return False
             t = database_leases
             new = conn.execute(t.delete().where(t.c.run_id == run_id, t.c.plan == plan).returning(t.c.run_id)).all()

@@ -338,3 +338,84 @@ def test_a_refused_re_created_run_does_not_conclude_with_the_first_runs_go(store
                                         "was refused and decided nothing"):
         lifecycle.conclude(store, "soak-1", plan="default", dag_run=again)
     assert lifecycle.conclude(store, "soak-1", plan="default", dag_run=first) == "GO"
+
+
+def test_a_run_re_created_with_the_deleted_runs_run_after_is_refused(store, target):
+    # Found by review: the claim told dag runs apart by run_after alone, and a REST trigger
+    # may give it (POST /dags/{id}/dagRuns {"dag_run_id": "soak-1", "run_after": <the
+    # deleted run's>}): the re-created run's load was taken for a retry of the first run's,
+    # so it read that run's backup, migration and decision as its own and its readings went
+    # into that run's report. The key now carries the dag run's start_date and
+    # clear_number, which a re-created run cannot share (it starts after the claim).
+    from datetime import timedelta
+
+    from migration_soak import lifecycle
+    from migration_soak.decision import Decision, decision_event
+    from migration_soak.store import DagRunKey
+
+    plans = {"default": target}
+    now = datetime.now(timezone.utc)
+    after = "2026-12-06T09:00:00+00:00"
+    first = DagRunKey(after, now - timedelta(minutes=10), 0)
+    _admit(DEFAULT, "soak-1", store, "default", target, plans, dag_run=first)
+    _admit(DEFAULT, "soak-1", store, "default", target, plans, dag_run=DagRunKey(after, first.started, 0))  # retried
+    _hold(DEFAULT, "soak-1", store, "default", target, plans, dag_run=DagRunKey(after, first.started, 1))  # cleared, running
+    cleared = DagRunKey(after, now - timedelta(minutes=2), 2)  # finished, a task cleared: it starts again
+    _hold(DEFAULT, "soak-1", store, "default", target, plans, dag_run=cleared)
+    assert store.run_claim("soak-1")["dag_run_clears"] == 2
+    store.add_event("soak-1", "decision", decision_event(Decision("GO", "proceed", "judge", "ok")))
+    store.add_event("soak-1", "report", {"path": "soak-soak-1.md"})
+
+    again = DagRunKey(after, now + timedelta(minutes=5), 0)  # deleted, triggered again with its run_after
+    for call in (_admit, _hold):
+        with pytest.raises(SoakError) as err:
+            call(DEFAULT, "soak-1", store, "default", target, plans, dag_run=again)
+        assert str(err.value).startswith(
+            f"run id 'soak-1' of plan default was already used by another Airflow run (created {after}, started "
+            f"{cleared.started:%Y-%m-%d %H:%M:%S UTC}, claimed ")
+        assert f"this run, created {after}, started {again.started:%Y-%m-%d %H:%M:%S UTC}, would read" in str(err.value)
+    assert store.release_lease("soak-1", "default", dag_run=again) is False
+    with pytest.raises(SoakError, match="belongs to another Airflow run"):
+        lifecycle.conclude(store, "soak-1", plan="default", dag_run=again)
+    # the refused run cleared and run again (clear_number 1, a new start): still not the first run
+    with pytest.raises(SoakError, match="already used by another Airflow run"):
+        _admit(DEFAULT, "soak-1", store, "default", target, plans,
+               dag_run=DagRunKey(after, now + timedelta(minutes=9), 3))
+    assert store.lease_of("soak-1", "default") is not None
+
+
+def test_a_claim_with_run_after_only_refuses_a_run_that_started_after_it(store, target):
+    # Claims recorded before the start was: a dag run never cleared that started after the
+    # claim was made cannot have made it; the one that did is adopted and its start recorded.
+    from datetime import timedelta
+
+    from migration_soak.store import DagRunKey
+
+    plans = {"default": target}
+    after = "2026-12-06T09:00:00+00:00"
+    _admit(DEFAULT, "soak-1", store, "default", target, plans, dag_run=after)  # the claim of the release before
+    now = datetime.now(timezone.utc)
+    with pytest.raises(SoakError, match="already used by another Airflow run"):
+        _hold(DEFAULT, "soak-1", store, "default", target, plans, dag_run=DagRunKey(after, now + timedelta(minutes=5), 0))
+    # a run id exists once per DAG: the first dag run is gone, so no later start is taken for its
+    assert store.run_claim("soak-1")["dag_run_superseded"] is not None
+    with pytest.raises(SoakError, match="already used by another Airflow run"):
+        _hold(DEFAULT, "soak-1", store, "default", target, plans,
+              dag_run=DagRunKey(after, now - timedelta(minutes=10), 0))
+
+
+def test_a_claim_with_run_after_only_adopts_its_runs_start(store, target):
+    from datetime import timedelta
+
+    from migration_soak.store import DagRunKey
+
+    plans = {"default": target}
+    after = "2026-12-06T09:00:00+00:00"
+    _admit(DEFAULT, "soak-1", store, "default", target, plans, dag_run=after)
+    started = datetime.now(timezone.utc) - timedelta(minutes=10)
+    _hold(DEFAULT, "soak-1", store, "default", target, plans, dag_run=DagRunKey(after, started, 0))
+    claim = store.run_claim("soak-1")
+    assert (claim["dag_run"], claim["dag_run_started"], claim["dag_run_clears"]) == (after, started, 0)
+    with pytest.raises(SoakError, match="already used by another Airflow run"):
+        _admit(DEFAULT, "soak-1", store, "default", target, plans,
+               dag_run=DagRunKey(after, started + timedelta(minutes=20), 0))

@@ -530,3 +530,23 @@ def test_slack_says_what_decided_the_no_go_outlived_the_rollback():
         "`users_without_authorizer_id` 5, still meets the NO-GO > 0 (the rollback gave back the dropped columns, "
         "not this); post-mortem pm.md")
     assert notify.rollback_done_text(PLAN, "pm.md", {"ok": True}) == notify.rollback_done_text(PLAN, "pm.md")
+
+
+def test_the_dag_run_key_carries_the_runs_start_and_clear_number():
+    # A REST trigger may re-create a deleted run with its run id and its run_after: the key
+    # the claim compares also holds what the task context says of the dag run's start.
+    from types import SimpleNamespace
+
+    from migration_soak.airflow.context import dag_run_key
+    from migration_soak.store import other_dag_run
+
+    after, started = datetime(2026, 12, 6, 9, tzinfo=timezone.utc), datetime(2026, 12, 6, 9, 0, 3, tzinfo=timezone.utc)
+    key = dag_run_key({"dag_run": SimpleNamespace(run_after=after, start_date=started, clear_number=2)})
+    assert (key, key.started, key.clears) == ("2026-12-06T09:00:00+00:00", started, 2)
+    assert dag_run_key({"dag_run": SimpleNamespace(run_after=None)}) is None
+    claim = {"dag_run": "2026-12-06T09:00:00+00:00", "claimed_at": started, "dag_run_started": started,
+             "dag_run_clears": 2, "dag_run_superseded": None}
+    assert not other_dag_run(claim, key)
+    assert not other_dag_run(claim, "2026-12-06T09:00:00+00:00")  # a key without its start: run_after only
+    assert other_dag_run(claim, dag_run_key({"dag_run": SimpleNamespace(
+        run_after=after, start_date=datetime(2026, 12, 6, 11, tzinfo=timezone.utc), clear_number=0)}))

@@ -167,6 +167,7 @@ def test_the_view_of_a_re_created_run_id_does_not_show_the_first_runs_evidence(m
 
     verdict, obs, events = go_run(300.0)
     first = datetime(2026, 12, 6, 9, 0, tzinfo=timezone.utc)
+    started, claimed = datetime(2026, 12, 6, 9, 0, 2, tzinfo=timezone.utc), datetime(2026, 12, 6, 9, 0, 9, tzinfo=timezone.utc)
     recorded = {"kind": "verdict", "at": events[-1]["at"], "payload": {"decision": "GO", "text": "GO: all met"}}
 
     class Store:
@@ -180,14 +181,15 @@ def test_the_view_of_a_re_created_run_id_does_not_show_the_first_runs_evidence(m
             return events + [recorded]
 
         def run_claim(self, run_id):
-            return {"run_id": run_id, "plan": "default", "dag_run": first.isoformat()}
+            return {"run_id": run_id, "plan": "default", "dag_run": first.isoformat(), "claimed_at": claimed,
+                    "dag_run_started": started, "dag_run_clears": 0, "dag_run_superseded": None}
 
     monkeypatch.setattr(store_mod.Store, "from_airflow", classmethod(lambda cls, conn_id: Store()))
     monkeypatch.setattr("migration_soak.plan.load_plan", lambda name: PLAN)
 
-    def snap(run_after):
+    def snap(run_after, start=None, clears=None):
         s = sv.Snapshot("migration_soak", "soak-1", "failed", {"plan": "default", "time_scale": 300.0}, T0,
-                        tasks={"load": "failed"}, run_after=run_after)
+                        tasks={"load": "failed"}, run_after=run_after, started=start, clears=clears)
         sv._load_soak(s)
         return s
 
@@ -196,3 +198,10 @@ def test_the_view_of_a_re_created_run_id_does_not_show_the_first_runs_evidence(m
     assert "another Airflow run (created 2026-12-06T09:00:00+00:00)" in (again.foreign or "")
     own = snap(first)  # the first dag run still sees its own evidence
     assert own.events[-1] == recorded and own.verdict.decision == "GO" and own.foreign is None
+    own = snap(first, started, 0)
+    assert own.events[-1] == recorded and own.foreign is None
+    # Found by review: re-created through the REST API with the deleted run's run_after, it
+    # showed the first run's GO as its own. Its start (after the claim) tells it apart.
+    same = snap(first, datetime(2026, 12, 6, 11, 0, tzinfo=timezone.utc), 0)
+    assert same.events == [] and same.verdict.decision != "GO"
+    assert "another Airflow run (created 2026-12-06T09:00:00+00:00)" in (same.foreign or "")

@@ -21,7 +21,7 @@ from migration_soak.migrate import MigrationBackend
 from migration_soak.pgconn import PgTarget
 from migration_soak.plan import Plan, load_plan
 from migration_soak.sources.sql import run_readonly
-from migration_soak.store import Store
+from migration_soak.store import DagRunKey, Store
 
 
 @contextmanager
@@ -53,15 +53,21 @@ def staging_context(task: str) -> tuple[Any, Plan, str, Store]:
     return ctx, plan, run_id, store
 
 
-def dag_run_key(ctx: Any) -> str | None:
-    """Which Airflow dag run the task belongs to, beyond its run id: the dag run's
-    ``run_after`` (ISO 8601), set when it is created and kept when it is cleared, so a run
-    deleted and triggered again with the same run id has another (``runbook.admit``).
-    None when the context has no dag run."""
-    when: Any = getattr(ctx.get("dag_run"), "run_after", None) if hasattr(ctx, "get") else None
+def dag_run_key(ctx: Any) -> DagRunKey | None:
+    """Which Airflow dag run the task belongs to, beyond its run id (``store.DagRunKey``):
+    its ``run_after`` (ISO 8601), set when it is created and kept when it is cleared, with
+    its ``start_date`` and ``clear_number``: a REST trigger may re-create a deleted run with
+    its run id AND its ``run_after``, never with its start (``runbook.admit``). None when the
+    context has no dag run."""
+    run = ctx.get("dag_run") if hasattr(ctx, "get") else None
+    when: Any = getattr(run, "run_after", None)
     if when is None:
         return None
-    return when.isoformat() if isinstance(when, datetime) else str(when)
+    started = getattr(run, "start_date", None)
+    clears = getattr(run, "clear_number", None)
+    return DagRunKey(when.isoformat() if isinstance(when, datetime) else str(when),
+                     started if isinstance(started, datetime) else None,
+                     clears if isinstance(clears, int) else None)
 
 
 def identity(plan: Plan) -> DatabaseIdentity:

@@ -78,6 +78,8 @@ class Snapshot:
     tasks: dict[str, str | None] = field(default_factory=dict)
     store_error: str | None = None
     run_after: datetime | None = None  # the dag run's: whose claim the run id's evidence is (store.run_claim)
+    started: datetime | None = None  # the dag run's start_date and clear_number (store.DagRunKey)
+    clears: int | None = None
     foreign: str | None = None  # why the run id's evidence is another dag run's, not shown (_claimed_by_another)
 
     @property
@@ -109,8 +111,10 @@ def _plain(state: Any) -> str | None:
     return state.value if hasattr(state, "value") else state
 
 
-def _dag_run(dag_id: str, run_id: str) -> tuple[str | None, dict, dict[str, str | None], datetime | None] | None:
-    """(state, conf, task states, run_after) of a run from Airflow's metadata database, or None."""
+def _dag_run(dag_id: str, run_id: str) -> tuple[str | None, dict, dict[str, str | None], datetime | None,
+                                                datetime | None, int | None] | None:
+    """(state, conf, task states, run_after, start_date, clear_number) of a run from
+    Airflow's metadata database, or None."""
     from sqlalchemy import select
 
     from airflow.models.dagrun import DagRun
@@ -118,7 +122,8 @@ def _dag_run(dag_id: str, run_id: str) -> tuple[str | None, dict, dict[str, str 
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        row = session.execute(select(DagRun.state, DagRun.conf, DagRun.run_after).where(
+        row = session.execute(select(DagRun.state, DagRun.conf, DagRun.run_after, DagRun.start_date,
+                                     DagRun.clear_number).where(
             DagRun.dag_id == dag_id, DagRun.run_id == run_id)).first()
         if row is None:
             return None
@@ -126,7 +131,7 @@ def _dag_run(dag_id: str, run_id: str) -> tuple[str | None, dict, dict[str, str 
             TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)).all()
     state = _plain(row[0])
     tasks = {(t if i is None or i < 0 else f"{t}[{i}]"): _plain(s) for t, i, s in tis}
-    return state, dict(row[1] or {}), tasks, row[2]
+    return state, dict(row[1] or {}), tasks, row[2], row[3], row[4]
 
 
 def read_snapshot(dag_id: str, run_id: str) -> Snapshot:
@@ -140,8 +145,9 @@ def read_snapshot(dag_id: str, run_id: str) -> Snapshot:
     found = _dag_run(dag_id, run_id)
     if found is None:
         raise HTTPException(404, f"no run {run_id!r} of DAG {dag_id!r}")
-    state, conf, tasks, run_after = found
-    snap = Snapshot(dag_id, run_id, state, conf, datetime.now(UTC), tasks=tasks, run_after=run_after)
+    state, conf, tasks, run_after, started, clears = found
+    snap = Snapshot(dag_id, run_id, state, conf, datetime.now(UTC), tasks=tasks, run_after=run_after,
+                    started=started, clears=clears)
     _load_soak(snap)
     with _LOCK:
         _CACHE[key] = (now, snap)
@@ -188,18 +194,17 @@ def _load_soak(snap: Snapshot) -> None:
 
 def _claimed_by_another(snap: Snapshot, claim: dict | None) -> str | None:
     """Why the store's evidence of ``snap``'s run id is not this dag run's (its id claimed
-    by another dag run of the plan: one deleted and triggered again, ``runbook._claim``),
-    else None. Compared as instants: the claim holds ``context.dag_run_key``'s ISO text."""
+    by another dag run of the plan: one deleted and triggered again, ``runbook._claim``,
+    even with the same ``run_after``: ``store.other_dag_run``), else None."""
+    from migration_soak.store import DagRunKey, other_dag_run
+
     if claim is None or snap.run_after is None or not claim.get("dag_run"):
         return None
     if claim.get("plan") != _plan_name(snap.dag_id, snap.conf):
         return None
-    try:
-        theirs = datetime.fromisoformat(str(claim["dag_run"]))
-    except ValueError:
-        return None
     ours = snap.run_after if snap.run_after.tzinfo else snap.run_after.replace(tzinfo=UTC)
-    if (theirs if theirs.tzinfo else theirs.replace(tzinfo=UTC)) == ours:
+    started = snap.started if snap.started is None or snap.started.tzinfo else snap.started.replace(tzinfo=UTC)
+    if not other_dag_run(claim, DagRunKey(ours.isoformat(), started, snap.clears)):
         return None
     return (f"run id {snap.run_id!r} belongs to another Airflow run (created {claim['dag_run']}); this one was "
             "refused and measured nothing: that run's readings, events and verdict are not shown as its own")
