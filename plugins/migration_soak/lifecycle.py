@@ -160,7 +160,7 @@ def conclude(store: Store, run_id: str, plan: str | None = None, dag_run: str | 
     claim = store.run_claim(run_id) if plan is not None and dag_run is not None else None
     if claim is not None and claim["plan"] == plan and other_dag_run(claim, dag_run):
         raise SoakError(f"run id {run_id!r} of plan {plan} belongs to another Airflow run (created "
-                        f"{claim['dag_run']}): this run, created {dag_run}, was refused and decided nothing; "
+                        f"{claim['dag_run'] or 'before dag runs were recorded'}): this run, created {dag_run}, was refused and decided nothing; "
                         "that run's decision is not its outcome")
     final = runbook.recorded_decision(store, run_id)
     kinds = [e["kind"] for e in store.events(run_id)]

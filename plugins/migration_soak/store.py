@@ -141,6 +141,12 @@ def _instant(text: Any) -> Any:
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
+def _started_after(claim: Mapping[str, Any], started: datetime) -> bool:
+    """Whether a dag run that started at ``started`` started after ``claim`` was made
+    (beyond :data:`CLOCK_SKEW`): then none of its tasks made it."""
+    return claim.get("claimed_at") is not None and started > claim["claimed_at"] + CLOCK_SKEW
+
+
 def other_dag_run(claim: Mapping[str, Any], dag_run: str | None) -> bool:
     """Whether ``claim`` (a ``soak_runs`` row) was made by another Airflow dag run than
     ``dag_run`` (:class:`DagRunKey`, or a plain ``run_after``). False when it cannot be told:
@@ -152,11 +158,14 @@ def other_dag_run(claim: Mapping[str, Any], dag_run: str | None) -> bool:
     without a higher ``clear_number`` (a clear would have raised it); or the claim recorded
     ``run_after`` only and this dag run, never cleared, started after the claim was made
     (beyond :data:`CLOCK_SKEW`): a dag run's tasks run after its start."""
-    if dag_run is None or claim.get("dag_run") is None:
+    if dag_run is None:
         return False
+    started, clears = getattr(dag_run, "started", None), getattr(dag_run, "clears", None)
+    if claim.get("dag_run") is None:  # recorded before dag runs were: only a start after it tells
+        return started is not None and (claim.get("dag_run_superseded") is not None
+                                        or (clears == 0 and _started_after(claim, started)))
     if _instant(claim["dag_run"]) != _instant(dag_run):
         return True
-    started, clears = getattr(dag_run, "started", None), getattr(dag_run, "clears", None)
     if started is None:
         return False
     recorded = claim.get("dag_run_started")
@@ -165,7 +174,7 @@ def other_dag_run(claim: Mapping[str, Any], dag_run: str | None) -> bool:
     if claim.get("dag_run_superseded") is not None:
         return True
     if recorded is None:
-        return bool(clears == 0 and claim.get("claimed_at") is not None and started > claim["claimed_at"] + CLOCK_SKEW)
+        return clears == 0 and _started_after(claim, started)
     was = claim.get("dag_run_clears")
     return not (clears is not None and was is not None and clears > was)
 
@@ -419,8 +428,10 @@ class Store:
         triggered again, even with the same ``run_after``: :func:`other_dag_run`) is returned,
         not taken for this one's, and marked superseded; this dag run's own claim records its
         latest ``start_date`` and ``clear_number`` (a clear moves them). A claim from before
-        dag runs were recorded is adopted by a later task of the run (not ``opening``) and
-        refused to a run that opens."""
+        dag runs were recorded is adopted (its dag run recorded) unless a never-cleared run
+        that started after it asks (:func:`other_dag_run`); by a run that opens (a ``load``
+        retried across the upgrade) only when that run started before the claim was made:
+        one that started after it, or whose start is unknown, is refused."""
         with self.engine.begin() as conn:
             # a run claimed before the upgrade whose next task is not a load (create_schema)
             _add_new_columns(conn)
@@ -432,13 +443,18 @@ class Store:
                     return dict(row._mapping)
                 if dag_run is None:
                     return None
-                if row.dag_run is None and opening:
-                    return dict(row._mapping)
                 if other_dag_run(dict(row._mapping), dag_run):
-                    if row.dag_run_superseded is None and _instant(row.dag_run) == _instant(dag_run):
-                        # the same run_after, another dag run: the one that claimed is gone for good
+                    if row.dag_run_superseded is None and (row.dag_run is None
+                                                           or _instant(row.dag_run) == _instant(dag_run)):
+                        # the same run_after (or none recorded), another dag run: the claimant is gone for good
                         conn.execute(runs.update().where(runs.c.run_id == run_id)
                                      .values(dag_run_superseded=datetime.now(timezone.utc)))
+                    return dict(row._mapping)
+                started = getattr(dag_run, "started", None)
+                if row.dag_run is None and opening and (started is None or _started_after(dict(row._mapping), started)):
+                    # a claim from before dag runs were recorded, and nothing says this run made it:
+                    # a retried load started before the claim; a run that started after it and was
+                    # cleared since may as well be another one re-created and cleared
                     return dict(row._mapping)
                 seen = _seen(dag_run)
                 if row.dag_run is None or (seen and (row.dag_run_started, row.dag_run_clears)

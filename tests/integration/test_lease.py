@@ -419,3 +419,52 @@ def test_a_claim_with_run_after_only_adopts_its_runs_start(store, target):
     with pytest.raises(SoakError, match="already used by another Airflow run"):
         _admit(DEFAULT, "soak-1", store, "default", target, plans,
                dag_run=DagRunKey(after, started + timedelta(minutes=20), 0))
+
+
+def _claim_from_before_dag_runs(store, claimed_at):
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO soak_runs (run_id, plan, file_name, claimed_at) "
+                             "VALUES ('soak-1', 'default', 'soak-1', :at)"), {"at": claimed_at})
+
+
+def test_a_load_retried_across_the_upgrade_adopts_its_claim(store, target):
+    # Found by review: a load that claimed the run id before the upgrade (soak_runs.dag_run
+    # empty) and failed after it (the backup's storage down, say) was refused on its retry
+    # ("already used by another Airflow run (created before dag runs were recorded ...)"):
+    # the soak could not go on, though nothing said it was another run. It is adopted when
+    # the dag run started before the claim was made (a re-created one starts after it).
+    from datetime import timedelta
+
+    from migration_soak.store import DagRunKey
+
+    plans = {"default": target}
+    now = datetime.now(timezone.utc)
+    _claim_from_before_dag_runs(store, now - timedelta(minutes=10))
+    retried = DagRunKey("2026-12-06T09:00:00+00:00", now - timedelta(minutes=12), 0)
+    _admit(DEFAULT, "soak-1", store, "default", target, plans, dag_run=retried)
+    claim = store.run_claim("soak-1")
+    assert (claim["dag_run"], claim["dag_run_started"], claim["dag_run_clears"]) == (retried, retried.started, 0)
+    assert store.lease_of("soak-1", "default") is not None
+
+
+def test_a_claim_from_before_dag_runs_refuses_a_run_that_started_after_it(store, target):
+    from datetime import timedelta
+
+    from migration_soak import lifecycle
+    from migration_soak.store import DagRunKey
+
+    plans = {"default": target}
+    now = datetime.now(timezone.utc)
+    _claim_from_before_dag_runs(store, now - timedelta(minutes=10))
+    store.take_lease("k", "db", "soak-1", "default", "staging")
+    again = DagRunKey("2026-12-06T09:00:00+00:00", now - timedelta(minutes=2), 0)  # re-created after the claim
+    for call in (_admit, _hold):
+        with pytest.raises(SoakError, match=r"already used by another Airflow run \(created before dag runs were "
+                                            r"recorded, claimed "):
+            call(DEFAULT, "soak-1", store, "default", target, plans, dag_run=again)
+    assert store.release_lease("soak-1", "default", dag_run=again) is False
+    with pytest.raises(SoakError, match=r"belongs to another Airflow run \(created before dag runs were recorded\)"):
+        lifecycle.conclude(store, "soak-1", plan="default", dag_run=again)
+    # without its start, a run that opens is refused as before; a later task adopts it, as before
+    with pytest.raises(SoakError, match="already used by another Airflow run"):
+        _admit(DEFAULT, "soak-1", store, "default", target, plans, dag_run="2026-12-06T09:00:00+00:00")

@@ -198,7 +198,7 @@ def _claimed_by_another(snap: Snapshot, claim: dict | None) -> str | None:
     even with the same ``run_after``: ``store.other_dag_run``), else None."""
     from migration_soak.store import DagRunKey, other_dag_run
 
-    if claim is None or snap.run_after is None or not claim.get("dag_run"):
+    if claim is None or snap.run_after is None:
         return None
     if claim.get("plan") != _plan_name(snap.dag_id, snap.conf):
         return None
@@ -206,7 +206,8 @@ def _claimed_by_another(snap: Snapshot, claim: dict | None) -> str | None:
     started = snap.started if snap.started is None or snap.started.tzinfo else snap.started.replace(tzinfo=UTC)
     if not other_dag_run(claim, DagRunKey(ours.isoformat(), started, snap.clears)):
         return None
-    return (f"run id {snap.run_id!r} belongs to another Airflow run (created {claim['dag_run']}); this one was "
+    return (f"run id {snap.run_id!r} belongs to another Airflow run (created "
+            f"{claim.get('dag_run') or 'before dag runs were recorded'}); this one was "
             "refused and measured nothing: that run's readings, events and verdict are not shown as its own")
 
 
