@@ -123,12 +123,22 @@ class Run:
 
 def normalize(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Events with aware ``at`` (``None`` if missing or unreadable), a ``payload`` dict, sorted
-    by time (stable: the store's order breaks ties; events without a time go last)."""
+    by time (stable: the store's order breaks ties; events without a time go last). A
+    ``topup_gap`` that repeats the one before it for the same top-up (a retried ``migrate``
+    task recorded it again before ``runbook._topup_gap`` kept it to one) is left out: one gap."""
     out = []
     for i, e in enumerate(events):
         out.append({**e, "at": utc(e.get("at")), "payload": e.get("payload") or {}, "_i": i})
     far = datetime.max.replace(tzinfo=UTC)
-    return sorted(out, key=lambda e: (e["at"] or far, e["_i"]))
+    kept, last = [], None
+    for e in sorted(out, key=lambda e: (e["at"] or far, e["_i"])):
+        if e["kind"] in ("topup", "topup_gap"):
+            if (e["kind"] == "topup_gap" and last is not None and last["kind"] == "topup_gap"
+                    and last["payload"].get("text") == e["payload"].get("text")):
+                continue
+            last = e
+        kept.append(e)
+    return kept
 
 
 def _event_time(e: dict | None, key: str) -> datetime | None:

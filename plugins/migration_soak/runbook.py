@@ -566,9 +566,16 @@ def _keep_closing(plan: Plan, run_id: str, store: Store, closing: Any, first: di
 
 
 def _topup_gap(run_id: str, store: Store, first: dict, why: str) -> None:
+    """Record that values written after the top-up ``first`` are not restorable, once per
+    top-up: a retried ``migrate`` task (the Prisma CLI's, whose retry keeps the first try's
+    top-up) says it again with the same words, and that is not a second gap."""
     text = (f"values of {', '.join(first.get('columns') or [])} written between the top-up ({first.get('taken_at')}) "
             f"and the migration's lock are not restored by a rollback: {why}")
     log.warning("%s", text)
+    last = next((e for e in reversed(store.events(run_id)) if e["kind"] in ("topup", "topup_gap")), None)
+    if last is not None and last["kind"] == "topup_gap" and (last.get("payload") or {}).get("text") == text:
+        log.info("topup_gap already recorded for this top-up (a retried migrate task): not recorded again")
+        return
     store.add_event(run_id, "topup_gap", {"why": why, "text": text})
 
 

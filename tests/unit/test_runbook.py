@@ -550,3 +550,31 @@ def test_the_dag_run_key_carries_the_runs_start_and_clear_number():
     assert not other_dag_run(claim, "2026-12-06T09:00:00+00:00")  # a key without its start: run_after only
     assert other_dag_run(claim, dag_run_key({"dag_run": SimpleNamespace(
         run_after=after, start_date=datetime(2026, 12, 6, 11, tzinfo=timezone.utc), clear_number=0)}))
+
+
+def test_a_retried_migrate_on_the_prisma_cli_records_its_topup_gap_once():
+    # Found by review: with migration.backend prisma_cli, every try of the migrate task
+    # recorded a topup_gap for the same top-up (the retry's take_topup finds the columns
+    # gone and keeps the first try's): a run whose migrate failed after the CLI applied and
+    # was retried listed "Values written between the top-up and the migration's lock are
+    # not restorable" twice in its report's events and its post-mortem's timeline.
+    from migration_soak.report_run import normalize
+
+    store = FakeStore()
+    store.add_event("r1", "topup", {"columns": ["passwordHash", "emailVerified"], "taken_at": "2026-12-06T10:00:00+00:00",
+                                    "duration_s": 0.1, "text": "top-up"})
+    done = DeployResult(applied=(NAME,), already_applied=(INIT,))
+    runbook.deploy("r1", store, FakeBackend(deployed=done), PLAN)
+    runbook.deploy("r1", store, FakeBackend(deployed=DeployResult(applied=(), already_applied=(INIT, NAME))), PLAN)
+    assert store.kinds() == ["topup", "topup_gap", "migrate", "migrate"]
+    # a new top-up (the first try failed before the CLI applied anything) has a gap of its own
+    store.add_event("r1", "topup", {"columns": ["passwordHash"], "taken_at": "2026-12-06T10:05:00+00:00", "text": "t"})
+    runbook.deploy("r1", store, FakeBackend(deployed=done), PLAN)
+    assert store.kinds().count("topup_gap") == 2
+
+    # a store that already holds the repeat (recorded before this fix): the report counts it once
+    at = datetime(2026, 12, 6, 10, 1, tzinfo=timezone.utc)
+    gap = {"kind": "topup_gap", "at": at, "payload": {"why": "w", "text": "values ... are not restored: w"}}
+    events = normalize([{"kind": "topup", "at": at, "payload": {"text": "t"}}, gap, {**gap, "at": at.replace(minute=3)},
+                        {"kind": "migrate", "at": at.replace(minute=4), "payload": {"text": "m"}}])
+    assert [e["kind"] for e in events] == ["topup", "topup_gap", "migrate"]  # Run.events: report and post-mortem
