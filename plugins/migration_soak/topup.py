@@ -19,8 +19,12 @@ DDL takes anyway, taken first (a weaker lock upgraded by the DDL would deadlock 
 application transaction that read the table and then writes it), the same rows are
 copied again, and that top-up, kept after the DDL committed, is the one the rollback
 overlays. The lock's wait and the copy share one ``lock_timeout_s`` (the copy at most half
-of what is left), so the application queues no longer than behind the DDL alone; a copy that does not fit, or the Prisma CLI backend (its transaction is
-not ours), leaves the first top-up standing and a ``topup_gap`` event says so.
+of what is left), so the application queues no longer than behind the DDL alone; a copy that does not fit, a
+copy whose local file cannot be written, or the Prisma CLI backend (its transaction is
+not ours), leaves the first top-up standing and a ``topup_gap`` event says so: the first
+top-up is kept and read back already, and the gap it leaves (values written in the seconds
+before the DDL's lock) is named in the report and the restore, not worth failing the
+migration for (which, on the ledger backend, also left a failed P3018 ledger row).
 
 Design notes: docs/design.md#topuppy
 """
@@ -156,8 +160,9 @@ class Closing:
     ``timeout_ms`` (the migration's ``lock_timeout``) is the whole time the application
     may queue behind this transaction: the lock's wait, then the copy (bounded by half of
     what is left, ``statement_timeout``); the DDL, its lock held already, does not wait
-    (``lock_timeout`` set to the rest all the same, for any other table it locks). A copy that does not fit is given up: the transaction goes on to
-    the DDL without it. ``taken``: ``(watermark, taken_at, rows, bytes, sha256, encoding)``
+    (``lock_timeout`` set to the rest all the same, for any other table it locks). A copy that does not fit, or
+    whose local file cannot be written (``OSError``: the disk full, the folder gone), is given up: the
+    transaction goes on to the DDL without it and the gap is recorded. ``taken``: ``(watermark, taken_at, rows, bytes, sha256, encoding)``
     once copied; ``None`` when not, ``skipped`` says why."""
 
     def __init__(self, table: str, key: str, columns: Sequence[str], since: str | None, work: Any, timeout_ms: int):
@@ -206,6 +211,17 @@ class Closing:
         except psycopg2.errors.QueryCanceled as exc:
             self.skipped = f"the copy under the lock did not finish within {self.timeout_ms} ms ({exc.pgerror or exc})"
             log.warning("closing top-up of %s.%s skipped: %s", self.schema, self.name, self.skipped)
+        except OSError as exc:
+            # the local file (disk full, folder gone): the first top-up is kept already, so give
+            # the copy up like one that does not fit; the savepoint's rollback below leaves the
+            # migration's transaction as it was, and the gap is recorded (runbook._keep_closing)
+            self.skipped = (f"the copy under the lock could not be written to the local working folder "
+                            f"({type(exc).__name__}: {exc})")
+            log.warning("closing top-up of %s.%s skipped: %s", self.schema, self.name, self.skipped)
+            try:
+                (self.work / FILE).unlink(missing_ok=True)
+            except OSError:
+                pass
         finally:
             cur.execute("ROLLBACK TO SAVEPOINT soak_closing_topup")
             cur.execute("RELEASE SAVEPOINT soak_closing_topup")

@@ -325,3 +325,43 @@ def test_a_closing_top_up_that_cannot_fit_its_budget_is_not_tried(seeded, store,
     assert [e["payload"].get("closing") for e in store.events("r1", "topup")] == [None]  # no copy under the lock
     gap = store.events("r1", "topup_gap")[-1]["payload"]["text"]
     assert f"the first top-up took {first['duration_s']:.2f} s" in gap and "0.001 s (half of" in gap, gap
+
+
+def test_a_closing_copy_that_cannot_write_its_file_leaves_the_gap_and_the_migration_goes_on(seeded, store, pg_bin,
+                                                                                            tmp_path, monkeypatch):
+    """Found by review: a local file error while the closing top-up wrote its copy (the
+    working folder's disk full: OSError 28 from the zstd file's write, mid-COPY) escaped the
+    hook and failed the whole migration ("migrate_failed", nothing applied), though the
+    first top-up was kept and read back and the same gap is accepted when the copy does
+    not fit its budget or with the Prisma CLI. Now the copy is given up like a copy that
+    does not fit: the savepoint is rolled back, the migration applies, and a topup_gap
+    names the error and the values the rollback cannot give back."""
+    import errno
+
+    from migration_soak import increment
+    from migration_soak.plan import load_plan
+
+    plan = load_plan("default").model_copy(update={"backup_location": str(tmp_path / "kept")})
+    backup = take_backup(seeded, tmp_path / "b", pg_bin, "pre")
+    store.add_event("r1", "backup", runbook.backup_event(backup))
+    written_after_the_backup(seeded)
+    first = runbook.take_topup(plan, "r1", store, seeded)
+    monkeypatch.setattr(increment, "_BLOCK", 1)  # every COPY row reaches the file as it comes
+
+    def full(self, out):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(increment._Sink, "_emit", full)
+    payload = runbook.deploy("r1", store, runbook.backend(plan, seeded), plan)
+    assert payload["applied"] == [plan.migration.name]
+    assert query(seeded, """SELECT count(*) FROM information_schema.columns WHERE table_name = 'users'
+                            AND column_name = 'passwordHash'""") == [(0,)]  # the migration ran
+    assert [e["payload"].get("closing") for e in store.events("r1", "topup")] == [None]  # the first one stands
+    gap = store.events("r1", "topup_gap")[-1]["payload"]["text"]
+    assert gap.startswith(f"values of passwordHash, emailVerified written between the top-up ({first['taken_at']}) "
+                          "and the migration's lock are not restored by a rollback: the copy under the lock could "
+                          "not be written to the local working folder (OSError: [Errno 28] No space left on device")
+    assert store.events("r1", "migrate_failed") == []
+    # no lock, no setting outlived the migration's transaction
+    assert query(seeded, "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                         "WHERE c.relname = 'users'") == [(0,)]
