@@ -76,11 +76,14 @@ def _checked_sql(text: str, where: str) -> str:
     """``text`` parsed by PostgreSQL's grammar (pglast): SQL that would end the soak's
     read-only transaction (COMMIT...), change its settings or leave session state on a
     pooled connection is refused, naming ``where`` and the statement (sources/sql_guard.py
-    says what and why; run_readonly refuses it again before running it). ``ValueError``."""
-    from migration_soak.sources.sql_guard import UnsafeSql, check
+    says what and why; run_readonly refuses it again before running it); so is SQL that
+    is not a read (``sql_guard.check_reads``: a write, DDL, ``FOR UPDATE``, ``nextval()``...,
+    which loaded and made every reading an ``error``). ``ValueError``."""
+    from migration_soak.sources.sql_guard import UnsafeSql, check, check_reads
 
     try:
         found = check(text)
+        check_reads(text)
     except UnsafeSql as exc:
         raise ValueError(f"{where}: {exc}") from None
     if not found:

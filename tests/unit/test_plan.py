@@ -790,3 +790,68 @@ def test_a_check_named_twice_in_the_baseline_or_the_guard_is_refused(raw, sectio
     with pytest.raises(PlanError) as err:
         parse_plan(bad, "p.yaml")
     assert str(err.value) == f"p.yaml: {section}.checks: [{check!r}] named twice"
+
+
+@pytest.mark.parametrize("sql, why", [
+    ("INSERT INTO public.clients (id) VALUES ('x') RETURNING 1;\n", "statement 1 of 1 (line 1: INSERT INTO "),
+    ("SELECT 0 AS n;\nUPDATE public.users SET email = email;\n", "statement 2 of 2 (line 2: UPDATE public.users"),
+    ("WITH gone AS (DELETE FROM public.users RETURNING 1) SELECT count(*) FROM gone;\n",
+     "it writes (DELETE in a WITH query or subquery)"),
+    ("EXPLAIN ANALYZE DELETE FROM public.users;\n", "EXPLAIN ANALYZE runs what it explains: it writes (DELETE)"),
+    ("CREATE TABLE public.soak_scratch (i int);\n", "it is no read (CREATE statement)"),
+    ("TRUNCATE public.clients;\n", "it is no read (TRUNCATE statement)"),
+    ("SELECT 1 INTO public.soak_scratch;\n", "SELECT ... INTO creates a table"),
+    ("SELECT count(*) FROM public.users FOR UPDATE;\n", "SELECT ... FOR UPDATE locks the rows it reads"),
+    ("SELECT count(*) FROM (SELECT 1 FROM public.users FOR SHARE) s;\n", "SELECT ... FOR SHARE locks the rows"),
+    ("SELECT nextval('public.users_seq');\n", "nextval() writes or acts on the server"),
+    ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity;\n", "pg_terminate_backend() writes or acts"),
+])
+def test_a_check_query_that_writes_is_refused_at_load(raw, tmp_path, monkeypatch, sql, why):
+    """A check file that writes (INSERT/UPDATE/DELETE, DDL, a data-modifying WITH, SELECT ...
+    FOR UPDATE, nextval()...) loaded: every reading was then an error (the read-only
+    transaction refuses the write) and a GO on it could never be met, or it acted on the
+    server (FOR UPDATE and pg_terminate_backend pass a read-only transaction). Now the plan is
+    refused at load, naming the check, the file and the statement."""
+    import migration_soak.plan as plan_module
+
+    monkeypatch.setattr(plan_module, "SQL_DIR", tmp_path)
+    for f in plan_module.REPO_ROOT.joinpath("include", "sql").glob("*.sql"):
+        (tmp_path / f.name).write_text(f.read_text())
+    parse_plan(copy.deepcopy(raw), "p.yaml")  # the default plan's own files are reads
+    (tmp_path / "mine.sql").write_text(sql)
+    bad = copy.deepcopy(raw)
+    next(c for c in bad["checks"] if c["id"] == "users_without_authorizer_id")["source"]["sql"] = "mine.sql"
+    with pytest.raises(PlanError) as err:
+        parse_plan(bad, "p.yaml")
+    text = str(err.value)
+    assert text.startswith("p.yaml: checks[users_without_authorizer_id].source.sql: include/sql/mine.sql: "), text
+    assert why in text, text
+
+
+@pytest.mark.parametrize("sql", [
+    "SET LOCAL work_mem = '64MB';\nSELECT count(*) FROM public.users;\n",
+    "EXPLAIN DELETE FROM public.users;\n",  # no ANALYZE: planned, never run
+    "SHOW work_mem;\n",
+    "SELECT pg_advisory_xact_lock(1), 0 AS n;\n",
+    "VALUES (0);\n",
+])
+def test_check_queries_that_only_read_load(raw, tmp_path, monkeypatch, sql):
+    import migration_soak.plan as plan_module
+
+    monkeypatch.setattr(plan_module, "SQL_DIR", tmp_path)
+    for f in plan_module.REPO_ROOT.joinpath("include", "sql").glob("*.sql"):
+        (tmp_path / f.name).write_text(f.read_text())
+    (tmp_path / "mine.sql").write_text(sql)
+    good = copy.deepcopy(raw)
+    next(c for c in good["checks"] if c["id"] == "users_without_authorizer_id")["source"]["sql"] = "mine.sql"
+    parse_plan(good, "p.yaml")
+
+
+def test_a_preflight_requirement_that_writes_is_refused(raw):
+    bad = copy.deepcopy(raw)
+    bad["preflight"]["require"] = [{"id": "r1", "sql": "DELETE FROM public.users RETURNING 0",
+                                    "expect": {"op": "==", "value": 0}, "why": "w"}]
+    with pytest.raises(PlanError) as err:
+        parse_plan(bad, "p.yaml")
+    assert str(err.value).startswith("p.yaml: preflight.require[r1].sql: the query: statement 1 of 1 (line 1: DELETE "
+                                     "FROM public.users RETURNING 0): it writes (DELETE)"), str(err.value)

@@ -10,6 +10,7 @@ Design notes: docs/design.md#sourcessql_guardpy
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Iterator, Sequence
@@ -139,6 +140,99 @@ def check(sql: str) -> int:
     return len(found)
 
 
+#: Built-in functions that write or act on the server beyond the query's own reads: a
+#: read-only transaction refuses some (``nextval``: every reading an ``error``), lets the
+#: others through (``pg_terminate_backend`` would close the application's connections).
+#: Refused at plan load (:func:`check_reads`); ``pg_stat_reset*`` by prefix. A function of
+#: the application's own that writes is out of the parser's sight: the server's
+#: read-only transaction still refuses its writes (the reading is an ``error``).
+WRITING_FUNCTIONS = frozenset({
+    "nextval", "setval", "txid_current", "pg_current_xact_id", "pg_notify",
+    "pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf", "pg_rotate_logfile", "pg_switch_wal",
+    "pg_create_restore_point", "pg_promote", "pg_log_backend_memory_contexts", "pg_logical_emit_message",
+    "pg_create_physical_replication_slot", "pg_create_logical_replication_slot", "pg_drop_replication_slot",
+    "pg_copy_physical_replication_slot", "pg_copy_logical_replication_slot", "pg_replication_slot_advance",
+    "pg_replication_origin_create", "pg_replication_origin_drop", "pg_import_system_collations",
+    "lo_import", "lo_export", "lo_unlink", "lo_create", "lo_creat", "lo_from_bytea", "lo_put", "lo_open",
+    "lo_truncate", "lowrite", "pg_file_write", "pg_file_rename", "pg_file_unlink",
+})
+
+#: Top-level statements a check query may be made of: reads, and what ``check`` allows
+#: besides (``SET LOCAL``, ``set_config(..., true)`` inside a ``SELECT``).
+READ_STATEMENTS = frozenset({"SelectStmt", "ExplainStmt", "VariableShowStmt", "VariableSetStmt"})
+
+_LOCKING_WORDS = {"LCS_FORUPDATE": "FOR UPDATE", "LCS_FORNOKEYUPDATE": "FOR NO KEY UPDATE",
+                  "LCS_FORSHARE": "FOR SHARE", "LCS_FORKEYSHARE": "FOR KEY SHARE"}
+_WRITE_WORDS = {"InsertStmt": "INSERT", "UpdateStmt": "UPDATE", "DeleteStmt": "DELETE", "MergeStmt": "MERGE"}
+
+
+def check_reads(sql: str) -> int:
+    """Refuse (``UnsafeSql``) a check query that writes, what the plan's loader asks on top
+    of :func:`check`: any statement but a read (``SELECT``/``VALUES``/``TABLE``,
+    ``EXPLAIN``, ``SHOW``, ``SET LOCAL``), so no DDL, ``COPY``, ``LOCK``, ``VACUUM``...; an
+    ``INSERT``/``UPDATE``/``DELETE``/``MERGE`` anywhere (a data-modifying ``WITH``, under
+    ``EXPLAIN ANALYZE``, which runs it); ``SELECT ... INTO``; ``FOR UPDATE``/``FOR SHARE``
+    (row locks the application's writers would wait on); a call of
+    :data:`WRITING_FUNCTIONS`. A plain ``EXPLAIN`` (no ``ANALYZE``) runs nothing and is a
+    read whatever it explains. Each would have loaded and made every reading an ``error``
+    (the server's read-only transaction refuses the write: never a pass), or acted on the
+    server (``FOR UPDATE`` and ``pg_terminate_backend`` pass a read-only transaction).
+    Returns the number of statements; the first offending one is named."""
+    found = _parsed(sql)
+    for stmt in found:
+        reason = write_refusal(stmt.node)
+        if reason:
+            raise UnsafeSql(f"{stmt.describe(len(found))}: {reason}", stmt.number)
+    return len(found)
+
+
+def write_refusal(node: Any) -> str | None:
+    """Why one parsed top-level statement is not a read (:func:`check_reads`), or ``None``."""
+    kind = type(node).__name__
+    if kind not in READ_STATEMENTS:
+        if kind in _WRITE_WORDS:
+            return (f"it writes ({_WRITE_WORDS[kind]}): a check query may only read (SELECT, EXPLAIN, SHOW, SET "
+                    "LOCAL); the soak's read-only transaction would refuse it and every reading would be an error")
+        word = re.sub(r"(?<!^)(?=[A-Z])", " ", kind.removesuffix("Stmt")).upper()
+        return f"it is no read ({word} statement): a check query may only read (SELECT, EXPLAIN, SHOW, SET LOCAL)"
+    if kind == "ExplainStmt":
+        if not explain_analyzes(node):
+            return None  # EXPLAIN without ANALYZE plans the query and runs nothing
+        inner = write_refusal(node.query)
+        return f"EXPLAIN ANALYZE runs what it explains: {inner}" if inner else None
+    for item in _nodes(node):
+        tag = item.get("@")
+        if tag in _WRITE_WORDS:
+            return (f"it writes ({_WRITE_WORDS[tag]} in a WITH query or subquery): a check query may only read; "
+                    "the soak's read-only transaction would refuse it and every reading would be an error")
+        if tag == "LockingClause":
+            strength = _LOCKING_WORDS.get(str((item.get("strength") or {}).get("name")), "FOR UPDATE")
+            return (f"SELECT ... {strength} locks the rows it reads: the application's writes to them would wait on the check; "
+                    "a check query reads without locking rows")
+        if tag == "IntoClause":
+            return "SELECT ... INTO creates a table: a check query may only read"
+        if tag == "FuncCall":
+            name = _function_name(item)
+            if name in WRITING_FUNCTIONS or name.startswith("pg_stat_reset"):
+                return (f"{name}() writes or acts on the server, not only reads: a check query may only read "
+                        "(the read-only transaction refuses some of these, every reading would be an error; "
+                        "others it lets through)")
+    return None
+
+
+def explain_analyzes(node: Any) -> bool:
+    """Whether an ``ExplainStmt`` has ``ANALYZE`` on (``EXPLAIN ANALYZE``, ``(ANALYZE)``,
+    ``(ANALYZE true|on|1|yes)``): it then runs the query it explains."""
+    for option in node.options or ():
+        if option.defname.lower() == "analyze":
+            arg = option.arg
+            if arg is None:
+                return True
+            value = str(getattr(arg, "sval", getattr(arg, "boolval", getattr(arg, "ival", arg)))).lower()
+            return value in _TRUE_WORDS
+    return False
+
+
 def refusal(node: Any) -> str | None:
     """Why one parsed top-level statement may not run inside the soak's transaction, or ``None``."""
     kind = type(node).__name__
@@ -216,11 +310,16 @@ def _guarded_why(name: str) -> str:
 
 def _function_calls(node: Any) -> Iterator[dict]:
     """Every ``FuncCall`` anywhere under ``node`` (as pglast's plain-dict form)."""
+    return (item for item in _nodes(node) if item.get("@") == "FuncCall")
+
+
+def _nodes(node: Any) -> Iterator[dict]:
+    """Every node under ``node`` and itself, as pglast's plain-dict form."""
     stack = [node(skip_none=True)]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
-            if item.get("@") == "FuncCall":
+            if "@" in item:
                 yield item
             stack.extend(item.values())
         elif isinstance(item, (list, tuple)):
