@@ -275,8 +275,20 @@ def _set_x_axis(chart: _Chart, plan: Plan) -> float:
     left = min(min(xs), 0.0)
     pad = 0.02 * (end - left) + 0.1
     chart.ax.set_xlim(left - pad, max(max(xs), end) + pad)
-    chart.ax.xaxis.set_major_locator(MultipleLocator(2 if end - left > 12 else 1))
+    chart.ax.xaxis.set_major_locator(MultipleLocator(_x_step(end - left)))
     return left
+
+
+#: Steps of the hour axis's labels, in soak hours.
+_X_STEPS = (1, 2, 3, 4, 6, 12, 24)
+
+
+def _x_step(span_hours: float) -> int:
+    """Soak hours between two labels of an hour axis ``span_hours`` long: the first of
+    :data:`_X_STEPS` giving at most 13 labels (2 for the default 24 h and its baseline
+    hour; every 12 h at the longest soak, plan.MAX_SOAK_HOURS). It was 2 whatever the
+    length: 86 labels ran into each other at 168 h."""
+    return next((s for s in _X_STEPS if span_hours / s <= 13), _X_STEPS[-1])
 
 
 #: Label rows at the top: occupied (from, to) spans in axes fractions, per row.

@@ -29,6 +29,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PLANS_DIR = REPO_ROOT / os.environ.get("MIGRATION_SOAK_PLANS_DIR", "include/plans")
 SQL_DIR = REPO_ROOT / "include" / "sql"
 
+#: The longest soak a plan may ask for (a phase's ``end_hour``; the baseline's ``minutes``
+#: too), in soak hours: 7 days, seven times the runbook's 24 h. A longer one loaded (a
+#: phase ``end_hour`` of 10 000: 600 000 guard ticks, every check sensor deferred for 417
+#: days at ``time_scale`` 1, a report chart 18 s to draw). Within it: the guard's ticks
+#: stay at most 10 080 a check in real time (one a minute), the charts' hour axis a
+#: label every 12 h at most (charts._x_step), and at the trigger form's top
+#: ``time_scale`` (100 000) the week still lasts 6 wall seconds (docs/plans.md).
+MAX_SOAK_HOURS = 168
+
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne}
 
 Unit = Literal["count", "ratio", "ms", "bytes", "seconds", "up", "rows", "per_minute"]
@@ -430,6 +439,10 @@ class Phase(_Model):
     def _window(self):
         if self.end_hour <= self.start_hour:
             raise ValueError(f"end_hour {self.end_hour:g} must be after start_hour {self.start_hour:g}")
+        if self.end_hour > MAX_SOAK_HOURS:
+            raise ValueError(f"end_hour {self.end_hour:g} h is past the longest soak a plan may ask for, "
+                             f"{MAX_SOAK_HOURS} h ({MAX_SOAK_HOURS // 24} days): end the last phase by then "
+                             "(docs/plans.md, 'How long a soak may be')")
         if self.every_minutes > (self.end_hour - self.start_hour) * 60:
             raise ValueError(f"every_minutes {self.every_minutes:g} is longer than the phase")
         return self
@@ -662,6 +675,14 @@ class Baseline(_Model):
     @classmethod
     def _distinct(cls, value: list[str]) -> list[str]:
         return _distinct_checks(value)
+
+    @model_validator(mode="after")
+    def _not_longer_than_a_soak(self):
+        if self.minutes > MAX_SOAK_HOURS * 60:
+            raise ValueError(f"minutes {self.minutes:g} ({self.minutes / 60:g} h) is longer than the longest soak a "
+                             f"plan may ask for, {MAX_SOAK_HOURS} h ({MAX_SOAK_HOURS // 24} days): the migration "
+                             "would wait that long behind it")
+        return self
 
     @model_validator(mode="after")
     def _one_reading_at_least(self):

@@ -278,3 +278,18 @@ def test_phase_names_take_the_first_free_label_row():
     assert charts._label_row(taken, 0.65, 0.8) == 2  # both rows taken there: a third row
     assert charts._label_row(taken, 0.66, 0.75) == 2  # never more than three rows
     assert taken[2] == [(0.65, 0.8), (0.66, 0.75)]
+
+
+@pytest.mark.parametrize("end_hour", [24, 48, 168])
+def test_the_hour_axis_stays_readable_up_to_the_longest_soak(end_hour):
+    """The x axis had a label every 2 soak hours whatever the soak's length: at 168 h (the
+    longest a plan may ask for) 86 labels ran into each other."""
+    from migration_soak.charts import _x_step
+
+    plan = PLAN.model_copy(update={"phases": [*PLAN.phases[:2],
+                                              PLAN.phases[2].model_copy(update={"end_hour": end_hour})]})
+    span = plan.soak_hours() + 1  # the baseline hour before hour 0
+    step = _x_step(span)
+    assert span / step <= 13 and step in (1, 2, 3, 4, 6, 12, 24)
+    if end_hour == 24:
+        assert step == 2  # the default soak's axis as before

@@ -855,3 +855,33 @@ def test_a_preflight_requirement_that_writes_is_refused(raw):
         parse_plan(bad, "p.yaml")
     assert str(err.value).startswith("p.yaml: preflight.require[r1].sql: the query: statement 1 of 1 (line 1: DELETE "
                                      "FROM public.users RETURNING 0): it writes (DELETE)"), str(err.value)
+
+
+@pytest.mark.parametrize("where, value, message", [
+    (("phases", 2, "end_hour"), 10_000, "p.yaml: phases[passive]: end_hour 10000 h is past the longest soak a "
+                                        "plan may ask for, 168 h (7 days)"),
+    (("phases", 2, "end_hour"), 168.5, "p.yaml: phases[passive]: end_hour 168.5 h is past the longest soak"),
+    (("baseline", "minutes"), 168 * 60 + 1, "p.yaml: baseline: minutes 10081 (168.017 h) is longer than the "
+                                            "longest soak a plan may ask for, 168 h (7 days)"),
+])
+def test_a_soak_longer_than_a_week_is_refused(raw, where, value, message):
+    """A phase end_hour of 10 000 loaded: 600 000 guard ticks, the check sensors deferred for
+    417 days, and each report chart took 18 s with an x label every 2 h (5 203 ticks,
+    matplotlib's 'exceeds Locator.MAXTICKS'). Now refused at load, naming the bound."""
+    bad = copy.deepcopy(raw)
+    node = bad
+    for key in where[:-1]:
+        node = node[key]
+    node[where[-1]] = value
+    with pytest.raises(PlanError) as err:
+        parse_plan(bad, "p.yaml")
+    assert str(err.value).startswith(message), str(err.value)
+
+
+def test_a_week_long_soak_loads(raw):
+    from migration_soak.plan import MAX_SOAK_HOURS
+
+    good = copy.deepcopy(raw)
+    good["phases"][2]["end_hour"] = MAX_SOAK_HOURS
+    good["baseline"]["minutes"] = MAX_SOAK_HOURS * 60
+    assert parse_plan(good, "p.yaml").soak_hours() == MAX_SOAK_HOURS == 168
