@@ -52,9 +52,9 @@ demo: venv prisma-cli
 # a local S3 server (demo/celery_cluster.py; needs root and redis-server).
 AIRFLOW_ARGS ?=
 EXECUTOR ?= local
+# XDG_RUNTIME_DIR: yours, else a private .state/runtime (demo/__init__.py, as for make demo).
 airflow: venv prisma-cli
-	@mkdir -p .state/runtime
-	XDG_RUNTIME_DIR=$${XDG_RUNTIME_DIR:-$(CURDIR)/.state/runtime} $(PY) -m demo.ui --executor $(EXECUTOR) $(AIRFLOW_ARGS)
+	$(PY) -m demo.ui --executor $(EXECUTOR) $(AIRFLOW_ARGS)
 
 # ruff (pyproject.toml: pyflakes and pycodestyle's error classes) before the tests.
 # ruff everywhere; mypy on the package and the DAG file (pyproject.toml [tool.mypy]). The DAG

@@ -33,6 +33,8 @@ from typing import Iterable
 
 import requests
 
+from demo import private_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPONENTS = ("api-server", "dag-processor", "scheduler", "triggerer")
 FINISHED = {"success", "failed"}
@@ -136,7 +138,7 @@ class AirflowLocal:
     def __enter__(self) -> "AirflowLocal":
         self.home.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(exist_ok=True)
-        (self.home / "runtime").mkdir(exist_ok=True)
+        private_dir(self.home / "runtime")  # XDG_RUNTIME_DIR: platformdirs wants it 0700
         try:
             self.migrate_db()
             for name in self.components:

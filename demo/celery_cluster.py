@@ -38,6 +38,8 @@ import sys
 import time
 from pathlib import Path
 
+from demo import private_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "msk"
 #: The workers' networks are 10.213.<n>.0/24, n the first free one on this host.
@@ -278,8 +280,9 @@ class CeleryWorker:
         if self.plans_dir is not None:
             plans = self.project / "plans"
             shutil.copytree(self.plans_dir, plans, dirs_exist_ok=True)
-        for sub in ("home", "tmp", "airflow", "airflow/runtime"):
+        for sub in ("home", "tmp", "airflow"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        private_dir(self.root / "airflow" / "runtime")  # XDG_RUNTIME_DIR: platformdirs wants it 0700
         self.env.update({
             "HOME": str(self.root / "home"), "TMPDIR": str(self.root / "tmp"),
             "AIRFLOW_HOME": str(self.root / "airflow"), "XDG_RUNTIME_DIR": str(self.root / "airflow" / "runtime"),

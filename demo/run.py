@@ -52,6 +52,7 @@ from typing import Callable, NoReturn
 import requests
 import sqlalchemy as sa
 
+from demo import private_dir
 from demo.faults import SCENARIOS, Timeline, base_scenario
 from demo.human import Approver, stop_tree
 from demo.progress import DEFAULT_PHASES, SoakState, make_reporter, read_store, soak_state
@@ -457,7 +458,7 @@ def run_soak(workdir: Path, scenario: str = "healthy", time_scale: float = 300.0
         shutil.rmtree(workdir / "stack", ignore_errors=True)
     home = workdir / "airflow"
     ensure_airflow_db(home)
-    (home / "runtime").mkdir(parents=True, exist_ok=True)
+    private_dir(home / "runtime")  # airflow_env's XDG_RUNTIME_DIR: platformdirs wants it 0700
     log_path = workdir / "airflow-run.log"
 
     stop = threading.Event()
