@@ -423,3 +423,30 @@ def test_per_minute_needs_one_group_and_the_per_minute_unit():
         Check.model_validate({"id": "app_log_errors", "title": "t", "unit": "per_minute", "rule": "r",
                               "expect": {"op": "<", "value": 5}, "source": {"kind": "logs", "file": "x",
                                                                             "patterns": ["d"]}})
+
+
+def test_a_per_minute_reading_matches_each_line_once(tmp_path, monkeypatch):
+    """The per-minute branch ran count() over the lines and then per_minute_counts() over
+    them again: every pattern searched every line twice (and the lines were copied into a
+    list for it). Now one pass gives the count, the samples and the minutes."""
+    searched: list[str] = []
+    compile_ = logs.re.compile
+
+    class Counting:
+        def __init__(self, pattern):
+            self.pattern = pattern
+
+        def search(self, line):
+            searched.append(line)
+            return self.pattern.search(line)
+
+    def counting_compile(pattern, flags=0):
+        compiled = compile_(pattern, flags)
+        return Counting(compiled) if pattern == r"duration: \d+\.\d+ ms" else compiled
+
+    log = tmp_path / "pg.log"
+    append(log, *slow("10:00", 3), "2026-12-05 10:00:30.000 UTC [7] LOG:  checkpoint", *slow("10:01", 2))
+    monkeypatch.setattr(logs.re, "compile", counting_compile)
+    m = logs.measure(slow_check(file=str(log)), SourceContext())
+    assert (m.value, m.evidence["matches"], m.evidence["lines_read"], len(m.evidence["samples"])) == (3, 5, 6, 5)
+    assert len(searched) == 6, len(searched)  # each of the 6 lines once

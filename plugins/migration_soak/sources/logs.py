@@ -14,6 +14,7 @@ import os
 import re
 import stat
 import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -345,13 +346,12 @@ def measure(check: Check, ctx: SourceContext) -> Measurement:
         read, matched, samples = count(lines, src.patterns, src.exclude)
         return Measurement(float(matched), {"reader": reader, **evidence, "lines_read": read, "matches": matched,
                                             "samples": samples})
-    lines = list(lines)
-    read, matched, samples = count(lines, src.patterns, src.exclude)
     # The file reader resumes where the previous reading stopped: a minute split between
     # the two readings is counted whole (its earlier matches carried over).
     prev = ctx.previous or {}
     carry = (prev.get("last_minute"), int(prev.get("last_minute_matches") or 0)) if reader == "file" else None
-    per, last, untimed = per_minute_counts(lines, src.patterns, src.exclude, src.per_minute, carry)
+    t = _tally(lines, src.patterns, src.exclude, src.per_minute, carry)  # one pass: count, samples and minutes
+    read, matched, samples, per, last, untimed = t.read, t.matched, t.samples, t.per, t.last, t.untimed
     if last is None and carry and carry[0]:  # no stamped line: the carried minute may go on
         last, per_last = carry
     else:
@@ -373,21 +373,45 @@ def per_minute_counts(lines: Iterable[str], patterns: list[str], exclude: list[s
     reading, added when this reading's lines start in the same minute. The reading is the
     busiest minute plus the lines without one (counted there: the value never understates
     a minute)."""
+    t = _tally(lines, patterns, exclude, minute, carry)
+    return t.per, t.last, t.untimed
+
+
+@dataclass
+class _Tally:
+    """What one pass over a reading's lines found (:func:`_tally`)."""
+
+    read: int = 0
+    matched: int = 0
+    samples: list[str] = field(default_factory=list)
+    per: dict[str, int] = field(default_factory=dict)
+    last: str | None = None
+    untimed: int = 0
+
+
+def _tally(lines: Iterable[str], patterns: list[str], exclude: list[str], minute: str,
+           carry: tuple[str | None, int] | None) -> _Tally:
+    """:func:`count` and :func:`per_minute_counts` in one pass over ``lines``: each line is
+    searched for the patterns once (the per-minute reading ran both, every line twice)."""
     stamp = re.compile(minute)
     wanted = [re.compile(p, re.IGNORECASE) for p in patterns]
     unwanted = [re.compile(p, re.IGNORECASE) for p in exclude]
-    per: dict[str, int] = {}
-    untimed, last, first = 0, None, True
+    t = _Tally()
+    first = True
     for line in lines:
+        t.read += 1
         m = stamp.search(line)
         now: str | None = m.group(1) if m is not None and m.group(1) else None
         if now is not None:
             if first and carry and carry[0] == now and carry[1] > 0:
-                per[now] = carry[1]
-            last, first = now, False
+                t.per[now] = carry[1]
+            t.last, first = now, False
         if any(p.search(line) for p in wanted) and not any(p.search(line) for p in unwanted):
+            t.matched += 1
+            if len(t.samples) < SAMPLES:
+                t.samples.append(_sample(line))
             if now is None:
-                untimed += 1
+                t.untimed += 1
             else:
-                per[now] = per.get(now, 0) + 1
-    return per, last, untimed
+                t.per[now] = t.per.get(now, 0) + 1
+    return t
