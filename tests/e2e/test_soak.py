@@ -52,6 +52,14 @@ def _criteria(outcome):
     return {c["id"]: c for c in outcome.events["verdict"]["payload"]["criteria"]}
 
 
+def full(worker, tis) -> bool:
+    """Whether every task slot of ``worker`` runs a task instance: Airflow's Celery workers
+    take ``worker_prefetch_multiplier`` 1 with ``task_acks_late`` (providers' default_celery),
+    so a worker holds at most ``concurrency`` unacknowledged messages, the running tasks'
+    own, and a full one has none waiting that a kill would strand."""
+    return sum(t["state"] == "running" and t.get("hostname") == worker.address for t in tis) >= worker.concurrency
+
+
 class Chaos:
     """Faults injected into a distributed soak (``run_soak(chaos=...)``, in a thread from the
     trigger to the run's end); ``done`` lists what it did (dicts with a ``fault`` key),
@@ -70,16 +78,19 @@ class Chaos:
     @staticmethod
     def running_on(deployment, run_id, wanted, calm=True, max_queued=0) -> tuple[dict, object] | None:
         """The first task instance with ``wanted(task_id)`` running on a live worker, and that
-        worker, at a moment no task instance is ``queued``: a queued task may already be
-        starting on that worker, and one lost there waits for the scheduler's
-        ``task_queued_timeout`` (10 min; docs/operations.md), not for a heartbeat."""
+        worker, at a moment no more than ``max_queued`` task instances are ``queued`` or that
+        worker is full (``calm``): a queued task may already be reserved by a worker with a
+        free slot, and one lost there waits for the scheduler's ``task_queued_timeout``
+        (10 min; docs/operations.md), not for a heartbeat. A full worker reserves nothing
+        (:func:`full`)."""
         by_address = {w.address: w for w in deployment.workers.values() if w.running()}
         tis = all_task_instances(deployment.airflow, "migration_soak", run_id)
-        if calm and sum(ti["state"] == "queued" for ti in tis) > max_queued:
-            return None
+        busy = sum(ti["state"] == "queued" for ti in tis) > max_queued
         for ti in tis:
             if wanted(ti["task_id"]) and ti["state"] == "running" and ti.get("hostname") in by_address:
-                return ti, by_address[ti["hostname"]]
+                worker = by_address[ti["hostname"]]
+                if not (calm and busy and not full(worker, tis)):
+                    return ti, worker
         return None
 
     def wait_for(self, deployment, run_id, stop, wanted, timeout=600.0, calm=True, max_queued=0):
@@ -104,10 +115,11 @@ class HealthyChaos(Chaos):
         """Freeze ``worker`` (SIGSTOP: what it runs can neither defer nor finish), let its last
         API calls land, then wait up to ``calm_within_s`` for the other worker to take every
         queued task (a task this one fetched but had not started would show as queued, and
-        a kill would strand it for ``task_queued_timeout``). Returns the task ids it runs
-        then, all hour-0 checks; empty: nothing to kill here (the CI runs of 33a0993, ffeb2fb
-        and 7131b1f killed a worker whose check had just deferred, or found no calm moment
-        afterwards)."""
+        a kill would strand it for ``task_queued_timeout``), unless it is :func:`full`.
+        Returns the task ids it runs then, all hour-0 checks; empty: nothing to kill here
+        (the CI runs of 33a0993, ffeb2fb and 7131b1f killed a worker whose check had just
+        deferred, or found no calm moment afterwards; b604f72's missed once, then found no
+        calm moment in the hour-0 burst again: a full worker is now a calm moment too)."""
         worker.freeze()
         time.sleep(FREEZE_SETTLE_S)
         deadline = time.monotonic() + calm_within_s
@@ -116,7 +128,7 @@ class HealthyChaos(Chaos):
             running = sorted(t["task_id"] for t in tis if t["state"] == "running" and t.get("hostname") == worker.address)
             if not running or not all(t.startswith("hour0.") for t in running):
                 return []
-            if not any(t["state"] == "queued" for t in tis):
+            if full(worker, tis) or not any(t["state"] == "queued" for t in tis):
                 return running
             if time.monotonic() > deadline:
                 return []
