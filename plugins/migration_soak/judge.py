@@ -594,7 +594,8 @@ def judge_go(plan: Plan, crit: Criterion, obs: list[Observation], stopped: bool,
     check met on readings of a fixed window that leave soak hours unread says so
     (:func:`window_coverage` on the run's ``time_scale``; ``unread``): the rule is the
     runbook's schedule's, the claim is what its readings read."""
-    min_cov = crit.min_coverage if crit.min_coverage is not None else plan.verdict.min_coverage
+    # one evidence bar with the NO-GO side: never below the verdict's (the plan refuses a lower one too)
+    min_cov = max(crit.min_coverage or 0.0, plan.verdict.min_coverage)
     rule = rule_kind(crit.rule)
     outcome: Outcome = "met"
     details, deciding, unread, compared = [], [], [], []

@@ -583,6 +583,8 @@ class Criterion(_Model):
 
     ``checks``: the check(s) whose observations it reads (each judged on its own; a NO-GO
     breached by any, a GO met only when met by all). ``text`` is the seed's wording.
+    ``min_coverage``: a GO criterion's own coverage bar, at least ``verdict.min_coverage``
+    (one below it, or one on a NO-GO criterion, is refused: ``_require_one_evidence_bar``).
     """
 
     id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,62}$")]
@@ -1063,6 +1065,7 @@ class Plan(_Model):
         _require_failable_go(self.checks, self.go, self.no_go)
         _require_baseline_section(self.go + self.no_go + self.alerts, self.baseline)
         _require_no_go_with_go(self.go, self.no_go)
+        _require_one_evidence_bar(self.go, self.no_go, self.verdict)
         _require_cheap_guard(self.guard, self.checks)
         _require_judgeable_windows(self.no_go, self.guard)
         _require_counted_requests(self.report.requests, self.checks)
@@ -1344,6 +1347,25 @@ def _require_no_go_with_go(go: list[Criterion], no_go: list[Criterion]) -> None:
     if go and not no_go:
         raise ValueError("the plan states GO criteria but no NO-GO criterion (no_go: []): nothing could stop the "
                          "soak or roll it back; state the NO-GO criteria, or neither (each check's levels then)")
+
+
+def _require_one_evidence_bar(go: list[Criterion], no_go: list[Criterion], verdict: Verdict) -> None:
+    """One evidence bar for both sides of the verdict: a GO criterion's ``min_coverage``
+    below ``verdict.min_coverage`` is refused (its GO would be "met" on readings the
+    verdict calls too few to judge a NO-GO on: "met" next to "not judged" for the same
+    readings), and a NO-GO criterion's ``min_coverage`` is refused (NO-GO criteria are
+    judged on ``verdict.min_coverage``: it would be ignored). Above the verdict's, a GO
+    criterion may ask more. ``ValueError`` naming the field and values."""
+    for c in go:
+        if c.min_coverage is not None and c.min_coverage < verdict.min_coverage - 1e-9:
+            raise ValueError(f"go[{c.id}].min_coverage {c.min_coverage:g} is below verdict.min_coverage "
+                             f"{verdict.min_coverage:g}: the GO would be met on readings the verdict calls too few "
+                             f"to judge its NO-GO criteria on; give {verdict.min_coverage:g} or more, or leave it out "
+                             "(the verdict's then)")
+    for c in no_go:
+        if c.min_coverage is not None:
+            raise ValueError(f"no_go[{c.id}].min_coverage {c.min_coverage:g}: a NO-GO criterion is judged on "
+                             f"verdict.min_coverage ({verdict.min_coverage:g}), so this would be ignored; leave it out")
 
 
 def _require_judgeable_windows(no_go: list[Criterion], guard: Guard | None) -> None:

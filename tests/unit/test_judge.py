@@ -1018,3 +1018,19 @@ def test_the_guards_missed_minutes_are_named_with_their_coverage_below_the_bar()
     text = "; ".join(v.reasons)
     assert "auth_error_rate: 1,309 of 1,459 readings due by soak minute 1440 measured (coverage 89.7% < 90%)" in text
     assert "90% < 90%" not in text
+
+
+def test_a_go_criterions_own_coverage_never_lowers_the_verdicts_bar():
+    """A criterion's ``min_coverage`` under ``verdict.min_coverage`` (0.6 < 0.9) made the
+    GO side "met" on 75 % of the readings, which the verdict calls too few to judge a
+    NO-GO on. The plan refuses it at load; the judge holds the verdict's bar anyway (a
+    plan built without validation)."""
+    crits = [c.model_copy(update={"min_coverage": 0.6}) if c.id == "go_cache_hit_rate" else c for c in PLAN.go]
+    plan = PLAN.model_copy(update={"go": crits})
+    scheduled = [o for o in full_soak() if o.check_id == "cache_hit_rate" and o.phase not in ("baseline", "guard")]
+    dropped = {(o.phase, o.tick) for o in scheduled[:-1][1::4]}  # a quarter never answered, the last did
+    assert 0.6 < 1 - len(dropped) / len(scheduled) < 0.9
+    soak = [o for o in full_soak() if not (o.check_id == "cache_hit_rate" and (o.phase, o.tick) in dropped)]
+    c = next(c for c in judge(plan, soak).criteria if c.id == "go_cache_hit_rate")
+    assert c.outcome == "not_enough_data", c.detail
+    assert "< 90%" in c.detail

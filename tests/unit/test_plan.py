@@ -260,6 +260,14 @@ def _go_without_no_go(bad):
     bad["no_go"] = []
 
 
+def _go_coverage_below_the_verdicts(bad):
+    _criterion(bad, "go_auth_error_rate")["min_coverage"] = 0.6  # verdict.min_coverage: 0.9
+
+
+def _no_go_coverage_of_its_own(bad):
+    _criterion(bad, "no_go_workflows")["min_coverage"] = 0.95
+
+
 def _fingerprint_in_the_guard(bad):
     bad["guard"]["checks"].append("data_loss")
 
@@ -297,6 +305,11 @@ CROSS_FIELD_ERRORS = [
                          "(write 0.01 for 1 %): a GO no reading can fail"),
     (_go_without_no_go, "the plan states GO criteria but no NO-GO criterion (no_go: []): nothing could stop the "
                         "soak or roll it back; state the NO-GO criteria, or neither (each check's levels then)"),
+    (_go_coverage_below_the_verdicts, "go[go_auth_error_rate].min_coverage 0.6 is below verdict.min_coverage 0.9: "
+                                      "the GO would be met on readings the verdict calls too few to judge its NO-GO "
+                                      "criteria on; give 0.9 or more, or leave it out (the verdict's then)"),
+    (_no_go_coverage_of_its_own, "no_go[no_go_workflows].min_coverage 0.95: a NO-GO criterion is judged on "
+                                 "verdict.min_coverage (0.9), so this would be ignored; leave it out"),
     (_fingerprint_in_the_guard, "guard: check 'data_loss' reads a fingerprint source, too heavy to run every guard "
                                 "interval; give it phase ticks instead"),
     (_baseline_rule_check_not_in_the_baseline, "criterion 'go_performance_stable': its 'baseline' rule reads "
@@ -319,6 +332,12 @@ CROSS_FIELD_ERRORS = [
     (_requests_of_an_unknown_check, "report.requests[nope] names unknown checks ['nope']"),
     (_requirement_id_repeats, "preflight.require ids repeat: ['users_without_authorizer_id']"),
 ]
+
+
+def test_a_go_criterion_may_ask_more_coverage_than_the_verdict(raw):
+    data = copy.deepcopy(raw)
+    _criterion(data, "go_auth_error_rate")["min_coverage"] = 0.95
+    assert next(c for c in parse_plan(data, "p.yaml").go if c.id == "go_auth_error_rate").min_coverage == 0.95
 
 
 @pytest.mark.parametrize("mutate, message", CROSS_FIELD_ERRORS, ids=[m.__name__.lstrip("_") for m, _ in CROSS_FIELD_ERRORS])
