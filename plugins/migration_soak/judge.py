@@ -25,7 +25,7 @@ from migration_soak.plan import Condition, Criterion, Plan, ThresholdRule
 from migration_soak.store import Observation, Status
 from migration_soak.plan import Alert, Rule
 from migration_soak.rules import (GO_WINDOW_MINUTES, Base, Baseline, Point, RuleKind, Threshold, baseline_value,
-                                  rule_kind)
+                                  dropped_note, rule_kind)
 # judge's API before rules.py existed: report, charts and tests import them from here
 from migration_soak.rules import format_change as format_change, format_value as format_value
 from migration_soak.rules import wilson_lower as wilson_lower, wilson_upper as wilson_upper
@@ -637,7 +637,8 @@ def _compared(plan: Plan, rule: RuleKind, cid: str, obs: list[Observation]) -> s
             f"the baseline's {format_value(base, unit)} ({base.pooled.requests:,.0f} requests): largest change shown "
             f"at 95 % {format_change(worst) if worst else 'none'}; latest: {name} {format_value(latest.value, unit)} of "
             f"the {latest.requests:,.0f} requests counted by the last {window:g} min's "
-            f"{plural(latest.readings, 'reading')}" + (" but its slowest" if latest.trimmed else ""))
+            f"{plural(latest.readings, 'reading')}" + (f" but its slowest{dropped_note(latest, unit)}"
+                                                        if latest.trimmed else ""))
 
 
 def _coverage(plan: Plan, cid: str, series: list[Observation]) -> tuple[int, int, float]:

@@ -627,6 +627,21 @@ class Pooled:
     low: float = 0.0
     high: float = math.inf
     trimmed: bool = False  # a window's pool without its slowest reading (Baseline._pooled_windows)
+    #: what a trimmed pool left out: the reading (``guard tick 1440``), its quantile and requests
+    dropped_at: str = ""
+    dropped_value: float = 0.0
+    dropped_requests: float = 0.0
+
+
+#: The largest share of a window's requests one reading may hold and still be left out of the
+#: window's pool as a burst (``Baseline._pooled_windows``). A guard reading is one minute of a
+#: real-time hour (1.7 % of its requests at a steady load; a burst minute at five times the load
+#: about 8 %) and 15 soak-min of a 600-min window at x300 (2.5 %); an hourly phase reading is
+#: 10 % of a stretched window. A quarter-hour reading of an hour (25 %) or a 4-hourly reading
+#: of a stretched window (33 % to 50 %) is no burst: leaving it out would leave a quarter to
+#: half of the window's requests unjudged (more than the six minutes of an hour that still move
+#: its p95), so such a window is judged whole. At most 20 % left out, at least 80 % compared.
+BURST_SHARE = 0.20
 
 
 def pooled_quantile(readings: list[Observation]) -> Pooled | None:
@@ -749,23 +764,31 @@ class Baseline(RuleKind[BaselineRule]):
     def _pooled_windows(self, series: list[Observation],
                         base: float | None = None) -> Iterator[tuple[Observation, Pooled]]:
         """Each reading with the quantile of its series' requests in the window ending at it,
-        the window's slowest reading (highest quantile) left out when it holds more than one:
-        one reading's burst (a minute in real time; 3 wall seconds, 15 soak-minutes, of a
-        busy demo machine at ``time_scale`` 300) is not a degraded hour, and must not roll a
-        soak back on its own. A slowdown of a few minutes shows in the other readings."""
+        the window's slowest reading (highest quantile) left out when it is a burst: above
+        the window's pooled quantile and holding at most :data:`BURST_SHARE` (20 %) of its
+        requests. One reading's burst (a minute in real time; 3 wall seconds, 15 soak-minutes,
+        of a busy demo machine at ``time_scale`` 300) is not a degraded hour, and must not roll
+        a soak back on its own; a slowdown of a few minutes shows in the other readings. A
+        reading holding more (a quarter-hour reading of an hour, a 4-hourly one of a stretched
+        window) is no burst: the window is judged whole. The pool says what it left out
+        (``Pooled.dropped_*``, :func:`dropped_note`)."""
         minutes, start = self.window(series, base), self.judged_from(series, base)
         for part in _parts(series):
             for o, window in _windows(part, minutes, False):
                 if _soak(o, "soak_s") < start:
                     continue
-                if len(window) > 1:
-                    slowest = max(range(len(window)), key=lambda i: _value(window[i]))
-                    window = window[:slowest] + window[slowest + 1:]
-                    p = pooled_quantile(window)
-                    if p is not None:
-                        yield o, replace(p, trimmed=True)
-                    continue
                 p = pooled_quantile(window)
+                if len(window) > 1 and p is not None:
+                    slowest = max(range(len(window)), key=lambda i: _value(window[i]))
+                    rest = pooled_quantile(window[:slowest] + window[slowest + 1:])
+                    # left out only when it is a burst (slower than the window's pool) holding a burst's
+                    # share of the requests: the rest still holds most of them
+                    if (rest is not None and _value(window[slowest]) > p.value
+                            and p.requests - rest.requests <= BURST_SHARE * p.requests + 1e-9):
+                        s = window[slowest]
+                        yield o, replace(rest, trimmed=True, dropped_at=f"{s.phase} tick {s.tick}",
+                                         dropped_value=_value(s), dropped_requests=p.requests - rest.requests)
+                        continue
                 if p is not None:
                     yield o, p
 
@@ -856,7 +879,7 @@ class Baseline(RuleKind[BaselineRule]):
             p = next((p for r, p in self._pooled_windows(series, base) if r is o), None)
             if p is not None:
                 return (f" ({_quantile_name(series)} {format_value(p.value, unit)} of {p.requests:,.0f} requests, "
-                        f"{_limits(p, unit)}, their histogram buckets pooled{_but_slowest(p)}"
+                        f"{_limits(p, unit)}, their histogram buckets pooled{_but_slowest(p, unit)}"
                         f"{self.stretch_note(series, base)})")
         window = next((w for r, w in _windows(series, self.window(series, base), True) if r is o), [])
         if not window:
@@ -908,9 +931,22 @@ def clock_pace(series: list[Observation], base: float | None = None) -> float:
     return round(max((s1 - s0) / wall, 1.0), 3)
 
 
-def _but_slowest(p: Pooled) -> str:
-    """How a window's pool was made: `` over N readings but the window's slowest``."""
-    return f" over {plural_of(p.readings, 'reading')} but the window's slowest" if p.trimmed else ""
+def _but_slowest(p: Pooled, unit: str = "") -> str:
+    """How a window's pool was made: `` over N readings but the window's slowest (...)``
+    (:func:`dropped_note`)."""
+    return f" over {plural_of(p.readings, 'reading')} but the window's slowest{dropped_note(p, unit)}" if p.trimmed else ""
+
+
+def dropped_note(p: Pooled, unit: str = "") -> str:
+    """What a trimmed pool left out: `` (guard tick 1440: p95 97.5 ms, 120 of 4,800
+    requests (2.5%), left out as one reading's burst: at most 20 % of the window's
+    requests)``; "" when nothing was."""
+    if not p.trimmed:
+        return ""
+    total = p.requests + p.dropped_requests
+    return (f" ({p.dropped_at}: p{p.quantile * 100:g} {format_value(p.dropped_value, unit)}, "
+            f"{p.dropped_requests:,.0f} of {total:,.0f} requests ({p.dropped_requests / total:.1%}), left out as one "
+            f"reading's burst: at most {BURST_SHARE * 100:g} % of the window's requests)")
 
 
 def _limits(p: Pooled, unit: str) -> str:

@@ -470,8 +470,8 @@ def test_the_report_says_what_the_performance_rules_compared():
     text = report.render_report(PLAN, "run", verdict, obs, events, 300.0)
     line = next(x for x in text.splitlines() if x.startswith("- /auth/login response time p95:"))
     assert ("; baseline p95 175 ms of 400 requests (95 % limits 164 ms to 186 ms; 4 baseline readings, their histogram "
-            "buckets pooled), in the 100 ms to 200 ms bucket, measured before the migration; p95 of the 3,900 requests "
-            "counted by the last 600 soak minutes' 39 readings but its slowest (histogram buckets pooled; 95 % limits "
+            "buckets pooled), in the 100 ms to 200 ms bucket, measured before the migration; p95 of the 4,000 requests "
+            "counted by the last 600 soak minutes' 40 readings (histogram buckets pooled; 95 % limits "
             "172 ms to 178 ms; window 600 soak-min (10 h): the 60 min stretched to 120 wall s on this x300 clock) "
             "175 ms: 0 ms (0%) "
             "vs baseline, no change shown at 95 % out of the baseline's 100 ms to 200 ms bucket") in line, line
