@@ -1,4 +1,4 @@
-"""What ``make demo`` shows while a soak runs: phase, soak hour, readings, breaches, verdict.
+"""What ``make demo`` shows while a soak runs: phase, soak hour, readings, the verdict and what decided it.
 
 ``soak_state`` turns what the store holds for a run (its events and the count of its
 readings by status), the time now and the run's ``time_scale`` into a ``SoakState``: a
@@ -33,11 +33,14 @@ class SoakState:
     ``judging``, ``NO-GO: stopping``, ``deciding``, ``rollback``, ``rolled back``,
     ``report``, ``done``. ``soak_hour``: soak-clock hours since hour 0 (``None`` before
     hour 0), frozen when the soak stopped (NO-GO or verdict). ``soak_hours``: the soak's
-    length (h). ``readings``: observations recorded; ``breaches``: readings at a NO-GO
-    threshold (status ``fail``); ``warnings``: readings that missed their expectation;
+    length (h). ``readings``: observations recorded; ``breaches``: readings at a check's own
+    NO-GO level (status ``fail``), shown as such ("at a check's NO-GO level"), never as the
+    verdict's breaches: a relative criterion (``no_go_performance``) decides a NO-GO with none;
+    ``warnings``: readings that missed their expectation;
     ``missing``: ``error`` readings (counted as missing by the judge); ``alerts``: alerts
     notified. ``stopped_by``: the NO-GO criterion that stopped the soak. ``verdict``: the
-    judge's (``GO`` / ``NO-GO`` / ``INCONCLUSIVE``); ``decision``: ``"<outcome>, <action>"``
+    judge's (``GO`` / ``NO-GO`` / ``INCONCLUSIVE``); ``decided_by``: the NO-GO criteria its
+    NO-GO found breached (the verdict event's criteria); ``decision``: ``"<outcome>, <action>"``
     of the run's final decision. ``run_state``: the DAG run's, when known.
     """
 
@@ -51,6 +54,7 @@ class SoakState:
     alerts: int = 0
     stopped_by: str | None = None
     verdict: str | None = None
+    decided_by: tuple[str, ...] = ()
     decision: str | None = None
     run_state: str | None = None
 
@@ -68,17 +72,22 @@ class SoakState:
         return f"hour {self.soak_hour:.1f}/{self.soak_hours:g}"
 
     def detail(self) -> str:
-        """Readings, breaches and the verdict, one short line (no phase, no hour)."""
-        parts = [f"{self.readings} readings", f"{self.breaches} breaches"]
+        """Readings by status, the verdict and what decided it, one short line (no phase, no
+        hour): ``1200 readings (0 at a check's NO-GO level), verdict NO-GO by
+        no_go_performance``. The readings at a check's own level are not the verdict's
+        breaches (a relative criterion breaches with none), so they are not called that."""
+        kinds = [f"{self.breaches} at a check's NO-GO level"]
         if self.warnings:
-            parts.append(f"{self.warnings} warn")
+            kinds.append(f"{self.warnings} warn")
         if self.missing:
-            parts.append(f"{self.missing} missing")
+            kinds.append(f"{self.missing} missing")
+        parts = [f"{self.readings} readings ({', '.join(kinds)})" if self.readings else "0 readings"]
         if self.alerts:
             parts.append(f"{self.alerts} alerts")
         if self.stopped_by:
             parts.append(f"NO-GO {self.stopped_by}")
-        parts.append(f"verdict {self.verdict or '-'}")
+        by = [c for c in self.decided_by if c != self.stopped_by]
+        parts.append(f"verdict {self.verdict or '-'}" + (f" by {', '.join(by)}" if by else ""))
         if self.decision:
             parts.append(f"decision {self.decision}")
         return ", ".join(parts)
@@ -132,6 +141,9 @@ def soak_state(events: Iterable[Mapping[str, Any]], readings: Mapping[str, int],
         upto = min([now, *stops])
         soak_hour = max(0.0, min(soak_hours, _hour(upto, hour0, time_scale)))
     verdict = _shown(first["verdict"]["payload"].get("decision")) if "verdict" in first else None
+    decided_by = tuple(str(c.get("id")) for c in (first["verdict"]["payload"].get("criteria") or [])
+                       if verdict == "NO-GO" and c.get("kind") == "no_go" and c.get("outcome") == "breached") \
+        if "verdict" in first else ()
     stopped_by = first["no_go"]["payload"].get("criterion") if "no_go" in first else None
 
     if run_state in ("success", "failed"):
@@ -158,7 +170,7 @@ def soak_state(events: Iterable[Mapping[str, Any]], readings: Mapping[str, int],
         phase=phase, soak_hour=soak_hour, soak_hours=soak_hours,
         readings=sum(int(n) for n in readings.values()), breaches=int(readings.get("fail", 0)),
         warnings=int(readings.get("warn", 0)), missing=int(readings.get("error", 0)), alerts=alerts,
-        stopped_by=stopped_by, verdict=verdict,
+        stopped_by=stopped_by, verdict=verdict, decided_by=decided_by,
         decision=f"{_shown(decision.get('outcome'))}, {decision.get('action')}" if decision else None,
         run_state=run_state)
 
@@ -219,7 +231,7 @@ class PlainReporter:
 
 class LiveReporter:
     """A live ``rich`` progress bar over the soak clock (0 to the soak's hours), with the
-    phase, the soak hour, the readings, the breaches and the verdict; step lines print
+    phase, the soak hour, the readings, the verdict and what decided it; step lines print
     above it."""
 
     def __init__(self, stream: TextIO | None = None):

@@ -30,7 +30,7 @@ def at(seconds: float) -> datetime:
 def test_nothing_recorded_yet_is_starting():
     state = soak_state([], {}, T0, SCALE)
     assert (state.phase, state.soak_hour, state.readings, state.fraction) == ("starting", None, 0, 0.0)
-    assert state.line() == "soak: starting, hour -/24 (0%); 0 readings, 0 breaches, verdict -"
+    assert state.line() == "soak: starting, hour -/24 (0%); 0 readings, verdict -"
 
 
 def test_before_hour_0_the_phase_is_the_last_setup_step():
@@ -58,8 +58,8 @@ def test_readings_breaches_warnings_missing_and_alerts():
     events = [HOUR0, ev("alert", at(3), alert="a1", text="ALERT"), ev("alert", at(4), alert="a2", text="ALERT")]
     state = soak_state(events, {"pass": 10, "warn": 2, "fail": 1, "error": 3}, at(6), SCALE)
     assert (state.readings, state.breaches, state.warnings, state.missing, state.alerts) == (16, 1, 2, 3, 2)
-    assert state.line() == ("soak: intensive, hour 0.5/24 (2%); 16 readings, 1 breaches, 2 warn, 3 missing, "
-                            "2 alerts, verdict -")
+    assert state.line() == ("soak: intensive, hour 0.5/24 (2%); 16 readings (1 at a check's NO-GO level, 2 warn, "
+                            "3 missing), 2 alerts, verdict -")
 
 
 def test_a_no_go_freezes_the_soak_hour_where_it_stopped():
@@ -131,9 +131,9 @@ def test_plain_lines_at_most_every_interval_and_the_final_one():
         clock.now = second
         reporter.update(soak_state([HOUR0], {"pass": second}, at(second), SCALE))
     assert len(written) == 4  # at 0, 10, 20, 30 s
-    assert written[1] == "demo: soak: intensive, hour 0.8/24 (3%); 10 readings, 0 breaches, verdict -"
+    assert written[1] == "demo: soak: intensive, hour 0.8/24 (3%); 10 readings (0 at a check's NO-GO level), verdict -"
     reporter.close()
-    assert written[-1].endswith("35 readings, 0 breaches, verdict -")  # the last state, not yet written
+    assert written[-1].endswith("35 readings (0 at a check's NO-GO level), verdict -")  # the last state, not yet written
     assert reporter.lines == [w.removeprefix("demo: ") for w in written]
 
 
@@ -144,7 +144,7 @@ def test_plain_reporter_writes_nothing_for_an_unchanged_state_or_an_interrupted_
     for second in (0, 11, 22):
         clock.now = second
         reporter.update(state)
-    assert written == ["demo: soak: starting, hour -/24 (0%); 0 readings, 0 breaches, verdict -"]
+    assert written == ["demo: soak: starting, hour -/24 (0%); 0 readings, verdict -"]
     clock.now = 30
     reporter.update(soak_state([HOUR0], {}, at(1), SCALE))
     reporter.close(final=False)
@@ -169,7 +169,7 @@ def test_not_a_terminal_gets_plain_lines_a_terminal_a_live_bar():
     reporter.close()
     shown = screen.getvalue()
     assert "demo: stack up" in shown
-    for text in ("intensive", "hour 1.0/24", "8 readings", "1 breaches", "━"):
+    for text in ("intensive", "hour 1.0/24", "8 readings", "1 at a check's NO-GO level", "━"):
         assert text in shown, text
 
 
@@ -177,3 +177,23 @@ def test_soak_state_is_a_value():
     state = SoakState("intensive", 1.0, 24.0)
     with pytest.raises(AttributeError):
         state.phase = "x"  # frozen: a reporter cannot change what it was given
+
+
+def test_a_no_go_verdict_names_its_criterion_and_the_count_is_named_for_what_it_is():
+    """The slow-auth demo's line read '... 1,200 readings, 0 breaches, verdict NO-GO': a
+    relative criterion (no_go_performance, p95 +80 % over the baseline) decided it, while
+    "breaches" counted readings at a check's own NO-GO level (status fail), none here. A
+    reader took "0 breaches" + NO-GO for a contradiction. The line names the criterion that
+    decided the NO-GO, and the count what it counts."""
+    criteria = [{"id": "no_go_performance", "kind": "no_go", "outcome": "breached"},
+                {"id": "no_go_auth_error_rate", "kind": "no_go", "outcome": "clear"},
+                {"id": "go_performance_stable", "kind": "go", "outcome": "not_met"}]
+    events = [HOUR0, ev("verdict", at(290), decision="NO_GO", criteria=criteria)]
+    state = soak_state(events, {"pass": 1200}, at(300), SCALE)
+    line = state.line()
+    assert "breaches" not in line, line
+    assert line.endswith("; 1200 readings (0 at a check's NO-GO level), verdict NO-GO by no_go_performance"), line
+    # readings past a check's level are named as such, and a GO or a verdict without criteria stays as it was
+    state = soak_state([HOUR0, ev("verdict", at(290), decision="GO")], {"pass": 10, "fail": 2, "warn": 1}, at(300),
+                       SCALE)
+    assert state.line().endswith("; 13 readings (2 at a check's NO-GO level, 1 warn), verdict GO"), state.line()
