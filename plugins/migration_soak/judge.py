@@ -815,8 +815,53 @@ def judge(plan: Plan, observations: list[Observation], time_scale: float = 1.0) 
     if unjudged:
         reasons.append(f"not judged on this compressed clock (time_scale {time_scale:g}: readings too far apart, "
                        "or over too few requests, for the window, each within the bound): " + ", ".join(f"{r.id} ({r.rule})" for r in unjudged))
+    reasons += guard_missed(plan, observations, time_scale, reach)  # what the 90 % coverage bar let pass
     reasons += [f"compared ({r.id}): {line}" for r in gos for line in r.compared]  # last: what the GO compared
     return Verdict("GO", reasons, results, checks)
+
+
+def guard_missed(plan: Plan, obs: list[Observation], time_scale: float = 1.0,
+                 reach: float | None = None) -> list[str]:
+    """What the guard missed, for a GO's reasons (one line per set of guard checks that
+    missed the same readings; none when it missed nothing): ``the guard missed 140 of its
+    1,440 readings due (140 soak-min, 9.7 %; longest gap 1 min: no reading between soak
+    0:04 and 0:06), each of its 8 checks: ...``. The 90 % coverage bar lets a GO stand on a
+    guard that missed up to a tenth of the soak (144 minutes of 1,440, or 100 in one
+    stretch); the bar is unchanged, but the person signing off sees the outage. A guard
+    reading is missed when no reading with a value (never taken, or ``error``) stands for
+    tick ``k`` (soak minute ``k * every``, at ``time_scale``'s cadence) up to the latest
+    reading (``reach``), as :func:`_due` counts the readings due."""
+    if plan.guard is None:
+        return []
+    every = guard_every(plan, time_scale).total_seconds() / 60
+    reach = _reach(obs) if reach is None else reach
+    due = int(reach / every + 1e-9)
+    if due <= 0:
+        return []
+    groups: dict[tuple[int, int, int], list[str]] = {}
+    for cid in plan.guard.checks:
+        # by soak time, as _due counts them (tick k is due at soak minute k * every)
+        read = {round(o.soak_s / 60 / every) for o in _series(obs, cid) if o.phase == "guard" and o.soak_s is not None}
+        missing = [k for k in range(1, due + 1) if k not in read]
+        if not missing:
+            continue
+        longest, start, run = 0, 0, 0
+        for i, k in enumerate(missing):
+            run = run + 1 if i and missing[i - 1] == k - 1 else 1
+            if run > longest:
+                longest, start = run, k - run + 1
+        groups.setdefault((len(missing), longest, start), []).append(cid)
+    lines = []
+    for (n, longest, start), cids in groups.items():
+        after = start + longest  # the first tick after the longest gap
+        span = (f"no reading between soak {_clock((start - 1) * every)} and {_clock(after * every)}" if after <= due
+                else f"no reading after soak {_clock((start - 1) * every)}")
+        who = (f"each of its {len(cids)} checks" if len(cids) == len(plan.guard.checks) and len(cids) > 1
+               else ", ".join(cids))
+        lines.append(f"the guard missed {n:,} of its {due:,} readings due ({n * every:,.0f} soak-min, "
+                     f"{n / due * 100:.1f} %; longest gap {longest * every:,.0f} min: {span}), {who}: within the "
+                     f"{plan.verdict.min_coverage:.0%} coverage bar, but nothing the guard reads was watched then")
+    return lines
 
 
 def clock_only(plan: Plan, r: CriterionResult, time_scale: float) -> bool:
