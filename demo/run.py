@@ -43,7 +43,7 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +53,7 @@ import requests
 import sqlalchemy as sa
 
 from demo import private_dir
+from demo import workdir_lock
 from demo.faults import SCENARIOS, Timeline, base_scenario
 from demo.human import Approver, stop_tree
 from demo.progress import DEFAULT_PHASES, SoakState, make_reporter, read_store, soak_state
@@ -992,6 +993,11 @@ def main(argv: list[str] | None = None) -> int:
     if comment is None and args.sign_off:
         comment = "demo: approved" if args.sign_off == "approve" else "demo: rejected on purpose"
 
+    held = ExitStack()  # the working folder, until the demo ends (demo/workdir_lock.py)
+    try:
+        held.enter_context(workdir_lock.hold(args.workdir))
+    except workdir_lock.WorkdirBusy as exc:
+        parser.error(str(exc))
     install_signal_handlers()
     real = args.runner in EXECUTOR_OF
     reporter = make_reporter()
@@ -1024,6 +1030,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:  # the process ends now: a late Ctrl-C must not print a traceback
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
+        held.close()
 
 if __name__ == "__main__":
     sys.exit(main())

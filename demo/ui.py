@@ -30,11 +30,13 @@ import signal
 import socket
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
 import requests
 
+from demo import workdir_lock
 from demo.airflow_local import AirflowLocal, postgres_metadata_url
 from demo.slack_sink import SlackSink
 from demo.stack import SCENARIOS, Stack, airflow_connections
@@ -331,6 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     def say(line: str) -> None:
         print(f"airflow: {line}", flush=True)
 
+    held = ExitStack()  # the working folder, until the UI stops (demo/workdir_lock.py)
+    try:
+        held.enter_context(workdir_lock.hold(args.workdir))
+    except workdir_lock.WorkdirBusy as exc:
+        parser.error(str(exc))
     install_signal_handlers()
     deployment = Deployment(args.workdir, port=port_or_free(args.port), users=args.users, scenario=args.scenario,
                             say=say, executor=args.executor)
@@ -369,6 +376,7 @@ Ctrl-C stops everything (Airflow, the stack, PostgreSQL).""", flush=True)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
+        held.close()
 
 
 def _celery_lines(deployment: Deployment) -> str:

@@ -80,6 +80,34 @@ def test_a_bad_argument_exits_64_not_2_which_means_inconclusive(argv, said, caps
     assert "usage: python -m demo.run" in err and said in err
 
 
+@pytest.mark.parametrize("entry", ["demo.run", "demo.ui"])
+def test_a_second_demo_in_the_same_folder_is_refused_and_leaves_the_first_ones_database(entry, tmp_path, capsys,
+                                                                                          monkeypatch):
+    # make demo in a second terminal while the first ran: run_soak's fresh start deleted
+    # .state/demo/stack, the first demo's PostgreSQL data folder included, under it
+    import importlib
+
+    from demo import ui, workdir_lock
+
+    def started(*args, **kwargs):
+        raise AssertionError("the second demo started")
+
+    monkeypatch.setattr(demo_run, "run_soak", started)
+    monkeypatch.setattr(ui, "Deployment", started)
+    pgdata = tmp_path / "stack" / "pgdata"
+    pgdata.mkdir(parents=True)
+    with workdir_lock.hold(tmp_path):  # the first demo, running
+        with pytest.raises(SystemExit) as exit_:
+            importlib.import_module(entry).main(["--workdir", str(tmp_path)])
+    assert exit_.value.code == (64 if entry == "demo.run" else 2)  # demo.ui: argparse's own
+    err = capsys.readouterr().err
+    assert f"--workdir {tmp_path}: another demo is running in it (pid {os.getpid()}, started " in err
+    assert "give this one its own folder: --workdir" in err
+    assert pgdata.is_dir()
+    with workdir_lock.hold(tmp_path):  # once the first one ended, the folder is free
+        pass
+
+
 def test_a_rejected_sign_off_prints_no_go_and_the_judges_go():
     reason = "QA rejected the sign-off: demo: rejected on purpose"
     outcome = _outcome(_decision("NO_GO", "rollback", "person:admin", reason), verdict="GO",
