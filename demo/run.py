@@ -823,7 +823,15 @@ def summary(outcome: SoakOutcome) -> list[str]:
     else:
         by_judge = decision.get("by") == "judge" and verdict == decision.get("outcome")
         detail = (reasons if decision.get("outcome") != "GO" else "") if by_judge else decision.get("reason", "")
-        lines.append(f"verdict: {_shown(decision.get('outcome'))}" + (f" ({detail})" if detail else ""))
+        if decision.get("outcome") == "GO" and not by_judge:
+            # a person's GO over the judge's verdict is a decision, never "verdict: GO" (as on
+            # Slack: notify.decision_text); the judge's own verdict follows on its line
+            person = decision.get("overridden_by") or str(decision.get("by", "")).removeprefix("person:")
+            over = decision.get("verdict") or verdict
+            lines.append(f"decision: GO by {person} over the judge's {_shown(over)} verdict"
+                         + (f" ({detail})" if detail else ""))
+        else:
+            lines.append(f"verdict: {_shown(decision.get('outcome'))}" + (f" ({detail})" if detail else ""))
     if decision is not None and verdict and not (decision.get("by") == "judge" and verdict == decision.get("outcome")):
         lines.append(f"judge's verdict: {_shown(verdict)}" + (f" ({reasons})" if verdict != "GO" and reasons else ""))
     if decision is not None:

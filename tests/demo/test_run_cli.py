@@ -122,6 +122,20 @@ def test_a_rejected_sign_off_prints_no_go_and_the_judges_go():
     assert lines[-1].startswith("exit: 1 (NO-GO")
 
 
+def test_a_persons_go_over_an_inconclusive_verdict_is_not_printed_as_the_verdict():
+    # make demo SCENARIO=noisy DEMO_ARGS="--human-choice GO": the demo's first line read
+    # "verdict: GO (Anonymous chose GO on an INCONCLUSIVE verdict: ...)" where Slack says
+    # "decision: GO by Anonymous over an INCONCLUSIVE verdict" and the report "Judge's verdict: INCONCLUSIVE"
+    reason = "Anonymous chose GO on an INCONCLUSIVE verdict: go_auth_error_rate: not_met: 4.76% does not meet < 0.1%"
+    decision = {**_decision("GO", "proceed", "person:Anonymous", reason), "verdict": "INCONCLUSIVE",
+                "overridden_by": "Anonymous"}
+    lines = summary(_outcome(decision, verdict="INCONCLUSIVE", run_state="success"))
+    assert not any(line.startswith("verdict: GO") for line in lines), lines
+    assert lines[0] == f"decision: GO by Anonymous over the judge's INCONCLUSIVE verdict ({reason})"
+    assert "judge's verdict: INCONCLUSIVE (because)" in lines
+    assert lines[-1].startswith("exit: 0 (GO")
+
+
 def test_a_slack_message_is_printed_whole_or_cut_at_a_word_and_marked():
     go = (":large_green_circle: [staging] soak verdict: GO (compressed clock x300: demonstration evidence, not a "
           "24-hour soak): all 8 GO criteria met; no NO-GO criterion breached; not judged on this demonstration clock "
