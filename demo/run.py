@@ -64,6 +64,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 
 from migration_soak.clock import TIME_SCALE_MAX, check_time_scale  # noqa: E402
+from migration_soak.notify import clock_caveat  # noqa: E402
 from migration_soak.rollback import restored_count, restored_table  # noqa: E402
 from migration_soak.store import Store  # noqa: E402
 
@@ -807,8 +808,11 @@ def _one_line(text: str, limit: int = 300) -> str:
     return f"{cut} ... ({len(line) - len(cut)} more characters: see the report)"
 
 
-def summary(outcome: SoakOutcome) -> list[str]:
-    """The lines the demo prints."""
+def summary(outcome: SoakOutcome, clock: str = "") -> list[str]:
+    """The lines the demo prints. ``clock``: ``notify.clock_caveat`` of the run's clock ("" in
+    real time), said on a GO's first line: a compressed GO is demonstration evidence, and the
+    NO-GO criteria it could not judge on that clock are named there too, as Slack and the
+    report name them."""
     ev = outcome.events
     lines: list[str] = []
     code = outcome.exit_code_for_user
@@ -823,13 +827,20 @@ def summary(outcome: SoakOutcome) -> list[str]:
     else:
         by_judge = decision.get("by") == "judge" and verdict == decision.get("outcome")
         detail = (reasons if decision.get("outcome") != "GO" else "") if by_judge else decision.get("reason", "")
-        if decision.get("outcome") == "GO" and not by_judge:
+        judged = decision.get("verdict") or verdict  # the judge's verdict the decision started from
+        person = decision.get("overridden_by") or (
+            str(decision.get("by", "")).removeprefix("person:")
+            if str(decision.get("by", "")).startswith("person:") and judged not in (None, "", "GO") else "")
+        if decision.get("outcome") == "GO" and person:
             # a person's GO over the judge's verdict is a decision, never "verdict: GO" (as on
             # Slack: notify.decision_text); the judge's own verdict follows on its line
-            person = decision.get("overridden_by") or str(decision.get("by", "")).removeprefix("person:")
-            over = decision.get("verdict") or verdict
-            lines.append(f"decision: GO by {person} over the judge's {_shown(over)} verdict"
+            lines.append(f"decision: GO by {person} over the judge's {_shown(judged)} verdict{clock}"
                          + (f" ({detail})" if detail else ""))
+        elif decision.get("outcome") == "GO":
+            unjudged = [r for r in (ev["verdict"]["payload"]["reasons"] if "verdict" in ev else [])
+                        if r.startswith("not judged") and r not in detail]
+            detail = "; ".join(([detail] if detail else []) + unjudged)
+            lines.append(f"verdict: GO{clock}" + (f": {detail}" if detail else ""))  # as Slack words it
         else:
             lines.append(f"verdict: {_shown(decision.get('outcome'))}" + (f" ({detail})" if detail else ""))
     if decision is not None and verdict and not (decision.get("by") == "judge" and verdict == decision.get("outcome")):
@@ -935,15 +946,15 @@ def _at_least_1(name: str) -> Callable[[str], int]:
 _users, _parallelism = _at_least_1("users"), _at_least_1("parallelism")
 
 
-def _known_plan(parser: argparse.ArgumentParser, plan: str, plans_dir: str | None) -> None:
+def _known_plan(parser: argparse.ArgumentParser, plan: str, plans_dir: str | None):
     """``--plan`` names a plan file that loads (else exit 64 with the plan's own error:
-    the unknown name and the known ones, or the broken file's field and value)."""
+    the unknown name and the known ones, or the broken file's field and value); returns it."""
     from migration_soak.exceptions import PlanError
     from migration_soak.plan import load_plan
 
     folder = Path(plans_dir) if plans_dir else None
     try:
-        load_plan(str(folder / f"{plan}.yaml") if folder else plan)
+        return load_plan(str(folder / f"{plan}.yaml") if folder else plan)
     except PlanError as exc:
         parser.error(f"--plan {plan!r}: {exc}")
 
@@ -985,7 +996,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallelism", type=_parallelism, default=PARALLELISM,
                         help=f"the airflow runner's LocalExecutor task slots (default {PARALLELISM})")
     args = parser.parse_args(argv)
-    _known_plan(parser, args.plan, args.plans_dir)  # before anything starts: seeding takes a minute
+    loaded = _known_plan(parser, args.plan, args.plans_dir)  # before anything starts: seeding takes a minute
     # flags the run would drop without a word: the comment of an answer the demo does not
     # give, an unattended policy for a question it asks
     if args.sign_off_comment is not None and args.sign_off is None:
@@ -1023,7 +1034,7 @@ def main(argv: list[str] | None = None) -> int:
                            watch=reporter.update, parallelism=args.parallelism)
         with _shielded():
             reporter.close()
-            for line in summary(outcome):
+            for line in summary(outcome, clock=clock_caveat(loaded, args.time_scale)):
                 print(line)
             sys.stdout.flush()
         return outcome.exit_code_for_user

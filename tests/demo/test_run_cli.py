@@ -132,8 +132,29 @@ def test_a_persons_go_over_an_inconclusive_verdict_is_not_printed_as_the_verdict
     lines = summary(_outcome(decision, verdict="INCONCLUSIVE", run_state="success"))
     assert not any(line.startswith("verdict: GO") for line in lines), lines
     assert lines[0] == f"decision: GO by Anonymous over the judge's INCONCLUSIVE verdict ({reason})"
+    clock = " (compressed clock x300: demonstration evidence, not a 24-hour soak)"
+    assert summary(_outcome(decision, verdict="INCONCLUSIVE", run_state="success"), clock=clock)[0] == (
+        f"decision: GO by Anonymous over the judge's INCONCLUSIVE verdict{clock} ({reason})")
     assert "judge's verdict: INCONCLUSIVE (because)" in lines
     assert lines[-1].startswith("exit: 0 (GO")
+
+
+def test_a_go_on_a_compressed_clock_says_so_on_the_first_line_with_what_it_did_not_judge():
+    # make demo printed "verdict: GO" and "exit: 0 (GO; ...)": the clock and the NO-GO
+    # criteria that clock could not judge were only inside the Slack line further down
+    unjudged = ("not judged on this compressed clock (time_scale 300: readings too far apart, or over too few "
+                "requests, for the window, each within the bound): no_go_auth_error_rate (> 1% sustained for 5 min), "
+                "no_go_db_cpu (> 90% sustained for 10 min)")
+    outcome = _outcome(_decision("GO", "proceed"), run_state="success")
+    outcome.events["verdict"]["payload"]["reasons"] = [
+        "all 8 GO criteria met; no NO-GO criterion breached", unjudged, "compared (go_performance_stable): ..."]
+    clock = " (compressed clock x300: demonstration evidence, not a 24-hour soak)"
+    assert summary(outcome, clock=clock)[0] == f"verdict: GO{clock}: {unjudged}"  # as Slack words it
+    assert summary(outcome)[0] == f"verdict: GO: {unjudged}"  # real time: no caveat, the same reasons
+    signed = {**_decision("GO", "proceed", "person:qa", f"all 8 GO criteria met; {unjudged}; QA sign-off approved"),
+              "verdict": "GO"}
+    lines = summary(_outcome(signed, run_state="success"), clock=clock)  # the judge's GO, then QA's approval
+    assert lines[0] == f"verdict: GO{clock}: {signed['reason']}"  # named once, not "GO by qa over ..."
 
 
 def test_a_slack_message_is_printed_whole_or_cut_at_a_word_and_marked():
