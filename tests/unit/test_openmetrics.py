@@ -163,3 +163,36 @@ def test_a_quantile_without_quantile_is_an_error():
     src = source("login_p95", quantile=None)
     with pytest.raises(MeasurementError, match="needs 'quantile'"):
         compute(src, "ms", None, page(0, 0, 0, zip(BUCKETS, [1] * 5)))
+
+
+def test_the_first_reading_after_the_migration_counts_no_request_from_before_it(monkeypatch):
+    # make demo SCENARIO=legacy-code: hour0's auth_error_rate started its window at a page kept
+    # from the baseline's scrapes, 60 s back: 184 requests, 126 of them from before the
+    # migration, 3 answered 5xx (1.63 %) where the 58 since it had those 3 (5.2 %); the
+    # post-mortem then called the 184 "seen meanwhile" (while the migrated schema was live)
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from migration_soak.sources import SourceContext
+
+    now = datetime.now(timezone.utc)
+    migrated = now - timedelta(seconds=5)
+    pages = {("soak_gateway", "/metrics"): [(now - timedelta(seconds=40), page(100, 0, 0, []))]}  # the baseline's
+    later = iter([page(226, 0, 0, []), page(281, 3, 0, [])])  # after the migration: 0, then 3 of 58 failed
+
+    def scrape(conn_id, path):
+        text = next(later)
+        pages[(conn_id, path)].append((datetime.now(timezone.utc), text))
+        return text
+
+    monkeypatch.setattr(openmetrics, "_PAGES", pages)
+    monkeypatch.setattr(openmetrics, "scrape", scrape)
+    monkeypatch.setattr(openmetrics, "MIN_WINDOW_S", 0.0)
+    store = SimpleNamespace(events=lambda run_id, kind: [{"kind": kind, "at": migrated, "payload": {}}]
+                            if kind == "migrate" else [])
+    check = PLAN.check("auth_error_rate").model_copy(update={"source": source("auth_error_rate",
+                                                                               match={"endpoint": "/auth/login"})})
+    ctx = SourceContext(plan=PLAN, run_id="r", store=store, phase="hour0", tick=0)
+    m = openmetrics.measure(check, ctx)
+    assert datetime.fromisoformat(m.evidence["window_from"]) >= migrated
+    assert (m.evidence["numerator"], m.evidence["denominator"]) == (3, 58)
