@@ -239,9 +239,21 @@ class LiveReporter:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.console = Console(file=stream or sys.stdout)
-        self.progress = Progress(TextColumn("[bold]{task.description:<16}"), BarColumn(bar_width=30),
-                                 TextColumn("{task.fields[hour]}"), TextColumn("{task.fields[detail]}"),
-                                 TimeElapsedColumn(), console=self.console, refresh_per_second=4)
+        from rich.text import Text
+
+        class TwoLines(Progress):
+            """The bar, then the detail (readings, the NO-GO, the verdict) on a line of its own,
+            folded at the terminal's width: in one row an 80-column terminal cut it all to
+            "passive … hour 9.9… 491 readings, ..., verdict…", the bar and the verdict gone."""
+
+            def get_renderables(self):
+                yield self.make_tasks_table(self.tasks)
+                for task in self.tasks:
+                    yield Text("  " + str(task.fields.get("detail", "")), overflow="fold")
+
+        self.progress = TwoLines(TextColumn("[bold]{task.description:<16}"), BarColumn(bar_width=30),
+                                 TextColumn("{task.fields[hour]}"), TimeElapsedColumn(), console=self.console,
+                                 refresh_per_second=4)
         self.task = None
         self.lines: list[str] = []
 

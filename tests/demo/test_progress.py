@@ -197,3 +197,20 @@ def test_a_no_go_verdict_names_its_criterion_and_the_count_is_named_for_what_it_
     state = soak_state([HOUR0, ev("verdict", at(290), decision="GO")], {"pass": 10, "fail": 2, "warn": 1}, at(300),
                        SCALE)
     assert state.line().endswith("; 13 readings (2 at a check's NO-GO level, 1 warn), verdict GO"), state.line()
+
+
+def test_an_80_column_terminal_shows_the_bar_the_hour_and_the_verdict_whole():
+    # the rich bar in one row: at 80 columns it read "done … h… 507 readings, 0 at a NO-GO
+    # level, 3 missing, NO-GO no_go_performance…": phase, hour, bar and verdict cut off
+    import re
+
+    screen = Tty()
+    reporter = make_reporter(screen)
+    reporter.console.size = (80, 24)
+    events = [HOUR0, ev("no_go", at(120), criterion="no_go_performance"), ev("verdict", at(121), decision="NO_GO")]
+    reporter.update(soak_state(events, {"pass": 504, "error": 3}, at(125), SCALE))
+    reporter.close()
+    shown = " ".join(re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", screen.getvalue()).split())  # folded lines joined
+    assert "…" not in shown
+    for text in ("deciding", "hour 10.0/24", "━", "NO-GO no_go_performance", "verdict NO-GO"):
+        assert text in shown, (text, shown[-400:])
