@@ -121,6 +121,10 @@ def _on_signal(signum, frame) -> None:
     noted only: a second Ctrl-C never cuts a cleanup short."""
     if _SIGNALS["signum"] is None:
         _SIGNALS["signum"] = signum
+        # said at once: stopping `airflow dags test` may take its 20 s SIGTERM grace, and a
+        # demo that printed nothing for 15-35 s after Ctrl-C looked hung
+        print(f"\ndemo: {signal.Signals(signum).name} received: stopping everything the demo started (up to "
+              "about 30 s; a second Ctrl-C does not cut the cleanup short)...", file=sys.stderr, flush=True)
     if _SIGNALS["shield"] or _SIGNALS["raised"]:
         return
     _SIGNALS["raised"] = True

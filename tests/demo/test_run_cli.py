@@ -108,6 +108,21 @@ def test_a_second_demo_in_the_same_folder_is_refused_and_leaves_the_first_ones_d
         pass
 
 
+def test_ctrl_c_says_at_once_that_the_demo_is_stopping(capsys):
+    # Ctrl-C in make demo: nothing printed for 15-35 s while airflow dags test got its 20 s
+    # SIGTERM grace, then "demo: interrupted by SIGINT; ..."
+    demo_run.install_signal_handlers()
+    try:
+        with pytest.raises(demo_run.Interrupted):
+            demo_run._on_signal(signal.SIGINT, None)
+        demo_run._on_signal(signal.SIGINT, None)  # a second one: noted, said once
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+    err = capsys.readouterr().err
+    assert err.count("demo: SIGINT received: stopping everything the demo started") == 1
+
+
 def test_a_rejected_sign_off_prints_no_go_and_the_judges_go():
     reason = "QA rejected the sign-off: demo: rejected on purpose"
     outcome = _outcome(_decision("NO_GO", "rollback", "person:admin", reason), verdict="GO",
