@@ -17,7 +17,7 @@ def _param(plan_stem: str, plan, name: str):
 
 def test_time_scale_says_a_compressed_clock_is_demonstration_evidence_of_the_plans_length():
     """(h-ui) The form read 'Soak clock speed-up: 1 = real time (24 h); 360 = 24 h in 4
-    minutes.' for every plan (the browser plan soaks 30 minutes) and nothing of what a
+    minutes.' for every plan (the browser plan soaks 45 minutes) and nothing of what a
     compressed run proves: 300 reads as a 24 h soak done quickly."""
     text = _param("default", load_plan("default"), "time_scale").description
     assert "1 = real time, the plan's 24 h soak" in text, text
@@ -25,7 +25,7 @@ def test_time_scale_says_a_compressed_clock_is_demonstration_evidence_of_the_pla
     assert "demonstration evidence, not a 24-hour soak" in text and "never an approval for production" in text
     short = load_plan(ROOT / "tests" / "browser" / "plans" / "browser.yaml")
     text = _param("browser", short, "time_scale").description
-    assert "24 h" not in text and "the plan's 30 min soak" in text and "300 = 30 min in 6 s" in text, text
+    assert "24 h" not in text and "the plan's 45 min soak" in text and "300 = 45 min in 9 s" in text, text
 
 
 def test_on_inconclusive_go_reads_as_keeping_the_migration_without_a_go():

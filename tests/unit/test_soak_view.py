@@ -187,10 +187,10 @@ def test_the_run_card_names_the_plans_soak_length_not_24_hours():
     from pathlib import Path
 
     short = load_plan(Path(__file__).resolve().parents[1] / "browser" / "plans" / "browser.yaml")
-    assert short.soak_hours() == 0.5
+    assert short.soak_hours() == 0.75
     card = sv._run_card(sv.Snapshot("migration_soak__browser", "run", "running", {}, H0, plan=short, time_scale=45.0))
     assert "24 h" not in card, card
-    assert "compressed clock: 30 min of soak in 40 s" in card, card
+    assert "compressed clock: 45 min of soak in 60 s" in card, card
     card = sv._run_card(snapshot(time_scale=300.0))  # the default plan: 24 h
     assert "compressed clock: 24 h of soak in 4.8 min" in card, card
     assert "time_scale 1 (real time)" in sv._run_card(snapshot(time_scale=1.0))
