@@ -81,3 +81,20 @@ def test_the_refusal_names_line_and_text_and_a_parse_error_its_line():
         check("-- a comment\nSELECT 1;\n\n/* more */ COMMIT;\nSELECT 2")
     with pytest.raises(UnsafeSql, match=r"PostgreSQL's parser \(pglast\) rejects it: syntax error .*\(line 2\)"):
         check("SELECT 1;\nSELEC 2")
+
+
+@pytest.mark.parametrize("sql, name", [
+    # found by review: dblink lives in the schema its extension was created in, so it is
+    # usually called schema-qualified; those calls passed check() and check_reads() (only
+    # pg_catalog-qualified names were looked at), and dblink_exec runs its text on a
+    # connection of its own, outside the soak's read-only transaction: the write commits
+    ("SELECT public.dblink_exec('dbname=staging', 'DELETE FROM users')", "dblink_exec"),
+    ("SELECT * FROM extensions.dblink('dbname=staging', 'SELECT 1') AS t(a int)", "dblink"),
+    # dblink_connect keeps a named connection open in the server session after the
+    # transaction: the pooler hands it to the next client
+    ("SELECT dblink_connect('c', 'dbname=staging')", "dblink_connect"),
+    ("SELECT public.dblink_connect_u('c', 'dbname=staging')", "dblink_connect_u"),
+])
+def test_dblink_in_any_schema_is_refused(sql, name):
+    with pytest.raises(UnsafeSql, match=rf"{name}\(\) runs SQL on a connection of its own"):
+        check(sql)

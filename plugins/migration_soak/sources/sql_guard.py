@@ -38,7 +38,8 @@ SESSION_LOCK_FUNCTIONS = frozenset({
 
 #: Functions that run SQL given to them as text, out of the parser's sight (what they run
 #: could call set_config or take a session lock); ``ts_rewrite`` only in its two-argument
-#: form (a query text), ``dblink*`` from the extension. A list, so only the known ones,
+#: form (a query text); every ``dblink*`` function of the extension, in whatever schema
+#: (``_call_refusal``: its own connection is outside the transaction). A list, so only the known ones,
 #: refused early (at plan load): what keeps the ``statement_timeout`` on is
 #: ``sources.sql.run_readonly``, which runs the file a statement at a time and fails the
 #: reading when one changed the soak's settings.
@@ -282,6 +283,11 @@ def _set_refusal(node: Any) -> str | None:
 
 def _call_refusal(call: dict) -> str | None:
     name = _function_name(call)
+    extension = _function_name(call, any_schema=True)
+    if extension.startswith("dblink"):
+        return (f"{extension}() runs SQL on a connection of its own, out of the soak's read-only transaction (a "
+                "write commits there) and, once connected, kept open by the server session after it, which the "
+                "pooler hands to the next client; write the query itself in the file")
     if name in QUERY_TEXT_FUNCTIONS and not (name == "ts_rewrite" and len(call.get("args") or ()) != 2):
         return (f"{name}() runs SQL given as text, which the soak cannot inspect (it could switch off the "
                 "statement_timeout); write the query itself in the file")
@@ -326,9 +332,12 @@ def _nodes(node: Any) -> Iterator[dict]:
             stack.extend(item)
 
 
-def _function_name(call: dict) -> str:
+def _function_name(call: dict, *, any_schema: bool = False) -> str:
+    """The called function's name, lower case; ``""`` for one qualified by a schema other
+    than ``pg_catalog`` (not the built-in), unless ``any_schema`` (an extension's function,
+    ``dblink``, lives in whatever schema the extension was created in)."""
     parts = [p.get("sval", "") for p in call.get("funcname") or () if isinstance(p, dict)]
-    if len(parts) == 2 and parts[0].lower() != "pg_catalog":
+    if len(parts) == 2 and parts[0].lower() != "pg_catalog" and not any_schema:
         return ""  # a function of another schema: not the built-in
     return parts[-1].lower() if parts else ""
 
