@@ -830,7 +830,10 @@ def guard_missed(plan: Plan, obs: list[Observation], time_scale: float = 1.0,
     stretch); the bar is unchanged, but the person signing off sees the outage. A guard
     reading is missed when no reading with a value (never taken, or ``error``) stands for
     tick ``k`` (soak minute ``k * every``, at ``time_scale``'s cadence) up to the latest
-    reading (``reach``), as :func:`_due` counts the readings due."""
+    reading (``reach``), as :func:`_due` counts the readings due. "within the 90% coverage
+    bar" only when it is: a check a criterion judges met it under this GO (over all its
+    readings due, the phases' too); one no criterion judges (an alert's ``connection_usage``)
+    may miss half its minutes under a GO, and its line then says no bar held it."""
     if plan.guard is None:
         return []
     every = guard_every(plan, time_scale).total_seconds() / 60
@@ -838,7 +841,10 @@ def guard_missed(plan: Plan, obs: list[Observation], time_scale: float = 1.0,
     due = int(reach / every + 1e-9)
     if due <= 0:
         return []
-    groups: dict[tuple[int, int, int], list[str]] = {}
+    groups: dict[tuple[int, int, int, bool], list[str]] = {}
+    # a check a criterion judges met the coverage bar over all its readings due (phase ticks
+    # too) under this GO; one no criterion judges (an alert's) is held by no bar
+    judged = {c for crit in plan.go + plan.no_go for c in crit.checks}
     for cid in plan.guard.checks:
         # by soak time, as _due counts them (tick k is due at soak minute k * every)
         read = {round(o.soak_s / 60 / every) for o in _series(obs, cid) if o.phase == "guard" and o.soak_s is not None}
@@ -850,17 +856,23 @@ def guard_missed(plan: Plan, obs: list[Observation], time_scale: float = 1.0,
             run = run + 1 if i and missing[i - 1] == k - 1 else 1
             if run > longest:
                 longest, start = run, k - run + 1
-        groups.setdefault((len(missing), longest, start), []).append(cid)
+        within = cid in judged or len(missing) / due <= 1 - plan.verdict.min_coverage + 1e-9
+        groups.setdefault((len(missing), longest, start, within), []).append(cid)
     lines = []
-    for (n, longest, start), cids in groups.items():
+    bar = f"{plan.verdict.min_coverage:.0%} coverage bar"
+    for (n, longest, start, within), cids in groups.items():
         after = start + longest  # the first tick after the longest gap
         span = (f"no reading between soak {_clock((start - 1) * every)} and {_clock(after * every)}" if after <= due
                 else f"no reading after soak {_clock((start - 1) * every)}")
-        who = (f"each of its {len(cids)} checks" if len(cids) == len(plan.guard.checks) and len(cids) > 1
-               else ", ".join(cids))
+        whole = len(cids) == len(plan.guard.checks) and len(cids) > 1
+        who = f"each of its {len(cids)} checks" if whole else ", ".join(cids)
+        what = "the guard reads" if whole else ("it reads" if len(cids) == 1 else "they read")
+        held = (f"within the {bar}, but" if within else
+                f"more than the {bar} allows, and no GO or NO-GO criterion judges "
+                f"{'it' if len(cids) == 1 else 'them'} (the bar holds only theirs):")
         lines.append(f"the guard missed {n:,} of its {due:,} readings due ({n * every:,.0f} soak-min, "
-                     f"{n / due * 100:.1f} %; longest gap {longest * every:,.0f} min: {span}), {who}: within the "
-                     f"{plan.verdict.min_coverage:.0%} coverage bar, but nothing the guard reads was watched then")
+                     f"{n / due * 100:.1f} %; longest gap {longest * every:,.0f} min: {span}), {who}: {held} "
+                     f"nothing {what} was watched then")
     return lines
 
 
