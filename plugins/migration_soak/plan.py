@@ -855,6 +855,17 @@ class Verdict(_Model):
     sign_off_by: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     decided_by: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
 
+    @model_validator(mode="after")
+    def _answered_within_a_week(self):
+        # the HITL tasks wait this long (builder: timedelta(hours=...), which overflows past ~1e11 h)
+        for name in ("human_timeout_hours", "sign_off_timeout_hours"):
+            hours = getattr(self, name)
+            if hours > MAX_SOAK_HOURS:
+                raise ValueError(f"{name} {hours:g} h is longer than the longest wait for an answer a plan may ask "
+                                 f"for, {MAX_SOAK_HOURS} h ({MAX_SOAK_HOURS // 24} days): the run's "
+                                 "Required action would stay open that long")
+        return self
+
 
 class LintAccept(_Model):
     """A squawk finding the plan accepts, and why (``lint.py``, docs/lint.md).

@@ -904,3 +904,21 @@ def test_a_week_long_soak_loads(raw):
     good["phases"][2]["end_hour"] = MAX_SOAK_HOURS
     good["baseline"]["minutes"] = MAX_SOAK_HOURS * 60
     assert parse_plan(good, "p.yaml").soak_hours() == MAX_SOAK_HOURS == 168
+
+
+@pytest.mark.parametrize("field, value", [("human_timeout_hours", 10_000), ("sign_off_timeout_hours", 1e12)])
+def test_a_human_wait_longer_than_a_week_is_refused(raw, field, value):
+    """Found by review: the soak's length was bounded (168 h) but not the waits for a person:
+    verdict.sign_off_timeout_hours 1e12 loaded and the DAG file then failed to import
+    (builder's timedelta(hours=...): 'OverflowError: Python int too large to convert to C
+    int', no field named); 10 000 loaded and the QA sign-off's HITL task stayed open for
+    417 days. Now refused at load, naming the field, its value and the bound."""
+    bad = copy.deepcopy(raw)
+    bad["verdict"][field] = value
+    with pytest.raises(PlanError) as err:
+        parse_plan(bad, "p.yaml")
+    assert str(err.value).startswith(f"p.yaml: verdict: {field} {value:g} h is longer than the longest wait for an "
+                                     "answer a plan may ask for, 168 h (7 days)"), str(err.value)
+    good = copy.deepcopy(raw)
+    good["verdict"][field] = 168
+    assert getattr(parse_plan(good, "p.yaml").verdict, field) == 168
