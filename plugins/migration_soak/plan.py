@@ -37,6 +37,18 @@ SQL_DIR = REPO_ROOT / "include" / "sql"
 #: label every 12 h at most (charts._x_step), and at the trigger form's top
 #: ``time_scale`` (100 000) the week still lasts 6 wall seconds (docs/plans.md).
 MAX_SOAK_HOURS = 168
+#: The most readings a check may be asked for by the guard over the soak, or by the
+#: baseline: one a minute over the longest soak (``MAX_SOAK_HOURS``), 10 080.
+MAX_READINGS = MAX_SOAK_HOURS * 60
+
+
+def _readings_bound(count: float, every: float, over: str) -> None:
+    """``ValueError`` when a cadence of ``every`` minutes asks ``count`` readings (more than
+    :data:`MAX_READINGS`) ``over`` a span, naming the field and value."""
+    if count > MAX_READINGS + 1e-9:
+        raise ValueError(f"every_minutes {every:g} gives {count:,.0f} readings a check over {over}; at most "
+                         f"{MAX_READINGS:,} (one a minute over the longest soak, {MAX_SOAK_HOURS} h): a longer "
+                         "cadence, please")
 
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne}
 
@@ -691,6 +703,7 @@ class Baseline(_Model):
         if self.every_minutes > self.minutes:
             raise ValueError(f"every_minutes {self.every_minutes:g} is longer than minutes {self.minutes:g}: "
                              "no baseline reading would be taken")
+        _readings_bound(self.minutes / self.every_minutes, self.every_minutes, f"its {self.minutes:g} minutes")
         return self
 
     def tick_offsets(self) -> list[timedelta]:
@@ -1078,6 +1091,12 @@ class Plan(_Model):
         _require_no_go_with_go(self.go, self.no_go)
         _require_one_evidence_bar(self.go, self.no_go, self.verdict)
         _require_cheap_guard(self.guard, self.checks)
+        if self.guard is not None:
+            try:
+                _readings_bound(self.soak_hours() * 60 / self.guard.every_minutes, self.guard.every_minutes,
+                                f"the {self.soak_hours():g} h soak")
+            except ValueError as exc:
+                raise ValueError(f"guard: {exc}") from None
         _require_judgeable_windows(self.no_go, self.guard)
         _require_counted_requests(self.report.requests, self.checks)
         _require_distinct_requirements(self.preflight.require)

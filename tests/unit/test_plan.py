@@ -922,3 +922,30 @@ def test_a_human_wait_longer_than_a_week_is_refused(raw, field, value):
     good = copy.deepcopy(raw)
     good["verdict"][field] = 168
     assert getattr(parse_plan(good, "p.yaml").verdict, field) == 168
+
+
+@pytest.mark.parametrize("where, value, message", [
+    (("guard", "every_minutes"), 0.001, "p.yaml: guard: every_minutes 0.001 gives 1,440,000 readings a check over the "
+                                        "24 h soak; at most 10,080 (one a minute over the longest soak, 168 h)"),
+    (("baseline", "every_minutes"), 0.001, "p.yaml: baseline: every_minutes 0.001 gives 60,000 readings a check over "
+                                           "its 60 minutes; at most 10,080 (one a minute over the longest soak, 168 h)"),
+])
+def test_a_guard_or_baseline_cadence_past_a_reading_a_minute_over_a_week_is_refused(raw, where, value, message):
+    """Found by review: MAX_SOAK_HOURS was said to keep the guard at most 10,080 ticks a
+    check, but guard.every_minutes 0.001 (min_wall_seconds 0) loaded: 10,080,000 guard ticks
+    a check over a 168 h soak (clock.offsets took 2.5 s to list them; the guard would read
+    each check 16 times a wall second at time_scale 1). Now the cadence is refused at load
+    when it asks more readings than one a minute over the longest soak."""
+    bad = copy.deepcopy(raw)
+    bad[where[0]][where[1]] = value
+    if where[0] == "guard":
+        bad["guard"]["min_wall_seconds"] = 0
+    with pytest.raises(PlanError) as err:
+        parse_plan(bad, "p.yaml")
+    assert str(err.value).startswith(message), str(err.value)
+
+
+def test_a_sub_minute_guard_on_a_day_long_soak_loads(raw):
+    good = copy.deepcopy(raw)
+    good["guard"]["every_minutes"] = 0.5
+    assert parse_plan(good, "p.yaml").guard.every_minutes == 0.5
