@@ -98,3 +98,17 @@ def test_the_refusal_names_line_and_text_and_a_parse_error_its_line():
 def test_dblink_in_any_schema_is_refused(sql, name):
     with pytest.raises(UnsafeSql, match=rf"{name}\(\) runs SQL on a connection of its own"):
         check(sql)
+
+
+@pytest.mark.parametrize("sql", ["SELECT pg_stat_statements_reset()",
+                                 "SELECT public.pg_stat_statements_reset()",
+                                 "SELECT extensions.pg_stat_statements_reset(0, 0, 0)"])
+def test_resetting_pg_stat_statements_is_refused_at_load(sql):
+    """Found by review: pg_stat_reset*() was refused, but the extension's
+    pg_stat_statements_reset() (in whatever schema the extension was created in) loaded:
+    a read-only transaction lets it through, and every reading wiped the server's query
+    statistics the DBA reads the soak's slow queries from."""
+    from migration_soak.sources.sql_guard import check_reads
+
+    with pytest.raises(UnsafeSql, match=r"pg_stat_statements_reset\(\) writes or acts on the server"):
+        check_reads(sql)

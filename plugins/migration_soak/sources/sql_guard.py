@@ -158,6 +158,11 @@ WRITING_FUNCTIONS = frozenset({
     "lo_truncate", "lowrite", "pg_file_write", "pg_file_rename", "pg_file_unlink",
 })
 
+#: Functions of extensions that act on the server, refused like :data:`WRITING_FUNCTIONS`
+#: in whatever schema the extension was created in (``public.pg_stat_statements_reset()``
+#: wipes the server's query statistics; a read-only transaction lets it through).
+EXTENSION_WRITING_FUNCTIONS = frozenset({"pg_stat_statements_reset"})
+
 #: Top-level statements a check query may be made of: reads, and what ``check`` allows
 #: besides (``SET LOCAL``, ``set_config(..., true)`` inside a ``SELECT``).
 READ_STATEMENTS = frozenset({"SelectStmt", "ExplainStmt", "VariableShowStmt", "VariableSetStmt"})
@@ -214,7 +219,10 @@ def write_refusal(node: Any) -> str | None:
             return "SELECT ... INTO creates a table: a check query may only read"
         if tag == "FuncCall":
             name = _function_name(item)
-            if name in WRITING_FUNCTIONS or name.startswith("pg_stat_reset"):
+            extension = _function_name(item, any_schema=True)  # an extension's: in whatever schema
+            if extension in EXTENSION_WRITING_FUNCTIONS:
+                name = extension
+            if name in WRITING_FUNCTIONS or name in EXTENSION_WRITING_FUNCTIONS or name.startswith("pg_stat_reset"):
                 return (f"{name}() writes or acts on the server, not only reads: a check query may only read "
                         "(the read-only transaction refuses some of these, every reading would be an error; "
                         "others it lets through)")
