@@ -147,23 +147,27 @@ def _started_after(claim: Mapping[str, Any], started: datetime) -> bool:
     return claim.get("claimed_at") is not None and started > claim["claimed_at"] + CLOCK_SKEW
 
 
-def other_dag_run(claim: Mapping[str, Any], dag_run: str | None) -> bool:
+def other_dag_run(claim: Mapping[str, Any], dag_run: str | None, *, opening: bool = False) -> bool:
     """Whether ``claim`` (a ``soak_runs`` row) was made by another Airflow dag run than
     ``dag_run`` (:class:`DagRunKey`, or a plain ``run_after``). False when it cannot be told:
     no ``dag_run``, or a claim recorded before dag runs were (``claim_run`` decides those).
 
     Another run when: its ``run_after`` differs; or the claim's dag run was already
     superseded (another dag run with its ``run_after`` was refused: the first is gone) and
-    this one's start differs; or the claim recorded a ``start_date`` and this one's differs
-    without a higher ``clear_number`` (a clear would have raised it); or the claim recorded
-    ``run_after`` only and this dag run, never cleared, started after the claim was made
-    (beyond :data:`CLOCK_SKEW`): a dag run's tasks run after its start."""
+    this one's start differs. Only when ``opening`` (``load``, the run's first task) also:
+    the claim recorded a ``start_date`` and this one's differs without a higher
+    ``clear_number`` (a clear would have raised it), or the claim recorded ``run_after`` only
+    and this dag run, never cleared, started after the claim was made (beyond
+    :data:`CLOCK_SKEW`). A later task never is on its start alone: a running dag run set
+    back to ``queued`` (REST ``PATCH state``) gets a new start without a higher clear number
+    (Airflow 3.3 ``DagRun.set_state``), and refusing its tasks would refuse its rollback;
+    a re-created run is refused at its ``load``, which marks the claim superseded."""
     if dag_run is None:
         return False
     started, clears = getattr(dag_run, "started", None), getattr(dag_run, "clears", None)
+    superseded = claim.get("dag_run_superseded") is not None
     if claim.get("dag_run") is None:  # recorded before dag runs were: only a start after it tells
-        return started is not None and (claim.get("dag_run_superseded") is not None
-                                        or (clears == 0 and _started_after(claim, started)))
+        return started is not None and (superseded or (opening and clears == 0 and _started_after(claim, started)))
     if _instant(claim["dag_run"]) != _instant(dag_run):
         return True
     if started is None:
@@ -171,12 +175,15 @@ def other_dag_run(claim: Mapping[str, Any], dag_run: str | None) -> bool:
     recorded = claim.get("dag_run_started")
     if recorded is not None and started == recorded:
         return False
-    if claim.get("dag_run_superseded") is not None:
+    if superseded:
         return True
+    if not opening:
+        return False
     if recorded is None:
         return clears == 0 and _started_after(claim, started)
     was = claim.get("dag_run_clears")
     return not (clears is not None and was is not None and clears > was)
+
 
 #: The leases of releases before the lease followed the database: keyed on the plan's
 #: environment NAME. Never written now; read so that a soak that took one before an
@@ -443,7 +450,7 @@ class Store:
                     return dict(row._mapping)
                 if dag_run is None:
                     return None
-                if other_dag_run(dict(row._mapping), dag_run):
+                if other_dag_run(dict(row._mapping), dag_run, opening=opening):
                     if row.dag_run_superseded is None and (row.dag_run is None
                                                            or _instant(row.dag_run) == _instant(dag_run)):
                         # the same run_after (or none recorded), another dag run: the claimant is gone for good

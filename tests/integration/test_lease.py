@@ -395,8 +395,11 @@ def test_a_claim_with_run_after_only_refuses_a_run_that_started_after_it(store, 
     after = "2026-12-06T09:00:00+00:00"
     _admit(DEFAULT, "soak-1", store, "default", target, plans, dag_run=after)  # the claim of the release before
     now = datetime.now(timezone.utc)
+    later = DagRunKey(after, now + timedelta(minutes=5), 0)
+    # the load of a re-created run (a later task is not refused on its start alone: a running
+    # run set back to queued gets a new one, and its rollback must not be refused)
     with pytest.raises(SoakError, match="already used by another Airflow run"):
-        _hold(DEFAULT, "soak-1", store, "default", target, plans, dag_run=DagRunKey(after, now + timedelta(minutes=5), 0))
+        _admit(DEFAULT, "soak-1", store, "default", target, plans, dag_run=later)
     # a run id exists once per DAG: the first dag run is gone, so no later start is taken for its
     assert store.run_claim("soak-1")["dag_run_superseded"] is not None
     with pytest.raises(SoakError, match="already used by another Airflow run"):

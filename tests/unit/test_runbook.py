@@ -549,7 +549,7 @@ def test_the_dag_run_key_carries_the_runs_start_and_clear_number():
     assert not other_dag_run(claim, key)
     assert not other_dag_run(claim, "2026-12-06T09:00:00+00:00")  # a key without its start: run_after only
     assert other_dag_run(claim, dag_run_key({"dag_run": SimpleNamespace(
-        run_after=after, start_date=datetime(2026, 12, 6, 11, tzinfo=timezone.utc), clear_number=0)}))
+        run_after=after, start_date=datetime(2026, 12, 6, 11, tzinfo=timezone.utc), clear_number=0)}), opening=True)
 
 
 def test_a_retried_migrate_on_the_prisma_cli_records_its_topup_gap_once():
@@ -578,3 +578,28 @@ def test_a_retried_migrate_on_the_prisma_cli_records_its_topup_gap_once():
     events = normalize([{"kind": "topup", "at": at, "payload": {"text": "t"}}, gap, {**gap, "at": at.replace(minute=3)},
                         {"kind": "migrate", "at": at.replace(minute=4), "payload": {"text": "m"}}])
     assert [e["kind"] for e in events] == ["topup", "topup_gap", "migrate"]  # Run.events: report and post-mortem
+
+
+def test_a_running_dag_run_set_back_to_queued_keeps_its_claim_and_its_rollback():
+    # Found by review: a running soak PATCHed to state queued (REST) gets a new start_date
+    # from the scheduler without a higher clear_number (Airflow 3.3 DagRun.set_state); its
+    # later tasks were then taken for a re-created run and refused, its rollback too. Only
+    # the opening task (load) tells a re-created run by its start; later tasks by a
+    # superseded claim, which that refused load marks.
+    from types import SimpleNamespace
+
+    from migration_soak.airflow.context import dag_run_key
+    from migration_soak.store import other_dag_run
+
+    after, started = datetime(2026, 12, 6, 9, tzinfo=timezone.utc), datetime(2026, 12, 6, 9, 0, 3, tzinfo=timezone.utc)
+    claim = {"dag_run": "2026-12-06T09:00:00+00:00", "claimed_at": started, "dag_run_started": started,
+             "dag_run_clears": 0, "dag_run_superseded": None}
+    requeued = dag_run_key({"dag_run": SimpleNamespace(run_after=after, start_date=started.replace(minute=7),
+                                                       clear_number=0)})
+    assert not other_dag_run(claim, requeued)  # rollback.restore, release, conclude of the same run
+    assert other_dag_run(claim, requeued, opening=True)  # a load with that start: a re-created run
+    assert other_dag_run({**claim, "dag_run_superseded": started.replace(hour=10)}, requeued)
+    # a claim from before dag runs were recorded: the same, by its claimed_at
+    old = {**claim, "dag_run": None, "dag_run_started": None, "dag_run_clears": None}
+    assert not other_dag_run(old, requeued)
+    assert other_dag_run(old, requeued, opening=True)

@@ -204,7 +204,8 @@ def _claimed_by_another(snap: Snapshot, claim: dict | None) -> str | None:
         return None
     ours = snap.run_after if snap.run_after.tzinfo else snap.run_after.replace(tzinfo=UTC)
     started = snap.started if snap.started is None or snap.started.tzinfo else snap.started.replace(tzinfo=UTC)
-    if not other_dag_run(claim, DagRunKey(ours.isoformat(), started, snap.clears)):
+    # strict as a run's opening task (load): say less rather than show another run's evidence
+    if not other_dag_run(claim, DagRunKey(ours.isoformat(), started, snap.clears), opening=True):
         return None
     return (f"run id {snap.run_id!r} belongs to another Airflow run (created "
             f"{claim.get('dag_run') or 'before dag runs were recorded'}); this one was "
