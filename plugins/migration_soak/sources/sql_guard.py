@@ -133,9 +133,15 @@ def check(sql: str) -> int:
     Cached by text (a safe file is parsed once per process, not at each of the guard's
     2 880 readings a soak: the parse was a quarter of a guard reading's time); a refusal
     is not cached and is raised again at each call."""
+    return _refuse_first(sql, refusal)
+
+
+def _refuse_first(sql: str, rule: Any) -> int:
+    """Parse ``sql`` and raise ``UnsafeSql`` naming its first statement ``rule`` (a
+    statement node -> reason or ``None``) refuses; else the number of statements."""
     found = _parsed(sql)
     for stmt in found:
-        reason = refusal(stmt.node)
+        reason = rule(stmt.node)
         if reason:
             raise UnsafeSql(f"{stmt.describe(len(found))}: {reason}", stmt.number)
     return len(found)
@@ -184,12 +190,7 @@ def check_reads(sql: str) -> int:
     (the server's read-only transaction refuses the write: never a pass), or acted on the
     server (``FOR UPDATE`` and ``pg_terminate_backend`` pass a read-only transaction).
     Returns the number of statements; the first offending one is named."""
-    found = _parsed(sql)
-    for stmt in found:
-        reason = write_refusal(stmt.node)
-        if reason:
-            raise UnsafeSql(f"{stmt.describe(len(found))}: {reason}", stmt.number)
-    return len(found)
+    return _refuse_first(sql, write_refusal)
 
 
 def write_refusal(node: Any) -> str | None:
