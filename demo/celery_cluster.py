@@ -20,6 +20,10 @@ starts it all; ``make airflow EXECUTOR=celery``, ``make demo RUNNER=celery``):
   ``include/`` (the Prisma CLI's packages are the "image": linked above the copy, as
   ``deploy/airflow.Dockerfile`` puts them above the mount). Its tasks report the worker's
   address as their hostname (``worker_hostname``), so the REST API says where each ran.
+  It runs at ``nice`` ``WORKER_NICE``: on one machine with the staging apps it stands in for
+  a worker on its own host, whose tasks (each parses the DAG, ~10 s of CPU) never take the
+  apps' CPU; on 2 cores the burst of ~50 check tasks starting at hour 0 made the apps'
+  login p95 +20 % in the first compared window once (CI of e110714: the healthy soak INCONCLUSIVE; the burst is the likely cause).
 
 Names carry the owner's pid (``msk<pid>...``): ``WorkerNetwork`` removes the namespaces and
 links of owners that are gone (a crashed run) before it creates its own, and its own on
@@ -159,6 +163,11 @@ class WorkerNetwork:
             if ns in _namespaces():
                 _kill_namespace(ns)
         _ip("link", "del", self.bridge, check=False)
+
+
+#: ``nice`` of the Celery workers' processes (module doc): below the staging apps and
+#: PostgreSQL, whose latency the soak measures.
+WORKER_NICE = 10
 
 
 class Redis:
@@ -305,7 +314,7 @@ class CeleryWorker:
         log.flush()
         airflow = str(Path(sys.executable).with_name("airflow"))
         self.proc = subprocess.Popen(
-            [*self.network.exec_prefix(self.name), airflow, "celery", "worker", "--celery-hostname",
+            [*self.network.exec_prefix(self.name), "nice", "-n", str(WORKER_NICE), airflow, "celery", "worker", "--celery-hostname",
              self.celery_hostname, "--queues", ",".join(self.queues), "--concurrency", str(self.concurrency)],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.project,
             start_new_session=True)

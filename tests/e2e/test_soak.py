@@ -8,6 +8,7 @@ and the restore to worker b (Celery queues). The other fault scenarios run throu
 ``airflow dags test`` (``dag.test()``); the real components run every path of the DAG's
 tail in tests/e2e/test_tail.py."""
 
+import os
 import re
 import time
 from datetime import datetime, timedelta
@@ -16,6 +17,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
+from demo.celery_cluster import WORKER_NICE
 from demo.run import CLOCK_LEAD_S, all_task_instances, run_soak, summary
 from migration_soak.clock import guard_every
 from migration_soak.judge import expected_observations
@@ -146,6 +148,7 @@ class HealthyChaos(Chaos):
             ti, worker = found
             running = self.freeze_and_look(deployment, run_id, worker, stop)
             if running:
+                nice = os.getpriority(os.PRIO_PROCESS, worker.proc.pid)
                 worker.kill()
                 killed_at = time.time()
                 break
@@ -156,7 +159,7 @@ class HealthyChaos(Chaos):
         else:
             return
         self.done.append({"fault": "kill", "worker": worker.name, "address": worker.address,
-                          "task_id": ti["task_id"], "running": running, "at": killed_at})
+                          "task_id": ti["task_id"], "running": running, "at": killed_at, "nice": nice})
         # back once the scheduler has failed what it was running (heartbeat timeout, 20 s)
         while not stop.is_set():
             tis = all_task_instances(deployment.airflow, "migration_soak", run_id)
@@ -504,6 +507,7 @@ def test_healthy_soak_survives_a_worker_killed_during_a_check_and_a_redis_restar
     assert [d["fault"] for d in landed] == ["kill", "restart", "redis_restart"], healthy.chaos.done
     kill, back, restart = landed
     assert kill["fault"] == "kill" and kill["task_id"].startswith("hour0.")
+    assert kill["nice"] == WORKER_NICE  # below the staging apps whose latency the soak measures
     assert back["fault"] == "restart" and back["worker"] == kill["worker"]
     assert restart["fault"] == "redis_restart" and restart["down_s"] < 30
     tis = _tis(healthy)
