@@ -753,6 +753,21 @@ def test_alert_ids_may_not_repeat(raw):
                               "one of them would never be posted")
 
 
+def _with_check_sql(raw, tmp_path, monkeypatch, check_id: str, sql: str) -> dict:
+    """A copy of the plan ``raw`` whose check ``check_id`` reads ``sql`` from ``mine.sql``, in
+    a SQL folder at ``tmp_path`` holding the default plan's files besides."""
+    import migration_soak.plan as plan_module
+
+    monkeypatch.setattr(plan_module, "SQL_DIR", tmp_path)
+    for f in plan_module.REPO_ROOT.joinpath("include", "sql").glob("*.sql"):
+        (tmp_path / f.name).write_text(f.read_text())
+    (tmp_path / "mine.sql").write_text(sql)
+    plan = copy.deepcopy(raw)
+    next(c for c in plan["checks"] if c["id"] == check_id)["source"]["sql"] = "mine.sql"
+    return plan
+
+
+
 @pytest.mark.parametrize("sql, why", [
     ("SELECT count(*) FROM public.users;\n", "statement 1 of 1 (line 1: SELECT count(*) FROM public.users) is no EXPLAIN"),
     ("EXPLAIN SELECT 1;\n", "statement 1 of 1 (line 1: EXPLAIN SELECT 1) does not ANALYZE: a plan without it has no "
@@ -764,14 +779,7 @@ def test_explain_ms_on_a_file_that_is_no_explain_analyze_is_a_plan_error(raw, tm
     """measure: explain_ms on a file whose last statement is not EXPLAIN ANALYZE (text)
     loaded; every reading was then an error ("no 'Execution Time' in the EXPLAIN ANALYZE
     output"), so go_performance_stable could never be met: INCONCLUSIVE after 24 h."""
-    import migration_soak.plan as plan_module
-
-    monkeypatch.setattr(plan_module, "SQL_DIR", tmp_path)
-    for f in plan_module.REPO_ROOT.joinpath("include", "sql").glob("*.sql"):
-        (tmp_path / f.name).write_text(f.read_text())
-    (tmp_path / "mine.sql").write_text(sql)
-    bad = copy.deepcopy(raw)
-    next(c for c in bad["checks"] if c["id"] == "auth_query_time")["source"]["sql"] = "mine.sql"
+    bad = _with_check_sql(raw, tmp_path, monkeypatch, "auth_query_time", sql)
     with pytest.raises(PlanError) as err:
         parse_plan(bad, "p.yaml")
     text = str(err.value)
@@ -831,15 +839,8 @@ def test_a_check_query_that_writes_is_refused_at_load(raw, tmp_path, monkeypatch
     transaction refuses the write) and a GO on it could never be met, or it acted on the
     server (FOR UPDATE and pg_terminate_backend pass a read-only transaction). Now the plan is
     refused at load, naming the check, the file and the statement."""
-    import migration_soak.plan as plan_module
-
-    monkeypatch.setattr(plan_module, "SQL_DIR", tmp_path)
-    for f in plan_module.REPO_ROOT.joinpath("include", "sql").glob("*.sql"):
-        (tmp_path / f.name).write_text(f.read_text())
+    bad = _with_check_sql(raw, tmp_path, monkeypatch, "users_without_authorizer_id", sql)
     parse_plan(copy.deepcopy(raw), "p.yaml")  # the default plan's own files are reads
-    (tmp_path / "mine.sql").write_text(sql)
-    bad = copy.deepcopy(raw)
-    next(c for c in bad["checks"] if c["id"] == "users_without_authorizer_id")["source"]["sql"] = "mine.sql"
     with pytest.raises(PlanError) as err:
         parse_plan(bad, "p.yaml")
     text = str(err.value)
@@ -855,15 +856,7 @@ def test_a_check_query_that_writes_is_refused_at_load(raw, tmp_path, monkeypatch
     "VALUES (0);\n",
 ])
 def test_check_queries_that_only_read_load(raw, tmp_path, monkeypatch, sql):
-    import migration_soak.plan as plan_module
-
-    monkeypatch.setattr(plan_module, "SQL_DIR", tmp_path)
-    for f in plan_module.REPO_ROOT.joinpath("include", "sql").glob("*.sql"):
-        (tmp_path / f.name).write_text(f.read_text())
-    (tmp_path / "mine.sql").write_text(sql)
-    good = copy.deepcopy(raw)
-    next(c for c in good["checks"] if c["id"] == "users_without_authorizer_id")["source"]["sql"] = "mine.sql"
-    parse_plan(good, "p.yaml")
+    parse_plan(_with_check_sql(raw, tmp_path, monkeypatch, "users_without_authorizer_id", sql), "p.yaml")
 
 
 def test_a_preflight_requirement_that_writes_is_refused(raw):
