@@ -767,7 +767,6 @@ def _with_check_sql(raw, tmp_path, monkeypatch, check_id: str, sql: str) -> dict
     return plan
 
 
-
 @pytest.mark.parametrize("sql, why", [
     ("SELECT count(*) FROM public.users;\n", "statement 1 of 1 (line 1: SELECT count(*) FROM public.users) is no EXPLAIN"),
     ("EXPLAIN SELECT 1;\n", "statement 1 of 1 (line 1: EXPLAIN SELECT 1) does not ANALYZE: a plan without it has no "
