@@ -18,7 +18,11 @@ times, on that one database, one after the other (``--repeat`` rounds, best kept
   so no verified backup that reads every block can be faster on this machine.
 
 Prints seconds and bytes of each, and the ratios the issue asks about (time / bare,
-size / ``-Z 1``). Not a test: nothing asserts a figure.
+size / ``-Z 1``), and the CPU each used (this process and its children: ``pg_dump``,
+``pg_restore``, zstd and SHA-256 threads; plus the server: the postmaster's own and reaped
+children's time and its live children's, from ``/proc``), in core-seconds: no schedule of
+that work on this machine's cores can end sooner than CPU / cores ("cpu floor"). Not a
+test: nothing asserts a figure.
 
     .venv/bin/python bench/backup.py                   # 1 000 000 users
     .venv/bin/python bench/backup.py --users 100000    # quicker
@@ -27,6 +31,8 @@ size / ``-Z 1``). Not a test: nothing asserts a figure.
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -42,6 +48,35 @@ from demo import postgres  # noqa: E402
 from demo.seed import create_staging  # noqa: E402
 from migration_soak.backup import sha256_file, take_backup, verify_backup  # noqa: E402
 from migration_soak.pgconn import PgTarget  # noqa: E402
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _server_cpu(pgdata: Path) -> float:
+    """CPU seconds the server has used so far: the postmaster's user+system time, its reaped
+    children's (``cutime``/``cstime``) and its live children's (proc(5))."""
+    postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        pid, ppid = int(entry.name), int(fields[1])
+        if pid == postmaster:
+            total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        elif ppid == postmaster:
+            total += int(fields[11]) + int(fields[12])
+    return total / _TICK
+
+
+def _client_cpu() -> float:
+    """CPU seconds this process and its reaped children have used so far."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _run(argv: list[str], env: dict[str, str] | None = None) -> None:
@@ -61,6 +96,7 @@ def main(argv=None) -> int:
     out = workdir / "out"
     server = postgres.start(workdir / "pgdata")
     best: dict[str, tuple[float, int]] = {}
+    cpu: dict[str, tuple[float, float]] = {}  # the fastest round's (client, server) core-seconds
     try:
         t0 = time.monotonic()
         seed = create_staging(server, "bench", users=args.users)
@@ -111,13 +147,18 @@ def main(argv=None) -> int:
             out.mkdir(parents=True)
             for _, name, file_name, step in steps:
                 path = out / file_name
+                client, server_cpu = _client_cpu(), _server_cpu(server.data_dir)
                 started = time.monotonic()
                 step(path)
                 seconds = time.monotonic() - started
+                time.sleep(0.3)  # the dump's backend has exited: let the postmaster reap it
+                used = (_client_cpu() - client, _server_cpu(server.data_dir) - server_cpu)
                 size = path.stat().st_size
-                print(f"round {round_ + 1}: {name:38} {seconds:7.2f} s {size / 1e6:9.1f} MB", flush=True)
+                print(f"round {round_ + 1}: {name:38} {seconds:7.2f} s {size / 1e6:9.1f} MB "
+                      f"cpu {used[0]:6.2f} + {used[1]:6.2f} s", flush=True)
                 if name not in best or seconds < best[name][0]:
                     best[name] = (seconds, size)
+                    cpu[name] = used
                 if step is not new:  # the new file stays for verify_backup
                     path.unlink()
     finally:
@@ -126,10 +167,14 @@ def main(argv=None) -> int:
 
     bare_s, _ = best["bare pg_dump (plain SQL, unverified)"]
     _, z1_size = best["-Fc -Z 1 + read-back"]
-    print(f"\n{args.users} users, best of {args.repeat}; ratios: time / bare pg_dump, size / -Fc -Z 1 dump")
-    print(f"{'backup':40} {'seconds':>8} {'MB':>9} {'time/bare':>9} {'size/Z1':>8}")
+    cores = os.cpu_count() or 1
+    print(f"\n{args.users} users, best of {args.repeat}; ratios: time / bare pg_dump, size / -Fc -Z 1 dump; "
+          f"cpu: core-seconds (client + server), cpu floor: cpu / {cores} cores, against the bare pg_dump's time")
+    print(f"{'backup':40} {'seconds':>8} {'MB':>9} {'time/bare':>9} {'size/Z1':>8} {'cpu s':>13} {'floor/bare':>10}")
     for name, (seconds, size) in best.items():
-        print(f"{name:40} {seconds:8.2f} {size / 1e6:9.1f} {seconds / bare_s:9.2f} {size / z1_size:8.2f}")
+        client, server_cpu = cpu[name]
+        print(f"{name:40} {seconds:8.2f} {size / 1e6:9.1f} {seconds / bare_s:9.2f} {size / z1_size:8.2f} "
+              f"{client:6.2f}+{server_cpu:6.2f} {(client + server_cpu) / cores / bare_s:10.2f}")
     return 0
 
 
