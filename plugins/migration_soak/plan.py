@@ -50,6 +50,13 @@ def _readings_bound(count: float, every: float, over: str) -> None:
                          f"{MAX_READINGS:,} (one a minute over the longest soak, {MAX_SOAK_HOURS} h): a longer "
                          "cadence, please")
 
+
+#: The smallest ``guard.min_wall_seconds``: a counter reading's window lasts at least
+#: ``sources.openmetrics.MIN_WINDOW_S`` (1 s; its reading sleeps until then), so guard ticks
+#: closer in wall time cannot all be read: the guard measures the latest due tick and the
+#: ones it passed over count as missed readings (``judge.guard_missed``).
+MIN_GUARD_WALL_SECONDS = 1.0
+
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne}
 
 Unit = Literal["count", "ratio", "ms", "bytes", "seconds", "up", "rows", "per_minute"]
@@ -648,18 +655,31 @@ class Guard(_Model):
     cadence used is ``max(every_minutes, min_wall_seconds * time_scale / 60)`` soak
     minutes, so a fast clock never floods the store or the sources; windows shorter than
     twice that cadence are then not judged by the guard (docs/guard.md). At ``time_scale``
-    1 it changes nothing. ``checks``: cheap checks only (a scrape, an index-only query, a
+    1 it changes nothing. At least ``MIN_GUARD_WALL_SECONDS`` (1 s): 0 loaded and asked,
+    at ``time_scale`` 300 with ``every_minutes`` 1, for a reading every 0.2 s of wall time
+    (at 100 000, every 0.6 ms), faster than a counter reading can be taken (its window
+    lasts at least 1 s), so most of the guard's ticks went unread. ``checks``: cheap checks only (a scrape, an index-only query, a
     log tail): the triggerer measures them every interval.
     """
 
     every_minutes: float = Field(default=1.0, gt=0)
-    min_wall_seconds: float = Field(default=3.0, ge=0)
+    min_wall_seconds: float = Field(default=3.0)
     checks: list[str] = Field(min_length=1)
 
     @field_validator("checks")
     @classmethod
     def _distinct(cls, value: list[str]) -> list[str]:
         return _distinct_checks(value)
+
+    @field_validator("min_wall_seconds")
+    @classmethod
+    def _readable_floor(cls, value: float) -> float:
+        if not value >= MIN_GUARD_WALL_SECONDS:
+            raise ValueError(f"min_wall_seconds {value:g} would ask the guard for readings closer in wall time than "
+                             f"it can take them (a counter reading's window lasts at least {MIN_GUARD_WALL_SECONDS:g} "
+                             f"s; at time_scale 300 and every_minutes 1 it would be a reading every "
+                             f"{max(value, 0.2):g} s): at least {MIN_GUARD_WALL_SECONDS:g}")
+        return value
 
 
 class Alert(_Model):

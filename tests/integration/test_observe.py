@@ -179,7 +179,7 @@ def guard_plan(tmp_path, alert_above: float = 0.0, plan_name: str = "guardtest")
     data["checks"] = [c for c in data["checks"] if c["id"] == "users_without_authorizer_id"] + \
         [{**next(c for c in default["checks"] if c["id"] == "connection_usage"), "phases": ["soak"]}]
     data["go"] = [g for g in data["go"] if g["checks"] == ["users_without_authorizer_id"]]
-    data["guard"] = {"every_minutes": 1, "min_wall_seconds": 0, "checks": ["users_without_authorizer_id", "connection_usage"]}
+    data["guard"] = {"every_minutes": 1, "min_wall_seconds": 1, "checks": ["users_without_authorizer_id", "connection_usage"]}
     data["alerts"] = [{"id": "pool_busy", "text": "connection usage high for 2 minutes", "checks": ["connection_usage"],
                        "rule": {"kind": "sustained", "op": ">", "value": alert_above, "minutes": 2}}]
     path = tmp_path / f"{plan_name}.yaml"

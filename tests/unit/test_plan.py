@@ -924,14 +924,14 @@ def test_a_human_wait_longer_than_a_week_is_refused(raw, field, value):
 ])
 def test_a_guard_or_baseline_cadence_past_a_reading_a_minute_over_a_week_is_refused(raw, where, value, message):
     """Found by review: MAX_SOAK_HOURS was said to keep the guard at most 10,080 ticks a
-    check, but guard.every_minutes 0.001 (min_wall_seconds 0) loaded: 10,080,000 guard ticks
+    check, but guard.every_minutes 0.001 (min_wall_seconds 0, now refused) loaded: 10,080,000 guard ticks
     a check over a 168 h soak (clock.offsets took 2.5 s to list them; the guard would read
     each check 16 times a wall second at time_scale 1). Now the cadence is refused at load
     when it asks more readings than one a minute over the longest soak."""
     bad = copy.deepcopy(raw)
     bad[where[0]][where[1]] = value
     if where[0] == "guard":
-        bad["guard"]["min_wall_seconds"] = 0
+        bad["guard"]["min_wall_seconds"] = 1
     with pytest.raises(PlanError) as err:
         parse_plan(bad, "p.yaml")
     assert str(err.value).startswith(message), str(err.value)
@@ -941,3 +941,28 @@ def test_a_sub_minute_guard_on_a_day_long_soak_loads(raw):
     good = copy.deepcopy(raw)
     good["guard"]["every_minutes"] = 0.5
     assert parse_plan(good, "p.yaml").guard.every_minutes == 0.5
+
+
+@pytest.mark.parametrize("value", [0, 0.5])
+def test_a_guard_floor_below_what_a_reading_takes_is_refused(raw, value):
+    """guard.min_wall_seconds 0 loaded (``ge=0``): at time_scale 300 and every_minutes 1 it
+    asked the guard for a reading every 0.2 s of wall time (at 100 000, every 0.6 ms), yet a
+    counter reading's window lasts at least openmetrics.MIN_WINDOW_S (1 s; it sleeps until
+    then), so the guard read the latest due tick and passed over the others, which the judge
+    then counted as missed. Now the floor is refused at load below what a reading takes,
+    naming the field, the value and the smallest allowed."""
+    from migration_soak.plan import MIN_GUARD_WALL_SECONDS
+    from migration_soak.sources.openmetrics import MIN_WINDOW_S
+
+    assert MIN_GUARD_WALL_SECONDS >= MIN_WINDOW_S
+    bad = copy.deepcopy(raw)
+    bad["guard"]["min_wall_seconds"] = value
+    with pytest.raises(PlanError) as err:
+        parse_plan(bad, "p.yaml")
+    assert str(err.value) == (f"p.yaml: guard.min_wall_seconds: min_wall_seconds {value:g} would ask the guard for "
+                              "readings closer in wall time than it can take them (a counter reading's window lasts "
+                              "at least 1 s; at time_scale 300 and every_minutes 1 it would be a reading every "
+                              f"{max(value, 0.2):g} s): at least 1"), str(err.value)
+    good = copy.deepcopy(raw)
+    good["guard"]["min_wall_seconds"] = 1
+    assert parse_plan(good, "p.yaml").guard.min_wall_seconds == 1
