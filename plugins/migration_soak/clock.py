@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from migration_soak.plan import Plan
+from migration_soak.plan import MAX_SOAK_HOURS, Plan
 
 
 @dataclass(frozen=True)
@@ -32,12 +32,34 @@ class Tick:
 TIME_SCALE_MAX = 100_000
 
 
-def check_time_scale(time_scale: float) -> float:
-    """Validate the speed-up factor, in (0, ``TIME_SCALE_MAX``]; raises ``ValueError``
-    naming the field and value."""
+def check_time_scale(time_scale: float, plan: Plan | None = None) -> float:
+    """Validate the speed-up factor, in (0, ``TIME_SCALE_MAX``], and with ``plan`` no slower
+    than :func:`slowest_time_scale` (a value below 1 stretches the soak: 0.001 made the 24 h
+    soak last 1 000 days); raises ``ValueError`` naming the field and value, and the wall
+    time the plan's soak would take. The one check of the trigger form's value (``load``,
+    ``lifecycle.open_run``) and the demo's ``--time-scale``."""
     if not isinstance(time_scale, (int, float)) or isinstance(time_scale, bool) or not 0 < time_scale <= TIME_SCALE_MAX:
         raise ValueError(f"time_scale must be a number in (0, {TIME_SCALE_MAX}], got {time_scale!r}")
+    if plan is not None:
+        hours = plan.soak_hours()
+        wall_h = hours / time_scale
+        if wall_h > MAX_SOAK_HOURS:
+            took = (f"{wall_h:,.0f} h ({wall_h / 24:,.0f} days) of wall time" if wall_h < 1e9
+                    else f"{wall_h:.3g} h of wall time" if math.isfinite(wall_h)
+                    else "more wall time than any clock holds")
+            raise ValueError(f"time_scale {time_scale!r} stretches the plan's {hours:g} h soak to {took}, longer than the longest soak a plan may ask for, {MAX_SOAK_HOURS} h "
+                             f"({MAX_SOAK_HOURS // 24} days): at least {slowest_time_scale(plan):g} "
+                             "(1 is real time)")
     return float(time_scale)
+
+
+def slowest_time_scale(plan: Plan) -> float:
+    """The smallest ``time_scale`` :func:`check_time_scale` accepts for ``plan``: its soak
+    in at most ``MAX_SOAK_HOURS`` of wall time, rounded up to 3 significant figures (1/7
+    for a 24 h soak is 0.143); at most 1 (``MAX_SOAK_HOURS`` bounds a plan's soak)."""
+    low = plan.soak_hours() / MAX_SOAK_HOURS
+    places = 2 - math.floor(math.log10(low))
+    return min(1.0, math.ceil(low * 10 ** places - 1e-9) / 10 ** places)
 
 
 #: The largest ``clock_lead_s`` the trigger form accepts (wall seconds).

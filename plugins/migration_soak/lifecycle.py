@@ -10,10 +10,9 @@ tasks (``SoakStopped`` skips).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from migration_soak import clock, decision, notify, runbook
+from migration_soak import decision, notify, runbook
 from migration_soak.backup import BackupRecord
 from migration_soak.clock import check_clock_lead, check_time_scale
 from migration_soak.decision import Answer, Decision
@@ -38,13 +37,7 @@ def open_run(plan: Plan, run_id: str, store: Store, *, environment: str, plan_pa
     ``identify_plan``: the staging database's identity, the lease's key; ``dag_run``: which
     Airflow dag run this is, ``context.dag_run_key``)."""
     store.create_schema()
-    check_time_scale(time_scale)
-    try:  # the sensors add their timeout after the last tick: a day of margin
-        clock.soak_end(plan, datetime.now(timezone.utc), time_scale) + timedelta(days=1)
-    except OverflowError:
-        raise ValueError(f"time_scale {time_scale!r} stretches the plan's {plan.soak_hours():g} h soak past the year "
-                         "9999, which no clock can hold: use 1 for real time (a value below 1 stretches the soak)"
-                         ) from None
+    check_time_scale(time_scale, plan)  # the soak within MAX_SOAK_HOURS of wall time: any clock holds it
     check_clock_lead(clock_lead_s)
     probe()
     runbook.admit(plan, run_id, store, environment=environment, plan_param=plan_param, identify=identify,

@@ -44,21 +44,44 @@ def test_open_run_creates_the_schema_first_then_checks_the_form_the_storage_and_
                            probe=lambda: None, **IDENTIFY)
 
 
-@pytest.mark.parametrize("time_scale", [1e-7, 1e-9, 1e-300])
-def test_open_run_refuses_a_time_scale_whose_soak_no_clock_can_hold(time_scale):
-    # Found by review: a tiny positive time_scale passed the form (exclusiveMinimum 0) and
-    # load; the first check task then raised "OverflowError: date value out of range"
-    # (24 h / 1e-7 is past year 9999), after the migration for a plan without a baseline.
+@pytest.mark.parametrize("time_scale, took", [
+    (0.001, "24,000 h (1,000 days) of wall time"), (0.1, "240 h (10 days) of wall time"),
+    (1e-7, "240,000,000 h (10,000,000 days) of wall time"), (1e-300, "2.4e+301 h of wall time")])
+def test_open_run_refuses_a_time_scale_that_stretches_the_soak_past_the_longest_soak(time_scale, took):
+    """A time_scale below 1 stretches the soak; only one past the year 9999 was refused
+    (found by review: 1e-7 raised "OverflowError: date value out of range" in the first
+    check task), so 0.001 loaded and made the 24 h soak last 1,000 days of wall time, the
+    lease and the app's migrated schema held that long. Now it is held to the bound a plan's
+    soak has, MAX_SOAK_HOURS (168 h), in wall time, at the one check every entry uses
+    (clock.check_time_scale), naming the field, the value, the wall time and the smallest
+    allowed."""
     store = Store()
     with pytest.raises(ValueError) as err:
         lifecycle.open_run(PLAN, "r1", store, environment="staging", plan_param="default", time_scale=time_scale,
                            probe=lambda: None, **IDENTIFY)
-    assert str(err.value) == (f"time_scale {time_scale!r} stretches the plan's 24 h soak past the year 9999, which "
-                              "no clock can hold: use 1 for real time (a value below 1 stretches the soak)")
+    assert str(err.value) == (f"time_scale {time_scale!r} stretches the plan's 24 h soak to {took}, longer than the "
+                              "longest soak a plan may ask for, 168 h (7 days): at least 0.143 (1 is real time)")
     assert store.lease is None
-    lifecycle.open_run(PLAN, "r1", store, environment="staging", plan_param="default", time_scale=1e-3,
-                       probe=lambda: None, **IDENTIFY)  # 2.7 years, but a clock can hold it
+
+
+def test_the_slowest_time_scale_is_accepted_and_named_by_the_form():
+    from migration_soak.clock import check_time_scale, slowest_time_scale
+
+    assert slowest_time_scale(PLAN) == 0.143 and check_time_scale(0.143, PLAN) == 0.143
+    assert 24 / 0.143 <= 168 < 24 / 0.142
+    with pytest.raises(ValueError, match="time_scale 5e-324 stretches the plan's 24 h soak to more wall time than "
+                                         "any clock holds"):
+        check_time_scale(5e-324, PLAN)
+    week = PLAN.model_copy(update={"phases": [p.model_copy(update={"end_hour": 168}) if p.end_hour == 24 else p
+                                              for p in PLAN.phases]})
+    assert week.soak_hours() == 168 and slowest_time_scale(week) == 1.0
+    store = Store()
+    lifecycle.open_run(PLAN, "r1", store, environment="staging", plan_param="default", time_scale=0.143,
+                       probe=lambda: None, **IDENTIFY)
     assert store.lease["run_id"] == "r1"
+    from migration_soak.airflow.builder import _time_scale_text
+
+    assert "At least 0.143 (below 1 the soak is stretched: at most 168 h of wall time" in _time_scale_text(PLAN)
 
 
 def test_a_disabled_rehearsal_is_recorded_with_its_reason():

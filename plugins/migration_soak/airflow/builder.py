@@ -20,11 +20,11 @@ from airflow.sdk import DAG, Param, TaskGroup
 from migration_soak import notify
 from migration_soak.airflow import rollback_tasks as rb
 from migration_soak.airflow import tasks as t
-from migration_soak.clock import CLOCK_LEAD_MAX_S, TIME_SCALE_MAX
+from migration_soak.clock import CLOCK_LEAD_MAX_S, TIME_SCALE_MAX, slowest_time_scale
 from migration_soak.decision import APPROVE_OPTION, GO_OPTION, REJECT_OPTION, ROLLBACK_OPTION
 from migration_soak.airflow.sensors import CheckSensor, GuardSensor
 from migration_soak.exceptions import PlanError
-from migration_soak.plan import Plan, load_plan
+from migration_soak.plan import MAX_SOAK_HOURS, Plan, load_plan
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +210,9 @@ def _time_scale_text(plan: Plan) -> str:
     length = f"{hours * 60:g} min" if hours < 1 else f"{hours:g} h"
     return (f"Soak clock speed-up: 1 = real time, the plan's {length} soak; 300 = {length} in "
             f"{duration(hours * 3600 / 300)}. Above 1 the run is demonstration evidence, not a {hours:g}-hour soak, "
-            f"and never an approval for production. More than 0, at most {TIME_SCALE_MAX:,}: a value beyond is "
-            "refused, never run at the bound.")
+            f"and never an approval for production. At least {slowest_time_scale(plan):g} (below 1 the soak is "
+            f"stretched: at most {MAX_SOAK_HOURS} h of wall time, refused by the run's load task otherwise), at most "
+            f"{TIME_SCALE_MAX:,}: a value beyond is refused, never run at the bound.")
 
 
 def _first_tick_text(plan: Plan, time_scale: float = 300) -> str:
