@@ -149,9 +149,12 @@ def clock_caveat(plan, time_scale: float) -> str:
     """" (compressed clock x300: demonstration evidence, not a 24-hour soak)" ("" in real time)."""
     if time_scale == 1:
         return ""
+    from migration_soak.report_text import soak_length
+
     kind = "compressed" if time_scale > 1 else "stretched"  # report_text.clock_kind's words
     if time_scale > 1:
-        return f" ({kind} clock x{time_scale:g}: demonstration evidence, not a {plan.soak_hours():g}-hour soak)"
+        return (f" ({kind} clock x{time_scale:g}: demonstration evidence, not a "
+                f"{soak_length(plan.soak_hours(), adjective=True)} soak)")
     return (f" ({kind} clock x{time_scale:g}: not the plan's soak, its readings {1 / time_scale:g} times further "
             "apart in wall time)")
 

@@ -47,11 +47,14 @@ from migration_soak.report_text import (
     label,
     mask,
     notified,
+    short_duration,
     soak_clock,
+    soak_length,
     span,
     ticks,
     unit_name,
     utc,
+    wall_length,
     when,
     who,
 )
@@ -93,25 +96,14 @@ def banner(plan: Plan, time_scale: float) -> str | None:
     if time_scale == 1:
         return None
     soak_h = plan.soak_hours()
-    wall_min = soak_h * 60 / time_scale
-    took = (_short(wall_min * 60) if wall_min < 1 else f"{wall_min:.1f} min" if wall_min < 120
-            else f"{wall_min / 60:.1f} h")
     kind = clock_kind(time_scale)
-    what = (f"demonstration evidence, not a {soak_h:g}-hour soak" if time_scale > 1 else
+    what = (f"demonstration evidence, not a {soak_length(soak_h, adjective=True)} soak" if time_scale > 1 else
             "not the plan's soak: its cadences and windows are soak time, so its readings were "
             f"{1 / time_scale:g} times further apart in wall time than the plan's")
-    return (f"⚠️ **{kind} clock ({soak_h:g} h in {took}): {what}.** "
-            f"time_scale {time_scale:g}: one soak hour took {_short(3600 / time_scale)} of wall time."
+    return (f"⚠️ **{kind} clock ({soak_length(soak_h)} in {wall_length(soak_h * 3600 / time_scale)}): {what}.** "
+            f"time_scale {time_scale:g}: one soak hour took {short_duration(3600 / time_scale)} of wall time."
             + "".join(f" {note}" for note in wall_windows(plan, time_scale))
             + " Nothing here approves going to production.")
-
-
-def _short(seconds: float) -> str:
-    """Wall time under 10 s with its figures (``36 ms``, ``0.86 s``, ``4.5 s``), else ``duration``:
-    the banner of a clock as fast as the form allows must not read "0 s"."""
-    if seconds < 1:
-        return f"{seconds:.2f} s" if seconds >= 0.5 else f"{seconds * 1000:.0f} ms"
-    return f"{seconds:.1f} s" if seconds < 10 else duration(seconds)
 
 
 def wall_windows(plan: Plan, time_scale: float) -> list[str]:

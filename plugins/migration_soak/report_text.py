@@ -113,6 +113,32 @@ def clock_kind(time_scale: float) -> str:
     return "compressed" if time_scale > 1 else "stretched"
 
 
+def soak_length(hours: float, adjective: bool = False) -> str:
+    """The plan's soak length in the unit its size asks, as the clock's phrases say it
+    (the report's banner, the soak view, the trigger form, Slack's and the demo's clock
+    caveat): ``45 min`` under an hour, else ``24 h``; ``45-minute``, ``24-hour`` as an
+    adjective. A 45-minute plan read "compressed clock (0.75 h in 1.0 min)"."""
+    if hours < 1:
+        return f"{hours * 60:g}-minute" if adjective else f"{hours * 60:g} min"
+    return f"{hours:g}-hour" if adjective else f"{hours:g} h"
+
+
+def wall_length(seconds: float) -> str:
+    """The wall time a soak took on its clock, in the unit its size asks: ``0.86 s``,
+    ``29 s``, ``1.0 min``, ``4.8 min``, ``48.0 h`` (the other side of :func:`soak_length`)."""
+    minutes = seconds / 60
+    return (short_duration(seconds) if minutes < 1 else f"{minutes:.1f} min" if minutes < 120
+            else f"{minutes / 60:.1f} h")
+
+
+def short_duration(seconds: float) -> str:
+    """Wall time under 10 s with its figures (``36 ms``, ``0.86 s``, ``4.5 s``), else ``duration``:
+    the banner of a clock as fast as the form allows must not read "0 s"."""
+    if seconds < 1:
+        return f"{seconds:.2f} s" if seconds >= 0.5 else f"{seconds * 1000:.0f} ms"
+    return f"{seconds:.1f} s" if seconds < 10 else duration(seconds)
+
+
 def cell(text: Any) -> str:
     """Text safe inside a Markdown table cell (pipes escaped, one line)."""
     return str(text).replace("|", "\\|").replace("\n", " ")

@@ -25,7 +25,7 @@ def test_time_scale_says_a_compressed_clock_is_demonstration_evidence_of_the_pla
     assert "demonstration evidence, not a 24-hour soak" in text and "never an approval for production" in text
     short = load_plan(ROOT / "tests" / "browser" / "plans" / "browser.yaml")
     text = _param("browser", short, "time_scale").description
-    assert "24 h" not in text and "the plan's 45 min soak" in text and "300 = 45 min in 9 s" in text, text
+    assert "24 h" not in text and "the plan's 45 min soak" in text and "300 = 45 min in 9.0 s" in text, text  # the banner's units
 
 
 def test_on_inconclusive_go_reads_as_keeping_the_migration_without_a_go():

@@ -190,12 +190,36 @@ def test_the_run_card_names_the_plans_soak_length_not_24_hours():
     assert short.soak_hours() == 0.75
     card = sv._run_card(sv.Snapshot("migration_soak__browser", "run", "running", {}, H0, plan=short, time_scale=45.0))
     assert "24 h" not in card, card
-    assert "compressed clock: 45 min of soak in 60 s" in card, card
+    assert "compressed clock: 45 min of soak in 1.0 min" in card, card
     card = sv._run_card(snapshot(time_scale=300.0))  # the default plan: 24 h
     assert "compressed clock: 24 h of soak in 4.8 min" in card, card
     assert "time_scale 1 (real time)" in sv._run_card(snapshot(time_scale=1.0))
     stretched = sv._run_card(snapshot(time_scale=0.5))
-    assert "stretched clock: 24 h of soak in 48 h 00 min" in stretched, stretched
+    assert "stretched clock: 24 h of soak in 48.0 h" in stretched, stretched
+
+
+def test_the_clock_banner_of_a_short_plan_reads_in_the_run_cards_units():
+    """(polish3) The Soak tab of the browser plan (a 45-minute soak) at time_scale 45 read
+    "compressed clock (0.75 h in 1.0 min): demonstration evidence, not a 0.75-hour soak" in
+    its banner beside "45 min of soak in 60 s" in its run card: two units for one soak on
+    one page. Both now come from report_text.soak_length / wall_length, as the trigger
+    form's description and the demo's and Slack's clock caveat do."""
+    from pathlib import Path
+
+    from migration_soak import notify
+    from migration_soak.airflow.builder import _time_scale_text
+
+    short = load_plan(Path(__file__).resolve().parents[1] / "browser" / "plans" / "browser.yaml")
+    snap = sv.Snapshot("migration_soak__browser", "run", "running", {}, H0, plan=short, time_scale=45.0)
+    banner = sv._clock_banner(snap)
+    assert "compressed clock (45 min in 1.0 min): demonstration evidence, not a 45-minute soak." in banner, banner
+    assert "0.75" not in banner and "0.75" not in sv._run_card(snap)
+    assert "45 min of soak in 1.0 min" in sv._run_card(snap)
+    assert notify.clock_caveat(short, 45.0) == " (compressed clock x45: demonstration evidence, not a 45-minute soak)"
+    form = _time_scale_text(short)
+    assert "the plan's 45 min soak; 300 = 45 min in 9.0 s" in form and "not a 45-minute soak" in form, form
+    day = sv.Snapshot("migration_soak", "run", "running", {}, H0, plan=PLAN, time_scale=300.0)
+    assert "compressed clock (24 h in 4.8 min): demonstration evidence, not a 24-hour soak." in sv._clock_banner(day)
 
 
 def test_a_check_beyond_its_level_that_decided_nothing_is_not_badged_breached():

@@ -204,12 +204,13 @@ def build_dag(plan_stem: str, plan: Plan) -> DAG:
 def _time_scale_text(plan: Plan) -> str:
     """The trigger form's ``time_scale`` description: the plan's own soak length, and what
     a compressed run proves (report_sections.banner's words)."""
-    from migration_soak.report_text import duration
+    from migration_soak.report_text import soak_length, wall_length
 
     hours = plan.soak_hours()
-    length = f"{hours * 60:g} min" if hours < 1 else f"{hours:g} h"
+    length = soak_length(hours)
     return (f"Soak clock speed-up: 1 = real time, the plan's {length} soak; 300 = {length} in "
-            f"{duration(hours * 3600 / 300)}. Above 1 the run is demonstration evidence, not a {hours:g}-hour soak, "
+            f"{wall_length(hours * 3600 / 300)}. Above 1 the run is demonstration evidence, not a "
+            f"{soak_length(hours, adjective=True)} soak, "
             f"and never an approval for production. At least {slowest_time_scale(plan):g} (below 1 the soak is "
             f"stretched: at most {MAX_SOAK_HOURS} h of wall time, refused by the run's load task otherwise), at most "
             f"{TIME_SCALE_MAX:,}: a value beyond is refused, never run at the bound.")

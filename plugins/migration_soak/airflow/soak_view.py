@@ -494,16 +494,15 @@ def _cards(snap: Snapshot, c: Clock) -> list[str]:
 def _run_card(snap: Snapshot) -> str:
     """The Airflow run's state and the ``time_scale``: real time, or the plan's soak length
     in wall time on a compressed or stretched clock (a 30-minute plan at 45 is "30 min of
-    soak in 40 s", never "24 h")."""
-    from migration_soak.report_text import clock_kind, duration
+    soak in 40 s", never "24 h"; the banner's units, ``report_text.soak_length``)."""
+    from migration_soak.report_text import clock_kind, soak_length, wall_length
 
     scale = snap.time_scale
     if scale == 1:
         clock = " (real time)"
     else:
         hours = snap.plan.soak_hours()
-        length = f"{hours * 60:g} min" if hours < 1 else f"{hours:g} h"
-        clock = f": {clock_kind(scale)} clock: {length} of soak in {duration(hours * 3600 / scale)}"
+        clock = f": {clock_kind(scale)} clock: {soak_length(hours)} of soak in {wall_length(hours * 3600 / scale)}"
     return (f"<div class=card><div class=mut>Airflow run</div><div class=big><span class='badge state'>{e(snap.state)}"
             f"</span></div><div class=mut>time_scale {scale:g}{e(clock)}</div></div>")
 
