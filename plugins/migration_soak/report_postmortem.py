@@ -12,7 +12,8 @@ from typing import Any
 
 from migration_soak.judge import plural
 from migration_soak.report_run import Run, deciding_check, is_log_count, log_lines
-from migration_soak.report_sections import deciding, gate_state, reading, request_lines, rollback_duration
+from migration_soak.judge import format_value
+from migration_soak.report_sections import counted_readings, deciding, gate_state, reading, rollback_duration
 from migration_soak.report_text import LABELS, UTC, duration, label, mask, soak_clock, utc, when, who
 from migration_soak.rollback import restore_summary
 
@@ -158,19 +159,78 @@ def _schema_live(run: Run) -> list[str]:
     """How long the migrated schema was live: from the migration applied (its ``migrate``
     event; the application reads the new schema from then, before hour 0, the migration
     verified) to the rollback; from hour 0 when no ``migrate`` event names what it applied."""
-    done, started = run.first("rollback_completed"), run.first("rollback_started")
     applied = run.last("migrate")
     since, label = ((applied["at"], " (the migration applied)") if applied and applied["payload"].get("applied")
                     else (run.start, ""))
-    if not (since and (done or started)):
+    live = _live_until(run)
+    if not (since and live):
         return []
-    restored = run.last("restore") if started else None  # the columns and their values back
-    if restored is not None and started is not None and restored["at"] >= started["at"]:
-        until, what = restored, "the rollback's restore gave its columns and values back"
-    else:  # not restored (yet): the rollback's last step recorded
-        until, what = done or run.rollback_events()[-1], "the rollback"
+    until, what = live
     return [f"The migrated schema was live in {run.plan.environment} from {when(since)}{label} until {what} "
             f"({when(until['at'])}): {duration((until['at'] - since).total_seconds())}"]
+
+
+def _live_until(run: Run) -> tuple[dict, str] | None:
+    """Until when the migrated schema was live, and what ended it: the rollback's restore
+    (its ``restore`` event: the columns and values back), else the rollback's last step
+    recorded; ``None`` before a rollback started."""
+    done, started = run.first("rollback_completed"), run.first("rollback_started")
+    if not (done or started):
+        return None
+    restored = run.last("restore") if started else None
+    if restored is not None and started is not None and restored["at"] >= started["at"]:
+        return restored, "the rollback's restore gave its columns and values back"
+    return done or run.rollback_events()[-1], "the rollback"
+
+
+def _window(o) -> tuple[datetime | None, datetime]:
+    """(start, end) of the wall time a counting reading counted: its ``window_from`` (unknown
+    without it) to when it scraped (``scraped_at``, else when it was measured)."""
+    ev = o.evidence or {}
+    return utc(ev.get("window_from")), utc(ev.get("scraped_at")) or o.measured_at
+
+
+def _requests_impact(run: Run) -> list[str]:
+    """The plan's ``report.requests`` counted after the migration, each with the wall time its
+    readings' windows spanned, then what they did not count: the readings end at the soak's
+    last one (the NO-GO stop), not where the migrated schema stopped being live (the
+    restore), so "seen meanwhile" claimed the whole exposure (the legacy-code demo counted
+    up to the stop; the restore came minutes later). Readings ending after the restore are
+    left out (they count the restored schema's requests)."""
+    live = _live_until(run)
+    after = [o for o in run.after if live is None or _window(o)[1] <= live[0]["at"]]
+    applied = run.last("migrate")
+    lines, ends = [], []
+    for headline in run.plan.report.requests:
+        counted = counted_readings(after, headline.check)
+        total = sum(float(o.evidence["denominator"]) for o in counted)
+        if not total:
+            continue
+        failed = sum(float(o.evidence["numerator"]) for o in counted)
+        starts = [_window(o)[0] for o in counted]
+        end = max(_window(o)[1] for o in counted)
+        ends.append(end)
+        first = min(s for s in starts if s is not None) if all(s is not None for s in starts) else None
+        since = (f"from {when(first)}" if first is not None  # a window's start unknown: no start claimed
+                 else f"after the migration ({when(applied['at'])}), up" if applied else "after the migration, up")
+        lines.append(f"{headline.label} counted {since} to {when(end)} ({plural(len(counted), 'reading')}; "
+                     f"{_span_end(run, end)}): {total:,.0f}, {failed:,.0f} {headline.failed} "
+                     f"({format_value(failed / total, 'ratio')})")
+    if ends and live is not None and max(ends) < live[0]["at"]:
+        until, what = live
+        gap = (until["at"] - max(ends)).total_seconds()
+        lines.append(f"Not counted: the requests from {when(max(ends))} until {what} ({when(until['at'])}), "
+                     f"{duration(gap)} while the migrated schema was still live: "
+                     + ("no reading was taken after the NO-GO stop" if run.stop else
+                        "the soak's readings end there"))
+    return lines
+
+
+def _span_end(run: Run, end: datetime) -> str:
+    """Where the counted span ends against the NO-GO stop: ``the NO-GO stop recorded at ...``."""
+    if run.stop is None:
+        return "the soak's last reading"
+    return f"the NO-GO stop recorded at {when(run.stop['at'])}"
 
 
 def _log_impact(run: Run) -> list[str]:
@@ -224,7 +284,7 @@ def _rollback_impact(run: Run) -> list[str]:
 
 def impact(run: Run) -> list[str]:
     """Exposure, requests and log lines seen, the checks involved, the restore and health."""
-    return (_schema_live(run) + request_lines(run, "meanwhile", with_readings=False) + _log_impact(run)
+    return (_schema_live(run) + _requests_impact(run) + _log_impact(run)
             + _checks_impact(run) + _rollback_impact(run))
 
 

@@ -433,30 +433,37 @@ def _reading_totals(run: Run) -> str:
             f"{guard} guard) + {base} baseline; {errors} could not be measured (error)")
 
 
-def counted_requests(after: list[Observation], check_id: str) -> tuple[float, float, int]:
-    """(requests, failed, readings) summed over ``check_id``'s readings in ``after`` that
-    carry counts (``evidence`` ``denominator``/``numerator`` of a ``counter_ratio``), in
-    one series: the guard's readings and the phases' each count every request once (each
-    starts where its own series last read), so the one that saw more is taken, never both;
-    readings that count a window of wall time only where the windows do not overlap
-    (``rules.disjoint_windows``)."""
-    best: tuple[float, float, int] = (0.0, 0.0, 0)
+def counted_readings(after: list[Observation], check_id: str) -> list[Observation]:
+    """``check_id``'s readings in ``after`` that carry counts (``evidence``
+    ``denominator``/``numerator`` of a ``counter_ratio``), in one series: the guard's
+    readings and the phases' each count every request once (each starts where its own
+    series last read), so the one that saw more is taken, never both; readings that count
+    a window of wall time only where the windows do not overlap (``rules.disjoint_windows``)."""
+    best: tuple[float, list[Observation]] = (0.0, [])
     for guard in (True, False):
         counted = [o for o in disjoint_windows([o for o in after if o.check_id == check_id
                                                 and (o.phase == "guard") == guard])
                    if "denominator" in (o.evidence or {})]
         total = sum(float(o.evidence["denominator"]) for o in counted)
-        failed = sum(float(o.evidence["numerator"]) for o in counted) if total else 0.0
         if total > best[0]:
-            best = (total, failed, len(counted))
-    return best
+            best = (total, counted)
+    return best[1]
+
+
+def counted_requests(after: list[Observation], check_id: str) -> tuple[float, float, int]:
+    """(requests, failed, readings) summed over :func:`counted_readings`."""
+    counted = counted_readings(after, check_id)
+    total = sum(float(o.evidence["denominator"]) for o in counted)
+    failed = sum(float(o.evidence["numerator"]) for o in counted) if total else 0.0
+    return total, failed, len(counted)
 
 
 def request_lines(run: Run, seen: str, with_readings: bool = True) -> list[str]:
     """One line per plan ``report.requests`` entry with counted requests, e.g.
     ``Authentication requests seen after the migration: 10,000, 20 answered 5xx (0.2%),
-    over 4 readings``; ``seen`` says when (``after the migration``, ``meanwhile``). The
-    report's final metrics and the post-mortem's impact both use it."""
+    over 4 readings``; ``seen`` says when (``after the migration``). The report's final
+    metrics use it; the post-mortem's impact names the span counted instead
+    (``report_postmortem._requests_impact``)."""
     lines = []
     for headline in run.plan.report.requests:
         total, failed, readings = counted_requests(run.after, headline.check)

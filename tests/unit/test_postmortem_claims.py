@@ -166,3 +166,42 @@ def test_the_matching_log_lines_say_how_many_of_the_matches_they_are():
     text = report.render_postmortem(PLAN, "run", verdict, obs_, events)
     assert "Matching log lines (2 of the 13 matching lines, as the readings kept them; credentials masked):" in text
     assert "Matching log lines (credentials masked):" not in text
+
+
+def _stopped_then_restored(with_windows: bool = True):
+    """A NO-GO stop at minute 3.5 after the migration verified (T0), applied a minute before;
+    the rollback's restore ends at minute 6: three intensive auth_error_rate readings, each
+    counting 1,000 requests, the last scraped at minute 3."""
+    from test_report_sections import obs
+
+    readings = []
+    for k in (1, 2, 3):
+        window = ({"window_from": (T0 + timedelta(minutes=k - 1)).isoformat(),
+                   "scraped_at": (T0 + timedelta(minutes=k)).isoformat()} if with_windows else {})
+        readings.append(obs("auth_error_rate", "intensive", k, k - 1 / 60, 0.01, numerator=10, denominator=1000,
+                            **window))
+    readings.append(obs("auth_error_rate", "intensive", 4, 9, 0.0, numerator=0, denominator=500))  # after the restore
+    events = [ev("migrate", -1, applied=["m1"]), ev("verified", 0, at=T0.isoformat()),
+              ev("no_go", 3.5, criterion=CRITICAL.id), ev("rollback_started", 4, text="ROLLBACK INITIATED"),
+              ev("restore", 6, values_restored=10), ev("rollback_completed", 7)]
+    return run_of(readings, events, [CRITICAL], "NO_GO")
+
+
+def test_the_impact_names_the_span_its_requests_were_counted_in_not_meanwhile():
+    """The post-mortem's Impact said "Authentication requests seen meanwhile: 3,000, 30
+    answered 5xx (1%)" under "The migrated schema was live ... until the rollback's restore
+    gave its columns and values back": the readings counted up to the NO-GO stop (the soak
+    reads nothing after it), not to the restore minutes later, so "meanwhile" claimed the
+    whole exposure. Now it names the span the readings counted and what they did not."""
+    lines = pm.impact(_stopped_then_restored())
+    assert not any("meanwhile" in line for line in lines), lines
+    assert ("Authentication requests counted from 2026-03-02 09:00:00 UTC to 2026-03-02 09:03:00 UTC (3 readings; "
+            "the NO-GO stop recorded at 2026-03-02 09:03:30 UTC): 3,000, 30 answered 5xx (1%)") in lines, lines
+    assert ("Not counted: the requests from 2026-03-02 09:03:00 UTC until the rollback's restore gave its columns and "
+            "values back (2026-03-02 09:06:00 UTC), 3.0 min while the migrated schema was still live: no reading "
+            "was taken after the NO-GO stop") in lines, lines
+    # a reading's window unknown: no start is claimed
+    unknown = pm.impact(_stopped_then_restored(with_windows=False))
+    assert ("Authentication requests counted after the migration (2026-03-02 08:59:00 UTC), up to 2026-03-02 "
+            "09:03:00 UTC (3 readings; the NO-GO stop recorded at 2026-03-02 09:03:30 UTC): 3,000, 30 answered 5xx "
+            "(1%)") in unknown, unknown
