@@ -145,6 +145,56 @@ def test_an_increment_holds_the_rows_changed_since_and_every_key(seeded, tmp_pat
         take_increment(seeded, root, "inc_3", ["users"], second.watermark)
 
 
+def test_the_staging_transaction_ends_before_the_files_are_compressed(seeded, tmp_path, monkeypatch):
+    """The COPY bytes are spooled raw while the read-only transaction runs; zstd, SHA-256
+    and the line count come after it ended: staging's backend (a pooler slot, a snapshot
+    holding back vacuum's horizon) does not wait on the client's compression. Observed, not
+    mocked: each kept file's compressor asks pg_stat_activity, from its own connection,
+    which backends carry the soak's application name."""
+    from migration_soak import increment
+    from migration_soak.pgconn import APPLICATION_NAME
+
+    seen: list[tuple[str, list[tuple], list[str]]] = []
+
+    class Observed(increment._Sink):
+        def close(self) -> None:
+            conn = seeded.connect(application_name="soak3-observer")
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT pid, state, backend_xmin IS NOT NULL FROM pg_stat_activity "
+                                "WHERE application_name = %s AND datname = current_database()", (APPLICATION_NAME,))
+                    backends = cur.fetchall()
+            finally:
+                conn.close()
+            spooled = sorted(p.name for p in Path(self.handle.name).parent.glob("*.copy"))
+            seen.append((Path(self.handle.name).name, backends, spooled))
+            super().close()
+
+    monkeypatch.setattr(increment, "_Sink", Observed)
+    since = current_watermark(seeded)
+    users_changes(seeded, updated=["usr_0000003"])
+    record = take_increment(seeded, storage(tmp_path), "inc_s", ["users", "execution_logs"], since)
+
+    assert [name for name, _, _ in seen] == ["public.users.rows.copy.zst", "public.users.keys.copy.zst",
+                                             "public.execution_logs.rows.copy.zst",
+                                             "public.execution_logs.keys.copy.zst"]
+    assert [backends for _, backends, _ in seen] == [[]] * 4  # no soak backend while compressing
+    # Each raw spool file is deleted once compressed (10 M keys: ~400 MB raw).
+    assert [spooled for _, _, spooled in seen] == [
+        ["public.execution_logs.keys.copy", "public.execution_logs.rows.copy", "public.users.keys.copy",
+         "public.users.rows.copy"],
+        ["public.execution_logs.keys.copy", "public.execution_logs.rows.copy", "public.users.keys.copy"],
+        ["public.execution_logs.keys.copy", "public.execution_logs.rows.copy"],
+        ["public.execution_logs.keys.copy"]]
+    # Same files and manifest as before: read back whole, the rows and keys as copied.
+    assert first_fields(kept_lines(record, "public.users", "rows")) == {"usr_0000003"}
+    assert len(kept_lines(record, "public.users", "keys")) == record.tables["public.users"].keys == SEED_USERS
+    assert verify_increment(record.location)["watermark"] == record.watermark
+    assert "staging_s" not in json.loads((ObjectStoragePath(record.location) / "manifest.json").read_text())
+    # The time staging's connection was open is recorded apart from the whole.
+    assert 0 < record.staging_s < record.duration_s
+
+
 def test_frozen_rows_are_left_out_and_frozen_new_rows_are_not(seeded, tmp_path):
     since = current_watermark(seeded)
     users_changes(seeded, inserted=["usr_late"], updated=["usr_0000007"])
@@ -339,6 +389,7 @@ def test_the_source_chains_increments_by_watermark(staging, store, pg_bin, tmp_p
     assert ev["tables"]["public.users"] == {"rows": 1, "keys": SEED_USERS}
     assert ev["tables"]["public.execution_logs"] == {"rows": 0, "keys": 0}
     assert ev["size_bytes"] > 0 and ev["duration_s"] > 0 and int(ev["watermark"]) > int(pre.watermark)
+    assert 0 < ev["staging_s"] < ev["duration_s"]
     store.record(first)
 
     users_changes(staging, inserted=["usr_x"])

@@ -38,8 +38,9 @@ def measure(check: Check, ctx: SourceContext) -> Measurement:
     ``since_from`` (``"increment <label>"``, ``"pre-migration backup"`` or ``None``),
     ``watermark`` (the next one's ``since``), ``base`` (``"increment"``, or ``"full"``
     with ``full_reason``), ``tables`` (``schema.table`` -> ``{"rows": changed rows,
-    "keys": keys}``), ``size_bytes`` (compressed, all files), ``duration_s``,
-    ``created_at`` (ISO time of the snapshot).
+    "keys": keys}``), ``size_bytes`` (compressed, all files), ``duration_s`` (the whole
+    reading), ``staging_s`` (of it, the seconds staging's connection was open: the load on
+    staging), ``created_at`` (ISO time of the snapshot).
     Raises ``MeasurementError`` with the increment's own error message.
     """
     from migration_soak.report import safe_name
@@ -60,7 +61,7 @@ def measure(check: Check, ctx: SourceContext) -> Measurement:
         "path": record.location, "label": label, "since": record.since, "since_from": since_from,
         "watermark": record.watermark, "base": record.base, "full_reason": record.full_reason,
         "tables": {name: {"rows": t.rows, "keys": t.keys} for name, t in record.tables.items()},
-        "size_bytes": record.size_bytes, "duration_s": record.duration_s,
+        "size_bytes": record.size_bytes, "duration_s": record.duration_s, "staging_s": record.staging_s,
         "created_at": record.created_at.isoformat(),
     })
 
