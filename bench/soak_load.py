@@ -9,7 +9,10 @@ then takes ``--repeat`` readings of every check of the default plan whose source
 the staging database, through the package's own code (``sources.measure``; for
 ``authorizer_sync`` its database part ``sample_ids``), and times each (wall time of the
 reading: connection, read-only transaction, query; this server has no
-``pg_stat_statements``).
+``pg_stat_statements``). The passive phase's backup counts the time staging's connection
+was open (the increment's ``staging_s``: its transaction and COPYs; before, pg_dump's
+run); its whole wall time (the client's compression, keep and read-back after the
+connection closed) is printed beside it, not counted as DB time.
 
 Prints, per check: source, DB time per reading (median of the repeats), readings in one
 24 h soak at ``time_scale`` 1 (hour 0, each phase's ticks, the guard's every minute, the
@@ -85,7 +88,9 @@ class Row:
     those, the ones that query the database now (``None``: all; a check sharing another's
     query at a tick runs none); ``before_ms``: wall times of one reading before issue 14
     item 3 (``None``: the same query as now), ``before_readings`` their count (``None``:
-    ``readings``); ``what`` names its query."""
+    ``readings``); ``what`` names its query. ``whole_ms``/``before_whole_ms``: a reading's
+    whole wall time where its DB time is only part of it (the passive backup: the client
+    compresses, keeps and reads back after staging's connection closed), else ``None``."""
 
     check_id: str
     kind: str
@@ -96,6 +101,8 @@ class Row:
     runs: dict[str, int] | None = None
     before_ms: list[float] | None = None
     before_readings: int | None = None
+    whole_ms: list[float] | None = None
+    before_whole_ms: list[float] | None = None
 
     @property
     def per_reading_ms(self) -> float:
@@ -122,6 +129,19 @@ class Row:
         """DB time of this line over one soak before issue 14 item 3, seconds."""
         ms = statistics.median(self.before_ms) if self.before_ms else self.per_reading_ms
         return ms * (self.count if self.before_readings is None else self.before_readings) / 1000
+
+    @property
+    def whole_s(self) -> float:
+        """Whole wall time of this line over one soak now (DB time where no whole is kept), seconds."""
+        return (statistics.median(self.whole_ms) * self.run_count / 1000 if self.whole_ms else self.per_soak_s)
+
+    @property
+    def before_whole_s(self) -> float:
+        """Whole wall time of this line over one soak before issue 14 item 3, seconds."""
+        if not self.before_whole_ms:
+            return self.before_s
+        n = self.count if self.before_readings is None else self.before_readings
+        return statistics.median(self.before_whole_ms) * n / 1000
 
 
 def timed(fn: Callable[[], object], repeat: int) -> tuple[list[float], object]:
@@ -208,6 +228,8 @@ def measure_check(plan: Plan, check: Check, context: sources.Context, repeat: in
     what = {"sql": getattr(src, "sql", ""), "fingerprint": f"compare {getattr(src, 'table', '')}",
             "backup": f"increment of {', '.join(getattr(src, 'tables', []))}"}.get(kind, "")
     row = Row(check.id, kind, what, readings=readings)
+    if kind == "backup":
+        return [backup_row(plan, check, context, repeat, target, row)]
     if kind == "authorizer_sync":
         from migration_soak.sources.authorizer_sync import sample_ids
 
@@ -227,20 +249,57 @@ def measure_check(plan: Plan, check: Check, context: sources.Context, repeat: in
             row.note += f"; before: COUNT(*) of users, one query per check ({row.count} runs), now {row.run_count}"
         if guard_sql:
             row.note += "; its guard readings: the guard row"
-    if kind == "backup":
-        from migration_soak.backup_storage import take_kept_backup
-        from migration_soak.sources.incremental_backup import incremental_root
-
-        ev = result.evidence
-        root, bin_dir = incremental_root(plan), plan.path(plan.pg_bin_dir)
-        labels = iter(range(1, repeat + 1))
-        row.before_ms, full = timed(
-            lambda: take_kept_backup(target, root, bin_dir, f"full_{next(labels)}", tables=src.tables), repeat)
-        rows_changed = sum(t["rows"] for t in ev["tables"].values())
-        row.note += (f", {ev['size_bytes'] / 2**20:.0f} MiB ({ev['base']} since {ev['since_from']}: {rows_changed} "
-                     f"rows changed, {sum(t['keys'] for t in ev['tables'].values())} keys); before: a full dump "
-                     f"(take_kept_backup, {full.size_bytes / 2**20:.0f} MiB)")
     return [row]
+
+
+def backup_row(plan: Plan, check: Check, context: sources.Context, repeat: int, target: PgTarget,
+               row: Row) -> Row:
+    """The passive phase's backup: ``repeat`` increments through the source, each timed two
+    ways: ``times_ms`` the seconds staging's connection was open (evidence ``staging_s``:
+    its transaction and COPYs, the load on staging) and ``whole_ms`` the reading's wall
+    time (the client's compression, keep and read-back after it); before, a full dump
+    (``take_kept_backup``): ``before_ms`` pg_dump's run (``archive.write_and_read_back``:
+    the dump with its compression and read-back streaming beside it, so an upper bound of
+    its session) and ``before_whole_ms`` the whole."""
+    from migration_soak import archive
+    from migration_soak.backup_storage import take_kept_backup
+    from migration_soak.sources.incremental_backup import incremental_root
+
+    src = check.source
+    row.times_ms, row.whole_ms = [], []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = sources.measure(check, plan, context=context)
+        row.whole_ms.append((time.perf_counter() - t0) * 1000)
+        row.times_ms.append(result.evidence["staging_s"] * 1000)
+    ev = result.evidence
+    root, bin_dir = incremental_root(plan), plan.path(plan.pg_bin_dir)
+    labels = iter(range(1, repeat + 1))
+    dump_ms: list[float] = []
+    real = archive.write_and_read_back
+
+    def timed_dump(*args, **kwargs):
+        t1 = time.perf_counter()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            dump_ms.append((time.perf_counter() - t1) * 1000)
+
+    archive.write_and_read_back = timed_dump
+    try:
+        row.before_whole_ms, full = timed(
+            lambda: take_kept_backup(target, root, bin_dir, f"full_{next(labels)}", tables=src.tables), repeat)
+    finally:
+        archive.write_and_read_back = real
+    row.before_ms = dump_ms
+    rows_changed = sum(t["rows"] for t in ev["tables"].values())
+    row.note = (f"value {result.value:g}, {ev['size_bytes'] / 2**20:.0f} MiB ({ev['base']} since {ev['since_from']}: "
+                f"{rows_changed} rows changed, {sum(t['keys'] for t in ev['tables'].values())} keys); ms: staging's "
+                f"connection open (whole reading with the client's compression, keep and read-back: "
+                f"{statistics.median(row.whole_ms):.0f} ms); before: a full dump (take_kept_backup, "
+                f"{full.size_bytes / 2**20:.0f} MiB), ms: pg_dump's run (whole: "
+                f"{statistics.median(row.before_whole_ms):.0f} ms)")
+    return row
 
 
 def v1_scan(target: PgTarget, fp: fingerprint.Fingerprint, *, take: bool) -> None:
@@ -384,12 +443,18 @@ def print_report(args, seed, baseline_s: float, baseline_before_s: float, rows: 
           f"{now / before:.3f}); goal {GOAL_S:.0f} s: now/goal {now / GOAL_S:.2f}, before/goal {before / GOAL_S:.2f}")
     print(f"  without the passive phase's backup (now {backup:.1f} s, before {backup_before:.1f} s): now "
           f"{now - backup:.1f} s, before {before - backup_before:.1f} s")
+    backup_whole = sum(r.whole_s for r in rows if r.kind == "backup")
+    backup_before_whole = sum(r.before_whole_s for r in rows if r.kind == "backup")
+    print(f"  the passive phase's backup counts staging's connection time (increment: its transaction; full dump: "
+          f"pg_dump's run); its whole wall time, the client's compression, keep and read-back included (not DB "
+          f"time): now {backup_whole:.1f} s, before {backup_before_whole:.1f} s")
 
     print("\nBefore and after on the same data (median ms, ratio now/before):")
     for what, old_ms, new_ms, note, _ in alts:
         a, b = statistics.median(old_ms), statistics.median(new_ms)
         print(f"  {what:68} {a:>9.2f} ms -> {b:>8.2f} ms  ({b / a:.3f})  {note}")
-    return {"now_s": now, "before_s": before, "backup_now_s": backup}
+    return {"now_s": now, "before_s": before, "backup_now_s": backup, "backup_whole_now_s": backup_whole,
+            "backup_whole_before_s": backup_before_whole}
 
 
 def main(argv=None) -> int:
@@ -445,8 +510,10 @@ def main(argv=None) -> int:
             for r in measure_check(plan, check, context, args.repeat, target):
                 rows.append(r)
                 if r.times_ms:
-                    print(f"  {r.check_id}: {r.per_reading_ms:.1f} ms ({', '.join(f'{t:.0f}' for t in r.times_ms)})",
-                          flush=True)
+                    whole = (f"; whole reading {statistics.median(r.whole_ms):.1f} ms "
+                             f"({', '.join(f'{t:.0f}' for t in r.whole_ms)})" if r.whole_ms else "")
+                    print(f"  {r.check_id}: {r.per_reading_ms:.1f} ms ({', '.join(f'{t:.0f}' for t in r.times_ms)})"
+                          f"{whole}", flush=True)
         rows.append(guard_row(plan, args.repeat))
         print(f"  {rows[-1].check_id}: {rows[-1].per_reading_ms:.1f} ms a wake-up", flush=True)
         before = data_loss.baseline_of(plan.check("data_loss"), context)
@@ -474,7 +541,8 @@ def main(argv=None) -> int:
             "repeat": args.repeat, **totals, "goal_s": GOAL_S, "fingerprint_take_s": baseline_s,
             "fingerprint_take_v1_s": baseline_before_s,
             "checks": [{"check": r.check_id, "kind": r.kind, "what": r.what, "times_ms": r.times_ms,
-                        "before_ms": r.before_ms, "readings": r.readings, "queries": r.run_count,
+                        "before_ms": r.before_ms, "whole_ms": r.whole_ms, "before_whole_ms": r.before_whole_ms,
+                        "readings": r.readings, "queries": r.run_count,
                         "per_soak_s": r.per_soak_s, "before_s": r.before_s, "note": r.note} for r in rows],
             "before_after": [{"what": w, "before_ms": a, "now_ms": b, "note": n} for w, a, b, n, _ in alts],
         }, indent=2))
