@@ -386,8 +386,8 @@ class FingerprintSource(_Model):
 
 class BackupSource(_Model):
     """An incremental backup of the affected ``tables`` (seed "Backup incremental creado"):
-    the rows changed since the previous backup of the run and the key lists
-    (``increment.py``; each table needs a one-column primary key), read back whole; value 1
+    the rows changed since the previous backup of the run and the key lists, or the count
+    proving nothing was deleted (``increment.py``; each table needs a one-column primary key), read back whole; value 1
     when it verified (a failure is an ``error`` observation)."""
 
     kind: Literal["backup"]

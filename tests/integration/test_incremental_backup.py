@@ -386,8 +386,12 @@ def test_the_source_chains_increments_by_watermark(staging, store, pg_bin, tmp_p
     folder = tmp_path / "backups" / "staging" / "incremental" / "inc_manual__2026-01-01T00_00_00_1"
     assert ev["path"] == folder.as_uri() and (folder / "manifest.json").is_file()
     assert (ev["since"], ev["since_from"], ev["base"]) == (pre.watermark, "pre-migration backup", "increment")
-    assert ev["tables"]["public.users"] == {"rows": 1, "keys": SEED_USERS}
-    assert ev["tables"]["public.execution_logs"] == {"rows": 0, "keys": 0}
+    first_link = "no previous increment (the first since the pre-migration backup, or none given)"
+    assert ev["tables"]["public.users"] == {"rows": 1, "keys": SEED_USERS, "deletions": "key list",
+                                            "key_list_reason": first_link}
+    assert ev["tables"]["public.execution_logs"] == {"rows": 0, "keys": 0, "deletions": "key list",
+                                                     "key_list_reason": first_link}
+    assert ev["previous"] is None
     assert ev["size_bytes"] > 0 and ev["duration_s"] > 0 and int(ev["watermark"]) > int(pre.watermark)
     assert 0 < ev["staging_s"] < ev["duration_s"]
     store.record(first)
@@ -400,7 +404,11 @@ def test_the_source_chains_increments_by_watermark(staging, store, pg_bin, tmp_p
     assert second.evidence["label"] == "inc_manual__2026-01-01T00_00_00_3"  # _2 was taken, then recorded as error
     assert (second.evidence["since"], second.evidence["since_from"]) == (
         ev["watermark"], "increment inc_manual__2026-01-01T00_00_00_1")
-    assert second.evidence["tables"]["public.users"] == {"rows": 1, "keys": SEED_USERS + 1}
+    # Chained to the first (not to the failed reading): nothing deleted, proved by count, no key list.
+    assert second.evidence["previous"] == ev["path"]
+    assert second.evidence["tables"]["public.users"] == {"rows": 1, "keys": SEED_USERS + 1, "deletions": "count"}
+    manifest = json.loads((ObjectStoragePath(second.evidence["path"]) / "manifest.json").read_text())
+    assert "keys" not in manifest["tables"]["public.users"]["files"]
 
     alone = sources.measure(check, plan, None, sources.Context("other-run", store))
     assert (alone.evidence["base"], alone.evidence["since"]) == ("full", None)

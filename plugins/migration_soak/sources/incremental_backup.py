@@ -3,7 +3,8 @@
 
 Each tick keeps an *increment* of the check's tables (``increment.take_increment``): the
 rows inserted or updated since the previous backup of the run, plus each table's key list
-(deletions), read back whole through the storage; the value is 1 when verified and kept.
+(deletions) unless a count proves nothing was deleted since the previous increment
+(``increment`` module doc), read back whole through the storage; the value is 1 when verified and kept.
 "Since the previous backup": this check's last reading with a ``watermark`` in the run,
 else the run's pre-migration backup (its ``backup`` event's ``watermark``), else nothing
 (``base: full``: whole tables). Cost per reading: bench/README.md (``increment.py``).
@@ -37,8 +38,10 @@ def measure(check: Check, ctx: SourceContext) -> Measurement:
     (the folder, a URL), ``label``, ``since`` (the watermark it starts from, or ``None``),
     ``since_from`` (``"increment <label>"``, ``"pre-migration backup"`` or ``None``),
     ``watermark`` (the next one's ``since``), ``base`` (``"increment"``, or ``"full"``
-    with ``full_reason``), ``tables`` (``schema.table`` -> ``{"rows": changed rows,
-    "keys": keys}``), ``size_bytes`` (compressed, all files), ``duration_s`` (the whole
+    with ``full_reason``), ``previous`` (the previous increment's location, or ``None``),
+    ``tables`` (``schema.table`` -> ``{"rows": changed rows, "keys": keys in the snapshot,
+    "deletions": "key list" (kept, with ``key_list_reason``: why no count proof) or
+    "count" (nothing deleted, proved by count: no key list kept)}``), ``size_bytes`` (compressed, all files), ``duration_s`` (the whole
     reading), ``staging_s`` (of it, the seconds staging's connection was open: the load on
     staging), ``created_at`` (ISO time of the snapshot).
     Raises ``MeasurementError`` with the increment's own error message.
@@ -54,13 +57,18 @@ def measure(check: Check, ctx: SourceContext) -> Measurement:
     try:
         dest = incremental_root(plan)
         label = f"inc_{run}_{_next_number(dest, run, check, context)}"
-        record = take_increment(target, dest, label, src.tables, since, conn_id=plan.connections.backup_storage)
+        previous = previous_increment(context, check) if context and since_from != "pre-migration backup" else None
+        record = take_increment(target, dest, label, src.tables, since, conn_id=plan.connections.backup_storage,
+                                previous=previous)
     except BackupError as exc:
         raise MeasurementError(f"{check.id}: incremental backup failed: {exc}") from exc
     return Measurement(1.0, {
         "path": record.location, "label": label, "since": record.since, "since_from": since_from,
         "watermark": record.watermark, "base": record.base, "full_reason": record.full_reason,
-        "tables": {name: {"rows": t.rows, "keys": t.keys} for name, t in record.tables.items()},
+        "previous": record.previous,
+        "tables": {name: {"rows": t.rows, "keys": t.keys, "deletions": t.deletions.get("proof"),
+                          **({"key_list_reason": t.deletions["reason"]} if "reason" in t.deletions else {})}
+                   for name, t in record.tables.items()},
         "size_bytes": record.size_bytes, "duration_s": record.duration_s, "staging_s": record.staging_s,
         "created_at": record.created_at.isoformat(),
     })
@@ -80,6 +88,16 @@ def previous_watermark(context: Context, check: Check) -> tuple[str | None, str 
         if (event.get("payload") or {}).get("watermark"):
             return str(event["payload"]["watermark"]), "pre-migration backup"
     return None, None
+
+
+def previous_increment(context: Context, check: Check) -> str | None:
+    """The location (evidence ``path``) of the increment whose watermark
+    ``previous_watermark`` returns, or ``None``: the next increment's ``previous``."""
+    for obs in reversed(context.store.observations(context.run_id, check_id=check.id)):
+        evidence: dict[str, Any] = obs.evidence or {}
+        if evidence.get("watermark"):
+            return str(evidence["path"]) if evidence.get("path") else None
+    return None
 
 
 def incremental_root(plan: Plan) -> ObjectStoragePath:
