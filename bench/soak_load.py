@@ -10,8 +10,9 @@ the staging database, through the package's own code (``sources.measure``; for
 ``authorizer_sync`` its database part ``sample_ids``), and times each (wall time of the
 reading: connection, read-only transaction, query; this server has no
 ``pg_stat_statements``). The passive phase's backup counts the time staging's connection
-was open (the increment's ``staging_s``: its transaction and COPYs; before, pg_dump's
-run); its whole wall time (the client's compression, keep and read-back after the
+was open (the increment's ``staging_s``: its transaction, COPYs and ``count(*)``; before,
+pg_dump's run), timed as whole soak chains (the first increment since the pre-migration
+backup with its key lists, the next ones chained and proved by count); its whole wall time (the client's compression, keep and read-back after the
 connection closed) is printed beside it, not counted as DB time.
 
 Prints, per check: source, DB time per reading (median of the repeats), readings in one
@@ -56,6 +57,11 @@ from migration_soak.increment import current_watermark  # noqa: E402
 from migration_soak.migrate import LedgerBackend  # noqa: E402
 from migration_soak.pgconn import PgTarget, split_table  # noqa: E402
 from migration_soak.plan import SQL_DIR, Check, Plan, load_plan  # noqa: E402
+
+#: execution_logs rows rewritten (same values, new xmin) before each chained increment of
+#: the passive backup's line: its changed rows, whose keys the count proof looks for in
+#: the previous key list (no row's value changes: the other checks read the same data).
+TOUCHED = 1000
 
 #: The issue's goal: the checks' DB time over one whole 24 h default-plan soak, seconds.
 GOAL_S = 60.0
@@ -103,10 +109,16 @@ class Row:
     before_readings: int | None = None
     whole_ms: list[float] | None = None
     before_whole_ms: list[float] | None = None
+    soak_ms: list[float] | None = None
+    soak_whole_ms: list[float] | None = None
 
     @property
     def per_reading_ms(self) -> float:
-        """Median wall time of one reading, ms (0 without readings: no database)."""
+        """Median wall time of one reading, ms (0 without readings: no database); a line
+        timed as whole soaks (``soak_ms``: the passive backup's chain), the mean reading of
+        the median soak."""
+        if self.soak_ms:
+            return statistics.median(self.soak_ms) / max(1, self.run_count)
         return statistics.median(self.times_ms) if self.times_ms else 0.0
 
     @property
@@ -121,7 +133,9 @@ class Row:
 
     @property
     def per_soak_s(self) -> float:
-        """DB time of this line over one soak now, seconds."""
+        """DB time of this line over one soak now, seconds (``soak_ms``: the median soak's)."""
+        if self.soak_ms:
+            return statistics.median(self.soak_ms) / 1000
         return self.per_reading_ms * self.run_count / 1000
 
     @property
@@ -133,6 +147,8 @@ class Row:
     @property
     def whole_s(self) -> float:
         """Whole wall time of this line over one soak now (DB time where no whole is kept), seconds."""
+        if self.soak_whole_ms:
+            return statistics.median(self.soak_whole_ms) / 1000
         return (statistics.median(self.whole_ms) * self.run_count / 1000 if self.whole_ms else self.per_soak_s)
 
     @property
@@ -254,10 +270,18 @@ def measure_check(plan: Plan, check: Check, context: sources.Context, repeat: in
 
 def backup_row(plan: Plan, check: Check, context: sources.Context, repeat: int, target: PgTarget,
                row: Row) -> Row:
-    """The passive phase's backup: ``repeat`` increments through the source, each timed two
-    ways: ``times_ms`` the seconds staging's connection was open (evidence ``staging_s``:
-    its transaction and COPYs, the load on staging) and ``whole_ms`` the reading's wall
-    time (the client's compression, keep and read-back after it); before, a full dump
+    """The passive phase's backup: ``repeat`` soaks' chains of increments through the
+    source, as a soak takes them (``clock.offsets``: the passive readings; each soak a run
+    of its own whose pre-migration backup event holds the same watermark): the first
+    increment since the pre-migration backup keeps the key lists, the next ones chain to
+    the previous and, nothing having been deleted, are proved by count; before each
+    chained reading ``TOUCHED`` execution logs are rewritten with their own values (new
+    ``xmin``: the increment copies them, and the proof must find their keys in the chain's
+    key list, which the client reads beside the server's ``count(*)``). Each reading timed two ways: ``times_ms`` the seconds staging's connection was
+    open (evidence ``staging_s``: its transaction, COPYs and ``count(*)``, the load on
+    staging) and ``whole_ms`` the reading's wall time (the client's reading of the chain,
+    compression, keep and read-back); ``soak_ms``/``soak_whole_ms`` their sums per soak.
+    Before, a full dump
     (``take_kept_backup``): ``before_ms`` pg_dump's run (``archive.write_and_read_back``:
     the dump with its compression and read-back streaming beside it, so an upper bound of
     its session) and ``before_whole_ms`` the whole."""
@@ -266,12 +290,29 @@ def backup_row(plan: Plan, check: Check, context: sources.Context, repeat: int, 
     from migration_soak.sources.incremental_backup import incremental_root
 
     src = check.source
-    row.times_ms, row.whole_ms = [], []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        result = sources.measure(check, plan, context=context)
-        row.whole_ms.append((time.perf_counter() - t0) * 1000)
-        row.times_ms.append(result.evidence["staging_s"] * 1000)
+    row.times_ms, row.whole_ms, row.soak_ms, row.soak_whole_ms = [], [], [], []
+    watermark = next(e["payload"]["watermark"] for e in context.store.events(context.run_id, "backup"))
+    by_proof: dict[str, list[tuple[float, float]]] = {"key list": [], "count": []}
+    for k in range(repeat):
+        run = sources.Context(f"{context.run_id}-backup-{k + 1}", context.store)
+        context.store.add_event(run.run_id, "backup", {"watermark": watermark})
+        staging = whole = 0.0
+        for tick in range(1, max(1, row.run_count) + 1):
+            if tick > 1:  # the application's writes between readings (not timed): keys of P in C
+                admin(target, f"UPDATE execution_logs SET status = status WHERE id IN (SELECT id FROM execution_logs "
+                              f"ORDER BY id LIMIT {TOUCHED} OFFSET {TOUCHED * (tick - 2)})")
+            t0 = time.perf_counter()
+            result = sources.measure(check, plan, context=run)
+            whole_ms = (time.perf_counter() - t0) * 1000
+            staging_ms = result.evidence["staging_s"] * 1000
+            proofs = {t["deletions"] for t in result.evidence["tables"].values()}
+            by_proof["count" if proofs == {"count"} else "key list"].append((staging_ms, whole_ms))
+            row.times_ms.append(staging_ms)
+            row.whole_ms.append(whole_ms)
+            staging, whole = staging + staging_ms, whole + whole_ms
+            record(run, check, tick, result)
+        row.soak_ms.append(staging)
+        row.soak_whole_ms.append(whole)
     ev = result.evidence
     root, bin_dir = incremental_root(plan), plan.path(plan.pg_bin_dir)
     labels = iter(range(1, repeat + 1))
@@ -293,13 +334,34 @@ def backup_row(plan: Plan, check: Check, context: sources.Context, repeat: int, 
         archive.write_and_read_back = real
     row.before_ms = dump_ms
     rows_changed = sum(t["rows"] for t in ev["tables"].values())
-    row.note = (f"value {result.value:g}, {ev['size_bytes'] / 2**20:.0f} MiB ({ev['base']} since {ev['since_from']}: "
-                f"{rows_changed} rows changed, {sum(t['keys'] for t in ev['tables'].values())} keys); ms: staging's "
-                f"connection open (whole reading with the client's compression, keep and read-back: "
-                f"{statistics.median(row.whole_ms):.0f} ms); before: a full dump (take_kept_backup, "
-                f"{full.size_bytes / 2**20:.0f} MiB), ms: pg_dump's run (whole: "
+
+    def med(proof: str, i: int) -> str:
+        got = [t[i] for t in by_proof[proof]]
+        return f"{statistics.median(got):.0f}" if got else "-"
+
+    row.note = (f"value {result.value:g}; a soak's {row.run_count} readings: {len(by_proof['key list']) // repeat} "
+                f"with key lists (since the pre-migration backup), {len(by_proof['count']) // repeat} proved by count "
+                f"(chained; {TOUCHED} execution logs rewritten before each: {rows_changed} rows changed, "
+                f"{sum(t['keys'] for t in ev['tables'].values())} keys); ms now: staging's connection open, the mean "
+                f"reading of the median soak (median reading with key lists {med('key list', 0)} ms, proved "
+                f"{med('count', 0)} ms; whole reading with the client's chain reading, compression, keep and "
+                f"read-back: {med('key list', 1)} / {med('count', 1)} ms, a soak {row.whole_s:.1f} s); before: a "
+                f"full dump (take_kept_backup, {full.size_bytes / 2**20:.0f} MiB), ms: pg_dump's run (whole: "
                 f"{statistics.median(row.before_whole_ms):.0f} ms)")
     return row
+
+
+def record(context: sources.Context, check: Check, tick: int, result: "sources.Measurement") -> None:
+    """Keep ``result`` as the run's passive observation ``tick`` of ``check``: the next
+    reading chains to it (``previous_watermark``, ``previous_increment``)."""
+    from datetime import datetime, timezone
+
+    from migration_soak.store import Observation
+
+    now = datetime.now(timezone.utc)
+    context.store.record(Observation(run_id=context.run_id, phase="passive", check_id=check.id, tick=tick,
+                                     scheduled_at=now, measured_at=now, value=result.value, unit="",
+                                     status="pass", evidence=result.evidence))
 
 
 def v1_scan(target: PgTarget, fp: fingerprint.Fingerprint, *, take: bool) -> None:
@@ -490,7 +552,7 @@ def main(argv=None) -> int:
         store = Store.from_airflow(plan.connections.store)
         store.create_schema()
         # The pre-migration backup's watermark, as the DAG's backup task records it: the
-        # passive phase's increments start there (no rows change here: key lists only).
+        # passive phase's increments start there (backup_row: the first keeps key lists, the next are proved).
         store.add_event(RUN_ID, "backup", {"watermark": current_watermark(target)})
         baseline = data_loss.record_baseline(plan, RUN_ID, store, target)
         m = plan.migration
