@@ -57,9 +57,15 @@ def slowest_time_scale(plan: Plan) -> float:
     """The smallest ``time_scale`` :func:`check_time_scale` accepts for ``plan``: its soak
     in at most ``MAX_SOAK_HOURS`` of wall time, rounded up to 3 significant figures (1/7
     for a 24 h soak is 0.143); at most 1 (``MAX_SOAK_HOURS`` bounds a plan's soak)."""
-    low = plan.soak_hours() / MAX_SOAK_HOURS
+    hours = plan.soak_hours()
+    low = hours / MAX_SOAK_HOURS
     places = 2 - math.floor(math.log10(low))
-    return min(1.0, math.ceil(low * 10 ** places - 1e-9) / 10 ** places)
+    step = math.ceil(low * 10 ** places - 1e-9)
+    # the quotient rounds: 71.4 / 168 = 0.425 exactly, yet 71.4 / 0.425 is 168.00000000000003
+    # in floats, which check_time_scale refused while naming 0.425 as the least it accepts
+    while hours / (step / 10 ** places) > MAX_SOAK_HOURS:
+        step += 1
+    return min(1.0, step / 10 ** places)
 
 
 #: The largest ``clock_lead_s`` the trigger form accepts (wall seconds).

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 
+from types import SimpleNamespace
+
 import pytest
 
 from migration_soak import lifecycle, notify
@@ -75,6 +77,16 @@ def test_the_slowest_time_scale_is_accepted_and_named_by_the_form():
     week = PLAN.model_copy(update={"phases": [p.model_copy(update={"end_hour": 168}) if p.end_hour == 24 else p
                                               for p in PLAN.phases]})
     assert week.soak_hours() == 168 and slowest_time_scale(week) == 1.0
+    # a soak whose quotient rounds over the bound in floats (71.4 / 0.425 = 168.00000000000003):
+    # the value the form and the refusal name as the least is the one accepted (0.425 was refused
+    # with "at least 0.425")
+    for hours, least in ((71.4, 0.426), (142.8, 0.851), (163.8, 0.976)):
+        odd = PLAN.model_copy(update={"phases": [p.model_copy(update={"end_hour": hours}) if p.end_hour == 24 else p
+                                                 for p in PLAN.phases]})
+        assert slowest_time_scale(odd) == least and check_time_scale(least, odd) == least
+    for minutes in range(1, 168 * 60 + 1):  # every whole-minute soak length: the named least is accepted
+        length = SimpleNamespace(soak_hours=lambda: minutes / 60)
+        check_time_scale(slowest_time_scale(length), length)  # type: ignore[arg-type]
     store = Store()
     lifecycle.open_run(PLAN, "r1", store, environment="staging", plan_param="default", time_scale=0.143,
                        probe=lambda: None, **IDENTIFY)
