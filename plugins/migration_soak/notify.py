@@ -219,8 +219,13 @@ def decision_text(plan, final, time_scale: float, report_name: str, sign_off: di
 def gates_text(plan, time_scale: float, sign_off: dict | None) -> str:
     """After a real-time GO: "; approved for production (<gate>: approved by <who>; ...)" when
     every human gate of the plan was approved (the QA sign-off), else "; not approved for
-    production: <gate>: <state>; ..." ("" on another clock: its caveat already says it is
-    demonstration evidence, which approves nothing)."""
+    production: <gate>: <state>; ..." ("" on a compressed clock: its caveat already says it is
+    demonstration evidence, which approves nothing). A stretched clock's caveat says only
+    that it is not the plan's soak, so its GO says here that it approves nothing either, as
+    the report's closing line does (``report_sections._go_closing``)."""
+    if time_scale < 1:
+        return (f"; not an approval for production: a stretched clock (time_scale {time_scale:g}) is not the "
+                "plan's soak; that takes a real-time soak (time_scale 1)")
     if time_scale != 1:
         return ""
     approved = bool(sign_off and sign_off.get("state") == "approved")

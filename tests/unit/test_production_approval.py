@@ -60,3 +60,22 @@ def test_a_compressed_go_is_never_approved_whatever_the_gates():
     slack = _slack(verdict, 300.0, sign_off=APPROVED, require=True)
     assert "demonstration evidence, not a 24-hour soak" in slack and "approved for production" not in slack.replace(
         "not approved for production", "")
+
+
+def test_a_stretched_go_is_never_approved_on_slack_as_in_the_report():
+    """A stretched clock (time_scale below 1, admitted down to the plan's soak in 168 h of
+    wall time, clock.slowest_time_scale) is not the plan's soak either: the report closed
+    "GO on a stretched clock (time_scale 0.5): demonstration evidence only, not an approval
+    for production", while Slack said "verdict: GO (stretched clock x0.5: not the plan's
+    soak, ...): all 8 GO criteria met ..." with no word of approval or of the QA sign-off
+    never asked (a real-time GO names it: "not approved for production: ... not asked"):
+    notify.gates_text left it out, as if the caveat said "demonstration evidence", which only
+    the compressed clock's does."""
+    verdict, obs, events = go_run(0.5)
+    closing = report.render_report(PLAN, "run", verdict, obs, events, 0.5).split("**Decision:**")[1]
+    assert "APPROVED" not in closing and "not an approval for production" in closing
+    for sign_off in (None, APPROVED):
+        slack = _slack(verdict, 0.5, sign_off=sign_off, require=sign_off is not None)
+        assert "stretched clock x0.5" in slack, slack
+        assert "not an approval for production" in slack, slack
+        assert "approved for production" not in slack.replace("not approved for production", ""), slack
