@@ -196,11 +196,16 @@ def _requests_impact(run: Run) -> list[str]:
     last one (the NO-GO stop), not where the migrated schema stopped being live (the
     restore), so "seen meanwhile" claimed the whole exposure (the legacy-code demo counted
     up to the stop; the restore came minutes later). Readings ending after the restore are
-    left out (they count the restored schema's requests)."""
+    left out (they count the restored schema's requests). Nor do they start where the
+    schema went live: a series' first window starts at a page scraped after the migration
+    (``sources.openmetrics``), after the verification and hour 0's wait, so the requests
+    before it are named as not counted too (when every window's start is known)."""
     live = _live_until(run)
     after = [o for o in run.after if live is None or _window(o)[1] <= live[0]["at"]]
     applied = run.last("migrate")
-    lines, ends = [], []
+    lines: list[str] = []
+    ends: list[datetime] = []
+    firsts: list[datetime | None] = []
     for headline in run.plan.report.requests:
         counted = counted_readings(after, headline.check)
         total = sum(float(o.evidence["denominator"]) for o in counted)
@@ -211,19 +216,37 @@ def _requests_impact(run: Run) -> list[str]:
         end = max(_window(o)[1] for o in counted)
         ends.append(end)
         first = min(s for s in starts if s is not None) if all(s is not None for s in starts) else None
+        firsts.append(first)
         since = (f"from {when(first)}" if first is not None  # a window's start unknown: no start claimed
                  else f"after the migration ({when(applied['at'])}), up" if applied else "after the migration, up")
         lines.append(f"{headline.label} counted {since} to {when(end)} ({plural(len(counted), 'reading')}; "
                      f"{_span_end(run, end)}): {total:,.0f}, {failed:,.0f} {headline.failed} "
                      f"({format_value(failed / total, 'ratio')})")
+    went_live = _went_live(run)
+    known = [f for f in firsts if f is not None]
+    if known and len(known) == len(firsts) and went_live is not None and min(known) > went_live[0]:
+        start = min(known)
+        lines.append(f"Not counted: the requests from {when(went_live[0])}{went_live[1]} until {when(start)}, "
+                     f"{duration((start - went_live[0]).total_seconds())} while the migrated schema was live: the "
+                     "first reading's window starts there")
     if ends and live is not None and max(ends) < live[0]["at"]:
         until, what = live
         gap = (until["at"] - max(ends)).total_seconds()
+        stop = run.stop["at"] if run.stop else None
         lines.append(f"Not counted: the requests from {when(max(ends))} until {what} ({when(until['at'])}), "
                      f"{duration(gap)} while the migrated schema was still live: "
-                     + ("no reading was taken after the NO-GO stop" if run.stop else
-                        "the soak's readings end there"))
+                     + (f"no reading ended between the NO-GO stop and {when(until['at'])}" if stop is not None
+                        and max(ends) <= stop else "the soak's readings end there"))
     return lines
+
+
+def _went_live(run: Run) -> tuple[datetime, str] | None:
+    """When the migrated schema went live, as :func:`_schema_live` says it: the migration
+    applied (its ``migrate`` event), else hour 0."""
+    applied = run.last("migrate")
+    if applied and applied["payload"].get("applied"):
+        return applied["at"], " (the migration applied)"
+    return (run.start, " (hour 0)") if run.start else None
 
 
 def _span_end(run: Run, end: datetime) -> str:

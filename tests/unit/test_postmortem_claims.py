@@ -199,9 +199,27 @@ def test_the_impact_names_the_span_its_requests_were_counted_in_not_meanwhile():
             "the NO-GO stop recorded at 2026-03-02 09:03:30 UTC): 3,000, 30 answered 5xx (1%)") in lines, lines
     assert ("Not counted: the requests from 2026-03-02 09:03:00 UTC until the rollback's restore gave its columns and "
             "values back (2026-03-02 09:06:00 UTC), 3.0 min while the migrated schema was still live: no reading "
-            "was taken after the NO-GO stop") in lines, lines
+            "ended between the NO-GO stop and 2026-03-02 09:06:00 UTC") in lines, lines
     # a reading's window unknown: no start is claimed
     unknown = pm.impact(_stopped_then_restored(with_windows=False))
     assert ("Authentication requests counted after the migration (2026-03-02 08:59:00 UTC), up to 2026-03-02 "
             "09:03:00 UTC (3 readings; the NO-GO stop recorded at 2026-03-02 09:03:30 UTC): 3,000, 30 answered 5xx "
             "(1%)") in unknown, unknown
+
+
+def test_the_impact_names_the_requests_before_the_first_window_as_not_counted():
+    """The schema went live when the migration applied (08:59), the first reading's window
+    starts at 09:00 (a series' first window after the migration starts at a page scraped
+    after it: after the verification and hour 0's wait), yet Impact named only the tail it
+    did not count ("Not counted: the requests from 09:03:00 until the rollback's restore"),
+    so the counted span and that tail read as the whole exposure of "live from 08:59"; and
+    it said "no reading was taken after the NO-GO stop" where one was, at 09:09 (left out:
+    it ends after the restore)."""
+    lines = pm.impact(_stopped_then_restored())
+    assert ("Not counted: the requests from 2026-03-02 08:59:00 UTC (the migration applied) until 2026-03-02 "
+            "09:00:00 UTC, 60 s while the migrated schema was live: the first reading's window starts there") in lines, \
+        lines
+    assert not any("no reading was taken after the NO-GO stop" in line for line in lines), lines
+    # a window's start unknown: nothing is claimed about the head
+    unknown = pm.impact(_stopped_then_restored(with_windows=False))
+    assert not any("the first reading's window starts there" in line for line in unknown), unknown
