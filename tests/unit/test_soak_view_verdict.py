@@ -204,4 +204,22 @@ def test_the_view_of_a_re_created_run_id_does_not_show_the_first_runs_evidence(m
     # showed the first run's GO as its own. Its start (after the claim) tells it apart.
     same = snap(first, datetime(2026, 12, 6, 11, 0, tzinfo=timezone.utc), 0)
     assert same.events == [] and same.verdict.decision != "GO"
-    assert "another Airflow run (created 2026-12-06T09:00:00+00:00)" in (same.foreign or "")
+    # Found by review3: that start alone is also what a running soak set back to queued (REST
+    # PATCH state: a new start, no clear) shows until its next staging task records it, and
+    # its checks go on measuring (e110714); the view said of it "belongs to another Airflow
+    # run ...; this one was refused and measured nothing". It now says what it cannot tell.
+    assert "refused" not in (same.foreign or "") and "measured nothing" not in (same.foreign or ""), same.foreign
+    assert same.foreign == (
+        "run id 'soak-1' was claimed by an Airflow run with this run's run_after that started 2026-12-06 09:00:02 "
+        "UTC; this one started 2026-12-06 11:00:00 UTC without being cleared since: a run re-created with the "
+        "deleted run's run_after, or this run set back to queued, which cannot be told apart until one of its "
+        "staging tasks records its start. The store's readings, events and verdict are not shown as this run's "
+        "until then")
+    # once its load refused it (the claim marked superseded), the view says so
+    superseded = {"dag_run_superseded": datetime(2026, 12, 6, 11, 0, 5, tzinfo=timezone.utc)}
+    monkeypatch.setattr(Store, "run_claim", lambda self, run_id: {
+        "run_id": run_id, "plan": "default", "dag_run": first.isoformat(), "claimed_at": claimed,
+        "dag_run_started": started, "dag_run_clears": 0, **superseded})
+    refused = snap(first, datetime(2026, 12, 6, 11, 0, tzinfo=timezone.utc), 0)
+    assert refused.events == [] and "belongs to another Airflow run (created 2026-12-06T09:00:00+00:00); this one was " \
+        "refused and measured nothing" in (refused.foreign or ""), refused.foreign

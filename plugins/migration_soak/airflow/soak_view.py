@@ -204,12 +204,30 @@ def _claimed_by_another(snap: Snapshot, claim: dict | None) -> str | None:
         return None
     ours = snap.run_after if snap.run_after.tzinfo else snap.run_after.replace(tzinfo=UTC)
     started = snap.started if snap.started is None or snap.started.tzinfo else snap.started.replace(tzinfo=UTC)
+    key = DagRunKey(ours.isoformat(), started, snap.clears)
     # strict as a run's opening task (load): say less rather than show another run's evidence
-    if not other_dag_run(claim, DagRunKey(ours.isoformat(), started, snap.clears), opening=True):
+    if not other_dag_run(claim, key, opening=True):
         return None
+    if not other_dag_run(claim, key):
+        # only its start tells it from the claimant: a run re-created with the deleted run's
+        # run_after whose load has not refused it yet, or this very run set back to queued
+        # (REST PATCH state: a new start, no clear), whose tasks go on measuring; its next
+        # staging task records the new start. Neither is known to be refused: say which
+        was = claim.get("dag_run_started")
+        return (f"run id {snap.run_id!r} was claimed by an Airflow run with this run's run_after that started "
+                f"{_utc_text(was) if was else 'before dag runs were recorded'}; this one started "
+                f"{_utc_text(started) if started else 'at a time not known'} without being cleared since: a run "
+                "re-created with the deleted run's run_after, or this run set back to queued, which cannot be told "
+                "apart until one of its staging tasks records its start. The store's readings, events and verdict "
+                "are not shown as this run's until then")
     return (f"run id {snap.run_id!r} belongs to another Airflow run (created "
             f"{claim.get('dag_run') or 'before dag runs were recorded'}); this one was "
             "refused and measured nothing: that run's readings, events and verdict are not shown as its own")
+
+
+def _utc_text(at: datetime) -> str:
+    """``2026-12-06 09:00:02 UTC`` (naive times read as UTC)."""
+    return f"{(at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
 
 
 def failed_tasks(snap: Snapshot) -> list[str]:
