@@ -56,6 +56,13 @@ def test_allowed(sql):
     ("SELECT set_config(name, '1', true) FROM pg_settings", 1, "computed setting name"),
     ("SELECT 1; SELECT pg_advisory_lock(72707369)", 2, "session-level advisory lock"),
     ("EXPLAIN ANALYZE SELECT pg_catalog.pg_try_advisory_lock_shared(1, 2)", 1, "pg_try_advisory_xact_lock_shared"),
+    # found by review3 (PostgreSQL 18): a READ ONLY transaction lets pg_backup_start run (a
+    # forced checkpoint), and after its ROLLBACK the server session still holds the backup
+    # ("a backup is already in progress in this session"), handed by the pooler to the next client
+    ("SELECT pg_backup_start('soak', true)", 1, "pg_backup_start() changes the server session past this transaction"),
+    ("SELECT pg_catalog.pg_start_backup('soak')", 1, "pg_start_backup() changes the server session"),
+    ("SELECT * FROM pg_backup_stop()", 1, "pg_backup_stop() changes the server session"),
+    ("SELECT pg_replication_origin_session_setup('o')", 1, "changes the server session past this transaction"),
     ("DO $$ BEGIN PERFORM 1; END $$", 1, "a DO block"),
     ("CALL refresh()", 1, "CALL"),
     ("PREPARE q AS SELECT 1", 1, "prepared statements"),

@@ -36,6 +36,16 @@ SESSION_LOCK_FUNCTIONS = frozenset({
     "pg_advisory_lock", "pg_advisory_lock_shared", "pg_try_advisory_lock", "pg_try_advisory_lock_shared",
 })
 
+#: Functions that leave state in the server session past the transaction's ROLLBACK (found
+#: by review3 on PostgreSQL 18: ``pg_backup_start('x', true)`` runs in a READ ONLY
+#: transaction, forces a checkpoint, and after the rollback the same session refuses a
+#: second one, "a backup is already in progress in this session"): the pooler hands that
+#: server connection, backup in progress, to the next client. Refused like a session lock.
+SESSION_STATE_FUNCTIONS = frozenset({
+    "pg_backup_start", "pg_start_backup", "pg_backup_stop", "pg_stop_backup",
+    "pg_replication_origin_session_setup", "pg_replication_origin_session_reset",
+})
+
 #: Functions that run SQL given to them as text, out of the parser's sight (what they run
 #: could call set_config or take a session lock); ``ts_rewrite`` only in its two-argument
 #: form (a query text); every ``dblink*`` function of the extension, in whatever schema
@@ -300,6 +310,9 @@ def _call_refusal(call: dict) -> str | None:
     if name in QUERY_TEXT_FUNCTIONS and not (name == "ts_rewrite" and len(call.get("args") or ()) != 2):
         return (f"{name}() runs SQL given as text, which the soak cannot inspect (it could switch off the "
                 "statement_timeout); write the query itself in the file")
+    if name in SESSION_STATE_FUNCTIONS:
+        return (f"{name}() changes the server session past this transaction (a rollback does not undo it): the "
+                "pooled server connection would keep it for the next client; a check query only reads")
     if name in SESSION_LOCK_FUNCTIONS:
         return (f"{name}() takes a session-level advisory lock, which a rollback does not release: the pooled "
                 f"server connection would keep it; use {name.replace('advisory_', 'advisory_xact_', 1)}()")
