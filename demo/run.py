@@ -841,8 +841,10 @@ def summary(outcome: SoakOutcome, clock: str = "") -> list[str]:
             lines.append(f"decision: GO by {person} over the judge's {_shown(judged)} verdict{clock}"
                          + (f" ({detail})" if detail else ""))
         elif decision.get("outcome") == "GO":
+            # what the GO did not judge or watch, as Slack says it: the NO-GO criteria this clock
+            # could not judge, criteria met on readings that left hours unread, what the guard missed
             unjudged = [r for r in (ev["verdict"]["payload"]["reasons"] if "verdict" in ev else [])
-                        if r.startswith("not judged") and r not in detail]
+                        if r.startswith(("not judged", "read in part", "the guard missed")) and r not in detail]
             detail = "; ".join(([detail] if detail else []) + unjudged)
             lines.append(f"verdict: GO{clock}" + (f": {detail}" if detail else ""))  # as Slack words it
         else:

@@ -172,6 +172,22 @@ def test_a_go_on_a_compressed_clock_says_so_on_the_first_line_with_what_it_did_n
     assert lines[0] == f"verdict: GO{clock}: {signed['reason']}"  # named once, not "GO by qa over ..."
 
 
+def test_a_go_whose_guard_missed_readings_says_so_on_the_first_line():
+    # the healthy make demo (airflow dags test: the guard starts after the hour-0 tasks) ended
+    # GO with "the guard missed 1 of its 96 readings due (...)" among its reasons, as Slack
+    # says, yet its first line printed only the clock and the criteria it did not judge:
+    # "verdict: GO (compressed clock x300 ...): not judged ...", as if every minute was watched
+    missed = ("the guard missed 1 of its 96 readings due (15 soak-min, 1.0 %; longest gap 15 min: no reading "
+              "between soak 0:00 and 0:30), each of its 8 checks: within the 90% coverage bar, but nothing the "
+              "guard reads was watched then")
+    part = "read in part: met on 3 of 4 passive readings (go_backups)"
+    outcome = _outcome(_decision("GO", "proceed"), run_state="success")
+    outcome.events["verdict"]["payload"]["reasons"] = [
+        "all 8 GO criteria met; no NO-GO criterion breached", part, missed, "compared (go_performance_stable): ..."]
+    clock = " (compressed clock x300: demonstration evidence, not a 24-hour soak)"
+    assert summary(outcome, clock=clock)[0] == f"verdict: GO{clock}: {part}; {missed}"
+
+
 def test_a_slack_message_is_printed_whole_or_cut_at_a_word_and_marked():
     go = (":large_green_circle: [staging] soak verdict: GO (compressed clock x300: demonstration evidence, not a "
           "24-hour soak): all 8 GO criteria met; no NO-GO criterion breached; not judged on this demonstration clock "
