@@ -655,7 +655,9 @@ class Guard(_Model):
     cadence used is ``max(every_minutes, min_wall_seconds * time_scale / 60)`` soak
     minutes, so a fast clock never floods the store or the sources; windows shorter than
     twice that cadence are then not judged by the guard (docs/guard.md). At ``time_scale``
-    1 it changes nothing. At least ``MIN_GUARD_WALL_SECONDS`` (1 s): 0 loaded and asked,
+    1 it changes nothing while it is at most ``every_minutes`` (in seconds); above, it slows
+    the real-time guard too, so it is held to half the shortest sustained NO-GO window
+    (``_require_judgeable_windows``) and to ``MAX_SOAK_HOURS``. At least ``MIN_GUARD_WALL_SECONDS`` (1 s): 0 loaded and asked,
     at ``time_scale`` 300 with ``every_minutes`` 1, for a reading every 0.2 s of wall time
     (at 100 000, every 0.6 ms), faster than a counter reading can be taken (its window
     lasts at least 1 s), so most of the guard's ticks went unread. ``checks``: cheap checks only (a scrape, an index-only query, a
@@ -679,6 +681,12 @@ class Guard(_Model):
                              f"it can take them (a counter reading's window lasts at least {MIN_GUARD_WALL_SECONDS:g} "
                              f"s; at time_scale 300 and every_minutes 1 it would be a reading every "
                              f"{max(value, 0.2):g} s): at least {MIN_GUARD_WALL_SECONDS:g}")
+        if value > MAX_SOAK_HOURS * 3600:
+            # 1e12 loaded, and the run's guard and judge then failed on clock.guard_every's
+            # timedelta at time_scale 300 ("OverflowError: Python int too large to convert to C int")
+            raise ValueError(f"min_wall_seconds {value:g} is longer than the longest soak a plan may ask for, "
+                             f"{MAX_SOAK_HOURS} h ({MAX_SOAK_HOURS * 3600:,} s): the guard would not read once; "
+                             f"at most {MAX_SOAK_HOURS * 3600:,}")
         return value
 
 
@@ -1434,6 +1442,12 @@ def _require_judgeable_windows(no_go: list[Criterion], guard: Guard | None) -> N
         if guard is not None and guard.every_minutes > half + 1e-9:
             raise ValueError(f"no_go[{c.id}]: a {c.rule.minutes:g}-minute sustained rule needs readings at most "
                              f"{half:g} min apart; guard.every_minutes is {guard.every_minutes:g}")
+        # the floor holds in real time too: clock.guard_every(plan, 1) = max(every, min_wall_seconds)
+        if guard is not None and guard.min_wall_seconds / 60 > half + 1e-9:
+            raise ValueError(f"no_go[{c.id}]: a {c.rule.minutes:g}-minute sustained rule needs readings at most "
+                             f"{half:g} min apart; guard.min_wall_seconds {guard.min_wall_seconds:g} holds the guard "
+                             f"to one reading every {guard.min_wall_seconds / 60:g} min even in real time "
+                             f"(time_scale 1): at most {half * 60:g}")
 
 
 #: Sources too heavy for the guard, which reads its checks every minute: a full-table

@@ -966,3 +966,33 @@ def test_a_guard_floor_below_what_a_reading_takes_is_refused(raw, value):
     good = copy.deepcopy(raw)
     good["guard"]["min_wall_seconds"] = 1
     assert parse_plan(good, "p.yaml").guard.min_wall_seconds == 1
+
+
+def test_a_guard_floor_that_slows_the_real_time_guard_or_overflows_its_clock_is_refused(raw):
+    """Found by review3: min_wall_seconds had no upper side. 180 loaded, yet clock.guard_every
+    holds the guard to it in real time too (max(every_minutes, min_wall_seconds / 60): a
+    reading every 3 min at time_scale 1), so the default plan's 5-minute sustained NO-GO
+    (no_go_auth_error_rate, readings at most 2.5 min apart) could never be judged: every soak
+    INCONCLUSIVE, though guard.every_minutes 3 is refused for that at load. And 1e12 loaded,
+    then the run's guard and judge failed on the clock at time_scale 300 ("OverflowError:
+    Python int too large to convert to C int", no field named)."""
+    from migration_soak import clock
+
+    slow = copy.deepcopy(raw)
+    slow["guard"]["min_wall_seconds"] = 180
+    with pytest.raises(PlanError) as err:
+        parse_plan(slow, "p.yaml")
+    assert str(err.value) == (
+        "p.yaml: no_go[no_go_auth_error_rate]: a 5-minute sustained rule needs readings at most 2.5 min apart; "
+        "guard.min_wall_seconds 180 holds the guard to one reading every 3 min even in real time (time_scale 1): "
+        "at most 150"), str(err.value)
+    huge = copy.deepcopy(raw)
+    huge["guard"]["min_wall_seconds"] = 1e12
+    with pytest.raises(PlanError) as err:
+        parse_plan(huge, "p.yaml")
+    assert str(err.value) == ("p.yaml: guard.min_wall_seconds: min_wall_seconds 1e+12 is longer than the longest soak "
+                              "a plan may ask for, 168 h (604,800 s): the guard would not read once; at most 604,800")
+    good = copy.deepcopy(raw)
+    good["guard"]["min_wall_seconds"] = 150  # a reading every 2.5 min in real time: the 5-minute windows judged
+    plan = parse_plan(good, "p.yaml")
+    assert clock.guard_every(plan, 1).total_seconds() == 150 and clock.guard_every(plan, 100_000) is not None
