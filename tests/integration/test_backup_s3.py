@@ -82,3 +82,28 @@ def test_an_s3_object_changed_after_the_backup_is_refused_before_restore(s3, see
     with pytest.raises(BackupError, match=r"checksum mismatch.*changed after the backup"):
         with fetched(record):
             pass
+
+
+def test_an_increment_chain_in_s3_proves_its_second_link_by_count_and_a_deletion_brings_the_key_list(
+        s3, seeded, worker):  # noqa: F811
+    """The passive phase's increments as the Celery harness keeps them: in S3, the second
+    link chained to the first by its URL; the count proof reads the first link's key list
+    back through the connection (an update: its key is looked up there)."""
+    from migration_soak.increment import current_watermark, take_increment, verify_increment
+
+    from .test_incremental_backup import users_changes
+
+    worker("w")
+    root = storage_root(f"s3://{BUCKET}/chain-test", conn_id=CONN_ID) / "incremental"
+    one = take_increment(seeded, root, "inc_1", ["users"], current_watermark(seeded), conn_id=CONN_ID)
+    assert one.tables["public.users"].keys_file is not None
+    users_changes(seeded, inserted=["usr_s3"], updated=["usr_0000030"])
+    two = take_increment(seeded, root, "inc_2", ["users"], one.watermark, conn_id=CONN_ID, previous=one.location)
+    assert one.location.startswith(f"s3://{CONN_ID}@{BUCKET}/")
+    assert two.tables["public.users"].deletions == {
+        "proof": "count", "previous": "inc_1", "key_list": "inc_1", "previous_keys": SEED_USERS, "new_keys": 1}
+    assert verify_increment(two.location, CONN_ID)["watermark"] == two.watermark
+    users_changes(seeded, deleted=["usr_0000031"], updated=["usr_0000032"])
+    three = take_increment(seeded, root, "inc_3", ["users"], two.watermark, conn_id=CONN_ID, previous=two.location)
+    assert three.tables["public.users"].keys_file is not None  # a deletion: the key list again
+    assert "a key was deleted" in three.tables["public.users"].deletions["reason"]
