@@ -136,7 +136,7 @@ def inconclusive_question(plan, reasons: list[str], time_scale: float) -> str:
     Pushed by ``judge_soak``; the ``human_decision`` task's ``body`` template pulls it."""
     clock = clock_caveat(plan, time_scale)
     head = f"The judge's verdict is **INCONCLUSIVE**{clock}: its readings decide neither GO nor NO-GO."
-    if time_scale > 1:
+    if time_scale != 1:  # compressed or stretched: neither is the plan's soak
         head += " A GO here keeps the migration on staging; it is not an approval for production."
     why = "\n".join(f"- {r}" for r in reasons) or "- (no reason recorded)"
     answers = ("**GO** keeps the migration (a person's GO over the judge's verdict, named as such in the report and "
@@ -177,6 +177,9 @@ def sign_off_question(plan, before, time_scale: float) -> str:
         head = f"The judge's verdict is GO{clock}: {before.reason}."
     else:
         head = f"The decision so far is {before.outcome} (by {before.by}){clock}: {before.reason}."
+    if time_scale != 1:  # as the GO's Slack line and the report's closing line say
+        head += (" Approving completes this run on staging; it is not an approval for production, which takes a "
+                 "real-time soak (time_scale 1).")
     gates = "; ".join(f"\"{g.text}\"" for g in plan.human_gates)
     ask = ("Approve only if manual testing passed and no related support ticket is open (runbook, Criterios de Éxito"
            + (f": {gates}" if gates else "") + "). Rejecting, or no answer within "

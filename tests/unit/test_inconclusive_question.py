@@ -46,3 +46,11 @@ def test_without_a_pushed_question_the_body_claims_nothing():
     task = build_dag("default", PLAN).get_task("human_decision")
     empty = task.render_template(task.body, {"ti": _TI({})})
     assert "could not be built" in empty and "GO criteria" not in empty
+
+
+def test_the_question_on_a_stretched_clock_says_it_is_not_an_approval_either():
+    """(review3) On a stretched clock (time_scale below 1, allowed down to 168 h of wall
+    time) the question said nothing of approval, as if a GO there approved production."""
+    question = notify.inconclusive_question(PLAN, REASONS, 0.5)
+    assert "stretched clock x0.5" in question and "not an approval for production" in question, question
+    assert "not an approval" not in notify.inconclusive_question(PLAN, REASONS, 1.0)

@@ -38,6 +38,17 @@ def test_the_question_after_a_judges_go_says_so_and_names_a_compressed_clock():
     assert "compressed clock x300: demonstration evidence, not a 24-hour soak" in fast
 
 
+def test_the_question_on_any_other_clock_says_approving_is_not_an_approval_for_production():
+    """(review3) QA was asked to approve a GO on a compressed or stretched clock with the
+    clock named but not what approving it means; Slack's GO and the report say it approves
+    nothing for production."""
+    before = decision.candidate("GO", None, "ask", ["all 8 GO criteria met"])
+    for scale in (300.0, 0.5):
+        body = notify.sign_off_question(PLAN, before, scale)
+        assert "it is not an approval for production, which takes a real-time soak (time_scale 1)" in body, body
+    assert "not an approval" not in notify.sign_off_question(PLAN, before, 1.0)
+
+
 def test_the_sign_off_body_is_a_template_of_what_ask_sign_off_pushed():
     """Airflow renders HITLOperator's ``body`` (a template field) when the task runs: the
     body pulls the question ask_sign_off built from the recorded verdict and decision."""
