@@ -719,13 +719,7 @@ def _new_keys(rows_spool: Path, index: int, files: tuple[tuple[Any, str, int, in
                         missing.difference_update(lines if field_index is None else _fields(lines, field_index))
         except FileNotFoundError:
             raise BackupError(f"increment file {path} is missing") from None
-        problem = source.problem()
-        if problem:
-            raise BackupError(f"increment file {path} does not decompress: {problem}")
-        got = source.digest.hexdigest()
-        if got != sha256 or source.lines != count:
-            raise BackupError(f"increment file {path} does not match its manifest: sha256 {got} (manifest "
-                              f"{sha256}), {source.lines} lines (manifest {count})")
+        source.check(path, sha256, count)
     return len(missing), len(changed)
 
 
@@ -919,6 +913,17 @@ class _Source:
             return f"{len(self.frame.unused_data)} bytes follow the end of the zstd frame"
         return None
 
+    def check(self, path: Any, sha256: str, lines: int) -> None:
+        """After the whole file was read: ``BackupError`` naming ``path`` unless it was one
+        whole zstd frame with the manifest's ``sha256`` and ``lines``."""
+        problem = self.problem()
+        if problem:
+            raise BackupError(f"increment file {path} does not decompress: {problem}")
+        got = self.digest.hexdigest()
+        if got != sha256 or self.lines != lines:
+            raise BackupError(f"increment file {path} does not match its manifest: sha256 {got} (manifest "
+                              f"{sha256}), {self.lines} lines (manifest {lines})")
+
 
 def _copy_in(cur: Any, path: Any, copy: sql.Composable, sha256: str, lines: int) -> None:
     try:
@@ -927,13 +932,7 @@ def _copy_in(cur: Any, path: Any, copy: sql.Composable, sha256: str, lines: int)
             cur.copy_expert(copy.as_string(cur), source, size=_BLOCK)
     except FileNotFoundError:
         raise BackupError(f"increment file {path} is missing") from None
-    problem = source.problem()
-    if problem:
-        raise BackupError(f"increment file {path} does not decompress: {problem}")
-    got = source.digest.hexdigest()
-    if got != sha256 or source.lines != lines:
-        raise BackupError(f"increment file {path} does not match its manifest: sha256 {got} (manifest {sha256}), "
-                          f"{source.lines} lines (manifest {lines})")
+    source.check(path, sha256, lines)
 
 
 def _read_back(path: Any) -> tuple[str, int]:
