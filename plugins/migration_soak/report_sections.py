@@ -81,14 +81,27 @@ def guard_cadence(plan: Plan, time_scale: float) -> str:
 def guard_span(run: Run) -> str:
     """After :func:`guard_cadence`: over what the guard read, from its readings and the stop:
     `` for the whole soak``, `` until the soak stopped at hour0 tick 0 (3 readings)``, or
-    ``, but took no reading: the soak stopped at ... before its first`` ("" without a guard)."""
+    ``, but took no reading: the soak stopped at ... before its first`` ("" without a guard).
+    A guard that missed readings (``judge.guard_missed``, the GO's reason) did not read "for
+    the whole soak": ``for the whole soak but for the readings it missed: it missed 1 of its
+    96 readings due (...)`` (the healthy demo's guard missed soak 5:45-6:15 while the note
+    above the table said it read every 15 soak-min for the whole soak)."""
+    from migration_soak.judge import guard_missed
+    from migration_soak.report_run import on_soak_clock
+
     if run.plan.guard is None:
         return ""
     n = sum(1 for o in run.after if o.phase == "guard")
     where = f"the soak stopped at {run.stop_where}" if run.stop else ""
     if n == 0:
         return f", but took no reading: {where} before its first" if where else ", but took no reading"
-    return f" until {where} ({plural(n, 'reading')})" if where else " for the whole soak"
+    if where:
+        return f" until {where} ({plural(n, 'reading')})"
+    missed = guard_missed(run.plan, on_soak_clock(run), run.time_scale or 1.0)
+    if missed:
+        return " for the whole soak but for the readings it missed: " + "; ".join(
+            "it " + line.removeprefix("the guard ") for line in missed)
+    return " for the whole soak"
 
 
 def banner(plan: Plan, time_scale: float) -> str | None:

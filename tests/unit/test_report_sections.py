@@ -532,6 +532,23 @@ def test_impact_counts_the_schema_live_from_the_migration_applied_not_verified()
                         "until the rollback (2026-03-02 09:03:00 UTC): 5.0 min")
 
 
+def test_the_guard_is_not_said_to_have_read_the_whole_soak_when_it_missed_readings():
+    """Healthy demo (time_scale 300): the GO's reasons said "the guard missed 1 of its 96
+    readings due (...; no reading between soak 5:45 and 6:15)", yet the note above the
+    per-check table said the guard read its checks "every 15 soak-min ... for the whole soak"."""
+    started = [ev("verified", 0, at=T0.isoformat()), ev("hour0", 0, at=T0.isoformat())]
+    every_check = [obs(cid, "guard", k, k, 0.0 if cid != "login_p95" else 5.0)
+                   for cid in PLAN.guard.checks for k in (1, 2, 4, 5)]
+    run = run_of(every_check, started)
+    span = sections.guard_span(run)
+    assert not span.endswith("for the whole soak")
+    assert span.startswith(" for the whole soak but for the readings it missed: it missed 1 of its 5 readings due "
+                           "(1 soak-min, 20.0 %; longest gap 1 min: no reading between soak 0:02 and 0:04)"), span
+    whole = run_of([obs(cid, "guard", k, k, 0.0 if cid != "login_p95" else 5.0)
+                    for cid in PLAN.guard.checks for k in (1, 2, 3)], started)
+    assert sections.guard_span(whole) == " for the whole soak"
+
+
 def test_the_guard_is_not_said_to_have_read_the_whole_soak_when_it_stopped_first():
     """legacy-code demo: the soak stopped at hour0 tick 0, every guard cell "not reached",
     yet the per-check table's note said the guard read its checks "for the whole soak"."""
