@@ -198,6 +198,25 @@ def test_final_metrics_totals_requests_and_a_check_without_baseline():
                for line in lines)
 
 
+def test_the_report_names_the_requests_before_the_first_window_as_not_counted():
+    """Healthy demo: 'Authentication requests seen after the migration: 5,243, 0 answered 5xx
+    (0%)', yet the first reading's window starts after the verification and hour 0's wait
+    (the legacy-code demo: 2 s after the migration applied, where 5 of its 9 failed logins
+    were). The post-mortem named that span as not counted (f6f45fd); the report now does too."""
+    def counted(k):
+        return obs("auth_error_rate", "intensive", k, k, 0.0, numerator=0, denominator=500,
+                   window_from=(T0 + timedelta(minutes=k - 1)).isoformat())
+    applied = [ev("migrate", -1, applied=["m1"]), ev("verified", -0.5, at=T0.isoformat())]
+    lines = sections.final_metrics(run_of([counted(1), counted(2)], applied))
+    assert ("Authentication requests seen after the migration: 1,000, 0 answered 5xx (0%), over 2 readings; "
+            "not counted: the requests from 2026-03-02 08:59:00 UTC (the migration applied) until 2026-03-02 "
+            "09:00:00 UTC, 60 s: the first reading's window starts there") in lines, lines
+    # a window's start unknown: nothing claimed either way
+    lines = sections.final_metrics(run_of([obs("auth_error_rate", "intensive", 1, 1, 0.0, numerator=0,
+                                               denominator=500)], applied))
+    assert "Authentication requests seen after the migration: 500, 0 answered 5xx (0%), over 1 reading" in lines
+
+
 def test_requests_the_guard_and_the_phases_both_counted_are_counted_once():
     """Each series counts every request since its own previous reading: adding the guard's
     to the phases' would claim twice the traffic (a demo report said 10,411 for ~5,200)."""
