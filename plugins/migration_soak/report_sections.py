@@ -196,13 +196,19 @@ def period(run: Run, time_scale: float) -> dict[str, str]:
 
 def _go_closing(run: Run, p: dict) -> str:
     """The closing line of a GO/proceed decision: an approval only on a real-time clock and
-    only when every human gate of the plan (runbook "Criterios de Éxito") was approved."""
-    if run.time_scale != 1:
-        return (f"✅ GO on a {clock_kind(run.time_scale or 0)} clock (time_scale {run.time_scale:g}): "
-                "demonstration evidence only, not an approval for production; that takes a real-time soak "
-                "(time_scale 1)")
+    only when every human gate of the plan (runbook "Criterios de Éxito") was approved. A
+    person's GO over another verdict is named as such on every clock (the noisy demo with
+    --human-choice GO closed "✅ GO on a compressed clock ..." over an INCONCLUSIVE verdict,
+    on the report and the soak view's decision card, while Slack said "GO by Anonymous over
+    an INCONCLUSIVE verdict")."""
     person = p.get("overridden_by") or p.get("by")
     via = "" if run.verdict.decision == "GO" else f" (by {who(person)} on an {run.verdict.decision} verdict)"
+    if run.time_scale != 1:
+        what = ("✅ GO" if not via else
+                f"⚠️ GO by {who(person)} over an {run.verdict.decision} verdict, not the judge's GO,")
+        return (f"{what} on a {clock_kind(run.time_scale or 0)} clock (time_scale {run.time_scale:g}): "
+                "demonstration evidence only, not an approval for production; that takes a real-time soak "
+                "(time_scale 1)")
     if not run.plan.human_gates or gate_ok(run):
         return f"✅ APPROVED to proceed to production{via}"
     what = ("GO on the measured criteria" if run.verdict.decision == "GO" else

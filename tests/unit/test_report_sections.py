@@ -108,6 +108,18 @@ def test_soak_time_names_the_hours_no_phase_read():
 
 # --- the decision ------------------------------------------------------------------------------------
 
+def test_a_persons_go_on_a_compressed_clock_closes_as_a_persons_go():
+    """noisy demo, --human-choice GO, time_scale 300: the judge said INCONCLUSIVE, Anonymous
+    chose GO, and the report (and the soak view's decision card) closed "✅ GO on a compressed
+    clock (time_scale 300): demonstration evidence only", as if the judge had said GO."""
+    events = [ev("decision", 5, outcome="GO", action="proceed", by="person:Anonymous", reason="why",
+                 verdict="INCONCLUSIVE", overridden_by="Anonymous")]
+    closing = sections.final(run_of(events=events, decision="INCONCLUSIVE", scale=300.0))["closing"]
+    assert closing.startswith("⚠️ GO by Anonymous over an INCONCLUSIVE verdict, not the judge's GO, on a compressed "
+                              "clock (time_scale 300): demonstration evidence only, not an approval for production")
+    assert not closing.startswith("✅")
+
+
 @pytest.mark.parametrize("payload, scale, closing", [
     (None, 1.0, "❔ No final decision recorded: the judge's verdict alone approves nothing."),
     ({"outcome": "GO", "action": "proceed", "by": "judge"}, 300.0,
