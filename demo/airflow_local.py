@@ -83,14 +83,17 @@ class AirflowLocal:
     ``host``: the API server's address (127.0.0.1; the Celery cluster gives the host's
     address on its workers' network, ``demo.celery_cluster``), also in ``base`` and the
     Execution API URL the task processes call.
+    ``nice``: every component (and the task processes it forks) runs at that niceness
+    (``nice -n``; 0: as this process).
     ``timings`` records seconds: ``db_migrate_s``, ``<component>_start_s`` (process start
     to ready, where readiness is observable: the API server answering).
     """
 
     def __init__(self, home: Path | str, env: dict[str, str] | None = None, sql_alchemy_conn: str | None = None,
                  components: Iterable[str] = COMPONENTS, parallelism: int = 4, port: int | None = None,
-                 host: str = "127.0.0.1"):
+                 host: str = "127.0.0.1", nice: int = 0):
         self.home = Path(home).resolve()
+        self.nice = nice
         self.host = host
         self.port = port or _free_port()
         self.base = f"http://{host}:{self.port}"
@@ -180,6 +183,8 @@ class AirflowLocal:
         args = [_airflow(), name]
         if name == "api-server":
             args += ["--host", self.host, "--port", str(self.port)]
+        if self.nice:  # the component and what it forks run below the staging stack (``nice``)
+            args = ["nice", "-n", str(self.nice), *args]
         self.procs[name] = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
                                             start_new_session=True)
         log.close()
