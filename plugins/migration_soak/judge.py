@@ -273,6 +273,8 @@ def judge_breach(crit: Criterion | Alert, kind: str, obs: list[Observation], pla
                 if over else ""))
             beyond += [_describe(o, v) for o, v in over]
             sparse = sparse and short is None and bool(rule.points(series, base)) and not over
+            if isinstance(rule, Baseline):  # a baseline too thin, or bounding no rise: never the clock's sparseness
+                sparse = False
     unit = _unit_of(obs, crit.checks[0])
     if unjudged:
         return CriterionResult(crit.id, kind, crit.text, rule.text(unit), "not_judged",
@@ -744,6 +746,11 @@ def _go_check(plan: Plan, rule: RuleKind, cid: str, obs: list[Observation], stop
         return "not_enough_data", f"{short}{not_measured(obs, cid)}", None
     unread = (end_unread(plan, cid, series, None) or read_partly(series, rule.condition.op)
               or (thin_baseline(plan, obs, cid, min_cov) if rule.needs_baseline else None))
+    if unread is None and isinstance(rule, Baseline):
+        # a baseline of too few requests to bound its quantile shows no rise: "no degradation"
+        # would claim what nothing measured, on any clock (the slow-auth demo's 40-fold login
+        # slowdown against 20 baseline logins was such a "met")
+        unread = rule.unbounded(series, base)
     if unread is not None:
         return "not_enough_data", unread, None
     unshown = rule.unshown(series) if isinstance(rule, Threshold) else None
@@ -786,7 +793,7 @@ def judge(plan: Plan, observations: list[Observation], time_scale: float = 1.0) 
     window that leave soak hours unread says which, and the GO's reasons name them:
     :func:`read_in_part`); one exception, on a compressed clock (``time_scale`` > 1, never an approval): a NO-GO
     criterion whose readings were only too far apart (or over too few requests) for its window (``too_sparse``) is
-    named in the GO's reasons instead (docs/verdict.md#not-judged).
+    named in the GO's reasons instead (docs/verdict.md#not-judged); never one whose baseline could show no rise.
     """
     go, no_go = implicit_criteria(plan)
     breaches = [judge_breach(c, "no_go", observations, plan, time_scale) for c in no_go]

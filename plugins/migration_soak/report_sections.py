@@ -23,7 +23,7 @@ from migration_soak.judge import (
 )
 from migration_soak.plan import BaselineRule, Check, Plan
 from migration_soak.report_checks import criterion_window, degradation_change, sampled_ids
-from migration_soak.rules import Base, Baseline, disjoint_windows, dropped_note, soak_minutes
+from migration_soak.rules import Base, Baseline, disjoint_windows, dropped_note, limits_range, soak_minutes
 from migration_soak.store import RunClock
 from migration_soak.report_run import (
     Run,
@@ -534,8 +534,7 @@ def _recent_vs_baseline(r: CheckResult, mine: list[Observation], b: float, rule:
         p = latest
         what = (f"{_quantile_word(mine)} of the {p.requests:,.0f} requests counted by the last {window:g} soak "
                 f"minutes' {plural(p.readings, 'reading')}{' but its slowest' + dropped_note(p, r.unit) if p.trimmed else ''} (histogram "
-                f"buckets pooled; 95 % limits "
-                f"{format_value(p.low, r.unit)} to {format_value(p.high, r.unit)}{stretch})")
+                f"buckets pooled; 95 % limits {limits_range(p, r.unit)}{stretch})")
         m = p.value
     else:
         last = mine[-1]

@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, Generic, TypeVar
 
 from migration_soak.plan import (
@@ -616,8 +616,9 @@ class Pooled:
     """A quantile of the requests of several readings: ``value`` (the readings' unit),
     ``requests``, ``readings``, the bucket ``(lower, upper)`` bounds it lies in, the
     ``quantile`` (0.95), and ``low``/``high``: its 95 % confidence limits from the
-    requests' count (the quantiles at ranks ``q +- 1.96 sqrt(q (1 - q) / n)``, read from
-    the same buckets): 100 requests put a p95 between their p90.7 and p99.3."""
+    requests' count (the order statistics :func:`quantile_ranks` names, read from the same
+    buckets): 100 requests put a p95 between their p90 and their slowest; ``high`` is
+    ``inf`` when they are too few to bound it (under 72 for a p95)."""
 
     value: float
     requests: float
@@ -666,10 +667,52 @@ def pooled_quantile(readings: list[Observation]) -> Pooled | None:
     q = quantiles.pop()
     n = buckets[-1][1]
     value = histogram_quantile(q, buckets)
-    margin = 1.96 * math.sqrt(q * (1 - q) / n)
-    low = histogram_quantile(max(q - margin, 0.0), buckets)
-    high = histogram_quantile(min(q + margin, 1.0), buckets)
+    lower, upper = quantile_ranks(q, round(n))
+    low = histogram_quantile(lower, buckets) if lower > 0 else 0.0
+    high = histogram_quantile(upper, buckets) if math.isfinite(upper) else math.inf
     return Pooled(value, n, len(readings), bucket_of(value, [le for le, _ in buckets]), q, low, high)
+
+
+#: Above this many requests :func:`quantile_ranks` uses the normal approximation of the
+#: binomial (its ranks then differ from the exact ones by under a request in a thousand).
+EXACT_RANKS_MAX = 10_000
+
+
+@lru_cache(maxsize=4096)
+def quantile_ranks(q: float, n: int) -> tuple[float, float]:
+    """The ranks (fractions 0..1 of ``n``) of the order statistics that bound the ``q``
+    quantile of the population ``n`` requests were drawn from, 95 % two-sided (2.5 % each
+    side), distribution-free: the count of requests at or under the quantile is
+    Binomial(n, q) (Conover, Practical Nonparametric Statistics, 3.2). The lower rank is 0
+    when nothing bounds it from below; the upper one ``inf`` when ``n`` requests cannot bound
+    it from above: a p95 needs at least 72 (0.95^72 < 2.5 %; :func:`requests_to_bound`).
+    The normal approximation's ``q +- 1.96 sqrt(q (1 - q) / n)``, clamped at 1, claimed the
+    slowest of 19 requests bounds a p95 (0.95^19 = 38 %: it does not)."""
+    if n <= 0 or not 0 < q < 1:
+        return 0.0, math.inf
+    if n > EXACT_RANKS_MAX:
+        margin = 1.96 * math.sqrt(q * (1 - q) / n)
+        return max(q - margin, 0.0), q + margin if q + margin <= 1 else math.inf
+    log_q, log_p, head = math.log(q), math.log1p(-q), math.lgamma(n + 1)
+    # tail(k) = P(K >= k), K ~ Binomial(n, q), summed down from k = n: the u-th smallest
+    # request is at or above the quantile unless u or more fall under it (upper: the smallest
+    # u with tail(u) <= 2.5 %); the l-th at or under it unless fewer than l do (lower: the
+    # largest l with tail(l) >= 97.5 %). About n (1 - q) terms, not n.
+    upper, lower, tail = None, 0, 0.0
+    for k in range(n, 0, -1):
+        tail += math.exp(head - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * log_q + (n - k) * log_p)
+        if tail <= 0.025:
+            upper = k
+        if tail >= 0.975:
+            lower = k
+            break
+    return lower / n, upper / n if upper is not None else math.inf
+
+
+def requests_to_bound(q: float) -> int:
+    """The fewest requests whose slowest bounds the ``q`` quantile from above at 97.5 %
+    (:func:`quantile_ranks`): 72 for a p95, 368 for a p99."""
+    return math.ceil(math.log(0.025) / math.log(q) - 1e-9)
 
 
 def bucket_of(value: float, bounds: list[float]) -> tuple[float, float]:
@@ -722,7 +765,7 @@ class Baseline(RuleKind[BaselineRule]):
     of the ``window_minutes`` ending at each reading (ages ``0 <= age < window_minutes``:
     each reading counts the requests since its series' previous one), their buckets pooled,
     and ``b`` the baseline readings' requests pooled the same way; the change is the one
-    their 95 % limits show (:class:`Pooled`: a p95 of 100 requests is their p90.7 to p99.3),
+    their 95 % limits show (:class:`Pooled`: a p95 of 100 requests is their p90 to their slowest),
     and 0 unless the window's p95 is shown out of the baseline p95's histogram bucket (the
     histogram cannot tell values within one bucket apart: inside it the quantile is a
     linear interpolation).
@@ -741,6 +784,29 @@ class Baseline(RuleKind[BaselineRule]):
         """``in the 600 min ending at`` when :meth:`window` stretched the window, else
         :attr:`window_phrase`."""
         return f"in the {_num(self.window(series, base))} min ending at"
+
+    def unbounded(self, series: list[Observation], base: float | None) -> str | None:
+        """Why no change this rule looks for can be shown, whatever the soak's readings: the
+        baseline's pooled quantile has no upper 95 % limit (a rise; :func:`quantile_ranks`:
+        under 72 requests for a p95) or a lower limit of 0 (a fall); None when it has one,
+        or the rule compares medians."""
+        if not (isinstance(base, Base) and base.pooled is not None and series
+                and all(_histogram(o) is not None for o in series)):
+            return None
+        b, rise = base.pooled, self.spec.op in (">", ">=") or self.spec.value > 0
+        if rise and math.isinf(b.high):
+            return (f"the baseline's {b.requests:,.0f} requests cannot bound its p{b.quantile * 100:g} from above at "
+                    f"95 % ({requests_to_bound(b.quantile)} needed): no rise can be shown against it")
+        if not rise and b.low <= 0:
+            return (f"the baseline's {b.requests:,.0f} requests cannot bound its p{b.quantile * 100:g} from below at "
+                    f"95 %: no fall can be shown against it")
+        return None
+
+    def unjudged(self, series: list[Observation], base: float | None, reach: float | None = None,
+                 min_cover: float = 0.9) -> str | None:
+        """As :meth:`RuleKind.unjudged`, and :meth:`unbounded`: a NO-GO against a baseline
+        that bounds nothing could never be breached, so it is not "clear"."""
+        return super().unjudged(series, base, reach, min_cover) or self.unbounded(series, base)
 
     def points(self, series: list[Observation], base: float | None,
                confident: bool = False) -> list[Point]:
@@ -950,8 +1016,18 @@ def dropped_note(p: Pooled, unit: str = "") -> str:
 
 
 def _limits(p: Pooled, unit: str) -> str:
-    """``95 % limits 4.5 ms to 4.95 ms`` of a pooled quantile."""
-    return f"95 % limits {format_value(p.low, unit)} to {format_value(p.high, unit)}"
+    """``95 % limits 4.5 ms to 4.95 ms`` of a pooled quantile, ``95 % limits 4.31 ms to none
+    (19 requests are too few to bound a p95 from above: 72 needed)`` when unbounded."""
+    return f"95 % limits {limits_range(p, unit)}"
+
+
+def limits_range(p: Pooled, unit: str) -> str:
+    """``4.5 ms to 4.95 ms``: a pooled quantile's 95 % limits (:func:`quantile_ranks`), the
+    upper one named as missing, and why, when its requests cannot bound it."""
+    if math.isfinite(p.high):
+        return f"{format_value(p.low, unit)} to {format_value(p.high, unit)}"
+    return (f"{format_value(p.low, unit)} to none ({p.requests:,.0f} requests are too few to bound a "
+            f"p{p.quantile * 100:g} from above: {requests_to_bound(p.quantile)} needed)")
 
 
 def _quantile_name(series: list[Observation]) -> str:
