@@ -2,7 +2,7 @@
 
 CLI::
 
-    python -m demo.stack up   --dir .state/stack --scenario healthy [--users 100000] [--rate 20]
+    python -m demo.stack up   --dir .state/stack --scenario healthy [--users 100000] [--rate 50]
     python -m demo.stack down --dir .state/stack
 
 ``up`` starts everything, writes ``<dir>/stack.json`` (mode 0600), prints ``stack: up`` and
@@ -53,7 +53,7 @@ from demo.authorizer import AuthorizerLog, create_authorizer
 from demo.gateway import Gateway
 from demo.server import ServerThread
 from demo.db_exporter import DbExporter
-from demo.load import LoadGenerator
+from demo.load import DEFAULT_RATE, LoadGenerator
 
 STAGING_DATABASE = "staging"
 INFO_FILE = "stack.json"
@@ -92,7 +92,7 @@ class Stack:
         directory: Path | str,
         scenario: str = "healthy",
         users: int = 100_000,
-        rate: float = 20.0,
+        rate: float = DEFAULT_RATE,
         server: postgres.EmbeddedPostgres | None = None,
         database: str = STAGING_DATABASE,
         bind_host: str = "127.0.0.1",
@@ -125,7 +125,7 @@ class Stack:
         directory: Path | str,
         scenario: str = "healthy",
         users: int = 100_000,
-        rate: float = 20.0,
+        rate: float = DEFAULT_RATE,
         server: postgres.EmbeddedPostgres | None = None,
         database: str = STAGING_DATABASE,
         bind_host: str = "127.0.0.1",
@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--dir", required=True, help="state folder (pgdata, stack.json, app.log)")
     up.add_argument("--scenario", choices=SCENARIOS, default="healthy")
     up.add_argument("--users", type=int, default=100_000, help="users seeded on a first start")
-    up.add_argument("--rate", type=float, default=20.0, help="load in requests/s (0: none)")
+    up.add_argument("--rate", type=float, default=DEFAULT_RATE, help="load in requests/s (0: none)")
     down = sub.add_parser("down", help="stop the stack running in --dir")
     down.add_argument("--dir", required=True)
     down.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it to exit")

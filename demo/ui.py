@@ -39,6 +39,7 @@ import requests
 from demo import workdir_lock
 from demo.airflow_local import AirflowLocal, postgres_metadata_url
 from demo.slack_sink import SlackSink
+from demo.load import DEFAULT_RATE
 from demo.stack import SCENARIOS, Stack, airflow_connections
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,7 +143,7 @@ class Deployment:
     """
 
     def __init__(self, workdir: Path | str, *, port: int | None = None, users: int = 100_000,
-                 scenario: str = "healthy", rate: float = 20.0, plans_dir: Path | str | None = None,
+                 scenario: str = "healthy", rate: float = DEFAULT_RATE, plans_dir: Path | str | None = None,
                  prepare: Callable[["Deployment"], dict[str, str]] | None = None, env: dict[str, str] | None = None,
                  unpause: list[str] | None = None, fresh: bool = True, parallelism: int = 4,
                  server=None, say: Callable[[str], None] | None = None, executor: str = "local",

@@ -224,15 +224,16 @@ def test_memory_leak_grows_rss_and_reload_frees_it(stack, info):
     url = info["gateway_url"]
     session = requests.Session()
     before = _value(_families(url), "process_resident_memory_bytes")
-    assert _fault(info, "memory-leak").status_code == 200  # 192 KiB a request
+    assert _fault(info, "memory-leak").status_code == 200  # 76.8 KiB a request (its default)
+    size = int(76.8 * 1024)
     for _ in range(300):
         session.get(f"{url}/admin/faults", timeout=5).raise_for_status()
     _families(url)  # scrapes do not leak
     after = _value(_families(url), "process_resident_memory_bytes")
     # 300 requests and the POST /admin/fault that switched it on (answered, then counted);
-    # a request of the stack's own (a health probe) may land in between: 192 KiB each.
+    # a request of the stack's own (a health probe) may land in between: 76.8 KiB each.
     leaked = _leaked_settled(stack.gateway)
-    assert leaked % (192 * 1024) == 0 and 301 <= leaked // (192 * 1024) <= 310, leaked
+    assert leaked % size == 0 and 301 <= leaked // size <= 310, leaked
     assert after - before > 0.8 * leaked, (before / MiB, after / MiB)
     # The cap: nothing more is kept beyond max_mb.
     assert _fault(info, "memory-leak", kb_per_request=1024, max_mb=60).status_code == 200

@@ -264,6 +264,10 @@ def test_healthy_soak_is_go_with_every_criterion_met(healthy):
     reasons = healthy.events["verdict"]["payload"]["reasons"]
     assert reasons[1].startswith("not judged on this compressed clock (time_scale 300") and \
         all(cid in reasons[1] for cid in sparse), reasons
+    # the baseline hour is 12 wall seconds: its logins must be enough to bound their p95 from
+    # above (72), or no rise could be shown (rules.quantile_ranks) and the soak is INCONCLUSIVE
+    logins = next(r for r in reasons if r.startswith("compared (go_performance_stable): login_p95"))
+    assert int(re.search(r"against the baseline's [\d.]+ ms \(([\d,]+) requests\)", logins)[1].replace(",", "")) >= 72
     assert "no_go" not in healthy.events
 
 
